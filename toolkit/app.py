@@ -1,0 +1,123 @@
+"""The per-invocation application object: workspace, secrets, inventory, catalog, ledger.
+
+Built lazily, so `itops --help` or `itops tasks list` never opens the ledger or imports a transport.
+The CLI passes one App in `click`'s `ctx.obj`; tests build their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .catalog import Catalog
+from .credentials import CredentialStore, Redactor
+from .inventory import Inventory
+from .transports.base import ConnectOptions
+from .workspace import Workspace
+
+if TYPE_CHECKING:  # SQLAlchemy costs ~0.3 s to import: only commands that use the ledger pay it
+    from .ledger import Ledger
+
+
+class RedactingFilter(logging.Filter):
+    """Masks every registered secret in log records before any handler formats them."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redactor.mask(record.getMessage())
+        record.args = ()
+        if record.exc_info and record.exc_info[1] is not None:
+            import traceback
+
+            record.exc_text = self.redactor.mask(
+                "".join(traceback.format_exception(*record.exc_info))
+            )
+            record.exc_info = None
+        return True
+
+
+class App:
+    def __init__(self, workspace: str | Path | None = None, *, verbose: bool = False) -> None:
+        self._workspace_arg = workspace
+        self.verbose = verbose
+        self.redactor = Redactor()
+        self._ledger: Ledger | None = None
+
+    @cached_property
+    def workspace(self) -> Workspace:
+        ws = Workspace.find(self._workspace_arg)
+        self._setup_logging(ws)
+        return ws
+
+    @cached_property
+    def credentials(self) -> CredentialStore:
+        return CredentialStore(self.redactor, prompter=_prompt if sys.stdin.isatty() else None)
+
+    @cached_property
+    def inventory(self) -> Inventory:
+        return Inventory.load(self.workspace.inventory_sources)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog.load(self.workspace.task_folders)
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            from .ledger import open_ledger
+
+            ws = self.workspace
+            self._ledger = open_ledger(
+                ws.ledger_url,
+                operator=ws.operator,
+                redactor=self.redactor,
+                blob_dir=ws.state_dir / "outputs",
+                synchronous=str(ws.section("ledger").get("synchronous", "normal")),
+            )
+        return self._ledger
+
+    def connect_options(
+        self, connect_timeout: float | None = None, command_timeout: float | None = None
+    ) -> ConnectOptions:
+        ws = self.workspace
+        return ConnectOptions(
+            connect_timeout=float(connect_timeout or ws.run_setting("connect_timeout", 10)),
+            command_timeout=float(command_timeout or ws.run_setting("command_timeout", 120)),
+            known_hosts=tuple(ws.known_hosts_files),
+        )
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    def _setup_logging(self, ws: Workspace) -> None:
+        logger = logging.getLogger("itops")
+        if logger.handlers:
+            return
+        logger.setLevel(logging.DEBUG if self.verbose else logging.INFO)
+        ws.state_dir.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(ws.state_dir / "itops.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(RedactingFilter(self.redactor))
+        logger.addHandler(handler)
+        if self.verbose:
+            stream = logging.StreamHandler()
+            stream.addFilter(RedactingFilter(self.redactor))
+            logger.addHandler(stream)
+        logger.propagate = False
+        os.environ.setdefault("ITOPS_LOG", str(ws.state_dir / "itops.log"))
+
+
+def _prompt(label: str) -> str:
+    import click
+
+    value: Any = click.prompt(label, hide_input=True, err=True)
+    return str(value)

@@ -1,0 +1,372 @@
+"""The remediation catalog: the `@remediation` contract, validated parameters, loading tasks/ by path.
+
+A remediation is a class with three steps:
+
+    @remediation("printer.clear-queue", category="printer", platforms={"linux"},
+                 summary="Cancel stuck print jobs and resume a paused queue")
+    class ClearPrintQueue(Remediation):
+        queue = Param(str, help="queue name (default: every queue)")
+
+        def check(self, ctx: Context) -> Finding: ...   # read-only: is the problem there?
+        def apply(self, ctx: Context) -> None: ...      # the fix; safe to run twice
+        def verify(self, ctx: Context) -> Finding: ...  # proves the fix held
+
+Check and verify receive a context whose `change()` refuses to run, so a check-only run cannot touch
+a host whatever the task does. Task modules are loaded from folders by path (never as a top-level
+`tasks` package); no global registry: the decorator marks the class and the Catalog collects it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import inspect
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol, TypeVar
+
+from .credentials import Secret, is_reference
+from .errors import NotFound, ToolkitError, ValidationError
+from .inventory import Host
+from .quoting import Command, check_path, check_text, check_token
+from .transports.base import CommandResult
+
+_TASK_NAME = re.compile(r"[a-z][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)+")
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+BUILTIN_TASKS = Path(__file__).resolve().parent.parent / "tasks"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a check or verify step found: `ok` means no problem."""
+
+    ok: bool
+    summary: str
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def healthy(cls, summary: str, **facts: Any) -> Finding:
+        return cls(True, summary, facts)
+
+    @classmethod
+    def problem(cls, summary: str, **facts: Any) -> Finding:
+        return cls(False, summary, facts)
+
+
+class Context(Protocol):
+    """What a remediation step may do on its host.
+
+    `read` may run in any step and returns the exit code as data. `change` works only during
+    apply, and by default raises CommandFailed on a non-zero exit (`check=False` to inspect it).
+    """
+
+    host: Host
+    step: str
+
+    def read(
+        self, command: Command, *, become: bool = False, timeout: float | None = None
+    ) -> CommandResult: ...
+
+    def change(
+        self,
+        command: Command,
+        *,
+        stdin: bytes | Secret | None = None,
+        become: bool = False,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> CommandResult: ...
+
+    def put(self, local: Path, remote: str) -> None: ...
+
+    def get(self, remote: str, local: Path) -> None: ...
+
+    def secret(self, reference: str, label: str = "secret") -> Secret: ...
+
+    def note(self, text: str) -> None: ...
+
+
+class Param:
+    """A declared, validated parameter; on a task instance the attribute reads the value.
+
+    Strings are validated by `kind`: "token" (names: no shell metacharacters, no leading '-'),
+    "path" (no '..', no control characters) or "text" (free text, passed literally). `secret`
+    parameters accept only references (env:VAR, prompt, …) and become Secrets.
+    """
+
+    def __init__(
+        self,
+        type: type = str,
+        *,
+        required: bool = False,
+        default: Any = None,
+        help: str = "",
+        pattern: str | None = None,
+        choices: Sequence[str] | None = None,
+        kind: str = "token",
+        secret: bool = False,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        many: bool = False,
+    ) -> None:
+        if kind not in ("token", "path", "text"):
+            raise ValueError(f"unknown Param kind {kind!r}")
+        self.type = type
+        self.required = required
+        self.default = default
+        self.help = help
+        self.pattern = re.compile(pattern) if pattern else None
+        self.choices = tuple(choices) if choices else None
+        self.kind = kind
+        self.secret = secret
+        self.minimum = minimum
+        self.maximum = maximum
+        self.many = many
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return instance.params[self.name]
+
+    def describe(self) -> str:
+        bits = [self.type.__name__ + ("[]" if self.many else "")]
+        if self.required:
+            bits.append("required")
+        if self.default is not None:
+            bits.append(f"default {self.default!r}")
+        if self.choices:
+            bits.append("one of " + "|".join(self.choices))
+        if self.secret:
+            bits.append("secret reference")
+        return ", ".join(bits)
+
+    def parse(self, raw: str) -> Any:
+        """Convert and validate one value given on the command line."""
+        what = f"parameter {self.name}"
+        if self.secret:
+            if not is_reference(raw):
+                raise ValidationError(
+                    f"{what} is a secret: give a reference, not the value",
+                    hint="env:VAR, file:/path, keyring:service/user or prompt",
+                )
+            return raw  # resolved by the runner's CredentialStore
+        if self.type is bool:
+            low = raw.lower()
+            if low not in _TRUE | _FALSE:
+                raise ValidationError(f"{what} must be true or false, not {raw!r}")
+            return low in _TRUE
+        if self.type in (int, float):
+            try:
+                number = self.type(raw)
+            except ValueError:
+                raise ValidationError(f"{what} must be a number, not {raw!r}") from None
+            if self.minimum is not None and number < self.minimum:
+                raise ValidationError(f"{what} must be ≥ {self.minimum:g}, not {raw}")
+            if self.maximum is not None and number > self.maximum:
+                raise ValidationError(f"{what} must be ≤ {self.maximum:g}, not {raw}")
+            return number
+        if self.choices is not None:
+            if raw not in self.choices:
+                raise ValidationError(
+                    f"{what} must be one of {', '.join(self.choices)}, not {raw!r}"
+                )
+            return raw
+        {"token": check_token, "path": check_path, "text": check_text}[self.kind](raw, what)
+        if self.pattern is not None and not self.pattern.fullmatch(raw):
+            raise ValidationError(f"{what} {raw!r} does not match {self.pattern.pattern}")
+        return raw
+
+
+class Remediation:
+    """Base for remediations: holds the validated parameters; verify re-runs check by default."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.params = params
+
+    def check(self, ctx: Context) -> Finding:
+        raise NotImplementedError
+
+    def apply(self, ctx: Context) -> None:
+        raise NotImplementedError
+
+    def verify(self, ctx: Context) -> Finding:
+        return self.check(ctx)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A registered remediation: its metadata, parameters and class."""
+
+    name: str
+    category: str
+    platforms: frozenset[str]
+    summary: str
+    cls: type[Remediation]
+    params: Mapping[str, Param]
+    doc: str = ""
+    examples: tuple[str, ...] = ()
+    disruptive: bool = False
+    risky: bool = False
+    source: str = ""
+
+    def validate(self, raw: Mapping[str, str | list[str]]) -> dict[str, Any]:
+        """Parameters given as strings → validated values, before anything connects."""
+        unknown = set(raw) - set(self.params)
+        if unknown:
+            name = sorted(unknown)[0]
+            raise NotFound.named(f"parameter for {self.name}", name, self.params)
+        values: dict[str, Any] = {}
+        for name, param in self.params.items():
+            given = raw.get(name)
+            if given is None:
+                if param.required:
+                    raise ValidationError(
+                        f"{self.name} needs parameter {name}", hint=f"-p {name}=… ({param.help})"
+                    )
+                values[name] = list(param.default or []) if param.many else param.default
+                continue
+            items = given if isinstance(given, list) else [given]
+            if not param.many and len(items) > 1:
+                raise ValidationError(f"parameter {name} was given more than once")
+            parsed = [param.parse(v) for v in items]
+            values[name] = parsed if param.many else parsed[0]
+        return values
+
+    def secret_params(self) -> list[str]:
+        return [n for n, p in self.params.items() if p.secret]
+
+
+R = TypeVar("R", bound=type[Remediation])
+
+
+def remediation(
+    name: str,
+    *,
+    category: str,
+    platforms: set[str] | frozenset[str],
+    summary: str,
+    disruptive: bool = False,
+    risky: bool = False,
+) -> Any:
+    """Mark a Remediation subclass as a catalog entry (the Catalog collects it when loading)."""
+    if not _TASK_NAME.fullmatch(name):
+        raise ValueError(f"invalid remediation name {name!r} (use domain.action, lower case)")
+
+    def mark(cls: R) -> R:
+        if not (isinstance(cls, type) and issubclass(cls, Remediation)):
+            raise TypeError(f"@remediation({name!r}) must decorate a Remediation subclass")
+        doc = inspect.getdoc(cls) or ""
+        params = {
+            attr: value
+            for klass in reversed(cls.__mro__)
+            for attr, value in vars(klass).items()
+            if isinstance(value, Param)
+        }
+        cls.__remediation__ = TaskSpec(  # type: ignore[attr-defined]
+            name=name,
+            category=category,
+            platforms=frozenset(platforms),
+            summary=summary,
+            cls=cls,
+            params=MappingProxyType(params),
+            doc=doc,
+            examples=tuple(
+                line.strip() for line in doc.splitlines() if line.strip().startswith("itops ")
+            ),
+            disruptive=disruptive,
+            risky=risky,
+        )
+        return cls
+
+    return mark
+
+
+class Catalog:
+    """Remediations by name, loaded once from task folders (later folders override earlier)."""
+
+    def __init__(self, specs: Mapping[str, TaskSpec]) -> None:
+        self._specs = dict(sorted(specs.items()))
+
+    @classmethod
+    def load(cls, folders: Sequence[Path]) -> Catalog:
+        specs: dict[str, TaskSpec] = {}
+        seen: set[Path] = set()
+        for folder in folders:
+            folder = folder.resolve()
+            if folder in seen or not folder.is_dir():
+                continue
+            seen.add(folder)
+            for path in sorted(folder.glob("*.py")):
+                if path.name.startswith("_"):
+                    continue
+                for spec in _load_module(path):
+                    specs[spec.name] = spec
+        return cls(specs)
+
+    def get(self, name: str) -> TaskSpec:
+        if not _TASK_NAME.fullmatch(name):
+            raise ValidationError(
+                f"invalid task name {name!r}", hint="task names look like printer.clear-queue"
+            )
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise NotFound.named("task", name, self._specs) from None
+
+    def __iter__(self) -> Iterator[TaskSpec]:
+        return iter(self._specs.values())
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+
+def _load_module(path: Path) -> list[TaskSpec]:
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    module_name = f"toolkit._loaded_tasks.{path.stem}_{digest}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ToolkitError(f"cannot load task module {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except ToolkitError:
+            del sys.modules[module_name]
+            raise
+        except Exception as exc:
+            del sys.modules[module_name]
+            raise ToolkitError(
+                f"task module {path} failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
+    found = []
+    lines: list[str] | None = None
+    for value in vars(module).values():
+        spec_ = getattr(value, "__remediation__", None)
+        if isinstance(spec_, TaskSpec) and spec_.cls is value:
+            if lines is None:  # cheaper than inspect.getsourcelines, which tokenizes the file
+                lines = path.read_text().splitlines()
+            line = next(
+                (
+                    n
+                    for n, text in enumerate(lines, 1)
+                    if text.startswith(f"class {value.__name__}")
+                ),
+                0,
+            )
+            found.append(dataclasses.replace(spec_, source=f"{path}:{line}"))
+    return found

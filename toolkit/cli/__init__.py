@@ -1,0 +1,112 @@
+"""The `itops` command line: thin click commands that parse, call the library, render.
+
+Subcommands are imported only when invoked (like Flask's CLI), so `itops --help` stays fast and
+never imports a transport library.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import ToolkitError
+
+COMMANDS = {
+    "fix": ("toolkit.cli.fix", "fix", "Run a remediation: check → apply → verify on target hosts."),
+    "tasks": ("toolkit.cli.tasks", "tasks", "List and describe the remediation catalog."),
+    "inventory": (
+        "toolkit.cli.inventory",
+        "inventory",
+        "List, show, check and trust inventory hosts.",
+    ),
+    "log": ("toolkit.cli.log", "log", "Read the ticket log (the ledger) with filters."),
+    "audit": ("toolkit.cli.audit", "audit", "Verify the ledger's hash chain; for auditors."),
+    "ticket": ("toolkit.cli.ticket", "ticket", "Show tickets and the actions run under them."),
+    "lab": ("toolkit.cli.lab", "lab", "Start and stop the local lab of real SSH/CUPS hosts."),
+    "init": ("toolkit.cli.init", "init", "Create a new workspace (itops.toml and folders)."),
+}
+
+
+_APPS: list[Any] = []  # the invocation's App, so errors printed here are masked too
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in sorted(COMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--workspace",
+    "-w",
+    metavar="DIR",
+    envvar="ITOPS_WORKSPACE",
+    help="Workspace folder (default: nearest itops.toml upwards).",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Log debug detail to stderr too.")
+@click.version_option(__version__, prog_name="itops")
+@click.pass_context
+def cli(ctx: click.Context, workspace: str | None, verbose: bool) -> None:
+    """itops: one-line, audited remediations for L2 support.
+
+    Every fix runs check → apply → verify on each target host and is written to a
+    hash-chained ticket log before anything touches the host.
+
+    \b
+    Examples:
+      itops lab up --hosts 4
+      itops fix printer.clear-queue lab --check
+      itops fix printer.clear-queue ws-042 --ticket INC-1042
+      itops log --ticket INC-1042
+      itops audit verify
+    """
+    from ..app import App
+
+    app = App(workspace, verbose=verbose)
+    _APPS[:] = [app]
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        return cli.main(args=argv, prog_name="itops", standalone_mode=False)
+    except ToolkitError as exc:
+        _error(exc.message, exc.hint)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+def _error(message: str, hint: str | None) -> None:
+    mask = _APPS[0].redactor.mask if _APPS else (lambda text: text)
+    click.secho(f"error: {mask(message)}", fg="red", err=True)
+    if hint:
+        click.echo(f"hint: {mask(hint)}", err=True)

@@ -1,0 +1,78 @@
+"""`itops audit`: verify the ledger; for auditors (read-only)."""
+
+from __future__ import annotations
+
+import click
+
+from ..app import App
+from . import render
+
+
+@click.group()
+def audit() -> None:
+    """Check that the ticket log is complete and unaltered.
+
+    \b
+    Examples:
+      itops audit verify
+      itops audit head          # note the head hash somewhere safe to detect truncation
+    """
+
+
+@audit.command()
+@click.option(
+    "--expect-head",
+    metavar="SEQ:HASH",
+    help="Also require this record (from `audit head`) to be in the chain.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def verify(app: App, expect_head: str | None, as_json: bool) -> None:
+    """Recompute every record's hash and link. Exit 0 if intact, 1 if not.
+
+    Names the first broken record: edited, deleted, reordered or inserted rows all break the
+    chain there. Actions begun but never finished (a crash) are listed; they do not break it.
+    """
+    report = app.ledger.verify()
+    problem = None if report.ok else report.reason
+    if report.ok and expect_head:
+        seq_text, _, expected = expect_head.partition(":")
+        record = next(app.ledger.records(seq=int(seq_text)), None) if seq_text.isdigit() else None
+        if record is None or record.hash != expected:
+            problem = (
+                f"record {seq_text} is not the expected {expected[:16]}… (truncated or rewritten)"
+            )
+    if as_json:
+        render.emit_json(
+            {
+                "ok": problem is None,
+                "records": report.records,
+                "head_seq": report.head_seq,
+                "head_hash": report.head_hash,
+                "first_bad_seq": report.first_bad_seq,
+                "reason": problem,
+                "open_actions": list(report.open_actions),
+            }
+        )
+    elif problem is None:
+        click.secho(
+            f"ledger intact: {report.records} records, head #{report.head_seq} {report.head_hash}",
+            fg="green",
+        )
+        if report.open_actions:
+            click.echo(
+                f"{len(report.open_actions)} action(s) begun and never finished "
+                "(see: itops log --outcome open)"
+            )
+    else:
+        click.secho(f"LEDGER BROKEN: {problem}", fg="red", err=True)
+        click.echo(f"the chain is intact up to record #{report.head_seq}", err=True)
+    click.get_current_context().exit(0 if problem is None else 1)
+
+
+@audit.command()
+@click.pass_obj
+def head(app: App) -> None:
+    """Print the newest record as SEQ:HASH, to keep outside the ledger and pass to --expect-head."""
+    record = app.ledger.head()
+    click.echo("empty" if record is None else f"{record.seq}:{record.hash}")

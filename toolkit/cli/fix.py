@@ -1,0 +1,217 @@
+"""`itops fix`: the one-line remediation."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from ..app import App
+from ..errors import ValidationError
+from ..inventory import Host
+from ..runner import HostResult, RunOptions, RunReport
+from ..tickets import CATEGORIES, PRIORITIES, check_ticket_id
+from . import render
+
+EPILOG = """\b
+Exit codes (the first that applies):
+  0  every host already-ok or fixed (or skipped: not its platform)
+  1  at least one host failed (apply or verify failed, a step timed out)
+  2  bad usage or input: nothing ran
+  3  at least one host unreachable (refused, timed out, auth or host key refused)
+  4  --check found something to fix
+  5  at least one host needs approval
+  130 interrupted
+"""
+
+
+def parse_params(items: Sequence[str]) -> dict[str, str | list[str]]:
+    """`-p name=value` pairs; a name given twice becomes a list."""
+    out: dict[str, str | list[str]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValidationError(f"parameter {item!r} is not NAME=VALUE")
+        if name in out:
+            prev = out[name]
+            out[name] = [*prev, value] if isinstance(prev, list) else [prev, value]
+        else:
+            out[name] = value
+    return out
+
+
+@click.command(epilog=EPILOG)
+@click.argument("task")
+@click.argument("targets")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A task parameter (repeatable). See: itops tasks show TASK",
+)
+@click.option(
+    "--ticket",
+    "-t",
+    metavar="ID",
+    help="Ticket the change is done under (required to change hosts).",
+)
+@click.option(
+    "--category", type=click.Choice(CATEGORIES), help="Category, if --ticket opens a new ticket."
+)
+@click.option(
+    "--priority", type=click.Choice(PRIORITIES), help="Priority, if --ticket opens a new ticket."
+)
+@click.option(
+    "--check", "check_only", is_flag=True, help="Only diagnose (read-only): never changes a host."
+)
+@click.option(
+    "--forks", "-f", type=click.IntRange(1, 1000), help="Hosts worked on at once [default: 50]."
+)
+@click.option("--serial", type=click.IntRange(1), metavar="N", help="Work in batches of N hosts.")
+@click.option(
+    "--max-fail-percent",
+    type=click.FloatRange(0, 100),
+    metavar="P",
+    help="Stop before the next batch if more than P% of a batch failed.",
+)
+@click.option(
+    "--connect-timeout", type=click.FloatRange(0.1), metavar="S", help="Per-host connect timeout."
+)
+@click.option(
+    "--timeout",
+    "command_timeout",
+    type=click.FloatRange(0.1),
+    metavar="S",
+    help="Per-command timeout.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@click.pass_obj
+def fix(
+    app: App,
+    task: str,
+    targets: str,
+    params: tuple[str, ...],
+    ticket: str | None,
+    category: str | None,
+    priority: str | None,
+    check_only: bool,
+    forks: int | None,
+    serial: int | None,
+    max_fail_percent: float | None,
+    connect_timeout: float | None,
+    command_timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Run remediation TASK on the hosts matching TARGETS: check → apply → verify.
+
+    TARGETS is a host, a group, a glob (ws-0*), or a combination: a:b (either),
+    a:&b (both), a:!b (a but not b).
+
+    \b
+    Examples:
+      itops fix printer.clear-queue ws-042 --ticket INC-1042
+      itops fix printer.clear-queue office --check
+      itops fix printer.clear-queue 'lab:!lab-03' -p queue=office --ticket INC-1042 --serial 2
+    """
+    from ..runner import Runner
+    from ..tickets import ensure
+    from ..transports import Connector
+
+    spec = app.catalog.get(task)
+    values = spec.validate(parse_params(params))
+    if ticket is not None:
+        check_ticket_id(ticket)
+    hosts = app.inventory.select(targets)
+    if not check_only and not ticket:
+        from ..errors import TicketRequired
+
+        raise TicketRequired(
+            f"{spec.name} changes hosts: a ticket is required",
+            hint="add --ticket INC-1234 (a new id opens a local ticket), or --check to only look",
+        )
+    if ticket:
+        ensure(
+            app.ledger,
+            ticket,
+            category=category or spec.category,
+            priority=priority,
+            source=f"itops fix {spec.name}",
+        )
+    options = RunOptions(
+        check_only=check_only,
+        forks=forks or int(app.workspace.run_setting("forks", 50)),
+        serial=serial,
+        max_fail_percent=max_fail_percent,
+        command_timeout=command_timeout,
+    )
+    connector = Connector(app.connect_options(connect_timeout, command_timeout), app.credentials)
+    try:
+        with _progress(hosts, enabled=not as_json and sys.stderr.isatty()) as on_event:
+            runner = Runner(
+                ledger=app.ledger,
+                connector=connector,
+                credentials=app.credentials,
+                on_event=on_event,
+            )
+            report = runner.run(spec, hosts, values, ticket=ticket, options=options)
+    finally:
+        connector.close()
+    if as_json:
+        render.emit_json(app.redactor.mask_data(report.as_dict()))
+    else:
+        show_report(report)
+    click.get_current_context().exit(report.exit_code)
+
+
+def show_report(report: RunReport) -> None:
+    render.table(
+        ["host", "outcome", "detail", "time"],
+        [(r.host, _outcome(r), r.message, f"{r.duration:.1f}s") for r in report.results],
+        style_column="outcome",
+    )
+    counts = ", ".join(f"{n} {o}" for o, n in sorted(report.counts.items()))
+    where = f" under {report.ticket}" if report.ticket else ""
+    mode = "check" if report.check_only else "fix"
+    click.echo(
+        f"{report.task} ({mode}) on {len(report.results)} host(s): {counts} "
+        f"in {report.duration:.1f}s; recorded in the ticket log{where}"
+    )
+
+
+def _outcome(r: HostResult) -> str:
+    return f"{r.outcome} ({r.error})" if r.error else str(r.outcome)
+
+
+@contextmanager
+def _progress(hosts: Sequence[Host], *, enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    bar = progress.add_task("hosts", total=len(hosts), counts="")
+    counts: dict[str, int] = {}
+
+    def on_event(kind: str, host: Host, detail: Any) -> None:
+        if kind == "done":
+            counts[str(detail.outcome)] = counts.get(str(detail.outcome), 0) + 1
+            text = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
+            progress.update(bar, advance=1, counts=text)
+
+    with progress:
+        yield on_event

@@ -1,0 +1,90 @@
+"""`itops lab`: the local lab of real OpenSSH (and CUPS) hosts on loopback addresses."""
+
+from __future__ import annotations
+
+import click
+
+from ..app import App
+from . import render
+
+
+@click.group()
+def lab() -> None:
+    """Start, inspect and stop the local lab (needs root; loopback addresses only).
+
+    \b
+    Examples:
+      itops lab up --hosts 4
+      itops lab break printer lab-01:lab-02
+      itops lab status
+      itops lab down
+    """
+
+
+@lab.command()
+@click.option("--hosts", "-n", "count", type=click.IntRange(1, 2000), default=4, show_default=True)
+@click.option("--port", type=click.IntRange(1024, 65535), help="SSH port for every lab address.")
+@click.option(
+    "--cups/--no-cups",
+    default=True,
+    show_default=True,
+    help="Run a cupsd behind each host (printer remediations).",
+)
+@click.pass_obj
+def up(app: App, count: int, port: int | None, cups: bool) -> None:
+    """Start COUNT lab hosts (group `lab`) with generated keys, inventory and known_hosts."""
+    from ..lab import Lab
+
+    state = Lab(app.workspace).up(count, port=port, cups=cups)
+    first, last = state.hosts[0], state.hosts[-1]
+    click.echo(
+        f"lab up: {len(state.hosts)} host(s) {first.name}..{last.name} on "
+        f"{first.address}..{last.address} port {state.port}"
+        + (", CUPS queue 'office' on each" if cups else "")
+    )
+    click.echo("inventory group 'lab'; try: itops inventory check lab")
+
+
+@lab.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def status(app: App, as_json: bool) -> None:
+    """Show the lab's hosts and whether their sshd and cupsd are running."""
+    from ..lab import Lab
+
+    info = Lab(app.workspace).status()
+    if as_json:
+        render.emit_json(info)
+        return
+    if not info["hosts"]:
+        click.echo("no lab in this workspace (itops lab up)")
+        return
+    render.table(
+        ["host", "address", "ssh", "cups"],
+        [(h["name"], h["address"], h["ssh"], h["cups"] or "-") for h in info["hosts"]],
+    )
+    click.echo(f"{info['processes']} of {info['expected']} lab processes running")
+
+
+@lab.command()
+@click.pass_obj
+def down(app: App) -> None:
+    """Stop exactly the processes `lab up` started and remove the lab inventory."""
+    from ..lab import Lab
+
+    stopped = Lab(app.workspace).down()
+    click.echo(f"lab down: stopped {stopped} process(es)")
+
+
+@lab.command("break")
+@click.argument("fault", type=click.Choice(["printer"]))
+@click.argument("targets", default="lab")
+@click.pass_obj
+def break_(app: App, fault: str, targets: str) -> None:
+    """Inject a fault for practice: `printer` pauses the queue with stuck jobs."""
+    from ..lab import Lab
+
+    lab_hosts = {h.name for h in app.inventory.select("lab")}
+    names = [h.name for h in app.inventory.select(targets) if h.name in lab_hosts]
+    broken = Lab(app.workspace).break_printer(names)
+    click.echo(f"printer 'office' paused with stuck jobs on: {', '.join(broken)}")

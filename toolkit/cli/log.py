@@ -1,0 +1,178 @@
+"""`itops log`: read the ticket log."""
+
+from __future__ import annotations
+
+import csv
+import re
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from ..app import App
+from ..errors import ValidationError
+from ..ledger import COLUMNS, Record
+from . import render
+
+_RELATIVE = re.compile(r"(\d+)([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(value: str | None, *, now: datetime | None = None) -> str | None:
+    """`2026-11-21`, `2026-11-21T10:00+01:00` or relative `90m`/`2d` → the ledger's UTC format."""
+    if value is None:
+        return None
+    now = now or datetime.now(UTC)
+    if m := _RELATIVE.fullmatch(value.strip()):
+        moment = now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    else:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError(
+                f"cannot read the time {value!r}",
+                hint="use 2026-11-21, 2026-11-21T14:30, 2026-11-21T14:30+01:00, or 90m / 12h / 7d",
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.astimezone()  # local time, as the user meant it
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def action_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
+    """One row per action (begin and finish merged; `open` if never finished) or other event."""
+    rows: list[dict[str, Any]] = []
+    by_action: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        if rec.kind in ("action.begin", "action.finish") and rec.action_id:
+            row = by_action.get(rec.action_id)
+            if row is None:
+                row = {
+                    "at": rec.at,
+                    "operator": rec.operator,
+                    "ticket": rec.ticket,
+                    "host": rec.host,
+                    "action": rec.task,
+                    "outcome": "open",
+                    "detail": "",
+                    "duration": None,
+                    "seq": rec.seq,
+                }
+                by_action[rec.action_id] = row
+                rows.append(row)
+            if rec.kind == "action.finish":
+                info = rec.info
+                row["outcome"] = rec.outcome or "?"
+                row["duration"] = (rec.duration_ms or 0) / 1000
+                row["detail"] = info.get("message") or ""
+            elif rec.kind == "action.begin" and row["outcome"] == "open":
+                row["detail"] = "begun, never finished"
+        else:
+            info = rec.info
+            detail = ", ".join(f"{k}={v}" for k, v in info.items() if v not in (None, "", [], {}))
+            rows.append(
+                {
+                    "at": rec.at,
+                    "operator": rec.operator,
+                    "ticket": rec.ticket,
+                    "host": rec.host,
+                    "action": rec.kind,
+                    "outcome": "",
+                    "detail": detail[:120],
+                    "duration": None,
+                    "seq": rec.seq,
+                }
+            )
+    return rows
+
+
+@click.command()
+@click.option("--ticket", help="Only this ticket.")
+@click.option("--host", help="Only this host.")
+@click.option("--operator", help="Only this operator.")
+@click.option("--task", help="Only this remediation (e.g. printer.clear-queue).")
+@click.option("--outcome", help="Only actions with this outcome (fixed, failed, …, or open).")
+@click.option(
+    "--since", metavar="WHEN", help="From this time: 2026-11-21, 2026-11-21T14:30, or 12h / 7d ago."
+)
+@click.option("--until", metavar="WHEN", help="Before this time (same forms).")
+@click.option(
+    "--limit",
+    type=click.IntRange(0),
+    default=200,
+    show_default=True,
+    help="Table view: show the last N rows (0: all). JSON and CSV are never cut.",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one ledger record per line.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV: one ledger record per row.")
+@click.pass_obj
+def log(
+    app: App,
+    ticket: str | None,
+    host: str | None,
+    operator: str | None,
+    task: str | None,
+    outcome: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """Read the ticket log: who did what, where, when, and the verified outcome.
+
+    The table merges each action's begin and finish records; --json and --csv give the
+    raw records with their hashes.
+
+    \b
+    Examples:
+      itops log --ticket INC-1042
+      itops log --host ws-042 --since 7d
+      itops log --outcome failed --json | jq .host
+    """
+    filters = {
+        "ticket": ticket,
+        "host": host,
+        "operator": operator,
+        "task": task,
+        "since": parse_when(since),
+        "until": parse_when(until),
+    }
+    if outcome and outcome != "open":
+        filters["outcome"] = outcome
+    records = app.ledger.records(**filters)
+    if as_json or as_csv:
+        raw = (r for r in records if outcome != "open" or r.kind == "action.begin")
+        if as_json:
+            render.emit_jsonl(r.as_dict() for r in raw)
+        else:
+            writer = csv.writer(sys.stdout)
+            writer.writerow(COLUMNS)
+            for r in raw:
+                writer.writerow([getattr(r, c) for c in COLUMNS])
+        return
+    rows = action_rows(records)
+    if outcome:
+        rows = [r for r in rows if r["outcome"] == outcome]
+    total = len(rows)
+    if limit and total > limit:
+        rows = rows[-limit:]
+    render.table(
+        ["time (UTC)", "operator", "ticket", "host", "action", "outcome", "detail"],
+        [
+            (
+                r["at"][:19].replace("T", " "),
+                r["operator"],
+                r["ticket"] or "",
+                r["host"] or "",
+                r["action"],
+                r["outcome"],
+                r["detail"],
+            )
+            for r in rows
+        ],
+        style_column="outcome",
+    )
+    if limit and total > limit:
+        click.echo(f"(last {limit} of {total}; --limit 0 shows all)", err=True)

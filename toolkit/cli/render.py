@@ -1,0 +1,76 @@
+"""Output helpers shared by the commands: tables (rich on a terminal, plain columns in a pipe),
+JSON, and outcome colours. Secrets are masked by the caller's Redactor before anything prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import click
+
+OUTCOME_STYLE = {
+    "already-ok": "green",
+    "fixed": "green",
+    "would-fix": "yellow",
+    "failed": "red",
+    "unreachable": "red",
+    "skipped": "dim",
+    "needs-approval": "magenta",
+    "open": "yellow",
+    "ok": "green",
+    "error": "red",
+}
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+def emit_jsonl(rows: Iterable[Mapping[str, Any]]) -> None:
+    for row in rows:
+        click.echo(json.dumps(row, default=str, ensure_ascii=False, separators=(",", ":")))
+
+
+def table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    title: str | None = None,
+    style_column: str | None = None,
+) -> None:
+    """A table: rich on a terminal, tab-free aligned plain text otherwise (greppable)."""
+    rows = [["" if v is None else str(v) for v in row] for row in rows]
+    if is_tty():
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=title, title_justify="left", header_style="bold")
+        for col in columns:
+            t.add_column(col, overflow="fold")
+        index = columns.index(style_column) if style_column in columns else None
+        for row in rows:
+            cells = list(row)
+            if index is not None:
+                style = OUTCOME_STYLE.get(cells[index].split(" ")[0])
+                if style:
+                    cells[index] = f"[{style}]{cells[index]}[/]"
+            t.add_row(*cells)
+        Console().print(t)
+        return
+    if title:
+        click.echo(title)
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def outcome_text(outcome: str) -> str:
+    style = OUTCOME_STYLE.get(outcome)
+    return click.style(outcome, fg=style) if style and is_tty() and style != "dim" else outcome

@@ -1,0 +1,360 @@
+"""The ticket log: an append-only, hash-chained ledger of every action and ticket event.
+
+Each record carries the SHA-256 of its own fields and of the previous record's hash, so an edited,
+deleted, reordered or inserted row breaks the chain at that point and `verify()` names it. Appends
+take a database-wide write lock (SQLite `BEGIN IMMEDIATE`, PostgreSQL advisory lock) so several
+itops processes writing at once still produce one linear chain. UPDATE and DELETE are refused by
+triggers; the chain catches anyone who removes the triggers first.
+
+Every text field passes through the run's Redactor before it is hashed or written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..credentials import Redactor
+from ..errors import LedgerError
+from .schema import COLUMNS, FIELDS, GENESIS, SEPARATOR, SEPARATOR_STANDIN, record_hash
+from .store import Store
+
+__all__ = [
+    "COLUMNS",
+    "FIELDS",
+    "GENESIS",
+    "Entry",
+    "Ledger",
+    "Record",
+    "VerifyReport",
+    "record_hash",
+]
+
+EXCERPT_HEAD, EXCERPT_TAIL = 2000, 1500
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    return _ENCODER.encode(value)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One ledger row, exactly as stored (JSON fields as text, so the hash is over these bytes)."""
+
+    seq: int
+    at: str
+    kind: str
+    operator: str
+    ticket: str | None
+    host: str | None
+    task: str | None
+    action_id: str | None
+    outcome: str | None
+    duration_ms: int | None
+    params: str | None
+    commands: str | None
+    output_excerpt: str | None
+    output_sha256: str | None
+    data: str | None
+    prev_hash: str
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: the JSON text fields decoded."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in (*FIELDS, "hash")}
+        for name in ("params", "commands", "data"):
+            if out[name] is not None:
+                out[name] = json.loads(out[name])
+        return out
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return json.loads(self.data) if self.data else {}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A record to append, before the ledger numbers, times and hashes it."""
+
+    kind: str
+    ticket: str | None = None
+    host: str | None = None
+    task: str | None = None
+    action_id: str | None = None
+    outcome: str | None = None
+    duration_ms: int | None = None
+    params: Mapping[str, Any] | None = None
+    commands: Sequence[Mapping[str, Any]] | None = None
+    output: str | None = None
+    data: Mapping[str, Any] | None = None
+    operator: str | None = None
+
+
+class _LazyEvent:
+    """threading.Event, created only if someone actually has to wait (most appends never do)."""
+
+    __slots__ = ("_event", "_set")
+
+    _guard = threading.Lock()
+
+    def __init__(self) -> None:
+        self._event: threading.Event | None = None
+        self._set = False
+
+    def set(self) -> None:
+        with self._guard:
+            self._set = True
+            if self._event is not None:
+                self._event.set()
+
+    def wait(self) -> None:
+        with self._guard:
+            if self._set:
+                return
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        event.wait()
+
+
+class _Request:
+    """Rows waiting for a group commit, and what became of them."""
+
+    __slots__ = ("committed", "error", "records", "rows")
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.records: list[Record] = []
+        self.error: BaseException | None = None
+        self.committed = _LazyEvent()
+
+    def result(self) -> list[Record]:
+        if self.error is not None:
+            raise self.error
+        return self.records
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    records: int
+    head_seq: int | None
+    head_hash: str | None
+    first_bad_seq: int | None = None
+    reason: str | None = None
+    open_actions: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Ledger:
+    """Append and read the ticket log (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        operator: str,
+        redactor: Redactor | None = None,
+        blob_dir: Path | None = None,
+        synchronous: str = "normal",
+    ) -> None:
+        self.url = url
+        self.operator = operator
+        self.redactor = redactor or Redactor()
+        self.blob_dir = blob_dir
+        self._store = Store(url, synchronous=synchronous)
+        self._mutex = threading.Lock()
+        self._queue: list[_Request] = []
+        self._writing = False
+
+    # -- writing -----------------------------------------------------------------------------
+    def append(self, entry: Entry) -> Record:
+        return self.append_many([entry])[0]
+
+    def append_many(self, entries: Iterable[Entry]) -> list[Record]:
+        """Append entries in order and return them once committed.
+
+        Group commit: a caller that finds no write in progress writes its rows and then any rows
+        queued meanwhile; callers arriving during a write queue up and sleep until a later batch
+        has committed theirs. Nobody returns before their own rows are committed."""
+        request = _Request([self._prepare(e) for e in entries])
+        with self._mutex:
+            self._queue.append(request)
+            leader = not self._writing
+            self._writing = True
+        if not leader:
+            request.committed.wait()
+            return request.result()
+        while True:
+            with self._mutex:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._writing = False
+                    break
+            try:
+                stored = iter(self._store.append([row for r in batch for row in r.rows]))
+                for r in batch:
+                    r.records = [Record(*next(stored)) for _ in r.rows]
+            except BaseException as exc:
+                for r in batch:
+                    r.error = exc
+            for r in batch:
+                if r is not request:
+                    r.committed.set()
+        return request.result()
+
+    def begin(
+        self,
+        *,
+        task: str,
+        host: str,
+        ticket: str | None,
+        params: Mapping[str, Any],
+        data: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Record an action about to run; written before anything touches the host."""
+        action_id = os.urandom(16).hex()
+        self.append(
+            Entry(
+                "action.begin",
+                ticket=ticket,
+                host=host,
+                task=task,
+                action_id=action_id,
+                params=params,
+                data=data,
+            )
+        )
+        return action_id
+
+    def finish(
+        self,
+        action_id: str,
+        *,
+        task: str,
+        host: str,
+        ticket: str | None,
+        outcome: str,
+        duration: float,
+        commands: Sequence[Mapping[str, Any]] = (),
+        output: str = "",
+        data: Mapping[str, Any] | None = None,
+    ) -> Record:
+        return self.append(
+            Entry(
+                "action.finish",
+                ticket=ticket,
+                host=host,
+                task=task,
+                action_id=action_id,
+                outcome=outcome,
+                duration_ms=round(duration * 1000),
+                commands=commands,
+                output=output,
+                data=data,
+            )
+        )
+
+    def _prepare(self, e: Entry) -> dict[str, Any]:
+        mask = self._mask
+        excerpt = sha = None
+        if e.output is not None:
+            full = mask(e.output)
+            sha = hashlib.sha256(full.encode()).hexdigest()
+            if len(full) <= EXCERPT_HEAD + EXCERPT_TAIL:
+                excerpt = full or None
+            else:
+                omitted = len(full) - EXCERPT_HEAD - EXCERPT_TAIL
+                excerpt = f"{full[:EXCERPT_HEAD]}\n… [{omitted} characters omitted] …\n{full[-EXCERPT_TAIL:]}"
+                self._keep_blob(sha, full)
+        return {
+            "kind": e.kind,
+            "operator": mask(e.operator or self.operator),
+            "ticket": e.ticket and mask(e.ticket),
+            "host": e.host and mask(e.host),
+            "task": e.task and mask(e.task),
+            "action_id": e.action_id,
+            "outcome": e.outcome,
+            "duration_ms": e.duration_ms,
+            "params": self._json(e.params),
+            "commands": self._json(e.commands),
+            "output_excerpt": excerpt,
+            "output_sha256": sha,
+            "data": self._json(e.data),
+        }
+
+    def _mask(self, text: str) -> str:
+        """Secrets masked; the hash separator replaced (it may never appear in stored text)."""
+        text = self.redactor.mask(text)
+        return text.replace(SEPARATOR, SEPARATOR_STANDIN) if SEPARATOR in text else text
+
+    def _json(self, value: Any) -> str | None:
+        # JSON escapes control characters, so the separator cannot appear in JSON text; the
+        # redactor knows each secret's JSON-escaped form, so one pass over the text masks them.
+        if value is None:
+            return None
+        return self.redactor.mask(_json(value) or "")
+
+    def _keep_blob(self, sha: str, text: str) -> None:
+        if self.blob_dir is None:
+            return
+        path = self.blob_dir / sha[:2] / sha
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+
+    # -- reading -----------------------------------------------------------------------------
+    def records(self, **filters: Any) -> Iterator[Record]:
+        """Records in chain order. Filters: ticket host operator task outcome kind action_id
+        since until (ISO strings, UTC)."""
+        for row in self._store.select(filters):
+            yield Record(*row)
+
+    def head(self) -> Record | None:
+        row = self._store.head()
+        return Record(*row) if row else None
+
+    def verify(self) -> VerifyReport:
+        """Recompute the whole chain; report the first broken record and any open actions."""
+        result = self._store.verify_chain()
+        if result.first_bad is not None:
+            return VerifyReport(
+                False,
+                result.count,
+                result.last_seq,
+                result.last_hash,
+                result.first_bad,
+                result.reason,
+            )
+        return VerifyReport(
+            True, result.count, result.last_seq, result.last_hash, open_actions=result.begun
+        )
+
+    def close(self) -> None:
+        self._store.close()
+
+
+def open_ledger(
+    url: str,
+    *,
+    operator: str,
+    redactor: Redactor | None = None,
+    blob_dir: Path | None = None,
+    synchronous: str = "normal",
+) -> Ledger:
+    try:
+        return Ledger(
+            url, operator=operator, redactor=redactor, blob_dir=blob_dir, synchronous=synchronous
+        )
+    except LedgerError:
+        raise
+    except Exception as exc:
+        raise LedgerError(f"cannot open the ledger at {url}: {exc}") from exc

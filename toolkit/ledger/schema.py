@@ -1,0 +1,95 @@
+"""The ledger's table and the hash that chains its rows. Kept apart so the format is one place.
+
+A row's hash is SHA-256 over its FIELDS joined by U+001F, NULL as the empty string, then
+hex-encoded. Stored text never contains U+001F (the ledger replaces it on write), so the joined
+string splits back into exactly one tuple of fields: nothing can move from one field to another.
+The same pre-image can be built inside the database (`preimage_sql`), which lets `verify` stream one
+string per row instead of seventeen columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+
+# Hashed fields, in hash order; `hash` itself follows them in the table.
+FIELDS = (
+    "seq",
+    "at",
+    "kind",
+    "operator",
+    "ticket",
+    "host",
+    "task",
+    "action_id",
+    "outcome",
+    "duration_ms",
+    "params",
+    "commands",
+    "output_excerpt",
+    "output_sha256",
+    "data",
+    "prev_hash",
+)
+COLUMNS = (*FIELDS, "hash")
+TEXT_FIELDS = frozenset(FIELDS) - {"seq", "duration_ms"}
+SEPARATOR = "\x1f"
+SEPARATOR_STANDIN = "\u241f"  # ␟, what a U+001F in user text is stored as
+GENESIS = "0" * 64
+SCHEMA_VERSION = "1"
+
+metadata = MetaData()
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
+    Column("at", String(32), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("operator", String(128), nullable=False),
+    Column("ticket", String(64)),
+    Column("host", String(255)),
+    Column("task", String(128)),
+    Column("action_id", String(32)),
+    Column("outcome", String(32)),
+    Column("duration_ms", BigInteger),
+    Column("params", Text),
+    Column("commands", Text),
+    Column("output_excerpt", Text),
+    Column("output_sha256", String(64)),
+    Column("data", Text),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_ledger_ticket", "ticket"),
+    Index("ix_ledger_host", "host"),
+    Index("ix_ledger_at", "at"),
+)
+
+meta = Table(
+    "ledger_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+
+def preimage(values: Sequence[object]) -> str:
+    return SEPARATOR.join(["" if v is None else str(v) for v in values])
+
+
+def record_hash(values: Sequence[object]) -> str:
+    """The chain hash of one row, from its FIELDS values in order."""
+    return hashlib.sha256(preimage(values).encode()).hexdigest()
+
+
+def preimage_sql(dialect: str) -> str:
+    """SQL that builds `preimage()` of a row inside the database (same text, one pass).
+
+    SQLite's printf() and PostgreSQL's format() both render NULL as '' for %s."""
+    template = SEPARATOR.join(["%s"] * len(FIELDS))
+    function = "format" if dialect == "postgresql" else "printf"
+    return f"{function}('{template}', {', '.join(FIELDS)})"

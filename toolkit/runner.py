@@ -1,0 +1,563 @@
+"""Fan a remediation out over hosts: check → apply → verify per host, ledger first, one connection each.
+
+Per host, in a bounded worker pool:
+
+    ledger.begin  →  connect (one Transport)  →  check  →  apply  →  verify  →  ledger.finish
+
+The begin record is committed before anything touches the host, so a crash or `kill -9` leaves a
+visible open action. One host's failure is that host's result: every exception becomes an outcome
+and the other hosts go on. Check and verify get a context whose `change()` refuses, and a check-only
+run never calls apply, so `--check` cannot modify a host.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .catalog import Finding, TaskSpec
+from .credentials import MASK, CredentialStore, Secret
+from .errors import (
+    AuthFailed,
+    ChangeRefused,
+    CommandFailed,
+    HostKeyError,
+    TicketRequired,
+    ToolkitError,
+    TransportError,
+    Unreachable,
+)
+from .inventory import Host
+from .ledger import Ledger
+from .quoting import Command, become
+from .transports import CommandResult, Connector, Transport
+
+log = logging.getLogger("itops.runner")
+
+
+class Outcome(enum.StrEnum):
+    ALREADY_OK = "already-ok"  # check found nothing to fix
+    FIXED = "fixed"  # apply ran and verify passed
+    WOULD_FIX = "would-fix"  # check-only run: the problem is there
+    FAILED = "failed"  # apply or verify failed, or a step raised
+    UNREACHABLE = "unreachable"  # could not connect or authenticate, or the host key was refused
+    SKIPPED = "skipped"  # not this platform, or not run (max-fail-percent)
+    NEEDS_APPROVAL = "needs-approval"
+
+
+# Exit codes, documented in `itops fix --help`; the first that applies wins.
+EXIT_CODES: tuple[tuple[Outcome, int], ...] = (
+    (Outcome.FAILED, 1),
+    (Outcome.UNREACHABLE, 3),
+    (Outcome.NEEDS_APPROVAL, 5),
+    (Outcome.WOULD_FIX, 4),
+)
+
+
+class Interrupted(ToolkitError):
+    """The run was interrupted (Ctrl-C) before this host's next command."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    check_only: bool = False
+    forks: int = 50
+    serial: int | None = None
+    max_fail_percent: float | None = None
+    command_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    step: str
+    command: str
+    exit_code: int | None
+    duration: float
+    stdout: str = ""
+    stderr: str = ""
+
+    def as_ledger(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "command": self.command,
+            "exit_code": self.exit_code,
+            "duration_ms": round(self.duration * 1000),
+        }
+
+
+@dataclass(frozen=True)
+class HostResult:
+    host: str
+    outcome: Outcome
+    message: str
+    duration: float = 0.0
+    check: Finding | None = None
+    verify: Finding | None = None
+    commands: tuple[CommandRecord, ...] = ()
+    error: str | None = None
+    action_id: str | None = None
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "outcome": str(self.outcome),
+            "message": self.message,
+            "error": self.error,
+            "duration": round(self.duration, 3),
+            "action_id": self.action_id,
+            "check": _finding(self.check),
+            "verify": _finding(self.verify),
+            "notes": list(self.notes),
+            "commands": [
+                {**c.as_ledger(), "stdout": c.stdout, "stderr": c.stderr} for c in self.commands
+            ],
+        }
+
+
+def _finding(f: Finding | None) -> dict[str, Any] | None:
+    return None if f is None else {"ok": f.ok, "summary": f.summary, "facts": dict(f.facts)}
+
+
+@dataclass(frozen=True)
+class RunReport:
+    task: str
+    ticket: str | None
+    check_only: bool
+    results: tuple[HostResult, ...]
+    duration: float
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(str(r.outcome) for r in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        outcomes = {r.outcome for r in self.results}
+        return next((code for outcome, code in EXIT_CODES if outcome in outcomes), 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "ticket": self.ticket,
+            "mode": "check" if self.check_only else "fix",
+            "duration": round(self.duration, 3),
+            "counts": dict(self.counts),
+            "exit_code": self.exit_code,
+            "hosts": [r.as_dict() for r in self.results],
+        }
+
+
+EventHandler = Callable[[str, Host, Any], None]
+
+
+@dataclass
+class _Recorder:
+    commands: list[CommandRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def output(self) -> str:
+        return "".join(
+            f"$ {c.command}\n{c.stdout}{c.stderr}"
+            + ("" if (c.stdout + c.stderr).endswith("\n") or not (c.stdout + c.stderr) else "\n")
+            for c in self.commands
+        )
+
+
+class StepContext:
+    """The `ctx` a remediation step receives (implements catalog.Context)."""
+
+    def __init__(
+        self,
+        host: Host,
+        transport: Transport,
+        recorder: _Recorder,
+        credentials: CredentialStore,
+        cancel: threading.Event,
+        command_timeout: float | None,
+    ) -> None:
+        self.host = host
+        self.step = "check"
+        self._transport = transport
+        self._recorder = recorder
+        self._credentials = credentials
+        self._cancel = cancel
+        self._timeout = command_timeout
+
+    def read(
+        self, command: Command, *, become: bool = False, timeout: float | None = None
+    ) -> CommandResult:
+        return self._run(command, None, become, timeout)
+
+    def change(
+        self,
+        command: Command,
+        *,
+        stdin: bytes | Secret | None = None,
+        become: bool = False,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        self._require_apply(command.display)
+        result = self._run(command, stdin, become, timeout)
+        if check and result.exit_code != 0:
+            raise CommandFailed(result.command, result.exit_code, result.stderr or result.stdout)
+        return result
+
+    def put(self, local: Path, remote: str) -> None:
+        self._require_apply(f"upload {remote}")
+        self._transport.put(local, remote)
+
+    def get(self, remote: str, local: Path) -> None:
+        self._transport.get(remote, local)
+
+    def secret(self, reference: str, label: str = "secret") -> Secret:
+        return self._credentials.resolve(reference, label)
+
+    def note(self, text: str) -> None:
+        self._recorder.notes.append(self._credentials.redactor.mask(text))
+
+    def _require_apply(self, what: str) -> None:
+        if self.step != "apply":
+            raise ChangeRefused(
+                f"{self.step} may only read; refused to run a change: {what}",
+                hint="changes belong in apply(); check() and verify() must not modify the host",
+            )
+
+    def _run(
+        self,
+        command: Command,
+        stdin: bytes | Secret | None,
+        use_become: bool,
+        timeout: float | None,
+    ) -> CommandResult:
+        if self._cancel.is_set():
+            raise Interrupted("interrupted before: " + command.display)
+        if use_become:
+            command = become(
+                command,
+                method=str(self.host.var("become_method", "sudo")),
+                user=str(self.host.var("become_user", "root")),
+            )
+        mask = self._credentials.redactor.mask
+        started = time.monotonic()
+        try:
+            raw = self._transport.run(command, stdin=stdin, timeout=timeout or self._timeout)
+        except TransportError as exc:
+            self._recorder.commands.append(
+                CommandRecord(
+                    self.step,
+                    mask(command.display),
+                    None,
+                    time.monotonic() - started,
+                    "",
+                    mask(exc.detail),
+                )
+            )
+            raise
+        result = CommandResult(
+            mask(raw.command), raw.exit_code, mask(raw.stdout), mask(raw.stderr), raw.duration
+        )
+        self._recorder.commands.append(
+            CommandRecord(
+                self.step,
+                result.command,
+                result.exit_code,
+                result.duration,
+                result.stdout,
+                result.stderr,
+            )
+        )
+        return result
+
+
+class Runner:
+    """Runs one remediation over many hosts (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        connector: Connector,
+        credentials: CredentialStore,
+        on_event: EventHandler | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.connector = connector
+        self.credentials = credentials
+        self._on_event = on_event or (lambda kind, host, detail: None)
+        self._cancel = threading.Event()
+
+    def run(
+        self,
+        spec: TaskSpec,
+        hosts: Sequence[Host],
+        params: Mapping[str, Any],
+        *,
+        ticket: str | None,
+        options: RunOptions,
+    ) -> RunReport:
+        if not options.check_only and not ticket:
+            raise TicketRequired(
+                f"{spec.name} changes hosts: a ticket is required",
+                hint="add --ticket INC-1234 (a new id opens a local ticket), or --check to only look",
+            )
+        values = self._resolve_secrets(spec, params)
+        shown = {k: (MASK if isinstance(v, Secret) else v) for k, v in values.items()}
+        started = time.monotonic()
+        results: dict[str, HostResult] = {}
+        batches = _batches(list(hosts), options.serial)
+        stop_reason: str | None = None
+        workers = max(1, min(options.forks, max((len(b) for b in batches), default=1)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="itops-host") as pool:
+            for batch in batches:
+                if stop_reason:
+                    for host in batch:
+                        results[host.name] = self._not_run(spec, host, ticket, shown, stop_reason)
+                    continue
+                futures = {
+                    pool.submit(self._host, spec, host, values, shown, ticket, options): host
+                    for host in batch
+                }
+                self._collect(futures, results)
+                failed = sum(
+                    results[h.name].outcome in (Outcome.FAILED, Outcome.UNREACHABLE) for h in batch
+                )
+                limit = options.max_fail_percent
+                if limit is not None and failed * 100 > limit * len(batch):
+                    stop_reason = (
+                        f"not run: {failed} of {len(batch)} hosts failed in an earlier batch "
+                        f"(more than --max-fail-percent {limit:g})"
+                    )
+        return RunReport(
+            spec.name,
+            ticket,
+            options.check_only,
+            tuple(results[h.name] for h in hosts if h.name in results),
+            time.monotonic() - started,
+        )
+
+    def _collect(
+        self, futures: dict[Future[HostResult], Host], results: dict[str, HostResult]
+    ) -> None:
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    results[futures[future].name] = future.result()
+        except KeyboardInterrupt:
+            # Hosts not yet started never start; running ones stop before their next command
+            # and still write their finish record.
+            self._cancel.set()
+            for future in pending:
+                future.cancel()
+            for future in pending:
+                if not future.cancelled():
+                    results[futures[future].name] = future.result()
+            raise
+
+    def _resolve_secrets(self, spec: TaskSpec, params: Mapping[str, Any]) -> dict[str, Any]:
+        values = dict(params)
+        for name in spec.secret_params():
+            if isinstance(values.get(name), str):
+                values[name] = self.credentials.resolve(values[name], f"parameter {name}")
+        return values
+
+    def _not_run(
+        self, spec: TaskSpec, host: Host, ticket: str | None, shown: Mapping[str, Any], why: str
+    ) -> HostResult:
+        action_id = self.ledger.begin(task=spec.name, host=host.name, ticket=ticket, params=shown)
+        self.ledger.finish(
+            action_id,
+            task=spec.name,
+            host=host.name,
+            ticket=ticket,
+            outcome=Outcome.SKIPPED,
+            duration=0.0,
+            data={"message": why},
+        )
+        result = HostResult(host.name, Outcome.SKIPPED, why, action_id=action_id)
+        self._on_event("done", host, result)
+        return result
+
+    def _host(
+        self,
+        spec: TaskSpec,
+        host: Host,
+        values: Mapping[str, Any],
+        shown: Mapping[str, Any],
+        ticket: str | None,
+        options: RunOptions,
+    ) -> HostResult:
+        if self._cancel.is_set():
+            raise Interrupted("interrupted")
+        started = time.monotonic()
+        action_id = self.ledger.begin(
+            task=spec.name,
+            host=host.name,
+            ticket=ticket,
+            params=shown,
+            data={
+                "mode": "check" if options.check_only else "fix",
+                "platform": host.platform,
+                "transport": host.transport,
+                "address": f"{host.address}:{host.port}",
+            },
+        )
+        self._on_event("start", host, None)
+        recorder = _Recorder()
+        transport: Transport | None = None
+        ctx: StepContext | None = None
+        check = verify = None
+        error: str | None = None
+        try:
+            if host.platform not in spec.platforms:
+                outcome = Outcome.SKIPPED
+                message = f"{spec.name} does not support platform {host.platform}"
+            else:
+                transport = self.connector.open(host)
+                task = spec.cls(values)
+                ctx = StepContext(
+                    host,
+                    transport,
+                    recorder,
+                    self.credentials,
+                    self._cancel,
+                    options.command_timeout,
+                )
+                self._on_event("step", host, "check")
+                check = task.check(ctx)
+                if check.ok:
+                    outcome, message = Outcome.ALREADY_OK, check.summary
+                elif options.check_only:
+                    outcome, message = Outcome.WOULD_FIX, check.summary
+                else:
+                    ctx.step = "apply"
+                    self._on_event("step", host, "apply")
+                    task.apply(ctx)
+                    ctx.step = "verify"
+                    self._on_event("step", host, "verify")
+                    verify = task.verify(ctx)
+                    outcome = Outcome.FIXED if verify.ok else Outcome.FAILED
+                    # fixed: say what was wrong; failed: say what is still wrong
+                    message = check.summary if verify.ok else f"verify failed: {verify.summary}"
+        except (Unreachable, AuthFailed, HostKeyError) as exc:
+            # Before a connection exists the host is unreachable; afterwards its state is unknown.
+            outcome = Outcome.UNREACHABLE if transport is None else Outcome.FAILED
+            message, error = exc.detail, exc.kind
+        except TransportError as exc:
+            outcome, message, error = Outcome.FAILED, exc.detail, exc.kind
+        except Interrupted as exc:
+            outcome, message, error = Outcome.FAILED, exc.message, "interrupted"
+        except ToolkitError as exc:
+            step = f"{ctx.step}: " if ctx is not None else ""
+            outcome, message, error = Outcome.FAILED, step + exc.message, _kebab(type(exc).__name__)
+        except Exception as exc:  # a bug in a task is that host's failure, not the run's
+            log.exception("%s on %s raised", spec.name, host.name)
+            outcome = Outcome.FAILED
+            message = f"internal error in {spec.name}: {type(exc).__name__}: {exc}"
+            error = "internal-error"
+        finally:
+            if transport is not None:
+                try:
+                    transport.close()
+                except Exception:
+                    log.debug("closing %s failed", host.name, exc_info=True)
+        mask = self.credentials.redactor.mask
+        result = HostResult(
+            host=host.name,
+            outcome=outcome,
+            message=mask(message),
+            duration=time.monotonic() - started,
+            check=check,
+            verify=verify,
+            commands=tuple(recorder.commands),
+            error=error,
+            action_id=action_id,
+            notes=tuple(recorder.notes),
+        )
+        self.ledger.finish(
+            action_id,
+            task=spec.name,
+            host=host.name,
+            ticket=ticket,
+            outcome=outcome,
+            duration=result.duration,
+            commands=[c.as_ledger() for c in recorder.commands],
+            output=recorder.output(),
+            data={
+                "message": result.message,
+                "error": error,
+                "check": _finding(check),
+                "verify": _finding(verify),
+                "notes": list(recorder.notes),
+            },
+        )
+        self._on_event("done", host, result)
+        return result
+
+
+def _kebab(name: str) -> str:
+    return "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")
+
+
+def _batches(hosts: list[Host], serial: int | None) -> list[list[Host]]:
+    if not serial or serial >= len(hosts):
+        return [hosts]
+    return [hosts[i : i + serial] for i in range(0, len(hosts), serial)]
+
+
+def probe(connector: Connector, hosts: Sequence[Host], *, forks: int = 50) -> list[dict[str, Any]]:
+    """Connect to each host and run one read-only command: is it reachable, trusted, logged in?"""
+    from .quoting import cmd, ps_script
+
+    probes = {
+        "ssh": cmd("uname", "-snr"),
+        "winrm": ps_script("[Environment]::OSVersion.VersionString"),
+    }
+
+    def one(host: Host) -> dict[str, Any]:
+        started = time.monotonic()
+        transport: Transport | None = None
+        try:
+            transport = connector.open(host)
+            command = probes.get(host.transport)
+            if command is None:
+                detail = "connected"
+            else:
+                result = transport.run(command)
+                lines = (result.stdout or result.stderr).strip().splitlines()
+                detail = lines[0] if lines else f"exit {result.exit_code}"
+            status = "ok"
+        except TransportError as exc:
+            status, detail = exc.kind, exc.detail
+        except ToolkitError as exc:
+            status, detail = "error", exc.message
+        finally:
+            if transport is not None:
+                try:
+                    transport.close()
+                except Exception:
+                    log.debug("closing %s failed", host.name, exc_info=True)
+        return {
+            "host": host.name,
+            "status": status,
+            "detail": connector.credentials.redactor.mask(str(detail)),
+            "seconds": round(time.monotonic() - started, 3),
+        }
+
+    if not hosts:
+        return []
+    with ThreadPoolExecutor(
+        max(1, min(forks, len(hosts))), thread_name_prefix="itops-probe"
+    ) as pool:
+        return list(pool.map(one, hosts))

@@ -1,0 +1,63 @@
+"""Transports: the only code that talks to remote hosts. One module per protocol, loaded lazily.
+
+`Connector.open(host)` picks the protocol from `host.transport`, so paramiko/asyncssh, netmiko and
+pywinrm are imported only when a run actually reaches such a host.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Protocol
+
+from ..credentials import CredentialStore
+from ..errors import ToolkitError
+from ..inventory import Host
+from .base import CommandResult, ConnectOptions, Transport
+
+__all__ = ["CommandResult", "ConnectOptions", "Connector", "Transport"]
+
+FACTORIES = {
+    "ssh": ("toolkit.transports.ssh", "SSHFactory", None),
+    "netdev": ("toolkit.transports.netdev", "NetdevFactory", "netdev"),
+    "winrm": ("toolkit.transports.winrm", "WinRMFactory", "winrm"),
+}
+
+
+class Factory(Protocol):
+    def open(self, host: Host) -> Transport: ...
+
+    def close(self) -> None: ...
+
+
+class Connector:
+    """Opens one Transport per host for a run; owns the protocol factories and closes them."""
+
+    def __init__(self, options: ConnectOptions, credentials: CredentialStore) -> None:
+        self.options = options
+        self.credentials = credentials
+        self._factories: dict[str, Factory] = {}
+        self._lock = threading.Lock()
+
+    def factory(self, kind: str) -> Factory:
+        with self._lock:
+            if kind not in self._factories:
+                module_name, class_name, extra = FACTORIES[kind]
+                try:
+                    module = importlib.import_module(module_name)
+                except ImportError as exc:
+                    raise ToolkitError(
+                        f"the {kind} transport is not installed ({exc.name} is missing)",
+                        hint=f"pip install 'itops-toolkit[{extra}]'" if extra else None,
+                    ) from exc
+                self._factories[kind] = getattr(module, class_name)(self.options, self.credentials)
+            return self._factories[kind]
+
+    def open(self, host: Host) -> Transport:
+        return self.factory(host.transport).open(host)
+
+    def close(self) -> None:
+        with self._lock:
+            for factory in self._factories.values():
+                factory.close()
+            self._factories.clear()

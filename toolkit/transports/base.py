@@ -1,0 +1,56 @@
+"""The Transport interface every protocol implements, and the value it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from ..credentials import Secret
+from ..inventory import Host
+from ..quoting import Command
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one remote command did. A non-zero exit is data, never an exception."""
+
+    command: str  # the display form: secrets masked
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """One open connection to one host, used for a whole check → apply → verify sequence.
+
+    `run` returns a CommandResult whatever the exit code, and raises the typed TransportErrors
+    (Unreachable, AuthFailed, HostKeyMismatch, CommandTimeout, …) for everything else.
+    """
+
+    host: Host
+
+    def run(
+        self, command: Command, *, stdin: bytes | Secret | None = None, timeout: float | None = None
+    ) -> CommandResult: ...
+
+    def put(self, local: Path, remote: str) -> None: ...
+
+    def get(self, remote: str, local: Path) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """Per-run connection settings, shared by every transport."""
+
+    connect_timeout: float = 10.0
+    command_timeout: float = 60.0
+    known_hosts: tuple[Path, ...] = ()

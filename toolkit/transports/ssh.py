@@ -1,0 +1,349 @@
+"""SSH transport on asyncssh: strict host keys, one connection and one shell session per host.
+
+Why asyncssh rather than paramiko/Fabric: measured on this project's lab (200 loopback sshd hosts,
+2 cores), paramiko spends ~3.5× the client CPU per handshake, and a fresh exec channel per command
+costs the server a session setup and a login-shell start each time. Here every host gets one
+connection, and plain commands run in one long-lived `/bin/sh` on one session channel, framed by
+random markers that carry the exit code; a command that needs stdin gets its own exec channel on the
+same connection. All connections of a run share one event loop thread; callers stay synchronous.
+
+Host keys are checked against the workspace known_hosts files (and ~/.ssh/known_hosts) during the
+key exchange, before any credential is sent. Unknown and changed keys are refused with distinct
+errors; nothing is ever added silently (`itops inventory trust HOST` pins keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import threading
+import time
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncssh
+
+from ..credentials import CredentialStore, Secret
+from ..errors import (
+    AuthFailed,
+    CommandTimeout,
+    HostKeyMismatch,
+    HostKeyUnknown,
+    TransportError,
+    Unreachable,
+)
+from ..inventory import Host
+from ..quoting import Command, cmd
+from .base import CommandResult, ConnectOptions
+
+T = TypeVar("T")
+
+USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
+TRUST_HINT = "check the fingerprint with the host's owner, then: itops inventory trust {host}"
+
+
+class LoopThread:
+    """An asyncio event loop on a daemon thread; synchronous callers submit coroutines to it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="itops-ssh", daemon=True)
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+class KnownHosts:
+    """The known_hosts files of a run, parsed once; tells unknown hosts from changed keys."""
+
+    def __init__(self, files: Sequence[Path]) -> None:
+        self.files = [f for f in files if f.is_file()]
+        self._db = asyncssh.import_known_hosts("".join(f.read_text() + "\n" for f in self.files))
+
+    def trusted(self, host: Host) -> list[asyncssh.SSHKey]:
+        keys: list[asyncssh.SSHKey] = []
+        for name in dict.fromkeys((host.name, host.address)):
+            found = self._db.match(name, host.address, host.port)
+            keys.extend(k for k in found[0] if k not in keys)
+        return keys
+
+
+def known_hosts_line(host: Host, key: asyncssh.SSHKey) -> str:
+    """A known_hosts line naming the host by address (and port when not 22)."""
+    target = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+    algorithm, blob = key.export_public_key("openssh").decode().split()[:2]
+    return f"{target} {algorithm} {blob} itops:{host.name}\n"
+
+
+def fingerprint(key: asyncssh.SSHKey) -> str:
+    return str(key.get_fingerprint("sha256"))
+
+
+def pin(path: Path, host: Host, key: asyncssh.SSHKey, *, replace: bool) -> None:
+    """Add the host's key to a known_hosts file; with replace, drop that host's old lines first."""
+    target = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    if replace:
+        names = {target, host.name, f"[{host.name}]:{host.port}"}
+        lines = [ln for ln in lines if not (ln.split() and set(ln.split()[0].split(",")) & names)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(lines) + known_hosts_line(host, key))
+    tmp.replace(path)
+
+
+class SSHFactory:
+    """Opens SSHTransports for a run: one loop thread, one known_hosts parse, one key load each."""
+
+    def __init__(self, options: ConnectOptions, credentials: CredentialStore) -> None:
+        self.options = options
+        self.credentials = credentials
+        self.known_hosts = KnownHosts([*options.known_hosts, USER_KNOWN_HOSTS])
+        self._loop = LoopThread()
+        self._keys: dict[tuple[str, str | None], asyncssh.SSHKey] = {}
+        self._keys_lock = threading.Lock()
+
+    def open(self, host: Host) -> SSHTransport:
+        trusted = self.known_hosts.trusted(host)
+        if not trusted:
+            raise HostKeyUnknown(
+                host.name,
+                f"no pinned host key for {host.address}:{host.port}; refusing to connect",
+                hint=TRUST_HINT.format(host=host.name),
+            )
+        kwargs = self._auth(host)
+        conn = self._loop.call(self._connect(host, trusted, kwargs))
+        return SSHTransport(host, conn, self._loop, self.options)
+
+    def host_key(self, host: Host) -> asyncssh.SSHKey:
+        """Fetch the key a host presents, without authenticating (for `inventory trust`)."""
+
+        async def fetch() -> asyncssh.SSHKey:
+            try:
+                key = await asyncio.wait_for(
+                    asyncssh.get_server_host_key(host.address, host.port, config=[]),
+                    self.options.connect_timeout,
+                )
+            except (TimeoutError, OSError, asyncssh.Error) as exc:
+                raise Unreachable(host.name, _describe(exc)) from None
+            if key is None:
+                raise Unreachable(host.name, "the server sent no host key")
+            return key
+
+        return self._loop.call(fetch())
+
+    def close(self) -> None:
+        self._loop.close()
+
+    def _auth(self, host: Host) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"username": host.user or _local_user()}
+        key_file = host.var("ssh_key") or host.var("ansible_ssh_private_key_file")
+        passphrase_ref = host.var("ssh_key_passphrase")
+        if key_file:
+            passphrase = (
+                self.credentials.resolve(passphrase_ref, f"{host.name} key passphrase")
+                if passphrase_ref
+                else None
+            )
+            kwargs["client_keys"] = [self._key(host, str(key_file), passphrase)]
+            kwargs["agent_path"] = None
+        password_ref = host.var("password") or host.var("ansible_password")
+        if password_ref:
+            kwargs["password"] = self.credentials.resolve(
+                password_ref, f"{host.name} password"
+            ).reveal()
+        else:
+            kwargs["password"] = None
+        return kwargs
+
+    def _key(self, host: Host, path: str, passphrase: Secret | None) -> asyncssh.SSHKey:
+        cache_key = (path, passphrase.reveal() if passphrase else None)
+        with self._keys_lock:
+            if cache_key not in self._keys:
+                try:
+                    self._keys[cache_key] = asyncssh.read_private_key(
+                        os.path.expanduser(path), passphrase.reveal() if passphrase else None
+                    )
+                except (OSError, asyncssh.KeyImportError) as exc:
+                    raise AuthFailed(host.name, f"cannot load SSH key {path}: {exc}") from None
+            return self._keys[cache_key]
+
+    async def _connect(
+        self, host: Host, trusted: list[asyncssh.SSHKey], auth: dict[str, Any]
+    ) -> asyncssh.SSHClientConnection:
+        try:
+            return await asyncssh.connect(
+                host.address,
+                host.port,
+                known_hosts=(trusted, [], []),
+                config=[],
+                connect_timeout=self.options.connect_timeout,
+                login_timeout=self.options.connect_timeout,
+                kbdint_auth=False,
+                **auth,
+            )
+        except asyncssh.HostKeyNotVerifiable:
+            raise HostKeyMismatch(
+                host.name,
+                "the host key differs from the pinned one: possible interception; nothing was sent",
+                hint="if the host was rebuilt, verify the new fingerprint and run: "
+                f"itops inventory trust {host.name} --replace",
+            ) from None
+        except asyncssh.PermissionDenied:
+            raise AuthFailed(
+                host.name,
+                f"authentication refused for user {auth['username']!r}",
+                hint="check ssh_key / ansible_user for this host in the inventory",
+            ) from None
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
+            raise Unreachable(host.name, _describe(exc)) from None
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "connection timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, asyncssh.Error):
+        return f"SSH error: {exc.reason}"
+    return str(exc.strerror or exc) if isinstance(exc, OSError) else str(exc)
+
+
+class _Shell:
+    """A long-lived /bin/sh on one session channel; commands are framed by random markers."""
+
+    def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        self.process = process
+        self.nonce = secrets.token_hex(8)
+        self.counter = 0
+
+    async def run(self, text: str) -> tuple[int, bytes, bytes]:
+        self.counter += 1
+        marker = f"__ITOPS_{self.nonce}_{self.counter}"
+        self.process.stdin.write(
+            f"( {text}\n) </dev/null; __rc=$?; printf '\\n%s %d\\n' {marker} $__rc; "
+            f"printf '\\n%s\\n' {marker} >&2\n".encode()
+        )
+        out_marker, err_marker = f"\n{marker} ".encode(), f"\n{marker}\n".encode()
+        out, err = await asyncio.gather(
+            self.process.stdout.readuntil(out_marker), self.process.stderr.readuntil(err_marker)
+        )
+        rc_line = await self.process.stdout.readline()
+        return int(rc_line.strip() or 255), out[: -len(out_marker)], err[: -len(err_marker)]
+
+
+class SSHTransport:
+    """One authenticated connection to one host (see the module docstring)."""
+
+    def __init__(
+        self,
+        host: Host,
+        conn: asyncssh.SSHClientConnection,
+        loop: LoopThread,
+        options: ConnectOptions,
+    ) -> None:
+        self.host = host
+        self._conn = conn
+        self._loop = loop
+        self._options = options
+        self._shell: _Shell | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+
+    def run(
+        self, command: Command, *, stdin: bytes | Secret | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        if command.shell != "sh":
+            raise TypeError(f"the SSH transport runs sh commands, not {command.shell}")
+        limit = timeout if timeout is not None else self._options.command_timeout
+        started = time.monotonic()
+        if stdin is None:
+            rc, out, err = self._loop.call(self._in_shell(command.text, limit))
+        else:
+            data = stdin.reveal().encode() if isinstance(stdin, Secret) else stdin
+            rc, out, err = self._loop.call(self._exec(command.text, data, limit))
+        return CommandResult(
+            command=command.display,
+            exit_code=rc,
+            stdout=out.decode("utf-8", "replace"),
+            stderr=err.decode("utf-8", "replace"),
+            duration=time.monotonic() - started,
+        )
+
+    async def _in_shell(self, text: str, limit: float) -> tuple[int, bytes, bytes]:
+        try:
+            if self._shell is None:
+                process = await self._conn.create_process(
+                    "exec env LC_ALL=C LANG=C /bin/sh", encoding=None
+                )
+                self._shell = _Shell(process)
+            return await asyncio.wait_for(self._shell.run(text), limit)
+        except TimeoutError:
+            self._drop_shell()
+            raise CommandTimeout(self.host.name, f"command timed out after {limit:g}s") from None
+        except (asyncio.IncompleteReadError, asyncssh.Error, OSError, BrokenPipeError) as exc:
+            self._drop_shell()
+            raise Unreachable(self.host.name, f"session lost: {_describe(exc)}") from None
+
+    async def _exec(self, text: str, data: bytes, limit: float) -> tuple[int, bytes, bytes]:
+        wrapped = cmd("env", "LC_ALL=C", "LANG=C", "/bin/sh", "-c", text).text
+        try:
+            result = await asyncio.wait_for(
+                self._conn.run(wrapped, input=data, encoding=None, check=False), limit
+            )
+        except TimeoutError:
+            raise CommandTimeout(self.host.name, f"command timed out after {limit:g}s") from None
+        except (asyncssh.Error, OSError) as exc:
+            raise Unreachable(self.host.name, f"session lost: {_describe(exc)}") from None
+        rc = result.exit_status if result.exit_status is not None else 255
+        out, err = result.stdout or b"", result.stderr or b""
+        assert isinstance(out, bytes) and isinstance(err, bytes)  # encoding=None: bytes
+        return rc, out, err
+
+    def _drop_shell(self) -> None:
+        if self._shell is not None:
+            self._shell.process.close()
+            self._shell = None
+
+    def put(self, local: Path, remote: str) -> None:
+        self._loop.call(self._sftp_call("put", str(local), remote))
+
+    def get(self, remote: str, local: Path) -> None:
+        self._loop.call(self._sftp_call("get", remote, str(local)))
+
+    async def _sftp_call(self, op: str, src: str, dst: str) -> None:
+        try:
+            if self._sftp is None:
+                self._sftp = await self._conn.start_sftp_client()
+            await asyncio.wait_for(getattr(self._sftp, op)(src, dst), self._options.command_timeout)
+        except TimeoutError:
+            raise CommandTimeout(self.host.name, f"file transfer timed out: {src}") from None
+        except (asyncssh.SFTPError, OSError) as exc:
+            raise TransportError(self.host.name, f"file transfer failed: {exc}") from None
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            with contextlib.suppress(Exception):
+                if self._sftp is not None:
+                    self._sftp.exit()
+                if self._shell is not None:
+                    self._shell.process.stdin.write_eof()
+                self._conn.close()
+                await asyncio.wait_for(self._conn.wait_closed(), 5)
+
+        self._loop.call(shutdown())

@@ -1,0 +1,166 @@
+"""The workspace: a folder with an itops.toml naming the inventory, tasks, runbooks and ledger.
+
+Found like git finds a repository: `--workspace`, else `ITOPS_WORKSPACE`, else the nearest
+itops.toml walking up from the current directory. Relative paths in itops.toml are relative to it.
+A running lab (`itops lab up`) adds its inventory and known_hosts automatically.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+CONFIG_NAME = "itops.toml"
+
+DEFAULT_CONFIG = """\
+# itops workspace: where this team's inventory, tasks and ticket log live.
+[inventory]
+sources = ["inventory/hosts.yml"]       # Ansible-compatible YAML files
+known_hosts = "inventory/known_hosts"   # pinned SSH host keys: itops inventory trust HOST
+
+[paths]
+tasks = "tasks"                          # this workspace's own remediations (*.py)
+runbooks = "runbooks"
+playbooks = "playbooks"
+state = ".itops"                         # ledger, lab, command outputs
+
+[ledger]
+url = "sqlite:///.itops/ledger.db"       # teams: postgresql+psycopg://user@host/itops
+
+[run]
+forks = 50
+connect_timeout = 10
+command_timeout = 120
+"""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    # -- discovery ---------------------------------------------------------------------------
+    @classmethod
+    def find(cls, explicit: str | Path | None = None, *, cwd: Path | None = None) -> Workspace:
+        given = explicit or os.environ.get("ITOPS_WORKSPACE")
+        if given:
+            root = Path(given).expanduser().resolve()
+            if root.is_file():
+                root = root.parent
+            if not (root / CONFIG_NAME).is_file():
+                raise ConfigError(
+                    f"{root} is not an itops workspace (no {CONFIG_NAME})",
+                    hint=f"create one with: itops init {root}",
+                )
+            return cls.load(root)
+        here = (cwd or Path.cwd()).resolve()
+        for folder in (here, *here.parents):
+            if (folder / CONFIG_NAME).is_file():
+                return cls.load(folder)
+        raise ConfigError(
+            f"no {CONFIG_NAME} in {here} or any parent folder",
+            hint="cd into a workspace, pass --workspace DIR, set ITOPS_WORKSPACE, or run: itops init",
+        )
+
+    @classmethod
+    def load(cls, root: Path) -> Workspace:
+        path = root / CONFIG_NAME
+        try:
+            config = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        return cls(root, config)
+
+    @staticmethod
+    def init(root: Path) -> Path:
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / CONFIG_NAME
+        if path.exists():
+            raise ConfigError(f"{path} already exists")
+        path.write_text(DEFAULT_CONFIG)
+        for sub in ("inventory", "tasks", "runbooks", "playbooks"):
+            (root / sub).mkdir(exist_ok=True)
+        hosts = root / "inventory" / "hosts.yml"
+        if not hosts.exists():
+            hosts.write_text("all:\n  hosts: {}\n")
+        return path
+
+    # -- settings ----------------------------------------------------------------------------
+    def section(self, name: str) -> Mapping[str, Any]:
+        value = self.config.get(name, {})
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{self.root / CONFIG_NAME}: [{name}] must be a table")
+        return value
+
+    def path(self, value: str | Path) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    def folder(self, name: str, default: str) -> Path:
+        return self.path(self.section("paths").get(name, default))
+
+    @property
+    def state_dir(self) -> Path:
+        return self.folder("state", ".itops")
+
+    @property
+    def lab_dir(self) -> Path:
+        return self.state_dir / "lab"
+
+    @property
+    def inventory_sources(self) -> list[Path]:
+        sources = self.section("inventory").get("sources", ["inventory/hosts.yml"])
+        if isinstance(sources, str):
+            sources = [sources]
+        paths = [self.path(s) for s in sources]
+        for path in paths:
+            if not path.is_file():
+                raise ConfigError(
+                    f"inventory file {path} does not exist",
+                    hint=f"fix [inventory] sources in {self.root / CONFIG_NAME}",
+                )
+        lab = self.lab_dir / "hosts.yml"
+        return [*paths, lab] if lab.is_file() else paths
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.path(self.section("inventory").get("known_hosts", "inventory/known_hosts"))
+
+    @property
+    def known_hosts_files(self) -> list[Path]:
+        lab = self.lab_dir / "known_hosts"
+        return [self.known_hosts, *([lab] if lab.is_file() else [])]
+
+    @property
+    def task_folders(self) -> list[Path]:
+        from .catalog import BUILTIN_TASKS
+
+        return [BUILTIN_TASKS, self.folder("tasks", "tasks")]
+
+    @property
+    def ledger_url(self) -> str:
+        url = os.environ.get("ITOPS_LEDGER_URL") or self.section("ledger").get(
+            "url", "sqlite:///.itops/ledger.db"
+        )
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            url = prefix + str(self.path(url[len(prefix) :]))
+        return str(url)
+
+    @property
+    def operator(self) -> str:
+        return os.environ.get("ITOPS_OPERATOR") or str(
+            self.section("operator").get("name") or getpass.getuser()
+        )
+
+    def run_setting(self, key: str, default: Any) -> Any:
+        return self.section("run").get(key, default)

@@ -24,7 +24,7 @@ import importlib.util
 import inspect
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -203,9 +203,9 @@ class Remediation:
         return self.check(ctx)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TaskSpec:
-    """A registered remediation: its metadata, parameters and class."""
+    """One implementation of a remediation: its metadata, platforms, parameters and class."""
 
     name: str
     category: str
@@ -224,7 +224,8 @@ class TaskSpec:
         unknown = set(raw) - set(self.params)
         if unknown:
             name = sorted(unknown)[0]
-            raise NotFound.named(f"parameter for {self.name}", name, self.params)
+            where = f"for {self.name} on {'/'.join(sorted(self.platforms))}"
+            raise NotFound.named("parameter", name, self.params, where)
         values: dict[str, Any] = {}
         for name, param in self.params.items():
             given = raw.get(name)
@@ -244,6 +245,47 @@ class TaskSpec:
 
     def secret_params(self) -> list[str]:
         return [n for n, p in self.params.items() if p.secret]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A catalog entry: one name, one implementation per platform (e.g. Linux and Windows)."""
+
+    name: str
+    specs: tuple[TaskSpec, ...]
+
+    @property
+    def summary(self) -> str:
+        return self.specs[0].summary
+
+    @property
+    def category(self) -> str:
+        return self.specs[0].category
+
+    @property
+    def platforms(self) -> frozenset[str]:
+        return frozenset().union(*(s.platforms for s in self.specs))
+
+    @property
+    def disruptive(self) -> bool:
+        return any(s.disruptive for s in self.specs)
+
+    @property
+    def risky(self) -> bool:
+        return any(s.risky for s in self.specs)
+
+    def implementation(self, platform: str) -> TaskSpec | None:
+        return next((s for s in self.specs if platform in s.platforms), None)
+
+    def validate(
+        self, raw: Mapping[str, str | list[str]], platforms: Iterable[str] | None = None
+    ) -> dict[TaskSpec, dict[str, Any]]:
+        """Validate parameters for every implementation that will run (all, if not told)."""
+        wanted = set(platforms) if platforms is not None else None
+        specs = [s for s in self.specs if wanted is None or s.platforms & wanted]
+        if raw and not specs:
+            specs = list(self.specs)
+        return {spec: spec.validate(raw) for spec in specs}
 
 
 R = TypeVar("R", bound=type[Remediation])
@@ -292,45 +334,64 @@ def remediation(
 
 
 class Catalog:
-    """Remediations by name, loaded once from task folders (later folders override earlier)."""
+    """Remediations by name, loaded once from task folders.
 
-    def __init__(self, specs: Mapping[str, TaskSpec]) -> None:
-        self._specs = dict(sorted(specs.items()))
+    A later folder (the workspace's tasks/) overrides an earlier one (the built-in catalog) for
+    the platforms it implements; two implementations of one name and platform in the same folder
+    are an error."""
+
+    def __init__(self, tasks: Mapping[str, Task]) -> None:
+        self._tasks = dict(sorted(tasks.items()))
 
     @classmethod
     def load(cls, folders: Sequence[Path]) -> Catalog:
-        specs: dict[str, TaskSpec] = {}
+        by_name: dict[str, list[TaskSpec]] = {}
         seen: set[Path] = set()
         for folder in folders:
             folder = folder.resolve()
             if folder in seen or not folder.is_dir():
                 continue
             seen.add(folder)
-            for path in sorted(folder.glob("*.py")):
-                if path.name.startswith("_"):
+            from_here: dict[tuple[str, str], TaskSpec] = {}
+            for path in sorted(folder.rglob("*.py")):
+                if any(part.startswith(("_", ".")) for part in path.relative_to(folder).parts):
                     continue
                 for spec in _load_module(path):
-                    specs[spec.name] = spec
-        return cls(specs)
+                    for platform in spec.platforms:
+                        other = from_here.get((spec.name, platform))
+                        if other is not None:
+                            raise ToolkitError(
+                                f"{spec.name} is implemented twice for {platform}: "
+                                f"{other.source} and {spec.source}"
+                            )
+                        from_here[(spec.name, platform)] = spec
+                    current = by_name.setdefault(spec.name, [])
+                    current[:] = [
+                        s
+                        for s in current
+                        if not (s.platforms & spec.platforms) or s.source.startswith(str(folder))
+                    ]
+                    current.append(spec)
+        return cls({name: Task(name, tuple(specs)) for name, specs in by_name.items()})
 
-    def get(self, name: str) -> TaskSpec:
+    def get(self, name: str) -> Task:
         if not _TASK_NAME.fullmatch(name):
             raise ValidationError(
                 f"invalid task name {name!r}", hint="task names look like printer.clear-queue"
             )
         try:
-            return self._specs[name]
+            return self._tasks[name]
         except KeyError:
-            raise NotFound.named("task", name, self._specs) from None
+            raise NotFound.named("task", name, self._tasks) from None
 
-    def __iter__(self) -> Iterator[TaskSpec]:
-        return iter(self._specs.values())
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self._tasks.values())
 
     def __len__(self) -> int:
-        return len(self._specs)
+        return len(self._tasks)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._specs
+        return name in self._tasks
 
 
 def _load_module(path: Path) -> list[TaskSpec]:

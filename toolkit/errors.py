@@ -35,10 +35,11 @@ class NotFound(ToolkitError):
     """A host, group, task or ticket name that does not exist."""
 
     @classmethod
-    def named(cls, kind: str, name: str, known: Iterable[str]) -> NotFound:
+    def named(cls, kind: str, name: str, known: Iterable[str], where: str = "") -> NotFound:
+        """`unknown task 'x'` with the closest known names as the hint."""
         close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
         hint = f"did you mean: {', '.join(close)}?" if close else None
-        return cls(f"unknown {kind} {name!r}", hint=hint)
+        return cls(f"unknown {kind} {name!r}" + (f" {where}" if where else ""), hint=hint)
 
 
 class ValidationError(ToolkitError):

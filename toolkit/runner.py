@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import Finding, TaskSpec
+from .catalog import Finding, Task, TaskSpec
 from .credentials import MASK, CredentialStore, Secret
 from .errors import (
     AuthFailed,
@@ -298,20 +298,23 @@ class Runner:
 
     def run(
         self,
-        spec: TaskSpec,
+        task: Task,
         hosts: Sequence[Host],
-        params: Mapping[str, Any],
+        params: Mapping[str, str | list[str]],
         *,
         ticket: str | None,
         options: RunOptions,
     ) -> RunReport:
+        """Validate, then run `task` on every host; returns when every host has an outcome."""
         if not options.check_only and not ticket:
             raise TicketRequired(
-                f"{spec.name} changes hosts: a ticket is required",
-                hint="add --ticket INC-1234 (a new id opens a local ticket), or --check to only look",
+                f"{task.name} changes hosts: a ticket is required",
+                hint="add --ticket INC-1234 (a new id opens a local ticket), or --check to look only",
             )
-        values = self._resolve_secrets(spec, params)
-        shown = {k: (MASK if isinstance(v, Secret) else v) for k, v in values.items()}
+        plans = {
+            spec: self._resolve_secrets(spec, values)
+            for spec, values in task.validate(params, {h.platform for h in hosts}).items()
+        }
         started = time.monotonic()
         results: dict[str, HostResult] = {}
         batches = _batches(list(hosts), options.serial)
@@ -321,10 +324,10 @@ class Runner:
             for batch in batches:
                 if stop_reason:
                     for host in batch:
-                        results[host.name] = self._not_run(spec, host, ticket, shown, stop_reason)
+                        results[host.name] = self._not_run(task, host, ticket, stop_reason)
                     continue
                 futures = {
-                    pool.submit(self._host, spec, host, values, shown, ticket, options): host
+                    pool.submit(self._host, task, plans, host, ticket, options): host
                     for host in batch
                 }
                 self._collect(futures, results)
@@ -338,7 +341,7 @@ class Runner:
                         f"(more than --max-fail-percent {limit:g})"
                     )
         return RunReport(
-            spec.name,
+            task.name,
             ticket,
             options.check_only,
             tuple(results[h.name] for h in hosts if h.name in results),
@@ -365,20 +368,18 @@ class Runner:
                     results[futures[future].name] = future.result()
             raise
 
-    def _resolve_secrets(self, spec: TaskSpec, params: Mapping[str, Any]) -> dict[str, Any]:
-        values = dict(params)
+    def _resolve_secrets(self, spec: TaskSpec, values: Mapping[str, Any]) -> dict[str, Any]:
+        resolved = dict(values)
         for name in spec.secret_params():
-            if isinstance(values.get(name), str):
-                values[name] = self.credentials.resolve(values[name], f"parameter {name}")
-        return values
+            if isinstance(resolved.get(name), str):
+                resolved[name] = self.credentials.resolve(resolved[name], f"parameter {name}")
+        return resolved
 
-    def _not_run(
-        self, spec: TaskSpec, host: Host, ticket: str | None, shown: Mapping[str, Any], why: str
-    ) -> HostResult:
-        action_id = self.ledger.begin(task=spec.name, host=host.name, ticket=ticket, params=shown)
+    def _not_run(self, task: Task, host: Host, ticket: str | None, why: str) -> HostResult:
+        action_id = self.ledger.begin(task=task.name, host=host.name, ticket=ticket, params={})
         self.ledger.finish(
             action_id,
-            task=spec.name,
+            task=task.name,
             host=host.name,
             ticket=ticket,
             outcome=Outcome.SKIPPED,
@@ -391,18 +392,20 @@ class Runner:
 
     def _host(
         self,
-        spec: TaskSpec,
+        task: Task,
+        plans: Mapping[TaskSpec, Mapping[str, Any]],
         host: Host,
-        values: Mapping[str, Any],
-        shown: Mapping[str, Any],
         ticket: str | None,
         options: RunOptions,
     ) -> HostResult:
         if self._cancel.is_set():
             raise Interrupted("interrupted")
         started = time.monotonic()
+        spec = task.implementation(host.platform)
+        values = plans.get(spec, {}) if spec is not None else {}
+        shown = {k: (MASK if isinstance(v, Secret) else v) for k, v in values.items()}
         action_id = self.ledger.begin(
-            task=spec.name,
+            task=task.name,
             host=host.name,
             ticket=ticket,
             params=shown,
@@ -420,12 +423,12 @@ class Runner:
         check = verify = None
         error: str | None = None
         try:
-            if host.platform not in spec.platforms:
+            if spec is None:
                 outcome = Outcome.SKIPPED
-                message = f"{spec.name} does not support platform {host.platform}"
+                message = f"{task.name} has no implementation for platform {host.platform}"
             else:
                 transport = self.connector.open(host)
-                task = spec.cls(values)
+                remediation = spec.cls(values)
                 ctx = StepContext(
                     host,
                     transport,
@@ -435,7 +438,7 @@ class Runner:
                     options.command_timeout,
                 )
                 self._on_event("step", host, "check")
-                check = task.check(ctx)
+                check = remediation.check(ctx)
                 if check.ok:
                     outcome, message = Outcome.ALREADY_OK, check.summary
                 elif options.check_only:
@@ -443,10 +446,10 @@ class Runner:
                 else:
                     ctx.step = "apply"
                     self._on_event("step", host, "apply")
-                    task.apply(ctx)
+                    remediation.apply(ctx)
                     ctx.step = "verify"
                     self._on_event("step", host, "verify")
-                    verify = task.verify(ctx)
+                    verify = remediation.verify(ctx)
                     outcome = Outcome.FIXED if verify.ok else Outcome.FAILED
                     # fixed: say what was wrong; failed: say what is still wrong
                     message = check.summary if verify.ok else f"verify failed: {verify.summary}"
@@ -462,9 +465,9 @@ class Runner:
             step = f"{ctx.step}: " if ctx is not None else ""
             outcome, message, error = Outcome.FAILED, step + exc.message, _kebab(type(exc).__name__)
         except Exception as exc:  # a bug in a task is that host's failure, not the run's
-            log.exception("%s on %s raised", spec.name, host.name)
+            log.exception("%s on %s raised", task.name, host.name)
             outcome = Outcome.FAILED
-            message = f"internal error in {spec.name}: {type(exc).__name__}: {exc}"
+            message = f"internal error in {task.name}: {type(exc).__name__}: {exc}"
             error = "internal-error"
         finally:
             if transport is not None:
@@ -487,7 +490,7 @@ class Runner:
         )
         self.ledger.finish(
             action_id,
-            task=spec.name,
+            task=task.name,
             host=host.name,
             ticket=ticket,
             outcome=outcome,

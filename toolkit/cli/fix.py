@@ -122,25 +122,19 @@ def fix(
     from ..tickets import ensure
     from ..transports import Connector
 
-    spec = app.catalog.get(task)
-    values = spec.validate(parse_params(params))
+    entry = app.catalog.get(task)
+    raw = parse_params(params)
+    entry.validate(raw)  # refuse bad values before reading the inventory or opening anything
     if ticket is not None:
         check_ticket_id(ticket)
     hosts = app.inventory.select(targets)
-    if not check_only and not ticket:
-        from ..errors import TicketRequired
-
-        raise TicketRequired(
-            f"{spec.name} changes hosts: a ticket is required",
-            hint="add --ticket INC-1234 (a new id opens a local ticket), or --check to only look",
-        )
-    if ticket:
+    if ticket and not check_only:
         ensure(
             app.ledger,
             ticket,
-            category=category or spec.category,
+            category=category or entry.category,
             priority=priority,
-            source=f"itops fix {spec.name}",
+            source=f"itops fix {entry.name}",
         )
     options = RunOptions(
         check_only=check_only,
@@ -158,7 +152,7 @@ def fix(
                 credentials=app.credentials,
                 on_event=on_event,
             )
-            report = runner.run(spec, hosts, values, ticket=ticket, options=options)
+            report = runner.run(entry, hosts, raw, ticket=ticket, options=options)
     finally:
         connector.close()
     if as_json:

@@ -24,25 +24,25 @@ def tasks() -> None:
 @click.pass_obj
 def list_(app: App, as_json: bool) -> None:
     """List every remediation with its platforms and summary."""
-    specs = list(app.catalog)
+    entries = list(app.catalog)
     if as_json:
         render.emit_json(
             [
                 {
-                    "name": s.name,
-                    "category": s.category,
-                    "platforms": sorted(s.platforms),
-                    "summary": s.summary,
-                    "disruptive": s.disruptive,
-                    "risky": s.risky,
+                    "name": t.name,
+                    "category": t.category,
+                    "platforms": sorted(t.platforms),
+                    "summary": t.summary,
+                    "disruptive": t.disruptive,
+                    "risky": t.risky,
                 }
-                for s in specs
+                for t in entries
             ]
         )
         return
     render.table(
         ["task", "platforms", "summary"],
-        [(s.name, ",".join(sorted(s.platforms)), s.summary) for s in specs],
+        [(t.name, ",".join(sorted(t.platforms)), t.summary) for t in entries],
     )
 
 
@@ -51,42 +51,52 @@ def list_(app: App, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
 @click.pass_obj
 def show(app: App, name: str, as_json: bool) -> None:
-    """Describe one remediation: what it does, its parameters and examples."""
-    spec = app.catalog.get(name)
-    params = {
-        n: {"type": p.describe(), "help": p.help, "required": p.required, "default": p.default}
-        for n, p in spec.params.items()
-    }
+    """Describe one remediation: what it does, its parameters and examples, per platform."""
+    entry = app.catalog.get(name)
     if as_json:
         render.emit_json(
             {
-                "name": spec.name,
-                "category": spec.category,
-                "platforms": sorted(spec.platforms),
-                "summary": spec.summary,
-                "description": spec.doc,
-                "params": params,
-                "examples": list(spec.examples),
-                "disruptive": spec.disruptive,
-                "risky": spec.risky,
-                "source": spec.source,
+                "name": entry.name,
+                "category": entry.category,
+                "platforms": sorted(entry.platforms),
+                "summary": entry.summary,
+                "implementations": [
+                    {
+                        "platforms": sorted(s.platforms),
+                        "description": s.doc,
+                        "source": s.source,
+                        "disruptive": s.disruptive,
+                        "risky": s.risky,
+                        "examples": list(s.examples),
+                        "params": {
+                            n: {
+                                "type": p.describe(),
+                                "help": p.help,
+                                "required": p.required,
+                                "default": p.default,
+                            }
+                            for n, p in s.params.items()
+                        },
+                    }
+                    for s in entry.specs
+                ],
             }
         )
         return
-    click.secho(spec.name, bold=True)
-    click.echo(f"  {spec.summary}")
-    click.echo(
-        f"  category: {spec.category}   platforms: {', '.join(sorted(spec.platforms))}"
-        + ("   disruptive" if spec.disruptive else "")
-        + ("   risky" if spec.risky else "")
-    )
-    click.echo()
-    click.echo(spec.doc)
-    click.echo()
-    if params:
-        click.secho("Parameters (-p NAME=VALUE):", bold=True)
-        for n, p in spec.params.items():
-            click.echo(f"  {n:<16} {p.describe()}")
-            if p.help:
-                click.echo(f"  {'':<16} {p.help}")
-    click.echo(f"\nsource: {spec.source}")
+    click.secho(entry.name, bold=True)
+    click.echo(f"  {entry.summary}")
+    for spec in entry.specs:
+        flags = ("   disruptive" if spec.disruptive else "") + ("   risky" if spec.risky else "")
+        click.echo(
+            f"\n  category: {spec.category}   platforms: {', '.join(sorted(spec.platforms))}{flags}"
+        )
+        click.echo()
+        click.echo(spec.doc)
+        if spec.params:
+            click.echo()
+            click.secho("Parameters (-p NAME=VALUE):", bold=True)
+            for n, p in spec.params.items():
+                click.echo(f"  {n:<16} {p.describe()}")
+                if p.help:
+                    click.echo(f"  {'':<16} {p.help}")
+        click.echo(f"\nsource: {spec.source}")

@@ -103,7 +103,10 @@ class _Loader:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise InventoryError(f"{where}: invalid YAML: {exc.problem or exc}") from exc
+            context = ""
+            if exc.context and exc.context_mark and exc.context_mark is not mark:
+                context = f" ({exc.context} at line {exc.context_mark.line + 1})"
+            raise InventoryError(f"{where}: invalid YAML: {exc.problem or exc}{context}") from exc
 
     @staticmethod
     def where(path: Path, node: yaml.Node) -> str:

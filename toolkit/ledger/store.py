@@ -16,7 +16,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, insert, select, text
+from sqlalchemy import Engine, create_engine, event, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -33,6 +33,7 @@ from .schema import (
     record_hash,
 )
 
+SCHEMA_LOCK_KEY = 0x17_0B5_5C4E  # serialises concurrent first opens on PostgreSQL
 FILTERS = ("seq", "ticket", "host", "operator", "task", "outcome", "kind", "action_id")
 PARALLEL_VERIFY_MIN = 200_000
 
@@ -98,7 +99,10 @@ def make_engine(url: str, synchronous: str = "normal") -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # A writer takes the lock up front: upgrading a read transaction to a write one fails
+        # at once with SQLITE_BUSY (no busy wait) when another connection wrote meanwhile.
+        write = conn.get_execution_options().get("itops_write")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
 
@@ -114,18 +118,7 @@ class Store:
             )
         try:
             self.engine = make_engine(url, synchronous)
-            with self.engine.begin() as conn:
-                metadata.create_all(conn)
-                for ddl in SQLITE_TRIGGERS if self.dialect == "sqlite" else PG_TRIGGERS:
-                    conn.exec_driver_sql(ddl)
-                if conn.execute(select(meta.c.value).where(meta.c.key == "schema")).first() is None:
-                    conn.execute(
-                        insert(meta),
-                        [
-                            {"key": "schema", "value": SCHEMA_VERSION},
-                            {"key": "created", "value": _now()},
-                        ],
-                    )
+            self._ensure_schema()
         except SQLAlchemyError as exc:
             raise LedgerError(f"cannot open the ledger: {exc.__class__.__name__}: {exc}") from exc
         self._raw: Any = None
@@ -138,6 +131,30 @@ class Store:
         )
         self._pg_insert_prefix = f"INSERT INTO ledger ({', '.join(COLUMNS)}) VALUES "
         self._pg_row = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
+
+    def _ensure_schema(self) -> None:
+        """Create tables and guards once. Opening an existing ledger runs no DDL at all (so a
+        read-only auditor account can open it), and concurrent first opens are serialised."""
+        with self.engine.connect() as conn:
+            if (
+                inspect(conn).has_table("ledger_meta")
+                and conn.execute(select(meta.c.value).where(meta.c.key == "schema")).first()
+            ):
+                return
+        with self.engine.connect().execution_options(itops_write=True) as conn, conn.begin():
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            metadata.create_all(conn)
+            for ddl in SQLITE_TRIGGERS if self.dialect == "sqlite" else PG_TRIGGERS:
+                conn.exec_driver_sql(ddl)
+            if conn.execute(select(meta.c.value).where(meta.c.key == "schema")).first() is None:
+                conn.execute(
+                    insert(meta),
+                    [
+                        {"key": "schema", "value": SCHEMA_VERSION},
+                        {"key": "created", "value": _now()},
+                    ],
+                )
 
     # -- append ------------------------------------------------------------------------------
     def append(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

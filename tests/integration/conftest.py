@@ -1,0 +1,92 @@
+"""The integration lab: real OpenSSH sshd hosts and real cupsd on loopback, one per test session.
+
+Needs root (the lab creates its login user and runs sshd/cupsd). CI runs as root; outside CI a
+non-root run skips these tests with that reason, under CI it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from toolkit.lab import Lab, LabState
+from toolkit.workspace import Workspace
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class LabEnv:
+    root: Path
+    lab: Lab
+    state: LabState
+
+    def itops(
+        self,
+        *args: str,
+        workspace: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real CLI in a subprocess, as a user would."""
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")}
+        full_env.update(env or {})
+        return subprocess.run(
+            [sys.executable, "-m", "toolkit", "--workspace", str(workspace or self.root), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+        )
+
+    def sshd_log(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.lab.dir.glob("sshd_*.log")))
+
+    def lpstat(self, host: str) -> str:
+        target = next(h for h in self.state.hosts if h.name == host)
+        return self.lab.cups(target, ["lpstat", "-p", "-a", "-o"])
+
+    def other_workspace(self, name: str, *, known_hosts: str, extra_inventory: str = "") -> Path:
+        """A second workspace that reaches the same lab hosts with its own known_hosts."""
+        root = self.root.parent / name
+        if root.exists():
+            shutil.rmtree(root)
+        Workspace.init(root)
+        sources = [str(self.lab.dir / "hosts.yml")]
+        if extra_inventory:
+            (root / "inventory" / "extra.yml").write_text(extra_inventory)
+            sources.append("inventory/extra.yml")
+        config = (
+            (root / "itops.toml")
+            .read_text()
+            .replace(
+                'sources = ["inventory/hosts.yml"]', f"sources = {sources!r}".replace("'", '"')
+            )
+        )
+        (root / "itops.toml").write_text(config)
+        (root / "inventory" / "known_hosts").write_text(known_hosts)
+        return root
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("integration tests need root (they start sshd and cupsd)")
+        pytest.skip("integration tests need root: run them as root or under sudo")
+    root = tmp_path_factory.mktemp("itops") / "ws"
+    Workspace.init(root)
+    shutil.copy(HERE / "tasks" / "faults.py", root / "tasks" / "faults.py")
+    lab = Lab(Workspace.load(root))
+    state = lab.up(4, cups=True)
+    try:
+        yield LabEnv(root, lab, state)
+    finally:
+        lab.down()

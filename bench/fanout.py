@@ -140,7 +140,7 @@ def main() -> None:
     ws = Path(tempfile.mkdtemp(prefix="itops-bench-"))
     subprocess.run([str(VENV_BIN / "itops"), "init", str(ws)], check=True, capture_output=True)
     shutil.copy(HERE / "tasks" / "bench.py", ws / "tasks" / "bench.py")
-    _, up = itops(ws, "lab", "up", "--hosts", str(args.hosts), "--no-cups")
+    _, up = itops(ws, "lab", "up", "--hosts", str(args.hosts), "--services", "none")
     if up.returncode:
         raise SystemExit(up.stderr)
     runs: dict[str, list[dict[str, float]]] = {}

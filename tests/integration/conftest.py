@@ -50,8 +50,12 @@ class LabEnv:
         return "".join(p.read_text() for p in sorted(self.lab.dir.glob("sshd_*.log")))
 
     def lpstat(self, host: str) -> str:
-        target = next(h for h in self.state.hosts if h.name == host)
-        return self.lab.cups(target, ["lpstat", "-p", "-a", "-o"])
+        from toolkit.lab.cups import run
+
+        return run(self.state.host(host), ["lpstat", "-p", "-a", "-o"])
+
+    def break_printer(self, *hosts: str) -> None:
+        self.lab.service("cups").break_printer(self.state, hosts)
 
     def other_workspace(self, name: str, *, known_hosts: str, extra_inventory: str = "") -> Path:
         """A second workspace that reaches the same lab hosts with its own known_hosts."""
@@ -85,7 +89,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
     Workspace.init(root)
     shutil.copy(HERE / "tasks" / "faults.py", root / "tasks" / "faults.py")
     lab = Lab(Workspace.load(root))
-    state = lab.up(4, cups=True)
+    state = lab.up(4, services=["cups"])
     try:
         yield LabEnv(root, lab, state)
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import LabEnv
-from toolkit.lab import _ed25519_keypair
+from toolkit.lab import ed25519_keypair
 from toolkit.ledger import Ledger
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ def test_unknown_host_key_is_refused_before_any_credential_is_sent(lab: LabEnv) 
 
 
 def test_changed_host_key_is_refused_after_key_exchange_without_authenticating(lab: LabEnv) -> None:
-    _, wrong = _ed25519_keypair("impostor")
+    _, wrong = ed25519_keypair("impostor")
     port = lab.state.port
     known = (
         lab_known_hosts(lab, skip="lab-02") + f"[127.1.0.2]:{port} {' '.join(wrong.split()[:2])}\n"
@@ -88,7 +88,7 @@ def test_trust_pins_a_key_only_when_confirmed_and_records_it(lab: LabEnv) -> Non
 
 
 def test_wrong_credentials_are_auth_failed(lab: LabEnv, tmp_path: Path) -> None:
-    key, _ = _ed25519_keypair("stranger")
+    key, _ = ed25519_keypair("stranger")
     key_file = tmp_path / "stranger_key"
     key_file.write_bytes(key)
     key_file.chmod(0o600)
@@ -226,7 +226,7 @@ def test_kill_9_mid_run_leaves_open_actions_and_the_chain_verifies(lab: LabEnv) 
 
 
 def test_two_itops_processes_share_the_ledger(lab: LabEnv) -> None:
-    lab.lab.break_printer(["lab-01", "lab-04"])
+    lab.break_printer("lab-01", "lab-04")
     results: dict[str, subprocess.CompletedProcess[str]] = {}
 
     def run(host: str, ticket: str) -> None:

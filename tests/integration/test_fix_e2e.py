@@ -18,7 +18,7 @@ def outcomes(output: str) -> dict[str, str]:
 
 
 def test_check_changes_nothing_fix_fixes_second_run_is_already_ok(lab: LabEnv) -> None:
-    lab.lab.break_printer(["lab-01", "lab-02", "lab-03"])
+    lab.break_printer("lab-01", "lab-02", "lab-03")
     before = {h: lab.lpstat(h) for h in ("lab-01", "lab-02", "lab-03", "lab-04")}
 
     check = lab.itops("fix", "printer.clear-queue", "lab", "--check")
@@ -62,7 +62,7 @@ def test_check_changes_nothing_fix_fixes_second_run_is_already_ok(lab: LabEnv) -
 
 
 def test_the_run_is_in_the_ticket_log_and_the_chain_verifies(lab: LabEnv) -> None:
-    lab.lab.break_printer(["lab-02"])
+    lab.break_printer("lab-02")
     fix = lab.itops("fix", "printer.clear-queue", "lab-02", "--ticket", "INC-2001", "--json")
     report = json.loads(fix.stdout)
     assert report["hosts"][0]["outcome"] == "fixed"
@@ -91,7 +91,7 @@ def test_the_run_is_in_the_ticket_log_and_the_chain_verifies(lab: LabEnv) -> Non
 
 
 def test_one_connection_per_host_for_the_whole_sequence(lab: LabEnv) -> None:
-    lab.lab.break_printer(["lab-03"])
+    lab.break_printer("lab-03")
     connections = re.compile(r"Connection from \S+ port \d+ on 127\.1\.0\.3 port")
     before = len(connections.findall(lab.sshd_log()))
     fix = lab.itops("fix", "printer.clear-queue", "lab-03", "--ticket", "INC-2002", "--json")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import LabEnv
-from toolkit.lab import _listening
+from toolkit.lab.core import _listening
 from toolkit.workspace import Workspace
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,7 @@ def test_up_status_down_stop_exactly_what_was_started(lab: LabEnv, tmp_path: Pat
     ws = tmp_path / "second"
     bystander = subprocess.Popen(["sleep", "120"])
     try:
-        up = lab.itops("lab", "up", "--hosts", "3", "--no-cups", workspace=ws)
+        up = lab.itops("lab", "up", "--hosts", "3", "--services", "none", workspace=ws)
         assert up.returncode == 0, up.stderr
         status = json.loads(lab.itops("lab", "status", "--json", workspace=ws).stdout)
         assert status["running"] and [h["ssh"] for h in status["hosts"]] == ["listening"] * 3

@@ -25,22 +25,30 @@ def lab() -> None:
 @click.option("--hosts", "-n", "count", type=click.IntRange(1, 2000), default=4, show_default=True)
 @click.option("--port", type=click.IntRange(1024, 65535), help="SSH port for every lab address.")
 @click.option(
-    "--cups/--no-cups",
-    default=True,
-    show_default=True,
-    help="Run a cupsd behind each host (printer remediations).",
+    "--services",
+    metavar="LIST",
+    default=None,
+    help="Comma-separated services to run behind the hosts, or 'none' "
+    "[default: the standard set, see itops lab up --help].",
 )
 @click.pass_obj
-def up(app: App, count: int, port: int | None, cups: bool) -> None:
-    """Start COUNT lab hosts (group `lab`) with generated keys, inventory and known_hosts."""
-    from ..lab import Lab
+def up(app: App, count: int, port: int | None, services: str | None) -> None:
+    """Start COUNT lab hosts (group `lab`) with generated keys, inventory and known_hosts.
 
-    state = Lab(app.workspace).up(count, port=port, cups=cups)
+    Services run behind the hosts so remediations act on real software: `cups` (a cupsd and a
+    queue 'office' per host). Large labs (benchmarks) use --services none.
+    """
+    from ..lab import DEFAULT_SERVICES, Lab
+
+    wanted: tuple[str, ...] = DEFAULT_SERVICES
+    if services is not None:
+        wanted = () if services == "none" else tuple(s.strip() for s in services.split(",") if s)
+    state = Lab(app.workspace).up(count, port=port, services=wanted)
     first, last = state.hosts[0], state.hosts[-1]
     click.echo(
         f"lab up: {len(state.hosts)} host(s) {first.name}..{last.name} on "
-        f"{first.address}..{last.address} port {state.port}"
-        + (", CUPS queue 'office' on each" if cups else "")
+        f"{first.address}..{last.address} port {state.port}; "
+        f"services: {', '.join(state.services) or 'none'}"
     )
     click.echo("inventory group 'lab'; try: itops inventory check lab")
 
@@ -49,7 +57,7 @@ def up(app: App, count: int, port: int | None, cups: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def status(app: App, as_json: bool) -> None:
-    """Show the lab's hosts and whether their sshd and cupsd are running."""
+    """Show the lab's hosts and whether their sshd and services are running."""
     from ..lab import Lab
 
     info = Lab(app.workspace).status()
@@ -60,8 +68,16 @@ def status(app: App, as_json: bool) -> None:
         click.echo("no lab in this workspace (itops lab up)")
         return
     render.table(
-        ["host", "address", "ssh", "cups"],
-        [(h["name"], h["address"], h["ssh"], h["cups"] or "-") for h in info["hosts"]],
+        ["host", "address", "ssh", "services"],
+        [
+            (
+                h["name"],
+                h["address"],
+                h["ssh"],
+                ", ".join(f"{k} {v}" for k, v in h["services"].items()) or "-",
+            )
+            for h in info["hosts"]
+        ],
     )
     click.echo(f"{info['processes']} of {info['expected']} lab processes running")
 
@@ -86,5 +102,6 @@ def break_(app: App, fault: str, targets: str) -> None:
 
     lab_hosts = {h.name for h in app.inventory.select("lab")}
     names = [h.name for h in app.inventory.select(targets) if h.name in lab_hosts]
-    broken = Lab(app.workspace).break_printer(names)
+    the_lab = Lab(app.workspace)
+    broken = the_lab.service("cups").break_printer(the_lab.require(), names)
     click.echo(f"printer 'office' paused with stuck jobs on: {', '.join(broken)}")

@@ -1,18 +1,19 @@
-"""The local lab: real OpenSSH hosts on loopback addresses, with real services (CUPS) behind them.
+"""The local lab: real OpenSSH hosts on loopback addresses, with real services behind them.
 
 `itops lab up --hosts N` starts N SSH identities on 127.1.x.y (one sshd serves up to 16 addresses,
-OpenSSH's limit), a cupsd per host reached through the host's own `CUPS_SERVER` (sshd sets it per
-listen address), writes `.itops/lab/hosts.yml` (inventory group `lab`) and `.itops/lab/known_hosts`,
+OpenSSH's limit), then the requested services (a cupsd per host by default), writes
+`.itops/lab/hosts.yml` (inventory group `lab`, plus what services add) and `.itops/lab/known_hosts`,
 and records every pid it started. `itops lab down` stops exactly those processes. Lab hosts share
 this machine's filesystem: they are distinct SSH endpoints, not isolated machines.
 
 Needs root: it creates the unprivileged login user `itops-lab` (key login only, never root) and runs
-sshd and cupsd. Every listener binds 127.0.0.0/8 only.
+sshd and the services' daemons. Every listener binds 127.0.0.0/8 only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import pwd
@@ -23,22 +24,24 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .errors import ToolkitError
-from .workspace import Workspace
+from ..errors import ToolkitError
+from ..workspace import Workspace
 
 LAB_USER = "itops-lab"
 RUNTIME_ROOT = Path("/run/itops-lab")
 SSHD = "/usr/sbin/sshd"
-CUPSD = "/usr/sbin/cupsd"
 PER_SSHD = 16  # OpenSSH's MAX_LISTEN_SOCKS
-MAX_CUPS_HOSTS = 32
-PRINTER = "office"
-INSTALL_HINT = "apt-get install openssh-server openssh-client cups-daemon cups-client cups-bsd"
+INSTALL_HINT = "apt-get install openssh-server openssh-client"
+DEFAULT_SERVICES = ("cups",)
+# What can run behind the lab's hosts: one module per service in this package, imported on use.
+SERVICES = {
+    "cups": "toolkit.lab.cups:Cups",
+}
 
 
 class LabError(ToolkitError):
@@ -50,12 +53,12 @@ class LabHost:
     name: str
     address: str
     port: int
-    cups_socket: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # set in its SSH sessions (sshd SetEnv)
 
 
 @dataclass
 class Process:
-    role: str  # "sshd" or "cupsd:<host>"
+    role: str  # "sshd", or "<service>:<host>" / "<service>" for a service's daemon
     pid: int
     config: str
 
@@ -79,26 +82,89 @@ class LabState:
     processes: list[Process] = field(default_factory=list)
     runtime: str = ""
     authorized_keys: str = ""
+    services: list[str] = field(default_factory=list)
+    # what services add to the lab inventory (groups) and known_hosts (e.g. network devices)
+    inventory: dict[str, Any] = field(default_factory=dict)
+    known_hosts: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)  # per-service state, by service name
 
     @classmethod
     def load(cls, path: Path) -> LabState | None:
         if not path.is_file():
             return None
         raw = json.loads(path.read_text())
-        return cls(
-            lab_id=raw["lab_id"],
-            user=raw["user"],
-            port=raw["port"],
-            hosts=[LabHost(**h) for h in raw["hosts"]],
-            processes=[Process(**p) for p in raw["processes"]],
-            runtime=raw["runtime"],
-            authorized_keys=raw["authorized_keys"],
-        )
+        # Tolerate state written by another itops version: a lab must always be stoppable.
+        hosts = []
+        for h in raw.get("hosts", []):
+            env = dict(h.get("env") or {})
+            if h.get("cups_socket"):
+                env["CUPS_SERVER"] = h["cups_socket"]
+            hosts.append(LabHost(h["name"], h["address"], h["port"], env))
+        known = {f.name for f in fields(cls)}
+        raw = {k: v for k, v in raw.items() if k in known}
+        raw["hosts"] = hosts
+        raw["processes"] = [Process(p["role"], p["pid"], p["config"]) for p in raw["processes"]]
+        return cls(**raw)
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2))
         tmp.replace(path)
+
+    def host(self, name: str) -> LabHost:
+        try:
+            return next(h for h in self.hosts if h.name == name)
+        except StopIteration:
+            raise LabError(f"{name} is not a lab host") from None
+
+    def spawn(
+        self,
+        role: str,
+        argv: Sequence[str],
+        config: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+    ) -> Process:
+        """Start a daemon in its own session (it outlives `itops lab up`) and track its pid.
+        `config` must appear on its command line: that is how `lab down` knows it is ours."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                env=env,
+            )
+        process = Process(role, proc.pid, str(config))
+        self.processes.append(process)
+        return process
+
+
+class Service(Protocol):
+    """Something the lab runs behind its hosts (a cupsd per host, a package mirror, devices…).
+
+    Daemons it starts go through `state.spawn`, so `lab down` stops them with everything else;
+    `cleanup` removes its files. `prepare` runs before sshd starts (e.g. to set host env)."""
+
+    name: str
+
+    def preflight(self, hosts: int) -> None: ...
+
+    def prepare(self, lab: Lab, state: LabState) -> None: ...
+
+    def start(self, lab: Lab, state: LabState) -> None: ...
+
+    def cleanup(self, lab: Lab, state: LabState) -> None: ...
+
+
+def load_service(name: str) -> Service:
+    if name not in SERVICES:
+        raise LabError(f"unknown lab service {name!r}", hint=f"one of: {', '.join(SERVICES)}")
+    module, _, attr = SERVICES[name].partition(":")
+    service: Service = getattr(importlib.import_module(module), attr)()
+    return service
 
 
 def address_for(index: int) -> str:
@@ -118,6 +184,22 @@ class Lab:
     def state(self) -> LabState | None:
         return LabState.load(self.state_file)
 
+    def require(self) -> LabState:
+        state = self.state()
+        if state is None:
+            raise LabError("no lab is running in this workspace", hint="itops lab up")
+        return state
+
+    def service(self, name: str) -> Any:
+        """A running service of this lab, for commands that act on it (e.g. `lab break`)."""
+        state = self.require()
+        if name not in state.services:
+            raise LabError(
+                f"the lab runs without {name}",
+                hint=f"itops lab down && itops lab up --services {name},…",
+            )
+        return load_service(name)
+
     def status(self) -> dict[str, Any]:
         state = self.state()
         if state is None:
@@ -125,13 +207,17 @@ class Lab:
         listening = _listening(state.port)
         hosts = []
         for host in state.hosts:
-            cups = next((p for p in state.processes if p.role == f"cupsd:{host.name}"), None)
+            services = {
+                p.role.split(":")[0]: "running" if p.alive() else "down"
+                for p in state.processes
+                if p.role.endswith(f":{host.name}")
+            }
             hosts.append(
                 {
                     "name": host.name,
                     "address": f"{host.address}:{host.port}",
                     "ssh": "listening" if host.address in listening else "down",
-                    "cups": None if cups is None else ("running" if cups.alive() else "down"),
+                    "services": services,
                 }
             )
         alive = [p for p in state.processes if p.alive()]
@@ -140,13 +226,16 @@ class Lab:
             "lab_id": state.lab_id,
             "port": state.port,
             "user": state.user,
+            "services": state.services,
             "processes": len(alive),
             "expected": len(state.processes),
             "hosts": hosts,
         }
 
     # -- up ----------------------------------------------------------------------------------
-    def up(self, hosts: int = 4, *, port: int | None = None, cups: bool = True) -> LabState:
+    def up(
+        self, hosts: int = 4, *, port: int | None = None, services: Sequence[str] = DEFAULT_SERVICES
+    ) -> LabState:
         existing = self.state()
         if existing is not None:
             if any(p.alive() for p in existing.processes):
@@ -155,7 +244,10 @@ class Lab:
                     hint="itops lab status, or itops lab down first",
                 )
             self._cleanup(existing)
-        _preflight(hosts, cups)
+        plugins = [load_service(name) for name in dict.fromkeys(services)]
+        _preflight(hosts)
+        for plugin in plugins:
+            plugin.preflight(hosts)
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         lab_id = secrets.token_hex(4)
@@ -173,20 +265,21 @@ class Lab:
             port=port,
             runtime=str(runtime),
             hosts=[LabHost(f"lab-{i + 1:0{width}d}", addresses[i], port) for i in range(hosts)],
+            services=[p.name for p in plugins],
         )
         try:
-            client_pub = self._client_key()
-            state.authorized_keys = self._authorize(user, lab_id, client_pub)
-            if cups:
-                for host in state.hosts:
-                    host.cups_socket = str(runtime / f"{host.name}.cups.sock")
+            state.authorized_keys = self._authorize(user, lab_id, self._client_key())
+            for plugin in plugins:
+                plugin.prepare(self, state)
             state.save(self.state_file)
             host_keys = self._start_sshd(state)
-            if cups:
-                self._start_cups(state)
             state.save(self.state_file)
+            for plugin in plugins:
+                plugin.start(self, state)
+                state.save(self.state_file)
             _wait_listening(state)
             self._write_inventory(state, host_keys)
+            state.save(self.state_file)
         except BaseException:
             self._stop(state)
             self._cleanup(state)
@@ -196,7 +289,7 @@ class Lab:
     def _client_key(self) -> str:
         private = self.dir / "client_ed25519"
         if not private.exists():
-            pem, public = _ed25519_keypair(f"itops-lab-client@{socket.gethostname()}")
+            pem, public = ed25519_keypair(f"itops-lab-client@{socket.gethostname()}")
             private.write_bytes(pem)
             os.chmod(private, 0o600)
             (self.dir / "client_ed25519.pub").write_text(public)
@@ -213,14 +306,14 @@ class Lab:
         return str(keys)
 
     def _start_sshd(self, state: LabState) -> dict[str, str]:
-        """One sshd per 16 hosts; returns host name → public host key line part."""
+        """One sshd per 16 hosts; returns host name → its public host key (type and base64)."""
         conf_dir = self.dir / "sshd"
         conf_dir.mkdir(exist_ok=True)
         public_keys: dict[str, str] = {}
         for group, start in enumerate(range(0, len(state.hosts), PER_SSHD)):
             members = state.hosts[start : start + PER_SSHD]
             key_path = conf_dir / f"host_ed25519_{group}"
-            pem, public = _ed25519_keypair(f"itops-lab-{group}")
+            pem, public = ed25519_keypair(f"itops-lab-{group}")
             key_path.write_bytes(pem)
             os.chmod(key_path, 0o600)
             for host in members:
@@ -230,112 +323,41 @@ class Lab:
             check = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True)
             if check.returncode != 0:
                 raise LabError(f"sshd rejected {config}: {check.stderr.strip()}")
-            log = open(self.dir / f"sshd_{group}.log", "ab")  # noqa: SIM115 - handed to the daemon
-            proc = subprocess.Popen(
+            state.spawn(
+                "sshd",
                 [SSHD, "-D", "-e", "-f", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
+                config,
+                self.dir / f"sshd_{group}.log",
             )
-            log.close()
-            state.processes.append(Process("sshd", proc.pid, str(config)))
         return public_keys
 
-    def _start_cups(self, state: LabState) -> None:
-        for host in state.hosts:
-            root = self.dir / "cups" / host.name
-            for sub in ("spool", "cache", "state", "log", "ppd", "ssl"):
-                (root / sub).mkdir(parents=True, exist_ok=True)
-            assert host.cups_socket
-            (root / "cupsd.conf").write_text(CUPSD_CONF.format(socket=host.cups_socket))
-            (root / "cups-files.conf").write_text(CUPS_FILES_CONF.format(root=root))
-            log = open(root / "log" / "cupsd.out", "ab")  # noqa: SIM115 - handed to the daemon
-            proc = subprocess.Popen(
-                [CUPSD, "-f", "-c", str(root / "cupsd.conf"), "-s", str(root / "cups-files.conf")],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-            log.close()
-            state.processes.append(
-                Process(f"cupsd:{host.name}", proc.pid, str(root / "cupsd.conf"))
-            )
-        for host in state.hosts:
-            assert host.cups_socket
-            _wait_for(
-                lambda h=host: Path(h.cups_socket or "").exists(),
-                15,
-                f"cupsd for {host.name} did not start (see {self.dir}/cups/{host.name}/log)",
-            )
-            self.cups(
-                host,
-                [
-                    "lpadmin",
-                    "-p",
-                    PRINTER,
-                    "-E",
-                    "-v",
-                    "file:/dev/null",
-                    "-D",
-                    f"Lab printer on {host.name}",
-                ],
-            )
-
     def _write_inventory(self, state: LabState, host_keys: dict[str, str]) -> None:
+        import yaml
+
         known = self.dir / "known_hosts"
-        known.write_text(
-            "".join(
-                f"[{h.address}]:{h.port} {host_keys[h.name]} itops-lab:{h.name}\n"
-                for h in state.hosts
-            )
-        )
         lines = [
-            "# Written by `itops lab up`; removed by `itops lab down`. Do not edit.",
-            "all:",
-            "  children:",
-            "    lab:",
-            "      vars:",
-            "        platform: linux",
-            f"        ansible_user: {state.user}",
-            f"        ansible_ssh_private_key_file: {self.dir / 'client_ed25519'}",
-            "        ansible_ssh_common_args: >-",
-            f"          -o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes",
-            "        ansible_python_interpreter: /usr/bin/python3",
-            "      hosts:",
+            f"[{h.address}]:{h.port} {host_keys[h.name]} itops-lab:{h.name}\n" for h in state.hosts
         ]
-        lines += [
-            f"        {h.name}: {{ansible_host: {h.address}, ansible_port: {h.port}}}"
-            for h in state.hosts
-        ]
-        (self.dir / "hosts.yml").write_text("\n".join(lines) + "\n")
-
-    # -- faults ------------------------------------------------------------------------------
-    def break_printer(self, names: Iterable[str], jobs: int = 3) -> list[str]:
-        """Put a lab host's printer in the state L2 is called for: paused with stuck jobs."""
-        state = self._require()
-        by_name = {h.name: h for h in state.hosts}
-        broken = []
-        for name in names:
-            host = by_name[name]
-            if not host.cups_socket:
-                raise LabError(f"{name} has no CUPS (the lab was started with --no-cups)")
-            self.cups(host, ["cupsdisable", "-r", "paper jam", PRINTER])
-            for _ in range(jobs):
-                self.cups(host, ["lp", "-d", PRINTER, "-o", "raw"], stdin=b"itops lab test page\n")
-            broken.append(name)
-        return broken
-
-    def cups(self, host: LabHost, argv: Sequence[str], stdin: bytes | None = None) -> str:
-        """Run a CUPS client command locally against a lab host's own cupsd."""
-        env = {**os.environ, "CUPS_SERVER": host.cups_socket or "", "LC_ALL": "C"}
-        result = subprocess.run(list(argv), env=env, input=stdin, capture_output=True, timeout=30)
-        if result.returncode != 0:
-            raise LabError(
-                f"{' '.join(argv)} on {host.name} failed: {result.stderr.decode().strip()}"
-            )
-        return result.stdout.decode()
+        lines += [line if line.endswith("\n") else line + "\n" for line in state.known_hosts]
+        known.write_text("".join(lines))
+        lab_group = {
+            "vars": {
+                "platform": "linux",
+                "ansible_user": state.user,
+                "ansible_ssh_private_key_file": str(self.dir / "client_ed25519"),
+                "ansible_ssh_common_args": f"-o UserKnownHostsFile={known} "
+                "-o StrictHostKeyChecking=yes",
+                "ansible_python_interpreter": "/usr/bin/python3",
+            },
+            "hosts": {
+                h.name: {"ansible_host": h.address, "ansible_port": h.port} for h in state.hosts
+            },
+        }
+        document = {"all": {"children": {"lab": lab_group, **state.inventory}}}
+        (self.dir / "hosts.yml").write_text(
+            "# Written by `itops lab up`; removed by `itops lab down`. Do not edit.\n"
+            + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+        )
 
     # -- down --------------------------------------------------------------------------------
     def down(self) -> int:
@@ -345,12 +367,6 @@ class Lab:
         stopped = self._stop(state)
         self._cleanup(state)
         return stopped
-
-    def _require(self) -> LabState:
-        state = self.state()
-        if state is None:
-            raise LabError("no lab is running in this workspace", hint="itops lab up")
-        return state
 
     @staticmethod
     def _stop(state: LabState) -> int:
@@ -369,35 +385,31 @@ class Lab:
         return len(alive)
 
     def _cleanup(self, state: LabState) -> None:
+        for name in state.services:
+            with contextlib.suppress(LabError):
+                load_service(name).cleanup(self, state)
         if state.authorized_keys:
             Path(state.authorized_keys).unlink(missing_ok=True)
         if state.runtime:
             shutil.rmtree(state.runtime, ignore_errors=True)
         for name in ("hosts.yml", "known_hosts", "state.json"):
             (self.dir / name).unlink(missing_ok=True)
-        shutil.rmtree(self.dir / "cups", ignore_errors=True)
         shutil.rmtree(self.dir / "sshd", ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _preflight(hosts: int, cups: bool) -> None:
+def _preflight(hosts: int) -> None:
     if os.geteuid() != 0:
         raise LabError(
-            "the lab needs root: it creates the login user itops-lab and runs sshd and cupsd",
+            "the lab needs root: it creates the login user itops-lab and runs sshd and services",
             hint="run it with sudo (the lab binds loopback addresses only)",
         )
     if not 1 <= hosts <= 2000:
         raise LabError(f"--hosts must be between 1 and 2000, not {hosts}")
-    if cups and hosts > MAX_CUPS_HOSTS:
-        raise LabError(
-            f"CUPS on {hosts} hosts would start {hosts} cupsd processes",
-            hint=f"use --no-cups for labs over {MAX_CUPS_HOSTS} hosts",
-        )
-    missing = [b for b in (SSHD, *([CUPSD] if cups else [])) if not os.access(b, os.X_OK)]
-    if missing:
-        raise LabError(f"missing {', '.join(missing)}", hint=INSTALL_HINT)
+    if not os.access(SSHD, os.X_OK):
+        raise LabError(f"missing {SSHD}", hint=INSTALL_HINT)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
 
 
@@ -412,30 +424,24 @@ def _ensure_user() -> pwd.struct_passwd:
     # A new account is locked ('!'); with UsePAM no sshd then refuses even key logins.
     # '*' allows key login and still no password login.
     subprocess.run(["usermod", "-p", "*", LAB_USER], check=True, capture_output=True)
-    groups = subprocess.run(["id", "-nG", LAB_USER], capture_output=True, text=True).stdout.split()
-    if "lpadmin" not in groups and _group_exists("lpadmin"):
-        subprocess.run(["usermod", "-aG", "lpadmin", LAB_USER], check=True, capture_output=True)
     return user
 
 
-def _group_exists(name: str) -> bool:
-    import grp
-
-    try:
-        grp.getgrnam(name)
-        return True
-    except KeyError:
-        return False
+def add_user_to_group(group: str) -> None:
+    """Put the lab user in a group a service needs (e.g. lpadmin for CUPS administration)."""
+    groups = subprocess.run(["id", "-nG", LAB_USER], capture_output=True, text=True).stdout.split()
+    if group not in groups:
+        subprocess.run(["usermod", "-aG", group, LAB_USER], check=True, capture_output=True)
 
 
 def _free_port(addresses: Sequence[str], start: int = 2200, stop: int = 3200) -> int:
     for port in range(start, stop):
-        if all(_can_bind(a, port) for a in addresses):
+        if all(can_bind(a, port) for a in addresses):
             return port
     raise LabError(f"no free port between {start} and {stop} on the lab addresses")
 
 
-def _can_bind(address: str, port: int) -> bool:
+def can_bind(address: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((address, port))
@@ -458,14 +464,14 @@ def _listening(port: int) -> set[str]:
 
 def _wait_listening(state: LabState, timeout: float = 30) -> None:
     wanted = {h.address for h in state.hosts}
-    _wait_for(
+    wait_for(
         lambda: wanted <= _listening(state.port),
         timeout,
         "sshd did not start listening on every lab address (see .itops/lab/sshd_*.log)",
     )
 
 
-def _wait_for(predicate: Any, timeout: float, message: str) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float, message: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -473,7 +479,8 @@ def _wait_for(predicate: Any, timeout: float, message: str) -> None:
         time.sleep(0.05)
 
 
-def _ed25519_keypair(comment: str) -> tuple[bytes, str]:
+def ed25519_keypair(comment: str) -> tuple[bytes, str]:
+    """A new OpenSSH-format ed25519 private key and its public line."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -511,53 +518,12 @@ def _sshd_config(state: LabState, members: Sequence[LabHost], host_key: Path) ->
         "LogLevel VERBOSE",
     ]
     for h in members:
-        env = [f"ITOPS_LAB_HOST={h.name}"]
-        if h.cups_socket:
-            env.append(f"CUPS_SERVER={h.cups_socket}")
-        lines += [f"Match LocalAddress {h.address}", f"    SetEnv {' '.join(env)}"]
+        env = {"ITOPS_LAB_HOST": h.name, **h.env}
+        for key, value in env.items():
+            if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key) or re.search(r"[\s\"\\]", value):
+                raise LabError(f"cannot pass {key}={value!r} to lab sessions")
+        lines += [
+            f"Match LocalAddress {h.address}",
+            "    SetEnv " + " ".join(f"{k}={v}" for k, v in env.items()),
+        ]
     return "\n".join(lines) + "\n"
-
-
-CUPSD_CONF = """\
-LogLevel warn
-Listen {socket}
-Browsing No
-WebInterface No
-DefaultAuthType Basic
-<Location />
-  Order allow,deny
-  Allow all
-</Location>
-<Policy default>
-  JobPrivateAccess default
-  JobPrivateValues default
-  SubscriptionPrivateAccess default
-  SubscriptionPrivateValues default
-  <Limit All>
-    Order deny,allow
-  </Limit>
-  <Limit Cancel-Job Cancel-Jobs Cancel-My-Jobs Purge-Jobs CUPS-Authenticate-Job>
-    Require user @OWNER @SYSTEM
-    Order deny,allow
-  </Limit>
-  <Limit Pause-Printer Resume-Printer Enable-Printer Disable-Printer Hold-New-Jobs \
-Release-Held-New-Jobs Restart-Printer CUPS-Accept-Jobs CUPS-Reject-Jobs CUPS-Add-Modify-Printer \
-CUPS-Delete-Printer CUPS-Add-Modify-Class CUPS-Delete-Class CUPS-Set-Default>
-    AuthType Default
-    Require user @SYSTEM
-    Order deny,allow
-  </Limit>
-</Policy>
-"""
-
-CUPS_FILES_CONF = """\
-ServerRoot {root}
-RequestRoot {root}/spool
-CacheDir {root}/cache
-StateDir {root}/state
-AccessLog {root}/log/access_log
-ErrorLog {root}/log/error_log
-PageLog {root}/log/page_log
-FileDevice Yes
-SystemGroup lpadmin root
-"""

@@ -223,6 +223,9 @@ class StepContext:
     def secret(self, reference: str, label: str = "secret") -> Secret:
         return self._credentials.resolve(reference, label)
 
+    def adopt(self, secret: Secret) -> Secret:
+        return self._credentials.adopt(secret)
+
     def note(self, text: str) -> None:
         self._recorder.notes.append(self._credentials.redactor.mask(text))
 

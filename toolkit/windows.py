@@ -47,7 +47,8 @@ class UnexpectedOutput(ToolkitError):
 def parse_json(result: CommandResult, what: str) -> Any:
     """The JSON a probe printed (None for no output); a non-zero exit is CommandFailed."""
     if result.exit_code != 0:
-        raise CommandFailed(result.command, result.exit_code, result.stderr or result.stdout)
+        # Named by what it does: the whole script would make an unreadable message.
+        raise CommandFailed(what, result.exit_code, result.stderr or result.stdout)
     text = result.stdout.strip().lstrip("\ufeff")
     if not text:
         return None
@@ -68,11 +69,26 @@ def change_json(ctx: Context, command: Command, what: str, timeout: float | None
     return parse_json(ctx.change(command, timeout=timeout, check=False), what)
 
 
+def change(
+    ctx: Context, command: Command, what: str, timeout: float | None = None
+) -> CommandResult:
+    """Run a change (apply only); a non-zero exit raises CommandFailed named `what`."""
+    result = ctx.change(command, timeout=timeout, check=False)
+    if result.exit_code != 0:
+        raise CommandFailed(what, result.exit_code, result.stderr or result.stdout)
+    return result
+
+
 def as_list(value: Any) -> list[Any]:
     """PowerShell 5.1 gives one object where a list of one was meant, and nothing for none."""
     if value is None:
         return []
     return list(value) if isinstance(value, list) else [value]
+
+
+def strings(value: Any) -> list[str]:
+    """A list of strings from a JSON value that may be a bare string (PowerShell 5.1)."""
+    return [str(item) for item in as_list(value) if item is not None]
 
 
 def records(value: Any) -> list[Mapping[str, Any]]:
@@ -203,8 +219,10 @@ class RestartService(Remediation):
         return Finding.problem(state.describe(), **facts)
 
     def apply(self, ctx: Context) -> None:
-        ctx.change(
+        change(
+            ctx,
             ps_script(SERVICE_RESTART, service=self.before.name, wait=int(self.wait_seconds)),
+            f"restarting {self.before.name}",
             timeout=float(self.wait_seconds) + 60,
         )
 
@@ -212,7 +230,7 @@ class RestartService(Remediation):
         state = read_service(ctx, self.before.name)
         facts = {"service": state.name, "state": state.state, "pid": state.pid}
         if not state.running:
-            return Finding.problem(f"{state.describe()} after the restart", **facts)
+            return Finding.problem(f"{state.name} is {state.state} after the restart", **facts)
         if self.before.running and state.pid and state.pid == self.before.pid:
             ctx.note(f"{state.name} kept process id {state.pid} (shared service host)")
         return Finding.healthy(f"{state.name} running again (pid {state.pid})", **facts)

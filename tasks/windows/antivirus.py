@@ -10,11 +10,13 @@ from toolkit.errors import ToolkitError
 from toolkit.quoting import ps_script
 from toolkit.windows import (
     WINDOWS_PATH,
+    change,
     change_json,
     number,
     ps_time,
     read_json,
     records,
+    strings,
     text,
 )
 
@@ -100,7 +102,7 @@ class UpdateSignatures(Remediation):
         return self._finding(data)
 
     def apply(self, ctx: Context) -> None:
-        ctx.change(ps_script(UPDATE, source=self.source or ""), timeout=900)
+        change(ctx, ps_script(UPDATE, source=self.source or ""), "Update-MpSignature", timeout=900)
 
     def verify(self, ctx: Context) -> Finding:
         data = read_status(ctx)
@@ -161,7 +163,7 @@ class Scan(Remediation):
         self.detections = records((done or {}).get("detections"))
         for d in self.detections:
             ctx.note(
-                f"detection: threat {d.get('id')} in {', '.join(d.get('resources') or [])} "
+                f"detection: threat {d.get('id')} in {', '.join(strings(d.get('resources')))} "
                 f"({'remediated' if d.get('action_success') else 'NOT remediated'})"
             )
 

@@ -17,6 +17,7 @@ from toolkit.windows import (
     number,
     read_json,
     records,
+    strings,
     text,
 )
 
@@ -190,14 +191,14 @@ class BackupFiles(Remediation):
             ),
             "backup retention",
         )
-        removed = [text(n) for n in (pruned or {}).get("removed") or []]
+        removed = strings((pruned or {}).get("removed"))
         if removed:
             ctx.note(f"removed old backups: {', '.join(removed)}")
 
     def _hashes(self, ctx: Context, store: str) -> tuple[int, list[str]]:
         data = read_json(ctx, ps_script(VERIFY, store=store, name=self.name), "backup verify", 3600)
         data = data if isinstance(data, Mapping) else {}
-        return number(data.get("checked")), [text(b) for b in data.get("bad") or []]
+        return number(data.get("checked")), strings(data.get("bad"))
 
     def verify(self, ctx: Context) -> Finding:
         checked, bad = self._hashes(ctx, self._store(ctx))

@@ -9,7 +9,7 @@ from typing import Any
 from toolkit.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.errors import ToolkitError
 from toolkit.quoting import ps_script
-from toolkit.windows import DNS_NAME, HOST_PORT, number, read_json, records, text
+from toolkit.windows import DNS_NAME, HOST_PORT, change, number, read_json, records, strings, text
 
 # --------------------------------------------------------------------------- DNS cache
 
@@ -37,7 +37,7 @@ class FlushDns(Remediation):
 
     def _read(self, ctx: Context) -> tuple[int, list[str]]:
         data = read_json(ctx, ps_script(DNS_CACHE), "DNS cache") or {}
-        return number(data.get("entries")), [text(n) for n in data.get("failed") or []]
+        return number(data.get("entries")), strings(data.get("failed"))
 
     def check(self, ctx: Context) -> Finding:
         entries, failed = self._read(ctx)
@@ -49,7 +49,7 @@ class FlushDns(Remediation):
         )
 
     def apply(self, ctx: Context) -> None:
-        ctx.change(ps_script("ipconfig.exe /flushdns\nexit $LASTEXITCODE"))
+        change(ctx, ps_script("ipconfig.exe /flushdns\nexit $LASTEXITCODE"), "ipconfig /flushdns")
 
     def verify(self, ctx: Context) -> Finding:
         entries, failed = self._read(ctx)
@@ -85,7 +85,7 @@ def _adapters(data: Any) -> list[Mapping[str, Any]]:
 
 
 def _usable(adapter: Mapping[str, Any]) -> bool:
-    return any(not str(ip).startswith("169.254.") for ip in adapter.get("ipv4") or [])
+    return any(not str(ip).startswith("169.254.") for ip in strings(adapter.get("ipv4")))
 
 
 @remediation(
@@ -122,7 +122,7 @@ class RenewDhcp(Remediation):
                 f"on {ctx.host.name}"
             )
         shown = ", ".join(
-            f"{a.get('alias')} {'/'.join(a.get('ipv4') or []) or 'no address'}" for a in adapters
+            f"{a.get('alias')} {'/'.join(strings(a.get('ipv4'))) or 'no address'}" for a in adapters
         )
         broken = [text(a.get("alias")) for a in adapters if not _usable(a)]
         if broken:
@@ -131,7 +131,12 @@ class RenewDhcp(Remediation):
 
     def apply(self, ctx: Context) -> None:
         names = [self.adapter] if self.adapter else []
-        ctx.change(ps_script(DHCP_RENEW, adapters=names, release=bool(self.release)), timeout=180)
+        change(
+            ctx,
+            ps_script(DHCP_RENEW, adapters=names, release=bool(self.release)),
+            "ipconfig /release + /renew",
+            timeout=180,
+        )
 
     def verify(self, ctx: Context) -> Finding:
         adapters = self._read(ctx)
@@ -143,7 +148,7 @@ class RenewDhcp(Remediation):
             for a in adapters
             if a.get("lease_obtained") != self.before.get(text(a.get("alias")))
         ]
-        shown = ", ".join(f"{a.get('alias')} {'/'.join(a.get('ipv4') or [])}" for a in adapters)
+        shown = ", ".join(f"{a.get('alias')} {'/'.join(strings(a.get('ipv4')))}" for a in adapters)
         if not renewed:
             return Finding.problem(f"lease times unchanged: the renew did not happen ({shown})")
         return Finding.healthy(f"lease renewed: {shown}", renewed=renewed)
@@ -208,7 +213,9 @@ class WinsockReset(Remediation):
         )
 
     def apply(self, ctx: Context) -> None:
-        result = ctx.change(ps_script("netsh.exe winsock reset\nexit $LASTEXITCODE"))
+        result = change(
+            ctx, ps_script("netsh.exe winsock reset\nexit $LASTEXITCODE"), "netsh winsock reset"
+        )
         self.reboot = "restart" in result.stdout.lower() or "reboot" in result.stdout.lower()
         ctx.note("Winsock catalog reset: restart the computer to complete it")
 
@@ -273,14 +280,15 @@ class Diagnose(Remediation):
             problems.append("no adapter has a default gateway")
         for a in adapters:
             seen.append(
-                f"{a.get('alias')} {'/'.join(a.get('ipv4') or [])} gw {a.get('gateway')} "
-                f"dns {','.join(a.get('dns') or []) or 'none'}"
+                f"{a.get('alias')} {'/'.join(strings(a.get('ipv4')))} gw {a.get('gateway')} "
+                f"dns {','.join(strings(a.get('dns'))) or 'none'}"
             )
         if adapters and data.get("gateway_ping") is False:
             seen.append("gateway does not answer ping (may be filtered)")
         if self.name:
-            if data.get("resolved"):
-                seen.append(f"{self.name} → {', '.join(data['resolved'])}")
+            resolved = strings(data.get("resolved"))
+            if resolved:
+                seen.append(f"{self.name} → {', '.join(resolved)}")
             else:
                 why = text(data.get("resolve_error")) or "no address"
                 problems.append(f"{self.name} does not resolve: {why}")
@@ -290,7 +298,11 @@ class Diagnose(Remediation):
                 seen.append(f"TCP {self.target} open")
             else:
                 problems.append(f"TCP {self.target} unreachable")
-        facts = {"adapters": adapters, "resolved": data.get("resolved"), "tcp": data.get("tcp")}
+        facts = {
+            "adapters": [dict(a) for a in adapters],
+            "resolved": strings(data.get("resolved")),
+            "tcp": data.get("tcp"),
+        }
         if problems:
             return Finding.problem("; ".join(problems + seen), **facts)
         return Finding.healthy("; ".join(seen), **facts)

@@ -10,7 +10,7 @@ from typing import Any
 from toolkit.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.errors import ToolkitError
 from toolkit.quoting import ps_script
-from toolkit.windows import KB_ID, change_json, number, read_json, records, text
+from toolkit.windows import KB_ID, change, change_json, number, read_json, records, strings, text
 
 # Security Updates and Critical Updates, by category id (names are localized).
 SECURITY_CATEGORIES = frozenset(
@@ -101,10 +101,10 @@ def parse_pending(data: Any) -> tuple[list[Update], bool]:
         raise ToolkitError("the Windows Update search returned nothing")
     updates = [
         Update(
-            tuple(text(k).upper() for k in u.get("kbs") or []),
+            tuple(k.upper() for k in strings(u.get("kbs"))),
             text(u.get("title")),
             text(u.get("severity")),
-            frozenset(text(c).lower() for c in u.get("categories") or []),
+            frozenset(c.lower() for c in strings(u.get("categories"))),
         )
         for u in records(data.get("updates"))
     ]
@@ -193,11 +193,11 @@ class ApplyPatches(Remediation):
         for r in self.results:
             code = number(r.get("code"), -1)
             ctx.note(
-                f"{'/'.join(r.get('kbs') or [])} {text(r.get('title'))}: "
+                f"{'/'.join(strings(r.get('kbs')))} {text(r.get('title'))}: "
                 f"{RESULT_CODES.get(code, f'result {code}')}"
             )
         if self.reboot_needed and self.reboot:
-            ctx.change(ps_script(REBOOT))
+            change(ctx, ps_script(REBOOT), "scheduling the restart")
             ctx.note("restart scheduled in 5 minutes")
 
     def verify(self, ctx: Context) -> Finding:
@@ -207,11 +207,9 @@ class ApplyPatches(Remediation):
         tail = ""
         if restart:
             tail = "; restart scheduled" if self.reboot else "; RESTART REQUIRED (reboot=false)"
-        failed_kbs = [text("/".join(r.get("kbs") or [])) for r in failed]
+        failed_kbs = ["/".join(strings(r.get("kbs"))) for r in failed]
         facts = {
-            "installed": [
-                text("/".join(r.get("kbs") or [])) for r in self.results if r not in failed
-            ],
+            "installed": ["/".join(strings(r.get("kbs"))) for r in self.results if r not in failed],
             "failed": failed_kbs,
             "reboot_required": restart,
         }

@@ -14,6 +14,7 @@ from toolkit.windows import (
     WINDOWS_PATH,
     RestartService,
     UnexpectedOutput,
+    change,
     number,
     read_json,
     records,
@@ -179,27 +180,29 @@ class ClearPrintQueue(Remediation):
     def apply(self, ctx: Context) -> None:
         state = read_state(ctx, self.queue)
         if state.spooler != "Running":
-            ctx.change(ps_script(START_SPOOLER))
+            change(ctx, ps_script(START_SPOOLER), "starting the Print Spooler")
             state = read_state(ctx, self.queue)
         if self.queue and self.queue not in state.printers:
             return  # verify reports the missing printer; nothing safe to do
         targets = [p for p in state.printers.values() if self.stuck(p)]
         for printer in targets:
-            ctx.change(
-                ps_script(
-                    REMOVE_JOBS, printer=printer.name, ids=[j.id for j in self.stuck(printer)]
-                )
-            )
+            ids = [j.id for j in self.stuck(printer)]
+            # Errors are expected here (a wedged job); the re-read below decides what is left.
+            ctx.change(ps_script(REMOVE_JOBS, printer=printer.name, ids=ids), check=False)
         if targets:
             wedged = self._wedged(ctx, targets)
             if wedged:
                 if not re.fullmatch(WINDOWS_PATH, state.spool_dir):
                     raise UnexpectedOutput(f"unexpected spool folder {state.spool_dir!r}")
                 ctx.note(f"jobs {wedged} resisted removal: flushing their spool files")
-                ctx.change(ps_script(FLUSH_SPOOL, dir=state.spool_dir, ids=wedged))
+                change(
+                    ctx,
+                    ps_script(FLUSH_SPOOL, dir=state.spool_dir, ids=wedged),
+                    "flushing spool files",
+                )
         for printer in state.printers.values():
             if printer.paused:
-                ctx.change(ps_script(RESUME, printer=printer.name))
+                change(ctx, ps_script(RESUME, printer=printer.name), f"resuming {printer.name}")
 
     def _wedged(self, ctx: Context, targets: Sequence[Printer]) -> list[int]:
         wanted = {j.id for p in targets for j in self.stuck(p)}

@@ -13,7 +13,7 @@ from toolkit.credentials import Secret
 from toolkit.errors import NotFound, ToolkitError
 from toolkit.guards import privileged_guard
 from toolkit.quoting import ps_script
-from toolkit.windows import ACCOUNT_NAME, change_json, number, read_json, text
+from toolkit.windows import ACCOUNT_NAME, change_json, number, read_json, strings, text
 
 # Built-in accounts that are privileged whatever their groups: Administrator (500), krbtgt (502).
 PRIVILEGED_RIDS = {500: "the built-in Administrator", 502: "krbtgt"}
@@ -117,7 +117,7 @@ class ResetPassword(Remediation):
         return data
 
     def privileged(self, data: Mapping[str, Any]) -> list[str]:
-        groups = [text(g) for g in data.get("groups") or []]
+        groups = strings(data.get("groups"))
         if data.get("admin") is True:
             groups.append("Administrators")
         elif "admin" in data and data.get("admin") is None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,3 +76,31 @@ def replay(ntlm_users: dict[str, str], pki: PKI, no_ca_env: None) -> Iterator[Se
         server.stop()
     for server in servers:
         assert server.errors == [], server.errors
+
+
+@pytest.fixture
+def tarpit() -> Iterator[int]:
+    """A port that accepts TCP connections and then never says a word."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        sock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+                held.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield sock.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    sock.close()

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -57,34 +55,6 @@ def factory(connect: float = 3.0, command: float = 20.0) -> WinRMFactory:
         ConnectOptions(connect_timeout=connect, command_timeout=command),
         CredentialStore(Redactor()),
     )
-
-
-@pytest.fixture
-def tarpit() -> Iterator[int]:
-    """A port that accepts TCP connections and then never says a word."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        sock.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = sock.accept()
-                held.append(conn)
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield sock.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    sock.close()
 
 
 def run_once(server: ReplayServer, pki: PKI, script: str = "Write-Output {x}", **kw: Any) -> Any:

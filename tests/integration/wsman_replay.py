@@ -524,3 +524,24 @@ def ntlm_user_file(path: Path, users: dict[str, str]) -> Path:
     path.write_text("".join(f":{user}:{password}\n" for user, password in users.items()))
     os.environ["NTLM_USER_FILE"] = str(path)
     return path
+
+
+def clixml_error(line: str) -> bytes:
+    """The error stream powershell.exe writes for a failing statement, quoting its script line."""
+
+    def esc(text: str) -> str:
+        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return text.replace("\r", "_x000D_").replace("\n", "_x000A_")
+
+    records = [
+        "Set-LocalUser : The password does not meet the password policy requirements.\r\n",
+        "At line:3 char:1\r\n",
+        f"+ {line}\r\n",
+        "    + CategoryInfo          : InvalidOperation: (:) [Set-LocalUser], InvalidPasswordException\r\n",
+    ]
+    body = "".join(f'<S S="Error">{esc(r)}</S>' for r in records)
+    return (
+        '#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+        + body
+        + "</Objs>"
+    ).encode()

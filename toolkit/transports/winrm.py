@@ -23,6 +23,7 @@ default). CRLF becomes LF. PowerShell's CLIXML error stream becomes readable tex
 from __future__ import annotations
 
 import base64
+import codecs
 import logging
 import math
 import re
@@ -77,7 +78,7 @@ class InsecureRefused(TransportError):
     kind = "insecure-refused"
 
 
-def _flag(value: Any, what: str) -> bool:
+def _flag(value: Any, what: str, host: str) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -85,7 +86,7 @@ def _flag(value: Any, what: str) -> bool:
         return True
     if text in ("0", "false", "no", "off", ""):
         return False
-    raise ValidationError(f"{what} must be true or false, not {value!r}")
+    raise ValidationError(f"{host}: {what} must be true or false, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ class WinRMSettings:
             raise fail("winrm_operation_timeout must be between 1 and 3600 seconds")
         fallback = str(var("codepage_fallback", "cp437"))
         try:
-            b"".decode(fallback)
+            codecs.lookup(fallback)
         except LookupError:
             raise fail(f"unknown winrm_codepage_fallback {fallback!r}") from None
         proxy = var("proxy")
@@ -199,13 +200,15 @@ class WinRMSettings:
             path=path,
             auth=auth,
             message_encryption=encryption,
-            cert_validation=_flag(validation, "winrm_cert_validation"),
+            cert_validation=_flag(validation, "winrm_cert_validation", host.name),
             ca_bundle=ca_bundle,
-            allow_insecure=_flag(var("allow_insecure", False), "winrm_allow_insecure"),
+            allow_insecure=_flag(var("allow_insecure", False), "winrm_allow_insecure", host.name),
             operation_timeout=op_timeout,
             codepage=codepage,
             codepage_fallback=fallback,
-            kerberos_delegation=_flag(var("kerberos_delegation", False), "kerberos_delegation"),
+            kerberos_delegation=_flag(
+                var("kerberos_delegation", False), "winrm_kerberos_delegation", host.name
+            ),
             kerberos_hostname=var("kerberos_hostname_override"),
             proxy=str(proxy) if proxy else None,
         )

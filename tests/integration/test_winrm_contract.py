@@ -338,3 +338,17 @@ def test_secret_reaches_the_host_only_inside_the_encoded_command(
     assert f"(ConvertTo-SecureString -String {quoted} -AsPlainText -Force)" in script
     assert script.count(canary.replace("'", "''")) == 1
     assert all(canary not in (e.arguments or "") for e in server.log), "only base64 on the wire"
+
+
+@pytest.mark.parametrize("auth", ["kerberos", "credssp"])
+def test_kerberos_and_credssp_without_their_packages_say_how_to_install(
+    replay: ServerFactory, pki: PKI, auth: str
+) -> None:
+    from toolkit.errors import TransportError
+
+    server = replay("test_winrs_standard")
+    with pytest.raises(TransportError, match=f"{auth} support is not installed") as caught:
+        factory().open(winhost(server.port, pki, winrm_auth=auth))
+    assert caught.value.hint == f"pip install 'itops-toolkit[winrm-{auth}]'"
+    assert server.log == [], "nothing was sent"
+    server.exchanges.clear()

@@ -368,7 +368,15 @@ def translate(host: str, exc: BaseException, phase: str) -> TransportError:
             return AuthFailed(host, "the server rejected the credentials (HTTP 401)")
         return TransportError(host, f"WinRM HTTP {exc.code}: {_short(exc.response_text)}")
     if isinstance(exc, WinRMError):
-        return TransportError(host, f"WinRM error: {exc}")
+        text = str(exc)
+        for auth in ("kerberos", "credssp"):
+            if auth in text and "not installed" in text:
+                return TransportError(
+                    host,
+                    f"WinRM {auth} support is not installed",
+                    hint=f"pip install 'itops-toolkit[winrm-{auth}]'",
+                )
+        return TransportError(host, f"WinRM error: {text}")
     name = type(exc).__module__.split(".")[0]
     if name == "spnego":
         return AuthFailed(host, f"authentication failed: {_short(str(exc))}")

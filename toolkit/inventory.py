@@ -88,6 +88,7 @@ class _Loader:
         self.host_source: dict[str, str] = {}
         self.var_source: dict[tuple[str, str], str] = {}  # (host-or-@group, key) -> file:line
         self.order: list[str] = []
+        self._constructor: Any = None
 
     # -- YAML plumbing ---------------------------------------------------------------------
     @staticmethod
@@ -99,11 +100,15 @@ class _Loader:
         except OSError as exc:
             raise InventoryError(f"{path}: cannot read: {exc.strerror}") from exc
         try:
-            return yaml.compose(text, Loader=yaml.SafeLoader)
+            # libyaml's C parser when PyYAML has it: ~5x faster on large inventories
+            return yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise InventoryError(f"{where}: invalid YAML: {exc.problem or exc}") from exc
+            context = ""
+            if exc.context and exc.context_mark and exc.context_mark is not mark:
+                context = f" ({exc.context} at line {exc.context_mark.line + 1})"
+            raise InventoryError(f"{where}: invalid YAML: {exc.problem or exc}{context}") from exc
 
     @staticmethod
     def where(path: Path, node: yaml.Node) -> str:
@@ -130,15 +135,14 @@ class _Loader:
             seen.add(key)
             yield key, value_node
 
-    @staticmethod
-    def value(node: yaml.Node) -> Any:
-        import yaml
+    def value(self, node: yaml.Node) -> Any:
+        if self._constructor is None:
+            import yaml
 
-        loader = yaml.SafeLoader("")
-        try:
-            return loader.construct_object(node, deep=True)
-        finally:
-            loader.dispose()
+            self._constructor = yaml.SafeLoader("")  # one constructor for every value
+        value = self._constructor.construct_object(node, deep=True)
+        self._constructor.constructed_objects.clear()
+        return value
 
     # -- inventory structure -----------------------------------------------------------------
     def load_file(self, path: Path) -> None:

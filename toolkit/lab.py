@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -59,11 +60,14 @@ class Process:
     config: str
 
     def alive(self) -> bool:
+        """Still running, and still ours: its command line names our config file. (sshd
+        rewrites its title, so the command line is searched, not split on NULs.)"""
         try:
-            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
         except OSError:
             return False
-        return self.config.encode() in cmdline
+        path = re.escape(self.config.encode())
+        return re.search(rb"(^|[\0 ])" + path + rb"([\0 ]|$)", cmdline) is not None
 
 
 @dataclass

@@ -1,106 +1,95 @@
-"""Fixtures for the WinRM contract tests: a throwaway PKI, NTLM users and replay servers."""
+"""The integration lab: real OpenSSH sshd hosts and real cupsd on loopback, one per test session.
+
+Needs root (the lab creates its login user and runs sshd/cupsd). CI runs as root; outside CI a
+non-root run skips these tests with that reason, under CI it fails.
+"""
 
 from __future__ import annotations
 
 import os
-import socket
-import ssl
-import threading
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
-from wsman_replay import (
-    PASSWORD,
-    PKI,
-    USER,
-    ReplayServer,
-    ServerFactory,
-    load,
-    make_pki,
-    ntlm_user_file,
-    recordings,
-)
+
+# The WinRM contract tests' fixtures (pki, replay, tarpit, …) live in their own module.
+from winrm_fixtures import *  # noqa: F403
+
+from toolkit.lab import Lab, LabState
+from toolkit.workspace import Workspace
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class LabEnv:
+    root: Path
+    lab: Lab
+    state: LabState
+
+    def itops(
+        self,
+        *args: str,
+        workspace: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real CLI in a subprocess, as a user would."""
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")}
+        full_env.update(env or {})
+        return subprocess.run(
+            [sys.executable, "-m", "toolkit", "--workspace", str(workspace or self.root), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+        )
+
+    def sshd_log(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.lab.dir.glob("sshd_*.log")))
+
+    def lpstat(self, host: str) -> str:
+        target = next(h for h in self.state.hosts if h.name == host)
+        return self.lab.cups(target, ["lpstat", "-p", "-a", "-o"])
+
+    def other_workspace(self, name: str, *, known_hosts: str, extra_inventory: str = "") -> Path:
+        """A second workspace that reaches the same lab hosts with its own known_hosts."""
+        root = self.root.parent / name
+        if root.exists():
+            shutil.rmtree(root)
+        Workspace.init(root)
+        sources = [str(self.lab.dir / "hosts.yml")]
+        if extra_inventory:
+            (root / "inventory" / "extra.yml").write_text(extra_inventory)
+            sources.append("inventory/extra.yml")
+        config = (
+            (root / "itops.toml")
+            .read_text()
+            .replace(
+                'sources = ["inventory/hosts.yml"]', f"sources = {sources!r}".replace("'", '"')
+            )
+        )
+        (root / "itops.toml").write_text(config)
+        (root / "inventory" / "known_hosts").write_text(known_hosts)
+        return root
 
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _recordings() -> None:
-    """Fetch pypsrp's recordings once (pip, into tests/artifacts/); a failure fails the tests."""
-    recordings()
-
-
-@pytest.fixture(scope="session")
-def ntlm_users(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    users = {USER: PASSWORD}
-    before = os.environ.get("NTLM_USER_FILE")
-    ntlm_user_file(tmp_path_factory.mktemp("ntlm") / "users", users)
-    yield users
-    if before is None:
-        os.environ.pop("NTLM_USER_FILE", None)
-    else:
-        os.environ["NTLM_USER_FILE"] = before
-
-
-@pytest.fixture
-def no_ca_env(monkeypatch: pytest.MonkeyPatch, pki: PKI) -> None:
-    """The machine sets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE: point them at our CA, so a test passing
-    without winrm_ca_bundle would prove the transport (wrongly) trusts the environment."""
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki.ca))
-    monkeypatch.setenv("CURL_CA_BUNDLE", str(pki.ca))
-    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def replay(ntlm_users: dict[str, str], pki: PKI, no_ca_env: None) -> Iterator[ServerFactory]:
-    """Start replay servers (HTTPS + NTLM by default); each must end with no unmatched request."""
-    servers: list[ReplayServer] = []
-
-    def start(
-        recording: str | None = None, *, tls: bool | ssl.SSLContext = True, **kwargs: Any
-    ) -> ReplayServer:
-        context = pki.context() if tls is True else (tls or None)
-        server = ReplayServer(
-            exchanges=load(recording) if recording else [], tls=context, **kwargs
-        ).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-    for server in servers:
-        assert server.errors == [], server.errors
-
-
-@pytest.fixture
-def tarpit() -> Iterator[int]:
-    """A port that accepts TCP connections and then never says a word."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        sock.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = sock.accept()
-                held.append(conn)
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield sock.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    sock.close()
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("integration tests need root (they start sshd and cupsd)")
+        pytest.skip("integration tests need root: run them as root or under sudo")
+    root = tmp_path_factory.mktemp("itops") / "ws"
+    Workspace.init(root)
+    shutil.copy(HERE / "tasks" / "faults.py", root / "tasks" / "faults.py")
+    lab = Lab(Workspace.load(root))
+    state = lab.up(4, cups=True)
+    try:
+        yield LabEnv(root, lab, state)
+    finally:
+        lab.down()

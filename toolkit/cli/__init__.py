@@ -86,9 +86,10 @@ def cli(ctx: click.Context, workspace: str | None, verbose: bool) -> None:
     ctx.call_on_close(app.close)
 
 
-def main(argv: list[str] | None = None) -> Any:
+def main(argv: list[str] | None = None) -> None:
     try:
-        return cli.main(args=argv, prog_name="itops", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="itops", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except ToolkitError as exc:
         _error(exc.message, exc.hint)
         sys.exit(exc.exit_code)

@@ -4,15 +4,13 @@ A row's hash is SHA-256 over its FIELDS joined by U+001F, NULL as the empty stri
 hex-encoded. Stored text never contains U+001F (the ledger replaces it on write), so the joined
 string splits back into exactly one tuple of fields: nothing can move from one field to another.
 The same pre-image can be built inside the database (`preimage_sql`), which lets `verify` stream one
-string per row instead of seventeen columns.
+string per row instead of seventeen columns. The table itself is declared in `tables.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
 
 # Hashed fields, in hash order; `hash` itself follows them in the table.
 FIELDS = (
@@ -39,42 +37,6 @@ SEPARATOR = "\x1f"
 SEPARATOR_STANDIN = "\u241f"  # ␟, what a U+001F in user text is stored as
 GENESIS = "0" * 64
 SCHEMA_VERSION = "1"
-
-metadata = MetaData()
-
-ledger = Table(
-    "ledger",
-    metadata,
-    Column(
-        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
-    ),
-    Column("at", String(32), nullable=False),
-    Column("kind", String(64), nullable=False),
-    Column("operator", String(128), nullable=False),
-    Column("ticket", String(64)),
-    Column("host", String(255)),
-    Column("task", String(128)),
-    Column("action_id", String(32)),
-    Column("outcome", String(32)),
-    Column("duration_ms", BigInteger),
-    Column("params", Text),
-    Column("commands", Text),
-    Column("output_excerpt", Text),
-    Column("output_sha256", String(64)),
-    Column("data", Text),
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False),
-    Index("ix_ledger_ticket", "ticket"),
-    Index("ix_ledger_host", "host"),
-    Index("ix_ledger_at", "at"),
-)
-
-meta = Table(
-    "ledger_meta",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", Text, nullable=False),
-)
 
 
 def preimage(values: Sequence[object]) -> str:

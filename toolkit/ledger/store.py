@@ -1,13 +1,15 @@
-"""Database access for the ledger: SQLite (WAL, `BEGIN IMMEDIATE`) or PostgreSQL (advisory lock).
+"""Database access for the ledger: SQLite (WAL) or PostgreSQL, through the database driver.
 
-SQLAlchemy owns the engine, the schema and the queries. The append path, which runs twice per host
-per remediation and must sustain thousands of records a second, speaks to the DBAPI connection
-directly with one fixed statement: SQLAlchemy's per-execute machinery cost ~10× the SQLite work.
+SQLAlchemy Core declares the tables and creates them portably (`tables.py`, imported only when a
+ledger is new). Everything else — appending, reading, verifying — is a handful of fixed statements
+sent through the DBAPI driver: measured here, SQLAlchemy's per-execute machinery cost ~10× the
+SQLite work on the append path, and its import alone cost every `itops fix` ~0.3 s.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -15,24 +17,12 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import Engine, create_engine, event, insert, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from urllib.parse import unquote
 
 from ..errors import LedgerError
-from .schema import (
-    COLUMNS,
-    FIELDS,
-    GENESIS,
-    SCHEMA_VERSION,
-    ledger,
-    meta,
-    metadata,
-    preimage_sql,
-    record_hash,
-)
+from .schema import COLUMNS, FIELDS, GENESIS, SCHEMA_VERSION, preimage_sql, record_hash
 
+SCHEMA_LOCK_KEY = 0x170B55C4E  # serialises concurrent first opens on PostgreSQL
 FILTERS = ("seq", "ticket", "host", "operator", "task", "outcome", "kind", "action_id")
 PARALLEL_VERIFY_MIN = 200_000
 
@@ -51,7 +41,6 @@ PG_TRIGGERS = [
     "FOR EACH STATEMENT EXECUTE FUNCTION itops_ledger_append_only()",
 ]
 
-
 _second: list[Any] = [None, ""]
 
 
@@ -62,6 +51,34 @@ def _now() -> str:
     if _second[0] != whole:
         _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
     return f"{_second[1]}.{int((now - whole) * 1e6):06d}Z"
+
+
+def backend(url: str) -> str:
+    name = url.partition("://")[0].split("+")[0]
+    if name not in ("sqlite", "postgresql"):
+        raise LedgerError(
+            f"unsupported ledger database {name!r}",
+            hint="use sqlite:///path or postgresql+psycopg://user@host/db",
+        )
+    return name
+
+
+def connect(url: str, synchronous: str = "normal") -> Any:
+    """A DBAPI connection for a SQLAlchemy-style URL (SQLite in autocommit mode: we BEGIN)."""
+    if backend(url) == "sqlite":
+        rest = url.partition("://")[2].partition("?")[0]
+        database = unquote(rest[1:]) if rest.startswith("/") else ":memory:"
+        if database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(database, timeout=60, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+        conn.execute("PRAGMA busy_timeout=60000")
+        conn.execute("PRAGMA wal_autocheckpoint=10000")  # fewer, larger checkpoints: faster appends
+        return conn
+    import psycopg
+
+    return psycopg.connect("postgresql://" + url.partition("://")[2])
 
 
 @dataclass(frozen=True)
@@ -78,43 +95,80 @@ class RangeCheck:
     finished: tuple[str, ...] = ()  # actions finished in this range and not begun in it
 
 
-def make_engine(url: str, synchronous: str = "normal") -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_pre_ping=True)
-    if parsed.database:
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # autocommit driver: we issue BEGIN ourselves
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-        cur.execute("PRAGMA busy_timeout=60000")
-        cur.execute("PRAGMA wal_autocheckpoint=10000")  # fewer, larger checkpoints: faster appends
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
-
-    return engine
-
-
 class Store:
     def __init__(self, url: str, *, synchronous: str = "normal") -> None:
         self.url = url
-        self.dialect = make_url(url).get_backend_name()
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise LedgerError(
-                f"unsupported ledger database {self.dialect!r}",
-                hint="use sqlite:///path or postgresql+psycopg://…",
-            )
+        self.dialect = backend(url)
+        self.synchronous = synchronous
+        self.mark = "?" if self.dialect == "sqlite" else "%s"
+        self._raw: Any = None
+        self._cursor: Any = None
+        self._head: tuple[int, str] | None = None
+        self._row_sql = "(" + ", ".join([self.mark] * len(COLUMNS)) + ")"
+        self._insert_sql = f"INSERT INTO ledger ({', '.join(COLUMNS)}) VALUES {self._row_sql}"
         try:
-            self.engine = make_engine(url, synchronous)
-            with self.engine.begin() as conn:
+            self._connect()
+            self._ensure_schema()
+        except LedgerError:
+            raise
+        except Exception as exc:
+            raise LedgerError(f"cannot open the ledger: {exc.__class__.__name__}: {exc}") from exc
+        self._integrity_errors = self._driver_errors("IntegrityError")
+
+    def _connect(self) -> None:
+        self._raw = connect(self.url, self.synchronous)
+        self._cursor = self._raw.cursor()
+        self._head = None
+
+    def _driver_errors(self, name: str) -> tuple[type[Exception], ...]:
+        if self.dialect == "sqlite":
+            return (getattr(sqlite3, name),)
+        import psycopg
+
+        return (getattr(psycopg, name),)
+
+    @property
+    def engine(self) -> Any:
+        """A SQLAlchemy engine on the same database, for code that wants Core queries."""
+        if not hasattr(self, "_engine"):
+            from sqlalchemy import create_engine
+
+            self._engine = create_engine(self.url)
+        return self._engine
+
+    def _ensure_schema(self) -> None:
+        """Create tables and guards once. Opening an existing ledger runs no DDL (so a read-only
+        auditor account can open it), and concurrent first opens are serialised."""
+        try:
+            self._cursor.execute("SELECT value FROM ledger_meta WHERE key = 'schema'")
+            if self._cursor.fetchone():
+                if self.dialect == "postgresql":
+                    self._raw.rollback()
+                return
+        except Exception:
+            if self.dialect == "postgresql":
+                self._raw.rollback()
+        from sqlalchemy import create_engine, event, insert, select, text
+
+        from .tables import meta, metadata
+
+        engine = create_engine(self.url)
+        if self.dialect == "sqlite":
+            # Take the write lock first: upgrading a read transaction to a write one fails at
+            # once with SQLITE_BUSY (no busy wait) when another connection wrote meanwhile.
+            @event.listens_for(engine, "connect")
+            def _autocommit(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None
+                dbapi_conn.execute("PRAGMA busy_timeout=60000")
+
+            @event.listens_for(engine, "begin")
+            def _immediate(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        try:
+            with engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
                 metadata.create_all(conn)
                 for ddl in SQLITE_TRIGGERS if self.dialect == "sqlite" else PG_TRIGGERS:
                     conn.exec_driver_sql(ddl)
@@ -126,18 +180,8 @@ class Store:
                             {"key": "created", "value": _now()},
                         ],
                     )
-        except SQLAlchemyError as exc:
-            raise LedgerError(f"cannot open the ledger: {exc.__class__.__name__}: {exc}") from exc
-        self._raw: Any = None
-        self._cursor: Any = None
-        self._head: tuple[int, str] | None = None
-        self._integrity_errors: tuple[type[Exception], ...] = self._driver_integrity_errors()
-        mark = "?" if self.dialect == "sqlite" else "%s"
-        self._insert_sql = (
-            f"INSERT INTO ledger ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))})"
-        )
-        self._pg_insert_prefix = f"INSERT INTO ledger ({', '.join(COLUMNS)}) VALUES "
-        self._pg_row = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
+        finally:
+            engine.dispose()
 
     # -- append ------------------------------------------------------------------------------
     def append(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -151,9 +195,7 @@ class Store:
         for _attempt in range(1000):
             try:
                 if self._raw is None:
-                    self._raw = self.engine.raw_connection()
-                    self._cursor = self._raw.cursor()
-                    self._head = None
+                    self._connect()
                 if self._head is None:
                     self._cursor.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
                     found = self._cursor.fetchone()
@@ -191,8 +233,12 @@ class Store:
         else:
             # One multi-row INSERT: psycopg's executemany pipelines, and a lost race then
             # surfaces as a noisy aborted pipeline instead of one clean IntegrityError.
-            rows_sql = ", ".join([self._pg_row] * len(values))
-            cur.execute(self._pg_insert_prefix + rows_sql, [v for row in values for v in row])
+            sql = (
+                self._insert_sql.partition(" VALUES ")[0]
+                + " VALUES "
+                + ", ".join([self._row_sql] * len(values))
+            )
+            cur.execute(sql, [v for row in values for v in row])
             self._raw.commit()
 
     def _rollback(self, *, keep: bool) -> None:
@@ -207,43 +253,59 @@ class Store:
         except Exception:
             keep = False
         if not keep:
-            self._raw.close()
-            self._raw = None
-
-    def _driver_integrity_errors(self) -> tuple[type[Exception], ...]:
-        module = self.engine.dialect.dbapi
-        return (module.IntegrityError,) if module is not None else ()
+            try:
+                self._raw.close()
+            finally:
+                self._raw = self._cursor = None
 
     # -- read --------------------------------------------------------------------------------
     def select(self, filters: Mapping[str, Any]) -> Iterator[tuple[Any, ...]]:
-        query = select(*[ledger.c[f] for f in COLUMNS]).order_by(ledger.c.seq)
+        """Rows in seq order matching equality filters, kinds/action_ids lists, since/until."""
+        where, params = [], []
         for key in FILTERS:
-            value = filters.get(key)
-            if value is not None:
-                query = query.where(ledger.c[key] == value)
-        if filters.get("kinds"):
-            query = query.where(ledger.c.kind.in_(list(filters["kinds"])))
+            if filters.get(key) is not None:
+                where.append(f"{key} = {self.mark}")
+                params.append(filters[key])
+        for key, column in (("kinds", "kind"), ("action_ids", "action_id")):
+            values = filters.get(key)
+            if values is not None:
+                values = list(values)
+                where.append(
+                    f"{column} IN ({', '.join([self.mark] * len(values))})" if values else "1 = 0"
+                )
+                params.extend(values)
         if filters.get("since"):
-            query = query.where(ledger.c.at >= filters["since"])
+            where.append(f"at >= {self.mark}")
+            params.append(filters["since"])
         if filters.get("until"):
-            query = query.where(ledger.c.at < filters["until"])
-        if filters.get("action_ids") is not None:
-            query = query.where(ledger.c.action_id.in_(list(filters["action_ids"])))
-        with self.engine.connect() as conn:
-            for row in conn.execution_options(yield_per=5000).execute(query):
-                yield tuple(row)
+            where.append(f"at < {self.mark}")
+            params.append(filters["until"])
+        sql = f"SELECT {', '.join(COLUMNS)} FROM ledger"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        yield from self._stream(sql + " ORDER BY seq", params)
 
     def head(self) -> tuple[Any, ...] | None:
-        query = select(*[ledger.c[f] for f in COLUMNS]).order_by(ledger.c.seq.desc()).limit(1)
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return tuple(row) if row else None
+        sql = f"SELECT {', '.join(COLUMNS)} FROM ledger ORDER BY seq DESC LIMIT 1"
+        return next(self._stream(sql, []), None)
+
+    def _stream(self, sql: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
+        """Rows from a separate read connection (the writer's belongs to appends)."""
+        conn = connect(self.url, self.synchronous)
+        try:
+            cur = conn.cursor(name="itops_read") if self.dialect == "postgresql" else conn.cursor()
+            cur.execute(sql, params)
+            while batch := cur.fetchmany(5000):
+                for row in batch:
+                    yield tuple(row)
+            cur.close()
+        finally:
+            conn.close()
 
     # -- verify ------------------------------------------------------------------------------
     def verify_chain(self) -> RangeCheck:
         """Recompute every hash and link; seq ranges in parallel processes for large ledgers."""
-        with self.engine.connect() as conn:
-            count, high = conn.execute(text("SELECT count(*), max(seq) FROM ledger")).one()
+        count, high = next(self._stream("SELECT count(*), max(seq) FROM ledger", []))
         if not count:
             return RangeCheck(0)
         workers = min(os.cpu_count() or 1, 8) if count >= PARALLEL_VERIFY_MIN else 1
@@ -253,7 +315,6 @@ class Store:
         if workers == 1:
             parts = [check_range(self.url, 1, high)]
         else:
-            self.engine.dispose()  # no pooled connection may cross the fork
             with ProcessPoolExecutor(len(lows), mp_context=get_context("fork")) as pool:
                 parts = list(pool.map(check_range, [self.url] * len(lows), lows, highs))
         total, prev, last_seq = 0, GENESIS, None
@@ -284,7 +345,8 @@ class Store:
 
     def close(self) -> None:
         self._rollback(keep=False)
-        self.engine.dispose()
+        if hasattr(self, "_engine"):
+            self._engine.dispose()
 
 
 def check_range(url: str, low: int, high: int) -> RangeCheck:
@@ -293,53 +355,50 @@ def check_range(url: str, low: int, high: int) -> RangeCheck:
     The link of row `low` to row `low - 1` is left to the caller (it reads `first_prev`)."""
     import hashlib
 
-    engine = make_engine(url)
-    dialect = make_url(url).get_backend_name()
+    dialect = backend(url)
     sha = hashlib.sha256
     count, first_prev, expected = 0, None, low
     prev: str | None = None
-    mark = "?" if dialect == "sqlite" else "%s"
     begun: dict[str, None] = {}
     finished: list[str] = []
     image_sql = preimage_sql(dialect)
+    mark = "?"
     if dialect == "postgresql":
-        image_sql = image_sql.replace("%", "%%")  # psycopg's own placeholders are %s
+        image_sql, mark = image_sql.replace("%", "%%"), "%s"  # psycopg's placeholders are %s
     query = (
         f"SELECT seq, prev_hash, hash, kind, action_id, {image_sql} FROM ledger "
         f"WHERE seq BETWEEN {mark} AND {mark} ORDER BY seq"
     )
+    conn = connect(url)
     try:
-        with engine.connect() as conn:
-            raw = conn.connection.dbapi_connection
-            assert raw is not None
-            cur = raw.cursor(name="itops_verify") if dialect == "postgresql" else raw.cursor()
-            cur.execute(query, (low, high))
-            while batch := cur.fetchmany(50_000):
-                for seq, prev_hash, stored, kind, action_id, image in batch:
-                    problem = None
-                    if seq != expected:
-                        what = "missing" if seq > expected else "out of order"
-                        problem = (expected, f"record {expected} is {what}")
-                    elif count and prev_hash != prev:
-                        problem = (seq, f"record {seq} does not link to record {seq - 1}")
-                    elif sha(image.encode()).hexdigest() != stored:
-                        problem = (seq, f"record {seq} was altered (its hash does not match)")
-                    if problem:
-                        return RangeCheck(count, *problem, first_prev, expected - 1, prev)
-                    if count == 0:
-                        first_prev = prev_hash
-                    count += 1
-                    expected = seq + 1
-                    prev = stored
-                    if kind == "action.begin":
-                        begun[action_id] = None
-                    elif kind == "action.finish" and action_id not in begun:
-                        finished.append(action_id)  # begun in an earlier range
-                    else:
-                        begun.pop(action_id, None)
-            cur.close()
+        cur = conn.cursor(name="itops_verify") if dialect == "postgresql" else conn.cursor()
+        cur.execute(query, (low, high))
+        while batch := cur.fetchmany(50_000):
+            for seq, prev_hash, stored, kind, action_id, image in batch:
+                problem = None
+                if seq != expected:
+                    what = "missing" if seq > expected else "out of order"
+                    problem = (expected, f"record {expected} is {what}")
+                elif count and prev_hash != prev:
+                    problem = (seq, f"record {seq} does not link to record {seq - 1}")
+                elif sha(image.encode()).hexdigest() != stored:
+                    problem = (seq, f"record {seq} was altered (its hash does not match)")
+                if problem:
+                    return RangeCheck(count, *problem, first_prev, expected - 1, prev)
+                if count == 0:
+                    first_prev = prev_hash
+                count += 1
+                expected = seq + 1
+                prev = stored
+                if kind == "action.begin":
+                    begun[action_id] = None
+                elif kind == "action.finish" and action_id not in begun:
+                    finished.append(action_id)  # begun in an earlier range
+                else:
+                    begun.pop(action_id, None)
+        cur.close()
     finally:
-        engine.dispose()
+        conn.close()
     if expected != high + 1:
         return RangeCheck(
             count, expected, f"record {expected} is missing", first_prev, expected - 1, prev

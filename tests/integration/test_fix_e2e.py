@@ -1,0 +1,137 @@
+"""The L2 engineer's flow, through the real CLI, over real SSH, against real cupsd."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from tests.integration.conftest import LabEnv
+
+pytestmark = pytest.mark.integration
+
+
+def outcomes(output: str) -> dict[str, str]:
+    return {m.group(1): m.group(2) for m in re.finditer(r"^(lab-\d+)\s+(\S+)", output, re.M)}
+
+
+def test_check_changes_nothing_fix_fixes_second_run_is_already_ok(lab: LabEnv) -> None:
+    lab.lab.break_printer(["lab-01", "lab-02", "lab-03"])
+    before = {h: lab.lpstat(h) for h in ("lab-01", "lab-02", "lab-03", "lab-04")}
+
+    check = lab.itops("fix", "printer.clear-queue", "lab", "--check")
+    assert check.returncode == 4, check.stderr
+    assert outcomes(check.stdout) == {
+        "lab-01": "would-fix",
+        "lab-02": "would-fix",
+        "lab-03": "would-fix",
+        "lab-04": "already-ok",
+    }
+    assert "paper jam" in check.stdout
+    after_check = {h: lab.lpstat(h) for h in before}
+    assert after_check == before  # --check did not touch a single queue or job
+
+    fix = lab.itops(
+        "fix",
+        "printer.clear-queue",
+        "lab",
+        "--ticket",
+        "INC-1042",
+        "--category",
+        "printer",
+        "--priority",
+        "P2",
+    )
+    assert fix.returncode == 0, fix.stdout + fix.stderr
+    assert outcomes(fix.stdout) == {
+        "lab-01": "fixed",
+        "lab-02": "fixed",
+        "lab-03": "fixed",
+        "lab-04": "already-ok",
+    }
+    for host in ("lab-01", "lab-02", "lab-03"):
+        state = lab.lpstat(host)
+        assert "disabled" not in state and "office-" not in state  # enabled, no jobs left
+        assert "office accepting requests" in state
+
+    again = lab.itops("fix", "printer.clear-queue", "lab", "--ticket", "INC-1042")
+    assert again.returncode == 0
+    assert set(outcomes(again.stdout).values()) == {"already-ok"}
+
+
+def test_the_run_is_in_the_ticket_log_and_the_chain_verifies(lab: LabEnv) -> None:
+    lab.lab.break_printer(["lab-02"])
+    fix = lab.itops("fix", "printer.clear-queue", "lab-02", "--ticket", "INC-2001", "--json")
+    report = json.loads(fix.stdout)
+    assert report["hosts"][0]["outcome"] == "fixed"
+    steps = [c["step"] for c in report["hosts"][0]["commands"]]
+    assert steps[0] == "check" and "apply" in steps and steps[-1] == "verify"
+
+    log = lab.itops("log", "--ticket", "INC-2001", "--json")
+    records = [json.loads(line) for line in log.stdout.splitlines()]
+    kinds = [r["kind"] for r in records]
+    assert kinds == ["ticket.opened", "action.begin", "action.finish"]
+    begin, finish = records[1], records[2]
+    assert begin["seq"] < finish["seq"] and begin["action_id"] == finish["action_id"]
+    assert finish["outcome"] == "fixed" and finish["host"] == "lab-02"
+    assert {c["exit_code"] for c in finish["commands"]} == {0}
+    assert re.fullmatch(r"[0-9a-f]{64}", finish["output_sha256"])
+    assert begin["operator"] and begin["at"].endswith("Z")
+
+    shown = lab.itops("ticket", "show", "INC-2001")
+    assert shown.returncode == 0 and "lab-02" in shown.stdout and "fixed" in shown.stdout
+    table = lab.itops("log", "--host", "lab-02", "--outcome", "fixed")
+    assert "INC-2001" in table.stdout
+    csv = lab.itops("log", "--ticket", "INC-2001", "--csv")
+    assert csv.stdout.splitlines()[0].startswith("seq,at,kind,operator")
+    verify = lab.itops("audit", "verify")
+    assert verify.returncode == 0 and "ledger intact" in verify.stdout
+
+
+def test_one_connection_per_host_for_the_whole_sequence(lab: LabEnv) -> None:
+    lab.lab.break_printer(["lab-03"])
+    connections = re.compile(r"Connection from \S+ port \d+ on 127\.1\.0\.3 port")
+    before = len(connections.findall(lab.sshd_log()))
+    fix = lab.itops("fix", "printer.clear-queue", "lab-03", "--ticket", "INC-2002", "--json")
+    commands = json.loads(fix.stdout)["hosts"][0]["commands"]
+    assert len(commands) >= 4  # check, apply (several), verify
+    time.sleep(0.2)
+    assert len(connections.findall(lab.sshd_log())) - before == 1
+
+
+def test_changes_need_a_ticket(lab: LabEnv) -> None:
+    result = lab.itops("fix", "printer.clear-queue", "lab")
+    assert result.returncode == 2 and "ticket is required" in result.stderr
+
+
+def test_inventory_commands(lab: LabEnv) -> None:
+    listed = lab.itops("inventory", "list", "lab", "--json")
+    assert [h["name"] for h in json.loads(listed.stdout)] == [
+        "lab-01",
+        "lab-02",
+        "lab-03",
+        "lab-04",
+    ]
+    check = lab.itops("inventory", "check", "lab")
+    assert check.returncode == 0 and check.stdout.count(" ok ") == 4
+    show = lab.itops("inventory", "show", "lab-01")
+    assert "127.1.0.1" in show.stdout and "hosts.yml" in show.stdout
+
+
+def test_tasks_list_and_show(lab: LabEnv) -> None:
+    listed = lab.itops("tasks", "list", "--json")
+    names = {t["name"] for t in json.loads(listed.stdout)}
+    assert {"printer.clear-queue", "test.sleep"} <= names
+    shown = lab.itops("tasks", "show", "printer.clear-queue")
+    assert "Example:" in shown.stdout and "queue" in shown.stdout
+
+
+def test_unknown_names_get_the_closest_suggestions(lab: LabEnv) -> None:
+    task = lab.itops("fix", "printer.clear-queu", "lab", "--check")
+    assert task.returncode == 2 and "did you mean: printer.clear-queue" in task.stderr
+    host = lab.itops("fix", "printer.clear-queue", "lab-1", "--check")
+    assert host.returncode == 2 and "lab-01" in host.stderr
+    group = lab.itops("fix", "printer.clear-queue", "labs", "--check")
+    assert group.returncode == 2 and "lab" in group.stderr

@@ -1,0 +1,57 @@
+"""`itops lab`: starts real daemons on loopback, reports them, and stops exactly those."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import LabEnv
+from toolkit.lab import _listening
+from toolkit.workspace import Workspace
+
+pytestmark = pytest.mark.integration
+
+
+def test_up_status_down_stop_exactly_what_was_started(lab: LabEnv, tmp_path: Path) -> None:
+    Workspace.init(tmp_path / "second")
+    ws = tmp_path / "second"
+    bystander = subprocess.Popen(["sleep", "120"])
+    try:
+        up = lab.itops("lab", "up", "--hosts", "3", "--no-cups", workspace=ws)
+        assert up.returncode == 0, up.stderr
+        status = json.loads(lab.itops("lab", "status", "--json", workspace=ws).stdout)
+        assert status["running"] and [h["ssh"] for h in status["hosts"]] == ["listening"] * 3
+        port = status["port"]
+        assert port != lab.state.port  # a second lab picks its own free port
+        assert {h["address"].split(":")[0] for h in status["hosts"]} <= _listening(port)
+        assert all(h["address"].startswith("127.") for h in status["hosts"])
+
+        twice = lab.itops("lab", "up", workspace=ws)
+        assert twice.returncode == 2 and "already running" in twice.stderr
+        assert lab.itops("inventory", "check", "lab", workspace=ws).returncode == 0
+
+        down = lab.itops("lab", "down", workspace=ws)
+        assert down.returncode == 0 and "stopped 1 process" in down.stdout
+        assert not _listening(port)
+        assert not (ws / ".itops" / "lab" / "hosts.yml").exists()
+        assert bystander.poll() is None  # untouched
+        # the session's own lab is untouched too
+        assert lab.itops("inventory", "check", "lab-01").returncode == 0
+        assert (
+            json.loads(lab.itops("lab", "status", "--json", workspace=ws).stdout)["running"]
+            is False
+        )
+    finally:
+        bystander.kill()
+        lab.itops("lab", "down", workspace=ws)
+
+
+def test_break_needs_cups_and_names_lab_hosts(lab: LabEnv) -> None:
+    broken = lab.itops("lab", "break", "printer", "lab-04")
+    assert broken.returncode == 0 and "lab-04" in broken.stdout
+    assert "paper jam" in lab.lpstat("lab-04")
+    fixed = lab.itops("fix", "printer.clear-queue", "lab-04", "--ticket", "INC-7000")
+    assert fixed.returncode == 0

@@ -1,0 +1,230 @@
+"""The ticket log: chained, append-only, linear under concurrent writers, tamper-evident.
+
+Every test here runs on SQLite and on a real PostgreSQL (see the `ledger_url` fixture)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from toolkit.credentials import MASK, Redactor
+from toolkit.ledger import GENESIS, Entry, Ledger, record_hash
+from toolkit.ledger.schema import FIELDS
+
+CANARY = "Ledger-Canary-7f3a"
+
+
+@pytest.fixture
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    book = Ledger(ledger_url, operator="alice", redactor=Redactor([CANARY]))
+    yield book
+    book.close()
+
+
+def fill(book: Ledger, actions: int = 5) -> None:
+    for i in range(actions):
+        action = book.begin(
+            task="printer.clear-queue",
+            host=f"ws-{i:03d}",
+            ticket="INC-1",
+            params={"queue": "office"},
+        )
+        book.finish(
+            action,
+            task="printer.clear-queue",
+            host=f"ws-{i:03d}",
+            ticket="INC-1",
+            outcome="fixed",
+            duration=0.25,
+            commands=[{"command": "lpstat", "exit_code": 0}],
+            output="printer office is idle\n",
+        )
+
+
+def tamper(url: str, *statements: str) -> None:
+    """What an attacker with database access does: drop the guards, then edit."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(text("DROP TRIGGER IF EXISTS ledger_no_update"))
+            conn.execute(text("DROP TRIGGER IF EXISTS ledger_no_delete"))
+        else:
+            conn.execute(text("DROP TRIGGER IF EXISTS ledger_no_change ON ledger"))
+        for statement in statements:
+            conn.execute(text(statement))
+    engine.dispose()
+
+
+def test_records_chain_from_genesis_and_verify(ledger: Ledger) -> None:
+    fill(ledger, 3)
+    records = list(ledger.records())
+    assert [r.seq for r in records] == list(range(1, 7))
+    assert records[0].prev_hash == GENESIS
+    for before, after in zip(records, records[1:], strict=False):
+        assert after.prev_hash == before.hash
+    for r in records:
+        assert record_hash([getattr(r, f) for f in FIELDS]) == r.hash
+    report = ledger.verify()
+    assert report.ok and report.records == 6 and report.head_seq == 6
+    assert report.head_hash == records[-1].hash and report.open_actions == ()
+
+
+def test_begin_without_finish_is_an_open_action_not_a_break(ledger: Ledger) -> None:
+    fill(ledger, 1)
+    open_id = ledger.begin(task="x.y", host="h", ticket="INC-2", params={})
+    report = ledger.verify()
+    assert report.ok and report.open_actions == (open_id,)
+
+
+def test_secrets_are_masked_in_every_field_and_json(ledger: Ledger) -> None:
+    action = ledger.begin(
+        task="password.reset",
+        host="ws-1",
+        ticket="INC-3",
+        params={"note": f"pw={CANARY}", "nested": [CANARY]},
+    )
+    ledger.finish(
+        action,
+        task="password.reset",
+        host="ws-1",
+        ticket="INC-3",
+        outcome="failed",
+        duration=1,
+        commands=[{"command": f"echo {CANARY}"}],
+        output=f"{CANARY}\n" * 3,
+        data={"message": f"auth failed for {CANARY}"},
+    )
+    dumped = json.dumps([r.as_dict() for r in ledger.records()])
+    assert CANARY not in dumped and MASK in dumped
+    assert ledger.verify().ok
+
+
+def test_long_output_keeps_an_excerpt_and_the_hash_of_the_whole(ledger: Ledger) -> None:
+    import hashlib
+
+    output = "".join(f"line {i}\n" for i in range(5000))
+    action = ledger.begin(task="x.y", host="h", ticket=None, params={})
+    record = ledger.finish(
+        action, task="x.y", host="h", ticket=None, outcome="fixed", duration=0, output=output
+    )
+    assert record.output_sha256 == hashlib.sha256(output.encode()).hexdigest()
+    assert record.output_excerpt is not None and len(record.output_excerpt) < 4000
+    assert "characters omitted" in record.output_excerpt
+
+
+def test_the_separator_cannot_be_smuggled_into_a_field(ledger: Ledger) -> None:
+    record = ledger.append(
+        Entry("ticket.note", ticket="INC-4", host="a\x1fb", data={"t": "x\x1fy"})
+    )
+    assert "\x1f" not in (record.host or "") and "\x1f" not in (record.data or "")
+    assert ledger.verify().ok
+
+
+def test_update_and_delete_are_refused_by_the_database(ledger: Ledger, ledger_url: str) -> None:
+    fill(ledger, 1)
+    engine = create_engine(ledger_url)
+    for statement in (
+        "UPDATE ledger SET outcome = 'failed' WHERE seq = 2",
+        "DELETE FROM ledger WHERE seq = 1",
+    ):
+        with pytest.raises(Exception, match="append-only"), engine.begin() as conn:
+            conn.execute(text(statement))
+    engine.dispose()
+    assert ledger.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("statements", "first_bad", "words"),
+    [
+        (["UPDATE ledger SET outcome = 'already-ok' WHERE seq = 4"], 4, "altered"),
+        (["UPDATE ledger SET operator = 'mallory' WHERE seq = 7"], 7, "altered"),
+        (["DELETE FROM ledger WHERE seq = 5"], 5, "missing"),
+        # reorder: swap the contents of records 3 and 4
+        (
+            [
+                "UPDATE ledger SET seq = -3 WHERE seq = 3",
+                "UPDATE ledger SET seq = 3 WHERE seq = 4",
+                "UPDATE ledger SET seq = 4 WHERE seq = -3",
+            ],
+            3,
+            "link",
+        ),
+        # insert: shift 6.. up by one and forge a record 6 chained to 5
+        (
+            [
+                "UPDATE ledger SET seq = seq + 1000 WHERE seq >= 6",
+                "UPDATE ledger SET seq = seq - 999 WHERE seq >= 1006",
+                "INSERT INTO ledger (seq, at, kind, operator, prev_hash, hash) SELECT 6, at, kind, "
+                "'mallory', hash, hash FROM ledger WHERE seq = 5",
+            ],
+            6,
+            "altered",
+        ),
+    ],
+)
+def test_tampering_is_found_at_the_first_broken_record(
+    ledger: Ledger, ledger_url: str, statements: list[str], first_bad: int, words: str
+) -> None:
+    fill(ledger, 5)
+    assert ledger.verify().ok
+    tamper(ledger_url, *statements)
+    report = ledger.verify()
+    assert not report.ok
+    assert report.first_bad_seq == first_bad, report.reason
+    assert words in (report.reason or "")
+
+
+def _writer(url: str, name: str, count: int) -> None:
+    book = Ledger(url, operator=name)
+    for i in range(count):
+        action = book.begin(task="t.x", host=f"{name}-{i}", ticket="INC-9", params={})
+        book.finish(
+            action, task="t.x", host=f"{name}-{i}", ticket="INC-9", outcome="fixed", duration=0
+        )
+    book.close()
+
+
+def test_concurrent_processes_keep_one_linear_chain_and_lose_nothing(ledger_url: str) -> None:
+    """Four processes open a fresh ledger at once (racing to create it) and append."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(ledger_url, f"p{n}", 60)) for n in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    book = Ledger(ledger_url, operator="check")
+    report = book.verify()
+    assert report.ok and report.records == 4 * 60 * 2 and report.open_actions == ()
+    by_operator: dict[str, int] = {}
+    for r in book.records():
+        by_operator[r.operator] = by_operator.get(r.operator, 0) + 1
+    assert by_operator == {f"p{n}": 120 for n in range(4)}
+    book.close()
+
+
+def test_threads_share_one_ledger_through_group_commit(ledger: Ledger) -> None:
+    import threading
+
+    threads = [threading.Thread(target=fill, args=(ledger, 20)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    report = ledger.verify()
+    assert report.ok and report.records == 8 * 20 * 2
+
+
+def test_filters(ledger: Ledger) -> None:
+    fill(ledger, 3)
+    ledger.append(Entry("ticket.opened", ticket="INC-7", data={"priority": "P1"}))
+    assert [r.kind for r in ledger.records(ticket="INC-7")] == ["ticket.opened"]
+    assert len(list(ledger.records(host="ws-001"))) == 2
+    assert len(list(ledger.records(outcome="fixed"))) == 3
+    first = next(ledger.records())
+    assert [r.seq for r in ledger.records(since=first.at)][0] == 1
+    assert list(ledger.records(until=first.at)) == []

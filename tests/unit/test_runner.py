@@ -1,0 +1,233 @@
+"""The runner's contracts, with strict scripted transports: ledger first, one connection per host,
+read/change verbs, failures as data, batches and max-fail-percent, tickets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeConnector, Script, commands, hosts
+from toolkit.catalog import Context, Finding, Param, Remediation, Task, remediation
+from toolkit.credentials import CredentialStore, Redactor
+from toolkit.errors import AuthFailed, HostKeyMismatch, TicketRequired, Unreachable, ValidationError
+from toolkit.ledger import Ledger
+from toolkit.quoting import cmd
+from toolkit.runner import Outcome, Runner, RunOptions
+
+
+@remediation(
+    "demo.flag", category="other", platforms={"linux"}, summary="Ensure a flag file exists"
+)
+class Flag(Remediation):
+    """Example:
+    itops fix demo.flag lab --ticket T-1
+    """
+
+    name = Param(str, default="flag", help="flag name")
+
+    def check(self, ctx: Context) -> Finding:
+        r = ctx.read(cmd("test", "-e", f"/tmp/{self.name}"))
+        return Finding.healthy("present") if r.exit_code == 0 else Finding.problem("missing")
+
+    def apply(self, ctx: Context) -> None:
+        ctx.change(cmd("touch", f"/tmp/{self.name}"))
+
+
+@remediation("demo.sneaky", category="other", platforms={"linux"}, summary="Changes during check")
+class Sneaky(Remediation):
+    def check(self, ctx: Context) -> Finding:
+        ctx.change(cmd("rm", "-rf", "/tmp/x"))
+        return Finding.problem("unreachable code")
+
+    def apply(self, ctx: Context) -> None:
+        raise AssertionError("never reached")
+
+
+@remediation("demo.buggy", category="other", platforms={"linux"}, summary="Raises")
+class Buggy(Remediation):
+    def check(self, ctx: Context) -> Finding:
+        raise KeyError("boom")
+
+    def apply(self, ctx: Context) -> None:  # pragma: no cover
+        pass
+
+
+def task(cls: type[Remediation]) -> Task:
+    spec = cls.__remediation__  # type: ignore[attr-defined]
+    return Task(spec.name, (spec,))
+
+
+def flag_script(present: bool = False) -> Script:
+    state = {"present": present}
+
+    def test(command: Any, stdin: Any) -> tuple[int, str, str]:
+        return (0 if state["present"] else 1, "", "")
+
+    def touch(command: Any, stdin: Any) -> tuple[int, str, str]:
+        state["present"] = True
+        return (0, "", "")
+
+    return Script().on("test -e /tmp/flag", test).on("touch /tmp/flag", touch)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    book = Ledger(f"sqlite:///{tmp_path / 'l.db'}", operator="tester")
+    yield book
+    book.close()
+
+
+def make_runner(ledger: Ledger, connector: FakeConnector) -> Runner:
+    return Runner(
+        ledger=ledger,
+        connector=connector,  # type: ignore[arg-type]
+        credentials=connector.credentials,
+    )
+
+
+def test_fix_runs_check_apply_verify_with_one_connection_per_host(ledger: Ledger) -> None:
+    targets = hosts("a", "b")
+    conn = FakeConnector({"a": flag_script(), "b": flag_script(present=True)})
+    report = make_runner(ledger, conn).run(
+        task(Flag), targets, {}, ticket="T-1", options=RunOptions()
+    )
+    assert [(r.host, r.outcome) for r in report.results] == [
+        ("a", Outcome.FIXED),
+        ("b", Outcome.ALREADY_OK),
+    ]
+    assert sorted(conn.opened) == ["a", "b"]
+    assert commands(conn.log, "a") == ["test -e /tmp/flag", "touch /tmp/flag", "test -e /tmp/flag"]
+    assert all(t.closed for t in conn.transports)
+    assert report.exit_code == 0
+    kinds = [(r.kind, r.host) for r in ledger.records()]
+    assert kinds.count(("action.begin", "a")) == 1 and kinds.count(("action.finish", "a")) == 1
+    finish = next(r for r in ledger.records(host="a", kind="action.finish"))
+    assert finish.outcome == "fixed" and '"step":"apply"' in (finish.commands or "")
+    assert ledger.verify().ok
+
+
+def test_check_only_never_calls_apply(ledger: Ledger) -> None:
+    conn = FakeConnector({"a": flag_script()})
+    report = make_runner(ledger, conn).run(
+        task(Flag), hosts("a"), {}, ticket=None, options=RunOptions(check_only=True)
+    )
+    assert report.results[0].outcome == Outcome.WOULD_FIX and report.exit_code == 4
+    assert commands(conn.log, "a") == ["test -e /tmp/flag"]
+
+
+def test_a_change_outside_apply_is_refused_by_the_api(ledger: Ledger) -> None:
+    conn = FakeConnector({"a": Script()})  # any command reaching the transport would fail loudly
+    report = make_runner(ledger, conn).run(
+        task(Sneaky), hosts("a"), {}, ticket="T-1", options=RunOptions()
+    )
+    result = report.results[0]
+    assert result.outcome == Outcome.FAILED and result.error == "change-refused"
+    assert "check may only read" in result.message
+    assert conn.log == []
+
+
+def test_one_hosts_failure_is_data_and_the_others_go_on(ledger: Ledger) -> None:
+    targets = hosts("ok", "down", "badkey", "badauth", "bug")
+    conn = FakeConnector(
+        {"ok": flag_script(), "bug": Script()},
+        errors={
+            "down": Unreachable("down", "connection refused"),
+            "badkey": HostKeyMismatch("badkey", "key differs"),
+            "badauth": AuthFailed("badauth", "refused"),
+        },
+    )
+    runner = make_runner(ledger, conn)
+    report = runner.run(task(Flag), targets[:4], {}, ticket="T-1", options=RunOptions())
+    outcome = {r.host: (r.outcome, r.error) for r in report.results}
+    assert outcome == {
+        "ok": (Outcome.FIXED, None),
+        "down": (Outcome.UNREACHABLE, "unreachable"),
+        "badkey": (Outcome.UNREACHABLE, "host-key-mismatch"),
+        "badauth": (Outcome.UNREACHABLE, "auth-failed"),
+    }
+    assert report.exit_code == 3
+    buggy = make_runner(ledger, conn).run(
+        task(Buggy), hosts("bug"), {}, ticket="T-1", options=RunOptions()
+    )
+    assert buggy.results[0].outcome == Outcome.FAILED
+    assert buggy.results[0].error == "internal-error" and "KeyError" in buggy.results[0].message
+    assert buggy.exit_code == 1
+    assert ledger.verify().ok and ledger.verify().open_actions == ()
+
+
+def test_changes_need_a_ticket_and_nothing_is_recorded_without_one(ledger: Ledger) -> None:
+    conn = FakeConnector({"a": flag_script()})
+    with pytest.raises(TicketRequired):
+        make_runner(ledger, conn).run(task(Flag), hosts("a"), {}, ticket=None, options=RunOptions())
+    assert conn.opened == [] and list(ledger.records()) == []
+
+
+def test_bad_parameters_are_refused_before_any_connection(ledger: Ledger) -> None:
+    conn = FakeConnector({"a": flag_script()})
+    for bad in ("$(reboot)", "-rf", "a\nb", "x y"):
+        with pytest.raises(ValidationError):
+            make_runner(ledger, conn).run(
+                task(Flag), hosts("a"), {"name": bad}, ticket="T-1", options=RunOptions()
+            )
+    assert conn.opened == [] and list(ledger.records()) == []
+
+
+def test_serial_batches_and_max_fail_percent_stop_later_batches(ledger: Ledger) -> None:
+    names = [f"h{i}" for i in range(6)]
+    down = {n: Unreachable(n, "connection refused") for n in names[:2]}
+    conn = FakeConnector({n: flag_script() for n in names}, errors=down)
+    report = make_runner(ledger, conn).run(
+        task(Flag),
+        hosts(*names),
+        {},
+        ticket="T-1",
+        options=RunOptions(serial=2, max_fail_percent=40),
+    )
+    outcomes = [r.outcome for r in report.results]
+    assert outcomes[:2] == [Outcome.UNREACHABLE] * 2
+    assert outcomes[2:] == [Outcome.SKIPPED] * 4
+    assert "max-fail-percent" in report.results[-1].message
+    assert conn.opened == ["h0", "h1"] or sorted(conn.opened) == ["h0", "h1"]
+
+
+def test_hosts_of_another_platform_are_skipped(ledger: Ledger) -> None:
+    conn = FakeConnector({})
+    report = make_runner(ledger, conn).run(
+        task(Flag), hosts("w", platform="windows"), {}, ticket="T-1", options=RunOptions()
+    )
+    assert report.results[0].outcome == Outcome.SKIPPED and conn.opened == []
+    assert report.exit_code == 0
+
+
+def test_secrets_resolved_for_a_run_are_masked_everywhere(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    canary = "Runner-Canary-51"
+    monkeypatch.setenv("T_CANARY", canary)
+
+    @remediation("demo.secret", category="other", platforms={"linux"}, summary="uses a secret")
+    class UsesSecret(Remediation):
+        pw = Param(str, secret=True, required=True)
+
+        def check(self, ctx: Context) -> Finding:
+            return Finding.problem("needs it")
+
+        def apply(self, ctx: Context) -> None:
+            ctx.change(cmd("chpasswd"), stdin=self.pw)
+            raise ValidationError(f"remote said: bad password {self.pw.reveal()}")
+
+    def echo(command: Any, stdin: Any) -> tuple[int, str, str]:
+        return (0, f"got {stdin.reveal()}\n", "")
+
+    conn = FakeConnector(
+        {"a": Script().on("chpasswd", echo)}, credentials=CredentialStore(Redactor())
+    )
+    report = make_runner(ledger, conn).run(
+        task(UsesSecret), hosts("a"), {"pw": "env:T_CANARY"}, ticket="T-1", options=RunOptions()
+    )
+    text = repr(report.as_dict()) + repr([r.as_dict() for r in ledger.records()])
+    assert canary not in text and "********" in text
+    assert report.results[0].outcome == Outcome.FAILED

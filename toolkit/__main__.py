@@ -1,0 +1,5 @@
+"""`python -m toolkit` is `itops`."""
+
+from toolkit.cli import main
+
+main()

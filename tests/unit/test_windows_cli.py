@@ -78,3 +78,26 @@ def test_fix_refuses_hostile_user_before_connecting(windows_workspace: Path, par
     assert isinstance(result.exception, Exception)
     assert "parameter user" in str(result.exception)
     assert not (windows_workspace / ".itops" / "ledger.db").exists(), "nothing was recorded or run"
+
+
+def test_windows_printer_name_with_spaces_is_accepted_for_windows_hosts(
+    windows_workspace: Path,
+) -> None:
+    """`itops fix` validates by the rules of the hosts' platform: CUPS would refuse the spaces."""
+    result = CliRunner().invoke(
+        cli,
+        [
+            "-w",
+            str(windows_workspace),
+            "fix",
+            "printer.status",
+            "ws-042",
+            "-p",
+            "queue=HP LaserJet 4th floor",
+            "--check",
+            "--connect-timeout",
+            "1",
+        ],
+    )
+    assert result.exit_code == 3, result.output  # validated, then: nothing listens on port 1
+    assert "unreachable" in result.output

@@ -89,6 +89,10 @@ class Context(Protocol):
 
     def secret(self, reference: str, label: str = "secret") -> Secret: ...
 
+    def adopt(self, secret: Secret) -> Secret:
+        """Register a secret made during the run (a generated password) for masking."""
+        ...
+
     def note(self, text: str) -> None: ...
 
 

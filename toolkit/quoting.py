@@ -167,6 +167,15 @@ def ps_script(template: str, /, **values: Any) -> Command:
     )
 
 
+def ps_join(*commands: Command) -> Command:
+    """PowerShell commands as one script, one statement block per line (quoting already done)."""
+    if not commands or any(c.shell != "powershell" for c in commands):
+        raise TypeError("ps_join joins one or more PowerShell commands")
+    return Command(
+        "\n".join(c.text for c in commands), "\n".join(c.display for c in commands), "powershell"
+    )
+
+
 def ps_encoded(command: Command) -> str:
     """The `-EncodedCommand` form: base64 of UTF-16LE, so no quoting layer of cmd.exe is involved."""
     if command.shell != "powershell":

@@ -27,6 +27,7 @@ from .catalog import Finding, Task, TaskSpec
 from .credentials import MASK, CredentialStore, Secret
 from .errors import (
     AuthFailed,
+    CertificateError,
     ChangeRefused,
     CommandFailed,
     HostKeyError,
@@ -221,6 +222,9 @@ class StepContext:
 
     def secret(self, reference: str, label: str = "secret") -> Secret:
         return self._credentials.resolve(reference, label)
+
+    def adopt(self, secret: Secret) -> Secret:
+        return self._credentials.adopt(secret)
 
     def note(self, text: str) -> None:
         self._recorder.notes.append(self._credentials.redactor.mask(text))
@@ -428,6 +432,10 @@ class Runner:
                 message = f"{task.name} has no implementation for platform {host.platform}"
             else:
                 transport = self.connector.open(host)
+                # Warnings a transport raises when it opens (e.g. an insecure WinRM connection
+                # the inventory allowed) go into this host's notes, every run.
+                for notice in getattr(transport, "notices", ()):
+                    recorder.notes.append(self.credentials.redactor.mask(str(notice)))
                 remediation = spec.cls(values)
                 ctx = StepContext(
                     host,
@@ -453,7 +461,7 @@ class Runner:
                     outcome = Outcome.FIXED if verify.ok else Outcome.FAILED
                     # fixed: say what was wrong; failed: say what is still wrong
                     message = check.summary if verify.ok else f"verify failed: {verify.summary}"
-        except (Unreachable, AuthFailed, HostKeyError) as exc:
+        except (Unreachable, AuthFailed, HostKeyError, CertificateError) as exc:
             # Before a connection exists the host is unreachable; afterwards its state is unknown.
             outcome = Outcome.UNREACHABLE if transport is None else Outcome.FAILED
             message, error = exc.detail, exc.kind

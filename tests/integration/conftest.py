@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+# The WinRM contract tests' fixtures (pki, replay, tarpit, …) live in their own module.
+from winrm_fixtures import *  # noqa: F403
+
 from toolkit.lab import Lab, LabState
 from toolkit.workspace import Workspace
 

@@ -64,13 +64,15 @@ def test_the_readme_sample_remediation_loads_and_runs(lab: LabEnv, tmp_path: Pat
         Path(f"/tmp/{flag}").unlink(missing_ok=True)
 
 
-def catalog_examples() -> list[tuple[str, str]]:
+def catalog_examples() -> list[tuple[str, str, frozenset[str]]]:
     catalog = Catalog.load([BUILTIN_TASKS])
-    return [(t.name, ex) for t in catalog for s in t.specs for ex in s.examples]
+    return [(t.name, ex, s.platforms) for t in catalog for s in t.specs for ex in s.examples]
 
 
-@pytest.mark.parametrize(("task", "example"), catalog_examples())
-def test_every_catalog_example_parses_and_validates(task: str, example: str) -> None:
+@pytest.mark.parametrize(("task", "example", "platforms"), catalog_examples())
+def test_every_catalog_example_parses_and_validates(
+    task: str, example: str, platforms: frozenset[str]
+) -> None:
     from toolkit.cli import cli
     from toolkit.cli.fix import parse_params
 
@@ -81,7 +83,7 @@ def test_every_catalog_example_parses_and_validates(task: str, example: str) -> 
         ctx = command.make_context(args[0], args[1:], parent=parent)  # raises on bad options
     assert ctx.params["task"] == task
     entry = Catalog.load([BUILTIN_TASKS]).get(task)
-    entry.validate(parse_params(ctx.params["params"]))
+    entry.validate(parse_params(ctx.params["params"]), platforms)  # as `itops fix` does
     if not ctx.params["check_only"]:
         assert ctx.params["ticket"], f"{example}: a change example must show --ticket"
 

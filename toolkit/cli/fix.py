@@ -124,10 +124,12 @@ def fix(
 
     entry = app.catalog.get(task)
     raw = parse_params(params)
-    entry.validate(raw)  # refuse bad values before reading the inventory or opening anything
     if ticket is not None:
         check_ticket_id(ticket)
     hosts = app.inventory.select(targets)
+    # Refuse bad values before opening anything, by the rules of the implementations that will
+    # run: a Windows printer name may hold spaces that a CUPS queue name may not.
+    entry.validate(raw, {h.platform for h in hosts})
     if ticket and not check_only:
         ensure(
             app.ledger,

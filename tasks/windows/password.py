@@ -1,0 +1,203 @@
+"""Password resets for local Windows accounts and Active Directory accounts."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from collections.abc import Mapping
+from typing import Any
+
+from toolkit.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.credentials import Secret
+from toolkit.errors import NotFound, ToolkitError
+from toolkit.guards import privileged_guard
+from toolkit.quoting import ps_script
+from toolkit.windows import ACCOUNT_NAME, change_json, number, read_json, strings, text
+
+# Built-in accounts that are privileged whatever their groups: Administrator (500), krbtgt (502).
+PRIVILEGED_RIDS = {500: "the built-in Administrator", 502: "krbtgt"}
+_SID = re.compile(r"S-1-5-21(-[0-9]+){3,4}")
+
+LOCAL_STATE = r"""$ErrorActionPreference = 'Stop'
+$name = {user}
+$u = @(Get-LocalUser | Where-Object {{ $_.Name -eq $name }})[0]
+if (-not $u) {{ ConvertTo-Json -Compress -InputObject @{{ found = $false }}; exit 0 }}
+$w = @(Get-CimInstance -ClassName Win32_UserAccount -Filter 'LocalAccount = TRUE' | Where-Object {{ $_.SID -eq $u.SID.Value }})[0]
+try {{ $admin = [bool](@(Get-LocalGroupMember -SID 'S-1-5-32-544' | Where-Object {{ $_.SID.Value -eq $u.SID.Value }}).Count) }} catch {{ $admin = $null }}
+$a = [ADSI]('WinNT://./' + $u.Name + ',user')
+$set = $null; if ($u.PasswordLastSet) {{ $set = $u.PasswordLastSet.ToUniversalTime().ToString('o') }}
+ConvertTo-Json -Compress -InputObject @{{ found = $true; name = [string]$u.Name; sid = [string]$u.SID.Value; enabled = [bool]$u.Enabled; locked = [bool]$w.Lockout; admin = $admin; password_last_set = $set; must_change = ([int]$a.PasswordExpired.Value -eq 1) }}"""
+
+AD_STATE = r"""$ErrorActionPreference = 'Stop'
+Import-Module ActiveDirectory
+try {{ $u = Get-ADUser -Identity {user} -Properties LockedOut, Enabled, pwdLastSet, AdminCount }}
+catch [Microsoft.ActiveDirectory.Management.ADIdentityNotFoundException] {{ ConvertTo-Json -Compress -InputObject @{{ found = $false }}; exit 0 }}
+$dom = (Get-ADDomain).DomainSID.Value
+$named = @{{ ($dom + '-512') = 'Domain Admins'; ($dom + '-518') = 'Schema Admins'; ($dom + '-519') = 'Enterprise Admins'; 'S-1-5-32-544' = 'Administrators'; 'S-1-5-32-548' = 'Account Operators'; 'S-1-5-32-549' = 'Server Operators'; 'S-1-5-32-551' = 'Backup Operators' }}
+$groups = @((Get-ADUser -Identity $u.DistinguishedName -Properties tokenGroups).tokenGroups | ForEach-Object {{ $named[$_.Value] }} | Where-Object {{ $_ }})
+ConvertTo-Json -Compress -InputObject @{{ found = $true; name = [string]$u.SamAccountName; sid = [string]$u.SID.Value; enabled = [bool]$u.Enabled; locked = [bool]$u.LockedOut; groups = $groups; protected = ($u.AdminCount -eq 1); password_last_set = [string]$u.pwdLastSet; must_change = ($u.pwdLastSet -eq 0) }}"""
+
+# The secret is assigned on a line of its own: an error elsewhere echoes only `$pw`.
+LOCAL_RESET = r"""$ErrorActionPreference = 'Stop'
+$pw = {password}
+$sid = {sid}
+Set-LocalUser -SID $sid -Password $pw
+$a = [ADSI]('WinNT://./' + (Get-LocalUser -SID $sid).Name + ',user')
+if ({unlock} -and $a.IsAccountLocked) {{ $a.IsAccountLocked = $false; $a.SetInfo() }}
+if ({expire}) {{ $a.PasswordExpired = 1; $a.SetInfo() }}
+ConvertTo-Json -Compress -InputObject @{{ reset = $true }}"""
+
+AD_RESET = r"""$ErrorActionPreference = 'Stop'
+Import-Module ActiveDirectory
+$pw = {password}
+$sid = {sid}
+Set-ADAccountPassword -Identity $sid -Reset -NewPassword $pw
+if ({unlock}) {{ Unlock-ADAccount -Identity $sid }}
+if ({expire}) {{ Set-ADUser -Identity $sid -ChangePasswordAtLogon $true }}
+ConvertTo-Json -Compress -InputObject @{{ reset = $true }}"""
+
+_SYMBOLS = "!#%+-=?@^_"
+_ALPHABET = string.ascii_letters + string.digits + _SYMBOLS
+
+
+def generate_password(length: int) -> str:
+    """A random password with upper and lower case, a digit and a symbol (Windows complexity)."""
+    while True:
+        value = "".join(secrets.choice(_ALPHABET) for _ in range(length))
+        if (
+            any(c.islower() for c in value)
+            and any(c.isupper() for c in value)
+            and any(c.isdigit() for c in value)
+            and any(c in _SYMBOLS for c in value)
+        ):
+            return value
+
+
+@remediation(
+    "password.reset",
+    category="account",
+    platforms={"windows"},
+    summary="Reset a local or Active Directory account's password, unlock it, force a change",
+    risky=True,
+)
+class ResetPassword(Remediation):
+    """Reset a password: a local account (Set-LocalUser) on the target host, or, with scope=ad, an
+    Active Directory account (Set-ADAccountPassword -Reset, Unlock-ADAccount,
+    -ChangePasswordAtLogon) from a management host that has the ActiveDirectory module.
+
+    The new password comes from a reference (-p password=env:VAR or prompt) or is generated
+    (length characters). It reaches the host only as a SecureString inside the encoded command,
+    is never echoed, and is masked in output, logs and the ticket log. Members of Administrators,
+    Domain/Enterprise/Schema Admins, Account/Server/Backup Operators, protected (adminCount=1)
+    and built-in accounts are refused unless allow_privileged=true.
+
+    Example:
+        itops fix password.reset ws-042 -p user=jdoe -p password=prompt --ticket INC-1042
+        itops fix password.reset mgmt-01 -p scope=ad -p user=jdoe -p password=env:NEW_PW --ticket INC-1042
+        itops fix password.reset ws-042 -p user=jdoe --check
+    """
+
+    user = Param(str, required=True, kind="text", pattern=ACCOUNT_NAME, help="account name")
+    password = Param(str, secret=True, help="new password reference (default: generated)")
+    scope = Param(str, default="local", choices=("local", "ad"), help="local account or AD")
+    length = Param(int, default=20, minimum=12, maximum=128, help="generated password length")
+    expire = Param(bool, default=True, help="the user must change it at next logon")
+    unlock = Param(bool, default=True, help="unlock the account if locked out")
+    allow_privileged = Param(bool, default=False, help="allow resetting an administrative account")
+
+    def _state(self, ctx: Context) -> Mapping[str, Any]:
+        template = AD_STATE if self.scope == "ad" else LOCAL_STATE
+        data = read_json(ctx, ps_script(template, user=self.user), "account state")
+        if not isinstance(data, Mapping) or not data.get("found"):
+            where = "in Active Directory" if self.scope == "ad" else f"on {ctx.host.name}"
+            raise NotFound(f"no account {self.user!r} {where}")
+        if not _SID.fullmatch(text(data.get("sid"))):
+            raise ToolkitError(f"unexpected SID {data.get('sid')!r} for {self.user!r}")
+        return data
+
+    def privileged(self, data: Mapping[str, Any]) -> list[str]:
+        groups = strings(data.get("groups"))
+        if data.get("admin") is True:
+            groups.append("Administrators")
+        elif "admin" in data and data.get("admin") is None:
+            groups.append("Administrators (membership could not be read)")
+        if data.get("protected"):
+            groups.append("protected accounts (adminCount=1)")
+        rid = number(text(data.get("sid")).rsplit("-", 1)[-1], -1)
+        if rid in PRIVILEGED_RIDS:
+            groups.append(PRIVILEGED_RIDS[rid])
+        return sorted(set(groups))
+
+    def check(self, ctx: Context) -> Finding:
+        data = self._state(ctx)
+        self.before = data
+        note = privileged_guard(
+            text(data.get("name")),
+            self.privileged(data),
+            allow=bool(self.allow_privileged),
+            host=ctx.host.name,
+        )
+        if note:
+            ctx.note(note)
+        state = ", ".join(
+            bit
+            for bit in (
+                "locked out" if data.get("locked") else "",
+                "disabled" if not data.get("enabled") else "",
+            )
+            if bit
+        )
+        where = "AD" if self.scope == "ad" else "local"
+        return Finding.problem(
+            f"reset requested for {where} account {data.get('name')}"
+            + (f" ({state})" if state else ""),
+            account=data.get("name"),
+            locked=bool(data.get("locked")),
+            enabled=bool(data.get("enabled")),
+        )
+
+    def apply(self, ctx: Context) -> None:
+        secret = self.password
+        self.generated = secret is None
+        if not isinstance(secret, Secret):
+            secret = ctx.adopt(Secret(generate_password(int(self.length)), "generated password"))
+        self.secret = secret
+        template = AD_RESET if self.scope == "ad" else LOCAL_RESET
+        script = ps_script(
+            template,
+            password=secret,
+            sid=text(self.before.get("sid")),
+            unlock=bool(self.unlock),
+            expire=bool(self.expire),
+        )
+        done = change_json(ctx, script, "password reset")
+        if not isinstance(done, Mapping) or not done.get("reset"):
+            raise ToolkitError("the password reset did not confirm")
+
+    def verify(self, ctx: Context) -> Finding:
+        data = self._state(ctx)
+        problems = []
+        if self.unlock and data.get("locked"):
+            problems.append("still locked out")
+        changed = data.get("password_last_set") != self.before.get("password_last_set")
+        if self.expire and not data.get("must_change"):
+            problems.append("not marked to change at next logon")
+        if not self.expire and not changed:
+            problems.append("password-last-set time did not change")
+        facts: dict[str, Any] = {
+            "account": data.get("name"),
+            "must_change": bool(data.get("must_change")),
+        }
+        if self.generated:
+            # Masked in every record (a Secret renders as ********); the operator gets it from
+            # the run's result object, never from the ticket log.
+            facts["generated_password"] = self.secret
+        if problems:
+            return Finding.problem(f"{data.get('name')}: {', '.join(problems)}", **facts)
+        return Finding.healthy(
+            f"password of {data.get('name')} reset"
+            + (", must change at next logon" if self.expire else "")
+            + (", unlocked" if self.unlock and self.before.get("locked") else ""),
+            **facts,
+        )

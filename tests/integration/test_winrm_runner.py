@@ -1,0 +1,171 @@
+"""Windows remediations through the real Runner, Connector and WinRM transport, over real HTTPS.
+
+Several hosts at once, each a loopback WS-Management server: healthy ones answer with the recorded
+envelopes (templated with the task's expected output), others refuse the password (401), present
+an untrusted certificate, accept TCP and never answer, refuse the connection, or stall a command.
+Each must get its typed outcome within its own timeout while the others finish.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from wsman_replay import PASSWORD, PKI, USER, Reply, ServerFactory, clixml_error
+
+from toolkit.catalog import BUILTIN_TASKS, Catalog
+from toolkit.credentials import MASK, CredentialStore, Redactor
+from toolkit.inventory import Host, make_host
+from toolkit.ledger import open_ledger
+from toolkit.runner import Outcome, Runner, RunOptions
+from toolkit.transports import Connector
+from toolkit.transports.base import ConnectOptions
+
+pytestmark = pytest.mark.integration
+
+CATALOG = Catalog.load([BUILTIN_TASKS])
+CANARY = "Canary-Runner-Pw-51c';$(x)"
+
+
+def service_reply(script: str) -> Reply:
+    if "Win32_Service" in script:
+        state = {"found": True, "name": "Spooler", "display": "Print Spooler", "state": "Running"}
+        return json.dumps(state | {"start_mode": "Auto", "pid": 4242}).encode(), b"", 0
+    return b"", b"unexpected script", 1
+
+
+def host(name: str, port: int, pki: PKI | None = None, **extra: Any) -> Host:
+    values: dict[str, Any] = {
+        "platform": "windows",
+        "address": "127.0.0.1",
+        "port": port,
+        "user": USER,
+        "password": "env:ITOPS_TEST_WIN_PW",
+    }
+    if pki is not None:
+        values["winrm_ca_bundle"] = str(pki.ca)
+    return make_host(name, values | extra, ("windows",), "test")
+
+
+def runner(tmp_path: Path, connect: float, command: float) -> tuple[Runner, Any, Redactor]:
+    redactor = Redactor()
+    credentials = CredentialStore(redactor)
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", operator="t", redactor=redactor)
+    connector = Connector(
+        ConnectOptions(connect_timeout=connect, command_timeout=command), credentials
+    )
+    return Runner(ledger=ledger, connector=connector, credentials=credentials), ledger, redactor
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_bad_hosts_get_typed_outcomes_while_good_hosts_finish(
+    replay: ServerFactory, pki: PKI, tarpit: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ITOPS_TEST_WIN_PW", PASSWORD)
+    monkeypatch.setenv("ITOPS_TEST_WRONG_PW", "not-" + PASSWORD)
+    good = [replay(reply=service_reply) for _ in range(3)]
+    wrong_password = replay("test_winrs_standard")
+    bad_cert = replay("test_winrs_standard", tls=pki.context(pki.expired_cert))
+    slow = replay(reply=service_reply, delay_receive=10.0)
+    insecure = replay(reply=service_reply, tls=False)
+    hosts = [
+        *(host(f"good-{i}", s.port, pki) for i, s in enumerate(good)),
+        host("auth", wrong_password.port, pki, password="env:ITOPS_TEST_WRONG_PW"),
+        host("cert", bad_cert.port, pki),
+        host("silent", tarpit, pki),
+        host("refused", free_port(), pki),
+        host("slow", slow.port, pki),
+        host("http-allowed", insecure.port, winrm_scheme="http", winrm_allow_insecure=True),
+        host("http-refused", insecure.port, winrm_scheme="http"),
+    ]
+    run, ledger, _ = runner(tmp_path, connect=1.5, command=1.5)
+    started = time.monotonic()
+    report = run.run(
+        CATALOG.get("service.restart"),
+        hosts,
+        {"service": "Spooler"},
+        ticket=None,
+        options=RunOptions(check_only=True, forks=20),
+    )
+    elapsed = time.monotonic() - started
+    run.connector.close()
+    got = {r.host: (r.outcome, r.error) for r in report.results}
+    assert got == {
+        "good-0": (Outcome.WOULD_FIX, None),
+        "good-1": (Outcome.WOULD_FIX, None),
+        "good-2": (Outcome.WOULD_FIX, None),
+        "auth": (Outcome.UNREACHABLE, "auth-failed"),
+        "cert": (Outcome.UNREACHABLE, "certificate"),
+        "silent": (Outcome.UNREACHABLE, "unreachable"),
+        "refused": (Outcome.UNREACHABLE, "unreachable"),
+        "slow": (Outcome.FAILED, "command-timeout"),
+        "http-allowed": (Outcome.WOULD_FIX, None),
+        "http-refused": (Outcome.FAILED, "insecure-refused"),
+    }
+    by_host = {r.host: r for r in report.results}
+    assert "Spooler (Print Spooler) is Running, pid 4242" in by_host["good-0"].message
+    assert any("insecure WinRM" in n for n in by_host["http-allowed"].notes)
+    # Each within its own limit: connect 1.5 s; a command 1.5 s + the 2 s receive grace.
+    for name in ("auth", "cert", "silent", "refused", "http-refused"):
+        assert by_host[name].duration < 1.5 + 1.0, (name, by_host[name].duration)
+    assert by_host["slow"].duration < 1.5 + 2 + 1.5
+    assert elapsed < 6, "hosts ran concurrently: one slow host does not hold up the rest"
+    finished = [r for r in ledger.records() if r.kind == "action.finish"]
+    assert len(finished) == len(hosts)
+    assert report.exit_code == 1  # a failed host wins over unreachable and would-fix
+
+
+def test_password_reset_over_winrm_keeps_the_canary_out(
+    replay: ServerFactory, pki: PKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ITOPS_TEST_WIN_PW", PASSWORD)
+    monkeypatch.setenv("ITOPS_TEST_CANARY", CANARY)
+    account = {
+        "found": True,
+        "name": "jdoe",
+        "sid": "S-1-5-21-1-2-3-1013",
+        "enabled": True,
+        "locked": True,
+        "admin": False,
+        "password_last_set": None,
+        "must_change": False,
+    }
+
+    def reply(script: str) -> Reply:
+        if "Set-LocalUser" in script:
+            # The host fails and its error record quotes the script line with the secret.
+            line = next(ln for ln in script.splitlines() if "ConvertTo-SecureString" in ln)
+            return b"", clixml_error(line), 1
+        return json.dumps(account).encode(), b"", 0
+
+    server = replay(reply=reply)
+    run, ledger, _ = runner(tmp_path, connect=3, command=10)
+    report = run.run(
+        CATALOG.get("password.reset"),
+        [host("ws-042", server.port, pki)],
+        {"user": "jdoe", "password": "env:ITOPS_TEST_CANARY"},
+        ticket="INC-1042",
+        options=RunOptions(),
+    )
+    run.connector.close()
+    result = report.results[0]
+    assert result.outcome == Outcome.FAILED
+    assert "Set-LocalUser" in result.message or "exited 1" in result.message
+    escaped = CANARY.replace("'", "''")
+    texts = [json.dumps(report.as_dict()), "\n".join(repr(r) for r in ledger.records())]
+    for text in texts:
+        assert CANARY not in text and escaped not in text
+    assert MASK in json.dumps(report.as_dict())
+    # On the wire the secret travelled once, inside the encoded script, as a SecureString.
+    reset = next(s for s in server.scripts() if "Set-LocalUser" in s)
+    assert f"$pw = (ConvertTo-SecureString -String '{escaped}' -AsPlainText -Force)" in reset
+    assert all(CANARY not in (e.arguments or "") for e in server.log)

@@ -1,0 +1,103 @@
+"""The Windows catalog from the command line: every Example parses and validates, `tasks show`
+prints them, and hostile values are refused by `itops fix` before any connection."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from winfakes import CATALOG
+
+from toolkit.catalog import TaskSpec
+from toolkit.cli import cli
+from toolkit.cli.fix import fix, parse_params
+from toolkit.workspace import Workspace
+
+WINDOWS = [s for t in CATALOG for s in t.specs if "windows" in s.platforms]
+
+
+def test_fourteen_windows_tasks_each_with_examples() -> None:
+    assert len(WINDOWS) == 14
+    assert all(spec.examples for spec in WINDOWS)
+
+
+@pytest.mark.parametrize(
+    ("spec", "example"),
+    [(s, e) for s in WINDOWS for e in s.examples],
+    ids=[f"{s.name}-{i}" for s in WINDOWS for i in range(len(s.examples))],
+)
+def test_example_parses_and_validates(spec: TaskSpec, example: str) -> None:
+    argv = shlex.split(example)
+    assert argv[:3] == ["itops", "fix", spec.name]
+    ctx = fix.make_context("fix", argv[2:])
+    raw = parse_params(ctx.params["params"])
+    values = spec.validate(raw)
+    assert set(values) == set(spec.params)
+    assert ctx.params["check_only"] or ctx.params["ticket"], "a fix example names its ticket"
+
+
+@pytest.fixture
+def windows_workspace(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (workspace.root / "inventory" / "hosts.yml").write_text(
+        "all:\n  children:\n    windows:\n      hosts:\n"
+        "        ws-042: {address: 127.0.0.1, port: 1, user: itops, password: env:ITOPS_TEST_PW}\n"
+        "      vars: {platform: windows}\n"
+    )
+    monkeypatch.setenv("ITOPS_TEST_PW", "unused")
+    return workspace.root
+
+
+def test_tasks_show_prints_the_windows_examples(windows_workspace: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["-w", str(windows_workspace), "tasks", "show", "password.reset"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "platforms: windows" in result.output
+    assert "itops fix password.reset mgmt-01 -p scope=ad" in result.output
+    assert "allow_privileged" in result.output
+
+
+@pytest.mark.parametrize(
+    "param",
+    [
+        "user=jdoe; Remove-LocalUser admin",
+        "user=$(Get-Credential)",
+        "user=j`doe",
+        'user=j"doe',
+        "user=jdoe\nStop-Computer",
+    ],
+)
+def test_fix_refuses_hostile_user_before_connecting(windows_workspace: Path, param: str) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["-w", str(windows_workspace), "fix", "password.reset", "ws-042", "-p", param, "--check"],
+    )
+    assert result.exit_code != 0
+    assert isinstance(result.exception, Exception)
+    assert "parameter user" in str(result.exception)
+    assert not (windows_workspace / ".itops" / "ledger.db").exists(), "nothing was recorded or run"
+
+
+def test_windows_printer_name_with_spaces_is_accepted_for_windows_hosts(
+    windows_workspace: Path,
+) -> None:
+    """`itops fix` validates by the rules of the hosts' platform: CUPS would refuse the spaces."""
+    result = CliRunner().invoke(
+        cli,
+        [
+            "-w",
+            str(windows_workspace),
+            "fix",
+            "printer.status",
+            "ws-042",
+            "-p",
+            "queue=HP LaserJet 4th floor",
+            "--check",
+            "--connect-timeout",
+            "1",
+        ],
+    )
+    assert result.exit_code == 3, result.output  # validated, then: nothing listens on port 1
+    assert "unreachable" in result.output

@@ -91,6 +91,7 @@ class App:
             connect_timeout=float(connect_timeout or ws.run_setting("connect_timeout", 10)),
             command_timeout=float(command_timeout or ws.run_setting("command_timeout", 120)),
             known_hosts=tuple(ws.known_hosts_files),
+            session_log_dir=ws.state_dir / "sessions",
         )
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import Finding, Task, TaskSpec
+from .catalog import Finding, RunInfo, Task, TaskSpec
 from .credentials import MASK, CredentialStore, Secret
 from .errors import (
     AuthFailed,
@@ -40,6 +41,7 @@ from .inventory import Host
 from .ledger import Ledger
 from .quoting import Command, become
 from .transports import CommandResult, Connector, Transport
+from .transports.base import ConfigTransport
 
 log = logging.getLogger("itops.runner")
 
@@ -135,6 +137,7 @@ class RunReport:
     check_only: bool
     results: tuple[HostResult, ...]
     duration: float
+    notes: tuple[str, ...] = ()  # from the task's finish_run (e.g. the backup commit)
 
     @property
     def counts(self) -> Counter[str]:
@@ -153,6 +156,7 @@ class RunReport:
             "duration": round(self.duration, 3),
             "counts": dict(self.counts),
             "exit_code": self.exit_code,
+            "notes": list(self.notes),
             "hosts": [r.as_dict() for r in self.results],
         }
 
@@ -184,6 +188,7 @@ class StepContext:
         credentials: CredentialStore,
         cancel: threading.Event,
         command_timeout: float | None,
+        state_dir: Path | None = None,
     ) -> None:
         self.host = host
         self.step = "check"
@@ -192,6 +197,7 @@ class StepContext:
         self._credentials = credentials
         self._cancel = cancel
         self._timeout = command_timeout
+        self._state_dir = state_dir
 
     def read(
         self, command: Command, *, become: bool = False, timeout: float | None = None
@@ -229,6 +235,32 @@ class StepContext:
     def note(self, text: str) -> None:
         self._recorder.notes.append(self._credentials.redactor.mask(text))
 
+    def configure(self, lines: Sequence[str], *, check: bool = True) -> CommandResult:
+        display = "configure: " + " ; ".join(line.strip() for line in lines)
+        self._require_apply(display)
+        transport = self._transport
+        if not isinstance(transport, ConfigTransport):
+            raise ToolkitError(f"{self.host.name} is not a network device: nothing to configure")
+        result = self._record(
+            display, lambda timeout: transport.configure(lines, timeout=timeout), None
+        )
+        if check and result.exit_code != 0:
+            raise CommandFailed(result.command, result.exit_code, result.stderr or result.stdout)
+        return result
+
+    def save(self) -> CommandResult:
+        self._require_apply("save the running configuration")
+        transport = self._transport
+        if not isinstance(transport, ConfigTransport):
+            raise ToolkitError(f"{self.host.name} is not a network device: nothing to save")
+        result = self._record("save running configuration", lambda _: transport.save(), None)
+        if result.exit_code != 0:
+            raise CommandFailed(result.command, result.exit_code, result.stderr or result.stdout)
+        return result
+
+    def artifacts(self, name: str) -> Path:
+        return artifacts_dir(self._state_dir, name)
+
     def _require_apply(self, what: str) -> None:
         if self.step != "apply":
             raise ChangeRefused(
@@ -243,23 +275,39 @@ class StepContext:
         use_become: bool,
         timeout: float | None,
     ) -> CommandResult:
-        if self._cancel.is_set():
-            raise Interrupted("interrupted before: " + command.display)
         if use_become:
             command = become(
                 command,
                 method=str(self.host.var("become_method", "sudo")),
                 user=str(self.host.var("become_user", "root")),
             )
+        transport = self._transport
+        return self._record(
+            command.display,
+            lambda limit: transport.run(command, stdin=stdin, timeout=limit),
+            timeout,
+        )
+
+    def _record(
+        self,
+        display: str,
+        call: Callable[[float | None], CommandResult],
+        timeout: float | None,
+    ) -> CommandResult:
+        """Run one transport call and record it; secrets masked (and, for network devices,
+        secret-bearing configuration values scrubbed from what is recorded)."""
+        if self._cancel.is_set():
+            raise Interrupted("interrupted before: " + display)
         mask = self._credentials.redactor.mask
+        scrub: Callable[[str], str] = getattr(self._transport, "scrub", None) or (lambda t: t)
         started = time.monotonic()
         try:
-            raw = self._transport.run(command, stdin=stdin, timeout=timeout or self._timeout)
+            raw = call(timeout or self._timeout)
         except TransportError as exc:
             self._recorder.commands.append(
                 CommandRecord(
                     self.step,
-                    mask(command.display),
+                    mask(display),
                     None,
                     time.monotonic() - started,
                     "",
@@ -276,8 +324,8 @@ class StepContext:
                 result.command,
                 result.exit_code,
                 result.duration,
-                result.stdout,
-                result.stderr,
+                scrub(result.stdout),
+                scrub(result.stderr),
             )
         )
         return result
@@ -293,10 +341,12 @@ class Runner:
         connector: Connector,
         credentials: CredentialStore,
         on_event: EventHandler | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.ledger = ledger
         self.connector = connector
         self.credentials = credentials
+        self.state_dir = state_dir  # the workspace's .itops: where tasks keep artifacts
         self._on_event = on_event or (lambda kind, host, detail: None)
         self._cancel = threading.Event()
 
@@ -319,7 +369,12 @@ class Runner:
             spec: self._resolve_secrets(spec, values)
             for spec, values in task.validate(params, {h.platform for h in hosts}).items()
         }
+        for host in hosts:  # host-specific input (templates) is refused before anything runs
+            spec_ = task.implementation(host.platform)
+            if spec_ is not None and spec_ in plans:
+                spec_.cls(plans[spec_]).prepare(host)
         started = time.monotonic()
+        hosts_by_name = {h.name: h for h in hosts}
         results: dict[str, HostResult] = {}
         batches = _batches(list(hosts), options.serial)
         stop_reason: str | None = None
@@ -344,12 +399,28 @@ class Runner:
                         f"not run: {failed} of {len(batch)} hosts failed in an earlier batch "
                         f"(more than --max-fail-percent {limit:g})"
                     )
+        ordered = tuple(results[h.name] for h in hosts if h.name in results)
+        notes: list[str] = []
+        for spec in plans:
+            info = RunInfo(
+                task=task.name,
+                ticket=ticket,
+                check_only=options.check_only,
+                outcomes={
+                    r.host: str(r.outcome)
+                    for r in ordered
+                    if task.implementation(hosts_by_name[r.host].platform) is spec
+                },
+                artifacts=lambda name: artifacts_dir(self.state_dir, name),
+            )
+            notes += [self.credentials.redactor.mask(n) for n in spec.cls.finish_run(info)]
         return RunReport(
             task.name,
             ticket,
             options.check_only,
-            tuple(results[h.name] for h in hosts if h.name in results),
+            ordered,
             time.monotonic() - started,
+            tuple(notes),
         )
 
     def _collect(
@@ -444,6 +515,7 @@ class Runner:
                     self.credentials,
                     self._cancel,
                     options.command_timeout,
+                    self.state_dir,
                 )
                 self._on_event("step", host, "check")
                 check = remediation.check(ctx)
@@ -515,6 +587,17 @@ class Runner:
         )
         self._on_event("done", host, result)
         return result
+
+
+def artifacts_dir(state_dir: Path | None, name: str) -> Path:
+    """`<workspace>/.itops/<name>`, created on first use; refused for runs without a workspace."""
+    if state_dir is None:
+        raise ToolkitError(f"this run has no workspace folder to keep {name!r} in")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*", name):
+        raise ValueError(f"invalid artifacts folder name {name!r}")
+    folder = state_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _kebab(name: str) -> str:

@@ -153,6 +153,7 @@ def fix(
                 connector=connector,
                 credentials=app.credentials,
                 on_event=on_event,
+                state_dir=app.workspace.state_dir,
             )
             report = runner.run(entry, hosts, raw, ticket=ticket, options=options)
     finally:
@@ -177,6 +178,8 @@ def show_report(report: RunReport) -> None:
         f"{report.task} ({mode}) on {len(report.results)} host(s): {counts} "
         f"in {report.duration:.1f}s; recorded in the ticket log{where}"
     )
+    for note in report.notes:
+        click.echo(note)
 
 
 def _outcome(r: HostResult) -> str:

@@ -372,4 +372,3 @@ class NetdevTransport:
             with contextlib.suppress(Exception):
                 log.close()
         self._conn.session_log = None
-

@@ -126,8 +126,8 @@ def errdisable_reason(ctx: Context, interface: str) -> str:
 
     short = _short(interface)
     for row in parse(platform, command.text, result.stdout, fallback).rows:
-        if _short(str(row.get("port", ""))) == short:
-            return str(row.get("reason", ""))
+        if _short(str(row.get("port") or row.get("interface") or "")) == short:
+            return str(row.get("reason") or row.get("port_error") or "").strip()
     return ""
 
 
@@ -219,12 +219,12 @@ def rollback(ctx: Context, before: netconfig.Tree) -> str:
 
 
 def facts_from(rows: Sequence[Mapping[str, Any]], *keys: str) -> str:
-    """The first non-empty value among `keys` in the first row (lists joined)."""
-    row = rows[0] if rows else {}
-    for key in keys:
-        value = row.get(key)
-        if isinstance(value, list):
-            value = ", ".join(str(v) for v in value if v)
-        if value:
-            return str(value).strip()
+    """The first non-empty value among `keys`, row by row (lists joined)."""
+    for row in rows:
+        for key in keys:
+            value = row.get(key)
+            if isinstance(value, list):
+                value = ", ".join(str(v) for v in value if v)
+            if value:
+                return str(value).strip()
     return ""

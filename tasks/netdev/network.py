@@ -53,19 +53,22 @@ INTERFACES_COMMAND = {
     "huawei": "display interface brief",
 }
 _VERSION_FALLBACK = {
-    "serial": r"(?im)^\s*(?:serial number|system serial number|processor board id)\s*:?\s*(\S+)",
-    "version": r"(?im)(?:software image version|version)\s*:?\s*([0-9][\w.()\-]*)",
-    "uptime": r"(?im)uptime(?: is|:)\s*(.+?)\s*$",
-    "model": r"(?im)^\s*(?:model|hardware)\s*:?\s*(\S+)",
+    "serial": r"(?im)^[ \t]*(?:system )?serial number[ \t]*:[ \t]*(\S+)"
+    r"|processor board id[ \t]+(\S+)",
+    "version": r"(?im)^.*?(?:software image version|version)[ \t]*:?[ \t]*([0-9][\w.()\-]*)"
+    r"|^[ \t]*junos[^\[\n]*\[([^\]\n]+)\]",
+    "uptime": r"(?im)uptime(?: is|:)[ \t]*(.+?)[ \t]*$",
+    "model": r"(?im)^[ \t]*(?:model|hardware)[ \t]*:[ \t]*(\S+)",
 }
 
 
 def _version_fallback(output: str) -> list[dict[str, str]]:
+    """itops' own patterns for `show version`, for output no TextFSM template parses."""
     row = {}
     for key, pattern in _VERSION_FALLBACK.items():
         match = re.search(pattern, output)
         if match:
-            row[key] = match.group(1)
+            row[key] = next(g for g in match.groups() if g)
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     if "model" not in row and lines and re.fullmatch(r"[\w.-]+", lines[0]):
         row["model"] = lines[0]  # EOS prints the model alone on its first line
@@ -107,7 +110,8 @@ class DeviceFacts(Remediation):
         if result.exit_code != 0:
             raise ToolkitError(f"{command} failed: {result.stderr}")
         version = parse(platform, command.text, result.stdout, _version_fallback)
-        rows = version.rows
+        # a template may leave fields empty that itops' own patterns find
+        rows = [*version.rows, *_version_fallback(result.stdout)]
         facts: dict[str, Any] = {
             "hostname": facts_from(rows, "hostname") or ctx.host.name,
             "model": facts_from(rows, "hardware", "model", "platform"),

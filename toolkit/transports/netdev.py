@@ -339,7 +339,8 @@ class NetdevTransport:
         for _ in range(4):
             if not self._call(self._conn.check_config_mode):
                 return
-            self._call(self._conn.send_command_timing, "exit", read_timeout=5)
+            prompt = re.escape(self._conn.base_prompt) + r".*[>#]"
+            self._call(self._conn.send_command, "exit", expect_string=prompt, read_timeout=10)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:

@@ -182,7 +182,9 @@ def push(
     platform = ctx.host.platform
     before = netconfig.tree(platform, running_config(ctx))
     try:
-        ctx.configure(lines)
+        pushed = ctx.configure(lines, check=False)
+        if pushed.exit_code != 0:
+            raise ToolkitError(pushed.stderr or "the device rejected the change")
         finding = confirm()
         if not finding.ok:
             raise ToolkitError(f"the change did not take effect: {finding.summary}")

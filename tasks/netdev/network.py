@@ -414,7 +414,9 @@ def render(path: Path, host: Host) -> list[str]:
 
     Undefined variables are errors (StrictUndefined); variables holding secrets are not offered."""
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")  # not read_text(): it would hide a \r
+    except UnicodeDecodeError:
+        raise ValidationError(f"{path} is not UTF-8 text") from None
     except OSError as exc:
         raise ValidationError(f"cannot read {path}: {exc.strerror}") from None
     if path.suffix == ".j2":

@@ -27,6 +27,11 @@ COMMANDS = {
     "audit": ("toolkit.cli.audit", "audit", "Verify the ledger's hash chain; for auditors."),
     "ticket": ("toolkit.cli.ticket", "ticket", "Show tickets and the actions run under them."),
     "lab": ("toolkit.cli.lab", "lab", "Start and stop the local lab of real SSH/CUPS hosts."),
+    "backup": (
+        "toolkit.cli.backup",
+        "backup",
+        "Network configuration backups: run, history, diff.",
+    ),
     "init": ("toolkit.cli.init", "init", "Create a new workspace (itops.toml and folders)."),
 }
 

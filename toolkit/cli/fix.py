@@ -118,6 +118,47 @@ def fix(
       itops fix printer.clear-queue office --check
       itops fix printer.clear-queue 'lab:!lab-03' -p queue=office --ticket INC-1042 --serial 2
     """
+    report = execute(
+        app,
+        task,
+        targets,
+        params,
+        ticket=ticket,
+        category=category,
+        priority=priority,
+        check_only=check_only,
+        forks=forks,
+        serial=serial,
+        max_fail_percent=max_fail_percent,
+        connect_timeout=connect_timeout,
+        command_timeout=command_timeout,
+        progress=not as_json,
+    )
+    if as_json:
+        render.emit_json(app.redactor.mask_data(report.as_dict()))
+    else:
+        show_report(report)
+    click.get_current_context().exit(report.exit_code)
+
+
+def execute(
+    app: App,
+    task: str,
+    targets: str,
+    params: Sequence[str] = (),
+    *,
+    ticket: str | None = None,
+    category: str | None = None,
+    priority: str | None = None,
+    check_only: bool = False,
+    forks: int | None = None,
+    serial: int | None = None,
+    max_fail_percent: float | None = None,
+    connect_timeout: float | None = None,
+    command_timeout: float | None = None,
+    progress: bool = True,
+) -> RunReport:
+    """What `itops fix` does, up to the report (other commands, e.g. `backup run`, reuse it)."""
     from ..runner import Runner
     from ..tickets import ensure
     from ..transports import Connector
@@ -147,7 +188,7 @@ def fix(
     )
     connector = Connector(app.connect_options(connect_timeout, command_timeout), app.credentials)
     try:
-        with _progress(hosts, enabled=not as_json and sys.stderr.isatty()) as on_event:
+        with _progress(hosts, enabled=progress and sys.stderr.isatty()) as on_event:
             runner = Runner(
                 ledger=app.ledger,
                 connector=connector,
@@ -158,11 +199,7 @@ def fix(
             report = runner.run(entry, hosts, raw, ticket=ticket, options=options)
     finally:
         connector.close()
-    if as_json:
-        render.emit_json(app.redactor.mask_data(report.as_dict()))
-    else:
-        show_report(report)
-    click.get_current_context().exit(report.exit_code)
+    return report
 
 
 def show_report(report: RunReport) -> None:

@@ -40,7 +40,6 @@ from typing import Any
 import paramiko
 from netmiko import ConnectHandler
 from netmiko.exceptions import (
-    ConfigInvalidException,
     NetmikoAuthenticationException,
     NetmikoTimeoutException,
     ReadTimeout,
@@ -303,21 +302,20 @@ class NetdevTransport:
         try:
             output.append(self._call(self._conn.config_mode))
             for number, line in enumerate(checked, 1):
-                try:
-                    out = self._call(
+                out = str(
+                    self._call(
                         self._conn.send_config_set,
                         [line],
                         enter_config_mode=False,
                         exit_config_mode=False,
                         read_timeout=limit,
-                        error_pattern=self._errors.pattern,
                     )
-                except ConfigInvalidException as exc:
-                    detail = str(exc).split("matched error:", 1)[-1].strip()
-                    failed = f"line {number} `{line.strip()}` rejected: {detail}"
-                    output.append(f"{line}\n{detail}\n")
+                )
+                output.append(out)
+                errors = [ln.strip() for ln in out.splitlines() if self._errors.search(ln)]
+                if errors:
+                    failed = f"line {number} `{line.strip()}` rejected: {' '.join(errors)}"
                     break
-                output.append(str(out))
         finally:
             self._leave_config_mode()
         display = "configure: " + " ; ".join(line.strip() for line in checked)

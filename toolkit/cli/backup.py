@@ -1,0 +1,134 @@
+"""`itops backup`: configuration backups — run them, read their history, diff revisions.
+
+The group is extensible: `SUBCOMMANDS` maps a name to the module and attribute of a click command,
+imported only when invoked (like the top-level CLI), so another kind of backup (Linux files) adds
+its commands with one line each.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from ..app import App
+from . import render
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("toolkit.cli.backup", "run"),
+    "history": ("toolkit.cli.backup", "history"),
+    "diff": ("toolkit.cli.backup", "diff"),
+}
+
+
+class BackupGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in SUBCOMMANDS:
+            return None
+        module, attr = SUBCOMMANDS[name]
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+
+@click.group(cls=BackupGroup)
+def backup() -> None:
+    """Network configuration backups kept in git inside the workspace.
+
+    \b
+    Examples:
+      itops backup run netlab --ticket CHG-1001
+      itops backup history sw-01
+      itops backup diff sw-01
+      itops backup diff sw-01 HEAD~2
+    """
+
+
+@click.command()
+@click.argument("targets")
+@click.option("--ticket", "-t", metavar="ID", help="Ticket or change id (required unless --check).")
+@click.option("--check", "check_only", is_flag=True, help="Show what changed; store nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@click.pass_obj
+def run(app: App, targets: str, ticket: str | None, check_only: bool, as_json: bool) -> None:
+    """Back up the devices in TARGETS (the task backup.network-config), showing each diff.
+
+    Per device: unchanged, changed (with its unified diff), new, or failed. One commit per run,
+    with the ticket or change id in its message. Exit codes as for `itops fix`.
+
+    \b
+    Example:
+      itops backup run netlab --ticket CHG-1001
+    """
+    from .fix import execute
+
+    report = execute(
+        app,
+        "backup.network-config",
+        targets,
+        ticket=ticket,
+        check_only=check_only,
+        progress=not as_json,
+    )
+    if as_json:
+        render.emit_json(app.redactor.mask_data(report.as_dict()))
+        click.get_current_context().exit(report.exit_code)
+    rows = []
+    diffs = []
+    for result in report.results:
+        status = str((result.check.facts if result.check else {}).get("status") or "")
+        if result.outcome in ("failed", "unreachable"):
+            status = str(result.outcome)
+        rows.append((result.host, status or str(result.outcome), result.message))
+        diff = (result.check.facts if result.check else {}).get("diff")
+        if diff and result.outcome in ("fixed", "would-fix"):
+            diffs.append(str(diff))
+    render.table(["device", "backup", "detail"], rows)
+    for diff in diffs:
+        click.echo("\n" + diff.rstrip("\n"))
+    for note in report.notes:
+        click.echo(note)
+    click.get_current_context().exit(report.exit_code)
+
+
+@click.command()
+@click.argument("device")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def history(app: App, device: str, as_json: bool) -> None:
+    """List the backups of DEVICE that changed something, newest first.
+
+    \b
+    Example:
+      itops backup history sw-01
+    """
+    from ..netbackup import FOLDER, BackupStore
+
+    revisions = BackupStore(app.workspace.state_dir / FOLDER).history(device)
+    if as_json:
+        render.emit_json([r.__dict__ for r in revisions])
+        return
+    if not revisions:
+        click.echo(f"no backup of {device} yet")
+        return
+    render.table(["commit", "date", "message"], [(r.commit, r.date, r.message) for r in revisions])
+
+
+@click.command()
+@click.argument("device")
+@click.argument("rev", required=False)
+@click.pass_obj
+def diff(app: App, device: str, rev: str | None) -> None:
+    """Show DEVICE's last configuration change, or everything since REV (a commit, HEAD~3).
+
+    \b
+    Examples:
+      itops backup diff sw-01
+      itops backup diff sw-01 HEAD~2
+    """
+    from ..netbackup import FOLDER, BackupStore
+
+    text = BackupStore(app.workspace.state_dir / FOLDER).diff(device, rev)
+    click.echo(text.rstrip("\n") if text else f"no change to {device} since {rev}")

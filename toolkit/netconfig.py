@@ -82,7 +82,7 @@ _JUNOS = Rules(
         r"\"(?P<secret>[^\"]*)\";? *## SECRET-DATA",
         r"\b(?:encrypted-password|authentication-key|secret|simple-password|"
         r"hello-authentication-key|pre-shared-key (?:ascii-text|hexadecimal)) \"?(?P<secret>[^\";\s]+)",
-        r"^\s*(?:set snmp )?community (?P<secret>[^\s;{]+)(?!\s+members)",
+        r"^\s*(?:set snmp )?community (?P<secret>[^\s;{]++)(?!\s+members)",
     ),
 )
 _VRP = Rules(
@@ -203,8 +203,9 @@ def rollback_lines(before: Tree, after: Tree, depth: int = 0) -> list[str]:
     out = [pad + _negate(line) for line in after if line not in before]
     for line, children in before.items():
         if line not in after:
-            out.append(pad + line)
-            out += _render(children, depth + 1)
+            if children or pad + line not in out:  # `no X` may already be the negation of X
+                out.append(pad + line)
+                out += _render(children, depth + 1)
             continue
         inner = rollback_lines(children, after[line], depth + 1)
         if inner:

@@ -369,10 +369,7 @@ class Runner:
             spec: self._resolve_secrets(spec, values)
             for spec, values in task.validate(params, {h.platform for h in hosts}).items()
         }
-        for host in hosts:  # host-specific input (templates) is refused before anything runs
-            spec_ = task.implementation(host.platform)
-            if spec_ is not None and spec_ in plans:
-                spec_.cls(plans[spec_]).prepare(host)
+        prepare_hosts(task, plans, hosts)
         started = time.monotonic()
         hosts_by_name = {h.name: h for h in hosts}
         results: dict[str, HostResult] = {}
@@ -587,6 +584,16 @@ class Runner:
         )
         self._on_event("done", host, result)
         return result
+
+
+def prepare_hosts(
+    task: Task, plans: Mapping[TaskSpec, Mapping[str, Any]], hosts: Sequence[Host]
+) -> None:
+    """Refuse host-specific input (a template's variables) before anything connects or records."""
+    for host in hosts:
+        spec = task.implementation(host.platform)
+        if spec is not None and spec in plans:
+            spec.cls(plans[spec]).prepare(host)
 
 
 def artifacts_dir(state_dir: Path | None, name: str) -> Path:

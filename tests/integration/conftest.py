@@ -1,4 +1,5 @@
-"""The integration lab: real OpenSSH sshd hosts and real cupsd on loopback, one per test session.
+"""The integration lab: real OpenSSH sshd hosts, real cupsd and simulated network devices
+(FakeNOS, fake-switches) on loopback, one per test session.
 
 Needs root (the lab creates its login user and runs sshd/cupsd). CI runs as root; outside CI a
 non-root run skips these tests with that reason, under CI it fails.
@@ -92,7 +93,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
     Workspace.init(root)
     shutil.copy(HERE / "tasks" / "faults.py", root / "tasks" / "faults.py")
     lab = Lab(Workspace.load(root))
-    state = lab.up(4, services=["cups"])
+    state = lab.up(4, services=["cups", "netdev"])
     try:
         yield LabEnv(root, lab, state)
     finally:

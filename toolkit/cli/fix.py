@@ -12,7 +12,7 @@ import click
 from ..app import App
 from ..errors import ValidationError
 from ..inventory import Host
-from ..runner import HostResult, RunOptions, RunReport
+from ..runner import HostResult, RunOptions, RunReport, prepare_hosts
 from ..tickets import CATEGORIES, PRIORITIES, check_ticket_id
 from . import render
 
@@ -170,7 +170,7 @@ def execute(
     hosts = app.inventory.select(targets)
     # Refuse bad values before opening anything, by the rules of the implementations that will
     # run: a Windows printer name may hold spaces that a CUPS queue name may not.
-    entry.validate(raw, {h.platform for h in hosts})
+    prepare_hosts(entry, entry.validate(raw, {h.platform for h in hosts}), hosts)
     if ticket and not check_only:
         ensure(
             app.ledger,

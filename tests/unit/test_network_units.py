@@ -361,3 +361,24 @@ def _options() -> Any:
     from toolkit.transports.base import ConnectOptions
 
     return ConnectOptions()
+
+
+def test_help_and_the_catalog_import_neither_netmiko_nor_textfsm_nor_jinja2() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from toolkit.cli import cli\n"
+        "from toolkit.catalog import BUILTIN_TASKS, Catalog\n"
+        "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
+        "assert CliRunner().invoke(cli, ['backup', '--help']).exit_code == 0\n"
+        "Catalog.load([BUILTIN_TASKS])\n"
+        "heavy = ('netmiko', 'paramiko', 'textfsm', 'ntc_templates', 'jinja2')\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in heavy]\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.stdout.strip() == "ok", out.stderr

@@ -138,6 +138,7 @@ class RunReport:
     results: tuple[HostResult, ...]
     duration: float
     notes: tuple[str, ...] = ()  # from the task's finish_run (e.g. the backup commit)
+    finish_failed: bool = False  # finish_run raised: its note says why
 
     @property
     def counts(self) -> Counter[str]:
@@ -146,7 +147,8 @@ class RunReport:
     @property
     def exit_code(self) -> int:
         outcomes = {r.outcome for r in self.results}
-        return next((code for outcome, code in EXIT_CODES if outcome in outcomes), 0)
+        code = next((code for outcome, code in EXIT_CODES if outcome in outcomes), 0)
+        return 1 if self.finish_failed and code in (0, 4) else code
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -398,6 +400,7 @@ class Runner:
                     )
         ordered = tuple(results[h.name] for h in hosts if h.name in results)
         notes: list[str] = []
+        finish_failed = False
         for spec in plans:
             info = RunInfo(
                 task=task.name,
@@ -410,7 +413,12 @@ class Runner:
                 },
                 artifacts=lambda name: artifacts_dir(self.state_dir, name),
             )
-            notes += [self.credentials.redactor.mask(n) for n in spec.cls.finish_run(info)]
+            try:
+                notes += [self.credentials.redactor.mask(n) for n in spec.cls.finish_run(info)]
+            except ToolkitError as exc:
+                finish_failed = True
+                notes.append(self.credentials.redactor.mask(f"error: {exc.message}"))
+                log.error("%s: finishing the run failed: %s", task.name, exc.message)
         return RunReport(
             task.name,
             ticket,
@@ -418,6 +426,7 @@ class Runner:
             ordered,
             time.monotonic() - started,
             tuple(notes),
+            finish_failed,
         )
 
     def _collect(

@@ -342,6 +342,25 @@ line vty 0 4
 end
 """
 
+VRP_CONFIG = """\
+!Software Version V200R010C00SPC600
+!Last configuration was {when} at 2025-03-03 09:14:22 UTC by netops
+#
+ sysname sw-vrp-01
+#
+aaa
+ local-user netops password irreversible-cipher $1a$abcdefghijklmnop$
+ local-user netops privilege level 15
+#
+snmp-agent community read cipher %^%#abcdefghijklmnop%^%#
+#
+interface GigabitEthernet0/0/1
+ port link-type access
+ port default vlan 10
+#
+return
+"""
+
 CANNED: dict[str, dict[str, str]] = {
     "cisco_nxos": {
         "show running-config": """\
@@ -429,41 +448,7 @@ interfaces {
 """,
     },
     "huawei_vrp": {
-        "display current-configuration": """\
-!Software Version V200R010C00SPC600
-!Last configuration was updated at 2025-03-03 09:14:22 UTC by netops
-#
- sysname sw-vrp-01
-#
-aaa
- local-user netops password irreversible-cipher $1a$abcdefghijklmnop$
- local-user netops privilege level 15
-#
-snmp-agent community read cipher %^%#abcdefghijklmnop%^%#
-#
-interface GigabitEthernet0/0/1
- port link-type access
- port default vlan 10
-#
-return
-""",
-        "display saved-configuration": """\
-!Software Version V200R010C00SPC600
-!Last configuration was saved at 2025-03-03 09:14:22 UTC
-#
- sysname sw-vrp-01
-#
-aaa
- local-user netops password irreversible-cipher $1a$abcdefghijklmnop$
- local-user netops privilege level 15
-#
-snmp-agent community read cipher %^%#abcdefghijklmnop%^%#
-#
-interface GigabitEthernet0/0/1
- port link-type access
- port default vlan 10
-#
-return
-""",
+        "display current-configuration": VRP_CONFIG.format(when="updated"),
+        "display saved-configuration": VRP_CONFIG.format(when="saved"),
     },
 }

@@ -60,7 +60,7 @@ from ..errors import (
 from ..inventory import Host
 from ..quoting import NETCLI, Command, config_lines
 from .base import CommandResult, ConnectOptions
-from .ssh import TRUST_HINT, USER_KNOWN_HOSTS, KnownHosts, known_hosts_line
+from .ssh import USER_KNOWN_HOSTS, KnownHosts, known_hosts_line
 
 # inventory platform → netmiko device_type (a host may override with `netmiko_device_type`)
 DEVICE_TYPES = {
@@ -164,13 +164,7 @@ class NetdevFactory:
         self._lock = threading.Lock()
 
     def open(self, host: Host) -> NetdevTransport:
-        trusted = self.known_hosts.trusted(host)
-        if not trusted:
-            raise HostKeyUnknown(
-                host.name,
-                f"no pinned host key for {host.address}:{host.port}; refusing to connect",
-                hint=TRUST_HINT.format(host=host.name),
-            )
+        trusted = self.known_hosts.require(host)
         key_file = self._dir / f"{host.name}.known_hosts"
         with self._lock:
             key_file.write_text("".join(known_hosts_line(host, key) for key in trusted))

@@ -20,7 +20,9 @@ from .transports.base import ConnectOptions
 from .workspace import Workspace
 
 if TYPE_CHECKING:  # SQLAlchemy costs ~0.3 s to import: only commands that use the ledger pay it
+    from .clock import Clock
     from .ledger import Ledger
+    from .policy import PolicySettings
 
 
 class RedactingFilter(logging.Filter):
@@ -44,9 +46,16 @@ class RedactingFilter(logging.Filter):
 
 
 class App:
-    def __init__(self, workspace: str | Path | None = None, *, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        workspace: str | Path | None = None,
+        *,
+        verbose: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
         self._workspace_arg = workspace
         self.verbose = verbose
+        self._clock = clock
         self.redactor = Redactor()
         self._ledger: Ledger | None = None
 
@@ -67,6 +76,21 @@ class App:
     @cached_property
     def catalog(self) -> Catalog:
         return Catalog.load(self.workspace.task_folders)
+
+    @property
+    def clock(self) -> Clock:
+        if self._clock is None:
+            from .clock import SystemClock
+
+            self._clock = SystemClock()
+        return self._clock
+
+    @cached_property
+    def policy_settings(self) -> PolicySettings:
+        """Maintenance windows and approval rules from itops.toml (validated on first use)."""
+        from .policy import PolicySettings
+
+        return PolicySettings.from_config(self.workspace.config)
 
     @property
     def ledger(self) -> Ledger:

@@ -28,6 +28,22 @@ COMMANDS = {
     "ticket": ("toolkit.cli.ticket", "ticket", "Show tickets and the actions run under them."),
     "lab": ("toolkit.cli.lab", "lab", "Start and stop the local lab of real SSH/CUPS hosts."),
     "init": ("toolkit.cli.init", "init", "Create a new workspace (itops.toml and folders)."),
+    "approve": (
+        "toolkit.cli.approve",
+        "approve",
+        "Approve a risky change another operator requested.",
+    ),
+    "playbook": ("toolkit.cli.playbook", "playbook", "List and run Ansible playbooks."),
+    "schedule": (
+        "toolkit.cli.schedule",
+        "schedule",
+        "Scheduled jobs: add, list, pause, run what is due.",
+    ),
+    "scheduler": (
+        "toolkit.cli.schedule",
+        "scheduler",
+        "Run due scheduled jobs in the foreground (for systemd).",
+    ),
 }
 
 

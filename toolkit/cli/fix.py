@@ -89,6 +89,17 @@ def parse_params(items: Sequence[str]) -> dict[str, str | list[str]]:
     metavar="S",
     help="Per-command timeout.",
 )
+@click.option(
+    "--break-glass",
+    is_flag=True,
+    help="Run a disruptive task outside its maintenance window (P1 tickets only; needs --reason).",
+)
+@click.option("--reason", metavar="TEXT", help="Why --break-glass is needed (recorded).")
+@click.option(
+    "--approval",
+    metavar="REQUEST-ID",
+    help="Use this approval for a risky task (default: a matching one, if granted).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @click.pass_obj
 def fix(
@@ -105,6 +116,9 @@ def fix(
     max_fail_percent: float | None,
     connect_timeout: float | None,
     command_timeout: float | None,
+    break_glass: bool,
+    reason: str | None,
+    approval: str | None,
     as_json: bool,
 ) -> None:
     """Run remediation TASK on the hosts matching TARGETS: check → apply → verify.
@@ -117,6 +131,10 @@ def fix(
       itops fix printer.clear-queue ws-042 --ticket INC-1042
       itops fix printer.clear-queue office --check
       itops fix printer.clear-queue 'lab:!lab-03' -p queue=office --ticket INC-1042 --serial 2
+
+    Disruptive tasks run on a host only inside its maintenance window (outside: skipped),
+    unless --break-glass --reason TEXT on a P1 ticket. Risky tasks need an approval from
+    another operator: the first run records a request and exits 5 with its REQUEST-ID.
     """
     from ..runner import Runner
     from ..tickets import ensure
@@ -130,6 +148,12 @@ def fix(
     # Refuse bad values before opening anything, by the rules of the implementations that will
     # run: a Windows printer name may hold spaces that a CUPS queue name may not.
     entry.validate(raw, {h.platform for h in hosts})
+    if break_glass and not (reason and reason.strip()):
+        raise ValidationError("--break-glass needs --reason TEXT saying why")
+    if reason and not break_glass:
+        raise ValidationError("--reason goes with --break-glass")
+    if (break_glass or approval) and check_only:
+        raise ValidationError("--check changes nothing: it needs no --break-glass or --approval")
     if ticket and not check_only:
         ensure(
             app.ledger,
@@ -145,6 +169,21 @@ def fix(
         max_fail_percent=max_fail_percent,
         command_timeout=command_timeout,
     )
+    policy = None
+    if ticket and not check_only:
+        from ..policy import prepare
+
+        policy = prepare(
+            app.ledger,
+            app.policy_settings,
+            clock=app.clock,
+            task=entry,
+            hosts=hosts,
+            params=raw,
+            ticket=ticket,
+            break_glass=reason if break_glass else None,
+            approval_id=approval,
+        )
     connector = Connector(app.connect_options(connect_timeout, command_timeout), app.credentials)
     try:
         with _progress(hosts, enabled=not as_json and sys.stderr.isatty()) as on_event:
@@ -153,6 +192,7 @@ def fix(
                 connector=connector,
                 credentials=app.credentials,
                 on_event=on_event,
+                policy=policy,
             )
             report = runner.run(entry, hosts, raw, ticket=ticket, options=options)
     finally:
@@ -161,6 +201,11 @@ def fix(
         render.emit_json(app.redactor.mask_data(report.as_dict()))
     else:
         show_report(report)
+        if policy is not None and policy.request_id and report.counts.get("needs-approval"):
+            click.echo(
+                f"approval requested: {policy.request_id} — another operator runs "
+                f"`itops approve {policy.request_id}`, then run this command again"
+            )
     click.get_current_context().exit(report.exit_code)
 
 

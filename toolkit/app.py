@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,7 @@ class App:
         self._workspace_arg = workspace
         self.verbose = verbose
         self._clock = clock
+        self._closers: list[Callable[[], None]] = []
         self.redactor = Redactor()
         self._ledger: Ledger | None = None
 
@@ -117,7 +119,16 @@ class App:
             known_hosts=tuple(ws.known_hosts_files),
         )
 
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Release something (a database engine, a temporary folder) when the command ends."""
+        self._closers.append(closer)
+
     def close(self) -> None:
+        while self._closers:
+            try:
+                self._closers.pop()()
+            except Exception:
+                logging.getLogger("itops").debug("closing failed", exc_info=True)
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None

@@ -706,8 +706,8 @@ class Scheduler:
         seconds = (min(upcoming) - self.clock.now()).total_seconds()
         return max(0.5, min(interval, seconds + 0.5))
 
-    def _event(self, kind: str, s: Schedule, **data: Any) -> None:
-        self.ledger.append(Entry(kind, task=_task(s), data={"schedule": s.name, **data}))
+    def _event(self, event: str, s: Schedule, **data: Any) -> None:
+        self.ledger.append(Entry(event, task=_task(s), data={"schedule": s.name, **data}))
 
 
 def _task(s: Schedule) -> str:

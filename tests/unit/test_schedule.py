@@ -20,8 +20,8 @@ from toolkit.ledger import Ledger
 from toolkit.schedule import (
     JobResult,
     Schedule,
-    Scheduler,
     ScheduleError,
+    Scheduler,
     ScheduleStore,
     change_ticket,
 )
@@ -220,7 +220,7 @@ def test_daily_job_runs_once_a_day_across_both_dst_changes(env: Any) -> None:
         assert len({r.date() for r in runs}) == days
         day, instant = special
         assert utc(instant) in runs, (day, runs)
-        store, ledger = env
+        _store, ledger = env
         assert not any(
             r.info.get("schedule") == name for r in ledger.records(kind="schedule.missed")
         )
@@ -287,7 +287,7 @@ def test_an_occurrence_due_while_the_previous_run_holds_the_lease_is_recorded_sk
 
 def test_a_crashed_holders_lease_expires_and_its_occurrence_is_not_rerun(env: Any) -> None:
     clock = FakeClock("2026-11-18T12:00:30+00:00")
-    store, ledger = env
+    store, _ledger = env
     sched = make(env, clock, owner="host-a:1", lease=timedelta(minutes=2))
     sched.add(weekly("often", cron="*/10 * * * *"))
     clock.set("2026-11-18T12:10:05+00:00")
@@ -390,7 +390,7 @@ def _proc(url: str, clock: str, hold: float, log: Path, start: Path) -> subproce
 
 
 def test_two_scheduler_processes_run_one_occurrence_once(env: Any, tmp_path: Path) -> None:
-    store, ledger = env
+    store, _ledger = env
     make(env, FakeClock("2026-11-18T12:00:30+00:00")).add(weekly("often", cron="* * * * *"))
     log, start = tmp_path / "runs.log", tmp_path / "go"
     procs = [_proc(store.url, "2026-11-18T12:01:05+00:00", 0.2, log, start) for _ in range(2)]
@@ -406,13 +406,14 @@ def test_the_lease_keeps_a_second_process_from_overlapping(env: Any, tmp_path: P
     make(env, FakeClock("2026-11-18T12:00:30+00:00")).add(weekly("often", cron="* * * * *"))
     log, start = tmp_path / "runs.log", tmp_path / "go"
     start.touch()
-    first = _proc(store.url, "2026-11-18T12:01:05+00:00", 4.0, log, start)
+    first = _proc(store.url, "2026-11-18T12:01:05+00:00", 2.5, log, start)
     deadline = time.monotonic() + 30
     while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
     second = _proc(store.url, "2026-11-18T12:02:05+00:00", 0.0, log, start)
     out2, err2 = second.communicate(timeout=60)
     out1, err1 = first.communicate(timeout=60)
+    assert out1.strip() == "ran CHG-20261118T1201Z-often on-time"
     assert first.returncode == 0 and second.returncode == 0, (err1, err2)
     assert log.read_text() == "ran CHG-20261118T1201Z-often\n", "the second never ran"
     assert out2.startswith("skipped  overlap: the previous run"), out2

@@ -252,9 +252,7 @@ def run_playbook(
     values: dict[str, Any] = {}
     shown: dict[str, Any] = {}
     for key, value in extra_vars.items():
-        if is_secret_key(key) or (
-            is_reference(value) and value.split(":", 1)[0] in ("env", "file", "keyring")
-        ):
+        if is_secret_key(key):  # a reference (parse_extra_vars): resolved, then masked
             values[key] = app.credentials.resolve(value, f"extra var {key}").reveal()
             shown[key] = MASK
         else:

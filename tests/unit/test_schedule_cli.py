@@ -296,3 +296,52 @@ def test_itops_help_imports_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def _examples(command: Any, path: list[str]) -> list[tuple[list[str], str]]:
+    """Every `itops …` example line in a command's help (backslash continuations joined)."""
+    import click
+
+    found = []
+    text = (command.help or "").replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("itops ") and "&&" not in line:
+            found.append((path, line))
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            found.extend(_examples(sub, [*path, name]))
+    return found
+
+
+def _all_examples() -> list[tuple[list[str], str]]:
+    from toolkit.cli.approve import approve
+    from toolkit.cli.playbook import playbook
+    from toolkit.cli.schedule import schedule, scheduler
+
+    return [
+        *_examples(approve, ["approve"]),
+        *_examples(playbook, ["playbook"]),
+        *_examples(schedule, ["schedule"]),
+        *_examples(scheduler, ["scheduler"]),
+    ]
+
+
+@pytest.mark.parametrize(("path", "example"), _all_examples())
+def test_every_help_example_parses(path: list[str], example: str) -> None:
+    """Docs are executable: each example names a real command and valid options."""
+    import shlex
+
+    import click
+
+    from toolkit.cli import cli
+
+    args = shlex.split(example)[1:]
+    assert args[: len(path)] == path, "an example of the command it documents"
+    command: Any = cli
+    with click.Context(cli) as ctx:
+        while isinstance(command, click.Group):
+            name, args = args[0], args[1:]
+            command = command.get_command(ctx, name)
+            assert command is not None, example
+        command.make_context(name, args, parent=ctx)  # raises on an unknown option or argument

@@ -181,3 +181,5 @@ def test_a_secret_extra_var_reaches_the_host_and_is_masked_everywhere(lab: LabEn
     for path in (ws / ".itops").rglob("*"):
         if path.is_file():
             assert canary.encode() not in path.read_bytes(), path
+    audit = lab.itops("audit", "verify", workspace=ws)
+    assert audit.returncode == 0 and "ledger intact" in audit.stdout, audit.stdout + audit.stderr

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .catalog import Finding, RunInfo, Task, TaskSpec
 from .credentials import MASK, CredentialStore, Secret
@@ -52,7 +52,7 @@ class Outcome(enum.StrEnum):
     WOULD_FIX = "would-fix"  # check-only run: the problem is there
     FAILED = "failed"  # apply or verify failed, or a step raised
     UNREACHABLE = "unreachable"  # could not connect or authenticate, or the host key was refused
-    SKIPPED = "skipped"  # not this platform, or not run (max-fail-percent)
+    SKIPPED = "skipped"  # not this platform, outside its window, or not run (max-fail-percent)
     NEEDS_APPROVAL = "needs-approval"
 
 
@@ -164,6 +164,24 @@ class RunReport:
 
 
 EventHandler = Callable[[str, Host, Any], None]
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    """A run policy's verdict for one host, made before anything connects to it.
+
+    `outcome` None lets the host run; SKIPPED or NEEDS_APPROVAL ends it there with `message`.
+    `record` goes into the host's begin and finish records under "policy"."""
+
+    outcome: Outcome | None
+    message: str = ""
+    record: Mapping[str, Any] = field(default_factory=dict)
+
+
+class HostPolicy(Protocol):
+    """The runner's one policy hook (maintenance windows, approvals: toolkit.policy)."""
+
+    def decide(self, task: Task, spec: TaskSpec, host: Host) -> PolicyDecision: ...
 
 
 @dataclass
@@ -344,8 +362,10 @@ class Runner:
         credentials: CredentialStore,
         on_event: EventHandler | None = None,
         state_dir: Path | None = None,
+        policy: HostPolicy | None = None,
     ) -> None:
         self.ledger = ledger
+        self.policy = policy
         self.connector = connector
         self.credentials = credentials
         self.state_dir = state_dir  # the workspace's .itops: where tasks keep artifacts
@@ -485,6 +505,8 @@ class Runner:
         spec = task.implementation(host.platform)
         values = plans.get(spec, {}) if spec is not None else {}
         shown = {k: (MASK if isinstance(v, Secret) else v) for k, v in values.items()}
+        decision = self._decide(task, spec, host, options)
+        policy = {"policy": dict(decision.record)} if decision is not None else {}
         action_id = self.ledger.begin(
             task=task.name,
             host=host.name,
@@ -495,6 +517,7 @@ class Runner:
                 "platform": host.platform,
                 "transport": host.transport,
                 "address": f"{host.address}:{host.port}",
+                **policy,
             },
         )
         self._on_event("start", host, None)
@@ -507,6 +530,8 @@ class Runner:
             if spec is None:
                 outcome = Outcome.SKIPPED
                 message = f"{task.name} has no implementation for platform {host.platform}"
+            elif decision is not None and decision.outcome is not None:
+                outcome, message = decision.outcome, decision.message
             else:
                 transport = self.connector.open(host)
                 # Warnings a transport raises when it opens (e.g. an insecure WinRM connection
@@ -589,10 +614,25 @@ class Runner:
                 "check": _finding(check),
                 "verify": _finding(verify),
                 "notes": list(recorder.notes),
+                **policy,
             },
         )
         self._on_event("done", host, result)
         return result
+
+    def _decide(
+        self, task: Task, spec: TaskSpec | None, host: Host, options: RunOptions
+    ) -> PolicyDecision | None:
+        """Ask the policy about this host (not for check-only runs: they change nothing)."""
+        if self.policy is None or spec is None or options.check_only:
+            return None
+        try:
+            return self.policy.decide(task, spec, host)
+        except ToolkitError as exc:
+            return PolicyDecision(Outcome.SKIPPED, f"refused by policy: {exc.message}")
+        except Exception as exc:  # a policy bug stops this host, never lets it run unchecked
+            log.exception("policy for %s on %s raised", task.name, host.name)
+            return PolicyDecision(Outcome.FAILED, f"internal error in the run policy: {exc}")
 
 
 def prepare_hosts(

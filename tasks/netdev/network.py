@@ -513,7 +513,6 @@ config_apply = functools.partial(
     "network.config-apply",
     category="network",
     summary="Push configuration lines or a template: diff, apply, verify, save or roll back",
-    risky=True,
 )
 
 

@@ -33,6 +33,22 @@ COMMANDS = {
         "Network configuration backups: run, history, diff.",
     ),
     "init": ("toolkit.cli.init", "init", "Create a new workspace (itops.toml and folders)."),
+    "approve": (
+        "toolkit.cli.approve",
+        "approve",
+        "Approve a risky change another operator requested.",
+    ),
+    "playbook": ("toolkit.cli.playbook", "playbook", "List and run Ansible playbooks."),
+    "schedule": (
+        "toolkit.cli.schedule",
+        "schedule",
+        "Scheduled jobs: add, list, pause, run what is due.",
+    ),
+    "scheduler": (
+        "toolkit.cli.schedule",
+        "scheduler",
+        "Run due scheduled jobs in the foreground (for systemd).",
+    ),
 }
 
 

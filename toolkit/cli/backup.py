@@ -64,7 +64,7 @@ def run(app: App, targets: str, ticket: str | None, check_only: bool, as_json: b
     """
     from .fix import execute
 
-    report = execute(
+    report, _ = execute(
         app,
         "backup.network-config",
         targets,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +15,9 @@ from ..inventory import Host
 from ..runner import HostResult, RunOptions, RunReport, prepare_hosts
 from ..tickets import CATEGORIES, PRIORITIES, check_ticket_id
 from . import render
+
+if TYPE_CHECKING:
+    from ..policy import RunPolicy
 
 EPILOG = """\b
 Exit codes (the first that applies):
@@ -89,6 +92,17 @@ def parse_params(items: Sequence[str]) -> dict[str, str | list[str]]:
     metavar="S",
     help="Per-command timeout.",
 )
+@click.option(
+    "--break-glass",
+    is_flag=True,
+    help="Run a disruptive task outside its maintenance window (P1 tickets only; needs --reason).",
+)
+@click.option("--reason", metavar="TEXT", help="Why --break-glass is needed (recorded).")
+@click.option(
+    "--approval",
+    metavar="REQUEST-ID",
+    help="Use this approval for a risky task (default: a matching one, if granted).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @click.pass_obj
 def fix(
@@ -105,6 +119,9 @@ def fix(
     max_fail_percent: float | None,
     connect_timeout: float | None,
     command_timeout: float | None,
+    break_glass: bool,
+    reason: str | None,
+    approval: str | None,
     as_json: bool,
 ) -> None:
     """Run remediation TASK on the hosts matching TARGETS: check → apply → verify.
@@ -117,8 +134,12 @@ def fix(
       itops fix printer.clear-queue ws-042 --ticket INC-1042
       itops fix printer.clear-queue office --check
       itops fix printer.clear-queue 'lab:!lab-03' -p queue=office --ticket INC-1042 --serial 2
+
+    Disruptive tasks run on a host only inside its maintenance window (outside: skipped),
+    unless --break-glass --reason TEXT on a P1 ticket. Risky tasks need an approval from
+    another operator: the first run records a request and exits 5 with its REQUEST-ID.
     """
-    report = execute(
+    report, policy = execute(
         app,
         task,
         targets,
@@ -132,12 +153,20 @@ def fix(
         max_fail_percent=max_fail_percent,
         connect_timeout=connect_timeout,
         command_timeout=command_timeout,
+        break_glass=break_glass,
+        reason=reason,
+        approval=approval,
         progress=not as_json,
     )
     if as_json:
         render.emit_json(app.redactor.mask_data(report.as_dict()))
     else:
         show_report(report)
+        if policy is not None and policy.request_id and report.counts.get("needs-approval"):
+            click.echo(
+                f"approval requested: {policy.request_id} — another operator runs "
+                f"`itops approve {policy.request_id}`, then run this command again"
+            )
     click.get_current_context().exit(report.exit_code)
 
 
@@ -156,8 +185,11 @@ def execute(
     max_fail_percent: float | None = None,
     connect_timeout: float | None = None,
     command_timeout: float | None = None,
+    break_glass: bool = False,
+    reason: str | None = None,
+    approval: str | None = None,
     progress: bool = True,
-) -> RunReport:
+) -> tuple[RunReport, RunPolicy | None]:
     """What `itops fix` does, up to the report (other commands, e.g. `backup run`, reuse it)."""
     from ..runner import Runner
     from ..tickets import ensure
@@ -169,8 +201,15 @@ def execute(
         check_ticket_id(ticket)
     hosts = app.inventory.select(targets)
     # Refuse bad values before opening anything, by the rules of the implementations that will
-    # run: a Windows printer name may hold spaces that a CUPS queue name may not.
+    # run: a Windows printer name may hold spaces that a CUPS queue name may not. Host-specific
+    # input (a template's variables) is refused here too, before the ticket is touched.
     prepare_hosts(entry, entry.validate(raw, {h.platform for h in hosts}), hosts)
+    if break_glass and not (reason and reason.strip()):
+        raise ValidationError("--break-glass needs --reason TEXT saying why")
+    if reason and not break_glass:
+        raise ValidationError("--reason goes with --break-glass")
+    if (break_glass or approval) and check_only:
+        raise ValidationError("--check changes nothing: it needs no --break-glass or --approval")
     if ticket and not check_only:
         ensure(
             app.ledger,
@@ -186,6 +225,21 @@ def execute(
         max_fail_percent=max_fail_percent,
         command_timeout=command_timeout,
     )
+    policy = None
+    if ticket and not check_only:
+        from ..policy import prepare
+
+        policy = prepare(
+            app.ledger,
+            app.policy_settings,
+            clock=app.clock,
+            task=entry,
+            hosts=hosts,
+            params=raw,
+            ticket=ticket,
+            break_glass=reason if break_glass else None,
+            approval_id=approval,
+        )
     connector = Connector(app.connect_options(connect_timeout, command_timeout), app.credentials)
     try:
         with _progress(hosts, enabled=progress and sys.stderr.isatty()) as on_event:
@@ -195,11 +249,12 @@ def execute(
                 credentials=app.credentials,
                 on_event=on_event,
                 state_dir=app.workspace.state_dir,
+                policy=policy,
             )
             report = runner.run(entry, hosts, raw, ticket=ticket, options=options)
     finally:
         connector.close()
-    return report
+    return report, policy
 
 
 def show_report(report: RunReport) -> None:

@@ -65,6 +65,8 @@ class Calendar:
     _cache: dict[int, tuple[tuple[float, float], ...]] = field(
         default_factory=dict, compare=False, hash=False, repr=False
     )
+    # running totals of whole days' business seconds: _sums[i] covers days _first .. _first+i-1
+    _sums: list[float] = field(default_factory=list, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         try:
@@ -138,6 +140,27 @@ class Calendar:
     def day_seconds(self, ordinal: int) -> float:
         return sum(e - s for s, e in self.windows(ordinal))
 
+    def days_seconds(self, first: int, stop: int) -> float:
+        """Business seconds of the whole local days first .. stop-1 (prefix sums, O(1) once built)."""
+        if stop <= first:
+            return 0.0
+        if stop - first < 8:
+            return sum(self.day_seconds(o) for o in range(first, stop))
+        sums = self._sums
+        base = self.__dict__.get("_first")
+        if base is None or first < base:
+            # (re)start the table a year before the earliest day asked for
+            base = first - 366
+            end = stop if not sums else max(stop, self.__dict__["_first"] + len(sums) - 1)
+            sums.clear()
+            sums.append(0.0)
+            object.__setattr__(self, "_first", base)
+        else:
+            end = stop
+        while base + len(sums) - 1 < end:
+            sums.append(sums[-1] + self.day_seconds(base + len(sums) - 1))
+        return sums[stop - base] - sums[first - base]
+
     # -- the two operations ------------------------------------------------------------------
     def business_seconds(self, start: float, end: float) -> float:
         """Business time between two instants (0 if end <= start)."""
@@ -152,9 +175,7 @@ class Calendar:
                 lo, hi = max(s, start), min(e, end)
                 if hi > lo:
                     total += hi - lo
-        for ordinal in range(first + 1, last):
-            total += self.day_seconds(ordinal)
-        return total
+        return total + self.days_seconds(first + 1, last)
 
     def deadline(self, start: float, seconds: float) -> float:
         """The instant when `seconds` of business time have run from `start`.

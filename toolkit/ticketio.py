@@ -74,14 +74,17 @@ class _Known:
     last_line: int = 0
 
 
-def _key(ticket: str, event: str, at: float, data: Mapping[str, Any]) -> str:
-    return json.dumps([ticket, event, round(at, 3), data], sort_keys=True, default=str)
+def _key(ticket: str, event: str, at: float) -> tuple[str, str, float]:
+    """Events are duplicates when the same ticket has the same event at the same instant."""
+    return ticket, event, round(at, 3)
 
 
-def _existing(ledger: Ledger, tickets: set[str]) -> tuple[dict[str, _Known], set[str]]:
+def _existing(
+    ledger: Ledger, tickets: set[str]
+) -> tuple[dict[str, _Known], set[tuple[str, str, float]]]:
     """The replayed state, last time and event keys of those tickets already in the log."""
     known: dict[str, _Known] = {}
-    keys: set[str] = set()
+    keys: set[tuple[str, str, float]] = set()
     by_ticket: dict[str, list[TicketEvent]] = {}
     for r in ledger.records(kinds=KINDS):
         if r.ticket in tickets:
@@ -96,8 +99,7 @@ def _existing(ledger: Ledger, tickets: set[str]) -> tuple[dict[str, _Known], set
             except TicketError:
                 continue
             last = max(last, ev.at)
-            data = {k: v for k, v in ev.data.items() if k != "by"}
-            keys.add(_key(ticket, ev.event, ev.at, data))
+            keys.add(_key(ticket, ev.event, ev.at))
         known[ticket] = _Known(state, last, 0)
     return known, keys
 
@@ -149,12 +151,11 @@ def parse_lines(
         parsed.append((number, ticket, event, at, fields))
     tickets = {p[1] for p in parsed}
     known, keys = _existing(ledger, tickets) if ledger is not None and tickets else ({}, set())
-    seen_at: dict[str, int] = {}
+    seen_at: dict[tuple[str, str, float], int] = {}
     out: list[tuple[str, str, float, dict[str, Any]]] = []
     for number, ticket, event, at, fields in parsed:
         k = known.setdefault(ticket, _Known())
-        data = {key: v for key, v in fields.items() if key != "by"}
-        key = _key(ticket, event, at, data)
+        key = _key(ticket, event, at)
         try:
             if key in seen_at:
                 raise TicketError(f"duplicate event: the same as line {seen_at[key]}")

@@ -14,12 +14,13 @@ when nothing earlier did, and a `fixed` outcome before the resolution makes it a
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 from .errors import ValidationError
 from .sla import Interval, Policy, elapsed
@@ -334,9 +335,49 @@ def add_action(
 
 
 # -- the replay -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TicketSummary:
-    """Everything the KPIs need about one ticket, replayed from its events (times: epoch)."""
+class Intervals(Sequence[Interval]):
+    """Clock intervals kept as their JSON text until first used (projection rows: most never are)."""
+
+    __slots__ = ("_items", "_raw")
+
+    def __init__(self, raw: str) -> None:
+        self._raw = raw
+        self._items: tuple[Interval, ...] | None = None
+
+    def _load(self) -> tuple[Interval, ...]:
+        if self._items is None:
+            self._items = tuple((float(s), e) for s, e in json.loads(self._raw))
+        return self._items
+
+    @overload
+    def __getitem__(self, index: int) -> Interval: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Interval]: ...
+    def __getitem__(self, index: int | slice) -> Interval | Sequence[Interval]:
+        return self._load()[index]
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __iter__(self) -> Iterator[Interval]:
+        return iter(self._load())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and tuple(self) == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(self._load())
+
+    def __repr__(self) -> str:
+        return repr(self._load())
+
+
+class TicketSummary(NamedTuple):
+    """Everything the KPIs need about one ticket, replayed from its events (times: epoch).
+
+    An immutable value like the frozen dataclasses elsewhere; a NamedTuple because the KPI
+    projection builds ~150,000 of them per read and a tuple is built several times faster.
+    """
 
     ticket: str
     state: str
@@ -357,20 +398,20 @@ class TicketSummary:
     response_minutes: float | None
     resolved_at: float | None  # the final resolution; None while not resolved
     resolution_minutes: float | None
-    intervals: tuple[Interval, ...]  # when the resolution clock ran
-    resolved_spans: tuple[Interval, ...]  # (resolved, reopened or None)
+    intervals: Sequence[Interval]  # when the resolution clock ran
+    resolved_spans: Sequence[Interval]  # (resolved, reopened or None)
     escalations: int
     reopens: int
     first_contact: bool
     automated: bool
     survey_score: int | None
     survey_at: float | None
-    complaints: tuple[float, ...]
+    complaints: Sequence[float]
     confirmed: bool
     closed_at: float | None
     last_update_at: float | None
     update_due: float | None
-    anomalies: tuple[str, ...] = ()
+    anomalies: Sequence[str] = ()
 
     def is_open_at(self, t: float) -> bool:
         if self.opened_at > t:

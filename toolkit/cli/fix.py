@@ -159,7 +159,25 @@ def fix(
         render.emit_json(app.redactor.mask_data(report.as_dict()))
     else:
         show_report(report)
+    if not check_only:
+        _warn_repeat_fixes(
+            app, entry.category, [r.host for r in report.results if r.outcome == "fixed"]
+        )
     click.get_current_context().exit(report.exit_code)
+
+
+def _warn_repeat_fixes(app: App, category: str, hosts: list[str]) -> None:
+    """Same host, same category, N fixes in 30 days: suggest a problem record (stderr)."""
+    if not hosts:
+        return
+    from ..desk import category_lookup, policy_for, repeat_fixes
+
+    known = {t.name: t.category for t in app.catalog}
+    threshold = policy_for(app.workspace).repeat_fix_threshold
+    for found in repeat_fixes(
+        app.ledger, hosts, category, category_lookup(known), threshold=threshold
+    ):
+        click.secho(f"warning: {found.message}", fg="yellow", err=True)
 
 
 def show_report(report: RunReport) -> None:

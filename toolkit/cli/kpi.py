@@ -10,7 +10,6 @@ import click
 from ..app import App
 from ..errors import ValidationError
 from . import render
-from .log import parse_when
 
 GROUPINGS = ("category", "priority", "assignee", "tier", "host")
 SHOWN = (
@@ -35,6 +34,8 @@ SHOWN = (
 
 def period(since: str | None, until: str | None, *, days: int = 30) -> tuple[float, float]:
     """--since/--until as epoch seconds; default: the last `days` days up to now."""
+    from .log import parse_when
+
     end = parse_when(until)
     stop = datetime.fromisoformat(end) if end else datetime.now(UTC)
     begin = parse_when(since)

@@ -10,7 +10,6 @@ from ..app import App
 from ..errors import ValidationError
 from . import render
 from .kpi import period
-from .log import parse_when
 
 _FILE = click.Path(dir_okay=False, writable=True, path_type=Path)
 
@@ -110,6 +109,7 @@ def audit_report(
       itops report audit --html audit.html --host ws-042 --since 2026-11-01
     """
     from ..reports.audit import build, record_export
+    from .log import parse_when
 
     filters = {
         "ticket": ticket,

@@ -14,7 +14,6 @@ from ..app import App
 from ..errors import NotFound
 from ..tickets import CATEGORIES, CHANNELS, PRIORITIES, STATES, TIERS, check_ticket_id
 from . import render
-from .log import action_rows, parse_when
 
 if TYPE_CHECKING:
     from ..sla import Policy
@@ -40,6 +39,8 @@ def ticket() -> None:
 
 
 def _epoch(when: str | None) -> float | None:
+    from .log import parse_when
+
     text = parse_when(when)
     return None if text is None else datetime.fromisoformat(text).timestamp()
 
@@ -331,6 +332,7 @@ def show(app: App, ticket_id: str, as_json: bool) -> None:
     """
     from ..desk import policy_for
     from ..tickets import from_records, summarize
+    from .log import action_rows
 
     check_ticket_id(ticket_id)
     records = list(app.ledger.records(ticket=ticket_id))

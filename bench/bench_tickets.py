@@ -56,16 +56,21 @@ def main() -> None:
         print(f"{name:<28} {seconds:8.2f} s{verdict}", flush=True)
 
     app = App(tmp / "ws")
+    # exactly what `itops ticket import` does: check, append while a second process summarises
     t = time.perf_counter()
-    result = import_file(app.ledger, data)
-    appended = time.perf_counter() - t
-    phase("import_append", appended)
-    t = time.perf_counter()
-    projection_for(app).close()
-    refreshed = time.perf_counter() - t
-    phase("import_projection", refreshed)
-    phase("ticket_import_total", appended + refreshed, 60)
+    cpu = time.process_time()
+    projection = projection_for(app)
+    result = import_file(app.ledger, data, on_checked=projection.prime)
+    projection.refresh()
+    projection.close()
+    phase("ticket_import_total", time.perf_counter() - t, 60)
+    phase("ticket_import_cpu_parent", time.process_time() - cpu)
     results["tickets"] = result.tickets
+    t = time.perf_counter()
+    projection = projection_for(app)
+    projection.rebuild()
+    projection.close()
+    phase("projection_rebuild_cold", time.perf_counter() - t)
 
     policy = policy_for(app.workspace)
     since, until = 1761955200.0, 1795000000.0  # 2025-11-01 … 2026-11-19

@@ -15,7 +15,8 @@ Why a projection: 1,000,000 ledger records are ~2 s just to read and decode; the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -36,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .sla import Policy
+from .ticketio import Checked, Parsed
 from .tickets import (
     ActionFact,
     Intervals,
@@ -399,6 +401,57 @@ class Projection:
                         ticket=newer.ticket or fact.ticket,
                     )
 
+    # -- priming from an import ------------------------------------------------------------------
+    def prime(self, checked: Checked) -> Callable[[int, int], None] | None:
+        """Summarise a checked import in a second process while the ledger appends it.
+
+        Only when it is exactly what a refresh would do: the projection is current at the
+        ledger's head, every ticket in the file is new, and (checked afterwards) the file's
+        records are the only ones written meanwhile. Otherwise the next refresh does the work."""
+        if not checked.all_new:
+            return None
+        with self.engine.connect() as conn:
+            state = dict(conn.execute(select(kpi_state.c.key, kpi_state.c.value)).all())
+            head = conn.execute(text("SELECT max(seq) FROM ledger")).scalar() or 0
+        if (
+            state.get("version") != VERSION
+            or state.get("policy") != self.policy.fingerprint
+            or int(state.get("watermark", -1)) != head
+        ):
+            return None
+        _PRIME[:] = [checked.events, self.policy]
+        try:
+            context = multiprocessing.get_context("fork")
+        except ValueError:
+            context = None
+        if context is None:
+            return lambda first, last: self._primed(head, first, last, _summarize_import())
+        self.engine.dispose()  # no pooled connection may cross the fork
+        receive, send = context.Pipe(duplex=False)
+        worker = context.Process(target=_prime_worker, args=(send,), daemon=True)
+        worker.start()
+        send.close()
+
+        def finish(first: int, last: int) -> None:
+            try:
+                rows = receive.recv()
+            finally:
+                worker.join()
+                _PRIME.clear()
+            self._primed(head, first, last, rows)
+
+        return finish
+
+    def _primed(self, head: int, first: int, last: int, rows: list[tuple[Any, ...]]) -> None:
+        with self.engine.begin() as conn:
+            mark = conn.execute(select(kpi_state.c.value).where(kpi_state.c.key == "watermark"))
+            now_head = conn.execute(text("SELECT max(seq) FROM ledger")).scalar() or 0
+            if first != head + 1 or now_head != last or int(mark.scalar() or -1) != head:
+                return  # someone else wrote meanwhile: leave it to refresh()
+            self._insert_many(conn, "kpi_tickets", _TICKET_COLUMNS, rows)
+            conn.execute(delete(kpi_state).where(kpi_state.c.key == "watermark"))
+            conn.execute(insert(kpi_state), [{"key": "watermark", "value": str(last)}])
+
     # -- reading -------------------------------------------------------------------------------
     def tickets(self, **where: Any) -> list[TicketSummary]:
         """Every ticket row (after a refresh), optionally filtered by equal columns."""
@@ -447,6 +500,32 @@ class Projection:
                 )
             ).all()
         return {a: t for a, t in rows}
+
+
+_PRIME: list[Any] = []  # (events, policy) handed to the forked worker by memory, not by pickle
+
+
+def _summarize_import() -> list[tuple[Any, ...]]:
+    events: list[Parsed] = _PRIME[0]
+    policy: Policy = _PRIME[1]
+    per_ticket: dict[str, list[TicketEvent]] = {}
+    for i, e in enumerate(events):
+        per_ticket.setdefault(e.ticket, []).append(
+            TicketEvent(e.ticket, e.event, e.at, "", e.fields, i + 1)
+        )
+    rows = []
+    for ticket, evs in per_ticket.items():
+        summary = summarize(ticket, evs, [], policy)
+        if summary is not None:
+            rows.append(_row(summary))
+    return rows
+
+
+def _prime_worker(send: Any) -> None:
+    try:
+        send.send(_summarize_import())
+    finally:
+        send.close()
 
 
 def open_projection(url: str, policy: Policy, *, refresh: bool = True) -> Projection:

@@ -19,10 +19,10 @@ with its line number; only a clean file is appended, in large batches.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from .errors import ValidationError
 from .tickets import (
@@ -104,12 +104,31 @@ def _existing(
     return known, keys
 
 
-def parse_lines(
-    lines: Iterable[str], ledger: Ledger | None = None
-) -> tuple[list[tuple[str, str, float, dict[str, Any]]], list[str]]:
-    """Check every line; returns the events (ticket, event, at, fields) and the errors."""
+class Parsed(NamedTuple):
+    """One checked line: the event, its time (epoch and as written) and its fields."""
+
+    ticket: str
+    event: str
+    at: float
+    when: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A checked file: its events in file order, the problems found, and whether every ticket in
+    it is new to the ticket log."""
+
+    events: list[Parsed]
+    errors: list[str]
+    all_new: bool
+
+
+def parse_lines(lines: Iterable[str], ledger: Ledger | None = None) -> Checked:
+    """Check every line (see the module docstring); nothing is written."""
     errors: list[str] = []
-    parsed: list[tuple[int, str, str, float, dict[str, Any]]] = []
+    parsed: list[tuple[int, Parsed]] = []
+    valid_ids: set[str] = set()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -130,7 +149,9 @@ def parse_lines(
                     k for k, v in (("ticket", ticket), ("event", event), ("at", when)) if v is None
                 ]
                 raise TicketError(f"missing {', '.join(missing)}")
-            check_ticket_id(ticket)
+            if ticket not in valid_ids:
+                check_ticket_id(ticket)
+                valid_ids.add(ticket)
             if not isinstance(event, str):
                 raise TicketError(f"event must be a name, not {event!r}")
             if not isinstance(when, str):
@@ -148,13 +169,16 @@ def parse_lines(
         except ValidationError as exc:
             errors.append(f"line {number}: {exc.message}")
             continue
-        parsed.append((number, ticket, event, at, fields))
-    tickets = {p[1] for p in parsed}
-    known, keys = _existing(ledger, tickets) if ledger is not None and tickets else ({}, set())
+        parsed.append((number, Parsed(ticket, event, at, when, fields)))
+    known, keys = _existing(ledger, valid_ids) if ledger is not None and valid_ids else ({}, set())
+    all_new = not known
     seen_at: dict[tuple[str, str, float], int] = {}
-    out: list[tuple[str, str, float, dict[str, Any]]] = []
-    for number, ticket, event, at, fields in parsed:
-        k = known.setdefault(ticket, _Known())
+    out: list[Parsed] = []
+    for number, item in parsed:
+        ticket, event, at, _, fields = item
+        k = known.get(ticket)
+        if k is None:
+            k = known[ticket] = _Known()
         key = _key(ticket, event, at)
         try:
             if key in seen_at:
@@ -173,8 +197,8 @@ def parse_lines(
             continue
         seen_at[key] = number
         k.last_at, k.last_line = at, number
-        out.append((ticket, event, at, fields))
-    return out, errors
+        out.append(item)
+    return Checked(out, errors, all_new)
 
 
 def _naive(when: str) -> bool:
@@ -186,34 +210,47 @@ def _naive(when: str) -> bool:
         return False
 
 
-def import_file(ledger: Ledger, path: Path, *, batch: int | None = None) -> ImportResult:
-    """Validate the whole file, then append it in large batches (see the module docstring)."""
+def import_file(
+    ledger: Ledger,
+    path: Path,
+    *,
+    batch: int | None = None,
+    on_checked: Callable[[Checked], Callable[[int, int], None] | None] | None = None,
+) -> ImportResult:
+    """Validate the whole file, then append it in large batches (see the module docstring).
+
+    `on_checked` may start work on the checked events while they are appended (the KPI
+    projection does); it returns a callable that is given the first and last seq written."""
     from .ledger import Entry
 
     try:
         with path.open(encoding="utf-8") as handle:
-            events, errors = parse_lines(handle, ledger)
+            checked = parse_lines(handle, ledger)
     except OSError as exc:
         raise ValidationError(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise ValidationError(f"{path} is not UTF-8 text: {exc.reason}") from exc
-    if errors:
-        raise ImportRefused(str(path), errors, len(errors))
+    if checked.errors:
+        raise ImportRefused(str(path), checked.errors, len(checked.errors))
+    events = checked.events
+    finish = on_checked(checked) if on_checked is not None and events else None
     size = batch or (2000 if ledger.url.startswith("postgresql") else 20000)
     first = last = None
     for start in range(0, len(events), size):
         entries = [
             Entry(
-                f"ticket.{event}",
-                ticket=ticket,
-                data={**fields, "at": iso_utc(at), "imported": True},
+                "ticket." + e.event,
+                ticket=e.ticket,
+                data={**e.fields, "at": e.when, "imported": True},
             )
-            for ticket, event, at, fields in events[start : start + size]
+            for e in events[start : start + size]
         ]
         stored = ledger.append_many(entries)
         first = first if first is not None else stored[0].seq
         last = stored[-1].seq
-    return ImportResult(str(path), len(events), len({e[0] for e in events}), first, last)
+    if finish is not None and first is not None and last is not None:
+        finish(first, last)
+    return ImportResult(str(path), len(events), len({e.ticket for e in events}), first, last)
 
 
 def export_lines(

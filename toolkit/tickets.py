@@ -171,16 +171,15 @@ def check_fields(event: str, data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_CHOICES = (("priority", PRIORITIES), ("tier", TIERS), ("channel", CHANNELS))
+
+
 def _check_values(event: str, data: Mapping[str, Any]) -> None:
-    def choice(name: str, allowed: Sequence[str]) -> None:
+    for name, allowed in _CHOICES:
         if name in data and data[name] not in allowed:
             raise TicketError(
                 f"{event}: unknown {name} {data[name]!r}", hint="one of: " + ", ".join(allowed)
             )
-
-    choice("priority", PRIORITIES)
-    choice("tier", TIERS)
-    choice("channel", CHANNELS)
     if "category" in data and not _CATEGORY.fullmatch(data["category"]):
         raise TicketError(
             f"{event}: category {data['category']!r} is not a name",
@@ -263,16 +262,28 @@ def iso_utc(t: float) -> str:
 def event_from_record(
     seq: int, at: str, kind: str, operator: str, ticket: str, info: Mapping[str, Any]
 ) -> TicketEvent:
-    recorded = parse_time(at)
+    """A ticket.* ledger record as an event at its effective time (the claimed one if any)."""
     data = dict(info)
     claimed = data.pop("at", None)
     backdated = bool(data.pop("backdated", False))
     data.pop("imported", None)
-    effective = recorded
+    effective: float | None = None
     if isinstance(claimed, str):
         with contextlib.suppress(ValueError):
             effective = parse_time(claimed)
-    return TicketEvent(ticket, kind[7:], effective, operator, data, seq, recorded, backdated)
+    recorded: float | None = None  # the ledger's own time: parsed only when it is the effective one
+    if effective is None:
+        recorded = effective = parse_time(at)
+    return TicketEvent(
+        ticket,
+        kind[7:],
+        effective,
+        operator,
+        data,
+        seq,
+        recorded,
+        backdated,
+    )
 
 
 def from_records(records: Iterable[Record]) -> tuple[list[TicketEvent], list[ActionFact]]:

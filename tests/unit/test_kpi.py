@@ -224,3 +224,27 @@ def test_remediation_and_availability_kpis(ledger: Ledger, projection: Projectio
     assert 0.0 < availability["availability"] < 1.0 and availability["met"] is False
     inc7 = next(t for t in projection.tickets() if t.ticket == "INC-7")
     assert inc7.response_at is not None and inc7.response_at < inc7.resolved_at  # type: ignore[operator]
+
+
+def test_an_import_primes_the_projection_exactly_as_a_rebuild(
+    ledger: Ledger, projection: Projection, tmp_path: Path
+) -> None:
+    projection.refresh()
+    import_file(ledger, desk.write(tmp_path / "week.jsonl"), on_checked=projection.prime)
+    with projection.engine.connect() as conn:
+        mark = conn.exec_driver_sql("SELECT value FROM kpi_state WHERE key = 'watermark'").scalar()
+    assert int(mark) == len(desk.LINES)  # primed: nothing left for a refresh
+    assert projection.refresh() == 0
+    primed = rows(projection)
+    projection.rebuild()
+    assert rows(projection) == primed and len(primed) == 5
+
+
+def test_priming_steps_aside_when_tickets_already_exist(
+    ledger: Ledger, projection: Projection, tmp_path: Path
+) -> None:
+    import_file(ledger, desk.write(tmp_path / "a.jsonl", desk.LINES[:3]))
+    projection.refresh()
+    import_file(ledger, desk.write(tmp_path / "b.jsonl", desk.LINES[3:]), on_checked=projection.prime)
+    assert projection.refresh() == len(desk.LINES) - 3
+    assert len(rows(projection)) == 5

@@ -60,7 +60,7 @@ def test_a_good_file_is_imported_whole(ledger: Ledger, tmp_path: Path) -> None:
     assert (result.events, result.tickets) == (7, 2)
     assert ticket_records(ledger) == 7
     first = next(ledger.records(kind="ticket.opened"))
-    assert first.info["at"] == "2026-11-02T08:14:00+00:00" and first.info["imported"] is True
+    assert first.info["at"] == "2026-11-02T09:14:00+01:00" and first.info["imported"] is True
     assert first.operator == "importer"
     assert ledger.verify().ok
 

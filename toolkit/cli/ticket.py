@@ -498,8 +498,13 @@ def import_(app: App, file: Path, as_json: bool) -> None:
     from ..desk import projection_for
     from ..ticketio import import_file
 
-    result = import_file(app.ledger, file)
-    projection_for(app).close()  # bring the KPI projection up to date now, not at the next read
+    projection = projection_for(app)
+    try:
+        # the projection summarises the checked file while the ledger appends it
+        result = import_file(app.ledger, file, on_checked=projection.prime)
+        projection.refresh()  # nothing left to do when the priming held
+    finally:
+        projection.close()
     if as_json:
         render.emit_json(result.__dict__)
     else:

@@ -29,8 +29,10 @@ CATEGORIES = [
 ZONE = timezone(timedelta(hours=1))
 
 
-def ticket_events(rng: random.Random, n: int, start: datetime) -> Iterator[dict[str, object]]:
-    ticket = f"INC-{n}"
+def ticket_events(
+    rng: random.Random, n: int, start: datetime, prefix: str = "INC"
+) -> Iterator[dict[str, object]]:
+    ticket = f"{prefix}-{n}"
     at = start + timedelta(minutes=rng.randrange(0, 365 * 24 * 60))
     if rng.random() < 0.8:  # most tickets come in during the working day
         at = at.replace(hour=rng.randrange(8, 18))
@@ -82,12 +84,12 @@ def ticket_events(rng: random.Random, n: int, start: datetime) -> Iterator[dict[
         yield step("complaint", rng.expovariate(1 / 600), text="too slow")
 
 
-def generate(events: int, seed: int = 7) -> Iterator[dict[str, object]]:
+def generate(events: int, seed: int = 7, prefix: str = "INC") -> Iterator[dict[str, object]]:
     rng = random.Random(seed)
     start = datetime(2025, 11, 3, 9, 0, tzinfo=ZONE)
     count, n = 0, 1
     while count < events:
-        for line in ticket_events(rng, n, start):
+        for line in ticket_events(rng, n, start, prefix):
             yield line
             count += 1
             if count >= events:

@@ -44,20 +44,12 @@ def kpi_report(
     now: float | None = None,
 ) -> dict[str, Any]:
     """`itops kpi`: the KPI object for the period (see toolkit.kpi)."""
-    from .kpi import kpis
+    from .kpiquery import kpis_fast
 
     policy = policy_for(app.workspace)
     projection = projection_for(app, policy)
     try:
-        return kpis(
-            projection.tickets(),
-            projection.actions(),
-            policy,
-            since=since,
-            until=until,
-            now=now,
-            by=by,
-        )
+        return kpis_fast(projection, policy, since=since, until=until, now=now, by=by)
     finally:
         projection.close()
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from .sla import Policy, iso
 from .tickets import ActionFact, TicketSummary
@@ -394,8 +394,34 @@ def partition(
     return [(k, groups.get(k, []), group_actions.get(k, [])) for k in keys]
 
 
+class WeekRow(Protocol):
+    """What the weekly trend reads of a ticket."""
+
+    @property
+    def opened_at(self) -> float: ...
+    @property
+    def response_at(self) -> float | None: ...
+    @property
+    def response_due(self) -> float: ...
+    @property
+    def resolved_at(self) -> float | None: ...
+    @property
+    def resolution_minutes(self) -> float | None: ...
+    @property
+    def resolution_target(self) -> float: ...
+
+
+class TrendRow(NamedTuple):
+    opened_at: float
+    response_at: float | None
+    response_due: float
+    resolved_at: float | None
+    resolution_minutes: float | None
+    resolution_target: float
+
+
 def weekly(
-    tickets: Sequence[TicketSummary], policy: Policy, since: float, until: float
+    tickets: Sequence[WeekRow], policy: Policy, since: float, until: float
 ) -> list[dict[str, Any]]:
     """Per week (Monday 00:00 in the calendar's zone): opened, resolved, compliance and MTTR."""
     zone = policy.calendar.zone

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Column,
     Engine,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -48,7 +50,7 @@ from .tickets import (
     summarize,
 )
 
-VERSION = "1"
+VERSION = "2"
 CHUNK = 500
 
 metadata = MetaData()
@@ -89,6 +91,19 @@ kpi_tickets = Table(
     Column("last_update_at", Float),
     Column("update_due", Float),
     Column("anomalies", Text),
+    # the opening time of the first later ticket of the same category on one of its hosts or
+    # for its requester, after its final resolution (a recurrence if within recurrence_days)
+    Column("recurs_at", Float),
+    Index("ix_kpi_tickets_opened", "opened_at"),
+    Index("ix_kpi_tickets_resolved", "resolved_at"),
+)
+
+kpi_hosts = Table(
+    "kpi_hosts",
+    metadata,
+    Column("ticket", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Index("ix_kpi_hosts_ticket", "ticket"),
 )
 
 kpi_actions = Table(
@@ -113,7 +128,8 @@ kpi_state = Table(
     Column("value", Text, nullable=False),
 )
 
-_TICKET_COLUMNS = [c.name for c in kpi_tickets.columns]
+_TICKET_COLUMNS = [c.name for c in kpi_tickets.columns][:33]  # TicketSummary's fields
+SUMMARY_SQL = ", ".join(_TICKET_COLUMNS)
 _ACTION_COLUMNS = [
     "action_id",
     "at",
@@ -197,6 +213,12 @@ class Projection:
         self.dialect = self.engine.dialect.name
         with self.engine.begin() as conn:
             metadata.create_all(conn)
+            version = conn.execute(
+                select(kpi_state.c.value).where(kpi_state.c.key == "version")
+            ).scalar()
+            if version is not None and version != VERSION:  # an older format: start afresh
+                metadata.drop_all(conn)
+                metadata.create_all(conn)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -260,13 +282,16 @@ class Projection:
             for i in range(0, len(touched_list), CHUNK):
                 chunk = touched_list[i : i + CHUNK]
                 conn.execute(delete(kpi_tickets).where(kpi_tickets.c.ticket.in_(chunk)))
+                conn.execute(delete(kpi_hosts).where(kpi_hosts.c.ticket.in_(chunk)))
             new_actions = [a for a in actions.values() if a.at is not None]
             ids = [a.action_id for a in new_actions]
             for i in range(0, len(ids), CHUNK):
                 conn.execute(
                     delete(kpi_actions).where(kpi_actions.c.action_id.in_(ids[i : i + CHUNK]))
                 )
-            self._insert_many(conn, "kpi_tickets", _TICKET_COLUMNS, rows)
+            self._insert_tickets(conn, rows)
+            if touched:
+                self._recurrence(conn)
             action_rows = [
                 (
                     a.action_id,
@@ -293,6 +318,53 @@ class Projection:
                 ],
             )
             return count
+
+    def _insert_tickets(self, conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        self._insert_many(conn, "kpi_tickets", _TICKET_COLUMNS, rows)
+        hosts = [(r[0], h) for r in rows if r[7] for h in r[7].split(_SEP)]
+        self._insert_many(conn, "kpi_hosts", ["ticket", "host"], hosts)
+
+    def _recurrence(self, conn: Any) -> None:
+        """Recompute every ticket's `recurs_at` (one pass; only the changed rows are written)."""
+        rows = list(
+            self._stream(
+                conn,
+                "SELECT ticket, category, requester, hosts, opened_at, resolved_at, recurs_at "
+                "FROM kpi_tickets",
+            )
+        )
+        index: dict[tuple[str, str, str], list[float]] = {}
+        for _, category, requester, hosts, opened, _r, _x in rows:
+            for host in hosts.split(_SEP) if hosts else ():
+                index.setdefault((category, "h", host), []).append(opened)
+            if requester:
+                index.setdefault((category, "r", requester), []).append(opened)
+        for times in index.values():
+            times.sort()
+        changes = []
+        for ticket, category, requester, hosts, _, resolved, old in rows:
+            new = None
+            if resolved is not None:
+                keys = [(category, "h", h) for h in hosts.split(_SEP)] if hosts else []
+                if requester:
+                    keys.append((category, "r", requester))
+                for key in keys:
+                    times = index[key]
+                    i = bisect_right(times, resolved)
+                    if i < len(times) and (new is None or times[i] < new):
+                        new = times[i]
+            if new != old:
+                changes.append((new, ticket))
+        if changes:
+            ph = "?" if self.dialect == "sqlite" else "%s"
+            raw: Any = conn.connection.dbapi_connection
+            cursor = raw.cursor()
+            try:
+                cursor.executemany(
+                    f"UPDATE kpi_tickets SET recurs_at = {ph} WHERE ticket = {ph}", changes
+                )
+            finally:
+                cursor.close()
 
     def _insert_many(
         self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
@@ -435,6 +507,8 @@ class Projection:
         def finish(first: int, last: int) -> None:
             try:
                 rows = receive.recv()
+            except (EOFError, OSError):
+                return  # the worker died: the next refresh reads the records from the ledger
             finally:
                 worker.join()
                 _PRIME.clear()
@@ -448,7 +522,8 @@ class Projection:
             now_head = conn.execute(text("SELECT max(seq) FROM ledger")).scalar() or 0
             if first != head + 1 or now_head != last or int(mark.scalar() or -1) != head:
                 return  # someone else wrote meanwhile: leave it to refresh()
-            self._insert_many(conn, "kpi_tickets", _TICKET_COLUMNS, rows)
+            self._insert_tickets(conn, rows)
+            self._recurrence(conn)
             conn.execute(delete(kpi_state).where(kpi_state.c.key == "watermark"))
             conn.execute(insert(kpi_state), [{"key": "watermark", "value": str(last)}])
 
@@ -460,7 +535,7 @@ class Projection:
         for key, _ in conditions:
             if key not in _TICKET_COLUMNS:
                 raise ValueError(f"no column {key}")
-        sql = f"SELECT {', '.join(_TICKET_COLUMNS)} FROM kpi_tickets"
+        sql = f"SELECT {SUMMARY_SQL} FROM kpi_tickets"
         if conditions:
             sql += " WHERE " + " AND ".join(f"{k} = {ph}" for k, _ in conditions)
         with self.engine.connect() as conn:

@@ -270,3 +270,30 @@ def test_help_stays_light() -> None:
     for command in (["kpi", "--help"], ["report", "kpi", "--help"], ["report", "audit", "--help"]):
         text = subprocess.run([ITOPS, *command], capture_output=True, text=True, check=True).stdout
         assert "Example" in text
+
+
+def test_fix_warns_about_repeat_fixes(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+    from toolkit.app import App
+    from toolkit.cli.fix import _warn_repeat_fixes
+
+    app = App(ws.root)
+    try:
+        for i in range(3):
+            a = app.ledger.begin(
+                task="printer.clear-queue", host="ws-7", ticket=f"INC-{i}", params={}
+            )
+            app.ledger.finish(
+                a,
+                task="printer.clear-queue",
+                host="ws-7",
+                ticket=f"INC-{i}",
+                outcome="fixed",
+                duration=0.1,
+            )
+        _warn_repeat_fixes(app, "printer", ["ws-7"])
+        _warn_repeat_fixes(app, "printer", [])
+    finally:
+        app.close()
+    err = capsys.readouterr().err
+    assert err.count("warning: ws-7 has had 3 printer fixes in 30 days") == 1
+    assert "problem record" in err

@@ -245,6 +245,55 @@ def test_priming_steps_aside_when_tickets_already_exist(
 ) -> None:
     import_file(ledger, desk.write(tmp_path / "a.jsonl", desk.LINES[:3]))
     projection.refresh()
-    import_file(ledger, desk.write(tmp_path / "b.jsonl", desk.LINES[3:]), on_checked=projection.prime)
+    import_file(
+        ledger, desk.write(tmp_path / "b.jsonl", desk.LINES[3:]), on_checked=projection.prime
+    )
     assert projection.refresh() == len(desk.LINES) - 3
     assert len(rows(projection)) == 5
+
+
+def _generated(tmp_path: Path, events: int) -> Path:
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from gen_tickets import generate
+
+    path = tmp_path / "generated.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in generate(events, seed=3, prefix="GEN")))
+    return path
+
+
+@pytest.mark.parametrize("by", [None, "category", "priority", "assignee", "tier", "host"])
+def test_the_sql_kpis_equal_the_reference_kpis(
+    ledger: Ledger, projection: Projection, tmp_path: Path, by: str | None
+) -> None:
+    """toolkit.kpiquery (what the CLI runs) and toolkit.kpi (plain Python) agree exactly."""
+    from toolkit.kpiquery import kpis_fast
+
+    import_file(ledger, desk.write(tmp_path / "week.jsonl"))
+    import_file(ledger, _generated(tmp_path, 2500))
+    for i, outcome in enumerate(("fixed", "failed", "fixed", "unreachable")):
+        ticket = ("INC-1", "INC-3", "INC-9", None)[i]
+        a = ledger.begin(
+            task=f"task.{i % 2}",
+            host=f"ws-{i}",
+            ticket=ticket,
+            params={},
+            data={"mode": "fix", "platform": ("linux", "windows")[i % 2]},
+        )
+        ledger.finish(
+            a, task=f"task.{i % 2}", host=f"ws-{i}", ticket=ticket, outcome=outcome, duration=0.1
+        )
+    projection.refresh()
+    tickets, actions = projection.tickets(), projection.actions()
+    for since, until, now in (
+        (desk.epoch("2025-11-01T00:00:00+00:00"), desk.epoch("2026-12-31T00:00:00+00:00"), None),
+        (SINCE, UNTIL, UNTIL),
+        (desk.epoch("2026-03-01T00:00:00+00:00"), desk.epoch("2026-04-01T00:00:00+00:00"), None),
+    ):
+        moment = now if now is not None else time.time()
+        reference = kpis(tickets, actions, POLICY, since=since, until=until, now=moment, by=by)
+        fast = kpis_fast(projection, POLICY, since=since, until=until, now=moment, by=by)
+        assert fast == reference
+    assert reference["tickets_opened"] > 0

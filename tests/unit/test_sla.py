@@ -142,7 +142,9 @@ def test_business_time_is_monotonic(cal: Calendar, start: float, a: float, b: fl
 
 @given(instants, spans)
 def test_24x7_business_time_is_wall_time(start: float, span: float) -> None:
-    assert CAL.twenty_four_seven().business_seconds(start, start + span) == pytest.approx(span, abs=1e-3)
+    assert CAL.twenty_four_seven().business_seconds(start, start + span) == pytest.approx(
+        span, abs=1e-3
+    )
 
 
 # -- explicit edge cases from KPI.md -----------------------------------------------------------

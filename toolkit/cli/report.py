@@ -60,9 +60,7 @@ def kpi_report(
     policy = policy_for(app.workspace)
     projection = projection_for(app, policy)
     try:
-        data = kpi_pages.build(
-            projection.tickets(), projection.actions(), policy, since=start, until=stop
-        )
+        data = kpi_pages.build(projection, policy, since=start, until=stop)
     finally:
         projection.close()
     written = []

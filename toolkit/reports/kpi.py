@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..kpi import kpis, partition, weekly
+from ..kpi import weekly
+from ..projection import Projection
 from ..sla import Policy
-from ..tickets import ActionFact, TicketSummary
 from .svg import bar_chart, line_chart
 
 TILES = (
@@ -64,54 +64,34 @@ def fmt(key: str, value: Any) -> str:
 
 
 def build(
-    tickets: Sequence[TicketSummary],
-    actions: Sequence[ActionFact],
+    projection: Projection,
     policy: Policy,
     *,
     since: float,
     until: float,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """Everything the page shows: the overall KPIs, breakdowns, and the weekly trend."""
+    """Everything the page shows: the overall KPIs, breakdowns, and the weekly trend.
+
+    The same queries as `itops kpi --json` (toolkit.kpiquery), so the page and the JSON agree."""
+    from ..kpiquery import grouped, kpis_fast, trend_rows
+
     now = now if now is not None else datetime.now(UTC).timestamp()
-    overall = kpis(tickets, actions, policy, since=since, until=until, now=now)
+    overall = kpis_fast(projection, policy, since=since, until=until, now=now)
+    actions = projection.actions()
     groups: dict[str, dict[str, Any]] = {}
     for by in BREAKDOWNS:
-        groups[by] = kpis_groups(tickets, actions, policy, by, since, until, now)
+        found = grouped(projection, policy, actions, since, until, now, by)
+        groups[by] = {
+            name: g
+            for name, g in found.items()
+            if g["tickets_opened"] or g["tickets_resolved"] or g["backlog_open"]
+        }
     return {
         "overall": overall,
         "groups": groups,
-        "weeks": weekly(tickets, policy, since, until),
+        "weeks": weekly(trend_rows(projection, since, until), policy, since, until),
     }
-
-
-def kpis_groups(
-    tickets: Sequence[TicketSummary],
-    actions: Sequence[ActionFact],
-    policy: Policy,
-    by: str,
-    since: float,
-    until: float,
-    now: float,
-) -> dict[str, Any]:
-    from ..kpi import RecurrenceIndex, compute
-
-    index = RecurrenceIndex(tickets)
-    out = {}
-    for name, members, acts in partition(tickets, actions, by):
-        result = compute(
-            members,
-            acts,
-            policy,
-            since,
-            until,
-            now,
-            index,
-            category=name if by == "category" else None,
-        )
-        if result["tickets_opened"] or result["tickets_resolved"] or result["backlog_open"]:
-            out[name] = result
-    return out
 
 
 def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:

@@ -133,41 +133,51 @@ def new_ticket_id() -> str:
     return f"IT-{os.urandom(4).hex().upper()}"
 
 
+_REQUIRED = {e: tuple(n for n, (_, req) in spec.items() if req) for e, spec in FIELDS.items()}
+_VALUED = frozenset({"priority", "tier", "channel", "category", "score"})
+
+
 def check_fields(event: str, data: Mapping[str, Any]) -> dict[str, Any]:
-    """The event's fields validated and normalised (None values dropped)."""
-    if event not in FIELDS:
+    """The event's fields validated and normalised (None values dropped).
+
+    Runs once per imported line (a million times for a large import): kept lean."""
+    spec = FIELDS.get(event)
+    if spec is None:
         raise TicketError(f"unknown event {event!r}", hint=", ".join(EVENTS))
-    spec = FIELDS[event]
     out: dict[str, Any] = {}
+    valued = False
     for name, value in data.items():
         if value is None:
             continue
-        if name in COMMON_FIELDS:
-            if not isinstance(value, str):
+        rule = spec.get(name)
+        if rule is None:
+            if name not in COMMON_FIELDS:
+                raise TicketError(
+                    f"{event}: unknown field {name!r}",
+                    hint="fields: " + ", ".join([*spec, *COMMON_FIELDS]),
+                )
+            if type(value) is not str:
                 raise TicketError(f"{event}: {name} must be a string")
-            out[name] = value
-            continue
-        if name not in spec:
-            raise TicketError(
-                f"{event}: unknown field {name!r}",
-                hint="fields: " + ", ".join([*spec, *COMMON_FIELDS]),
-            )
-        kind, _ = spec[name]
-        if kind is list:
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        else:
+            kind = rule[0]
+            if type(value) is not kind:
+                if kind is list and isinstance(value, str):
+                    value = [value]
+                elif kind is list or kind is int or not isinstance(value, kind):
+                    raise TicketError(
+                        f"{event}: {name} must be "
+                        + {list: "a list of names", int: "a whole number"}.get(kind, kind.__name__)
+                        + f", not {value!r}"
+                    )
+            if kind is list and not all(type(v) is str for v in value):
                 raise TicketError(f"{event}: {name} must be a list of names")
-        elif kind is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TicketError(f"{event}: {name} must be a whole number, not {value!r}")
-        elif not isinstance(value, kind):
-            raise TicketError(f"{event}: {name} must be {kind.__name__}, not {value!r}")
+            valued = valued or name in _VALUED
         out[name] = value
-    for name, (_, required) in spec.items():
-        if required and name not in out:
+    for name in _REQUIRED[event]:
+        if name not in out:
             raise TicketError(f"{event}: {name} is required")
-    _check_values(event, out)
+    if valued:
+        _check_values(event, out)
     return out
 
 

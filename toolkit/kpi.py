@@ -177,7 +177,8 @@ def compute(
             surveys.append(t.survey_score)
         if t.complaints:
             complaints += sum(1 for c in t.complaints if since <= c < until)
-        if o <= at and (r is None or r > at or t.reopens) and t.is_open_at(at):
+        # after its final resolution a ticket stays resolved: only later ones can be open then
+        if o <= at and (r is None or r > at) and t.is_open_at(at):
             backlog.append(t)
     ages = [policy.calendar_for(t.priority).business_seconds(t.opened_at, at) / 60 for t in backlog]
     runs = [

@@ -1,6 +1,7 @@
 """A derived, disposable projection of the ticket log for fast KPIs: one row per ticket and action.
 
-The ledger stays the only truth. These tables (`kpi_tickets`, `kpi_actions`, `kpi_state`) live
+The ledger stays the only truth. These tables (`kpi_tickets`, `kpi_facts`, `kpi_hosts`, `kpi_actions`,
+`kpi_state`) live
 beside it in the same database and hold nothing the ledger does not: each ticket row is
 `tickets.summarize()` of that ticket's ledger records. They are brought up to date on every read by
 a seq watermark: records after it are read, the tickets they touch are replayed from the ledger
@@ -50,7 +51,7 @@ from .tickets import (
     summarize,
 )
 
-VERSION = "3"
+VERSION = "4"
 CHUNK = 500
 
 metadata = MetaData()
@@ -91,10 +92,39 @@ kpi_tickets = Table(
     Column("last_update_at", Float),
     Column("update_due", Float),
     Column("anomalies", Text),
+)
+
+# The narrow copy the KPI queries scan: a row a third the size of kpi_tickets' scans three times
+# faster. No time indexes: KPI queries cover whole periods, where a scan beats an index.
+kpi_facts = Table(
+    "kpi_facts",
+    metadata,
+    Column("ticket", String(64), primary_key=True),
+    Column("category", String(64), nullable=False),
+    Column("priority", String(8), nullable=False),
+    Column("assignee", String(128)),
+    Column("tier", String(8)),
+    Column("requester", String(255)),
+    Column("hosts", Text),
+    Column("opened_at", Float, nullable=False),
+    Column("response_at", Float),
+    Column("response_due", Float, nullable=False),
+    Column("response_minutes", Float),
+    Column("resolved_at", Float),
+    Column("resolution_minutes", Float),
+    Column("resolution_target", Float, nullable=False),
+    Column("escalations", Integer, nullable=False),
+    Column("reopens", Integer, nullable=False),
+    Column("first_contact", Integer, nullable=False),
+    Column("automated", Integer, nullable=False),
+    Column("survey_score", Integer),
+    Column("survey_at", Float),
+    Column("complaints", Text),
     # the opening time of the first later ticket of the same category on one of its hosts or
     # for its requester, after its final resolution (a recurrence if within recurrence_days)
     Column("recurs_at", Float),
-)  # no time indexes: the KPI queries scan whole periods, where a scan beats an index
+)
+_FACT_COLUMNS = [c.name for c in kpi_facts.columns][:-1]
 
 kpi_hosts = Table(
     "kpi_hosts",
@@ -126,7 +156,8 @@ kpi_state = Table(
     Column("value", Text, nullable=False),
 )
 
-_TICKET_COLUMNS = [c.name for c in kpi_tickets.columns][:33]  # TicketSummary's fields
+_TICKET_COLUMNS = [c.name for c in kpi_tickets.columns]  # TicketSummary's fields, in order
+_FACT_INDEX = [_TICKET_COLUMNS.index(c) for c in _FACT_COLUMNS]
 SUMMARY_SQL = ", ".join(_TICKET_COLUMNS)
 _ACTION_COLUMNS = [
     "action_id",
@@ -246,6 +277,7 @@ class Projection:
             mark = int(state.get("watermark", 0)) if fresh else 0
             if not fresh:
                 conn.execute(delete(kpi_tickets))
+                conn.execute(delete(kpi_facts))
                 conn.execute(delete(kpi_actions))
             if head <= mark and fresh:
                 return 0
@@ -280,6 +312,7 @@ class Projection:
             for i in range(0, len(touched_list), CHUNK):
                 chunk = touched_list[i : i + CHUNK]
                 conn.execute(delete(kpi_tickets).where(kpi_tickets.c.ticket.in_(chunk)))
+                conn.execute(delete(kpi_facts).where(kpi_facts.c.ticket.in_(chunk)))
                 conn.execute(delete(kpi_hosts).where(kpi_hosts.c.ticket.in_(chunk)))
             new_actions = [a for a in actions.values() if a.at is not None]
             ids = [a.action_id for a in new_actions]
@@ -319,6 +352,8 @@ class Projection:
 
     def _insert_tickets(self, conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         self._insert_many(conn, "kpi_tickets", _TICKET_COLUMNS, rows)
+        facts = [tuple(r[i] for i in _FACT_INDEX) for r in rows]
+        self._insert_many(conn, "kpi_facts", _FACT_COLUMNS, facts)
         hosts = [(r[0], h) for r in rows if r[7] for h in r[7].split(_SEP)]
         self._insert_many(conn, "kpi_hosts", ["ticket", "host"], hosts)
 
@@ -328,7 +363,7 @@ class Projection:
             self._stream(
                 conn,
                 "SELECT ticket, category, requester, hosts, opened_at, resolved_at, recurs_at "
-                "FROM kpi_tickets",
+                "FROM kpi_facts",
             )
         )
         index: dict[tuple[str, str, str], list[float]] = {}
@@ -359,7 +394,7 @@ class Projection:
             cursor = raw.cursor()
             try:
                 cursor.executemany(
-                    f"UPDATE kpi_tickets SET recurs_at = {ph} WHERE ticket = {ph}", changes
+                    f"UPDATE kpi_facts SET recurs_at = {ph} WHERE ticket = {ph}", changes
                 )
             finally:
                 cursor.close()

@@ -30,7 +30,7 @@ def ticket() -> None:
 
     \b
     Examples:
-      itops ticket open INC-1042 --priority P2 --category printer --host ws-042 --requester ana
+      itops ticket open INC-1042 -p P2 -c printer --host ws-042 --requester ana --at 15m
       itops ticket respond INC-1042 --note "called back" --at 10m
       itops ticket resolve INC-1042 --code fixed --first-contact
       itops ticket show INC-1042

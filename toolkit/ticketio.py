@@ -18,6 +18,7 @@ with its line number; only a clean file is appended, in large batches.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -124,21 +125,25 @@ class Checked:
     all_new: bool
 
 
-def parse_lines(lines: Iterable[str], ledger: Ledger | None = None) -> Checked:
-    """Check every line (see the module docstring); nothing is written."""
-    errors: list[str] = []
+Read = tuple[list[tuple[int, Parsed]], list[tuple[int, str]], set[str]]
+
+
+def _read(lines: Iterable[str], first: int = 1) -> Read:
+    """Check each line on its own: JSON, ticket id, event, time, fields. Numbers from `first`."""
+    errors: list[tuple[int, str]] = []
     parsed: list[tuple[int, Parsed]] = []
     valid_ids: set[str] = set()
-    for number, line in enumerate(lines, 1):
+    loads = json.JSONDecoder().decode
+    for number, line in enumerate(lines, first):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = loads(line)
         except json.JSONDecodeError as exc:
-            errors.append(f"line {number}: not JSON: {exc.msg} (column {exc.colno})")
+            errors.append((number, f"not JSON: {exc.msg} (column {exc.colno})"))
             continue
         if not isinstance(obj, dict):
-            errors.append(f"line {number}: not a JSON object")
+            errors.append((number, "not a JSON object"))
             continue
         try:
             ticket = obj.pop("ticket", None)
@@ -167,9 +172,15 @@ def parse_lines(lines: Iterable[str], ledger: Ledger | None = None) -> Checked:
                 ) from None
             fields = check_fields(event, obj)
         except ValidationError as exc:
-            errors.append(f"line {number}: {exc.message}")
+            errors.append((number, exc.message))
             continue
         parsed.append((number, Parsed(ticket, event, at, when, fields)))
+    return parsed, errors, valid_ids
+
+
+def _order(read: Read, ledger: Ledger | None) -> Checked:
+    """Check the lines together: order within each ticket, the lifecycle, duplicates."""
+    parsed, errors, valid_ids = read
     known, keys = _existing(ledger, valid_ids) if ledger is not None and valid_ids else ({}, set())
     all_new = not known
     seen_at: dict[tuple[str, str, float], int] = {}
@@ -192,13 +203,80 @@ def parse_lines(lines: Iterable[str], ledger: Ledger | None = None) -> Checked:
                 raise TicketError(f"{ticket}: events out of order: {event} is earlier than {where}")
             k.state = next_state(ticket, k.state, event, fields)
         except TicketError as exc:
-            errors.append(f"line {number}: {exc.message}")
+            errors.append((number, exc.message))
             seen_at.setdefault(key, number)
             continue
         seen_at[key] = number
         k.last_at, k.last_line = at, number
         out.append(item)
-    return Checked(out, errors, all_new)
+    errors.sort(key=lambda e: e[0])
+    return Checked(out, [f"line {n}: {text}" for n, text in errors], all_new)
+
+
+def parse_lines(lines: Iterable[str], ledger: Ledger | None = None) -> Checked:
+    """Check every line (see the module docstring); nothing is written."""
+    return _order(_read(lines), ledger)
+
+
+PARALLEL_BYTES = 8 << 20  # files this large are read by two processes (the checks are per line)
+_HALF: list[Any] = []
+
+
+def check_file(path: Path, ledger: Ledger | None = None) -> Checked:
+    """`parse_lines` over a file; a large one's second half is read by a forked process."""
+    import multiprocessing
+
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        handle.seek(size // 2)
+        handle.readline()
+        middle = handle.tell()
+    try:
+        context = multiprocessing.get_context("fork")
+    except ValueError:
+        context = None
+    if size < PARALLEL_BYTES or context is None or middle >= size:
+        with path.open(encoding="utf-8") as text:
+            return parse_lines(text, ledger)
+    _HALF[:] = [path, middle]
+    receive, send = context.Pipe(duplex=False)
+    worker = context.Process(target=_read_half, args=(send,), daemon=True)
+    worker.start()
+    send.close()
+    try:
+        with path.open("rb") as handle:
+            first = _read(io.StringIO(handle.read(middle).decode("utf-8")))
+        try:
+            second = receive.recv()
+        except EOFError:
+            second = None
+    finally:
+        worker.join()
+        _HALF.clear()
+    if isinstance(second, BaseException):
+        raise second
+    if second is None:  # the worker died: read the second half here
+        second = _read_range(path, middle)
+    return _order((first[0] + second[0], first[1] + second[1], first[2] | second[2]), ledger)
+
+
+def _read_range(path: Path, middle: int) -> Read:
+    with path.open("rb") as handle:
+        before = handle.read(middle).count(b"\n")
+        rest = handle.read().decode("utf-8")
+    return _read(io.StringIO(rest), before + 1)
+
+
+def _read_half(send: Any) -> None:
+    path, middle = _HALF
+    try:
+        result: Any = _read_range(path, middle)
+    except UnicodeDecodeError as exc:
+        result = exc
+    try:
+        send.send(result)
+    finally:
+        send.close()
 
 
 def _naive(when: str) -> bool:
@@ -224,8 +302,7 @@ def import_file(
     from .ledger import Entry
 
     try:
-        with path.open(encoding="utf-8") as handle:
-            checked = parse_lines(handle, ledger)
+        checked = check_file(path, ledger)
     except OSError as exc:
         raise ValidationError(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:

@@ -172,3 +172,23 @@ def test_export_filters(ledger: Ledger, tmp_path: Path) -> None:
     since = datetime(2026, 11, 2, 9, 0, tzinfo=UTC).timestamp()
     events = [r["event"] for r in export_lines(ledger, since=since)]
     assert events == ["opened", "resolved", "confirmed", "closed", "survey"]
+
+
+def test_a_large_file_is_read_by_two_processes_with_the_same_result(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from toolkit import ticketio
+
+    rows = [*GOOD]
+    for i in range(200):
+        rows.append(line(f"CHG-{i}", "opened", "2026-11-04T09:00:00+01:00", category="network"))
+    bad = [*rows[:50], line("INC-77", "resolved", "2026-11-04T09:00:00Z"), *rows[50:],
+           line("CHG-3", "survey", "2026-11-05T09:00:00Z", score=9)]
+    serial = ticketio.parse_lines(write(tmp_path, bad).read_text().splitlines(True), ledger)
+    monkeypatch.setattr(ticketio, "PARALLEL_BYTES", 1)
+    parallel = ticketio.check_file(write(tmp_path, bad), ledger)
+    assert parallel.errors == serial.errors
+    assert [e.split(":")[0] for e in parallel.errors] == ["line 51", f"line {len(bad)}"]
+    result = import_file(ledger, write(tmp_path, rows))
+    assert result.events == len(rows) and ticket_records(ledger) == len(rows)
+    assert [r.ticket for r in ledger.records()][-1] == "CHG-199"

@@ -275,8 +275,8 @@ def event_from_record(
     """A ticket.* ledger record as an event at its effective time (the claimed one if any)."""
     data = dict(info)
     claimed = data.pop("at", None)
-    backdated = bool(data.pop("backdated", False))
-    data.pop("imported", None)
+    # imported events carry their desk's time: claimed, like a back-dated one
+    backdated = bool(data.pop("backdated", False)) | bool(data.pop("imported", False))
     effective: float | None = None
     if isinstance(claimed, str):
         with contextlib.suppress(ValueError):

@@ -182,8 +182,12 @@ def test_a_large_file_is_read_by_two_processes_with_the_same_result(
     rows = [*GOOD]
     for i in range(200):
         rows.append(line(f"CHG-{i}", "opened", "2026-11-04T09:00:00+01:00", category="network"))
-    bad = [*rows[:50], line("INC-77", "resolved", "2026-11-04T09:00:00Z"), *rows[50:],
-           line("CHG-3", "survey", "2026-11-05T09:00:00Z", score=9)]
+    bad = [
+        *rows[:50],
+        line("INC-77", "resolved", "2026-11-04T09:00:00Z"),
+        *rows[50:],
+        line("CHG-3", "survey", "2026-11-05T09:00:00Z", score=9),
+    ]
     serial = ticketio.parse_lines(write(tmp_path, bad).read_text().splitlines(True), ledger)
     monkeypatch.setattr(ticketio, "PARALLEL_BYTES", 1)
     parallel = ticketio.check_file(write(tmp_path, bad), ledger)

@@ -187,6 +187,39 @@ def _row(s: TicketSummary) -> tuple[Any, ...]:
     return tuple(row)
 
 
+_RECUR_SQL = "ticket, category, requester, hosts, opened_at, resolved_at, recurs_at"
+
+
+def recurrence_changes(rows: Iterable[Sequence[Any]]) -> list[tuple[float | None, str]]:
+    """(recurs_at, ticket) for every row whose recurs_at is not what the rows say it must be.
+
+    rows: (ticket, category, requester, hosts, opened_at, resolved_at, recurs_at)."""
+    rows = list(rows)
+    index: dict[tuple[str, str, str], list[float]] = {}
+    for _, category, requester, hosts, opened, _r, _x in rows:
+        for host in hosts.split(_SEP) if hosts else ():
+            index.setdefault((category, "h", host), []).append(opened)
+        if requester:
+            index.setdefault((category, "r", requester), []).append(opened)
+    for times in index.values():
+        times.sort()
+    changes = []
+    for ticket, category, requester, hosts, _, resolved, old in rows:
+        new = None
+        if resolved is not None:
+            keys = [(category, "h", h) for h in hosts.split(_SEP)] if hosts else []
+            if requester:
+                keys.append((category, "r", requester))
+            for key in keys:
+                times = index[key]
+                i = bisect_right(times, resolved)
+                if i < len(times) and (new is None or times[i] < new):
+                    new = times[i]
+        if new != old:
+            changes.append((new, ticket))
+    return changes
+
+
 def _summary(r: Sequence[Any]) -> TicketSummary:
     """A projection row (columns in table order) as a summary; clocks decoded lazily."""
     return TicketSummary(
@@ -350,44 +383,25 @@ class Projection:
             )
             return count
 
-    def _insert_tickets(self, conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    def _insert_tickets(
+        self,
+        conn: Any,
+        rows: Sequence[tuple[Any, ...]],
+        recurs: Mapping[str, float | None] | None = None,
+    ) -> None:
         self._insert_many(conn, "kpi_tickets", _TICKET_COLUMNS, rows)
-        facts = [tuple(r[i] for i in _FACT_INDEX) for r in rows]
-        self._insert_many(conn, "kpi_facts", _FACT_COLUMNS, facts)
+        get = (recurs or {}).get
+        facts = [(*(r[i] for i in _FACT_INDEX), get(r[0])) for r in rows]
+        self._insert_many(conn, "kpi_facts", [*_FACT_COLUMNS, "recurs_at"], facts)
         hosts = [(r[0], h) for r in rows if r[7] for h in r[7].split(_SEP)]
         self._insert_many(conn, "kpi_hosts", ["ticket", "host"], hosts)
 
     def _recurrence(self, conn: Any) -> None:
         """Recompute every ticket's `recurs_at` (one pass; only the changed rows are written)."""
-        rows = list(
-            self._stream(
-                conn,
-                "SELECT ticket, category, requester, hosts, opened_at, resolved_at, recurs_at "
-                "FROM kpi_facts",
-            )
-        )
-        index: dict[tuple[str, str, str], list[float]] = {}
-        for _, category, requester, hosts, opened, _r, _x in rows:
-            for host in hosts.split(_SEP) if hosts else ():
-                index.setdefault((category, "h", host), []).append(opened)
-            if requester:
-                index.setdefault((category, "r", requester), []).append(opened)
-        for times in index.values():
-            times.sort()
-        changes = []
-        for ticket, category, requester, hosts, _, resolved, old in rows:
-            new = None
-            if resolved is not None:
-                keys = [(category, "h", h) for h in hosts.split(_SEP)] if hosts else []
-                if requester:
-                    keys.append((category, "r", requester))
-                for key in keys:
-                    times = index[key]
-                    i = bisect_right(times, resolved)
-                    if i < len(times) and (new is None or times[i] < new):
-                        new = times[i]
-            if new != old:
-                changes.append((new, ticket))
+        rows = list(self._stream(conn, f"SELECT {_RECUR_SQL} FROM kpi_facts"))
+        self._update_recurrence(conn, recurrence_changes(rows))
+
+    def _update_recurrence(self, conn: Any, changes: list[tuple[float | None, str]]) -> None:
         if changes:
             ph = "?" if self.dialect == "sqlite" else "%s"
             raw: Any = conn.connection.dbapi_connection
@@ -507,12 +521,14 @@ class Projection:
                     )
 
     # -- priming from an import ------------------------------------------------------------------
-    def prime(self, checked: Checked) -> Callable[[int, int], None] | None:
-        """Summarise a checked import in a second process while the ledger appends it.
+    def prime(self, checked: Checked) -> Callable[[int | None, int | None], None] | None:
+        """Replay a checked import in a second process while the ledger appends it.
 
-        Only when it is exactly what a refresh would do: the projection is current at the
-        ledger's head, every ticket in the file is new, and (checked afterwards) the file's
-        records are the only ones written meanwhile. Otherwise the next refresh does the work."""
+        Only when that is exactly what a refresh would do: the projection is current at the
+        ledger's head and every ticket in the file is new. The worker replays the tickets and
+        works out recurrences while the ledger appends; told the seqs written, it checks that
+        they were the only records written meanwhile and stores its rows with the new
+        watermark. In every other case the next refresh reads the records from the ledger."""
         if not checked.all_new:
             return None
         with self.engine.connect() as conn:
@@ -524,41 +540,49 @@ class Projection:
             or int(state.get("watermark", -1)) != head
         ):
             return None
-        _PRIME[:] = [checked.events, self.policy]
         try:
             context = multiprocessing.get_context("fork")
         except ValueError:
-            context = None
-        if context is None:
-            return lambda first, last: self._primed(head, first, last, _summarize_import())
+            return None
+        _PRIME[:] = [checked.events, self.url, self.policy, head]
         self.engine.dispose()  # no pooled connection may cross the fork
-        receive, send = context.Pipe(duplex=False)
-        worker = context.Process(target=_prime_worker, args=(send,), daemon=True)
+        go_receive, go_send = context.Pipe(duplex=False)
+        worker = context.Process(target=_prime_worker, args=(go_receive,), daemon=True)
         worker.start()
-        send.close()
+        go_receive.close()
+        _PRIME.clear()
 
-        def finish(first: int, last: int) -> None:
+        def finish(first: int | None, last: int | None) -> None:
             try:
-                rows = receive.recv()
-            except (EOFError, OSError):
-                return  # the worker died: the next refresh reads the records from the ledger
+                go_send.send((first, last))  # (None, None): the import failed
+            except OSError:
+                pass  # the worker died: the next refresh reads the records from the ledger
             finally:
+                go_send.close()
                 worker.join()
-                _PRIME.clear()
-            self._primed(head, first, last, rows)
 
         return finish
 
-    def _primed(self, head: int, first: int, last: int, rows: list[tuple[Any, ...]]) -> None:
+    def _store_primed(
+        self,
+        head: int,
+        first: int,
+        last: int,
+        rows: list[tuple[Any, ...]],
+        recurs: Mapping[str, float | None],
+        changes: list[tuple[float | None, str]],
+    ) -> bool:
+        """Store an import's replayed rows with the watermark `last`, if nothing else was written."""
         with self.engine.begin() as conn:
             mark = conn.execute(select(kpi_state.c.value).where(kpi_state.c.key == "watermark"))
             now_head = conn.execute(text("SELECT max(seq) FROM ledger")).scalar() or 0
             if first != head + 1 or now_head != last or int(mark.scalar() or -1) != head:
-                return  # someone else wrote meanwhile: leave it to refresh()
-            self._insert_tickets(conn, rows)
-            self._recurrence(conn)
+                return False  # someone else wrote meanwhile: leave it to refresh()
+            self._insert_tickets(conn, rows, recurs)
+            self._update_recurrence(conn, changes)
             conn.execute(delete(kpi_state).where(kpi_state.c.key == "watermark"))
             conn.execute(insert(kpi_state), [{"key": "watermark", "value": str(last)}])
+            return True
 
     # -- reading -------------------------------------------------------------------------------
     def tickets(self, **where: Any) -> list[TicketSummary]:
@@ -610,12 +634,13 @@ class Projection:
         return {a: t for a, t in rows}
 
 
-_PRIME: list[Any] = []  # (events, policy) handed to the forked worker by memory, not by pickle
+_PRIME: list[Any] = []  # what the forked worker needs, handed over by memory, not by pickle
 
 
-def _summarize_import() -> list[tuple[Any, ...]]:
-    events: list[Parsed] = _PRIME[0]
-    policy: Policy = _PRIME[1]
+def _prime_worker(go: Any) -> None:
+    """The forked half of `Projection.prime` (see there)."""
+    events: list[Parsed]
+    events, url, policy, head = _PRIME
     per_ticket: dict[str, list[TicketEvent]] = {}
     for i, e in enumerate(events):
         per_ticket.setdefault(e.ticket, []).append(
@@ -626,14 +651,33 @@ def _summarize_import() -> list[tuple[Any, ...]]:
         summary = summarize(ticket, evs, [], policy)
         if summary is not None:
             rows.append(_row(summary))
-    return rows
-
-
-def _prime_worker(send: Any) -> None:
+    projection = Projection(url, policy)
     try:
-        send.send(_summarize_import())
+        with projection.engine.connect() as conn:
+            existing = list(projection._stream(conn, f"SELECT {_RECUR_SQL} FROM kpi_facts"))
+        index = {c: i for i, c in enumerate(_TICKET_COLUMNS)}
+        fresh = [
+            (r[0], r[index["category"]], r[index["requester"]], r[index["hosts"]],
+             r[index["opened_at"]], r[index["resolved_at"]], None)
+            for r in rows
+        ]  # fmt: skip
+        new_tickets = {r[0] for r in rows}
+        recurs: dict[str, float | None] = {}
+        changes = []
+        for value, ticket in recurrence_changes([*existing, *fresh]):
+            if ticket in new_tickets:
+                recurs[ticket] = value
+            else:
+                changes.append((value, ticket))
+        try:
+            first, last = go.recv()  # the ledger has appended the file: (first, last)
+        except EOFError:
+            return
+        if first is None or last is None:
+            return  # the import failed: nothing to store
+        projection._store_primed(head, first, last, rows, recurs, changes)
     finally:
-        send.close()
+        projection.close()
 
 
 def open_projection(url: str, policy: Policy, *, refresh: bool = True) -> Projection:

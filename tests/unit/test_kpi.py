@@ -297,3 +297,19 @@ def test_the_sql_kpis_equal_the_reference_kpis(
         fast = kpis_fast(projection, POLICY, since=since, until=until, now=moment, by=by)
         assert fast == reference
     assert reference["tickets_opened"] > 0
+
+
+def test_a_failed_import_stores_nothing_primed(
+    ledger: Ledger, projection: Projection, tmp_path: Path
+) -> None:
+    from toolkit.ticketio import check_file
+
+    projection.refresh()
+    checked = check_file(desk.write(tmp_path / "week.jsonl"), ledger)
+    finish = projection.prime(checked)
+    assert finish is not None
+    finish(None, None)  # as import_file does when the append fails
+    assert projection.tickets() == []
+    with projection.engine.connect() as conn:
+        mark = conn.exec_driver_sql("SELECT value FROM kpi_state WHERE key = 'watermark'").scalar()
+    assert mark == "0"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
@@ -34,7 +35,6 @@ from .tickets import (
     event_from_record,
     iso_utc,
     next_state,
-    parse_time,
 )
 
 if TYPE_CHECKING:
@@ -133,8 +133,9 @@ def _read(lines: Iterable[str], first: int = 1) -> Read:
     parsed: list[tuple[int, Parsed]] = []
     valid_ids: set[str] = set()
     loads = json.JSONDecoder().decode
+    fromisoformat = datetime.fromisoformat
     for number, line in enumerate(lines, first):
-        if not line.strip():
+        if not line or line.isspace():
             continue
         try:
             obj = loads(line)
@@ -161,7 +162,10 @@ def _read(lines: Iterable[str], first: int = 1) -> Read:
             if not isinstance(when, str):
                 raise TicketError(f"at must be an ISO 8601 time, not {when!r}")
             try:
-                at = parse_time(when)
+                moment = fromisoformat(when)
+                if moment.tzinfo is None:
+                    raise ValueError(when)
+                at = moment.timestamp()
             except ValueError:
                 raise TicketError(
                     f"time {when!r} has no UTC offset"
@@ -189,7 +193,7 @@ def _order(read: Read, ledger: Ledger | None) -> Checked:
         k = known.get(ticket)
         if k is None:
             k = known[ticket] = _Known()
-        key = _key(ticket, event, at)
+        key = (ticket, event, round(at, 3))  # as _key()
         try:
             if key in seen_at:
                 raise TicketError(f"duplicate event: the same as line {seen_at[key]}")

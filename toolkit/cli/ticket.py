@@ -367,14 +367,13 @@ def show(app: App, ticket_id: str, as_json: bool) -> None:
             click.secho(f"  ignored event {anomaly}", fg="yellow")
     rows: list[tuple[float, int, tuple[str, ...]]] = []
     for ev in events:
-        detail = ", ".join(f"{k}={v}" for k, v in ev.data.items() if v not in (None, "", [], {}))
+        fields = {k: v for k, v in ev.data.items() if k != "by" and v not in (None, "", [], {})}
+        detail = ", ".join(f"{k}={v}" for k, v in fields.items())
         mark = " (back-dated)" if ev.backdated else ""
+        # who did it: the other desk's person for imported events (the importer is the operator)
+        who = ev.data.get("by") or ev.operator
         rows.append(
-            (
-                ev.at,
-                ev.seq,
-                (_local(ev.at, policy) + mark, ev.operator, "", ev.event, "", detail[:100]),
-            )
+            (ev.at, ev.seq, (_local(ev.at, policy) + mark, who, "", ev.event, "", detail[:100]))
         )
     for row in action_rows(r for r in records if r.kind.startswith("action.")):
         t = datetime.fromisoformat(row["at"]).timestamp()

@@ -313,3 +313,20 @@ def test_a_failed_import_stores_nothing_primed(
     with projection.engine.connect() as conn:
         mark = conn.exec_driver_sql("SELECT value FROM kpi_state WHERE key = 'watermark'").scalar()
     assert mark == "0"
+
+
+def test_the_report_data_is_the_kpi_json(
+    ledger: Ledger, projection: Projection, tmp_path: Path
+) -> None:
+    """The page's numbers (breakdowns computed in forked workers) are the `kpi --json` ones."""
+    from toolkit.kpiquery import kpis_fast
+    from toolkit.reports import kpi as pages
+
+    import_file(ledger, desk.write(tmp_path / "week.jsonl"))
+    projection.refresh()
+    data = pages.build(projection, POLICY, since=SINCE, until=UNTIL, now=UNTIL)
+    assert data["overall"] == kpis_fast(projection, POLICY, since=SINCE, until=UNTIL, now=UNTIL)
+    by_priority = kpis_fast(projection, POLICY, since=SINCE, until=UNTIL, now=UNTIL, by="priority")
+    assert data["groups"]["priority"] == by_priority["groups"]
+    assert [w["opened"] for w in data["weeks"]] == [3, 2]
+    assert "overall,,response_sla_compliance,0.6,," in pages.csv_text(data)

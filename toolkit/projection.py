@@ -39,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from .bulk import paused_gc
 from .sla import Policy
 from .ticketio import Checked, Parsed
 from .tickets import (
@@ -290,10 +291,12 @@ class Projection:
         """Bring the projection up to the ledger's head; returns the records read."""
         for _attempt in range(5):
             try:
-                return self._refresh()
+                with paused_gc():
+                    return self._refresh()
             except (IntegrityError, OperationalError):
                 continue  # another process refreshed at the same moment: read its result
-        return self._refresh()
+        with paused_gc():
+            return self._refresh()
 
     def rebuild(self) -> int:
         with self.engine.begin() as conn:

@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
+from .bulk import paused_gc
 from .errors import ValidationError
 from .tickets import (
     KINDS,
@@ -249,6 +250,16 @@ def import_file(
     `on_checked` may start work on the checked events while they are appended (the KPI
     projection does); it returns a callable that is given the first and last seq written
     (None, None if the append failed)."""
+    with paused_gc():
+        return _import(ledger, path, batch, on_checked)
+
+
+def _import(
+    ledger: Ledger,
+    path: Path,
+    batch: int | None,
+    on_checked: Callable[[Checked], Callable[[int | None, int | None], None] | None] | None,
+) -> ImportResult:
     from .ledger import Entry
 
     try:

@@ -52,7 +52,7 @@ from .tickets import (
     summarize,
 )
 
-VERSION = "4"
+VERSION = "5"
 CHUNK = 500
 
 metadata = MetaData()
@@ -93,6 +93,9 @@ kpi_tickets = Table(
     Column("last_update_at", Float),
     Column("update_due", Float),
     Column("anomalies", Text),
+    Column("closed_seconds", Float, nullable=False),
+    Column("running_since", Float),
+    Column("settled_at", Float, nullable=False),
 )
 
 # The narrow copy the KPI queries scan: a row a third the size of kpi_tickets' scans three times
@@ -257,6 +260,9 @@ def _summary(r: Sequence[Any]) -> TicketSummary:
         r[30],
         r[31],
         tuple(json.loads(r[32])) if r[32] else (),
+        r[33],
+        r[34],
+        r[35],
     )
 
 

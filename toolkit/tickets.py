@@ -433,16 +433,29 @@ class TicketSummary(NamedTuple):
     last_update_at: float | None
     update_due: float | None
     anomalies: Sequence[str] = ()
+    # From `settled_at` (its last start, stop or resolution) on, the resolution clock is
+    # `closed_seconds` of business time plus what runs from `running_since`: the backlog "now"
+    # needs no replay of the intervals.
+    closed_seconds: float = 0.0
+    running_since: float | None = None
+    settled_at: float = 0.0
 
     def is_open_at(self, t: float) -> bool:
         if self.opened_at > t:
             return False
+        if t >= self.settled_at:
+            return self.resolved_at is None
         return not any(s <= t and (e is None or e > t) for s, e in self.resolved_spans)
 
     def resolution_elapsed(self, policy: Policy, t: float) -> float:
         """Business minutes on the resolution clock at instant t (pauses excluded)."""
+        calendar = policy.calendar_for(self.priority)
+        if t >= self.settled_at:
+            running = self.running_since
+            extra = calendar.business_seconds(running, t) if running is not None else 0.0
+            return (self.closed_seconds + extra) / 60
         clipped = [(s, e) for s, e in self.intervals if s < t]
-        return elapsed(policy.calendar_for(self.priority), clipped, t) / 60
+        return elapsed(calendar, clipped, t) / 60
 
     def response_breached(self, t: float) -> bool:
         if self.response_at is not None and self.response_at <= t:
@@ -554,6 +567,9 @@ def summarize(
         every = prio.update_minutes or policy.update_minutes
         update_due = calendar.deadline(last_update or opened_at, every * 60)
     hosts = opened.get("hosts") or []
+    closed = [(s, e) for s, e in frozen_intervals if e is not None]
+    running = next((s for s, e in frozen_intervals if e is None), None)
+    boundaries = [b for pair in (*intervals, *spans) for b in pair if b is not None]
     return TicketSummary(
         ticket=ticket,
         state=state,
@@ -588,6 +604,9 @@ def summarize(
         last_update_at=last_update,
         update_due=update_due,
         anomalies=tuple(anomalies),
+        closed_seconds=elapsed(calendar, closed, max(boundaries, default=opened_at)),
+        running_since=running,
+        settled_at=max(boundaries, default=opened_at),
     )
 
 

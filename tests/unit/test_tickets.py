@@ -255,3 +255,27 @@ def test_strict_replay_raises_and_lenient_replay_notes_anomalies() -> None:
 
 def test_never_opened_is_none() -> None:
     assert summarize("INC-1", [ev("note", at(23, 9), text="x")], [], POLICY) is None
+
+
+@pytest.mark.parametrize("reopen", [False, True])
+def test_the_settled_clock_shortcut_equals_replaying_the_intervals(reopen: bool) -> None:
+    events = [
+        opened(at(20, 17), "P3"),
+        ev("waiting", at(23, 10), 2),
+        ev("resumed", at(24, 11, 30), 3),
+        ev("resolved", at(24, 15), 4),
+    ]
+    if reopen:
+        events += [
+            ev("reopened", at(25, 9, 45), 5),
+            ev("waiting", at(25, 12), 6),
+            ev("resumed", at(26, 8), 7),
+        ]
+    s = summarize("INC-1", events, [], POLICY)
+    assert s is not None
+    for t in (at(26, 9), at(27, 17, 59), at(30, 12), at(12, 10, month=12)):
+        assert t >= s.settled_at
+        slow = s._replace(settled_at=float("inf"))
+        assert s.resolution_elapsed(POLICY, t) == slow.resolution_elapsed(POLICY, t)
+        assert s.is_open_at(t) == slow.is_open_at(t) == reopen
+        assert s.breached(POLICY, t) == slow.breached(POLICY, t)

@@ -188,18 +188,15 @@ def grouped(
             work = acc[name]["assigned"].setdefault(assignee, [0, 0.0])
             work[0] += count
             work[1] += count * policy.weight(priority)
-        for name, hosts, count in rows(
-            f"SELECT {g}, t.hosts, COUNT(*) FROM {source} "
-            f"WHERE {resolved_in} AND {recurred} AND t.hosts IS NOT NULL GROUP BY 1, 2"
+        for name, category, hosts, count in rows(
+            f"SELECT {g}, t.category, t.hosts, COUNT(*) FROM {source} "
+            f"WHERE {resolved_in} AND {recurred} GROUP BY 1, 2, 3"
         ):
+            tally = acc[name]["recurring_categories"]
+            tally[category] = tally.get(category, 0) + count
             tally = acc[name]["recurring_hosts"]
-            for host in hosts.split("\x1f"):
+            for host in hosts.split("\x1f") if hosts else ():
                 tally[host] = tally.get(host, 0) + count
-        for name, category, count in rows(
-            f"SELECT {g}, t.category, COUNT(*) FROM {source} "
-            f"WHERE {resolved_in} AND {recurred} GROUP BY 1, 2"
-        ):
-            acc[name]["recurring_categories"][category] = count
         for name, complaints in rows(
             f"SELECT {g}, t.complaints FROM {source} WHERE t.complaints IS NOT NULL"
         ):

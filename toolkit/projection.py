@@ -33,6 +33,7 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
+    event,
     insert,
     select,
     text,
@@ -280,6 +281,10 @@ class Projection:
         self.policy = policy
         self.engine: Engine = make_engine(url)
         self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            # KPI queries scan kpi_facts several times: keep it in SQLite's own page cache
+            # (the ledger's connections keep the default size; these are the projection's own)
+            event.listen(self.engine, "connect", _large_cache)
         with self.engine.begin() as conn:
             metadata.create_all(conn)
             version = conn.execute(
@@ -632,6 +637,12 @@ class Projection:
         return [
             ActionFact(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows
         ]
+
+
+def _large_cache(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA cache_size=-131072")  # 128 MB
+    cursor.close()
 
 
 _PRIME: list[Any] = []  # what the forked worker needs, handed over by memory, not by pickle

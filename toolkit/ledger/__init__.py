@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..credentials import Redactor
 from ..errors import LedgerError
@@ -46,9 +46,10 @@ def _json(value: Any) -> str | None:
     return _ENCODER.encode(value)
 
 
-@dataclass(frozen=True)
-class Record:
-    """One ledger row, exactly as stored (JSON fields as text, so the hash is over these bytes)."""
+class Record(NamedTuple):
+    """One ledger row, exactly as stored (JSON fields as text, so the hash is over these bytes).
+
+    A NamedTuple, not a dataclass: reading a million records builds a million of these."""
 
     seq: int
     at: str

@@ -96,8 +96,11 @@ def make_engine(url: str, synchronous: str = "normal") -> Any:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # autocommit driver: BEGIN is issued below
-        for pragma in ("journal_mode=WAL", "busy_timeout=60000",
-                       f"synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}"):
+        for pragma in (
+            "journal_mode=WAL",
+            "busy_timeout=60000",
+            f"synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}",
+        ):
             dbapi_conn.execute(f"PRAGMA {pragma}")
 
     @event.listens_for(engine, "begin")
@@ -219,8 +222,10 @@ class Store:
                 for row in rows:
                     seq += 1
                     row["seq"], row["at"], row["prev_hash"] = seq, at, prev
-                    prev = record_hash([row[f] for f in FIELDS])
-                    values.append((*[row[f] for f in FIELDS], prev))
+                    fields = [row[f] for f in FIELDS]
+                    prev = record_hash(fields)
+                    fields.append(prev)
+                    values.append(tuple(fields))
                 self._insert(values)
                 self._head = (seq, prev)
                 return values

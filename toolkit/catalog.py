@@ -59,15 +59,34 @@ class Finding:
         return cls(False, summary, facts)
 
 
+@dataclass(frozen=True)
+class PastAction:
+    """An earlier finished run of the same task on the same host under the same ticket."""
+
+    action_id: str
+    at: str  # when it finished (UTC, the ledger's format)
+    outcome: str
+    params: Mapping[str, Any]  # as recorded: secrets masked
+    verify: Mapping[str, Any] | None = None  # the verify finding: ok, summary, facts
+
+
 class Context(Protocol):
     """What a remediation step may do on its host.
 
     `read` may run in any step and returns the exit code as data. `change` works only during
     apply, and by default raises CommandFailed on a non-zero exit (`check=False` to inspect it).
+
+    `ticket` / `ticket_priority` name the run's ticket (None in a check-only run without one);
+    `previous()` lists this task's earlier finished runs on this host under that ticket, so a
+    one-shot action (a reset, a restart) can tell it was already done; `local_store(area)` is a
+    folder in the workspace for what a task keeps on the controller (backups); `handover()`
+    gives a secret made during the run to the engineer once, outside every record.
     """
 
     host: Host
     step: str
+    ticket: str | None
+    ticket_priority: str | None
 
     def read(
         self, command: Command, *, become: bool = False, timeout: float | None = None
@@ -94,6 +113,15 @@ class Context(Protocol):
         ...
 
     def note(self, text: str) -> None: ...
+
+    def previous(self) -> Sequence[PastAction]: ...
+
+    def local_store(self, area: str) -> Path: ...
+
+    def handover(self, label: str, secret: Secret, *, to_file: str | None = None) -> None:
+        """Show `secret` to the engineer once (stderr, or appended to a 0600 file), never
+        recording it: only its label goes into the notes."""
+        ...
 
 
 class Param:

@@ -13,6 +13,7 @@ run never calls apply, so `--check` cannot modify a host.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import threading
 import time
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import Finding, Task, TaskSpec
+from .catalog import Finding, PastAction, Task, TaskSpec
 from .credentials import MASK, CredentialStore, Secret
 from .errors import (
     AuthFailed,
@@ -36,6 +37,7 @@ from .errors import (
     TransportError,
     Unreachable,
 )
+from .handover import Handover
 from .inventory import Host
 from .ledger import Ledger
 from .quoting import Command, become
@@ -74,6 +76,8 @@ class RunOptions:
     serial: int | None = None
     max_fail_percent: float | None = None
     command_timeout: float | None = None
+    # Recorded in every action's begin and finish data (a runbook run: its name and run id).
+    tags: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,9 @@ class HostResult:
     error: str | None = None
     action_id: str | None = None
     notes: tuple[str, ...] = ()
+    # Secrets for the engineer (a generated password): delivered once by the CLI, never in
+    # as_dict(), the notes or the ledger.
+    handovers: tuple[Handover, ...] = field(default=(), repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -164,6 +171,7 @@ EventHandler = Callable[[str, Host, Any], None]
 class _Recorder:
     commands: list[CommandRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    handovers: list[Handover] = field(default_factory=list)
 
     def output(self) -> str:
         return "".join(
@@ -184,14 +192,23 @@ class StepContext:
         credentials: CredentialStore,
         cancel: threading.Event,
         command_timeout: float | None,
+        *,
+        ticket: str | None = None,
+        ticket_priority: str | None = None,
+        history: Callable[[], Sequence[PastAction]] | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.host = host
         self.step = "check"
+        self.ticket = ticket
+        self.ticket_priority = ticket_priority
         self._transport = transport
         self._recorder = recorder
         self._credentials = credentials
         self._cancel = cancel
         self._timeout = command_timeout
+        self._history = history
+        self._state_dir = state_dir
 
     def read(
         self, command: Command, *, become: bool = False, timeout: float | None = None
@@ -228,6 +245,22 @@ class StepContext:
 
     def note(self, text: str) -> None:
         self._recorder.notes.append(self._credentials.redactor.mask(text))
+
+    def previous(self) -> Sequence[PastAction]:
+        return self._history() if self._history is not None else ()
+
+    def local_store(self, area: str) -> Path:
+        if self._state_dir is None:
+            raise ToolkitError("this run has no workspace to keep files in")
+        if not area.isidentifier():
+            raise ValueError(f"bad local store name {area!r}")
+        return self._state_dir / area
+
+    def handover(self, label: str, secret: Secret, *, to_file: str | None = None) -> None:
+        self._credentials.adopt(secret)
+        self._recorder.handovers.append(Handover(self.host.name, label, secret, to_file))
+        where = f"written to {to_file}" if to_file else "shown to the engineer once"
+        self.note(f"{label}: {where}, not recorded")
 
     def _require_apply(self, what: str) -> None:
         if self.step != "apply":
@@ -293,10 +326,12 @@ class Runner:
         connector: Connector,
         credentials: CredentialStore,
         on_event: EventHandler | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.ledger = ledger
         self.connector = connector
         self.credentials = credentials
+        self.state_dir = state_dir  # the workspace's state folder: tasks' local stores
         self._on_event = on_event or (lambda kind, host, detail: None)
         self._cancel = threading.Event()
 
@@ -319,6 +354,7 @@ class Runner:
             spec: self._resolve_secrets(spec, values)
             for spec, values in task.validate(params, {h.platform for h in hosts}).items()
         }
+        priority = ticket_priority(self.ledger, ticket) if ticket else None
         started = time.monotonic()
         results: dict[str, HostResult] = {}
         batches = _batches(list(hosts), options.serial)
@@ -328,10 +364,10 @@ class Runner:
             for batch in batches:
                 if stop_reason:
                     for host in batch:
-                        results[host.name] = self._not_run(task, host, ticket, stop_reason)
+                        results[host.name] = self._not_run(task, host, ticket, stop_reason, options)
                     continue
                 futures = {
-                    pool.submit(self._host, task, plans, host, ticket, options): host
+                    pool.submit(self._host, task, plans, host, ticket, priority, options): host
                     for host in batch
                 }
                 self._collect(futures, results)
@@ -379,8 +415,12 @@ class Runner:
                 resolved[name] = self.credentials.resolve(resolved[name], f"parameter {name}")
         return resolved
 
-    def _not_run(self, task: Task, host: Host, ticket: str | None, why: str) -> HostResult:
-        action_id = self.ledger.begin(task=task.name, host=host.name, ticket=ticket, params={})
+    def _not_run(
+        self, task: Task, host: Host, ticket: str | None, why: str, options: RunOptions
+    ) -> HostResult:
+        action_id = self.ledger.begin(
+            task=task.name, host=host.name, ticket=ticket, params={}, data=dict(options.tags)
+        )
         self.ledger.finish(
             action_id,
             task=task.name,
@@ -388,7 +428,7 @@ class Runner:
             ticket=ticket,
             outcome=Outcome.SKIPPED,
             duration=0.0,
-            data={"message": why},
+            data={"message": why, **options.tags},
         )
         result = HostResult(host.name, Outcome.SKIPPED, why, action_id=action_id)
         self._on_event("done", host, result)
@@ -400,6 +440,7 @@ class Runner:
         plans: Mapping[TaskSpec, Mapping[str, Any]],
         host: Host,
         ticket: str | None,
+        priority: str | None,
         options: RunOptions,
     ) -> HostResult:
         if self._cancel.is_set():
@@ -418,6 +459,7 @@ class Runner:
                 "platform": host.platform,
                 "transport": host.transport,
                 "address": f"{host.address}:{host.port}",
+                **options.tags,
             },
         )
         self._on_event("start", host, None)
@@ -444,6 +486,10 @@ class Runner:
                     self.credentials,
                     self._cancel,
                     options.command_timeout,
+                    ticket=ticket,
+                    ticket_priority=priority,
+                    history=lambda: self._history(task.name, host.name, ticket),
+                    state_dir=self.state_dir,
                 )
                 self._on_event("step", host, "check")
                 check = remediation.check(ctx)
@@ -495,6 +541,7 @@ class Runner:
             error=error,
             action_id=action_id,
             notes=tuple(recorder.notes),
+            handovers=tuple(recorder.handovers),
         )
         self.ledger.finish(
             action_id,
@@ -511,10 +558,40 @@ class Runner:
                 "check": _finding(check),
                 "verify": _finding(verify),
                 "notes": list(recorder.notes),
+                **options.tags,
             },
         )
         self._on_event("done", host, result)
         return result
+
+    def _history(self, task: str, host: str, ticket: str | None) -> list[PastAction]:
+        """Finished runs of `task` on `host` under `ticket`, oldest first (none without one)."""
+        if not ticket:
+            return []
+        begun: dict[str, dict[str, Any]] = {}
+        done: list[PastAction] = []
+        for rec in self.ledger.records(ticket=ticket, host=host, task=task):
+            if rec.kind == "action.begin" and rec.action_id:
+                begun[rec.action_id] = json.loads(rec.params) if rec.params else {}
+            elif rec.kind == "action.finish" and rec.action_id in begun:
+                done.append(
+                    PastAction(
+                        rec.action_id,
+                        rec.at,
+                        rec.outcome or "",
+                        begun[rec.action_id],
+                        rec.info.get("verify"),
+                    )
+                )
+        return done
+
+
+def ticket_priority(ledger: Ledger, ticket: str) -> str | None:
+    """The priority a ticket was opened with (its `ticket.opened` event), if the log has it."""
+    for rec in ledger.records(ticket=ticket, kind="ticket.opened"):
+        value = rec.info.get("priority")
+        return str(value) if value else None
+    return None
 
 
 def _kebab(name: str) -> str:

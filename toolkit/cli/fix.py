@@ -153,6 +153,7 @@ def fix(
                 connector=connector,
                 credentials=app.credentials,
                 on_event=on_event,
+                state_dir=app.workspace.state_dir,
             )
             report = runner.run(entry, hosts, raw, ticket=ticket, options=options)
     finally:
@@ -161,6 +162,7 @@ def fix(
         render.emit_json(app.redactor.mask_data(report.as_dict()))
     else:
         show_report(report)
+    render.handovers(report.results)
     click.get_current_context().exit(report.exit_code)
 
 

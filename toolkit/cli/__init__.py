@@ -26,6 +26,16 @@ COMMANDS = {
     "log": ("toolkit.cli.log", "log", "Read the ticket log (the ledger) with filters."),
     "audit": ("toolkit.cli.audit", "audit", "Verify the ledger's hash chain; for auditors."),
     "ticket": ("toolkit.cli.ticket", "ticket", "Show tickets and the actions run under them."),
+    "runbook": (
+        "toolkit.cli.runbook",
+        "runbook",
+        "List, show and run runbooks: diagnose → fix → verify → escalate.",
+    ),
+    "backup": (
+        "toolkit.cli.backup",
+        "backup",
+        "List, inspect and verify the workspace backup store (backup.files).",
+    ),
     "lab": ("toolkit.cli.lab", "lab", "Start and stop the local lab of real SSH/CUPS hosts."),
     "init": ("toolkit.cli.init", "init", "Create a new workspace (itops.toml and folders)."),
 }

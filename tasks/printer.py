@@ -330,7 +330,9 @@ class ReinstallQueue(Remediation):
         pattern=r"[a-z][a-z0-9+.-]*:[^\s'\"\\]{1,1000}",
         help="device URI (default: the queue's current one)",
     )
-    driver = Param(str, pattern=r"[A-Za-z0-9_][A-Za-z0-9_.:/+=-]{0,255}", help="lpinfo -m model")
+    driver = Param(
+        str, pattern=r"(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.:/+=-]{0,255}", help="lpinfo -m model"
+    )
     ppd = Param(str, kind="path", pattern=r"/.*\.ppd(\.gz)?", help="PPD file on the host")
     description = Param(str, kind="text", help="printer-info (default: the current one)")
     location = Param(str, kind="text", help="printer-location (default: the current one)")

@@ -422,6 +422,18 @@ class RunbookReport:
         }
 
 
+def prepare(
+    runbook: Runbook, hosts: Sequence[Host], given: Mapping[str, Value], catalog: Catalog
+) -> tuple[dict[str, Value], dict[str, Task]]:
+    """The run's parameters and tasks, every step's values checked by the rules of the hosts'
+    platforms — before anything runs or is recorded."""
+    bound = runbook.bind(given)
+    tasks: dict[str, Task] = {s.task: catalog.get(s.task) for s in runbook.steps}
+    for step in runbook.steps:
+        tasks[step.task].validate(runbook.step_params(step, bound), {h.platform for h in hosts})
+    return bound, tasks
+
+
 def run_runbook(
     runbook: Runbook,
     hosts: Sequence[Host],
@@ -444,10 +456,7 @@ def run_runbook(
             f"runbook {runbook.name} changes hosts: a ticket is required",
             hint="add --ticket INC-1234, or --check to look only",
         )
-    bound = runbook.bind(given)
-    tasks: dict[str, Task] = {s.task: catalog.get(s.task) for s in runbook.steps}
-    for step in runbook.steps:  # refuse bad values before anything runs or is recorded
-        tasks[step.task].validate(runbook.step_params(step, bound), {h.platform for h in hosts})
+    bound, tasks = prepare(runbook, hosts, given, catalog)
     run_id = os.urandom(8).hex()
     mode = "check" if options.check_only else "fix"
     ledger.append(

@@ -205,7 +205,7 @@ def run(
       itops runbook run patch-compliance 'lab:!lab-03' -p security_only=true --ticket CHG-9
       itops runbook run av-out-of-date workstations --check
     """
-    from ..runbooks import run_runbook
+    from ..runbooks import prepare, run_runbook
     from ..runner import Runner, RunOptions
     from ..tickets import ensure
     from ..transports import Connector
@@ -215,7 +215,7 @@ def run(
     if ticket is not None:
         check_ticket_id(ticket)
     hosts = app.inventory.select(targets)
-    book.bind(raw)  # bad or missing runbook parameters: refused before anything is recorded
+    prepare(book, hosts, raw, app.catalog)  # bad values: refused before anything is recorded
     if ticket and not check_only:
         ensure(
             app.ledger,

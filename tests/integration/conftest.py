@@ -1,4 +1,5 @@
-"""The integration lab: real OpenSSH sshd hosts and real cupsd on loopback, one per test session.
+"""The integration lab: real OpenSSH sshd hosts on loopback with the lab's real services (cupsd,
+sudo, a disk per host, an apt repository, a ClamAV mirror, test accounts), one per test session.
 
 Needs root (the lab creates its login user and runs sshd/cupsd). CI runs as root; outside CI a
 non-root run skips these tests with that reason, under CI it fails.
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +39,7 @@ class LabEnv:
         workspace: Path | None = None,
         env: dict[str, str] | None = None,
         timeout: float = 120,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run the real CLI in a subprocess, as a user would."""
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")}
@@ -47,10 +50,21 @@ class LabEnv:
             text=True,
             timeout=timeout,
             env=full_env,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
         )
 
     def sshd_log(self) -> str:
         return "".join(p.read_text() for p in sorted(self.lab.dir.glob("sshd_*.log")))
+
+    def service(self, name: str) -> Any:
+        return self.lab.service(name)
+
+    def host_root(self, host: str) -> Path:
+        """The folder that stands for `/` of one lab host (its own var/, etc/, home/)."""
+        from toolkit.lab.disk import host_root
+
+        return host_root(self.state, self.state.host(host))
 
     def lpstat(self, host: str) -> str:
         from toolkit.lab.cups import run
@@ -92,7 +106,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
     Workspace.init(root)
     shutil.copy(HERE / "tasks" / "faults.py", root / "tasks" / "faults.py")
     lab = Lab(Workspace.load(root))
-    state = lab.up(4, services=["cups"])
+    state = lab.up(4)  # every default service: cups, sudo, disk, apt, clamav, accounts
     try:
         yield LabEnv(root, lab, state)
     finally:

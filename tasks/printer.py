@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -294,10 +293,46 @@ def queue_settings(ctx: Context, queue: str) -> dict[str, str] | None:
     result = ctx.read(cmd("lpoptions", "-p", queue))
     if result.exit_code != 0:
         return None
-    settings = {}
-    for item in shlex.split(result.stdout):
-        key, _, value = item.partition("=")
-        settings[key] = value
+    settings = parse_lpoptions(result.stdout)
+    # lpoptions does not escape quotes inside its quoted values: the free-text fields come from
+    # `lpstat -l`, one literal line each.
+    details = ctx.read(cmd("lpstat", "-l", "-p", queue)).stdout
+    for label, key in (("Description", "printer-info"), ("Location", "printer-location")):
+        m = re.search(rf"^\t{label}: ?(.*)$", details, re.M)
+        if m:
+            settings[key] = m.group(1)
+    return settings
+
+
+def parse_lpoptions(text: str) -> dict[str, str]:
+    """`lpoptions -p` output: `key=value` words, a value with spaces in single quotes (CUPS's
+    own format, not a shell's; quotes inside a value are not escaped, so free text is read
+    from `lpstat -l` instead)."""
+    settings: dict[str, str] = {}
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i].isspace():
+            i += 1
+        start = i
+        while i < n and text[i] not in "= \t\n":
+            i += 1
+        key = text[start:i]
+        if i >= n or text[i] != "=":
+            continue
+        i += 1
+        value: list[str] = []
+        if i < n and text[i] == "'":
+            i += 1
+            while i < n and not (text[i] == "'" and (i + 1 >= n or text[i + 1].isspace())):
+                value.append(text[i])
+                i += 1
+            i += 1
+        else:
+            while i < n and not text[i].isspace():
+                value.append(text[i])
+                i += 1
+        if key:
+            settings[key] = "".join(value)
     return settings
 
 

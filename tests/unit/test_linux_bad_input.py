@@ -104,6 +104,7 @@ def test_free_text_reaches_the_host_as_one_literal_argument(tmp_path: Path) -> N
     script = (
         Script()
         .on("lpoptions -p office", (0, "device-uri=file:/dev/null printer-info=old\n", ""))
+        .on("lpstat -l -p office", (0, "printer office is idle.\n\tDescription: old\n", ""))
         .on("lpstat -d", (0, "no system default destination\n", ""))
         .on(
             re.compile(r"^lpstat -p office"),

@@ -378,12 +378,7 @@ class Catalog:
     @classmethod
     def load(cls, folders: Sequence[Path]) -> Catalog:
         by_name: dict[str, list[TaskSpec]] = {}
-        seen: set[Path] = set()
-        for folder in folders:
-            folder = folder.resolve()
-            if folder in seen or not folder.is_dir():
-                continue
-            seen.add(folder)
+        for folder in existing_folders(folders):
             from_here: dict[tuple[str, str], TaskSpec] = {}
             for path in sorted(folder.rglob("*.py")):
                 if any(part.startswith(("_", ".")) for part in path.relative_to(folder).parts):
@@ -424,6 +419,16 @@ class Catalog:
 
     def __contains__(self, name: object) -> bool:
         return name in self._tasks
+
+
+def existing_folders(folders: Sequence[Path]) -> list[Path]:
+    """The folders that exist, resolved, each once, in order (built-in, then the workspace's)."""
+    found: list[Path] = []
+    for folder in folders:
+        folder = folder.resolve()
+        if folder.is_dir() and folder not in found:
+            found.append(folder)
+    return found
 
 
 def _load_module(path: Path) -> list[TaskSpec]:

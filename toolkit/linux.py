@@ -16,6 +16,9 @@ from typing import Any
 from .catalog import Context, Finding, Param, PastAction, Remediation
 from .errors import CommandFailed, NotFound, ToolkitError, ValidationError
 from .quoting import Command, cmd, script
+from .shapes import DNS_NAME as DNS_NAME  # shared shapes, re-exported
+from .shapes import HOST_PORT as HOST_PORT
+from .shapes import human_bytes as human_bytes
 from .transports.base import CommandResult
 
 # Local account names (shadow's NAME_REGEX, plus upper case and dots some sites use).
@@ -26,8 +29,6 @@ PACKAGE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}"
 SERVICE_NAME = r"[A-Za-z0-9_][A-Za-z0-9@_.:-]{0,254}"
 INTERFACE = r"[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,14}"
 ABSOLUTE_PATH = r"/.*"
-DNS_NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})"
-HOST_PORT = r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}"
 
 # Services itops itself needs on the host (or the host needs to stay manageable).
 PROTECTED_SERVICES = frozenset(
@@ -65,14 +66,6 @@ def host_var(ctx: Context, name: str, default: str) -> str:
     if "\x00" in value or "\n" in value:
         raise ValidationError(f"host variable {name} of {ctx.host.name} holds a control character")
     return value
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def done_before(ctx: Context, **match: Any) -> PastAction | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .catalog import Catalog, Task
+from .catalog import Catalog, Task, existing_folders
 from .errors import NotFound, ToolkitError, ValidationError
 from .inventory import Host
 from .tickets import CATEGORIES
@@ -137,12 +137,7 @@ def load_runbooks(folders: Sequence[Path], catalog: Catalog) -> dict[str, Runboo
     """Every runbook in the folders (a later folder's file overrides an earlier one's by name),
     each validated against the catalog."""
     found: dict[str, Path] = {}
-    seen: set[Path] = set()
-    for folder in folders:
-        folder = folder.resolve()
-        if folder in seen or not folder.is_dir():
-            continue
-        seen.add(folder)
+    for folder in existing_folders(folders):
         for path in sorted(folder.glob("*.yml")) + sorted(folder.glob("*.yaml")):
             found[path.stem] = path
     return {name: load_runbook(path, catalog) for name, path in sorted(found.items())}

@@ -334,7 +334,7 @@ def test_disk_cleanup_frees_space_in_order_and_keeps_live_logs(lab: LabEnv) -> N
     check = lab.itops("fix", "disk.cleanup", "lab-03", "-p", "min_free_percent=75", "--check")
     assert (
         outcome(check, "lab-03") == "would-fix"
-        and "cleanable: package cache 2.0 MiB" in check.stdout
+        and "cleanable: package cache 2.0 MB" in check.stdout
     )
     assert (tree(root / "var/log"), tree(archives)) == before
 

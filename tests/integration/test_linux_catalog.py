@@ -129,6 +129,10 @@ def test_av_update_fetches_a_new_signature_that_then_detects_a_new_sample(lab: L
         == "already-ok"
     )
 
+    files = tree(drop)
+    look = lab.itops("fix", "av.scan", "lab-04", "-p", f"path={drop}", "--check")
+    assert outcome(look, "lab-04") == "would-fix" and "invoice.pdf" in look.stdout
+    assert tree(drop) == files  # --check quarantined nothing
     scan = lab.itops(
         "fix", "av.scan", "lab-04", "-p", f"path={drop}", "--ticket", "LNX-3001", "--json"
     )
@@ -177,11 +181,15 @@ def test_restart_spooler_and_service_restart_restart_the_real_cupsd(lab: LabEnv)
     assert outcome(again, "lab-04") == "already-ok" and cupsd_pid(lab, "lab-04") == second
 
     service = lab.state.host("lab-04").vars["cups_service"]
-    restart = lab.itops(
-        "fix", "service.restart", "lab-04", "-p", f"service={service}", "--ticket", "LNX-3003"
-    )
+    args = ["fix", "service.restart", "lab-04", "-p", f"service={service}"]
+    assert outcome(lab.itops(*args, "--check"), "lab-04") == "would-fix"
+    assert cupsd_pid(lab, "lab-04") == second  # --check restarted nothing
+    restart = lab.itops(*args, "--ticket", "LNX-3003")
     assert outcome(restart, "lab-04") == "fixed"
-    assert cupsd_pid(lab, "lab-04") not in (first, second)
+    third = cupsd_pid(lab, "lab-04")
+    assert third not in (first, second)
+    assert outcome(lab.itops(*args, "--ticket", "LNX-3003"), "lab-04") == "already-ok"
+    assert cupsd_pid(lab, "lab-04") == third
     assert "office accepting requests" in lab.lpstat("lab-04")  # the spooler works after it
     ssh = lab.itops("fix", "service.restart", "lab-04", "-p", "service=ssh", "--ticket", "LNX-3003")
     assert ssh.returncode == 1 and "itops depends on it" in ssh.stdout
@@ -289,6 +297,8 @@ def test_backup_restore_and_list_with_hostile_file_names(lab: LabEnv, tmp_path: 
     (docs / "report.txt").write_text("overwritten by mistake\n")
     (docs / "sub dir" / "we'ird $(name) ;x.txt").unlink()
     changed = tree(docs)
+    no_ticket = lab.itops("fix", "backup.restore", "lab-01", "-p", f"path={docs}")
+    assert no_ticket.returncode == 2 and "ticket is required" in no_ticket.stderr
     check = lab.itops("fix", "backup.restore", "lab-01", "-p", f"path={docs}", "--check")
     assert outcome(check, "lab-01") == "would-fix" and tree(docs) == changed
     restored = lab.itops(

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from toolkit.backups import BACKUP_ID, Backup, BackupStore, Member, series_of
+from toolkit.backups import BACKUP_ID, FOLDER, Backup, BackupStore, Member, series_of
 from toolkit.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.errors import NotFound, ToolkitError, ValidationError
 from toolkit.linux import ABSOLUTE_PATH, human_bytes, output
@@ -40,7 +40,7 @@ def parse_hashes(text: str) -> dict[str, str]:
 
 
 def store(ctx: Context) -> BackupStore:
-    return BackupStore(ctx.local_store("backups"))
+    return BackupStore(ctx.artifacts(FOLDER))
 
 
 @remediation(
@@ -52,7 +52,7 @@ def store(ctx: Context) -> BackupStore:
 class BackupFiles(Remediation):
     """Archive the given paths on the host (tar with zstd, or gzip where the host has no zstd)
     as root into a temporary file, fetch it over the same SSH connection into the workspace
-    backup store (.itops/backups/<host>/<id>/), and write a manifest with every file's SHA-256.
+    backup store (.itops/backups/files/<host>/<id>/), and write a manifest with every file's SHA-256.
 
     Check hashes the files on the host: if the newest backup of the same paths still matches
     them (and its archive is intact) there is nothing to do. Verify re-reads the stored archive,
@@ -204,7 +204,6 @@ class BackupFiles(Remediation):
     category="backup",
     platforms={"linux"},
     summary="Put a file or folder back from the workspace backup store (needs a ticket)",
-    risky=True,
 )
 class RestoreFiles(Remediation):
     """Restore a file (or every file under a folder) from a backup made by backup.files: the

@@ -7,7 +7,7 @@ MockContext)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +67,18 @@ class StrictTransport:
         self.closed = True
 
 
+class StrictNetTransport(StrictTransport):
+    """A network device: `configure` and `save` are logged as "configure: l1 ; l2" and "save",
+    and answered by the script like commands (so a test scripts rejections and checks order)."""
+
+    def configure(self, lines: Sequence[str], *, timeout: float | None = None) -> CommandResult:
+        text = "configure: " + " ; ".join(line.strip() for line in lines)
+        return self.run(Command(text, text, "netcli"))
+
+    def save(self) -> CommandResult:
+        return self.run(Command("save", "save", "netcli"))
+
+
 class FakeConnector:
     """Stands in for transports.Connector; counts connections per host."""
 
@@ -90,7 +102,8 @@ class FakeConnector:
         self.opened.append(host.name)
         if host.name in self.errors:
             raise self.errors[host.name]
-        transport = StrictTransport(host, self.scripts[host.name], self.log)
+        kind = StrictNetTransport if host.transport == "netdev" else StrictTransport
+        transport = kind(host, self.scripts[host.name], self.log)
         self.transports.append(transport)
         return transport
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,9 @@ from .transports.base import ConnectOptions
 from .workspace import Workspace
 
 if TYPE_CHECKING:  # SQLAlchemy costs ~0.3 s to import: only commands that use the ledger pay it
+    from .clock import Clock
     from .ledger import Ledger
+    from .policy import PolicySettings
 
 
 class RedactingFilter(logging.Filter):
@@ -44,9 +47,17 @@ class RedactingFilter(logging.Filter):
 
 
 class App:
-    def __init__(self, workspace: str | Path | None = None, *, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        workspace: str | Path | None = None,
+        *,
+        verbose: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
         self._workspace_arg = workspace
         self.verbose = verbose
+        self._clock = clock
+        self._closers: list[Callable[[], None]] = []
         self.redactor = Redactor()
         self._ledger: Ledger | None = None
 
@@ -67,6 +78,21 @@ class App:
     @cached_property
     def catalog(self) -> Catalog:
         return Catalog.load(self.workspace.task_folders)
+
+    @property
+    def clock(self) -> Clock:
+        if self._clock is None:
+            from .clock import SystemClock
+
+            self._clock = SystemClock()
+        return self._clock
+
+    @cached_property
+    def policy_settings(self) -> PolicySettings:
+        """Maintenance windows and approval rules from itops.toml (validated on first use)."""
+        from .policy import PolicySettings
+
+        return PolicySettings.from_config(self.workspace.config)
 
     @property
     def ledger(self) -> Ledger:
@@ -91,9 +117,19 @@ class App:
             connect_timeout=float(connect_timeout or ws.run_setting("connect_timeout", 10)),
             command_timeout=float(command_timeout or ws.run_setting("command_timeout", 120)),
             known_hosts=tuple(ws.known_hosts_files),
+            session_log_dir=ws.state_dir / "sessions",
         )
 
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Release something (a database engine, a temporary folder) when the command ends."""
+        self._closers.append(closer)
+
     def close(self) -> None:
+        while self._closers:
+            try:
+                self._closers.pop()()
+            except Exception:
+                logging.getLogger("itops").debug("closing failed", exc_info=True)
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None

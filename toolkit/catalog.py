@@ -24,7 +24,7 @@ import importlib.util
 import inspect
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -78,9 +78,8 @@ class Context(Protocol):
 
     `ticket` / `ticket_priority` name the run's ticket (None in a check-only run without one);
     `previous()` lists this task's earlier finished runs on this host under that ticket, so a
-    one-shot action (a reset, a restart) can tell it was already done; `local_store(area)` is a
-    folder in the workspace for what a task keeps on the controller (backups); `handover()`
-    gives a secret made during the run to the engineer once, outside every record.
+    one-shot action (a reset, a restart) can tell it was already done; `handover()` gives a
+    secret made during the run to the engineer once, outside every record.
     """
 
     host: Host
@@ -114,14 +113,35 @@ class Context(Protocol):
 
     def note(self, text: str) -> None: ...
 
-    def previous(self) -> Sequence[PastAction]: ...
+    def configure(self, lines: Sequence[str], *, check: bool = True) -> CommandResult:
+        """Type configuration lines on a network device (apply only); stops at a rejected line."""
+        ...
 
-    def local_store(self, area: str) -> Path: ...
+    def save(self) -> CommandResult:
+        """Write a network device's running configuration to startup (apply only)."""
+        ...
+
+    def artifacts(self, name: str) -> Path:
+        """A folder of the workspace where this task keeps files (e.g. configuration backups)."""
+        ...
+
+    def previous(self) -> Sequence[PastAction]: ...
 
     def handover(self, label: str, secret: Secret, *, to_file: str | None = None) -> None:
         """Show `secret` to the engineer once (stderr, or appended to a 0600 file), never
         recording it: only its label goes into the notes."""
         ...
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What `Remediation.finish_run` learns about a finished run of its task."""
+
+    task: str
+    ticket: str | None
+    check_only: bool
+    outcomes: Mapping[str, str]  # host → outcome
+    artifacts: Callable[[str], Path]
 
 
 class Param:
@@ -146,6 +166,7 @@ class Param:
         minimum: float | None = None,
         maximum: float | None = None,
         many: bool = False,
+        check: Callable[[Any], Any] | None = None,
     ) -> None:
         if kind not in ("token", "path", "text"):
             raise ValueError(f"unknown Param kind {kind!r}")
@@ -160,6 +181,7 @@ class Param:
         self.minimum = minimum
         self.maximum = maximum
         self.many = many
+        self.check = check  # a validator from toolkit.quoting, e.g. check_vlan
         self.name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -184,6 +206,17 @@ class Param:
 
     def parse(self, raw: str) -> Any:
         """Convert and validate one value given on the command line."""
+        value = self._parse(raw)
+        if self.check is not None and not self.secret:
+            try:
+                self.check(value)
+            except ValidationError as exc:
+                raise ValidationError(
+                    f"parameter {self.name}: {exc.message}", hint=exc.hint
+                ) from None
+        return value
+
+    def _parse(self, raw: str) -> Any:
         what = f"parameter {self.name}"
         if self.secret:
             if not is_reference(raw):
@@ -233,6 +266,14 @@ class Remediation:
 
     def verify(self, ctx: Context) -> Finding:
         return self.check(ctx)
+
+    def prepare(self, host: Host) -> None:
+        """Refuse host-specific input (e.g. a template's variables) before anything connects."""
+
+    @classmethod
+    def finish_run(cls, run: RunInfo) -> list[str]:
+        """Once per run, after every host finished (e.g. one commit of all backups); notes."""
+        return []
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,7 +18,7 @@ import base64
 import re
 import shlex
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -236,3 +236,133 @@ def check_text(value: str, what: str) -> str:
 def mapping_display(values: Mapping[str, Any]) -> dict[str, Any]:
     """Parameters as they may be shown and recorded: secrets masked."""
     return {k: (MASK if isinstance(v, Secret) else v) for k, v in values.items()}
+
+
+# --------------------------------------------------------------------------- network CLIs
+# Network operating systems have no shell: a command is one line typed at a prompt, and a change is
+# a list of configuration lines typed in configuration mode. What must never reach the device is a
+# line break inside a value (it would type a second command), a `?` (IOS answers with help and
+# keeps the half-typed line), a `|` in a show command (an output filter) or a `!`/`#` (a comment).
+
+NETCLI = "netcli"
+MAX_CONFIG_LINE = 1024
+
+# Interface names per platform: full and abbreviated forms, slot/port numbering, sub-interfaces.
+_IOS_NAMES = (
+    "GigabitEthernet|FastEthernet|TenGigabitEthernet|TwentyFiveGigE|FortyGigabitEthernet|"
+    "HundredGigE|TwoGigabitEthernet|FiveGigabitEthernet|AppGigabitEthernet|Ethernet|"
+    "Port-channel|Vlan|Loopback|Tunnel|Gi|Fa|Te|Twe|Fo|Hu|Tw|Fi|Et|Eth|Po|Vl|Lo|Tu"
+)
+INTERFACE_PATTERNS: dict[str, str] = {
+    "cisco_ios": rf"(?i:{_IOS_NAMES})\d+(/\d+){{0,3}}(\.\d+)?",
+    "cisco_xe": rf"(?i:{_IOS_NAMES})\d+(/\d+){{0,3}}(\.\d+)?",
+    "arista_eos": r"(?i:Ethernet|Et|Port-Channel|Po|Management|Ma|Vlan|Vl|Loopback|Lo)"
+    r"\d+(/\d+){0,2}(\.\d+)?",
+    "cisco_nxos": r"(?i:Ethernet|Eth|Et)\d+/\d+(/\d+)?(\.\d+)?"
+    r"|(?i:port-channel|po|Vlan|loopback|lo)\d+(\.\d+)?|mgmt0",
+    "cisco_xr": r"(?:GigabitEthernet|TenGigE|TwentyFiveGigE|FortyGigE|HundredGigE|MgmtEth|"
+    r"Bundle-Ether|Loopback|BVI|Gi|Te|Hu|BE|Lo)\d+(/(\d+|RS?P\d|CPU\d)){0,4}(\.\d+)?",
+    "cisco_asa": r"(?:GigabitEthernet|TenGigabitEthernet|Management|Port-channel|Redundant)"
+    r"\d+(/\d+){0,2}(\.\d+)?",
+    "juniper_junos": r"(?:ge|xe|et|fe|mge)-\d+/\d+/\d+(:\d+)?(\.\d+)?"
+    r"|(?:ae|em|fxp|me)\d+(\.\d+)?|(?:lo0|irb|vlan)(\.\d+)?",
+    "huawei_vrp": r"(?:GigabitEthernet|XGigabitEthernet|Ethernet|25GE|40GE|100GE|Eth-Trunk|"
+    r"Vlanif|LoopBack|MEth|GE|XGE)\d+(/\d+){0,3}(\.\d+)?",
+}
+INTERFACE_PATTERNS["huawei"] = INTERFACE_PATTERNS["huawei_vrp"]
+INTERFACE_EXAMPLES = {
+    "cisco_ios": "GigabitEthernet1/0/1, Gi1/0/1, Port-channel1",
+    "cisco_xe": "GigabitEthernet1/0/1, Gi1/0/1, Port-channel1",
+    "arista_eos": "Ethernet1, Et49/1, Port-Channel10",
+    "cisco_nxos": "Ethernet1/1, port-channel10, mgmt0",
+    "cisco_xr": "GigabitEthernet0/0/0/1, Bundle-Ether10",
+    "cisco_asa": "GigabitEthernet0/1, Management0/0",
+    "juniper_junos": "ge-0/0/1, xe-0/1/0.100, ae0",
+    "huawei_vrp": "GigabitEthernet0/0/1, Eth-Trunk1, Vlanif10",
+    "huawei": "GigabitEthernet0/0/1, Eth-Trunk1, Vlanif10",
+}
+_CLI_WORD = re.compile(r"[A-Za-z0-9_.:/@+=,-]+")
+_CONFIG_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f?]")
+
+
+def check_interface(value: str, platform: str) -> str:
+    """An interface name in the form the platform's CLI uses (refused if it has another shape)."""
+    pattern = INTERFACE_PATTERNS.get(platform)
+    if pattern is None:
+        raise ValidationError(f"no interface naming rules for platform {platform!r}")
+    bad = _CONTROL.search(value)
+    if bad:
+        raise ValidationError(f"interface name {value!r} contains {_describe(bad.group())}")
+    if not re.fullmatch(pattern, value):
+        raise ValidationError(
+            f"{value!r} is not a {platform} interface name",
+            hint=f"for example: {INTERFACE_EXAMPLES[platform]}",
+        )
+    return value
+
+
+def check_vlan(value: int | str) -> int:
+    """An 802.1Q VLAN id usable on an access port: 1–4094 (0 and 4095 are reserved)."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValidationError(f"VLAN {value!r} is not a number") from None
+    if isinstance(value, bool) or not 1 <= number <= 4094:
+        raise ValidationError(f"VLAN {value!r} is outside 1–4094")
+    return number
+
+
+def check_config_line(line: str, what: str = "config line") -> str:
+    """One configuration line: printable text, no line break inside, no `?`, bounded length."""
+    bad = _CONFIG_FORBIDDEN.search(line)
+    if bad:
+        where = f"{what} {line[:60]!r}"
+        raise ValidationError(
+            f"{where} contains {_describe(bad.group())}",
+            hint="a configuration line is one line; `?` would make the device print help",
+        )
+    if len(line) > MAX_CONFIG_LINE:
+        raise ValidationError(f"{what} is longer than {MAX_CONFIG_LINE} characters")
+    if not line.strip():
+        raise ValidationError(f"{what} is empty")
+    return line
+
+
+def _cli_value(value: Any) -> str:
+    if isinstance(value, Secret):
+        raise ValidationError(
+            "a secret cannot be typed into a network CLI command by itops",
+            hint="network secrets belong in dedicated tasks, never in a recorded command",
+        )
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError(f"cannot put {type(value).__name__} into a network CLI command")
+    text = str(value)
+    if not text or text.startswith("-") or not _CLI_WORD.fullmatch(text):
+        raise ValidationError(
+            f"{text!r} is not a single CLI word",
+            hint="allowed: letters, digits and _ . : / @ + = , - (no spaces, |, ?, ! or #)",
+        )
+    return text
+
+
+_CLI_FORMATTER = _QuotingFormatter(_cli_value)
+
+
+def cli(template: str, /, **values: str | int) -> Command:
+    """A network CLI command (a `show …`, `clear …`) from a template literal and checked words."""
+    text = _CLI_FORMATTER.vformat(template, (), values)
+    check_config_line(text, "command")
+    return Command(text, text, NETCLI)
+
+
+def config(*templates: str, **values: str | int) -> tuple[str, ...]:
+    """Configuration lines from template literals whose `{name}` placeholders take checked words."""
+    return config_lines(_CLI_FORMATTER.vformat(t, (), values) for t in templates)
+
+
+def config_lines(lines: Iterable[str]) -> tuple[str, ...]:
+    """Configuration lines given as data (a file, a rendered template), each checked."""
+    out = tuple(check_config_line(line, f"config line {n}") for n, line in enumerate(lines, 1))
+    if not out:
+        raise ValidationError("no configuration lines to send")
+    return out

@@ -7,7 +7,9 @@ parameter must be one the task takes (literal values are checked by the task's o
 the file and line. A run goes through the same Runner and ledger as `itops fix`: one
 `runbook.begin` / `runbook.finish` pair around it, every action tagged with the runbook and the
 run id, all under one ticket; when the last fix step on a host does not end fixed or already-ok,
-the ticket gets one `ticket.escalated` event naming the hosts and what was found.
+the ticket gets one `ticket.escalated` event naming the hosts and what was found. Fix steps go
+through the run policy like `itops fix` (maintenance windows, approvals): a host a step leaves
+`needs-approval` or `skipped` is held — left out of the later steps, not escalated.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .catalog import Catalog, Task, existing_folders
 from .errors import NotFound, ToolkitError, ValidationError
@@ -29,8 +31,10 @@ from .tickets import CATEGORIES
 if TYPE_CHECKING:
     import yaml
 
+    from .app import App
     from .ledger import Ledger
-    from .runner import HostResult, Runner, RunOptions, RunReport
+    from .runner import HostPolicy, HostResult, Runner, RunOptions, RunReport
+    from .workspace import Workspace
 
 BUILTIN_RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
 RUNBOOK_NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")
@@ -38,6 +42,7 @@ STEP_KEYS = ("name", "task", "params", "check_only", "if_failed")
 TOP_KEYS = ("summary", "category", "params", "steps", "escalate")
 TIERS = ("L1", "L2", "L3", "ops")
 OK = ("fixed", "already-ok")
+HELD = ("needs-approval", "skipped")  # by the run policy (or no implementation for the host)
 _REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 Value = str | list[str]
@@ -124,6 +129,80 @@ class Runbook:
 
 
 # --------------------------------------------------------------------------- loading
+
+
+def load(workspace: Workspace, name: str) -> Runbook:
+    """Runbook NAME of a workspace (built in or its own), validated (schedules call this)."""
+    catalog = Catalog.load(workspace.task_folders)
+    return get_runbook(name, runbook_folders(workspace.folder("runbooks", "runbooks")), catalog)
+
+
+def run(
+    app: App,
+    name: str | Runbook,
+    hosts: Sequence[Host],
+    params: Mapping[str, Value],
+    *,
+    ticket: str | None,
+    check_only: bool = False,
+    forks: int | None = None,
+    connect_timeout: float | None = None,
+    command_timeout: float | None = None,
+    on_step: Any = None,
+) -> RunbookReport:
+    """Run a runbook of the app's workspace as `itops runbook run` does — the runner, the ledger
+    and the run policy of `itops fix` (schedules call this under their change ticket)."""
+    from .policy import prepare as prepare_policy
+    from .runner import Runner, RunOptions
+    from .transports import Connector
+
+    book = name if isinstance(name, Runbook) else load(app.workspace, name)
+    requests: list[str] = []
+
+    def policy_for(
+        task: Task, step_hosts: Sequence[Host], values: Mapping[str, Value], /
+    ) -> HostPolicy:
+        policy = prepare_policy(
+            app.ledger,
+            app.policy_settings,
+            clock=app.clock,
+            task=task,
+            hosts=step_hosts,
+            params=values,
+            ticket=str(ticket),
+        )
+        if policy.request_id:
+            requests.append(policy.request_id)
+        return policy
+
+    options = RunOptions(
+        check_only=check_only,
+        forks=forks or int(app.workspace.run_setting("forks", 50)),
+        command_timeout=command_timeout,
+    )
+    connector = Connector(app.connect_options(connect_timeout, command_timeout), app.credentials)
+    try:
+        runner = Runner(
+            ledger=app.ledger,
+            connector=connector,
+            credentials=app.credentials,
+            state_dir=app.workspace.state_dir,
+        )
+        report = run_runbook(
+            book,
+            hosts,
+            params,
+            catalog=app.catalog,
+            runner=runner,
+            ledger=app.ledger,
+            ticket=ticket,
+            options=options,
+            on_step=on_step,
+            policy_for=policy_for,
+        )
+    finally:
+        connector.close()
+    return replace(report, approval_requests=tuple(dict.fromkeys(requests)))
 
 
 def runbook_folders(workspace_folder: Path | None) -> list[Path]:
@@ -361,6 +440,14 @@ def _check_step(
 # --------------------------------------------------------------------------- running
 
 
+class PolicyFor(Protocol):
+    """Makes the run policy for one fix step (toolkit.policy.prepare, as `itops fix` does)."""
+
+    def __call__(
+        self, task: Task, hosts: Sequence[Host], params: Mapping[str, Value], /
+    ) -> HostPolicy | None: ...
+
+
 @dataclass(frozen=True)
 class StepRun:
     step: Step
@@ -377,6 +464,18 @@ class RunbookReport:
     steps: tuple[StepRun, ...]
     escalated: Mapping[str, str]  # host → why (what the deciding step found)
     duration: float
+    held: Mapping[str, str] = field(default_factory=dict)  # host → why (approval, window)
+    approval_requests: tuple[str, ...] = ()  # REQUEST-IDs the run policy opened
+
+    def describe(self) -> str:
+        """One line: per-host counts of the last step each host reached, and who escalated."""
+        hosts = {r.host for r in self.results}
+        text = f"{len(hosts)} host(s)"
+        if self.escalated:
+            text += f"; escalated: {', '.join(self.escalated)}"
+        if self.held:
+            text += f"; held: {', '.join(self.held)}"
+        return text + ("" if self.escalated or self.held else "; nothing to escalate")
 
     @property
     def results(self) -> list[HostResult]:
@@ -391,6 +490,8 @@ class RunbookReport:
             return 1
         if "unreachable" in outcomes:
             return 3
+        if "needs-approval" in outcomes:
+            return 5
         if self.check_only and "would-fix" in outcomes:
             return 4
         return 0
@@ -404,6 +505,7 @@ class RunbookReport:
             "duration": round(self.duration, 3),
             "exit_code": self.exit_code,
             "escalated": dict(self.escalated),
+            "held": dict(self.held),
             "steps": [
                 {
                     "name": s.step.name,
@@ -440,6 +542,7 @@ def run_runbook(
     ticket: str | None,
     options: RunOptions,
     on_step: Any = None,
+    policy_for: PolicyFor | None = None,
 ) -> RunbookReport:
     """Run the steps in order over the hosts (see the module docstring)."""
     from .errors import TicketRequired
@@ -471,6 +574,7 @@ def run_runbook(
     )
     started = time.monotonic()
     by_host: dict[str, dict[str, HostResult]] = {h.name: {} for h in hosts}
+    held: dict[str, str] = {}
     runs: list[StepRun] = []
     for index, step in enumerate(runbook.steps):
         active, skipped = [], []
@@ -480,32 +584,35 @@ def run_runbook(
             not_needed = bool(step.if_failed) and (
                 step.if_failed not in done or str(done[str(step.if_failed)].outcome) in OK
             )
-            if unreachable or not_needed:
+            if unreachable or not_needed or host.name in held:
                 skipped.append(host.name)
             else:
                 active.append(host)
         report = None
         if active:
+            check_only = options.check_only or step.check_only
             step_options = replace(
                 options,
-                check_only=options.check_only or step.check_only,
+                check_only=check_only,
                 tags={"runbook": runbook.name, "run_id": run_id, "step": step.name},
             )
+            params = runbook.step_params(step, bound)
+            runner.policy = None
+            if policy_for is not None and ticket and not check_only:
+                runner.policy = policy_for(tasks[step.task], active, params)
             report = runner.run(
-                tasks[step.task],
-                active,
-                runbook.step_params(step, bound),
-                ticket=ticket,
-                options=step_options,
+                tasks[step.task], active, params, ticket=ticket, options=step_options
             )
             for result in report.results:
                 by_host[result.host][step.name] = result
+                if str(result.outcome) in HELD:
+                    held[result.host] = f"{step.name} ({result.outcome}): {result.message}"
         run = StepRun(step, report, tuple(skipped))
         runs.append(run)
         if on_step is not None:
             on_step(index, run)
     # A check-only run cannot know whether a fix would hold: it escalates nothing.
-    escalated = {} if options.check_only else _escalations(runbook, hosts, by_host)
+    escalated = {} if options.check_only else _escalations(runbook, hosts, by_host, held)
     report_ = RunbookReport(
         runbook.name,
         run_id,
@@ -514,6 +621,7 @@ def run_runbook(
         tuple(runs),
         MappingProxyType(escalated),
         time.monotonic() - started,
+        MappingProxyType(held),
     )
     if escalated and not options.check_only and runbook.escalate is not None and ticket:
         found = "; ".join(f"{h}: {why}" for h, why in escalated.items())
@@ -544,6 +652,7 @@ def run_runbook(
                 },
                 "escalated": dict(escalated),
                 "escalated_to": runbook.escalate.to if escalated and runbook.escalate else None,
+                "held": dict(held),
                 "findings": {
                     h: {s: r.message for s, r in steps.items()} for h, steps in by_host.items()
                 },
@@ -554,14 +663,20 @@ def run_runbook(
 
 
 def _escalations(
-    runbook: Runbook, hosts: Sequence[Host], by_host: Mapping[str, Mapping[str, HostResult]]
+    runbook: Runbook,
+    hosts: Sequence[Host],
+    by_host: Mapping[str, Mapping[str, HostResult]],
+    held: Mapping[str, str],
 ) -> dict[str, str]:
     """Hosts whose last fix step that ran did not end fixed/already-ok (or, where no fix step
-    ran, whose last step failed or could not connect) → what that step found."""
+    ran, whose last step failed or could not connect) → what that step found. Held hosts
+    (waiting for an approval or a window) are not escalated."""
     out = {}
     order = [s.name for s in runbook.steps]
     fix_steps = {s.name for s in runbook.steps if not s.check_only}
     for host in hosts:
+        if host.name in held:
+            continue
         ran = [name for name in order if name in by_host[host.name]]
         deciding = [n for n in ran if n in fix_steps]
         if deciding:

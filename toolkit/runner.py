@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -22,9 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .catalog import Finding, PastAction, Task, TaskSpec
+from .catalog import Finding, PastAction, RunInfo, Task, TaskSpec
 from .credentials import MASK, CredentialStore, Secret
 from .errors import (
     AuthFailed,
@@ -41,7 +42,9 @@ from .handover import Handover
 from .inventory import Host
 from .ledger import Ledger
 from .quoting import Command, become
+from .tickets import ticket_priority
 from .transports import CommandResult, Connector, Transport
+from .transports.base import ConfigTransport
 
 log = logging.getLogger("itops.runner")
 
@@ -52,7 +55,7 @@ class Outcome(enum.StrEnum):
     WOULD_FIX = "would-fix"  # check-only run: the problem is there
     FAILED = "failed"  # apply or verify failed, or a step raised
     UNREACHABLE = "unreachable"  # could not connect or authenticate, or the host key was refused
-    SKIPPED = "skipped"  # not this platform, or not run (max-fail-percent)
+    SKIPPED = "skipped"  # not this platform, outside its window, or not run (max-fail-percent)
     NEEDS_APPROVAL = "needs-approval"
 
 
@@ -142,6 +145,8 @@ class RunReport:
     check_only: bool
     results: tuple[HostResult, ...]
     duration: float
+    notes: tuple[str, ...] = ()  # from the task's finish_run (e.g. the backup commit)
+    finish_failed: bool = False  # finish_run raised: its note says why
 
     @property
     def counts(self) -> Counter[str]:
@@ -150,7 +155,8 @@ class RunReport:
     @property
     def exit_code(self) -> int:
         outcomes = {r.outcome for r in self.results}
-        return next((code for outcome, code in EXIT_CODES if outcome in outcomes), 0)
+        code = next((code for outcome, code in EXIT_CODES if outcome in outcomes), 0)
+        return 1 if self.finish_failed and code in (0, 4) else code
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -160,11 +166,30 @@ class RunReport:
             "duration": round(self.duration, 3),
             "counts": dict(self.counts),
             "exit_code": self.exit_code,
+            "notes": list(self.notes),
             "hosts": [r.as_dict() for r in self.results],
         }
 
 
 EventHandler = Callable[[str, Host, Any], None]
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    """A run policy's verdict for one host, made before anything connects to it.
+
+    `outcome` None lets the host run; SKIPPED or NEEDS_APPROVAL ends it there with `message`.
+    `record` goes into the host's begin and finish records under "policy"."""
+
+    outcome: Outcome | None
+    message: str = ""
+    record: Mapping[str, Any] = field(default_factory=dict)
+
+
+class HostPolicy(Protocol):
+    """The runner's one policy hook (maintenance windows, approvals: toolkit.policy)."""
+
+    def decide(self, task: Task, spec: TaskSpec, host: Host) -> PolicyDecision: ...
 
 
 @dataclass
@@ -192,22 +217,22 @@ class StepContext:
         credentials: CredentialStore,
         cancel: threading.Event,
         command_timeout: float | None,
+        state_dir: Path | None = None,
         *,
         ticket: str | None = None,
         ticket_priority: str | None = None,
         history: Callable[[], Sequence[PastAction]] | None = None,
-        state_dir: Path | None = None,
     ) -> None:
         self.host = host
         self.step = "check"
         self.ticket = ticket
         self.ticket_priority = ticket_priority
+        self._history = history
         self._transport = transport
         self._recorder = recorder
         self._credentials = credentials
         self._cancel = cancel
         self._timeout = command_timeout
-        self._history = history
         self._state_dir = state_dir
 
     def read(
@@ -249,18 +274,37 @@ class StepContext:
     def previous(self) -> Sequence[PastAction]:
         return self._history() if self._history is not None else ()
 
-    def local_store(self, area: str) -> Path:
-        if self._state_dir is None:
-            raise ToolkitError("this run has no workspace to keep files in")
-        if not area.isidentifier():
-            raise ValueError(f"bad local store name {area!r}")
-        return self._state_dir / area
-
     def handover(self, label: str, secret: Secret, *, to_file: str | None = None) -> None:
         self._credentials.adopt(secret)
         self._recorder.handovers.append(Handover(self.host.name, label, secret, to_file))
         where = f"written to {to_file}" if to_file else "shown to the engineer once"
         self.note(f"{label}: {where}, not recorded")
+
+    def configure(self, lines: Sequence[str], *, check: bool = True) -> CommandResult:
+        display = "configure: " + " ; ".join(line.strip() for line in lines)
+        self._require_apply(display)
+        transport = self._transport
+        if not isinstance(transport, ConfigTransport):
+            raise ToolkitError(f"{self.host.name} is not a network device: nothing to configure")
+        result = self._record(
+            display, lambda timeout: transport.configure(lines, timeout=timeout), None
+        )
+        if check and result.exit_code != 0:
+            raise CommandFailed(result.command, result.exit_code, result.stderr or result.stdout)
+        return result
+
+    def save(self) -> CommandResult:
+        self._require_apply("save the running configuration")
+        transport = self._transport
+        if not isinstance(transport, ConfigTransport):
+            raise ToolkitError(f"{self.host.name} is not a network device: nothing to save")
+        result = self._record("save running configuration", lambda _: transport.save(), None)
+        if result.exit_code != 0:
+            raise CommandFailed(result.command, result.exit_code, result.stderr or result.stdout)
+        return result
+
+    def artifacts(self, name: str) -> Path:
+        return artifacts_dir(self._state_dir, name)
 
     def _require_apply(self, what: str) -> None:
         if self.step != "apply":
@@ -276,23 +320,39 @@ class StepContext:
         use_become: bool,
         timeout: float | None,
     ) -> CommandResult:
-        if self._cancel.is_set():
-            raise Interrupted("interrupted before: " + command.display)
         if use_become:
             command = become(
                 command,
                 method=str(self.host.var("become_method", "sudo")),
                 user=str(self.host.var("become_user", "root")),
             )
+        transport = self._transport
+        return self._record(
+            command.display,
+            lambda limit: transport.run(command, stdin=stdin, timeout=limit),
+            timeout,
+        )
+
+    def _record(
+        self,
+        display: str,
+        call: Callable[[float | None], CommandResult],
+        timeout: float | None,
+    ) -> CommandResult:
+        """Run one transport call and record it; secrets masked (and, for network devices,
+        secret-bearing configuration values scrubbed from what is recorded)."""
+        if self._cancel.is_set():
+            raise Interrupted("interrupted before: " + display)
         mask = self._credentials.redactor.mask
+        scrub: Callable[[str], str] = getattr(self._transport, "scrub", None) or (lambda t: t)
         started = time.monotonic()
         try:
-            raw = self._transport.run(command, stdin=stdin, timeout=timeout or self._timeout)
+            raw = call(timeout or self._timeout)
         except TransportError as exc:
             self._recorder.commands.append(
                 CommandRecord(
                     self.step,
-                    mask(command.display),
+                    mask(display),
                     None,
                     time.monotonic() - started,
                     "",
@@ -309,8 +369,8 @@ class StepContext:
                 result.command,
                 result.exit_code,
                 result.duration,
-                result.stdout,
-                result.stderr,
+                scrub(result.stdout),
+                scrub(result.stderr),
             )
         )
         return result
@@ -327,11 +387,13 @@ class Runner:
         credentials: CredentialStore,
         on_event: EventHandler | None = None,
         state_dir: Path | None = None,
+        policy: HostPolicy | None = None,
     ) -> None:
         self.ledger = ledger
+        self.policy = policy
         self.connector = connector
         self.credentials = credentials
-        self.state_dir = state_dir  # the workspace's state folder: tasks' local stores
+        self.state_dir = state_dir  # the workspace's .itops: where tasks keep artifacts
         self._on_event = on_event or (lambda kind, host, detail: None)
         self._cancel = threading.Event()
 
@@ -354,8 +416,10 @@ class Runner:
             spec: self._resolve_secrets(spec, values)
             for spec, values in task.validate(params, {h.platform for h in hosts}).items()
         }
+        prepare_hosts(task, plans, hosts)
         priority = ticket_priority(self.ledger, ticket) if ticket else None
         started = time.monotonic()
+        hosts_by_name = {h.name: h for h in hosts}
         results: dict[str, HostResult] = {}
         batches = _batches(list(hosts), options.serial)
         stop_reason: str | None = None
@@ -380,12 +444,35 @@ class Runner:
                         f"not run: {failed} of {len(batch)} hosts failed in an earlier batch "
                         f"(more than --max-fail-percent {limit:g})"
                     )
+        ordered = tuple(results[h.name] for h in hosts if h.name in results)
+        notes: list[str] = []
+        finish_failed = False
+        for spec in plans:
+            info = RunInfo(
+                task=task.name,
+                ticket=ticket,
+                check_only=options.check_only,
+                outcomes={
+                    r.host: str(r.outcome)
+                    for r in ordered
+                    if task.implementation(hosts_by_name[r.host].platform) is spec
+                },
+                artifacts=lambda name: artifacts_dir(self.state_dir, name),
+            )
+            try:
+                notes += [self.credentials.redactor.mask(n) for n in spec.cls.finish_run(info)]
+            except ToolkitError as exc:
+                finish_failed = True
+                notes.append(self.credentials.redactor.mask(f"error: {exc.message}"))
+                log.error("%s: finishing the run failed: %s", task.name, exc.message)
         return RunReport(
             task.name,
             ticket,
             options.check_only,
-            tuple(results[h.name] for h in hosts if h.name in results),
+            ordered,
             time.monotonic() - started,
+            tuple(notes),
+            finish_failed,
         )
 
     def _collect(
@@ -449,6 +536,8 @@ class Runner:
         spec = task.implementation(host.platform)
         values = plans.get(spec, {}) if spec is not None else {}
         shown = {k: (MASK if isinstance(v, Secret) else v) for k, v in values.items()}
+        decision = self._decide(task, spec, host, options)
+        policy = {"policy": dict(decision.record)} if decision is not None else {}
         action_id = self.ledger.begin(
             task=task.name,
             host=host.name,
@@ -459,6 +548,7 @@ class Runner:
                 "platform": host.platform,
                 "transport": host.transport,
                 "address": f"{host.address}:{host.port}",
+                **policy,
                 **options.tags,
             },
         )
@@ -472,6 +562,8 @@ class Runner:
             if spec is None:
                 outcome = Outcome.SKIPPED
                 message = f"{task.name} has no implementation for platform {host.platform}"
+            elif decision is not None and decision.outcome is not None:
+                outcome, message = decision.outcome, decision.message
             else:
                 transport = self.connector.open(host)
                 # Warnings a transport raises when it opens (e.g. an insecure WinRM connection
@@ -486,10 +578,10 @@ class Runner:
                     self.credentials,
                     self._cancel,
                     options.command_timeout,
+                    self.state_dir,
                     ticket=ticket,
                     ticket_priority=priority,
                     history=lambda: self._history(task.name, host.name, ticket),
-                    state_dir=self.state_dir,
                 )
                 self._on_event("step", host, "check")
                 check = remediation.check(ctx)
@@ -558,11 +650,26 @@ class Runner:
                 "check": _finding(check),
                 "verify": _finding(verify),
                 "notes": list(recorder.notes),
+                **policy,
                 **options.tags,
             },
         )
         self._on_event("done", host, result)
         return result
+
+    def _decide(
+        self, task: Task, spec: TaskSpec | None, host: Host, options: RunOptions
+    ) -> PolicyDecision | None:
+        """Ask the policy about this host (not for check-only runs: they change nothing)."""
+        if self.policy is None or spec is None or options.check_only:
+            return None
+        try:
+            return self.policy.decide(task, spec, host)
+        except ToolkitError as exc:
+            return PolicyDecision(Outcome.SKIPPED, f"refused by policy: {exc.message}")
+        except Exception as exc:  # a policy bug stops this host, never lets it run unchecked
+            log.exception("policy for %s on %s raised", task.name, host.name)
+            return PolicyDecision(Outcome.FAILED, f"internal error in the run policy: {exc}")
 
     def _history(self, task: str, host: str, ticket: str | None) -> list[PastAction]:
         """Finished runs of `task` on `host` under `ticket`, oldest first (none without one)."""
@@ -586,12 +693,25 @@ class Runner:
         return done
 
 
-def ticket_priority(ledger: Ledger, ticket: str) -> str | None:
-    """The priority a ticket was opened with (its `ticket.opened` event), if the log has it."""
-    for rec in ledger.records(ticket=ticket, kind="ticket.opened"):
-        value = rec.info.get("priority")
-        return str(value) if value else None
-    return None
+def prepare_hosts(
+    task: Task, plans: Mapping[TaskSpec, Mapping[str, Any]], hosts: Sequence[Host]
+) -> None:
+    """Refuse host-specific input (a template's variables) before anything connects or records."""
+    for host in hosts:
+        spec = task.implementation(host.platform)
+        if spec is not None and spec in plans:
+            spec.cls(plans[spec]).prepare(host)
+
+
+def artifacts_dir(state_dir: Path | None, name: str) -> Path:
+    """`<workspace>/.itops/<name>`, created on first use; refused for runs without a workspace."""
+    if state_dir is None:
+        raise ToolkitError(f"this run has no workspace folder to keep {name!r} in")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*", name):
+        raise ValueError(f"invalid artifacts folder name {name!r}")
+    folder = state_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _kebab(name: str) -> str:

@@ -1,5 +1,6 @@
-"""The integration lab: real OpenSSH sshd hosts on loopback with the lab's real services (cupsd,
-sudo, a disk per host, an apt repository, a ClamAV mirror, test accounts), one per test session.
+"""The integration lab: real OpenSSH sshd hosts on loopback with real services behind them —
+cupsd, simulated network devices (FakeNOS, fake-switches), sudo, a disk per host, an apt
+repository, a ClamAV mirror, test accounts — one per test session.
 
 Needs root (the lab creates its login user and runs sshd/cupsd). CI runs as root; outside CI a
 non-root run skips these tests with that reason, under CI it fails.
@@ -54,6 +55,20 @@ class LabEnv:
             stdin=None if input is not None else subprocess.DEVNULL,
         )
 
+    def approved(
+        self, *args: str, env: dict[str, str] | None = None, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a risky change the way the policy wants it: the first run records an approval
+        request (exit 5), another operator grants it, the same command then goes ahead."""
+        import re
+
+        first = self.itops(*args, env=env, input=input)
+        request = re.search(r"APR-[0-9a-f]{8}", first.stdout)
+        assert first.returncode == 5 and request, first.stdout + first.stderr
+        grant = self.itops("approve", request.group(), env={"ITOPS_OPERATOR": "l2-lead"})
+        assert grant.returncode == 0, grant.stdout + grant.stderr
+        return self.itops(*args, env=env, input=input)
+
     def sshd_log(self) -> str:
         return "".join(p.read_text() for p in sorted(self.lab.dir.glob("sshd_*.log")))
 
@@ -106,7 +121,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
     Workspace.init(root)
     shutil.copy(HERE / "tasks" / "faults.py", root / "tasks" / "faults.py")
     lab = Lab(Workspace.load(root))
-    state = lab.up(4)  # every default service: cups, sudo, disk, apt, clamav, accounts
+    state = lab.up(4)  # every default service (cups, netdev, sudo, disk, apt, clamav, …)
     try:
         yield LabEnv(root, lab, state)
     finally:

@@ -43,6 +43,10 @@ def test_the_readme_demo_works_in_a_fresh_workspace(lab: LabEnv, tmp_path: Path)
                 assert len(re.findall(r"^lab-\d+\s+fixed\b", result.stdout, re.M)) == 3
             if args[:2] == ["audit", "verify"]:
                 assert "ledger intact" in result.stdout
+            if args[:2] == ["backup", "run"] and "CHG-1002" in args:
+                assert re.search(r"^sw-01\s+changed\b", result.stdout, re.M), result.stdout
+                assert "+ switchport access vlan 20" in result.stdout
+                assert len(re.findall(r"^\S+\s+unchanged\b", result.stdout, re.M)) == 6
     finally:
         lab.itops("lab", "down", workspace=ws)
 

@@ -135,3 +135,51 @@ def test_unknown_names_get_the_closest_suggestions(lab: LabEnv) -> None:
     assert host.returncode == 2 and "lab-01" in host.stderr
     group = lab.itops("fix", "printer.clear-queue", "labs", "--check")
     assert group.returncode == 2 and "lab" in group.stderr
+
+
+def test_a_terminal_gets_a_live_progress_bar_and_a_table(lab: LabEnv) -> None:
+    """Run the CLI on a real pseudo-terminal, as an engineer's shell would."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    lab.break_printer("lab-04")
+    main, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")} | {"COLUMNS": "120"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "toolkit",
+            "--workspace",
+            str(lab.root),
+            "fix",
+            "printer.clear-queue",
+            "lab",
+            "--ticket",
+            "INC-2003",
+        ],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+        close_fds=True,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(60)
+    os.close(main)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0
+    assert "hosts" in screen and "4/4" in screen  # the bar reached every host
+    assert "fixed:1" in screen  # live counts by outcome
+    assert "\x1b[" in screen and "fixed" in screen  # colour and the final table

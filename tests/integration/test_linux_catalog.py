@@ -258,7 +258,10 @@ def test_backup_restore_and_list_with_hostile_file_names(lab: LabEnv, tmp_path: 
 
     check = lab.itops("fix", "backup.files", "lab-01", "-p", f"paths={docs}", "--check")
     assert outcome(check, "lab-01") == "would-fix"
-    assert not (lab.root / ".itops" / "backups" / "lab-01").exists() and tree(docs) == files_before
+    assert (
+        not (lab.root / ".itops" / "backups" / "files" / "lab-01").exists()
+        and tree(docs) == files_before
+    )
     made = lab.itops(
         "fix", "backup.files", "lab-01", "-p", f"paths={docs}", "--ticket", "LNX-3005", "--json"
     )
@@ -267,7 +270,7 @@ def test_backup_restore_and_list_with_hostile_file_names(lab: LabEnv, tmp_path: 
     backup_id = host["verify"]["facts"]["backup"]
     assert host["verify"]["summary"] == f"backup {backup_id}: 3 file(s) verified by SHA-256"
     store = Path(host["verify"]["facts"]["store"])
-    assert store == lab.root / ".itops" / "backups" / "lab-01" / backup_id
+    assert store == lab.root / ".itops" / "backups" / "files" / "lab-01" / backup_id
     manifest = json.loads((store / "manifest.json").read_text())
     hashes = {m["path"]: m["sha256"] for m in manifest["members"] if m["type"] == "file"}
     assert hashes == {

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from typing import Any
 
@@ -91,9 +92,27 @@ def test_no_network_escalates_when_the_fix_does_not_hold(lab: LabEnv) -> None:
 def test_password_locked_hands_the_new_password_over_once(lab: LabEnv) -> None:
     user = str(lab.state.data["accounts"]["user"])
     lab.service("accounts").lock(user)
-    run = lab.itops(
-        "runbook", "run", "password-locked", "lab-01", "-p", f"user={user}", "--ticket", "LNX-5003"
+    args = [
+        "runbook",
+        "run",
+        "password-locked",
+        "lab-01",
+        "-p",
+        f"user={user}",
+        "--ticket",
+        "LNX-5003",
+    ]
+    waiting = lab.itops(*args)  # the reset is risky: held for a second operator, not escalated
+    assert (
+        waiting.returncode == 5
+        and "held: lab-01: reset and unlock (needs-approval)" in waiting.stdout
     )
+    assert "approval requested: APR-" in waiting.stdout and "escalated" not in waiting.stdout
+    request = re.search(r"approval requested: (APR-[0-9a-f]{8})", waiting.stdout)
+    assert request is not None
+    grant = lab.itops("approve", request.group(1), env={"ITOPS_OPERATOR": "l2-lead"})
+    assert grant.returncode == 0, grant.stdout + grant.stderr
+    run = lab.itops(*args)
     assert run.returncode == 0, run.stdout + run.stderr
     lines = [ln for ln in run.stderr.splitlines() if "(shown once, not recorded)" in ln]
     assert len(lines) == 1 and lines[0].startswith(f"lab-01: new password for {user}")

@@ -338,3 +338,46 @@ def test_a_change_run_needs_a_ticket(ledger: Ledger, tmp_path: Path) -> None:
             options=RunOptions(),
         )
     assert list(ledger.records()) == [] and conn.opened == []
+
+
+class HoldClear:
+    """A run policy that holds rb.clear on host b for an approval (as toolkit.policy would)."""
+
+    def decide(self, task: Task, spec: Any, host: Any) -> Any:
+        from toolkit.runner import Outcome, PolicyDecision
+
+        if task.name == "rb.clear" and host.name == "b":
+            return PolicyDecision(Outcome.NEEDS_APPROVAL, "needs approval APR-0000abcd")
+        return PolicyDecision(None)
+
+
+def test_a_host_held_by_the_policy_is_neither_run_further_nor_escalated(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    path = tmp_path / "test-printer.yml"
+    path.write_text(RUNBOOK)
+    conn = FakeConnector({"a": device("dead"), "b": device("jam")})
+    runner = Runner(ledger=ledger, connector=conn, credentials=conn.credentials)  # type: ignore[arg-type]
+    asked: list[tuple[str, list[str]]] = []
+
+    def policy_for(task: Task, step_hosts: Any, params: Any, /) -> HoldClear:
+        asked.append((task.name, [h.name for h in step_hosts]))
+        return HoldClear()
+
+    report = run_runbook(
+        load_runbook(path, CATALOG),
+        hosts("a", "b"),
+        {},
+        catalog=CATALOG,
+        runner=runner,
+        ledger=ledger,
+        ticket="INC-43",
+        options=RunOptions(forks=2),
+        policy_for=policy_for,
+    )
+    assert asked == [("rb.clear", ["a", "b"]), ("rb.restart", ["a"])]  # fix steps only
+    assert dict(report.held) == {"b": "clear (needs-approval): needs approval APR-0000abcd"}
+    assert set(report.escalated) == {"a"} and report.exit_code == 1
+    assert not [c for h, c in conn.log if h == "b" and c in ("clear", "restart")]
+    finish = list(ledger.records(kind="runbook.finish"))[0].info
+    assert finish["held"] == {"b": "clear (needs-approval): needs approval APR-0000abcd"}

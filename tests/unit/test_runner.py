@@ -10,9 +10,16 @@ from typing import Any
 import pytest
 
 from tests.fakes import FakeConnector, Script, commands, hosts
-from toolkit.catalog import Context, Finding, Param, Remediation, Task, remediation
+from toolkit.catalog import Context, Finding, Param, Remediation, RunInfo, Task, remediation
 from toolkit.credentials import CredentialStore, Redactor
-from toolkit.errors import AuthFailed, HostKeyMismatch, TicketRequired, Unreachable, ValidationError
+from toolkit.errors import (
+    AuthFailed,
+    HostKeyMismatch,
+    TicketRequired,
+    ToolkitError,
+    Unreachable,
+    ValidationError,
+)
 from toolkit.ledger import Ledger
 from toolkit.quoting import cmd
 from toolkit.runner import Outcome, Runner, RunOptions
@@ -231,3 +238,61 @@ def test_secrets_resolved_for_a_run_are_masked_everywhere(
     text = repr(report.as_dict()) + repr([r.as_dict() for r in ledger.records()])
     assert canary not in text and "********" in text
     assert report.results[0].outcome == Outcome.FAILED
+
+
+@remediation("demo.finishing", category="other", platforms={"linux"}, summary="Has a run hook")
+class Finishing(Remediation):
+    seen: list[RunInfo] = []  # noqa: RUF012 - the test reads what the hook was given
+
+    def check(self, ctx: Context) -> Finding:
+        return Finding.problem("always")
+
+    def apply(self, ctx: Context) -> None:
+        ctx.note(str(ctx.artifacts("demo")))
+
+    def verify(self, ctx: Context) -> Finding:
+        return Finding.healthy("done")
+
+    @classmethod
+    def finish_run(cls, run: RunInfo) -> list[str]:
+        cls.seen.append(run)
+        if run.ticket == "T-broken":
+            raise ToolkitError("the commit failed")
+        return [f"{len(run.outcomes)} host(s) finished"]
+
+
+def test_finish_run_sees_every_outcome_once_and_its_failure_fails_the_run(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    conn = FakeConnector({"a": Script(), "b": Script()})
+    runner = Runner(
+        ledger=ledger,
+        connector=conn,  # type: ignore[arg-type]
+        credentials=conn.credentials,
+        state_dir=tmp_path / "state",
+    )
+    report = runner.run(task(Finishing), hosts("a", "b"), {}, ticket="T-1", options=RunOptions())
+    assert report.notes == ("2 host(s) finished",) and report.exit_code == 0
+    assert Finishing.seen[-1].outcomes == {"a": "fixed", "b": "fixed"}
+    assert Finishing.seen[-1].artifacts("demo") == tmp_path / "state" / "demo"
+    assert str(tmp_path / "state" / "demo") in report.results[0].notes
+    broken = runner.run(task(Finishing), hosts("a"), {}, ticket="T-broken", options=RunOptions())
+    assert broken.notes == ("error: the commit failed",) and broken.exit_code == 1
+
+
+def test_configure_and_save_are_changes_and_need_a_network_device(ledger: Ledger) -> None:
+    @remediation("demo.configure", category="other", platforms={"linux"}, summary="Configures")
+    class Configure(Remediation):
+        def check(self, ctx: Context) -> Finding:
+            ctx.configure(["hostname x"])
+            return Finding.problem("unreachable")
+
+        def apply(self, ctx: Context) -> None:
+            ctx.configure(["hostname x"])
+
+    conn = FakeConnector({"a": Script()})
+    report = make_runner(ledger, conn).run(
+        task(Configure), hosts("a"), {}, ticket="T-1", options=RunOptions()
+    )
+    assert report.results[0].error == "change-refused" and conn.log == []
+    assert "check may only read" in report.results[0].message

@@ -31,13 +31,29 @@ COMMANDS = {
         "runbook",
         "List, show and run runbooks: diagnose → fix → verify → escalate.",
     ),
+    "lab": ("toolkit.cli.lab", "lab", "Start and stop the local lab of real SSH/CUPS hosts."),
     "backup": (
         "toolkit.cli.backup",
         "backup",
-        "List, inspect and verify the workspace backup store (backup.files).",
+        "Backups: network configurations (run, history, diff), files (list, show, verify).",
     ),
-    "lab": ("toolkit.cli.lab", "lab", "Start and stop the local lab of real SSH/CUPS hosts."),
     "init": ("toolkit.cli.init", "init", "Create a new workspace (itops.toml and folders)."),
+    "approve": (
+        "toolkit.cli.approve",
+        "approve",
+        "Approve a risky change another operator requested.",
+    ),
+    "playbook": ("toolkit.cli.playbook", "playbook", "List and run Ansible playbooks."),
+    "schedule": (
+        "toolkit.cli.schedule",
+        "schedule",
+        "Scheduled jobs: add, list, pause, run what is due.",
+    ),
+    "scheduler": (
+        "toolkit.cli.schedule",
+        "scheduler",
+        "Run due scheduled jobs in the foreground (for systemd).",
+    ),
 }
 
 

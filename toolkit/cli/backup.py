@@ -1,117 +1,140 @@
-"""`itops backup`: the workspace backup store that backup.files fills (read here, no connection)."""
+"""`itops backup`: configuration backups — run them, read their history, diff revisions.
+
+The group is extensible: `SUBCOMMANDS` maps a name to the module and attribute of a click command,
+imported only when invoked (like the top-level CLI), so another kind of backup (Linux files) adds
+its commands with one line each.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
 
 import click
 
 from ..app import App
 from . import render
 
-if TYPE_CHECKING:
-    from ..backups import BackupStore
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("toolkit.cli.backup", "run"),
+    "history": ("toolkit.cli.backup", "history"),
+    "diff": ("toolkit.cli.backup", "diff"),
+    "list": ("toolkit.cli.backup_files", "list_"),
+    "show": ("toolkit.cli.backup_files", "show"),
+    "verify": ("toolkit.cli.backup_files", "verify"),
+}
 
 
-def _store(app: App) -> BackupStore:
-    from ..backups import BackupStore
+class BackupGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
 
-    return BackupStore(app.workspace.state_dir / "backups")
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in SUBCOMMANDS:
+            return None
+        module, attr = SUBCOMMANDS[name]
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
 
 
-@click.group()
+@click.group(cls=BackupGroup)
 def backup() -> None:
-    """The backup store: what backup.files fetched, per host, with SHA-256 manifests.
-
-    Backups are made and restored by remediations (they connect and are recorded):
-    itops fix backup.files HOST -p paths=… and itops fix backup.restore HOST -p path=….
+    """Backups: network configurations kept in git inside the workspace (run, history, diff),
+    and the file backups backup.files fetched from Linux hosts (list, show, verify).
 
     \b
     Examples:
-      itops backup list
-      itops backup list ws-042 --json
-      itops backup show ws-042 20261121T101500Z-3f9a
-      itops backup verify ws-042
+      itops backup run netlab --ticket CHG-1001
+      itops backup history sw-01
+      itops backup diff sw-01
+      itops backup diff sw-01 HEAD~2
+      itops backup list ws-042
+      itops backup verify
     """
 
 
-@backup.command("list")
-@click.argument("host", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print the backups as JSON.")
+@click.command()
+@click.argument("targets")
+@click.option("--ticket", "-t", metavar="ID", help="Ticket or change id (required unless --check).")
+@click.option("--check", "check_only", is_flag=True, help="Show what changed; store nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @click.pass_obj
-def list_(app: App, host: str | None, as_json: bool) -> None:
-    """List the backups of HOST (default: every host), newest first."""
-    store = _store(app)
-    hosts = [host] if host else store.hosts()
-    rows = [b.summary() for h in hosts for b in store.backups(h)]
+def run(app: App, targets: str, ticket: str | None, check_only: bool, as_json: bool) -> None:
+    """Back up the devices in TARGETS (the task backup.network-config), showing each diff.
+
+    Per device: unchanged, changed (with its unified diff), new, or failed. One commit per run,
+    with the ticket or change id in its message. Exit codes as for `itops fix`.
+
+    \b
+    Example:
+      itops backup run netlab --ticket CHG-1001
+    """
+    from .fix import execute
+
+    report, _ = execute(
+        app,
+        "backup.network-config",
+        targets,
+        ticket=ticket,
+        check_only=check_only,
+        progress=not as_json,
+    )
     if as_json:
-        render.emit_json(rows)
-        return
-    from ..linux import human_bytes
-
-    render.table(
-        ["host", "backup", "paths", "files", "size", "archive", "ticket"],
-        [
-            (
-                r["host"],
-                r["id"],
-                ", ".join(r["paths"]),
-                r["files"],
-                human_bytes(r["bytes"]),
-                human_bytes(r["archive_bytes"]) + f" {r['compression']}",
-                r["ticket"] or "",
-            )
-            for r in rows
-        ],
-    )
-
-
-@backup.command("show")
-@click.argument("host")
-@click.argument("backup_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
-@click.pass_obj
-def show(app: App, host: str, backup_id: str, as_json: bool) -> None:
-    """Show one backup's manifest: every file with its size and SHA-256."""
-    found = _store(app).get(host, backup_id)
-    if as_json:
-        render.emit_json(found.as_dict())
-        return
-    click.secho(f"{found.host} {found.id}", bold=True)
-    click.echo(
-        f"  created {found.created} under {found.ticket or '-'}; paths {', '.join(found.paths)}; "
-        f"{found.compression} archive sha256 {found.archive_sha256}"
-    )
-    render.table(
-        ["path", "type", "size", "mode", "owner", "sha256"],
-        [
-            (
-                m.path,
-                m.type,
-                m.size,
-                f"{m.mode:o}",
-                f"{m.user or m.uid}:{m.group or m.gid}",
-                m.sha256[:16],
-            )
-            for m in found.members
-        ],
-    )
-
-
-@backup.command("verify")
-@click.argument("host", required=False)
-@click.pass_obj
-def verify(app: App, host: str | None) -> None:
-    """Re-read every archive of HOST (default: all) and re-hash it against its manifest.
-
-    Exit code 1 if any backup does not verify."""
-    store = _store(app)
-    bad = 0
+        render.emit_json(app.redactor.mask_data(report.as_dict()))
+        click.get_current_context().exit(report.exit_code)
     rows = []
-    for name in [host] if host else store.hosts():
-        for b in store.backups(name):
-            problems = store.verify(b)
-            bad += bool(problems)
-            rows.append((name, b.id, "ok" if not problems else "error", "; ".join(problems[:3])))
-    render.table(["host", "backup", "status", "detail"], rows, style_column="status")
-    click.get_current_context().exit(1 if bad else 0)
+    diffs = []
+    for result in report.results:
+        status = str((result.check.facts if result.check else {}).get("status") or "")
+        if result.outcome in ("failed", "unreachable"):
+            status = str(result.outcome)
+        rows.append((result.host, status or str(result.outcome), result.message))
+        diff = (result.check.facts if result.check else {}).get("diff")
+        if diff and result.outcome in ("fixed", "would-fix"):
+            diffs.append(str(diff))
+    render.table(["device", "backup", "detail"], rows)
+    for diff in diffs:
+        click.echo("\n" + diff.rstrip("\n"))
+    for note in report.notes:
+        click.echo(note)
+    click.get_current_context().exit(report.exit_code)
+
+
+@click.command()
+@click.argument("device")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def history(app: App, device: str, as_json: bool) -> None:
+    """List the backups of DEVICE that changed something, newest first.
+
+    \b
+    Example:
+      itops backup history sw-01
+    """
+    from ..netbackup import FOLDER, BackupStore
+
+    revisions = BackupStore(app.workspace.state_dir / FOLDER).history(device)
+    if as_json:
+        render.emit_json([r.__dict__ for r in revisions])
+        return
+    if not revisions:
+        click.echo(f"no backup of {device} yet")
+        return
+    render.table(["commit", "date", "message"], [(r.commit, r.date, r.message) for r in revisions])
+
+
+@click.command()
+@click.argument("device")
+@click.argument("rev", required=False)
+@click.pass_obj
+def diff(app: App, device: str, rev: str | None) -> None:
+    """Show DEVICE's last configuration change, or everything since REV (a commit, HEAD~3).
+
+    \b
+    Examples:
+      itops backup diff sw-01
+      itops backup diff sw-01 HEAD~2
+    """
+    from ..netbackup import FOLDER, BackupStore
+
+    text = BackupStore(app.workspace.state_dir / FOLDER).diff(device, rev)
+    click.echo(text.rstrip("\n") if text else f"no change to {device} since {rev}")

@@ -5,16 +5,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..app import App
 from ..errors import ValidationError
 from ..inventory import Host
-from ..runner import HostResult, RunOptions, RunReport
+from ..runner import HostResult, RunOptions, RunReport, prepare_hosts
 from ..tickets import CATEGORIES, PRIORITIES, check_ticket_id
 from . import render
+
+if TYPE_CHECKING:
+    from ..policy import RunPolicy
 
 EPILOG = """\b
 Exit codes (the first that applies):
@@ -89,6 +92,17 @@ def parse_params(items: Sequence[str]) -> dict[str, str | list[str]]:
     metavar="S",
     help="Per-command timeout.",
 )
+@click.option(
+    "--break-glass",
+    is_flag=True,
+    help="Run a disruptive task outside its maintenance window (P1 tickets only; needs --reason).",
+)
+@click.option("--reason", metavar="TEXT", help="Why --break-glass is needed (recorded).")
+@click.option(
+    "--approval",
+    metavar="REQUEST-ID",
+    help="Use this approval for a risky task (default: a matching one, if granted).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @click.pass_obj
 def fix(
@@ -105,6 +119,9 @@ def fix(
     max_fail_percent: float | None,
     connect_timeout: float | None,
     command_timeout: float | None,
+    break_glass: bool,
+    reason: str | None,
+    approval: str | None,
     as_json: bool,
 ) -> None:
     """Run remediation TASK on the hosts matching TARGETS: check → apply → verify.
@@ -117,7 +134,64 @@ def fix(
       itops fix printer.clear-queue ws-042 --ticket INC-1042
       itops fix printer.clear-queue office --check
       itops fix printer.clear-queue 'lab:!lab-03' -p queue=office --ticket INC-1042 --serial 2
+
+    Disruptive tasks run on a host only inside its maintenance window (outside: skipped),
+    unless --break-glass --reason TEXT on a P1 ticket. Risky tasks need an approval from
+    another operator: the first run records a request and exits 5 with its REQUEST-ID.
     """
+    report, policy = execute(
+        app,
+        task,
+        targets,
+        params,
+        ticket=ticket,
+        category=category,
+        priority=priority,
+        check_only=check_only,
+        forks=forks,
+        serial=serial,
+        max_fail_percent=max_fail_percent,
+        connect_timeout=connect_timeout,
+        command_timeout=command_timeout,
+        break_glass=break_glass,
+        reason=reason,
+        approval=approval,
+        progress=not as_json,
+    )
+    if as_json:
+        render.emit_json(app.redactor.mask_data(report.as_dict()))
+    else:
+        show_report(report)
+        if policy is not None and policy.request_id and report.counts.get("needs-approval"):
+            click.echo(
+                f"approval requested: {policy.request_id} — another operator runs "
+                f"`itops approve {policy.request_id}`, then run this command again"
+            )
+    render.handovers(report.results)
+    click.get_current_context().exit(report.exit_code)
+
+
+def execute(
+    app: App,
+    task: str,
+    targets: str,
+    params: Sequence[str] = (),
+    *,
+    ticket: str | None = None,
+    category: str | None = None,
+    priority: str | None = None,
+    check_only: bool = False,
+    forks: int | None = None,
+    serial: int | None = None,
+    max_fail_percent: float | None = None,
+    connect_timeout: float | None = None,
+    command_timeout: float | None = None,
+    break_glass: bool = False,
+    reason: str | None = None,
+    approval: str | None = None,
+    progress: bool = True,
+) -> tuple[RunReport, RunPolicy | None]:
+    """What `itops fix` does, up to the report (other commands, e.g. `backup run`, reuse it)."""
     from ..runner import Runner
     from ..tickets import ensure
     from ..transports import Connector
@@ -128,8 +202,15 @@ def fix(
         check_ticket_id(ticket)
     hosts = app.inventory.select(targets)
     # Refuse bad values before opening anything, by the rules of the implementations that will
-    # run: a Windows printer name may hold spaces that a CUPS queue name may not.
-    entry.validate(raw, {h.platform for h in hosts})
+    # run: a Windows printer name may hold spaces that a CUPS queue name may not. Host-specific
+    # input (a template's variables) is refused here too, before the ticket is touched.
+    prepare_hosts(entry, entry.validate(raw, {h.platform for h in hosts}), hosts)
+    if break_glass and not (reason and reason.strip()):
+        raise ValidationError("--break-glass needs --reason TEXT saying why")
+    if reason and not break_glass:
+        raise ValidationError("--reason goes with --break-glass")
+    if (break_glass or approval) and check_only:
+        raise ValidationError("--check changes nothing: it needs no --break-glass or --approval")
     if ticket and not check_only:
         ensure(
             app.ledger,
@@ -145,25 +226,36 @@ def fix(
         max_fail_percent=max_fail_percent,
         command_timeout=command_timeout,
     )
+    policy = None
+    if ticket and not check_only:
+        from ..policy import prepare
+
+        policy = prepare(
+            app.ledger,
+            app.policy_settings,
+            clock=app.clock,
+            task=entry,
+            hosts=hosts,
+            params=raw,
+            ticket=ticket,
+            break_glass=reason if break_glass else None,
+            approval_id=approval,
+        )
     connector = Connector(app.connect_options(connect_timeout, command_timeout), app.credentials)
     try:
-        with _progress(hosts, enabled=not as_json and sys.stderr.isatty()) as on_event:
+        with _progress(hosts, enabled=progress and sys.stderr.isatty()) as on_event:
             runner = Runner(
                 ledger=app.ledger,
                 connector=connector,
                 credentials=app.credentials,
                 on_event=on_event,
                 state_dir=app.workspace.state_dir,
+                policy=policy,
             )
             report = runner.run(entry, hosts, raw, ticket=ticket, options=options)
     finally:
         connector.close()
-    if as_json:
-        render.emit_json(app.redactor.mask_data(report.as_dict()))
-    else:
-        show_report(report)
-    render.handovers(report.results)
-    click.get_current_context().exit(report.exit_code)
+    return report, policy
 
 
 def show_report(report: RunReport) -> None:
@@ -179,6 +271,8 @@ def show_report(report: RunReport) -> None:
         f"{report.task} ({mode}) on {len(report.results)} host(s): {counts} "
         f"in {report.duration:.1f}s; recorded in the ticket log{where}"
     )
+    for note in report.notes:
+        click.echo(note)
 
 
 def _outcome(r: HostResult) -> str:

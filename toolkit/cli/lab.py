@@ -36,10 +36,11 @@ def up(app: App, count: int, port: int | None, services: str | None) -> None:
     """Start COUNT lab hosts (group `lab`) with generated keys, inventory and known_hosts.
 
     Services run behind the hosts so remediations act on real software: `cups` (a cupsd and a
-    queue 'office' per host), `sudo` (a sudoers drop-in for the lab user), `disk` (a 16 MiB
-    /var per host), `apt` (a loopback package repository, a private dpkg database per host),
-    `clamav` (a loopback signature mirror, freshclam config per host), `accounts` (locked local
-    accounts for password resets). Large labs (benchmarks) use --services none.
+    queue 'office' per host), `netdev` (simulated network devices, group `netlab`: FakeNOS
+    devices of five platforms and two stateful fake-switches), `sudo` (a sudoers drop-in for the
+    lab user), `disk` (a 16 MiB /var per host), `apt` (a loopback package repository, a private
+    dpkg database per host), `clamav` (a loopback signature mirror, freshclam config per host),
+    `accounts` (locked local accounts for password resets). Large labs use --services none.
     """
     from ..lab import DEFAULT_SERVICES, Lab
 
@@ -53,7 +54,8 @@ def up(app: App, count: int, port: int | None, services: str | None) -> None:
         f"{first.address}..{last.address} port {state.port}; "
         f"services: {', '.join(state.services) or 'none'}"
     )
-    click.echo("inventory group 'lab'; try: itops inventory check lab")
+    groups = "'lab'" + (", 'netlab'" if "netdev" in state.services else "")
+    click.echo(f"inventory groups {groups}; try: itops inventory check lab")
 
 
 @lab.command()
@@ -96,15 +98,47 @@ def down(app: App) -> None:
 
 
 @lab.command("break")
-@click.argument("fault", type=click.Choice(["printer"]))
+@click.argument("fault", type=click.Choice(["printer", "port"]))
 @click.argument("targets", default="lab")
+@click.option("--interface", metavar="PORT", help="port: the switch port (e.g. Fa0/3).")
+@click.option(
+    "--kind",
+    type=click.Choice(["errdisable", "link-down", "clear"]),
+    default="errdisable",
+    show_default=True,
+    help="port: err-disable it, take its link down, or clear the fault.",
+)
+@click.option(
+    "--reason", default="psecure-violation", show_default=True, help="port: err-disable cause."
+)
 @click.pass_obj
-def break_(app: App, fault: str, targets: str) -> None:
-    """Inject a fault for practice: `printer` pauses the queue with stuck jobs."""
+def break_(
+    app: App, fault: str, targets: str, interface: str | None, kind: str, reason: str
+) -> None:
+    """Inject a fault for practice: `printer` pauses the queue with stuck jobs; `port`
+    err-disables a port of a stateful lab switch (sw-01, sw-02) or takes its link down.
+
+    \b
+    Examples:
+      itops lab break printer lab-01:lab-02
+      itops lab break port sw-01 --interface Fa0/3
+      itops lab break port sw-02 --interface Fa0/4 --kind link-down
+    """
     from ..lab import Lab
 
+    the_lab = Lab(app.workspace)
+    if fault == "port":
+        if not interface:
+            raise click.UsageError("port faults need --interface")
+        service = the_lab.service("netdev")
+        for host in app.inventory.select(targets):
+            service.break_port(the_lab.require(), host.name, interface, kind, reason)
+            click.echo(
+                f"{host.name} {interface}: {kind}"
+                + (f" ({reason})" if kind == "errdisable" else "")
+            )
+        return
     lab_hosts = {h.name for h in app.inventory.select("lab")}
     names = [h.name for h in app.inventory.select(targets) if h.name in lab_hosts]
-    the_lab = Lab(app.workspace)
     broken = the_lab.service("cups").break_printer(the_lab.require(), names)
     click.echo(f"printer 'office' paused with stuck jobs on: {', '.join(broken)}")

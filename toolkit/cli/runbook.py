@@ -21,6 +21,7 @@ Exit codes:
   2  bad usage or input: nothing ran
   3  a host was unreachable (later steps skipped on it)
   4  --check found something a step would fix
+  5  a step needs an approval (itops approve REQUEST-ID, then run the runbook again)
 """
 
 
@@ -205,10 +206,9 @@ def run(
       itops runbook run patch-compliance 'lab:!lab-03' -p security_only=true --ticket CHG-9
       itops runbook run av-out-of-date workstations --check
     """
-    from ..runbooks import prepare, run_runbook
-    from ..runner import Runner, RunOptions
+    from ..runbooks import prepare
+    from ..runbooks import run as run_book
     from ..tickets import ensure
-    from ..transports import Connector
 
     book = _load(app, name)
     raw = parse_params(params)
@@ -224,12 +224,6 @@ def run(
             priority=priority,
             source=f"itops runbook {book.name}",
         )
-    options = RunOptions(
-        check_only=check_only,
-        forks=forks or int(app.workspace.run_setting("forks", 50)),
-        command_timeout=command_timeout,
-    )
-    connector = Connector(app.connect_options(connect_timeout, command_timeout), app.credentials)
     total = len(book.steps)
 
     def on_step(index: int, step: StepRun) -> None:
@@ -242,30 +236,27 @@ def run(
         if step.report is not None:
             show_report(step.report)
 
-    try:
-        runner = Runner(
-            ledger=app.ledger,
-            connector=connector,
-            credentials=app.credentials,
-            state_dir=app.workspace.state_dir,
-        )
-        report = run_runbook(
-            book,
-            hosts,
-            raw,
-            catalog=app.catalog,
-            runner=runner,
-            ledger=app.ledger,
-            ticket=ticket,
-            options=options,
-            on_step=on_step,
-        )
-    finally:
-        connector.close()
+    report = run_book(
+        app,
+        book,
+        hosts,
+        raw,
+        ticket=ticket,
+        check_only=check_only,
+        forks=forks,
+        connect_timeout=connect_timeout,
+        command_timeout=command_timeout,
+        on_step=on_step,
+    )
     if as_json:
         render.emit_json(app.redactor.mask_data(report.as_dict()))
     else:
         _summary(report, book)
+        for request in report.approval_requests:
+            click.echo(
+                f"approval requested: {request} — another operator runs "
+                f"`itops approve {request}`, then run this runbook again"
+            )
     render.handovers(report.results)
     sys.stdout.flush()
     click.get_current_context().exit(report.exit_code)
@@ -281,6 +272,8 @@ def _summary(report: RunbookReport, book: Runbook) -> None:
     if report.check_only:
         click.echo("check only: nothing changed, nothing escalated")
         return
+    for host, why in report.held.items():
+        click.echo(f"held: {host}: {why}")
     if not report.escalated:
         click.echo("no host needs escalating")
         return

@@ -38,10 +38,11 @@ RUNTIME_ROOT = Path("/run/itops-lab")
 SSHD = "/usr/sbin/sshd"
 PER_SSHD = 16  # OpenSSH's MAX_LISTEN_SOCKS
 INSTALL_HINT = "apt-get install openssh-server openssh-client"
-DEFAULT_SERVICES = ("cups", "sudo", "disk", "apt", "clamav", "accounts")
+DEFAULT_SERVICES = ("cups", "netdev", "sudo", "disk", "apt", "clamav", "accounts")
 # What can run behind the lab's hosts: one module per service in this package, imported on use.
 SERVICES = {
     "cups": "toolkit.lab.cups:Cups",
+    "netdev": "toolkit.lab.netdev:Netdev",
     "sudo": "toolkit.lab.sudo:Sudo",
     "disk": "toolkit.lab.disk:Disk",
     "apt": "toolkit.lab.apt:Apt",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -47,6 +48,17 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class ConfigTransport(Transport, Protocol):
+    """A transport to a network device: configuration lines and saving them are their own verbs.
+
+    `configure` stops at the first line the device rejects and returns a failed result naming it."""
+
+    def configure(self, lines: Sequence[str], *, timeout: float | None = None) -> CommandResult: ...
+
+    def save(self) -> CommandResult: ...
+
+
 @dataclass(frozen=True)
 class ConnectOptions:
     """Per-run connection settings, shared by every transport."""
@@ -54,3 +66,4 @@ class ConnectOptions:
     connect_timeout: float = 10.0
     command_timeout: float = 60.0
     known_hosts: tuple[Path, ...] = ()
+    session_log_dir: Path | None = None  # network device session logs (masked), if set

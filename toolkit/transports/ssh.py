@@ -79,6 +79,17 @@ class KnownHosts:
         self.files = [f for f in files if f.is_file()]
         self._db = asyncssh.import_known_hosts("".join(f.read_text() + "\n" for f in self.files))
 
+    def require(self, host: Host) -> list[asyncssh.SSHKey]:
+        """The host's pinned keys; an unpinned host is refused before anything is sent to it."""
+        keys = self.trusted(host)
+        if not keys:
+            raise HostKeyUnknown(
+                host.name,
+                f"no pinned host key for {host.address}:{host.port}; refusing to connect",
+                hint=TRUST_HINT.format(host=host.name),
+            )
+        return keys
+
     def trusted(self, host: Host) -> list[asyncssh.SSHKey]:
         keys: list[asyncssh.SSHKey] = []
         for name in dict.fromkeys((host.name, host.address)):
@@ -123,13 +134,7 @@ class SSHFactory:
         self._keys_lock = threading.Lock()
 
     def open(self, host: Host) -> SSHTransport:
-        trusted = self.known_hosts.trusted(host)
-        if not trusted:
-            raise HostKeyUnknown(
-                host.name,
-                f"no pinned host key for {host.address}:{host.port}; refusing to connect",
-                hint=TRUST_HINT.format(host=host.name),
-            )
+        trusted = self.known_hosts.require(host)
         kwargs = self._auth(host)
         conn = self._loop.call(self._connect(host, trusted, kwargs))
         return SSHTransport(host, conn, self._loop, self.options)

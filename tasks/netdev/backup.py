@@ -1,0 +1,93 @@
+"""Network configuration backups into the workspace's git history (netmiko devices)."""
+
+from __future__ import annotations
+
+from toolkit import netconfig
+from toolkit.catalog import Context, Finding, Remediation, RunInfo, remediation
+from toolkit.errors import ToolkitError
+from toolkit.netbackup import FOLDER, BackupStore
+from toolkit.netops import CONFIG_COMMANDS, running_config
+from toolkit.quoting import cli
+
+
+@remediation(
+    "backup.network-config",
+    category="backup",
+    platforms=set(CONFIG_COMMANDS),
+    summary="Back up running and startup configuration into the workspace's git history",
+)
+class NetworkConfigBackup(Remediation):
+    """Fetch a device's running (and startup) configuration and keep it in a git repository.
+
+    Secrets (passwords, enable secrets, keys, SNMP communities) become <removed> and volatile
+    lines (timestamps, byte counts) are dropped by per-platform rules before anything is stored,
+    so an unchanged device gives an identical file. Per device: unchanged (already-ok), changed or
+    new (fixed: written, with the diff in the record), or failed. One commit per run, with the
+    ticket or change id in its message. `--check` shows what changed and stores nothing.
+    `itops backup history DEVICE` and `itops backup diff DEVICE [REV]` read the history.
+
+    Example:
+        itops fix backup.network-config switches --ticket CHG-2001
+        itops fix backup.network-config 'sw-*' --check
+    """
+
+    text = ""
+
+    def check(self, ctx: Context) -> Finding:
+        self.text = self._fetch(ctx)
+        store = BackupStore(ctx.artifacts(FOLDER))
+        lines = self.text.count("\n")
+        previous = store.committed(ctx.host.name)
+        if previous is None:
+            return Finding.problem(f"new: no backup yet ({lines} lines)", status="new")
+        old, commit = previous
+        if old == self.text:
+            return Finding.healthy(f"unchanged since {commit}", status="unchanged", commit=commit)
+        name = ctx.host.name
+        diff = netconfig.unified_diff(old, self.text, f"{name}@{commit}", f"{name}@device")
+        added, removed = netconfig.diff_stat(diff)
+        return Finding.problem(
+            f"changed since {commit}: +{added} -{removed} lines", status="changed", diff=diff
+        )
+
+    def apply(self, ctx: Context) -> None:
+        BackupStore(ctx.artifacts(FOLDER)).write(ctx.host.name, self.text)
+
+    def verify(self, ctx: Context) -> Finding:
+        stored = BackupStore(ctx.artifacts(FOLDER)).read(ctx.host.name)
+        if stored != self.text:
+            return Finding.problem("the backup file does not hold what the device returned")
+        return Finding.healthy("stored; committed when the run ends")
+
+    @classmethod
+    def finish_run(cls, run: RunInfo) -> list[str]:
+        if run.check_only:
+            return []
+        written = sorted(host for host, outcome in run.outcomes.items() if outcome == "fixed")
+        if not written:
+            return ["backup: no device changed; nothing committed"]
+        store = BackupStore(run.artifacts(FOLDER))
+        title = f"{run.task}: {len(written)} device(s) changed or new"
+        message = f"{title} under {run.ticket}\n\n" + "\n".join(written) + "\n"
+        commit = store.commit(written, message)
+        return [f"backup: commit {commit} in {store.root} ({', '.join(written)})"]
+
+    def _fetch(self, ctx: Context) -> str:
+        platform = ctx.host.platform
+        mark = netconfig.rules(platform).comment * 2
+        running = netconfig.sanitize(platform, running_config(ctx))
+        parts = [f"{mark} itops backup of {ctx.host.name} ({platform}): running configuration\n"]
+        parts.append(running)
+        startup_command = CONFIG_COMMANDS[platform][1]
+        if startup_command is not None:
+            result = ctx.read(cli(startup_command))
+            startup = netconfig.sanitize(platform, result.stdout) if result.exit_code == 0 else ""
+            if not startup:
+                parts.append(f"{mark} startup configuration: none\n")
+            elif startup == running:
+                parts.append(f"{mark} startup configuration: same as running\n")
+            else:
+                parts += [f"{mark} startup configuration (differs: unsaved changes)\n", startup]
+        if not running.strip():
+            raise ToolkitError("the device returned an empty running configuration")
+        return "".join(parts)

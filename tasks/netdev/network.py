@@ -1,0 +1,549 @@
+"""Network device fixes L2 does daily: facts, err-disabled/down access ports, access VLANs, and
+configuration pushed from a file or template with rollback (netmiko devices)."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from toolkit import netconfig
+from toolkit.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.credentials import is_secret_key
+from toolkit.errors import ToolkitError, ValidationError
+from toolkit.inventory import Host
+from toolkit.netops import (
+    CONFIG_COMMANDS,
+    STATUS_WORDS,
+    errdisable_reason,
+    facts_from,
+    interface_config,
+    port_state,
+    push,
+    running_config,
+    wait_for,
+)
+from toolkit.netparse import parse
+from toolkit.quoting import (
+    INTERFACE_EXAMPLES,
+    check_config_line,
+    check_interface,
+    check_vlan,
+    cli,
+    config,
+    config_lines,
+)
+
+# --------------------------------------------------------------------------- device facts
+
+VERSION_COMMAND = {p: "show version" for p in CONFIG_COMMANDS} | {
+    "huawei_vrp": "display version",
+    "huawei": "display version",
+}
+INTERFACES_COMMAND = {
+    "cisco_ios": "show interfaces status",
+    "cisco_xe": "show interfaces status",
+    "arista_eos": "show interfaces status",
+    "cisco_nxos": "show interface status",
+    "cisco_xr": "show ip interface brief",
+    "cisco_asa": "show interface ip brief",
+    "huawei_vrp": "display interface brief",
+    "huawei": "display interface brief",
+}
+_VERSION_FALLBACK = {
+    "serial": r"(?im)^[ \t]*(?:system )?serial number[ \t]*:[ \t]*(\S+)"
+    r"|processor board id[ \t]+(\S+)",
+    "version": r"(?im)^.*?(?:software image version|version)[ \t]*:?[ \t]*([0-9][\w.()\-]*)"
+    r"|^[ \t]*junos[^\[\n]*\[([^\]\n]+)\]",
+    "uptime": r"(?im)uptime(?: is|:)[ \t]*(.+?)[ \t]*$",
+    "model": r"(?im)^[ \t]*(?:model|hardware)[ \t]*:[ \t]*(\S+)",
+}
+
+
+def _version_fallback(output: str) -> list[dict[str, str]]:
+    """itops' own patterns for `show version`, for output no TextFSM template parses."""
+    row = {}
+    for key, pattern in _VERSION_FALLBACK.items():
+        match = re.search(pattern, output)
+        if match:
+            row[key] = next(g for g in match.groups() if g)
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    if "model" not in row and lines and re.fullmatch(r"[\w.-]+", lines[0]):
+        row["model"] = lines[0]  # EOS prints the model alone on its first line
+    return [row] if row else []
+
+
+def _interface_rows(output: str) -> list[dict[str, str]]:
+    rows = []
+    for line in output.splitlines():
+        tokens = line.split()
+        words = [t.lower().strip("*^") for t in tokens[1:]]
+        status = next((w for w in words if w in STATUS_WORDS or w == "administratively"), None)
+        if tokens and status and tokens[0].lower() not in ("port", "interface"):
+            rows.append({"port": tokens[0], "status": status})
+    return rows
+
+
+@remediation(
+    "network.device-facts",
+    category="network",
+    platforms=set(CONFIG_COMMANDS),
+    summary="Model, OS version, serial, uptime and an interface summary, parsed and recorded",
+)
+class DeviceFacts(Remediation):
+    """Read a network device's facts (read-only; always already-ok, the facts are in the record).
+
+    `show version` and the interface status table are parsed by TextFSM (ntc-templates) where a
+    template matches; otherwise by itops' own patterns, and the record says which parser answered.
+
+    Example:
+        itops fix network.device-facts switches --check
+        itops fix network.device-facts core-sw-01 --check --json
+    """
+
+    def check(self, ctx: Context) -> Finding:
+        platform = ctx.host.platform
+        command = cli(VERSION_COMMAND[platform])
+        result = ctx.read(command)
+        if result.exit_code != 0:
+            raise ToolkitError(f"{command} failed: {result.stderr}")
+        version = parse(platform, command.text, result.stdout, _version_fallback)
+        # a template may leave fields empty that itops' own patterns find
+        rows = [*version.rows, *_version_fallback(result.stdout)]
+        facts: dict[str, Any] = {
+            "hostname": facts_from(rows, "hostname") or ctx.host.name,
+            "model": facts_from(rows, "hardware", "model", "platform"),
+            "os_version": facts_from(
+                rows, "version", "os", "image", "junos_version", "vrp_version"
+            ),
+            "serial": facts_from(rows, "serial", "serial_number"),
+            "uptime": facts_from(rows, "uptime"),
+            "parsed_by": {"version": version.source},
+        }
+        if version.note:
+            facts["notes"] = [version.note]
+        if platform in INTERFACES_COMMAND:
+            facts["interfaces"] = self._interfaces(ctx, facts)
+        summary = ", ".join(
+            f"{k} {facts[k]}" for k in ("model", "os_version", "serial") if facts.get(k)
+        )
+        return Finding.healthy(summary or "facts recorded", **facts)
+
+    def _interfaces(self, ctx: Context, facts: dict[str, Any]) -> dict[str, int]:
+        platform = ctx.host.platform
+        command = cli(INTERFACES_COMMAND[platform])
+        result = ctx.read(command)
+        parsed = parse(platform, command.text, result.stdout, _interface_rows)
+        facts["parsed_by"]["interfaces"] = parsed.source
+        counts: dict[str, int] = {"total": len(parsed.rows)}
+        for row in parsed.rows:
+            word = str(row.get("status") or row.get("phy") or "").lower().strip("*^")
+            state = "disabled" if word == "administratively" else STATUS_WORDS.get(word, "other")
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
+    def apply(self, ctx: Context) -> None:
+        """Nothing to change: check always reports healthy."""
+
+
+# --------------------------------------------------------------------------- access ports
+
+
+def _interface(platform: str) -> Param:
+    example = INTERFACE_EXAMPLES[platform].split(",")[0]
+    return Param(
+        str,
+        required=True,
+        help=f"the access port, as the device names it (e.g. {example})",
+        check=functools.partial(check_interface, platform=platform),
+    )
+
+
+def _refuse_trunk(ctx: Context, section: Mapping[str, Any], interface: str) -> None:
+    if any(line.startswith("switchport mode trunk") for line in section):
+        raise ToolkitError(
+            f"{interface} on {ctx.host.name} is a trunk port: refused",
+            hint="these tasks change access ports only; a trunk carries every VLAN on it",
+        )
+
+
+class _PortRecover(Remediation):
+    clear_sticky = Param(
+        bool, default=False, help="also clear port-security sticky MAC addresses (IOS)"
+    )
+    wait = Param(
+        int,
+        default=30,
+        minimum=0,
+        maximum=600,
+        help="seconds to wait for the link after the bounce",
+    )
+    interface: Any
+
+    def prepare(self, host: Host) -> None:
+        if self.clear_sticky and host.platform not in ("cisco_ios", "cisco_xe"):
+            raise ValidationError(f"clear_sticky is supported on Cisco IOS only ({host.name})")
+
+    def check(self, ctx: Context) -> Finding:
+        state = port_state(ctx, self.interface)
+        if state.status == "up":
+            return Finding.healthy(f"{self.interface} is up ({state.shown})", status="up")
+        if state.status == "unknown":
+            return Finding.problem(
+                f"{self.interface}: the device shows no status for it", status="unknown"
+            )
+        reason = {
+            "err-disabled": errdisable_reason(ctx, self.interface) or "reason not shown",
+            "disabled": "administratively down",
+        }.get(state.status, "no link")
+        return Finding.problem(
+            f"{self.interface} is {state.shown} ({reason})",
+            status=state.status,
+            reason=reason,
+            parsed_by=state.parser,
+        )
+
+    def apply(self, ctx: Context) -> None:
+        state = port_state(ctx, self.interface)
+        if state.status == "unknown":
+            raise ToolkitError(f"{self.interface}: the device shows no status for it")
+        if state.status == "up":
+            return
+        _refuse_trunk(ctx, interface_config(ctx, self.interface), self.interface)
+        if self.clear_sticky:
+            ctx.change(cli("clear port-security sticky interface {intf}", intf=self.interface))
+        push(
+            ctx,
+            config("interface {intf}", " shutdown", " no shutdown", intf=self.interface),
+            lambda: wait_for(lambda: self._up(ctx), self.wait),
+            save=state.status == "disabled",  # only an admin-down port's configuration changed
+        )
+
+    def verify(self, ctx: Context) -> Finding:
+        return self._up(ctx)
+
+    def _up(self, ctx: Context) -> Finding:
+        state = port_state(ctx, self.interface)
+        if state.status == "up":
+            return Finding.healthy(f"{self.interface} is up ({state.shown})", status="up")
+        return Finding.problem(f"{self.interface} is still {state.shown}", status=state.status)
+
+
+port_recover = functools.partial(
+    remediation,
+    "network.port-recover",
+    category="network",
+    summary="Bring an err-disabled or down access port back: check why, bounce it, verify up",
+)
+
+
+@port_recover(platforms={"cisco_ios", "cisco_xe"})
+class PortRecoverIos(_PortRecover):
+    """Recover an err-disabled or down access port: the reason is recorded (err-disable cause,
+    admin down, no link), then `shutdown` / `no shutdown`; optionally clear port-security sticky
+    MACs first; verify waits for the link. Trunk ports are refused. The configuration is saved
+    only if it changed (an admin-down port) and only after the port came up; if it does not come
+    up, the captured configuration is restored.
+
+    Example:
+        itops fix network.port-recover access-sw-07 -p interface=Gi1/0/12 --ticket INC-2001
+        itops fix network.port-recover sw-07 -p interface=Gi1/0/12 -p clear_sticky=true --ticket INC-2002
+    """
+
+    interface = _interface("cisco_ios")
+
+
+@port_recover(platforms={"arista_eos"})
+class PortRecoverEos(_PortRecover):
+    """Recover an errdisabled or down access port on Arista EOS (see the IOS variant).
+
+    Example:
+        itops fix network.port-recover leaf-03 -p interface=Ethernet12 --ticket INC-2003
+    """
+
+    interface = _interface("arista_eos")
+
+
+@port_recover(platforms={"cisco_nxos"})
+class PortRecoverNxos(_PortRecover):
+    """Recover an err-disabled or down access port on NX-OS (see the IOS variant).
+
+    Example:
+        itops fix network.port-recover dc-sw-02 -p interface=Ethernet1/12 --check
+    """
+
+    interface = _interface("cisco_nxos")
+
+
+VLAN_COMMAND = {
+    "cisco_ios": "show vlan brief",
+    "cisco_xe": "show vlan brief",
+    "cisco_nxos": "show vlan brief",
+    "arista_eos": "show vlan",
+}
+
+
+def _vlan_rows(output: str) -> list[dict[str, str]]:
+    return [
+        {"vlan_id": line.split()[0]}
+        for line in output.splitlines()
+        if line.split() and line.split()[0].isdigit()
+    ]
+
+
+class _PortVlan(Remediation):
+    vlan = Param(int, required=True, check=check_vlan, help="access VLAN 1–4094 (must exist)")
+    interface: Any
+
+    def check(self, ctx: Context) -> Finding:
+        section = interface_config(ctx, self.interface)
+        current = self._access_vlan(section)
+        exists = self.vlan in self._vlans(ctx)
+        trunk = any(line.startswith("switchport mode trunk") for line in section)
+        if current == self.vlan and not trunk:
+            return Finding.healthy(f"{self.interface} is in VLAN {self.vlan}", vlan=current)
+        summary = f"{self.interface} is in VLAN {current}, not {self.vlan}"
+        if trunk:
+            summary = f"{self.interface} is a trunk port"
+        if not exists:
+            summary += f"; VLAN {self.vlan} does not exist on this switch"
+        return Finding.problem(summary, vlan=current, target=self.vlan, exists=exists, trunk=trunk)
+
+    def apply(self, ctx: Context) -> None:
+        _refuse_trunk(ctx, interface_config(ctx, self.interface), self.interface)
+        if self.vlan not in self._vlans(ctx):
+            raise ToolkitError(
+                f"VLAN {self.vlan} does not exist on {ctx.host.name}: port not moved",
+                hint="create the VLAN first; itops never creates one as a side effect",
+            )
+        push(
+            ctx,
+            config(
+                "interface {intf}",
+                " switchport access vlan {vlan}",
+                intf=self.interface,
+                vlan=self.vlan,
+            ),
+            lambda: self.verify(ctx),
+        )
+
+    def verify(self, ctx: Context) -> Finding:
+        current = self._access_vlan(interface_config(ctx, self.interface))
+        if current == self.vlan:
+            return Finding.healthy(f"{self.interface} is in VLAN {current}", vlan=current)
+        return Finding.problem(f"{self.interface} is in VLAN {current}", vlan=current)
+
+    @staticmethod
+    def _access_vlan(section: Mapping[str, Any]) -> int:
+        for line in section:
+            match = re.fullmatch(r"switchport access vlan (\d+)", line)
+            if match:
+                return int(match.group(1))
+        return 1
+
+    def _vlans(self, ctx: Context) -> set[int]:
+        platform = ctx.host.platform
+        command = cli(VLAN_COMMAND[platform])
+        result = ctx.read(command)
+        if result.exit_code != 0:
+            raise ToolkitError(f"{command} failed: {result.stderr}")
+        rows = parse(platform, command.text, result.stdout, _vlan_rows).rows
+        return {int(r["vlan_id"]) for r in rows if str(r.get("vlan_id", "")).isdigit()}
+
+
+port_vlan = functools.partial(
+    remediation,
+    "network.port-vlan",
+    category="network",
+    summary="Move an access port to an existing VLAN and verify it",
+)
+
+
+@port_vlan(platforms={"cisco_ios", "cisco_xe"})
+class PortVlanIos(_PortVlan):
+    """Put an access port in another VLAN (`switchport access vlan N`). The VLAN must already
+    exist; trunk ports are refused. Saved only after the port is confirmed in the VLAN; rolled
+    back to the captured configuration otherwise.
+
+    Example:
+        itops fix network.port-vlan access-sw-07 -p interface=Gi1/0/12 -p vlan=30 --ticket INC-2010
+    """
+
+    interface = _interface("cisco_ios")
+
+
+@port_vlan(platforms={"arista_eos"})
+class PortVlanEos(_PortVlan):
+    """Put an access port in another VLAN on Arista EOS (see the IOS variant).
+
+    Example:
+        itops fix network.port-vlan leaf-03 -p interface=Ethernet12 -p vlan=30 --ticket INC-2011
+    """
+
+    interface = _interface("arista_eos")
+
+
+@port_vlan(platforms={"cisco_nxos"})
+class PortVlanNxos(_PortVlan):
+    """Put an access port in another VLAN on NX-OS (see the IOS variant).
+
+    Example:
+        itops fix network.port-vlan dc-sw-02 -p interface=Ethernet1/12 -p vlan=30 --check
+    """
+
+    interface = _interface("cisco_nxos")
+
+
+# --------------------------------------------------------------------------- config apply
+
+
+def _no_line_breaks(value: Any) -> Any:
+    """Jinja2 finalize: a variable may not add lines (or a carriage return) to a configuration."""
+    if isinstance(value, str) and ("\n" in value or "\r" in value):
+        raise ValidationError(
+            f"a template variable's value contains a line break: {value[:40]!r}",
+            hint="a variable may fill part of a line, never add lines",
+        )
+    return value
+
+
+def render(path: Path, host: Host) -> list[str]:
+    """A configuration file's lines, or a Jinja2 template's (*.j2) rendered for one host.
+
+    Undefined variables are errors (StrictUndefined); variables holding secrets are not offered."""
+    try:
+        text = path.read_bytes().decode("utf-8")  # not read_text(): it would hide a \r
+    except UnicodeDecodeError:
+        raise ValidationError(f"{path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ValidationError(f"cannot read {path}: {exc.strerror}") from None
+    if path.suffix == ".j2":
+        import jinja2
+        from jinja2.sandbox import SandboxedEnvironment
+
+        env = SandboxedEnvironment(
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=True,
+            finalize=_no_line_breaks,
+        )
+        variables = {k: v for k, v in host.vars.items() if not is_secret_key(k)}
+        variables |= {
+            "inventory_hostname": host.name,
+            "platform": host.platform,
+            "address": host.address,
+        }
+        try:
+            text = env.from_string(text).render(variables)
+        except jinja2.UndefinedError as exc:
+            raise ValidationError(
+                f"{path}: {exc.message} (host {host.name})",
+                hint="define the variable for this host or group in the inventory",
+            ) from None
+        except jinja2.TemplateError as exc:
+            raise ValidationError(f"{path}: template error: {exc}") from None
+    if "\r" in text:
+        check_config_line(text[: text.index("\r") + 1], f"{path}")
+    lines = [
+        ln.rstrip() for ln in text.split("\n") if ln.strip() and not ln.lstrip().startswith("!")
+    ]
+    return list(config_lines(lines))
+
+
+class _ConfigApply(Remediation):
+    file = Param(
+        str,
+        required=True,
+        kind="path",
+        help="configuration lines (indented under their section), or a Jinja2 template *.j2",
+    )
+    save = Param(bool, default=True, help="write to startup after the change is verified")
+
+    def prepare(self, host: Host) -> None:
+        self._lines(host)
+
+    def _lines(self, host: Host) -> list[str]:
+        lines = render(Path(self.file).expanduser(), host)
+        secret = netconfig.secret_lines(host.platform, lines)
+        if secret:
+            raise ValidationError(
+                f"{self.file}: {len(secret)} line(s) carry a secret (e.g. "
+                f"{netconfig.scrub_line(host.platform, secret[0]).strip()!r}); not pushed",
+                hint="config-apply records every line it sends; set secrets with a dedicated task",
+            )
+        return lines
+
+    def check(self, ctx: Context) -> Finding:
+        missing = self._missing(ctx, self._lines(ctx.host))
+        if not missing:
+            return Finding.healthy("every line is already in the running configuration")
+        added = sum(1 for ln in missing if ln.startswith("+"))
+        return Finding.problem(
+            f"{added} line(s) not in the running configuration", diff="\n".join(missing)
+        )
+
+    def apply(self, ctx: Context) -> None:
+        lines = self._lines(ctx.host)
+        push(ctx, lines, lambda: self._present(ctx, lines), save=bool(self.save))
+
+    def verify(self, ctx: Context) -> Finding:
+        return self._present(ctx, self._lines(ctx.host))
+
+    def _present(self, ctx: Context, lines: Sequence[str]) -> Finding:
+        missing = self._missing(ctx, lines)
+        if missing:
+            added = [ln[1:].strip() for ln in missing if ln.startswith("+")]
+            return Finding.problem(
+                f"{len(added)} line(s) missing after apply: {'; '.join(added[:3])}",
+                diff="\n".join(missing),
+            )
+        return Finding.healthy(f"all {len(lines)} line(s) present in the running configuration")
+
+    @staticmethod
+    def _missing(ctx: Context, lines: Sequence[str]) -> list[str]:
+        platform = ctx.host.platform
+        running = netconfig.tree(platform, running_config(ctx))
+        return netconfig.missing(netconfig.tree(platform, lines), running)
+
+
+config_apply = functools.partial(
+    remediation,
+    "network.config-apply",
+    category="network",
+    summary="Push configuration lines or a template: diff, apply, verify, save or roll back",
+)
+
+
+@config_apply(platforms={"cisco_ios", "cisco_xe"})
+class ConfigApplyIos(_ConfigApply):
+    """Apply configuration from a file or a Jinja2 template rendered with the device's inventory
+    variables (NAPALM's load → compare → commit): check shows the lines the running configuration
+    lacks; apply captures the running configuration, pushes the lines (stopping at the first one
+    the device rejects), confirms they are all present, then saves; if a line was rejected or is
+    missing, it rolls back to the captured configuration and the outcome is failed. A template
+    with an undefined variable, a line with a line break or a secret is refused before connecting.
+
+    Example:
+        itops fix network.config-apply access-sw-07 -p file=changes/ntp.cfg --check
+        itops fix network.config-apply 'access-sw-*' -p file=templates/snmp-location.j2 --ticket CHG-3001
+    """
+
+
+@config_apply(platforms={"arista_eos"})
+class ConfigApplyEos(_ConfigApply):
+    """Apply configuration lines or a template on Arista EOS (see the IOS variant).
+
+    Example:
+        itops fix network.config-apply leaf-03 -p file=changes/ntp.cfg --check
+    """
+
+
+@config_apply(platforms={"cisco_nxos"})
+class ConfigApplyNxos(_ConfigApply):
+    """Apply configuration lines or a template on NX-OS (see the IOS variant).
+
+    Example:
+        itops fix network.config-apply dc-sw-02 -p file=changes/ntp.cfg --check
+    """

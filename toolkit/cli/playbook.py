@@ -1,0 +1,150 @@
+"""`itops playbook`: Ansible playbooks for heavy jobs, through ansible-runner, into the ledger."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..app import App
+from ..tickets import CATEGORIES, PRIORITIES, check_ticket_id
+from . import render
+from .fix import EPILOG, show_report
+
+
+@click.group()
+def playbook() -> None:
+    """List and run the workspace's Ansible playbooks (playbooks/*.yml).
+
+    \b
+    Examples:
+      itops playbook list
+      itops playbook run backup_configs lab --ticket CHG-12
+    """
+
+
+@playbook.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the playbooks as JSON.")
+@click.pass_obj
+def list_(app: App, as_json: bool) -> None:
+    """List the playbooks in the workspace's playbooks/ folder.
+
+    \b
+    Example:
+      itops playbook list
+    """
+    from ..playbooks import list_playbooks
+
+    found = list_playbooks(app.workspace)
+    if as_json:
+        render.emit_json(
+            [{"name": p.name, "path": str(p.path), "summary": p.summary} for p in found]
+        )
+        return
+    render.table(["playbook", "summary"], [(p.name, p.summary) for p in found])
+
+
+@playbook.command(epilog=EPILOG)
+@click.argument("name")
+@click.argument("targets")
+@click.option(
+    "--ticket",
+    "-t",
+    metavar="ID",
+    help="Ticket the change is done under (required unless --check).",
+)
+@click.option(
+    "--check", "check_only", is_flag=True, help="Ansible check mode with diffs: changes nothing."
+)
+@click.option(
+    "-e",
+    "--extra-var",
+    "extra_vars",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="An extra variable (repeatable); secrets as references (env:VAR, …).",
+)
+@click.option(
+    "--category", type=click.Choice(CATEGORIES), help="Category, if --ticket opens a new ticket."
+)
+@click.option(
+    "--priority", type=click.Choice(PRIORITIES), help="Priority, if --ticket opens a new ticket."
+)
+@click.option(
+    "--forks",
+    "-f",
+    type=click.IntRange(1, 200),
+    default=20,
+    show_default=True,
+    help="Hosts ansible works on at once.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@click.pass_obj
+def run(
+    app: App,
+    name: str,
+    targets: str,
+    ticket: str | None,
+    check_only: bool,
+    extra_vars: tuple[str, ...],
+    category: str | None,
+    priority: str | None,
+    forks: int,
+    as_json: bool,
+) -> None:
+    """Run playbook NAME on the hosts matching TARGETS (an inventory pattern).
+
+    Every per-host task result goes into the ticket log (task, host, ok/changed/failed/
+    unreachable, duration, masked output). Host keys are checked against the workspace's
+    known_hosts; an unknown or changed key makes the host unreachable.
+
+    \b
+    Examples:
+      itops playbook run patch_linux lab --check
+      itops playbook run backup_configs 'lab:!lab-03' --ticket CHG-12 -e backup_paths=/etc/hosts
+    """
+    from ..playbooks import TaskEvent, check_name, parse_extra_vars, run_playbook
+    from ..tickets import ensure
+
+    check_name(name)
+    variables = parse_extra_vars(extra_vars)
+    if ticket is not None:
+        check_ticket_id(ticket)
+    hosts = app.inventory.select(targets)
+    if ticket and not check_only:
+        ensure(
+            app.ledger,
+            ticket,
+            category=category or ("backup" if "backup" in name else "software"),
+            priority=priority,
+            source=f"itops playbook {name}",
+        )
+    show = True  # progress goes to stderr, so --json output stays clean
+
+    def progress(event: TaskEvent) -> None:
+        if show:
+            click.echo(
+                f"  {event.host:<16} {render.outcome_text(event.status):<11} {event.task} "
+                f"({event.duration:.1f}s)",
+                err=True,
+            )
+
+    if show:
+        mode = "check mode" if check_only else f"under {ticket}"
+        click.echo(f"playbook {name} on {len(hosts)} host(s), {mode}:", err=True)
+    report = run_playbook(
+        app,
+        name,
+        hosts,
+        ticket=ticket,
+        check=check_only,
+        extra_vars=variables,
+        on_event=progress,
+        forks=forks,
+    )
+    if as_json:
+        render.emit_json(app.redactor.mask_data(report.as_dict()))
+    else:
+        show_report(report)
+    sys.stdout.flush()
+    click.get_current_context().exit(report.exit_code)

@@ -1,0 +1,191 @@
+"""What a schedule runs: a catalog task, a runbook or a playbook, under the run's change ticket.
+
+Each run reloads the inventory and the catalog (a scheduler runs for weeks), selects the targets,
+and goes through the same runner, policy and ledger as `itops fix` (or ansible-runner for a
+playbook). `check()` refuses a definition that cannot run: unknown task, runbook or playbook, bad
+parameters, an unknown window, targets that match nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .errors import NotFound, ToolkitError, ValidationError
+from .inventory import Host, Inventory
+from .runner import RunOptions, RunReport
+from .schedule import JobResult, Schedule
+
+if TYPE_CHECKING:
+    from .app import App
+
+RUNBOOK_ENGINE = "toolkit.runbooks"
+
+
+class EngineMissing(ToolkitError):
+    """The runbook engine is not part of this build."""
+
+
+def runbook_engine() -> Any:
+    """The runbook engine module (toolkit/runbooks.py), called by name; refused if absent."""
+    try:
+        return importlib.import_module(RUNBOOK_ENGINE)
+    except ModuleNotFoundError as exc:
+        if exc.name != RUNBOOK_ENGINE:
+            raise
+        raise EngineMissing(
+            "runbooks are not available in this build (no toolkit/runbooks.py)",
+            hint="schedule the runbook's tasks or a playbook instead",
+        ) from None
+
+
+def select(app: App, pattern: str) -> list[Host]:
+    """The hosts a schedule targets, from a freshly loaded inventory; nothing matched is an error."""
+    inventory = Inventory.load(app.workspace.inventory_sources)
+    hosts = inventory.select(pattern)
+    if not hosts:
+        raise NotFound(
+            f"the targets {pattern!r} match no host",
+            hint="check the pattern with: itops inventory list PATTERN",
+        )
+    return hosts
+
+
+def check(app: App, s: Schedule) -> None:
+    """Refuse a schedule that could not run (before it is stored)."""
+    from .maintenance import get_window
+
+    hosts = select(app, s.targets)
+    if s.window is not None:
+        get_window(app.policy_settings.windows, s.window)
+    if s.kind == "task":
+        entry = app.catalog.get(s.target)
+        entry.validate(dict(s.params), {h.platform for h in hosts})
+        from .maintenance import check_hosts
+
+        check_hosts(hosts, app.policy_settings.windows)
+    elif s.kind == "playbook":
+        from .playbooks import find_playbook, parse_extra_vars
+
+        find_playbook(app.workspace, s.target)
+        parse_extra_vars(_as_list(s.params))
+    else:
+        engine = runbook_engine()
+        engine.load(app.workspace, s.target)
+
+
+def _as_list(params: Any) -> list[str]:
+    out = []
+    for name, value in dict(params).items():
+        for v in value if isinstance(value, list) else [value]:
+            out.append(f"{name}={v}")
+    return out
+
+
+def summarize(what: str, report: RunReport) -> JobResult:
+    counts = Counter(str(r.outcome) for r in report.results)
+    code = report.exit_code
+    resolution = {0: "completed", 4: "completed", 5: "needs-approval"}.get(code, "failed")
+    text = ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "no hosts"
+    return JobResult(resolution, f"{what} on {len(report.results)} host(s): {text}", code, counts)
+
+
+class JobRunner:
+    """The scheduler's executor: runs a schedule's job under its change ticket."""
+
+    def __init__(self, app: App, *, forks: int | None = None) -> None:
+        self.app = app
+        self.forks = forks
+
+    def __call__(self, s: Schedule, ticket: str, occurrence: datetime) -> JobResult:
+        hosts = select(self.app, s.targets)
+        if s.kind == "task":
+            return self._task(s, hosts, ticket)
+        if s.kind == "playbook":
+            return self._playbook(s, hosts, ticket)
+        return self._runbook(s, hosts, ticket)
+
+    def _task(self, s: Schedule, hosts: Sequence[Host], ticket: str) -> JobResult:
+        from .catalog import Catalog
+        from .policy import prepare
+        from .runner import Runner
+        from .transports import Connector
+
+        app = self.app
+        entry = Catalog.load(app.workspace.task_folders).get(s.target)
+        params = dict(s.params)
+        policy = prepare(
+            app.ledger,
+            app.policy_settings,
+            clock=app.clock,
+            task=entry,
+            hosts=hosts,
+            params=params,
+            ticket=ticket,
+            job_window=s.window,
+        )
+        connector = Connector(app.connect_options(), app.credentials)
+        try:
+            runner = Runner(
+                ledger=app.ledger,
+                connector=connector,
+                credentials=app.credentials,
+                policy=policy,
+                state_dir=app.workspace.state_dir,  # tasks' artifacts, e.g. network backups
+            )
+            options = RunOptions(
+                check_only=s.check_only,
+                forks=self.forks or int(app.workspace.run_setting("forks", 50)),
+            )
+            report = runner.run(entry, hosts, params, ticket=ticket, options=options)
+        finally:
+            connector.close()
+        return summarize(f"task {entry.name}", report)
+
+    def _playbook(self, s: Schedule, hosts: Sequence[Host], ticket: str) -> JobResult:
+        from .playbooks import parse_extra_vars, run_playbook
+
+        app = self.app
+        if s.window is not None:
+            from .maintenance import get_window
+
+            window = get_window(app.policy_settings.windows, s.window)
+            now = app.clock.now()
+            if not window.is_open(now):
+                from .policy import refuse_run
+
+                raise refuse_run(
+                    app.ledger,
+                    ticket=ticket,
+                    task=f"playbook:{s.target}",
+                    hosts=hosts,
+                    reason=f"outside window {window.describe(now)}",
+                )
+        report = run_playbook(
+            app,
+            s.target,
+            hosts,
+            ticket=ticket,
+            check=s.check_only,
+            extra_vars=parse_extra_vars(_as_list(s.params)),
+        )
+        return summarize(f"playbook {s.target}", report)
+
+    def _runbook(self, s: Schedule, hosts: Sequence[Host], ticket: str) -> JobResult:
+        engine = runbook_engine()
+        if not hasattr(engine, "run"):
+            raise ValidationError("the runbook engine has no run() entry point")
+        report = engine.run(
+            self.app, s.target, hosts, dict(s.params), ticket=ticket, check_only=s.check_only
+        )
+        if isinstance(report, RunReport):
+            return summarize(f"runbook {s.target}", report)
+        code = getattr(report, "exit_code", None)
+        if isinstance(code, int):  # a RunbookReport: escalated hosts fail the job
+            resolution = {0: "completed", 4: "completed", 5: "needs-approval"}.get(code, "failed")
+            counts = Counter(str(r.outcome) for r in getattr(report, "results", ()))
+            return JobResult(resolution, f"runbook {s.target}: {report.describe()}", code, counts)
+        return JobResult("completed", f"runbook {s.target}: {report}")

@@ -1,0 +1,232 @@
+"""Device-side steps the network remediations share: reading configuration and port state, and
+pushing a change the NAPALM way (capture → push → confirm → save, or roll back).
+
+Task modules are loaded by path and cannot import each other, so what several of them do lives here.
+Every command is built by `toolkit.quoting` (`cli`, `config`); every read and change goes through the
+step context, so it is recorded, masked and refused outside apply like any other command.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import netconfig
+from .catalog import Context, Finding
+from .errors import ToolkitError
+from .netparse import parse
+from .quoting import cli
+
+# (running, startup) configuration commands; None where the platform has no startup configuration
+CONFIG_COMMANDS: dict[str, tuple[str, str | None]] = {
+    "cisco_ios": ("show running-config", "show startup-config"),
+    "cisco_xe": ("show running-config", "show startup-config"),
+    "cisco_nxos": ("show running-config", "show startup-config"),
+    "arista_eos": ("show running-config", "show startup-config"),
+    "cisco_asa": ("show running-config", "show startup-config"),
+    "cisco_xr": ("show running-config", None),
+    "juniper_junos": ("show configuration", None),
+    "huawei_vrp": ("display current-configuration", "display saved-configuration"),
+    "huawei": ("display current-configuration", "display saved-configuration"),
+}
+# Switches whose access ports the port remediations handle (IOS-style interface configuration).
+SWITCH_PLATFORMS = frozenset({"cisco_ios", "cisco_xe", "arista_eos", "cisco_nxos"})
+STATUS_COMMAND = {
+    "cisco_ios": "show interfaces {intf} status",
+    "cisco_xe": "show interfaces {intf} status",
+    "arista_eos": "show interfaces {intf} status",
+    "cisco_nxos": "show interface {intf} status",
+}
+ERRDISABLED_COMMAND = {
+    "cisco_ios": "show interfaces status err-disabled",
+    "cisco_xe": "show interfaces status err-disabled",
+    "arista_eos": "show interfaces status errdisabled",
+    "cisco_nxos": "show interface status err-disabled",
+}
+INTERFACE_CONFIG_COMMAND = {
+    "cisco_ios": "show running-config interface {intf}",
+    "cisco_xe": "show running-config interface {intf}",
+    "arista_eos": "show running-config interfaces {intf}",
+    "cisco_nxos": "show running-config interface {intf}",
+}
+# What `show interfaces status` says → up / down / disabled (admin down) / err-disabled
+STATUS_WORDS = {
+    "connected": "up",
+    "up": "up",
+    "notconnect": "down",
+    "notconnec": "down",
+    "down": "down",
+    "inactive": "down",
+    "sfpabsent": "down",
+    "xcvrabsen": "down",
+    "monitoring": "up",
+    "disabled": "disabled",
+    "err-disabled": "err-disabled",
+    "errdisabled": "err-disabled",
+}
+
+
+@dataclass(frozen=True)
+class PortState:
+    interface: str
+    status: str  # up | down | disabled | err-disabled | unknown
+    shown: str  # the device's own word
+    vlan: str
+    parser: str
+
+
+def _status_rows(output: str) -> list[dict[str, str]]:
+    """Fallback for `show interfaces status`: the first token is the port, a status word follows."""
+    rows = []
+    for line in output.splitlines():
+        tokens = line.split()
+        at = next((i for i, t in enumerate(tokens[1:], 1) if t.lower() in STATUS_WORDS), None)
+        if tokens and at is not None and tokens[0] != "Port":
+            vlan = tokens[at + 1] if len(tokens) > at + 1 else ""
+            rows.append({"port": tokens[0], "status": tokens[at], "vlan_id": vlan})
+    return rows
+
+
+def port_state(ctx: Context, interface: str) -> PortState:
+    platform = ctx.host.platform
+    command = cli(STATUS_COMMAND[platform], intf=interface)
+    result = ctx.read(command)
+    if result.exit_code != 0:
+        raise ToolkitError(f"{command} failed: {result.stderr}")
+    parsed = parse(platform, command.text, result.stdout, _status_rows)
+    row = parsed.first()
+    if not row:
+        return PortState(interface, "unknown", "", "", parsed.source)
+    shown = str(row.get("status", ""))
+    return PortState(
+        interface,
+        STATUS_WORDS.get(shown.lower(), "unknown"),
+        shown,
+        str(row.get("vlan_id") or row.get("vlan", "")),
+        parsed.source,
+    )
+
+
+def errdisable_reason(ctx: Context, interface: str) -> str:
+    """Why a port is err-disabled (psecure-violation, bpduguard, …), or "" if the device says not."""
+    platform = ctx.host.platform
+    command = cli(ERRDISABLED_COMMAND[platform])
+    result = ctx.read(command)
+    if result.exit_code != 0:
+        return ""
+
+    def fallback(output: str) -> list[dict[str, str]]:
+        return [
+            {"port": t[0], "reason": t[-1]}
+            for t in (line.split() for line in output.splitlines())
+            if len(t) >= 3 and t[0] != "Port" and "err" in " ".join(t).lower()
+        ]
+
+    short = _short(interface)
+    for row in parse(platform, command.text, result.stdout, fallback).rows:
+        if _short(str(row.get("port") or row.get("interface") or "")) == short:
+            return str(row.get("reason") or row.get("port_error") or "").strip()
+    return ""
+
+
+def _short(name: str) -> str:
+    """Gi1/0/1 and GigabitEthernet1/0/1 compare equal: first two letters and the numbers."""
+    letters = "".join(ch for ch in name if ch.isalpha())[:2].lower()
+    return letters + "".join(ch for ch in name if not ch.isalpha())
+
+
+def interface_config(ctx: Context, interface: str) -> netconfig.Tree:
+    """The interface's section of the running configuration (its child lines)."""
+    platform = ctx.host.platform
+    command = cli(INTERFACE_CONFIG_COMMAND[platform], intf=interface)
+    result = ctx.read(command)
+    if result.exit_code != 0:
+        raise ToolkitError(f"{command} failed: {result.stderr}")
+    tree = netconfig.tree(platform, result.stdout)
+    section = next((v for k, v in tree.items() if k.lower().startswith("interface")), {})
+    return section
+
+
+def running_config(ctx: Context) -> str:
+    platform = ctx.host.platform
+    command = cli(CONFIG_COMMANDS[platform][0])
+    result = ctx.read(command)
+    if result.exit_code != 0 or not result.stdout.strip():
+        reason = result.stderr or "empty output"
+        raise ToolkitError(f"cannot read the running configuration ({command}): {reason}")
+    return result.stdout
+
+
+def wait_for(check: Callable[[], Finding], seconds: float, every: float = 2.0) -> Finding:
+    """Re-run a read-only check until it is ok or `seconds` have passed; the last finding."""
+    deadline = time.monotonic() + seconds
+    finding = check()
+    while not finding.ok and time.monotonic() < deadline:
+        time.sleep(every)
+        finding = check()
+    return finding
+
+
+def push(
+    ctx: Context,
+    lines: Sequence[str],
+    confirm: Callable[[], Finding],
+    *,
+    save: bool = True,
+) -> Finding:
+    """Apply configuration lines the NAPALM way: capture the running configuration, push, confirm,
+    then save — or, if the device rejected a line or the confirmation failed, roll back to the
+    captured configuration (recorded as notes) and raise."""
+    platform = ctx.host.platform
+    before = netconfig.tree(platform, running_config(ctx))
+    try:
+        pushed = ctx.configure(lines, check=False)
+        if pushed.exit_code != 0:
+            raise ToolkitError(pushed.stderr or "the device rejected the change")
+        finding = confirm()
+        if not finding.ok:
+            raise ToolkitError(f"the change did not take effect: {finding.summary}")
+    except ToolkitError as exc:
+        rolled = rollback(ctx, before)
+        raise ToolkitError(f"{exc.message}; {rolled}") from None
+    if save:
+        ctx.save()
+        ctx.note("running configuration saved to startup after the change was confirmed")
+    return finding
+
+
+def rollback(ctx: Context, before: netconfig.Tree) -> str:
+    """Return the device to the captured configuration; says how that went (also as a note)."""
+    platform = ctx.host.platform
+    try:
+        undo = netconfig.rollback_lines(before, netconfig.tree(platform, running_config(ctx)))
+        if not undo:
+            message = "nothing to roll back: the running configuration is as captured before apply"
+        else:
+            ctx.configure(undo, check=False)
+            left = netconfig.rollback_lines(before, netconfig.tree(platform, running_config(ctx)))
+            message = (
+                f"rolled back {len(undo)} line(s): the running configuration matches the one "
+                "captured before apply"
+                if not left
+                else f"rollback incomplete: {len(left)} line(s) still differ from the captured "
+                "configuration — check the device"
+            )
+    except ToolkitError as exc:
+        message = f"rollback failed: {exc.message} — check the device"
+    ctx.note(message)
+    return message
+
+
+def facts_from(rows: Sequence[Mapping[str, Any]], *keys: str) -> str:
+    """The first non-empty value among `keys`, row by row (lists joined)."""
+    for row in rows:
+        for key in keys:
+            value = row.get(key)
+            if isinstance(value, list):
+                value = ", ".join(str(v) for v in value if v)
+            if value:
+                return str(value).strip()
+    return ""

@@ -1,0 +1,410 @@
+"""Ansible playbooks from the workspace's playbooks/ folder, run through ansible-runner.
+
+The same inventory files itops reads are given to ansible (`-i` each), narrowed with `--limit` to
+the hosts itops selected. The ledger gets, per host, an `action.begin` before ansible starts and an
+`action.finish` with the host's outcome at the end; in between, each of ansible's per-host task
+results is streamed in as a `playbook.event` record (task, host, ok/changed/failed/unreachable/
+skipped, duration, masked output).
+
+Safety settings, whatever the machine's ansible.cfg says:
+- Host keys are checked: ANSIBLE_HOST_KEY_CHECKING=True (ansible-runner turns it off otherwise),
+  and ssh is told to trust exactly the workspace's known_hosts files (`-o UserKnownHostsFile=…
+  -o StrictHostKeyChecking=yes` first in ANSIBLE_SSH_ARGS: ssh keeps the first value it is given,
+  so an inventory's own ssh args cannot loosen it).
+- The controller's ansible is the one installed beside this interpreter (its bin/ first on PATH).
+- ControlPersist sockets live in a directory of this run only, and their masters are told to exit
+  when the run ends; the run's private data (unmasked ansible output) is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .credentials import MASK, is_reference, is_secret_key
+from .errors import NotFound, ToolkitError, ValidationError
+from .inventory import Host
+from .ledger import Entry
+from .runner import HostResult, Outcome, RunReport
+from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .app import App
+
+PLAYBOOK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+RESULT_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_unreachable": "unreachable",
+    "runner_on_skipped": "skipped",
+}
+USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()  # as the SSH transport trusts
+INSTALL_HINT = "install the ansible extra: pip install 'itops-toolkit[ansible]'"
+
+
+class PlaybookError(ToolkitError):
+    """A playbook cannot be found or run."""
+
+
+@dataclass(frozen=True)
+class Playbook:
+    name: str
+    path: Path
+    summary: str
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One of ansible's per-host task results, as recorded."""
+
+    host: str
+    task: str
+    action: str
+    status: str  # ok | changed | failed | unreachable | skipped
+    duration: float
+    output: str
+
+
+@dataclass
+class _HostTally:
+    statuses: list[str] = field(default_factory=list)
+    last_problem: str = ""
+    last_task: str = ""
+
+
+def check_name(name: str) -> str:
+    """A playbook is named, never given as a path: no separators, no '..'."""
+    if "/" in name or "\\" in name or ".." in name or not PLAYBOOK_NAME.fullmatch(name):
+        raise ValidationError(
+            f"invalid playbook name {name!r}: playbooks are named, not given as paths",
+            hint="use a name from `itops playbook list`, e.g. patch_linux",
+        )
+    return name
+
+
+def folder(workspace: Workspace) -> Path:
+    return workspace.folder("playbooks", "playbooks")
+
+
+def _summary(path: Path) -> str:
+    """The first play's name, else the first comment line."""
+    comment = ""
+    for line in path.read_text(errors="replace").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#") and not comment:
+            comment = stripped.lstrip("# ").strip()
+        m = re.match(r"-\s+name:\s*(.+)", stripped)
+        if m:
+            return m.group(1).strip().strip("'\"")
+    return comment
+
+
+def list_playbooks(workspace: Workspace) -> list[Playbook]:
+    root = folder(workspace)
+    if not root.is_dir():
+        return []
+    found = sorted([*root.glob("*.yml"), *root.glob("*.yaml")])
+    return [Playbook(p.stem, p, _summary(p)) for p in found if PLAYBOOK_NAME.fullmatch(p.stem)]
+
+
+def find_playbook(workspace: Workspace, name: str) -> Playbook:
+    check_name(name)
+    stem = re.sub(r"\.ya?ml$", "", name)
+    known = list_playbooks(workspace)
+    for playbook in known:
+        if playbook.name == stem:
+            return playbook
+    raise NotFound.named("playbook", stem, [p.name for p in known], f"in {folder(workspace)}")
+
+
+def parse_extra_vars(items: Sequence[str]) -> dict[str, str]:
+    """`--extra-var k=v` pairs; secret-looking names must hold references (env:VAR, …)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValidationError(f"extra var {item!r} is not NAME=VALUE (NAME a variable name)")
+        if is_secret_key(name) and not is_reference(value):
+            raise ValidationError(
+                f"extra var {name} is a secret: give a reference, not the value",
+                hint="env:VAR, file:/path, keyring:service/user or prompt",
+            )
+        out[name] = value
+    return out
+
+
+def ansible_environment(
+    workspace: Workspace, run_dir: Path, connect_timeout: float
+) -> dict[str, str]:
+    """The environment ansible runs with (see the module docstring for why each is set)."""
+    known = [str(p) for p in workspace.known_hosts_files if p.is_file()]
+    if USER_KNOWN_HOSTS.is_file():
+        known.append(str(USER_KNOWN_HOSTS))
+    if any(c.isspace() for c in "".join(known)):
+        raise PlaybookError("known_hosts paths with spaces cannot be given to ssh here")
+    ssh_args = [
+        "-o",
+        f"UserKnownHostsFile={' '.join(known) or '/dev/null'}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        "ControlPersist=60s",
+    ]
+    bindir = os.path.dirname(sys.executable)
+    return {
+        "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "/usr/bin:/bin")]),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_SSH_ARGS": shlex.join(ssh_args),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(run_dir / "cp"),
+        "ANSIBLE_LOCAL_TEMP": str(run_dir / "tmp"),
+        "ANSIBLE_TIMEOUT": str(int(max(1, connect_timeout))),
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+    }
+
+
+def _output(res: Mapping[str, Any]) -> str:
+    parts = []
+    for key in ("msg", "stdout", "stderr"):
+        value = res.get(key)
+        if value:
+            parts.append(value if isinstance(value, str) else json.dumps(value, default=str))
+    if isinstance(res.get("results"), list):
+        for item in res["results"]:
+            if isinstance(item, Mapping):
+                label = item.get("item", "")
+                status = (
+                    "changed" if item.get("changed") else ("failed" if item.get("failed") else "ok")
+                )
+                parts.append(f"{label}: {status}" + (f" {item['msg']}" if item.get("msg") else ""))
+    if isinstance(res.get("diff"), list | dict) and res.get("diff"):
+        parts.append("diff: " + json.dumps(res["diff"], default=str)[:2000])
+    return "\n".join(parts)
+
+
+def _host_outcome(tally: _HostTally | None, check: bool) -> tuple[Outcome, str]:
+    if tally is None or not tally.statuses:
+        return Outcome.SKIPPED, "no play in the playbook matched this host"
+    s = tally.statuses
+    n_changed = s.count("changed")
+    if "unreachable" in s:
+        return Outcome.UNREACHABLE, tally.last_problem
+    if "failed" in s:
+        return Outcome.FAILED, f"{tally.last_task}: {tally.last_problem}"
+    counts = f"{s.count('ok')} ok, {n_changed} changed, {s.count('skipped')} skipped"
+    if n_changed:
+        if check:
+            return Outcome.WOULD_FIX, f"check mode: {n_changed} task(s) would change ({counts})"
+        return Outcome.FIXED, f"{counts} (ansible reports changes; no separate verify step)"
+    return Outcome.ALREADY_OK, counts
+
+
+def run_playbook(
+    app: App,
+    name: str,
+    hosts: Sequence[Host],
+    *,
+    ticket: str | None,
+    check: bool,
+    extra_vars: Mapping[str, str],
+    on_event: Callable[[TaskEvent], None] | None = None,
+    forks: int = 20,
+) -> RunReport:
+    """Run playbook NAME on `hosts`, streaming its events into the ledger; returns per-host outcomes."""
+    try:
+        import ansible_runner
+    except ImportError:
+        raise PlaybookError("ansible-runner is not installed", hint=INSTALL_HINT) from None
+    if not check and not ticket:
+        from .errors import TicketRequired
+
+        raise TicketRequired(
+            f"playbook {name} changes hosts: a ticket is required",
+            hint="add --ticket CHG-123, or --check to run it in check mode",
+        )
+    playbook = find_playbook(app.workspace, name)
+    if shutil.which("ansible-playbook", path=os.path.dirname(sys.executable)) is None:
+        raise PlaybookError(
+            f"ansible-playbook is not installed beside {sys.executable}", hint=INSTALL_HINT
+        )
+    if not hosts:
+        raise NotFound("no hosts to run the playbook on")
+    ledger = app.ledger
+    mask = app.redactor.mask
+    values: dict[str, Any] = {}
+    shown: dict[str, Any] = {}
+    for key, value in extra_vars.items():
+        if is_secret_key(key):  # a reference (parse_extra_vars): resolved, then masked
+            values[key] = app.credentials.resolve(value, f"extra var {key}").reveal()
+            shown[key] = MASK
+        else:
+            values[key] = value
+            shown[key] = value
+    task_name = f"playbook:{playbook.name}"
+    run_id = os.urandom(8).hex()
+    values.update(
+        itops_ticket=ticket or "",
+        itops_run_id=run_id,
+        itops_state_dir=str(app.workspace.state_dir.resolve()),
+        itops_check=check,
+    )
+    mode = "check" if check else "fix"
+    begun: dict[str, str] = {}
+    for host in hosts:
+        begun[host.name] = ledger.begin(
+            task=task_name,
+            host=host.name,
+            ticket=ticket,
+            params=shown,
+            data={
+                "mode": mode,
+                "playbook": playbook.name,
+                "run_id": run_id,
+                "address": f"{host.address}:{host.port}",
+            },
+        )
+    started = time.monotonic()
+    tallies: dict[str, _HostTally] = {}
+    lock = threading.Lock()
+
+    def handler(event: Mapping[str, Any]) -> bool:
+        kind = event.get("event")
+        if kind not in RESULT_EVENTS:
+            return True
+        data = event.get("event_data") or {}
+        host = str(data.get("host") or "")
+        res = data.get("res") or {}
+        status = RESULT_EVENTS[str(kind)]
+        if status == "ok" and res.get("changed"):
+            status = "changed"
+        if status == "failed" and data.get("ignore_errors"):
+            status = "ok"
+        duration = float(data.get("duration") or 0.0)
+        task = str(data.get("task") or "")
+        text = mask(_output(res))
+        record = TaskEvent(host, task, str(data.get("task_action") or ""), status, duration, text)
+        with lock:
+            tally = tallies.setdefault(host, _HostTally())
+            tally.statuses.append(status)
+            if status in ("failed", "unreachable"):
+                tally.last_problem = (text.strip().splitlines() or [status])[-1][:300]
+                tally.last_task = task
+        ledger.append(
+            Entry(
+                "playbook.event",
+                ticket=ticket,
+                host=host,
+                task=task_name,
+                outcome=status,
+                duration_ms=round(duration * 1000),
+                output=text,
+                data={
+                    "ansible_task": task,
+                    "module": record.action,
+                    "run_id": run_id,
+                    "action": begun.get(host),
+                    "changed": bool(res.get("changed")),
+                },
+            )
+        )
+        if on_event is not None:
+            on_event(record)
+        return True
+
+    run_dir = Path(tempfile.mkdtemp(prefix="itops-ans-"))
+    error: str | None = None
+    try:
+        for sub in ("cp", "tmp", "private"):
+            (run_dir / sub).mkdir()
+        connect_timeout = float(app.workspace.run_setting("connect_timeout", 10))
+        result = ansible_runner.run(
+            private_data_dir=str(run_dir / "private"),
+            playbook=str(playbook.path.resolve()),
+            inventory=[str(p.resolve()) for p in app.workspace.inventory_sources],
+            limit=",".join(h.name for h in hosts),
+            extravars=values,
+            envvars=ansible_environment(app.workspace, run_dir, connect_timeout),
+            cmdline="--check --diff" if check else None,
+            forks=max(1, min(forks, len(hosts))),
+            event_handler=handler,
+            quiet=True,
+            suppress_env_files=True,
+        )
+        status, rc = str(result.status), result.rc
+        if status not in ("successful", "failed"):
+            error = f"ansible-runner ended {status} (rc {rc})"
+        elif rc not in (0, 2, 4) and not tallies:
+            error = f"ansible-playbook exited {rc} without running a task"
+    except Exception as exc:  # every begun host still gets its finish record
+        error = f"ansible-runner failed: {type(exc).__name__}: {exc}"
+    finally:
+        _close_masters(run_dir / "cp")
+        shutil.rmtree(run_dir, ignore_errors=True)
+    results = []
+    for host in hosts:
+        outcome, message = _host_outcome(tallies.get(host.name), check)
+        if error and outcome == Outcome.SKIPPED:
+            outcome, message = Outcome.FAILED, error
+        tally = tallies.get(host.name)
+        ledger.finish(
+            begun[host.name],
+            task=task_name,
+            host=host.name,
+            ticket=ticket,
+            outcome=outcome,
+            duration=time.monotonic() - started,
+            data={
+                "message": mask(message),
+                "playbook": playbook.name,
+                "run_id": run_id,
+                "tasks": dict(_count(tally.statuses)) if tally else {},
+            },
+        )
+        results.append(
+            HostResult(
+                host.name,
+                outcome,
+                mask(message),
+                time.monotonic() - started,
+                action_id=begun[host.name],
+            )
+        )
+    return RunReport(task_name, ticket, check, tuple(results), time.monotonic() - started)
+
+
+def _count(statuses: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in statuses:
+        out[s] = out.get(s, 0) + 1
+    return out
+
+
+def _close_masters(directory: Path) -> None:
+    """Tell every ControlPersist master of this run to exit (they would linger for 60 s)."""
+    if not directory.is_dir():
+        return
+    for socket_path in directory.iterdir():
+        subprocess.run(
+            ["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "itops-control"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )

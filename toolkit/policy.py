@@ -1,0 +1,236 @@
+"""The run policy: maintenance windows and approvals, decided per host before anything connects.
+
+`prepare()` does the run-level work once — every window the hosts name exists, a break-glass run is
+on a P1 ticket, a risky task has a matching approval (or a new request is recorded) — and records
+any refusal before raising it. The RunPolicy it returns is the runner's hook: `decide()` per host,
+whose verdict the runner writes into that host's begin and finish records.
+
+Settings in itops.toml:
+
+    [policy]
+    risky = ["password.*"]          # task names (globs) that need approval beyond those marked risky
+    disruptive = ["service.restart"] # … that may run only inside a window, beyond those marked
+    require_window = false           # true: a disruptive task skips hosts with no window attached
+    approval_ttl = "24h"             # how long a granted approval stays usable
+    request_ttl = "7d"               # how long a request waits for its approver
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from . import approvals
+from .approvals import Approval, Binding
+from .catalog import Task, TaskSpec
+from .clock import Clock, iso
+from .errors import ConfigError, ToolkitError, ValidationError
+from .inventory import Host
+from .ledger import Entry, Ledger
+from .maintenance import Window, get_window, host_windows, load_windows
+from .runner import Outcome, PolicyDecision
+from .tickets import ticket_priority
+
+
+class RunRefused(ToolkitError):
+    """The run policy refused the whole run before any host was touched (recorded)."""
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    windows: Mapping[str, Window] = field(default_factory=dict)
+    risky: tuple[str, ...] = ()
+    disruptive: tuple[str, ...] = ()
+    require_window: bool = False
+    approval_ttl: timedelta = approvals.DEFAULT_TTL
+    request_ttl: timedelta = approvals.DEFAULT_REQUEST_TTL
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> PolicySettings:
+        section = config.get("policy", {})
+        if not isinstance(section, Mapping):
+            raise ConfigError("[policy] must be a table")
+        for key in ("risky", "disruptive"):
+            value = section.get(key, [])
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ConfigError(f"[policy] {key} must be a list of task names or globs")
+        return cls(
+            windows=load_windows(config),
+            risky=tuple(section.get("risky", [])),
+            disruptive=tuple(section.get("disruptive", [])),
+            require_window=bool(section.get("require_window", False)),
+            approval_ttl=approvals.parse_duration(
+                section.get("approval_ttl", "24h"), "[policy] approval_ttl"
+            ),
+            request_ttl=approvals.parse_duration(
+                section.get("request_ttl", "7d"), "[policy] request_ttl"
+            ),
+        )
+
+    def is_risky(self, spec: TaskSpec) -> bool:
+        return spec.risky or any(fnmatch.fnmatchcase(spec.name, g) for g in self.risky)
+
+    def is_disruptive(self, spec: TaskSpec) -> bool:
+        return spec.disruptive or any(fnmatch.fnmatchcase(spec.name, g) for g in self.disruptive)
+
+
+class RunPolicy:
+    """The per-host verdicts of one prepared run (implements runner.HostPolicy)."""
+
+    def __init__(
+        self,
+        settings: PolicySettings,
+        clock: Clock,
+        *,
+        job_window: Window | None = None,
+        break_glass: str | None = None,
+        approval: Approval | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.job_window = job_window
+        self.break_glass = break_glass
+        self.approval = approval
+        self.request_id = request_id
+
+    def decide(self, task: Task, spec: TaskSpec, host: Host) -> PolicyDecision:
+        now = self.clock.now()
+        record: dict[str, Any] = {"evaluated_at": iso(now)}
+        if self.job_window is not None:
+            record["job_window"] = self.job_window.name
+            if not self.job_window.is_open(now):
+                return PolicyDecision(
+                    Outcome.SKIPPED,
+                    f"outside window {self.job_window.describe(now)}",
+                    {**record, "decision": "outside-window"},
+                )
+        if self.settings.is_disruptive(spec):
+            windows = host_windows(host, self.settings.windows)
+            record["disruptive"] = True
+            record["windows"] = [w.name for w in windows]
+            if not windows and self.settings.require_window:
+                return PolicyDecision(
+                    Outcome.SKIPPED,
+                    "outside window: no maintenance window is attached to this host",
+                    {**record, "decision": "no-window"},
+                )
+            if windows and not any(w.is_open(now) for w in windows):
+                if self.break_glass is None:
+                    detail = "; ".join(w.describe(now) for w in windows)
+                    return PolicyDecision(
+                        Outcome.SKIPPED,
+                        f"outside window {detail}",
+                        {**record, "decision": "outside-window"},
+                    )
+                record.update(decision="break-glass", reason=self.break_glass)
+        if self.settings.is_risky(spec):
+            record["risky"] = True
+            if self.approval is None or host.name not in self.approval.binding.hosts:
+                rid = self.request_id or "?"
+                return PolicyDecision(
+                    Outcome.NEEDS_APPROVAL,
+                    f"needs approval {rid}: another operator runs `itops approve {rid}`, "
+                    "then run this command again",
+                    {**record, "decision": "needs-approval", "approval_request": rid},
+                )
+            record.update(approval=self.approval.request_id, approved_by=self.approval.approved_by)
+        record.setdefault("decision", "allowed")
+        return PolicyDecision(None, "", record)
+
+
+def refuse_run(
+    ledger: Ledger, *, ticket: str | None, task: str, hosts: Sequence[Host], reason: str
+) -> RunRefused:
+    """Record that a run was refused before any host was touched; returns the error to raise."""
+    ledger.append(
+        Entry(
+            "run.refused",
+            ticket=ticket,
+            task=task,
+            data={"hosts": [h.name for h in hosts], "reason": reason},
+        )
+    )
+    return RunRefused(f"refused: {reason}")
+
+
+def prepare(
+    ledger: Ledger,
+    settings: PolicySettings,
+    *,
+    clock: Clock,
+    task: Task,
+    hosts: Sequence[Host],
+    params: Mapping[str, Any],
+    ticket: str,
+    break_glass: str | None = None,
+    approval_id: str | None = None,
+    job_window: str | None = None,
+) -> RunPolicy:
+    """Run-level checks before any host is touched; refusals are recorded, then raised."""
+
+    def refused(reason: str, hint: str | None = None) -> RunRefused:
+        error = refuse_run(ledger, ticket=ticket, task=task.name, hosts=hosts, reason=reason)
+        error.hint = hint
+        return error
+
+    specs = {h.name: task.implementation(h.platform) for h in hosts}
+    try:
+        window = get_window(settings.windows, job_window) if job_window else None
+        for host in hosts:
+            spec = specs[host.name]
+            if spec is not None and settings.is_disruptive(spec):
+                host_windows(host, settings.windows)
+    except ToolkitError as exc:
+        raise refused(exc.message, exc.hint) from None
+    if break_glass is not None:
+        if not break_glass.strip():
+            raise ValidationError("--break-glass needs --reason TEXT saying why")
+        priority = ticket_priority(ledger, ticket)
+        if priority != "P1":
+            raise refused(
+                f"--break-glass is only for P1 tickets; {ticket} is {priority or 'unprioritised'}",
+                "raise the ticket to P1 if the outage warrants it, or wait for the window",
+            )
+        ledger.append(
+            Entry(
+                "policy.break-glass",
+                ticket=ticket,
+                task=task.name,
+                data={"hosts": [h.name for h in hosts], "reason": break_glass},
+            )
+        )
+    risky_hosts = [
+        h.name for h in hosts if (s := specs[h.name]) is not None and settings.is_risky(s)
+    ]
+    approval: Approval | None = None
+    request_id: str | None = None
+    if risky_hosts:
+        binding = Binding.of(ticket, task.name, risky_hosts, params)
+        if approval_id is not None:
+            approval = approvals.check_given(ledger, approval_id, binding, clock=clock)
+        else:
+            approval = approvals.find_valid(ledger, binding, clock=clock)
+        if approval is None:
+            request_id = approvals.request(
+                ledger,
+                binding,
+                clock=clock,
+                params=params,
+                reason=f"{task.name} is risky",
+            )
+        else:
+            approvals.record_use(ledger, approval)
+    elif approval_id is not None:
+        raise refused(f"--approval {approval_id} given, but {task.name} needs no approval here")
+    return RunPolicy(
+        settings,
+        clock,
+        job_window=window,
+        break_glass=break_glass,
+        approval=approval,
+        request_id=request_id,
+    )

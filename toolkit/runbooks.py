@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .catalog import Catalog, Task, existing_folders
 from .errors import NotFound, ToolkitError, ValidationError
 from .inventory import Host
-from .tickets import CATEGORIES
+from .tickets import CATEGORIES, check_fields
 
 if TYPE_CHECKING:
     import yaml
@@ -625,17 +625,16 @@ def run_runbook(
     )
     if escalated and not options.check_only and runbook.escalate is not None and ticket:
         found = "; ".join(f"{h}: {why}" for h, why in escalated.items())
-        ledger.append(
-            Entry(
-                "ticket.escalated",
-                ticket=ticket,
-                data={
-                    "tier": runbook.escalate.to,
-                    "reason": f"{runbook.escalate.note} [runbook {runbook.name}, run {run_id}] "
-                    f"{found}"[:2000],
-                },
-            )
+        event = check_fields(  # the fields `itops ticket escalate` records, checked the same way
+            "escalated",
+            {
+                "tier": runbook.escalate.to,
+                "reason": f"{runbook.escalate.note} [runbook {runbook.name}, run {run_id}] {found}"[
+                    :2000
+                ],
+            },
         )
+        ledger.append(Entry("ticket.escalated", ticket=ticket, data=event))
     ledger.append(
         Entry(
             "runbook.finish",

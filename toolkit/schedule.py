@@ -671,7 +671,8 @@ class Scheduler:
             Entry(
                 "ticket.resolved",
                 ticket=ticket,
-                data={"resolution": result.resolution, "summary": result.summary},
+                # the ticket model's fields: `code` says how it ended, `resolution` what was done
+                data={"code": result.resolution, "resolution": result.summary},
             )
         )
         return result

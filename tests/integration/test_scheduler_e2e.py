@@ -41,7 +41,7 @@ def test_scheduled_task_and_playbook_run_under_their_own_change_tickets(lab: Lab
     fixed = [r for r in ticket if r.kind == "action.finish" and r.outcome == "fixed"]
     assert [r.host for r in fixed] == ["lab-01"]
     assert ticket[-1].kind == "ticket.resolved"
-    assert ticket[-1].info == {"resolution": "completed", "summary": run["summary"]}
+    assert ticket[-1].info == {"code": "completed", "resolution": run["summary"]}
 
     assert lab.itops(
         "schedule", "add", "backups", "--playbook", "backup_configs", "--targets", "lab-03",

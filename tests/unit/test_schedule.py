@@ -147,8 +147,8 @@ def test_a_due_run_opens_a_change_ticket_runs_once_and_resolves_it(env: Any) -> 
     ]
     assert ticket[0][1]["priority"] == "P3" and "weekly-patch" in ticket[0][1]["source"]
     assert ticket[3][1] == {
-        "resolution": "completed",
-        "summary": "task patch.apply on 2 host(s): 2 fixed",
+        "code": "completed",
+        "resolution": "task patch.apply on 2 host(s): 2 fixed",
     }
     s = store.get("weekly-patch")
     assert s.next_run_at == utc("2026-11-29T02:00+01:00")
@@ -326,8 +326,8 @@ def test_a_failing_job_is_recorded_and_its_ticket_resolved(env: Any) -> None:
     assert event.result is not None and event.result.resolution == "refused"
     resolved = next(ledger.records(kind="ticket.resolved"))
     assert resolved.info == {
-        "resolution": "refused",
-        "summary": "the targets 'linux' match no host",
+        "code": "refused",
+        "resolution": "the targets 'linux' match no host",
     }
     assert store.get("weekly-patch").lease_owner is None
 

@@ -189,7 +189,7 @@ def test_a_manual_run_opens_and_resolves_its_own_change_ticket(ws: Path) -> None
     order = [r["kind"] for r in records]
     assert order[0] == "ticket.opened" and order[-1] == "ticket.resolved"
     assert order.count("action.begin") == 2 and order.count("action.finish") == 2
-    assert records[-1]["data"]["summary"] == event["summary"]
+    assert records[-1]["data"]["resolution"] == event["summary"]
 
 
 def test_run_due_with_nothing_due(ws: Path) -> None:

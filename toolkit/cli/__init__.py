@@ -25,7 +25,21 @@ COMMANDS = {
     ),
     "log": ("toolkit.cli.log", "log", "Read the ticket log (the ledger) with filters."),
     "audit": ("toolkit.cli.audit", "audit", "Verify the ledger's hash chain; for auditors."),
-    "ticket": ("toolkit.cli.ticket", "ticket", "Show tickets and the actions run under them."),
+    "ticket": (
+        "toolkit.cli.ticket",
+        "ticket",
+        "Open, work, list, import and export tickets; show their SLA clocks.",
+    ),
+    "kpi": (
+        "toolkit.cli.kpi",
+        "kpi",
+        "Support KPIs (SLA compliance, MTTR, …) from the ticket log.",
+    ),
+    "report": (
+        "toolkit.cli.report",
+        "report",
+        "HTML/CSV reports: KPIs for leads, audit for auditors.",
+    ),
     "runbook": (
         "toolkit.cli.runbook",
         "runbook",

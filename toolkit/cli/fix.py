@@ -167,6 +167,11 @@ def fix(
                 f"approval requested: {policy.request_id} — another operator runs "
                 f"`itops approve {policy.request_id}`, then run this command again"
             )
+    if not check_only:
+        entry = app.catalog.get(task)
+        _warn_repeat_fixes(
+            app, entry.category, [r.host for r in report.results if r.outcome == "fixed"]
+        )
     render.handovers(report.results)
     click.get_current_context().exit(report.exit_code)
 
@@ -256,6 +261,20 @@ def execute(
     finally:
         connector.close()
     return report, policy
+
+
+def _warn_repeat_fixes(app: App, category: str, hosts: list[str]) -> None:
+    """Same host, same category, N fixes in 30 days: suggest a problem record (stderr)."""
+    if not hosts:
+        return
+    from ..desk import category_lookup, policy_for, repeat_fixes
+
+    known = {t.name: t.category for t in app.catalog}
+    threshold = policy_for(app.workspace).repeat_fix_threshold
+    for found in repeat_fixes(
+        app.ledger, hosts, category, category_lookup(known), threshold=threshold
+    ):
+        click.secho(f"warning: {found.message}", fg="yellow", err=True)
 
 
 def show_report(report: RunReport) -> None:

@@ -81,6 +81,36 @@ def connect(url: str, synchronous: str = "normal") -> Any:
     return psycopg.connect("postgresql://" + url.partition("://")[2])
 
 
+def make_engine(url: str, synchronous: str = "normal") -> Any:
+    """A SQLAlchemy engine on a ledger database, for code that wants Core queries (KPIs).
+
+    SQLite connections get the ledger's settings (WAL, busy timeout), and a connection opened
+    with `execution_options(itops_write=True)` starts with BEGIN IMMEDIATE: upgrading a read
+    transaction to a write fails at once with SQLITE_BUSY when another connection wrote."""
+    from sqlalchemy import create_engine, event
+
+    if backend(url) == "postgresql":
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # autocommit driver: BEGIN is issued below
+        for pragma in (
+            "journal_mode=WAL",
+            "busy_timeout=60000",
+            f"synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}",
+        ):
+            dbapi_conn.execute(f"PRAGMA {pragma}")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        write = conn.get_execution_options().get("itops_write")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
 @dataclass(frozen=True)
 class RangeCheck:
     """What verification found over a seq range (or, merged, over the whole chain)."""
@@ -131,9 +161,7 @@ class Store:
     def engine(self) -> Any:
         """A SQLAlchemy engine on the same database, for code that wants Core queries."""
         if not hasattr(self, "_engine"):
-            from sqlalchemy import create_engine
-
-            self._engine = create_engine(self.url)
+            self._engine = make_engine(self.url, self.synchronous)
         return self._engine
 
     def _ensure_schema(self) -> None:
@@ -148,25 +176,13 @@ class Store:
         except Exception:
             if self.dialect == "postgresql":
                 self._raw.rollback()
-        from sqlalchemy import create_engine, event, insert, select, text
+        from sqlalchemy import insert, select, text
 
         from .tables import meta, metadata
 
-        engine = create_engine(self.url)
-        if self.dialect == "sqlite":
-            # Take the write lock first: upgrading a read transaction to a write one fails at
-            # once with SQLITE_BUSY (no busy wait) when another connection wrote meanwhile.
-            @event.listens_for(engine, "connect")
-            def _autocommit(dbapi_conn: Any, _record: Any) -> None:
-                dbapi_conn.isolation_level = None
-                dbapi_conn.execute("PRAGMA busy_timeout=60000")
-
-            @event.listens_for(engine, "begin")
-            def _immediate(conn: Any) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
+        engine = make_engine(self.url, self.synchronous)
         try:
-            with engine.begin() as conn:
+            with engine.connect().execution_options(itops_write=True) as conn, conn.begin():
                 if self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
                 metadata.create_all(conn)

@@ -1,0 +1,332 @@
+"""KPIs from the ticket log, through the projection, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import fixture_tickets as desk
+from toolkit.kpi import kpis
+from toolkit.ledger import Entry, Ledger, open_ledger
+from toolkit.projection import Projection
+from toolkit.sla import load_policy
+from toolkit.ticketio import import_file
+from toolkit.tickets import record
+
+POLICY = load_policy({"calendar": {"timezone": "Europe/Berlin"}})
+SINCE, UNTIL = desk.epoch(desk.SINCE), desk.epoch(desk.UNTIL)
+
+
+@pytest.fixture
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    lg = open_ledger(ledger_url, operator="ana")
+    yield lg
+    lg.close()
+
+
+@pytest.fixture
+def projection(ledger: Ledger) -> Iterator[Projection]:
+    p = Projection(ledger.url, POLICY)
+    yield p
+    p.close()
+
+
+def compute(p: Projection, **kw: Any) -> dict[str, Any]:
+    p.refresh()
+    return kpis(p.tickets(), p.actions(), POLICY, since=SINCE, until=UNTIL, now=UNTIL, **kw)
+
+
+def test_every_kpi_of_the_desk_week(ledger: Ledger, projection: Projection, tmp_path: Path) -> None:
+    import_file(ledger, desk.write(tmp_path / "week.jsonl"))
+    result = compute(projection)
+    assert {k: result[k] for k in desk.EXPECTED} == desk.EXPECTED
+    assert result["schema"] == "itops.kpi/1"
+    assert result["targets"]["csat_mean"] == {"target": 4.5, "met": False}
+    assert result["workload"] == {
+        "ana": {"tickets": 1, "weighted_tickets": 3.0, "actions": 0},
+        "li": {"tickets": 1, "weighted_tickets": 2.0, "actions": 0},
+    }
+    assert result["recurring_hosts"] == [{"name": "ws-1", "recurrences": 1}]
+
+
+def test_groups(ledger: Ledger, projection: Projection, tmp_path: Path) -> None:
+    import_file(ledger, desk.write(tmp_path / "week.jsonl"))
+    by_host = compute(projection, by="host")
+    assert by_host["by"] == "host"
+    assert by_host["groups"]["ws-1"]["recurrence_rate"] == 0.5
+    assert by_host["groups"]["ws-2"]["recurrence_rate"] == 0.0
+    assert by_host["groups"]["(none)"]["tickets_opened"] == 1
+    by_category = compute(projection, by="category")
+    hardware = by_category["groups"]["hardware"]
+    assert hardware["targets"]["resolution_sla_compliance"] == {"target": 0.95, "met": None}
+    assert by_category["groups"]["network"]["targets"]["resolution_sla_compliance"]["met"] is False
+    by_priority = compute(projection, by="priority")
+    assert by_priority["groups"]["P2"]["response_sla_compliance"] == 0.5
+    assert set(by_priority["groups"]["P2"]) == set(by_host["groups"]["ws-1"])
+
+
+def test_a_period_without_tickets_gives_nulls_not_errors(
+    ledger: Ledger, projection: Projection
+) -> None:
+    result = compute(projection)
+    assert result["tickets_opened"] == 0
+    assert result["response_sla_compliance"] is None and result["time_to_resolve_mean"] is None
+    assert result["csat_mean"] is None and result["targets"]["csat_mean"]["met"] is None
+
+
+def rows(p: Projection) -> list[tuple[Any, ...]]:
+    return sorted(
+        (
+            t.ticket,
+            t.state,
+            t.response_at,
+            t.resolved_at,
+            t.resolution_minutes,
+            t.reopens,
+            t.automated,
+            tuple(t.intervals),
+        )
+        for t in p.tickets()
+    )
+
+
+def test_incremental_refresh_equals_a_rebuild(
+    ledger: Ledger, projection: Projection, tmp_path: Path
+) -> None:
+    half = len(desk.LINES) // 2
+    import_file(ledger, desk.write(tmp_path / "a.jsonl", desk.LINES[:half]))
+    assert projection.refresh() == half
+    assert projection.refresh() == 0  # nothing new
+    import_file(ledger, desk.write(tmp_path / "b.jsonl", desk.LINES[half:]))
+    # a remediation under INC-5: begins (first response already there), then fixes it
+    action = ledger.begin(
+        task="printer.clear-queue",
+        host="ws-3",
+        ticket="INC-5",
+        params={},
+        data={"mode": "fix", "platform": "linux"},
+    )
+    projection.refresh()  # the begin is read before its finish: the finish must find it
+    ledger.finish(
+        action,
+        task="printer.clear-queue",
+        host="ws-3",
+        ticket="INC-5",
+        outcome="fixed",
+        duration=1.0,
+    )
+    record(ledger, "INC-5", "resolved", {"code": "fixed"}, POLICY)
+    projection.refresh()
+    incremental = rows(projection)
+    facts = projection.actions()
+    assert [(a.mode, a.platform, a.outcome, a.ticket) for a in facts] == [
+        ("fix", "linux", "fixed", "INC-5")
+    ]
+    projection.rebuild()
+    assert rows(projection) == incremental
+    inc5 = next(t for t in projection.tickets() if t.ticket == "INC-5")
+    assert inc5.automated and inc5.state == "resolved"
+
+
+def test_policy_change_rebuilds_the_projection(
+    ledger: Ledger, projection: Projection, tmp_path: Path
+) -> None:
+    import_file(ledger, desk.write(tmp_path / "week.jsonl"))
+    projection.refresh()
+    before = {t.ticket: t.response_minutes for t in projection.tickets()}
+    night_shift = load_policy(
+        {
+            "calendar": {
+                "timezone": "Europe/Berlin",
+                "hours": {"mon": "06:00-20:00", "tue": "06:00-20:00"},
+            }
+        }
+    )
+    other = Projection(ledger.url, night_shift)
+    try:
+        other.refresh()
+        after = {t.ticket: t.response_minutes for t in other.tickets()}
+    finally:
+        other.close()
+    assert before["INC-1"] == after["INC-1"] == 30
+    assert before["INC-3"] == after["INC-3"] == 20  # P1: 24×7 either way
+    assert before.keys() == after.keys()
+
+
+def test_the_projection_is_disposable(
+    ledger: Ledger, projection: Projection, tmp_path: Path
+) -> None:
+    import_file(ledger, desk.write(tmp_path / "week.jsonl"))
+    first = compute(projection)
+    with projection.engine.begin() as conn:
+        for table in ("kpi_tickets", "kpi_actions", "kpi_state"):
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+    again = Projection(ledger.url, POLICY)
+    try:
+        assert compute(again) == first
+    finally:
+        again.close()
+    assert ledger.verify().ok
+
+
+def test_remediation_and_availability_kpis(ledger: Ledger, projection: Projection) -> None:
+    start = time.time() - 1
+    record(
+        ledger,
+        "INC-7",
+        "opened",
+        {"priority": "P3", "category": "printer", "hosts": ["ws-1"]},
+        POLICY,
+    )
+    for outcome, platform in (("fixed", "linux"), ("failed", "windows"), ("already-ok", "linux")):
+        a = ledger.begin(
+            task="printer.clear-queue",
+            host="ws-1",
+            ticket="INC-7",
+            params={},
+            data={"mode": "fix", "platform": platform},
+        )
+        ledger.finish(
+            a,
+            task="printer.clear-queue",
+            host="ws-1",
+            ticket="INC-7",
+            outcome=outcome,
+            duration=0.5,
+        )
+    for outcome in ("already-ok", "unreachable"):
+        a = ledger.begin(
+            task="network.ping", host="core-1", ticket=None, params={}, data={"mode": "check"}
+        )
+        ledger.finish(
+            a, task="network.ping", host="core-1", ticket=None, outcome=outcome, duration=0.1
+        )
+        time.sleep(0.05)
+    ledger.append(Entry("note", data={"x": 1}))  # other kinds are ignored
+    record(ledger, "INC-7", "resolved", {"code": "fixed"}, POLICY)
+    projection.refresh()
+    now = time.time() + 1
+    result = kpis(
+        projection.tickets(), projection.actions(), POLICY, since=start, until=now, now=now
+    )
+    assert (
+        result["remediation_runs"] == 2
+    )  # already-ok needed no fix; the check-only pings don't count
+    assert result["remediation_success_rate"] == 0.5
+    assert result["remediation_by_platform"]["windows"] == {"runs": 1, "fixed": 0, "rate": 0.0}
+    assert result["automation_rate"] == 1.0
+    assert result["workload"]["ana"]["actions"] == 5
+    availability = result["availability"]["core-1"]
+    assert 0.0 < availability["availability"] < 1.0 and availability["met"] is False
+    inc7 = next(t for t in projection.tickets() if t.ticket == "INC-7")
+    assert inc7.response_at is not None and inc7.response_at < inc7.resolved_at  # type: ignore[operator]
+
+
+def test_an_import_primes_the_projection_exactly_as_a_rebuild(
+    ledger: Ledger, projection: Projection, tmp_path: Path
+) -> None:
+    projection.refresh()
+    import_file(ledger, desk.write(tmp_path / "week.jsonl"), on_checked=projection.prime)
+    with projection.engine.connect() as conn:
+        mark = conn.exec_driver_sql("SELECT value FROM kpi_state WHERE key = 'watermark'").scalar()
+    assert int(mark) == len(desk.LINES)  # primed: nothing left for a refresh
+    assert projection.refresh() == 0
+    primed = rows(projection)
+    projection.rebuild()
+    assert rows(projection) == primed and len(primed) == 5
+
+
+def test_priming_steps_aside_when_tickets_already_exist(
+    ledger: Ledger, projection: Projection, tmp_path: Path
+) -> None:
+    import_file(ledger, desk.write(tmp_path / "a.jsonl", desk.LINES[:3]))
+    projection.refresh()
+    import_file(
+        ledger, desk.write(tmp_path / "b.jsonl", desk.LINES[3:]), on_checked=projection.prime
+    )
+    assert projection.refresh() == len(desk.LINES) - 3
+    assert len(rows(projection)) == 5
+
+
+def _generated(tmp_path: Path, events: int) -> Path:
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from gen_tickets import generate
+
+    path = tmp_path / "generated.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in generate(events, seed=3, prefix="GEN")))
+    return path
+
+
+@pytest.mark.parametrize("by", [None, "category", "priority", "assignee", "tier", "host"])
+def test_the_sql_kpis_equal_the_reference_kpis(
+    ledger: Ledger, projection: Projection, tmp_path: Path, by: str | None
+) -> None:
+    """toolkit.kpiquery (what the CLI runs) and toolkit.kpi (plain Python) agree exactly."""
+    from toolkit.kpiquery import kpis_fast
+
+    import_file(ledger, desk.write(tmp_path / "week.jsonl"))
+    import_file(ledger, _generated(tmp_path, 2500))
+    for i, outcome in enumerate(("fixed", "failed", "fixed", "unreachable")):
+        ticket = ("INC-1", "INC-3", "INC-9", None)[i]
+        a = ledger.begin(
+            task=f"task.{i % 2}",
+            host=f"ws-{i}",
+            ticket=ticket,
+            params={},
+            data={"mode": "fix", "platform": ("linux", "windows")[i % 2]},
+        )
+        ledger.finish(
+            a, task=f"task.{i % 2}", host=f"ws-{i}", ticket=ticket, outcome=outcome, duration=0.1
+        )
+    projection.refresh()
+    tickets, actions = projection.tickets(), projection.actions()
+    for since, until, now in (
+        (desk.epoch("2025-11-01T00:00:00+00:00"), desk.epoch("2026-12-31T00:00:00+00:00"), None),
+        (SINCE, UNTIL, UNTIL),
+        (desk.epoch("2026-03-01T00:00:00+00:00"), desk.epoch("2026-04-01T00:00:00+00:00"), None),
+    ):
+        moment = now if now is not None else time.time()
+        reference = kpis(tickets, actions, POLICY, since=since, until=until, now=moment, by=by)
+        fast = kpis_fast(projection, POLICY, since=since, until=until, now=moment, by=by)
+        assert fast == reference
+    assert reference["tickets_opened"] > 0
+
+
+def test_a_failed_import_stores_nothing_primed(
+    ledger: Ledger, projection: Projection, tmp_path: Path
+) -> None:
+    from toolkit.ticketio import check_file
+
+    projection.refresh()
+    checked = check_file(desk.write(tmp_path / "week.jsonl"), ledger)
+    finish = projection.prime(checked)
+    assert finish is not None
+    finish(None, None)  # as import_file does when the append fails
+    assert projection.tickets() == []
+    with projection.engine.connect() as conn:
+        mark = conn.exec_driver_sql("SELECT value FROM kpi_state WHERE key = 'watermark'").scalar()
+    assert mark == "0"
+
+
+def test_the_report_data_is_the_kpi_json(
+    ledger: Ledger, projection: Projection, tmp_path: Path
+) -> None:
+    """The page's numbers (breakdowns computed in forked workers) are the `kpi --json` ones."""
+    from toolkit.kpiquery import kpis_fast
+    from toolkit.reports import kpi as pages
+
+    import_file(ledger, desk.write(tmp_path / "week.jsonl"))
+    projection.refresh()
+    data = pages.build(projection, POLICY, since=SINCE, until=UNTIL, now=UNTIL)
+    assert data["overall"] == kpis_fast(projection, POLICY, since=SINCE, until=UNTIL, now=UNTIL)
+    by_priority = kpis_fast(projection, POLICY, since=SINCE, until=UNTIL, now=UNTIL, by="priority")
+    assert data["groups"]["priority"] == by_priority["groups"]
+    assert [w["opened"] for w in data["weeks"]] == [3, 2]
+    assert "overall,,response_sla_compliance,0.6,," in pages.csv_text(data)

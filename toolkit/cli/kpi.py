@@ -1,0 +1,106 @@
+"""`itops kpi`: the support KPIs of KPI.md for a period, from the ticket log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from ..app import App
+from ..errors import ValidationError
+from . import render
+
+GROUPINGS = ("category", "priority", "assignee", "tier", "host")
+SHOWN = (
+    "tickets_opened",
+    "tickets_resolved",
+    "response_sla_compliance",
+    "resolution_sla_compliance",
+    "time_to_respond_median",
+    "time_to_resolve_mean",
+    "first_contact_resolution_rate",
+    "escalation_rate",
+    "recurrence_rate",
+    "reopen_rate",
+    "csat_mean",
+    "complaints",
+    "backlog_open",
+    "backlog_past_sla",
+    "automation_rate",
+    "remediation_success_rate",
+)
+
+
+def period(since: str | None, until: str | None, *, days: int = 30) -> tuple[float, float]:
+    """--since/--until as epoch seconds; default: the last `days` days up to now."""
+    from .log import parse_when
+
+    end = parse_when(until)
+    stop = datetime.fromisoformat(end) if end else datetime.now(UTC)
+    begin = parse_when(since)
+    start = datetime.fromisoformat(begin) if begin else stop - timedelta(days=days)
+    if start >= stop:
+        raise ValidationError("--since must be before --until")
+    return start.timestamp(), stop.timestamp()
+
+
+def fmt(key: str, value: Any) -> str:
+    """A KPI value for people: rates as percentages, durations as minutes."""
+    if value is None:
+        return "–"
+    if key.endswith(("_rate", "_compliance", "_share_4_plus")):
+        return f"{value * 100:.1f} %"
+    if key.startswith(("time_to_", "backlog_age")):
+        return f"{value:.0f} min"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@click.command()
+@click.option(
+    "--since", metavar="WHEN", help="Period start: 2026-11-01, 2026-11-01T09:00+01:00, 30d."
+)
+@click.option("--until", metavar="WHEN", help="Period end (exclusive; default: now).")
+@click.option("--by", type=click.Choice(GROUPINGS), help="Also compute the KPIs per group.")
+@click.option("--json", "as_json", is_flag=True, help="The stable JSON schema itops.kpi/1.")
+@click.pass_obj
+def kpi(app: App, since: str | None, until: str | None, by: str | None, as_json: bool) -> None:
+    """Support KPIs for a period (default: the last 30 days), from the ticket log alone.
+
+    Durations are business minutes on the SLA calendar (pauses excluded); rates are
+    fractions in --json. Targets from itops.toml are shown beside each value.
+
+    \b
+    Examples:
+      itops kpi --since 2026-11-01 --until 2026-12-01
+      itops kpi --by category
+      itops kpi --by host --json | jq '.groups | map_values(.recurrence_rate)'
+    """
+    from ..desk import kpi_report
+
+    start, stop = period(since, until)
+    result = kpi_report(app, since=start, until=stop, by=by)
+    if as_json:
+        render.emit_json(result)
+        return
+    click.echo(f"KPIs {result['since']} → {result['until']} (clocks in {result['timezone']})")
+    targets = result["targets"]
+    rows = []
+    for key in SHOWN:
+        target = targets.get(key)
+        met = "" if target is None else {True: "met", False: "missed", None: ""}[target["met"]]
+        rows.append((key, fmt(key, result[key]), fmt(key, target["target"]) if target else "", met))
+    render.table(["kpi", "value", "target", ""], rows)
+    if by:
+        columns = (
+            "tickets_opened",
+            "response_sla_compliance",
+            "resolution_sla_compliance",
+            "time_to_resolve_mean",
+            "recurrence_rate",
+            "backlog_open",
+        )
+        render.table(
+            [by, *columns],
+            [(name, *(fmt(c, g[c]) for c in columns)) for name, g in result["groups"].items()],
+        )

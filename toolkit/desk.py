@@ -1,0 +1,109 @@
+"""The service desk's entry points the CLI calls: the SLA policy, the KPI projection, repeat fixes.
+
+Kept apart from the CLI so commands stay thin, and apart from `kpi`/`tickets` so those stay pure
+(no database, no workspace).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .sla import Policy, load_policy
+
+if TYPE_CHECKING:
+    from .app import App
+    from .ledger import Ledger
+    from .projection import Projection
+    from .workspace import Workspace
+
+DAY = 86400.0
+
+
+def policy_for(workspace: Workspace) -> Policy:
+    """The SLA policy of a workspace (itops.toml [calendar], [sla], [kpi]; KPI.md's defaults)."""
+    return load_policy(workspace.config, workspace.root)
+
+
+def projection_for(app: App, policy: Policy | None = None) -> Projection:
+    """The KPI projection beside the app's ledger, brought up to the ledger's head."""
+    from .projection import open_projection
+
+    app.ledger  # noqa: B018 - opens (and if need be creates) the ledger and its triggers first
+    return open_projection(app.workspace.ledger_url, policy or policy_for(app.workspace))
+
+
+def kpi_report(
+    app: App,
+    *,
+    since: float,
+    until: float,
+    by: str | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """`itops kpi`: the KPI object for the period (see toolkit.kpi)."""
+    from .kpiquery import kpis_fast
+
+    policy = policy_for(app.workspace)
+    projection = projection_for(app, policy)
+    try:
+        return kpis_fast(projection, policy, since=since, until=until, now=now, by=by)
+    finally:
+        projection.close()
+
+
+@dataclass(frozen=True)
+class RepeatFix:
+    """A host fixed for the same category often enough to deserve a problem record."""
+
+    host: str
+    category: str
+    count: int
+    days: int
+    tickets: tuple[str, ...]
+
+    @property
+    def message(self) -> str:
+        return (
+            f"{self.host} has had {self.count} {self.category} fixes in {self.days} days "
+            f"({', '.join(self.tickets) or 'no ticket'}): consider opening a problem record "
+            f"(itops ticket open PRB-… --category {self.category} --host {self.host})"
+        )
+
+
+def repeat_fixes(
+    ledger: Ledger,
+    hosts: Iterable[str],
+    category: str,
+    category_of: Callable[[str], str | None],
+    *,
+    threshold: int = 3,
+    days: int = 30,
+    now: float | None = None,
+) -> list[RepeatFix]:
+    """Hosts with at least `threshold` fixed outcomes of tasks in `category` in the last `days`."""
+    now = now if now is not None else time.time()
+    since = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(now - days * DAY))
+    found: list[RepeatFix] = []
+    for host in hosts:
+        tickets: dict[str, None] = {}
+        count = 0
+        for r in ledger.records(host=host, kind="action.finish", outcome="fixed", since=since):
+            if r.task and category_of(r.task) == category:
+                count += 1
+                if r.ticket:
+                    tickets[r.ticket] = None
+        if count >= threshold:
+            found.append(RepeatFix(host, category, count, days, tuple(tickets)))
+    return found
+
+
+def category_lookup(known: Mapping[str, str]) -> Callable[[str], str | None]:
+    """A task's category from the catalog, else the task name's first part (`printer.x`)."""
+
+    def category_of(task: str) -> str | None:
+        return known.get(task) or task.split(".", 1)[0]
+
+    return category_of

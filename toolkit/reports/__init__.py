@@ -1,0 +1,1 @@
+"""Reports for auditors and leads: KPI (HTML, CSV) and audit (HTML)."""

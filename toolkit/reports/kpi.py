@@ -1,0 +1,255 @@
+"""The KPI report for support leads: one self-contained HTML page (inline CSS and SVG), or CSV.
+
+The numbers are `toolkit.kpi.kpis()` for the period, the same function `itops kpi --json` prints,
+so the page and the JSON cannot disagree. Each tile carries `data-kpi` and `data-value` (the raw
+JSON value) for checking.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from ..kpi import weekly
+from ..projection import Projection
+from ..sla import Policy
+from .svg import bar_chart, line_chart
+
+TILES = (
+    ("response_sla_compliance", "Response SLA"),
+    ("resolution_sla_compliance", "Resolution SLA"),
+    ("time_to_respond_median", "Median time to respond"),
+    ("time_to_resolve_mean", "MTTR (mean)"),
+    ("time_to_resolve_p90", "Time to resolve p90"),
+    ("first_contact_resolution_rate", "First-contact resolution"),
+    ("escalation_rate", "Escalation rate"),
+    ("recurrence_rate", "Recurrence rate"),
+    ("reopen_rate", "Reopen rate"),
+    ("csat_mean", "CSAT (mean of 5)"),
+    ("csat_share_4_plus", "CSAT share ≥ 4"),
+    ("complaints", "Complaints"),
+    ("backlog_open", "Backlog (open)"),
+    ("backlog_past_sla", "Backlog past SLA"),
+    ("automation_rate", "Automation rate"),
+    ("remediation_success_rate", "Remediation success"),
+    ("tickets_opened", "Tickets opened"),
+    ("tickets_resolved", "Tickets resolved"),
+)
+BREAKDOWNS = ("category", "priority", "assignee")
+BREAKDOWN_COLUMNS = (
+    "tickets_opened",
+    "tickets_resolved",
+    "response_sla_compliance",
+    "resolution_sla_compliance",
+    "time_to_resolve_mean",
+    "first_contact_resolution_rate",
+    "recurrence_rate",
+    "backlog_open",
+)
+
+
+def fmt(key: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    if key.endswith(("_rate", "_compliance", "_share_4_plus")) or key == "availability":
+        return f"{value * 100:.1f} %"
+    if key.startswith(("time_to_", "backlog_age")):
+        return f"{value:,.0f} min"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def build(
+    projection: Projection,
+    policy: Policy,
+    *,
+    since: float,
+    until: float,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Everything the page shows: the overall KPIs, breakdowns, and the weekly trend.
+
+    The same queries as `itops kpi --json` (toolkit.kpiquery), so the page and the JSON agree."""
+    from ..kpiquery import backlog_at, kpis_fast, trend_rows
+
+    now = now if now is not None else datetime.now(UTC).timestamp()
+    backlog = backlog_at(projection, policy, min(until, now))
+    actions = projection.actions()
+    # The breakdowns are independent scans: two forked workers run them while this process
+    # does the overall figures and the trend (the machine this was measured on has two cores).
+    _SHARED[:] = [projection.url, policy, actions, since, until, now, backlog]
+    pool = None
+    try:
+        import multiprocessing
+
+        projection.engine.dispose()  # no pooled connection may cross the fork
+        pool = multiprocessing.get_context("fork").Pool(2)
+        pending = pool.map_async(_breakdown, BREAKDOWNS)
+    except (ValueError, OSError):
+        pending = None
+    try:
+        overall = kpis_fast(projection, policy, since=since, until=until, now=now, backlog=backlog)
+        weeks = weekly(trend_rows(projection, since, until), policy, since, until)
+        found = pending.get() if pending is not None else [_breakdown(by) for by in BREAKDOWNS]
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        _SHARED.clear()
+    groups = {
+        by: {
+            name: g
+            for name, g in result.items()
+            if g["tickets_opened"] or g["tickets_resolved"] or g["backlog_open"]
+        }
+        for by, result in zip(BREAKDOWNS, found, strict=True)
+    }
+    return {"overall": overall, "groups": groups, "weeks": weeks}
+
+
+_SHARED: list[Any] = []  # what the forked breakdown workers read (by memory, not by pickle)
+
+
+def _breakdown(by: str) -> dict[str, dict[str, Any]]:
+    from ..kpiquery import grouped
+
+    url, policy, actions, since, until, now, backlog = _SHARED
+    projection = Projection(url, policy)
+    try:
+        return grouped(projection, policy, actions, since, until, now, by, backlog)
+    finally:
+        projection.close()
+
+
+def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
+    from jinja2 import Environment
+    from markupsafe import Markup
+
+    overall = data["overall"]
+    pct = lambda v: f"{v * 100:.0f} %"  # noqa: E731
+    weeks = data["weeks"]
+    labels = [w["week"][5:10] for w in weeks]
+    charts: dict[str, Markup] = {
+        "trend_compliance": Markup(
+            line_chart(
+                "weekly-compliance",
+                labels,
+                {
+                    "response SLA": [w["response_sla_compliance"] for w in weeks],
+                    "resolution SLA": [w["resolution_sla_compliance"] for w in weeks],
+                },
+                title="SLA compliance per week",
+                fmt=pct,
+            )
+        ),
+        "trend_volume": Markup(
+            line_chart(
+                "weekly-volume",
+                labels,
+                {
+                    "opened": [w["opened"] for w in weeks],
+                    "resolved": [w["resolved"] for w in weeks],
+                },
+                title="Tickets opened and resolved per week",
+            )
+        ),
+        "trend_mttr": Markup(
+            line_chart(
+                "weekly-mttr",
+                labels,
+                {"MTTR (business min)": [w["time_to_resolve_mean"] for w in weeks]},
+                title="Mean time to resolve per week (business minutes)",
+            )
+        ),
+    }
+    for by, groups in data["groups"].items():
+        top = sorted(groups.items(), key=lambda kv: -kv[1]["tickets_opened"])[:15]
+        charts[f"by_{by}"] = Markup(
+            bar_chart(
+                f"resolution-by-{by}",
+                [(name, g["resolution_sla_compliance"]) for name, g in top],
+                title=f"Resolution SLA compliance by {by}",
+                fmt=pct,
+            )
+        )
+    charts["recurring_hosts"] = Markup(
+        bar_chart(
+            "recurring-hosts",
+            [(r["name"], float(r["recurrences"])) for r in overall["recurring_hosts"]],
+            title="Top recurring hosts (recurrences)",
+        )
+    )
+    charts["recurring_categories"] = Markup(
+        bar_chart(
+            "recurring-categories",
+            [(r["name"], float(r["recurrences"])) for r in overall["recurring_categories"]],
+            title="Top recurring categories (recurrences)",
+        )
+    )
+    tiles = []
+    for key, label in TILES:
+        target = overall["targets"].get(key)
+        tiles.append(
+            {
+                "key": key,
+                "label": label,
+                "raw": "null" if overall[key] is None else repr(overall[key]),
+                "text": fmt(key, overall[key]),
+                "target": fmt(key, target["target"]) if target else None,
+                "met": None if target is None else target["met"],
+            }
+        )
+    env = Environment(autoescape=True)
+    env.filters["fmt"] = lambda value, key: fmt(key, value)
+    return env.from_string(_template("kpi.html")).render(
+        title=title,
+        o=overall,
+        tiles=tiles,
+        charts=charts,
+        groups=data["groups"],
+        columns=BREAKDOWN_COLUMNS,
+        generated=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def csv_text(data: Mapping[str, Any]) -> str:
+    """One row per (section, group, kpi): value, target, met — for spreadsheets."""
+    from ..kpi import KPI_KEYS
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["section", "group", "kpi", "value", "target", "met"])
+
+    def rows(section: str, group: str, obj: Mapping[str, Any]) -> None:
+        for key in KPI_KEYS:
+            target = obj.get("targets", {}).get(key)
+            writer.writerow(
+                [
+                    section,
+                    group,
+                    key,
+                    "" if obj.get(key) is None else obj[key],
+                    "" if target is None else target["target"],
+                    "" if target is None or target["met"] is None else str(target["met"]).lower(),
+                ]
+            )
+
+    rows("overall", "", data["overall"])
+    for by, groups in data["groups"].items():
+        for name, obj in groups.items():
+            rows(by, name, obj)
+    for week in data["weeks"]:
+        for key, value in week.items():
+            if key != "week":
+                writer.writerow(["week", week["week"], key, "" if value is None else value, "", ""])
+    return out.getvalue()
+
+
+def _template(name: str) -> str:
+    from importlib.resources import files
+
+    return files("toolkit.reports").joinpath(name).read_text(encoding="utf-8")

@@ -86,7 +86,7 @@ def test_no_network_escalates_when_the_fix_does_not_hold(lab: LabEnv) -> None:
         "verify": "failed",
     }
     shown = lab.itops("ticket", "show", "LNX-5002")
-    assert "ticket.escalated" in shown.stdout
+    assert "tier=L3" in shown.stdout and "(L3)" in shown.stdout  # escalated to L3
 
 
 def test_password_locked_hands_the_new_password_over_once(lab: LabEnv) -> None:

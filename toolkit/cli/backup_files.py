@@ -37,7 +37,7 @@ def list_(app: App, host: str | None, as_json: bool) -> None:
     if as_json:
         render.emit_json(rows)
         return
-    from ..linux import human_bytes
+    from ..shapes import human_bytes
 
     render.table(
         ["host", "backup", "paths", "files", "size", "archive", "ticket"],

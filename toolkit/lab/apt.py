@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .core import LabError, LabHost, LabState, serve_directory
+from .core import LabError, LabState, serve_directory
 from .disk import host_root
 
 if TYPE_CHECKING:
@@ -62,10 +62,6 @@ APT::Architectures {{ "{arch}"; }};
 """
 
 
-def dpkg_root(state: LabState, host: LabHost) -> Path:
-    return host_root(state, host)
-
-
 class Apt:
     name = "apt"
     requires = ("sudo", "disk")
@@ -89,7 +85,7 @@ class Apt:
             ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
         ).stdout.strip()
         for host in state.hosts:
-            root = dpkg_root(state, host)
+            root = host_root(state, host)
             etc = root / "etc" / "apt"
             for sub in (
                 "apt.conf.d",
@@ -119,7 +115,7 @@ class Apt:
         port = serve_directory(state, "apt-mirror", base / "repo", lab.dir / "apt-mirror.log")
         state.data["apt"] = {"port": port, "repo": str(base / "repo")}
         for host in state.hosts:
-            etc = dpkg_root(state, host) / "etc" / "apt"
+            etc = host_root(state, host) / "etc" / "apt"
             (etc / "sources.list").write_text(
                 "".join(
                     f"deb [trusted=yes] http://127.0.0.1:{port} {suite} main\n" for suite in SUITES
@@ -149,7 +145,7 @@ class Apt:
 
     def installed(self, state: LabState, name: str) -> dict[str, str]:
         """Package → installed version in a lab host's own dpkg database."""
-        root = dpkg_root(state, state.host(name))
+        root = host_root(state, state.host(name))
         out = subprocess.run(
             [
                 "dpkg-query",
@@ -167,7 +163,7 @@ class Apt:
     @contextlib.contextmanager
     def hold_lock(self, state: LabState, name: str) -> Iterator[None]:
         """Hold a lab host's dpkg frontend lock, as a running apt or unattended-upgrade would."""
-        lock = dpkg_root(state, state.host(name)) / "var/lib/dpkg/lock-frontend"
+        lock = host_root(state, state.host(name)) / "var/lib/dpkg/lock-frontend"
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o640)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

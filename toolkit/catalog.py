@@ -59,15 +59,33 @@ class Finding:
         return cls(False, summary, facts)
 
 
+@dataclass(frozen=True)
+class PastAction:
+    """An earlier finished run of the same task on the same host under the same ticket."""
+
+    action_id: str
+    at: str  # when it finished (UTC, the ledger's format)
+    outcome: str
+    params: Mapping[str, Any]  # as recorded: secrets masked
+    verify: Mapping[str, Any] | None = None  # the verify finding: ok, summary, facts
+
+
 class Context(Protocol):
     """What a remediation step may do on its host.
 
     `read` may run in any step and returns the exit code as data. `change` works only during
     apply, and by default raises CommandFailed on a non-zero exit (`check=False` to inspect it).
+
+    `ticket` / `ticket_priority` name the run's ticket (None in a check-only run without one);
+    `previous()` lists this task's earlier finished runs on this host under that ticket, so a
+    one-shot action (a reset, a restart) can tell it was already done; `handover()` gives a
+    secret made during the run to the engineer once, outside every record.
     """
 
     host: Host
     step: str
+    ticket: str | None
+    ticket_priority: str | None
 
     def read(
         self, command: Command, *, become: bool = False, timeout: float | None = None
@@ -105,6 +123,13 @@ class Context(Protocol):
 
     def artifacts(self, name: str) -> Path:
         """A folder of the workspace where this task keeps files (e.g. configuration backups)."""
+        ...
+
+    def previous(self) -> Sequence[PastAction]: ...
+
+    def handover(self, label: str, secret: Secret, *, to_file: str | None = None) -> None:
+        """Show `secret` to the engineer once (stderr, or appended to a 0600 file), never
+        recording it: only its label goes into the notes."""
         ...
 
 
@@ -394,12 +419,7 @@ class Catalog:
     @classmethod
     def load(cls, folders: Sequence[Path]) -> Catalog:
         by_name: dict[str, list[TaskSpec]] = {}
-        seen: set[Path] = set()
-        for folder in folders:
-            folder = folder.resolve()
-            if folder in seen or not folder.is_dir():
-                continue
-            seen.add(folder)
+        for folder in existing_folders(folders):
             from_here: dict[tuple[str, str], TaskSpec] = {}
             for path in sorted(folder.rglob("*.py")):
                 if any(part.startswith(("_", ".")) for part in path.relative_to(folder).parts):
@@ -440,6 +460,16 @@ class Catalog:
 
     def __contains__(self, name: object) -> bool:
         return name in self._tasks
+
+
+def existing_folders(folders: Sequence[Path]) -> list[Path]:
+    """The folders that exist, resolved, each once, in order (built-in, then the workspace's)."""
+    found: list[Path] = []
+    for folder in folders:
+        folder = folder.resolve()
+        if folder.is_dir() and folder not in found:
+            found.append(folder)
+    return found
 
 
 def _load_module(path: Path) -> list[TaskSpec]:

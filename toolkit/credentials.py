@@ -1,8 +1,9 @@
 """Secrets: references that resolve to values, a Secret type that never shows itself, and the redactor.
 
-Inventory and config hold references (`env:VAR`, `keyring:service/user`, `file:/path`, `prompt`),
-never values. Every value resolved during a run is registered with the run's Redactor, which masks it
-in output, logs and ledger records, however it got there.
+Inventory and config hold references (`env:VAR`, `keyring:service/user`, `file:/path`, `prompt`,
+and for a run's parameters `stdin`: one line read from a pipe), never values. Every value resolved
+during a run is registered with the run's Redactor, which masks it in output, logs and ledger
+records, however it got there.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from .errors import ValidationError
 
 MASK = "********"
 
-REFERENCE_SCHEMES = ("env:", "keyring:", "file:", "prompt")
+REFERENCE_SCHEMES = ("env:", "keyring:", "file:", "prompt", "stdin")
 REFERENCE_HINT = (
-    "store a reference instead of the value: env:VAR, keyring:service/user, file:/path/0600-file "
-    "or prompt; for SSH prefer a key file (ssh_key) or ssh-agent"
+    "store a reference instead of the value: env:VAR, keyring:service/user, file:/path/0600-file, "
+    "prompt or stdin; for SSH prefer a key file (ssh_key) or ssh-agent"
 )
 
 # Inventory / config keys whose values are secrets and must therefore be references.
@@ -118,11 +119,27 @@ def resolve(reference: str, *, label: str = "secret", prompter: Prompter | None 
         if value is None:
             raise ValidationError(f"{label}: no keyring entry for {service}/{user}")
         return Secret(value, label)
+    if reference == "stdin":
+        return Secret(_stdin_line(label), label)
     if reference == "prompt" or reference.startswith("prompt:"):
         if prompter is None:
             raise ValidationError(f"{label}: needs a prompt but this run is not interactive")
         return Secret(prompter(reference[7:] or label), label)
     raise ValidationError(f"{label}: not a credential reference", hint=REFERENCE_HINT)
+
+
+def _stdin_line(label: str) -> str:
+    """One line from a piped stdin (`printf '%s\\n' "$PW" | itops fix … -p password=stdin`)."""
+    import sys
+
+    if sys.stdin is None or sys.stdin.isatty():
+        raise ValidationError(
+            f"{label}: stdin is a terminal, not a pipe", hint="use prompt, or pipe the value in"
+        )
+    line = sys.stdin.readline()
+    if not line:
+        raise ValidationError(f"{label}: nothing on stdin")
+    return line.rstrip("\r\n")
 
 
 class Redactor:

@@ -1,7 +1,9 @@
 """Guards remediations share across platforms: never reset a privileged account by accident.
 
 password.reset on Linux and on Windows both call `privileged_guard` after reading the account's
-group memberships, before anything changes.
+group memberships, before anything changes. An override needs both `allow_privileged` and a
+high-priority ticket (P1/P2, from the ticket's `ticket.opened` event in the ledger): resetting an
+administrator's password is the kind of risky change the support policy reserves for urgent cases.
 """
 
 from __future__ import annotations
@@ -10,21 +12,24 @@ from collections.abc import Sequence
 
 from .errors import ToolkitError
 
+OVERRIDE_PRIORITIES = ("P1", "P2")
+
 
 class PrivilegedAccount(ToolkitError):
     """The account is a member of an administrative group; resetting it was not explicitly allowed."""
 
 
 def privileged_guard(
-    account: str, privileged_groups: Sequence[str], *, allow: bool, host: str
+    account: str,
+    privileged_groups: Sequence[str],
+    *,
+    allow: bool,
+    host: str,
+    priority: str | None,
 ) -> str | None:
-    """Refuse to touch a privileged account unless `allow_privileged` was given.
+    """Refuse to touch a privileged account unless `allow_privileged` was given on a P1/P2 ticket.
 
     Returns a note to record when an override let the reset go ahead (None if not privileged).
-
-    HOOK(core, ticket priority): the policy is that an override also needs a high-priority
-    ticket (P1/P2). The run context does not expose the ticket's priority yet; when the core adds
-    it, check it here, so Linux and Windows get it at once. Until then `allow` alone decides.
     """
     if not privileged_groups:
         return None
@@ -33,6 +38,12 @@ def privileged_guard(
         raise PrivilegedAccount(
             f"{account} on {host} is a member of {groups}: refusing to reset a privileged account",
             hint="privileged accounts are reset by their owners' process; if this ticket really "
-            "covers it, rerun with -p allow_privileged=true",
+            "covers it (a P1/P2 ticket), rerun with -p allow_privileged=true",
         )
-    return f"allow_privileged: resetting {account}, a member of {groups}"
+    if priority not in OVERRIDE_PRIORITIES:
+        raise PrivilegedAccount(
+            f"{account} on {host} is a member of {groups}: allow_privileged needs a P1 or P2 "
+            f"ticket, and this run's ticket is {priority or 'not in the ticket log'}",
+            hint="run it under the P1/P2 ticket that covers this account",
+        )
+    return f"allow_privileged on a {priority} ticket: resetting {account}, a member of {groups}"

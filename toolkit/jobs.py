@@ -183,4 +183,9 @@ class JobRunner:
         )
         if isinstance(report, RunReport):
             return summarize(f"runbook {s.target}", report)
+        code = getattr(report, "exit_code", None)
+        if isinstance(code, int):  # a RunbookReport: escalated hosts fail the job
+            resolution = {0: "completed", 4: "completed", 5: "needs-approval"}.get(code, "failed")
+            counts = Counter(str(r.outcome) for r in getattr(report, "results", ()))
+            return JobResult(resolution, f"runbook {s.target}: {report.describe()}", code, counts)
         return JobResult("completed", f"runbook {s.target}: {report}")

@@ -32,6 +32,7 @@ from .inventory import Host
 from .ledger import Entry, Ledger
 from .maintenance import Window, get_window, host_windows, load_windows
 from .runner import Outcome, PolicyDecision
+from .tickets import ticket_priority
 
 
 class RunRefused(ToolkitError):
@@ -139,15 +140,6 @@ class RunPolicy:
             record.update(approval=self.approval.request_id, approved_by=self.approval.approved_by)
         record.setdefault("decision", "allowed")
         return PolicyDecision(None, "", record)
-
-
-def ticket_priority(ledger: Ledger, ticket: str) -> str | None:
-    """The ticket's current priority: the last `priority` any of its ticket events set."""
-    priority = None
-    for record in ledger.records(ticket=ticket):
-        if record.kind.startswith("ticket.") and record.info.get("priority"):
-            priority = str(record.info["priority"])
-    return priority
 
 
 def refuse_run(

@@ -13,6 +13,7 @@ run never calls apply, so `--check` cannot modify a host.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import re
 import threading
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .catalog import Finding, RunInfo, Task, TaskSpec
+from .catalog import Finding, PastAction, RunInfo, Task, TaskSpec
 from .credentials import MASK, CredentialStore, Secret
 from .errors import (
     AuthFailed,
@@ -37,9 +38,11 @@ from .errors import (
     TransportError,
     Unreachable,
 )
+from .handover import Handover
 from .inventory import Host
 from .ledger import Ledger
 from .quoting import Command, become
+from .tickets import ticket_priority
 from .transports import CommandResult, Connector, Transport
 from .transports.base import ConfigTransport
 
@@ -76,6 +79,8 @@ class RunOptions:
     serial: int | None = None
     max_fail_percent: float | None = None
     command_timeout: float | None = None
+    # Recorded in every action's begin and finish data (a runbook run: its name and run id).
+    tags: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,9 @@ class HostResult:
     error: str | None = None
     action_id: str | None = None
     notes: tuple[str, ...] = ()
+    # Secrets for the engineer (a generated password): delivered once by the CLI, never in
+    # as_dict(), the notes or the ledger.
+    handovers: tuple[Handover, ...] = field(default=(), repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -188,6 +196,7 @@ class HostPolicy(Protocol):
 class _Recorder:
     commands: list[CommandRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    handovers: list[Handover] = field(default_factory=list)
 
     def output(self) -> str:
         return "".join(
@@ -209,9 +218,16 @@ class StepContext:
         cancel: threading.Event,
         command_timeout: float | None,
         state_dir: Path | None = None,
+        *,
+        ticket: str | None = None,
+        ticket_priority: str | None = None,
+        history: Callable[[], Sequence[PastAction]] | None = None,
     ) -> None:
         self.host = host
         self.step = "check"
+        self.ticket = ticket
+        self.ticket_priority = ticket_priority
+        self._history = history
         self._transport = transport
         self._recorder = recorder
         self._credentials = credentials
@@ -254,6 +270,15 @@ class StepContext:
 
     def note(self, text: str) -> None:
         self._recorder.notes.append(self._credentials.redactor.mask(text))
+
+    def previous(self) -> Sequence[PastAction]:
+        return self._history() if self._history is not None else ()
+
+    def handover(self, label: str, secret: Secret, *, to_file: str | None = None) -> None:
+        self._credentials.adopt(secret)
+        self._recorder.handovers.append(Handover(self.host.name, label, secret, to_file))
+        where = f"written to {to_file}" if to_file else "shown to the engineer once"
+        self.note(f"{label}: {where}, not recorded")
 
     def configure(self, lines: Sequence[str], *, check: bool = True) -> CommandResult:
         display = "configure: " + " ; ".join(line.strip() for line in lines)
@@ -392,6 +417,7 @@ class Runner:
             for spec, values in task.validate(params, {h.platform for h in hosts}).items()
         }
         prepare_hosts(task, plans, hosts)
+        priority = ticket_priority(self.ledger, ticket) if ticket else None
         started = time.monotonic()
         hosts_by_name = {h.name: h for h in hosts}
         results: dict[str, HostResult] = {}
@@ -402,10 +428,10 @@ class Runner:
             for batch in batches:
                 if stop_reason:
                     for host in batch:
-                        results[host.name] = self._not_run(task, host, ticket, stop_reason)
+                        results[host.name] = self._not_run(task, host, ticket, stop_reason, options)
                     continue
                 futures = {
-                    pool.submit(self._host, task, plans, host, ticket, options): host
+                    pool.submit(self._host, task, plans, host, ticket, priority, options): host
                     for host in batch
                 }
                 self._collect(futures, results)
@@ -476,8 +502,12 @@ class Runner:
                 resolved[name] = self.credentials.resolve(resolved[name], f"parameter {name}")
         return resolved
 
-    def _not_run(self, task: Task, host: Host, ticket: str | None, why: str) -> HostResult:
-        action_id = self.ledger.begin(task=task.name, host=host.name, ticket=ticket, params={})
+    def _not_run(
+        self, task: Task, host: Host, ticket: str | None, why: str, options: RunOptions
+    ) -> HostResult:
+        action_id = self.ledger.begin(
+            task=task.name, host=host.name, ticket=ticket, params={}, data=dict(options.tags)
+        )
         self.ledger.finish(
             action_id,
             task=task.name,
@@ -485,7 +515,7 @@ class Runner:
             ticket=ticket,
             outcome=Outcome.SKIPPED,
             duration=0.0,
-            data={"message": why},
+            data={"message": why, **options.tags},
         )
         result = HostResult(host.name, Outcome.SKIPPED, why, action_id=action_id)
         self._on_event("done", host, result)
@@ -497,6 +527,7 @@ class Runner:
         plans: Mapping[TaskSpec, Mapping[str, Any]],
         host: Host,
         ticket: str | None,
+        priority: str | None,
         options: RunOptions,
     ) -> HostResult:
         if self._cancel.is_set():
@@ -518,6 +549,7 @@ class Runner:
                 "transport": host.transport,
                 "address": f"{host.address}:{host.port}",
                 **policy,
+                **options.tags,
             },
         )
         self._on_event("start", host, None)
@@ -547,6 +579,9 @@ class Runner:
                     self._cancel,
                     options.command_timeout,
                     self.state_dir,
+                    ticket=ticket,
+                    ticket_priority=priority,
+                    history=lambda: self._history(task.name, host.name, ticket),
                 )
                 self._on_event("step", host, "check")
                 check = remediation.check(ctx)
@@ -598,6 +633,7 @@ class Runner:
             error=error,
             action_id=action_id,
             notes=tuple(recorder.notes),
+            handovers=tuple(recorder.handovers),
         )
         self.ledger.finish(
             action_id,
@@ -615,6 +651,7 @@ class Runner:
                 "verify": _finding(verify),
                 "notes": list(recorder.notes),
                 **policy,
+                **options.tags,
             },
         )
         self._on_event("done", host, result)
@@ -633,6 +670,27 @@ class Runner:
         except Exception as exc:  # a policy bug stops this host, never lets it run unchecked
             log.exception("policy for %s on %s raised", task.name, host.name)
             return PolicyDecision(Outcome.FAILED, f"internal error in the run policy: {exc}")
+
+    def _history(self, task: str, host: str, ticket: str | None) -> list[PastAction]:
+        """Finished runs of `task` on `host` under `ticket`, oldest first (none without one)."""
+        if not ticket:
+            return []
+        begun: dict[str, dict[str, Any]] = {}
+        done: list[PastAction] = []
+        for rec in self.ledger.records(ticket=ticket, host=host, task=task):
+            if rec.kind == "action.begin" and rec.action_id:
+                begun[rec.action_id] = json.loads(rec.params) if rec.params else {}
+            elif rec.kind == "action.finish" and rec.action_id in begun:
+                done.append(
+                    PastAction(
+                        rec.action_id,
+                        rec.at,
+                        rec.outcome or "",
+                        begun[rec.action_id],
+                        rec.info.get("verify"),
+                    )
+                )
+        return done
 
 
 def prepare_hosts(

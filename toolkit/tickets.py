@@ -679,3 +679,13 @@ def ensure(
         "channel": "itops",
     }
     return ledger.append(Entry("ticket.opened", ticket=ticket, data=data))
+
+
+def ticket_priority(ledger: Ledger, ticket: str) -> str | None:
+    """The ticket's current priority: the last `priority` any of its ticket events set (the
+    runner gives it to remediations; the run policy checks it for break-glass)."""
+    priority = None
+    for record in ledger.records(ticket=ticket):
+        if record.kind.startswith("ticket.") and record.info.get("priority"):
+            priority = str(record.info["priority"])
+    return priority

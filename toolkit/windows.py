@@ -19,6 +19,9 @@ from typing import Any
 from .catalog import Context, Finding, Param, Remediation
 from .errors import CommandFailed, NotFound, ToolkitError, ValidationError
 from .quoting import Command, ps_script
+from .shapes import DNS_NAME as DNS_NAME  # shared shapes, re-exported
+from .shapes import HOST_PORT as HOST_PORT
+from .shapes import human_bytes as human_bytes
 from .transports.base import CommandResult
 
 # A local or UNC path: no wildcards (`*?` would expand), no `..` segments, no `"<>|`.
@@ -33,8 +36,6 @@ SERVICE_NAME = r"[^\\/\s][^\\/]{0,255}"
 PRINTER_NAME = r"(?:\\\\[A-Za-z0-9_.-]{1,63}\\)?[^\\,]{1,220}"
 # Local/AD account names (sAMAccountName shape); an apostrophe (o'brien) is passed literally.
 ACCOUNT_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.' -]{0,63}"
-DNS_NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})"
-HOST_PORT = r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}"
 KB_ID = r"[Kk][Bb][0-9]{6,8}"
 
 _MS_DATE = re.compile(r"/Date\((-?\d+)(?:[+-]\d{4})?\)/")
@@ -118,15 +119,6 @@ def number(value: Any, default: int = 0) -> int:
 
 def text(value: Any) -> str:
     return "" if value is None else str(value)
-
-
-def human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(value) < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
 
 
 # --------------------------------------------------------------------------- services

@@ -104,7 +104,9 @@ class ResetPassword(Remediation):
     length = Param(int, default=20, minimum=12, maximum=128, help="generated password length")
     expire = Param(bool, default=True, help="the user must change it at next logon")
     unlock = Param(bool, default=True, help="unlock the account if locked out")
-    allow_privileged = Param(bool, default=False, help="allow resetting an administrative account")
+    allow_privileged = Param(
+        bool, default=False, help="allow resetting an administrative account (P1/P2 ticket only)"
+    )
 
     def _state(self, ctx: Context) -> Mapping[str, Any]:
         template = AD_STATE if self.scope == "ad" else LOCAL_STATE
@@ -137,6 +139,7 @@ class ResetPassword(Remediation):
             self.privileged(data),
             allow=bool(self.allow_privileged),
             host=ctx.host.name,
+            priority=ctx.ticket_priority,
         )
         if note:
             ctx.note(note)

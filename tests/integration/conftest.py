@@ -1,5 +1,6 @@
-"""The integration lab: real OpenSSH sshd hosts, real cupsd and simulated network devices
-(FakeNOS, fake-switches) on loopback, one per test session.
+"""The integration lab: real OpenSSH sshd hosts on loopback with real services behind them —
+cupsd, simulated network devices (FakeNOS, fake-switches), sudo, a disk per host, an apt
+repository, a ClamAV mirror, test accounts — one per test session.
 
 Needs root (the lab creates its login user and runs sshd/cupsd). CI runs as root; outside CI a
 non-root run skips these tests with that reason, under CI it fails.
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +40,7 @@ class LabEnv:
         workspace: Path | None = None,
         env: dict[str, str] | None = None,
         timeout: float = 120,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run the real CLI in a subprocess, as a user would."""
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")}
@@ -48,10 +51,35 @@ class LabEnv:
             text=True,
             timeout=timeout,
             env=full_env,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
         )
+
+    def approved(
+        self, *args: str, env: dict[str, str] | None = None, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a risky change the way the policy wants it: the first run records an approval
+        request (exit 5), another operator grants it, the same command then goes ahead."""
+        import re
+
+        first = self.itops(*args, env=env, input=input)
+        request = re.search(r"APR-[0-9a-f]{8}", first.stdout)
+        assert first.returncode == 5 and request, first.stdout + first.stderr
+        grant = self.itops("approve", request.group(), env={"ITOPS_OPERATOR": "l2-lead"})
+        assert grant.returncode == 0, grant.stdout + grant.stderr
+        return self.itops(*args, env=env, input=input)
 
     def sshd_log(self) -> str:
         return "".join(p.read_text() for p in sorted(self.lab.dir.glob("sshd_*.log")))
+
+    def service(self, name: str) -> Any:
+        return self.lab.service(name)
+
+    def host_root(self, host: str) -> Path:
+        """The folder that stands for `/` of one lab host (its own var/, etc/, home/)."""
+        from toolkit.lab.disk import host_root
+
+        return host_root(self.state, self.state.host(host))
 
     def lpstat(self, host: str) -> str:
         from toolkit.lab.cups import run
@@ -93,7 +121,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
     Workspace.init(root)
     shutil.copy(HERE / "tasks" / "faults.py", root / "tasks" / "faults.py")
     lab = Lab(Workspace.load(root))
-    state = lab.up(4, services=["cups", "netdev"])
+    state = lab.up(4)  # every default service (cups, netdev, sudo, disk, apt, clamav, …)
     try:
         yield LabEnv(root, lab, state)
     finally:

@@ -131,7 +131,7 @@ def test_schedule_add_refuses_bad_input_and_stores_nothing(
         (["--targets", "typo"], "unknown maintenance window 'nevr'"),
         (["--playbook", "../../etc/passwd"], "playbooks are named, not given as paths"),
         (["--playbook", "missing"], "unknown playbook 'missing'"),
-        (["--runbook", "printer"], "runbooks are not available in this build"),
+        (["--runbook", "printer"], "unknown runbook 'printer'"),
         (["--task", "demo.restart", "--playbook", "noop"], "exactly one of --task"),
         (["--task", "demo.rotate", "-p", "user=a;b"], "parameter user"),
     ],

@@ -262,10 +262,25 @@ def test_allow_privileged_resets_in_ad_and_notes_it(
             ),
             Expect("verify", AD, ad(locked=False, must_change=True, groups=["Domain Admins"])),
         ],
+        priority="P1",
     )
     assert run.result.outcome == Outcome.FIXED, run.result.message
-    assert any("allow_privileged: resetting jdoe" in n for n in run.result.notes)
+    assert any("P1 ticket: resetting jdoe, a member of" in n for n in run.result.notes)
     assert_no_canary(run, caplog)
+
+
+@pytest.mark.parametrize("priority", [None, "P3"])
+def test_allow_privileged_needs_a_p1_or_p2_ticket(tmp_path: Path, priority: str | None) -> None:
+    run = run_task(
+        tmp_path,
+        "password.reset",
+        {"user": "jdoe", "scope": "ad", "allow_privileged": "true"},
+        [Expect("check", AD, ad(groups=["Domain Admins"]))],
+        priority=priority,
+    )
+    assert run.result.outcome == Outcome.FAILED
+    assert "allow_privileged needs a P1 or P2 ticket" in run.result.message
+    assert [c.step for c in run.result.commands] == ["check"]  # nothing was changed
 
 
 def test_unknown_account(tmp_path: Path) -> None:

@@ -128,6 +128,7 @@ def run_task(
     *,
     check_only: bool = False,
     host_vars: Mapping[str, Any] | None = None,
+    priority: str | None = None,
 ) -> Run:
     """Run `task` on one Windows host through the real Runner, ledger and StepContext."""
     redactor = Redactor()
@@ -135,6 +136,10 @@ def run_task(
     ledger = open_ledger(
         f"sqlite:///{tmp_path / 'ledger.db'}", operator="tester", redactor=redactor
     )
+    if priority is not None:
+        from toolkit.tickets import ensure
+
+        ensure(ledger, "INC-1042", category="account", priority=priority)
     connector = ScriptedConnector({"ws-042": script}, credentials)
     runner = Runner(ledger=ledger, connector=connector, credentials=credentials)  # type: ignore[arg-type]
     host = _host("ws-042", **(host_vars or {}))

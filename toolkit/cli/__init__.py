@@ -40,11 +40,16 @@ COMMANDS = {
         "report",
         "HTML/CSV reports: KPIs for leads, audit for auditors.",
     ),
+    "runbook": (
+        "toolkit.cli.runbook",
+        "runbook",
+        "List, show and run runbooks: diagnose → fix → verify → escalate.",
+    ),
     "lab": ("toolkit.cli.lab", "lab", "Start and stop the local lab of real SSH/CUPS hosts."),
     "backup": (
         "toolkit.cli.backup",
         "backup",
-        "Network configuration backups: run, history, diff.",
+        "Backups: network configurations (run, history, diff), files (list, show, verify).",
     ),
     "init": ("toolkit.cli.init", "init", "Create a new workspace (itops.toml and folders)."),
     "approve": (

@@ -18,6 +18,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("toolkit.cli.backup", "run"),
     "history": ("toolkit.cli.backup", "history"),
     "diff": ("toolkit.cli.backup", "diff"),
+    "list": ("toolkit.cli.backup_files", "list_"),
+    "show": ("toolkit.cli.backup_files", "show"),
+    "verify": ("toolkit.cli.backup_files", "verify"),
 }
 
 
@@ -35,7 +38,8 @@ class BackupGroup(click.Group):
 
 @click.group(cls=BackupGroup)
 def backup() -> None:
-    """Network configuration backups kept in git inside the workspace.
+    """Backups: network configurations kept in git inside the workspace (run, history, diff),
+    and the file backups backup.files fetched from Linux hosts (list, show, verify).
 
     \b
     Examples:
@@ -43,6 +47,8 @@ def backup() -> None:
       itops backup history sw-01
       itops backup diff sw-01
       itops backup diff sw-01 HEAD~2
+      itops backup list ws-042
+      itops backup verify
     """
 
 

@@ -172,6 +172,7 @@ def fix(
         _warn_repeat_fixes(
             app, entry.category, [r.host for r in report.results if r.outcome == "fixed"]
         )
+    render.handovers(report.results)
     click.get_current_context().exit(report.exit_code)
 
 

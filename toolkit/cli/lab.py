@@ -36,8 +36,11 @@ def up(app: App, count: int, port: int | None, services: str | None) -> None:
     """Start COUNT lab hosts (group `lab`) with generated keys, inventory and known_hosts.
 
     Services run behind the hosts so remediations act on real software: `cups` (a cupsd and a
-    queue 'office' per host) and `netdev` (simulated network devices, group `netlab`: FakeNOS
-    devices of five platforms and two stateful fake-switches). Large labs use --services none.
+    queue 'office' per host), `netdev` (simulated network devices, group `netlab`: FakeNOS
+    devices of five platforms and two stateful fake-switches), `sudo` (a sudoers drop-in for the
+    lab user), `disk` (a 16 MiB /var per host), `apt` (a loopback package repository, a private
+    dpkg database per host), `clamav` (a loopback signature mirror, freshclam config per host),
+    `accounts` (locked local accounts for password resets). Large labs use --services none.
     """
     from ..lab import DEFAULT_SERVICES, Lab
 

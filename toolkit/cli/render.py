@@ -74,3 +74,14 @@ def table(
 def outcome_text(outcome: str) -> str:
     style = OUTCOME_STYLE.get(outcome)
     return click.style(outcome, fg=style) if style and is_tty() and style != "dim" else outcome
+
+
+def handovers(results: Iterable[Any]) -> None:
+    """Deliver the secrets a run made for the engineer (HostResult.handovers): once, on stderr
+    or into their 0600 file; they are in no other output."""
+    from ..handover import deliver
+
+    deliver(
+        (h for r in results for h in getattr(r, "handovers", ())),
+        lambda text: click.echo(text, err=True),
+    )

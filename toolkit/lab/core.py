@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import json
 import os
 import pwd
@@ -37,11 +38,16 @@ RUNTIME_ROOT = Path("/run/itops-lab")
 SSHD = "/usr/sbin/sshd"
 PER_SSHD = 16  # OpenSSH's MAX_LISTEN_SOCKS
 INSTALL_HINT = "apt-get install openssh-server openssh-client"
-DEFAULT_SERVICES = ("cups", "netdev")
+DEFAULT_SERVICES = ("cups", "netdev", "sudo", "disk", "apt", "clamav", "accounts")
 # What can run behind the lab's hosts: one module per service in this package, imported on use.
 SERVICES = {
     "cups": "toolkit.lab.cups:Cups",
     "netdev": "toolkit.lab.netdev:Netdev",
+    "sudo": "toolkit.lab.sudo:Sudo",
+    "disk": "toolkit.lab.disk:Disk",
+    "apt": "toolkit.lab.apt:Apt",
+    "clamav": "toolkit.lab.clamav:ClamAV",
+    "accounts": "toolkit.lab.accounts:Accounts",
 }
 
 
@@ -55,6 +61,7 @@ class LabHost:
     address: str
     port: int
     env: dict[str, str] = field(default_factory=dict)  # set in its SSH sessions (sshd SetEnv)
+    vars: dict[str, Any] = field(default_factory=dict)  # its inventory variables
 
 
 @dataclass
@@ -62,12 +69,21 @@ class Process:
     role: str  # "sshd", or "<service>:<host>" / "<service>" for a service's daemon
     pid: int
     config: str
+    # A daemon that a lab host's own service manager may restart (an init script) keeps its
+    # current pid here; `pid` is then only the first one.
+    pidfile: str = ""
+
+    def current_pid(self) -> int:
+        if self.pidfile:
+            with contextlib.suppress(OSError, ValueError):
+                return int(Path(self.pidfile).read_text().split()[0])
+        return self.pid
 
     def alive(self) -> bool:
         """Still running, and still ours: its command line names our config file. (sshd
         rewrites its title, so the command line is searched, not split on NULs.)"""
         try:
-            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+            cmdline = Path(f"/proc/{self.current_pid()}/cmdline").read_bytes()
         except OSError:
             return False
         path = re.escape(self.config.encode())
@@ -100,11 +116,16 @@ class LabState:
             env = dict(h.get("env") or {})
             if h.get("cups_socket"):
                 env["CUPS_SERVER"] = h["cups_socket"]
-            hosts.append(LabHost(h["name"], h["address"], h["port"], env))
+            hosts.append(
+                LabHost(h["name"], h["address"], h["port"], env, dict(h.get("vars") or {}))
+            )
         known = {f.name for f in fields(cls)}
         raw = {k: v for k, v in raw.items() if k in known}
         raw["hosts"] = hosts
-        raw["processes"] = [Process(p["role"], p["pid"], p["config"]) for p in raw["processes"]]
+        raw["processes"] = [
+            Process(p["role"], p["pid"], p["config"], p.get("pidfile", ""))
+            for p in raw["processes"]
+        ]
         return cls(**raw)
 
     def save(self, path: Path) -> None:
@@ -147,7 +168,8 @@ class Service(Protocol):
     """Something the lab runs behind its hosts (a cupsd per host, a package mirror, devices…).
 
     Daemons it starts go through `state.spawn`, so `lab down` stops them with everything else;
-    `cleanup` removes its files. `prepare` runs before sshd starts (e.g. to set host env)."""
+    `cleanup` removes its files. `prepare` runs before sshd starts (e.g. to set host env).
+    A service may name others it needs in a `requires` tuple; `lab up` adds and orders them."""
 
     name: str
 
@@ -166,6 +188,24 @@ def load_service(name: str) -> Service:
     module, _, attr = SERVICES[name].partition(":")
     service: Service = getattr(importlib.import_module(module), attr)()
     return service
+
+
+def with_requirements(names: Sequence[str]) -> list[str]:
+    """Service names with what each requires, every requirement before its dependants."""
+    ordered: list[str] = []
+
+    def add(name: str, chain: tuple[str, ...]) -> None:
+        if name in ordered:
+            return
+        if name in chain:
+            raise LabError(f"lab services require each other: {' → '.join((*chain, name))}")
+        for needed in getattr(load_service(name), "requires", ()):
+            add(needed, (*chain, name))
+        ordered.append(name)
+
+    for name in dict.fromkeys(names):
+        add(name, ())
+    return ordered
 
 
 def address_for(index: int) -> str:
@@ -245,7 +285,7 @@ class Lab:
                     hint="itops lab status, or itops lab down first",
                 )
             self._cleanup(existing)
-        plugins = [load_service(name) for name in dict.fromkeys(services)]
+        plugins = [load_service(name) for name in with_requirements(services)]
         _preflight(hosts)
         for plugin in plugins:
             plugin.preflight(hosts)
@@ -351,7 +391,8 @@ class Lab:
                 "ansible_python_interpreter": "/usr/bin/python3",
             },
             "hosts": {
-                h.name: {"ansible_host": h.address, "ansible_port": h.port} for h in state.hosts
+                h.name: {"ansible_host": h.address, "ansible_port": h.port, **h.vars}
+                for h in state.hosts
             },
         }
         document = {"all": {"children": {"lab": lab_group, **state.inventory}}}
@@ -373,20 +414,22 @@ class Lab:
     def _stop(state: LabState) -> int:
         alive = [p for p in state.processes if p.alive()]
         for proc in alive:
-            os.kill(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.current_pid(), signal.SIGTERM)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(p.alive() for p in alive):
             time.sleep(0.05)
         for proc in alive:
             if proc.alive():
-                os.kill(proc.pid, signal.SIGKILL)
-        for proc in alive:  # reap our own children (when the same process started them)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.current_pid(), signal.SIGKILL)
+        for proc in state.processes:  # reap our own children (when the same process started them)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(proc.pid, os.WNOHANG)
         return len(alive)
 
     def _cleanup(self, state: LabState) -> None:
-        for name in state.services:
+        for name in reversed(state.services):  # dependants first (apt before its disk)
             with contextlib.suppress(LabError):
                 load_service(name).cleanup(self, state)
         if state.authorized_keys:
@@ -440,6 +483,53 @@ def _free_port(addresses: Sequence[str], start: int = 2200, stop: int = 3200) ->
         if all(can_bind(a, port) for a in addresses):
             return port
     raise LabError(f"no free port between {start} and {stop} on the lab addresses")
+
+
+def serve_directory(state: LabState, role: str, directory: Path, log: Path) -> int:
+    """Serve a folder over HTTP on 127.0.0.1 (a package or signature mirror); returns the port.
+
+    Python's http.server, started like every lab daemon (tracked, stopped by `lab down`). The
+    port is probed from a random start so labs starting at the same moment rarely collide, and
+    the server must then be seen listening on it."""
+    import sys
+
+    first = 20000 + secrets.randbelow(20000)
+    for port in itertools.chain(range(first, 40000), range(20000, first)):
+        if not can_bind("127.0.0.1", port):
+            continue
+        process = state.spawn(
+            role,
+            [
+                sys.executable,
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                str(directory),
+                str(port),
+            ],
+            directory,
+            log,
+        )
+        deadline = time.monotonic() + 10
+        exited = False
+        while time.monotonic() < deadline:
+            listening = "127.0.0.1" in _listening(port)
+            # Our own child: waitpid tells an early exit (a lost race for the port) at once,
+            # where /proc/PID/cmdline would still show this process until it execs.
+            exited = os.waitpid(process.pid, os.WNOHANG)[0] != 0
+            if exited:
+                break
+            if listening:
+                return port
+            time.sleep(0.05)
+        state.processes.remove(process)
+        if not exited:
+            os.kill(process.pid, signal.SIGKILL)
+            os.waitpid(process.pid, 0)
+            raise LabError(f"the {role} server did not start listening (see {log})")
+    raise LabError("no free port on 127.0.0.1 for the lab's HTTP server")
 
 
 def can_bind(address: str, port: int) -> bool:

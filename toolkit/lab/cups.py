@@ -3,11 +3,18 @@
 Each host's SSH sessions get `CUPS_SERVER` pointing at that host's own cupsd socket, so the same
 `lpstat`/`cancel`/`cupsenable` commands a real workstation runs act on that host's spooler. The
 lab user is in `lpadmin`, which the cupsd policy below trusts with queue administration.
+
+Each host's cupsd is also a service its own service manager can restart, as `cups` is on a real
+host: an init script `/etc/init.d/itops-lab-<lab id>-cups-<host>` (start-stop-daemon with a pid
+file the lab tracks too), named in the host variable `cups_service`. `service NAME restart` —
+what `printer.restart-spooler` and `service.restart` run on a host without systemd — restarts
+exactly that cupsd. The scripts are removed by `lab down`.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -20,6 +27,7 @@ if TYPE_CHECKING:
     from .core import Lab
 
 CUPSD = "/usr/sbin/cupsd"
+INIT_DIR = Path("/etc/init.d")
 MAX_HOSTS = 32
 PRINTER = "office"
 INSTALL_HINT = "apt-get install cups-daemon cups-client cups-bsd"
@@ -41,6 +49,7 @@ class Cups:
         add_user_to_group("lpadmin")
         for host in state.hosts:
             host.env["CUPS_SERVER"] = f"{state.runtime}/{host.name}.cups.sock"
+            host.vars["cups_service"] = service_name(state, host)
 
     def start(self, lab: Lab, state: LabState) -> None:
         for host in state.hosts:
@@ -49,12 +58,33 @@ class Cups:
                 (root / sub).mkdir(parents=True, exist_ok=True)
             (root / "cupsd.conf").write_text(CUPSD_CONF.format(socket=host.env["CUPS_SERVER"]))
             (root / "cups-files.conf").write_text(CUPS_FILES_CONF.format(root=root))
-            state.spawn(
-                f"cups:{host.name}",
-                [CUPSD, "-f", "-c", str(root / "cupsd.conf"), "-s", str(root / "cups-files.conf")],
-                root / "cupsd.conf",
-                root / "log" / "cupsd.out",
+            argv = [
+                CUPSD,
+                "-f",
+                "-c",
+                str(root / "cupsd.conf"),
+                "-s",
+                str(root / "cups-files.conf"),
+            ]
+            pidfile = Path(state.runtime) / f"{host.name}.cupsd.pid"
+            process = state.spawn(
+                f"cups:{host.name}", argv, root / "cupsd.conf", root / "log" / "cupsd.out"
             )
+            pidfile.write_text(f"{process.pid}\n")
+            process.pidfile = str(pidfile)
+            script = INIT_DIR / service_name(state, host)
+            script.write_text(
+                INIT_SCRIPT.format(
+                    name=service_name(state, host),
+                    host=host.name,
+                    lab=state.lab_id,
+                    pidfile=shlex.quote(str(pidfile)),
+                    socket=shlex.quote(host.env["CUPS_SERVER"]),
+                    log=shlex.quote(str(root / "log" / "cupsd.out")),
+                    args=" ".join(shlex.quote(a) for a in argv[1:]),
+                )
+            )
+            os.chmod(script, 0o755)
         for host in state.hosts:
             socket_path = Path(host.env["CUPS_SERVER"])
             wait_for(
@@ -77,6 +107,8 @@ class Cups:
             )
 
     def cleanup(self, lab: Lab, state: LabState) -> None:
+        for host in state.hosts:
+            (INIT_DIR / service_name(state, host)).unlink(missing_ok=True)
         shutil.rmtree(lab.dir / "cups", ignore_errors=True)
 
     # -- faults, for practice and tests ------------------------------------------------------
@@ -90,6 +122,10 @@ class Cups:
                 run(host, ["lp", "-d", PRINTER, "-o", "raw"], stdin=b"itops lab test page\n")
             broken.append(name)
         return broken
+
+
+def service_name(state: LabState, host: LabHost) -> str:
+    return f"itops-lab-{state.lab_id}-cups-{host.name}"
 
 
 def run(host: LabHost, argv: Sequence[str], stdin: bytes | None = None) -> str:
@@ -143,4 +179,35 @@ ErrorLog {root}/log/error_log
 PageLog {root}/log/page_log
 FileDevice Yes
 SystemGroup lpadmin root
+"""
+
+# An LSB init script for one lab host's cupsd (run by `service`, which clears the environment).
+INIT_SCRIPT = """\
+#!/bin/sh
+### BEGIN INIT INFO
+# Provides:          {name}
+# Required-Start:
+# Required-Stop:
+# Default-Start:
+# Default-Stop:
+# Short-Description: cupsd of itops lab host {host} (lab {lab}); removed by itops lab down
+### END INIT INFO
+PIDFILE={pidfile}
+SOCKET={socket}
+case "$1" in
+  start)
+    start-stop-daemon --start --quiet --oknodo --background --make-pidfile --pidfile "$PIDFILE" \\
+      --output {log} --exec /usr/sbin/cupsd -- {args} || exit 1
+    i=0; while [ ! -S "$SOCKET" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -S "$SOCKET" ] ;;
+  stop)
+    start-stop-daemon --stop --quiet --oknodo --retry TERM/10/KILL/5 --pidfile "$PIDFILE" \\
+      --exec /usr/sbin/cupsd && rm -f "$SOCKET" ;;
+  restart|force-reload)
+    "$0" stop && "$0" start ;;
+  status)
+    start-stop-daemon --status --pidfile "$PIDFILE" --exec /usr/sbin/cupsd ;;
+  *)
+    echo "usage: $0 start|stop|restart|status" >&2; exit 2 ;;
+esac
 """

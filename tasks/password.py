@@ -1,0 +1,257 @@
+"""Password resets for local Linux accounts (chpasswd on stdin, never a command line)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from toolkit.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.credentials import Secret
+from toolkit.errors import NotFound, ValidationError
+from toolkit.guards import privileged_guard
+from toolkit.linux import LINUX_USER, as_int, done_before, key_values, output
+from toolkit.quoting import cmd, script
+
+PRIVILEGED_GROUPS = ("root", "sudo", "wheel", "admin")
+# The account's state without ever printing its password hash: the lock flag, the change day,
+# and a digest of the hash salted with a nonce of this run (it changes with every new password,
+# and is worthless outside the run; the hash itself never leaves the host).
+SHADOW_STATE = (
+    "getent shadow {user} | awk -F: '{{ f = substr($2, 1, 1); "
+    's = ($2 == "") ? "empty" : (f == "!") ? "locked" : (f == "*") ? "nologin" : "usable"; '
+    'print "status=" s; print "lastchg=" $3; print "expire=" $8 }}\'; '
+    "{{ printf '%s\\n' {nonce}; getent shadow {user} | cut -d: -f2; }} | sha256sum "
+    "| cut -c1-16 | sed 's/^/hash=/'; "
+    "if command -v faillock >/dev/null 2>&1; then "
+    "faillock --user {user} 2>/dev/null | grep -c ' V$' | sed 's/^/failures=/'; fi; "
+    "echo today=$(( $(date +%s) / 86400 ))"
+)
+CLASSES = {
+    "lower": string.ascii_lowercase,
+    "upper": string.ascii_uppercase,
+    "digit": string.digits,
+    "symbol": "!#%+-=?@^_",
+}
+
+
+def generate_password(length: int, classes: list[str]) -> str:
+    """A random password with at least one character of every class asked for."""
+    alphabet = "".join(CLASSES[c] for c in classes)
+    while True:
+        value = "".join(secrets.choice(alphabet) for _ in range(length))
+        if all(any(ch in CLASSES[c] for ch in value) for c in classes):
+            return value
+
+
+def fingerprint(secret: Secret) -> str:
+    """A salted, slow fingerprint of a password for the ticket log (scrypt, random salt): whoever
+    holds the password can show it was this reset's, nobody can read the password from it."""
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(secret.reveal().encode(), salt=salt, n=2**14, r=8, p=1, dklen=16)
+    return f"scrypt:16384:8:1:{salt.hex()}:{digest.hex()}"
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    groups: tuple[str, ...]
+    status: str  # usable | locked | nologin | empty
+    lastchg: int  # days since 1970; 0 = must change at next login
+    expire: str
+    hash_digest: str
+    failures: int
+    today: int
+    sudo_rules: bool
+
+    @property
+    def locked(self) -> bool:
+        return self.status == "locked" or self.failures > 0
+
+    def privileged(self) -> list[str]:
+        found = [g for g in self.groups if g in PRIVILEGED_GROUPS]
+        if self.uid == 0:
+            found.append("uid 0")
+        if self.sudo_rules:
+            found.append("sudoers rules")
+        return sorted(set(found))
+
+
+@remediation(
+    "password.reset",
+    category="account",
+    platforms={"linux"},
+    summary="Reset a local account's password, unlock it, force a change at next login",
+    risky=True,
+)
+class ResetPassword(Remediation):
+    """Reset a local account's password with chpasswd, unlock it (shadow lock and faillock
+    counter) and, by default, force a change at next login (chage -d 0).
+
+    The new password comes from a reference (-p password=env:VAR, prompt, stdin, file:, keyring:)
+    or is generated (length characters of the classes asked for). It reaches the host only on
+    chpasswd's stdin, never a command line; the generated one is shown to the engineer once (on
+    stderr, or appended to a 0600 file with output_file) and is masked in every output, log and
+    ticket-log record, which get only "a reset happened" and a salted fingerprint. Accounts with
+    uid 0, in sudo/wheel/admin or with sudoers rules are refused unless allow_privileged=true on
+    a P1/P2 ticket. Verify: the account is unlocked and its password (and change date) changed.
+    A reset is one-shot per ticket: a rerun under the same ticket is already-ok (force=true
+    resets again).
+
+    Example:
+        itops fix password.reset ws-042 -p user=jdoe --ticket INC-1042
+        itops fix password.reset ws-042 -p user=jdoe -p output_file=/root/jdoe.pw --ticket INC-1042
+        itops fix password.reset ws-042 -p user=jdoe -p password=prompt -p expire=false --ticket INC-1042
+        itops fix password.reset ws-042 -p user=jdoe --check
+    """
+
+    user = Param(str, required=True, pattern=LINUX_USER, help="local account name")
+    password = Param(str, secret=True, help="new password reference (default: generated)")
+    length = Param(int, default=20, minimum=12, maximum=128, help="generated password length")
+    classes = Param(
+        str,
+        many=True,
+        choices=tuple(CLASSES),
+        help="character classes of a generated password (repeatable; default: all four)",
+    )
+    expire = Param(bool, default=True, help="the user must change it at next login")
+    unlock = Param(bool, default=True, help="unlock the account (shadow lock, faillock)")
+    allow_privileged = Param(
+        bool, default=False, help="allow resetting an administrative account (P1/P2 ticket only)"
+    )
+    output_file = Param(
+        str, kind="path", help="write a generated password to this local file (0600), not stderr"
+    )
+    force = Param(bool, default=False, help="reset again even if this ticket already did")
+
+    def _shadow(self, ctx: Context, user: str) -> dict[str, str]:
+        if not hasattr(self, "nonce"):
+            self.nonce = secrets.token_hex(8)
+        probe = script(SHADOW_STATE, user=user, nonce=self.nonce)
+        return key_values(
+            output(ctx.read(probe, become=True), f"reading the shadow entry of {user}")
+        )
+
+    def _account(self, ctx: Context) -> Account:
+        user = str(self.user)
+        entry = ctx.read(cmd("getent", "passwd", user))
+        if entry.exit_code != 0 or not entry.stdout.strip():
+            raise NotFound(f"no local account {user!r} on {ctx.host.name}")
+        fields = entry.stdout.strip().split(":")
+        groups = output(ctx.read(cmd("id", "-nG", user)), f"id -nG {user}").split()
+        state = self._shadow(ctx, user)
+        rules = ctx.read(cmd("sudo", "-n", "-l", "-U", user), become=True)
+        return Account(
+            user,
+            as_int(fields[2], -1),
+            tuple(groups),
+            state.get("status", "unknown"),
+            as_int(state.get("lastchg"), -1),
+            state.get("expire", ""),
+            state.get("hash", ""),
+            as_int(state.get("failures")),
+            as_int(state.get("today")),
+            "may run the following commands" in rules.stdout,
+        )
+
+    def check(self, ctx: Context) -> Finding:
+        if self.output_file and self.password:
+            raise ValidationError(
+                "output_file is for a generated password; this run was given one",
+                hint="leave out -p password=… to generate one, or leave out output_file",
+            )
+        account = self._account(ctx)
+        self.before = account
+        note = privileged_guard(
+            account.name,
+            account.privileged(),
+            allow=bool(self.allow_privileged),
+            host=ctx.host.name,
+            priority=ctx.ticket_priority,
+        )
+        if note:
+            ctx.note(note)
+        state = ", ".join(
+            bit
+            for bit in (
+                "locked" if account.status == "locked" else "",
+                f"{account.failures} failed login(s) counted" if account.failures else "",
+                "no password" if account.status == "empty" else "",
+                "must change at next login" if account.lastchg == 0 else "",
+            )
+            if bit
+        )
+        facts = {"account": account.name, "uid": account.uid, "locked": account.locked}
+        past = done_before(ctx, user=account.name)
+        if past is not None and not self.force and not account.locked:
+            return Finding.healthy(
+                f"{account.name} was already reset under {ctx.ticket} at {past.at[:19]}Z and is "
+                "not locked; force=true resets it again",
+                **facts,
+            )
+        return Finding.problem(
+            f"reset requested for {account.name}" + (f" ({state})" if state else ""), **facts
+        )
+
+    def _secret(self, ctx: Context) -> tuple[Secret, bool]:
+        if isinstance(self.password, Secret):
+            value = self.password.reveal()
+            if not value or any(ch in value for ch in "\r\n\x00"):
+                raise ValidationError(
+                    "the new password is empty or holds a line break (chpasswd reads one line)"
+                )
+            return self.password, False
+        classes = list(self.classes or []) or list(CLASSES)
+        if int(self.length) < len(classes):
+            raise ValidationError("length is shorter than the number of character classes")
+        value = generate_password(int(self.length), classes)
+        return ctx.adopt(Secret(value, "generated password")), True
+
+    def apply(self, ctx: Context) -> None:
+        secret, generated = self._secret(ctx)
+        user = self.before.name
+        line = ctx.adopt(Secret(f"{user}:{secret.reveal()}\n", "chpasswd input"))
+        ctx.change(cmd("chpasswd"), stdin=line, become=True)
+        # From here on the account has the new password: hand it over whatever happens next.
+        if generated:
+            to_file = str(self.output_file) if self.output_file else None
+            ctx.handover(f"new password for {user}", secret, to_file=to_file)
+        ctx.note(f"password of {user} reset; fingerprint {fingerprint(secret)}")
+        if self.unlock:
+            if self.before.failures:
+                ctx.change(cmd("faillock", "--user", user, "--reset"), become=True)
+            if (
+                self._shadow(ctx, user).get("status") == "locked"
+            ):  # chpasswd keeps a `!` prefix on some systems
+                ctx.change(cmd("usermod", "-U", user), become=True)
+        if self.expire:
+            ctx.change(cmd("chage", "-d", "0", user), become=True)
+
+    def verify(self, ctx: Context) -> Finding:
+        account = self._account(ctx)
+        problems = []
+        if self.unlock and account.locked:
+            problems.append("still locked")
+        if account.hash_digest == self.before.hash_digest:
+            problems.append("the password did not change")
+        if self.expire and account.lastchg != 0:
+            problems.append("not marked to change at next login")
+        if not self.expire and account.lastchg != account.today:
+            problems.append("the password-change date is not today")
+        facts: dict[str, Any] = {
+            "account": account.name,
+            "locked": account.locked,
+            "must_change": account.lastchg == 0,
+        }
+        if problems:
+            return Finding.problem(f"{account.name}: {', '.join(problems)}", **facts)
+        return Finding.healthy(
+            f"password of {account.name} reset"
+            + (", must change at next login" if self.expire else "")
+            + (", unlocked" if self.unlock and self.before.locked else ""),
+            **facts,
+        )

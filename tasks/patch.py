@@ -1,0 +1,359 @@
+"""Patching Linux hosts: apt (Debian/Ubuntu) or dnf/yum (RHEL family), chosen from the host's facts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from toolkit.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.errors import ToolkitError
+from toolkit.linux import PACKAGE_NAME, TimeWindow, host_clock, key_values, output
+from toolkit.quoting import Command, cmd, script
+from toolkit.transports.base import CommandResult
+
+FACTS = script(
+    ". /etc/os-release 2>/dev/null; echo id=$ID; echo like=$ID_LIKE; echo version=$VERSION_ID; "
+    "for t in apt-get dnf yum; do command -v $t >/dev/null 2>&1 && echo tool=$t; done; true"
+)
+# When the apt package lists were last refreshed (APT_CONFIG honoured), and the host's clock.
+APT_INDEX_AGE = script(
+    'eval "$(apt-config shell LISTS Dir::State::lists/d)"; '
+    "find \"$LISTS\" -maxdepth 1 -type f -name '*Packages*' -printf '%T@\\n' 2>/dev/null "
+    "| sort -n | tail -n 1; date +%s"
+)
+REBOOT_PROBE = script(
+    "if [ -f /var/run/reboot-required ]; then echo yes; "
+    "elif command -v needs-restarting >/dev/null 2>&1; then "
+    "needs-restarting -r >/dev/null 2>&1; case $? in 0) echo no;; 1) echo yes;; *) echo unknown;; esac; "
+    "else echo no; fi"
+)
+APT_ENV = (
+    "env",
+    "DEBIAN_FRONTEND=noninteractive",
+    "NEEDRESTART_MODE=a",
+    "APT_LISTCHANGES_FRONTEND=none",
+)
+# `Inst pkg [1.0] (2.0 Debian-Security:12/stable-security [amd64])`, `Inst pkg (2.0 … [all])`
+_INST = re.compile(r"^Inst (\S+)(?: \[([^\]]*)\])? \((\S+) (.*?) \[[^\]]+\]\)")
+# apt: `E: Unable to acquire the dpkg frontend lock (PATH), is another process using it?` (or
+# `Could not get lock PATH`); while waiting it says `… It is held by process N (NAME)` on stdout.
+_LOCK = re.compile(r"(?:Unable to acquire the dpkg frontend lock \(|Could not get lock )([^\s),]+)")
+_HOLDER = re.compile(r"It is held by process (\d+)(?: \(([^)]*)\))?")
+
+
+class PackageManagerBusy(ToolkitError):
+    """Another package operation held the lock longer than the bounded wait."""
+
+
+@dataclass(frozen=True)
+class Update:
+    name: str
+    current: str
+    candidate: str
+    origins: str = ""
+    security: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.current or '(new)'} → {self.candidate}" + (
+            " [security]" if self.security else ""
+        )
+
+
+def parse_apt_simulation(text: str) -> tuple[list[Update], list[str]]:
+    """Updates and kept-back packages from `apt-get -s upgrade` output (C locale)."""
+    updates, kept, in_kept = [], [], False
+    for line in text.splitlines():
+        if m := _INST.match(line):
+            origins = m.group(4)
+            updates.append(
+                Update(
+                    m.group(1),
+                    m.group(2) or "",
+                    m.group(3),
+                    origins,
+                    bool(re.search(r"security", origins, re.IGNORECASE)),
+                )
+            )
+        elif line.startswith("The following packages have been kept back"):
+            in_kept = True
+        elif in_kept and line.startswith(" "):
+            kept.extend(line.split())
+        else:
+            in_kept = False
+    return updates, kept
+
+
+def parse_dnf_check_update(text: str, security: set[str]) -> list[Update]:
+    """Updates from `dnf -q check-update` (exit 100): `name.arch  version  repo` lines."""
+    found = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith(("Obsoleting", "Security:", "Last metadata")):
+            if line.startswith("Obsoleting"):
+                break
+            continue
+        parts = line.split()
+        if len(parts) != 3 or "." not in parts[0]:
+            continue
+        name = parts[0].rsplit(".", 1)[0]
+        found.append(Update(name, "", parts[1], parts[2], name in security))
+    return found
+
+
+def parse_dnf_security(text: str) -> set[str]:
+    """Package names from `dnf -q updateinfo list --security` (`ID  Sev/Sec.  name-[e:]v-r.arch`)."""
+    names = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and "/Sec" in parts[1]:
+            names.add(parts[-1].rsplit("-", 2)[0])
+    return names
+
+
+@remediation(
+    "patch.apply",
+    category="software",
+    platforms={"linux"},
+    summary="Install pending package updates with apt or dnf (optionally security only)",
+    disruptive=True,
+)
+class ApplyPatches(Remediation):
+    """Install pending updates with the host's package manager: apt on Debian/Ubuntu, dnf (or
+    yum) on the RHEL family, chosen from what the host has.
+
+    Check only reads: the updates pending in the host's package index and which of them are
+    security updates (apt: from a -security suite; dnf: security advisories), and how old that
+    index is — older than max_index_age_hours counts as a finding too. Apply refreshes the index,
+    then upgrades everything or, with security_only / include / exclude, just those packages,
+    non-interactively (keeping changed config files) and never removing packages. If another
+    apt/dpkg holds the lock, it waits lock_timeout seconds, then fails and says who holds it.
+    Verify: nothing selected is still pending; a needed reboot is reported, and with reboot=true
+    scheduled (in 5 minutes) only inside reboot_window (or the host variable `reboot_window`),
+    in the host's local time, e.g. -p 'reboot_window=Sun 02:00-05:00'.
+
+    Example:
+        itops fix patch.apply web-01 --ticket CHG-2001
+        itops fix patch.apply office -p security_only=true --ticket CHG-2001
+        itops fix patch.apply web-01 -p include=openssl -p include=libssl3 --ticket CHG-2002
+        itops fix patch.apply db-01 -p exclude=postgresql-15 -p reboot=true --ticket CHG-2003
+        itops fix patch.apply linux --check
+    """
+
+    security_only = Param(bool, default=False, help="only security updates")
+    include = Param(str, many=True, pattern=PACKAGE_NAME, help="only these packages (repeatable)")
+    exclude = Param(str, many=True, pattern=PACKAGE_NAME, help="never these packages (repeatable)")
+    reboot = Param(bool, default=False, help="reboot (in 5 minutes) if needed, inside the window")
+    reboot_window = Param(
+        str, kind="text", help="when a reboot may happen, e.g. 'Sat 01:00-05:00' (host local time)"
+    )
+    lock_timeout = Param(
+        int, default=120, minimum=0, maximum=3600, help="seconds to wait for a dpkg/apt lock"
+    )
+    max_index_age_hours = Param(
+        int, default=24, minimum=0, maximum=24 * 30, help="an older package index is a finding"
+    )
+    timeout_minutes = Param(int, default=60, minimum=1, maximum=720, help="upgrade time limit")
+
+    # -- selection ---------------------------------------------------------------------------
+    def wanted(self, updates: Sequence[Update]) -> list[Update]:
+        include, exclude = set(self.include or []), set(self.exclude or [])
+        return [
+            u
+            for u in updates
+            if (u.security or not self.security_only)
+            and (not include or u.name in include)
+            and u.name not in exclude
+        ]
+
+    def _tool(self, ctx: Context) -> str:
+        facts = output(ctx.read(FACTS), "reading the host's facts")
+        tools = [line[5:] for line in facts.splitlines() if line.startswith("tool=")]
+        info = key_values(facts)
+        self.os = f"{info.get('id', '?')} {info.get('version', '')}".strip()
+        if "apt-get" in tools:
+            return "apt"
+        for tool in ("dnf", "yum"):
+            if tool in tools:
+                return tool
+        raise ToolkitError(
+            f"{ctx.host.name} ({self.os}) has neither apt nor dnf/yum",
+            hint="itops patches Debian/Ubuntu and RHEL-family hosts",
+        )
+
+    def _pending(self, ctx: Context) -> tuple[list[Update], list[str]]:
+        if self.tool == "apt":
+            sim = ctx.read(
+                cmd("apt-get", "-s", "-q", "-o", "Debug::NoLocking=1", "upgrade", "--with-new-pkgs")
+            )
+            return parse_apt_simulation(output(sim, "apt-get -s upgrade"))
+        binary = self.tool
+        security = ctx.read(
+            cmd(binary, "-q", "-C", "updateinfo", "list", "--security", "--available")
+        )
+        names = parse_dnf_security(security.stdout) if security.exit_code == 0 else set()
+        result = ctx.read(cmd(binary, "-q", "-C", "check-update"))
+        if result.exit_code not in (0, 100):
+            raise ToolkitError(
+                f"{binary} check-update exited {result.exit_code}: {result.stderr.strip()[-200:]}",
+                hint=f"the host may have no metadata cache yet: run `{binary} makecache` there",
+            )
+        return parse_dnf_check_update(result.stdout, names), []
+
+    def _index_age_hours(self, ctx: Context) -> float | None:
+        if self.tool != "apt":
+            return None  # dnf refreshes expired metadata by itself before every upgrade
+        lines = output(ctx.read(APT_INDEX_AGE), "reading the package index age").split()
+        if len(lines) < 2:
+            return None
+        return max(0.0, (float(lines[-1]) - float(lines[0])) / 3600)
+
+    def _reboot_required(self, ctx: Context) -> bool:
+        return ctx.read(REBOOT_PROBE).stdout.strip() == "yes"
+
+    # -- steps -------------------------------------------------------------------------------
+    def check(self, ctx: Context) -> Finding:
+        if self.reboot_window:
+            TimeWindow.parse(str(self.reboot_window))  # a bad window fails before any change
+        self.tool = self._tool(ctx)
+        updates, kept = self._pending(ctx)
+        wanted = self.wanted(updates)
+        age = self._index_age_hours(ctx)
+        reboot = self._reboot_required(ctx)
+        facts = {
+            "os": self.os,
+            "manager": self.tool,
+            "pending": len(updates),
+            "pending_security": sum(u.security for u in updates),
+            "selected": [u.label for u in wanted],
+            "kept_back": kept,
+            "index_age_hours": None if age is None else round(age, 1),
+            "reboot_required": reboot,
+        }
+        counts = (
+            f"{len(updates)} pending ({facts['pending_security']} security), {len(wanted)} selected"
+        )
+        problems = []
+        if wanted:
+            problems.append(counts + ": " + ", ".join(u.label for u in wanted[:10]))
+        if age is not None and age > int(self.max_index_age_hours):
+            problems.append(f"the package index is {age:.0f} h old")
+        if reboot and self.reboot:
+            problems.append("a reboot is required")
+        if problems:
+            return Finding.problem(f"{self.tool}: " + "; ".join(problems), **facts)
+        tail = "; a reboot is required" if reboot else ""
+        return Finding.healthy(f"{self.tool}: {counts}, none to install{tail}", **facts)
+
+    def apply(self, ctx: Context) -> None:
+        self.scheduled = False
+        timeout = int(self.timeout_minutes) * 60.0
+        if self.tool == "apt":
+            self._apt(ctx, ["-q", "update"], timeout)
+        else:
+            self._run(
+                ctx, cmd(self.tool, "-y", "-q", "makecache"), timeout, f"{self.tool} makecache"
+            )
+        wanted = self.wanted(self._pending(ctx)[0])
+        if not wanted:
+            ctx.note("nothing selected to install after refreshing the package index")
+        elif self.tool == "apt":
+            everything = not (self.security_only or self.include or self.exclude)
+            names = [u.name for u in wanted]
+            args = ["upgrade", "--with-new-pkgs"] if everything else ["install", "--only-upgrade"]
+            self._apt(
+                ctx,
+                [
+                    "-y",
+                    "-q",
+                    "-o",
+                    "Dpkg::Options::=--force-confdef",
+                    "-o",
+                    "Dpkg::Options::=--force-confold",
+                    *args,
+                    *([] if everything else names),
+                ],
+                timeout,
+            )
+            ctx.note(f"installed: {', '.join(u.label for u in wanted)}")
+        else:
+            argv = [self.tool, "-y", "-q", "upgrade"]
+            if self.security_only:
+                argv.append("--security")
+            argv += [f"--exclude={name}" for name in self.exclude or []]
+            argv += list(self.include or [])
+            self._run(ctx, cmd(*argv), timeout, f"{self.tool} upgrade")
+            ctx.note(f"installed: {', '.join(u.label for u in wanted)}")
+        if self.reboot and self._reboot_required(ctx):
+            self._maybe_reboot(ctx)
+
+    def _apt(self, ctx: Context, args: list[str], timeout: float) -> CommandResult:
+        lock = ["-o", f"DPkg::Lock::Timeout={int(self.lock_timeout)}"]
+        what = "apt-get " + next(a for a in args if not a.startswith("-") and "::" not in a)
+        return self._run(
+            ctx, cmd(*APT_ENV, "apt-get", *lock, *args), timeout + int(self.lock_timeout), what
+        )
+
+    def _run(self, ctx: Context, command: Command, timeout: float, what: str) -> CommandResult:
+        result = ctx.change(command, become=True, timeout=timeout, check=False)
+        if result.exit_code != 0:
+            held = _LOCK.search(result.stderr)
+            if held:
+                holder = _HOLDER.search(result.stdout + result.stderr)
+                who = f" by process {holder.group(1)} ({holder.group(2) or '?'})" if holder else ""
+                raise PackageManagerBusy(
+                    f"the package manager is busy: {held.group(1).rstrip('.')} was held{who} "
+                    f"for more than {int(self.lock_timeout)}s; nothing was installed",
+                    hint="another update is running (unattended-upgrades, an engineer): "
+                    "try again when it has finished, or raise -p lock_timeout",
+                )
+            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            raise ToolkitError(
+                f"{what} exited {result.exit_code}" + (f": {detail[-1][:200]}" if detail else "")
+            )
+        return result
+
+    def _maybe_reboot(self, ctx: Context) -> None:
+        window_text = self.reboot_window or ctx.host.var("reboot_window")
+        day, minute, shown = host_clock(ctx)
+        if not window_text:
+            ctx.note("reboot required; not rebooting: no reboot_window is set for this host")
+            return
+        window = TimeWindow.parse(str(window_text))
+        if not window.contains(day, minute):
+            ctx.note(f"reboot required; not rebooting: {shown} is outside '{window_text}'")
+            return
+        ctx.change(
+            cmd(
+                "shutdown",
+                "-r",
+                "+5",
+                "itops patch.apply: restarting in 5 minutes to finish updates",
+            ),
+            become=True,
+        )
+        self.scheduled = True
+        ctx.note(f"reboot scheduled in 5 minutes ({shown}, inside '{window_text}')")
+
+    def verify(self, ctx: Context) -> Finding:
+        updates, kept = self._pending(ctx)
+        left = self.wanted(updates)
+        reboot = self._reboot_required(ctx)
+        facts = {
+            "manager": self.tool,
+            "pending": len(updates),
+            "still_selected": [u.label for u in left],
+            "kept_back": kept,
+            "reboot_required": reboot,
+            "reboot_scheduled": self.scheduled,
+        }
+        tail = ""
+        if reboot:
+            tail = "; reboot scheduled" if self.scheduled else "; REBOOT REQUIRED"
+        if left:
+            return Finding.problem(
+                f"still pending: {', '.join(u.label for u in left)}{tail}", **facts
+            )
+        return Finding.healthy(
+            f"nothing selected is pending ({len(updates)} other update(s) left){tail}", **facts
+        )

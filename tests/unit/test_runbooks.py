@@ -1,0 +1,383 @@
+"""Runbooks: every shipped runbook names only existing remediations with valid parameters; broken
+files are refused with file and line; a run chains steps, follows if_failed, tags every action,
+and escalates exactly the hosts whose last fix step did not hold."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeConnector, Script, hosts
+from toolkit.catalog import BUILTIN_TASKS, Catalog, Context, Finding, Remediation, Task, remediation
+from toolkit.errors import NotFound, TicketRequired, Unreachable, ValidationError
+from toolkit.ledger import Ledger
+from toolkit.quoting import cmd
+from toolkit.runbooks import (
+    BUILTIN_RUNBOOKS,
+    RunbookError,
+    get_runbook,
+    load_runbook,
+    load_runbooks,
+    run_runbook,
+)
+from toolkit.runner import Runner, RunOptions
+
+REAL = Catalog.load([BUILTIN_TASKS])
+SHIPPED = sorted(BUILTIN_RUNBOOKS.glob("*.yml"))
+
+
+def test_the_five_runbooks_of_the_issue_are_shipped() -> None:
+    names = {p.stem for p in SHIPPED}
+    assert {
+        "printer-not-printing",
+        "no-network",
+        "av-out-of-date",
+        "password-locked",
+        "patch-compliance",
+    } <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_runbook_names_only_existing_tasks_with_valid_params(path: Path) -> None:
+    book = load_runbook(path, REAL)  # raises on an unknown task, parameter or value
+    assert book.summary and book.steps and book.escalate is not None
+    for step in book.steps:
+        task = REAL.get(step.task)
+        assert any(set(step.params) <= set(s.params) for s in task.specs)
+        for key, ref in step.refs().items():
+            assert ref in book.params, f"{path.name}: {step.name}.{key} → ${ref}"
+    assert any(not s.check_only for s in book.steps), "a runbook fixes something"
+
+
+# --------------------------------------------------------------------------- refused files
+
+GOOD_STEP = "  - {name: clear, task: printer.clear-queue}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        (
+            "summary: x\ncategory: printer\nsteps:\n  - {name: a, task: printer.nope}\n",
+            4,
+            "unknown task 'printer.nope'",
+        ),
+        (
+            "summary: x\ncategory: printer\nsteps:\n  - {name: a, task: printer.clear-queue, params: {queu: x}}\n",
+            4,
+            "takes no parameter 'queu'",
+        ),
+        (
+            "summary: x\ncategory: printer\nsteps:\n  - {name: a, task: printer.clear-queue, params: {queue: 'a;b'}}\n",
+            4,
+            "contains ';'",
+        ),
+        (
+            "summary: x\ncategory: printer\nsteps:\n  - {name: a, task: printer.clear-queue, params: {queue: $q}}\n",
+            4,
+            "$q, which is not declared",
+        ),
+        (
+            "summary: x\ncategory: printer\nsteps:\n"
+            + GOOD_STEP
+            + "  - {name: b, task: printer.status, if_failed: later}\n",
+            5,
+            "'later' is not an earlier step",
+        ),
+        ("summary: x\ncategory: printer\nsteps:\n" + GOOD_STEP + GOOD_STEP, 5, "used twice"),
+        (
+            "summary: x\ncategory: printer\nsteps:\n  - {name: a, task: printer.status, when: always}\n",
+            4,
+            "unknown key 'when'",
+        ),
+        ("summary: x\ncategory: printers\nsteps:\n" + GOOD_STEP, 2, "unknown category"),
+        (
+            "summary: x\ncategory: printer\nsteps:\n" + GOOD_STEP + "escalate: {to: L9}\n",
+            5,
+            "escalate to 'L9'",
+        ),
+        (
+            "summary: x\ncategory: account\nparams: {user: {help: u}}\nsteps:\n  - {name: a, task: password.reset, params: {user: $user}}\n",
+            5,
+            "$user is optional",
+        ),
+        (
+            "summary: x\ncategory: account\nsteps:\n  - {name: a, task: password.reset}\n",
+            4,
+            "needs parameter user",
+        ),
+        ("summary: x\ncategory: printer\nsteps: []\n", 3, "one or more steps"),
+        ("summary: x\nsteps:\n" + GOOD_STEP, 1, "needs 'category'"),
+        (
+            "summary: x\ncategory: printer\nsteps:\n  - {name: a, task: printer.clear-queue, check_only: maybe}\n",
+            4,
+            "true or false",
+        ),
+        ("summary: [x\n", 2, "invalid YAML"),
+    ],
+)
+def test_broken_runbooks_are_refused_with_file_and_line(
+    tmp_path: Path, text: str, line: int, words: str
+) -> None:
+    path = tmp_path / "broken.yml"
+    path.write_text(text)
+    with pytest.raises(RunbookError) as refused:
+        load_runbook(path, REAL)
+    assert str(refused.value).startswith(f"{path}:{line}: "), str(refused.value)
+    assert words in str(refused.value)
+
+
+def test_a_workspace_runbook_overrides_a_builtin_one(tmp_path: Path) -> None:
+    (tmp_path / "printer-not-printing.yml").write_text(
+        "summary: Our own way\ncategory: printer\nsteps:\n" + GOOD_STEP
+    )
+    books = load_runbooks([BUILTIN_RUNBOOKS, tmp_path], REAL)
+    assert books["printer-not-printing"].summary == "Our own way"
+    assert "no-network" in books
+    with pytest.raises(NotFound) as unknown:
+        get_runbook("printer-not-printin", [BUILTIN_RUNBOOKS], REAL)
+    assert unknown.value.hint == "did you mean: printer-not-printing?"
+    with pytest.raises(ValidationError):
+        get_runbook("../etc/passwd", [BUILTIN_RUNBOOKS], REAL)
+
+
+def test_runbook_parameters_are_bound_and_required_ones_enforced() -> None:
+    book = get_runbook("password-locked", [BUILTIN_RUNBOOKS], REAL)
+    with pytest.raises(ValidationError, match="needs parameter user"):
+        book.bind({})
+    with pytest.raises(NotFound, match="unknown runbook parameter 'usr'"):
+        book.bind({"usr": "jdoe"})
+    reset = book.steps[1]
+    assert book.step_params(reset, book.bind({"user": "jdoe"})) == {
+        "user": "jdoe",
+        "unlock": "true",
+        "expire": "true",
+    }
+    patch = get_runbook("patch-compliance", [BUILTIN_RUNBOOKS], REAL)
+    assert patch.bind({}) == {"security_only": "false"}  # the declared default
+
+
+# --------------------------------------------------------------------------- running
+
+
+@remediation("rb.diagnose", category="printer", platforms={"linux"}, summary="Read the state")
+class RbDiagnose(Remediation):
+    def check(self, ctx: Context) -> Finding:
+        state = ctx.read(cmd("state")).stdout
+        return Finding.healthy("ok") if state == "ok" else Finding.problem(state)
+
+    def apply(self, ctx: Context) -> None:
+        ctx.note("reads only")
+
+
+@remediation("rb.clear", category="printer", platforms={"linux"}, summary="Clear a jam")
+class RbClear(RbDiagnose):
+    def apply(self, ctx: Context) -> None:
+        ctx.change(cmd("clear"))
+
+
+@remediation("rb.restart", category="printer", platforms={"linux"}, summary="Restart")
+class RbRestart(RbDiagnose):
+    def apply(self, ctx: Context) -> None:
+        ctx.change(cmd("restart"))
+
+
+CATALOG = Catalog(
+    {
+        c.__remediation__.name: Task(c.__remediation__.name, (c.__remediation__,))
+        for c in (RbDiagnose, RbClear, RbRestart)
+    }  # type: ignore[attr-defined]
+)
+RUNBOOK = """\
+summary: Test printer runbook
+category: printer
+steps:
+  - {name: diagnose, task: rb.diagnose, check_only: true}
+  - {name: clear, task: rb.clear}
+  - {name: restart, task: rb.restart, if_failed: clear}
+escalate: {to: L3, note: Still broken}
+"""
+
+
+def device(state: str) -> Script:
+    """ok; jam (clear fixes it); hung (restart fixes it); dead (nothing does)."""
+    box = {"state": state}
+
+    def clear(command: Any, stdin: Any) -> tuple[int, str, str]:
+        if box["state"] == "jam":
+            box["state"] = "ok"
+        return 0, "", ""
+
+    def restart(command: Any, stdin: Any) -> tuple[int, str, str]:
+        if box["state"] in ("jam", "hung"):
+            box["state"] = "ok"
+        return 0, "", ""
+
+    return (
+        Script()
+        .on("state", lambda c, s: (0, box["state"], ""))
+        .on("clear", clear)
+        .on("restart", restart)
+    )
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    book = Ledger(f"sqlite:///{tmp_path / 'l.db'}", operator="tester")
+    yield book
+    book.close()
+
+
+def run(
+    ledger: Ledger,
+    tmp_path: Path,
+    states: dict[str, str],
+    *,
+    check: bool = False,
+    down: tuple[str, ...] = (),
+) -> Any:
+    path = tmp_path / "test-printer.yml"
+    path.write_text(RUNBOOK)
+    book = load_runbook(path, CATALOG)
+    conn = FakeConnector(
+        {h: device(s) for h, s in states.items()},
+        errors={h: Unreachable(h, "connection refused") for h in down},
+    )
+    runner = Runner(ledger=ledger, connector=conn, credentials=conn.credentials)  # type: ignore[arg-type]
+    return run_runbook(
+        book,
+        hosts(*states, *down),
+        {},
+        catalog=CATALOG,
+        runner=runner,
+        ledger=ledger,
+        ticket=None if check else "INC-42",
+        options=RunOptions(check_only=check, forks=4),
+    ), conn
+
+
+def test_steps_chain_if_failed_and_only_lasting_failures_escalate(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    report, conn = run(
+        ledger, tmp_path, {"a": "ok", "b": "jam", "c": "hung", "d": "dead"}, down=("e",)
+    )
+    outcome = {
+        s.step.name: {r.host: str(r.outcome) for r in s.report.results} if s.report else {}
+        for s in report.steps
+    }
+    assert outcome["diagnose"] == {
+        "a": "already-ok",
+        "b": "would-fix",
+        "c": "would-fix",
+        "d": "would-fix",
+        "e": "unreachable",
+    }
+    assert outcome["clear"] == {"a": "already-ok", "b": "fixed", "c": "failed", "d": "failed"}
+    assert outcome["restart"] == {"c": "fixed", "d": "failed"}
+    assert report.steps[2].skipped == ("a", "b", "e")
+    assert set(report.escalated) == {"d", "e"}
+    assert report.escalated["d"].startswith("restart (failed): verify failed: dead")
+    assert report.exit_code == 1
+
+    records = list(ledger.records(ticket="INC-42"))
+    kinds = [r.kind for r in records]
+    assert kinds[0] == "runbook.begin" and kinds[-1] == "runbook.finish"
+    assert kinds.count("ticket.escalated") == 1
+    begin = records[0].info
+    run_id = begin["run_id"]
+    actions = [r for r in records if r.kind.startswith("action.")]
+    assert actions and all(
+        r.info["runbook"] == "test-printer" and r.info["run_id"] == run_id for r in actions
+    )
+    escalated = next(r for r in records if r.kind == "ticket.escalated").info
+    assert escalated["tier"] == "L3" and escalated["reason"].startswith(
+        "Still broken [runbook test-printer, run "
+    )
+    assert (
+        "d: restart (failed)" in escalated["reason"]
+        and "e: diagnose (unreachable)" in escalated["reason"]
+    )
+    finish = records[-1]
+    assert finish.outcome == "escalated"
+    assert finish.info["outcomes"]["c"] == {
+        "diagnose": "would-fix",
+        "clear": "failed",
+        "restart": "fixed",
+    }
+    assert conn.opened.count("e") == 1  # never tried again after it was unreachable
+    assert ledger.verify().ok
+
+
+def test_a_check_run_changes_nothing_and_escalates_nothing(ledger: Ledger, tmp_path: Path) -> None:
+    report, conn = run(ledger, tmp_path, {"a": "ok", "d": "dead"}, check=True)
+    assert report.exit_code == 4 and dict(report.escalated) == {}
+    assert not [c for _, c in conn.log if c in ("clear", "restart")]
+    assert "ticket.escalated" not in [r.kind for r in ledger.records()]
+    assert json.loads(json.dumps(report.as_dict()))["mode"] == "check"
+
+
+def test_a_change_run_needs_a_ticket(ledger: Ledger, tmp_path: Path) -> None:
+    path = tmp_path / "test-printer.yml"
+    path.write_text(RUNBOOK)
+    conn = FakeConnector({"a": device("ok")})
+    runner = Runner(ledger=ledger, connector=conn, credentials=conn.credentials)  # type: ignore[arg-type]
+    with pytest.raises(TicketRequired):
+        run_runbook(
+            load_runbook(path, CATALOG),
+            hosts("a"),
+            {},
+            catalog=CATALOG,
+            runner=runner,
+            ledger=ledger,
+            ticket=None,
+            options=RunOptions(),
+        )
+    assert list(ledger.records()) == [] and conn.opened == []
+
+
+class HoldClear:
+    """A run policy that holds rb.clear on host b for an approval (as toolkit.policy would)."""
+
+    def decide(self, task: Task, spec: Any, host: Any) -> Any:
+        from toolkit.runner import Outcome, PolicyDecision
+
+        if task.name == "rb.clear" and host.name == "b":
+            return PolicyDecision(Outcome.NEEDS_APPROVAL, "needs approval APR-0000abcd")
+        return PolicyDecision(None)
+
+
+def test_a_host_held_by_the_policy_is_neither_run_further_nor_escalated(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    path = tmp_path / "test-printer.yml"
+    path.write_text(RUNBOOK)
+    conn = FakeConnector({"a": device("dead"), "b": device("jam")})
+    runner = Runner(ledger=ledger, connector=conn, credentials=conn.credentials)  # type: ignore[arg-type]
+    asked: list[tuple[str, list[str]]] = []
+
+    def policy_for(task: Task, step_hosts: Any, params: Any, /) -> HoldClear:
+        asked.append((task.name, [h.name for h in step_hosts]))
+        return HoldClear()
+
+    report = run_runbook(
+        load_runbook(path, CATALOG),
+        hosts("a", "b"),
+        {},
+        catalog=CATALOG,
+        runner=runner,
+        ledger=ledger,
+        ticket="INC-43",
+        options=RunOptions(forks=2),
+        policy_for=policy_for,
+    )
+    assert asked == [("rb.clear", ["a", "b"]), ("rb.restart", ["a"])]  # fix steps only
+    assert dict(report.held) == {"b": "clear (needs-approval): needs approval APR-0000abcd"}
+    assert set(report.escalated) == {"a"} and report.exit_code == 1
+    assert not [c for h, c in conn.log if h == "b" and c in ("clear", "restart")]
+    finish = list(ledger.records(kind="runbook.finish"))[0].info
+    assert finish["held"] == {"b": "clear (needs-approval): needs approval APR-0000abcd"}

@@ -1,0 +1,282 @@
+"""`itops runbook`: list, show and run the YAML procedures in runbooks/."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..app import App
+from ..runbooks import Runbook, RunbookReport, StepRun
+from ..tickets import PRIORITIES, check_ticket_id
+from . import render
+from .fix import parse_params, show_report
+
+EPILOG = """\b
+Exit codes:
+  0  no host needed escalating (every fix step ended fixed or already-ok)
+  1  a host was escalated (its last fix step did not end fixed/already-ok);
+     with --check: a step failed
+  2  bad usage or input: nothing ran
+  3  a host was unreachable (later steps skipped on it)
+  4  --check found something a step would fix
+  5  a step needs an approval (itops approve REQUEST-ID, then run the runbook again)
+"""
+
+
+def _folders(app: App) -> list[Path]:
+    from ..runbooks import runbook_folders
+
+    return runbook_folders(app.workspace.folder("runbooks", "runbooks"))
+
+
+def _load(app: App, name: str) -> Runbook:
+    from ..runbooks import get_runbook
+
+    return get_runbook(name, _folders(app), app.catalog)
+
+
+@click.group()
+def runbook() -> None:
+    """Runbooks: procedures per ticket category that chain remediations,
+    diagnose → fix → verify → escalate to L3 with the findings.
+
+    \b
+    Examples:
+      itops runbook list
+      itops runbook show printer-not-printing
+      itops runbook run printer-not-printing ws-042 --ticket INC-1042
+      itops runbook run password-locked ws-042 -p user=jdoe --ticket INC-1043 --priority P2
+      itops runbook run no-network office -p name=intranet.example.com --check
+    """
+
+
+@runbook.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the runbooks as JSON.")
+@click.pass_obj
+def list_(app: App, as_json: bool) -> None:
+    """List the runbooks (built in, and the workspace's runbooks/ folder)."""
+    from ..runbooks import load_runbooks
+
+    books = load_runbooks(_folders(app), app.catalog)
+    if as_json:
+        render.emit_json(
+            [
+                {
+                    "name": b.name,
+                    "category": b.category,
+                    "summary": b.summary,
+                    "steps": [s.task for s in b.steps],
+                    "source": b.source,
+                }
+                for b in books.values()
+            ]
+        )
+        return
+    render.table(
+        ["runbook", "category", "summary", "steps"],
+        [
+            (b.name, b.category, b.summary, " → ".join(s.task for s in b.steps))
+            for b in books.values()
+        ],
+    )
+
+
+@runbook.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the runbook as JSON.")
+@click.pass_obj
+def show(app: App, name: str, as_json: bool) -> None:
+    """Describe one runbook: its parameters, steps and escalation."""
+    book = _load(app, name)
+    if as_json:
+        render.emit_json(
+            {
+                "name": book.name,
+                "summary": book.summary,
+                "category": book.category,
+                "source": book.source,
+                "params": {
+                    p.name: {"help": p.help, "required": p.required, "default": p.default}
+                    for p in book.params.values()
+                },
+                "steps": [
+                    {
+                        "name": s.name,
+                        "task": s.task,
+                        "params": dict(s.params),
+                        "check_only": s.check_only,
+                        "if_failed": s.if_failed,
+                    }
+                    for s in book.steps
+                ],
+                "escalate": (
+                    {"to": book.escalate.to, "note": book.escalate.note} if book.escalate else None
+                ),
+            }
+        )
+        return
+    click.secho(book.name, bold=True)
+    click.echo(f"  {book.summary}   (category: {book.category})")
+    if book.params:
+        click.echo()
+        click.secho("Parameters (-p NAME=VALUE):", bold=True)
+        for p in book.params.values():
+            extra = (
+                "required" if p.required else (f"default {p.default}" if p.default else "optional")
+            )
+            click.echo(f"  {p.name:<16} {extra}  {p.help}")
+    click.echo()
+    click.secho("Steps:", bold=True)
+    for n, s in enumerate(book.steps, 1):
+        flags = []
+        if s.check_only:
+            flags.append("check only")
+        if s.if_failed:
+            flags.append(f"only where '{s.if_failed}' did not end fixed/already-ok")
+        params = " ".join(f"{k}={v}" for k, v in s.params.items())
+        click.echo(
+            f"  {n}. {s.name}: {s.task}"
+            + (f" {params}" if params else "")
+            + (f"  ({'; '.join(flags)})" if flags else "")
+        )
+    if book.escalate:
+        click.echo(f"\nEscalate to {book.escalate.to}: {book.escalate.note}")
+    click.echo(f"\nsource: {book.source}")
+
+
+@runbook.command("run", epilog=EPILOG)
+@click.argument("name")
+@click.argument("targets")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A runbook parameter (repeatable).",
+)
+@click.option(
+    "--ticket", "-t", metavar="ID", help="Ticket the run is done under (required to change hosts)."
+)
+@click.option(
+    "--priority", type=click.Choice(PRIORITIES), help="Priority, if --ticket opens a new ticket."
+)
+@click.option(
+    "--check", "check_only", is_flag=True, help="Run every step read-only: never changes a host."
+)
+@click.option(
+    "--forks", "-f", type=click.IntRange(1, 1000), help="Hosts worked on at once [default: 50]."
+)
+@click.option(
+    "--connect-timeout", type=click.FloatRange(0.1), metavar="S", help="Per-host connect timeout."
+)
+@click.option(
+    "--timeout",
+    "command_timeout",
+    type=click.FloatRange(0.1),
+    metavar="S",
+    help="Per-command timeout.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@click.pass_obj
+def run(
+    app: App,
+    name: str,
+    targets: str,
+    params: tuple[str, ...],
+    ticket: str | None,
+    priority: str | None,
+    check_only: bool,
+    forks: int | None,
+    connect_timeout: float | None,
+    command_timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Run runbook NAME on the hosts matching TARGETS, step by step, under one ticket.
+
+    Every action is recorded under the ticket and tagged with the runbook and its run id; a
+    host whose last fix step did not end fixed or already-ok is escalated (one ticket.escalated
+    event with the findings).
+
+    \b
+    Examples:
+      itops runbook run printer-not-printing ws-042 --ticket INC-1042
+      itops runbook run patch-compliance 'lab:!lab-03' -p security_only=true --ticket CHG-9
+      itops runbook run av-out-of-date workstations --check
+    """
+    from ..runbooks import prepare
+    from ..runbooks import run as run_book
+    from ..tickets import ensure
+
+    book = _load(app, name)
+    raw = parse_params(params)
+    if ticket is not None:
+        check_ticket_id(ticket)
+    hosts = app.inventory.select(targets)
+    prepare(book, hosts, raw, app.catalog)  # bad values: refused before anything is recorded
+    if ticket and not check_only:
+        ensure(
+            app.ledger,
+            ticket,
+            category=book.category,
+            priority=priority,
+            source=f"itops runbook {book.name}",
+        )
+    total = len(book.steps)
+
+    def on_step(index: int, step: StepRun) -> None:
+        if as_json:
+            return
+        what = f"step {index + 1}/{total}: {step.step.name} ({step.step.task})"
+        click.secho(f"\n== {what}", bold=True)
+        if step.skipped:
+            click.echo(f"   not needed on: {', '.join(step.skipped)}")
+        if step.report is not None:
+            show_report(step.report)
+
+    report = run_book(
+        app,
+        book,
+        hosts,
+        raw,
+        ticket=ticket,
+        check_only=check_only,
+        forks=forks,
+        connect_timeout=connect_timeout,
+        command_timeout=command_timeout,
+        on_step=on_step,
+    )
+    if as_json:
+        render.emit_json(app.redactor.mask_data(report.as_dict()))
+    else:
+        _summary(report, book)
+        for request in report.approval_requests:
+            click.echo(
+                f"approval requested: {request} — another operator runs "
+                f"`itops approve {request}`, then run this runbook again"
+            )
+    render.handovers(report.results)
+    sys.stdout.flush()
+    click.get_current_context().exit(report.exit_code)
+
+
+def _summary(report: RunbookReport, book: Runbook) -> None:
+    mode = "check" if report.check_only else "run"
+    where = f" under {report.ticket}" if report.ticket else ""
+    click.echo(
+        f"\nrunbook {report.runbook} ({mode} {report.run_id}) in {report.duration:.1f}s; "
+        f"recorded in the ticket log{where}"
+    )
+    if report.check_only:
+        click.echo("check only: nothing changed, nothing escalated")
+        return
+    for host, why in report.held.items():
+        click.echo(f"held: {host}: {why}")
+    if not report.escalated:
+        click.echo("no host needs escalating")
+        return
+    to = book.escalate.to if book.escalate else "L3"
+    for host, why in report.escalated.items():
+        click.echo(f"escalated to {to}: {host}: {why}")  # messages are masked by the runner

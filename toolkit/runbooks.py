@@ -1,0 +1,689 @@
+"""Runbooks: YAML procedures per ticket category that chain remediations, diagnose → fix → verify →
+escalate (format: docs/runbooks.md).
+
+A runbook file is validated whole when it is loaded — every task must exist in the catalog, every
+parameter must be one the task takes (literal values are checked by the task's own rules), every
+`$name` must be a declared runbook parameter, every `if_failed` an earlier step — and errors name
+the file and line. A run goes through the same Runner and ledger as `itops fix`: one
+`runbook.begin` / `runbook.finish` pair around it, every action tagged with the runbook and the
+run id, all under one ticket; when the last fix step on a host does not end fixed or already-ok,
+the ticket gets one `ticket.escalated` event naming the hosts and what was found. Fix steps go
+through the run policy like `itops fix` (maintenance windows, approvals): a host a step leaves
+`needs-approval` or `skipped` is held — left out of the later steps, not escalated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .catalog import Catalog, Task, existing_folders
+from .errors import NotFound, ToolkitError, ValidationError
+from .inventory import Host
+from .tickets import CATEGORIES, check_fields
+
+if TYPE_CHECKING:
+    import yaml
+
+    from .app import App
+    from .ledger import Ledger
+    from .runner import HostPolicy, HostResult, Runner, RunOptions, RunReport
+    from .workspace import Workspace
+
+BUILTIN_RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
+RUNBOOK_NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")
+STEP_KEYS = ("name", "task", "params", "check_only", "if_failed")
+TOP_KEYS = ("summary", "category", "params", "steps", "escalate")
+TIERS = ("L1", "L2", "L3", "ops")
+OK = ("fixed", "already-ok")
+HELD = ("needs-approval", "skipped")  # by the run policy (or no implementation for the host)
+_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+Value = str | list[str]
+
+
+class RunbookError(ValidationError):
+    """A runbook file that cannot be used as written; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class RunbookParam:
+    name: str
+    help: str = ""
+    required: bool = False
+    default: str | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    task: str
+    params: Mapping[str, Value] = field(default_factory=dict)
+    check_only: bool = False
+    if_failed: str | None = None
+    line: int = 0
+
+    def refs(self) -> dict[str, str]:
+        """Task parameter → the runbook parameter it takes its value from (`$name`)."""
+        return {
+            k: m.group(1)
+            for k, v in self.params.items()
+            if isinstance(v, str) and (m := _REF.fullmatch(v))
+        }
+
+
+@dataclass(frozen=True)
+class Escalation:
+    to: str
+    note: str
+
+
+@dataclass(frozen=True)
+class Runbook:
+    name: str
+    summary: str
+    category: str
+    params: Mapping[str, RunbookParam]
+    steps: tuple[Step, ...]
+    escalate: Escalation | None
+    source: str
+
+    def bind(self, given: Mapping[str, Value]) -> dict[str, Value]:
+        """The run's parameter values: given ones checked against the declared ones, defaults
+        filled in, required ones enforced."""
+        unknown = set(given) - set(self.params)
+        if unknown:
+            raise NotFound.named(
+                "runbook parameter", sorted(unknown)[0], self.params, f"for {self.name}"
+            )
+        bound: dict[str, Value] = {}
+        for name, spec in self.params.items():
+            if name in given:
+                bound[name] = given[name]
+            elif spec.default is not None:
+                bound[name] = spec.default
+            elif spec.required:
+                raise ValidationError(
+                    f"runbook {self.name} needs parameter {name}",
+                    hint=f"-p {name}=… ({spec.help})" if spec.help else f"-p {name}=…",
+                )
+        return bound
+
+    def step_params(self, step: Step, bound: Mapping[str, Value]) -> dict[str, Value]:
+        """A step's task parameters with `$name` replaced; unbound optional ones left out."""
+        out: dict[str, Value] = {}
+        refs = step.refs()
+        for key, value in step.params.items():
+            if key in refs:
+                if refs[key] in bound:
+                    out[key] = bound[refs[key]]
+            else:
+                out[key] = value
+        return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load(workspace: Workspace, name: str) -> Runbook:
+    """Runbook NAME of a workspace (built in or its own), validated (schedules call this)."""
+    catalog = Catalog.load(workspace.task_folders)
+    return get_runbook(name, runbook_folders(workspace.folder("runbooks", "runbooks")), catalog)
+
+
+def run(
+    app: App,
+    name: str | Runbook,
+    hosts: Sequence[Host],
+    params: Mapping[str, Value],
+    *,
+    ticket: str | None,
+    check_only: bool = False,
+    forks: int | None = None,
+    connect_timeout: float | None = None,
+    command_timeout: float | None = None,
+    on_step: Any = None,
+) -> RunbookReport:
+    """Run a runbook of the app's workspace as `itops runbook run` does — the runner, the ledger
+    and the run policy of `itops fix` (schedules call this under their change ticket)."""
+    from .policy import prepare as prepare_policy
+    from .runner import Runner, RunOptions
+    from .transports import Connector
+
+    book = name if isinstance(name, Runbook) else load(app.workspace, name)
+    requests: list[str] = []
+
+    def policy_for(
+        task: Task, step_hosts: Sequence[Host], values: Mapping[str, Value], /
+    ) -> HostPolicy:
+        policy = prepare_policy(
+            app.ledger,
+            app.policy_settings,
+            clock=app.clock,
+            task=task,
+            hosts=step_hosts,
+            params=values,
+            ticket=str(ticket),
+        )
+        if policy.request_id:
+            requests.append(policy.request_id)
+        return policy
+
+    options = RunOptions(
+        check_only=check_only,
+        forks=forks or int(app.workspace.run_setting("forks", 50)),
+        command_timeout=command_timeout,
+    )
+    connector = Connector(app.connect_options(connect_timeout, command_timeout), app.credentials)
+    try:
+        runner = Runner(
+            ledger=app.ledger,
+            connector=connector,
+            credentials=app.credentials,
+            state_dir=app.workspace.state_dir,
+        )
+        report = run_runbook(
+            book,
+            hosts,
+            params,
+            catalog=app.catalog,
+            runner=runner,
+            ledger=app.ledger,
+            ticket=ticket,
+            options=options,
+            on_step=on_step,
+            policy_for=policy_for,
+        )
+    finally:
+        connector.close()
+    return replace(report, approval_requests=tuple(dict.fromkeys(requests)))
+
+
+def runbook_folders(workspace_folder: Path | None) -> list[Path]:
+    folders = [BUILTIN_RUNBOOKS]
+    if workspace_folder is not None:
+        folders.append(workspace_folder)
+    return folders
+
+
+def load_runbooks(folders: Sequence[Path], catalog: Catalog) -> dict[str, Runbook]:
+    """Every runbook in the folders (a later folder's file overrides an earlier one's by name),
+    each validated against the catalog."""
+    found: dict[str, Path] = {}
+    for folder in existing_folders(folders):
+        for path in sorted(folder.glob("*.yml")) + sorted(folder.glob("*.yaml")):
+            found[path.stem] = path
+    return {name: load_runbook(path, catalog) for name, path in sorted(found.items())}
+
+
+def get_runbook(name: str, folders: Sequence[Path], catalog: Catalog) -> Runbook:
+    if not RUNBOOK_NAME.fullmatch(name):
+        raise ValidationError(
+            f"invalid runbook name {name!r}", hint="runbook names look like printer-not-printing"
+        )
+    books = load_runbooks(folders, catalog)
+    if name not in books:
+        raise NotFound.named("runbook", name, books)
+    return books[name]
+
+
+class _Reader:
+    """Plain values from a YAML node tree, with `file:line` for every error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, node: yaml.Node | None, message: str) -> RunbookError:
+        line = f":{node.start_mark.line + 1}" if node is not None else ""
+        return RunbookError(f"{self.path}{line}: {message}")
+
+    def mapping(self, node: yaml.Node, what: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        import yaml
+
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, f"{what} must be a mapping")
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                raise self.fail(key, f"{what}: keys must be plain names")
+            if key.value in out:
+                raise self.fail(key, f"{what}: {key.value!r} is given twice")
+            out[key.value] = (key, value)
+        return out
+
+    def scalar(self, node: yaml.Node, what: str) -> Any:
+        import yaml
+
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(node, f"{what} must be a single value")
+        return yaml.safe_load(yaml.serialize(node))
+
+    def text(self, node: yaml.Node, what: str) -> str:
+        value = self.scalar(node, what)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(node, f"{what} must be text")
+        return value
+
+    def flag(self, node: yaml.Node, what: str) -> bool:
+        value = self.scalar(node, what)
+        if not isinstance(value, bool):
+            raise self.fail(node, f"{what} must be true or false")
+        return value
+
+    def value(self, node: yaml.Node, what: str) -> Value:
+        """A task parameter value: as the command line would give it (text, or a list)."""
+        import yaml
+
+        if isinstance(node, yaml.SequenceNode):
+            return [str(self._as_text(item, what)) for item in node.value]
+        return self._as_text(node, what)
+
+    def _as_text(self, node: yaml.Node, what: str) -> str:
+        value = self.scalar(node, what)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if value is None or isinstance(value, dict | list):
+            raise self.fail(node, f"{what} must be a value")
+        return str(value)
+
+    def unknown(
+        self, keys: Mapping[str, tuple[yaml.Node, yaml.Node]], allowed: Iterable[str], what: str
+    ) -> None:
+        for name, (key, _) in keys.items():
+            if name not in allowed:
+                raise self.fail(key, f"{what}: unknown key {name!r} (known: {', '.join(allowed)})")
+
+
+def load_runbook(path: Path, catalog: Catalog) -> Runbook:
+    """Read and validate one runbook file (see the module docstring)."""
+    import yaml
+
+    name = path.stem
+    if not RUNBOOK_NAME.fullmatch(name):
+        raise RunbookError(f"{path}: the file name must be a runbook name like no-network.yml")
+    r = _Reader(path)
+    try:
+        root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise RunbookError(
+            f"{path}:{mark.line + 1 if mark else '?'}: invalid YAML: {exc.problem}"
+        ) from None
+    except OSError as exc:
+        raise RunbookError(f"{path}: cannot read: {exc.strerror}") from None
+    if root is None:
+        raise RunbookError(f"{path}: empty runbook")
+    top = r.mapping(root, "the runbook")
+    r.unknown(top, TOP_KEYS, "the runbook")
+    for required in ("summary", "category", "steps"):
+        if required not in top:
+            raise r.fail(root, f"the runbook needs {required!r}")
+    summary = r.text(top["summary"][1], "summary")
+    category = r.text(top["category"][1], "category")
+    if category not in CATEGORIES:
+        raise r.fail(top["category"][1], f"unknown category {category!r} ({', '.join(CATEGORIES)})")
+
+    params: dict[str, RunbookParam] = {}
+    if "params" in top:
+        for pname, (key, node) in r.mapping(top["params"][1], "params").items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", pname):
+                raise r.fail(key, f"parameter name {pname!r} must be a plain name")
+            spec = r.mapping(node, f"parameter {pname}")
+            r.unknown(spec, ("help", "required", "default"), f"parameter {pname}")
+            default = spec.get("default")
+            params[pname] = RunbookParam(
+                pname,
+                r.text(spec["help"][1], "help") if "help" in spec else "",
+                r.flag(spec["required"][1], "required") if "required" in spec else False,
+                r._as_text(default[1], "default") if default else None,
+            )
+
+    steps_node = top["steps"][1]
+    if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
+        raise r.fail(steps_node, "steps must be a list of one or more steps")
+    steps: list[Step] = []
+    for node in steps_node.value:
+        spec = r.mapping(node, "a step")
+        r.unknown(spec, STEP_KEYS, "a step")
+        for required in ("name", "task"):
+            if required not in spec:
+                raise r.fail(node, f"a step needs {required!r}")
+        step_name = r.text(spec["name"][1], "name")
+        if any(s.name == step_name for s in steps):
+            raise r.fail(spec["name"][1], f"step name {step_name!r} is used twice")
+        task_name = r.text(spec["task"][1], "task")
+        step_params: dict[str, Value] = {}
+        if "params" in spec:
+            for key_name, (_, value) in r.mapping(spec["params"][1], "params").items():
+                step_params[key_name] = r.value(value, f"parameter {key_name}")
+        if_failed = r.text(spec["if_failed"][1], "if_failed") if "if_failed" in spec else None
+        if if_failed is not None and not any(s.name == if_failed for s in steps):
+            raise r.fail(spec["if_failed"][1], f"if_failed: {if_failed!r} is not an earlier step")
+        step = Step(
+            step_name,
+            task_name,
+            MappingProxyType(step_params),
+            r.flag(spec["check_only"][1], "check_only") if "check_only" in spec else False,
+            if_failed,
+            node.start_mark.line + 1,
+        )
+        _check_step(r, node, step, catalog, params)
+        steps.append(step)
+
+    escalate = None
+    if "escalate" in top:
+        spec = r.mapping(top["escalate"][1], "escalate")
+        r.unknown(spec, ("to", "note"), "escalate")
+        to = r.text(spec["to"][1], "to") if "to" in spec else "L3"
+        if to not in TIERS:
+            raise r.fail(spec["to"][1], f"escalate to {to!r}: one of {', '.join(TIERS)}")
+        note = r.text(spec["note"][1], "note") if "note" in spec else summary
+        escalate = Escalation(to, note)
+    return Runbook(
+        name, summary, category, MappingProxyType(params), tuple(steps), escalate, str(path)
+    )
+
+
+def _check_step(
+    r: _Reader, node: yaml.Node, step: Step, catalog: Catalog, params: Mapping[str, RunbookParam]
+) -> None:
+    where = f"step {step.name!r}"
+    try:
+        task = catalog.get(step.task)
+    except ToolkitError as exc:
+        hint = f" ({exc.hint})" if exc.hint else ""
+        raise r.fail(node, f"{where}: {exc.message}{hint}") from None
+    refs = step.refs()
+    for key, ref in refs.items():
+        if ref not in params:
+            raise r.fail(node, f"{where}: parameter {key} refers to ${ref}, which is not declared")
+    given = set(step.params)
+    specs = [s for s in task.specs if given <= set(s.params)]
+    if not specs:
+        unknown = sorted(given - set().union(*(set(s.params) for s in task.specs)))
+        name = unknown[0] if unknown else sorted(given)[0]
+        known = sorted({p for s in task.specs for p in s.params})
+        raise r.fail(node, f"{where}: {task.name} takes no parameter {name!r} ({', '.join(known)})")
+    for spec in specs:
+        for key, value in step.params.items():
+            if key in refs:
+                continue
+            param = spec.params[key]
+            items = value if isinstance(value, list) else [value]
+            if len(items) > 1 and not param.many:
+                raise r.fail(node, f"{where}: parameter {key} takes one value")
+            for item in items:
+                try:
+                    param.parse(item)
+                except ToolkitError as exc:
+                    raise r.fail(node, f"{where}: {exc.message}") from None
+        for key, param in spec.params.items():
+            if not param.required:
+                continue
+            if key not in given:
+                raise r.fail(node, f"{where}: {task.name} needs parameter {key}")
+            source = refs.get(key)
+            if source and not (params[source].required or params[source].default is not None):
+                raise r.fail(
+                    node,
+                    f"{where}: {task.name} needs {key}, but ${source} is optional: "
+                    "make it required or give it a default",
+                )
+
+
+# --------------------------------------------------------------------------- running
+
+
+class PolicyFor(Protocol):
+    """Makes the run policy for one fix step (toolkit.policy.prepare, as `itops fix` does)."""
+
+    def __call__(
+        self, task: Task, hosts: Sequence[Host], params: Mapping[str, Value], /
+    ) -> HostPolicy | None: ...
+
+
+@dataclass(frozen=True)
+class StepRun:
+    step: Step
+    report: RunReport | None  # None: no host needed this step
+    skipped: tuple[str, ...] = ()  # hosts it did not run on (if_failed satisfied, unreachable)
+
+
+@dataclass(frozen=True)
+class RunbookReport:
+    runbook: str
+    run_id: str
+    ticket: str | None
+    check_only: bool
+    steps: tuple[StepRun, ...]
+    escalated: Mapping[str, str]  # host → why (what the deciding step found)
+    duration: float
+    held: Mapping[str, str] = field(default_factory=dict)  # host → why (approval, window)
+    approval_requests: tuple[str, ...] = ()  # REQUEST-IDs the run policy opened
+
+    def describe(self) -> str:
+        """One line: per-host counts of the last step each host reached, and who escalated."""
+        hosts = {r.host for r in self.results}
+        text = f"{len(hosts)} host(s)"
+        if self.escalated:
+            text += f"; escalated: {', '.join(self.escalated)}"
+        if self.held:
+            text += f"; held: {', '.join(self.held)}"
+        return text + ("" if self.escalated or self.held else "; nothing to escalate")
+
+    @property
+    def results(self) -> list[HostResult]:
+        return [r for s in self.steps if s.report for r in s.report.results]
+
+    @property
+    def exit_code(self) -> int:
+        """0 nothing left to do; 1 escalated (or a step failed); 3 a host unreachable;
+        4 --check found something to fix."""
+        outcomes = {str(r.outcome) for r in self.results}
+        if self.escalated or (self.check_only and "failed" in outcomes):
+            return 1
+        if "unreachable" in outcomes:
+            return 3
+        if "needs-approval" in outcomes:
+            return 5
+        if self.check_only and "would-fix" in outcomes:
+            return 4
+        return 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "runbook": self.runbook,
+            "run_id": self.run_id,
+            "ticket": self.ticket,
+            "mode": "check" if self.check_only else "fix",
+            "duration": round(self.duration, 3),
+            "exit_code": self.exit_code,
+            "escalated": dict(self.escalated),
+            "held": dict(self.held),
+            "steps": [
+                {
+                    "name": s.step.name,
+                    "task": s.step.task,
+                    "check_only": s.step.check_only,
+                    "skipped": list(s.skipped),
+                    "hosts": [r.as_dict() for r in s.report.results] if s.report else [],
+                }
+                for s in self.steps
+            ],
+        }
+
+
+def prepare(
+    runbook: Runbook, hosts: Sequence[Host], given: Mapping[str, Value], catalog: Catalog
+) -> tuple[dict[str, Value], dict[str, Task]]:
+    """The run's parameters and tasks, every step's values checked by the rules of the hosts'
+    platforms — before anything runs or is recorded."""
+    bound = runbook.bind(given)
+    tasks: dict[str, Task] = {s.task: catalog.get(s.task) for s in runbook.steps}
+    for step in runbook.steps:
+        tasks[step.task].validate(runbook.step_params(step, bound), {h.platform for h in hosts})
+    return bound, tasks
+
+
+def run_runbook(
+    runbook: Runbook,
+    hosts: Sequence[Host],
+    given: Mapping[str, Value],
+    *,
+    catalog: Catalog,
+    runner: Runner,
+    ledger: Ledger,
+    ticket: str | None,
+    options: RunOptions,
+    on_step: Any = None,
+    policy_for: PolicyFor | None = None,
+) -> RunbookReport:
+    """Run the steps in order over the hosts (see the module docstring)."""
+    from .errors import TicketRequired
+    from .ledger import Entry
+    from .runner import Outcome
+
+    if not options.check_only and not ticket:
+        raise TicketRequired(
+            f"runbook {runbook.name} changes hosts: a ticket is required",
+            hint="add --ticket INC-1234, or --check to look only",
+        )
+    bound, tasks = prepare(runbook, hosts, given, catalog)
+    run_id = os.urandom(8).hex()
+    mode = "check" if options.check_only else "fix"
+    ledger.append(
+        Entry(
+            "runbook.begin",
+            ticket=ticket,
+            task=runbook.name,
+            data={
+                "runbook": runbook.name,
+                "run_id": run_id,
+                "mode": mode,
+                "hosts": [h.name for h in hosts],
+                "params": bound,
+                "source": runbook.source,
+            },
+        )
+    )
+    started = time.monotonic()
+    by_host: dict[str, dict[str, HostResult]] = {h.name: {} for h in hosts}
+    held: dict[str, str] = {}
+    runs: list[StepRun] = []
+    for index, step in enumerate(runbook.steps):
+        active, skipped = [], []
+        for host in hosts:
+            done = by_host[host.name]
+            unreachable = any(r.outcome == Outcome.UNREACHABLE for r in done.values())
+            not_needed = bool(step.if_failed) and (
+                step.if_failed not in done or str(done[str(step.if_failed)].outcome) in OK
+            )
+            if unreachable or not_needed or host.name in held:
+                skipped.append(host.name)
+            else:
+                active.append(host)
+        report = None
+        if active:
+            check_only = options.check_only or step.check_only
+            step_options = replace(
+                options,
+                check_only=check_only,
+                tags={"runbook": runbook.name, "run_id": run_id, "step": step.name},
+            )
+            params = runbook.step_params(step, bound)
+            runner.policy = None
+            if policy_for is not None and ticket and not check_only:
+                runner.policy = policy_for(tasks[step.task], active, params)
+            report = runner.run(
+                tasks[step.task], active, params, ticket=ticket, options=step_options
+            )
+            for result in report.results:
+                by_host[result.host][step.name] = result
+                if str(result.outcome) in HELD:
+                    held[result.host] = f"{step.name} ({result.outcome}): {result.message}"
+        run = StepRun(step, report, tuple(skipped))
+        runs.append(run)
+        if on_step is not None:
+            on_step(index, run)
+    # A check-only run cannot know whether a fix would hold: it escalates nothing.
+    escalated = {} if options.check_only else _escalations(runbook, hosts, by_host, held)
+    report_ = RunbookReport(
+        runbook.name,
+        run_id,
+        ticket,
+        options.check_only,
+        tuple(runs),
+        MappingProxyType(escalated),
+        time.monotonic() - started,
+        MappingProxyType(held),
+    )
+    if escalated and not options.check_only and runbook.escalate is not None and ticket:
+        found = "; ".join(f"{h}: {why}" for h, why in escalated.items())
+        event = check_fields(  # the fields `itops ticket escalate` records, checked the same way
+            "escalated",
+            {
+                "tier": runbook.escalate.to,
+                "reason": f"{runbook.escalate.note} [runbook {runbook.name}, run {run_id}] {found}"[
+                    :2000
+                ],
+            },
+        )
+        ledger.append(Entry("ticket.escalated", ticket=ticket, data=event))
+    ledger.append(
+        Entry(
+            "runbook.finish",
+            ticket=ticket,
+            task=runbook.name,
+            outcome="escalated" if escalated else "done",
+            duration_ms=round(report_.duration * 1000),
+            data={
+                "runbook": runbook.name,
+                "run_id": run_id,
+                "mode": mode,
+                "outcomes": {
+                    h: {s: str(r.outcome) for s, r in steps.items()} for h, steps in by_host.items()
+                },
+                "escalated": dict(escalated),
+                "escalated_to": runbook.escalate.to if escalated and runbook.escalate else None,
+                "held": dict(held),
+                "findings": {
+                    h: {s: r.message for s, r in steps.items()} for h, steps in by_host.items()
+                },
+            },
+        )
+    )
+    return report_
+
+
+def _escalations(
+    runbook: Runbook,
+    hosts: Sequence[Host],
+    by_host: Mapping[str, Mapping[str, HostResult]],
+    held: Mapping[str, str],
+) -> dict[str, str]:
+    """Hosts whose last fix step that ran did not end fixed/already-ok (or, where no fix step
+    ran, whose last step failed or could not connect) → what that step found. Held hosts
+    (waiting for an approval or a window) are not escalated."""
+    out = {}
+    order = [s.name for s in runbook.steps]
+    fix_steps = {s.name for s in runbook.steps if not s.check_only}
+    for host in hosts:
+        if host.name in held:
+            continue
+        ran = [name for name in order if name in by_host[host.name]]
+        deciding = [n for n in ran if n in fix_steps]
+        if deciding:
+            last = by_host[host.name][deciding[-1]]
+            if str(last.outcome) not in OK:
+                out[host.name] = f"{deciding[-1]} ({last.outcome}): {last.message}"
+        elif ran:
+            last = by_host[host.name][ran[-1]]
+            if str(last.outcome) in ("failed", "unreachable"):
+                out[host.name] = f"{ran[-1]} ({last.outcome}): {last.message}"
+    return out

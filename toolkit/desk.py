@@ -86,18 +86,20 @@ def repeat_fixes(
     """Hosts with at least `threshold` fixed outcomes of tasks in `category` in the last `days`."""
     now = now if now is not None else time.time()
     since = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(now - days * DAY))
-    found: list[RepeatFix] = []
-    for host in hosts:
-        tickets: dict[str, None] = {}
-        count = 0
-        for r in ledger.records(host=host, kind="action.finish", outcome="fixed", since=since):
-            if r.task and category_of(r.task) == category:
-                count += 1
-                if r.ticket:
-                    tickets[r.ticket] = None
-        if count >= threshold:
-            found.append(RepeatFix(host, category, count, days, tuple(tickets)))
-    return found
+    wanted = list(dict.fromkeys(hosts))
+    counts: dict[str, int] = dict.fromkeys(wanted, 0)
+    tickets: dict[str, dict[str, None]] = {h: {} for h in wanted}
+    # one indexed query for every host of the run, not one per host
+    for r in ledger.records(hosts=wanted, kind="action.finish", outcome="fixed", since=since):
+        if r.host in counts and r.task and category_of(r.task) == category:
+            counts[r.host] += 1
+            if r.ticket:
+                tickets[r.host][r.ticket] = None
+    return [
+        RepeatFix(host, category, counts[host], days, tuple(tickets[host]))
+        for host in wanted
+        if counts[host] >= threshold
+    ]
 
 
 def category_lookup(known: Mapping[str, str]) -> Callable[[str], str | None]:

@@ -263,6 +263,9 @@ def execute(
     return report, policy
 
 
+SHOW_REPEATS = 5  # one line each; the rest are summed up in one line
+
+
 def _warn_repeat_fixes(app: App, category: str, hosts: list[str]) -> None:
     """Same host, same category, N fixes in 30 days: suggest a problem record (stderr)."""
     if not hosts:
@@ -271,10 +274,18 @@ def _warn_repeat_fixes(app: App, category: str, hosts: list[str]) -> None:
 
     known = {t.name: t.category for t in app.catalog}
     threshold = policy_for(app.workspace).repeat_fix_threshold
-    for found in repeat_fixes(
-        app.ledger, hosts, category, category_lookup(known), threshold=threshold
-    ):
-        click.secho(f"warning: {found.message}", fg="yellow", err=True)
+    found = repeat_fixes(app.ledger, hosts, category, category_lookup(known), threshold=threshold)
+    for repeat in found[:SHOW_REPEATS]:
+        click.secho(f"warning: {repeat.message}", fg="yellow", err=True)
+    if len(found) > SHOW_REPEATS:
+        more = [r.host for r in found[SHOW_REPEATS:]]
+        listed = ", ".join(more[:10]) + (f" and {len(more) - 10} more" if len(more) > 10 else "")
+        click.secho(
+            f"warning: {len(more)} more host(s) had {threshold}+ {category} fixes in "
+            f"30 days: {listed}",
+            fg="yellow",
+            err=True,
+        )
 
 
 def show_report(report: RunReport) -> None:

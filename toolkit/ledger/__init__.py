@@ -314,8 +314,8 @@ class Ledger:
 
     # -- reading -----------------------------------------------------------------------------
     def records(self, **filters: Any) -> Iterator[Record]:
-        """Records in chain order. Filters: ticket host operator task outcome kind action_id
-        since until (ISO strings, UTC)."""
+        """Records in chain order. Equality filters: seq ticket host operator task outcome kind
+        action_id; lists: kinds action_ids hosts; since/until: ISO strings, UTC."""
         for row in self._store.select(filters):
             yield Record(*row)
 

@@ -284,7 +284,7 @@ class Store:
             if filters.get(key) is not None:
                 where.append(f"{key} = {self.mark}")
                 params.append(filters[key])
-        for key, column in (("kinds", "kind"), ("action_ids", "action_id")):
+        for key, column in (("kinds", "kind"), ("action_ids", "action_id"), ("hosts", "host")):
             values = filters.get(key)
             if values is not None:
                 values = list(values)

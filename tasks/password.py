@@ -86,7 +86,7 @@ class Account:
     category="account",
     platforms={"linux"},
     summary="Reset a local account's password, unlock it, force a change at next login",
-    risky=True,
+    risky="allow_privileged",  # a privileged reset needs a second operator's approval
 )
 class ResetPassword(Remediation):
     """Reset a local account's password with chpasswd, unlock it (shadow lock and faillock

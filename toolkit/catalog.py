@@ -289,8 +289,17 @@ class TaskSpec:
     doc: str = ""
     examples: tuple[str, ...] = ()
     disruptive: bool = False
-    risky: bool = False
+    risky: bool | str = False  # True, or the name of a bool parameter that makes a run risky
     source: str = ""
+
+    def risky_for(self, raw: Mapping[str, Any]) -> bool:
+        """Whether a run with these parameters (as given) needs an approval."""
+        if isinstance(self.risky, str):
+            value = raw.get(self.risky)
+            if isinstance(value, str):
+                value = self.params[self.risky].parse(value)
+            return bool(value)
+        return self.risky
 
     def validate(self, raw: Mapping[str, str | list[str]]) -> dict[str, Any]:
         """Parameters given as strings → validated values, before anything connects."""
@@ -345,7 +354,8 @@ class Task:
 
     @property
     def risky(self) -> bool:
-        return any(s.risky for s in self.specs)
+        """Risky in some use (always, or with a parameter such as allow_privileged)."""
+        return any(bool(s.risky) for s in self.specs)
 
     def implementation(self, platform: str) -> TaskSpec | None:
         return next((s for s in self.specs if platform in s.platforms), None)
@@ -371,7 +381,7 @@ def remediation(
     platforms: set[str] | frozenset[str],
     summary: str,
     disruptive: bool = False,
-    risky: bool = False,
+    risky: bool | str = False,
 ) -> Any:
     """Mark a Remediation subclass as a catalog entry (the Catalog collects it when loading)."""
     if not _TASK_NAME.fullmatch(name):
@@ -387,6 +397,10 @@ def remediation(
             for attr, value in vars(klass).items()
             if isinstance(value, Param)
         }
+        if isinstance(risky, str) and not (
+            isinstance(params.get(risky), Param) and params[risky].type is bool
+        ):
+            raise TypeError(f"@remediation({name!r}): risky={risky!r} must name a bool Param")
         cls.__remediation__ = TaskSpec(  # type: ignore[attr-defined]
             name=name,
             category=category,

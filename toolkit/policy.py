@@ -70,8 +70,9 @@ class PolicySettings:
             ),
         )
 
-    def is_risky(self, spec: TaskSpec) -> bool:
-        return spec.risky or any(fnmatch.fnmatchcase(spec.name, g) for g in self.risky)
+    def is_risky(self, spec: TaskSpec, params: Mapping[str, Any]) -> bool:
+        """Marked risky (for these parameters) or listed in the workspace's [policy] risky."""
+        return spec.risky_for(params) or any(fnmatch.fnmatchcase(spec.name, g) for g in self.risky)
 
     def is_disruptive(self, spec: TaskSpec) -> bool:
         return spec.disruptive or any(fnmatch.fnmatchcase(spec.name, g) for g in self.disruptive)
@@ -89,7 +90,9 @@ class RunPolicy:
         break_glass: str | None = None,
         approval: Approval | None = None,
         request_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
+        self.params = params or {}
         self.settings = settings
         self.clock = clock
         self.job_window = job_window
@@ -127,7 +130,7 @@ class RunPolicy:
                         {**record, "decision": "outside-window"},
                     )
                 record.update(decision="break-glass", reason=self.break_glass)
-        if self.settings.is_risky(spec):
+        if self.settings.is_risky(spec, self.params):
             record["risky"] = True
             if self.approval is None or host.name not in self.approval.binding.hosts:
                 rid = self.request_id or "?"
@@ -204,7 +207,7 @@ def prepare(
             )
         )
     risky_hosts = [
-        h.name for h in hosts if (s := specs[h.name]) is not None and settings.is_risky(s)
+        h.name for h in hosts if (s := specs[h.name]) is not None and settings.is_risky(s, params)
     ]
     approval: Approval | None = None
     request_id: str | None = None
@@ -233,4 +236,5 @@ def prepare(
         break_glass=break_glass,
         approval=approval,
         request_id=request_id,
+        params=params,
     )

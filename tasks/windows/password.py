@@ -79,7 +79,7 @@ def generate_password(length: int) -> str:
     category="account",
     platforms={"windows"},
     summary="Reset a local or Active Directory account's password, unlock it, force a change",
-    risky=True,
+    risky="allow_privileged",  # a privileged reset needs a second operator's approval
 )
 class ResetPassword(Remediation):
     """Reset a password: a local account (Set-LocalUser) on the target host, or, with scope=ad, an

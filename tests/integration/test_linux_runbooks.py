@@ -92,6 +92,27 @@ def test_no_network_escalates_when_the_fix_does_not_hold(lab: LabEnv) -> None:
 def test_password_locked_hands_the_new_password_over_once(lab: LabEnv) -> None:
     user = str(lab.state.data["accounts"]["user"])
     lab.service("accounts").lock(user)
+    args = ["runbook", "run", "password-locked", "lab-01", "-p", f"user={user}", "--ticket"]
+    run = lab.itops(*args, "LNX-5003")  # a routine reset needs no second operator
+    assert run.returncode == 0 and "APR-" not in run.stdout, run.stdout + run.stderr
+    lines = [ln for ln in run.stderr.splitlines() if "(shown once, not recorded)" in ln]
+    assert len(lines) == 1 and lines[0].startswith(f"lab-01: new password for {user}")
+    status = subprocess.run(["passwd", "-S", user], capture_output=True, text=True).stdout.split()
+    assert status[1] == "P"  # a usable password, no longer locked
+    generated = lines[0].rsplit(": ", 1)[1]
+    assert generated not in run.stdout
+    assert generated not in lab.itops("log", "--ticket", "LNX-5003", "--json").stdout
+
+
+def test_a_runbook_step_the_policy_calls_risky_waits_for_approval(lab: LabEnv) -> None:
+    """A workspace whose [policy] lists password.reset as risky: the runbook holds the host
+    (exit 5, no escalation) until another operator approves, then goes ahead."""
+    user = str(lab.state.data["accounts"]["user"])
+    known = (lab.lab.dir / "known_hosts").read_text()
+    ws = lab.other_workspace("strict-policy", known_hosts=known)
+    config = ws / "itops.toml"
+    config.write_text(config.read_text() + '\n[policy]\nrisky = ["password.reset"]\n')
+    lab.service("accounts").lock(user)
     args = [
         "runbook",
         "run",
@@ -100,27 +121,19 @@ def test_password_locked_hands_the_new_password_over_once(lab: LabEnv) -> None:
         "-p",
         f"user={user}",
         "--ticket",
-        "LNX-5003",
+        "LNX-5013",
     ]
-    waiting = lab.itops(*args)  # the reset is risky: held for a second operator, not escalated
-    assert (
-        waiting.returncode == 5
-        and "held: lab-01: reset and unlock (needs-approval)" in waiting.stdout
-    )
+    waiting = lab.itops(*args, workspace=ws)
+    assert waiting.returncode == 5, waiting.stdout + waiting.stderr
+    assert "held: lab-01: reset and unlock (needs-approval)" in waiting.stdout
     assert "approval requested: APR-" in waiting.stdout and "escalated" not in waiting.stdout
     request = re.search(r"approval requested: (APR-[0-9a-f]{8})", waiting.stdout)
     assert request is not None
-    grant = lab.itops("approve", request.group(1), env={"ITOPS_OPERATOR": "l2-lead"})
+    grant = lab.itops("approve", request.group(1), workspace=ws, env={"ITOPS_OPERATOR": "l2-lead"})
     assert grant.returncode == 0, grant.stdout + grant.stderr
-    run = lab.itops(*args)
+    run = lab.itops(*args, workspace=ws)
     assert run.returncode == 0, run.stdout + run.stderr
-    lines = [ln for ln in run.stderr.splitlines() if "(shown once, not recorded)" in ln]
-    assert len(lines) == 1 and lines[0].startswith(f"lab-01: new password for {user}")
-    status = subprocess.run(["passwd", "-S", user], capture_output=True, text=True).stdout.split()
-    assert status[1] == "P"  # a usable password, no longer locked
-    generated = lines[0].rsplit(": ", 1)[1]
-    assert generated not in run.stdout
-    assert generated not in lab.itops("log", "--ticket", "LNX-5003", "--json").stdout
+    assert sum("(shown once, not recorded)" in ln for ln in run.stderr.splitlines()) == 1
 
 
 def test_patch_compliance_and_av_out_of_date(lab: LabEnv) -> None:

@@ -56,3 +56,13 @@ class Accounts:
     def lock(name: str) -> None:
         """Lock the password (`!` in shadow), as too many failed logins or an admin would."""
         subprocess.run(["usermod", "-L", name], capture_output=True, check=True)
+
+    @staticmethod
+    def restore(name: str) -> None:
+        """Back to how the lab made the account: no password, locked, nothing forced at login
+        (so tests do not depend on what an earlier test's reset left behind)."""
+        import datetime
+
+        subprocess.run(["usermod", "-p", "!", name], capture_output=True, check=True)
+        today = datetime.date.today().isoformat()
+        subprocess.run(["chage", "-d", today, name], capture_output=True, check=True)

@@ -99,7 +99,7 @@ def test_backup_playbook_copies_files_then_reports_ok_and_a_wrong_host_key_is_un
     )
     assert first.returncode == 0, first.stdout + first.stderr
     assert set(outcomes(first.stdout).values()) == {"fixed"}
-    copy = ws / ".itops" / "backups" / "lab-02" / "etc" / "hosts"
+    copy = ws / ".itops" / "backups" / "playbook" / "lab-02" / "etc" / "hosts"
     assert copy.read_bytes() == Path("/etc/hosts").read_bytes()
     again = lab.itops(
         "playbook", "run", "backup_configs", "lab-02", "--ticket", "CHG-600", "--json"
@@ -129,7 +129,7 @@ def test_backup_playbook_copies_files_then_reports_ok_and_a_wrong_host_key_is_un
     )
     assert result.returncode == 3, result.stdout + result.stderr
     assert outcomes(result.stdout) == {"lab-01": "fixed", "lab-02": "unreachable"}
-    assert not (other / ".itops" / "backups" / "lab-02").exists()
+    assert not (other / ".itops" / "backups" / "playbook" / "lab-02").exists()
     event = next(r for r in records(other, kind="playbook.event") if r.host == "lab-02")
     assert event.outcome == "unreachable"
     assert "Host key verification failed" in (event.output_excerpt or "")

@@ -53,7 +53,7 @@ def test_scheduled_task_and_playbook_run_under_their_own_change_tickets(lab: Lab
     assert {(e.host, e.info["ansible_task"], e.outcome) for e in events} >= {
         ("lab-03", "Copy them to the controller", "changed")
     }
-    assert (ws / ".itops" / "backups" / "lab-03" / "etc" / "hostname").is_file()
+    assert (ws / ".itops" / "backups" / "playbook" / "lab-03" / "etc" / "hostname").is_file()
 
 
 def test_the_daemon_catches_up_a_missed_run_and_stops_on_sigterm(lab: LabEnv) -> None:

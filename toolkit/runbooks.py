@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .catalog import Catalog, Task, existing_folders
 from .errors import NotFound, ToolkitError, ValidationError
 from .inventory import Host
-from .tickets import CATEGORIES, check_fields
+from .sla import default_policy
+from .tickets import CATEGORIES, TicketError
+from .tickets import record as record_event
 
 if TYPE_CHECKING:
     import yaml
@@ -625,16 +627,25 @@ def run_runbook(
     )
     if escalated and not options.check_only and runbook.escalate is not None and ticket:
         found = "; ".join(f"{h}: {why}" for h, why in escalated.items())
-        event = check_fields(  # the fields `itops ticket escalate` records, checked the same way
-            "escalated",
-            {
-                "tier": runbook.escalate.to,
-                "reason": f"{runbook.escalate.note} [runbook {runbook.name}, run {run_id}] {found}"[
-                    :2000
-                ],
-            },
-        )
-        ledger.append(Entry("ticket.escalated", ticket=ticket, data=event))
+        fields = {
+            "tier": runbook.escalate.to,
+            "reason": f"{runbook.escalate.note} [runbook {runbook.name}, run {run_id}] {found}"[
+                :2000
+            ],
+        }
+        try:
+            # The same checks as `itops ticket escalate`: fields, and the ticket's lifecycle
+            # (a resolved or closed ticket is not escalated behind the desk's back).
+            record_event(ledger, ticket, "escalated", fields, default_policy())
+        except TicketError as exc:
+            ledger.append(
+                Entry(
+                    "runbook.escalation-refused",
+                    ticket=ticket,
+                    task=runbook.name,
+                    data={**fields, "why": exc.message, "run_id": run_id},
+                )
+            )
     ledger.append(
         Entry(
             "runbook.finish",

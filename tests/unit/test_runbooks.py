@@ -263,6 +263,9 @@ def run(
 def test_steps_chain_if_failed_and_only_lasting_failures_escalate(
     ledger: Ledger, tmp_path: Path
 ) -> None:
+    from toolkit.tickets import ensure
+
+    ensure(ledger, "INC-42", category="printer", priority="P3")  # as `itops runbook run` does
     report, conn = run(
         ledger, tmp_path, {"a": "ok", "b": "jam", "c": "hung", "d": "dead"}, down=("e",)
     )
@@ -284,7 +287,7 @@ def test_steps_chain_if_failed_and_only_lasting_failures_escalate(
     assert report.escalated["d"].startswith("restart (failed): verify failed: dead")
     assert report.exit_code == 1
 
-    records = list(ledger.records(ticket="INC-42"))
+    records = [r for r in ledger.records(ticket="INC-42") if r.kind != "ticket.opened"]
     kinds = [r.kind for r in records]
     assert kinds[0] == "runbook.begin" and kinds[-1] == "runbook.finish"
     assert kinds.count("ticket.escalated") == 1
@@ -381,3 +384,21 @@ def test_a_host_held_by_the_policy_is_neither_run_further_nor_escalated(
     assert not [c for h, c in conn.log if h == "b" and c in ("clear", "restart")]
     finish = list(ledger.records(kind="runbook.finish"))[0].info
     assert finish["held"] == {"b": "clear (needs-approval): needs approval APR-0000abcd"}
+
+
+def test_a_resolved_ticket_is_not_escalated_behind_the_desks_back(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """The escalation goes through the ticket lifecycle: on a resolved ticket it is refused,
+    and the refusal is recorded instead."""
+    from toolkit.ledger import Entry
+    from toolkit.tickets import ensure
+
+    ensure(ledger, "INC-42", category="printer", priority="P3")
+    ledger.append(Entry("ticket.resolved", ticket="INC-42", data={"resolution": "done"}))
+    report, _ = run(ledger, tmp_path, {"a": "dead"})
+    assert set(report.escalated) == {"a"}
+    kinds = [r.kind for r in ledger.records(ticket="INC-42")]
+    assert "ticket.escalated" not in kinds and "runbook.escalation-refused" in kinds
+    refused = next(ledger.records(ticket="INC-42", kind="runbook.escalation-refused")).info
+    assert refused["tier"] == "L3" and "resolved" in refused["why"]

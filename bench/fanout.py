@@ -93,6 +93,30 @@ def asyncssh_one_command(ws: Path, hosts: list[dict[str, object]], key: Path) ->
     return asyncio.run(main())
 
 
+ASYNCSSH_SCRIPT = """
+import asyncio, json, sys
+import asyncssh
+
+async def one(host, key, known):
+    async with asyncssh.connect(host["address"], host["port"], username="itops-lab",
+                                client_keys=[key], known_hosts=known, config=[]) as conn:
+        assert (await conn.run("true", check=False)).exit_status == 0
+
+async def main():
+    hosts, key, known = json.load(open(sys.argv[1]))
+    await asyncio.gather(*(one(h, key, known) for h in hosts))
+
+asyncio.run(main())
+"""
+
+
+def asyncssh_script(ws: Path, hosts: list[dict[str, object]], key: Path) -> None:
+    """The same run as a whole process, as itops is timed: interpreter start and imports count."""
+    args = ws / "asyncssh-peer.json"
+    args.write_text(json.dumps([hosts, str(key), str(ws / ".itops" / "lab" / "known_hosts")]))
+    subprocess.run([sys.executable, "-c", ASYNCSSH_SCRIPT, str(args)], check=True)
+
+
 def ansible_command(ws: Path, forks: int) -> float | None:
     ansible = VENV_BIN / "ansible"
     if not ansible.exists():
@@ -137,6 +161,7 @@ def main() -> None:
     parser.add_argument("--no-ansible", action="store_true")
     args = parser.parse_args()
 
+    load = os.getloadavg()[0]  # before the lab starts: how quiet the machine was
     ws = Path(tempfile.mkdtemp(prefix="itops-bench-"))
     subprocess.run([str(VENV_BIN / "itops"), "init", str(ws)], check=True, capture_output=True)
     shutil.copy(HERE / "tasks" / "bench.py", ws / "tasks" / "bench.py")
@@ -159,6 +184,9 @@ def main() -> None:
             with Meter(pids) as m:
                 asyncssh_one_command(ws, hosts, key)
             record("asyncssh, 1 command/host", m)
+            with Meter(pids) as m:
+                asyncssh_script(ws, hosts, key)
+            record("asyncssh, 1 command/host, as a process", m)
             for forks in (50, 200):
                 run = secrets.token_hex(4)
                 with Meter(pids) as m:
@@ -191,9 +219,9 @@ def main() -> None:
     cpu_best = {name: min(x["client_cpu"] + x["server_cpu"] for x in r) for name, r in runs.items()}
     base = best["asyncssh, 1 command/host"]["wall"]
     cpu_base = cpu_best["asyncssh, 1 command/host"]
-    load = os.getloadavg()[0]
     print(
-        f"\nfan-out over {args.hosts} loopback sshd hosts, {os.cpu_count()} cores, load {load:.1f}; "
+        f"\nfan-out over {args.hosts} loopback sshd hosts, {os.cpu_count()} cores, "
+        f"load {load:.1f} before; "
         f"best of {args.repeat} (itops timed as a whole CLI run: start-up and ledger included)"
     )
     print(f"  {'':<42} {'wall':>7} {'ratio':>6}   {'CPU (client+sshd)':>18} {'ratio':>6}")
@@ -202,6 +230,10 @@ def main() -> None:
             f"  {name:<42} {r['wall']:6.2f}s {r['wall'] / base:5.2f}x   "
             f"{cpu_best[name]:17.2f}s {cpu_best[name] / cpu_base:5.2f}x"
         )
+    process = best["asyncssh, 1 command/host, as a process"]["wall"]
+    for forks in (50, 200):
+        name = f"itops fix, 5 commands/host, --forks {forks}"
+        print(f"  {name} vs asyncssh as a process: {best[name]['wall'] / process:.2f}x wall")
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "fanout.json").write_text(

@@ -12,9 +12,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -333,6 +331,9 @@ class Store:
         if workers == 1:
             parts = [check_range(self.url, 1, high)]
         else:
+            from concurrent.futures import ProcessPoolExecutor  # only audit verify pays for it
+            from multiprocessing import get_context
+
             with ProcessPoolExecutor(len(lows), mp_context=get_context("fork")) as pool:
                 parts = list(pool.map(check_range, [self.url] * len(lows), lows, highs))
         total, prev, last_seq = 0, GENESIS, None

@@ -290,6 +290,7 @@ class TaskSpec:
     examples: tuple[str, ...] = ()
     disruptive: bool = False
     risky: bool | str = False  # True, or the name of a bool parameter that makes a run risky
+    risky_on_core: bool = False  # risky on the hosts the workspace policy calls core devices
     source: str = ""
 
     def risky_for(self, raw: Mapping[str, Any]) -> bool:
@@ -354,8 +355,8 @@ class Task:
 
     @property
     def risky(self) -> bool:
-        """Risky in some use (always, or with a parameter such as allow_privileged)."""
-        return any(bool(s.risky) for s in self.specs)
+        """Risky in some use (always, with a parameter such as allow_privileged, on core devices)."""
+        return any(bool(s.risky) or s.risky_on_core for s in self.specs)
 
     def implementation(self, platform: str) -> TaskSpec | None:
         return next((s for s in self.specs if platform in s.platforms), None)
@@ -382,6 +383,7 @@ def remediation(
     summary: str,
     disruptive: bool = False,
     risky: bool | str = False,
+    risky_on_core: bool = False,
 ) -> Any:
     """Mark a Remediation subclass as a catalog entry (the Catalog collects it when loading)."""
     if not _TASK_NAME.fullmatch(name):
@@ -414,6 +416,7 @@ def remediation(
             ),
             disruptive=disruptive,
             risky=risky,
+            risky_on_core=risky_on_core,
         )
         return cls
 

@@ -9,6 +9,7 @@ Settings in itops.toml:
 
     [policy]
     risky = ["password.*"]          # task names (globs) that need approval beyond those marked risky
+    core_groups = ["core"]           # inventory groups of core devices (also: host var device_role = "core")
     disruptive = ["service.restart"] # … that may run only inside a window, beyond those marked
     require_window = false           # true: a disruptive task skips hosts with no window attached
     approval_ttl = "24h"             # how long a granted approval stays usable
@@ -43,6 +44,7 @@ class RunRefused(ToolkitError):
 class PolicySettings:
     windows: Mapping[str, Window] = field(default_factory=dict)
     risky: tuple[str, ...] = ()
+    core_groups: tuple[str, ...] = ("core",)
     disruptive: tuple[str, ...] = ()
     require_window: bool = False
     approval_ttl: timedelta = approvals.DEFAULT_TTL
@@ -53,13 +55,18 @@ class PolicySettings:
         section = config.get("policy", {})
         if not isinstance(section, Mapping):
             raise ConfigError("[policy] must be a table")
-        for key in ("risky", "disruptive"):
+        for key, what in (
+            ("risky", "task names or globs"),
+            ("disruptive", "task names or globs"),
+            ("core_groups", "inventory group names"),
+        ):
             value = section.get(key, [])
             if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-                raise ConfigError(f"[policy] {key} must be a list of task names or globs")
+                raise ConfigError(f"[policy] {key} must be a list of {what}")
         return cls(
             windows=load_windows(config),
             risky=tuple(section.get("risky", [])),
+            core_groups=tuple(section.get("core_groups", ["core"])),
             disruptive=tuple(section.get("disruptive", [])),
             require_window=bool(section.get("require_window", False)),
             approval_ttl=approvals.parse_duration(
@@ -70,9 +77,20 @@ class PolicySettings:
             ),
         )
 
-    def is_risky(self, spec: TaskSpec, params: Mapping[str, Any]) -> bool:
-        """Marked risky (for these parameters) or listed in the workspace's [policy] risky."""
-        return spec.risky_for(params) or any(fnmatch.fnmatchcase(spec.name, g) for g in self.risky)
+    def is_risky(self, spec: TaskSpec, params: Mapping[str, Any], host: Host) -> bool:
+        """Marked risky (for these parameters, or on this host as a core device) or listed in the
+        workspace's [policy] risky."""
+        return (
+            spec.risky_for(params)
+            or (spec.risky_on_core and self.is_core(host))
+            or any(fnmatch.fnmatchcase(spec.name, g) for g in self.risky)
+        )
+
+    def is_core(self, host: Host) -> bool:
+        """A core device: in a [policy] core_groups group, or its device_role var says core."""
+        return host.var("device_role") == "core" or not set(self.core_groups).isdisjoint(
+            host.groups
+        )
 
     def is_disruptive(self, spec: TaskSpec) -> bool:
         return spec.disruptive or any(fnmatch.fnmatchcase(spec.name, g) for g in self.disruptive)
@@ -130,7 +148,7 @@ class RunPolicy:
                         {**record, "decision": "outside-window"},
                     )
                 record.update(decision="break-glass", reason=self.break_glass)
-        if self.settings.is_risky(spec, self.params):
+        if self.settings.is_risky(spec, self.params, host):
             record["risky"] = True
             if self.approval is None or host.name not in self.approval.binding.hosts:
                 rid = self.request_id or "?"
@@ -207,7 +225,9 @@ def prepare(
             )
         )
     risky_hosts = [
-        h.name for h in hosts if (s := specs[h.name]) is not None and settings.is_risky(s, params)
+        h.name
+        for h in hosts
+        if (s := specs[h.name]) is not None and settings.is_risky(s, params, h)
     ]
     approval: Approval | None = None
     request_id: str | None = None

@@ -235,6 +235,7 @@ port_recover = functools.partial(
     remediation,
     "network.port-recover",
     category="network",
+    risky_on_core=True,  # on a core device ([policy] core_groups) a second operator approves
     summary="Bring an err-disabled or down access port back: check why, bounce it, verify up",
 )
 
@@ -357,6 +358,7 @@ port_vlan = functools.partial(
     remediation,
     "network.port-vlan",
     category="network",
+    risky_on_core=True,  # on a core device ([policy] core_groups) a second operator approves
     summary="Move an access port to an existing VLAN and verify it",
 )
 
@@ -512,6 +514,7 @@ config_apply = functools.partial(
     remediation,
     "network.config-apply",
     category="network",
+    risky_on_core=True,  # on a core device ([policy] core_groups) a second operator approves
     summary="Push configuration lines or a template: diff, apply, verify, save or roll back",
 )
 

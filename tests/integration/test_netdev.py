@@ -287,3 +287,36 @@ def test_config_apply_diff_apply_verify_and_rollback_on_a_rejected_line(
     )
     assert refused.returncode == 2 and "'room' is undefined" in refused.stderr
     assert lab.itops("log", "--json").stdout.count("\n") == before  # nothing ran, nothing recorded
+
+
+def test_a_config_change_on_a_core_device_waits_for_a_second_operator(lab: LabEnv) -> None:
+    """sw-02 is in the `core` group of this workspace: moving its port needs an approval, bound to
+    that host and those parameters; sw-01 (an access switch) goes ahead in the same run."""
+    known = (lab.lab.dir / "known_hosts").read_text()
+    core = "all:\n  children:\n    core:\n      hosts:\n        sw-02: {}\n"
+    ws = lab.other_workspace("core-policy", known_hosts=known, extra_inventory=core)
+    args = ["network.port-vlan", "sw-01:sw-02", "-p", "interface=Fa0/14", "-p", "vlan=20"]
+    shown = lab.itops("tasks", "show", "network.port-vlan", workspace=ws)
+    assert "risky on core devices" in shown.stdout
+
+    code, report = fix(lab, *args, "--ticket", "CHG-4030", workspace=ws)
+    outcomes = {h["host"]: h for h in report["hosts"]}
+    assert code == 5 and outcomes["sw-02"]["outcome"] == "needs-approval"
+    assert outcomes["sw-01"]["outcome"] in ("fixed", "already-ok")
+    assert not outcomes["sw-02"]["commands"], "nothing was sent to the core switch"
+    request = re.search(r"APR-[0-9a-f]{8}", outcomes["sw-02"]["message"])
+    assert request is not None
+
+    self_grant = lab.itops("approve", request.group(), workspace=ws)
+    assert self_grant.returncode != 0 and "self-approval" in self_grant.stderr
+    grant = lab.itops("approve", request.group(), workspace=ws, env={"ITOPS_OPERATOR": "net-lead"})
+    assert grant.returncode == 0, grant.stdout + grant.stderr
+
+    other_vlan = [*args[:-1], "vlan=30"]
+    code, report = fix(lab, *other_vlan, "--ticket", "CHG-4030", workspace=ws)
+    outcomes = {h["host"]: h["outcome"] for h in report["hosts"]}
+    assert code == 5, "the approval was for VLAN 20, not 30"
+    assert outcomes == {"sw-01": "fixed", "sw-02": "needs-approval"}
+    code, report = fix(lab, *args, "--ticket", "CHG-4030", workspace=ws)
+    outcomes = {h["host"]: h["outcome"] for h in report["hosts"]}
+    assert code == 0 and outcomes == {"sw-01": "fixed", "sw-02": "fixed"}

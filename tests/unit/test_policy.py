@@ -14,7 +14,7 @@ from tests.fakes import FakeConnector, Script
 from toolkit import approvals
 from toolkit.approvals import ApprovalError
 from toolkit.catalog import Context, Finding, Param, Remediation, Task, remediation
-from toolkit.errors import NotFound
+from toolkit.errors import ConfigError, NotFound
 from toolkit.inventory import Host, make_host
 from toolkit.ledger import Entry, Ledger
 from toolkit.policy import PolicySettings, RunRefused, prepare
@@ -332,3 +332,47 @@ def test_check_runs_and_runs_without_a_policy_are_unchanged(ledger: Ledger) -> N
     report = runner.run(task(Rotate), servers("srv-1"), {}, ticket="T-1", options=RunOptions())
     assert report.results[0].outcome == Outcome.FIXED
     assert "policy" not in next(ledger.records(kind="action.begin")).info
+
+
+@remediation(
+    "demo.trunk",
+    category="network",
+    platforms={"linux"},
+    summary="Change a trunk",
+    risky_on_core=True,
+)
+class Trunk(Remediation):
+    def check(self, ctx: Context) -> Finding:
+        return Finding.problem("old") if ctx.read(cmd("stale")).exit_code else Finding.healthy("")
+
+    def apply(self, ctx: Context) -> None:
+        ctx.change(cmd("restart"))
+
+
+def test_a_task_risky_on_core_devices_holds_only_the_core_ones(ledger: Ledger) -> None:
+    settings = PolicySettings.from_config({"policy": {"core_groups": ["spine"]}})
+    spec = task(Trunk).specs[0]
+    access = make_host("acc-1", {"address": "127.0.0.1"}, ("access",), "test")
+    spine = make_host("sp-1", {"address": "127.0.0.1"}, ("spine",), "test")
+    role = make_host("rt-1", {"address": "127.0.0.1", "device_role": "core"}, (), "test")
+    assert [settings.is_risky(spec, {}, h) for h in (access, spine, role)] == [False, True, True]
+    assert PolicySettings().is_core(make_host("c", {"address": "x"}, ("core",), "test"))
+
+    policy = prepare(
+        ledger,
+        settings,
+        clock=FakeClock(OUTSIDE),
+        task=task(Trunk),
+        hosts=[access, spine],
+        params={},
+        ticket="CHG-7",
+    )
+    request = next(ledger.records(kind="approval.requested"))
+    assert request.info["hosts"] == ["sp-1"], "the approval is bound to the core device only"
+    assert policy.decide(task(Trunk), spec, access).outcome is None
+    assert policy.decide(task(Trunk), spec, spine).outcome == Outcome.NEEDS_APPROVAL
+
+
+def test_core_groups_must_be_a_list_of_names() -> None:
+    with pytest.raises(ConfigError, match=r"\[policy\] core_groups must be a list of inventory"):
+        PolicySettings.from_config({"policy": {"core_groups": "core"}})

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ..app import App
 from . import render
+
+if TYPE_CHECKING:
+    from ..catalog import TaskSpec
 
 
 @click.group()
@@ -67,6 +72,7 @@ def show(app: App, name: str, as_json: bool) -> None:
                         "source": s.source,
                         "disruptive": s.disruptive,
                         "risky": s.risky,
+                        "risky_on_core": s.risky_on_core,
                         "examples": list(s.examples),
                         "params": {
                             n: {
@@ -86,7 +92,7 @@ def show(app: App, name: str, as_json: bool) -> None:
     click.secho(entry.name, bold=True)
     click.echo(f"  {entry.summary}")
     for spec in entry.specs:
-        flags = ("   disruptive" if spec.disruptive else "") + ("   risky" if spec.risky else "")
+        flags = ("   disruptive" if spec.disruptive else "") + _risk(spec)
         click.echo(
             f"\n  category: {spec.category}   platforms: {', '.join(sorted(spec.platforms))}{flags}"
         )
@@ -100,3 +106,12 @@ def show(app: App, name: str, as_json: bool) -> None:
                 if p.help:
                     click.echo(f"  {'':<16} {p.help}")
         click.echo(f"\nsource: {spec.source}")
+
+
+def _risk(spec: TaskSpec) -> str:
+    if spec.risky is True:
+        return "   risky"
+    when = ([f"with {spec.risky}=true"] if spec.risky else []) + (
+        ["on core devices"] if spec.risky_on_core else []
+    )
+    return f"   risky {' or '.join(when)}" if when else ""

@@ -3,16 +3,18 @@ prints them, and hostile values are refused by `itops fix` before any connection
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from winfakes import CATALOG
 
 from toolkit.catalog import TaskSpec
 from toolkit.cli import cli
-from toolkit.cli.fix import fix, parse_params
+from toolkit.cli.fix import fix, parse_params, task_options
 from toolkit.workspace import Workspace
 
 WINDOWS = [s for t in CATALOG for s in t.specs if "windows" in s.platforms]
@@ -101,3 +103,41 @@ def test_windows_printer_name_with_spaces_is_accepted_for_windows_hosts(
     )
     assert result.exit_code == 3, result.output  # validated, then: nothing listens on port 1
     assert "unreachable" in result.output
+
+
+def test_task_parameters_may_be_given_as_options_after_the_targets() -> None:
+    patch = CATALOG.get("patch.apply")
+    extras = ["--security-only", "--include", "KB5034441", "--exclude=KB890830", "--no-reboot"]
+    assert task_options(patch, extras) == [
+        "security_only=true",
+        "include=KB5034441",
+        "exclude=KB890830",
+        "reboot=false",
+    ]
+    values = patch.implementation("windows").validate(  # type: ignore[union-attr]
+        parse_params(task_options(patch, [*extras, "--include", "KB5035845"]))
+    )
+    assert values["security_only"] is True and values["include"] == ["KB5034441", "KB5035845"]
+
+
+@pytest.mark.parametrize(
+    ("extras", "message"),
+    [
+        (["--bogus"], "patch.apply has no option '--bogus' (its parameters: --security-only"),
+        (["--include"], "--include needs a value"),
+        (["--include", "--reboot"], "--include needs a value"),
+        (["--no-include"], "--no-include is only for on/off parameters"),
+        (["stray"], "unexpected argument 'stray'"),
+    ],
+)
+def test_a_wrong_task_option_says_what_the_task_takes(extras: list[str], message: str) -> None:
+    with pytest.raises(click.UsageError, match=re.escape(message)):
+        task_options(CATALOG.get("patch.apply"), extras)
+
+
+def test_fix_with_an_option_before_the_targets_is_a_usage_error(windows_workspace: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["-w", str(windows_workspace), "fix", "patch.apply", "--reboot", "ws-042", "--check"]
+    )
+    assert result.exit_code == 2
+    assert "'--reboot' where TASK and TARGETS belong" in result.output

@@ -17,6 +17,7 @@ from ..tickets import CATEGORIES, PRIORITIES, check_ticket_id
 from . import render
 
 if TYPE_CHECKING:
+    from ..catalog import Task
     from ..policy import RunPolicy
 
 EPILOG = """\b
@@ -46,7 +47,43 @@ def parse_params(items: Sequence[str]) -> dict[str, str | list[str]]:
     return out
 
 
-@click.command(epilog=EPILOG)
+def task_options(entry: Task, extras: Sequence[str]) -> list[str]:
+    """A task's parameters given as options after TARGETS, as `-p` pairs: `--security-only`
+    (a bool parameter; `--no-expire` sets one false), `--include curl` or `--include=curl`."""
+    known = {name: p for spec in entry.specs for name, p in spec.params.items()}
+    pairs: list[str] = []
+    args = list(extras)
+    while args:
+        arg = args.pop(0)
+        flag, sep, value = arg.partition("=")
+        name = flag[2:].replace("-", "_")
+        negated = name.startswith("no_") and known.get(name[3:]) is not None
+        param = known.get(name[3:] if negated else name)
+        if not flag.startswith("--") or param is None:
+            offered = ", ".join("--" + n.replace("_", "-") for n in known) or "none"
+            raise click.UsageError(
+                f"{entry.name} has no option {flag!r} (its parameters: {offered}; "
+                "or give -p NAME=VALUE)"
+                if flag.startswith("--")
+                else f"unexpected argument {arg!r}: give TASK, TARGETS, then options"
+            )
+        name = name[3:] if negated else name
+        if param.type is bool and not sep:
+            pairs.append(f"{name}={'false' if negated else 'true'}")
+        elif negated:
+            raise click.UsageError(f"--no-{name.replace('_', '-')} is only for on/off parameters")
+        elif sep:
+            pairs.append(f"{name}={value}")
+        elif args and not args[0].startswith("-"):
+            pairs.append(f"{name}={args.pop(0)}")
+        else:
+            raise click.UsageError(f"{flag} needs a value: {flag} VALUE or {flag}=VALUE")
+    return pairs
+
+
+@click.command(
+    epilog=EPILOG, context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
 @click.argument("task")
 @click.argument("targets")
 @click.option(
@@ -134,11 +171,23 @@ def fix(
       itops fix printer.clear-queue ws-042 --ticket INC-1042
       itops fix printer.clear-queue office --check
       itops fix printer.clear-queue 'lab:!lab-03' -p queue=office --ticket INC-1042 --serial 2
+      itops fix patch.apply linux --security-only --exclude 'linux-image-*' --ticket CHG-7
+
+    A task's parameters (itops tasks show TASK) are given with -p NAME=VALUE or, after
+    TARGETS, as options: --security-only, --no-expire, --include curl.
 
     Disruptive tasks run on a host only inside its maintenance window (outside: skipped),
     unless --break-glass --reason TEXT on a P1 ticket. Risky tasks need an approval from
     another operator: the first run records a request and exits 5 with its REQUEST-ID.
     """
+    extras = click.get_current_context().args
+    for positional in (task, targets):
+        if positional.startswith("-"):
+            raise click.UsageError(
+                f"{positional!r} where TASK and TARGETS belong: give them first, then options"
+            )
+    if extras:
+        params = (*params, *task_options(app.catalog.get(task), extras))
     report, policy = execute(
         app,
         task,

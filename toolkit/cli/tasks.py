@@ -100,7 +100,9 @@ def show(app: App, name: str, as_json: bool) -> None:
         click.echo(spec.doc)
         if spec.params:
             click.echo()
-            click.secho("Parameters (-p NAME=VALUE):", bold=True)
+            click.secho(
+                "Parameters (-p NAME=VALUE, or --name VALUE / --flag after TARGETS):", bold=True
+            )
             for n, p in spec.params.items():
                 click.echo(f"  {n:<16} {p.describe()}")
                 if p.help:

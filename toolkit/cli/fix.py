@@ -15,6 +15,7 @@ from ..inventory import Host
 from ..runner import HostResult, RunOptions, RunReport, prepare_hosts
 from ..tickets import CATEGORIES, PRIORITIES, check_ticket_id
 from . import render
+from .options import fan_out
 
 if TYPE_CHECKING:
     from ..catalog import Task
@@ -109,25 +110,13 @@ def task_options(entry: Task, extras: Sequence[str]) -> list[str]:
 @click.option(
     "--check", "check_only", is_flag=True, help="Only diagnose (read-only): never changes a host."
 )
-@click.option(
-    "--forks", "-f", type=click.IntRange(1, 1000), help="Hosts worked on at once [default: 50]."
-)
+@fan_out
 @click.option("--serial", type=click.IntRange(1), metavar="N", help="Work in batches of N hosts.")
 @click.option(
     "--max-fail-percent",
     type=click.FloatRange(0, 100),
     metavar="P",
     help="Stop before the next batch if more than P% of a batch failed.",
-)
-@click.option(
-    "--connect-timeout", type=click.FloatRange(0.1), metavar="S", help="Per-host connect timeout."
-)
-@click.option(
-    "--timeout",
-    "command_timeout",
-    type=click.FloatRange(0.1),
-    metavar="S",
-    help="Per-command timeout.",
 )
 @click.option(
     "--break-glass",

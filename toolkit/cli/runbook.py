@@ -12,6 +12,7 @@ from ..runbooks import Runbook, RunbookReport, StepRun
 from ..tickets import PRIORITIES, check_ticket_id
 from . import render
 from .fix import parse_params, show_report
+from .options import fan_out
 
 EPILOG = """\b
 Exit codes:
@@ -166,19 +167,7 @@ def show(app: App, name: str, as_json: bool) -> None:
 @click.option(
     "--check", "check_only", is_flag=True, help="Run every step read-only: never changes a host."
 )
-@click.option(
-    "--forks", "-f", type=click.IntRange(1, 1000), help="Hosts worked on at once [default: 50]."
-)
-@click.option(
-    "--connect-timeout", type=click.FloatRange(0.1), metavar="S", help="Per-host connect timeout."
-)
-@click.option(
-    "--timeout",
-    "command_timeout",
-    type=click.FloatRange(0.1),
-    metavar="S",
-    help="Per-command timeout.",
-)
+@fan_out
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @click.pass_obj
 def run(

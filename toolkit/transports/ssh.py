@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import secrets
 import threading
 import time
@@ -241,26 +242,31 @@ def _describe(exc: BaseException) -> str:
 
 
 class _Shell:
-    """A long-lived /bin/sh on one session channel; commands are framed by random markers."""
+    """A long-lived /bin/sh on one session channel; commands are framed by a random marker.
+
+    The marker is fixed for the shell's life (a timed-out or broken shell is dropped, so no
+    earlier command's output can be read as a later one's) and its two patterns are compiled
+    once: asyncssh compiles a bytes separator on every readuntil call."""
 
     def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
         self.process = process
-        self.nonce = secrets.token_hex(8)
-        self.counter = 0
+        self.marker = f"__ITOPS_{secrets.token_hex(8)}"
+        self._out = re.compile(re.escape(f"\n{self.marker} ".encode()))
+        self._err = re.compile(re.escape(f"\n{self.marker}\n".encode()))
+        self._len = len(self.marker) + 2
 
     async def run(self, text: str) -> tuple[int, bytes, bytes]:
-        self.counter += 1
-        marker = f"__ITOPS_{self.nonce}_{self.counter}"
+        marker = self.marker
         self.process.stdin.write(
             f"( {text}\n) </dev/null; __rc=$?; printf '\\n%s %d\\n' {marker} $__rc; "
             f"printf '\\n%s\\n' {marker} >&2\n".encode()
         )
-        out_marker, err_marker = f"\n{marker} ".encode(), f"\n{marker}\n".encode()
         out, err = await asyncio.gather(
-            self.process.stdout.readuntil(out_marker), self.process.stderr.readuntil(err_marker)
+            self.process.stdout.readuntil(self._out, self._len),
+            self.process.stderr.readuntil(self._err, self._len),
         )
         rc_line = await self.process.stdout.readline()
-        return int(rc_line.strip() or 255), out[: -len(out_marker)], err[: -len(err_marker)]
+        return int(rc_line.strip() or 255), out[: -self._len], err[: -self._len]
 
 
 class SSHTransport:

@@ -7,6 +7,10 @@ SHA-256 of the parameters — and an expiry. A later run uses the grant only if 
 has not expired; each use is an `approval.used` event. The requester cannot approve their own
 request; every refusal is an `approval.refused` event.
 
+A scheduled run opens a new change ticket each time, so its approvals are bound to the schedule
+instead of a ticket: granted once, they cover that schedule's runs (same task, hosts and
+parameters) until they expire.
+
 Operators are who the ledger says they are (ITOPS_OPERATOR, [operator] name, or the OS user): as
 strong as the account the command runs under.
 """
@@ -43,23 +47,34 @@ def params_hash(params: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Binding:
-    """What an approval is for: one ticket, one task, these hosts, these parameters."""
+    """What an approval is for: one ticket (or one schedule), one task, these hosts, these
+    parameters."""
 
-    ticket: str
+    ticket: str  # the ticket of the run that asked
     task: str
     hosts: tuple[str, ...]
     params_sha256: str
+    schedule: str | None = None  # bound to a schedule's runs rather than to the ticket
 
     @classmethod
-    def of(cls, ticket: str, task: str, hosts: Sequence[str], params: Mapping[str, Any]) -> Binding:
-        return cls(ticket, task, tuple(sorted(set(hosts))), params_hash(params))
+    def of(
+        cls,
+        ticket: str,
+        task: str,
+        hosts: Sequence[str],
+        params: Mapping[str, Any],
+        *,
+        schedule: str | None = None,
+    ) -> Binding:
+        return cls(ticket, task, tuple(sorted(set(hosts))), params_hash(params), schedule)
+
+    @property
+    def scope(self) -> str:
+        return f"schedule {self.schedule}" if self.schedule else f"ticket {self.ticket}"
 
     def as_data(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "hosts": list(self.hosts),
-            "params_sha256": self.params_sha256,
-        }
+        data = {"task": self.task, "hosts": list(self.hosts), "params_sha256": self.params_sha256}
+        return {**data, "schedule": self.schedule} if self.schedule else data
 
     @classmethod
     def from_record(cls, record: Record) -> Binding:
@@ -69,12 +84,13 @@ class Binding:
             str(info.get("task", "")),
             tuple(info.get("hosts", ())),
             str(info.get("params_sha256", "")),
+            info.get("schedule") or None,
         )
 
     def mismatch(self, other: Binding) -> str | None:
         """Why `other` (a run) is not covered by this binding, or None when it is."""
-        if other.ticket != self.ticket:
-            return f"it is for ticket {self.ticket}, not {other.ticket}"
+        if other.schedule != self.schedule or (not self.schedule and other.ticket != self.ticket):
+            return f"it is for {self.scope}, not {other.scope}"
         if other.task != self.task:
             return f"it is for task {self.task}, not {other.task}"
         if other.hosts != self.hosts:
@@ -214,7 +230,9 @@ def _approval(record: Record) -> Approval:
 def find_valid(ledger: Ledger, binding: Binding, *, clock: Clock) -> Approval | None:
     """A granted, unexpired approval for exactly this binding, if there is one."""
     now = clock.now()
-    for record in ledger.records(kind="approval.granted", ticket=binding.ticket):
+    # a schedule's runs each have their own ticket: its grants are found by the binding alone
+    by_ticket = {} if binding.schedule else {"ticket": binding.ticket}
+    for record in ledger.records(kind="approval.granted", **by_ticket):
         approval = _approval(record)
         if approval.binding.mismatch(binding) is None and now < approval.expires_at:
             return approval
@@ -248,11 +266,12 @@ def check_given(ledger: Ledger, request_id: str, binding: Binding, *, clock: Clo
     return approval
 
 
-def record_use(ledger: Ledger, approval: Approval) -> None:
+def record_use(ledger: Ledger, approval: Approval, ticket: str) -> None:
+    """Record that the run under `ticket` goes ahead on this approval."""
     ledger.append(
         Entry(
             "approval.used",
-            ticket=approval.binding.ticket,
+            ticket=ticket,
             task=approval.binding.task,
             data={
                 "request_id": approval.request_id,

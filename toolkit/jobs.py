@@ -126,6 +126,7 @@ class JobRunner:
             params=params,
             ticket=ticket,
             job_window=s.window,
+            schedule=s.name,
         )
         connector = Connector(app.connect_options(), app.credentials)
         try:

@@ -109,8 +109,10 @@ class RunPolicy:
         approval: Approval | None = None,
         request_id: str | None = None,
         params: Mapping[str, Any] | None = None,
+        schedule: str | None = None,
     ) -> None:
         self.params = params or {}
+        self.schedule = schedule
         self.settings = settings
         self.clock = clock
         self.job_window = job_window
@@ -152,10 +154,14 @@ class RunPolicy:
             record["risky"] = True
             if self.approval is None or host.name not in self.approval.binding.hosts:
                 rid = self.request_id or "?"
+                then = (
+                    f"schedule {self.schedule}'s next run goes ahead"
+                    if self.schedule
+                    else "run this command again"
+                )
                 return PolicyDecision(
                     Outcome.NEEDS_APPROVAL,
-                    f"needs approval {rid}: another operator runs `itops approve {rid}`, "
-                    "then run this command again",
+                    f"needs approval {rid}: another operator runs `itops approve {rid}`, then {then}",
                     {**record, "decision": "needs-approval", "approval_request": rid},
                 )
             record.update(approval=self.approval.request_id, approved_by=self.approval.approved_by)
@@ -190,8 +196,12 @@ def prepare(
     break_glass: str | None = None,
     approval_id: str | None = None,
     job_window: str | None = None,
+    schedule: str | None = None,
 ) -> RunPolicy:
-    """Run-level checks before any host is touched; refusals are recorded, then raised."""
+    """Run-level checks before any host is touched; refusals are recorded, then raised.
+
+    A scheduled run names its schedule: its approvals are bound to the schedule, not to the
+    change ticket each run opens."""
 
     def refused(reason: str, hint: str | None = None) -> RunRefused:
         error = refuse_run(ledger, ticket=ticket, task=task.name, hosts=hosts, reason=reason)
@@ -232,7 +242,7 @@ def prepare(
     approval: Approval | None = None
     request_id: str | None = None
     if risky_hosts:
-        binding = Binding.of(ticket, task.name, risky_hosts, params)
+        binding = Binding.of(ticket, task.name, risky_hosts, params, schedule=schedule)
         if approval_id is not None:
             approval = approvals.check_given(ledger, approval_id, binding, clock=clock)
         else:
@@ -246,7 +256,7 @@ def prepare(
                 reason=f"{task.name} is risky",
             )
         else:
-            approvals.record_use(ledger, approval)
+            approvals.record_use(ledger, approval, ticket)
     elif approval_id is not None:
         raise refused(f"--approval {approval_id} given, but {task.name} needs no approval here")
     return RunPolicy(
@@ -257,4 +267,5 @@ def prepare(
         approval=approval,
         request_id=request_id,
         params=params,
+        schedule=schedule,
     )

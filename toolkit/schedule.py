@@ -446,10 +446,11 @@ class TickEvent:
     detail: str = ""
 
 
-def change_ticket(name: str, occurrence: datetime, *, manual: bool = False) -> str:
-    """CHG-20261129T0100Z-weekly-patch: one ticket per schedule and occurrence (UTC)."""
+def change_ticket(name: str, occurrence: datetime, *, manual: bool = False, seq: int = 1) -> str:
+    """CHG-20261129T0100Z-weekly-patch: one ticket per schedule and occurrence (UTC); a manual
+    run's has seconds, and a second manual run in the same second a sequence number (….2)."""
     stamp = occurrence.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ" if manual else "%Y%m%dT%H%MZ")
-    return f"CHG-{stamp}-{name}"
+    return f"CHG-{stamp}{f'.{seq}' if seq > 1 else ''}-{name}"
 
 
 def owner_id() -> str:
@@ -600,6 +601,10 @@ class Scheduler:
                 f"{name} is running already ({holder})", hint="wait for it: itops schedule show"
             )
         ticket = change_ticket(s.name, now, manual=True)
+        seq = 1
+        while next(self.ledger.records(ticket=ticket, kind="ticket.opened"), None) is not None:
+            seq += 1  # never run under a ticket an earlier run opened (and resolved)
+            ticket = change_ticket(s.name, now, manual=True, seq=seq)
         result = None
         try:
             result = self._run(s, ticket, now, "manual")

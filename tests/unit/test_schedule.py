@@ -419,3 +419,19 @@ def test_the_lease_keeps_a_second_process_from_overlapping(env: Any, tmp_path: P
     assert out2.startswith("skipped  overlap: the previous run"), out2
     skipped = next(ledger.records(kind="schedule.skipped"))
     assert skipped.info["occurrence"] == "2026-11-18T12:02:00.000000Z"
+
+
+def test_manual_runs_in_the_same_second_each_get_their_own_change_ticket(env: Any) -> None:
+    sched = make(env, FakeClock("2026-11-18T12:00:30+00:00"))  # the clock does not move
+    sched.add(weekly())
+    tickets = [sched.run_now("weekly-patch").ticket for _ in range(3)]
+    assert tickets == [
+        "CHG-20261118T120030Z-weekly-patch",
+        "CHG-20261118T120030Z.2-weekly-patch",
+        "CHG-20261118T120030Z.3-weekly-patch",
+    ]
+    _, ledger = env
+    for ticket in tickets:
+        assert [r.kind for r in ledger.records(ticket=ticket, kind="ticket.resolved")] == [
+            "ticket.resolved"
+        ], "each ticket is resolved exactly once"

@@ -244,6 +244,54 @@ def test_the_approval_round_trip_between_two_operators(ws: Path) -> None:
         assert kind in recorded, kind
 
 
+def test_a_scheduled_risky_task_is_approved_once_for_the_schedules_runs(ws: Path) -> None:
+    """Each scheduled run opens its own change ticket, so the approval binds to the schedule:
+    granted once, it covers that schedule's later runs (and nothing else) until it expires."""
+    add = [
+        "schedule",
+        "add",
+        "rotate",
+        "--task",
+        "demo.rotate",
+        "--targets",
+        "db",
+        "-p",
+        "user=svc",
+    ]
+    assert itops(ws, *add, "--cron", "0 3 * * *").exit_code == 0
+    held = itops(ws, "schedule", "run", "rotate", "--json")
+    assert held.exit_code == 5, held.output
+    (event,) = json.loads(held.output)
+    assert event["resolution"] == "needs-approval"
+    (request,) = json.loads(itops(ws, "approve", "--list", "--json", operator="bob").output)
+    assert request["ticket"] == event["ticket"] and request["task"] == "demo.rotate"
+
+    granted = itops(ws, "approve", request["request_id"], operator="bob")
+    assert granted.exit_code == 0, granted.output
+    assert "demo.rotate on db-1 for the runs of schedule rotate" in granted.output
+
+    tickets = []
+    for _ in range(2):
+        ran = itops(ws, "schedule", "run", "rotate", "--json")
+        assert ran.exit_code == 3, ran.output  # approved: it ran, and port 1 is closed
+        tickets.append(json.loads(ran.output)[0]["ticket"])
+    assert len(set(tickets)) == 2 and event["ticket"] not in tickets
+    db = Ledger(f"sqlite:///{ws / '.itops' / 'ledger.db'}", operator="auditor")
+    try:
+        used = [r.ticket for r in db.records(kind="approval.used")]
+    finally:
+        db.close()
+    assert used == tickets, "each use is recorded under the run's own change ticket"
+
+    by_hand = itops(ws, "fix", "demo.rotate", "db-1", "-p", "user=svc", "--ticket", "INC-9")
+    assert by_hand.exit_code == 5, "the schedule's approval does not cover a run by hand"
+    named = itops(
+        ws, "fix", "demo.rotate", "db-1", "-p", "user=svc", "--ticket", "INC-9",
+        "--approval", request["request_id"],
+    )  # fmt: skip
+    assert named.exit_code == 2 and "it is for schedule rotate, not ticket INC-9" in named.output
+
+
 def test_break_glass_needs_a_reason_and_a_p1_ticket(ws: Path) -> None:
     no_reason = itops(ws, "fix", "demo.restart", "web-2", "--ticket", "INC-8", "--break-glass")
     assert no_reason.exit_code == 2 and "--break-glass needs --reason" in no_reason.output

@@ -19,8 +19,9 @@ def approve(app: App, request_id: str | None, note: str, list_pending: bool, as_
 
     The approval is recorded in the ticket log, bound to the request's ticket, task, exact hosts
     and parameters, and expires ([policy] approval_ttl, default 24h). The requester then runs the
-    same command again. Your identity: ITOPS_OPERATOR, [operator] name in itops.toml, or your OS
-    user.
+    same command again; a request from a scheduled run is bound to the schedule instead, and
+    its next runs go ahead until the approval expires. Your identity: ITOPS_OPERATOR, [operator]
+    name in itops.toml, or your OS user.
 
     \b
     Examples:
@@ -66,6 +67,7 @@ def approve(app: App, request_id: str | None, note: str, list_pending: bool, as_
             {
                 "request_id": approval.request_id,
                 "ticket": b.ticket,
+                "schedule": b.schedule,
                 "task": b.task,
                 "hosts": list(b.hosts),
                 "params_sha256": b.params_sha256,
@@ -76,8 +78,9 @@ def approve(app: App, request_id: str | None, note: str, list_pending: bool, as_
         )
         return
     click.echo(
-        f"approved {approval.request_id}: {b.task} on {', '.join(b.hosts)} under {b.ticket} "
-        f"(requested by {approval.requested_by}); valid until "
+        f"approved {approval.request_id}: {b.task} on {', '.join(b.hosts)} "
+        + (f"for the runs of schedule {b.schedule} " if b.schedule else f"under {b.ticket} ")
+        + f"(requested by {approval.requested_by}); valid until "
         f"{approval.expires_at.strftime('%Y-%m-%d %H:%M')} UTC for exactly these hosts and "
         "parameters"
     )

@@ -327,6 +327,25 @@ def test_the_session_log_masks_a_secret_split_across_two_reads(tmp_path: Path) -
     assert stat.S_IMODE(os.stat(tmp_path / "s" / "d.log").st_mode) == 0o600
 
 
+def test_a_full_session_log_is_rotated_when_a_session_opens(tmp_path: Path) -> None:
+    log_path = tmp_path / "d.log"
+    for generation in range(7):  # each "session" finds a full log and rotates it
+        log_path.write_text(f"session {generation}\n")
+        netdev.rotate(log_path, max_bytes=1, keep=3)
+        assert not log_path.exists()
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == ["d.log.1", "d.log.2", "d.log.3"]
+    assert [(tmp_path / n).read_text() for n in kept] == [
+        "session 6\n",
+        "session 5\n",
+        "session 4\n",
+    ], "newest first, the oldest dropped"
+    small = tmp_path / "small.log"
+    small.write_text("x")
+    netdev.rotate(small, max_bytes=1024)
+    assert small.read_text() == "x", "a log under the limit stays"
+
+
 class _Conn:
     """The few netmiko connection methods NetdevTransport uses, scripted."""
 

@@ -21,6 +21,7 @@ whole check → apply → verify, like the other transports.
 - **Session log** (`.itops/sessions/HOST.log`, mode 0600): everything netmiko reads and writes,
   written only after the run's redactor masked every secret (held back across reads, so a secret
   split between two reads is masked too) and secret-bearing configuration lines were scrubbed.
+  A log past 5 MiB is rotated when a session opens (HOST.log.1 … HOST.log.5, the oldest dropped).
 """
 
 from __future__ import annotations
@@ -111,6 +112,26 @@ def error_regex(platform: str) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE | re.MULTILINE)
 
 
+SESSION_LOG_MAX_BYTES = 5 * 1024 * 1024
+SESSION_LOG_KEEP = 5
+
+
+def rotate(
+    path: Path, *, max_bytes: int = SESSION_LOG_MAX_BYTES, keep: int = SESSION_LOG_KEEP
+) -> None:
+    """HOST.log → HOST.log.1 → … → HOST.log.KEEP (dropped) once HOST.log reaches max_bytes."""
+    try:
+        if path.stat().st_size < max_bytes:
+            return
+    except FileNotFoundError:
+        return
+    for n in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{n}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{n + 1}"))
+    os.replace(path, path.with_name(f"{path.name}.1"))
+
+
 class MaskedSessionLog(SessionLog):
     """netmiko's session log, but nothing reaches the file before it is masked.
 
@@ -127,6 +148,7 @@ class MaskedSessionLog(SessionLog):
     def open(self) -> None:
         path = Path(str(self.file_name))
         path.parent.mkdir(parents=True, exist_ok=True)
+        rotate(path)
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         super().open()
 

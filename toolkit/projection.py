@@ -271,6 +271,10 @@ _RELEVANT = "(kind LIKE 'ticket.%' OR kind IN ('action.begin', 'action.finish'))
 _READ = "SELECT seq, at, kind, operator, ticket, host, task, action_id, outcome, data FROM ledger"
 
 
+class _Raced(Exception):
+    """Another process refreshed the projection while this one was computing."""
+
+
 class Projection:
     """The KPI projection of one ledger database (see the module docstring)."""
 
@@ -304,7 +308,7 @@ class Projection:
             try:
                 with paused_gc():
                     return self._refresh()
-            except (IntegrityError, OperationalError):
+            except (_Raced, IntegrityError, OperationalError):
                 continue  # another process refreshed at the same moment: read its result
         with paused_gc():
             return self._refresh()
@@ -315,17 +319,16 @@ class Projection:
         return self.refresh()
 
     def _refresh(self) -> int:
-        with self.engine.begin() as conn:
+        # Read and compute in a read transaction — WAL lets the ledger's writers go on; a cold
+        # rebuild replays every record, tens of seconds at 1M — then write the result in a short
+        # BEGIN IMMEDIATE transaction, if no other process refreshed in between.
+        with self.engine.connect() as conn, conn.begin():
             state = dict(conn.execute(select(kpi_state.c.key, kpi_state.c.value)).all())
             head = conn.execute(text("SELECT max(seq) FROM ledger")).scalar() or 0
             fresh = (
                 state.get("version") == VERSION and state.get("policy") == self.policy.fingerprint
             )
             mark = int(state.get("watermark", 0)) if fresh else 0
-            if not fresh:
-                conn.execute(delete(kpi_tickets))
-                conn.execute(delete(kpi_facts))
-                conn.execute(delete(kpi_actions))
             if head <= mark and fresh:
                 return 0
             events: dict[str, list[TicketEvent]] = {}
@@ -343,48 +346,56 @@ class Projection:
             if mark:
                 self._complete_actions(conn, actions)
                 self._earlier_history(conn, touched, mark, events, actions, ticket_of)
-            per_ticket: dict[str, list[ActionFact]] = {}
-            for action_id, fact in actions.items():
-                t = ticket_of.get(action_id)
-                if t is not None:
-                    per_ticket.setdefault(t, []).append(fact)
-            rows = []
-            for ticket in touched:
-                summary = summarize(
-                    ticket, events.get(ticket, []), per_ticket.get(ticket, []), self.policy
-                )
-                if summary is not None:
-                    rows.append(_row(summary))
-            touched_list = sorted(touched)
-            for i in range(0, len(touched_list), CHUNK):
-                chunk = touched_list[i : i + CHUNK]
-                conn.execute(delete(kpi_tickets).where(kpi_tickets.c.ticket.in_(chunk)))
-                conn.execute(delete(kpi_facts).where(kpi_facts.c.ticket.in_(chunk)))
-                conn.execute(delete(kpi_hosts).where(kpi_hosts.c.ticket.in_(chunk)))
-            new_actions = [a for a in actions.values() if a.at is not None]
-            ids = [a.action_id for a in new_actions]
-            for i in range(0, len(ids), CHUNK):
-                conn.execute(
-                    delete(kpi_actions).where(kpi_actions.c.action_id.in_(ids[i : i + CHUNK]))
-                )
+        per_ticket: dict[str, list[ActionFact]] = {}
+        for action_id, fact in actions.items():
+            t = ticket_of.get(action_id)
+            if t is not None:
+                per_ticket.setdefault(t, []).append(fact)
+        rows = []
+        for ticket in touched:
+            summary = summarize(
+                ticket, events.get(ticket, []), per_ticket.get(ticket, []), self.policy
+            )
+            if summary is not None:
+                rows.append(_row(summary))
+        new_actions = [a for a in actions.values() if a.at is not None]
+        action_rows = [
+            (
+                a.action_id,
+                a.at,
+                a.operator,
+                a.ticket or ticket_of.get(a.action_id),
+                a.host,
+                a.task,
+                a.outcome,
+                a.mode,
+                a.platform,
+                a.finished_at,
+            )
+            for a in new_actions
+        ]
+        with self.engine.connect().execution_options(itops_write=True) as conn, conn.begin():
+            now = dict(conn.execute(select(kpi_state.c.key, kpi_state.c.value)).all())
+            if now != state:
+                raise _Raced  # another process refreshed meanwhile: start again from its result
+            if not fresh:
+                for table in (kpi_tickets, kpi_facts, kpi_hosts, kpi_actions):
+                    conn.execute(delete(table))
+            else:
+                touched_list = sorted(touched)
+                for i in range(0, len(touched_list), CHUNK):
+                    chunk = touched_list[i : i + CHUNK]
+                    conn.execute(delete(kpi_tickets).where(kpi_tickets.c.ticket.in_(chunk)))
+                    conn.execute(delete(kpi_facts).where(kpi_facts.c.ticket.in_(chunk)))
+                    conn.execute(delete(kpi_hosts).where(kpi_hosts.c.ticket.in_(chunk)))
+                ids = [a.action_id for a in new_actions]
+                for i in range(0, len(ids), CHUNK):
+                    conn.execute(
+                        delete(kpi_actions).where(kpi_actions.c.action_id.in_(ids[i : i + CHUNK]))
+                    )
             self._insert_tickets(conn, rows)
             if touched:
                 self._recurrence(conn)
-            action_rows = [
-                (
-                    a.action_id,
-                    a.at,
-                    a.operator,
-                    a.ticket or ticket_of.get(a.action_id),
-                    a.host,
-                    a.task,
-                    a.outcome,
-                    a.mode,
-                    a.platform,
-                    a.finished_at,
-                )
-                for a in new_actions
-            ]
             self._insert_many(conn, "kpi_actions", _ACTION_COLUMNS, action_rows)
             conn.execute(delete(kpi_state))
             conn.execute(

@@ -330,3 +330,43 @@ def test_the_report_data_is_the_kpi_json(
     assert data["groups"]["priority"] == by_priority["groups"]
     assert [w["opened"] for w in data["weeks"]] == [3, 2]
     assert "overall,,response_sla_compliance,0.6,," in pages.csv_text(data)
+
+
+def test_a_rebuild_computes_without_holding_the_ledgers_write_lock(
+    ledger: Ledger, projection: Projection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the projection replays the log, an engineer's fix still writes its records; and a
+    refresh another process finishes meanwhile is detected, not overwritten with older rows."""
+    import toolkit.projection as module
+
+    import_file(ledger, desk.write(tmp_path / "week.jsonl"))
+    projection.refresh()
+    expected = rows(projection)
+    other = Projection(ledger.url, POLICY)
+    writer = open_ledger(ledger.url, operator="l2")
+    real = module.summarize
+    calls = {"n": 0}
+
+    def meanwhile(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            started = time.perf_counter()
+            writer.append(Entry("ticket.noted", ticket="INC-1", data={"text": "called the user"}))
+            assert time.perf_counter() - started < 1, "the append waited for the rebuild"
+            other.rebuild()  # and another process's refresh lands first
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "summarize", meanwhile)
+    try:
+        projection.rebuild()
+    finally:
+        writer.close()
+        other.close()
+    assert calls["n"] > len(expected), "the first attempt was dropped and the rebuild redone"
+    assert projection.refresh() == 0, "up to the head, the note included"
+    fresh = Projection(ledger.url, POLICY)
+    try:
+        fresh.rebuild()
+        assert rows(projection) == rows(fresh)
+    finally:
+        fresh.close()

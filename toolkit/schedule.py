@@ -345,7 +345,7 @@ class ScheduleStore:
         Returns ("taken", None) if another process claimed the occurrence first, ("busy",
         holder) if this process consumed it but another run still holds the lease, or
         ("claimed", None) if this process may run it."""
-        from sqlalchemy import or_, select, update
+        from sqlalchemy import update
 
         t = self.table
         with self.engine.begin() as conn:
@@ -360,37 +360,29 @@ class ScheduleStore:
             ).rowcount
             if moved != 1:
                 return "taken", None
-            leased = conn.execute(
-                update(t)
-                .where(
-                    t.c.name == name,
-                    or_(t.c.lease_owner.is_(None), t.c.lease_until < iso(now)),
-                )
-                .values(lease_owner=owner, lease_until=iso(now + lease))
-            ).rowcount
-            if leased == 1:
-                return "claimed", None
-            holder = conn.execute(select(t.c.lease_owner).where(t.c.name == name)).scalar()
-            return "busy", holder
+            holder = self._lease(conn, name, owner=owner, now=now, lease=lease)
+            return ("claimed", None) if holder is None else ("busy", holder)
 
     def acquire(self, name: str, *, owner: str, now: datetime, lease: timedelta) -> str | None:
         """Take the lease for an on-demand run; returns the holder's id if it is taken."""
+        with self.engine.begin() as conn:
+            return self._lease(conn, name, owner=owner, now=now, lease=lease)
+
+    def _lease(
+        self, conn: Any, name: str, *, owner: str, now: datetime, lease: timedelta
+    ) -> str | None:
+        """Take the lease if it is free or has lapsed; else the holder's id."""
         from sqlalchemy import or_, select, update
 
         t = self.table
-        with self.engine.begin() as conn:
-            leased = conn.execute(
-                update(t)
-                .where(
-                    t.c.name == name,
-                    or_(t.c.lease_owner.is_(None), t.c.lease_until < iso(now)),
-                )
-                .values(lease_owner=owner, lease_until=iso(now + lease))
-            ).rowcount
-            if leased == 1:
-                return None
-            holder = conn.execute(select(t.c.lease_owner).where(t.c.name == name)).scalar()
-            return str(holder)
+        leased = conn.execute(
+            update(t)
+            .where(t.c.name == name, or_(t.c.lease_owner.is_(None), t.c.lease_until < iso(now)))
+            .values(lease_owner=owner, lease_until=iso(now + lease))
+        ).rowcount
+        if leased == 1:
+            return None
+        return str(conn.execute(select(t.c.lease_owner).where(t.c.name == name)).scalar())
 
     def renew(self, name: str, *, owner: str, until: datetime) -> bool:
         from sqlalchemy import update

@@ -14,6 +14,7 @@ back to `before`: negate what was added, re-add what was removed, each inside it
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,20 +25,31 @@ IOS_LIKE = frozenset({"cisco_ios", "cisco_xe", "cisco_nxos", "arista_eos", "cisc
 
 @dataclass(frozen=True)
 class Rules:
-    """How one platform family marks comments, and which lines are volatile or carry secrets."""
+    """How one platform family marks comments, and which lines are volatile or carry secrets.
+
+    Patterns are compiled on first use: every `itops` command loads the catalog, few touch
+    device configurations."""
 
     comment: str
-    volatile: tuple[re.Pattern[str], ...]
-    secrets: tuple[re.Pattern[str], ...]  # each with a group named "secret"
+    volatile_patterns: tuple[str, ...]
+    secret_patterns: tuple[str, ...]  # each with a group named "secret"
+
+    @functools.cached_property
+    def volatile(self) -> tuple[re.Pattern[str], ...]:
+        return tuple(re.compile(p) for p in self.volatile_patterns)
+
+    @functools.cached_property
+    def secrets(self) -> tuple[re.Pattern[str], ...]:
+        return tuple(re.compile(p) for p in self.secret_patterns)
 
 
-def _compile(*patterns: str) -> tuple[re.Pattern[str], ...]:
-    return tuple(re.compile(p) for p in patterns)
+def _patterns(*patterns: str) -> tuple[str, ...]:
+    return patterns
 
 
 _IOS = Rules(
     comment="!",
-    volatile=_compile(
+    volatile_patterns=_patterns(
         r"^Building configuration",
         r"^Current configuration\s*:",
         r"^\s*!+\s*Last configuration change",
@@ -56,7 +68,7 @@ _IOS = Rules(
         r"^: (?:Saved|Written by|Serial Number)",
         r"^Cryptochecksum:",
     ),
-    secrets=_compile(
+    secret_patterns=_patterns(
         r"\benable (?:secret|password)(?: level \d+)?(?: (?:\d+|sha512|sha256|md5))? (?P<secret>\S+)",
         r"^\s*username \S+\b.*? (?:secret|password)(?: (?:\d+|sha512|sha256|md5))? (?P<secret>\S+)",
         r"\bsnmp-server community (?P<secret>\S+)",
@@ -77,8 +89,8 @@ _IOS = Rules(
 )
 _JUNOS = Rules(
     comment="#",
-    volatile=_compile(r"^\s*## Last (?:commit|changed):", r"^\s*# Last commit"),
-    secrets=_compile(
+    volatile_patterns=_patterns(r"^\s*## Last (?:commit|changed):", r"^\s*# Last commit"),
+    secret_patterns=_patterns(
         r"\"(?P<secret>[^\"]*)\";? *## SECRET-DATA",
         r"\b(?:encrypted-password|authentication-key|secret|simple-password|"
         r"hello-authentication-key|pre-shared-key (?:ascii-text|hexadecimal)) \"?(?P<secret>[^\";\s]+)",
@@ -87,10 +99,10 @@ _JUNOS = Rules(
 )
 _VRP = Rules(
     comment="#",
-    volatile=_compile(
+    volatile_patterns=_patterns(
         r"^\s*!Last configuration was (?:updated|saved)", r"^\s*!Time:", r"^\s*!Software Version"
     ),
-    secrets=_compile(
+    secret_patterns=_patterns(
         r"\b(?:cipher|irreversible-cipher|simple) (?P<secret>\S+)",
         r"\bsnmp-agent community (?:read|write) (?!cipher\b)(?P<secret>\S+)",
     ),

@@ -127,7 +127,7 @@ def test_task_parameters_may_be_given_as_options_after_the_targets() -> None:
         (["--include"], "--include needs a value"),
         (["--include", "--reboot"], "--include needs a value"),
         (["--no-include"], "--no-include is only for on/off parameters"),
-        (["stray"], "unexpected argument 'stray'"),
+        (["ws-043"], "unexpected argument 'ws-043': TARGETS is one pattern — join hosts"),
     ],
 )
 def test_a_wrong_task_option_says_what_the_task_takes(extras: list[str], message: str) -> None:

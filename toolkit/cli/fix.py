@@ -66,7 +66,8 @@ def task_options(entry: Task, extras: Sequence[str]) -> list[str]:
                 f"{entry.name} has no option {flag!r} (its parameters: {offered}; "
                 "or give -p NAME=VALUE)"
                 if flag.startswith("--")
-                else f"unexpected argument {arg!r}: give TASK, TARGETS, then options"
+                else f"unexpected argument {arg!r}: TARGETS is one pattern — join hosts or "
+                "groups with ':' (ws-041:ws-042)"
             )
         name = name[3:] if negated else name
         if param.type is bool and not sep:

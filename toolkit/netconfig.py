@@ -43,13 +43,9 @@ class Rules:
         return tuple(re.compile(p) for p in self.secret_patterns)
 
 
-def _patterns(*patterns: str) -> tuple[str, ...]:
-    return patterns
-
-
 _IOS = Rules(
     comment="!",
-    volatile_patterns=_patterns(
+    volatile_patterns=(
         r"^Building configuration",
         r"^Current configuration\s*:",
         r"^\s*!+\s*Last configuration change",
@@ -68,7 +64,7 @@ _IOS = Rules(
         r"^: (?:Saved|Written by|Serial Number)",
         r"^Cryptochecksum:",
     ),
-    secret_patterns=_patterns(
+    secret_patterns=(
         r"\benable (?:secret|password)(?: level \d+)?(?: (?:\d+|sha512|sha256|md5))? (?P<secret>\S+)",
         r"^\s*username \S+\b.*? (?:secret|password)(?: (?:\d+|sha512|sha256|md5))? (?P<secret>\S+)",
         r"\bsnmp-server community (?P<secret>\S+)",
@@ -89,8 +85,8 @@ _IOS = Rules(
 )
 _JUNOS = Rules(
     comment="#",
-    volatile_patterns=_patterns(r"^\s*## Last (?:commit|changed):", r"^\s*# Last commit"),
-    secret_patterns=_patterns(
+    volatile_patterns=(r"^\s*## Last (?:commit|changed):", r"^\s*# Last commit"),
+    secret_patterns=(
         r"\"(?P<secret>[^\"]*)\";? *## SECRET-DATA",
         r"\b(?:encrypted-password|authentication-key|secret|simple-password|"
         r"hello-authentication-key|pre-shared-key (?:ascii-text|hexadecimal)) \"?(?P<secret>[^\";\s]+)",
@@ -99,10 +95,12 @@ _JUNOS = Rules(
 )
 _VRP = Rules(
     comment="#",
-    volatile_patterns=_patterns(
-        r"^\s*!Last configuration was (?:updated|saved)", r"^\s*!Time:", r"^\s*!Software Version"
+    volatile_patterns=(
+        r"^\s*!Last configuration was (?:updated|saved)",
+        r"^\s*!Time:",
+        r"^\s*!Software Version",
     ),
-    secret_patterns=_patterns(
+    secret_patterns=(
         r"\b(?:cipher|irreversible-cipher|simple) (?P<secret>\S+)",
         r"\bsnmp-agent community (?:read|write) (?!cipher\b)(?P<secret>\S+)",
     ),

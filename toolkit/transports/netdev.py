@@ -119,7 +119,8 @@ SESSION_LOG_KEEP = 5
 def rotate(
     path: Path, *, max_bytes: int = SESSION_LOG_MAX_BYTES, keep: int = SESSION_LOG_KEEP
 ) -> None:
-    """HOST.log → HOST.log.1 → … → HOST.log.KEEP (dropped) once HOST.log reaches max_bytes."""
+    """Once HOST.log reaches max_bytes: HOST.log → HOST.log.1 → … → HOST.log.KEEP, the previous
+    HOST.log.KEEP dropped."""
     try:
         if path.stat().st_size < max_bytes:
             return

@@ -89,12 +89,15 @@ def repeat_fixes(
     wanted = list(dict.fromkeys(hosts))
     counts: dict[str, int] = dict.fromkeys(wanted, 0)
     tickets: dict[str, dict[str, None]] = {h: {} for h in wanted}
-    # one indexed query for every host of the run, not one per host
-    for r in ledger.records(hosts=wanted, kind="action.finish", outcome="fixed", since=since):
-        if r.host in counts and r.task and category_of(r.task) == category:
-            counts[r.host] += 1
-            if r.ticket:
-                tickets[r.host][r.ticket] = None
+    # one indexed, grouped query for every host of the run, not one per host or per record
+    fixed = ledger.tally(
+        ("host", "task", "ticket"), hosts=wanted, kind="action.finish", outcome="fixed", since=since
+    )
+    for host, task, ticket, count in sorted(fixed, key=lambda row: [str(v) for v in row[:3]]):
+        if host in counts and task and category_of(task) == category:
+            counts[host] += count
+            if ticket:
+                tickets[host][ticket] = None
     return [
         RepeatFix(host, category, counts[host], days, tuple(tickets[host]))
         for host in wanted

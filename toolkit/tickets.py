@@ -612,7 +612,7 @@ def summarize(
 
 # -- writing ----------------------------------------------------------------------------------
 def events(ledger: Ledger, ticket: str) -> list[Record]:
-    return [r for r in ledger.records(ticket=ticket) if r.kind.startswith("ticket.")]
+    return list(ledger.records(ticket=ticket, kinds=KINDS))
 
 
 def history(ledger: Ledger, ticket: str) -> tuple[list[TicketEvent], list[ActionFact]]:
@@ -669,7 +669,7 @@ def ensure(
         raise ValidationError(f"unknown category {category!r}", hint=", ".join(CATEGORIES))
     if priority is not None and priority not in PRIORITIES:
         raise ValidationError(f"unknown priority {priority!r}", hint=", ".join(PRIORITIES))
-    if any(r.kind == "ticket.opened" for r in ledger.records(ticket=ticket)):
+    if any(ledger.records(ticket=ticket, kind="ticket.opened", limit=1)):
         return None
     data: Mapping[str, Any] = {
         "category": category or "other",
@@ -685,7 +685,7 @@ def ticket_priority(ledger: Ledger, ticket: str) -> str | None:
     """The ticket's current priority: the last `priority` any of its ticket events set (the
     runner gives it to remediations; the run policy checks it for break-glass)."""
     priority = None
-    for record in ledger.records(ticket=ticket):
-        if record.kind.startswith("ticket.") and record.info.get("priority"):
+    for record in ledger.records(ticket=ticket, kinds=KINDS):
+        if record.info.get("priority"):
             priority = str(record.info["priority"])
     return priority

@@ -228,3 +228,14 @@ def test_filters(ledger: Ledger) -> None:
     first = next(ledger.records())
     assert [r.seq for r in ledger.records(since=first.at)][0] == 1
     assert list(ledger.records(until=first.at)) == []
+
+
+def test_limit_and_grouped_counts(ledger: Ledger) -> None:
+    fill(ledger, 3)
+    fill(ledger, 2)
+    assert [r.seq for r in ledger.records(kind="action.finish", limit=2)] == [2, 4]
+    counts = ledger.tally(("host", "outcome"), kind="action.finish", hosts=["ws-000", "ws-002"])
+    assert sorted(counts) == [("ws-000", "fixed", 2), ("ws-002", "fixed", 1)]
+    assert ledger.tally(("host",), kind="action.finish", hosts=[]) == []
+    with pytest.raises(ValueError, match="cannot group"):
+        ledger.tally(("host; DROP TABLE ledger",), kind="action.finish")

@@ -315,9 +315,15 @@ class Ledger:
     # -- reading -----------------------------------------------------------------------------
     def records(self, **filters: Any) -> Iterator[Record]:
         """Records in chain order. Equality filters: seq ticket host operator task outcome kind
-        action_id; lists: kinds action_ids hosts; since/until: ISO strings, UTC."""
+        action_id; lists: kinds action_ids hosts; since/until: ISO strings, UTC; limit: the
+        first N only."""
         for row in self._store.select(filters):
             yield Record(*row)
+
+    def tally(self, columns: tuple[str, ...], **filters: Any) -> list[tuple[Any, ...]]:
+        """Counts per distinct value of `columns` (say `("host", "task")`) among the records the
+        filters of `records()` match, counted by the database: `[(*values, count), ...]`."""
+        return self._store.tally(columns, filters)
 
     def head(self) -> Record | None:
         row = self._store.head()

@@ -277,6 +277,24 @@ class Store:
     # -- read --------------------------------------------------------------------------------
     def select(self, filters: Mapping[str, Any]) -> Iterator[tuple[Any, ...]]:
         """Rows in seq order matching equality filters, kinds/action_ids lists, since/until."""
+        where, params = self._where(filters)
+        limit = f" LIMIT {int(filters['limit'])}" if filters.get("limit") is not None else ""
+        yield from self._stream(
+            f"SELECT {', '.join(COLUMNS)} FROM ledger{where} ORDER BY seq{limit}", params
+        )
+
+    def tally(self, columns: tuple[str, ...], filters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """(*columns, count) for each distinct value of `columns` among the matching rows."""
+        unknown = set(columns) - set(COLUMNS)
+        if unknown or not columns:
+            raise ValueError(f"cannot group the ledger by {sorted(unknown) or 'nothing'}")
+        where, params = self._where(filters)
+        names = ", ".join(columns)
+        return list(
+            self._stream(f"SELECT {names}, count(*) FROM ledger{where} GROUP BY {names}", params)
+        )
+
+    def _where(self, filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
         where, params = [], []
         for key in FILTERS:
             if filters.get(key) is not None:
@@ -296,10 +314,7 @@ class Store:
         if filters.get("until"):
             where.append(f"at < {self.mark}")
             params.append(filters["until"])
-        sql = f"SELECT {', '.join(COLUMNS)} FROM ledger"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        yield from self._stream(sql + " ORDER BY seq", params)
+        return (" WHERE " + " AND ".join(where) if where else ""), params
 
     def head(self) -> tuple[Any, ...] | None:
         sql = f"SELECT {', '.join(COLUMNS)} FROM ledger ORDER BY seq DESC LIMIT 1"

@@ -1,0 +1,90 @@
+"""The SSH transport against the lab's real sshd: one long-lived shell per host, framed output.
+
+The shell collects stdout and stderr as they arrive and hands a command's result over when both
+of its markers are in; these tests hold it to exact output under load, exit codes, timeouts and a
+shell that dies under it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import LabEnv
+
+from toolkit.app import App
+from toolkit.errors import CommandTimeout, Unreachable
+from toolkit.quoting import cmd, script
+from toolkit.transports import Connector, Transport
+
+
+@pytest.fixture
+def transport(lab: LabEnv) -> Iterator[Transport]:
+    app = App(lab.root)
+    connector = Connector(app.connect_options(), app.credentials)
+    host = app.inventory.select("lab-01")[0]
+    opened = connector.open(host)
+    try:
+        yield opened
+    finally:
+        opened.close()
+        connector.close()
+
+
+def test_large_interleaved_stdout_and_stderr_come_back_whole_and_apart(
+    transport: Transport,
+) -> None:
+    # 4 MiB on each stream, written alternately: more than the channel window and the
+    # client's buffers, so both must be drained while the command runs.
+    big = script(
+        "i=0; while [ $i -lt 64 ]; do head -c 65536 /dev/zero | tr '\\0' o; "
+        "head -c 65536 /dev/zero | tr '\\0' e >&2; i=$((i+1)); done; exit 7"
+    )
+    result = transport.run(big, timeout=60)
+    assert result.exit_code == 7
+    assert result.stdout == "o" * (64 * 65536)
+    assert result.stderr == "e" * (64 * 65536)
+
+
+def test_output_is_exact_with_or_without_a_final_newline(transport: Transport) -> None:
+    assert transport.run(script("printf 'no newline'")).stdout == "no newline"
+    assert transport.run(script("printf 'one\\n\\n'")).stdout == "one\n\n"
+    empty = transport.run(cmd("true"))
+    assert (empty.exit_code, empty.stdout, empty.stderr) == (0, "", "")
+    assert transport.run(script("exit 255")).exit_code == 255
+    assert transport.run(script("echo oops >&2; exit 3")).stderr == "oops\n"
+
+
+def test_commands_share_one_shell_and_its_output_never_leaks_into_the_next(
+    transport: Transport,
+) -> None:
+    # $$ inside the per-command subshell is the long-lived shell's pid
+    pids = {transport.run(script("echo $$")).stdout for _ in range(20)}
+    assert len(pids) == 1
+    for i in range(50):
+        data = hashlib.sha256(str(i).encode()).hexdigest()
+        result = transport.run(cmd("echo", data))
+        assert result.stdout == data + "\n", i
+
+
+def test_a_timed_out_command_drops_the_shell_and_the_next_command_gets_a_new_one(
+    transport: Transport,
+) -> None:
+    before = transport.run(script("echo $$")).stdout
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout):
+        transport.run(cmd("sleep", "30"), timeout=0.5)
+    assert time.monotonic() - started < 5
+    after = transport.run(script("echo $$; echo after"))
+    assert after.exit_code == 0 and after.stdout.endswith("after\n")
+    assert after.stdout.split()[0] != before.strip()
+
+
+def test_a_shell_that_dies_is_a_lost_session_and_the_next_command_starts_another(
+    transport: Transport,
+) -> None:
+    with pytest.raises(Unreachable, match="session lost"):
+        transport.run(script("kill -9 $$"))
+    assert transport.run(cmd("echo", "alive")).stdout == "alive\n"

@@ -1,8 +1,11 @@
 """Fan a remediation out over hosts: check → apply → verify per host, ledger first, one connection each.
 
-Per host, in a bounded worker pool:
+Per host, at most `--forks` hosts at once:
 
     ledger.begin  →  connect (one Transport)  →  check  →  apply  →  verify  →  ledger.finish
+
+Hosts run in a thread pool; a batch whose hosts all use SSH runs as greenlets on the SSH event
+loop instead (same steps, same order, no thread per host: see transports.ssh).
 
 The begin record is committed before anything touches the host, so a crash or `kill -9` leaves a
 visible open action. One host's failure is that host's result: every exception becomes an outcome
@@ -13,6 +16,7 @@ run never calls apply, so `--check` cannot modify a host.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
 import re
@@ -430,11 +434,10 @@ class Runner:
                     for host in batch:
                         results[host.name] = self._not_run(task, host, ticket, stop_reason, options)
                     continue
-                futures = {
-                    pool.submit(self._host, task, plans, host, ticket, priority, options): host
-                    for host in batch
-                }
-                self._collect(futures, results)
+                job = functools.partial(self._host, task, plans, ticket=ticket, priority=priority)
+                if not self._run_green(batch, job, options, results):
+                    futures = {pool.submit(job, host=host, options=options): host for host in batch}
+                    self._collect(futures, results)
                 failed = sum(
                     results[h.name].outcome in (Outcome.FAILED, Outcome.UNREACHABLE) for h in batch
                 )
@@ -495,6 +498,41 @@ class Runner:
                     results[futures[future].name] = future.result()
             raise
 
+    def _run_green(
+        self,
+        batch: list[Host],
+        job: Callable[..., HostResult],
+        options: RunOptions,
+        results: dict[str, HostResult],
+    ) -> bool:
+        """Run an all-SSH batch as greenlets on the SSH event loop instead of threads; False if
+        the connector cannot (other transports, or a test's connector)."""
+        start = getattr(self.connector, "start_green", None)
+
+        def one(host: Host) -> HostResult | None:
+            try:
+                return job(host=host, options=options)
+            except Interrupted:  # Ctrl-C came before this host started: it never starts
+                return None
+
+        future = (
+            start(batch, [functools.partial(one, h) for h in batch], options.forks)
+            if start is not None
+            else None
+        )
+        if future is None:
+            return False
+        try:
+            done = future.result()
+        except KeyboardInterrupt:
+            # Running hosts stop before their next command and still write their finish record.
+            self._cancel.set()
+            done = future.result()
+            results.update({r.host: r for r in done if r is not None})
+            raise
+        results.update({r.host: r for r in done if r is not None})
+        return True
+
     def _resolve_secrets(self, spec: TaskSpec, values: Mapping[str, Any]) -> dict[str, Any]:
         resolved = dict(values)
         for name in spec.secret_params():
@@ -525,6 +563,7 @@ class Runner:
         self,
         task: Task,
         plans: Mapping[TaskSpec, Mapping[str, Any]],
+        *,
         host: Host,
         ticket: str | None,
         priority: str | None,

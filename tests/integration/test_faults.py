@@ -225,6 +225,55 @@ def test_kill_9_mid_run_leaves_open_actions_and_the_chain_verifies(lab: LabEnv) 
     assert verify.returncode == 0 and result["ok"] and len(result["open_actions"]) >= 4
 
 
+def test_ctrl_c_mid_run_lets_running_hosts_finish_their_command_and_record_it(
+    lab: LabEnv,
+) -> None:
+    # An all-SSH run: the hosts run as greenlets on the SSH loop, and SIGINT reaches the main
+    # thread while it waits for them.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "toolkit",
+            "--workspace",
+            str(lab.root),
+            "fix",
+            "test.slow-apply",
+            "lab",
+            "-p",
+            "seconds=3",
+            "--ticket",
+            "INC-4001",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    book = Ledger(f"sqlite:///{lab.root / '.itops' / 'ledger.db'}", operator="test")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if len(list(book.records(ticket="INC-4001", kind="action.begin"))) == 4:
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(1.0)  # every host is in its 3 s apply
+    interrupted = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert time.monotonic() - interrupted < 10  # the running commands end; nothing new starts
+    finished = list(book.records(ticket="INC-4001", kind="action.finish"))
+    book.close()
+    assert len(finished) == 4
+    # each host ran its apply command to the end and then stopped: no verify command was sent
+    for record in finished:
+        assert [c["step"] for c in json.loads(record.commands or "[]")] == ["apply"], record
+    verify = lab.itops("audit", "verify", "--json")
+    assert verify.returncode == 0 and json.loads(verify.stdout)["ok"]
+
+
 def test_two_itops_processes_share_the_ledger(lab: LabEnv) -> None:
     lab.break_printer("lab-01", "lab-04")
     results: dict[str, subprocess.CompletedProcess[str]] = {}

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import threading
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, Protocol, TypeVar
 
 from ..credentials import CredentialStore
 from ..errors import ToolkitError
@@ -16,6 +18,8 @@ from ..inventory import Host
 from .base import CommandResult, ConnectOptions, Transport
 
 __all__ = ["CommandResult", "ConnectOptions", "Connector", "Transport"]
+
+T = TypeVar("T")
 
 FACTORIES = {
     "ssh": ("toolkit.transports.ssh", "SSHFactory", None),
@@ -55,6 +59,17 @@ class Connector:
 
     def open(self, host: Host) -> Transport:
         return self.factory(host.transport).open(host)
+
+    def start_green(
+        self, hosts: Sequence[Host], jobs: Sequence[Callable[[], T]], limit: int
+    ) -> Future[list[T]] | None:
+        """For hosts that all use SSH: start per-host jobs as greenlets on the SSH event loop,
+        at most `limit` at once, with no thread per host (see transports.ssh.LoopThread).
+        None for any other mix of hosts: the caller runs them in threads."""
+        if not hosts or any(h.transport != "ssh" for h in hosts):
+            return None
+        factory: Any = self.factory("ssh")
+        return factory.start_green(jobs, limit)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         with self._lock:

@@ -5,7 +5,11 @@ Why asyncssh rather than paramiko/Fabric: measured on this project's lab (200 lo
 costs the server a session setup and a login-shell start each time. Here every host gets one
 connection, and plain commands run in one long-lived `/bin/sh` on one session channel, framed by
 random markers that carry the exit code; a command that needs stdin gets its own exec channel on the
-same connection. All connections of a run share one event loop thread; callers stay synchronous.
+same connection. All connections of a run share one event loop thread; callers stay synchronous:
+worker threads hand each call to the loop, and a run whose hosts all use SSH runs each host's
+check → apply → verify as a greenlet on the loop itself, so a command costs no thread switch
+(measured on 200 lab hosts: ~9,000 → ~1,400 voluntary context switches per run, 0.2 s less
+system CPU, run time at parity with asyncssh running one command per host).
 
 Host keys are checked against the workspace known_hosts files (and ~/.ssh/known_hosts) during the
 key exchange, before any credential is sent. Unknown and changed keys are refused with distinct
@@ -16,17 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
+import sys
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncssh
+import greenlet
 
 from ..credentials import CredentialStore, Secret
 from ..errors import (
@@ -42,6 +48,8 @@ from ..quoting import Command, cmd
 from .base import CommandResult, ConnectOptions
 
 T = TypeVar("T")
+Waiter = asyncio.Future[T] | Future[T]  # resolved on the loop; awaited by a greenlet or a thread
+
 
 USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
 # AES-GCM first: AES-NI makes it cheap on both ends, while asyncssh's chacha20-poly1305 builds a
@@ -56,8 +64,47 @@ CIPHERS = [
 TRUST_HINT = "check the fingerprint with the host's owner, then: itops inventory trust {host}"
 
 
+class _HostGreenlet(greenlet.greenlet):  # type: ignore[misc]
+    """A host's synchronous run (check → apply → verify) as a greenlet on the event loop."""
+
+    def __init__(self, fn: Callable[[], Any], driver: greenlet.greenlet) -> None:
+        super().__init__(fn, driver)
+        self.driver = driver
+
+
+def _in_host_greenlet() -> bool:
+    return isinstance(greenlet.getcurrent(), _HostGreenlet)
+
+
+def await_only(awaitable: Awaitable[T]) -> T:
+    """From a host's greenlet: wait for `awaitable` on the loop (the loop runs meanwhile)."""
+    current = greenlet.getcurrent()
+    assert isinstance(current, _HostGreenlet)
+    return current.driver.switch(awaitable)  # type: ignore[no-any-return]
+
+
+async def greenlet_spawn(fn: Callable[[], T]) -> T:
+    """Run synchronous `fn` on the loop; each await_only in it suspends only this coroutine
+    (the pattern SQLAlchemy's asyncio support is built on)."""
+    child = _HostGreenlet(fn, greenlet.getcurrent())
+    result = child.switch()
+    while not child.dead:
+        try:
+            value = await result
+        except BaseException:
+            result = child.throw(*sys.exc_info())
+        else:
+            result = child.switch(value)
+    return result  # type: ignore[no-any-return]
+
+
 class LoopThread:
-    """An asyncio event loop on a daemon thread; synchronous callers submit coroutines to it."""
+    """An asyncio event loop on a daemon thread; synchronous callers submit coroutines to it.
+
+    Callers are worker threads (each call is a hand-off to the loop and back) or, for a run
+    whose hosts all use SSH, greenlets on the loop itself (`start_green`): there a call suspends
+    only the calling host, with no thread switch at all.
+    """
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -66,7 +113,38 @@ class LoopThread:
         self._thread.start()
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if _in_host_greenlet():
+            return await_only(coro)
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a blocking SSH call on the event loop outside a host greenlet")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def wait(self, start: Callable[[Waiter[T]], None], limit: float) -> T:
+        """Start an operation on the loop that resolves a waiter; wait at most `limit` seconds
+        (TimeoutError after that)."""
+        if _in_host_greenlet():
+            waiter: asyncio.Future[T] = self.loop.create_future()
+            start(waiter)
+            return await_only(asyncio.wait_for(waiter, limit))
+        pending: Future[T] = Future()
+        self.loop.call_soon_threadsafe(start, pending)
+        return pending.result(timeout=limit)
+
+    def start_green(self, jobs: Sequence[Callable[[], T]], limit: int) -> Future[list[T]]:
+        """Run synchronous jobs as greenlets on the loop, at most `limit` at once; the future
+        gives their results in order."""
+
+        async def run_all() -> list[T]:
+            slots = asyncio.Semaphore(limit)
+
+            async def one(job: Callable[[], T]) -> T:
+                async with slots:
+                    return await greenlet_spawn(job)
+
+            return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+        return asyncio.run_coroutine_threadsafe(run_all(), self.loop)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Start `coro` on the loop without waiting for it; close() waits for it (a while)."""
@@ -150,6 +228,9 @@ class SSHFactory:
         self._loop = LoopThread()
         self._keys: dict[tuple[str, str | None], asyncssh.SSHKey] = {}
         self._keys_lock = threading.Lock()
+
+    def start_green(self, jobs: Sequence[Callable[[], T]], limit: int) -> Future[list[T]]:
+        return self._loop.start_green(jobs, limit)
 
     def open(self, host: Host) -> SSHTransport:
         trusted = self.known_hosts.require(host)
@@ -273,9 +354,9 @@ class _Shell(asyncssh.SSHClientSession[bytes]):
     """A long-lived /bin/sh on one session channel; commands are framed by a random marker.
 
     Output is collected here as it arrives (on the loop thread) and a command's result is handed
-    to the waiting worker thread through a thread-safe future once both markers are in: per
-    command that is one write and one future, no task, stream reader or timeout handle on the
-    loop (measured: ~35% less client CPU per command than asyncssh's process streams). The
+    to the caller (a worker thread, or a host's greenlet) through one future once both markers
+    are in: per command one write and one future, no task or stream reader on the loop
+    (measured: ~25% less client CPU per command than asyncssh's process streams). The
     marker is fixed for the shell's life: a timed-out or broken shell is dropped, so no earlier
     command's output can be read as a later one's.
     """
@@ -285,7 +366,7 @@ class _Shell(asyncssh.SSHClientSession[bytes]):
         self._out_end = f"\n{self.marker} ".encode()
         self._err_end = f"\n{self.marker}\n".encode()
         self._chan: asyncssh.SSHClientChannel[bytes] | None = None
-        self._waiter: Future[tuple[int, bytes, bytes]] | None = None
+        self._waiter: Waiter[tuple[int, bytes, bytes]] | None = None
         self._out = bytearray()
         self._err = bytearray()
         self._lost: BaseException | None = None
@@ -294,7 +375,7 @@ class _Shell(asyncssh.SSHClientSession[bytes]):
     def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
         self._chan = chan
 
-    def send(self, text: str, waiter: Future[tuple[int, bytes, bytes]]) -> None:
+    def send(self, text: str, waiter: Waiter[tuple[int, bytes, bytes]]) -> None:
         if self._lost is not None or self._chan is None:
             waiter.set_exception(asyncssh.ConnectionLost("the shell session is closed"))
             return
@@ -389,16 +470,16 @@ class SSHTransport:
         )
 
     def _in_shell(self, text: str, limit: float) -> tuple[int, bytes, bytes]:
-        """Run in this host's shell; the worker thread waits on the result, not the loop."""
-        waiter: Future[tuple[int, bytes, bytes]] = Future()
         try:
             if self._shell is None:
                 self._shell = self._loop.call(_open_shell(self._conn))
             if isinstance(self._shell, BaseException):
                 raise self._shell
-            self._loop.loop.call_soon_threadsafe(self._shell.send, text, waiter)
-            return waiter.result(timeout=limit)
-        except FutureTimeout:
+            result: tuple[int, bytes, bytes] = self._loop.wait(
+                functools.partial(self._shell.send, text), limit
+            )
+            return result
+        except TimeoutError:
             self._drop_shell()
             raise CommandTimeout(self.host.name, f"command timed out after {limit:g}s") from None
         except (asyncssh.Error, OSError) as exc:

@@ -187,21 +187,14 @@ def test_free_text_reaches_the_host_literally(lab: LabEnv, tmp_path: Path) -> No
     assert not canary.exists()
 
 
-def test_kill_9_mid_run_leaves_open_actions_and_the_chain_verifies(lab: LabEnv) -> None:
+def slow_apply_started(
+    lab: LabEnv, ticket: str, *params: str
+) -> tuple[subprocess.Popen[str], Ledger]:
+    """`itops fix test.slow-apply lab` in the background, once every host is in its apply."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")}
+    command = [sys.executable, "-m", "toolkit", "--workspace", str(lab.root)]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "toolkit",
-            "--workspace",
-            str(lab.root),
-            "fix",
-            "test.slow-apply",
-            "lab",
-            "--ticket",
-            "INC-4000",
-        ],
+        [*command, "fix", "test.slow-apply", "lab", *params, "--ticket", ticket],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -210,11 +203,16 @@ def test_kill_9_mid_run_leaves_open_actions_and_the_chain_verifies(lab: LabEnv) 
     book = Ledger(f"sqlite:///{lab.root / '.itops' / 'ledger.db'}", operator="test")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if len(list(book.records(ticket="INC-4000", kind="action.begin"))) == 4:
+        if len(list(book.records(ticket=ticket, kind="action.begin"))) == 4:
             break
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.1)
-    time.sleep(1.0)  # let every host get into its 30 s apply
+    time.sleep(1.0)  # let every host get into its apply
+    return proc, book
+
+
+def test_kill_9_mid_run_leaves_open_actions_and_the_chain_verifies(lab: LabEnv) -> None:
+    proc, book = slow_apply_started(lab, "INC-4000")
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     book.close()
@@ -230,35 +228,7 @@ def test_ctrl_c_mid_run_lets_running_hosts_finish_their_command_and_record_it(
 ) -> None:
     # An all-SSH run: the hosts run as greenlets on the SSH loop, and SIGINT reaches the main
     # thread while it waits for them.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "toolkit",
-            "--workspace",
-            str(lab.root),
-            "fix",
-            "test.slow-apply",
-            "lab",
-            "-p",
-            "seconds=3",
-            "--ticket",
-            "INC-4001",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    book = Ledger(f"sqlite:///{lab.root / '.itops' / 'ledger.db'}", operator="test")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if len(list(book.records(ticket="INC-4001", kind="action.begin"))) == 4:
-            break
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
-    time.sleep(1.0)  # every host is in its 3 s apply
+    proc, book = slow_apply_started(lab, "INC-4001", "-p", "seconds=3")
     interrupted = time.monotonic()
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
@@ -267,7 +237,7 @@ def test_ctrl_c_mid_run_lets_running_hosts_finish_their_command_and_record_it(
     finished = list(book.records(ticket="INC-4001", kind="action.finish"))
     book.close()
     assert len(finished) == 4
-    # each host ran its apply command to the end and then stopped: no verify command was sent
+    # each host ran its apply command to the end and was then stopped
     for record in finished:
         assert [c["step"] for c in json.loads(record.commands or "[]")] == ["apply"], record
     verify = lab.itops("audit", "verify", "--json")

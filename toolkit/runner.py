@@ -515,11 +515,9 @@ class Runner:
             except Interrupted:  # Ctrl-C came before this host started: it never starts
                 return None
 
-        future = (
-            start(batch, [functools.partial(one, h) for h in batch], options.forks)
-            if start is not None
-            else None
-        )
+        if start is None:
+            return False
+        future = start(batch, [functools.partial(one, h) for h in batch], options.forks)
         if future is None:
             return False
         try:

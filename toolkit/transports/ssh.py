@@ -160,7 +160,7 @@ class LoopThread:
             await asyncio.wait(set(self._spawned), timeout=5)
 
     def close(self) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop has stopped already
+        with contextlib.suppress(RuntimeError):  # the loop is closed: a second close()
             self.call(self._drain())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
@@ -403,7 +403,7 @@ class _Shell(asyncssh.SSHClientSession[bytes]):
             return
         rc = out[at + len(self._out_end) :].strip()
         self._waiter = None
-        if not waiter.done():  # a worker that timed out has given up on it
+        if not waiter.done():  # a caller that timed out has given up on it
             waiter.set_result(
                 (int(rc or 255), bytes(out[:at]), bytes(self._err[: -len(self._err_end)]))
             )

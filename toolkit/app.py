@@ -77,7 +77,8 @@ class App:
 
     @cached_property
     def catalog(self) -> Catalog:
-        return Catalog.load(self.workspace.task_folders)
+        ws = self.workspace
+        return Catalog.load(ws.task_folders, index=ws.state_dir / "cache" / "catalog.json")
 
     @property
     def clock(self) -> Clock:

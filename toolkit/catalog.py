@@ -18,6 +18,7 @@ a host whatever the task does. Task modules are loaded from folders by path (nev
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -423,40 +424,82 @@ def remediation(
     return mark
 
 
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a listing needs of a task, known from the catalog index without importing it."""
+
+    name: str
+    category: str
+    summary: str
+    platforms: frozenset[str]
+    disruptive: bool
+    risky: bool
+    sources: tuple[str, ...]  # path:line of each implementation, in catalog order
+
+    @classmethod
+    def of(cls, task: Task) -> TaskInfo:
+        return cls(
+            task.name,
+            task.category,
+            task.summary,
+            task.platforms,
+            task.disruptive,
+            task.risky,
+            tuple(s.source for s in task.specs),
+        )
+
+
 class Catalog:
     """Remediations by name, loaded once from task folders.
 
     A later folder (the workspace's tasks/) overrides an earlier one (the built-in catalog) for
     the platforms it implements; two implementations of one name and platform in the same folder
-    are an error."""
+    are an error.
 
-    def __init__(self, tasks: Mapping[str, Task]) -> None:
-        self._tasks = dict(sorted(tasks.items()))
+    With an index file, loading imports every task module only when a task file changed since
+    the index was written (by path, size and mtime: the rule of Python's own bytecode cache);
+    otherwise `get` imports just the modules that implement the task asked for, and `infos`
+    lists the catalog from the index alone."""
+
+    def __init__(self, tasks: Mapping[str, Task], infos: Mapping[str, TaskInfo] | None = None):
+        self._tasks = dict(tasks)
+        self._infos = dict(sorted((infos or {n: TaskInfo.of(t) for n, t in tasks.items()}).items()))
 
     @classmethod
-    def load(cls, folders: Sequence[Path]) -> Catalog:
+    def load(cls, folders: Sequence[Path], *, index: Path | None = None) -> Catalog:
+        files = _task_files(folders)
+        stamp = _stamp(files)
+        if index is not None and (infos := _read_index(index, stamp)) is not None:
+            return cls({}, infos)
+        catalog = cls._import_all(files)
+        if index is not None:
+            _write_index(index, stamp, catalog.infos())
+        return catalog
+
+    @classmethod
+    def _import_all(cls, files: Sequence[tuple[Path, Path]]) -> Catalog:
         by_name: dict[str, list[TaskSpec]] = {}
-        for folder in existing_folders(folders):
-            from_here: dict[tuple[str, str], TaskSpec] = {}
-            for path in sorted(folder.rglob("*.py")):
-                if any(part.startswith(("_", ".")) for part in path.relative_to(folder).parts):
-                    continue
-                for spec in _load_module(path):
-                    for platform in spec.platforms:
-                        other = from_here.get((spec.name, platform))
-                        if other is not None:
-                            raise ToolkitError(
-                                f"{spec.name} is implemented twice for {platform}: "
-                                f"{other.source} and {spec.source}"
-                            )
-                        from_here[(spec.name, platform)] = spec
-                    current = by_name.setdefault(spec.name, [])
-                    current[:] = [
-                        s
-                        for s in current
-                        if not (s.platforms & spec.platforms) or s.source.startswith(str(folder))
-                    ]
-                    current.append(spec)
+        from_here: dict[tuple[str, str], TaskSpec] = {}
+        current_folder: Path | None = None
+        for folder, path in files:
+            if folder != current_folder:
+                current_folder, from_here = folder, {}
+            for spec in _load_module(path):
+                for platform in spec.platforms:
+                    other = from_here.get((spec.name, platform))
+                    if other is not None:
+                        raise ToolkitError(
+                            f"{spec.name} is implemented twice for {platform}: "
+                            f"{other.source} and {spec.source}"
+                        )
+                    from_here[(spec.name, platform)] = spec
+                current = by_name.setdefault(spec.name, [])
+                current[:] = [
+                    s
+                    for s in current
+                    if not (s.platforms & spec.platforms) or s.source.startswith(str(folder))
+                ]
+                current.append(spec)
         return cls({name: Task(name, tuple(specs)) for name, specs in by_name.items()})
 
     def get(self, name: str) -> Task:
@@ -464,19 +507,97 @@ class Catalog:
             raise ValidationError(
                 f"invalid task name {name!r}", hint="task names look like printer.clear-queue"
             )
-        try:
-            return self._tasks[name]
-        except KeyError:
-            raise NotFound.named("task", name, self._tasks) from None
+        task = self._tasks.get(name)
+        if task is None:
+            info = self._infos.get(name)
+            if info is None:
+                raise NotFound.named("task", name, self._infos)
+            task = self._tasks[name] = self._import(info)
+        return task
+
+    def infos(self) -> list[TaskInfo]:
+        """Every task's listing facts, by name (no task module is imported for this)."""
+        return list(self._infos.values())
+
+    def _import(self, info: TaskInfo) -> Task:
+        paths = dict.fromkeys(source.rpartition(":")[0] for source in info.sources)
+        specs = {s.source: s for path in paths for s in _load_module(Path(path))}
+        if any(source not in specs for source in info.sources):  # changed under a running process
+            raise ToolkitError(
+                f"{info.name} changed while itops was loading it: run the command again"
+            )
+        return Task(info.name, tuple(specs[source] for source in info.sources))
 
     def __iter__(self) -> Iterator[Task]:
-        return iter(self._tasks.values())
+        return (self.get(name) for name in self._infos)
 
     def __len__(self) -> int:
-        return len(self._tasks)
+        return len(self._infos)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._tasks
+        return name in self._infos
+
+
+INDEX_VERSION = 1
+
+
+def _task_files(folders: Sequence[Path]) -> list[tuple[Path, Path]]:
+    """(folder, file) for every task module, in load order; `_*` and dot names are not tasks."""
+    return [
+        (folder, path)
+        for folder in existing_folders(folders)
+        for path in sorted(folder.rglob("*.py"))
+        if not any(part.startswith(("_", ".")) for part in path.relative_to(folder).parts)
+    ]
+
+
+def _stamp(files: Sequence[tuple[Path, Path]]) -> list[Any]:
+    from . import __version__
+
+    stamp: list[Any] = [INDEX_VERSION, __version__]
+    for folder, path in files:
+        st = path.stat()
+        stamp.append([str(folder), str(path), st.st_size, st.st_mtime_ns])
+    return stamp
+
+
+def _read_index(index: Path, stamp: list[Any]) -> dict[str, TaskInfo] | None:
+    import json
+
+    try:
+        data = json.loads(index.read_text())
+        if data["stamp"] != stamp:
+            return None
+        return {
+            t["name"]: TaskInfo(
+                t["name"],
+                t["category"],
+                t["summary"],
+                frozenset(t["platforms"]),
+                t["disruptive"],
+                t["risky"],
+                tuple(t["sources"]),
+            )
+            for t in data["tasks"]
+        }
+    except (OSError, ValueError, KeyError, TypeError):  # absent, unreadable or another shape
+        return None
+
+
+def _write_index(index: Path, stamp: list[Any], infos: Sequence[TaskInfo]) -> None:
+    """Best effort: a workspace we may not write to (an auditor's copy) just loads slower."""
+    import json
+    import os
+
+    tasks = [{**dataclasses.asdict(info), "platforms": sorted(info.platforms)} for info in infos]
+    temp = index.with_name(f".{index.name}.{os.getpid()}")
+    try:
+        index.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_text(json.dumps({"stamp": stamp, "tasks": tasks}))
+        os.replace(temp, index)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
 
 
 def existing_folders(folders: Sequence[Path]) -> list[Path]:
@@ -490,7 +611,10 @@ def existing_folders(folders: Sequence[Path]) -> list[Path]:
 
 
 def _load_module(path: Path) -> list[TaskSpec]:
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    # Named by path, size and mtime: a process that runs for weeks (the scheduler) imports an
+    # edited task file afresh instead of reusing the module it loaded before the edit.
+    st = path.stat()
+    digest = hashlib.sha1(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:10]
     module_name = f"toolkit._loaded_tasks.{path.stem}_{digest}"
     module = sys.modules.get(module_name)
     if module is None:

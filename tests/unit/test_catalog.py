@@ -93,6 +93,101 @@ def test_unknown_and_invalid_task_names() -> None:
         catalog.get("../../etc/passwd")
 
 
+def loaded(folder: Path) -> set[str]:
+    """The task modules from `folder` imported so far in this process."""
+    return {
+        Path(m.__file__).name
+        for m in list(sys.modules.values())
+        if m.__name__.startswith("toolkit._loaded_tasks.")
+        and m.__file__
+        and Path(m.__file__).is_relative_to(folder)
+    }
+
+
+def spec_fields(catalog: Catalog, name: str) -> list[tuple[object, ...]]:
+    return [
+        (s.name, s.category, s.platforms, s.summary, s.cls, dict(s.params), s.doc, s.source)
+        for s in catalog.get(name).specs
+    ]
+
+
+OTHER = LINUX.replace("net.fix", "disk.clean").replace("LinuxFix", "Clean")
+
+
+def test_with_an_index_only_the_asked_tasks_modules_are_imported(tmp_path: Path) -> None:
+    folder, index = tmp_path / "t", tmp_path / "cache" / "catalog.json"
+    task_file(folder, "net_linux.py", LINUX)
+    task_file(folder / "windows", "net.py", WINDOWS)
+    task_file(folder, "disk.py", OTHER)
+    full = Catalog.load([folder], index=index)  # no index yet: imports all, writes the index
+    assert index.exists()
+    for m in [m for m in sys.modules if m.startswith("toolkit._loaded_tasks.")]:
+        del sys.modules[m]  # as in a new process
+
+    lazy = Catalog.load([folder], index=index)
+    assert loaded(folder) == set()
+    assert lazy.infos() == full.infos()
+    assert [(i.name, i.summary, sorted(i.platforms)) for i in lazy.infos()] == [
+        ("disk.clean", "Linux way", ["linux"]),
+        ("net.fix", "Linux way", ["linux", "windows"]),
+    ]
+    assert "disk.clean" in lazy and len(lazy) == 2
+    assert loaded(folder) == set()
+    entry = lazy.get("net.fix")
+    assert loaded(folder) == {"net_linux.py", "net.py"}
+    assert entry.implementation("windows").summary == "Windows way"  # type: ignore[union-attr]
+    full_again = Catalog.load([folder])
+    for name in ("net.fix", "disk.clean"):
+        assert spec_fields(lazy, name) == spec_fields(full_again, name)
+    with pytest.raises(NotFound) as info:
+        lazy.get("net.fxi")
+    assert "net.fix" in (info.value.hint or "")
+
+
+def test_a_changed_or_new_task_file_refreshes_the_index(tmp_path: Path) -> None:
+    folder, index = tmp_path / "t", tmp_path / "catalog.json"
+    task_file(folder, "net.py", LINUX)
+    Catalog.load([folder], index=index)
+    task_file(folder, "net.py", LINUX.replace("Linux way", "Linux way, revised"))
+    task_file(folder, "disk.py", OTHER)
+    catalog = Catalog.load([folder], index=index)
+    assert {i.name: i.summary for i in catalog.infos()} == {
+        "disk.clean": "Linux way",
+        "net.fix": "Linux way, revised",
+    }
+    (folder / "disk.py").unlink()
+    assert [i.name for i in Catalog.load([folder], index=index).infos()] == ["net.fix"]
+
+
+def test_the_index_keeps_the_workspace_override(tmp_path: Path) -> None:
+    index = tmp_path / "catalog.json"
+    task_file(tmp_path / "builtin", "a.py", LINUX)
+    task_file(tmp_path / "ws", "b.py", LINUX.replace("Linux way", "Our way"))
+    folders = [tmp_path / "builtin", tmp_path / "ws"]
+    Catalog.load(folders, index=index)
+    entry = Catalog.load(folders, index=index).get("net.fix")
+    assert [s.summary for s in entry.specs] == ["Our way"]
+    assert entry.specs[0].source.startswith(str((tmp_path / "ws").resolve()))
+
+
+@pytest.mark.parametrize("damage", ["not json", '{"stamp": 1}', '{"stamp": [], "tasks": 5}'])
+def test_a_damaged_index_is_rebuilt(tmp_path: Path, damage: str) -> None:
+    index = tmp_path / "catalog.json"
+    task_file(tmp_path / "t", "net.py", LINUX)
+    index.write_text(damage)
+    assert [i.name for i in Catalog.load([tmp_path / "t"], index=index).infos()] == ["net.fix"]
+    assert '"net.fix"' in index.read_text()
+
+
+def test_an_unwritable_index_location_only_costs_speed(tmp_path: Path) -> None:
+    task_file(tmp_path / "t", "net.py", LINUX)
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder would be")
+    catalog = Catalog.load([tmp_path / "t"], index=blocker / "catalog.json")
+    assert catalog.get("net.fix").summary == "Linux way"
+    assert sorted(tmp_path.iterdir()) == [blocker, tmp_path / "t"]
+
+
 @pytest.mark.parametrize(
     ("param", "raw", "expected"),
     [

@@ -311,7 +311,7 @@ def _warn_repeat_fixes(app: App, category: str, hosts: list[str]) -> None:
         return
     from ..desk import category_lookup, policy_for, repeat_fixes
 
-    known = {t.name: t.category for t in app.catalog}
+    known = {t.name: t.category for t in app.catalog.infos()}
     threshold = policy_for(app.workspace).repeat_fix_threshold
     found = repeat_fixes(app.ledger, hosts, category, category_lookup(known), threshold=threshold)
     for repeat in found[:SHOW_REPEATS]:

@@ -29,7 +29,7 @@ def tasks() -> None:
 @click.pass_obj
 def list_(app: App, as_json: bool) -> None:
     """List every remediation with its platforms and summary."""
-    entries = list(app.catalog)
+    entries = app.catalog.infos()
     if as_json:
         render.emit_json(
             [

@@ -88,3 +88,67 @@ def test_a_shell_that_dies_is_a_lost_session_and_the_next_command_starts_another
     with pytest.raises(Unreachable, match="session lost"):
         transport.run(script("kill -9 $$"))
     assert transport.run(cmd("echo", "alive")).stdout == "alive\n"
+
+
+def test_what_one_turn_of_the_loop_writes_leaves_in_one_send() -> None:
+    # The corked transport under asyncssh: packets written in one turn of the event loop (a
+    # channel packet and asyncssh's SSH_MSG_IGNORE before it) go out as one send, in order;
+    # close() sends what is pending first; abort() drops it.
+    import asyncio
+
+    from toolkit.transports.ssh import _CorkedTCP
+
+    class Conn(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            self.transport = transport
+
+    async def main() -> tuple[list[bytes], list[bytes]]:
+        received: list[bytearray] = []
+        closed: list[asyncio.Event] = []
+
+        class Sink(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.data, self.closed = bytearray(), asyncio.Event()
+                received.append(self.data)
+                closed.append(self.closed)
+
+            def data_received(self, data: bytes) -> None:
+                self.data.extend(data)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                self.closed.set()
+
+        server = await asyncio.get_running_loop().create_server(Sink, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, conn = await _CorkedTCP().create_connection(Conn, "127.0.0.1", port)
+        assert isinstance(conn, Conn)
+        sends: list[bytes] = []
+        real_write = transport.write  # type: ignore[attr-defined]
+
+        def spy(data: bytes) -> None:
+            sends.append(bytes(data))
+            real_write(data)
+
+        transport.write = spy  # type: ignore[attr-defined]
+        for chunk in (b"ignore|", b"data|", b"more|"):
+            conn.transport.write(chunk)
+        assert sends == []  # nothing is sent before the turn ends
+        await asyncio.sleep(0)
+        conn.transport.write(b"last")
+        conn.transport.close()  # sends what is pending, then closes
+        _, dropped = await _CorkedTCP().create_connection(Conn, "127.0.0.1", port)
+        assert isinstance(dropped, Conn)
+        dropped.transport.write(b"never sent")
+        dropped.transport.abort()
+        for _ in range(500):  # until the server has accepted both connections
+            if len(closed) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(asyncio.gather(*(c.wait() for c in closed)), 5)
+        server.close()
+        return sends, [bytes(r) for r in received]
+
+    sends, received = asyncio.run(main())
+    assert sends == [b"ignore|data|more|", b"last"]
+    assert received == [b"ignore|data|more|last", b""]

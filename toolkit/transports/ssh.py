@@ -315,6 +315,7 @@ class SSHFactory:
                 connect_timeout=self.options.connect_timeout,
                 login_timeout=self.options.connect_timeout,
                 kbdint_auth=False,
+                tunnel=_CORKED_TCP,
                 **auth,
             )
         except asyncssh.HostKeyNotVerifiable:
@@ -429,6 +430,91 @@ async def _open_shell(conn: asyncssh.SSHClientConnection) -> _Shell:
     chan.write(b"export LC_ALL=C LANG=C\n")
     assert isinstance(shell, _Shell)
     return shell
+
+
+class _CorkedTransport(asyncio.Transport):
+    """A TCP transport that sends everything written in one turn of the event loop at once.
+
+    asyncssh writes each SSH packet, and an SSH_MSG_IGNORE before each channel packet, with a
+    send() of its own; on a loaded machine a send can wake the server and lose the CPU to it
+    before the next one goes out. Collected per turn, a command is one send, not two or more."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def _flush(self) -> None:
+        if self._pending and not self._transport.is_closing():
+            self._transport.write(b"".join(self._pending))
+        self._pending.clear()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+
+class _CorkedProtocol(asyncio.Protocol):
+    """Hands an asyncssh connection a corked transport, and its socket's events."""
+
+    def __init__(self, conn: asyncio.Protocol, loop: asyncio.AbstractEventLoop) -> None:
+        self.conn = conn
+        self._loop = loop
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.conn.connection_made(_CorkedTransport(transport, self._loop))
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.conn.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.conn.resume_writing()
+
+
+class _CorkedTCP:
+    """For asyncssh's `tunnel` hook: opens a plain TCP connection with a corked transport."""
+
+    async def create_connection(
+        self, session_factory: Callable[[], asyncio.Protocol], host: str, port: int
+    ) -> tuple[asyncio.BaseTransport, asyncio.Protocol]:
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_connection(
+            lambda: _CorkedProtocol(session_factory(), loop), host, port
+        )
+        assert isinstance(protocol, _CorkedProtocol)
+        return transport, protocol.conn
+
+
+_CORKED_TCP = _CorkedTCP()
 
 
 class SSHTransport:

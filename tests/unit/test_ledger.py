@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import secrets
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -239,3 +241,76 @@ def test_limit_and_grouped_counts(ledger: Ledger) -> None:
     assert ledger.tally(("host",), kind="action.finish", hosts=[]) == []
     with pytest.raises(ValueError, match="cannot group"):
         ledger.tally(("host; DROP TABLE ledger",), kind="action.finish")
+
+
+def test_an_older_ledger_gets_the_ticket_kind_index_when_opened(ledger_url: str) -> None:
+    book = Ledger(ledger_url, operator="alice")
+    fill(book, 2)
+    book.close()
+    # What a version-1 ledger looked like: a ticket-only index.
+    engine = create_engine(ledger_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_ledger_ticket_kind"))
+        conn.execute(text("CREATE INDEX ix_ledger_ticket ON ledger (ticket)"))
+        conn.execute(text("UPDATE ledger_meta SET value = '1' WHERE key = 'schema'"))
+
+    book = Ledger(ledger_url, operator="alice")
+    try:
+        assert [r.kind for r in book.records(ticket="INC-1", kinds=["action.begin"])] == [
+            "action.begin",
+            "action.begin",
+        ]
+        assert book.verify().ok
+    finally:
+        book.close()
+    with engine.connect() as conn:
+        version = conn.execute(text("SELECT value FROM ledger_meta WHERE key = 'schema'"))
+        assert version.scalar() == "2"
+        if engine.dialect.name == "sqlite":
+            plan = conn.execute(
+                text(
+                    "EXPLAIN QUERY PLAN SELECT seq FROM ledger WHERE ticket = 'INC-1' "
+                    "AND kind IN ('ticket.opened', 'ticket.updated') ORDER BY seq"
+                )
+            )
+            assert "ix_ledger_ticket_kind" in " ".join(str(row[-1]) for row in plan)
+        else:
+            names = conn.execute(
+                text("SELECT indexname FROM pg_indexes WHERE tablename = 'ledger'")
+            )
+            assert "ix_ledger_ticket_kind" in set(names.scalars())
+    engine.dispose()
+
+
+@pytest.mark.parametrize("ledger_url", ["postgresql"], indirect=True)
+def test_an_auditor_who_may_only_read_opens_an_older_ledger(ledger_url: str) -> None:
+    # A team's shared ledger, opened by an account with SELECT only: the upgrade is not
+    # possible, and the ledger still opens, reads and verifies.
+    book = Ledger(ledger_url, operator="alice")
+    fill(book, 1)
+    book.close()
+    role = f"itops_auditor_{secrets.token_hex(3)}"
+    schema = unquote(ledger_url).rpartition("search_path=")[2]
+    engine = create_engine(ledger_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE ledger_meta SET value = '1' WHERE key = 'schema'"))
+        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(text(f"GRANT USAGE ON SCHEMA {schema} TO {role}"))
+        conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}"))
+    try:
+        rest = ledger_url.partition("@")[2]
+        auditor = Ledger(f"postgresql+psycopg://{role}@{rest}", operator="bob")
+        try:
+            assert len(list(auditor.records(ticket="INC-1"))) == 2
+            assert auditor.verify().ok
+        finally:
+            auditor.close()
+        with engine.connect() as conn:
+            version = conn.execute(text("SELECT value FROM ledger_meta WHERE key = 'schema'"))
+            assert version.scalar() == "1"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {role}"))
+            conn.execute(text(f"REVOKE ALL ON SCHEMA {schema} FROM {role}"))
+            conn.execute(text(f"DROP ROLE {role}"))
+        engine.dispose()

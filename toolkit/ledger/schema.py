@@ -36,7 +36,15 @@ TEXT_FIELDS = frozenset(FIELDS) - {"seq", "duration_ms"}
 SEPARATOR = "\x1f"
 SEPARATOR_STANDIN = "\u241f"  # ␟, what a U+001F in user text is stored as
 GENESIS = "0" * 64
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+# What opening an older ledger adds (when the account may): version 2 finds a ticket's events
+# without reading every action recorded under it (a change ticket a schedule reuses has many).
+UPGRADES = {
+    "1": (
+        "CREATE INDEX IF NOT EXISTS ix_ledger_ticket_kind ON ledger (ticket, kind)",
+        "DROP INDEX IF EXISTS ix_ledger_ticket",  # the new one serves every ticket lookup
+    ),
+}
 
 
 def preimage(values: Sequence[object]) -> str:

@@ -8,6 +8,7 @@ SQLite work on the append path, and its import alone cost every `itops fix` ~0.3
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -18,11 +19,21 @@ from typing import Any
 from urllib.parse import unquote
 
 from ..errors import LedgerError
-from .schema import COLUMNS, FIELDS, GENESIS, SCHEMA_VERSION, preimage_sql, record_hash
+from .schema import (
+    COLUMNS,
+    FIELDS,
+    GENESIS,
+    SCHEMA_VERSION,
+    UPGRADES,
+    preimage_sql,
+    record_hash,
+)
 
 SCHEMA_LOCK_KEY = 0x170B55C4E  # serialises concurrent first opens on PostgreSQL
 FILTERS = ("seq", "ticket", "host", "operator", "task", "outcome", "kind", "action_id")
 PARALLEL_VERIFY_MIN = 200_000
+
+log = logging.getLogger("itops.ledger")
 
 SQLITE_TRIGGERS = [
     "CREATE TRIGGER IF NOT EXISTS ledger_no_update BEFORE UPDATE ON ledger "
@@ -167,9 +178,12 @@ class Store:
         auditor account can open it), and concurrent first opens are serialised."""
         try:
             self._cursor.execute("SELECT value FROM ledger_meta WHERE key = 'schema'")
-            if self._cursor.fetchone():
-                if self.dialect == "postgresql":
-                    self._raw.rollback()
+            found = self._cursor.fetchone()
+            if self.dialect == "postgresql":
+                self._raw.rollback()
+            if found:
+                if found[0] in UPGRADES:
+                    self._upgrade(found[0])
                 return
         except Exception:
             if self.dialect == "postgresql":
@@ -196,6 +210,24 @@ class Store:
                     )
         finally:
             engine.dispose()
+
+    def _upgrade(self, version: str) -> None:
+        """Bring an older ledger's indexes up to date; a read-only account keeps the old ones
+        (everything still works, some ticket lookups are slower)."""
+        try:
+            if self.dialect == "sqlite":
+                self._cursor.execute("BEGIN IMMEDIATE")
+            while version in UPGRADES:
+                for statement in UPGRADES[version]:
+                    self._cursor.execute(statement)
+                version = str(int(version) + 1)
+            self._cursor.execute(
+                f"UPDATE ledger_meta SET value = {self.mark} WHERE key = 'schema'", (version,)
+            )
+            self._raw.commit()
+        except Exception as exc:
+            self._raw.rollback()
+            log.debug("ledger indexes not upgraded (read-only?): %s", exc)
 
     # -- append ------------------------------------------------------------------------------
     def append(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

@@ -32,7 +32,7 @@ ledger = Table(
     Column("data", Text),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
-    Index("ix_ledger_ticket", "ticket"),
+    Index("ix_ledger_ticket_kind", "ticket", "kind"),  # a ticket's events among its actions
     Index("ix_ledger_host", "host"),
     Index("ix_ledger_at", "at"),
 )

@@ -6,6 +6,8 @@ never imports a transport library.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 import sys
 from typing import Any
@@ -124,6 +126,13 @@ def cli(ctx: click.Context, workspace: str | None, verbose: bool) -> None:
     _APPS[:] = [app]
     ctx.obj = app
     ctx.call_on_close(app.close)
+
+
+# At exit (after the command closed the ledger and its connections, and after the exit handlers
+# registered later, e.g. temporary folders'): spare the interpreter's final garbage collection a
+# walk over every object the imports made; after an SSH run, asyncssh's and cryptography's cost
+# ~35 ms of each command's exit. Memory is the operating system's to reclaim at that point.
+atexit.register(gc.freeze)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,6 +42,7 @@ from .errors import (
     TransportError,
     Unreachable,
 )
+from .green import offload
 from .handover import Handover
 from .inventory import Host
 from .ledger import Ledger
@@ -714,7 +715,8 @@ class Runner:
             return []
         begun: dict[str, dict[str, Any]] = {}
         done: list[PastAction] = []
-        for rec in self.ledger.records(ticket=ticket, host=host, task=task):
+        records = offload(lambda: list(self.ledger.records(ticket=ticket, host=host, task=task)))
+        for rec in records:
             if rec.kind == "action.begin" and rec.action_id:
                 begun[rec.action_id] = json.loads(rec.params) if rec.params else {}
             elif rec.kind == "action.finish" and rec.action_id in begun:

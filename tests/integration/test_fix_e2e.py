@@ -90,6 +90,34 @@ def test_the_run_is_in_the_ticket_log_and_the_chain_verifies(lab: LabEnv) -> Non
     assert verify.returncode == 0 and "ledger intact" in verify.stdout
 
 
+@pytest.mark.parametrize("ledger_url", ["postgresql"], indirect=True)
+def test_a_team_ledger_on_postgresql_records_a_run_over_every_lab_host(
+    lab: LabEnv, ledger_url: str
+) -> None:
+    # The hosts run as greenlets on the SSH event loop; their ledger writes go to worker
+    # threads (a database round trip must not stall the other hosts) and still land in order.
+    env = {"ITOPS_LEDGER_URL": ledger_url}
+    hosts = ("lab-01", "lab-02", "lab-03", "lab-04")
+    lab.break_printer("lab-01", "lab-04")
+    fix = lab.itops("fix", "printer.clear-queue", "lab", "--ticket", "INC-2101", "--json", env=env)
+    assert {h["host"]: h["outcome"] for h in json.loads(fix.stdout)["hosts"]} == {
+        "lab-01": "fixed",
+        "lab-02": "already-ok",
+        "lab-03": "already-ok",
+        "lab-04": "fixed",
+    }, fix.stderr
+    log = lab.itops("log", "--ticket", "INC-2101", "--json", env=env)
+    records = [json.loads(line) for line in log.stdout.splitlines()]
+    assert records[0]["kind"] == "ticket.opened"
+    for host in hosts:
+        mine = [r for r in records if r["host"] == host]
+        assert [r["kind"] for r in mine] == ["action.begin", "action.finish"], host
+        assert mine[0]["action_id"] == mine[1]["action_id"]
+    verify = lab.itops("audit", "verify", env=env)
+    assert verify.returncode == 0 and "ledger intact" in verify.stdout
+    assert "INC-2101" not in lab.itops("log", "--json").stdout  # the workspace's SQLite ledger
+
+
 def test_one_connection_per_host_for_the_whole_sequence(lab: LabEnv) -> None:
     lab.break_printer("lab-03")
     connections = re.compile(r"Connection from \S+ port \d+ on 127\.1\.0\.3 port")

@@ -183,7 +183,15 @@ class Ledger:
     def append_many(self, entries: Iterable[Entry]) -> list[Record]:
         """Append entries in order and return them once committed.
 
-        Group commit: a caller that finds no write in progress writes its rows and then any rows
+        From a host's greenlet on the SSH event loop the write runs on a worker thread (a
+        PostgreSQL round trip would stall every host's I/O), where concurrent hosts' records
+        share commits (below)."""
+        from ..green import offload
+
+        return offload(self._append_many, list(entries))
+
+    def _append_many(self, entries: list[Entry]) -> list[Record]:
+        """Group commit: a caller that finds no write in progress writes its rows and then any rows
         queued meanwhile; callers arriving during a write queue up and sleep until a later batch
         has committed theirs. Nobody returns before their own rows are committed."""
         request = _Request([self._prepare(e) for e in entries])

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from urllib.parse import unquote
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from toolkit.credentials import MASK, Redactor
 from toolkit.ledger import GENESIS, Entry, Ledger, record_hash
@@ -243,6 +243,13 @@ def test_limit_and_grouped_counts(ledger: Ledger) -> None:
         ledger.tally(("host; DROP TABLE ledger",), kind="action.finish")
 
 
+def schema_version(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.execute(text("SELECT value FROM ledger_meta WHERE key = 'schema'")).scalar()
+        )
+
+
 def test_an_older_ledger_gets_the_ticket_kind_index_when_opened(ledger_url: str) -> None:
     book = Ledger(ledger_url, operator="alice")
     fill(book, 2)
@@ -263,9 +270,8 @@ def test_an_older_ledger_gets_the_ticket_kind_index_when_opened(ledger_url: str)
         assert book.verify().ok
     finally:
         book.close()
+    assert schema_version(engine) == "2"
     with engine.connect() as conn:
-        version = conn.execute(text("SELECT value FROM ledger_meta WHERE key = 'schema'"))
-        assert version.scalar() == "2"
         if engine.dialect.name == "sqlite":
             plan = conn.execute(
                 text(
@@ -305,9 +311,7 @@ def test_an_auditor_who_may_only_read_opens_an_older_ledger(ledger_url: str) -> 
             assert auditor.verify().ok
         finally:
             auditor.close()
-        with engine.connect() as conn:
-            version = conn.execute(text("SELECT value FROM ledger_meta WHERE key = 'schema'"))
-            assert version.scalar() == "1"
+        assert schema_version(engine) == "1"
     finally:
         with engine.begin() as conn:
             conn.execute(text(f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {role}"))

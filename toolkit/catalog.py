@@ -461,7 +461,9 @@ class Catalog:
     otherwise `get` imports just the modules that implement the task asked for, and `infos`
     lists the catalog from the index alone."""
 
-    def __init__(self, tasks: Mapping[str, Task], infos: Mapping[str, TaskInfo] | None = None):
+    def __init__(
+        self, tasks: Mapping[str, Task], infos: Mapping[str, TaskInfo] | None = None
+    ) -> None:
         self._tasks = dict(tasks)
         self._infos = dict(sorted((infos or {n: TaskInfo.of(t) for n, t in tasks.items()}).items()))
 

@@ -81,6 +81,14 @@ class LabEnv:
 
         return host_root(self.state, self.state.host(host))
 
+    def dpkg_state(self, host: str) -> tuple[dict[str, str], str]:
+        """A lab host's installed packages and the SHA-256 of its own dpkg status file."""
+        import hashlib
+
+        status = self.host_root(host) / "var/lib/dpkg/status"
+        installed = self.lab.service("apt").installed(self.state, host)
+        return installed, hashlib.sha256(status.read_bytes()).hexdigest()
+
     def lpstat(self, host: str) -> str:
         from toolkit.lab.cups import run
 

@@ -42,21 +42,14 @@ def tree(folder: Path) -> dict[str, tuple[int, str]]:
 # --------------------------------------------------------------------------- patch.apply
 
 
-def dpkg_state(lab: LabEnv, host: str) -> tuple[dict[str, str], str]:
-    status = lab.host_root(host) / "var/lib/dpkg/status"
-    return lab.service("apt").installed(lab.state, host), hashlib.sha256(
-        status.read_bytes()
-    ).hexdigest()
-
-
 def test_patch_security_only_then_everything(lab: LabEnv) -> None:
-    before = dpkg_state(lab, "lab-02")
+    before = lab.dpkg_state("lab-02")
     assert before[0] == {"itops-lab-libsafe": "1.0", "itops-lab-tool": "1.0"}
     check = lab.itops("fix", "patch.apply", "lab-02", "--check", "--json")
     assert check.returncode == 4
     facts = json.loads(check.stdout)["hosts"][0]["check"]["facts"]
     assert facts["manager"] == "apt" and facts["pending"] == 2 and facts["pending_security"] == 1
-    assert dpkg_state(lab, "lab-02") == before  # --check installed nothing
+    assert lab.dpkg_state("lab-02") == before  # --check installed nothing
 
     security = lab.itops(
         "fix", "patch.apply", "lab-02", "-p", "security_only=true", "--ticket", "LNXC-300"

@@ -131,7 +131,10 @@ def test_audit_report_renders_with_the_verified_head(
     assert dom.count('class="timeline"') == 5
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "audit-report.png"
+    shot.unlink(missing_ok=True)  # an earlier run's picture must not pass for this one
     browse(
         chromium, tmp_path / "profile", page, "--screenshot=" + str(shot), "--window-size=1280,1600"
     )
-    assert len(set(png_pixels(shot)[2])) > 20
+    width, height, pixels = png_pixels(shot)
+    assert (width, height) == (1280, 1600)
+    assert len(set(pixels)) > 20

@@ -19,6 +19,8 @@ from toolkit.errors import CommandTimeout, Unreachable
 from toolkit.quoting import cmd, script
 from toolkit.transports import Connector, Transport
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def transport(lab: LabEnv) -> Iterator[Transport]:

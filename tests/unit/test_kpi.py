@@ -137,7 +137,7 @@ def test_policy_change_rebuilds_the_projection(
 ) -> None:
     import_file(ledger, desk.write(tmp_path / "week.jsonl"))
     projection.refresh()
-    before = {t.ticket: t.response_minutes for t in projection.tickets()}
+    before = {t.ticket: (t.response_minutes, t.resolution_minutes) for t in projection.tickets()}
     night_shift = load_policy(
         {
             "calendar": {
@@ -149,12 +149,14 @@ def test_policy_change_rebuilds_the_projection(
     other = Projection(ledger.url, night_shift)
     try:
         other.refresh()
-        after = {t.ticket: t.response_minutes for t in other.tickets()}
+        after = {t.ticket: (t.response_minutes, t.resolution_minutes) for t in other.tickets()}
     finally:
         other.close()
-    assert before["INC-1"] == after["INC-1"] == 30
-    assert before["INC-3"] == after["INC-3"] == 20  # P1: 24×7 either way
     assert before.keys() == after.keys()
+    # INC-2 was worked partly outside the new calendar's hours: its resolution time changes
+    assert before["INC-2"] == (180, 330) and after["INC-2"] == (180, 240)
+    assert before["INC-1"] == after["INC-1"] == (30, 120)  # inside both calendars
+    assert before["INC-3"] == after["INC-3"] == (20, 360)  # P1: 24×7 either way
 
 
 def test_the_projection_is_disposable(

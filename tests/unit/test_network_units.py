@@ -24,6 +24,7 @@ from toolkit.quoting import (
     config,
     config_lines,
 )
+from toolkit.transports import netdev  # the [netdev] extra: CI installs it, so no skip
 
 # --------------------------------------------------------------------------- quoting
 
@@ -259,8 +260,6 @@ def test_no_template_and_no_fallback_is_an_empty_answer_with_a_reason() -> None:
 
 
 # --------------------------------------------------------------------------- transport pieces
-
-netdev = pytest.importorskip("toolkit.transports.netdev")
 
 
 @pytest.mark.parametrize(

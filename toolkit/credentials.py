@@ -22,7 +22,8 @@ from .errors import ValidationError
 
 MASK = "********"
 
-REFERENCE_SCHEMES = ("env:", "keyring:", "file:", "prompt", "stdin")
+REFERENCE_SCHEMES = ("env:", "keyring:", "file:", "prompt:")  # each followed by its argument
+REFERENCE_WORDS = ("prompt", "stdin")  # whole values
 REFERENCE_HINT = (
     "store a reference instead of the value: env:VAR, keyring:service/user, file:/path/0600-file, "
     "prompt or stdin; for SSH prefer a key file (ssh_key) or ssh-agent"
@@ -71,7 +72,7 @@ class Secret:
 
 def is_reference(value: str) -> bool:
     """True if the value is a credential reference rather than a literal secret."""
-    return value == "prompt" or value.startswith(REFERENCE_SCHEMES)
+    return value in REFERENCE_WORDS or value.startswith(REFERENCE_SCHEMES)
 
 
 def is_secret_key(key: str) -> bool:

@@ -50,6 +50,23 @@ def test_unknown_host_key_is_refused_before_any_credential_is_sent(lab: LabEnv) 
     assert "on 127.1.0.1 port" not in new_log
 
 
+def test_a_revoked_host_key_is_not_trusted_even_where_another_file_pins_it(lab: LabEnv) -> None:
+    # The workspace pins lab-01's key; a second known_hosts file (here the same one, as a user's
+    # ~/.ssh/known_hosts would be read too) marks it @revoked: revocation wins, nothing is sent.
+    pinned = next(
+        line for line in lab_known_hosts(lab).splitlines() if line.startswith("[127.1.0.1]:")
+    )
+    ws = lab.other_workspace("revoked", known_hosts=lab_known_hosts(lab) + f"@revoked {pinned}\n")
+    log_before = lab.sshd_log()
+    result = lab.itops("fix", "printer.clear-queue", "lab", "--check", "--json", workspace=ws)
+    hosts = report(result)
+    assert hosts["lab-01"]["outcome"] == "unreachable"
+    assert hosts["lab-01"]["error"] == "host-key-unknown"
+    assert "revoked" in str(hosts["lab-01"]["message"])
+    assert all(hosts[h]["outcome"] != "unreachable" for h in ("lab-02", "lab-03", "lab-04"))
+    assert "on 127.1.0.1 port" not in lab.sshd_log()[len(log_before) :]
+
+
 def test_changed_host_key_is_refused_after_key_exchange_without_authenticating(lab: LabEnv) -> None:
     _, wrong = ed25519_keypair("impostor")
     port = lab.state.port

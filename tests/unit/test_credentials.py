@@ -48,6 +48,20 @@ def test_unresolvable_references_say_what_to_do(monkeypatch: pytest.MonkeyPatch)
     assert is_reference("env:X") and is_reference("prompt") and not is_reference("hunter2")
 
 
+@pytest.mark.parametrize("value", ["stdin", "prompt", "prompt:Admin password", "keyring:it/root"])
+def test_references_are_recognised(value: str) -> None:
+    assert is_reference(value)
+
+
+@pytest.mark.parametrize("value", ["stdinS3cret", "promptly-Hunter2", "prompt-1", "env", "file"])
+def test_a_password_that_merely_starts_like_a_reference_is_a_password(value: str) -> None:
+    # Taken for a reference, it would pass the inventory's plaintext check and reach the ledger
+    # (a risky run's approval request records its parameters).
+    assert not is_reference(value)
+    with pytest.raises(ValidationError, match="not a credential reference"):
+        resolve(value)
+
+
 def test_redactor_masks_raw_quoted_and_json_forms() -> None:
     r = Redactor([Secret(CANARY)])
     for form in (CANARY, shlex.quote(CANARY), json.dumps(CANARY)[1:-1]):

@@ -144,19 +144,29 @@ class KnownHosts:
         """The host's pinned keys; an unpinned host is refused before anything is sent to it."""
         keys = self.trusted(host)
         if not keys:
+            revoked = bool(self._match(host)[1])
             raise HostKeyUnknown(
                 host.name,
-                f"no pinned host key for {host.address}:{host.port}; refusing to connect",
+                f"every key pinned for {host.address}:{host.port} is marked @revoked"
+                if revoked
+                else f"no pinned host key for {host.address}:{host.port}; refusing to connect",
                 hint=TRUST_HINT.format(host=host.name),
             )
         return keys
 
     def trusted(self, host: Host) -> list[asyncssh.SSHKey]:
+        """Pinned keys, less any a known_hosts file marks @revoked (in any of the files)."""
+        keys, revoked = self._match(host)
+        return [k for k in keys if k not in revoked]
+
+    def _match(self, host: Host) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey]]:
         keys: list[asyncssh.SSHKey] = []
+        revoked: list[asyncssh.SSHKey] = []
         for name in dict.fromkeys((host.name, host.address)):
             found = self._db.match(name, host.address, host.port)
             keys.extend(k for k in found[0] if k not in keys)
-        return keys
+            revoked.extend(k for k in found[2] if k not in revoked)
+        return keys, revoked
 
 
 def known_hosts_line(host: Host, key: asyncssh.SSHKey) -> str:

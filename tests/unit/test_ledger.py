@@ -166,6 +166,17 @@ def test_update_and_delete_are_refused_by_the_database(ledger: Ledger, ledger_ur
             6,
             "altered",
         ),
+        # a forged row below the chain (INSERT is not what the guards stop): a back-dated
+        # "first response" that records() would list first
+        (
+            [
+                "INSERT INTO ledger (seq, at, kind, operator, ticket, prev_hash, hash) "
+                "SELECT 0, at, 'ticket.responded', 'mallory', 'INC-1', hash, hash "
+                "FROM ledger WHERE seq = 1"
+            ],
+            0,
+            "outside the chain",
+        ),
     ],
 )
 def test_tampering_is_found_at_the_first_broken_record(
@@ -178,6 +189,25 @@ def test_tampering_is_found_at_the_first_broken_record(
     assert not report.ok
     assert report.first_bad_seq == first_bad, report.reason
     assert words in (report.reason or "")
+
+
+def test_output_with_nul_bytes_is_stored_visibly_and_verifies(ledger: Ledger) -> None:
+    # `find -print0`, /proc/*/cmdline: a NUL must neither break the record's hash (SQLite's
+    # printf stops at one) nor be refused (PostgreSQL text cannot hold one).
+    action = ledger.begin(task="t.x", host="h\x00", ticket="INC-1", params={"p": "a\x00b"})
+    ledger.finish(
+        action,
+        task="t.x",
+        host="h",
+        ticket="INC-1",
+        outcome="fixed",
+        duration=0,
+        output="one\x00two\x00",
+    )
+    finish = list(ledger.records(kind="action.finish"))[0]
+    assert finish.output_excerpt == "one\u2400two\u2400"
+    assert list(ledger.records(kind="action.begin"))[0].host == "h\u2400"
+    assert ledger.verify().ok
 
 
 def _writer(url: str, name: str, count: int) -> None:

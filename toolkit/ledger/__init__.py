@@ -1,10 +1,14 @@
 """The ticket log: an append-only, hash-chained ledger of every action and ticket event.
 
 Each record carries the SHA-256 of its own fields and of the previous record's hash, so an edited,
-deleted, reordered or inserted row breaks the chain at that point and `verify()` names it. Appends
-take a database-wide write lock (SQLite `BEGIN IMMEDIATE`, PostgreSQL advisory lock) so several
-itops processes writing at once still produce one linear chain. UPDATE and DELETE are refused by
-triggers; the chain catches anyone who removes the triggers first.
+deleted, reordered or inserted row breaks the chain at that point and `verify()` names it (a row
+slipped in below record 1 too). Appends are optimistic: rows are numbered from the last known
+head and the `seq` primary key refuses a number another writer took first, whereupon the writer
+re-reads the head and renumbers; so several itops processes writing at once still produce one
+linear chain. UPDATE and DELETE are refused by triggers; the chain catches anyone who removes the
+triggers first. What the chain alone cannot show is records cut from its end (or a chain rebuilt
+whole by someone with write access to the database): an auditor keeps `itops audit head` outside
+the database and passes it to the next `itops audit verify --expect-head SEQ:HASH`.
 
 Every text field passes through the run's Redactor before it is hashed or written.
 """
@@ -22,7 +26,15 @@ from typing import Any, NamedTuple
 
 from ..credentials import Redactor
 from ..errors import LedgerError
-from .schema import COLUMNS, FIELDS, GENESIS, SEPARATOR, SEPARATOR_STANDIN, record_hash
+from .schema import (
+    COLUMNS,
+    FIELDS,
+    GENESIS,
+    NUL_STANDIN,
+    SEPARATOR,
+    SEPARATOR_STANDIN,
+    record_hash,
+)
 from .store import Store
 
 __all__ = [
@@ -301,9 +313,12 @@ class Ledger:
         }
 
     def _mask(self, text: str) -> str:
-        """Secrets masked; the hash separator replaced (it may never appear in stored text)."""
+        """Secrets masked; the hash separator (it may never appear in stored text) and NUL (see
+        schema.NUL_STANDIN: a command's output may hold one) replaced by visible stand-ins."""
         text = self.redactor.mask(text)
-        return text.replace(SEPARATOR, SEPARATOR_STANDIN) if SEPARATOR in text else text
+        if SEPARATOR in text:
+            text = text.replace(SEPARATOR, SEPARATOR_STANDIN)
+        return text.replace("\x00", NUL_STANDIN) if "\x00" in text else text
 
     def _json(self, value: Any) -> str | None:
         # JSON escapes control characters, so the separator cannot appear in JSON text; the

@@ -35,6 +35,8 @@ COLUMNS = (*FIELDS, "hash")
 TEXT_FIELDS = frozenset(FIELDS) - {"seq", "duration_ms"}
 SEPARATOR = "\x1f"
 SEPARATOR_STANDIN = "\u241f"  # ␟, what a U+001F in user text is stored as
+NUL_STANDIN = "\u2400"  # ␀, what a NUL is stored as (PostgreSQL text cannot hold one, and
+# SQLite's printf, which rebuilds a record's hash input, stops at one)
 GENESIS = "0" * 64
 SCHEMA_VERSION = "2"
 # What opening an older ledger adds (when the account may): version 2 finds a ticket's events

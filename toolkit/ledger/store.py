@@ -368,9 +368,11 @@ class Store:
     # -- verify ------------------------------------------------------------------------------
     def verify_chain(self) -> RangeCheck:
         """Recompute every hash and link; seq ranges in parallel processes for large ledgers."""
-        count, high = next(self._stream("SELECT count(*), max(seq) FROM ledger", []))
+        count, low, high = next(self._stream("SELECT count(*), min(seq), max(seq) FROM ledger", []))
         if not count:
             return RangeCheck(0)
+        if low < 1:  # a row slipped in below the chain, where no range check would look
+            return RangeCheck(0, low, f"record {low} is outside the chain (it starts at 1)")
         workers = min(os.cpu_count() or 1, 8) if count >= PARALLEL_VERIFY_MIN else 1
         step = -(-high // workers)
         lows = list(range(1, high + 1, step))

@@ -182,8 +182,8 @@ class _Loader:
     def host(self, path: Path, name: str, node: yaml.Node, group: str) -> None:
         if not _NAME.fullmatch(name):
             raise InventoryError(f"{self.where(path, node)}: invalid host name {name!r}")
-        if name not in self.host_vars:
-            self.host_vars[name] = {}
+        if name not in self.host_source:  # host_vars/ may have been read first (another source)
+            self.host_vars.setdefault(name, {})
             self.host_source[name] = self.where(path, node)
             self.order.append(name)
         self.merge_vars(path, node, self.host_vars[name], name, f"host {name!r}")
@@ -414,12 +414,10 @@ class Inventory:
             raise NotFound(
                 "empty target pattern", hint="name a host, a group or a glob such as ws-*"
             )
-        # Ansible's order: unions first, then intersections, then exclusions.
-        ordered = (
-            [t for t in terms if t[0] not in "&!"]
-            + [t for t in terms if t[0] == "&"]
-            + [t for t in terms if t[0] == "!"]
-        )
+        # Ansible's order: unions first, then intersections, then exclusions; with no union,
+        # the pattern starts from `all` (`!ws-013` is every host but ws-013).
+        unions = [t for t in terms if t[0] not in "&!"] or ["all"]
+        ordered = unions + [t for t in terms if t[0] == "&"] + [t for t in terms if t[0] == "!"]
         selected: set[str] = set()
         for term in ordered:
             if term.startswith("&"):
@@ -428,6 +426,11 @@ class Inventory:
                 selected -= self._term(term[1:])
             else:
                 selected |= self._term(term)
+        if not selected:
+            raise NotFound(
+                f"the targets {pattern!r} match no host",
+                hint="check the pattern with: itops inventory list PATTERN",
+            )
         return [h for name, h in self.hosts.items() if name in selected]
 
     def _term(self, term: str) -> set[str]:

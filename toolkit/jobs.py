@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import NotFound, ToolkitError, ValidationError
+from .errors import ToolkitError, ValidationError
 from .inventory import Host, Inventory
 from .runner import RunOptions, RunReport
 from .schedule import JobResult, Schedule
@@ -44,14 +44,7 @@ def runbook_engine() -> Any:
 
 def select(app: App, pattern: str) -> list[Host]:
     """The hosts a schedule targets, from a freshly loaded inventory; nothing matched is an error."""
-    inventory = Inventory.load(app.workspace.inventory_sources)
-    hosts = inventory.select(pattern)
-    if not hosts:
-        raise NotFound(
-            f"the targets {pattern!r} match no host",
-            hint="check the pattern with: itops inventory list PATTERN",
-        )
-    return hosts
+    return Inventory.load(app.workspace.inventory_sources).select(pattern)
 
 
 def check(app: App, s: Schedule) -> None:

@@ -109,6 +109,9 @@ def test_hosts_are_immutable(inv: Inventory) -> None:
         ("!ws-001:workstations", ["ws-002", "ws-003", "ws-042"]),  # exclusions apply last
         ("~ws-0(01|42)", ["ws-001", "ws-042"]),
         ("ws-001,srv-1", ["ws-001", "srv-1"]),
+        # no union term: Ansible starts from all
+        ("!office:!servers", ["jump"]),
+        ("&servers", ["srv-1", "win-1", "sw-1"]),
     ],
 )
 def test_target_patterns(inv: Inventory, pattern: str, expected: list[str]) -> None:
@@ -123,6 +126,19 @@ def test_unknown_names_suggest_the_closest(inv: Inventory) -> None:
         inv.select("zz-*")
     with pytest.raises(NotFound):
         inv.get("ws-43")
+    with pytest.raises(NotFound, match="match no host"):  # nothing to run on is an error
+        inv.select("printers:&servers")
+
+
+def test_host_vars_read_before_their_host_is_defined(tmp_path: Path) -> None:
+    # Two sources in one folder: host_vars/ is read with the first, the host defined in the
+    # second.
+    first = write(tmp_path / "linux.yml", "all:\n  hosts:\n    srv-1: {address: 127.0.0.60}\n")
+    second = write(tmp_path / "net.yml", "all:\n  hosts:\n    sw-01: {address: 127.0.0.62}\n")
+    write(tmp_path / "host_vars" / "sw-01.yml", "site: lab\n")
+    loaded = Inventory.load([first, second])
+    assert list(loaded.hosts) == ["srv-1", "sw-01"]
+    assert loaded.get("sw-01").var("site") == "lab"
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from .transports.base import CommandResult
 WINDOWS_PATH = (
     r"(?!.*(?:^|\\)\.\.(?:\\|$))"
     r"(?:[A-Za-z]:\\|\\\\[^\\/:*?\"<>|]+\\[^\\/:*?\"<>|]+\\?)"
-    r"(?:[^\\/:*?\"<>|]+\\?)*"
+    r"(?:[^\\/:*?\"<>|]+\\)*[^\\/:*?\"<>|]*"  # segments, then a last one: no nested choice
 )
 # Service names may hold almost anything but slashes (MSSQL$SQLEXPRESS is real); passed literally.
 SERVICE_NAME = r"[^\\/\s][^\\/]{0,255}"

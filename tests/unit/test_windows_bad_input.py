@@ -256,3 +256,29 @@ def test_the_literal_model_sees_injection() -> None:
     assert benign != pasted
     unescaped, _ = literals("Get-Item 'o\u2019; Stop-Computer; \u2018'")
     assert unescaped != benign
+
+
+@pytest.mark.parametrize(
+    ("path", "ok"),
+    [
+        ("C:\\", True),
+        ("C:\\Windows\\", True),
+        ("\\\\srv\\share\\dir\\f.txt", True),
+        ("D:\\My Docs\\a b.txt", True),
+        ("C:\\a\\..\\b", False),
+        ("C:\\a\\\\b", False),
+        ("relative\\x", False),
+        # ran for minutes in a pattern with a nested choice (catastrophic backtracking): a
+        # parameter, or a spool folder a host reports, must not stall the run
+        ("C:\\Windows\\System32\\spool\\PRINTERS" + "x" * 40 + "*", False),
+    ],
+)
+def test_windows_paths_are_checked_in_linear_time(path: str, ok: bool) -> None:
+    import re
+    import time
+
+    from toolkit.windows import WINDOWS_PATH
+
+    started = time.monotonic()
+    assert bool(re.fullmatch(WINDOWS_PATH, path)) is ok
+    assert time.monotonic() - started < 1.0

@@ -10,7 +10,11 @@ Safety settings, whatever the machine's ansible.cfg says:
 - Host keys are checked: ANSIBLE_HOST_KEY_CHECKING=True (ansible-runner turns it off otherwise),
   and ssh is told to trust exactly the workspace's known_hosts files (`-o UserKnownHostsFile=…
   -o StrictHostKeyChecking=yes` first in ANSIBLE_SSH_ARGS: ssh keeps the first value it is given,
-  so an inventory's own ssh args cannot loosen it).
+  so an inventory's ansible_ssh_common_args / _extra_args cannot loosen it). Host variables
+  outrank that environment, so a target host that sets ansible_ssh_args (which would replace
+  it), turns ansible_host_key_checking off, or ignores WinRM certificates without
+  `winrm_allow_insecure: true` is refused before anything runs.
+- Extra vars reach ansible in a 0600 file, never on a command line `ps` shows.
 - The controller's ansible is the one installed beside this interpreter (its bin/ first on PATH).
 - ControlPersist sockets live in a directory of this run only, and their masters are told to exit
   when the run ends; the run's private data (unmasked ansible output) is deleted.
@@ -145,6 +149,28 @@ def parse_extra_vars(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def refuse_loosened_checks(hosts: Sequence[Host]) -> None:
+    """Refuse inventory variables with which ansible would undo the checks set here: host
+    variables outrank ansible's environment (ANSIBLE_SSH_ARGS, ANSIBLE_HOST_KEY_CHECKING)."""
+    for host in hosts:
+        if host.var("ansible_ssh_args") is not None:
+            raise PlaybookError(
+                f"{host.name} sets ansible_ssh_args, which would replace itops's host-key "
+                "pinning for ansible",
+                hint="use ansible_ssh_common_args / ansible_ssh_extra_args for extra options",
+            )
+        if str(host.var("ansible_host_key_checking", True)).lower() in ("false", "no", "0"):
+            raise PlaybookError(f"{host.name} turns ansible_host_key_checking off")
+        insecure_ok = host.var("winrm_allow_insecure") is True
+        validation = str(host.var("ansible_winrm_server_cert_validation", "validate")).lower()
+        if validation == "ignore" and not insecure_ok:
+            raise PlaybookError(
+                f"{host.name} sets ansible_winrm_server_cert_validation: ignore",
+                hint="set winrm_ca_bundle, or winrm_allow_insecure: true for this host to "
+                "accept it knowingly",
+            )
+
+
 def ansible_environment(
     workspace: Workspace, run_dir: Path, connect_timeout: float
 ) -> dict[str, str]:
@@ -247,6 +273,7 @@ def run_playbook(
         )
     if not hosts:
         raise NotFound("no hosts to run the playbook on")
+    refuse_loosened_checks(hosts)
     ledger = app.ledger
     mask = app.redactor.mask
     values: dict[str, Any] = {}
@@ -335,14 +362,18 @@ def run_playbook(
         for sub in ("cp", "tmp", "private"):
             (run_dir / sub).mkdir()
         connect_timeout = float(app.workspace.run_setting("connect_timeout", 10))
+        # Extra vars go in a 0600 file in this run's 0700 folder: ansible-runner would put
+        # them on ansible-playbook's command line, where any local user's `ps` shows secrets.
+        extravars = run_dir / "extravars.json"
+        with os.fdopen(os.open(extravars, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            json.dump(values, f)
         result = ansible_runner.run(
             private_data_dir=str(run_dir / "private"),
             playbook=str(playbook.path.resolve()),
             inventory=[str(p.resolve()) for p in app.workspace.inventory_sources],
             limit=",".join(h.name for h in hosts),
-            extravars=values,
             envvars=ansible_environment(app.workspace, run_dir, connect_timeout),
-            cmdline="--check --diff" if check else None,
+            cmdline=shlex.join([*(["--check", "--diff"] if check else []), "-e", f"@{extravars}"]),
             forks=max(1, min(forks, len(hosts))),
             event_handler=handler,
             quiet=True,

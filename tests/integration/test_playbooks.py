@@ -9,7 +9,11 @@ workspace's state folder.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +160,50 @@ ECHO = """\
       ansible.builtin.command: echo "token is {{ api_token }}"
       changed_when: false
 """
+
+
+SLOW_ECHO = (
+    ECHO
+    + """
+    - name: Take a while
+      ansible.builtin.command: sleep 2
+      changed_when: false
+"""
+)
+
+
+def test_a_secret_extra_var_is_on_no_command_line(lab: LabEnv) -> None:
+    # Any local user can read every process's command line (ps): a secret extra var must
+    # travel in a file only its run can read, never as `-e {...}` to ansible-playbook.
+    ws = lab.other_workspace("pb-argv", known_hosts=lab_known_hosts(lab))
+    (ws / "playbooks" / "echo_token.yml").write_text(SLOW_ECHO)
+    canary = "canary-argv-4d81e0"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "--workspace", str(ws), "playbook", "run",
+         "echo_token", "lab-01", "--ticket", "CHG-604", "--json",
+         "-e", "api_token=env:ITOPS_TEST_CANARY"],
+        env={**env, "ITOPS_TEST_CANARY": canary}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    seen: set[str] = set()
+    while proc.poll() is None:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                argv = cmdline.read_bytes()
+            except OSError:
+                continue  # the process ended meanwhile
+            if b"ansible-playbook" in argv:
+                seen.add("ansible-playbook")
+            assert canary.encode() not in argv, argv
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, out + err
+    assert "ansible-playbook" in seen  # the scan did see the run
+    (event,) = [
+        e for e in records(ws, kind="playbook.event") if "token" in (e.output_excerpt or "")
+    ]
+    assert event.output_excerpt == "token is ********"  # and the value did reach the host
 
 
 def test_a_secret_extra_var_reaches_the_host_and_is_masked_everywhere(lab: LabEnv) -> None:

@@ -15,6 +15,7 @@ run never calls apply, so `--check` cannot modify a host.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import json
@@ -435,9 +436,11 @@ class Runner:
                     for host in batch:
                         results[host.name] = self._not_run(task, host, ticket, stop_reason, options)
                     continue
-                job = functools.partial(self._host, task, plans, ticket=ticket, priority=priority)
-                if not self._run_green(batch, job, options, results):
-                    futures = {pool.submit(job, host=host, options=options): host for host in batch}
+                job = functools.partial(
+                    self._guarded, task, plans, ticket=ticket, priority=priority, options=options
+                )
+                if not self._run_green(batch, job, options.forks, results):
+                    futures = {pool.submit(job, host): host for host in batch}
                     self._collect(futures, results)
                 failed = sum(
                     results[h.name].outcome in (Outcome.FAILED, Outcome.UNREACHABLE) for h in batch
@@ -479,15 +482,46 @@ class Runner:
             finish_failed,
         )
 
+    def _guarded(
+        self,
+        task: Task,
+        plans: Mapping[TaskSpec, Mapping[str, Any]],
+        host: Host,
+        *,
+        ticket: str | None,
+        priority: str | None,
+        options: RunOptions,
+    ) -> HostResult | None:
+        """One host's run, whatever happens: None if Ctrl-C came before it started; a bug that
+        escapes `_host` is that host's failure, never the end of the other hosts' runs."""
+        try:
+            return self._host(
+                task, plans, host=host, ticket=ticket, priority=priority, options=options
+            )
+        except Interrupted:
+            return None
+        except Exception as exc:
+            log.exception("running %s on %s failed", task.name, host.name)
+            return HostResult(
+                host.name,
+                Outcome.FAILED,
+                f"internal error: {type(exc).__name__}: {exc}",
+                error="internal-error",
+            )
+
     def _collect(
-        self, futures: dict[Future[HostResult], Host], results: dict[str, HostResult]
+        self, futures: dict[Future[HostResult | None], Host], results: dict[str, HostResult]
     ) -> None:
+        def keep(future: Future[HostResult | None]) -> None:
+            if (result := future.result()) is not None:
+                results[futures[future].name] = result
+
         pending = set(futures)
         try:
             while pending:
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
-                    results[futures[future].name] = future.result()
+                    keep(future)
         except KeyboardInterrupt:
             # Hosts not yet started never start; running ones stop before their next command
             # and still write their finish record.
@@ -496,29 +530,22 @@ class Runner:
                 future.cancel()
             for future in pending:
                 if not future.cancelled():
-                    results[futures[future].name] = future.result()
+                    keep(future)
             raise
 
     def _run_green(
         self,
         batch: list[Host],
-        job: Callable[..., HostResult],
-        options: RunOptions,
+        job: Callable[[Host], HostResult | None],
+        limit: int,
         results: dict[str, HostResult],
     ) -> bool:
         """Run an all-SSH batch as greenlets on the SSH event loop instead of threads; False if
         the connector cannot (other transports, or a test's connector)."""
         start = getattr(self.connector, "start_green", None)
-
-        def one(host: Host) -> HostResult | None:
-            try:
-                return job(host=host, options=options)
-            except Interrupted:  # Ctrl-C came before this host started: it never starts
-                return None
-
         if start is None:
             return False
-        future = start(batch, [functools.partial(one, h) for h in batch], options.forks)
+        future = start(batch, [functools.partial(job, h) for h in batch], limit)
         if future is None:
             return False
         try:
@@ -576,20 +603,29 @@ class Runner:
         shown = {k: (MASK if isinstance(v, Secret) else v) for k, v in values.items()}
         decision = self._decide(task, spec, host, options)
         policy = {"policy": dict(decision.record)} if decision is not None else {}
-        action_id = self.ledger.begin(
-            task=task.name,
-            host=host.name,
-            ticket=ticket,
-            params=shown,
-            data={
-                "mode": "check" if options.check_only else "fix",
-                "platform": host.platform,
-                "transport": host.transport,
-                "address": f"{host.address}:{host.port}",
-                **policy,
-                **options.tags,
-            },
-        )
+        try:
+            action_id = self.ledger.begin(
+                task=task.name,
+                host=host.name,
+                ticket=ticket,
+                params=shown,
+                data={
+                    "mode": "check" if options.check_only else "fix",
+                    "platform": host.platform,
+                    "transport": host.transport,
+                    "address": f"{host.address}:{host.port}",
+                    **policy,
+                    **options.tags,
+                },
+            )
+        except Exception as exc:  # nothing may touch a host the ledger has not recorded
+            log.error("%s: the ledger could not record the action: %s", host.name, exc)
+            return HostResult(
+                host.name,
+                Outcome.FAILED,
+                self.credentials.redactor.mask(f"not run: the ledger could not record it: {exc}"),
+                error="ledger-unavailable",
+            )
         self._on_event("start", host, None)
         recorder = _Recorder()
         transport: Transport | None = None
@@ -673,25 +709,37 @@ class Runner:
             notes=tuple(recorder.notes),
             handovers=tuple(recorder.handovers),
         )
-        self.ledger.finish(
-            action_id,
-            task=task.name,
-            host=host.name,
-            ticket=ticket,
-            outcome=outcome,
-            duration=result.duration,
-            commands=[c.as_ledger() for c in recorder.commands],
-            output=recorder.output(),
-            data={
-                "message": result.message,
-                "error": error,
-                "check": _finding(check),
-                "verify": _finding(verify),
-                "notes": list(recorder.notes),
-                **policy,
-                **options.tags,
-            },
-        )
+        try:
+            self.ledger.finish(
+                action_id,
+                task=task.name,
+                host=host.name,
+                ticket=ticket,
+                outcome=outcome,
+                duration=result.duration,
+                commands=[c.as_ledger() for c in recorder.commands],
+                output=recorder.output(),
+                data={
+                    "message": result.message,
+                    "error": error,
+                    "check": _finding(check),
+                    "verify": _finding(verify),
+                    "notes": list(recorder.notes),
+                    **policy,
+                    **options.tags,
+                },
+            )
+        except Exception as exc:  # what ran is still reported; the ledger shows it as open
+            log.error("%s: the ledger could not record the finish: %s", host.name, exc)
+            result = dataclasses.replace(
+                result,
+                outcome=Outcome.FAILED,
+                message=mask(
+                    f"{outcome} on the host, but the ledger could not record it "
+                    f"(the action stays open there): {exc}"
+                ),
+                error="ledger-unavailable",
+            )
         self._on_event("done", host, result)
         return result
 

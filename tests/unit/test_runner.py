@@ -296,3 +296,43 @@ def test_configure_and_save_are_changes_and_need_a_network_device(ledger: Ledger
     )
     assert report.results[0].error == "change-refused" and conn.log == []
     assert "check may only read" in report.results[0].message
+
+
+class FlakyLedger(Ledger):
+    """A ledger that cannot record one host's begin and another's finish (a dropped database
+    connection, a full disk)."""
+
+    def begin(self, **kwargs: Any) -> str:
+        if kwargs["host"] == "b":
+            raise ToolkitError("database is locked")
+        return super().begin(**kwargs)
+
+    def finish(self, action_id: str, **kwargs: Any) -> Any:
+        if kwargs["host"] == "c":
+            raise OSError("disk full")
+        return super().finish(action_id, **kwargs)
+
+
+def test_a_ledger_failure_is_that_hosts_outcome_and_nothing_unrecorded_runs(
+    tmp_path: Path,
+) -> None:
+    book = FlakyLedger(f"sqlite:///{tmp_path / 'l.db'}", operator="tester")
+    conn = FakeConnector({h: flag_script() for h in "abcd"})
+    try:
+        report = make_runner(book, conn).run(
+            task(Flag), hosts("a", "b", "c", "d"), {}, ticket="T-1", options=RunOptions()
+        )
+        by_host = {r.host: r for r in report.results}
+        assert {h: r.outcome for h, r in by_host.items()} == {
+            "a": Outcome.FIXED,
+            "b": Outcome.FAILED,
+            "c": Outcome.FAILED,
+            "d": Outcome.FIXED,
+        }
+        assert "b" not in conn.opened  # never contacted: its begin was not recorded
+        assert by_host["b"].error == by_host["c"].error == "ledger-unavailable"
+        assert by_host["c"].message.startswith("fixed on the host, but the ledger could not")
+        assert report.exit_code != 0
+        assert book.verify().open_actions == (by_host["c"].action_id,)  # visible as open
+    finally:
+        book.close()

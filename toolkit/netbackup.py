@@ -78,7 +78,6 @@ class BackupStore:
     def _init(self) -> None:
         if self.exists():
             return
-        self.root.mkdir(parents=True, exist_ok=True)
         self._git("init", "-q")
         self._git("config", "commit.gpgsign", "false")
         (self.root / ".gitignore").write_text(".lock\n")
@@ -86,7 +85,10 @@ class BackupStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Exclusive use of the repository: threads of this run and other itops processes."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        # 0700: git keeps its objects world-readable (0444), so the folder is what protects
+        # configurations (scrubbed of secrets, but still a map of the network).
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.chmod(0o700)
         with _THREAD_LOCK, open(self.root / ".lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:

@@ -287,7 +287,10 @@ class StepContext:
         self.note(f"{label}: {where}, not recorded")
 
     def configure(self, lines: Sequence[str], *, check: bool = True) -> CommandResult:
-        display = "configure: " + " ; ".join(line.strip() for line in lines)
+        # Each line scrubbed like the device's output: a rollback re-adds lines such as
+        # `neighbor … password 7 …` from the running config, and this text is recorded.
+        scrub: Callable[[str], str] = getattr(self._transport, "scrub", None) or (lambda t: t)
+        display = "configure: " + " ; ".join(scrub(line.strip()) for line in lines)
         self._require_apply(display)
         transport = self._transport
         if not isinstance(transport, ConfigTransport):

@@ -147,6 +147,7 @@ def test_backup_history_diff_and_no_secret_anywhere(lab: LabEnv) -> None:
     assert lab.itops("backup", "diff", "sw-02", "--not-a-rev").returncode != 0
 
     repo = lab.root / ".itops" / "backups" / "network"
+    assert repo.stat().st_mode & 0o777 == 0o700  # git's objects are 0444: the folder guards them
     stored = (repo / "sw-ios-01.cfg").read_text()
     assert "enable secret 0 <removed>" in stored and "snmp-server community <removed> RO" in stored
     assert "Last configuration change" not in stored and "Current configuration" not in stored

@@ -122,6 +122,12 @@ SECRET_SAMPLES = {
         "router bgp 65000\n neighbor 10.0.0.2 password 7 CANARYI\n"
         "crypto isakmp key CANARYJ address 0.0.0.0\n"
         "interface Gi1\n ip ospf authentication-key 7 CANARYK\nhostname keepme\n"
+        "tacacs-server host 10.1.1.1 key 7 CANARYL\nradius-server host 10.1.1.2 key CANARYM\n"
+        "radius-server host 10.1.1.3 auth-port 1812 acct-port 1813 key 7 CANARYN\n"
+        "interface Vlan10\n standby 1 authentication text CANARYO\n"
+        " standby 2 authentication CANARYP\n standby 3 authentication md5 key-string CANARYQ\n"
+        "ip ftp password CANARYR\nip ftp password 7 CANARYS\n"
+        "ntp authentication-key 1 md5 CANARYT 7\n"
     ),
     "arista_eos": (
         "! Command: show running-config\n! device: sw (cEOSLab)\n"
@@ -296,6 +302,19 @@ def test_configure_stops_at_the_first_rejected_line_and_leaves_config_mode() -> 
     assert result.exit_code == 1 and "line 3 `bogus` rejected: % Invalid input" in result.stderr
     assert conn.sent == ["interface Gi1", " description x", " bogus"]  # never " shutdown"
     assert conn.left_config_mode
+
+
+def test_configure_records_secret_bearing_lines_scrubbed() -> None:
+    # A rollback re-adds lines from the running config; what is recorded of them (the command
+    # text, a rejected line) carries no secret.
+    conn = _Conn({"neighbor 10.0.0.2 password 7 CANARYX": "% Invalid input detected"})
+    host = make_host("d", {"address": "127.0.0.1", "platform": "cisco_ios"}, (), "t")
+    transport = netdev.NetdevTransport(host, conn, _options())
+    result = transport.configure(["router bgp 65000", " neighbor 10.0.0.2 password 7 CANARYX"])
+    assert conn.sent[-1] == " neighbor 10.0.0.2 password 7 CANARYX"  # the device got the line
+    assert "CANARYX" not in result.command + result.stderr  # (output: scrubbed as recorded)
+    assert "CANARYX" not in transport.scrub(result.stdout)
+    assert "password 7 <removed>" in result.command and "<removed>" in result.stderr
 
 
 @pytest.mark.parametrize(

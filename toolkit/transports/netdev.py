@@ -331,11 +331,12 @@ class NetdevTransport:
                 output.append(out)
                 errors = [ln.strip() for ln in out.splitlines() if self._errors.search(ln)]
                 if errors:
-                    failed = f"line {number} `{line.strip()}` rejected: {' '.join(errors)}"
+                    shown = self.scrub(line.strip())
+                    failed = f"line {number} `{shown}` rejected: {' '.join(errors)}"
                     break
         finally:
             self._leave_config_mode()
-        display = "configure: " + " ; ".join(line.strip() for line in checked)
+        display = "configure: " + " ; ".join(self.scrub(line.strip()) for line in checked)
         text = "".join(output)
         if failed is not None:
             return CommandResult(display, 1, text, failed, time.monotonic() - started)

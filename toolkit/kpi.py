@@ -156,8 +156,10 @@ def compute(
             if ra is not None and ra <= now:
                 counted += 1
                 on_time += ra <= t.response_due
-            elif t.response_due < at:
-                counted += 1  # no response yet and already past its target: a breach
+            elif t.response_due < now:
+                # no response yet and already past its target: a breach, as a late response
+                # known by now would be (KPI.md), even if the target fell after the period
+                counted += 1
             if t.response_minutes is not None:
                 respond.append(t.response_minutes)
             escalated += t.escalations > 0
@@ -422,7 +424,7 @@ class TrendRow(NamedTuple):
 
 
 def weekly(
-    tickets: Sequence[WeekRow], policy: Policy, since: float, until: float
+    tickets: Sequence[WeekRow], policy: Policy, since: float, until: float, now: float
 ) -> list[dict[str, Any]]:
     """Per week (Monday 00:00 in the calendar's zone): opened, resolved, compliance and MTTR."""
     zone = policy.calendar.zone
@@ -451,9 +453,10 @@ def weekly(
         if i is not None:
             w = weeks[i]
             w.opened += 1
-            if t.response_at is not None or t.response_due < until:
+            ra = t.response_at
+            if (ra is not None and ra <= now) or t.response_due < now:  # answered, or late
                 w.responses += 1
-                w.responses_on_time += t.response_at is not None and t.response_at <= t.response_due
+                w.responses_on_time += ra is not None and ra <= now and ra <= t.response_due
         j = slot(t.resolved_at) if t.resolved_at is not None else None
         if j is not None:
             w = weeks[j]

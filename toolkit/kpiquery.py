@@ -146,7 +146,7 @@ def grouped(
             f"SUM(CASE WHEN {opened_in} THEN 1 ELSE 0 END), "
             f"SUM(CASE WHEN NOT ({opened_in}) THEN 0 "
             "WHEN t.response_at IS NOT NULL AND t.response_at <= :now THEN 1 "
-            "WHEN t.response_due < :at THEN 1 ELSE 0 END), "
+            "WHEN t.response_due < :now THEN 1 ELSE 0 END), "
             f"SUM(CASE WHEN {opened_in} AND t.response_at IS NOT NULL AND t.response_at <= :now "
             "AND t.response_at <= t.response_due THEN 1 ELSE 0 END), "
             f"SUM(CASE WHEN {opened_in} AND t.escalations > 0 THEN 1 ELSE 0 END), "

@@ -53,7 +53,7 @@ from .tickets import (
     summarize,
 )
 
-VERSION = "5"
+VERSION = "6"  # 6: skipped runs are no first response
 CHUNK = 500
 
 metadata = MetaData()

@@ -550,8 +550,11 @@ def summarize(
     for action in actions:
         if action.at < opened_at:
             continue
-        if response_at is None or action.at < response_at:
-            response_at = action.at  # the first remediation action responds when nothing did
+        # the first remediation action responds when nothing did; one that never touched the
+        # host (skipped: outside its window; waiting for an approval) is no response
+        responds = action.outcome not in ("skipped", "needs-approval")
+        if responds and (response_at is None or action.at < response_at):
+            response_at = action.at
         if action.outcome == "fixed" and resolved_at is not None:
             automated = automated or (action.finished_at or action.at) <= resolved_at
     response_due = calendar.deadline(opened_at, prio.response_minutes * 60)

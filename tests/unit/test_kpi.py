@@ -372,3 +372,55 @@ def test_a_rebuild_computes_without_holding_the_ledgers_write_lock(
         assert rows(projection) == rows(fresh)
     finally:
         fresh.close()
+
+
+def late_at_period_end(tmp_path: Path, respond: bool) -> Path:
+    """INC-9: P3 opened Mon 9 Nov 17:50 (the period's last day), due 2 business hours later:
+    Tue 10 Nov 10:50, after the period; answered late on Wednesday, or never."""
+    lines = [
+        desk.ev("INC-9", "opened", desk.t(9, 17, 50), priority="P3", category="printer"),
+    ]
+    if respond:
+        lines.append(desk.ev("INC-9", "responded", desk.t(11, 9)))
+    return desk.write(tmp_path / "late.jsonl", lines)
+
+
+@pytest.mark.parametrize("respond", [True, False])
+def test_never_answering_a_ticket_cannot_look_better_than_answering_it_late(
+    ledger: Ledger, projection: Projection, tmp_path: Path, respond: bool
+) -> None:
+    from toolkit.kpiquery import kpis_fast
+
+    import_file(ledger, late_at_period_end(tmp_path, respond))
+    projection.refresh()
+    now = desk.epoch(desk.t(13, 12))  # the report is made on Friday
+    args: dict[str, Any] = {"since": SINCE, "until": UNTIL, "now": now}
+    reference = kpis(projection.tickets(), projection.actions(), POLICY, **args)
+    fast = kpis_fast(projection, POLICY, **args)
+    for result in (reference, fast):  # a breach either way (KPI.md), by both implementations
+        assert result["response_sla_compliance"] == 0.0, result
+    # the week's trend of the current week counts a ticket only once it is late
+    from toolkit.kpi import weekly
+    from toolkit.kpiquery import trend_rows
+
+    opened = desk.epoch(desk.t(9, 17, 50))
+    (week,) = weekly(trend_rows(projection, SINCE, UNTIL), POLICY, opened - 1, UNTIL, opened + 60)
+    assert week["response_sla_compliance"] is None
+    (week,) = weekly(trend_rows(projection, SINCE, UNTIL), POLICY, opened - 1, UNTIL, now)
+    assert week["response_sla_compliance"] == 0.0
+
+
+def test_a_skipped_remediation_is_no_first_response(ledger: Ledger, projection: Projection) -> None:
+    # P1 opened at 02:00; a fix at 02:05 was skipped (outside the host's window) and never
+    # touched the host; the engineer answered at 03:00, past the 30-minute target.
+    opened = desk.epoch(desk.t(3, 2))
+    record(ledger, "INC-7", "opened", {"priority": "P1", "category": "printer"}, POLICY, at=opened)
+    action = ledger.begin(task="printer.clear-queue", host="ws-1", ticket="INC-7", params={})
+    ledger.finish(
+        action, task="printer.clear-queue", host="ws-1", ticket="INC-7",
+        outcome="skipped", duration=0.0,
+    )  # fmt: skip
+    record(ledger, "INC-7", "responded", {}, POLICY, at=opened + 3600)
+    projection.refresh()
+    (inc7,) = [t for t in projection.tickets() if t.ticket == "INC-7"]
+    assert inc7.response_at == opened + 3600

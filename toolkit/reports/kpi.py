@@ -93,7 +93,7 @@ def build(
         pending = None
     try:
         overall = kpis_fast(projection, policy, since=since, until=until, now=now, backlog=backlog)
-        weeks = weekly(trend_rows(projection, since, until), policy, since, until)
+        weeks = weekly(trend_rows(projection, since, until), policy, since, until, now)
         found = pending.get() if pending is not None else [_breakdown(by) for by in BREAKDOWNS]
     finally:
         if pool is not None:

@@ -148,6 +148,7 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[Secret | str] = ()) -> None:
         self._values: set[str] = set()
+        self._longest = 0
         self._lock = threading.Lock()
         self._pattern: re.Pattern[str] | None = None
         for secret in secrets:
@@ -170,11 +171,13 @@ class Redactor:
                 return
             self._values |= {v for v in variants if v}
             ordered = sorted(self._values, key=len, reverse=True)
+            self._longest = len(ordered[0])
             self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
 
     @property
     def longest(self) -> int:
-        return max((len(v) for v in self._values), default=0)
+        """The longest registered form (kept by add(), so readers never walk the changing set)."""
+        return self._longest
 
     def mask(self, text: str) -> str:
         pattern = self._pattern

@@ -593,15 +593,23 @@ class Projection:
         head: int,
         first: int,
         last: int,
+        written: int,
         rows: list[tuple[Any, ...]],
         recurs: Mapping[str, float | None],
         changes: list[tuple[float | None, str]],
     ) -> bool:
-        """Store an import's replayed rows with the watermark `last`, if nothing else was written."""
+        """Store an import's replayed rows with the watermark `last`, if nothing else was written
+        (the import's `written` records are all of head+1..last: another process's record
+        between two of its batches would otherwise never reach the KPI tables)."""
         with self.engine.begin() as conn:
             mark = conn.execute(select(kpi_state.c.value).where(kpi_state.c.key == "watermark"))
             now_head = conn.execute(text("SELECT max(seq) FROM ledger")).scalar() or 0
-            if first != head + 1 or now_head != last or int(mark.scalar() or -1) != head:
+            if (
+                first != head + 1
+                or now_head != last
+                or last - first + 1 != written
+                or int(mark.scalar() or -1) != head
+            ):
                 return False  # someone else wrote meanwhile: leave it to refresh()
             self._insert_tickets(conn, rows, recurs)
             self._update_recurrence(conn, changes)
@@ -697,7 +705,7 @@ def _prime_worker(go: Any) -> None:
             return
         if first is None or last is None:
             return  # the import failed: nothing to store
-        projection._store_primed(head, first, last, rows, recurs, changes)
+        projection._store_primed(head, first, last, len(events), rows, recurs, changes)
     finally:
         projection.close()
 

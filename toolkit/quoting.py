@@ -110,6 +110,8 @@ def become(command: Command, *, method: str = "sudo", user: str = "root") -> Com
     if method != "sudo":
         raise ValidationError(f"unsupported become method {method!r}", hint="itops supports sudo")
     check_token(user, "become user")
+    if command.shell != "sh":
+        raise ValidationError(f"become wraps sh commands in sudo, not {command.shell} ones")
     prefix = cmd("sudo", "-n", "-u", user, "--", "/bin/sh", "-c")
     return Command(
         f"{prefix.text} {shlex.quote(command.text)}",

@@ -87,3 +87,11 @@ def test_credential_store_registers_every_resolved_value(monkeypatch: pytest.Mon
     store = CredentialStore(Redactor())
     store.resolve("env:ITOPS_T_SECRET")
     assert store.redactor.mask(CANARY) == MASK
+
+
+def test_the_longest_registered_form_is_kept_as_values_are_added() -> None:
+    r = Redactor()
+    assert r.longest == 0
+    r.add(Secret("short"))
+    r.add(Secret("a'much-longer-one"))  # its shell-quoted form is longer still
+    assert r.longest == len("'a'\"'\"'much-longer-one'")

@@ -424,3 +424,16 @@ def test_a_skipped_remediation_is_no_first_response(ledger: Ledger, projection: 
     projection.refresh()
     (inc7,) = [t for t in projection.tickets() if t.ticket == "INC-7"]
     assert inc7.response_at == opened + 3600
+
+
+def test_a_record_another_process_wrote_between_import_batches_is_not_skipped(
+    ledger: Ledger, projection: Projection
+) -> None:
+    # An import of 3 records in batches; another process's record landed between two of
+    # them, so the import spans seq 1..4. Storing the import's replay with watermark 4 would
+    # leave that record out of the KPI tables until a rebuild: it must be refused.
+    projection.refresh()  # current at head 0
+    for n in range(4):
+        ledger.append(Entry("note", ticket=f"X-{n}", data={"n": n}))
+    assert not projection._store_primed(0, 1, 4, 3, [], {}, [])
+    assert projection._store_primed(0, 1, 4, 4, [], {}, [])  # all four were the import's

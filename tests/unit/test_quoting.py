@@ -161,3 +161,12 @@ def test_ps_script_masks_secrets_in_display_and_encodes_utf16() -> None:
     assert decoded == command.text
     with pytest.raises(TypeError):
         ps_encoded(cmd("id"))
+
+
+def test_become_wraps_only_sh_commands() -> None:
+    from toolkit.quoting import become, cli, cmd, ps_script
+
+    assert become(cmd("id", "-u")).text.startswith("sudo -n -u root -- /bin/sh -c ")
+    for other in (ps_script("Get-Service"), cli("show version")):
+        with pytest.raises(ValidationError, match="not"):
+            become(other)

@@ -579,8 +579,10 @@ class SSHTransport:
             await asyncio.wait_for(getattr(self._sftp, op)(src, dst), self._options.command_timeout)
         except TimeoutError:
             raise CommandTimeout(self.host.name, f"file transfer timed out: {src}") from None
-        except (asyncssh.SFTPError, OSError) as exc:
+        except asyncssh.SFTPError as exc:  # the server refused this transfer (path, rights)
             raise TransportError(self.host.name, f"file transfer failed: {exc}") from None
+        except (asyncssh.Error, OSError) as exc:  # no sftp subsystem, or the connection went
+            raise Unreachable(self.host.name, f"file transfer failed: {_describe(exc)}") from None
 
     def close(self) -> None:
         """Start closing and return: the worker moves on to its next host while the server

@@ -304,6 +304,22 @@ def test_configure_stops_at_the_first_rejected_line_and_leaves_config_mode() -> 
     assert conn.left_config_mode
 
 
+def test_a_session_that_drops_mid_push_is_unreachable_not_an_internal_error() -> None:
+    from netmiko.exceptions import ReadException
+
+    class Dropped(_Conn):
+        def send_config_set(self, lines: list[str], **_: Any) -> str:
+            raise ReadException("Channel stream closed by remote device.")
+
+        def exit_config_mode(self) -> str:
+            raise OSError("Socket is closed")
+
+    host = make_host("d", {"address": "127.0.0.1", "platform": "cisco_ios"}, (), "t")
+    transport = netdev.NetdevTransport(host, Dropped({}), _options())
+    with pytest.raises(Unreachable, match="session lost"):
+        transport.configure(["interface Gi1", " shutdown"])
+
+
 def test_configure_records_secret_bearing_lines_scrubbed() -> None:
     # A rollback re-adds lines from the running config; what is recorded of them (the command
     # text, a rejected line) carries no secret.

@@ -169,7 +169,7 @@ class Netdev:
                 }
             ),
         )
-        switch = state.spawn(
+        state.spawn(
             "netdev:switches",
             [str(venv / "bin/python"), str(Path(__file__).with_name("netsim.py")), str(switches)],
             switches,
@@ -178,7 +178,6 @@ class Netdev:
         state.data["netdev"] = {
             "ports": ports,
             "faults": str(faults),
-            "switches_pid": switch.pid,
             "devices": addresses,
         }
         platforms = {n: p for n, _, p in FAKENOS_DEVICES} | dict.fromkeys(
@@ -230,8 +229,17 @@ class Netdev:
                 entry["sticky"] = ["0050.56aa.0001"]
         path = Path(info["faults"])
         path.write_text(json.dumps([entry]))
+        # Signal only the simulator this lab started and that still runs (`alive` checks its
+        # command line): a recorded pid reused by another process would die of SIGUSR1.
+        switches = next(
+            (p for p in state.processes if p.role == "netdev:switches" and p.alive()), None
+        )
+        if switches is None:
+            raise LabError(
+                "the lab switches are not running", hint="itops lab up --services netdev"
+            )
         with contextlib.suppress(ProcessLookupError):
-            os.kill(int(info["switches_pid"]), signal.SIGUSR1)
+            os.kill(switches.current_pid(), signal.SIGUSR1)
         wait_for(lambda: not path.exists(), 10, "the lab switches did not take the fault")
         time.sleep(0.05)
 

@@ -42,6 +42,7 @@ import paramiko
 from netmiko import ConnectHandler
 from netmiko.exceptions import (
     NetmikoAuthenticationException,
+    NetmikoBaseException,
     NetmikoTimeoutException,
     ReadTimeout,
 )
@@ -350,8 +351,8 @@ class NetdevTransport:
 
     def _leave_config_mode(self) -> None:
         """`end` (netmiko's exit_config_mode); devices that lack it get `exit`s instead."""
-        with contextlib.suppress(ValueError, ReadTimeout):
-            self._conn.exit_config_mode()
+        with contextlib.suppress(ValueError, CommandTimeout):
+            self._call(self._conn.exit_config_mode)
         for _ in range(4):
             if not self._call(self._conn.check_config_mode):
                 return
@@ -364,7 +365,8 @@ class NetdevTransport:
             return method(*args, **kwargs)
         except ReadTimeout:
             raise CommandTimeout(self.host.name, "the device did not return its prompt") from None
-        except (OSError, EOFError, paramiko.SSHException) as exc:
+        except (OSError, EOFError, paramiko.SSHException, NetmikoBaseException) as exc:
+            # ReadException "Channel stream closed", WriteException: the session is gone
             raise Unreachable(self.host.name, f"session lost: {exc}") from None
 
     def _result(self, display: str, output: str, started: float) -> CommandResult:

@@ -15,6 +15,7 @@ run never calls apply, so `--check` cannot modify a host.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -24,7 +25,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,15 @@ EXIT_CODES: tuple[tuple[Outcome, int], ...] = (
 
 class Interrupted(ToolkitError):
     """The run was interrupted (Ctrl-C) before this host's next command."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended a run: the results of the hosts that got one (a password a finished host
+    now has must still reach the engineer)."""
+
+    def __init__(self, results: tuple[HostResult, ...]) -> None:
+        super().__init__("interrupted")
+        self.results = results
 
 
 @dataclass(frozen=True)
@@ -433,7 +443,10 @@ class Runner:
         batches = _batches(list(hosts), options.serial)
         stop_reason: str | None = None
         workers = max(1, min(options.forks, max((len(b) for b in batches), default=1)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="itops-host") as pool:
+        with (
+            ThreadPoolExecutor(workers, thread_name_prefix="itops-host") as pool,
+            _on_interrupt(lambda: tuple(results[h.name] for h in hosts if h.name in results)),
+        ):
             for batch in batches:
                 if stop_reason:
                     for host in batch:
@@ -781,6 +794,16 @@ class Runner:
                     )
                 )
         return done
+
+
+@contextlib.contextmanager
+def _on_interrupt(partial: Callable[[], tuple[HostResult, ...]]) -> Iterator[None]:
+    try:
+        yield
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise RunInterrupted(partial()) from None
 
 
 def prepare_hosts(

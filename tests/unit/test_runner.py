@@ -336,3 +336,36 @@ def test_a_ledger_failure_is_that_hosts_outcome_and_nothing_unrecorded_runs(
         assert book.verify().open_actions == (by_host["c"].action_id,)  # visible as open
     finally:
         book.close()
+
+
+def test_ctrl_c_hands_back_the_results_of_the_hosts_that_finished(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What finished before Ctrl-C (say, a host that now has a new password) is not lost with
+    # the run: the interrupt carries those hosts' results for the CLI to deliver.
+    import concurrent.futures
+
+    import toolkit.runner as runner_module
+    from toolkit.runner import RunInterrupted
+
+    calls = {"n": 0}
+
+    def wait_then_interrupt(fs: Any, timeout: float, return_when: str) -> Any:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise KeyboardInterrupt
+        done, _ = concurrent.futures.wait(fs, return_when=concurrent.futures.ALL_COMPLETED)
+        first = next(f for f in done if f.result().host == "a")
+        return {first}, set(fs) - {first}
+
+    monkeypatch.setattr(runner_module, "wait", wait_then_interrupt)
+    conn = FakeConnector({"a": flag_script(), "b": flag_script()})
+    with pytest.raises(RunInterrupted) as stop:
+        make_runner(ledger, conn).run(
+            task(Flag), hosts("a", "b"), {}, ticket="T-1", options=RunOptions()
+        )
+    assert [(r.host, r.outcome) for r in stop.value.results] == [
+        ("a", Outcome.FIXED),
+        ("b", Outcome.FIXED),  # it was running: it finished its step and was collected
+    ]
+    assert isinstance(stop.value, KeyboardInterrupt)  # the CLI's Ctrl-C handling still applies

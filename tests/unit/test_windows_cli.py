@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -141,3 +142,35 @@ def test_fix_with_an_option_before_the_targets_is_a_usage_error(windows_workspac
     )
     assert result.exit_code == 2
     assert "'--reboot' where TASK and TARGETS belong" in result.output
+
+
+def test_ctrl_c_still_hands_over_the_passwords_hosts_already_got(
+    windows_workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 30 of 40 accounts were reset when the engineer pressed Ctrl-C: those 30 new passwords
+    # must reach the engineer (the run ends with "interrupted" as before).
+    import toolkit.cli.fix as fix_module
+    from toolkit.credentials import Secret
+    from toolkit.handover import Handover
+    from toolkit.runner import HostResult, Outcome, RunInterrupted
+
+    done = HostResult(
+        "ws-042",
+        Outcome.FIXED,
+        "reset",
+        handovers=(Handover("ws-042", "new password for jdoe", Secret("Canary-Pw-77")),),
+    )
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise RunInterrupted((done,))
+
+    monkeypatch.setattr(fix_module, "execute", interrupted)
+    result = CliRunner().invoke(
+        cli,
+        ["-w", str(windows_workspace), "fix", "password.reset", "ws-042", "-p", "user=jdoe",
+         "--ticket", "INC-1"],
+    )  # fmt: skip
+    assert result.exit_code != 0  # click reports the interrupt as Aborted!
+    assert "ws-042: new password for jdoe (shown once, not recorded): Canary-Pw-77" in (
+        result.output
+    )

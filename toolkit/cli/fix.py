@@ -178,40 +178,48 @@ def fix(
             )
     if extras:
         params = (*params, *task_options(app.catalog.get(task), extras))
-    report, policy = execute(
-        app,
-        task,
-        targets,
-        params,
-        ticket=ticket,
-        category=category,
-        priority=priority,
-        check_only=check_only,
-        forks=forks,
-        serial=serial,
-        max_fail_percent=max_fail_percent,
-        connect_timeout=connect_timeout,
-        command_timeout=command_timeout,
-        break_glass=break_glass,
-        reason=reason,
-        approval=approval,
-        progress=not as_json,
-    )
-    if as_json:
-        render.emit_json(app.redactor.mask_data(report.as_dict()))
-    else:
-        show_report(report)
-        if policy is not None and policy.request_id and report.counts.get("needs-approval"):
-            click.echo(
-                f"approval requested: {policy.request_id} — another operator runs "
-                f"`itops approve {policy.request_id}`, then run this command again"
-            )
-    if not check_only:
-        entry = app.catalog.get(task)
-        _warn_repeat_fixes(
-            app, entry.category, [r.host for r in report.results if r.outcome == "fixed"]
+    from ..runner import RunInterrupted
+
+    try:
+        report, policy = execute(
+            app,
+            task,
+            targets,
+            params,
+            ticket=ticket,
+            category=category,
+            priority=priority,
+            check_only=check_only,
+            forks=forks,
+            serial=serial,
+            max_fail_percent=max_fail_percent,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+            break_glass=break_glass,
+            reason=reason,
+            approval=approval,
+            progress=not as_json,
         )
-    render.handovers(report.results)
+    except RunInterrupted as stop:  # hosts that finished may hold a new password: deliver it
+        render.handovers(stop.results)
+        raise
+    try:
+        if as_json:
+            render.emit_json(app.redactor.mask_data(report.as_dict()))
+        else:
+            show_report(report)
+            if policy is not None and policy.request_id and report.counts.get("needs-approval"):
+                click.echo(
+                    f"approval requested: {policy.request_id} — another operator runs "
+                    f"`itops approve {policy.request_id}`, then run this command again"
+                )
+        if not check_only:
+            entry = app.catalog.get(task)
+            _warn_repeat_fixes(
+                app, entry.category, [r.host for r in report.results if r.outcome == "fixed"]
+            )
+    finally:  # whatever the reporting does, what the run made for the engineer reaches them
+        render.handovers(report.results)
     click.get_current_context().exit(report.exit_code)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -229,13 +230,13 @@ def test_port_recover_bounces_an_err_disabled_port_and_escalates_a_dead_link(lab
 
 def test_port_vlan_moves_saves_only_after_verify_and_refuses_a_missing_vlan(lab: LabEnv) -> None:
     args = ["network.port-vlan", "sw-01", "-p", "interface=Fa0/13"]
+    assert fix(lab, *args, "-p", "vlan=20", "--ticket", "INC-4020")[0] == 0  # a known start
     code, report = fix(lab, *args, "-p", "vlan=30", "--ticket", "INC-4020")
     host = one(report)
-    assert code == 0 and host["outcome"] in ("fixed", "already-ok")
-    if host["outcome"] == "fixed":
-        steps = [(c["step"], c["command"]) for c in host["commands"]]
-        push = steps.index(("apply", "configure: interface Fa0/13 ; switchport access vlan 30"))
-        assert steps.index(("apply", "save running configuration")) > push
+    assert code == 0 and host["outcome"] == "fixed", host
+    steps = [(c["step"], c["command"]) for c in host["commands"]]
+    push = steps.index(("apply", "configure: interface Fa0/13 ; switchport access vlan 30"))
+    assert steps.index(("apply", "save running configuration")) > push
     assert (
         one(fix(lab, *args, "-p", "vlan=30", "--ticket", "INC-4020")[1])["outcome"] == "already-ok"
     )
@@ -251,19 +252,23 @@ def test_config_apply_diff_apply_verify_and_rollback_on_a_rejected_line(
     lab: LabEnv, tmp_path: Path
 ) -> None:
     template = tmp_path / "desc.j2"
-    template.write_text("interface FastEthernet0/14\n description itops {{ inventory_hostname }}\n")
+    run = secrets.token_hex(3)  # a description the port cannot have yet, whatever ran before
+    template.write_text(
+        f"interface FastEthernet0/14\n description itops {run} {{{{ inventory_hostname }}}}\n"
+    )
     args = ["network.config-apply", "sw-02", "-p", f"file={template}"]
     code, report = fix(lab, *args, "--check")
     host = one(report)
-    if host["outcome"] == "would-fix":
-        assert "+ description itops sw-02" in host["check"]["facts"]["diff"]
-        code, report = fix(lab, *args, "--ticket", "CHG-4030")
-        assert code == 0 and one(report)["outcome"] == "fixed"
+    assert host["outcome"] == "would-fix", host
+    assert f"+ description itops {run} sw-02" in host["check"]["facts"]["diff"]
+    code, report = fix(lab, *args, "--ticket", "CHG-4030")
+    assert code == 0 and one(report)["outcome"] == "fixed"
     assert one(fix(lab, *args, "--ticket", "CHG-4030")[1])["outcome"] == "already-ok"
 
     rejected = tmp_path / "rejected.cfg"
-    rejected.write_text(
+    rejected.write_text(  # the shutdown after the rejected line must never reach the switch
         "interface FastEthernet0/15\n description half-done\n ip helper-address 10.0.0.1 10.0.0.2\n"
+        " shutdown\n"
     )
     code, report = fix(
         lab, "network.config-apply", "sw-02", "-p", f"file={rejected}", "--ticket", "CHG-4031"
@@ -279,6 +284,11 @@ def test_config_apply_diff_apply_verify_and_rollback_on_a_rejected_line(
         for c in host["commands"]
     )
     assert not any(c["command"] == "save running configuration" for c in host["commands"])
+    # the rollback restored the running configuration exactly, and undid only the description:
+    # had the shutdown been typed, it would have needed a `no shutdown` too
+    push, *rollback = [c["command"] for c in host["commands"] if c["command"].startswith("conf")]
+    assert push.endswith("ip helper-address 10.0.0.1 10.0.0.2 ; shutdown")  # what was asked
+    assert rollback == ["configure: interface FastEthernet0/15 ; no description half-done"]
 
     before = lab.itops("log", "--json").stdout.count("\n")
     undefined = tmp_path / "undefined.j2"

@@ -82,6 +82,8 @@ def replay(
         server.stop()
     for server in servers:
         assert server.errors == [], server.errors
+        # the client followed the recording in order: no recorded request was jumped over
+        assert server.skipped == [], server.skipped
 
 
 @pytest.fixture

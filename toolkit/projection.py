@@ -53,6 +53,7 @@ from .tickets import (
     summarize,
 )
 
+KPI_LOCK_KEY = 0x17_0B_55_C4_F  # serialises projection writers on PostgreSQL
 VERSION = "6"  # 6: skipped runs are no first response
 CHUNK = 500
 
@@ -375,6 +376,7 @@ class Projection:
             for a in new_actions
         ]
         with self.engine.connect().execution_options(itops_write=True) as conn, conn.begin():
+            self._write_lock(conn)
             now = dict(conn.execute(select(kpi_state.c.key, kpi_state.c.value)).all())
             if now != state:
                 raise _Raced  # another process refreshed meanwhile: start again from its result
@@ -407,6 +409,13 @@ class Projection:
                 ],
             )
             return count
+
+    def _write_lock(self, conn: Any) -> None:
+        """One projection writer at a time: SQLite's BEGIN IMMEDIATE (itops_write) already is;
+        on PostgreSQL a transaction-scoped advisory lock, so a second `itops kpi` waits, sees
+        the first one's result and starts again from it instead of colliding on its rows."""
+        if self.dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": KPI_LOCK_KEY})
 
     def _insert_tickets(
         self,
@@ -601,7 +610,8 @@ class Projection:
         """Store an import's replayed rows with the watermark `last`, if nothing else was written
         (the import's `written` records are all of head+1..last: another process's record
         between two of its batches would otherwise never reach the KPI tables)."""
-        with self.engine.begin() as conn:
+        with self.engine.connect().execution_options(itops_write=True) as conn, conn.begin():
+            self._write_lock(conn)
             mark = conn.execute(select(kpi_state.c.value).where(kpi_state.c.key == "watermark"))
             now_head = conn.execute(text("SELECT max(seq) FROM ledger")).scalar() or 0
             if (

@@ -134,7 +134,10 @@ def new_ticket_id() -> str:
 
 
 _REQUIRED = {e: tuple(n for n, (_, req) in spec.items() if req) for e, spec in FIELDS.items()}
-_VALUED = frozenset({"priority", "tier", "channel", "category", "score"})
+# Longest values the KPI tables hold (PostgreSQL enforces column lengths: one longer value in
+# the append-only ledger would stop every later KPI refresh).
+_LIMITS = {"requester": 255, "assignee": 128, "hosts": 255}
+_VALUED = frozenset({"priority", "tier", "channel", "category", "score", *_LIMITS})
 
 
 def check_fields(event: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,6 +198,11 @@ def _check_values(event: str, data: Mapping[str, Any]) -> None:
             f"{event}: category {data['category']!r} is not a name",
             hint="e.g. " + ", ".join(CATEGORIES),
         )
+    for name, limit in _LIMITS.items():
+        values = data.get(name) or ()
+        for value in [values] if isinstance(values, str) else values:
+            if len(value) > limit:
+                raise TicketError(f"{event}: {name} {value[:40]!r}… is longer than {limit}")
     if event == "survey" and not 1 <= data["score"] <= 5:
         raise TicketError(f"survey: score {data['score']} is not between 1 and 5")
 

@@ -437,3 +437,31 @@ def test_a_record_another_process_wrote_between_import_batches_is_not_skipped(
         ledger.append(Entry("note", ticket=f"X-{n}", data={"n": n}))
     assert not projection._store_primed(0, 1, 4, 3, [], {}, [])
     assert projection._store_primed(0, 1, 4, 4, [], {}, [])  # all four were the import's
+
+
+def _refresh_in_a_process(url: str) -> None:
+    projection = Projection(url, POLICY)
+    try:
+        projection.refresh()
+    finally:
+        projection.close()
+
+
+def test_several_kpi_refreshes_at_once_agree(
+    ledger: Ledger, projection: Projection, tmp_path: Path
+) -> None:
+    # Three `itops kpi` at the same moment over a fresh projection: one writes, the others
+    # wait for it (SQLite's write lock, PostgreSQL's advisory lock) and take its result.
+    import multiprocessing
+
+    import_file(ledger, desk.write(tmp_path / "week.jsonl"))
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_refresh_in_a_process, args=(ledger.url,)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    together = rows(projection)
+    projection.rebuild()
+    assert rows(projection) == together

@@ -234,6 +234,11 @@ def test_unconfirmed_close_is_allowed_when_said() -> None:
         ("opened", {"category": "Bad Category!"}, "not a name"),
         ("escalated", {}, "tier is required"),
         ("resolved", {"first_contact": "yes"}, "must be bool"),
+        # longer than the KPI tables hold (PostgreSQL would refuse every later refresh)
+        ("opened", {"assignee": "a" * 129}, "assignee .* longer than 128"),
+        ("opened", {"requester": "r" * 256}, "requester .* longer than 255"),
+        ("opened", {"hosts": ["ok", "h" * 256]}, "hosts .* longer than 255"),
+        ("escalated", {"tier": "L2", "assignee": "a" * 129}, "longer than 128"),
     ],
 )
 def test_bad_fields(event: str, data: dict[str, Any], message: str) -> None:

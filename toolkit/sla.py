@@ -288,6 +288,13 @@ def parse_duration(value: Any, *, day_minutes: int, what: str) -> float:
                 f"{what}: cannot read the duration {value!r}", hint="e.g. 30m, 4h, 2bd"
             )
         number, unit = float(m.group(1)), m.group(2)
+        if unit == "d" and day_minutes != 1440:
+            # a clock in business time cannot count calendar days: 2d would be 2,880 business
+            # minutes, about five 9-hour business days
+            raise ConfigError(
+                f"{what}: {value!r} counts calendar days, but this clock runs in business hours",
+                hint=f"use {m.group(1)}bd (business days), or always = true for a 24×7 clock",
+            )
         minutes = number * {"m": 1, "min": 1, "h": 60, "d": 1440, "bd": day_minutes}[unit]
     if minutes <= 0:
         raise ConfigError(f"{what}: a duration must be positive")

@@ -275,7 +275,11 @@ def test_bad_configuration_is_a_config_error(config: dict[str, object], message:
 def test_durations_and_hours_parsing() -> None:
     assert parse_duration("90m", day_minutes=540, what="x") == 90
     assert parse_duration("2bd", day_minutes=540, what="x") == 1080
-    assert parse_duration("1d", day_minutes=540, what="x") == 1440
+    assert parse_duration("1d", day_minutes=1440, what="x") == 1440  # a 24×7 clock
+    # on a business clock a calendar day cannot be counted (it was 1,440 business minutes)
+    with pytest.raises(ConfigError, match="counts calendar days") as info:
+        parse_duration("2d", day_minutes=540, what="x")
+    assert "2bd" in (info.value.hint or "")
     assert parse_duration(45, day_minutes=540, what="x") == 45
     with pytest.raises(ConfigError):
         parse_duration(0, day_minutes=540, what="x")

@@ -11,9 +11,12 @@ One event per line, a JSON object:
 closed, reopened, survey, complaint) and `at` (ISO 8601 *with* a UTC offset) are required; the other
 keys are the event's fields (see `tickets.FIELDS`), plus `by`: who did it at the other desk.
 
-Import is all-or-nothing: every line is checked first (JSON, fields, time, order within the
+Checking is all-or-nothing: every line is checked first (JSON, fields, time, order within the
 ticket, the lifecycle, duplicates against the file and the ticket log) and every problem is reported
-with its line number; only a clean file is appended, in large batches.
+with its line number; only a clean file is appended, in large batches, each its own commit. If
+writing fails part-way (the database goes away, the disk fills), the batches already committed stay
+in the append-only log: the error says how many events were written, and importing the file again
+is refused as duplicates, so import the lines after those.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from .bulk import paused_gc
-from .errors import ValidationError
+from .errors import ToolkitError, ValidationError
 from .tickets import (
     KINDS,
     TicketError,
@@ -285,7 +288,14 @@ def _import(
                 )
                 for e in events[start : start + size]
             ]
-            stored = ledger.append_many(entries)
+            try:
+                stored = ledger.append_many(entries)
+            except Exception as exc:
+                raise ToolkitError(
+                    f"{path}: writing stopped after {start} of {len(events)} events: {exc}",
+                    hint=f"the first {start} events are in the ticket log (it is append-only); "
+                    "import the file's remaining events, without those",
+                ) from exc
             first = first if first is not None else stored[0].seq
             last = stored[-1].seq
         ok = True

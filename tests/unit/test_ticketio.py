@@ -65,6 +65,27 @@ def test_a_good_file_is_imported_whole(ledger: Ledger, tmp_path: Path) -> None:
     assert ledger.verify().ok
 
 
+def test_a_write_that_fails_part_way_says_what_is_in_the_log(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from toolkit.errors import ToolkitError
+
+    real = ledger.append_many
+    calls = {"n": 0}
+
+    def fails_on_the_third_batch(entries: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        return real(entries)
+
+    monkeypatch.setattr(ledger, "append_many", fails_on_the_third_batch)
+    with pytest.raises(ToolkitError, match="writing stopped after 4 of 7 events: disk full") as e:
+        import_file(ledger, write(tmp_path, GOOD), batch=2)
+    assert "the first 4 events are in the ticket log" in (e.value.hint or "")
+    assert ticket_records(ledger) == 4 and ledger.verify().ok
+
+
 def expect_refused(ledger: Ledger, tmp_path: Path, rows: list[Any], *fragments: str) -> None:
     with pytest.raises(ImportRefused) as caught:
         import_file(ledger, write(tmp_path, rows), batch=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,17 @@ from toolkit.lab.core import _listening
 from toolkit.workspace import Workspace
 
 pytestmark = pytest.mark.integration
+
+
+def sleeping(seconds: str) -> bool:
+    argv = f"sleep\0{seconds}\0".encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes() == argv:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def test_up_status_down_stop_exactly_what_was_started(lab: LabEnv, tmp_path: Path) -> None:
@@ -33,8 +45,22 @@ def test_up_status_down_stop_exactly_what_was_started(lab: LabEnv, tmp_path: Pat
         assert twice.returncode == 2 and "already running" in twice.stderr
         assert lab.itops("inventory", "check", "lab", workspace=ws).returncode == 0
 
+        # a job a session left running in the background, detached from it
+        seconds = f"3{secrets.randbelow(10**6):06d}"
+        state = ws / ".itops" / "lab"
+        host = status["hosts"][0]["address"].split(":")[0]
+        subprocess.run(
+            ["ssh", "-i", str(state / "client_ed25519"), "-p", str(port),
+             "-o", f"UserKnownHostsFile={state / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
+             "-o", "BatchMode=yes", f"itops-lab@{host}",
+             f"setsid sleep {seconds} </dev/null >/dev/null 2>&1 &"],
+            check=True, timeout=30,
+        )  # fmt: skip
+        assert sleeping(seconds)
+
         down = lab.itops("lab", "down", workspace=ws)
         assert down.returncode == 0 and "stopped 1 process" in down.stdout
+        assert not sleeping(seconds)  # stopped with the lab it was started in
         assert not _listening(port)
         assert not (ws / ".itops" / "lab" / "hosts.yml").exists()
         assert bystander.poll() is None  # untouched

@@ -426,6 +426,7 @@ class Lab:
         for proc in state.processes:  # reap our own children (when the same process started them)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(proc.pid, os.WNOHANG)
+        _stop_sessions(state)
         return len(alive)
 
     def _cleanup(self, state: LabState) -> None:
@@ -442,6 +443,41 @@ class Lab:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _stop_sessions(state: LabState) -> None:
+    """Stop what commands run in this lab's SSH sessions left behind (a background job, a
+    long command of a killed client): processes of the lab user marked with this lab's id."""
+    try:
+        uid = pwd.getpwnam(state.user).pw_uid
+    except KeyError:
+        return
+    marker = f"ITOPS_LAB_ID={state.lab_id}".encode()
+
+    def marked() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if entry.stat().st_uid == uid and marker in (entry / "environ").read_bytes().split(
+                    b"\0"
+                ):
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # gone meanwhile
+        return found
+
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+        pids = marked()
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and marked():
+            time.sleep(0.05)
 
 
 def _preflight(hosts: int) -> None:
@@ -609,7 +645,9 @@ def _sshd_config(state: LabState, members: Sequence[LabHost], host_key: Path) ->
         "LogLevel VERBOSE",
     ]
     for h in members:
-        env = {"ITOPS_LAB_HOST": h.name, **h.env}
+        # ITOPS_LAB_ID marks every process started in this lab's sessions, even one that
+        # detached from its session (setsid, nohup): `lab down` finds and stops them by it.
+        env = {"ITOPS_LAB_HOST": h.name, "ITOPS_LAB_ID": state.lab_id, **h.env}
         for key, value in env.items():
             if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key) or re.search(r"[\s\"\\]", value):
                 raise LabError(f"cannot pass {key}={value!r} to lab sessions")

@@ -72,6 +72,23 @@ class LabEnv:
     def sshd_log(self) -> str:
         return "".join(p.read_text() for p in sorted(self.lab.dir.glob("sshd_*.log")))
 
+    def sshd_log_settled(self, before: str, closed: int, timeout: float = 15) -> str:
+        """What sshd logged since `before`, once `closed` connections have ended in it (sshd
+        writes a connection's lines as it goes: reading at once may miss the last ones)."""
+        import re
+        import time
+
+        ends = re.compile(
+            r"^(?:Disconnected from|Connection closed by|Connection reset by) .*127\.0\.0\.1 port",
+            re.M,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            new = self.sshd_log()[len(before) :]
+            if len(ends.findall(new)) >= closed or time.monotonic() > deadline:
+                return new
+            time.sleep(0.05)
+
     def service(self, name: str) -> Any:
         return self.lab.service(name)
 

@@ -1,13 +1,16 @@
 """A scheduler in its own process, with its own fixed clock: for the cross-process lock tests.
 
-    python -m tests.sched_proc URL CLOCK HOLD_SECONDS LOG [START_FILE]
+    python -m tests.sched_proc URL CLOCK HOLD LOG [START_FILE]
 
-Waits for START_FILE to exist (a barrier), ticks once with the clock fixed at CLOCK; the job
-appends "ran <ticket>" to LOG, then holds the lease for HOLD_SECONDS. Prints the tick's events.
+Once ready to tick, creates START_FILE.ready.<pid> and waits for START_FILE to exist (a
+barrier the parent opens when every process is ready), ticks once with the clock fixed at CLOCK;
+the job appends "ran <ticket>" to LOG, then holds the lease: HOLD seconds, or with HOLD
+`until:PATH` until PATH exists. Prints the tick's events.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import datetime
@@ -21,17 +24,24 @@ from toolkit.schedule import JobResult, Schedule, Scheduler, ScheduleStore
 def main() -> None:
     url, clock_at, hold, log = sys.argv[1:5]
     start = Path(sys.argv[5]) if len(sys.argv) > 5 else None
-    while start is not None and not start.exists():
-        time.sleep(0.01)
 
     def job(s: Schedule, ticket: str, occurrence: datetime) -> JobResult:
         with open(log, "a") as out:
             out.write(f"ran {ticket}\n")
-        time.sleep(float(hold))
+        if hold.startswith("until:"):
+            release, deadline = Path(hold[6:]), time.monotonic() + 60
+            while not release.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        else:
+            time.sleep(float(hold))
         return JobResult("completed", "held the lease")
 
     store = ScheduleStore(url)
     ledger = Ledger(url, operator="scheduler")
+    if start is not None:
+        start.with_name(f"{start.name}.ready.{os.getpid()}").touch()
+        while not start.exists():
+            time.sleep(0.01)
     try:
         events = Scheduler(store, ledger, FakeClock(clock_at), job).run_due()
         for e in events:

@@ -379,7 +379,14 @@ def test_change_tickets_are_valid_ticket_ids() -> None:
 
 
 # -- two real processes ------------------------------------------------------------------------
-def _proc(url: str, clock: str, hold: float, log: Path, start: Path) -> subprocess.Popen[str]:
+def wait_ready(start: Path, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(list(start.parent.glob(f"{start.name}.ready.*"))) < count:
+        assert time.monotonic() < deadline, "the scheduler processes did not get ready"
+        time.sleep(0.01)
+
+
+def _proc(url: str, clock: str, hold: str, log: Path, start: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.sched_proc", url, clock, str(hold), str(log), str(start)],
         cwd=ROOT,
@@ -393,7 +400,8 @@ def test_two_scheduler_processes_run_one_occurrence_once(env: Any, tmp_path: Pat
     store, _ledger = env
     make(env, FakeClock("2026-11-18T12:00:30+00:00")).add(weekly("often", cron="* * * * *"))
     log, start = tmp_path / "runs.log", tmp_path / "go"
-    procs = [_proc(store.url, "2026-11-18T12:01:05+00:00", 0.2, log, start) for _ in range(2)]
+    procs = [_proc(store.url, "2026-11-18T12:01:05+00:00", "0.2", log, start) for _ in range(2)]
+    wait_ready(start, 2)  # both have imported and opened the store: they tick together
     start.touch()
     outputs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
@@ -404,14 +412,16 @@ def test_two_scheduler_processes_run_one_occurrence_once(env: Any, tmp_path: Pat
 def test_the_lease_keeps_a_second_process_from_overlapping(env: Any, tmp_path: Path) -> None:
     store, ledger = env
     make(env, FakeClock("2026-11-18T12:00:30+00:00")).add(weekly("often", cron="* * * * *"))
-    log, start = tmp_path / "runs.log", tmp_path / "go"
+    log, start, release = tmp_path / "runs.log", tmp_path / "go", tmp_path / "release"
     start.touch()
-    first = _proc(store.url, "2026-11-18T12:01:05+00:00", 2.5, log, start)
+    # the first holds its lease until the second has come and gone, however slowly it starts
+    first = _proc(store.url, "2026-11-18T12:01:05+00:00", f"until:{release}", log, start)
     deadline = time.monotonic() + 30
     while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = _proc(store.url, "2026-11-18T12:02:05+00:00", 0.0, log, start)
+    second = _proc(store.url, "2026-11-18T12:02:05+00:00", "0", log, start)
     out2, err2 = second.communicate(timeout=60)
+    release.touch()
     out1, err1 = first.communicate(timeout=60)
     assert out1.strip() == "ran CHG-20261118T1201Z-often on-time"
     assert first.returncode == 0 and second.returncode == 0, (err1, err2)

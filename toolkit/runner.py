@@ -453,7 +453,11 @@ class Runner:
                         results[host.name] = self._not_run(task, host, ticket, stop_reason, options)
                     continue
                 job = functools.partial(
-                    self._guarded, task, plans, ticket=ticket, priority=priority, options=options
+                    self._guarded,
+                    task.name,
+                    functools.partial(
+                        self._host, task, plans, ticket=ticket, priority=priority, options=options
+                    ),
                 )
                 if not self._run_green(batch, job, options.forks, results):
                     futures = {pool.submit(job, host): host for host in batch}
@@ -498,26 +502,16 @@ class Runner:
             finish_failed,
         )
 
-    def _guarded(
-        self,
-        task: Task,
-        plans: Mapping[TaskSpec, Mapping[str, Any]],
-        host: Host,
-        *,
-        ticket: str | None,
-        priority: str | None,
-        options: RunOptions,
-    ) -> HostResult | None:
-        """One host's run, whatever happens: None if Ctrl-C came before it started; a bug that
-        escapes `_host` is that host's failure, never the end of the other hosts' runs."""
+    @staticmethod
+    def _guarded(task: str, run_host: Callable[..., HostResult], host: Host) -> HostResult | None:
+        """One host's run (`_host`), whatever happens: None if Ctrl-C came before it started;
+        a bug that escapes it is that host's failure, never the end of the other hosts' runs."""
         try:
-            return self._host(
-                task, plans, host=host, ticket=ticket, priority=priority, options=options
-            )
+            return run_host(host=host)
         except Interrupted:
             return None
         except Exception as exc:
-            log.exception("running %s on %s failed", task.name, host.name)
+            log.exception("running %s on %s failed", task, host.name)
             return HostResult(
                 host.name,
                 Outcome.FAILED,

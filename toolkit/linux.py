@@ -117,6 +117,15 @@ SYSTEMD_PROPERTIES = (
 )
 
 
+def _refuse_protected(name: str, asked: str | None = None) -> None:
+    if name.removesuffix(".service").lower() in PROTECTED_SERVICES:
+        shown = f"{asked} ({name})" if asked and asked != name else name
+        raise ValidationError(
+            f"refusing to restart {shown}: itops depends on it (or the host does)",
+            hint="restart it from the console",
+        )
+
+
 def read_service(ctx: Context, name: str, manager: str) -> ServiceState:
     """A service's state; NotFound if the host has no such service."""
     if manager == "systemd":
@@ -192,12 +201,9 @@ class RestartLinuxService(Remediation):
 
     def check(self, ctx: Context) -> Finding:
         wanted = self.service_name(ctx)
-        if wanted.removesuffix(".service").lower() in PROTECTED_SERVICES:
-            raise ValidationError(
-                f"refusing to restart {wanted}: itops depends on it (or the host does)",
-                hint="restart it from the console",
-            )
+        _refuse_protected(wanted)
         state = read_service(ctx, wanted, service_manager(ctx))
+        _refuse_protected(state.name, wanted)  # an alias of one (ssh → ssh.service, sshd)
         self.before = state
         facts: dict[str, Any] = {
             "service": state.name,

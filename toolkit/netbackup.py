@@ -57,7 +57,10 @@ class BackupStore:
 
     # -- git plumbing ----------------------------------------------------------------------
     def _git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, **GIT_ENV, "HOME": str(self.root)}
+        # The caller's GIT_DIR / GIT_WORK_TREE / GIT_INDEX_FILE… would point git elsewhere
+        # (another repository, another work tree): none of git's own variables pass through.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+        env.update(GIT_ENV, HOME=str(self.root))
         try:
             result = subprocess.run(
                 ["git", "-C", str(self.root), *args],

@@ -450,6 +450,15 @@ def test_services_itops_depends_on_are_refused(tmp_path: Path, unit: str) -> Non
     assert run.sent == []
 
 
+def test_an_alias_of_a_protected_service_is_refused_too(tmp_path: Path) -> None:
+    # `openssh-server` is not on the list, but systemd resolves it to ssh.service
+    script = systemd_script({}, unit="ssh.service")
+    run = run_linux(tmp_path, "service.restart", {"service": "openssh-server"}, script)
+    assert run.result.outcome == Outcome.FAILED
+    assert "openssh-server (ssh.service)" in run.result.message
+    assert not [c for c in run.sent if "restart" in c]
+
+
 def test_a_masked_service_is_left_alone(tmp_path: Path) -> None:
     script = systemd_script({}, extra="UnitFileState=masked\n")
     run = run_linux(tmp_path, "service.restart", {"service": "nginx"}, script)

@@ -435,3 +435,27 @@ def test_help_and_the_catalog_import_neither_netmiko_nor_textfsm_nor_jinja2() ->
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_backup_repository_ignores_the_callers_git_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIT_DIR / GIT_WORK_TREE in the operator's environment would send git (and the configs)
+    # to another repository.
+    import subprocess
+
+    from toolkit.netbackup import BackupStore
+
+    elsewhere = tmp_path / "elsewhere"
+    subprocess.run(["git", "init", "-q", str(elsewhere)], check=True)
+    monkeypatch.setenv("GIT_DIR", str(elsewhere / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(elsewhere))
+    store = BackupStore(tmp_path / "network")
+    store.write("sw-01", "hostname sw-01\n")
+    assert store.commit(["sw-01"], "first backup")
+    assert (tmp_path / "network" / ".git").is_dir()
+    assert (tmp_path / "network").stat().st_mode & 0o777 == 0o700
+    log = subprocess.run(
+        ["git", "-C", str(elsewhere), "log", "--oneline"], capture_output=True, text=True
+    )
+    assert "first backup" not in log.stdout

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .catalog import Finding, PastAction, RunInfo, Task, TaskSpec
-from .credentials import MASK, CredentialStore, Secret
+from .credentials import CredentialStore, Secret
 from .errors import (
     AuthFailed,
     CertificateError,
@@ -48,7 +48,7 @@ from .green import offload
 from .handover import Handover
 from .inventory import Host
 from .ledger import Ledger
-from .quoting import Command, become
+from .quoting import Command, become, mapping_display
 from .tickets import ticket_priority
 from .transports import CommandResult, Connector, Transport
 from .transports.base import ConfigTransport
@@ -610,7 +610,7 @@ class Runner:
         started = time.monotonic()
         spec = task.implementation(host.platform)
         values = plans.get(spec, {}) if spec is not None else {}
-        shown = {k: (MASK if isinstance(v, Secret) else v) for k, v in values.items()}
+        shown = mapping_display(values)
         decision = self._decide(task, spec, host, options)
         policy = {"policy": dict(decision.record)} if decision is not None else {}
         try:
@@ -700,11 +700,7 @@ class Runner:
             message = f"internal error in {task.name}: {type(exc).__name__}: {exc}"
             error = "internal-error"
         finally:
-            if transport is not None:
-                try:
-                    transport.close()
-                except Exception:
-                    log.debug("closing %s failed", host.name, exc_info=True)
+            _close_quietly(transport, host)
         mask = self.credentials.redactor.mask
         result = HostResult(
             host=host.name,
@@ -790,6 +786,15 @@ class Runner:
         return done
 
 
+def _close_quietly(transport: Transport | None, host: Host) -> None:
+    """Close a host's connection after its run; a failure to close is not the run's outcome."""
+    if transport is not None:
+        try:
+            transport.close()
+        except Exception:
+            log.debug("closing %s failed", host.name, exc_info=True)
+
+
 @contextlib.contextmanager
 def _on_interrupt(partial: Callable[[], tuple[HostResult, ...]]) -> Iterator[None]:
     try:
@@ -858,11 +863,7 @@ def probe(connector: Connector, hosts: Sequence[Host], *, forks: int = 50) -> li
         except ToolkitError as exc:
             status, detail = "error", exc.message
         finally:
-            if transport is not None:
-                try:
-                    transport.close()
-                except Exception:
-                    log.debug("closing %s failed", host.name, exc_info=True)
+            _close_quietly(transport, host)
         return {
             "host": host.name,
             "status": status,

@@ -169,9 +169,14 @@ class KnownHosts:
         return keys, revoked
 
 
+def known_hosts_name(host: Host) -> str:
+    """How known_hosts names a host: by address, and port when not 22."""
+    return host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+
+
 def known_hosts_line(host: Host, key: asyncssh.SSHKey) -> str:
     """A known_hosts line naming the host by address (and port when not 22)."""
-    target = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+    target = known_hosts_name(host)
     algorithm, blob = key.export_public_key("openssh").decode().split()[:2]
     return f"{target} {algorithm} {blob} itops:{host.name}\n"
 
@@ -182,7 +187,7 @@ def fingerprint(key: asyncssh.SSHKey) -> str:
 
 def pin(path: Path, host: Host, key: asyncssh.SSHKey, *, replace: bool) -> None:
     """Add the host's key to a known_hosts file; with replace, drop that host's old lines first."""
-    target = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+    target = known_hosts_name(host)
     lines = path.read_text().splitlines(keepends=True) if path.exists() else []
     if replace:
         names = {target, host.name, f"[{host.name}]:{host.port}"}

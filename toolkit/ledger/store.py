@@ -57,9 +57,11 @@ def _now() -> str:
     """UTC now as 2026-11-21T09:56:39.123456Z (the seconds part formatted once per second)."""
     now = time.time()
     whole = int(now)
-    if _second[0] != whole:
-        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
-    return f"{_second[1]}.{int((now - whole) * 1e6):06d}Z"
+    cached, text = _second  # one read: another thread may replace the pair meanwhile
+    if cached != whole:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second[:] = [whole, text]  # (a list slice assignment swaps both items at once)
+    return f"{text}.{int((now - whole) * 1e6):06d}Z"
 
 
 def backend(url: str) -> str:

@@ -114,6 +114,10 @@ class LabEnv:
     def break_printer(self, *hosts: str) -> None:
         self.lab.service("cups").break_printer(self.state, hosts)
 
+    def heal_printers(self) -> None:
+        """Every lab host's printer healthy, whatever an earlier test left."""
+        self.lab.service("cups").heal_printer(self.state, [h.name for h in self.state.hosts])
+
     def other_workspace(self, name: str, *, known_hosts: str, extra_inventory: str = "") -> Path:
         """A second workspace that reaches the same lab hosts with its own known_hosts."""
         root = self.root.parent / name

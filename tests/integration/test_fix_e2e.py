@@ -12,6 +12,12 @@ from tests.integration.conftest import LabEnv
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(autouse=True)
+def healthy_printers(lab: LabEnv) -> None:
+    """Each test starts from healthy printers: its exact outcomes depend on no earlier test."""
+    lab.heal_printers()
+
+
 def outcomes(output: str) -> dict[str, str]:
     return {m.group(1): m.group(2) for m in re.finditer(r"^(lab-\d+)\s+(\S+)", output, re.M)}
 

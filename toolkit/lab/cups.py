@@ -123,6 +123,14 @@ class Cups:
             broken.append(name)
         return broken
 
+    def heal_printer(self, state: LabState, names: Iterable[str]) -> None:
+        """The healthy state a lab host starts in: no jobs, the queue enabled and accepting."""
+        for name in names:
+            host = state.host(name)
+            run(host, ["cancel", "-a", PRINTER])
+            run(host, ["cupsenable", PRINTER])
+            run(host, ["cupsaccept", PRINTER])
+
 
 def service_name(state: LabState, host: LabHost) -> str:
     return f"itops-lab-{state.lab_id}-cups-{host.name}"

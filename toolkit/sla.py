@@ -353,7 +353,10 @@ def load_holidays_file(path: Path) -> set[date]:
         if end is None:
             days.add(first)
             continue
-        last = end.date() if isinstance(end, datetime) else end - timedelta(days=1)
+        if isinstance(end, datetime):  # DTEND is exclusive: an event ending at 00:00 ends
+            last = (end - timedelta(microseconds=1)).date()  # the day before
+        else:
+            last = end - timedelta(days=1)
         day = first
         while day <= max(last, first):
             days.add(day)

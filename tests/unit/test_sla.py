@@ -208,13 +208,17 @@ def test_holidays_from_an_icalendar_file(tmp_path: Path) -> None:
         "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\n"
         "BEGIN:VEVENT\r\nUID:1\r\nDTSTAMP:20260101T000000Z\r\nSUMMARY:Company day\r\n"
         "DTSTART;VALUE=DATE:20261116\r\nDTEND;VALUE=DATE:20261118\r\nEND:VEVENT\r\n"
+        # a timed event ending at midnight: DTEND is exclusive, the 24th is no holiday
+        "BEGIN:VEVENT\r\nUID:2\r\nDTSTAMP:20260101T000000Z\r\nSUMMARY:Closed early\r\n"
+        "DTSTART:20261223T120000\r\nDTEND:20261224T000000\r\nEND:VEVENT\r\n"
         "END:VCALENDAR\r\n"
     )
     policy = load_policy(
         {"calendar": {"timezone": "UTC", "holidays_file": "holidays.ics"}}, tmp_path
     )
-    assert {date(2026, 11, 16), date(2026, 11, 17)} <= policy.calendar.holidays
+    assert {date(2026, 11, 16), date(2026, 11, 17), date(2026, 12, 23)} <= policy.calendar.holidays
     assert date(2026, 11, 18) not in policy.calendar.holidays
+    assert date(2026, 12, 24) not in policy.calendar.holidays
 
 
 def test_public_holidays_from_the_holidays_package() -> None:

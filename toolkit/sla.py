@@ -484,10 +484,6 @@ def default_policy(timezone: str = "UTC") -> Policy:
     return load_policy({"calendar": {"timezone": timezone}})
 
 
-def to_epoch(moment: datetime) -> float:
-    return moment.timestamp()
-
-
 def iso(t: float | None) -> str | None:
     """Epoch → ISO 8601 UTC with offset (`2026-11-21T09:00:00+00:00`)."""
     if t is None:

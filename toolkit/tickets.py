@@ -622,10 +622,6 @@ def summarize(
 
 
 # -- writing ----------------------------------------------------------------------------------
-def events(ledger: Ledger, ticket: str) -> list[Record]:
-    return list(ledger.records(ticket=ticket, kinds=KINDS))
-
-
 def history(ledger: Ledger, ticket: str) -> tuple[list[TicketEvent], list[ActionFact]]:
     return from_records(ledger.records(ticket=ticket))
 

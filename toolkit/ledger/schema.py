@@ -32,7 +32,6 @@ FIELDS = (
     "prev_hash",
 )
 COLUMNS = (*FIELDS, "hash")
-TEXT_FIELDS = frozenset(FIELDS) - {"seq", "duration_ms"}
 SEPARATOR = "\x1f"
 SEPARATOR_STANDIN = "\u241f"  # ␟, what a U+001F in user text is stored as
 NUL_STANDIN = "\u2400"  # ␀, what a NUL is stored as (PostgreSQL text cannot hold one, and

@@ -168,13 +168,6 @@ class Store:
 
         return (getattr(psycopg, name),)
 
-    @property
-    def engine(self) -> Any:
-        """A SQLAlchemy engine on the same database, for code that wants Core queries."""
-        if not hasattr(self, "_engine"):
-            self._engine = make_engine(self.url, self.synchronous)
-        return self._engine
-
     def _ensure_schema(self) -> None:
         """Create tables and guards once. Opening an existing ledger runs no DDL (so a read-only
         auditor account can open it), and concurrent first opens are serialised."""
@@ -415,8 +408,6 @@ class Store:
 
     def close(self) -> None:
         self._rollback(keep=False)
-        if hasattr(self, "_engine"):
-            self._engine.dispose()
 
 
 def check_range(url: str, low: int, high: int) -> RangeCheck:

@@ -18,7 +18,7 @@ import base64
 import re
 import shlex
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -360,6 +360,14 @@ def cli(template: str, /, **values: str | int) -> Command:
 def config(*templates: str, **values: str | int) -> tuple[str, ...]:
     """Configuration lines from template literals whose `{name}` placeholders take checked words."""
     return config_lines(_CLI_FORMATTER.vformat(t, (), values) for t in templates)
+
+
+def config_display(lines: Iterable[str], scrub: Callable[[str], str] | None = None) -> str:
+    """How a configuration push is shown and recorded: each line stripped and, for a device,
+    scrubbed of secret values (the device still gets the real lines)."""
+    return "configure: " + " ; ".join(
+        scrub(line.strip()) if scrub else line.strip() for line in lines
+    )
 
 
 def config_lines(lines: Iterable[str]) -> tuple[str, ...]:

@@ -48,7 +48,7 @@ from .green import offload
 from .handover import Handover
 from .inventory import Host
 from .ledger import Ledger
-from .quoting import Command, become, mapping_display
+from .quoting import Command, become, config_display, mapping_display
 from .tickets import ticket_priority
 from .transports import CommandResult, Connector, Transport
 from .transports.base import ConfigTransport
@@ -299,8 +299,7 @@ class StepContext:
     def configure(self, lines: Sequence[str], *, check: bool = True) -> CommandResult:
         # Each line scrubbed like the device's output: a rollback re-adds lines such as
         # `neighbor … password 7 …` from the running config, and this text is recorded.
-        scrub: Callable[[str], str] = getattr(self._transport, "scrub", None) or (lambda t: t)
-        display = "configure: " + " ; ".join(scrub(line.strip()) for line in lines)
+        display = config_display(lines, getattr(self._transport, "scrub", None))
         self._require_apply(display)
         transport = self._transport
         if not isinstance(transport, ConfigTransport):

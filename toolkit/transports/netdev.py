@@ -60,7 +60,7 @@ from ..errors import (
     ValidationError,
 )
 from ..inventory import Host
-from ..quoting import NETCLI, Command, config_lines
+from ..quoting import NETCLI, Command, config_display, config_lines
 from .base import CommandResult, ConnectOptions
 from .ssh import USER_KNOWN_HOSTS, KnownHosts, known_hosts_line
 
@@ -337,7 +337,7 @@ class NetdevTransport:
                     break
         finally:
             self._leave_config_mode()
-        display = "configure: " + " ; ".join(self.scrub(line.strip()) for line in checked)
+        display = config_display(checked, self.scrub)
         text = "".join(output)
         if failed is not None:
             return CommandResult(display, 1, text, failed, time.monotonic() - started)

@@ -15,6 +15,7 @@ clocks); the KPI queries over the ~170,000 ticket rows they make take about a se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 from bisect import bisect_right
@@ -375,8 +376,7 @@ class Projection:
             )
             for a in new_actions
         ]
-        with self.engine.connect().execution_options(itops_write=True) as conn, conn.begin():
-            self._write_lock(conn)
+        with self._writing() as conn:
             now = dict(conn.execute(select(kpi_state.c.key, kpi_state.c.value)).all())
             if now != state:
                 raise _Raced  # another process refreshed meanwhile: start again from its result
@@ -410,12 +410,15 @@ class Projection:
             )
             return count
 
-    def _write_lock(self, conn: Any) -> None:
-        """One projection writer at a time: SQLite's BEGIN IMMEDIATE (itops_write) already is;
-        on PostgreSQL a transaction-scoped advisory lock, so a second `itops kpi` waits, sees
-        the first one's result and starts again from it instead of colliding on its rows."""
-        if self.dialect == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": KPI_LOCK_KEY})
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Any]:
+        """A write transaction, one projection writer at a time: SQLite's BEGIN IMMEDIATE
+        (itops_write); on PostgreSQL a transaction-scoped advisory lock, so a second `itops kpi`
+        waits, sees the first one's result and starts again from it instead of colliding."""
+        with self.engine.connect().execution_options(itops_write=True) as conn, conn.begin():
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": KPI_LOCK_KEY})
+            yield conn
 
     def _insert_tickets(
         self,
@@ -610,8 +613,7 @@ class Projection:
         """Store an import's replayed rows with the watermark `last`, if nothing else was written
         (the import's `written` records are all of head+1..last: another process's record
         between two of its batches would otherwise never reach the KPI tables)."""
-        with self.engine.connect().execution_options(itops_write=True) as conn, conn.begin():
-            self._write_lock(conn)
+        with self._writing() as conn:
             mark = conn.execute(select(kpi_state.c.value).where(kpi_state.c.key == "watermark"))
             now_head = conn.execute(text("SELECT max(seq) FROM ledger")).scalar() or 0
             if (

@@ -570,15 +570,9 @@ def _read_index(index: Path, stamp: list[Any]) -> dict[str, TaskInfo] | None:
         data = json.loads(index.read_text())
         if data["stamp"] != stamp:
             return None
-        return {
+        return {  # the inverse of _write_index
             t["name"]: TaskInfo(
-                t["name"],
-                t["category"],
-                t["summary"],
-                frozenset(t["platforms"]),
-                t["disruptive"],
-                t["risky"],
-                tuple(t["sources"]),
+                **{**t, "platforms": frozenset(t["platforms"]), "sources": tuple(t["sources"])}
             )
             for t in data["tasks"]
         }

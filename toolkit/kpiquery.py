@@ -98,7 +98,6 @@ def grouped(
         "since": since,
         "until": until,
         "now": now,
-        "at": at,
         "window": policy.recurrence_days * 86400.0,
     }
     opened_in = "t.opened_at >= :since AND t.opened_at < :until"

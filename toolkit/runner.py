@@ -798,8 +798,6 @@ def _close_quietly(transport: Transport | None, host: Host) -> None:
 def _on_interrupt(partial: Callable[[], tuple[HostResult, ...]]) -> Iterator[None]:
     try:
         yield
-    except RunInterrupted:
-        raise
     except KeyboardInterrupt:
         raise RunInterrupted(partial()) from None
 

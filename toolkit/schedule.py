@@ -594,7 +594,7 @@ class Scheduler:
             )
         ticket = change_ticket(s.name, now, manual=True)
         seq = 1
-        while next(self.ledger.records(ticket=ticket, kind="ticket.opened"), None) is not None:
+        while any(self.ledger.records(ticket=ticket, kind="ticket.opened", limit=1)):
             seq += 1  # never run under a ticket an earlier run opened (and resolved)
             ticket = change_ticket(s.name, now, manual=True, seq=seq)
         result = None

@@ -54,3 +54,16 @@ def test_an_offloaded_calls_exception_reaches_the_host() -> None:
 
     with pytest.raises(ValueError, match="disk full"):
         asyncio.run(main())
+
+
+@pytest.mark.parametrize("limit", [0, -3])
+def test_a_green_run_given_no_slots_still_runs_every_host(limit: int) -> None:
+    # forks = 0 once reached asyncio.Semaphore(0) here and `itops fix` waited forever; the
+    # settings refuse it at load, and the loop still never builds a semaphore nobody can take.
+    from toolkit.transports.ssh import LoopThread
+
+    loop = LoopThread()
+    try:
+        assert loop.start_green([lambda: 1, lambda: 2], limit).result(timeout=5) == [1, 2]
+    finally:
+        loop.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ..credentials import Secret
+from ..errors import ValidationError
 from ..inventory import Host
 from ..quoting import Command
 
@@ -67,3 +68,10 @@ class ConnectOptions:
     command_timeout: float = 60.0
     known_hosts: tuple[Path, ...] = ()
     session_log_dir: Path | None = None  # network device session logs (masked), if set
+
+    def __post_init__(self) -> None:
+        # The settings refuse these at load and as options; a library caller that passes one
+        # anyway must not get a run where every host "times out after -5s".
+        for name in ("connect_timeout", "command_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValidationError(f"{name} must be a positive number of seconds")

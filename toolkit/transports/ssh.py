@@ -98,10 +98,11 @@ class LoopThread:
 
     def start_green(self, jobs: Sequence[Callable[[], T]], limit: int) -> Future[list[T]]:
         """Run synchronous jobs as greenlets on the loop, at most `limit` at once; the future
-        gives their results in order."""
+        gives their results in order. A limit below 1 counts as 1 (a semaphore of 0 would wait
+        forever; the settings refuse such forks before a run, this is the second guard)."""
 
         async def run_all() -> list[T]:
-            slots = asyncio.Semaphore(limit)
+            slots = asyncio.Semaphore(max(1, limit))
 
             async def one(job: Callable[[], T]) -> T:
                 async with slots:

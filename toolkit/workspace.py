@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import settings
 from .errors import ConfigError
 
 CONFIG_NAME = "itops.toml"
@@ -71,13 +72,17 @@ class Workspace:
 
     @classmethod
     def load(cls, root: Path) -> Workspace:
+        """Read itops.toml and check every value against the one schema (toolkit.settings), so a
+        bad setting stops the command here, before anything is recorded or connected."""
         path = root / CONFIG_NAME
         try:
-            config = tomllib.loads(path.read_text())
+            text = path.read_text()
+            config = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        settings.validate(config, text, str(path))
         return cls(root, config)
 
     @staticmethod

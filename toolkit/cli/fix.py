@@ -15,7 +15,7 @@ from ..inventory import Host
 from ..runner import HostResult, RunOptions, RunReport, prepare_hosts
 from ..tickets import CATEGORIES, PRIORITIES, check_ticket_id
 from . import render
-from .options import fan_out
+from .options import Checked, fan_out
 
 if TYPE_CHECKING:
     from ..catalog import Task
@@ -112,10 +112,10 @@ def task_options(entry: Task, extras: Sequence[str]) -> list[str]:
     "--check", "check_only", is_flag=True, help="Only diagnose (read-only): never changes a host."
 )
 @fan_out
-@click.option("--serial", type=click.IntRange(1), metavar="N", help="Work in batches of N hosts.")
+@click.option("--serial", type=Checked("serial"), metavar="N", help="Work in batches of N hosts.")
 @click.option(
     "--max-fail-percent",
-    type=click.FloatRange(0, 100),
+    type=Checked("max_fail_percent"),
     metavar="P",
     help="Stop before the next batch if more than P% of a batch failed.",
 )

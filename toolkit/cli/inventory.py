@@ -10,6 +10,7 @@ from ..app import App
 from ..errors import HostKeyMismatch, ToolkitError, ValidationError
 from ..ledger import Entry
 from . import render
+from .options import Checked
 
 
 @click.group()
@@ -95,8 +96,8 @@ def show(app: App, host: str, as_json: bool) -> None:
 
 @inventory.command("check")
 @click.argument("pattern", default="all")
-@click.option("--forks", "-f", type=click.IntRange(1, 1000), default=50, show_default=True)
-@click.option("--connect-timeout", type=click.FloatRange(0.1), metavar="S")
+@click.option("--forks", "-f", type=Checked("run.forks"), default=50, show_default=True)
+@click.option("--connect-timeout", type=Checked("run.connect_timeout"), metavar="S")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @click.pass_obj
 def check(app: App, pattern: str, forks: int, connect_timeout: float | None, as_json: bool) -> None:

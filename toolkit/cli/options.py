@@ -3,11 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from .. import settings
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+if TYPE_CHECKING:  # generic in recent click, for typing only
+    _ParamType = click.ParamType[Any, Any]
+else:
+    _ParamType = click.ParamType
+
+
+class Checked(_ParamType):
+    """A click type from toolkit.settings: an option is refused with the very sentence a bad
+    itops.toml value gets (`--forks`: "must be an integer from 1 to 1000, not 0"). `key` is a
+    setting (`run.forks`) or a settings.OPTIONS name."""
+
+    def __init__(self, key: str) -> None:
+        self.check = settings.check(key)
+        self.name = key
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):  # a default, already a value
+            return value
+        try:
+            return self.check.parse(value)
+        except settings.Invalid as exc:
+            self.fail(exc.problem, param, ctx)
 
 
 def fan_out(command: F) -> F:
@@ -17,21 +42,22 @@ def fan_out(command: F) -> F:
             click.option(
                 "--forks",
                 "-f",
-                type=click.IntRange(1, 1000),
-                help="Hosts worked on at once [default: 50].",
+                type=Checked("run.forks"),
+                metavar="N",
+                help="Hosts worked on at once [default: [run] forks, 50].",
             ),
             click.option(
                 "--connect-timeout",
-                type=click.FloatRange(0.1),
+                type=Checked("run.connect_timeout"),
                 metavar="S",
-                help="Per-host connect timeout.",
+                help="Per-host connect timeout [default: [run] connect_timeout, 10].",
             ),
             click.option(
                 "--timeout",
                 "command_timeout",
-                type=click.FloatRange(0.1),
+                type=Checked("run.command_timeout"),
                 metavar="S",
-                help="Per-command timeout.",
+                help="Per-command timeout [default: [run] command_timeout, 120].",
             ),
         )
     ):

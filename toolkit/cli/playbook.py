@@ -10,6 +10,7 @@ from ..app import App
 from ..tickets import CATEGORIES, PRIORITIES, check_ticket_id
 from . import render
 from .fix import EPILOG, show_report
+from .options import Checked
 
 
 @click.group()
@@ -73,7 +74,7 @@ def list_(app: App, as_json: bool) -> None:
 @click.option(
     "--forks",
     "-f",
-    type=click.IntRange(1, 200),
+    type=Checked("playbook_forks"),
     default=20,
     show_default=True,
     help="Hosts ansible works on at once.",

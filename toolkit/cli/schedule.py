@@ -14,6 +14,7 @@ from ..errors import ValidationError
 from ..tickets import CATEGORIES, PRIORITIES
 from . import render
 from .fix import parse_params
+from .options import Checked
 
 if TYPE_CHECKING:
     from ..schedule import Scheduler, TickEvent
@@ -67,6 +68,7 @@ def schedule() -> None:
 @click.option(
     "--tz",
     "timezone",
+    type=Checked("scheduler.timezone"),
     metavar="ZONE",
     help="Time zone of the cron fields [default: [scheduler] timezone, else this machine's].",
 )
@@ -469,7 +471,7 @@ def install(
 @click.command()
 @click.option(
     "--interval",
-    type=click.FloatRange(0.5),
+    type=Checked("scheduler.interval"),
     metavar="S",
     help="Check at least every S seconds [default: [scheduler] interval, 30].",
 )

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any, NamedTuple, Protocol
 
+from .kpinames import KPI_KEYS
 from .sla import Policy, iso
 from .tickets import ActionFact, TicketSummary
 
@@ -45,34 +46,6 @@ LOWER_IS_BETTER = (
     "complaints",
     "backlog_open",
     "backlog_past_sla",
-)
-# the KPI keys of every object, in order (docs/tickets.md documents each)
-KPI_KEYS = (
-    "tickets_opened",
-    "tickets_resolved",
-    "response_sla_compliance",
-    "resolution_sla_compliance",
-    "time_to_respond_mean",
-    "time_to_respond_median",
-    "time_to_respond_p90",
-    "time_to_resolve_mean",
-    "time_to_resolve_median",
-    "time_to_resolve_p90",
-    "first_contact_resolution_rate",
-    "escalation_rate",
-    "recurrence_rate",
-    "reopen_rate",
-    "csat_mean",
-    "csat_share_4_plus",
-    "surveys",
-    "complaints",
-    "backlog_open",
-    "backlog_past_sla",
-    "backlog_age_mean",
-    "backlog_age_max",
-    "automation_rate",
-    "remediation_runs",
-    "remediation_success_rate",
 )
 
 

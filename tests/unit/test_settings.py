@@ -200,12 +200,6 @@ def test_the_schema_covers_every_key_the_code_reads() -> None:
     assert read - known == set()
 
 
-def test_kpi_targets_are_the_kpis_names() -> None:
-    from toolkit.kpi import KPI_KEYS
-
-    assert set(settings.TARGETS.names) == {*KPI_KEYS, "availability", "availability_core"}
-
-
 def test_docs_configuration_is_the_schemas_reference() -> None:
     doc = (ROOT / "docs" / "configuration.md").read_text()
     assert settings.reference() in doc, (

@@ -218,7 +218,7 @@ def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
 
 def csv_text(data: Mapping[str, Any]) -> str:
     """One row per (section, group, kpi): value, target, met — for spreadsheets."""
-    from ..kpi import KPI_KEYS
+    from ..kpinames import KPI_KEYS
 
     out = io.StringIO()
     writer = csv.writer(out)

@@ -516,6 +516,10 @@ class _Shell(asyncssh.SSHClientSession[bytes]):
             self._waiter.set_exception(self._lost)
         self._waiter = None
 
+    @property
+    def lost(self) -> bool:
+        return self._lost is not None
+
     def close(self) -> None:
         if self._chan is not None:
             self._chan.close()
@@ -669,6 +673,8 @@ class SSHTransport:
 
     def _in_shell(self, text: str, limit: float) -> tuple[int, bytes, bytes]:
         try:
+            if isinstance(self._shell, _Shell) and self._shell.lost:
+                self._shell = None  # it ended between commands: nothing was in flight
             if self._shell is None:
                 self._shell = self._loop.call(_open_shell(self._conn))
             if isinstance(self._shell, BaseException):

@@ -6,12 +6,14 @@ KPI names in snake_case; durations in business minutes, rates as fractions 0–1
 target and whether it was met. With a grouping, `groups` maps each group to an object of the same
 shape.
 
-Period rules: a ticket counts for response KPIs, escalation and workload in the period it was
-opened in; for resolution KPIs (compliance, MTTR, first contact, reopen, recurrence, automation) in
-the period of its final resolution; surveys and complaints at their own time; the backlog is the
-tickets open at the period's end (or now, if earlier), with their age and whether they are past an
-SLA target then. A ticket with no response yet counts against response compliance once its
-response target has passed, and not before.
+Period rules: every clock of one object is judged at one instant, `as_of` = min(until, now) — the
+current time is read once (`as_of`), so a period that has ended gives the same object whenever it
+is computed. A ticket counts for response KPIs, escalation and workload in the period it was
+opened in: its response if it came by as_of, a breach if it had none by as_of and was due before
+it, neither if it was answered or due only after as_of; for resolution KPIs (compliance, MTTR,
+first contact, reopen, recurrence, automation) in the period of its final resolution; surveys and
+complaints at their own time; the backlog is the tickets open at as_of, with their age and whether
+they are past an SLA target then.
 """
 
 from __future__ import annotations
@@ -121,22 +123,30 @@ class RecurrenceIndex:
         return False
 
 
+def as_of(until: float, now: float | None = None) -> float:
+    """The instant every clock of a KPI object is judged at: the period's end, or now if earlier.
+
+    Only the current time read here, once per object, so a period that has ended gives the same
+    object whenever it is computed."""
+    return min(until, now if now is not None else datetime.now(UTC).timestamp())
+
+
 def compute(
     tickets: Sequence[TicketSummary],
     actions: Sequence[ActionFact],
     policy: Policy,
     since: float,
     until: float,
-    now: float,
+    at: float,
     recurrence: RecurrenceIndex,
     *,
     category: str | None = None,
     hosts: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """One KPI object for these tickets and actions over [since, until).
+    """One KPI object for these tickets and actions over [since, until), every clock judged at
+    `at` (as_of; see the module docstring).
 
     One pass over the tickets (this runs over ~150,000 rows several times per report)."""
-    at = min(until, now)
     window = policy.recurrence_days * 86400
     opened = resolved = counted = on_time = 0
     in_time = first_contact = escalated = reopened = automated = 0
@@ -153,15 +163,14 @@ def compute(
         if since <= o < until:
             opened += 1
             ra = t.response_at
-            if ra is not None and ra <= now:
+            if ra is not None and ra <= at:
                 counted += 1
                 on_time += ra <= t.response_due
-            elif t.response_due < now:
-                # no response yet and already past its target: a breach, as a late response
-                # known by now would be (KPI.md), even if the target fell after the period
+                respond.append(t.response_minutes or 0.0)
+            elif t.response_due < at:
+                # no response by as_of and already past its target then: a breach (KPI.md);
+                # one answered or due only after as_of is neither hit nor miss of this period
                 counted += 1
-            if t.response_minutes is not None:
-                respond.append(t.response_minutes)
             escalated += t.escalations > 0
             if t.assignee:
                 assigned.append(t)
@@ -343,16 +352,16 @@ def kpis(
     by: str | None = None,
 ) -> dict[str, Any]:
     """The KPI object for the period, with `groups` when `by` is given (see the module doc)."""
-    now = now if now is not None else datetime.now(UTC).timestamp()
+    at = as_of(until, now)
     index = RecurrenceIndex(tickets)
     out: dict[str, Any] = {
         "schema": SCHEMA,
         "since": iso(since),
         "until": iso(until),
-        "as_of": iso(min(until, now)),
+        "as_of": iso(at),
         "timezone": policy.calendar.timezone,
     }
-    out.update(compute(tickets, actions, policy, since, until, now, index))
+    out.update(compute(tickets, actions, policy, since, until, at, index))
     if by is not None:
         out["by"] = by
         out["groups"] = {
@@ -362,7 +371,7 @@ def kpis(
                 policy,
                 since,
                 until,
-                now,
+                at,
                 index,
                 category=name if by == "category" else None,
                 hosts=[name] if by == "host" else None,
@@ -424,9 +433,11 @@ class TrendRow(NamedTuple):
 
 
 def weekly(
-    tickets: Sequence[WeekRow], policy: Policy, since: float, until: float, now: float
+    tickets: Sequence[WeekRow], policy: Policy, since: float, until: float, now: float | None = None
 ) -> list[dict[str, Any]]:
-    """Per week (Monday 00:00 in the calendar's zone): opened, resolved, compliance and MTTR."""
+    """Per week (Monday 00:00 in the calendar's zone): opened, resolved, compliance and MTTR,
+    every clock judged at the period's as_of, as in the KPI object."""
+    at = as_of(until, now)
     zone = policy.calendar.zone
     start = datetime.fromtimestamp(since, zone)
     monday = datetime(start.year, start.month, start.day, tzinfo=zone) - timedelta(
@@ -454,9 +465,9 @@ def weekly(
             w = weeks[i]
             w.opened += 1
             ra = t.response_at
-            if (ra is not None and ra <= now) or t.response_due < now:  # answered, or late
+            if (ra is not None and ra <= at) or t.response_due < at:  # answered, or late
                 w.responses += 1
-                w.responses_on_time += ra is not None and ra <= now and ra <= t.response_due
+                w.responses_on_time += ra is not None and ra <= at and ra <= t.response_due
         j = slot(t.resolved_at) if t.resolved_at is not None else None
         if j is not None:
             w = weeks[j]

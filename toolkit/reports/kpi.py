@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..kpi import weekly
+from ..kpi import as_of, weekly
 from ..projection import Projection
 from ..sla import Policy
 from .svg import bar_chart, line_chart
@@ -76,12 +76,12 @@ def build(
     The same queries as `itops kpi --json` (toolkit.kpiquery), so the page and the JSON agree."""
     from ..kpiquery import backlog_at, kpis_fast, trend_rows
 
-    now = now if now is not None else datetime.now(UTC).timestamp()
-    backlog = backlog_at(projection, policy, min(until, now))
+    at = as_of(until, now)  # one instant for the page: tiles, breakdowns and trend agree
+    backlog = backlog_at(projection, policy, at)
     actions = projection.actions()
     # The breakdowns are independent scans: two forked workers run them while this process
     # does the overall figures and the trend (the machine this was measured on has two cores).
-    _SHARED[:] = [projection.url, policy, actions, since, until, now, backlog]
+    _SHARED[:] = [projection.url, policy, actions, since, until, at, backlog]
     pool = None
     try:
         import multiprocessing
@@ -92,8 +92,8 @@ def build(
     except (ValueError, OSError):
         pending = None
     try:
-        overall = kpis_fast(projection, policy, since=since, until=until, now=now, backlog=backlog)
-        weeks = weekly(trend_rows(projection, since, until), policy, since, until, now)
+        overall = kpis_fast(projection, policy, since=since, until=until, now=at, backlog=backlog)
+        weeks = weekly(trend_rows(projection, since, until), policy, since, until, at)
         found = pending.get() if pending is not None else [_breakdown(by) for by in BREAKDOWNS]
     finally:
         if pool is not None:
@@ -117,10 +117,10 @@ _SHARED: list[Any] = []  # what the forked breakdown workers read (by memory, no
 def _breakdown(by: str) -> dict[str, dict[str, Any]]:
     from ..kpiquery import grouped
 
-    url, policy, actions, since, until, now, backlog = _SHARED
+    url, policy, actions, since, until, at, backlog = _SHARED
     projection = Projection(url, policy)
     try:
-        return grouped(projection, policy, actions, since, until, now, by, backlog)
+        return grouped(projection, policy, actions, since, until, at, by, backlog)
     finally:
         projection.close()
 

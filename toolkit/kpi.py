@@ -79,7 +79,7 @@ KPI_KEYS = (
 
 
 def _rate(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
+    return part / whole if whole else None
 
 
 def _minutes(values: Sequence[float]) -> tuple[float | None, float | None, float | None]:
@@ -87,11 +87,45 @@ def _minutes(values: Sequence[float]) -> tuple[float | None, float | None, float
         return None, None, None
     ordered = sorted(values)
     p90 = ordered[max(math.ceil(0.9 * len(ordered)) - 1, 0)]
-    return (
-        round(statistics.fmean(ordered), 1),
-        round(statistics.median(ordered), 1),
-        round(p90, 1),
-    )
+    return statistics.fmean(ordered), statistics.median(ordered), p90
+
+
+def _is_rate(key: str) -> bool:
+    return key.endswith(("_rate", "_compliance", "_share_4_plus")) or key == "availability"
+
+
+def _is_minutes(key: str) -> bool:
+    return key.startswith(("time_to_", "backlog_age"))
+
+
+def rounded(key: str, value: Any) -> Any:
+    """A KPI value at the precision people read it: rates to 4 places, minutes to 1, CSAT to 2.
+
+    Only for what people read (the CSV; the table and the HTML through `shown`): the KPI object
+    and `--json` carry full precision, so a sum or a comparison downstream loses nothing."""
+    if not isinstance(value, float):
+        return value
+    if key == "availability":
+        return round(value, 5)
+    if _is_rate(key):
+        return round(value, 4)
+    if _is_minutes(key):
+        return round(value, 1)
+    return round(value, 2)
+
+
+def shown(key: str, value: Any) -> str:
+    """A KPI value for people (the table, the HTML): rates as percentages, durations as whole
+    minutes, CSAT with two decimals."""
+    if value is None:
+        return "–"
+    if _is_rate(key):
+        return f"{value * 100:.1f} %"
+    if _is_minutes(key):
+        return f"{value:,.0f} min"
+    if isinstance(value, float):
+        return f"{rounded(key, value):g}"
+    return str(value)
 
 
 class RecurrenceIndex:
@@ -216,14 +250,14 @@ def compute(
         "escalation_rate": _rate(escalated, opened),
         "recurrence_rate": _rate(len(recurring), resolved),
         "reopen_rate": _rate(reopened, resolved),
-        "csat_mean": round(statistics.fmean(surveys), 2) if surveys else None,
+        "csat_mean": statistics.fmean(surveys) if surveys else None,
         "csat_share_4_plus": _rate(sum(1 for s in surveys if s >= 4), len(surveys)),
         "surveys": len(surveys),
         "complaints": complaints,
         "backlog_open": len(backlog),
         "backlog_past_sla": sum(1 for t in backlog if t.breached(policy, at)),
-        "backlog_age_mean": round(statistics.fmean(ages), 1) if ages else None,
-        "backlog_age_max": round(max(ages), 1) if ages else None,
+        "backlog_age_mean": statistics.fmean(ages) if ages else None,
+        "backlog_age_max": max(ages) if ages else None,
         "automation_rate": _rate(automated, resolved),
         "remediation_runs": len(runs),
         "remediation_success_rate": _rate(sum(1 for a in runs if a.outcome == "fixed"), len(runs)),
@@ -276,7 +310,7 @@ def _availability(
             if end > start:
                 observed += end - start
                 up += (end - start) if is_up else 0.0
-        value = round(up / observed, 5) if observed else None
+        value = up / observed if observed else None
         core = any(fnmatchcase(host, p) for p in policy.core_hosts)
         target = policy.targets["availability_core" if core else "availability"]
         out[host] = {
@@ -484,9 +518,7 @@ def weekly(
                 "resolved": w.resolved,
                 "response_sla_compliance": _rate(w.responses_on_time, w.responses),
                 "resolution_sla_compliance": _rate(w.resolved_in_time, w.resolved),
-                "time_to_resolve_mean": round(statistics.fmean(w.minutes), 1)
-                if w.minutes
-                else None,
+                "time_to_resolve_mean": statistics.fmean(w.minutes) if w.minutes else None,
             }
         )
     return out

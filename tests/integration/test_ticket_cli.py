@@ -355,3 +355,38 @@ def test_a_bare_date_is_midnight_in_the_calendars_zone(
     audit = tmp_path / "audit.html"
     out = as_json(run(ws, "report", "audit", "--html", str(audit), "--until", wall, "--json"))
     assert out["tickets"] == 0
+
+
+def test_kpi_json_carries_full_precision_and_the_table_rounds(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """Rounding belongs to what people read (the table, the HTML, the CSV), not to the data."""
+    lines = []
+    for n, (score, minutes) in enumerate(((5, 10), (3, 20), (3, 22)), start=1):
+        lines += [
+            desk.ev(f"P-{n}", "opened", desk.t(2, 9), priority="P3", category="printer"),
+            desk.ev(f"P-{n}", "responded", desk.t(2, 9, minutes)),
+            desk.ev(f"P-{n}", "resolved", desk.t(2, 10), code="fixed"),
+            desk.ev(f"P-{n}", "survey", desk.t(2, 11), score=score),
+        ]
+    run(ws, "ticket", "import", str(desk.write(tmp_path / "three.jsonl", lines)))
+    period = ("--since", desk.SINCE, "--until", desk.UNTIL)
+    data = as_json(run(ws, "kpi", *period, "--json"))
+    assert data["csat_mean"] == 11 / 3 and data["csat_share_4_plus"] == 1 / 3
+    assert data["time_to_respond_mean"] == 52 / 3 and data["time_to_respond_median"] == 20.0
+    assert data["tickets_resolved"] == 3 and data["first_contact_resolution_rate"] == 0.0
+    assert data["time_to_resolve_mean"] == 60.0
+    assert data["targets"]["csat_mean"] == {"target": 4.5, "met": False}
+    table = run(ws, "kpi", *period).output
+    assert "3.67" in table and "3.6666" not in table
+    page, sheet = tmp_path / "kpi.html", tmp_path / "kpi.csv"
+    report = as_json(
+        run(ws, "report", "kpi", "--html", str(page), "--csv", str(sheet), *period, "--json")
+    )
+    assert report["kpis"] == data  # `report kpi --json` prints the same unrounded object
+    html = page.read_text()
+    assert f'data-kpi="csat_mean" data-value="{11 / 3!r}"' in html  # the JSON value, to check
+    assert '<div class="value">3.67</div>' in html and ">3.66666" not in html
+    rows = sheet.read_text().splitlines()
+    assert "overall,,csat_mean,3.67,4.5,false" in rows
+    assert "overall,,csat_share_4_plus,0.3333,," in rows

@@ -48,14 +48,10 @@ def period(
 
 
 def fmt(key: str, value: Any) -> str:
-    """A KPI value for people: rates as percentages, durations as minutes."""
-    if value is None:
-        return "–"
-    if key.endswith(("_rate", "_compliance", "_share_4_plus")):
-        return f"{value * 100:.1f} %"
-    if key.startswith(("time_to_", "backlog_age")):
-        return f"{value:.0f} min"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    """A KPI value for people (`toolkit.kpi.shown`: the JSON keeps full precision)."""
+    from ..kpi import shown
+
+    return shown(key, value)
 
 
 @click.command()

@@ -8,7 +8,9 @@ shape.
 
 Period rules: every clock of one object is judged at one instant, `as_of` = min(until, now) — the
 current time is read once (`as_of`), so a period that has ended gives the same object whenever it
-is computed. A ticket counts for response KPIs, escalation and workload in the period it was
+is computed (what can still move it is the record: back-dated events, and the figures defined by
+what follows a ticket — a reopen that moves its final resolution, a later escalation, recurrence;
+docs/tickets.md). A ticket counts for response KPIs, escalation and workload in the period it was
 opened in: its response if it came by as_of, a breach if it had none by as_of and was due before
 it, neither if it was answered or due only after as_of; for resolution KPIs (compliance, MTTR,
 first contact, reopen, recurrence, automation) in the period of its final resolution; surveys and

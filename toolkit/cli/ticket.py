@@ -38,11 +38,12 @@ def ticket() -> None:
     """
 
 
-def _epoch(when: str | None) -> float | None:
-    from .log import parse_when
+def _epoch(app: App, when: str | None) -> float | None:
+    """A command-line time (`log.parse_when`: the calendar's zone unless an offset) as epoch."""
+    from .log import read_when
 
-    text = parse_when(when)
-    return None if text is None else datetime.fromisoformat(text).timestamp()
+    moment = read_when(app, when)
+    return None if moment is None else moment.timestamp()
 
 
 def _local(t: float | None, policy: Policy) -> str:
@@ -58,7 +59,7 @@ def _record(
     from ..tickets import record
 
     policy = policy_for(app.workspace)
-    rec = record(app.ledger, ticket_id, event, data, policy, at=_epoch(at))
+    rec = record(app.ledger, ticket_id, event, data, policy, at=_epoch(app, at))
     if as_json:
         render.emit_json(rec.as_dict())
         return
@@ -540,7 +541,7 @@ def export(
     rows = (
         app.redactor.mask_data(r)
         for r in export_lines(
-            app.ledger, ticket=ticket_id, since=_epoch(since), until=_epoch(until)
+            app.ledger, ticket=ticket_id, since=_epoch(app, since), until=_epoch(app, until)
         )
     )
     if output is None:

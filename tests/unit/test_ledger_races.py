@@ -198,9 +198,7 @@ def test_a_database_that_stays_down_fails_the_finish_in_bounded_time(ledger_url:
 def test_sqlite_lock_held_past_the_busy_timeout_is_retried(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}?timeout=0.05"
     book = Ledger(url, operator="tester")
-    holder = sqlite3.connect(
-        tmp_path / "ledger.db", isolation_level=None, check_same_thread=False
-    )
+    holder = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None, check_same_thread=False)
     try:
         holder.execute("BEGIN IMMEDIATE")  # another writer's long transaction
         threading.Timer(0.5, holder.execute, ("COMMIT",)).start()

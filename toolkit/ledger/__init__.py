@@ -178,12 +178,13 @@ class Ledger:
         redactor: Redactor | None = None,
         blob_dir: Path | None = None,
         synchronous: str = "normal",
+        read_only: bool = False,
     ) -> None:
         self.url = url
         self.operator = operator
         self.redactor = redactor or Redactor()
         self.blob_dir = blob_dir
-        self._store = Store(url, synchronous=synchronous)
+        self._store = Store(url, synchronous=synchronous, read_only=read_only)
         self._mutex = threading.Lock()
         self._queue: list[_Request] = []
         self._writing = False
@@ -380,6 +381,16 @@ class Ledger:
             True, result.count, result.last_seq, result.last_hash, open_actions=result.begun
         )
 
+    @property
+    def read_only(self) -> bool:
+        return self._store.read_only
+
+    @property
+    def read_url(self) -> str:
+        """The URL its reads open: for a read-only SQLite open, with `mode=ro` (or a private
+        copy's, see `store.readable`); what a reader beside the ledger (the KPIs) must use."""
+        return self._store.url
+
     def close(self) -> None:
         self._store.close()
 
@@ -391,10 +402,16 @@ def open_ledger(
     redactor: Redactor | None = None,
     blob_dir: Path | None = None,
     synchronous: str = "normal",
+    read_only: bool = False,
 ) -> Ledger:
     try:
         return Ledger(
-            url, operator=operator, redactor=redactor, blob_dir=blob_dir, synchronous=synchronous
+            url,
+            operator=operator,
+            redactor=redactor,
+            blob_dir=blob_dir,
+            synchronous=synchronous,
+            read_only=read_only,
         )
     except LedgerError:
         raise

@@ -107,6 +107,47 @@ class SqliteTarget:
         query = urlencode(self.params)
         return f"file:{quote(self.path)}" + (f"?{query}" if query else "")
 
+    def url(self) -> str:
+        query = urlencode([*self.params, ("timeout", f"{self.timeout:g}")])
+        return f"sqlite:///{quote(self.path)}?{query}"
+
+
+def readable(url: str) -> tuple[str, Path | None]:
+    """A SQLite URL that opens the ledger read-only, wherever its file lies; and the folder of
+    a private copy it reads, if one was needed (the caller removes it).
+
+    `mode=ro` reads in place when the folder is writable (SQLite adds its -shm there). On
+    read-only media a WAL-mode file cannot be opened `mode=ro` without a -shm beside it: with no
+    -wal content it is opened `immutable=1` (no locks, no -shm); with a -wal (a copy taken while
+    itops was writing) the newest records are only in the -wal, which `immutable=1` would
+    silently ignore, so a -shm beside it is used if there is one, else the file and its -wal are
+    copied to a private folder first. A URL that already says `immutable` is taken as it is."""
+    target = SqliteTarget.parse(url)
+    options = dict(target.params)
+    if target.path == ":memory:" or "immutable" in options:
+        return url, None
+    options["mode"] = "ro"
+    path = Path(target.path)
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    has_wal = wal.exists() and wal.stat().st_size > 0
+    if os.access(path.parent, os.W_OK) or (has_wal and shm.exists()):
+        return _with(target, options).url(), None
+    if not has_wal:
+        return _with(target, {**options, "immutable": "1"}).url(), None
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="itops-ledger-"))
+    for source in (path, wal):
+        shutil.copyfile(source, folder / source.name)
+    log.info("reading a copy of %s and its -wal in %s (read-only media)", path, folder)
+    copy = SqliteTarget(str(folder / path.name), target.params, target.timeout)
+    return _with(copy, options).url(), folder
+
+
+def _with(target: SqliteTarget, options: Mapping[str, str]) -> SqliteTarget:
+    return SqliteTarget(target.path, tuple(options.items()), target.timeout)
+
 
 def connect(url: str, synchronous: str = "normal") -> Any:
     """A DBAPI connection for a SQLAlchemy-style URL (SQLite in autocommit mode: we BEGIN).
@@ -195,9 +236,19 @@ class RangeCheck:
 
 
 class Store:
-    def __init__(self, url: str, *, synchronous: str = "normal") -> None:
+    """The ledger's database. `read_only`: open it for reading only (no schema creation or
+    upgrade, no journal-mode change, appends refused); a SQLite URL saying `mode=ro` or
+    `immutable=1` is read-only too. `url` is then what every read opens (see `readable`)."""
+
+    def __init__(self, url: str, *, synchronous: str = "normal", read_only: bool = False) -> None:
         self.url = url
         self.dialect = backend(url)
+        self._copy: Path | None = None
+        if self.dialect == "sqlite":
+            read_only = read_only or SqliteTarget.parse(url).read_only
+            if read_only:
+                self.url, self._copy = readable(url)
+        self.read_only = read_only
         self.synchronous = synchronous
         self.mark = "?" if self.dialect == "sqlite" else "%s"
         self._raw: Any = None
@@ -208,9 +259,10 @@ class Store:
         try:
             self._connect()
             self._ensure_schema()
-        except LedgerError:
-            raise
         except Exception as exc:
+            self.close()
+            if isinstance(exc, LedgerError):
+                raise
             raise LedgerError(f"cannot open the ledger: {exc.__class__.__name__}: {exc}") from exc
         self._integrity_errors = self._driver_errors("IntegrityError")
 
@@ -235,12 +287,17 @@ class Store:
             if self.dialect == "postgresql":
                 self._raw.rollback()
             if found:
-                if found[0] in UPGRADES:
+                if found[0] in UPGRADES and not self.read_only:
                     self._upgrade(found[0])
                 return
         except Exception:
             if self.dialect == "postgresql":
                 self._raw.rollback()
+        if self.read_only:
+            raise LedgerError(
+                "no ledger to read there (opened read-only, nothing may be created)",
+                hint="check the ledger URL in itops.toml (or ITOPS_LEDGER_URL)",
+            )
         from sqlalchemy import insert, select, text
 
         from .tables import meta, metadata
@@ -297,6 +354,11 @@ class Store:
         may or may not have happened: before writing again the retry reads the seq it used, and
         if that row holds the very hash it sent, the rows are in and are not written twice.
         Not thread-safe: the Ledger serialises callers."""
+        if self.read_only:
+            raise LedgerError(
+                "the ledger is open read-only: nothing can be recorded",
+                hint="this command only reads, or the ledger URL says mode=ro / immutable=1",
+            )
         delays = iter(RETRY_DELAYS)
         unsure: list[_Attempt] = []  # sent, and the connection died before the answer
         guarded = any(row.get("once") for row in rows)
@@ -564,6 +626,11 @@ class Store:
 
     def close(self) -> None:
         self._rollback(keep=False)
+        if self._copy is not None:
+            import shutil
+
+            shutil.rmtree(self._copy, ignore_errors=True)
+            self._copy = None
 
 
 def check_range(url: str, low: int, high: int) -> RangeCheck:

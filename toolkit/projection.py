@@ -286,6 +286,7 @@ class Projection:
         self.url = url
         self.policy = policy
         scratch = read_only and url.startswith("sqlite")
+        self.scratch = scratch  # in memory: one connection, lost when the engine is disposed
         self.engine: Engine = _scratch_engine(url) if scratch else make_engine(url)
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":

@@ -112,6 +112,12 @@ def read_everything(ws: Path) -> None:
     kpi = itops(ws, "kpi", "--json")
     assert kpi.returncode == 0, kpi.stderr
     assert '"tickets_opened": 3' in kpi.stdout
+    page = ws / "kpi.html"
+    report = itops(ws, "report", "kpi", "--html", str(page), "--json")
+    assert report.returncode == 0, report.stderr
+    assert '"tickets_opened": 3' in report.stdout and page.stat().st_size > 0
+    exported = itops(ws, "ticket", "export")
+    assert exported.returncode == 0 and len(exported.stdout.splitlines()) == 9, exported.stderr
 
 
 def test_an_auditor_reads_a_cleanly_closed_ledger_on_read_only_media(

@@ -10,6 +10,7 @@ import click
 from ..app import App
 from ..errors import ValidationError
 from . import render
+from .options import reads_only
 
 GROUPINGS = ("category", "priority", "assignee", "tier", "host")
 SHOWN = (
@@ -64,6 +65,7 @@ def fmt(key: str, value: Any) -> str:
 @click.option("--by", type=click.Choice(GROUPINGS), help="Also compute the KPIs per group.")
 @click.option("--json", "as_json", is_flag=True, help="The stable JSON schema itops.kpi/1.")
 @click.pass_obj
+@reads_only
 def kpi(app: App, since: str | None, until: str | None, by: str | None, as_json: bool) -> None:
     """Support KPIs for a period (default: the last 30 days), from the ticket log alone.
 

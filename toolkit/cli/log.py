@@ -16,6 +16,7 @@ from ..clock import iso
 from ..errors import ValidationError
 from ..ledger import COLUMNS, Record
 from . import render
+from .options import reads_only
 
 _RELATIVE = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -133,6 +134,7 @@ def action_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one ledger record per line.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV: one ledger record per row.")
 @click.pass_obj
+@reads_only
 def log(
     app: App,
     ticket: str | None,

@@ -10,6 +10,7 @@ from ..app import App
 from ..errors import ValidationError
 from . import render
 from .kpi import period
+from .options import reads_only
 
 _FILE = click.Path(dir_okay=False, writable=True, path_type=Path)
 
@@ -34,6 +35,7 @@ def report() -> None:
 @click.option("--until", metavar="WHEN", help="Period end (exclusive; default: now).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @click.pass_obj
+@reads_only
 def kpi_report(
     app: App,
     html_file: Path | None,

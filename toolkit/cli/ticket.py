@@ -14,6 +14,7 @@ from ..app import App
 from ..errors import NotFound
 from ..tickets import CATEGORIES, CHANNELS, PRIORITIES, STATES, TIERS, check_ticket_id
 from . import render
+from .options import reads_only
 
 if TYPE_CHECKING:
     from ..sla import Policy
@@ -324,6 +325,7 @@ def _summary_dict(s: TicketSummary, policy: Policy, now: float) -> dict[str, Any
     "--json", "as_json", is_flag=True, help="Print the ticket, its clocks and records as JSON."
 )
 @click.pass_obj
+@reads_only
 def show(app: App, ticket_id: str, as_json: bool) -> None:
     """Show a ticket: its SLA clocks and a timeline of its events and actions.
 
@@ -422,6 +424,7 @@ def show(app: App, ticket_id: str, as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON: one object per ticket (never cut).")
 @click.pass_obj
+@reads_only
 def list_(
     app: App,
     state: str | None,
@@ -525,6 +528,7 @@ def import_(app: App, file: Path, as_json: bool) -> None:
     help="File (default: stdout).",
 )
 @click.pass_obj
+@reads_only
 def export(
     app: App, ticket_id: str | None, since: str | None, until: str | None, output: Path | None
 ) -> None:

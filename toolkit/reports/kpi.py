@@ -71,19 +71,24 @@ def build(
     # The breakdowns are independent scans: two forked workers run them while this process
     # does the overall figures and the trend (the machine this was measured on has two cores).
     _SHARED[:] = [projection.url, policy, actions, since, until, at, backlog]
-    pool = None
+    pool = pending = None
     try:
         import multiprocessing
 
-        projection.engine.dispose()  # no pooled connection may cross the fork
-        pool = multiprocessing.get_context("fork").Pool(2)
-        pending = pool.map_async(_breakdown, BREAKDOWNS)
+        if not projection.scratch:  # (a projection in memory is this process's alone)
+            projection.engine.dispose()  # no pooled connection may cross the fork
+            pool = multiprocessing.get_context("fork").Pool(2)
+            pending = pool.map_async(_breakdown, BREAKDOWNS)
     except (ValueError, OSError):
         pending = None
     try:
         overall = kpis_fast(projection, policy, since=since, until=until, now=at, backlog=backlog)
         weeks = weekly(trend_rows(projection, since, until), policy, since, until, at)
-        found = pending.get() if pending is not None else [_breakdown(by) for by in BREAKDOWNS]
+        found = (
+            pending.get()
+            if pending is not None
+            else [_breakdown(by, projection) for by in BREAKDOWNS]
+        )
     finally:
         if pool is not None:
             pool.close()
@@ -103,15 +108,17 @@ def build(
 _SHARED: list[Any] = []  # what the forked breakdown workers read (by memory, not by pickle)
 
 
-def _breakdown(by: str) -> dict[str, dict[str, Any]]:
+def _breakdown(by: str, projection: Projection | None = None) -> dict[str, dict[str, Any]]:
     from ..kpiquery import grouped
 
     url, policy, actions, since, until, at, backlog = _SHARED
-    projection = Projection(url, policy)
+    own = projection is None
+    projection = projection or Projection(url, policy)
     try:
         return grouped(projection, policy, actions, since, until, at, by, backlog)
     finally:
-        projection.close()
+        if own:
+            projection.close()
 
 
 def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:

@@ -63,6 +63,9 @@ class StrictTransport:
     def get(self, remote: str, local: Path) -> None:
         self.log.append((self.host.name, f"get {remote} {local}"))
 
+    def interrupt(self) -> None:
+        self.interrupted = True
+
     def close(self) -> None:
         self.closed = True
 

@@ -60,6 +60,7 @@ class App:
         self._closers: list[Callable[[], None]] = []
         self.redactor = Redactor()
         self._ledger: Ledger | None = None
+        self.read_only = False  # set by commands that only read (cli.options.reads_only)
 
     @cached_property
     def workspace(self) -> Workspace:
@@ -107,6 +108,7 @@ class App:
                 redactor=self.redactor,
                 blob_dir=ws.state_dir / "outputs",
                 synchronous=str(ws.section("ledger").get("synchronous", "normal")),
+                read_only=self.read_only,
             )
         return self._ledger
 

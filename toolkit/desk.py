@@ -28,11 +28,14 @@ def policy_for(workspace: Workspace) -> Policy:
 
 
 def projection_for(app: App, policy: Policy | None = None) -> Projection:
-    """The KPI projection beside the app's ledger, brought up to the ledger's head."""
+    """The KPI projection beside the app's ledger, brought up to the ledger's head (for a
+    read-only command on SQLite: in memory, beside the ledger opened read-only)."""
     from .projection import open_projection
 
-    app.ledger  # noqa: B018 - opens (and if need be creates) the ledger and its triggers first
-    return open_projection(app.workspace.ledger_url, policy or policy_for(app.workspace))
+    ledger = app.ledger  # opens (and if need be creates) the ledger and its triggers first
+    return open_projection(
+        ledger.read_url, policy or policy_for(app.workspace), read_only=ledger.read_only
+    )
 
 
 def kpi_report(

@@ -116,6 +116,14 @@ class CertificateError(TransportError):
 
 
 class CommandTimeout(TransportError):
-    """A remote command did not finish within its timeout; the session was closed."""
+    """A remote command did not finish within its timeout: it was stopped on the host (its
+    detail says whether that was confirmed), so the host may have been changed part-way."""
 
     kind = "command-timeout"
+
+
+class CommandInterrupted(TransportError):
+    """The run was interrupted (Ctrl-C) while a command ran: it was stopped on the host (its
+    detail says whether that was confirmed), so the host may have been changed part-way."""
+
+    kind = "interrupted"

@@ -6,12 +6,16 @@ KPI names in snake_case; durations in business minutes, rates as fractions 0–1
 target and whether it was met. With a grouping, `groups` maps each group to an object of the same
 shape.
 
-Period rules: a ticket counts for response KPIs, escalation and workload in the period it was
-opened in; for resolution KPIs (compliance, MTTR, first contact, reopen, recurrence, automation) in
-the period of its final resolution; surveys and complaints at their own time; the backlog is the
-tickets open at the period's end (or now, if earlier), with their age and whether they are past an
-SLA target then. A ticket with no response yet counts against response compliance once its
-response target has passed, and not before.
+Period rules: every clock of one object is judged at one instant, `as_of` = min(until, now) — the
+current time is read once (`as_of`), so a period that has ended gives the same object whenever it
+is computed (what can still move it is the record: back-dated events, and the figures defined by
+what follows a ticket — a reopen that moves its final resolution, a later escalation, recurrence;
+docs/tickets.md). A ticket counts for response KPIs, escalation and workload in the period it was
+opened in: its response if it came by as_of, a breach if it had none by as_of and was due before
+it, neither if it was answered or due only after as_of; for resolution KPIs (compliance, MTTR,
+first contact, reopen, recurrence, automation) in the period of its final resolution; surveys and
+complaints at their own time; the backlog is the tickets open at as_of, with their age and whether
+they are past an SLA target then.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ LOWER_IS_BETTER = (
 
 
 def _rate(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
+    return part / whole if whole else None
 
 
 def _minutes(values: Sequence[float]) -> tuple[float | None, float | None, float | None]:
@@ -58,11 +62,45 @@ def _minutes(values: Sequence[float]) -> tuple[float | None, float | None, float
         return None, None, None
     ordered = sorted(values)
     p90 = ordered[max(math.ceil(0.9 * len(ordered)) - 1, 0)]
-    return (
-        round(statistics.fmean(ordered), 1),
-        round(statistics.median(ordered), 1),
-        round(p90, 1),
-    )
+    return statistics.fmean(ordered), statistics.median(ordered), p90
+
+
+def _is_rate(key: str) -> bool:
+    return key.endswith(("_rate", "_compliance", "_share_4_plus")) or key == "availability"
+
+
+def _is_minutes(key: str) -> bool:
+    return key.startswith(("time_to_", "backlog_age"))
+
+
+def rounded(key: str, value: Any) -> Any:
+    """A KPI value at the precision people read it: rates to 4 places, minutes to 1, CSAT to 2.
+
+    Only for what people read (the CSV; the table and the HTML through `shown`): the KPI object
+    and `--json` carry full precision, so a sum or a comparison downstream loses nothing."""
+    if not isinstance(value, float):
+        return value
+    if key == "availability":
+        return round(value, 5)
+    if _is_rate(key):
+        return round(value, 4)
+    if _is_minutes(key):
+        return round(value, 1)
+    return round(value, 2)
+
+
+def shown(key: str, value: Any) -> str:
+    """A KPI value for people (the table, the HTML): rates as percentages, durations as whole
+    minutes, CSAT with two decimals."""
+    if value is None:
+        return "–"
+    if _is_rate(key):
+        return f"{value * 100:.1f} %"
+    if _is_minutes(key):
+        return f"{value:,.0f} min"
+    if isinstance(value, float):
+        return f"{rounded(key, value):g}"
+    return str(value)
 
 
 class RecurrenceIndex:
@@ -94,22 +132,30 @@ class RecurrenceIndex:
         return False
 
 
+def as_of(until: float, now: float | None = None) -> float:
+    """The instant every clock of a KPI object is judged at: the period's end, or now if earlier.
+
+    Only the current time read here, once per object, so a period that has ended gives the same
+    object whenever it is computed."""
+    return min(until, now if now is not None else datetime.now(UTC).timestamp())
+
+
 def compute(
     tickets: Sequence[TicketSummary],
     actions: Sequence[ActionFact],
     policy: Policy,
     since: float,
     until: float,
-    now: float,
+    at: float,
     recurrence: RecurrenceIndex,
     *,
     category: str | None = None,
     hosts: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """One KPI object for these tickets and actions over [since, until).
+    """One KPI object for these tickets and actions over [since, until), every clock judged at
+    `at` (as_of; see the module docstring).
 
     One pass over the tickets (this runs over ~150,000 rows several times per report)."""
-    at = min(until, now)
     window = policy.recurrence_days * 86400
     opened = resolved = counted = on_time = 0
     in_time = first_contact = escalated = reopened = automated = 0
@@ -126,15 +172,14 @@ def compute(
         if since <= o < until:
             opened += 1
             ra = t.response_at
-            if ra is not None and ra <= now:
+            if ra is not None and ra <= at:
                 counted += 1
                 on_time += ra <= t.response_due
-            elif t.response_due < now:
-                # no response yet and already past its target: a breach, as a late response
-                # known by now would be (KPI.md), even if the target fell after the period
+                respond.append(t.response_minutes or 0.0)
+            elif t.response_due < at:
+                # no response by as_of and already past its target then: a breach (KPI.md);
+                # one answered or due only after as_of is neither hit nor miss of this period
                 counted += 1
-            if t.response_minutes is not None:
-                respond.append(t.response_minutes)
             escalated += t.escalations > 0
             if t.assignee:
                 assigned.append(t)
@@ -180,14 +225,14 @@ def compute(
         "escalation_rate": _rate(escalated, opened),
         "recurrence_rate": _rate(len(recurring), resolved),
         "reopen_rate": _rate(reopened, resolved),
-        "csat_mean": round(statistics.fmean(surveys), 2) if surveys else None,
+        "csat_mean": statistics.fmean(surveys) if surveys else None,
         "csat_share_4_plus": _rate(sum(1 for s in surveys if s >= 4), len(surveys)),
         "surveys": len(surveys),
         "complaints": complaints,
         "backlog_open": len(backlog),
         "backlog_past_sla": sum(1 for t in backlog if t.breached(policy, at)),
-        "backlog_age_mean": round(statistics.fmean(ages), 1) if ages else None,
-        "backlog_age_max": round(max(ages), 1) if ages else None,
+        "backlog_age_mean": statistics.fmean(ages) if ages else None,
+        "backlog_age_max": max(ages) if ages else None,
         "automation_rate": _rate(automated, resolved),
         "remediation_runs": len(runs),
         "remediation_success_rate": _rate(sum(1 for a in runs if a.outcome == "fixed"), len(runs)),
@@ -240,7 +285,7 @@ def _availability(
             if end > start:
                 observed += end - start
                 up += (end - start) if is_up else 0.0
-        value = round(up / observed, 5) if observed else None
+        value = up / observed if observed else None
         core = any(fnmatchcase(host, p) for p in policy.core_hosts)
         target = policy.targets["availability_core" if core else "availability"]
         out[host] = {
@@ -316,16 +361,16 @@ def kpis(
     by: str | None = None,
 ) -> dict[str, Any]:
     """The KPI object for the period, with `groups` when `by` is given (see the module doc)."""
-    now = now if now is not None else datetime.now(UTC).timestamp()
+    at = as_of(until, now)
     index = RecurrenceIndex(tickets)
     out: dict[str, Any] = {
         "schema": SCHEMA,
         "since": iso(since),
         "until": iso(until),
-        "as_of": iso(min(until, now)),
+        "as_of": iso(at),
         "timezone": policy.calendar.timezone,
     }
-    out.update(compute(tickets, actions, policy, since, until, now, index))
+    out.update(compute(tickets, actions, policy, since, until, at, index))
     if by is not None:
         out["by"] = by
         out["groups"] = {
@@ -335,7 +380,7 @@ def kpis(
                 policy,
                 since,
                 until,
-                now,
+                at,
                 index,
                 category=name if by == "category" else None,
                 hosts=[name] if by == "host" else None,
@@ -397,9 +442,11 @@ class TrendRow(NamedTuple):
 
 
 def weekly(
-    tickets: Sequence[WeekRow], policy: Policy, since: float, until: float, now: float
+    tickets: Sequence[WeekRow], policy: Policy, since: float, until: float, now: float | None = None
 ) -> list[dict[str, Any]]:
-    """Per week (Monday 00:00 in the calendar's zone): opened, resolved, compliance and MTTR."""
+    """Per week (Monday 00:00 in the calendar's zone): opened, resolved, compliance and MTTR,
+    every clock judged at the period's as_of, as in the KPI object."""
+    at = as_of(until, now)
     zone = policy.calendar.zone
     start = datetime.fromtimestamp(since, zone)
     monday = datetime(start.year, start.month, start.day, tzinfo=zone) - timedelta(
@@ -427,9 +474,9 @@ def weekly(
             w = weeks[i]
             w.opened += 1
             ra = t.response_at
-            if (ra is not None and ra <= now) or t.response_due < now:  # answered, or late
+            if (ra is not None and ra <= at) or t.response_due < at:  # answered, or late
                 w.responses += 1
-                w.responses_on_time += ra is not None and ra <= now and ra <= t.response_due
+                w.responses_on_time += ra is not None and ra <= at and ra <= t.response_due
         j = slot(t.resolved_at) if t.resolved_at is not None else None
         if j is not None:
             w = weeks[j]
@@ -446,9 +493,7 @@ def weekly(
                 "resolved": w.resolved,
                 "response_sla_compliance": _rate(w.responses_on_time, w.responses),
                 "resolution_sla_compliance": _rate(w.resolved_in_time, w.resolved),
-                "time_to_resolve_mean": round(statistics.fmean(w.minutes), 1)
-                if w.minutes
-                else None,
+                "time_to_resolve_mean": statistics.fmean(w.minutes) if w.minutes else None,
             }
         )
     return out

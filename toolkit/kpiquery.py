@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -28,6 +27,7 @@ from .kpi import (
     _rate,
     _success_by,
     _targets,
+    as_of,
 )
 from .projection import SUMMARY_SQL, Projection, _summary
 from .sla import Policy, iso
@@ -61,21 +61,21 @@ def kpis_fast(
     backlog: Backlog | None = None,
 ) -> dict[str, Any]:
     """`toolkit.kpi.kpis()` computed in the database (call `projection.refresh()` first)."""
-    now = now if now is not None else datetime.now(UTC).timestamp()
+    at = as_of(until, now)
     actions = projection.actions()
     out: dict[str, Any] = {
         "schema": SCHEMA,
         "since": iso(since),
         "until": iso(until),
-        "as_of": iso(min(until, now)),
+        "as_of": iso(at),
         "timezone": policy.calendar.timezone,
     }
     if backlog is None:
-        backlog = backlog_at(projection, policy, min(until, now))
-    out.update(grouped(projection, policy, actions, since, until, now, None, backlog)[""])
+        backlog = backlog_at(projection, policy, at)
+    out.update(grouped(projection, policy, actions, since, until, at, None, backlog)[""])
     if by is not None:
         out["by"] = by
-        out["groups"] = grouped(projection, policy, actions, since, until, now, by, backlog)
+        out["groups"] = grouped(projection, policy, actions, since, until, at, by, backlog)
     return out
 
 
@@ -85,19 +85,19 @@ def grouped(
     actions: list[ActionFact],
     since: float,
     until: float,
-    now: float,
+    at: float,
     by: str | None,
     backlog: Backlog | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """One KPI object per group value (the key '' when not grouped).
+    """One KPI object per group value (the key '' when not grouped), every clock judged at
+    `at` (the period's as_of, `toolkit.kpi.as_of`).
 
-    `backlog`: `backlog_at(…, min(until, now))` when several groupings share it."""
-    at = min(until, now)
+    `backlog`: `backlog_at(…, at)` when several groupings share it."""
     g, source = _source(by)
     params = {
         "since": since,
         "until": until,
-        "now": now,
+        "at": at,
         "window": policy.recurrence_days * 86400.0,
     }
     opened_in = "t.opened_at >= :since AND t.opened_at < :until"
@@ -144,9 +144,9 @@ def grouped(
             f"SELECT {g}, "
             f"SUM(CASE WHEN {opened_in} THEN 1 ELSE 0 END), "
             f"SUM(CASE WHEN NOT ({opened_in}) THEN 0 "
-            "WHEN t.response_at IS NOT NULL AND t.response_at <= :now THEN 1 "
-            "WHEN t.response_due < :now THEN 1 ELSE 0 END), "
-            f"SUM(CASE WHEN {opened_in} AND t.response_at IS NOT NULL AND t.response_at <= :now "
+            "WHEN t.response_at IS NOT NULL AND t.response_at <= :at THEN 1 "
+            "WHEN t.response_due < :at THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN {opened_in} AND t.response_at IS NOT NULL AND t.response_at <= :at "
             "AND t.response_at <= t.response_due THEN 1 ELSE 0 END), "
             f"SUM(CASE WHEN {opened_in} AND t.escalations > 0 THEN 1 ELSE 0 END), "
             f"SUM(CASE WHEN {resolved_in} THEN 1 ELSE 0 END), "
@@ -170,7 +170,8 @@ def grouped(
             )  # fmt: skip
         # 2. what needs order: the durations of the period's tickets (narrow rows: fast to fetch)
         for name, respond, resolve in rows(
-            f"SELECT {g}, CASE WHEN {opened_in} THEN t.response_minutes END, "
+            f"SELECT {g}, CASE WHEN {opened_in} AND t.response_at <= :at "
+            "THEN t.response_minutes END, "
             f"CASE WHEN {resolved_in} THEN COALESCE(t.resolution_minutes, 0) END "
             f"FROM {source} WHERE ({opened_in}) OR ({resolved_in})"
         ):
@@ -338,14 +339,14 @@ def _assemble(
         "escalation_rate": _rate(s["escalated"], s["opened"]),
         "recurrence_rate": _rate(s["recurring"], resolved),
         "reopen_rate": _rate(s["reopened"], resolved),
-        "csat_mean": round(s["score_sum"] / surveys, 2) if surveys else None,
+        "csat_mean": s["score_sum"] / surveys if surveys else None,
         "csat_share_4_plus": _rate(s["score_4"], surveys),
         "surveys": surveys,
         "complaints": s["complaints"],
         "backlog_open": len(backlog),
         "backlog_past_sla": sum(1 for _, breached, _ in backlog if breached),
-        "backlog_age_mean": round(statistics.fmean(ages), 1) if ages else None,
-        "backlog_age_max": round(max(ages), 1) if ages else None,
+        "backlog_age_mean": statistics.fmean(ages) if ages else None,
+        "backlog_age_max": max(ages) if ages else None,
         "automation_rate": _rate(s["automated"], resolved),
         "remediation_runs": len(runs),
         "remediation_success_rate": _rate(sum(1 for a in runs if a.outcome == "fixed"), len(runs)),

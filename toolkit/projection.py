@@ -280,12 +280,14 @@ class _Raced(Exception):
 class Projection:
     """The KPI projection of one ledger database (see the module docstring)."""
 
-    def __init__(self, url: str, policy: Policy) -> None:
+    def __init__(self, url: str, policy: Policy, *, read_only: bool = False) -> None:
         from .ledger.store import make_engine
 
         self.url = url
         self.policy = policy
-        self.engine: Engine = make_engine(url)
+        scratch = read_only and url.startswith("sqlite")
+        self.scratch = scratch  # in memory: one connection, lost when the engine is disposed
+        self.engine: Engine = _scratch_engine(url) if scratch else make_engine(url)
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             # KPI queries scan kpi_facts several times: keep it in SQLite's own page cache
@@ -299,6 +301,8 @@ class Projection:
             if version is not None and version != VERSION:  # an older format: start afresh
                 metadata.drop_all(conn)
                 metadata.create_all(conn)
+            if scratch:
+                _copy_stored(conn)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -722,8 +726,58 @@ def _prime_worker(go: Any) -> None:
         projection.close()
 
 
-def open_projection(url: str, policy: Policy, *, refresh: bool = True) -> Projection:
-    projection = Projection(url, policy)
+def _scratch_engine(url: str) -> Engine:
+    """For a read-only open of a SQLite ledger: the projection's tables in memory, the ledger's
+    file attached read-only as `ledger_db` (unqualified names find main's tables first, so
+    `ledger` is the file's and `kpi_*` the memory's). Nothing is written to the file."""
+    import sqlite3
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import StaticPool
+
+    from .ledger.store import SqliteTarget
+
+    target = SqliteTarget.parse(url)
+
+    def creator() -> sqlite3.Connection:
+        conn = sqlite3.connect(":memory:", uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={int(target.timeout * 1000)}")
+        conn.execute("ATTACH DATABASE ? AS ledger_db", (target.uri(),))
+        return conn
+
+    engine = create_engine("sqlite://", creator=creator, poolclass=StaticPool)
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")  # one connection: nobody to wait for
+
+    return engine
+
+
+def _copy_stored(conn: Any) -> None:
+    """Start a scratch projection from the one stored beside the ledger, if it has this format:
+    then only the records after its watermark are replayed (`refresh` checks the rest)."""
+    stored = conn.exec_driver_sql(
+        "SELECT count(*) FROM ledger_db.sqlite_master WHERE type = 'table' AND name = 'kpi_state'"
+    ).scalar()
+    if not stored:
+        return
+    version = conn.exec_driver_sql(
+        "SELECT value FROM ledger_db.kpi_state WHERE key = 'version'"
+    ).scalar()
+    if version != VERSION:
+        return
+    for table in metadata.sorted_tables:
+        conn.exec_driver_sql(f"INSERT INTO main.{table.name} SELECT * FROM ledger_db.{table.name}")
+
+
+def open_projection(
+    url: str, policy: Policy, *, refresh: bool = True, read_only: bool = False
+) -> Projection:
+    """The projection of the ledger at `url`. `read_only` (SQLite): computed in memory, never
+    written to the database. On PostgreSQL the stored projection serves every command, so the
+    account must be allowed to bring it up to date."""
+    projection = Projection(url, policy, read_only=read_only)
     if refresh:
         projection.refresh()
     return projection

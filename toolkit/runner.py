@@ -31,13 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .catalog import Finding, PastAction, RunInfo, Task, TaskSpec
+from .catalog import Finding, PastAction, Remediation, RunInfo, Task, TaskSpec
 from .credentials import CredentialStore, Secret
 from .errors import (
     AuthFailed,
     CertificateError,
     ChangeRefused,
     CommandFailed,
+    CommandInterrupted,
+    CommandTimeout,
     HostKeyError,
     TicketRequired,
     ToolkitError,
@@ -80,12 +82,27 @@ class Interrupted(ToolkitError):
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C ended a run: the results of the hosts that got one (a password a finished host
-    now has must still reach the engineer)."""
+    """Ctrl-C ended a run. It carries what the engineer must still be shown: the results of the
+    hosts that got one (a password a finished host now has must still reach them), the hosts
+    abandoned while running (a second Ctrl-C: their actions stay open in the ledger, and their
+    commands stop on the hosts as the connections close) and the hosts that never started."""
 
-    def __init__(self, results: tuple[HostResult, ...]) -> None:
+    def __init__(
+        self,
+        task: str,
+        ticket: str | None,
+        results: tuple[HostResult, ...],
+        abandoned: tuple[str, ...] = (),
+        never_started: tuple[str, ...] = (),
+        duration: float = 0.0,
+    ) -> None:
         super().__init__("interrupted")
+        self.task = task
+        self.ticket = ticket
         self.results = results
+        self.abandoned = abandoned
+        self.never_started = never_started
+        self.duration = duration
 
 
 @dataclass(frozen=True)
@@ -414,6 +431,21 @@ class Runner:
         self.state_dir = state_dir  # the workspace's .itops: where tasks keep artifacts
         self._on_event = on_event or (lambda kind, host, detail: None)
         self._cancel = threading.Event()
+        self._open: dict[int, Transport] = {}  # connections with a host's steps under way
+        self._begun: set[str] = set()  # hosts whose begin record is written
+        self._open_lock = threading.Lock()
+
+    def interrupt(self) -> None:
+        """Ctrl-C: no host starts, no new command starts, and every command in flight is
+        stopped on its host (each host still writes its finish record, saying so)."""
+        self._cancel.set()
+        with self._open_lock:
+            running = list(self._open.values())
+        for transport in running:
+            try:
+                transport.interrupt()
+            except Exception:  # one host's failure to stop is that host's to report
+                log.debug("interrupting %s failed", transport.host.name, exc_info=True)
 
     def run(
         self,
@@ -444,7 +476,7 @@ class Runner:
         workers = max(1, min(options.forks, max((len(b) for b in batches), default=1)))
         with (
             ThreadPoolExecutor(workers, thread_name_prefix="itops-host") as pool,
-            _on_interrupt(lambda: tuple(results[h.name] for h in hosts if h.name in results)),
+            _on_interrupt(lambda: self._partial(task.name, ticket, hosts, results, started)),
         ):
             for batch in batches:
                 if stop_reason:
@@ -501,6 +533,26 @@ class Runner:
             finish_failed,
         )
 
+    def _partial(
+        self,
+        task: str,
+        ticket: str | None,
+        hosts: Sequence[Host],
+        results: Mapping[str, HostResult],
+        started: float,
+    ) -> RunInterrupted:
+        """What an interrupted run leaves: per host a result, abandoned, or never started."""
+        with self._open_lock:
+            begun = set(self._begun)
+        return RunInterrupted(
+            task,
+            ticket,
+            tuple(results[h.name] for h in hosts if h.name in results),
+            tuple(h.name for h in hosts if h.name not in results and h.name in begun),
+            tuple(h.name for h in hosts if h.name not in results and h.name not in begun),
+            time.monotonic() - started,
+        )
+
     @staticmethod
     def _guarded(task: str, run_host: Callable[..., HostResult], host: Host) -> HostResult | None:
         """One host's run (`_host`), whatever happens: None if Ctrl-C came before it started;
@@ -532,9 +584,9 @@ class Runner:
                 for future in done:
                     keep(future)
         except KeyboardInterrupt:
-            # Hosts not yet started never start; running ones stop before their next command
-            # and still write their finish record.
-            self._cancel.set()
+            # Hosts not yet started never start; running commands are stopped on their hosts,
+            # and every started host still writes its finish record.
+            self.interrupt()
             for future in pending:
                 future.cancel()
             for future in pending:
@@ -560,8 +612,8 @@ class Runner:
         try:
             done = future.result()
         except KeyboardInterrupt:
-            # Running hosts stop before their next command and still write their finish record.
-            self._cancel.set()
+            # Running commands are stopped on their hosts; every host writes its finish record.
+            self.interrupt()
             done = future.result()
             results.update({r.host: r for r in done if r is not None})
             raise
@@ -635,10 +687,13 @@ class Runner:
                 self.credentials.redactor.mask(f"not run: the ledger could not record it: {exc}"),
                 error="ledger-unavailable",
             )
+        with self._open_lock:
+            self._begun.add(host.name)
         self._on_event("start", host, None)
         recorder = _Recorder()
         transport: Transport | None = None
         ctx: StepContext | None = None
+        remediation: Remediation | None = None
         check = verify = None
         error: str | None = None
         try:
@@ -649,6 +704,10 @@ class Runner:
                 outcome, message = decision.outcome, decision.message
             else:
                 transport = self.connector.open(host)
+                with self._open_lock:
+                    self._open[id(transport)] = transport
+                if self._cancel.is_set():  # Ctrl-C came while it connected
+                    raise Interrupted("interrupted before its first command")
                 # Warnings a transport raises when it opens (e.g. an insecure WinRM connection
                 # the inventory allowed) go into this host's notes, every run.
                 for notice in getattr(transport, "notices", ()):
@@ -682,6 +741,13 @@ class Runner:
                     outcome = Outcome.FIXED if verify.ok else Outcome.FAILED
                     # fixed: say what was wrong; failed: say what is still wrong
                     message = check.summary if verify.ok else f"verify failed: {verify.summary}"
+        except (CommandTimeout, CommandInterrupted) as exc:
+            # Stopped on the host mid-command: say what that means for the host's state.
+            outcome, error = Outcome.FAILED, exc.kind
+            assert ctx is not None and remediation is not None
+            step = ctx.step
+            after, verify = self._after_stop(remediation, ctx, exc)
+            message = f"{step}: {exc.detail}{after}"
         except (Unreachable, AuthFailed, HostKeyError, CertificateError) as exc:
             # Before a connection exists the host is unreachable; afterwards its state is unknown.
             outcome = Outcome.UNREACHABLE if transport is None else Outcome.FAILED
@@ -689,7 +755,16 @@ class Runner:
         except TransportError as exc:
             outcome, message, error = Outcome.FAILED, exc.detail, exc.kind
         except Interrupted as exc:
-            outcome, message, error = Outcome.FAILED, exc.message, "interrupted"
+            outcome, error = Outcome.FAILED, "interrupted"
+            message = exc.message
+            if ctx is not None:
+                message = f"{ctx.step}: {exc.message}" + (
+                    "; the host was changed (apply ran to its end); verify did not run"
+                    if ctx.step == "verify"
+                    else "; state unknown: apply stopped part-way, verify did not run"
+                    if ctx.step == "apply"
+                    else "; nothing was changed (check only reads)"
+                )
         except ToolkitError as exc:
             step = f"{ctx.step}: " if ctx is not None else ""
             outcome, message, error = Outcome.FAILED, step + exc.message, _kebab(type(exc).__name__)
@@ -699,6 +774,9 @@ class Runner:
             message = f"internal error in {task.name}: {type(exc).__name__}: {exc}"
             error = "internal-error"
         finally:
+            if transport is not None:
+                with self._open_lock:
+                    self._open.pop(id(transport), None)
             _close_quietly(transport, host)
         mask = self.credentials.redactor.mask
         result = HostResult(
@@ -748,6 +826,27 @@ class Runner:
         self._on_event("done", host, result)
         return result
 
+    def _after_stop(
+        self, remediation: Remediation, ctx: StepContext, exc: TransportError
+    ) -> tuple[str, Finding | None]:
+        """After a command was stopped on its host: what that means for the host's state, and,
+        when an apply timed out (not on Ctrl-C), what verify then finds there."""
+        if ctx.step == "check":
+            return "; nothing was changed (check only reads)", None
+        if ctx.step == "verify":
+            return "; apply had run to its end, verify did not", None
+        if isinstance(exc, CommandInterrupted) or self._cancel.is_set():
+            return "; state unknown: apply stopped part-way, verify did not run", None
+        ctx.step = "verify"
+        self._on_event("step", ctx.host, "verify")
+        try:
+            found = remediation.verify(ctx)
+        except Exception as error:  # the host is in doubt either way: say so, keep the timeout
+            why = error.message if isinstance(error, ToolkitError) else repr(error)
+            return f"; state unknown: apply stopped part-way, verify could not run: {why}", None
+        held = "the fix is in place" if found.ok else f"not fixed: {found.summary}"
+        return f"; apply stopped part-way, verify ran after it: {held}", found
+
     def _decide(
         self, task: Task, spec: TaskSpec | None, host: Host, options: RunOptions
     ) -> PolicyDecision | None:
@@ -795,11 +894,13 @@ def _close_quietly(transport: Transport | None, host: Host) -> None:
 
 
 @contextlib.contextmanager
-def _on_interrupt(partial: Callable[[], tuple[HostResult, ...]]) -> Iterator[None]:
+def _on_interrupt(partial: Callable[[], RunInterrupted]) -> Iterator[None]:
     try:
         yield
+    except RunInterrupted:
+        raise
     except KeyboardInterrupt:
-        raise RunInterrupted(partial()) from None
+        raise partial() from None
 
 
 def prepare_hosts(

@@ -69,14 +69,7 @@ class Calendar:
     _sums: list[float] = field(default_factory=list, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
-        try:
-            zone = ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ConfigError(
-                f"unknown time zone {self.timezone!r}",
-                hint="use an IANA name such as Europe/Berlin",
-            ) from exc
-        object.__setattr__(self, "_zone", zone)
+        object.__setattr__(self, "_zone", zone_named(self.timezone))
         if len(self.hours) != 7:
             raise ConfigError("business hours need exactly seven weekdays")
         if not self.always and not any(self.hours):
@@ -322,6 +315,23 @@ def parse_hours(value: Any, what: str) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
+def zone_named(name: str) -> ZoneInfo:
+    """An IANA time zone, or a ConfigError naming it."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"unknown time zone {name!r}", hint="use an IANA name such as Europe/Berlin"
+        ) from exc
+
+
+def calendar_zone(config: Mapping[str, Any]) -> ZoneInfo:
+    """The desk's time zone: itops.toml's [calendar] timezone, else this machine's zone.
+
+    The zone SLA clocks run in, and the one the CLI reads a date or time without an offset in."""
+    return zone_named(str(_table(config, "calendar").get("timezone") or system_timezone()))
+
+
 def system_timezone() -> str:
     """This machine's IANA zone name (TZ, else /etc/localtime), else UTC."""
     name = os.environ.get("TZ", "").lstrip(":")
@@ -402,7 +412,7 @@ def load_policy(config: Mapping[str, Any], root: Path | None = None) -> Policy:
         except NotImplementedError as exc:
             raise ConfigError(f"[calendar] country: {exc}") from exc
         holidays |= set(country.keys())
-    calendar = Calendar(str(cal.get("timezone") or system_timezone()), hours, frozenset(holidays))
+    calendar = Calendar(calendar_zone(config).key, hours, frozenset(holidays))
     day = calendar.day_minutes
     update = parse_duration(
         sla.get("update_every", "4h"), day_minutes=day, what="[sla] update_every"

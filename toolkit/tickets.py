@@ -656,7 +656,13 @@ def record(
     stored = dict(fields)
     if at is not None:
         stored.update(at=iso_utc(at), backdated=True)
-    return ledger.append(Entry(f"ticket.{event}", ticket=ticket, data=stored))
+    entry = Entry(f"ticket.{event}", ticket=ticket, data=stored)
+    if event != "opened":
+        return ledger.append(entry)
+    written = ledger.append_once(entry)  # another process may have opened it since the replay
+    if written is None:
+        raise TicketError(f"{ticket}: already opened")
+    return written
 
 
 def ensure(
@@ -668,7 +674,9 @@ def ensure(
     summary: str | None = None,
     source: str = "itops",
 ) -> Record | None:
-    """Open a local ticket for an id the ledger has not seen; returns the new event, if any."""
+    """Open a local ticket for an id the ledger has not seen; returns the new event, if any.
+
+    Idempotent at the store: runs racing to open the same new ticket record it once."""
     from .ledger import Entry
 
     check_ticket_id(ticket)
@@ -676,8 +684,6 @@ def ensure(
         raise ValidationError(f"unknown category {category!r}", hint=", ".join(CATEGORIES))
     if priority is not None and priority not in PRIORITIES:
         raise ValidationError(f"unknown priority {priority!r}", hint=", ".join(PRIORITIES))
-    if any(ledger.records(ticket=ticket, kind="ticket.opened", limit=1)):
-        return None
     data: Mapping[str, Any] = {
         "category": category or "other",
         "priority": priority or "P3",
@@ -685,7 +691,7 @@ def ensure(
         "source": source,
         "channel": "itops",
     }
-    return ledger.append(Entry("ticket.opened", ticket=ticket, data=data))
+    return ledger.append_once(Entry("ticket.opened", ticket=ticket, data=data))
 
 
 def ticket_priority(ledger: Ledger, ticket: str) -> str | None:

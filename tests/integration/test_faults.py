@@ -204,13 +204,13 @@ def test_free_text_reaches_the_host_literally(lab: LabEnv, tmp_path: Path) -> No
 
 
 def slow_apply_started(
-    lab: LabEnv, ticket: str, *params: str
+    lab: LabEnv, ticket: str, *params: str, task: str = "test.slow-apply"
 ) -> tuple[subprocess.Popen[str], Ledger]:
-    """`itops fix test.slow-apply lab` in the background, once every host is in its apply."""
+    """`itops fix TASK lab` in the background, once every host is in its apply."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")}
     command = [sys.executable, "-m", "toolkit", "--workspace", str(lab.root)]
     proc = subprocess.Popen(
-        [*command, "fix", "test.slow-apply", "lab", *params, "--ticket", ticket],
+        [*command, "fix", task, "lab", *params, "--ticket", ticket],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -227,9 +227,24 @@ def slow_apply_started(
     return proc, book
 
 
-def test_kill_9_mid_run_leaves_open_actions_and_the_chain_verifies(lab: LabEnv) -> None:
-    # The remote commands outlive the killed client: keep them short for the tests after this.
-    proc, book = slow_apply_started(lab, "INC-4000", "-p", "seconds=5")
+def marks(mark: str, *, clear: bool = False) -> list[str]:
+    """The lab hosts whose test.slow-mark apply ran to its end (it leaves /tmp/MARK-HOST)."""
+    found = sorted(Path("/tmp").glob(f"{mark}-*"))
+    for path in found if clear else ():
+        path.unlink()
+    return [p.name for p in found]
+
+
+def test_kill_9_mid_run_leaves_open_actions_and_stops_the_commands_on_the_hosts(
+    lab: LabEnv,
+) -> None:
+    # The controller dies mid-apply: each host's shell sees its input end and stops the
+    # command's process group, so no apply completes behind a record that says "open".
+    mark = "itops-k9"
+    marks(mark, clear=True)
+    proc, book = slow_apply_started(
+        lab, "INC-4000", "-p", f"mark={mark}", "-p", "seconds=5", task="test.slow-mark"
+    )
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     begun = {r.action_id for r in book.records(ticket="INC-4000", kind="action.begin")}
@@ -241,27 +256,93 @@ def test_kill_9_mid_run_leaves_open_actions_and_the_chain_verifies(lab: LabEnv) 
     result = json.loads(verify.stdout)
     assert verify.returncode == 0 and result["ok"]
     assert begun <= set(result["open_actions"])  # every one of them, and the chain still holds
+    time.sleep(5)  # past the moment each apply would have finished
+    assert marks(mark) == []  # no host was changed after the controller died
+    check = lab.itops("fix", "test.slow-mark", "lab", "-p", f"mark={mark}", "--check", "--json")
+    assert {h["outcome"] for h in json.loads(check.stdout)["hosts"]} == {"would-fix"}
 
 
-def test_ctrl_c_mid_run_lets_running_hosts_finish_their_command_and_record_it(
+def test_ctrl_c_stops_the_running_commands_on_the_hosts_and_shows_the_table(
     lab: LabEnv,
 ) -> None:
     # An all-SSH run: the hosts run as greenlets on the SSH loop, and SIGINT reaches the main
     # thread while it waits for them.
-    proc, book = slow_apply_started(lab, "INC-4001", "-p", "seconds=3")
+    mark = "itops-int"
+    marks(mark, clear=True)
+    proc, book = slow_apply_started(
+        lab, "INC-4001", "-p", f"mark={mark}", "-p", "seconds=6", task="test.slow-mark"
+    )
     interrupted = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=30)
-    assert proc.returncode == 130
-    assert time.monotonic() - interrupted < 10  # the running commands end; nothing new starts
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert time.monotonic() - interrupted < 4  # the commands were stopped, not waited for
     finished = list(book.records(ticket="INC-4001", kind="action.finish"))
     book.close()
     assert len(finished) == 4
-    # each host ran its apply command to the end and was then stopped
     for record in finished:
-        assert [c["step"] for c in json.loads(record.commands or "[]")] == ["apply"], record
+        info = record.info
+        assert info["error"] == "interrupted", info
+        assert "stopped on the host" in info["message"], info
+        assert "state unknown: apply stopped part-way, verify did not run" in info["message"]
+        assert [c["step"] for c in json.loads(record.commands or "[]")] == ["check", "apply"]
+    # The same table as a finished run, on stdout, and the summary line
+    for n in range(1, 5):
+        assert f"lab-0{n}" in out
+    assert out.count("failed (interrupted)") == 4, out
+    assert "test.slow-mark interrupted after" in out and "4 failed" in out
     verify = lab.itops("audit", "verify", "--json")
     assert verify.returncode == 0 and json.loads(verify.stdout)["ok"]
+    time.sleep(6)
+    assert marks(mark) == []  # stopped on the hosts: no apply ran to its end
+
+
+def test_a_second_ctrl_c_ends_at_once_and_the_commands_still_stop_on_the_hosts(
+    lab: LabEnv,
+) -> None:
+    mark = "itops-int2"
+    marks(mark, clear=True)
+    proc, book = slow_apply_started(
+        lab, "INC-4002", "-p", f"mark={mark}", "-p", "seconds=6", task="test.slow-mark"
+    )
+    interrupted = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert time.monotonic() - interrupted < 4
+    assert "test.slow-mark interrupted after" in out, out + err
+    book.close()
+    assert lab.itops("audit", "verify").returncode == 0
+    time.sleep(6)
+    assert marks(mark) == []
+
+
+@pytest.mark.parametrize("how", ["plain", "root", "stdin"])
+def test_a_timed_out_apply_is_stopped_on_the_host_and_verify_says_what_is_there(
+    lab: LabEnv, how: str
+) -> None:
+    # The host's record must not say "failed" while the apply finishes there a moment later:
+    # a timeout stops the command's whole process group (under sudo too, and on an exec
+    # channel with stdin), and verify then reads what is really on the host.
+    mark = f"itops-to-{how}"
+    marks(mark, clear=True)
+    extra = {"plain": [], "root": ["-p", "root=true"], "stdin": ["-p", "stdin=true"]}[how]
+    started = time.monotonic()
+    result = lab.itops(
+        "fix", "test.slow-mark", "lab-01", "-p", f"mark={mark}", "-p", "seconds=5",
+        *extra, "--timeout", "2", "--ticket", f"INC-41{['plain', 'root', 'stdin'].index(how)}", "--json",
+    )  # fmt: skip
+    host = report(result)["lab-01"]
+    assert result.returncode == 1 and host["outcome"] == "failed", result.stdout
+    assert host["error"] == "command-timeout"
+    message = str(host["message"])
+    assert message.startswith("apply: command timed out after 2s; stopped on the host"), message
+    assert "verify ran after it: not fixed: no mark" in message
+    time.sleep(max(0.0, 6.5 - (time.monotonic() - started)))
+    assert marks(mark) == []  # the apply never finished on the host
+    again = lab.itops("fix", "test.slow-mark", "lab-01", "-p", f"mark={mark}", "--check", "--json")
+    assert report(again)["lab-01"]["outcome"] == "would-fix"
 
 
 def test_two_itops_processes_share_the_ledger(lab: LabEnv) -> None:

@@ -71,25 +71,64 @@ def test_commands_share_one_shell_and_its_output_never_leaks_into_the_next(
         assert result.stdout == data + "\n", i
 
 
-def test_a_timed_out_command_drops_the_shell_and_the_next_command_gets_a_new_one(
+def test_a_timed_out_command_is_stopped_on_the_host_and_the_shell_goes_on(
     transport: Transport,
 ) -> None:
+    # The host's shell stops the command's process group (a pipeline, a child of a child) and
+    # confirms it; the same shell then runs the next command.
     before = transport.run(script("echo $$")).stdout
     started = time.monotonic()
-    with pytest.raises(CommandTimeout):
-        transport.run(cmd("sleep", "30"), timeout=0.5)
+    with pytest.raises(CommandTimeout, match="stopped on the host") as caught:
+        transport.run(script("sleep 31 | cat; sh -c 'sleep 32'"), timeout=0.5)
     assert time.monotonic() - started < 5
+    assert "SIGTERM to its process group" in caught.value.detail
     after = transport.run(script("echo $$; echo after"))
     assert after.exit_code == 0 and after.stdout.endswith("after\n")
-    assert after.stdout.split()[0] != before.strip()
+    assert after.stdout.split()[0] == before.strip()  # the same shell
+    left = transport.run(script("ps -eo args | grep -c '^sleep 3[12]$' || true")).stdout
+    assert left.strip() == "0"  # nothing of it runs on
 
 
-def test_a_shell_that_dies_is_a_lost_session_and_the_next_command_starts_another(
+def test_a_command_that_ignores_sigterm_is_killed_after_the_grace_period(
     transport: Transport,
 ) -> None:
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout, match="killed on the host") as caught:
+        transport.run(script("trap '' TERM; sleep 33"), timeout=0.5)
+    assert 5 <= time.monotonic() - started < 10  # SIGKILL after the 5 s grace period
+    assert "SIGKILL" in caught.value.detail
+    left = transport.run(script("ps -eo args | grep -c '^sleep 33$' || true")).stdout
+    assert left.strip() == "0"
+
+
+def test_interrupt_stops_the_command_in_flight_from_another_thread(transport: Transport) -> None:
+    import threading
+
+    from toolkit.errors import CommandInterrupted
+
+    threading.Timer(0.5, transport.interrupt).start()
+    started = time.monotonic()
+    with pytest.raises(CommandInterrupted, match="stopped on the host"):
+        transport.run(script("sleep 34"), timeout=30)
+    assert time.monotonic() - started < 5
+
+
+def test_a_shell_that_dies_under_a_command_is_replaced_before_the_next(
+    transport: Transport,
+) -> None:
+    # The command runs as a job: its result still arrives when it kills the host's shell, and
+    # the next command (nothing in flight when the shell went) gets a new shell.
+    first = transport.run(script("echo $$; kill -9 $$; sleep 0.2; echo done"))
+    assert first.exit_code == 0 and first.stdout.endswith("done\n")
+    time.sleep(0.3)
+    after = transport.run(script("echo $$"))
+    assert after.exit_code == 0 and after.stdout.split()[0] != first.stdout.split()[0]
+
+
+def test_a_connection_lost_mid_command_is_a_lost_session(transport: Transport) -> None:
+    # The session's own sshd process is killed under the command: the connection is gone.
     with pytest.raises(Unreachable, match="session lost"):
-        transport.run(script("kill -9 $$"))
-    assert transport.run(cmd("echo", "alive")).stdout == "alive\n"
+        transport.run(script("kill -9 $PPID; sleep 5"))
 
 
 def test_what_one_turn_of_the_loop_writes_leaves_in_one_send() -> None:

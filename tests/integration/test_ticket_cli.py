@@ -6,8 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner, Result
@@ -297,3 +300,93 @@ def test_fix_warns_about_repeat_fixes(ws: Workspace, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert err.count("warning: ws-7 has had 3 printer fixes in 30 days") == 1
     assert "problem record" in err
+
+
+@pytest.fixture
+def utc_machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This machine's clock in UTC, whatever it is set to: the desk's zone (Berlin) must win."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_bare_date_is_midnight_in_the_calendars_zone(
+    ws: Workspace, tmp_path: Path, utc_machine: None
+) -> None:
+    """October for a Europe/Berlin desk: [Oct 1 00:00 CEST, Nov 1 00:00 CET), across the DST
+    change of Oct 25; an explicit offset wins over the calendar's zone."""
+    lines = [
+        desk.ev("BER-1", "opened", "2026-09-30T23:30:00Z", priority="P3"),  # Oct 1, 01:30 Berlin
+        desk.ev("BER-2", "opened", "2026-10-31T23:30:00Z", priority="P3"),  # Nov 1, 00:30 Berlin
+        desk.ev("BER-3", "opened", "2026-10-31T22:30:00Z", priority="P3"),  # Oct 31, 23:30 Berlin
+    ]
+    run(ws, "ticket", "import", str(desk.write(tmp_path / "edges.jsonl", lines)))
+    october = as_json(run(ws, "kpi", "--since", "2026-10-01", "--until", "2026-11-01", "--json"))
+    assert (october["since"], october["until"]) == (
+        "2026-09-30T22:00:00+00:00",
+        "2026-10-31T23:00:00+00:00",
+    )
+    assert october["tickets_opened"] == 2  # BER-1 and BER-3
+    for since, until, opened in (
+        ("2026-10-01T00:00Z", "2026-10-31T23:00Z", 1),  # UTC: BER-3 only
+        ("2026-10-01T00:00+02:00", "2026-11-01T00:00+01:00", 2),
+        ("2026-10-01T01:00", "2026-10-31", 1),  # Berlin wall times: BER-1 only
+    ):
+        got = as_json(run(ws, "kpi", "--since", since, "--until", until, "--json"))
+        assert got["tickets_opened"] == opened, (since, until)
+    page = tmp_path / "october.html"
+    report = as_json(
+        run(ws, "report", "kpi", "--html", str(page), "--since", "2026-10-01", "--until",
+            "2026-11-01", "--json")
+    )  # fmt: skip
+    assert report["kpis"]["until"] == october["until"]
+    assert report["kpis"]["tickets_opened"] == 2
+    # `log` and `report audit` read the same way (the ledger's own times here: the import's)
+    records = [json.loads(x) for x in run(ws, "log", "--json").output.splitlines()]
+    written = datetime.fromisoformat(records[-1]["at"].replace("Z", "+00:00"))
+    berlin = written.astimezone(ZoneInfo("Europe/Berlin")).replace(tzinfo=None)
+    wall = (berlin - timedelta(minutes=1)).isoformat(timespec="minutes")
+    assert len(run(ws, "log", "--since", wall, "--json").output.splitlines()) == len(records)
+    assert run(ws, "log", "--until", wall, "--json").output == ""
+    audit = tmp_path / "audit.html"
+    out = as_json(run(ws, "report", "audit", "--html", str(audit), "--until", wall, "--json"))
+    assert out["tickets"] == 0
+
+
+def test_kpi_json_carries_full_precision_and_the_table_rounds(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """Rounding belongs to what people read (the table, the HTML, the CSV), not to the data."""
+    lines = []
+    for n, (score, minutes) in enumerate(((5, 10), (3, 20), (3, 22)), start=1):
+        lines += [
+            desk.ev(f"P-{n}", "opened", desk.t(2, 9), priority="P3", category="printer"),
+            desk.ev(f"P-{n}", "responded", desk.t(2, 9, minutes)),
+            desk.ev(f"P-{n}", "resolved", desk.t(2, 10), code="fixed"),
+            desk.ev(f"P-{n}", "survey", desk.t(2, 11), score=score),
+        ]
+    run(ws, "ticket", "import", str(desk.write(tmp_path / "three.jsonl", lines)))
+    period = ("--since", desk.SINCE, "--until", desk.UNTIL)
+    data = as_json(run(ws, "kpi", *period, "--json"))
+    assert data["csat_mean"] == 11 / 3 and data["csat_share_4_plus"] == 1 / 3
+    assert data["time_to_respond_mean"] == 52 / 3 and data["time_to_respond_median"] == 20.0
+    assert data["tickets_resolved"] == 3 and data["first_contact_resolution_rate"] == 0.0
+    assert data["time_to_resolve_mean"] == 60.0
+    assert data["targets"]["csat_mean"] == {"target": 4.5, "met": False}
+    table = run(ws, "kpi", *period).output
+    assert "3.67" in table and "3.6666" not in table
+    page, sheet = tmp_path / "kpi.html", tmp_path / "kpi.csv"
+    report = as_json(
+        run(ws, "report", "kpi", "--html", str(page), "--csv", str(sheet), *period, "--json")
+    )
+    assert report["kpis"] == data  # `report kpi --json` prints the same unrounded object
+    html = page.read_text()
+    assert f'data-kpi="csat_mean" data-value="{11 / 3!r}"' in html  # the JSON value, to check
+    assert '<div class="value">3.67</div>' in html and ">3.66666" not in html
+    rows = sheet.read_text().splitlines()
+    assert "overall,,csat_mean,3.67,4.5,false" in rows
+    assert "overall,,csat_share_4_plus,0.3333,," in rows

@@ -19,6 +19,7 @@ from toolkit.credentials import CredentialStore, Redactor, Secret
 from toolkit.errors import (
     AuthFailed,
     CertificateError,
+    CommandInterrupted,
     CommandTimeout,
     Unreachable,
     ValidationError,
@@ -118,7 +119,30 @@ def test_command_timeout_is_typed_and_signals_the_command(replay: ServerFactory,
     assert 1.5 <= elapsed < 4.0
     assert caught.value.kind == "command-timeout"
     assert [e.action for e in server.log][-2:] == ["Signal", "Delete"]
+    # the record says what the host confirmed: the terminate signal and the shell's deletion
+    assert "signalled to terminate and its shell deleted on the host" in caught.value.detail
     assert server.skipped == ["Receive"]  # the timeout cut the recorded receive loop short
+    server.skipped.clear()
+
+
+def test_ctrl_c_signals_the_command_and_deletes_its_shell(replay: ServerFactory, pki: PKI) -> None:
+    # Ctrl-C (Runner.interrupt → transport.interrupt, from another thread) stops the command on
+    # the host at its next Receive: the same Signal and Delete as a timeout.
+    import threading
+
+    server = replay("test_winrs_operation_timeout")
+    for exchange in server.exchanges:
+        if exchange.status == 500:
+            exchange.delay = 1.0
+    transport = factory(command=30).open(winhost(server.port, pki))
+    threading.Timer(0.5, transport.interrupt).start()
+    started = time.monotonic()
+    with pytest.raises(CommandInterrupted) as caught:
+        transport.run(ps_script("Start-Sleep 30"))
+    assert time.monotonic() - started < 4.0
+    assert caught.value.kind == "interrupted"
+    assert [e.action for e in server.log][-2:] == ["Signal", "Delete"]
+    assert "signalled to terminate" in caught.value.detail
     server.skipped.clear()
 
 

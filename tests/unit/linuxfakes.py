@@ -50,6 +50,9 @@ class Transport:
     def get(self, remote: str, local: Path) -> None:
         self.files.append(f"get {remote}")
 
+    def interrupt(self) -> None:
+        self.interrupted = True
+
     def close(self) -> None:
         self.closed = True
 

@@ -393,20 +393,27 @@ def test_never_answering_a_ticket_cannot_look_better_than_answering_it_late(
 
     import_file(ledger, late_at_period_end(tmp_path, respond))
     projection.refresh()
-    now = desk.epoch(desk.t(13, 12))  # the report is made on Friday
-    args: dict[str, Any] = {"since": SINCE, "until": UNTIL, "now": now}
-    reference = kpis(projection.tickets(), projection.actions(), POLICY, **args)
-    fast = kpis_fast(projection, POLICY, **args)
-    for result in (reference, fast):  # a breach either way (KPI.md), by both implementations
-        assert result["response_sla_compliance"] == 0.0, result
+    friday = desk.epoch(desk.t(13, 12))  # the report is made on Friday
+    for until, expected in (
+        # the week ended before the target: neither a hit nor a miss of that week, either way
+        (UNTIL, None),
+        # a period up to Friday: a breach either way (KPI.md)
+        (friday, 0.0),
+    ):
+        args: dict[str, Any] = {"since": SINCE, "until": until, "now": friday}
+        reference = kpis(projection.tickets(), projection.actions(), POLICY, **args)
+        fast = kpis_fast(projection, POLICY, **args)
+        for result in (reference, fast):  # by both implementations
+            assert result["response_sla_compliance"] == expected, result
     # the week's trend of the current week counts a ticket only once it is late
     from toolkit.kpi import weekly
     from toolkit.kpiquery import trend_rows
 
     opened = desk.epoch(desk.t(9, 17, 50))
-    (week,) = weekly(trend_rows(projection, SINCE, UNTIL), POLICY, opened - 1, UNTIL, opened + 60)
+    rows = trend_rows(projection, SINCE, friday)
+    (week,) = weekly(rows, POLICY, opened - 1, friday, opened + 60)
     assert week["response_sla_compliance"] is None
-    (week,) = weekly(trend_rows(projection, SINCE, UNTIL), POLICY, opened - 1, UNTIL, now)
+    (week,) = weekly(rows, POLICY, opened - 1, friday, friday)
     assert week["response_sla_compliance"] == 0.0
 
 
@@ -465,3 +472,82 @@ def test_several_kpi_refreshes_at_once_agree(
     together = rows(projection)
     projection.rebuild()
     assert rows(projection) == together
+
+
+def oct_(day: int, hour: int, minute: int = 0) -> str:
+    """An October or November 2026 instant in Berlin (October's days; 32 … means November)."""
+    from datetime import datetime, timedelta
+
+    first = datetime(2026, 10, 1, tzinfo=desk.ZONE)
+    return (first + timedelta(days=day - 1)).replace(hour=hour, minute=minute).isoformat()
+
+
+OCTOBER = desk.epoch("2026-10-01T00:00:00+02:00"), desk.epoch("2026-11-01T00:00:00+01:00")
+# What the ledger holds on Sunday 1 November at noon: October's desk, as it ended
+KNOWN_IN_NOVEMBER = [
+    desk.ev("OCT-1", "opened", oct_(5, 9), priority="P2", category="printer", hosts=["ws-1"]),
+    desk.ev("OCT-1", "responded", oct_(5, 9, 20)),
+    desk.ev("OCT-1", "resolved", oct_(5, 11), code="fixed", first_contact=True),
+    desk.ev("OCT-1", "survey", oct_(6, 10), score=5),
+    desk.ev("OCT-2", "opened", oct_(13, 10), priority="P3", category="software", assignee="li"),
+    desk.ev("OCT-2", "responded", oct_(13, 13)),  # late: due 12:00
+    desk.ev("OCT-2", "escalated", oct_(13, 14), tier="L2"),
+    desk.ev("OCT-2", "resolved", oct_(15, 10), code="fixed"),
+    desk.ev("OCT-2", "survey", oct_(15, 12), score=3),
+    # P1 on the night the clocks go back (24×7)
+    desk.ev("OCT-3", "opened", oct_(24, 22), priority="P1", category="network", hosts=["ws-2"]),
+    desk.ev("OCT-3", "responded", oct_(24, 22, 10)),
+    desk.ev("OCT-3", "resolved", oct_(25, 3, 30), code="fixed"),
+    desk.ev("OCT-3", "survey", oct_(26, 9), score=3),
+    # the issue's example: P3 opened Friday 17:30, response due Monday 2 Nov 10:30, never answered
+    desk.ev("OCT-4", "opened", oct_(30, 17, 30), priority="P3", category="printer"),
+    # P2 opened Friday 17:45, answered on Monday 2 Nov 09:10 (due 09:45): on time, after the end
+    desk.ev("OCT-5", "opened", oct_(30, 17, 45), priority="P2", category="account"),
+    # P2 answered, its 8 business hours over on Thursday evening: in the backlog, past its SLA
+    desk.ev("OCT-6", "opened", oct_(29, 10), priority="P2", category="hardware", assignee="ana"),
+    desk.ev("OCT-6", "responded", oct_(29, 10, 30)),
+]
+# … and what it holds by December
+LEARNED_LATER = [
+    desk.ev("OCT-5", "responded", oct_(33, 9, 10)),
+    desk.ev("OCT-5", "resolved", oct_(33, 12), code="fixed"),
+    desk.ev("OCT-6", "resolved", oct_(63, 10), code="fixed"),
+    desk.ev("NOV-1", "opened", oct_(34, 9), priority="P2", category="software", assignee="li"),
+    desk.ev("NOV-1", "responded", oct_(34, 11)),
+]
+
+
+def test_a_past_periods_kpis_are_the_same_in_november_and_in_december(
+    ledger: Ledger, projection: Projection, tmp_path: Path
+) -> None:
+    """Every clock of one KPI object is judged at as_of = min(until, now): a closed period's
+    KPIs (both implementations, the groups, the report's weekly trend) never change."""
+    from toolkit.kpiquery import kpis_fast
+    from toolkit.reports import kpi as pages
+
+    since, until = OCTOBER
+
+    def everything(now: float) -> list[Any]:
+        projection.refresh()
+        args: dict[str, Any] = {"since": since, "until": until, "now": now}
+        out: list[Any] = []
+        for by in (None, "priority", "category"):
+            reference = kpis(projection.tickets(), projection.actions(), POLICY, by=by, **args)
+            assert kpis_fast(projection, POLICY, by=by, **args) == reference
+            out.append(reference)
+        out.append(pages.build(projection, POLICY, **args))
+        return out
+
+    import_file(ledger, desk.write(tmp_path / "october.jsonl", KNOWN_IN_NOVEMBER))
+    in_november = everything(desk.epoch(oct_(32, 12)))
+    import_file(ledger, desk.write(tmp_path / "later.jsonl", LEARNED_LATER))
+    in_december = everything(desk.epoch(oct_(64, 12)))
+    for early, late in zip(in_november, in_december, strict=True):
+        assert late == early
+    overall = in_december[0]
+    assert overall["as_of"] == "2026-10-31T23:00:00+00:00"
+    # OCT-4 and OCT-5 were due after the end: neither a miss nor a hit in October
+    assert overall["tickets_opened"] == 6
+    assert overall["response_sla_compliance"] == 0.75  # OCT-1, 3, 6 on time; OCT-2 late
+    assert overall["time_to_respond_median"] == 25.0  # 20, 10, 30, 180 minutes
+    assert overall["backlog_open"] == 3 and overall["backlog_past_sla"] == 1

@@ -162,7 +162,7 @@ def test_ctrl_c_still_hands_over_the_passwords_hosts_already_got(
     )
 
     def interrupted(*args: Any, **kwargs: Any) -> Any:
-        raise RunInterrupted((done,))
+        raise RunInterrupted("password.reset", "INC-1", (done,), never_started=("ws-043",))
 
     monkeypatch.setattr(fix_module, "execute", interrupted)
     result = CliRunner().invoke(
@@ -170,7 +170,11 @@ def test_ctrl_c_still_hands_over_the_passwords_hosts_already_got(
         ["-w", str(windows_workspace), "fix", "password.reset", "ws-042", "-p", "user=jdoe",
          "--ticket", "INC-1"],
     )  # fmt: skip
-    assert result.exit_code != 0  # click reports the interrupt as Aborted!
+    assert result.exit_code == 130
+    # the table of what happened, as after a finished run, and what never started
+    assert "ws-042" in result.output and "ws-043" in result.output
+    assert "password.reset interrupted after" in result.output
+    assert "1 fixed, 1 not-started" in result.output
     assert "ws-042: new password for jdoe (shown once, not recorded): Canary-Pw-77" in (
         result.output
     )

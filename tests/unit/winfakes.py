@@ -71,6 +71,9 @@ class StrictTransport:
     def get(self, remote: str, local: Path) -> None:
         raise Unscripted("get")
 
+    def interrupt(self) -> None:
+        self.interrupted = True
+
     def close(self) -> None:
         self.closed = True
 

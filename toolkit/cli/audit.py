@@ -6,6 +6,7 @@ import click
 
 from ..app import App
 from . import render
+from .options import reads_only
 
 
 @click.group()
@@ -27,6 +28,7 @@ def audit() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
+@reads_only
 def verify(app: App, expect_head: str | None, as_json: bool) -> None:
     """Recompute every record's hash and link. Exit 0 if intact, 1 if not.
 
@@ -72,6 +74,7 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
 
 @audit.command()
 @click.pass_obj
+@reads_only
 def head(app: App) -> None:
     """Print the newest record as SEQ:HASH, to keep outside the ledger and pass to --expect-head."""
     record = app.ledger.head()

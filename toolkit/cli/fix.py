@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ import click
 from ..app import App
 from ..errors import ValidationError
 from ..inventory import Host
-from ..runner import HostResult, RunOptions, RunReport, prepare_hosts
+from ..runner import HostResult, RunInterrupted, RunOptions, RunReport, prepare_hosts
 from ..tickets import CATEGORIES, PRIORITIES, check_ticket_id
 from . import render
 from .options import Checked, fan_out
@@ -178,8 +179,6 @@ def fix(
             )
     if extras:
         params = (*params, *task_options(app.catalog.get(task), extras))
-    from ..runner import RunInterrupted
-
     try:
         report, policy = execute(
             app,
@@ -200,9 +199,12 @@ def fix(
             approval=approval,
             progress=not as_json,
         )
-    except RunInterrupted as stop:  # hosts that finished may hold a new password: deliver it
-        render.handovers(stop.results)
-        raise
+    except RunInterrupted as stop:  # say what happened where; deliver passwords hosts now have
+        try:
+            show_interrupted(app, stop, as_json=as_json)
+        finally:
+            render.handovers(stop.results)
+        click.get_current_context().exit(130)
     try:
         if as_json:
             render.emit_json(app.redactor.mask_data(report.as_dict()))
@@ -350,6 +352,49 @@ def show_report(report: RunReport) -> None:
     )
     for note in report.notes:
         click.echo(note)
+
+
+def show_interrupted(app: App, stop: RunInterrupted, *, as_json: bool) -> None:
+    """After Ctrl-C: the same per-host table as a finished run, plus the hosts abandoned while
+    running and the ones never started, and where the actions left open are."""
+    counts = Counter(str(r.outcome) for r in stop.results)
+    if stop.abandoned:
+        counts["abandoned"] = len(stop.abandoned)
+    if stop.never_started:
+        counts["not-started"] = len(stop.never_started)
+    open_hint = f"itops log --ticket {stop.ticket} --outcome open" if stop.ticket else None
+    if as_json:
+        render.emit_json(
+            app.redactor.mask_data(
+                {
+                    "task": stop.task,
+                    "ticket": stop.ticket,
+                    "interrupted": True,
+                    "exit_code": 130,
+                    "duration": round(stop.duration, 3),
+                    "counts": dict(counts),
+                    "hosts": [r.as_dict() for r in stop.results],
+                    "abandoned": list(stop.abandoned),
+                    "never_started": list(stop.never_started),
+                }
+            )
+        )
+        return
+    rows = [(r.host, _outcome(r), r.message, f"{r.duration:.1f}s") for r in stop.results]
+    rows += [
+        (h, "abandoned", "still running at the second Ctrl-C: its action stays open; its "
+         "command stops on the host as the connection closes", "")
+        for h in stop.abandoned
+    ]  # fmt: skip
+    rows += [(h, "not-started", "never contacted: nothing recorded, nothing changed", "")
+             for h in stop.never_started]  # fmt: skip
+    render.table(["host", "outcome", "detail", "time"], rows, style_column="outcome")
+    summary = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+    click.echo(f"{stop.task} interrupted after {stop.duration:.1f}s: {summary}")
+    if stop.abandoned and open_hint:
+        click.echo(f"actions left open: {open_hint}")
+    elif stop.abandoned:
+        click.echo("actions left open: itops log --outcome open")
 
 
 def _outcome(r: HostResult) -> str:

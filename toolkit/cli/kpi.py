@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
@@ -10,6 +10,7 @@ import click
 from ..app import App
 from ..errors import ValidationError
 from . import render
+from .options import reads_only
 
 GROUPINGS = ("category", "priority", "assignee", "tier", "host")
 SHOWN = (
@@ -32,38 +33,39 @@ SHOWN = (
 )
 
 
-def period(since: str | None, until: str | None, *, days: int = 30) -> tuple[float, float]:
-    """--since/--until as epoch seconds; default: the last `days` days up to now."""
-    from .log import parse_when
+def period(
+    app: App, since: str | None, until: str | None, now: datetime, *, days: int = 30
+) -> tuple[float, float]:
+    """--since/--until as epoch seconds; default: the last `days` days up to now.
 
-    end = parse_when(until)
-    stop = datetime.fromisoformat(end) if end else datetime.now(UTC)
-    begin = parse_when(since)
-    start = datetime.fromisoformat(begin) if begin else stop - timedelta(days=days)
+    A bare date is midnight in the calendar's zone (`log.read_when`)."""
+    from .log import read_when
+
+    stop = read_when(app, until, now) or now
+    start = read_when(app, since, now) or stop - timedelta(days=days)
     if start >= stop:
         raise ValidationError("--since must be before --until")
     return start.timestamp(), stop.timestamp()
 
 
 def fmt(key: str, value: Any) -> str:
-    """A KPI value for people: rates as percentages, durations as minutes."""
-    if value is None:
-        return "–"
-    if key.endswith(("_rate", "_compliance", "_share_4_plus")):
-        return f"{value * 100:.1f} %"
-    if key.startswith(("time_to_", "backlog_age")):
-        return f"{value:.0f} min"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    """A KPI value for people (`toolkit.kpi.shown`: the JSON keeps full precision)."""
+    from ..kpi import shown
+
+    return shown(key, value)
 
 
 @click.command()
 @click.option(
-    "--since", metavar="WHEN", help="Period start: 2026-11-01, 2026-11-01T09:00+01:00, 30d."
+    "--since",
+    metavar="WHEN",
+    help="Period start: 2026-11-01 (midnight in the calendar's zone), 2026-11-01T09:00+01:00, 30d.",
 )
 @click.option("--until", metavar="WHEN", help="Period end (exclusive; default: now).")
 @click.option("--by", type=click.Choice(GROUPINGS), help="Also compute the KPIs per group.")
 @click.option("--json", "as_json", is_flag=True, help="The stable JSON schema itops.kpi/1.")
 @click.pass_obj
+@reads_only
 def kpi(app: App, since: str | None, until: str | None, by: str | None, as_json: bool) -> None:
     """Support KPIs for a period (default: the last 30 days), from the ticket log alone.
 
@@ -78,8 +80,9 @@ def kpi(app: App, since: str | None, until: str | None, by: str | None, as_json:
     """
     from ..desk import kpi_report
 
-    start, stop = period(since, until)
-    result = kpi_report(app, since=start, until=stop, by=by)
+    now = app.clock.now()
+    start, stop = period(app, since, until, now)
+    result = kpi_report(app, since=start, until=stop, by=by, now=now.timestamp())
     if as_json:
         render.emit_json(result)
         return

@@ -6,22 +6,30 @@ import csv
 import re
 import sys
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import click
 
 from ..app import App
+from ..clock import iso
 from ..errors import ValidationError
 from ..ledger import COLUMNS, Record
 from . import render
+from .options import reads_only
 
 _RELATIVE = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_when(value: str | None, *, now: datetime | None = None) -> str | None:
-    """`2026-11-21`, `2026-11-21T10:00+01:00` or relative `90m`/`2d` → the ledger's UTC format."""
+def parse_when(value: str | None, zone: tzinfo, *, now: datetime | None = None) -> datetime | None:
+    """`2026-11-21`, `2026-11-21T10:00`, `2026-11-21T10:00+01:00` or relative `90m`/`2d` → an
+    instant (UTC).
+
+    The one reading of a time on the command line (log, kpi, report, ticket --at): without an
+    offset it is wall time in `zone`, the desk calendar's (`read_when`), so a bare date is local
+    midnight there and a month for a Berlin desk starts and ends at Berlin midnight, whatever
+    the machine's zone; an explicit offset (`+02:00`, `Z`) wins."""
     if value is None:
         return None
     now = now or datetime.now(UTC)
@@ -29,15 +37,31 @@ def parse_when(value: str | None, *, now: datetime | None = None) -> str | None:
         moment = now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
     else:
         try:
-            moment = datetime.fromisoformat(value)
+            moment = datetime.fromisoformat(value.strip())
         except ValueError:
             raise ValidationError(
                 f"cannot read the time {value!r}",
                 hint="use 2026-11-21, 2026-11-21T14:30, 2026-11-21T14:30+01:00, or 90m / 12h / 7d",
             ) from None
         if moment.tzinfo is None:
-            moment = moment.astimezone()  # local time, as the user meant it
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            moment = moment.replace(tzinfo=zone)
+    return moment.astimezone(UTC)
+
+
+def read_when(app: App, value: str | None, now: datetime | None = None) -> datetime | None:
+    """A command-line time read by `parse_when` in the desk's zone: the workspace's [calendar]
+    timezone (else this machine's zone); relative forms count back from the app's clock."""
+    from ..sla import calendar_zone
+
+    if value is None:
+        return None
+    return parse_when(value, calendar_zone(app.workspace.config), now=now or app.clock.now())
+
+
+def ledger_time(app: App, value: str | None) -> str | None:
+    """A command-line time (`read_when`) as the ledger writes times."""
+    moment = read_when(app, value)
+    return None if moment is None else iso(moment)
 
 
 def action_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
@@ -94,7 +118,10 @@ def action_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
 @click.option("--task", help="Only this remediation (e.g. printer.clear-queue).")
 @click.option("--outcome", help="Only actions with this outcome (fixed, failed, …, or open).")
 @click.option(
-    "--since", metavar="WHEN", help="From this time: 2026-11-21, 2026-11-21T14:30, or 12h / 7d ago."
+    "--since",
+    metavar="WHEN",
+    help="From this time: 2026-11-21, 2026-11-21T14:30 (the calendar's zone unless an offset "
+    "is given), or 12h / 7d ago.",
 )
 @click.option("--until", metavar="WHEN", help="Before this time (same forms).")
 @click.option(
@@ -107,6 +134,7 @@ def action_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one ledger record per line.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV: one ledger record per row.")
 @click.pass_obj
+@reads_only
 def log(
     app: App,
     ticket: str | None,
@@ -136,8 +164,8 @@ def log(
         "host": host,
         "operator": operator,
         "task": task,
-        "since": parse_when(since),
-        "until": parse_when(until),
+        "since": ledger_time(app, since),
+        "until": ledger_time(app, until),
     }
     if outcome and outcome != "open":
         filters["outcome"] = outcome

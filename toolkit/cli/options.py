@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -33,6 +34,22 @@ class Checked(_ParamType):
             return self.check.parse(value)
         except settings.Invalid as exc:
             self.fail(exc.problem, param, ctx)
+
+
+def reads_only(command: F) -> F:
+    """For a command that only reads the ticket log: it opens the ledger read-only, so it works
+    for an auditor's copy on read-only media, an account that may only read, a `?mode=ro` URL.
+
+    Goes under `@click.pass_obj` (it finds the App in the click context)."""
+
+    @functools.wraps(command)
+    def reading(*args: Any, **kwargs: Any) -> Any:
+        from ..app import App
+
+        click.get_current_context().ensure_object(App).read_only = True
+        return command(*args, **kwargs)
+
+    return cast(F, reading)
 
 
 def fan_out(command: F) -> F:

@@ -10,6 +10,7 @@ from ..app import App
 from ..errors import ValidationError
 from . import render
 from .kpi import period
+from .options import reads_only
 
 _FILE = click.Path(dir_okay=False, writable=True, path_type=Path)
 
@@ -34,6 +35,7 @@ def report() -> None:
 @click.option("--until", metavar="WHEN", help="Period end (exclusive; default: now).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @click.pass_obj
+@reads_only
 def kpi_report(
     app: App,
     html_file: Path | None,
@@ -56,11 +58,12 @@ def kpi_report(
 
     if html_file is None and csv_file is None:
         raise ValidationError("nothing to write", hint="give --html FILE and/or --csv FILE")
-    start, stop = period(since, until)
+    now = app.clock.now()
+    start, stop = period(app, since, until, now)
     policy = policy_for(app.workspace)
     projection = projection_for(app, policy)
     try:
-        data = kpi_pages.build(projection, policy, since=start, until=stop)
+        data = kpi_pages.build(projection, policy, since=start, until=stop, now=now.timestamp())
     finally:
         projection.close()
     written = []
@@ -83,7 +86,9 @@ def kpi_report(
 @click.option("--ticket", help="Only this ticket.")
 @click.option("--host", help="Only this host.")
 @click.option("--operator", help="Only this operator.")
-@click.option("--since", metavar="WHEN", help="From this time (ledger time, UTC).")
+@click.option(
+    "--since", metavar="WHEN", help="From this ledger time (the calendar's zone unless an offset)."
+)
 @click.option("--until", metavar="WHEN", help="Before this time.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
@@ -107,14 +112,14 @@ def audit_report(
       itops report audit --html audit.html --host ws-042 --since 2026-11-01
     """
     from ..reports.audit import build, record_export
-    from .log import parse_when
+    from .log import ledger_time
 
     filters = {
         "ticket": ticket,
         "host": host,
         "operator": operator,
-        "since": parse_when(since),
-        "until": parse_when(until),
+        "since": ledger_time(app, since),
+        "until": ledger_time(app, until),
     }
     result = build(app.ledger, app.redactor, filters)
     html_file.write_text(result.html, encoding="utf-8")

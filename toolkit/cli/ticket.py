@@ -14,6 +14,7 @@ from ..app import App
 from ..errors import NotFound
 from ..tickets import CATEGORIES, CHANNELS, PRIORITIES, STATES, TIERS, check_ticket_id
 from . import render
+from .options import reads_only
 
 if TYPE_CHECKING:
     from ..sla import Policy
@@ -38,11 +39,12 @@ def ticket() -> None:
     """
 
 
-def _epoch(when: str | None) -> float | None:
-    from .log import parse_when
+def _epoch(app: App, when: str | None) -> float | None:
+    """A command-line time (`log.parse_when`: the calendar's zone unless an offset) as epoch."""
+    from .log import read_when
 
-    text = parse_when(when)
-    return None if text is None else datetime.fromisoformat(text).timestamp()
+    moment = read_when(app, when)
+    return None if moment is None else moment.timestamp()
 
 
 def _local(t: float | None, policy: Policy) -> str:
@@ -58,7 +60,7 @@ def _record(
     from ..tickets import record
 
     policy = policy_for(app.workspace)
-    rec = record(app.ledger, ticket_id, event, data, policy, at=_epoch(at))
+    rec = record(app.ledger, ticket_id, event, data, policy, at=_epoch(app, at))
     if as_json:
         render.emit_json(rec.as_dict())
         return
@@ -323,6 +325,7 @@ def _summary_dict(s: TicketSummary, policy: Policy, now: float) -> dict[str, Any
     "--json", "as_json", is_flag=True, help="Print the ticket, its clocks and records as JSON."
 )
 @click.pass_obj
+@reads_only
 def show(app: App, ticket_id: str, as_json: bool) -> None:
     """Show a ticket: its SLA clocks and a timeline of its events and actions.
 
@@ -421,6 +424,7 @@ def show(app: App, ticket_id: str, as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON: one object per ticket (never cut).")
 @click.pass_obj
+@reads_only
 def list_(
     app: App,
     state: str | None,
@@ -524,6 +528,7 @@ def import_(app: App, file: Path, as_json: bool) -> None:
     help="File (default: stdout).",
 )
 @click.pass_obj
+@reads_only
 def export(
     app: App, ticket_id: str | None, since: str | None, until: str | None, output: Path | None
 ) -> None:
@@ -540,7 +545,7 @@ def export(
     rows = (
         app.redactor.mask_data(r)
         for r in export_lines(
-            app.ledger, ticket=ticket_id, since=_epoch(since), until=_epoch(until)
+            app.ledger, ticket=ticket_id, since=_epoch(app, since), until=_epoch(app, until)
         )
     )
     if output is None:

@@ -146,11 +146,11 @@ class _Request:
 
     def __init__(self, rows: list[dict[str, Any]]) -> None:
         self.rows = rows
-        self.records: list[Record] = []
+        self.records: list[Record | None] = []
         self.error: BaseException | None = None
         self.committed = _LazyEvent()
 
-    def result(self) -> list[Record]:
+    def result(self) -> list[Record | None]:
         if self.error is not None:
             raise self.error
         return self.records
@@ -178,12 +178,13 @@ class Ledger:
         redactor: Redactor | None = None,
         blob_dir: Path | None = None,
         synchronous: str = "normal",
+        read_only: bool = False,
     ) -> None:
         self.url = url
         self.operator = operator
         self.redactor = redactor or Redactor()
         self.blob_dir = blob_dir
-        self._store = Store(url, synchronous=synchronous)
+        self._store = Store(url, synchronous=synchronous, read_only=read_only)
         self._mutex = threading.Lock()
         self._queue: list[_Request] = []
         self._writing = False
@@ -200,13 +201,24 @@ class Ledger:
         share commits (below)."""
         from ..green import offload
 
-        return offload(self._append_many, list(entries))
+        stored = offload(self._append_many, list(entries), False)
+        return [r for r in stored if r is not None]  # (only append_once leaves a row out)
 
-    def _append_many(self, entries: list[Entry]) -> list[Record]:
+    def append_once(self, entry: Entry) -> Record | None:
+        """Append `entry` unless the ledger already holds a record of its kind for its ticket;
+        None then. The ledger checks inside its write transaction, so of several runs racing
+        to open the same new ticket, exactly one records `ticket.opened`."""
+        if entry.ticket is None:
+            raise ValueError("append_once needs a ticket to key the record by")
+        from ..green import offload
+
+        return offload(self._append_many, [entry], True)[0]
+
+    def _append_many(self, entries: list[Entry], once: bool) -> list[Record | None]:
         """Group commit: a caller that finds no write in progress writes its rows and then any rows
         queued meanwhile; callers arriving during a write queue up and sleep until a later batch
         has committed theirs. Nobody returns before their own rows are committed."""
-        request = _Request([self._prepare(e) for e in entries])
+        request = _Request([self._prepare(e, once) for e in entries])
         with self._mutex:
             self._queue.append(request)
             leader = not self._writing
@@ -223,7 +235,7 @@ class Ledger:
             try:
                 stored = iter(self._store.append([row for r in batch for row in r.rows]))
                 for r in batch:
-                    r.records = [Record(*next(stored)) for _ in r.rows]
+                    r.records = [Record(*row) if (row := next(stored)) else None for _ in r.rows]
             except BaseException as exc:
                 for r in batch:
                     r.error = exc
@@ -284,7 +296,7 @@ class Ledger:
             )
         )
 
-    def _prepare(self, e: Entry) -> dict[str, Any]:
+    def _prepare(self, e: Entry, once: bool = False) -> dict[str, Any]:
         mask = self._mask
         excerpt = sha = None
         if e.output is not None:
@@ -310,6 +322,7 @@ class Ledger:
             "output_excerpt": excerpt,
             "output_sha256": sha,
             "data": self._json(e.data),
+            "once": once,
         }
 
     def _mask(self, text: str) -> str:
@@ -368,6 +381,16 @@ class Ledger:
             True, result.count, result.last_seq, result.last_hash, open_actions=result.begun
         )
 
+    @property
+    def read_only(self) -> bool:
+        return self._store.read_only
+
+    @property
+    def read_url(self) -> str:
+        """The URL its reads open: for a read-only SQLite open, with `mode=ro` (or a private
+        copy's, see `store.readable`); what a reader beside the ledger (the KPIs) must use."""
+        return self._store.url
+
     def close(self) -> None:
         self._store.close()
 
@@ -379,10 +402,16 @@ def open_ledger(
     redactor: Redactor | None = None,
     blob_dir: Path | None = None,
     synchronous: str = "normal",
+    read_only: bool = False,
 ) -> Ledger:
     try:
         return Ledger(
-            url, operator=operator, redactor=redactor, blob_dir=blob_dir, synchronous=synchronous
+            url,
+            operator=operator,
+            redactor=redactor,
+            blob_dir=blob_dir,
+            synchronous=synchronous,
+            read_only=read_only,
         )
     except LedgerError:
         raise

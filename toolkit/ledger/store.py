@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from ..errors import LedgerError
 from .schema import (
@@ -32,6 +32,8 @@ from .schema import (
 SCHEMA_LOCK_KEY = 0x170B55C4E  # serialises concurrent first opens on PostgreSQL
 FILTERS = ("seq", "ticket", "host", "operator", "task", "outcome", "kind", "action_id")
 PARALLEL_VERIFY_MIN = 200_000
+# Waits before each retry of a write that lost its connection: ~3 s in all, then the write fails
+RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.6)
 
 log = logging.getLogger("itops.ledger")
 
@@ -74,45 +76,133 @@ def backend(url: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class SqliteTarget:
+    """Where a sqlite:/// URL points and how to open it: its query string is honoured, as in
+    SQLAlchemy (`timeout`: the busy timeout in seconds; anything else is a SQLite URI
+    parameter, e.g. `mode=ro` or `immutable=1`, see https://sqlite.org/uri.html)."""
+
+    path: str  # ":memory:" for sqlite://
+    params: tuple[tuple[str, str], ...] = ()
+    timeout: float = 60.0
+
+    @classmethod
+    def parse(cls, url: str) -> SqliteTarget:
+        rest, _, query = url.partition("://")[2].partition("?")
+        path = unquote(rest[1:]) if rest.startswith("/") else ":memory:"
+        params, timeout = [], 60.0
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if key == "timeout":
+                timeout = float(value)
+            elif key != "uri":  # (SQLAlchemy's switch for URI filenames: this always uses them)
+                params.append((key, value))
+        return cls(path, tuple(params), timeout)
+
+    @property
+    def read_only(self) -> bool:
+        options = dict(self.params)
+        return options.get("mode") == "ro" or options.get("immutable") == "1"
+
+    def uri(self) -> str:
+        query = urlencode(self.params)
+        return f"file:{quote(self.path)}" + (f"?{query}" if query else "")
+
+    def url(self) -> str:
+        query = urlencode([*self.params, ("timeout", f"{self.timeout:g}")])
+        return f"sqlite:///{quote(self.path)}?{query}"
+
+
+def readable(url: str) -> tuple[str, Path | None]:
+    """A SQLite URL that opens the ledger read-only, wherever its file lies; and the folder of
+    a private copy it reads, if one was needed (the caller removes it).
+
+    `mode=ro` reads in place when the folder is writable (SQLite adds its -shm there). On
+    read-only media a WAL-mode file cannot be opened `mode=ro` without a -shm beside it: with no
+    -wal content it is opened `immutable=1` (no locks, no -shm); with a -wal (a copy taken while
+    itops was writing) the newest records are only in the -wal, which `immutable=1` would
+    silently ignore, so a -shm beside it is used if there is one, else the file and its -wal are
+    copied to a private folder first. A URL that already says `immutable` is taken as it is."""
+    target = SqliteTarget.parse(url)
+    options = dict(target.params)
+    if target.path == ":memory:" or "immutable" in options:
+        return url, None
+    options["mode"] = "ro"
+    path = Path(target.path)
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    has_wal = wal.exists() and wal.stat().st_size > 0
+    if os.access(path.parent, os.W_OK) or (has_wal and shm.exists()):
+        return _with(target, options).url(), None
+    if not has_wal:
+        return _with(target, {**options, "immutable": "1"}).url(), None
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="itops-ledger-"))
+    for source in (path, wal):
+        shutil.copyfile(source, folder / source.name)
+    log.info("reading a copy of %s and its -wal in %s (read-only media)", path, folder)
+    copy = SqliteTarget(str(folder / path.name), target.params, target.timeout)
+    return _with(copy, options).url(), folder
+
+
+def _with(target: SqliteTarget, options: Mapping[str, str]) -> SqliteTarget:
+    return SqliteTarget(target.path, tuple(options.items()), target.timeout)
+
+
 def connect(url: str, synchronous: str = "normal") -> Any:
-    """A DBAPI connection for a SQLAlchemy-style URL (SQLite in autocommit mode: we BEGIN)."""
+    """A DBAPI connection for a SQLAlchemy-style URL (SQLite in autocommit mode: we BEGIN).
+
+    A read-only SQLite URL (`mode=ro`, `immutable=1`) gets no journal-mode change: it must not
+    write, and needs no -wal/-shm files it cannot create."""
     if backend(url) == "sqlite":
-        rest = url.partition("://")[2].partition("?")[0]
-        database = unquote(rest[1:]) if rest.startswith("/") else ":memory:"
-        if database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(database, timeout=60, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        target = SqliteTarget.parse(url)
+        if target.path == ":memory:":
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        else:
+            if not target.read_only:
+                Path(target.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                target.uri(),
+                uri=True,
+                timeout=target.timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            if not target.read_only:
+                conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-        conn.execute("PRAGMA busy_timeout=60000")
+        conn.execute(f"PRAGMA busy_timeout={int(target.timeout * 1000)}")
         conn.execute("PRAGMA wal_autocheckpoint=10000")  # fewer, larger checkpoints: faster appends
         return conn
     import psycopg
 
-    return psycopg.connect("postgresql://" + url.partition("://")[2])
+    conninfo = "postgresql://" + url.partition("://")[2]
+    # a server that does not answer at all fails the connection, not the run (10 s unless set)
+    if "connect_timeout=" not in conninfo:
+        return psycopg.connect(conninfo, connect_timeout=10)
+    return psycopg.connect(conninfo)
 
 
 def make_engine(url: str, synchronous: str = "normal") -> Any:
     """A SQLAlchemy engine on a ledger database, for code that wants Core queries (KPIs).
 
-    SQLite connections get the ledger's settings (WAL, busy timeout), and a connection opened
-    with `execution_options(itops_write=True)` starts with BEGIN IMMEDIATE: upgrading a read
-    transaction to a write fails at once with SQLITE_BUSY when another connection wrote."""
+    SQLite connections are the ledger's own (`connect`: WAL, busy timeout, the URL's query),
+    and a connection opened with `execution_options(itops_write=True)` starts with BEGIN
+    IMMEDIATE: upgrading a read transaction to a write fails at once with SQLITE_BUSY when
+    another connection wrote."""
     from sqlalchemy import create_engine, event
 
     if backend(url) == "postgresql":
         return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+    path = SqliteTarget.parse(url).path
+    engine = create_engine(
+        f"sqlite:///{path}" if path != ":memory:" else "sqlite://",
+        creator=lambda: connect(url, synchronous),
+    )
 
     @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+    def _autocommit(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # autocommit driver: BEGIN is issued below
-        for pragma in (
-            "journal_mode=WAL",
-            "busy_timeout=60000",
-            f"synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}",
-        ):
-            dbapi_conn.execute(f"PRAGMA {pragma}")
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
@@ -120,6 +210,15 @@ def make_engine(url: str, synchronous: str = "normal") -> Any:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """An insert sent whose commit outcome is unknown: its last seq and hash, and its result."""
+
+    seq: int
+    hash: str
+    result: list[tuple[Any, ...] | None]
 
 
 @dataclass(frozen=True)
@@ -137,9 +236,19 @@ class RangeCheck:
 
 
 class Store:
-    def __init__(self, url: str, *, synchronous: str = "normal") -> None:
+    """The ledger's database. `read_only`: open it for reading only (no schema creation or
+    upgrade, no journal-mode change, appends refused); a SQLite URL saying `mode=ro` or
+    `immutable=1` is read-only too. `url` is then what every read opens (see `readable`)."""
+
+    def __init__(self, url: str, *, synchronous: str = "normal", read_only: bool = False) -> None:
         self.url = url
         self.dialect = backend(url)
+        self._copy: Path | None = None
+        if self.dialect == "sqlite":
+            read_only = read_only or SqliteTarget.parse(url).read_only
+            if read_only:
+                self.url, self._copy = readable(url)
+        self.read_only = read_only
         self.synchronous = synchronous
         self.mark = "?" if self.dialect == "sqlite" else "%s"
         self._raw: Any = None
@@ -150,9 +259,10 @@ class Store:
         try:
             self._connect()
             self._ensure_schema()
-        except LedgerError:
-            raise
         except Exception as exc:
+            self.close()
+            if isinstance(exc, LedgerError):
+                raise
             raise LedgerError(f"cannot open the ledger: {exc.__class__.__name__}: {exc}") from exc
         self._integrity_errors = self._driver_errors("IntegrityError")
 
@@ -177,12 +287,17 @@ class Store:
             if self.dialect == "postgresql":
                 self._raw.rollback()
             if found:
-                if found[0] in UPGRADES:
+                if found[0] in UPGRADES and not self.read_only:
                     self._upgrade(found[0])
                 return
         except Exception:
             if self.dialect == "postgresql":
                 self._raw.rollback()
+        if self.read_only:
+            raise LedgerError(
+                "no ledger to read there (opened read-only, nothing may be created)",
+                hint="check the ledger URL in itops.toml (or ITOPS_LEDGER_URL)",
+            )
         from sqlalchemy import insert, select, text
 
         from .tables import meta, metadata
@@ -225,49 +340,144 @@ class Store:
             log.debug("ledger indexes not upgraded (read-only?): %s", exc)
 
     # -- append ------------------------------------------------------------------------------
-    def append(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        """Number, time, chain and insert rows; returns them as stored (COLUMNS order).
+    def append(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...] | None]:
+        """Number, time, chain and insert rows; returns them as stored (COLUMNS order), None for
+        a `once` row the ledger already held (see `_unrecorded`).
 
         Optimistic: the head (seq, hash) is cached, rows are numbered from it, and the primary
         key rejects the insert if another writer took that seq first; then the head is re-read
         and the rows renumbered. Rows never change once written, so a cached head that still
         names the last row is exact, and the chain stays linear whatever the writers.
+
+        A lost connection (or SQLite's lock held past the busy timeout) is retried on a fresh
+        connection after RETRY_DELAYS. When it was lost after the insert was sent, the commit
+        may or may not have happened: before writing again the retry reads the seq it used, and
+        if that row holds the very hash it sent, the rows are in and are not written twice.
         Not thread-safe: the Ledger serialises callers."""
+        if self.read_only:
+            raise LedgerError(
+                "the ledger is open read-only: nothing can be recorded",
+                hint="this command only reads, or the ledger URL says mode=ro / immutable=1",
+            )
+        delays = iter(RETRY_DELAYS)
+        unsure: list[_Attempt] = []  # sent, and the connection died before the answer
+        guarded = any(row.get("once") for row in rows)
         for _attempt in range(1000):
+            sent: _Attempt | None = None
             try:
                 if self._raw is None:
                     self._connect()
+                if unsure and (landed := self._landed(unsure)) is not None:
+                    return landed
+                if guarded and self.dialect == "sqlite":
+                    self._cursor.execute("BEGIN IMMEDIATE")  # one writer: check, then insert
                 if self._head is None:
                     self._cursor.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
                     found = self._cursor.fetchone()
                     self._head = (found[0], found[1]) if found else (0, GENESIS)
+                # (after the head: on PostgreSQL every row below the head is committed by now,
+                # so the check sees any row a writer of a lower seq added)
+                new = self._unrecorded(rows) if guarded else [True] * len(rows)
                 seq, prev = self._head
                 at = _now()
-                values = []
-                for row in rows:
+                values: list[tuple[Any, ...]] = []
+                result: list[tuple[Any, ...] | None] = []
+                for row, wanted in zip(rows, new, strict=True):
+                    if not wanted:
+                        result.append(None)
+                        continue
                     seq += 1
                     row["seq"], row["at"], row["prev_hash"] = seq, at, prev
                     fields = [row[f] for f in FIELDS]
                     prev = record_hash(fields)
                     fields.append(prev)
                     values.append(tuple(fields))
-                self._insert(values)
+                    result.append(values[-1])
+                if not values:
+                    self._end()
+                    return result
+                sent = _Attempt(seq, prev, result)
+                self._insert(values, began=guarded)
                 self._head = (seq, prev)
-                return values
+                return result
             except self._integrity_errors:
                 self._rollback(keep=True)
                 self._head = None  # another writer got there first: renumber from the new head
             except Exception as exc:
                 self._rollback(keep=False)
-                raise LedgerError(
-                    f"cannot write to the ledger: {exc.__class__.__name__}: {exc}"
-                ) from exc
+                if not self._transient(exc):
+                    raise LedgerError(
+                        f"cannot write to the ledger: {exc.__class__.__name__}: {exc}"
+                    ) from exc
+                if sent is not None:
+                    unsure.append(sent)
+                delay = next(delays, None)
+                if delay is None:
+                    raise LedgerError(
+                        f"cannot write to the ledger: {exc.__class__.__name__}: {exc} "
+                        f"(gave up after {len(RETRY_DELAYS)} retries in {sum(RETRY_DELAYS):g} s)",
+                        hint="check that the ledger database is up and reachable",
+                    ) from exc
+                log.warning("ledger write failed (%s), retrying in %g s", exc, delay)
+                time.sleep(delay)
         raise LedgerError("cannot write to the ledger: too much contention from other writers")
 
-    def _insert(self, values: list[tuple[Any, ...]]) -> None:
+    def _transient(self, exc: Exception) -> bool:
+        """A failure a fresh connection may not have: the server went away or cut this session
+        (PostgreSQL), or another writer held SQLite's lock past the busy timeout."""
+        if self.dialect == "sqlite":
+            text = str(exc)
+            return isinstance(exc, sqlite3.OperationalError) and (
+                "locked" in text or "busy" in text
+            )
+        import psycopg
+
+        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+
+    def _landed(self, unsure: list[_Attempt]) -> list[tuple[Any, ...] | None] | None:
+        """The rows of an earlier attempt whose commit went through after all, if one did: its
+        last row is in the ledger under the seq and hash it was sent with (a hash covers the
+        row's time to the microsecond and the one before it: no other write can have it)."""
+        mark = self.mark
+        try:
+            for attempt in unsure:
+                self._cursor.execute(f"SELECT hash FROM ledger WHERE seq = {mark}", (attempt.seq,))
+                found = self._cursor.fetchone()
+                if found and found[0] == attempt.hash:
+                    self._head = None
+                    return attempt.result
+            return None
+        finally:
+            self._end()
+
+    def _unrecorded(self, rows: list[dict[str, Any]]) -> list[bool]:
+        """Which rows to write: all but a `once` row whose kind the ledger already holds for its
+        ticket (or that an earlier row of this batch brings). Runs inside the write transaction,
+        so of several processes racing to record a new ticket's `ticket.opened`, one does."""
+        keys = {(row["kind"], row["ticket"]) for row in rows if row.get("once")}
+        kinds, tickets = sorted({k for k, _ in keys}), sorted({t for _, t in keys})
+        marks = ", ".join
+        self._cursor.execute(
+            f"SELECT DISTINCT kind, ticket FROM ledger WHERE kind IN "
+            f"({marks([self.mark] * len(kinds))}) AND ticket IN ({marks([self.mark] * len(tickets))})",
+            [*kinds, *tickets],
+        )
+        seen = {(kind, ticket) for kind, ticket in self._cursor.fetchall()}
+        new = []
+        for row in rows:
+            key = (row["kind"], row["ticket"])
+            new.append(not row.get("once") or key not in seen)
+            if row.get("once"):
+                seen.add(key)
+        return new
+
+    def _insert(self, values: list[tuple[Any, ...]], *, began: bool = False) -> None:
         cur = self._cursor
         if self.dialect == "sqlite":
-            if len(values) == 1:
+            if began:  # BEGIN IMMEDIATE already
+                cur.executemany(self._insert_sql, values)
+                cur.execute("COMMIT")
+            elif len(values) == 1:
                 cur.execute(self._insert_sql, values[0])  # autocommit: its own transaction
             else:
                 cur.execute("BEGIN")
@@ -283,6 +493,14 @@ class Store:
             )
             cur.execute(sql, [v for row in values for v in row])
             self._raw.commit()
+
+    def _end(self) -> None:
+        """End a transaction that wrote nothing (SQLite's BEGIN IMMEDIATE; PostgreSQL's
+        implicit one), releasing its lock or snapshot."""
+        if self.dialect == "postgresql":
+            self._raw.rollback()
+        elif self._raw.in_transaction:
+            self._cursor.execute("ROLLBACK")
 
     def _rollback(self, *, keep: bool) -> None:
         if self._raw is None:
@@ -408,6 +626,11 @@ class Store:
 
     def close(self) -> None:
         self._rollback(keep=False)
+        if self._copy is not None:
+            import shutil
+
+            shutil.rmtree(self._copy, ignore_errors=True)
+            self._copy = None
 
 
 def check_range(url: str, low: int, high: int) -> RangeCheck:

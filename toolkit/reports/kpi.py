@@ -2,7 +2,8 @@
 
 The numbers are `toolkit.kpi.kpis()` for the period, the same function `itops kpi --json` prints,
 so the page and the JSON cannot disagree. Each tile carries `data-kpi` and `data-value` (the raw
-JSON value) for checking.
+JSON value, full precision) for checking; what people read is rounded (`toolkit.kpi.shown`, and
+`toolkit.kpi.rounded` in the CSV).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..kpi import weekly
+from ..kpi import as_of, rounded, shown, weekly
 from ..projection import Projection
 from ..sla import Policy
 from .svg import bar_chart, line_chart
@@ -51,18 +52,6 @@ BREAKDOWN_COLUMNS = (
 )
 
 
-def fmt(key: str, value: Any) -> str:
-    if value is None:
-        return "–"
-    if key.endswith(("_rate", "_compliance", "_share_4_plus")) or key == "availability":
-        return f"{value * 100:.1f} %"
-    if key.startswith(("time_to_", "backlog_age")):
-        return f"{value:,.0f} min"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def build(
     projection: Projection,
     policy: Policy,
@@ -76,25 +65,30 @@ def build(
     The same queries as `itops kpi --json` (toolkit.kpiquery), so the page and the JSON agree."""
     from ..kpiquery import backlog_at, kpis_fast, trend_rows
 
-    now = now if now is not None else datetime.now(UTC).timestamp()
-    backlog = backlog_at(projection, policy, min(until, now))
+    at = as_of(until, now)  # one instant for the page: tiles, breakdowns and trend agree
+    backlog = backlog_at(projection, policy, at)
     actions = projection.actions()
     # The breakdowns are independent scans: two forked workers run them while this process
     # does the overall figures and the trend (the machine this was measured on has two cores).
-    _SHARED[:] = [projection.url, policy, actions, since, until, now, backlog]
-    pool = None
+    _SHARED[:] = [projection.url, policy, actions, since, until, at, backlog]
+    pool = pending = None
     try:
         import multiprocessing
 
-        projection.engine.dispose()  # no pooled connection may cross the fork
-        pool = multiprocessing.get_context("fork").Pool(2)
-        pending = pool.map_async(_breakdown, BREAKDOWNS)
+        if not projection.scratch:  # (a projection in memory is this process's alone)
+            projection.engine.dispose()  # no pooled connection may cross the fork
+            pool = multiprocessing.get_context("fork").Pool(2)
+            pending = pool.map_async(_breakdown, BREAKDOWNS)
     except (ValueError, OSError):
         pending = None
     try:
-        overall = kpis_fast(projection, policy, since=since, until=until, now=now, backlog=backlog)
-        weeks = weekly(trend_rows(projection, since, until), policy, since, until, now)
-        found = pending.get() if pending is not None else [_breakdown(by) for by in BREAKDOWNS]
+        overall = kpis_fast(projection, policy, since=since, until=until, now=at, backlog=backlog)
+        weeks = weekly(trend_rows(projection, since, until), policy, since, until, at)
+        found = (
+            pending.get()
+            if pending is not None
+            else [_breakdown(by, projection) for by in BREAKDOWNS]
+        )
     finally:
         if pool is not None:
             pool.close()
@@ -114,15 +108,17 @@ def build(
 _SHARED: list[Any] = []  # what the forked breakdown workers read (by memory, not by pickle)
 
 
-def _breakdown(by: str) -> dict[str, dict[str, Any]]:
+def _breakdown(by: str, projection: Projection | None = None) -> dict[str, dict[str, Any]]:
     from ..kpiquery import grouped
 
-    url, policy, actions, since, until, now, backlog = _SHARED
-    projection = Projection(url, policy)
+    url, policy, actions, since, until, at, backlog = _SHARED
+    own = projection is None
+    projection = projection or Projection(url, policy)
     try:
-        return grouped(projection, policy, actions, since, until, now, by, backlog)
+        return grouped(projection, policy, actions, since, until, at, by, backlog)
     finally:
-        projection.close()
+        if own:
+            projection.close()
 
 
 def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
@@ -163,6 +159,7 @@ def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
                 labels,
                 {"MTTR (business min)": [w["time_to_resolve_mean"] for w in weeks]},
                 title="Mean time to resolve per week (business minutes)",
+                fmt=lambda v: f"{v:,.0f}",
             )
         ),
     }
@@ -198,13 +195,13 @@ def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
                 "key": key,
                 "label": label,
                 "raw": "null" if overall[key] is None else repr(overall[key]),
-                "text": fmt(key, overall[key]),
-                "target": fmt(key, target["target"]) if target else None,
+                "text": shown(key, overall[key]),
+                "target": shown(key, target["target"]) if target else None,
                 "met": None if target is None else target["met"],
             }
         )
     env = Environment(autoescape=True)
-    env.filters["fmt"] = lambda value, key: fmt(key, value)
+    env.filters["fmt"] = lambda value, key: shown(key, value)
     return env.from_string(_template("kpi.html")).render(
         title=title,
         o=overall,
@@ -232,7 +229,7 @@ def csv_text(data: Mapping[str, Any]) -> str:
                     section,
                     group,
                     key,
-                    "" if obj.get(key) is None else obj[key],
+                    "" if obj.get(key) is None else rounded(key, obj[key]),
                     "" if target is None else target["target"],
                     "" if target is None or target["met"] is None else str(target["met"]).lower(),
                 ]
@@ -245,7 +242,8 @@ def csv_text(data: Mapping[str, Any]) -> str:
     for week in data["weeks"]:
         for key, value in week.items():
             if key != "week":
-                writer.writerow(["week", week["week"], key, "" if value is None else value, "", ""])
+                shown_value = "" if value is None else rounded(key, value)
+                writer.writerow(["week", week["week"], key, shown_value, "", ""])
     return out.getvalue()
 
 

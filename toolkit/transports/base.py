@@ -46,6 +46,11 @@ class Transport(Protocol):
 
     def get(self, remote: str, local: Path) -> None: ...
 
+    def interrupt(self) -> None:
+        """Ctrl-C, from another thread: stop the command in flight on the host (its `run`
+        raises CommandInterrupted saying whether the stop was confirmed); start no other."""
+        ...
+
     def close(self) -> None: ...
 
 

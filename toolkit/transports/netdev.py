@@ -293,6 +293,7 @@ class NetdevTransport:
         self._conn = conn
         self._options = options
         self._errors = error_regex(host.platform)
+        self._interrupted = threading.Event()
         # What the runner records of any output: secret-bearing config values scrubbed.
         self.scrub = functools.partial(netconfig.scrub, host.platform)
 
@@ -320,6 +321,9 @@ class NetdevTransport:
         try:
             output.append(self._call(self._conn.config_mode))
             for number, line in enumerate(checked, 1):
+                if self._interrupted.is_set():  # a CLI line cannot be taken back once typed:
+                    failed = f"interrupted before line {number}"  # stop between lines
+                    break
                 out = str(
                     self._call(
                         self._conn.send_config_set,
@@ -375,6 +379,11 @@ class NetdevTransport:
         return CommandResult(
             display, 1 if errors else 0, output, "\n".join(errors), time.monotonic() - started
         )
+
+    def interrupt(self) -> None:
+        """A push stops before its next line (the apply step then rolls back what was typed);
+        a read in flight ends at its prompt or its timeout."""
+        self._interrupted.set()
 
     def put(self, local: Path, remote: str) -> None:
         raise TransportError(self.host.name, "file transfer to network devices is not supported")

@@ -21,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import os
 import secrets
+import shlex
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -35,6 +37,7 @@ import asyncssh
 from ..credentials import CredentialStore, Secret
 from ..errors import (
     AuthFailed,
+    CommandInterrupted,
     CommandTimeout,
     HostKeyMismatch,
     HostKeyUnknown,
@@ -332,15 +335,110 @@ def _describe(exc: BaseException) -> str:
     return str(exc.strerror or exc) if isinstance(exc, OSError) else str(exc)
 
 
+# Seconds a command stopped by itops gets between SIGTERM and SIGKILL (its whole process group).
+STOP_GRACE = 5
+# The host's own deadline for a command runs this long past the controller's, so the controller
+# normally stops it (and records how); the host's deadline covers a controller that is gone.
+REMOTE_SLACK = 2
+
+# The host's side of the shell protocol, sent once when a host's shell starts. Under bash each
+# command runs as a background job with job control (`set -m`), so it has a process group of its
+# own; meanwhile the shell waits for the controller's word on stdin:
+#   ": k"  the result arrived, go on;   ": x"  stop it (SIGTERM to the group, SIGKILL after the
+#   grace period); end of input (the controller died, the connection dropped, Ctrl-C twice) or
+#   no word within the host-side deadline while the command still runs: stop it the same way.
+# The job prints the exit markers itself (it survives the SIGTERM it sends its command, through
+# a trap); after a SIGKILL the shell prints them. Without bash, /bin/sh runs each command in the
+# foreground as before: nothing can stop it remotely, and the controller says so.
+_PRELUDE = r"""export LC_ALL=C LANG=C
+__itops_m={marker}
+if [ -n "$BASH_VERSION" ]; then
+set -m
+exec 4>&2 2>/dev/null
+__itops_run() {{
+  {{ trap : TERM; ( eval "$3" ) </dev/null; printf '\n%s %d\n' $__itops_m $?
+     printf '\n%s\n' $__itops_m >&4; }} 2>&4 &
+  __itops_wait $! "$1" "$2"
+}}
+__itops_wait() {{
+  local w s
+  while :; do
+    read -r -t "$2" w; s=$?
+    if [ $s = 0 ]; then
+      case $w in *x) __itops_stop "$1" "$3";; esac; break
+    elif [ $s -gt 128 ]; then
+      kill -0 "$1" 2>/dev/null && __itops_stop "$1" "$3"; set -- "$1" 86400 "$3"
+    else
+      kill -0 "$1" 2>/dev/null && __itops_stop "$1" "$3"; exit 0
+    fi
+  done
+  wait "$1" 2>/dev/null
+}}
+__itops_stop() {{
+  kill -TERM -"$1" 2>/dev/null
+  ( sleep "$2"; kill -KILL -"$1" ) 2>/dev/null & local t=$!
+  wait "$1"; local s=$?
+  if [ $s = 137 ]; then printf '\n%s %d\n' $__itops_m 137; printf '\n%s\n' $__itops_m >&4; fi
+  kill -KILL -"$t" 2>/dev/null
+}}
+else
+__itops_run() {{
+  ( eval "$3" ) </dev/null; printf '\n%s %d\n' $__itops_m $?; printf '\n%s\n' $__itops_m >&2
+}}
+fi
+"""
+# The login shell starts bash where the host has it (process groups, `read -t`), else /bin/sh.
+_SHELL_COMMAND = (
+    "exec /bin/sh -c 'command -v bash >/dev/null 2>&1 && exec bash --noprofile --norc; "
+    "exec /bin/sh'"
+)
+_ACK = b": k\n"
+_STOP = b": x\n"
+
+# A command with stdin runs on an exec channel of its own, under bash where the host has it:
+# its process group is stopped at the host's deadline, or when the controller signals the session.
+_EXEC_PICK = 'command -v bash >/dev/null 2>&1 && exec bash -c "$1" itops "$2" "$3" "$4"; exec /bin/sh -c "$2"'
+_EXEC_BASH = r"""set -m; exec 4>&2 2>/dev/null
+( eval "$1" ) 2>&4 & p=$!
+trap 'kill -TERM -$p; ( sleep "$3"; kill -KILL -$p ) 2>/dev/null &' TERM HUP INT
+( sleep "$2"; kill -TERM -$p; sleep "$3"; kill -KILL -$p ) 2>/dev/null & s=$!
+while :; do wait $p; rc=$?; kill -0 $p 2>/dev/null || break; done
+kill -KILL -$s 2>/dev/null; exit $rc"""
+
+
+class _StopRequested(Exception):
+    """Ctrl-C reached a host's command: stop it on the host, then raise CommandInterrupted."""
+
+
+def _how_it_ended(rc: int, signal: tuple[str, bool, str, str] | None = None) -> str:
+    """What the host reported after it was asked to stop a command."""
+    name = signal[0] if signal else {143: "TERM", 137: "KILL"}.get(rc)
+    if name == "TERM":
+        return "stopped on the host (SIGTERM to its process group); it may have changed it part-way"
+    if name == "KILL":
+        return (
+            f"killed on the host (SIGKILL to its process group after {STOP_GRACE}s); it may have "
+            "changed it part-way"
+        )
+    return f"it ended on the host as it was stopped (exit {rc})"
+
+
+def _fail_with_stop(waiter: Waiter[Any] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_exception(_StopRequested())
+
+
 class _Shell(asyncssh.SSHClientSession[bytes]):
-    """A long-lived /bin/sh on one session channel; commands are framed by a random marker.
+    """A long-lived shell on one session channel; commands are framed by a random marker.
 
     Output is collected here as it arrives (on the loop thread) and a command's result is handed
     to the caller (a worker thread, or a host's greenlet) through one future once both markers
     are in: per command one write and one future, no task or stream reader on the loop
-    (measured: ~25% less client CPU per command than asyncssh's process streams). The
-    marker is fixed for the shell's life: a timed-out or broken shell is dropped, so no earlier
-    command's output can be read as a later one's.
+    (measured: ~25% less client CPU per command than asyncssh's process streams). The host's
+    side (`_PRELUDE`) runs each command in a process group of its own and stops that group when
+    asked, at its own deadline, or when the controller goes away. The word that lets the host's
+    shell go on after a result travels with the next command (or the end of input), so it costs
+    no extra packet. A shell whose command could not be seen to stop is dropped.
     """
 
     def __init__(self) -> None:
@@ -352,23 +450,44 @@ class _Shell(asyncssh.SSHClientSession[bytes]):
         self._out = bytearray()
         self._err = bytearray()
         self._lost: BaseException | None = None
+        self._owed = b""  # the word the host's shell waits for after the last result
+        self._stopping = False
 
     # -- loop thread ---------------------------------------------------------------------------
     def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
         self._chan = chan
 
-    def send(self, text: str, waiter: Waiter[tuple[int, bytes, bytes]]) -> None:
+    def start(self) -> None:
+        assert self._chan is not None
+        self._chan.write(_PRELUDE.format(marker=self.marker).encode())
+
+    def send(self, text: str, limit: float, waiter: Waiter[tuple[int, bytes, bytes]]) -> None:
         if self._lost is not None or self._chan is None:
             waiter.set_exception(asyncssh.ConnectionLost("the shell session is closed"))
             return
         self._out.clear()
         self._err.clear()
         self._waiter = waiter
-        marker = self.marker
+        deadline = max(1, math.ceil(limit + REMOTE_SLACK))
         self._chan.write(
-            f"( {text}\n) </dev/null; __rc=$?; printf '\\n%s %d\\n' {marker} $__rc; "
-            f"printf '\\n%s\\n' {marker} >&2\n".encode()
+            self._owed + f"__itops_run {deadline} {STOP_GRACE} {shlex.quote(text)}\n".encode()
         )
+        self._owed = b""
+
+    def stop(self, waiter: Waiter[tuple[int, bytes, bytes]]) -> None:
+        """Ask the host to stop the running command; `waiter` gets its result once it ended."""
+        if self._lost is not None or self._chan is None:
+            waiter.set_exception(asyncssh.ConnectionLost("the shell session is closed"))
+            return
+        self._stopping = True
+        self._waiter = waiter
+        self._chan.write(_STOP)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: the caller waiting for a result stops waiting and asks for a stop instead."""
+        if not self._stopping:
+            waiter, self._waiter = self._waiter, None
+            _fail_with_stop(waiter)
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if datatype == asyncssh.EXTENDED_DATA_STDERR:
@@ -385,6 +504,8 @@ class _Shell(asyncssh.SSHClientSession[bytes]):
             return
         rc = out[at + len(self._out_end) :].strip()
         self._waiter = None
+        self._owed = _ACK
+        self._stopping = False
         if not waiter.done():  # a caller that timed out has given up on it
             waiter.set_result(
                 (int(rc or 255), bytes(out[:at]), bytes(self._err[: -len(self._err_end)]))
@@ -396,20 +517,25 @@ class _Shell(asyncssh.SSHClientSession[bytes]):
             self._waiter.set_exception(self._lost)
         self._waiter = None
 
+    @property
+    def lost(self) -> bool:
+        return self._lost is not None
+
     def close(self) -> None:
         if self._chan is not None:
             self._chan.close()
 
     def write_eof(self) -> None:
         if self._chan is not None and self._lost is None:
+            self._chan.write(self._owed)
             self._chan.write_eof()
 
 
 async def _open_shell(conn: asyncssh.SSHClientConnection) -> _Shell:
-    # The login shell execs sh at once; the C locale makes output parseable.
-    chan, shell = await conn.create_session(_Shell, "exec /bin/sh", encoding=None)
-    chan.write(b"export LC_ALL=C LANG=C\n")
+    # The C locale makes output parseable; the prelude defines how commands run (see above).
+    _chan, shell = await conn.create_session(_Shell, _SHELL_COMMAND, encoding=None)
     assert isinstance(shell, _Shell)
+    shell.start()
     return shell
 
 
@@ -515,6 +641,8 @@ class SSHTransport:
         self._options = options
         self._shell: _Shell | BaseException | None = shell
         self._sftp: asyncssh.SFTPClient | None = None
+        self._process: asyncio.Future[None] | None = None  # set while a command with stdin runs
+        self._interrupted = False
 
     def run(
         self, command: Command, *, stdin: bytes | Secret | None = None, timeout: float | None = None
@@ -536,32 +664,93 @@ class SSHTransport:
             duration=time.monotonic() - started,
         )
 
+    def interrupt(self) -> None:
+        """Ctrl-C: stop the command in flight on the host (its caller gets CommandInterrupted)."""
+        self._interrupted = True
+        if isinstance(self._shell, _Shell):
+            self._loop.loop.call_soon_threadsafe(self._shell.interrupt)
+        if self._process is not None:
+            self._loop.loop.call_soon_threadsafe(_fail_with_stop, self._process)
+
     def _in_shell(self, text: str, limit: float) -> tuple[int, bytes, bytes]:
         try:
+            if isinstance(self._shell, _Shell) and self._shell.lost:
+                self._shell = None  # it ended between commands: nothing was in flight
             if self._shell is None:
                 self._shell = self._loop.call(_open_shell(self._conn))
             if isinstance(self._shell, BaseException):
                 raise self._shell
-            result: tuple[int, bytes, bytes] = self._loop.wait(
-                functools.partial(self._shell.send, text), limit
-            )
-            return result
-        except TimeoutError:
-            self._drop_shell()
-            raise CommandTimeout(self.host.name, f"command timed out after {limit:g}s") from None
+            shell = self._shell
+            try:
+                result: tuple[int, bytes, bytes] = self._loop.wait(
+                    functools.partial(shell.send, text, limit), limit
+                )
+                return result
+            except TimeoutError:
+                how = self._stop_in_shell(shell)
+                raise CommandTimeout(
+                    self.host.name, f"command timed out after {limit:g}s; {how}"
+                ) from None
+            except _StopRequested:
+                how = self._stop_in_shell(shell)
+                raise CommandInterrupted(self.host.name, f"interrupted; {how}") from None
         except (asyncssh.Error, OSError) as exc:
             self._drop_shell()
             raise Unreachable(self.host.name, f"session lost: {_describe(exc)}") from None
 
-    async def _exec(self, text: str, data: bytes, limit: float) -> tuple[int, bytes, bytes]:
-        wrapped = cmd("env", "LC_ALL=C", "LANG=C", "/bin/sh", "-c", text).text
+    def _stop_in_shell(self, shell: _Shell) -> str:
+        """Ask the host's shell to stop the running command's process group; say how it ended."""
         try:
-            async with asyncio.timeout(limit):
-                result = await self._conn.run(wrapped, input=data, encoding=None, check=False)
-        except TimeoutError:
-            raise CommandTimeout(self.host.name, f"command timed out after {limit:g}s") from None
+            rc, _, _ = self._loop.wait(shell.stop, STOP_GRACE + REMOTE_SLACK + 1)
+        except (TimeoutError, _StopRequested, asyncssh.Error, OSError):
+            self._drop_shell()  # nothing can be read from it any more
+            return (
+                "it could not be seen to stop on the host (a shell without job control, or the "
+                "connection failed): it may still be running there"
+            )
+        return _how_it_ended(rc)
+
+    async def _exec(self, text: str, data: bytes, limit: float) -> tuple[int, bytes, bytes]:
+        """A command with stdin, on an exec channel of its own: under bash its process group is
+        stopped (SIGTERM, then SIGKILL) at the host's own deadline, or when the controller
+        signals the session (a timeout, Ctrl-C)."""
+        deadline = max(1, math.ceil(limit + REMOTE_SLACK))
+        wrapped = cmd(
+            "env", "LC_ALL=C", "LANG=C", "/bin/sh", "-c", _EXEC_PICK, "itops",
+            _EXEC_BASH, text, deadline, STOP_GRACE,
+        ).text  # fmt: skip
+        interrupted = asyncio.get_running_loop().create_future()
+        try:
+            process = await self._conn.create_process(wrapped, encoding=None)
+            self._process = interrupted
+            process.stdin.write(data)
+            process.stdin.write_eof()
+            waiting = asyncio.ensure_future(process.wait(check=False))
+            done, _ = await asyncio.wait(
+                {waiting, interrupted}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
+            )
+            if waiting not in done:
+                why = (
+                    "interrupted" if interrupted in done else f"command timed out after {limit:g}s"
+                )
+                process.send_signal("TERM")
+                try:
+                    result = await asyncio.wait_for(waiting, STOP_GRACE + REMOTE_SLACK + 1)
+                    how = _how_it_ended(result.exit_status or 0, result.exit_signal)
+                except TimeoutError:
+                    process.close()
+                    how = "it could not be seen to stop on the host: it may still be running there"
+                error = CommandInterrupted if interrupted in done else CommandTimeout
+                raise error(self.host.name, f"{why}; {how}")
+            result = waiting.result()
         except (asyncssh.Error, OSError) as exc:
             raise Unreachable(self.host.name, f"session lost: {_describe(exc)}") from None
+        finally:
+            self._process = None
+            if interrupted.done():
+                interrupted.exception()  # retrieved: it was seen
+            else:
+                interrupted.cancel()
         rc = result.exit_status if result.exit_status is not None else 255
         out, err = result.stdout or b"", result.stderr or b""
         assert isinstance(out, bytes) and isinstance(err, bytes)  # encoding=None: bytes

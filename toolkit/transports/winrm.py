@@ -27,6 +27,7 @@ import codecs
 import logging
 import math
 import re
+import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from ..credentials import CredentialStore, Secret
 from ..errors import (
     AuthFailed,
     CertificateError,
+    CommandInterrupted,
     CommandTimeout,
     TransportError,
     Unreachable,
@@ -55,6 +57,12 @@ PS_ARGS = ("-NoProfile", "-NonInteractive", "-EncodedCommand")
 # cmd.exe (which WinRS starts the command through) accepts at most 8191 characters.
 MAX_COMMAND_LINE = 8000
 STDIN_CHUNK = 32 * 1024
+
+
+class _Stop(Exception):
+    """Ctrl-C reached a command in flight."""
+
+
 RECEIVE_GRACE = 2  # seconds a Receive may take beyond its server-side OperationTimeout
 
 # Sent before every script: no progress records in the error stream, UTF-8 in and out.
@@ -491,6 +499,7 @@ class WinRMTransport:
         self._protocol = protocol
         self._options = options
         self._shell_id: str | None = None
+        self._interrupted = threading.Event()
 
     # The HTTP timeout pywinrm passes to requests is one attribute; requests accepts a
     # (connect, read) pair there, which is how the connect timeout stays separate.
@@ -539,6 +548,8 @@ class WinRMTransport:
                     )
                 self._protocol.send_command_input(shell_id, command_id, b"", end=True)
             while True:
+                if self._interrupted.is_set():
+                    raise _Stop
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError
@@ -554,10 +565,13 @@ class WinRMTransport:
                 if done:
                     break
         except TimeoutError:
-            self._abandon(command_id)
+            how = self._abandon(command_id)
             raise CommandTimeout(
-                self.host.name, f"command timed out after {limit:g}s; it was signalled to stop"
+                self.host.name, f"command timed out after {limit:g}s; {how}"
             ) from None
+        except _Stop:
+            how = self._abandon(command_id)
+            raise CommandInterrupted(self.host.name, f"interrupted; {how}") from None
         except Exception as exc:
             error = translate(self.host.name, exc, "command")
             if isinstance(error, CommandTimeout):
@@ -585,15 +599,31 @@ class WinRMTransport:
             log.debug("%s: cleanup of command %s failed: %s", self.host.name, command_id, exc)
             self._drop_session()
 
-    def _abandon(self, command_id: str | None) -> None:
-        """After a timeout: ask the host to stop the command, then start over with a new shell."""
+    def _abandon(self, command_id: str | None) -> str:
+        """After a timeout or Ctrl-C: signal the command to terminate, then delete the shell
+        (WinRM ends every process the shell started); say what the host confirmed."""
         self._http_timeout(self._options.connect_timeout)
+        signalled = False
         if command_id is not None:
             try:
                 self._protocol.cleanup_command(self._shell_id, command_id)
+                signalled = True
             except Exception as exc:
                 log.debug("%s: could not signal timed-out command: %s", self.host.name, exc)
-        self.close()
+        closed = self.close()
+        if signalled or closed:
+            what = " and ".join(
+                w
+                for w, ok in (("signalled to terminate", signalled), ("its shell deleted", closed))
+                if ok
+            )
+            return f"{what} on the host (WinRM ends the shell's processes); it may have changed it part-way"
+        return "the host did not confirm it stopped: it may still be running there"
+
+    def interrupt(self) -> None:
+        """Ctrl-C: the command in flight is abandoned at its next Receive (signalled, shell
+        deleted)."""
+        self._interrupted.set()
 
     def _drop_session(self) -> None:
         self._shell_id = None
@@ -612,15 +642,18 @@ class WinRMTransport:
     def get(self, remote: str, local: Path) -> None:
         raise TransportError(self.host.name, "file transfer is not implemented for WinRM")
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Delete the shell; True if the host confirmed it."""
         if self._shell_id is None:
             self._drop_session()
-            return
+            return False
         shell_id, self._shell_id = self._shell_id, None
         self._http_timeout(self._options.connect_timeout)
         try:
             self._protocol.close_shell(shell_id)
+            return True
         except Exception as exc:
             log.debug("%s: closing the shell failed: %s", self.host.name, exc)
+            return False
         finally:
             self._drop_session()

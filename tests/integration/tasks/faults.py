@@ -72,3 +72,30 @@ class Echo(Remediation):
 
     def apply(self, ctx: Context) -> None:
         pass
+
+
+@remediation(
+    "test.slow-mark",
+    category="other",
+    platforms={"linux"},
+    summary="An apply that sleeps, then leaves a mark: the mark proves the apply ran to its end",
+)
+class SlowMark(Remediation):
+    seconds = Param(int, default=6)
+    mark = Param(str, required=True)  # a file name under /tmp, one per host
+    root = Param(bool, default=False)  # the apply runs under sudo
+    stdin = Param(bool, default=False)  # the apply takes stdin (an exec channel of its own)
+
+    def _path(self, ctx: Context) -> str:
+        return f"/tmp/{self.mark}-{ctx.host.name}"
+
+    def check(self, ctx: Context) -> Finding:
+        present = ctx.read(cmd("test", "-e", self._path(ctx))).exit_code == 0
+        return Finding.healthy("marked") if present else Finding.problem("no mark")
+
+    def apply(self, ctx: Context) -> None:
+        command = script("sleep {s}; touch {path}", s=self.seconds, path=self._path(ctx))
+        ctx.change(command, become=self.root, stdin=b"data\n" if self.stdin else None)
+
+    def verify(self, ctx: Context) -> Finding:
+        return self.check(ctx)

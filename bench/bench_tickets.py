@@ -32,11 +32,11 @@ def main() -> None:
     from gen_tickets import generate
 
     from toolkit.app import App
-    from toolkit.desk import kpi_report, policy_for, projection_for
-    from toolkit.kpi import kpis
-    from toolkit.kpiquery import kpis_fast
+    from toolkit.desk.kpi import kpis
+    from toolkit.desk.kpi_sql import kpis_fast
+    from toolkit.desk.service import kpi_report, policy_for, projection_for
+    from toolkit.desk.ticketio import import_file
     from toolkit.reports import kpi as kpi_pages
-    from toolkit.ticketio import import_file
     from toolkit.workspace import Workspace
 
     results: dict[str, float | int | str] = {"events": args.events}

@@ -15,8 +15,8 @@ import threading
 import time
 from pathlib import Path
 
-from toolkit.credentials import Redactor
 from toolkit.ledger import Entry, Ledger
+from toolkit.secrets.credentials import Redactor
 
 HERE = Path(__file__).resolve().parent
 COMMANDS = [

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.errors import ToolkitError
-from toolkit.linux import ABSOLUTE_PATH, host_var, output
-from toolkit.quoting import cmd, script
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.linux import ABSOLUTE_PATH, host_var, output
+from toolkit.remediation.quoting import cmd, script
 
 FRESHCLAM_CONFIG = "/etc/clamav/freshclam.conf"
 DEFAULT_DATABASE = "/var/lib/clamav"

@@ -6,11 +6,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from toolkit.backups import BACKUP_ID, FOLDER, Backup, BackupStore, Member, series_of
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.backups.files import BACKUP_ID, FOLDER, Backup, BackupStore, Member, series_of
 from toolkit.errors import NotFound, ToolkitError, ValidationError
-from toolkit.linux import ABSOLUTE_PATH, human_bytes, output
-from toolkit.quoting import Command, cmd, script
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.linux import ABSOLUTE_PATH, human_bytes, output
+from toolkit.remediation.quoting import Command, cmd, script
 
 MAX_RESTORE_FILES = 500
 

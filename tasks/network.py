@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.errors import ToolkitError
-from toolkit.linux import DNS_NAME, HOST_PORT, INTERFACE, as_int, done_before, output
-from toolkit.quoting import cmd, script
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.linux import DNS_NAME, HOST_PORT, INTERFACE, as_int, done_before, output
+from toolkit.remediation.quoting import cmd, script
 
 NETWORK_FACTS = script(
     "if [ -d /run/systemd/system ]; then "

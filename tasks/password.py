@@ -9,12 +9,12 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.credentials import Secret
 from toolkit.errors import NotFound, ValidationError
-from toolkit.guards import privileged_guard
-from toolkit.linux import LINUX_USER, as_int, done_before, key_values, output
-from toolkit.quoting import cmd, script
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.guards import privileged_guard
+from toolkit.remediation.linux import LINUX_USER, as_int, done_before, key_values, output
+from toolkit.remediation.quoting import cmd, script
+from toolkit.secrets.credentials import Secret
 
 PRIVILEGED_GROUPS = ("root", "sudo", "wheel", "admin")
 # The account's state without ever printing its password hash: the lock flag, the change day,

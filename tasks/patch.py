@@ -6,10 +6,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.errors import ToolkitError
-from toolkit.linux import PACKAGE_NAME, TimeWindow, host_clock, key_values, output
-from toolkit.quoting import Command, cmd, script
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.linux import PACKAGE_NAME, TimeWindow, host_clock, key_values, output
+from toolkit.remediation.quoting import Command, cmd, script
 from toolkit.transports.base import CommandResult
 
 FACTS = script(

@@ -6,10 +6,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.errors import NotFound, ToolkitError, ValidationError
-from toolkit.linux import RestartLinuxService, done_before, host_var
-from toolkit.quoting import cmd, script
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.linux import RestartLinuxService, done_before, host_var
+from toolkit.remediation.quoting import cmd, script
 
 QUEUE = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,126}"
 _QUEUE = re.compile(QUEUE)

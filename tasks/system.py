@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.errors import ToolkitError
-from toolkit.linux import (
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.linux import (
     ABSOLUTE_PATH,
     SERVICE_NAME,
     RestartLinuxService,
@@ -17,7 +17,7 @@ from toolkit.linux import (
     key_values,
     output,
 )
-from toolkit.quoting import Command, script
+from toolkit.remediation.quoting import Command, script
 
 
 @remediation(

@@ -17,8 +17,8 @@ from datetime import datetime
 from pathlib import Path
 
 from tests.clocks import FakeClock
+from toolkit.automation.schedule import JobResult, Schedule, Scheduler, ScheduleStore
 from toolkit.ledger import Ledger
-from toolkit.schedule import JobResult, Schedule, Scheduler, ScheduleStore
 
 
 def main() -> None:

@@ -14,16 +14,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .catalog import Catalog
-from .credentials import CredentialStore, Redactor
-from .inventory import Inventory
-from .transports.base import ConnectOptions
-from .workspace import Workspace
+from toolkit.inventory import Inventory
+from toolkit.remediation.catalog import Catalog
+from toolkit.secrets.credentials import CredentialStore, Redactor
+from toolkit.transports.base import ConnectOptions
+from toolkit.workspace import Workspace
 
 if TYPE_CHECKING:  # SQLAlchemy costs ~0.3 s to import: only commands that use the ledger pay it
-    from .clock import Clock
-    from .ledger import Ledger
-    from .policy import PolicySettings
+    from toolkit.clock import Clock
+    from toolkit.ledger import Ledger
+    from toolkit.run.policy import PolicySettings
 
 
 class RedactingFilter(logging.Filter):
@@ -84,7 +84,7 @@ class App:
     @property
     def clock(self) -> Clock:
         if self._clock is None:
-            from .clock import SystemClock
+            from toolkit.clock import SystemClock
 
             self._clock = SystemClock()
         return self._clock
@@ -92,14 +92,14 @@ class App:
     @cached_property
     def policy_settings(self) -> PolicySettings:
         """Maintenance windows and approval rules from itops.toml (validated on first use)."""
-        from .policy import PolicySettings
+        from toolkit.run.policy import PolicySettings
 
         return PolicySettings.from_config(self.workspace.config)
 
     @property
     def ledger(self) -> Ledger:
         if self._ledger is None:
-            from .ledger import open_ledger
+            from toolkit.ledger import open_ledger
 
             ws = self.workspace
             self._ledger = open_ledger(

@@ -21,8 +21,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .credentials import REFERENCE_HINT, is_reference, is_secret_key
-from .errors import InventoryError, NotFound
+from toolkit.errors import InventoryError, NotFound
+from toolkit.secrets.credentials import REFERENCE_HINT, is_reference, is_secret_key
 
 if TYPE_CHECKING:
     import yaml

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import date
 from typing import Any, NamedTuple, Protocol
 
-from .errors import ConfigError, ToolkitError
-from .kpinames import KPI_KEYS
+from toolkit.desk.kpinames import KPI_KEYS
+from toolkit.errors import ConfigError, ToolkitError
 
 # The schema's records are NamedTuples rather than frozen dataclasses: this module loads with every
 # command, and each dataclass costs ~0.35 ms to create, a NamedTuple ~0.08 ms.
@@ -163,7 +163,7 @@ def _zone(value: Any, key: str) -> None:
 
 
 def _duration(value: Any, key: str) -> None:
-    from .approvals import parse_duration
+    from toolkit.run.approvals import parse_duration
 
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ToolkitError(f"cannot read the duration {_show(value)}")
@@ -172,13 +172,13 @@ def _duration(value: Any, key: str) -> None:
 
 
 def _sla_duration(value: Any, key: str) -> None:
-    from .sla import parse_duration
+    from toolkit.desk.sla import parse_duration
 
     parse_duration(value, day_minutes=1440, what=key)  # business days vs `d`: sla.load_policy
 
 
 def _hours(value: Any, key: str) -> None:
-    from .sla import parse_hours
+    from toolkit.desk.sla import parse_hours
 
     if not all(isinstance(v, str) for v in (value if isinstance(value, list) else [value])):
         raise ToolkitError(f'must be "HH:MM-HH:MM", a list of them, or "", not {_show(value)}')
@@ -225,13 +225,13 @@ class Table(NamedTuple):
 
 
 def _window(name: str, table: Mapping[str, Any], key: str) -> None:
-    from .maintenance import parse_window
+    from toolkit.run.maintenance import parse_window
 
     parse_window(name, table, "UTC")
 
 
 def _priority(name: str, table: Mapping[str, Any], key: str) -> None:
-    from .sla import DEFAULT_PRIORITIES
+    from toolkit.desk.sla import DEFAULT_PRIORITIES
 
     missing = {"response", "resolution"} - set(table) - set(DEFAULT_PRIORITIES.get(name, {}))
     if missing:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import settings
-from .errors import ConfigError
+from toolkit import settings
+from toolkit.errors import ConfigError
 
 CONFIG_NAME = "itops.toml"
 
@@ -147,7 +147,7 @@ class Workspace:
 
     @property
     def task_folders(self) -> list[Path]:
-        from .catalog import BUILTIN_TASKS
+        from toolkit.remediation.catalog import BUILTIN_TASKS
 
         return [BUILTIN_TASKS, self.folder("tasks", "tasks")]
 

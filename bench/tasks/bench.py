@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.quoting import cmd
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.quoting import cmd
 
 
 @remediation(

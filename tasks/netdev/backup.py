@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from toolkit import netconfig
-from toolkit.catalog import Context, Finding, Remediation, RunInfo, remediation
+from toolkit.backups.network import FOLDER, BackupStore
 from toolkit.errors import ToolkitError
-from toolkit.netbackup import FOLDER, BackupStore
-from toolkit.netops import CONFIG_COMMANDS, running_config
-from toolkit.quoting import cli
+from toolkit.remediation.catalog import Context, Finding, Remediation, RunInfo, remediation
+from toolkit.remediation.network import config as netconfig
+from toolkit.remediation.network.ops import CONFIG_COMMANDS, running_config
+from toolkit.remediation.quoting import cli
 
 
 @remediation(

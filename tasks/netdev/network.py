@@ -9,12 +9,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from toolkit import netconfig
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.credentials import is_secret_key
 from toolkit.errors import ToolkitError, ValidationError
 from toolkit.inventory import Host
-from toolkit.netops import (
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.network import config as netconfig
+from toolkit.remediation.network.ops import (
     CONFIG_COMMANDS,
     STATUS_WORDS,
     errdisable_reason,
@@ -25,8 +24,8 @@ from toolkit.netops import (
     running_config,
     wait_for,
 )
-from toolkit.netparse import parse
-from toolkit.quoting import (
+from toolkit.remediation.network.parse import parse
+from toolkit.remediation.quoting import (
     INTERFACE_EXAMPLES,
     check_config_line,
     check_interface,
@@ -35,6 +34,7 @@ from toolkit.quoting import (
     config,
     config_lines,
 )
+from toolkit.secrets.credentials import is_secret_key
 
 # --------------------------------------------------------------------------- device facts
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.errors import ToolkitError
-from toolkit.quoting import ps_script
-from toolkit.windows import (
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.quoting import ps_script
+from toolkit.remediation.windows import (
     WINDOWS_PATH,
     change,
     change_json,

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.errors import ToolkitError, ValidationError
-from toolkit.quoting import ps_script
-from toolkit.windows import (
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.quoting import ps_script
+from toolkit.remediation.windows import (
     WINDOWS_PATH,
     change_json,
     human_bytes,

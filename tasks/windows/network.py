@@ -6,10 +6,19 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.errors import ToolkitError
-from toolkit.quoting import ps_script
-from toolkit.windows import DNS_NAME, HOST_PORT, change, number, read_json, records, strings, text
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.quoting import ps_script
+from toolkit.remediation.windows import (
+    DNS_NAME,
+    HOST_PORT,
+    change,
+    number,
+    read_json,
+    records,
+    strings,
+    text,
+)
 
 # --------------------------------------------------------------------------- DNS cache
 

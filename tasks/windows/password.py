@@ -8,12 +8,12 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.credentials import Secret
 from toolkit.errors import NotFound, ToolkitError
-from toolkit.guards import privileged_guard
-from toolkit.quoting import ps_script
-from toolkit.windows import ACCOUNT_NAME, change_json, number, read_json, strings, text
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.guards import privileged_guard
+from toolkit.remediation.quoting import ps_script
+from toolkit.remediation.windows import ACCOUNT_NAME, change_json, number, read_json, strings, text
+from toolkit.secrets.credentials import Secret
 
 # Built-in accounts that are privileged whatever their groups: Administrator (500), krbtgt (502).
 PRIVILEGED_RIDS = {500: "the built-in Administrator", 502: "krbtgt"}

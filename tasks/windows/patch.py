@@ -7,10 +7,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.errors import ToolkitError
-from toolkit.quoting import ps_script
-from toolkit.windows import KB_ID, change, change_json, number, read_json, records, strings, text
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.quoting import ps_script
+from toolkit.remediation.windows import (
+    KB_ID,
+    change,
+    change_json,
+    number,
+    read_json,
+    records,
+    strings,
+    text,
+)
 
 # Security Updates and Critical Updates, by category id (names are localized).
 SECURITY_CATEGORIES = frozenset(

@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.quoting import ps_script
-from toolkit.windows import (
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.quoting import ps_script
+from toolkit.remediation.windows import (
     PRINTER_NAME,
     WINDOWS_PATH,
     RestartService,

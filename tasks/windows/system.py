@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.quoting import ps_join, ps_script
-from toolkit.windows import (
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.quoting import ps_join, ps_script
+from toolkit.remediation.windows import (
     SERVICE_NAME,
     RestartService,
     change_json,

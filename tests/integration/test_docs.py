@@ -11,7 +11,7 @@ import click
 import pytest
 
 from tests.integration.conftest import LabEnv
-from toolkit.catalog import BUILTIN_TASKS, Catalog
+from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
 from toolkit.workspace import Workspace
 
 pytestmark = pytest.mark.integration

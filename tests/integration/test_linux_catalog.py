@@ -151,7 +151,7 @@ def _printer_module() -> Any:
     """The built-in tasks/printer.py as the catalog loaded it (task modules load by path)."""
     import sys
 
-    from toolkit.catalog import BUILTIN_TASKS, Catalog
+    from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
 
     spec = Catalog.load([BUILTIN_TASKS]).get("printer.status").implementation("linux")
     assert spec is not None

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.desk.sla import default_policy
+from toolkit.desk.tickets import ensure, record
 from toolkit.ledger import Ledger
-from toolkit.sla import default_policy
-from toolkit.tickets import ensure, record
 from toolkit.workspace import Workspace
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from conftest import LabEnv
 
 from toolkit.app import App
 from toolkit.errors import CommandTimeout, Unreachable
-from toolkit.quoting import cmd, script
+from toolkit.remediation.quoting import cmd, script
 from toolkit.transports import Connector, Transport
 
 pytestmark = pytest.mark.integration

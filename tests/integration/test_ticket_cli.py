@@ -17,9 +17,9 @@ from click.testing import CliRunner, Result
 
 from tests import fixture_tickets as desk
 from toolkit.cli import cli
-from toolkit.credentials import MASK, Redactor
-from toolkit.desk import category_lookup, repeat_fixes
+from toolkit.desk.service import category_lookup, repeat_fixes
 from toolkit.ledger import open_ledger
+from toolkit.secrets.credentials import MASK, Redactor
 from toolkit.workspace import Workspace
 
 pytestmark = pytest.mark.integration

@@ -26,13 +26,13 @@ from typing import Any
 
 import pytest
 
-from toolkit.catalog import BUILTIN_TASKS, Catalog
-from toolkit.credentials import CredentialStore, Redactor
 from toolkit.errors import CommandTimeout
 from toolkit.inventory import Host, make_host
 from toolkit.ledger import open_ledger
-from toolkit.quoting import ps_script
-from toolkit.runner import Outcome, Runner, RunOptions
+from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
+from toolkit.remediation.quoting import ps_script
+from toolkit.run.runner import Outcome, Runner, RunOptions
+from toolkit.secrets.credentials import CredentialStore, Redactor
 from toolkit.transports import Connector
 from toolkit.transports.base import ConnectOptions
 

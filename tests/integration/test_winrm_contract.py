@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from wsman_replay import PASSWORD, PKI, USER, ReplayServer, Reply, ServerFactory
 
-from toolkit.credentials import CredentialStore, Redactor, Secret
 from toolkit.errors import (
     AuthFailed,
     CertificateError,
@@ -25,7 +24,8 @@ from toolkit.errors import (
     ValidationError,
 )
 from toolkit.inventory import Host, make_host
-from toolkit.quoting import ps_script
+from toolkit.remediation.quoting import ps_script
+from toolkit.secrets.credentials import CredentialStore, Redactor, Secret
 from toolkit.transports.base import ConnectOptions
 from toolkit.transports.winrm import InsecureRefused, WinRMFactory, WinRMTransport
 

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from wsman_replay import PASSWORD, PKI, USER, Reply, ServerFactory, clixml_error
 
-from toolkit.catalog import BUILTIN_TASKS, Catalog
-from toolkit.credentials import MASK, CredentialStore, Redactor
 from toolkit.inventory import Host, make_host
 from toolkit.ledger import open_ledger
-from toolkit.runner import Outcome, Runner, RunOptions
+from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
+from toolkit.run.runner import Outcome, Runner, RunOptions
+from toolkit.secrets.credentials import MASK, CredentialStore, Redactor
 from toolkit.transports import Connector
 from toolkit.transports.base import ConnectOptions
 

@@ -9,52 +9,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.fakes import Script
-from toolkit.catalog import BUILTIN_TASKS, Catalog
-from toolkit.credentials import CredentialStore, Redactor, Secret
 from toolkit.inventory import Host, make_host
 from toolkit.ledger import Ledger, open_ledger
-from toolkit.quoting import Command
-from toolkit.runner import HostResult, Runner, RunOptions, RunReport
-from toolkit.transports.base import CommandResult
+from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
+from toolkit.remediation.testing import MockTransport as Transport
+from toolkit.run.runner import HostResult, Runner, RunOptions, RunReport
+from toolkit.secrets.credentials import CredentialStore, Redactor
 
 CATALOG = Catalog.load([BUILTIN_TASKS])
-
-
-@dataclass
-class Transport:
-    host: Host
-    script: Script
-    sent: list[Command] = field(default_factory=list)
-    stdin: list[bytes | Secret | None] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    closed: bool = False
-
-    def run(
-        self, command: Command, *, stdin: bytes | Secret | None = None, timeout: float | None = None
-    ) -> CommandResult:
-        if command.shell != "sh":
-            raise AssertionError(f"not a sh command: {command.display}")
-        self.sent.append(command)
-        self.stdin.append(stdin)
-        rc, out, err = self.script.reply(command, stdin)
-        return CommandResult(command.display, rc, out, err, 0.001)
-
-    def put(self, local: Path, remote: str) -> None:
-        self.files.append(f"put {remote}")
-
-    def get(self, remote: str, local: Path) -> None:
-        self.files.append(f"get {remote}")
-
-    def interrupt(self) -> None:
-        self.interrupted = True
-
-    def close(self) -> None:
-        self.closed = True
 
 
 class Connector:
@@ -119,7 +86,7 @@ def run_linux(
             f"sqlite:///{tmp_path / 'ledger.db'}", operator="tester", redactor=redactor
         )
     if priority is not None and ticket:
-        from toolkit.tickets import ensure
+        from toolkit.desk.tickets import ensure
 
         ensure(ledger, ticket, category="other", priority=priority)
     connector = Connector(script, credentials)

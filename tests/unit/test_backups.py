@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from toolkit.backups import BackupStore, series_of
-from toolkit.credentials import Secret
+from toolkit.backups.files import BackupStore, series_of
 from toolkit.errors import NotFound, ValidationError
-from toolkit.handover import Handover, deliver
+from toolkit.secrets.credentials import Secret
+from toolkit.secrets.handover import Handover, deliver
 
 FILES = {"./home/jdoe/a.txt": b"alpha\n", "./home/jdoe/sub dir/b $x.txt": b"beta\n"}
 

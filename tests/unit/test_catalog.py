@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.catalog import BUILTIN_TASKS, Catalog, Param
 from toolkit.errors import NotFound, ToolkitError, ValidationError
+from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog, Param
 
 
 def task_file(folder: Path, name: str, body: str) -> None:
@@ -18,7 +18,7 @@ def task_file(folder: Path, name: str, body: str) -> None:
 
 
 LINUX = """\
-    from toolkit.catalog import Finding, Param, Remediation, remediation
+    from toolkit.remediation.catalog import Finding, Param, Remediation, remediation
 
     @remediation("net.fix", category="network", platforms={"linux"}, summary="Linux way")
     class LinuxFix(Remediation):
@@ -33,7 +33,7 @@ LINUX = """\
         def apply(self, ctx): pass
     """
 WINDOWS = """\
-    from toolkit.catalog import Finding, Param, Remediation, remediation
+    from toolkit.remediation.catalog import Finding, Param, Remediation, remediation
 
     @remediation("net.fix", category="network", platforms={"windows"}, summary="Windows way")
     class WindowsFix(Remediation):

@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.credentials import MASK, CredentialStore, Redactor, Secret, is_reference, resolve
 from toolkit.errors import ValidationError
+from toolkit.secrets.credentials import (
+    MASK,
+    CredentialStore,
+    Redactor,
+    Secret,
+    is_reference,
+    resolve,
+)
 
 CANARY = "Canary'pw\"$x"
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from toolkit.green import await_only, greenlet_spawn, in_host_greenlet, offload
+from toolkit.transports.green import await_only, greenlet_spawn, in_host_greenlet, offload
 
 
 def test_outside_a_host_greenlet_offload_just_calls() -> None:

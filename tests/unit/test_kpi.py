@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from tests import fixture_tickets as desk
-from toolkit.kpi import kpis
+from toolkit.desk.kpi import kpis
+from toolkit.desk.projection import Projection
+from toolkit.desk.sla import load_policy
+from toolkit.desk.ticketio import import_file
+from toolkit.desk.tickets import record
 from toolkit.ledger import Entry, Ledger, open_ledger
-from toolkit.projection import Projection
-from toolkit.sla import load_policy
-from toolkit.ticketio import import_file
-from toolkit.tickets import record
 
 POLICY = load_policy({"calendar": {"timezone": "Europe/Berlin"}})
 SINCE, UNTIL = desk.epoch(desk.SINCE), desk.epoch(desk.UNTIL)
@@ -270,8 +270,8 @@ def _generated(tmp_path: Path, events: int) -> Path:
 def test_the_sql_kpis_equal_the_reference_kpis(
     ledger: Ledger, projection: Projection, tmp_path: Path, by: str | None
 ) -> None:
-    """toolkit.kpiquery (what the CLI runs) and toolkit.kpi (plain Python) agree exactly."""
-    from toolkit.kpiquery import kpis_fast
+    """toolkit.desk.kpi_sql (what the CLI runs) and toolkit.desk.kpi (plain Python) agree exactly."""
+    from toolkit.desk.kpi_sql import kpis_fast
 
     import_file(ledger, desk.write(tmp_path / "week.jsonl"))
     import_file(ledger, _generated(tmp_path, 2500))
@@ -304,7 +304,7 @@ def test_the_sql_kpis_equal_the_reference_kpis(
 def test_a_failed_import_stores_nothing_primed(
     ledger: Ledger, projection: Projection, tmp_path: Path
 ) -> None:
-    from toolkit.ticketio import check_file
+    from toolkit.desk.ticketio import check_file
 
     projection.refresh()
     checked = check_file(desk.write(tmp_path / "week.jsonl"), ledger)
@@ -321,7 +321,7 @@ def test_the_report_data_is_the_kpi_json(
     ledger: Ledger, projection: Projection, tmp_path: Path
 ) -> None:
     """The page's numbers (breakdowns computed in forked workers) are the `kpi --json` ones."""
-    from toolkit.kpiquery import kpis_fast
+    from toolkit.desk.kpi_sql import kpis_fast
     from toolkit.reports import kpi as pages
 
     import_file(ledger, desk.write(tmp_path / "week.jsonl"))
@@ -339,7 +339,7 @@ def test_a_rebuild_computes_without_holding_the_ledgers_write_lock(
 ) -> None:
     """While the projection replays the log, an engineer's fix still writes its records; and a
     refresh another process finishes meanwhile is detected, not overwritten with older rows."""
-    import toolkit.projection as module
+    import toolkit.desk.projection as module
 
     import_file(ledger, desk.write(tmp_path / "week.jsonl"))
     projection.refresh()
@@ -389,7 +389,7 @@ def late_at_period_end(tmp_path: Path, respond: bool) -> Path:
 def test_never_answering_a_ticket_cannot_look_better_than_answering_it_late(
     ledger: Ledger, projection: Projection, tmp_path: Path, respond: bool
 ) -> None:
-    from toolkit.kpiquery import kpis_fast
+    from toolkit.desk.kpi_sql import kpis_fast
 
     import_file(ledger, late_at_period_end(tmp_path, respond))
     projection.refresh()
@@ -406,8 +406,8 @@ def test_never_answering_a_ticket_cannot_look_better_than_answering_it_late(
         for result in (reference, fast):  # by both implementations
             assert result["response_sla_compliance"] == expected, result
     # the week's trend of the current week counts a ticket only once it is late
-    from toolkit.kpi import weekly
-    from toolkit.kpiquery import trend_rows
+    from toolkit.desk.kpi import weekly
+    from toolkit.desk.kpi_sql import trend_rows
 
     opened = desk.epoch(desk.t(9, 17, 50))
     rows = trend_rows(projection, SINCE, friday)
@@ -522,7 +522,7 @@ def test_a_past_periods_kpis_are_the_same_in_november_and_in_december(
 ) -> None:
     """Every clock of one KPI object is judged at as_of = min(until, now): a closed period's
     KPIs (both implementations, the groups, the report's weekly trend) never change."""
-    from toolkit.kpiquery import kpis_fast
+    from toolkit.desk.kpi_sql import kpis_fast
     from toolkit.reports import kpi as pages
 
     since, until = OCTOBER

@@ -13,9 +13,9 @@ from urllib.parse import unquote
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from toolkit.credentials import MASK, Redactor
 from toolkit.ledger import GENESIS, Entry, Ledger, record_hash
 from toolkit.ledger.schema import FIELDS
+from toolkit.secrets.credentials import MASK, Redactor
 
 CANARY = "Ledger-Canary-7f3a"
 

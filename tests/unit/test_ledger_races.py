@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from toolkit.desk.tickets import ensure
 from toolkit.errors import LedgerError
 from toolkit.ledger import Entry, Ledger
-from toolkit.tickets import ensure
 
 PROCESSES, ROUNDS = 4, 25
 
@@ -99,7 +99,7 @@ def test_a_finish_survives_its_backend_being_terminated_mid_run(ledger_url: str)
     finish is written on a fresh connection, once, and no action stays open."""
     from tests.fakes import FakeConnector, Script, hosts
     from tests.unit.test_runner import Flag, make_runner, task
-    from toolkit.runner import Outcome, RunOptions
+    from toolkit.run.runner import Outcome, RunOptions
 
     book = Ledger(ledger_url, operator="tester")
     state = {"present": False}

@@ -16,7 +16,7 @@ from tests.fakes import Script
 from tests.unit.linuxfakes import CATALOG, run_linux
 from toolkit.cli import cli
 from toolkit.errors import ValidationError
-from toolkit.runner import Outcome
+from toolkit.run.runner import Outcome
 from toolkit.workspace import Workspace
 
 HOSTILE_NAMES = [

@@ -15,8 +15,8 @@ import pytest
 
 from tests.fakes import Script
 from tests.unit.linuxfakes import LinuxRun, run_linux
-from toolkit.credentials import Secret
-from toolkit.runner import Outcome
+from toolkit.run.runner import Outcome
+from toolkit.secrets.credentials import Secret
 
 CANARY = "Canary-Pw-3f1;$(touch /tmp/pwned)`'\"x"
 

@@ -14,8 +14,8 @@ import pytest
 from tests.fakes import Script
 from tests.unit.linuxfakes import CATALOG, run_linux
 from toolkit.errors import ValidationError
-from toolkit.linux import TimeWindow
-from toolkit.runner import Outcome
+from toolkit.remediation.linux import TimeWindow
+from toolkit.run.runner import Outcome
 
 # --------------------------------------------------------------------------- patch.apply
 

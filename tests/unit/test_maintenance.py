@@ -10,7 +10,7 @@ import pytest
 from tests.fakes import hosts
 from toolkit.errors import ConfigError, NotFound
 from toolkit.inventory import make_host
-from toolkit.maintenance import host_windows, load_windows, parse_window
+from toolkit.run.maintenance import host_windows, load_windows, parse_window
 
 
 def at(text: str) -> datetime:

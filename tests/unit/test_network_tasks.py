@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from tests.fakes import FakeConnector, Script, commands
-from toolkit.catalog import BUILTIN_TASKS, Catalog, Task
 from toolkit.errors import ValidationError
 from toolkit.inventory import Host, make_host
 from toolkit.ledger import Ledger
-from toolkit.runner import Outcome, Runner, RunOptions
+from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog, Task
+from toolkit.run.runner import Outcome, Runner, RunOptions
 
 CATALOG = Catalog.load([BUILTIN_TASKS])
 IOS_RUN = "Building configuration...\n!\nhostname sw\n!\ninterface FastEthernet0/5\n!\nend\n"

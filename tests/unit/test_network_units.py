@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 
-from toolkit import netconfig
-from toolkit.credentials import Redactor, Secret
 from toolkit.errors import HostKeyMismatch, HostKeyUnknown, Unreachable, ValidationError
 from toolkit.inventory import make_host
-from toolkit.netparse import parse
-from toolkit.quoting import (
+from toolkit.remediation.network import config as netconfig
+from toolkit.remediation.network.parse import parse
+from toolkit.remediation.quoting import (
     INTERFACE_EXAMPLES,
     check_config_line,
     check_interface,
@@ -24,6 +23,7 @@ from toolkit.quoting import (
     config,
     config_lines,
 )
+from toolkit.secrets.credentials import Redactor, Secret
 from toolkit.transports import netdev  # the [netdev] extra: CI installs it, so no skip
 
 # --------------------------------------------------------------------------- quoting
@@ -424,7 +424,7 @@ def test_help_and_the_catalog_import_neither_netmiko_nor_textfsm_nor_jinja2() ->
         "import sys\n"
         "from click.testing import CliRunner\n"
         "from toolkit.cli import cli\n"
-        "from toolkit.catalog import BUILTIN_TASKS, Catalog\n"
+        "from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog\n"
         "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
         "assert CliRunner().invoke(cli, ['backup', '--help']).exit_code == 0\n"
         "Catalog.load([BUILTIN_TASKS])\n"
@@ -444,7 +444,7 @@ def test_the_backup_repository_ignores_the_callers_git_variables(
     # to another repository.
     import subprocess
 
-    from toolkit.netbackup import BackupStore
+    from toolkit.backups.network import BackupStore
 
     elsewhere = tmp_path / "elsewhere"
     subprocess.run(["git", "init", "-q", str(elsewhere)], check=True)

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from toolkit.automation.playbooks import PlaybookError, refuse_loosened_checks
 from toolkit.inventory import make_host
-from toolkit.playbooks import PlaybookError, refuse_loosened_checks
 
 
 def host(**vars: Any) -> Any:

@@ -11,15 +11,15 @@ import pytest
 
 from tests.clocks import FakeClock
 from tests.fakes import FakeConnector, Script
-from toolkit import approvals
-from toolkit.approvals import ApprovalError
-from toolkit.catalog import Context, Finding, Param, Remediation, Task, remediation
 from toolkit.errors import ConfigError, NotFound
 from toolkit.inventory import Host, make_host
 from toolkit.ledger import Entry, Ledger
-from toolkit.policy import PolicySettings, RunRefused, prepare
-from toolkit.quoting import cmd
-from toolkit.runner import Outcome, Runner, RunOptions
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, Task, remediation
+from toolkit.remediation.quoting import cmd
+from toolkit.run import approvals
+from toolkit.run.approvals import ApprovalError
+from toolkit.run.policy import PolicySettings, RunRefused, prepare
+from toolkit.run.runner import Outcome, Runner, RunOptions
 
 
 @remediation(

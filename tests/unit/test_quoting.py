@@ -8,9 +8,8 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from toolkit.credentials import Secret
 from toolkit.errors import ValidationError
-from toolkit.quoting import (
+from toolkit.remediation.quoting import (
     become,
     check_path,
     check_text,
@@ -21,6 +20,7 @@ from toolkit.quoting import (
     ps_script,
     script,
 )
+from toolkit.secrets.credentials import Secret
 
 NASTY = [
     "a b",
@@ -164,7 +164,7 @@ def test_ps_script_masks_secrets_in_display_and_encodes_utf16() -> None:
 
 
 def test_become_wraps_only_sh_commands() -> None:
-    from toolkit.quoting import become, cli, cmd, ps_script
+    from toolkit.remediation.quoting import become, cli, cmd, ps_script
 
     assert become(cmd("id", "-u")).text.startswith("sudo -n -u root -- /bin/sh -c ")
     for other in (ps_script("Get-Service"), cli("show version")):

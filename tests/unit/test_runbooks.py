@@ -12,11 +12,7 @@ from typing import Any
 import pytest
 
 from tests.fakes import FakeConnector, Script, hosts
-from toolkit.catalog import BUILTIN_TASKS, Catalog, Context, Finding, Remediation, Task, remediation
-from toolkit.errors import NotFound, TicketRequired, Unreachable, ValidationError
-from toolkit.ledger import Ledger
-from toolkit.quoting import cmd
-from toolkit.runbooks import (
+from toolkit.automation.runbooks import (
     BUILTIN_RUNBOOKS,
     RunbookError,
     get_runbook,
@@ -24,7 +20,19 @@ from toolkit.runbooks import (
     load_runbooks,
     run_runbook,
 )
-from toolkit.runner import Runner, RunOptions
+from toolkit.errors import NotFound, TicketRequired, Unreachable, ValidationError
+from toolkit.ledger import Ledger
+from toolkit.remediation.catalog import (
+    BUILTIN_TASKS,
+    Catalog,
+    Context,
+    Finding,
+    Remediation,
+    Task,
+    remediation,
+)
+from toolkit.remediation.quoting import cmd
+from toolkit.run.runner import Runner, RunOptions
 
 REAL = Catalog.load([BUILTIN_TASKS])
 SHIPPED = sorted(BUILTIN_RUNBOOKS.glob("*.yml"))
@@ -248,14 +256,15 @@ def run(
         errors={h: Unreachable(h, "connection refused") for h in down},
     )
     runner = Runner(ledger=ledger, connector=conn, credentials=conn.credentials)  # type: ignore[arg-type]
+    ticket = None if check else "INC-42"
     return run_runbook(
         book,
         hosts(*states, *down),
         {},
         catalog=CATALOG,
-        runner=runner,
+        run_step=steps_on(runner, ticket),
         ledger=ledger,
-        ticket=None if check else "INC-42",
+        ticket=ticket,
         options=RunOptions(check_only=check, forks=4),
     ), conn
 
@@ -263,7 +272,7 @@ def run(
 def test_steps_chain_if_failed_and_only_lasting_failures_escalate(
     ledger: Ledger, tmp_path: Path
 ) -> None:
-    from toolkit.tickets import ensure
+    from toolkit.desk.tickets import ensure
 
     ensure(ledger, "INC-42", category="printer", priority="P3")  # as `itops runbook run` does
     report, conn = run(
@@ -335,7 +344,7 @@ def test_a_change_run_needs_a_ticket(ledger: Ledger, tmp_path: Path) -> None:
             hosts("a"),
             {},
             catalog=CATALOG,
-            runner=runner,
+            run_step=steps_on(runner, None),
             ledger=ledger,
             ticket=None,
             options=RunOptions(),
@@ -343,11 +352,24 @@ def test_a_change_run_needs_a_ticket(ledger: Ledger, tmp_path: Path) -> None:
     assert list(ledger.records()) == [] and conn.opened == []
 
 
+def steps_on(runner: Runner, ticket: str | None, policy_for: Any = None) -> Any:
+    """What the run service does for a runbook step, on a test's runner: a fix step gets the
+    run policy of its task and hosts; a check-only step gets none."""
+
+    def run_step(task: Task, step_hosts: Any, params: Any, options: RunOptions) -> Any:
+        policy = None
+        if policy_for is not None and ticket and not options.check_only:
+            policy = policy_for(task, step_hosts, params)
+        return runner.run(task, step_hosts, params, ticket=ticket, options=options, policy=policy)
+
+    return run_step
+
+
 class HoldClear:
-    """A run policy that holds rb.clear on host b for an approval (as toolkit.policy would)."""
+    """A run policy that holds rb.clear on host b for an approval (as toolkit.run.policy would)."""
 
     def decide(self, task: Task, spec: Any, host: Any) -> Any:
-        from toolkit.runner import Outcome, PolicyDecision
+        from toolkit.run.runner import Outcome, PolicyDecision
 
         if task.name == "rb.clear" and host.name == "b":
             return PolicyDecision(Outcome.NEEDS_APPROVAL, "needs approval APR-0000abcd")
@@ -372,11 +394,10 @@ def test_a_host_held_by_the_policy_is_neither_run_further_nor_escalated(
         hosts("a", "b"),
         {},
         catalog=CATALOG,
-        runner=runner,
+        run_step=steps_on(runner, "INC-43", policy_for),
         ledger=ledger,
         ticket="INC-43",
         options=RunOptions(forks=2),
-        policy_for=policy_for,
     )
     assert asked == [("rb.clear", ["a", "b"]), ("rb.restart", ["a"])]  # fix steps only
     assert dict(report.held) == {"b": "clear (needs-approval): needs approval APR-0000abcd"}
@@ -391,8 +412,8 @@ def test_a_resolved_ticket_is_not_escalated_behind_the_desks_back(
 ) -> None:
     """The escalation goes through the ticket lifecycle: on a resolved ticket it is refused,
     and the refusal is recorded instead."""
+    from toolkit.desk.tickets import ensure
     from toolkit.ledger import Entry
-    from toolkit.tickets import ensure
 
     ensure(ledger, "INC-42", category="printer", priority="P3")
     ledger.append(Entry("ticket.resolved", ticket="INC-42", data={"resolution": "done"}))

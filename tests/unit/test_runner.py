@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 
 from tests.fakes import FakeConnector, Script, commands, hosts
-from toolkit.catalog import Context, Finding, Param, Remediation, RunInfo, Task, remediation
-from toolkit.credentials import CredentialStore, Redactor
 from toolkit.errors import (
     AuthFailed,
     HostKeyMismatch,
@@ -21,8 +19,18 @@ from toolkit.errors import (
     ValidationError,
 )
 from toolkit.ledger import Ledger
-from toolkit.quoting import cmd
-from toolkit.runner import Outcome, Runner, RunOptions
+from toolkit.remediation.catalog import (
+    Context,
+    Finding,
+    Param,
+    Remediation,
+    RunInfo,
+    Task,
+    remediation,
+)
+from toolkit.remediation.quoting import cmd
+from toolkit.run.runner import Outcome, Runner, RunOptions
+from toolkit.secrets.credentials import CredentialStore, Redactor
 
 
 @remediation(
@@ -345,8 +353,8 @@ def test_ctrl_c_hands_back_the_results_of_the_hosts_that_finished(
     # the run: the interrupt carries those hosts' results for the CLI to deliver.
     import concurrent.futures
 
-    import toolkit.runner as runner_module
-    from toolkit.runner import RunInterrupted
+    import toolkit.run.runner as runner_module
+    from toolkit.run.runner import RunInterrupted
 
     calls = {"n": 0}
 

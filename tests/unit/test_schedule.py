@@ -15,9 +15,7 @@ from typing import Any
 import pytest
 
 from tests.clocks import FakeClock
-from toolkit.errors import NotFound, ToolkitError, ValidationError
-from toolkit.ledger import Ledger
-from toolkit.schedule import (
+from toolkit.automation.schedule import (
     JobResult,
     Schedule,
     ScheduleError,
@@ -25,6 +23,8 @@ from toolkit.schedule import (
     ScheduleStore,
     change_ticket,
 )
+from toolkit.errors import NotFound, ToolkitError, ValidationError
+from toolkit.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -368,7 +368,7 @@ def test_the_ledger_table_stays_append_only(env: Any) -> None:
 
 
 def test_change_tickets_are_valid_ticket_ids() -> None:
-    from toolkit.tickets import check_ticket_id
+    from toolkit.desk.tickets import check_ticket_id
 
     occurrence = utc("2026-11-22T01:00+00:00")
     assert check_ticket_id(change_ticket("a" * 40, occurrence)) == (

@@ -18,8 +18,8 @@ from toolkit.ledger import Ledger
 from toolkit.workspace import Workspace
 
 TASKS = """
-from toolkit.catalog import Context, Finding, Remediation, Param, remediation
-from toolkit.quoting import cmd
+from toolkit.remediation.catalog import Context, Finding, Remediation, Param, remediation
+from toolkit.remediation.quoting import cmd
 
 @remediation("demo.restart", category="software", platforms={"linux"}, summary="Restart",
              disruptive=True)

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolkit.errors import ConfigError
-from toolkit.sla import (
+from toolkit.desk.sla import (
     Calendar,
     default_policy,
     elapsed,
@@ -20,6 +19,7 @@ from toolkit.sla import (
     parse_hours,
     pause,
 )
+from toolkit.errors import ConfigError
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NINE_TO_SIX = ((540, 1080),)
@@ -299,7 +299,7 @@ def test_policy_fingerprint_changes_with_the_calendar() -> None:
 
 
 def test_the_sample_config_in_the_repository_loads() -> None:
-    from toolkit.desk import policy_for
+    from toolkit.desk.service import policy_for
     from toolkit.workspace import Workspace
 
     policy = policy_for(Workspace.load(Path(__file__).resolve().parents[2]))

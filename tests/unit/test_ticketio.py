@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from toolkit.desk.ticketio import ImportRefused, export_lines, import_file, write_lines
 from toolkit.ledger import Ledger, open_ledger
-from toolkit.ticketio import ImportRefused, export_lines, import_file, write_lines
 
 
 @pytest.fixture
@@ -198,7 +198,7 @@ def test_export_filters(ledger: Ledger, tmp_path: Path) -> None:
 def test_errors_come_in_line_order_and_good_files_keep_their_order(
     ledger: Ledger, tmp_path: Path
 ) -> None:
-    from toolkit import ticketio
+    from toolkit.desk import ticketio
 
     rows = [*GOOD]
     for i in range(200):

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from toolkit.sla import default_policy
-from toolkit.tickets import (
+from toolkit.desk.sla import default_policy
+from toolkit.desk.tickets import (
     ActionFact,
     TicketError,
     TicketEvent,

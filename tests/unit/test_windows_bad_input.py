@@ -277,7 +277,7 @@ def test_windows_paths_are_checked_in_linear_time(path: str, ok: bool) -> None:
     import re
     import time
 
-    from toolkit.windows import WINDOWS_PATH
+    from toolkit.remediation.windows import WINDOWS_PATH
 
     started = time.monotonic()
     assert bool(re.fullmatch(WINDOWS_PATH, path)) is ok

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 from winfakes import CATALOG
 
-from toolkit.catalog import TaskSpec
 from toolkit.cli import cli
 from toolkit.cli.fix import fix, parse_params, task_options
+from toolkit.remediation.catalog import TaskSpec
 from toolkit.workspace import Workspace
 
 WINDOWS = [s for t in CATALOG for s in t.specs if "windows" in s.platforms]
@@ -150,9 +150,9 @@ def test_ctrl_c_still_hands_over_the_passwords_hosts_already_got(
     # 30 of 40 accounts were reset when the engineer pressed Ctrl-C: those 30 new passwords
     # must reach the engineer (the run ends with "interrupted" as before).
     import toolkit.cli.fix as fix_module
-    from toolkit.credentials import Secret
-    from toolkit.handover import Handover
-    from toolkit.runner import HostResult, Outcome, RunInterrupted
+    from toolkit.run.runner import HostResult, Outcome, RunInterrupted
+    from toolkit.secrets.credentials import Secret
+    from toolkit.secrets.handover import Handover
 
     done = HostResult(
         "ws-042",

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from winfakes import Expect, Run, run_task
 
-from toolkit.credentials import MASK, Secret
-from toolkit.runner import Outcome
+from toolkit.run.runner import Outcome
+from toolkit.secrets.credentials import MASK, Secret
 
 CANARY = "Canary-Pw-7e1;$(Get-Date)`'\"x"
 SID = "S-1-5-21-3623811015-3361044348-30300820-1013"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from winfakes import Expect, run_task
 
-from toolkit.runner import Outcome
+from toolkit.run.runner import Outcome
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from toolkit.credentials import Secret
 from toolkit.errors import (
     AuthFailed,
     CertificateError,
@@ -21,7 +20,8 @@ from toolkit.errors import (
     ValidationError,
 )
 from toolkit.inventory import make_host
-from toolkit.quoting import ps_script
+from toolkit.remediation.quoting import ps_script
+from toolkit.secrets.credentials import Secret
 from toolkit.transports.winrm import (
     MAX_COMMAND_LINE,
     WinRMSettings,
@@ -187,7 +187,7 @@ def test_long_scripts_move_to_stdin_but_never_with_a_secret() -> None:
 
 
 def test_only_powershell_commands() -> None:
-    from toolkit.quoting import cmd
+    from toolkit.remediation.quoting import cmd
 
     with pytest.raises(TypeError):
         command_line(cmd("ls"))

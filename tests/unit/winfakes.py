@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.catalog import BUILTIN_TASKS, Catalog
-from toolkit.credentials import CredentialStore, Redactor, Secret
 from toolkit.inventory import Host, make_host
 from toolkit.ledger import Ledger, open_ledger
-from toolkit.quoting import Command
-from toolkit.runner import HostResult, Runner, RunOptions
+from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
+from toolkit.remediation.quoting import Command
+from toolkit.run.runner import HostResult, Runner, RunOptions
+from toolkit.secrets.credentials import CredentialStore, Redactor, Secret
 from toolkit.transports.base import CommandResult
 from toolkit.transports.winrm import command_line
 
@@ -140,7 +140,7 @@ def run_task(
         f"sqlite:///{tmp_path / 'ledger.db'}", operator="tester", redactor=redactor
     )
     if priority is not None:
-        from toolkit.tickets import ensure
+        from toolkit.desk.tickets import ensure
 
         ensure(ledger, "INC-1042", category="account", priority=priority)
     connector = ScriptedConnector({"ws-042": script}, credentials)

@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from .. import __version__
-from ..errors import ToolkitError
+from toolkit import __version__
+from toolkit.errors import ToolkitError
 
 COMMANDS = {
     "fix": ("toolkit.cli.fix", "fix", "Run a remediation: check → apply → verify on target hosts."),
@@ -120,7 +120,7 @@ def cli(ctx: click.Context, workspace: str | None, verbose: bool) -> None:
       itops log --ticket INC-1042
       itops audit verify
     """
-    from ..app import App
+    from toolkit.app import App
 
     app = App(workspace, verbose=verbose)
     _APPS[:] = [app]

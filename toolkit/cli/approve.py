@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..app import App
-from . import render
+from toolkit.app import App
+from toolkit.cli import render
 
 
 @click.command()
@@ -28,7 +28,7 @@ def approve(app: App, request_id: str | None, note: str, list_pending: bool, as_
       itops approve --list
       itops approve APR-1a2b3c4d --note "checked with the account owner"
     """
-    from .. import approvals
+    from toolkit.run import approvals
 
     if list_pending or request_id is None:
         if request_id is not None:

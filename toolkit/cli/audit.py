@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..app import App
-from . import render
-from .options import reads_only
+from toolkit.app import App
+from toolkit.cli import render
+from toolkit.cli.options import reads_only
 
 
 @click.group()

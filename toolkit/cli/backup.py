@@ -11,8 +11,8 @@ import importlib
 
 import click
 
-from ..app import App
-from . import render
+from toolkit.app import App
+from toolkit.cli import render
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("toolkit.cli.backup", "run"),
@@ -68,16 +68,17 @@ def run(app: App, targets: str, ticket: str | None, check_only: bool, as_json: b
     Example:
       itops backup run netlab --ticket CHG-1001
     """
-    from .fix import execute
+    from toolkit.run.service import RunService, plan
 
-    report, _ = execute(
-        app,
-        "backup.network-config",
-        targets,
-        ticket=ticket,
-        check_only=check_only,
-        progress=not as_json,
-    )
+    request = plan(
+        app, "backup.network-config", targets, {}, ticket=ticket, check_only=check_only,
+        source="itops backup run",
+    )  # fmt: skip
+    with (
+        render.progress_bar(request.hosts, enabled=not as_json) as on_event,
+        RunService(app, on_event=on_event) as service,
+    ):
+        report = service.run(request).report
     if as_json:
         render.emit_json(app.redactor.mask_data(report.as_dict()))
         click.get_current_context().exit(report.exit_code)
@@ -110,7 +111,7 @@ def history(app: App, device: str, as_json: bool) -> None:
     Example:
       itops backup history sw-01
     """
-    from ..netbackup import FOLDER, BackupStore
+    from toolkit.backups.network import FOLDER, BackupStore
 
     revisions = BackupStore(app.workspace.state_dir / FOLDER).history(device)
     if as_json:
@@ -134,7 +135,7 @@ def diff(app: App, device: str, rev: str | None) -> None:
       itops backup diff sw-01
       itops backup diff sw-01 HEAD~2
     """
-    from ..netbackup import FOLDER, BackupStore
+    from toolkit.backups.network import FOLDER, BackupStore
 
     text = BackupStore(app.workspace.state_dir / FOLDER).diff(device, rev)
     click.echo(text.rstrip("\n") if text else f"no change to {device} since {rev}")

@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..app import App
-from . import render
+from toolkit.app import App
+from toolkit.cli import render
 
 if TYPE_CHECKING:
-    from ..backups import BackupStore
+    from toolkit.backups.files import BackupStore
 
 
 def _store(app: App) -> BackupStore:
-    from ..backups import FOLDER, BackupStore
+    from toolkit.backups.files import FOLDER, BackupStore
 
     return BackupStore(app.workspace.state_dir / FOLDER)
 
@@ -37,7 +37,7 @@ def list_(app: App, host: str | None, as_json: bool) -> None:
     if as_json:
         render.emit_json(rows)
         return
-    from ..shapes import human_bytes
+    from toolkit.remediation.shapes import human_bytes
 
     render.table(
         ["host", "backup", "paths", "files", "size", "archive", "ticket"],

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 
-from ..app import App
-from ..errors import ValidationError
-from ..inventory import Host
-from ..runner import HostResult, RunInterrupted, RunOptions, RunReport, prepare_hosts
-from ..tickets import CATEGORIES, PRIORITIES, check_ticket_id
-from . import render
-from .options import Checked, fan_out
+from toolkit.app import App
+from toolkit.cli import render
+from toolkit.cli.options import Checked, fan_out
+from toolkit.desk.tickets import CATEGORIES, PRIORITIES
+from toolkit.errors import ValidationError
+from toolkit.run.runner import HostResult, RunInterrupted, RunReport
 
 if TYPE_CHECKING:
-    from ..catalog import Task
-    from ..policy import RunPolicy
+    from toolkit.remediation.catalog import Task
+    from toolkit.run.policy import RunPolicy
 
 EPILOG = """\b
 Exit codes (the first that applies):
@@ -245,71 +242,41 @@ def execute(
     approval: str | None = None,
     progress: bool = True,
 ) -> tuple[RunReport, RunPolicy | None]:
-    """What `itops fix` does, up to the report (other commands, e.g. `backup run`, reuse it)."""
-    from ..runner import Runner
-    from ..tickets import ensure
-    from ..transports import Connector
+    """`itops fix` up to the report: what was typed, checked, then run by the run service."""
+    from toolkit.run.service import RunService, plan
 
-    entry = app.catalog.get(task)
-    raw = parse_params(params)
-    if ticket is not None:
-        check_ticket_id(ticket)
-    hosts = app.inventory.select(targets)
-    # Refuse bad values before opening anything, by the rules of the implementations that will
-    # run: a Windows printer name may hold spaces that a CUPS queue name may not. Host-specific
-    # input (a template's variables) is refused here too, before the ticket is touched.
-    prepare_hosts(entry, entry.validate(raw, {h.platform for h in hosts}), hosts)
-    if break_glass and not (reason and reason.strip()):
+    if break_glass and not reason:
         raise ValidationError("--break-glass needs --reason TEXT saying why")
     if reason and not break_glass:
         raise ValidationError("--reason goes with --break-glass")
-    if (break_glass or approval) and check_only:
-        raise ValidationError("--check changes nothing: it needs no --break-glass or --approval")
-    if ticket and not check_only:
-        ensure(
-            app.ledger,
-            ticket,
-            category=category or entry.category,
-            priority=priority,
-            source=f"itops fix {entry.name}",
-        )
-    options = RunOptions(
+    request = plan(
+        app,
+        task,
+        targets,
+        parse_params(params),
+        ticket=ticket,
+        category=category,
+        priority=priority,
         check_only=check_only,
-        forks=forks or int(app.workspace.run_setting("forks", 50)),
+        break_glass=reason if break_glass else None,
+        approval_id=approval,
+        forks=forks,
         serial=serial,
         max_fail_percent=max_fail_percent,
         command_timeout=command_timeout,
     )
-    policy = None
-    if ticket and not check_only:
-        from ..policy import prepare
-
-        policy = prepare(
-            app.ledger,
-            app.policy_settings,
-            clock=app.clock,
-            task=entry,
-            hosts=hosts,
-            params=raw,
-            ticket=ticket,
-            break_glass=reason if break_glass else None,
-            approval_id=approval,
-        )
-    connector = Connector(app.connect_options(connect_timeout, command_timeout), app.credentials)
-    try:
-        with _progress(hosts, enabled=progress and sys.stderr.isatty()) as on_event:
-            runner = Runner(
-                ledger=app.ledger,
-                connector=connector,
-                credentials=app.credentials,
-                on_event=on_event,
-                state_dir=app.workspace.state_dir,
-                policy=policy,
-            )
-            report = runner.run(entry, hosts, raw, ticket=ticket, options=options)
-    finally:
-        connector.close()
-    return report, policy
+    enabled = progress
+    with (
+        render.progress_bar(request.hosts, enabled=enabled) as on_event,
+        RunService(
+            app,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+            on_event=on_event,
+        ) as service,
+    ):
+        ran = service.run(request)
+    return ran.report, ran.policy
 
 
 SHOW_REPEATS = 5  # one line each; the rest are summed up in one line
@@ -319,7 +286,7 @@ def _warn_repeat_fixes(app: App, category: str, hosts: list[str]) -> None:
     """Same host, same category, N fixes in 30 days: suggest a problem record (stderr)."""
     if not hosts:
         return
-    from ..desk import category_lookup, policy_for, repeat_fixes
+    from toolkit.desk.service import category_lookup, policy_for, repeat_fixes
 
     known = {t.name: t.category for t in app.catalog.infos()}
     threshold = policy_for(app.workspace).repeat_fix_threshold
@@ -399,33 +366,3 @@ def show_interrupted(app: App, stop: RunInterrupted, *, as_json: bool) -> None:
 
 def _outcome(r: HostResult) -> str:
     return f"{r.outcome} ({r.error})" if r.error else str(r.outcome)
-
-
-@contextmanager
-def _progress(hosts: Sequence[Host], *, enabled: bool) -> Iterator[Any]:
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[counts]}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    bar = progress.add_task("hosts", total=len(hosts), counts="")
-    counts: dict[str, int] = {}
-
-    def on_event(kind: str, host: Host, detail: Any) -> None:
-        if kind == "done":
-            counts[str(detail.outcome)] = counts.get(str(detail.outcome), 0) + 1
-            text = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
-            progress.update(bar, advance=1, counts=text)
-
-    with progress:
-        yield on_event

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..workspace import Workspace
+from toolkit.workspace import Workspace
 
 
 @click.command()

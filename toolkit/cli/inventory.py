@@ -6,11 +6,11 @@ import sys
 
 import click
 
-from ..app import App
-from ..errors import HostKeyMismatch, ToolkitError, ValidationError
-from ..ledger import Entry
-from . import render
-from .options import Checked
+from toolkit.app import App
+from toolkit.cli import render
+from toolkit.cli.options import Checked
+from toolkit.errors import HostKeyMismatch, ToolkitError, ValidationError
+from toolkit.ledger import Entry
 
 
 @click.group()
@@ -105,8 +105,8 @@ def check(app: App, pattern: str, forks: int, connect_timeout: float | None, as_
 
     Exit code 0 if every host answered, 3 if any did not.
     """
-    from ..runner import probe
-    from ..transports import Connector
+    from toolkit.run.runner import probe
+    from toolkit.transports import Connector
 
     hosts = app.inventory.select(pattern)
     connector = Connector(app.connect_options(connect_timeout), app.credentials)
@@ -152,8 +152,8 @@ def trust(app: App, host: str, fingerprint: str | None, yes: bool, replace: bool
     Example:
       itops inventory trust ws-042 --fingerprint SHA256:2Qm1x…
     """
-    from ..transports.ssh import SSHFactory, pin
-    from ..transports.ssh import fingerprint as fp
+    from toolkit.transports.ssh import SSHFactory, pin
+    from toolkit.transports.ssh import fingerprint as fp
 
     h = app.inventory.get(host)
     if h.transport not in ("ssh", "netdev"):

@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 
-from ..app import App
-from ..errors import ValidationError
-from . import render
-from .options import reads_only
+from toolkit.app import App
+from toolkit.cli import render
+from toolkit.cli.options import reads_only
+from toolkit.errors import ValidationError
 
 GROUPINGS = ("category", "priority", "assignee", "tier", "host")
 SHOWN = (
@@ -39,7 +39,7 @@ def period(
     """--since/--until as epoch seconds; default: the last `days` days up to now.
 
     A bare date is midnight in the calendar's zone (`log.read_when`)."""
-    from .log import read_when
+    from toolkit.cli.log import read_when
 
     stop = read_when(app, until, now) or now
     start = read_when(app, since, now) or stop - timedelta(days=days)
@@ -49,8 +49,8 @@ def period(
 
 
 def fmt(key: str, value: Any) -> str:
-    """A KPI value for people (`toolkit.kpi.shown`: the JSON keeps full precision)."""
-    from ..kpi import shown
+    """A KPI value for people (`toolkit.desk.kpi.shown`: the JSON keeps full precision)."""
+    from toolkit.desk.kpi import shown
 
     return shown(key, value)
 
@@ -78,7 +78,7 @@ def kpi(app: App, since: str | None, until: str | None, by: str | None, as_json:
       itops kpi --by category
       itops kpi --by host --json | jq '.groups | map_values(.recurrence_rate)'
     """
-    from ..desk import kpi_report
+    from toolkit.desk.service import kpi_report
 
     now = app.clock.now()
     start, stop = period(app, since, until, now)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..app import App
-from . import render
+from toolkit.app import App
+from toolkit.cli import render
 
 
 @click.group()
@@ -42,7 +42,7 @@ def up(app: App, count: int, port: int | None, services: str | None) -> None:
     dpkg database per host), `clamav` (a loopback signature mirror, freshclam config per host),
     `accounts` (locked local accounts for password resets). Large labs use --services none.
     """
-    from ..lab import DEFAULT_SERVICES, Lab
+    from toolkit.lab import DEFAULT_SERVICES, Lab
 
     wanted: tuple[str, ...] = DEFAULT_SERVICES
     if services is not None:
@@ -63,7 +63,7 @@ def up(app: App, count: int, port: int | None, services: str | None) -> None:
 @click.pass_obj
 def status(app: App, as_json: bool) -> None:
     """Show the lab's hosts and whether their sshd and services are running."""
-    from ..lab import Lab
+    from toolkit.lab import Lab
 
     info = Lab(app.workspace).status()
     if as_json:
@@ -91,7 +91,7 @@ def status(app: App, as_json: bool) -> None:
 @click.pass_obj
 def down(app: App) -> None:
     """Stop exactly the processes `lab up` started and remove the lab inventory."""
-    from ..lab import Lab
+    from toolkit.lab import Lab
 
     stopped = Lab(app.workspace).down()
     click.echo(f"lab down: stopped {stopped} process(es)")
@@ -124,7 +124,7 @@ def break_(
       itops lab break port sw-01 --interface Fa0/3
       itops lab break port sw-02 --interface Fa0/4 --kind link-down
     """
-    from ..lab import Lab
+    from toolkit.lab import Lab
 
     the_lab = Lab(app.workspace)
     if fault == "port":

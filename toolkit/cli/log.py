@@ -11,12 +11,12 @@ from typing import Any
 
 import click
 
-from ..app import App
-from ..clock import iso
-from ..errors import ValidationError
-from ..ledger import COLUMNS, Record
-from . import render
-from .options import reads_only
+from toolkit.app import App
+from toolkit.cli import render
+from toolkit.cli.options import reads_only
+from toolkit.clock import iso
+from toolkit.errors import ValidationError
+from toolkit.ledger import COLUMNS, Record
 
 _RELATIVE = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -51,7 +51,7 @@ def parse_when(value: str | None, zone: tzinfo, *, now: datetime | None = None) 
 def read_when(app: App, value: str | None, now: datetime | None = None) -> datetime | None:
     """A command-line time read by `parse_when` in the desk's zone: the workspace's [calendar]
     timezone (else this machine's zone); relative forms count back from the app's clock."""
-    from ..sla import calendar_zone
+    from toolkit.desk.sla import calendar_zone
 
     if value is None:
         return None

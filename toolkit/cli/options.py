@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
-from .. import settings
+from toolkit import settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,7 +44,7 @@ def reads_only(command: F) -> F:
 
     @functools.wraps(command)
     def reading(*args: Any, **kwargs: Any) -> Any:
-        from ..app import App
+        from toolkit.app import App
 
         click.get_current_context().ensure_object(App).read_only = True
         return command(*args, **kwargs)

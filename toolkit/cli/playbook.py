@@ -6,11 +6,11 @@ import sys
 
 import click
 
-from ..app import App
-from ..tickets import CATEGORIES, PRIORITIES, check_ticket_id
-from . import render
-from .fix import EPILOG, show_report
-from .options import Checked
+from toolkit.app import App
+from toolkit.cli import render
+from toolkit.cli.fix import EPILOG, show_report
+from toolkit.cli.options import Checked
+from toolkit.desk.tickets import CATEGORIES, PRIORITIES, check_ticket_id
 
 
 @click.group()
@@ -34,7 +34,7 @@ def list_(app: App, as_json: bool) -> None:
     Example:
       itops playbook list
     """
-    from ..playbooks import list_playbooks
+    from toolkit.automation.playbooks import list_playbooks
 
     found = list_playbooks(app.workspace)
     if as_json:
@@ -104,8 +104,8 @@ def run(
       itops playbook run patch_linux lab --check
       itops playbook run backup_configs 'lab:!lab-03' --ticket CHG-12 -e backup_paths=/etc/hosts
     """
-    from ..playbooks import TaskEvent, check_name, parse_extra_vars, run_playbook
-    from ..tickets import ensure
+    from toolkit.automation.playbooks import TaskEvent, check_name, parse_extra_vars, run_playbook
+    from toolkit.desk.tickets import ensure
 
     check_name(name)
     variables = parse_extra_vars(extra_vars)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -79,9 +80,41 @@ def outcome_text(outcome: str) -> str:
 def handovers(results: Iterable[Any]) -> None:
     """Deliver the secrets a run made for the engineer (HostResult.handovers): once, on stderr
     or into their 0600 file; they are in no other output."""
-    from ..handover import deliver
+    from toolkit.secrets.handover import deliver
 
     deliver(
         (h for r in results for h in getattr(r, "handovers", ())),
         lambda text: click.echo(text, err=True),
     )
+
+
+@contextmanager
+def progress_bar(hosts: Sequence[Any], *, enabled: bool) -> Iterator[Any]:
+    """A live bar on stderr while hosts finish (on a terminal); yields the runner's event hook."""
+    enabled = enabled and sys.stderr.isatty()
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    bar = progress.add_task("hosts", total=len(hosts), counts="")
+    counts: dict[str, int] = {}
+
+    def on_event(kind: str, host: Any, detail: Any) -> None:
+        if kind == "done":
+            counts[str(detail.outcome)] = counts.get(str(detail.outcome), 0) + 1
+            text = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
+            progress.update(bar, advance=1, counts=text)
+
+    with progress:
+        yield on_event

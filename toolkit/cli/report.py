@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from ..app import App
-from ..errors import ValidationError
-from . import render
-from .kpi import period
-from .options import reads_only
+from toolkit.app import App
+from toolkit.cli import render
+from toolkit.cli.kpi import period
+from toolkit.cli.options import reads_only
+from toolkit.errors import ValidationError
 
 _FILE = click.Path(dir_okay=False, writable=True, path_type=Path)
 
@@ -53,8 +53,8 @@ def kpi_report(
     Example:
       itops report kpi --html kpi.html --csv kpi.csv --since 2026-11-01
     """
-    from ..desk import policy_for, projection_for
-    from ..reports import kpi as kpi_pages
+    from toolkit.desk.service import policy_for, projection_for
+    from toolkit.reports import kpi as kpi_pages
 
     if html_file is None and csv_file is None:
         raise ValidationError("nothing to write", hint="give --html FILE and/or --csv FILE")
@@ -111,8 +111,8 @@ def audit_report(
     Example:
       itops report audit --html audit.html --host ws-042 --since 2026-11-01
     """
-    from ..reports.audit import build, record_export
-    from .log import ledger_time
+    from toolkit.cli.log import ledger_time
+    from toolkit.reports.audit import build, record_export
 
     filters = {
         "ticket": ticket,

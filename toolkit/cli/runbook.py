@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from ..app import App
-from ..runbooks import Runbook, RunbookReport, StepRun
-from ..tickets import PRIORITIES, check_ticket_id
-from . import render
-from .fix import parse_params, show_report
-from .options import fan_out
+from toolkit.app import App
+from toolkit.automation.runbooks import Runbook, RunbookReport, StepRun
+from toolkit.cli import render
+from toolkit.cli.fix import parse_params, show_report
+from toolkit.cli.options import fan_out
+from toolkit.desk.tickets import PRIORITIES, check_ticket_id
 
 EPILOG = """\b
 Exit codes:
@@ -27,13 +27,13 @@ Exit codes:
 
 
 def _folders(app: App) -> list[Path]:
-    from ..runbooks import runbook_folders
+    from toolkit.automation.runbooks import runbook_folders
 
     return runbook_folders(app.workspace.folder("runbooks", "runbooks"))
 
 
 def _load(app: App, name: str) -> Runbook:
-    from ..runbooks import get_runbook
+    from toolkit.automation.runbooks import get_runbook
 
     return get_runbook(name, _folders(app), app.catalog)
 
@@ -58,7 +58,7 @@ def runbook() -> None:
 @click.pass_obj
 def list_(app: App, as_json: bool) -> None:
     """List the runbooks (built in, and the workspace's runbooks/ folder)."""
-    from ..runbooks import load_runbooks
+    from toolkit.automation.runbooks import load_runbooks
 
     books = load_runbooks(_folders(app), app.catalog)
     if as_json:
@@ -195,9 +195,9 @@ def run(
       itops runbook run patch-compliance 'lab:!lab-03' -p security_only=true --ticket CHG-9
       itops runbook run av-out-of-date workstations --check
     """
-    from ..runbooks import prepare
-    from ..runbooks import run as run_book
-    from ..tickets import ensure
+    from toolkit.automation.runbooks import prepare
+    from toolkit.automation.runbooks import run as run_book
+    from toolkit.desk.tickets import ensure
 
     book = _load(app, name)
     raw = parse_params(params)

@@ -9,20 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..app import App
-from ..errors import ValidationError
-from ..tickets import CATEGORIES, PRIORITIES
-from . import render
-from .fix import parse_params
-from .options import Checked
+from toolkit.app import App
+from toolkit.cli import render
+from toolkit.cli.fix import parse_params
+from toolkit.cli.options import Checked
+from toolkit.desk.tickets import CATEGORIES, PRIORITIES
+from toolkit.errors import ValidationError
 
 if TYPE_CHECKING:
-    from ..schedule import Scheduler, TickEvent
+    from toolkit.automation.schedule import Scheduler, TickEvent
 
 
 def _scheduler(app: App) -> Scheduler:
-    from ..jobs import JobRunner
-    from ..schedule import Scheduler, ScheduleStore, settings
+    from toolkit.automation.jobs import JobRunner
+    from toolkit.automation.schedule import Scheduler, ScheduleStore, settings
 
     conf = settings(app.workspace.config)
     store = ScheduleStore(app.workspace.ledger_url)
@@ -134,8 +134,8 @@ def add(
             --cron "30 2 * * *" --tz Europe/Berlin
       itops schedule add backups --playbook backup_configs --targets lab --cron "0 3 * * *" --missed record
     """
-    from ..jobs import check
-    from ..schedule import Schedule, settings
+    from toolkit.automation.jobs import check
+    from toolkit.automation.schedule import Schedule, settings
 
     jobs = [
         (k, v) for k, v in (("task", task_name), ("runbook", runbook), ("playbook", playbook)) if v
@@ -159,7 +159,7 @@ def add(
         priority=priority,
         check_only=check_only,
     )
-    from ..schedule import validate_definition
+    from toolkit.automation.schedule import validate_definition
 
     validate_definition(s)
     check(app, s)
@@ -225,7 +225,7 @@ def show(app: App, name: str, as_json: bool) -> None:
     Example:
       itops schedule show weekly-patch
     """
-    from ..schedule import occurrences
+    from toolkit.automation.schedule import occurrences
 
     s = _scheduler(app).store.get(name)
     upcoming = []
@@ -489,7 +489,7 @@ def scheduler(app: App, interval: float | None) -> None:
     import signal
     import threading
 
-    from ..schedule import settings
+    from toolkit.automation.schedule import settings
 
     stop = threading.Event()
 

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..app import App
-from . import render
+from toolkit.app import App
+from toolkit.cli import render
 
 if TYPE_CHECKING:
-    from ..catalog import TaskSpec
+    from toolkit.remediation.catalog import TaskSpec
 
 
 @click.group()

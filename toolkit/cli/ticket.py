@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..app import App
-from ..errors import NotFound
-from ..tickets import CATEGORIES, CHANNELS, PRIORITIES, STATES, TIERS, check_ticket_id
-from . import render
-from .options import reads_only
+from toolkit.app import App
+from toolkit.cli import render
+from toolkit.cli.options import reads_only
+from toolkit.desk.tickets import CATEGORIES, CHANNELS, PRIORITIES, STATES, TIERS, check_ticket_id
+from toolkit.errors import NotFound
 
 if TYPE_CHECKING:
-    from ..sla import Policy
-    from ..tickets import TicketSummary
+    from toolkit.desk.sla import Policy
+    from toolkit.desk.tickets import TicketSummary
 
 
 @click.group()
@@ -41,7 +41,7 @@ def ticket() -> None:
 
 def _epoch(app: App, when: str | None) -> float | None:
     """A command-line time (`log.parse_when`: the calendar's zone unless an offset) as epoch."""
-    from .log import read_when
+    from toolkit.cli.log import read_when
 
     moment = read_when(app, when)
     return None if moment is None else moment.timestamp()
@@ -56,8 +56,8 @@ def _local(t: float | None, policy: Policy) -> str:
 def _record(
     app: App, ticket_id: str, event: str, data: dict[str, Any], at: str | None, as_json: bool
 ) -> None:
-    from ..desk import policy_for
-    from ..tickets import record
+    from toolkit.desk.service import policy_for
+    from toolkit.desk.tickets import record
 
     policy = policy_for(app.workspace)
     rec = record(app.ledger, ticket_id, event, data, policy, at=_epoch(app, at))
@@ -133,7 +133,7 @@ def open_(
     Example:
       itops ticket open INC-1042 -p P2 -c printer --host ws-042 --requester ana --channel phone
     """
-    from ..tickets import new_ticket_id
+    from toolkit.desk.tickets import new_ticket_id
 
     ticket_id = ticket_id or new_ticket_id()
     check_ticket_id(ticket_id)
@@ -286,7 +286,7 @@ def _clock_lines(s: TicketSummary, policy: Policy, now: float) -> list[str]:
 
 
 def _summary_dict(s: TicketSummary, policy: Policy, now: float) -> dict[str, Any]:
-    from ..sla import iso
+    from toolkit.desk.sla import iso
 
     return {
         "ticket": s.ticket,
@@ -333,9 +333,9 @@ def show(app: App, ticket_id: str, as_json: bool) -> None:
     Example:
       itops ticket show INC-1042
     """
-    from ..desk import policy_for
-    from ..tickets import from_records, summarize
-    from .log import action_rows
+    from toolkit.cli.log import action_rows
+    from toolkit.desk.service import policy_for
+    from toolkit.desk.tickets import from_records, summarize
 
     check_ticket_id(ticket_id)
     records = list(app.ledger.records(ticket=ticket_id))
@@ -442,7 +442,7 @@ def list_(
       itops ticket list --state active --breached
       itops ticket list --priority P1 --assignee ana --json
     """
-    from ..desk import policy_for, projection_for
+    from toolkit.desk.service import policy_for, projection_for
 
     policy = policy_for(app.workspace)
     projection = projection_for(app, policy)
@@ -498,8 +498,8 @@ def import_(app: App, file: Path, as_json: bool) -> None:
     Example:
       itops ticket import desk-export.jsonl
     """
-    from ..desk import projection_for
-    from ..ticketio import import_file
+    from toolkit.desk.service import projection_for
+    from toolkit.desk.ticketio import import_file
 
     projection = projection_for(app)
     try:
@@ -538,7 +538,7 @@ def export(
     Example:
       itops ticket export --since 2026-11-01 -o tickets.jsonl
     """
-    from ..ticketio import export_lines, write_lines
+    from toolkit.desk.ticketio import export_lines, write_lines
 
     if ticket_id:
         check_ticket_id(ticket_id)

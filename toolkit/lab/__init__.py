@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .core import (
+from toolkit.lab.core import (
     DEFAULT_SERVICES,
     SERVICES,
     Lab,

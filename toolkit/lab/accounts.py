@@ -13,10 +13,10 @@ from __future__ import annotations
 import subprocess
 from typing import TYPE_CHECKING
 
-from .core import LabError, LabState
+from toolkit.lab.core import LabError, LabState
 
 if TYPE_CHECKING:
-    from .core import Lab
+    from toolkit.lab.core import Lab
 
 ROLES = {"user": (), "admin": ("sudo",)}
 

@@ -30,11 +30,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .core import LabError, LabState, serve_directory
-from .disk import host_root
+from toolkit.lab.core import LabError, LabState, serve_directory
+from toolkit.lab.disk import host_root
 
 if TYPE_CHECKING:
-    from .core import Lab
+    from toolkit.lab.core import Lab
 
 PACKAGES = {"itops-lab-tool": "lab", "itops-lab-libsafe": "lab-security"}
 SUITES = ("lab", "lab-security")

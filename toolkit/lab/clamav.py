@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .core import LabError, LabState, serve_directory
-from .disk import host_root
+from toolkit.lab.core import LabError, LabState, serve_directory
+from toolkit.lab.disk import host_root
 
 if TYPE_CHECKING:
-    from .core import Lab
+    from toolkit.lab.core import Lab
 
 DATABASES = ("itops-lab.hdb", "itops-lab.ndb")
 INSTALL_HINT = "apt-get install clamav clamav-freshclam"

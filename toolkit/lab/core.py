@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import ToolkitError
-from ..workspace import Workspace
+from toolkit.errors import ToolkitError
+from toolkit.workspace import Workspace
 
 LAB_USER = "itops-lab"
 RUNTIME_ROOT = Path("/run/itops-lab")

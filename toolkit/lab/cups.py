@@ -21,10 +21,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .core import LabError, LabHost, LabState, add_user_to_group, wait_for
+from toolkit.lab.core import LabError, LabHost, LabState, add_user_to_group, wait_for
 
 if TYPE_CHECKING:
-    from .core import Lab
+    from toolkit.lab.core import Lab
 
 CUPSD = "/usr/sbin/cupsd"
 INIT_DIR = Path("/etc/init.d")

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .core import LabError, LabHost, LabState
+from toolkit.lab.core import LabError, LabHost, LabState
 
 if TYPE_CHECKING:
-    from .core import Lab
+    from toolkit.lab.core import Lab
 
 SIZE_MB = 16
 LOGROTATE_CONF = """\

@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .core import LabError, LabState, _listening, can_bind, wait_for
+from toolkit.lab.core import LabError, LabState, _listening, can_bind, wait_for
 
 if TYPE_CHECKING:
-    from .core import Lab
+    from toolkit.lab.core import Lab
 
 # The simulators' own environment: exact versions, so every machine runs the same fakes.
 NETSIM_PACKAGES = (

@@ -18,10 +18,10 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .core import LabError, LabState
+from toolkit.lab.core import LabError, LabState
 
 if TYPE_CHECKING:
-    from .core import Lab
+    from toolkit.lab.core import Lab
 
 SUDOERS_DIR = Path("/etc/sudoers.d")
 # The variables lab hosts set through sshd SetEnv that must survive `sudo`.

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..credentials import Redactor
-from ..errors import LedgerError
-from .schema import (
+from toolkit.errors import LedgerError
+from toolkit.ledger.schema import (
     COLUMNS,
     FIELDS,
     GENESIS,
@@ -35,7 +34,8 @@ from .schema import (
     SEPARATOR_STANDIN,
     record_hash,
 )
-from .store import Store
+from toolkit.ledger.store import Store
+from toolkit.secrets.credentials import Redactor
 
 __all__ = [
     "COLUMNS",
@@ -199,7 +199,7 @@ class Ledger:
         From a host's greenlet on the SSH event loop the write runs on a worker thread (a
         PostgreSQL round trip would stall every host's I/O), where concurrent hosts' records
         share commits (below)."""
-        from ..green import offload
+        from toolkit.transports.green import offload
 
         stored = offload(self._append_many, list(entries), False)
         return [r for r in stored if r is not None]  # (only append_once leaves a row out)
@@ -210,7 +210,7 @@ class Ledger:
         to open the same new ticket, exactly one records `ticket.opened`."""
         if entry.ticket is None:
             raise ValueError("append_once needs a ticket to key the record by")
-        from ..green import offload
+        from toolkit.transports.green import offload
 
         return offload(self._append_many, [entry], True)[0]
 

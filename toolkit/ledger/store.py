@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
-from ..errors import LedgerError
-from .schema import (
+from toolkit.errors import LedgerError
+from toolkit.ledger.schema import (
     COLUMNS,
     FIELDS,
     GENESIS,
@@ -300,7 +300,7 @@ class Store:
             )
         from sqlalchemy import insert, select, text
 
-        from .tables import meta, metadata
+        from toolkit.ledger.tables import meta, metadata
 
         engine = make_engine(self.url, self.synchronous)
         try:

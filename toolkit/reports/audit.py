@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..credentials import Redactor
-from ..tickets import KINDS, event_from_record
+from toolkit.desk.tickets import KINDS, event_from_record
+from toolkit.secrets.credentials import Redactor
 
 if TYPE_CHECKING:
-    from ..ledger import Ledger, Record
+    from toolkit.ledger import Ledger, Record
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def record_export(
     ledger: Ledger, report: AuditReport, filters: Mapping[str, Any], target: str
 ) -> Record:
     """The report's own ledger event: who exported which scope, and the hash of what they got."""
-    from ..ledger import Entry
+    from toolkit.ledger import Entry
 
     return ledger.append(
         Entry(

@@ -1,9 +1,9 @@
 """The KPI report for support leads: one self-contained HTML page (inline CSS and SVG), or CSV.
 
-The numbers are `toolkit.kpi.kpis()` for the period, the same function `itops kpi --json` prints,
+The numbers are `toolkit.desk.kpi.kpis()` for the period, the same function `itops kpi --json` prints,
 so the page and the JSON cannot disagree. Each tile carries `data-kpi` and `data-value` (the raw
-JSON value, full precision) for checking; what people read is rounded (`toolkit.kpi.shown`, and
-`toolkit.kpi.rounded` in the CSV).
+JSON value, full precision) for checking; what people read is rounded (`toolkit.desk.kpi.shown`, and
+`toolkit.desk.kpi.rounded` in the CSV).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..kpi import as_of, rounded, shown, weekly
-from ..projection import Projection
-from ..sla import Policy
-from .svg import bar_chart, line_chart
+from toolkit.desk.kpi import as_of, rounded, shown, weekly
+from toolkit.desk.projection import Projection
+from toolkit.desk.sla import Policy
+from toolkit.reports.svg import bar_chart, line_chart
 
 TILES = (
     ("response_sla_compliance", "Response SLA"),
@@ -62,8 +62,8 @@ def build(
 ) -> dict[str, Any]:
     """Everything the page shows: the overall KPIs, breakdowns, and the weekly trend.
 
-    The same queries as `itops kpi --json` (toolkit.kpiquery), so the page and the JSON agree."""
-    from ..kpiquery import backlog_at, kpis_fast, trend_rows
+    The same queries as `itops kpi --json` (toolkit.desk.kpi_sql), so the page and the JSON agree."""
+    from toolkit.desk.kpi_sql import backlog_at, kpis_fast, trend_rows
 
     at = as_of(until, now)  # one instant for the page: tiles, breakdowns and trend agree
     backlog = backlog_at(projection, policy, at)
@@ -109,7 +109,7 @@ _SHARED: list[Any] = []  # what the forked breakdown workers read (by memory, no
 
 
 def _breakdown(by: str, projection: Projection | None = None) -> dict[str, dict[str, Any]]:
-    from ..kpiquery import grouped
+    from toolkit.desk.kpi_sql import grouped
 
     url, policy, actions, since, until, at, backlog = _SHARED
     own = projection is None
@@ -215,7 +215,7 @@ def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
 
 def csv_text(data: Mapping[str, Any]) -> str:
     """One row per (section, group, kpi): value, target, met — for spreadsheets."""
-    from ..kpinames import KPI_KEYS
+    from toolkit.desk.kpinames import KPI_KEYS
 
     out = io.StringIO()
     writer = csv.writer(out)

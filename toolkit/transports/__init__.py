@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
-from ..credentials import CredentialStore
-from ..errors import ToolkitError
-from ..inventory import Host
-from .base import CommandResult, ConnectOptions, Transport
+from toolkit.errors import ToolkitError
+from toolkit.inventory import Host
+from toolkit.secrets.credentials import CredentialStore
+from toolkit.transports.base import CommandResult, ConnectOptions, Transport
 
 __all__ = ["CommandResult", "ConnectOptions", "Connector", "Transport"]
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ..credentials import Secret
-from ..errors import ValidationError
-from ..inventory import Host
-from ..quoting import Command
+from toolkit.errors import ValidationError
+from toolkit.inventory import Host
+from toolkit.remediation.quoting import Command
+from toolkit.secrets.credentials import Secret
 
 
 @dataclass(frozen=True)

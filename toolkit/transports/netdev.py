@@ -48,9 +48,7 @@ from netmiko.exceptions import (
 )
 from netmiko.session_log import SessionLog
 
-from .. import netconfig
-from ..credentials import CredentialStore, Redactor, Secret
-from ..errors import (
+from toolkit.errors import (
     AuthFailed,
     CommandTimeout,
     HostKeyMismatch,
@@ -59,10 +57,12 @@ from ..errors import (
     Unreachable,
     ValidationError,
 )
-from ..inventory import Host
-from ..quoting import NETCLI, Command, config_display, config_lines
-from .base import CommandResult, ConnectOptions
-from .ssh import USER_KNOWN_HOSTS, KnownHosts, known_hosts_line
+from toolkit.inventory import Host
+from toolkit.remediation.network import config as netconfig
+from toolkit.remediation.quoting import NETCLI, Command, config_display, config_lines
+from toolkit.secrets.credentials import CredentialStore, Redactor, Secret
+from toolkit.transports.base import CommandResult, ConnectOptions
+from toolkit.transports.ssh import USER_KNOWN_HOSTS, KnownHosts, known_hosts_line
 
 # inventory platform → netmiko device_type (a host may override with `netmiko_device_type`)
 DEVICE_TYPES = {

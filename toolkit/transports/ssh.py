@@ -7,7 +7,7 @@ connection, and plain commands run in one long-lived `/bin/sh` on one session ch
 random markers that carry the exit code; a command that needs stdin gets its own exec channel on the
 same connection. All connections of a run share one event loop thread; callers stay synchronous:
 worker threads hand each call to the loop, and a run whose hosts all use SSH runs each host's
-check → apply → verify as a greenlet on the loop itself (`toolkit.green`), so a command costs no
+check → apply → verify as a greenlet on the loop itself (`toolkit.transports.green`), so a command costs no
 thread switch (measured on 200 lab hosts: ~9,000 → ~1,400 voluntary context switches per run,
 0.2 s less system CPU, run time at parity with asyncssh running one command per host).
 
@@ -34,8 +34,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
-from ..credentials import CredentialStore, Secret
-from ..errors import (
+from toolkit.errors import (
     AuthFailed,
     CommandInterrupted,
     CommandTimeout,
@@ -44,10 +43,11 @@ from ..errors import (
     TransportError,
     Unreachable,
 )
-from ..green import await_only, greenlet_spawn, in_host_greenlet
-from ..inventory import Host
-from ..quoting import Command, cmd
-from .base import CommandResult, ConnectOptions
+from toolkit.inventory import Host
+from toolkit.remediation.quoting import Command, cmd
+from toolkit.secrets.credentials import CredentialStore, Secret
+from toolkit.transports.base import CommandResult, ConnectOptions
+from toolkit.transports.green import await_only, greenlet_spawn, in_host_greenlet
 
 T = TypeVar("T")
 Waiter = asyncio.Future[T] | Future[T]  # resolved on the loop; awaited by a greenlet or a thread

@@ -1,6 +1,6 @@
 """WinRM transport on pywinrm: PowerShell over WS-Management, HTTPS and NTLM encryption by default.
 
-Every command is a PowerShell script built by `toolkit.quoting` and sent as
+Every command is a PowerShell script built by `toolkit.remediation.quoting` and sent as
 `powershell.exe -NoProfile -NonInteractive -EncodedCommand <base64 UTF-16LE>`, so no cmd.exe quoting
 layer ever sees a value. One remote shell (WinRS) per host carries a whole check → apply → verify.
 
@@ -34,8 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..credentials import CredentialStore, Secret
-from ..errors import (
+from toolkit.errors import (
     AuthFailed,
     CertificateError,
     CommandInterrupted,
@@ -44,9 +43,10 @@ from ..errors import (
     Unreachable,
     ValidationError,
 )
-from ..inventory import Host
-from ..quoting import Command, ps_encoded, ps_join, ps_script
-from .base import CommandResult, ConnectOptions
+from toolkit.inventory import Host
+from toolkit.remediation.quoting import Command, ps_encoded, ps_join, ps_script
+from toolkit.secrets.credentials import CredentialStore, Secret
+from toolkit.transports.base import CommandResult, ConnectOptions
 
 log = logging.getLogger("itops.transports.winrm")
 

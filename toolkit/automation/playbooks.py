@@ -37,15 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .credentials import MASK, is_reference, is_secret_key
-from .errors import NotFound, ToolkitError, ValidationError
-from .inventory import Host
-from .ledger import Entry
-from .runner import HostResult, Outcome, RunReport
-from .workspace import Workspace
+from toolkit.errors import NotFound, ToolkitError, ValidationError
+from toolkit.inventory import Host
+from toolkit.ledger import Entry
+from toolkit.run.runner import HostResult, Outcome, RunReport
+from toolkit.secrets.credentials import MASK, is_reference, is_secret_key
+from toolkit.workspace import Workspace
 
 if TYPE_CHECKING:
-    from .app import App
+    from toolkit.app import App
 
 PLAYBOOK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 RESULT_EVENTS = {
@@ -260,7 +260,7 @@ def run_playbook(
     except ImportError:
         raise PlaybookError("ansible-runner is not installed", hint=INSTALL_HINT) from None
     if not check and not ticket:
-        from .errors import TicketRequired
+        from toolkit.errors import TicketRequired
 
         raise TicketRequired(
             f"playbook {name} changes hosts: a ticket is required",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .errors import ToolkitError
+from toolkit.errors import ToolkitError
 
 OVERRIDE_PRIORITIES = ("P1", "P2")
 

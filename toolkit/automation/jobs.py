@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import ToolkitError, ValidationError
-from .inventory import Host, Inventory
-from .runner import RunOptions, RunReport
-from .schedule import JobResult, Schedule
+from toolkit.automation.schedule import JobResult, Schedule
+from toolkit.errors import ToolkitError, ValidationError
+from toolkit.inventory import Host, Inventory
+from toolkit.run.runner import RunReport
 
 if TYPE_CHECKING:
-    from .app import App
+    from toolkit.app import App
 
-RUNBOOK_ENGINE = "toolkit.runbooks"
+RUNBOOK_ENGINE = "toolkit.automation.runbooks"
 
 
 class EngineMissing(ToolkitError):
@@ -30,14 +30,14 @@ class EngineMissing(ToolkitError):
 
 
 def runbook_engine() -> Any:
-    """The runbook engine module (toolkit/runbooks.py), called by name; refused if absent."""
+    """The runbook engine module (toolkit/automation/runbooks.py), called by name; refused if absent."""
     try:
         return importlib.import_module(RUNBOOK_ENGINE)
     except ModuleNotFoundError as exc:
         if exc.name != RUNBOOK_ENGINE:
             raise
         raise EngineMissing(
-            "runbooks are not available in this build (no toolkit/runbooks.py)",
+            "runbooks are not available in this build (no toolkit/automation/runbooks.py)",
             hint="schedule the runbook's tasks or a playbook instead",
         ) from None
 
@@ -49,7 +49,7 @@ def select(app: App, pattern: str) -> list[Host]:
 
 def check(app: App, s: Schedule) -> None:
     """Refuse a schedule that could not run (before it is stored)."""
-    from .maintenance import get_window
+    from toolkit.run.maintenance import get_window
 
     hosts = select(app, s.targets)
     if s.window is not None:
@@ -57,11 +57,11 @@ def check(app: App, s: Schedule) -> None:
     if s.kind == "task":
         entry = app.catalog.get(s.target)
         entry.validate(dict(s.params), {h.platform for h in hosts})
-        from .maintenance import check_hosts
+        from toolkit.run.maintenance import check_hosts
 
         check_hosts(hosts, app.policy_settings.windows)
     elif s.kind == "playbook":
-        from .playbooks import find_playbook, parse_extra_vars
+        from toolkit.automation.playbooks import find_playbook, parse_extra_vars
 
         find_playbook(app.workspace, s.target)
         parse_extra_vars(_as_list(s.params))
@@ -102,54 +102,37 @@ class JobRunner:
         return self._runbook(s, hosts, ticket)
 
     def _task(self, s: Schedule, hosts: Sequence[Host], ticket: str) -> JobResult:
-        from .catalog import Catalog
-        from .policy import prepare
-        from .runner import Runner
-        from .transports import Connector
+        from toolkit.remediation.catalog import Catalog
+        from toolkit.run.service import RunRequest, RunService
 
         app = self.app
+        # Loaded afresh: the scheduler runs for days, and a task file may have been edited.
         entry = Catalog.load(app.workspace.task_folders).get(s.target)
-        params = dict(s.params)
-        policy = prepare(
-            app.ledger,
-            app.policy_settings,
-            clock=app.clock,
-            task=entry,
-            hosts=hosts,
-            params=params,
+        request = RunRequest(
+            entry,
+            hosts,
+            dict(s.params),
             ticket=ticket,
+            check_only=s.check_only,
+            forks=self.forks,
             job_window=s.window,
             schedule=s.name,
         )
-        connector = Connector(app.connect_options(), app.credentials)
-        try:
-            runner = Runner(
-                ledger=app.ledger,
-                connector=connector,
-                credentials=app.credentials,
-                policy=policy,
-                state_dir=app.workspace.state_dir,  # tasks' artifacts, e.g. network backups
-            )
-            options = RunOptions(
-                check_only=s.check_only,
-                forks=self.forks or int(app.workspace.run_setting("forks", 50)),
-            )
-            report = runner.run(entry, hosts, params, ticket=ticket, options=options)
-        finally:
-            connector.close()
+        with RunService(app) as service:
+            report = service.run(request).report
         return summarize(f"task {entry.name}", report)
 
     def _playbook(self, s: Schedule, hosts: Sequence[Host], ticket: str) -> JobResult:
-        from .playbooks import parse_extra_vars, run_playbook
+        from toolkit.automation.playbooks import parse_extra_vars, run_playbook
 
         app = self.app
         if s.window is not None:
-            from .maintenance import get_window
+            from toolkit.run.maintenance import get_window
 
             window = get_window(app.policy_settings.windows, s.window)
             now = app.clock.now()
             if not window.is_open(now):
-                from .policy import refuse_run
+                from toolkit.run.policy import refuse_run
 
                 raise refuse_run(
                     app.ledger,

@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .sla import Policy, load_policy
+from toolkit.desk.sla import Policy, load_policy
 
 if TYPE_CHECKING:
-    from .app import App
-    from .ledger import Ledger
-    from .projection import Projection
-    from .workspace import Workspace
+    from toolkit.app import App
+    from toolkit.desk.projection import Projection
+    from toolkit.ledger import Ledger
+    from toolkit.workspace import Workspace
 
 DAY = 86400.0
 
@@ -30,7 +30,7 @@ def policy_for(workspace: Workspace) -> Policy:
 def projection_for(app: App, policy: Policy | None = None) -> Projection:
     """The KPI projection beside the app's ledger, brought up to the ledger's head (for a
     read-only command on SQLite: in memory, beside the ledger opened read-only)."""
-    from .projection import open_projection
+    from toolkit.desk.projection import open_projection
 
     ledger = app.ledger  # opens (and if need be creates) the ledger and its triggers first
     return open_projection(
@@ -46,8 +46,8 @@ def kpi_report(
     by: str | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """`itops kpi`: the KPI object for the period (see toolkit.kpi)."""
-    from .kpiquery import kpis_fast
+    """`itops kpi`: the KPI object for the period (see toolkit.desk.kpi)."""
+    from toolkit.desk.kpi_sql import kpis_fast
 
     policy = policy_for(app.workspace)
     projection = projection_for(app, policy)

@@ -39,9 +39,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .clock import Clock, iso, parse_iso
-from .errors import ConfigError, NotFound, ToolkitError, ValidationError
-from .ledger import Entry, Ledger
+from toolkit.clock import Clock, iso, parse_iso
+from toolkit.errors import ConfigError, NotFound, ToolkitError, ValidationError
+from toolkit.ledger import Entry, Ledger
 
 log = logging.getLogger("itops.schedule")
 
@@ -62,7 +62,7 @@ def check_cron(expression: str, timezone: str) -> None:
     """A 5-field cron expression that fires at least once; errors name the bad field."""
     from cronsim import CronSim, CronSimError
 
-    from .maintenance import zone
+    from toolkit.run.maintenance import zone
 
     tz = zone(timezone, "schedule")
     if len(expression.split()) != 5:
@@ -216,7 +216,7 @@ class ScheduleStore:
             event,
         )
 
-        from .ledger.store import backend
+        from toolkit.ledger.store import backend
 
         self.url = url
         self.dialect = backend(url)
@@ -611,7 +611,7 @@ class Scheduler:
         return TickEvent(name, "ran", now, ticket, result, "manual")
 
     def _run(self, s: Schedule, ticket: str, occurrence: datetime, trigger: str) -> JobResult:
-        from .tickets import CATEGORIES, ensure
+        from toolkit.desk.tickets import CATEGORIES, ensure
 
         ensure(
             self.ledger,
@@ -725,7 +725,7 @@ def _until(times: Iterator[datetime], end: datetime) -> Iterator[datetime]:
 
 def settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """[scheduler] in itops.toml: timezone, grace, lease, interval."""
-    from .approvals import parse_duration
+    from toolkit.run.approvals import parse_duration
 
     section = config.get("scheduler", {})
     if not isinstance(section, Mapping):

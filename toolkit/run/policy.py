@@ -24,16 +24,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from . import approvals
-from .approvals import Approval, Binding
-from .catalog import Task, TaskSpec
-from .clock import Clock, iso
-from .errors import ConfigError, ToolkitError, ValidationError
-from .inventory import Host
-from .ledger import Entry, Ledger
-from .maintenance import Window, get_window, host_windows, load_windows
-from .runner import Outcome, PolicyDecision
-from .tickets import ticket_priority
+from toolkit.clock import Clock, iso
+from toolkit.desk.tickets import ticket_priority
+from toolkit.errors import ConfigError, ToolkitError, ValidationError
+from toolkit.inventory import Host
+from toolkit.ledger import Entry, Ledger
+from toolkit.remediation.catalog import Task, TaskSpec
+from toolkit.run import approvals
+from toolkit.run.approvals import Approval, Binding
+from toolkit.run.maintenance import Window, get_window, host_windows, load_windows
+from toolkit.run.runner import Outcome, PolicyDecision
 
 
 class RunRefused(ToolkitError):

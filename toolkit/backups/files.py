@@ -1,7 +1,7 @@
 """The workspace backup store: archives fetched from hosts, each with a SHA-256 manifest.
 
 Layout: `<state>/backups/files/<host>/<id>/archive.tar.zst` (or `.tar.gz`) and `manifest.json`
-(`backups/network` holds the network configurations, toolkit/netbackup.py), where
+(`backups/network` holds the network configurations, toolkit/backups/network.py), where
 `<id>` is the UTC time plus a random suffix (`20261121T101500Z-3f9a`). The manifest lists every
 archive member (path on the host, type, size, mode, owner, mtime and, for files, SHA-256) and the
 archive's own SHA-256; `verify()` re-reads the archive and re-hashes everything against it.
@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import NotFound, ToolkitError, ValidationError
+from toolkit.errors import NotFound, ToolkitError, ValidationError
 
 FOLDER = "backups/files"  # under the workspace's state folder (ctx.artifacts(FOLDER))
 BACKUP_ID = r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{4}"

@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .catalog import Finding, PastAction, Remediation, RunInfo, Task, TaskSpec
-from .credentials import CredentialStore, Secret
-from .errors import (
+from toolkit.desk.tickets import ticket_priority
+from toolkit.errors import (
     AuthFailed,
     CertificateError,
     ChangeRefused,
@@ -46,14 +45,15 @@ from .errors import (
     TransportError,
     Unreachable,
 )
-from .green import offload
-from .handover import Handover
-from .inventory import Host
-from .ledger import Ledger
-from .quoting import Command, become, config_display, mapping_display
-from .tickets import ticket_priority
-from .transports import CommandResult, Connector, Transport
-from .transports.base import ConfigTransport
+from toolkit.inventory import Host
+from toolkit.ledger import Ledger
+from toolkit.remediation.catalog import Finding, PastAction, Remediation, RunInfo, Task, TaskSpec
+from toolkit.remediation.quoting import Command, become, config_display, mapping_display
+from toolkit.secrets.credentials import CredentialStore, Secret
+from toolkit.secrets.handover import Handover
+from toolkit.transports import CommandResult, Connector, Transport
+from toolkit.transports.base import ConfigTransport
+from toolkit.transports.green import offload
 
 log = logging.getLogger("itops.runner")
 
@@ -220,7 +220,7 @@ class PolicyDecision:
 
 
 class HostPolicy(Protocol):
-    """The runner's one policy hook (maintenance windows, approvals: toolkit.policy)."""
+    """The runner's one policy hook (maintenance windows, approvals: toolkit.run.policy)."""
 
     def decide(self, task: Task, spec: TaskSpec, host: Host) -> PolicyDecision: ...
 
@@ -455,8 +455,12 @@ class Runner:
         *,
         ticket: str | None,
         options: RunOptions,
+        policy: HostPolicy | None = None,
     ) -> RunReport:
-        """Validate, then run `task` on every host; returns when every host has an outcome."""
+        """Validate, then run `task` on every host; returns when every host has an outcome.
+
+        `policy` decides per host before anything connects (default: the runner's own)."""
+        policy = policy if policy is not None else self.policy
         if not options.check_only and not ticket:
             raise TicketRequired(
                 f"{task.name} changes hosts: a ticket is required",
@@ -487,7 +491,13 @@ class Runner:
                     self._guarded,
                     task.name,
                     functools.partial(
-                        self._host, task, plans, ticket=ticket, priority=priority, options=options
+                        self._host,
+                        task,
+                        plans,
+                        ticket=ticket,
+                        priority=priority,
+                        options=options,
+                        policy=policy,
                     ),
                 )
                 if not self._run_green(batch, job, options.forks, results):
@@ -655,6 +665,7 @@ class Runner:
         ticket: str | None,
         priority: str | None,
         options: RunOptions,
+        policy: HostPolicy | None = None,
     ) -> HostResult:
         if self._cancel.is_set():
             raise Interrupted("interrupted")
@@ -662,8 +673,8 @@ class Runner:
         spec = task.implementation(host.platform)
         values = plans.get(spec, {}) if spec is not None else {}
         shown = mapping_display(values)
-        decision = self._decide(task, spec, host, options)
-        policy = {"policy": dict(decision.record)} if decision is not None else {}
+        decision = self._decide(task, spec, host, options, policy)
+        recorded = {"policy": dict(decision.record)} if decision is not None else {}
         try:
             action_id = self.ledger.begin(
                 task=task.name,
@@ -675,7 +686,7 @@ class Runner:
                     "platform": host.platform,
                     "transport": host.transport,
                     "address": f"{host.address}:{host.port}",
-                    **policy,
+                    **recorded,
                     **options.tags,
                 },
             )
@@ -808,7 +819,7 @@ class Runner:
                     "check": _finding(check),
                     "verify": _finding(verify),
                     "notes": list(recorder.notes),
-                    **policy,
+                    **recorded,
                     **options.tags,
                 },
             )
@@ -848,13 +859,18 @@ class Runner:
         return f"; apply stopped part-way, verify ran after it: {held}", found
 
     def _decide(
-        self, task: Task, spec: TaskSpec | None, host: Host, options: RunOptions
+        self,
+        task: Task,
+        spec: TaskSpec | None,
+        host: Host,
+        options: RunOptions,
+        policy: HostPolicy | None,
     ) -> PolicyDecision | None:
         """Ask the policy about this host (not for check-only runs: they change nothing)."""
-        if self.policy is None or spec is None or options.check_only:
+        if policy is None or spec is None or options.check_only:
             return None
         try:
-            return self.policy.decide(task, spec, host)
+            return policy.decide(task, spec, host)
         except ToolkitError as exc:
             return PolicyDecision(Outcome.SKIPPED, f"refused by policy: {exc.message}")
         except Exception as exc:  # a policy bug stops this host, never lets it run unchecked
@@ -936,7 +952,7 @@ def _batches(hosts: list[Host], serial: int | None) -> list[list[Host]]:
 
 def probe(connector: Connector, hosts: Sequence[Host], *, forks: int = 50) -> list[dict[str, Any]]:
     """Connect to each host and run one read-only command: is it reachable, trusted, logged in?"""
-    from .quoting import cmd, ps_script
+    from toolkit.remediation.quoting import cmd, ps_script
 
     probes = {
         "ssh": cmd("uname", "-snr"),

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .credentials import Secret
-from .errors import ToolkitError
+from toolkit.errors import ToolkitError
+from toolkit.secrets.credentials import Secret
 
 
 @dataclass(frozen=True)

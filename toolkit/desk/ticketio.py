@@ -28,9 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-from .bulk import paused_gc
-from .errors import ToolkitError, ValidationError
-from .tickets import (
+from toolkit.desk.bulk import paused_gc
+from toolkit.desk.tickets import (
     KINDS,
     TicketError,
     TicketEvent,
@@ -40,9 +39,10 @@ from .tickets import (
     iso_utc,
     next_state,
 )
+from toolkit.errors import ToolkitError, ValidationError
 
 if TYPE_CHECKING:
-    from .ledger import Ledger
+    from toolkit.ledger import Ledger
 
 MAX_ERRORS = 50
 
@@ -263,7 +263,7 @@ def _import(
     batch: int | None,
     on_checked: Callable[[Checked], Callable[[int | None, int | None], None] | None] | None,
 ) -> ImportResult:
-    from .ledger import Entry
+    from toolkit.ledger import Entry
 
     try:
         checked = check_file(path, ledger)

@@ -23,22 +23,22 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .catalog import Catalog, Task, existing_folders
-from .errors import NotFound, ToolkitError, ValidationError
-from .inventory import Host
-from .sla import default_policy
-from .tickets import CATEGORIES, TicketError
-from .tickets import record as record_event
+from toolkit.desk.sla import default_policy
+from toolkit.desk.tickets import CATEGORIES, TicketError
+from toolkit.desk.tickets import record as record_event
+from toolkit.errors import NotFound, ToolkitError, ValidationError
+from toolkit.inventory import Host
+from toolkit.remediation.catalog import Catalog, Task, existing_folders
 
 if TYPE_CHECKING:
     import yaml
 
-    from .app import App
-    from .ledger import Ledger
-    from .runner import HostPolicy, HostResult, Runner, RunOptions, RunReport
-    from .workspace import Workspace
+    from toolkit.app import App
+    from toolkit.ledger import Ledger
+    from toolkit.run.runner import HostResult, RunOptions, RunReport
+    from toolkit.workspace import Workspace
 
-BUILTIN_RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
+BUILTIN_RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
 RUNBOOK_NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")
 STEP_KEYS = ("name", "task", "params", "check_only", "if_failed")
 TOP_KEYS = ("summary", "category", "params", "steps", "escalate")
@@ -152,58 +152,47 @@ def run(
     command_timeout: float | None = None,
     on_step: Any = None,
 ) -> RunbookReport:
-    """Run a runbook of the app's workspace as `itops runbook run` does — the runner, the ledger
-    and the run policy of `itops fix` (schedules call this under their change ticket)."""
-    from .policy import prepare as prepare_policy
-    from .runner import Runner, RunOptions
-    from .transports import Connector
+    """Run a runbook of the app's workspace as `itops runbook run` does — each step through the
+    run service of `itops fix` (schedules call this under their change ticket)."""
+    from toolkit.run.runner import RunOptions
+    from toolkit.run.service import RunRequest, RunService
 
     book = name if isinstance(name, Runbook) else load(app.workspace, name)
     requests: list[str] = []
+    with RunService(
+        app, connect_timeout=connect_timeout, command_timeout=command_timeout
+    ) as service:
 
-    def policy_for(
-        task: Task, step_hosts: Sequence[Host], values: Mapping[str, Value], /
-    ) -> HostPolicy:
-        policy = prepare_policy(
-            app.ledger,
-            app.policy_settings,
-            clock=app.clock,
-            task=task,
-            hosts=step_hosts,
-            params=values,
-            ticket=str(ticket),
-        )
-        if policy.request_id:
-            requests.append(policy.request_id)
-        return policy
+        def run_step(
+            task: Task, step_hosts: Sequence[Host], values: Mapping[str, Value], options: RunOptions
+        ) -> RunReport:
+            ran = service.run(
+                RunRequest(
+                    task,
+                    step_hosts,
+                    values,
+                    ticket=ticket,
+                    check_only=options.check_only,
+                    forks=forks,
+                    command_timeout=command_timeout,
+                    tags=options.tags,
+                )
+            )
+            if ran.policy is not None and ran.policy.request_id:
+                requests.append(ran.policy.request_id)
+            return ran.report
 
-    options = RunOptions(
-        check_only=check_only,
-        forks=forks or int(app.workspace.run_setting("forks", 50)),
-        command_timeout=command_timeout,
-    )
-    connector = Connector(app.connect_options(connect_timeout, command_timeout), app.credentials)
-    try:
-        runner = Runner(
-            ledger=app.ledger,
-            connector=connector,
-            credentials=app.credentials,
-            state_dir=app.workspace.state_dir,
-        )
         report = run_runbook(
             book,
             hosts,
             params,
             catalog=app.catalog,
-            runner=runner,
+            run_step=run_step,
             ledger=app.ledger,
             ticket=ticket,
-            options=options,
+            options=RunOptions(check_only=check_only),
             on_step=on_step,
-            policy_for=policy_for,
         )
-    finally:
-        connector.close()
     return replace(report, approval_requests=tuple(dict.fromkeys(requests)))
 
 
@@ -442,12 +431,13 @@ def _check_step(
 # --------------------------------------------------------------------------- running
 
 
-class PolicyFor(Protocol):
-    """Makes the run policy for one fix step (toolkit.policy.prepare, as `itops fix` does)."""
+class StepRunner(Protocol):
+    """Runs one step's task over its hosts under the run policy (the run service does, with the
+    runbook's ticket); `options` carries the step's mode and the tags recorded with it."""
 
     def __call__(
-        self, task: Task, hosts: Sequence[Host], params: Mapping[str, Value], /
-    ) -> HostPolicy | None: ...
+        self, task: Task, hosts: Sequence[Host], params: Mapping[str, Value], options: RunOptions, /
+    ) -> RunReport: ...
 
 
 @dataclass(frozen=True)
@@ -539,17 +529,16 @@ def run_runbook(
     given: Mapping[str, Value],
     *,
     catalog: Catalog,
-    runner: Runner,
+    run_step: StepRunner,
     ledger: Ledger,
     ticket: str | None,
     options: RunOptions,
     on_step: Any = None,
-    policy_for: PolicyFor | None = None,
 ) -> RunbookReport:
     """Run the steps in order over the hosts (see the module docstring)."""
-    from .errors import TicketRequired
-    from .ledger import Entry
-    from .runner import Outcome
+    from toolkit.errors import TicketRequired
+    from toolkit.ledger import Entry
+    from toolkit.run.runner import Outcome
 
     if not options.check_only and not ticket:
         raise TicketRequired(
@@ -599,12 +588,7 @@ def run_runbook(
                 tags={"runbook": runbook.name, "run_id": run_id, "step": step.name},
             )
             params = runbook.step_params(step, bound)
-            runner.policy = None
-            if policy_for is not None and ticket and not check_only:
-                runner.policy = policy_for(tasks[step.task], active, params)
-            report = runner.run(
-                tasks[step.task], active, params, ticket=ticket, options=step_options
-            )
+            report = run_step(tasks[step.task], active, params, step_options)
             for result in report.results:
                 by_host[result.host][step.name] = result
                 if str(result.outcome) in HELD:

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import NotFound, ToolkitError, ValidationError
+from toolkit.errors import NotFound, ToolkitError, ValidationError
 
 FOLDER = "backups/network"
 _DEVICE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")

@@ -41,10 +41,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from .bulk import paused_gc
-from .sla import Policy
-from .ticketio import Checked, Parsed
-from .tickets import (
+from toolkit.desk.bulk import paused_gc
+from toolkit.desk.sla import Policy
+from toolkit.desk.ticketio import Checked, Parsed
+from toolkit.desk.tickets import (
     ActionFact,
     Intervals,
     TicketEvent,
@@ -281,7 +281,7 @@ class Projection:
     """The KPI projection of one ledger database (see the module docstring)."""
 
     def __init__(self, url: str, policy: Policy, *, read_only: bool = False) -> None:
-        from .ledger.store import make_engine
+        from toolkit.ledger.store import make_engine
 
         self.url = url
         self.policy = policy
@@ -735,7 +735,7 @@ def _scratch_engine(url: str) -> Engine:
     from sqlalchemy import create_engine
     from sqlalchemy.pool import StaticPool
 
-    from .ledger.store import SqliteTarget
+    from toolkit.ledger.store import SqliteTarget
 
     target = SqliteTarget.parse(url)
 

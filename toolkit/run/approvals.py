@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .clock import Clock, iso, parse_iso
-from .errors import NotFound, ToolkitError, ValidationError
-from .ledger import Entry, Ledger, Record
+from toolkit.clock import Clock, iso, parse_iso
+from toolkit.errors import NotFound, ToolkitError, ValidationError
+from toolkit.ledger import Entry, Ledger, Record
 
 REQUEST_ID = re.compile(r"APR-[0-9a-f]{8}")
 DEFAULT_TTL = timedelta(hours=24)  # how long a grant stays usable

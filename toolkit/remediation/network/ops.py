@@ -2,8 +2,9 @@
 pushing a change the NAPALM way (capture → push → confirm → save, or roll back).
 
 Task modules are loaded by path and cannot import each other, so what several of them do lives here.
-Every command is built by `toolkit.quoting` (`cli`, `config`); every read and change goes through the
-step context, so it is recorded, masked and refused outside apply like any other command.
+Every command is built by `toolkit.remediation.quoting` (`cli`, `config`); every read and change
+goes through the step context, so it is recorded, masked and refused outside apply like any other
+command.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import netconfig
-from .catalog import Context, Finding
-from .errors import ToolkitError
-from .netparse import parse
-from .quoting import cli
+from toolkit.errors import ToolkitError
+from toolkit.remediation.catalog import Context, Finding
+from toolkit.remediation.network import config as netconfig
+from toolkit.remediation.network.parse import parse
+from toolkit.remediation.quoting import cli
 
 # (running, startup) configuration commands; None where the platform has no startup configuration
 CONFIG_COMMANDS: dict[str, tuple[str, str | None]] = {

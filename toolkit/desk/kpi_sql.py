@@ -1,6 +1,6 @@
 """The KPIs as SQL over the projection: what `itops kpi` and `itops report kpi` run.
 
-Same definitions and output as `toolkit.kpi.kpis()` (the reference, in plain Python over ticket
+Same definitions and output as `toolkit.desk.kpi.kpis()` (the reference, in plain Python over ticket
 summaries); the tests check both give identical objects. Counts, rates and sums are aggregated by
 the database, grouped in the same query; only what needs order (medians, p90), the backlog at the
 period's end (few rows, replayed clocks) and complaints are finished in Python. Recurrence uses the
@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from .kpi import (
+from toolkit.desk.kpi import (
     RUN_OUTCOMES,
     SCHEMA,
     TrendRow,
@@ -29,9 +29,9 @@ from .kpi import (
     _targets,
     as_of,
 )
-from .projection import SUMMARY_SQL, Projection, _summary
-from .sla import Policy, iso
-from .tickets import ActionFact, TicketSummary
+from toolkit.desk.projection import SUMMARY_SQL, Projection, _summary
+from toolkit.desk.sla import Policy, iso
+from toolkit.desk.tickets import ActionFact, TicketSummary
 
 _COLUMN_GROUPS = ("category", "priority", "assignee", "tier")
 
@@ -60,7 +60,7 @@ def kpis_fast(
     by: str | None = None,
     backlog: Backlog | None = None,
 ) -> dict[str, Any]:
-    """`toolkit.kpi.kpis()` computed in the database (call `projection.refresh()` first)."""
+    """`toolkit.desk.kpi.kpis()` computed in the database (call `projection.refresh()` first)."""
     at = as_of(until, now)
     actions = projection.actions()
     out: dict[str, Any] = {
@@ -90,7 +90,7 @@ def grouped(
     backlog: Backlog | None = None,
 ) -> dict[str, dict[str, Any]]:
     """One KPI object per group value (the key '' when not grouped), every clock judged at
-    `at` (the period's as_of, `toolkit.kpi.as_of`).
+    `at` (the period's as_of, `toolkit.desk.kpi.as_of`).
 
     `backlog`: `backlog_at(…, at)` when several groupings share it."""
     g, source = _source(by)
@@ -262,7 +262,7 @@ def trend_rows(projection: Projection, since: float, until: float) -> list[Trend
 
 
 def _top_counts(counts: Mapping[str, int], n: int = 10) -> list[dict[str, Any]]:
-    """`toolkit.kpi._top` from counts the database made."""
+    """`toolkit.desk.kpi._top` from counts the database made."""
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
     return [{"name": k, "recurrences": v} for k, v in ranked]
 
@@ -270,7 +270,7 @@ def _top_counts(counts: Mapping[str, int], n: int = 10) -> list[dict[str, Any]]:
 def _action_groups(
     conn: Any, actions: list[ActionFact], by: str | None, g: str, source: str
 ) -> dict[str, list[ActionFact]]:
-    """Actions per group, as `toolkit.kpi.partition` assigns them."""
+    """Actions per group, as `toolkit.desk.kpi.partition` assigns them."""
     if by is None:
         return {"": actions}
     out: dict[str, list[ActionFact]] = {}
@@ -303,7 +303,7 @@ def _assemble(
     by: str | None,
     name: str,
 ) -> dict[str, Any]:
-    """The KPI object, key for key as `toolkit.kpi.compute` builds it."""
+    """The KPI object, key for key as `toolkit.desk.kpi.compute` builds it."""
     backlog = s["backlog"]
     ages = [age for _, _, age in backlog]
     runs = [

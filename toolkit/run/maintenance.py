@@ -24,8 +24,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import ConfigError, NotFound
-from .inventory import Host
+from toolkit.errors import ConfigError, NotFound
+from toolkit.inventory import Host
 
 WEEK = 7 * 1440
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -29,9 +29,9 @@ from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any, NamedTuple, Protocol
 
-from .kpinames import KPI_KEYS
-from .sla import Policy, iso
-from .tickets import ActionFact, TicketSummary
+from toolkit.desk.kpinames import KPI_KEYS
+from toolkit.desk.sla import Policy, iso
+from toolkit.desk.tickets import ActionFact, TicketSummary
 
 SCHEMA = "itops.kpi/1"
 GROUPINGS = ("category", "priority", "assignee", "tier", "host")

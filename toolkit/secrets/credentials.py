@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import ValidationError
+from toolkit.errors import ValidationError
 
 MASK = "********"
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
-from .errors import ValidationError
-from .sla import Interval, Policy, elapsed
+from toolkit.desk.sla import Interval, Policy, elapsed
+from toolkit.errors import ValidationError
 
 if TYPE_CHECKING:
-    from .ledger import Ledger, Record
+    from toolkit.ledger import Ledger, Record
 
 TICKET_ID = re.compile(r"[A-Za-z][A-Za-z0-9]*-?[A-Za-z0-9._-]*")
 CATEGORIES = (
@@ -639,7 +639,7 @@ def record(
     """Append one lifecycle event after checking it against the ticket's replayed history.
 
     `at`: when it really happened (back-dated; the ledger still stamps its own time)."""
-    from .ledger import Entry
+    from toolkit.ledger import Entry
 
     check_ticket_id(ticket)
     fields = check_fields(event, data)
@@ -677,7 +677,7 @@ def ensure(
     """Open a local ticket for an id the ledger has not seen; returns the new event, if any.
 
     Idempotent at the store: runs racing to open the same new ticket record it once."""
-    from .ledger import Entry
+    from toolkit.ledger import Entry
 
     check_ticket_id(ticket)
     if category is not None and category not in CATEGORIES:

@@ -1,0 +1,89 @@
+"""The floor plan's rules (docs/architecture.md), checked on every module's imports."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2] / "toolkit"
+MODULES = sorted(
+    ".".join(p.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__")
+    for p in ROOT.rglob("*.py")
+    if "__pycache__" not in p.parts and p.name != "__main__.py"
+)
+OPTIONAL = ("toolkit.lab.netsim",)  # runs in the simulators' own venv, not itops'
+SHIMS = ("toolkit.catalog", "toolkit.quoting", "toolkit.linux", "toolkit.windows")  # see below
+
+
+def imports(module: str) -> set[str]:
+    """What a module imports: `a.b` for `import a.b`, and `a.b`, `a.b.c` for `from a.b import c`."""
+    path = ROOT.parent / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = ROOT.parent / module.replace(".", "/") / "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return found
+
+
+def within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+# (who, may never import, why); the test kit drives the real runner on purpose.
+RULES = [
+    ("toolkit.transports", ("toolkit.ledger", "toolkit.run", "toolkit.desk", "toolkit.automation",
+                            "toolkit.cli"), "transports never record"),
+    ("toolkit.remediation", ("toolkit.transports.ssh", "toolkit.transports.winrm",
+                             "toolkit.transports.netdev", "toolkit.transports.Connector",
+                             "toolkit.run", "toolkit.ledger", "toolkit.cli"),
+     "remediations never touch a transport (only its value types in transports.base)"),
+    ("toolkit.desk", ("toolkit.transports", "toolkit.run.runner", "toolkit.remediation"),
+     "the desk never reaches hosts"),
+    *(
+        (engine, ("toolkit.cli", "click", "rich"), "the engine knows no screen")
+        for engine in ("toolkit.run", "toolkit.desk", "toolkit.automation", "toolkit.remediation",
+                       "toolkit.transports", "toolkit.ledger", "toolkit.backups", "toolkit.secrets")
+    ),
+]  # fmt: skip
+EXEMPT = {"toolkit.remediation.testing"}
+
+
+@pytest.mark.parametrize(("who", "never", "why"), RULES, ids=[f"{r[0]}: {r[2]}" for r in RULES])
+def test_the_arrows_run_one_way(who: str, never: tuple[str, ...], why: str) -> None:
+    broken = [
+        f"{module} imports {name}"
+        for module in MODULES
+        if within(module, (who,)) and module not in EXEMPT
+        for name in sorted(imports(module))
+        if within(name, never)
+    ]
+    assert not broken, f"{why}: " + "; ".join(broken)
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m not in OPTIONAL + SHIMS])
+def test_every_public_module_imports(module: str) -> None:
+    importlib.import_module(module)
+
+
+def test_the_old_import_paths_still_work_with_a_deprecation_warning() -> None:
+    import sys
+
+    for old, new in (
+        ("toolkit.catalog", "toolkit.remediation.catalog"),
+        ("toolkit.quoting", "toolkit.remediation.quoting"),
+        ("toolkit.linux", "toolkit.remediation.linux"),
+        ("toolkit.windows", "toolkit.remediation.windows"),
+    ):
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match=new):
+            shim = importlib.import_module(old)
+        moved = importlib.import_module(new)
+        public = [n for n in vars(moved) if not n.startswith("__")]
+        assert public and all(getattr(shim, n) is getattr(moved, n) for n in public)

@@ -1,0 +1,1 @@
+"""Runbooks, playbooks, schedules and the jobs that run them."""

@@ -1,0 +1,1 @@
+"""Backups: files fetched from hosts, and network configurations kept in git."""

@@ -1,0 +1,1 @@
+"""The service desk: tickets, SLA clocks, KPIs and their projection, ticket import/export."""

@@ -1,0 +1,1 @@
+"""The remediation contract and catalog, command quoting, and per-platform helpers."""

@@ -1,0 +1,308 @@
+"""What the Linux remediations share: value shapes, host facts, the service manager, one-shot rules.
+
+Linux tasks read state with plain commands run through `/bin/sh` (C locale) and parse their text
+here or in the task. Values reach commands only through `toolkit.remediation.quoting` (`cmd`, `script`); the
+patterns below refuse what cannot be a valid name before anything connects. Commands that need
+root run with `become=True` (`sudo -n`), never through a root login.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from toolkit.errors import CommandFailed, NotFound, ToolkitError, ValidationError
+from toolkit.remediation.catalog import Context, Finding, Param, PastAction, Remediation
+from toolkit.remediation.quoting import Command, cmd, script
+from toolkit.remediation.shapes import DNS_NAME as DNS_NAME  # shared shapes, re-exported
+from toolkit.remediation.shapes import HOST_PORT as HOST_PORT
+from toolkit.remediation.shapes import human_bytes as human_bytes
+from toolkit.transports.base import CommandResult
+
+# Local account names (shadow's NAME_REGEX, plus upper case and dots some sites use).
+LINUX_USER = r"[A-Za-z_][A-Za-z0-9_.-]{0,31}"
+# Debian and RPM package names (no wildcards: they would select more than asked).
+PACKAGE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}"
+# systemd unit or SysV/OpenRC service names (no backslash escapes, no globs).
+SERVICE_NAME = r"[A-Za-z0-9_][A-Za-z0-9@_.:-]{0,254}"
+INTERFACE = r"[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,14}"
+ABSOLUTE_PATH = r"/.*"
+
+# Services itops itself needs on the host (or the host needs to stay manageable).
+PROTECTED_SERVICES = frozenset(
+    {"ssh", "sshd", "dbus", "dbus-broker", "systemd-journald", "systemd-logind", "sudo"}
+)
+
+
+def output(result: CommandResult, what: str) -> str:
+    """stdout of a read that must succeed; a non-zero exit is CommandFailed named by `what`."""
+    if result.exit_code != 0:
+        raise CommandFailed(what, result.exit_code, result.stderr or result.stdout)
+    return result.stdout
+
+
+def key_values(text: str, sep: str = "=") -> dict[str, str]:
+    """`KEY=value` lines (systemctl show, probe scripts) → dict; later keys win."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, found, value = line.partition(sep)
+        if found and key.strip():
+            out[key.strip()] = value.strip()
+    return out
+
+
+def as_int(value: Any, default: int = 0) -> int:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return default
+
+
+def host_var(ctx: Context, name: str, default: str) -> str:
+    """A host's inventory variable that names a path or a service (validated: it reaches commands)."""
+    value = str(ctx.host.var(name, default) or default)
+    if "\x00" in value or "\n" in value:
+        raise ValidationError(f"host variable {name} of {ctx.host.name} holds a control character")
+    return value
+
+
+def done_before(ctx: Context, **match: Any) -> PastAction | None:
+    """The latest earlier `fixed` run of this task on this host under this ticket whose
+    parameters include `match` — how a one-shot remediation (a reset, a restart, a flush) knows
+    it already did its job, so running it twice leaves the second run already-ok."""
+    for past in reversed(ctx.previous()):
+        if past.outcome == "fixed" and all(past.params.get(k) == v for k, v in match.items()):
+            return past
+    return None
+
+
+# --------------------------------------------------------------------------- service manager
+
+MANAGER_PROBE = script(
+    "if [ -d /run/systemd/system ]; then echo systemd; "
+    "elif [ -x /sbin/rc-service ] || [ -x /usr/sbin/rc-service ] && [ -d /run/openrc ]; "
+    "then echo openrc; "
+    "elif [ -x /usr/sbin/service ] || [ -x /sbin/service ]; then echo sysv; "
+    "else echo none; fi"
+)
+
+
+def service_manager(ctx: Context) -> str:
+    """systemd, openrc or sysv (the `service` command over init scripts), from the host itself."""
+    found = output(ctx.read(MANAGER_PROBE), "detecting the service manager").strip()
+    if found not in ("systemd", "openrc", "sysv"):
+        raise ToolkitError(f"{ctx.host.name} has no service manager itops knows (systemd, sysv)")
+    return found
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    name: str
+    manager: str
+    running: bool
+    state: str  # systemd: ActiveState/SubState; others: running / stopped / unknown
+    pid: int = 0
+    started: str = ""  # systemd: ExecMainStartTimestampMonotonic (changes on every start)
+    enabled: str = ""  # systemd UnitFileState (enabled, disabled, masked, …)
+
+    def describe(self) -> str:
+        pid = f", pid {self.pid}" if self.pid else ""
+        return f"{self.name} is {self.state}{pid} ({self.manager})"
+
+
+SYSTEMD_PROPERTIES = (
+    "Id,LoadState,ActiveState,SubState,MainPID,UnitFileState,ExecMainStartTimestampMonotonic"
+)
+
+
+def _refuse_protected(name: str, asked: str | None = None) -> None:
+    if name.removesuffix(".service").lower() in PROTECTED_SERVICES:
+        shown = f"{asked} ({name})" if asked and asked != name else name
+        raise ValidationError(
+            f"refusing to restart {shown}: itops depends on it (or the host does)",
+            hint="restart it from the console",
+        )
+
+
+def read_service(ctx: Context, name: str, manager: str) -> ServiceState:
+    """A service's state; NotFound if the host has no such service."""
+    if manager == "systemd":
+        shown = key_values(
+            output(
+                ctx.read(cmd("systemctl", "show", name, f"--property={SYSTEMD_PROPERTIES}")),
+                f"systemctl show {name}",
+            )
+        )
+        if shown.get("LoadState") in ("not-found", "", None):
+            raise NotFound(f"no service {name!r} on {ctx.host.name}")
+        active = shown.get("ActiveState", "")
+        return ServiceState(
+            shown.get("Id", name),
+            manager,
+            active == "active",
+            f"{active}/{shown.get('SubState', '')}",
+            as_int(shown.get("MainPID")),
+            shown.get("ExecMainStartTimestampMonotonic", ""),
+            shown.get("UnitFileState", ""),
+        )
+    tool = "rc-service" if manager == "openrc" else "service"
+    exists = ctx.read(
+        cmd("test", "-x", f"/etc/init.d/{name}")
+        if manager == "sysv"
+        else cmd("rc-service", "--exists", name)
+    )
+    if exists.exit_code != 0:
+        raise NotFound(f"no service {name!r} on {ctx.host.name}")
+    status = ctx.read(cmd(tool, name, "status"), become=True)
+    state = {0: "running", 3: "stopped"}.get(
+        status.exit_code, f"unknown (status {status.exit_code})"
+    )
+    return ServiceState(name, manager, status.exit_code == 0, state)
+
+
+def restart_command(state: ServiceState) -> Command:
+    if state.manager == "systemd":
+        return cmd("systemctl", "restart", state.name)
+    if state.manager == "openrc":
+        return cmd("rc-service", state.name, "restart")
+    return cmd("service", state.name, "restart")
+
+
+def wait_running(ctx: Context, before: ServiceState, seconds: int) -> ServiceState:
+    """Re-read a service until it runs (and, under systemd, has started anew), or time is up."""
+    waited = 0.0
+    while True:
+        state = read_service(ctx, before.name, before.manager)
+        restarted = not before.started or state.started != before.started
+        if (state.running and restarted) or waited >= seconds:
+            return state
+        ctx.read(cmd("sleep", "1"))
+        waited += 1
+
+
+class RestartLinuxService(Remediation):
+    """Restart (or start) one service and prove it came back running.
+
+    Check reads the state; apply restarts it through the host's service manager (systemd, or
+    `service` over init scripts), as root; verify waits until it runs (under systemd: with a new
+    start time). A restart is one-shot: once done under a ticket, a rerun is already-ok while
+    the service runs. Masked services and the ones itops depends on (ssh, dbus, …) are refused.
+    """
+
+    only_if_stopped = Param(
+        bool, default=False, help="leave a running service alone (default: restart it anyway)"
+    )
+    wait_seconds = Param(int, default=30, minimum=1, maximum=600, help="how long to wait for it")
+
+    def service_name(self, ctx: Context) -> str:
+        raise NotImplementedError
+
+    def check(self, ctx: Context) -> Finding:
+        wanted = self.service_name(ctx)
+        _refuse_protected(wanted)
+        state = read_service(ctx, wanted, service_manager(ctx))
+        _refuse_protected(state.name, wanted)  # an alias of one (ssh → ssh.service, sshd)
+        self.before = state
+        facts: dict[str, Any] = {
+            "service": state.name,
+            "manager": state.manager,
+            "state": state.state,
+        }
+        if state.pid:
+            facts["pid"] = state.pid
+        if state.enabled == "masked":
+            raise ToolkitError(
+                f"{state.describe()}: it is masked; itops does not unmask services",
+                hint="unmask it deliberately first (systemctl unmask) if it should run",
+            )
+        if state.running and self.only_if_stopped:
+            return Finding.healthy(state.describe(), **facts)
+        if state.running:
+            past = done_before(ctx, **self.identity())
+            if past is not None:
+                return Finding.healthy(
+                    f"{state.describe()}; already restarted under {ctx.ticket} at {past.at[:19]}Z",
+                    **facts,
+                )
+            return Finding.problem(f"{state.describe()}; restart requested", **facts)
+        return Finding.problem(state.describe(), **facts)
+
+    def identity(self) -> Mapping[str, Any]:
+        """The parameters that make two runs the same restart (for the one-shot rule)."""
+        return {}
+
+    def apply(self, ctx: Context) -> None:
+        ctx.change(restart_command(self.before), become=True, timeout=float(self.wait_seconds) + 90)
+
+    def verify(self, ctx: Context) -> Finding:
+        state = wait_running(ctx, self.before, int(self.wait_seconds))
+        facts: dict[str, Any] = {"service": state.name, "state": state.state}
+        if state.pid:
+            facts["pid"] = state.pid
+        if not state.running:
+            return Finding.problem(f"{state.describe()} after the restart", **facts)
+        if self.before.started and state.started == self.before.started:
+            return Finding.problem(f"{state.name} runs, but was not restarted", **facts)
+        return Finding.healthy(f"{state.describe()} again", **facts)
+
+
+_CLOCK = re.compile(r"^(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)$")
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """A weekly window in the host's local time: `Sat 01:00-05:00`, `Mon-Fri 22:00-06:00`, or
+    `daily 02:00-04:00`. A window that ends before it starts runs past midnight."""
+
+    days: frozenset[int]  # 1 = Monday … 7 = Sunday (date +%u)
+    start: int  # minutes after midnight
+    end: int
+
+    @classmethod
+    def parse(cls, text: str) -> TimeWindow:
+        parts = text.strip().split()
+        if len(parts) != 2 or "-" not in parts[1]:
+            raise ValidationError(
+                f"reboot window {text!r} is not like 'Sat 01:00-05:00'",
+                hint="DAYS HH:MM-HH:MM; days: Mon…Sun, ranges like Mon-Fri, lists like Sat,Sun, "
+                "or daily",
+            )
+        days: set[int] = set()
+        for item in parts[0].lower().split(","):
+            if item == "daily":
+                days.update(range(1, 8))
+                continue
+            first, _, last = item.partition("-")
+            try:
+                a = _DAYS.index(first[:3]) + 1
+                b = _DAYS.index((last or first)[:3]) + 1
+            except ValueError:
+                raise ValidationError(f"reboot window {text!r}: unknown day {item!r}") from None
+            days.update(range(a, b + 1) if a <= b else [*range(a, 8), *range(1, b + 1)])
+        start_text, _, end_text = parts[1].partition("-")
+        bounds = []
+        for clock in (start_text, end_text):
+            m = _CLOCK.match(clock)
+            if not m:
+                raise ValidationError(f"reboot window {text!r}: {clock!r} is not HH:MM")
+            bounds.append(int(m["h"]) * 60 + int(m["m"]))
+        return cls(frozenset(days), bounds[0], bounds[1])
+
+    def contains(self, weekday: int, minute: int) -> bool:
+        if self.start <= self.end:
+            return weekday in self.days and self.start <= minute < self.end
+        # past midnight: the evening part belongs to the day it starts, the morning to the day after
+        yesterday = 7 if weekday == 1 else weekday - 1
+        return (weekday in self.days and minute >= self.start) or (
+            yesterday in self.days and minute < self.end
+        )
+
+
+def host_clock(ctx: Context) -> tuple[int, int, str]:
+    """(ISO weekday, minutes after midnight, readable) in the host's own local time."""
+    text = output(ctx.read(cmd("date", "+%u %H %M %a %H:%M %Z")), "reading the host's clock")
+    day, hour, minute, *rest = text.split()
+    return int(day), int(hour) * 60 + int(minute), " ".join(rest)

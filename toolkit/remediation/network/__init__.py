@@ -1,0 +1,1 @@
+"""Network devices: configuration text, operations and output parsing."""

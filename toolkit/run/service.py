@@ -1,0 +1,218 @@
+"""The one path that runs a remediation under the run policy.
+
+`itops fix`, `itops backup run`, runbooks and scheduled jobs (and, next, service-desk write-back
+and workers) all call `RunService`: it applies the workspace's defaults (forks), opens a new
+ticket when asked, takes the run policy's decision per host (maintenance windows, approvals,
+break-glass), and runs the task with the runner over one set of connections.
+
+    with RunService(app, on_event=progress) as service:
+        ran = service.run(RunRequest(task, hosts, params, ticket="INC-1042"))
+        ran.report.exit_code
+
+A runbook runs several requests through one service: each step gets its own policy decision and
+its own runner, while the connections' event loop and host keys are loaded once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from toolkit.run.runner import EventHandler, Runner, RunOptions, RunReport
+
+if TYPE_CHECKING:
+    from toolkit.app import App
+    from toolkit.inventory import Host
+    from toolkit.remediation.catalog import Task
+    from toolkit.run.policy import RunPolicy
+    from toolkit.transports import Connector
+
+DEFAULT_FORKS = 50
+
+
+@dataclass(frozen=True)
+class NewTicket:
+    """Open the run's ticket if it is new (what `itops fix --ticket NEW-ID` does)."""
+
+    category: str
+    priority: str | None = None
+    source: str = "itops"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One task over some hosts: everything a caller decides; the service supplies the rest."""
+
+    task: Task
+    hosts: Sequence[Host]
+    params: Mapping[str, Any]
+    ticket: str | None = None
+    check_only: bool = False
+    forks: int | None = None  # default: [run] forks
+    serial: int | None = None
+    max_fail_percent: float | None = None
+    command_timeout: float | None = None
+    open_ticket: NewTicket | None = None
+    break_glass: str | None = None  # the reason, when --break-glass
+    approval_id: str | None = None
+    job_window: str | None = None  # a schedule's own window
+    schedule: str | None = None  # approvals bound to a schedule instead of one ticket
+    tags: Mapping[str, Any] = field(default_factory=dict)  # recorded with every action
+
+
+def plan(
+    app: App,
+    task: str,
+    targets: str,
+    params: Mapping[str, Any],
+    *,
+    ticket: str | None = None,
+    category: str | None = None,
+    priority: str | None = None,
+    check_only: bool = False,
+    break_glass: str | None = None,
+    approval_id: str | None = None,
+    source: str | None = None,
+    **options: Any,
+) -> RunRequest:
+    """A request from what a user typed: the task and hosts looked up, every value checked
+    before anything is opened, recorded or connected (`options`: RunRequest's other fields)."""
+    from toolkit.desk.tickets import check_ticket_id
+    from toolkit.errors import ValidationError
+    from toolkit.run.runner import prepare_hosts
+
+    entry = app.catalog.get(task)
+    if ticket is not None:
+        check_ticket_id(ticket)
+    hosts = app.inventory.select(targets)
+    # Bad values are refused by the rules of the implementations that will run (a Windows
+    # printer name may hold spaces that a CUPS queue name may not), and host-specific input
+    # (a template's variables) too, before the ticket is touched.
+    prepare_hosts(entry, entry.validate(params, {h.platform for h in hosts}), hosts)
+    if break_glass is not None and not break_glass.strip():
+        raise ValidationError("--break-glass needs --reason TEXT saying why")
+    if (break_glass is not None or approval_id) and check_only:
+        raise ValidationError("--check changes nothing: it needs no --break-glass or --approval")
+    return RunRequest(
+        entry,
+        hosts,
+        params,
+        ticket=ticket,
+        check_only=check_only,
+        open_ticket=NewTicket(
+            category or entry.category, priority, source or f"itops fix {entry.name}"
+        ),
+        break_glass=break_glass,
+        approval_id=approval_id,
+        **options,
+    )
+
+
+@dataclass(frozen=True)
+class Ran:
+    report: RunReport
+    policy: RunPolicy | None  # the policy decision (its approval request id, if one was made)
+
+
+class RunService:
+    """Runs remediations for one caller over one set of connections (see the module docstring)."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        connect_timeout: float | None = None,
+        command_timeout: float | None = None,
+        on_event: EventHandler | None = None,
+    ) -> None:
+        self.app = app
+        self.on_event = on_event
+        self._timeouts = (connect_timeout, command_timeout)
+        self._connector: Connector | None = None
+
+    def __enter__(self) -> RunService:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def options(self, request: RunRequest) -> RunOptions:
+        forks = request.forks or int(self.app.workspace.run_setting("forks", DEFAULT_FORKS))
+        return RunOptions(
+            check_only=request.check_only,
+            forks=forks,
+            serial=request.serial,
+            max_fail_percent=request.max_fail_percent,
+            command_timeout=request.command_timeout or self._timeouts[1],
+            tags=request.tags,
+        )
+
+    def run(self, request: RunRequest) -> Ran:
+        """Open the ticket if asked, decide the policy, run: the report, and the policy used."""
+        app = self.app
+        changes = bool(request.ticket) and not request.check_only
+        if changes and request.open_ticket is not None:
+            from toolkit.desk.tickets import ensure
+
+            ensure(
+                app.ledger,
+                str(request.ticket),
+                category=request.open_ticket.category,
+                priority=request.open_ticket.priority,
+                source=request.open_ticket.source,
+            )
+        policy = None
+        if changes:
+            from toolkit.run.policy import prepare
+
+            policy = prepare(
+                app.ledger,
+                app.policy_settings,
+                clock=app.clock,
+                task=request.task,
+                hosts=request.hosts,
+                params=request.params,
+                ticket=str(request.ticket),
+                break_glass=request.break_glass,
+                approval_id=request.approval_id,
+                job_window=request.job_window,
+                schedule=request.schedule,
+            )
+        runner = Runner(
+            ledger=app.ledger,
+            connector=self.connector,
+            credentials=app.credentials,
+            on_event=self.on_event,
+            state_dir=app.workspace.state_dir,
+            policy=policy,
+        )
+        report = runner.run(
+            request.task,
+            request.hosts,
+            request.params,
+            ticket=request.ticket,
+            options=self.options(request),
+        )
+        return Ran(report, policy)
+
+    @property
+    def connector(self) -> Connector:
+        if self._connector is None:
+            from toolkit.transports import Connector
+
+            self._connector = Connector(
+                self.app.connect_options(*self._timeouts), self.app.credentials
+            )
+        return self._connector
+
+    def close(self) -> None:
+        if self._connector is not None:
+            self._connector.close()
+            self._connector = None

@@ -1,0 +1,1 @@
+"""Secrets: references resolved at run time, masked everywhere; handing new ones over once."""

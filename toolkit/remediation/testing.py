@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.secrets.credentials import CredentialStore, Redactor, Secret
 from toolkit.errors import TransportError
 from toolkit.inventory import Host, make_host
 from toolkit.remediation.catalog import Catalog, Remediation, Task
 from toolkit.remediation.quoting import Command
+from toolkit.secrets.credentials import CredentialStore, Redactor, Secret
 from toolkit.transports.base import CommandResult, ConnectOptions
 
 Reply = tuple[int, str, str] | Callable[[Command, "bytes | Secret | None"], tuple[int, str, str]]

@@ -126,11 +126,15 @@ class RunService:
         connect_timeout: float | None = None,
         command_timeout: float | None = None,
         on_event: EventHandler | None = None,
+        connector: Connector | None = None,
     ) -> None:
+        """`connector`: where hosts are reached (default: the transports, opened on first use,
+        closed with the service; a given one is the caller's to close)."""
         self.app = app
         self.on_event = on_event
         self._timeouts = (connect_timeout, command_timeout)
-        self._connector: Connector | None = None
+        self._connector = connector
+        self._owned = connector is None
 
     def __enter__(self) -> RunService:
         return self
@@ -213,6 +217,6 @@ class RunService:
         return self._connector
 
     def close(self) -> None:
-        if self._connector is not None:
+        if self._connector is not None and self._owned:
             self._connector.close()
             self._connector = None

@@ -1,0 +1,51 @@
+"""The one run path (toolkit.run.service): defaults, the new ticket, the policy — once."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from toolkit.app import App
+from toolkit.errors import ValidationError
+from toolkit.remediation.testing import MockConnector, Script
+from toolkit.run.service import RunService, plan
+from toolkit.workspace import Workspace
+
+INVENTORY = """all:
+  hosts:
+    ws-01: {ansible_host: 127.0.0.1, platform: linux}
+    ws-02: {ansible_host: 127.0.0.1, platform: linux}
+"""
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> App:
+    Workspace.init(tmp_path)
+    (tmp_path / "inventory" / "hosts.yml").write_text(INVENTORY)
+    config = (tmp_path / "itops.toml").read_text().replace("forks = 50", "forks = 7")
+    (tmp_path / "itops.toml").write_text(config)
+    return App(tmp_path)
+
+
+def anything_ok() -> Script:
+    return Script().on(re.compile(".*"), (0, "", ""))
+
+
+def test_a_request_gets_the_workspaces_defaults_and_opens_its_ticket_once(app: App) -> None:
+    request = plan(app, "printer.status", "ws-*", {}, ticket="INC-9", priority="P3")
+    service = RunService(app, connector=MockConnector(anything_ok()))  # type: ignore[arg-type]
+    assert service.options(request).forks == 7  # [run] forks, applied in one place
+    for _ in range(2):
+        service.run(request)
+    opened = list(app.ledger.records(ticket="INC-9", kind="ticket.opened"))
+    assert len(opened) == 1 and opened[0].info.get("priority") == "P3"
+
+
+def test_bad_input_is_refused_before_anything_is_opened_or_recorded(app: App) -> None:
+    with pytest.raises(ValidationError, match="--check changes nothing"):
+        plan(app, "printer.status", "ws-01", {}, check_only=True, break_glass="site down")
+    with pytest.raises(ValidationError, match="--reason"):
+        plan(app, "printer.status", "ws-01", {}, ticket="INC-9", break_glass="  ")
+    assert not (app.workspace.state_dir / "ledger.db").exists()

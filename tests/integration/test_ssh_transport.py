@@ -89,6 +89,17 @@ def test_a_timed_out_command_is_stopped_on_the_host_and_the_shell_goes_on(
     assert left.strip() == "0"  # nothing of it runs on
 
 
+def test_exit_exec_and_a_commands_own_traps_keep_the_framing(transport: Transport) -> None:
+    # The job's EXIT trap reports `exit N`; text that sets traps or execs gets a subshell of
+    # its own, so its result still comes back framed.
+    assert transport.run(script("echo a; exit 3; echo b")).exit_code == 3
+    execd = transport.run(script("exec echo hi"))
+    assert (execd.exit_code, execd.stdout) == (0, "hi\n")
+    trapped = transport.run(script("trap 'echo bye' EXIT; echo hi"))
+    assert (trapped.exit_code, trapped.stdout) == (0, "hi\nbye\n")
+    assert transport.run(script("echo $((1+1))")).stdout == "2\n"  # the next one is fine
+
+
 def test_a_command_that_ignores_sigterm_is_killed_after_the_grace_period(
     transport: Transport,
 ) -> None:

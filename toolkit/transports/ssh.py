@@ -23,6 +23,7 @@ import contextlib
 import functools
 import math
 import os
+import re
 import secrets
 import shlex
 import threading
@@ -343,21 +344,26 @@ REMOTE_SLACK = 2
 
 # The host's side of the shell protocol, sent once when a host's shell starts. Under bash each
 # command runs as a background job with job control (`set -m`), so it has a process group of its
-# own; meanwhile the shell waits for the controller's word on stdin:
+# own (the command runs in the job's shell, whose EXIT trap prints the exit markers; a command
+# that sets traps or execs gets a subshell of its own inside the job instead, one fork more);
+# meanwhile the shell waits for the controller's word on stdin:
 #   ": k"  the result arrived, go on;   ": x"  stop it (SIGTERM to the group, SIGKILL after the
 #   grace period); end of input (the controller died, the connection dropped, Ctrl-C twice) or
 #   no word within the host-side deadline while the command still runs: stop it the same way.
-# The job prints the exit markers itself (it survives the SIGTERM it sends its command, through
-# a trap); after a SIGKILL the shell prints them. Without bash, /bin/sh runs each command in the
+# After a SIGKILL the shell prints the markers itself. Without bash, /bin/sh runs each command in the
 # foreground as before: nothing can stop it remotely, and the controller says so.
 _PRELUDE = r"""export LC_ALL=C LANG=C
 __itops_m={marker}
 if [ -n "$BASH_VERSION" ]; then
 set -m
 exec 4>&2 2>/dev/null
+__itops_end() {{ printf '\n%s %d\n' $__itops_m "$1"; printf '\n%s\n' $__itops_m >&4; }}
 __itops_run() {{
-  {{ trap : TERM; ( eval "$3" ) </dev/null; printf '\n%s %d\n' $__itops_m $?
-     printf '\n%s\n' $__itops_m >&4; }} 2>&4 &
+  {{ trap 'exit 143' TERM; trap '__itops_end $?' EXIT; eval "$3"; }} </dev/null 2>&4 &
+  __itops_wait $! "$1" "$2"
+}}
+__itops_run_sub() {{
+  {{ trap : TERM; ( eval "$3" ) </dev/null; __itops_end $?; }} 2>&4 &
   __itops_wait $! "$1" "$2"
 }}
 __itops_wait() {{
@@ -385,6 +391,7 @@ else
 __itops_run() {{
   ( eval "$3" ) </dev/null; printf '\n%s %d\n' $__itops_m $?; printf '\n%s\n' $__itops_m >&2
 }}
+__itops_run_sub() {{ __itops_run "$@"; }}
 fi
 """
 # The login shell starts bash where the host has it (process groups, `read -t`), else /bin/sh.
@@ -392,6 +399,7 @@ _SHELL_COMMAND = (
     "exec /bin/sh -c 'command -v bash >/dev/null 2>&1 && exec bash --noprofile --norc; "
     "exec /bin/sh'"
 )
+_OWN_TRAPS = re.compile(r"\b(trap|exec)\b")
 _ACK = b": k\n"
 _STOP = b": x\n"
 
@@ -469,8 +477,10 @@ class _Shell(asyncssh.SSHClientSession[bytes]):
         self._err.clear()
         self._waiter = waiter
         deadline = max(1, math.ceil(limit + REMOTE_SLACK))
+        # Its own traps or an exec would take the job's EXIT trap away: such text gets a subshell.
+        run = "__itops_run_sub" if _OWN_TRAPS.search(text) else "__itops_run"
         self._chan.write(
-            self._owed + f"__itops_run {deadline} {STOP_GRACE} {shlex.quote(text)}\n".encode()
+            self._owed + f"{run} {deadline} {STOP_GRACE} {shlex.quote(text)}\n".encode()
         )
         self._owed = b""
 

@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from .bulk import paused_gc
 from .errors import ToolkitError, ValidationError
+from .textsafe import json_safe
 from .tickets import (
     KINDS,
     TicketError,
@@ -327,6 +328,7 @@ def export_lines(
 def write_lines(rows: Iterable[Mapping[str, Any]], out: IO[str]) -> int:
     count = 0
     for row in rows:
-        out.write(json.dumps(row, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
+        text = json.dumps(row, ensure_ascii=False, separators=(",", ":"), default=str)
+        out.write(json_safe(text) + "\n")  # (C1 controls escaped: the same JSON, terminal-safe)
         count += 1
     return count

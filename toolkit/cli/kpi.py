@@ -86,7 +86,7 @@ def kpi(app: App, since: str | None, until: str | None, by: str | None, as_json:
     if as_json:
         render.emit_json(result)
         return
-    click.echo(f"KPIs {result['since']} → {result['until']} (clocks in {result['timezone']})")
+    render.echo(f"KPIs {result['since']} → {result['until']} (clocks in {result['timezone']})")
     targets = result["targets"]
     rows = []
     for key in SHOWN:

@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..app import App
+from ..textsafe import visible
 from ..tickets import CATEGORIES, PRIORITIES, check_ticket_id
 from . import render
 from .fix import EPILOG, show_report
@@ -123,15 +124,16 @@ def run(
 
     def progress(event: TaskEvent) -> None:
         if show:
-            click.echo(
-                f"  {event.host:<16} {render.outcome_text(event.status):<11} {event.task} "
+            click.echo(  # (the outcome's colour is ours; the host and task are made visible)
+                f"  {visible(event.host):<16} {render.outcome_text(event.status):<11} "
+                f"{visible(event.task)} "
                 f"({event.duration:.1f}s)",
                 err=True,
             )
 
     if show:
         mode = "check mode" if check_only else f"under {ticket}"
-        click.echo(f"playbook {name} on {len(hosts)} host(s), {mode}:", err=True)
+        render.echo(f"playbook {name} on {len(hosts)} host(s), {mode}:", err=True)
     report = run_playbook(
         app,
         name,

@@ -90,6 +90,22 @@ def echo(message: str = "", *, err: bool = False, **style: Any) -> None:
     click.secho(visible(message, multiline=True), err=err, **style)
 
 
+SHOW_ANOMALIES = 10
+
+
+def warn_anomalies(anomalies: Sequence[tuple[str, str]]) -> None:
+    """Warn (stderr) of ticket events the clocks skipped or corrected, naming each record."""
+    for ticket, note in anomalies[:SHOW_ANOMALIES]:
+        echo(f"warning: {ticket} event {note}", err=True, fg="yellow")
+    if len(anomalies) > SHOW_ANOMALIES:
+        echo(
+            f"warning: {len(anomalies) - SHOW_ANOMALIES} more odd ticket event(s); "
+            "see itops ticket show TICKET",
+            err=True,
+            fg="yellow",
+        )
+
+
 def outcome_text(outcome: str) -> str:
     style = OUTCOME_STYLE.get(outcome)
     return click.style(outcome, fg=style) if style and is_tty() and style != "dim" else outcome

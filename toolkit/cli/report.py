@@ -64,6 +64,7 @@ def kpi_report(
     projection = projection_for(app, policy)
     try:
         data = kpi_pages.build(projection, policy, since=start, until=stop, now=now.timestamp())
+        render.warn_anomalies(projection.anomalies())
     finally:
         projection.close()
     written = []

@@ -369,7 +369,7 @@ def show(app: App, ticket_id: str, as_json: bool) -> None:
         for line in _clock_lines(summary, policy, now):
             render.echo("  " + line)
         for anomaly in summary.anomalies:
-            render.echo(f"  ignored event {anomaly}", fg="yellow")
+            render.echo(f"  warning: event {anomaly}", fg="yellow")
     rows: list[tuple[float, int, tuple[str, ...]]] = []
     for ev in events:
         fields = {k: v for k, v in ev.data.items() if k != "by" and v not in (None, "", [], {})}
@@ -450,6 +450,7 @@ def list_(
     projection = projection_for(app, policy)
     try:
         tickets = projection.tickets(priority=priority, category=category, assignee=assignee)
+        render.warn_anomalies(projection.anomalies())
     finally:
         projection.close()
     now = datetime.now(UTC).timestamp()

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -243,6 +243,16 @@ class Ledger:
                 if r is not request:
                     r.committed.set()
         return request.result()
+
+    def append_all(
+        self, batches: Callable[[], Iterable[Sequence[Entry]]]
+    ) -> tuple[int, int] | None:
+        """Append every entry of `batches()` in one transaction: all or none (`Store.append_all`;
+        a ticket import). The first and last seq written. For a single writer of this Ledger
+        object (the CLI's import); `batches` may be called again if another process's write
+        forces a renumbering."""
+        prepare = self._prepare
+        return self._store.append_all(lambda: ([prepare(e) for e in batch] for batch in batches()))
 
     def begin(
         self,

@@ -12,7 +12,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from .schema import (
 SCHEMA_LOCK_KEY = 0x170B55C4E  # serialises concurrent first opens on PostgreSQL
 FILTERS = ("seq", "ticket", "host", "operator", "task", "outcome", "kind", "action_id")
 PARALLEL_VERIFY_MIN = 200_000
+PG_ROWS = 2000  # rows per multi-row INSERT on PostgreSQL (17 parameters each; at most 65,535)
 # Waits before each retry of a write that lost its connection: ~3 s in all, then the write fails
 RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.6)
 
@@ -422,6 +423,76 @@ class Store:
                 time.sleep(delay)
         raise LedgerError("cannot write to the ledger: too much contention from other writers")
 
+    def append_all(
+        self, batches: Callable[[], Iterable[list[dict[str, Any]]]]
+    ) -> tuple[int, int] | None:
+        """Append every row of `batches()` in ONE transaction — all of them or none (a ticket
+        import); the first and last seq written, None if there were no rows.
+
+        Rows are numbered, hashed and sent a batch at a time, so memory holds one batch. On
+        SQLite the transaction holds the write lock from the start (BEGIN IMMEDIATE); on
+        PostgreSQL a writer that takes a seq first makes the insert fail on the primary key,
+        and the whole transaction is rolled back and made again from the new head (`batches` is
+        called again). A failure rolls everything back; if the connection was lost while the
+        COMMIT itself was on its way, the ledger is asked whether it landed (`_landed`)."""
+        if self.read_only:
+            raise LedgerError("the ledger is open read-only: nothing can be recorded")
+        for _attempt in range(100):
+            sent: _Attempt | None = None
+            try:
+                if self._raw is None:
+                    self._connect()
+                if self.dialect == "sqlite":
+                    self._cursor.execute("BEGIN IMMEDIATE")
+                self._cursor.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
+                found = self._cursor.fetchone()
+                seq, prev = (found[0], found[1]) if found else (0, GENESIS)
+                first, at = seq + 1, _now()
+                for rows in batches():
+                    values: list[tuple[Any, ...]] = []
+                    for row in rows:
+                        seq += 1
+                        row["seq"], row["at"], row["prev_hash"] = seq, at, prev
+                        fields = [row[f] for f in FIELDS]
+                        prev = record_hash(fields)
+                        fields.append(prev)
+                        values.append(tuple(fields))
+                    if values:
+                        self._insert(values, began=True, commit=False)
+                if seq < first:
+                    self._end()
+                    return None
+                sent = _Attempt(seq, prev, [])
+                self._commit()
+                self._head = (seq, prev)
+                return first, seq
+            except self._integrity_errors:
+                self._rollback(keep=True)
+                self._head = None  # another writer got there first: again, from the new head
+            except Exception as exc:
+                self._rollback(keep=False)
+                if sent is not None:
+                    try:
+                        self._connect()
+                        if self._landed([sent]) is not None:
+                            return first, sent.seq
+                    except Exception:
+                        raise LedgerError(
+                            f"cannot tell whether the ledger committed the write: {exc}",
+                            hint="look at `itops log` before writing it again",
+                        ) from exc
+                raise LedgerError(
+                    f"cannot write to the ledger: {exc.__class__.__name__}: {exc}; "
+                    "nothing was written (one transaction)"
+                ) from exc
+        raise LedgerError("cannot write to the ledger: too much contention from other writers")
+
+    def _commit(self) -> None:
+        if self.dialect == "sqlite":
+            self._cursor.execute("COMMIT")
+        else:
+            self._raw.commit()
+
     def _transient(self, exc: Exception) -> bool:
         """A failure a fresh connection may not have: the server went away or cut this session
         (PostgreSQL), or another writer held SQLite's lock past the busy timeout."""
@@ -471,12 +542,15 @@ class Store:
                 seen.add(key)
         return new
 
-    def _insert(self, values: list[tuple[Any, ...]], *, began: bool = False) -> None:
+    def _insert(
+        self, values: list[tuple[Any, ...]], *, began: bool = False, commit: bool = True
+    ) -> None:
         cur = self._cursor
         if self.dialect == "sqlite":
             if began:  # BEGIN IMMEDIATE already
                 cur.executemany(self._insert_sql, values)
-                cur.execute("COMMIT")
+                if commit:
+                    cur.execute("COMMIT")
             elif len(values) == 1:
                 cur.execute(self._insert_sql, values[0])  # autocommit: its own transaction
             else:
@@ -484,15 +558,16 @@ class Store:
                 cur.executemany(self._insert_sql, values)
                 cur.execute("COMMIT")
         else:
-            # One multi-row INSERT: psycopg's executemany pipelines, and a lost race then
-            # surfaces as a noisy aborted pipeline instead of one clean IntegrityError.
-            sql = (
-                self._insert_sql.partition(" VALUES ")[0]
-                + " VALUES "
-                + ", ".join([self._row_sql] * len(values))
-            )
-            cur.execute(sql, [v for row in values for v in row])
-            self._raw.commit()
+            # Multi-row INSERTs: psycopg's executemany pipelines, and a lost race then
+            # surfaces as a noisy aborted pipeline instead of one clean IntegrityError. (At most
+            # PG_ROWS rows each: a statement takes at most 65,535 parameters.)
+            head = self._insert_sql.partition(" VALUES ")[0] + " VALUES "
+            for start in range(0, len(values), PG_ROWS):
+                chunk = values[start : start + PG_ROWS]
+                sql = head + ", ".join([self._row_sql] * len(chunk))
+                cur.execute(sql, [v for row in chunk for v in row])
+            if commit:
+                self._raw.commit()
 
     def _end(self) -> None:
         """End a transaction that wrote nothing (SQLite's BEGIN IMMEDIATE; PostgreSQL's

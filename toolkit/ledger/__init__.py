@@ -307,6 +307,9 @@ class Ledger:
         )
 
     def _prepare(self, e: Entry, once: bool = False) -> dict[str, Any]:
+        for name, value in (("kind", e.kind), ("action_id", e.action_id), ("outcome", e.outcome)):
+            if value is not None and "\x00" in value:  # (text fields get a visible stand-in)
+                raise LedgerError(f"a ledger {name} may not hold a NUL character: {value!r}")
         mask = self._mask
         excerpt = sha = None
         if e.output is not None:
@@ -376,8 +379,20 @@ class Ledger:
         return Record(*row) if row else None
 
     def verify(self) -> VerifyReport:
-        """Recompute the whole chain; report the first broken record and any open actions."""
+        """Recompute the whole chain; report the first broken record and any open actions; and
+        that the append-only triggers are in place (named if not)."""
         result = self._store.verify_chain()
+        missing = self._store.guards_missing() if result.first_bad is None else []
+        if missing:
+            return VerifyReport(
+                False,
+                result.count,
+                result.last_seq,
+                result.last_hash,
+                None,
+                f"the append-only trigger(s) {', '.join(missing)} are missing, disabled or "
+                "altered: records could have been changed in place",
+            )
         if result.first_bad is not None:
             return VerifyReport(
                 False,

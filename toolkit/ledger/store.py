@@ -699,6 +699,42 @@ class Store:
             prev, last_seq = part.last_hash or prev, part.last_seq
         return RangeCheck(total, last_seq=last_seq, last_hash=prev, begun=tuple(begun))
 
+    def guards_missing(self) -> list[str]:
+        """The append-only triggers that are gone, disabled or changed: named, for `verify`
+        (without them anyone with write access edits rows in place, and only the chain shows it)."""
+        if self.dialect == "sqlite":
+            expected = {
+                ddl.split()[5]: ddl.replace(" IF NOT EXISTS", "") for ddl in SQLITE_TRIGGERS
+            }
+            found = dict(
+                self._stream(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                    "AND tbl_name = 'ledger'",
+                    [],
+                )
+            )
+            return [
+                name
+                for name, ddl in expected.items()
+                if " ".join((found.get(name) or "").split()) != ddl
+            ]
+        rows = self._stream(
+            "SELECT t.tgname, t.tgenabled, pg_get_triggerdef(t.oid), p.prosrc FROM pg_trigger t "
+            "JOIN pg_proc p ON p.oid = t.tgfoid "
+            "WHERE t.tgrelid = 'ledger'::regclass AND NOT t.tgisinternal",
+            [],
+        )
+        body = PG_TRIGGERS[0].split("$$")[1].strip()
+        shapes = {"ledger_no_change": "BEFORE DELETE OR UPDATE", "ledger_no_truncate": "TRUNCATE"}
+        good = {
+            str(name)
+            for name, enabled, definition, source in rows
+            if enabled in ("O", "A")  # fires (D: disabled; R: replica only)
+            and shapes.get(str(name), "\0") in definition
+            and " ".join(str(source).split()) == body
+        }
+        return [name for name in shapes if name not in good]
+
     def close(self) -> None:
         self._rollback(keep=False)
         if self._copy is not None:
@@ -740,8 +776,13 @@ def check_range(url: str, low: int, high: int) -> RangeCheck:
                     problem = (expected, f"record {expected} is {what}")
                 elif count and prev_hash != prev:
                     problem = (seq, f"record {seq} does not link to record {seq - 1}")
-                elif sha(image.encode()).hexdigest() != stored:
-                    problem = (seq, f"record {seq} was altered (its hash does not match)")
+                else:
+                    if type(image) is not bytes:  # (PostgreSQL: text, which holds no NUL)
+                        image = image.encode()
+                    if b"\x00" in image:
+                        problem = (seq, f"record {seq} was altered (it holds a NUL character)")
+                    elif sha(image).hexdigest() != stored:
+                        problem = (seq, f"record {seq} was altered (its hash does not match)")
                 if problem:
                     return RangeCheck(count, *problem, first_prev, expected - 1, prev)
                 if count == 0:

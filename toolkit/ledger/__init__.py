@@ -358,8 +358,9 @@ class Ledger:
             return
         path = self.blob_dir / sha[:2] / sha
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            from ..statefiles import write_private
+
+            write_private(path, text)  # a full command output: 0600 (see statefiles)
 
     # -- reading -----------------------------------------------------------------------------
     def records(self, **filters: Any) -> Iterator[Record]:

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from toolkit.cli import main, render
+from tests.inprocess import itops
+from toolkit.cli import render
 from toolkit.ledger import Entry, Ledger
 from toolkit.runner import HostResult, Outcome, RunReport
 from toolkit.textsafe import CsvWriter, csv_cell, json_safe, visible
@@ -37,21 +37,6 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
         monkeypatch.setenv("FORCE_COLOR", "1")  # rich writes as to a terminal (colours, links)
     monkeypatch.setenv("COLUMNS", "400")  # no folding: the text must appear in one piece
     return str(request.param)
-
-
-def itops(ws: Path, *args: str) -> tuple[int, str]:
-    with CliRunner().isolation(env={"ITOPS_OPERATOR": "ana", "ITOPS_WORKSPACE": None}) as (
-        _o,
-        _e,
-        both,
-    ):
-        try:
-            main(["-w", str(ws), *args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        sys.stdout.flush()  # (the CSV writer writes to sys.stdout without click's flush)
-    return code, both.getvalue().decode()
 
 
 def assert_shown_literally(output: str, path: str, *pieces: str) -> None:

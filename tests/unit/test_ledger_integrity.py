@@ -4,34 +4,21 @@ there) and against a ledger whose append-only triggers were dropped or disabled.
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
+from tests.inprocess import itops as _itops
 from tests.unit.test_ledger import fill, tamper
-from toolkit.cli import main
 from toolkit.errors import LedgerError
 from toolkit.ledger import Entry, Ledger
 from toolkit.workspace import Workspace
 
 
 def itops(ws: Path, *args: str) -> tuple[int, str]:
-    with CliRunner().isolation(env={"ITOPS_OPERATOR": "auditor", "ITOPS_WORKSPACE": None}) as (
-        _o,
-        _e,
-        both,
-    ):
-        try:
-            main(["-w", str(ws), *args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        sys.stdout.flush()
-    return code, both.getvalue().decode()
+    return _itops(ws, *args, operator="auditor")
 
 
 @pytest.fixture

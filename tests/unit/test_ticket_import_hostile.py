@@ -6,32 +6,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from toolkit.cli import main
+from tests.inprocess import itops
 from toolkit.ledger import Entry, Ledger
 from toolkit.ticketio import import_file
 from toolkit.workspace import Workspace
-
-
-def itops(ws: Path, *args: str) -> tuple[int, str]:
-    with CliRunner().isolation(env={"ITOPS_OPERATOR": "ana", "ITOPS_WORKSPACE": None}) as (
-        _o,
-        _e,
-        both,
-    ):
-        try:
-            main(["-w", str(ws), *args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        sys.stdout.flush()
-    return code, both.getvalue().decode()
 
 
 def opened(ticket: str = "INC-1", at: str = "2026-11-02T09:14:00+01:00", **extra: Any) -> str:

@@ -388,11 +388,8 @@ class Store:
                         result.append(None)
                         continue
                     seq += 1
-                    row["seq"], row["at"], row["prev_hash"] = seq, at, prev
-                    fields = [row[f] for f in FIELDS]
-                    prev = record_hash(fields)
-                    fields.append(prev)
-                    values.append(tuple(fields))
+                    values.append(_chained(row, seq, at, prev))
+                    prev = values[-1][-1]
                     result.append(values[-1])
                 if not values:
                     self._end()
@@ -452,11 +449,8 @@ class Store:
                     values: list[tuple[Any, ...]] = []
                     for row in rows:
                         seq += 1
-                        row["seq"], row["at"], row["prev_hash"] = seq, at, prev
-                        fields = [row[f] for f in FIELDS]
-                        prev = record_hash(fields)
-                        fields.append(prev)
-                        values.append(tuple(fields))
+                        values.append(_chained(row, seq, at, prev))
+                        prev = values[-1][-1]
                     if values:
                         self._insert(values, began=True, commit=False)
                 if seq < first:
@@ -742,6 +736,14 @@ class Store:
 
             shutil.rmtree(self._copy, ignore_errors=True)
             self._copy = None
+
+
+def _chained(row: dict[str, Any], seq: int, at: str, prev: str) -> tuple[Any, ...]:
+    """A row numbered, timed and linked to `prev`: its values in COLUMNS order (hash last)."""
+    row["seq"], row["at"], row["prev_hash"] = seq, at, prev
+    fields = [row[f] for f in FIELDS]
+    fields.append(record_hash(fields))
+    return tuple(fields)
 
 
 def check_range(url: str, low: int, high: int) -> RangeCheck:

@@ -64,7 +64,10 @@ class App:
 
     @cached_property
     def workspace(self) -> Workspace:
+        from toolkit.statefiles import secure
+
         ws = Workspace.find(self._workspace_arg)
+        secure(ws.state_dir)  # private: 0700, its files 0600 (see statefiles)
         self._setup_logging(ws)
         return ws
 
@@ -100,8 +103,14 @@ class App:
     def ledger(self) -> Ledger:
         if self._ledger is None:
             from toolkit.ledger import open_ledger
+            from toolkit.ledger.store import SqliteTarget
+            from toolkit.statefiles import private_file
 
             ws = self.workspace
+            if ws.ledger_url.startswith("sqlite:///") and not self.read_only:
+                target = SqliteTarget.parse(ws.ledger_url)
+                if not target.read_only and Path(target.path).parent.is_dir():
+                    private_file(Path(target.path))  # (SQLite gives -wal and -shm its mode)
             self._ledger = open_ledger(
                 ws.ledger_url,
                 operator=ws.operator,
@@ -142,7 +151,11 @@ class App:
         if logger.handlers:
             return
         logger.setLevel(logging.DEBUG if self.verbose else logging.INFO)
+        from toolkit.statefiles import private_file
+
         ws.state_dir.mkdir(parents=True, exist_ok=True)
+        if os.access(ws.state_dir, os.W_OK):
+            private_file(ws.state_dir / "itops.log")
         handler: logging.Handler = logging.FileHandler(ws.state_dir / "itops.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.addFilter(RedactingFilter(self.redactor))

@@ -65,25 +65,31 @@ def test_a_good_file_is_imported_whole(ledger: Ledger, tmp_path: Path) -> None:
     assert ledger.verify().ok
 
 
-def test_a_write_that_fails_part_way_says_what_is_in_the_log(
+def test_a_write_that_fails_part_way_writes_nothing(
     ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An import is one transaction: a failure after some batches were sent leaves none of them."""
     from toolkit.errors import ToolkitError
 
-    real = ledger.append_many
+    store = ledger._store
+    real = store._insert
     calls = {"n": 0}
 
-    def fails_on_the_third_batch(entries: Any) -> Any:
+    def fails_on_the_third_batch(values: Any, **kw: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError("disk full")
-        return real(entries)
+        return real(values, **kw)
 
-    monkeypatch.setattr(ledger, "append_many", fails_on_the_third_batch)
-    with pytest.raises(ToolkitError, match="writing stopped after 4 of 7 events: disk full") as e:
+    monkeypatch.setattr(store, "_insert", fails_on_the_third_batch)
+    with pytest.raises(ToolkitError, match="not written: .*disk full.*nothing was written") as e:
         import_file(ledger, write(tmp_path, GOOD), batch=2)
-    assert "the first 4 events are in the ticket log" in (e.value.hint or "")
-    assert ticket_records(ledger) == 4 and ledger.verify().ok
+    assert "one transaction" in (e.value.hint or "")
+    assert calls["n"] == 3
+    assert ticket_records(ledger) == 0 and ledger.verify().ok
+    monkeypatch.undo()
+    result = import_file(ledger, write(tmp_path, GOOD), batch=2)  # and the same file goes in whole
+    assert result.events == 7 and ticket_records(ledger) == 7 and ledger.verify().ok
 
 
 def expect_refused(ledger: Ledger, tmp_path: Path, rows: list[Any], *fragments: str) -> None:

@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _error(message: str, hint: str | None) -> None:
+    from toolkit.textsafe import visible
+
     mask = _APPS[0].redactor.mask if _APPS else (lambda text: text)
-    click.secho(f"error: {mask(message)}", fg="red", err=True)
+    click.secho(visible(f"error: {mask(message)}", multiline=True), fg="red", err=True)
     if hint:
-        click.echo(f"hint: {mask(hint)}", err=True)
+        click.echo(visible(f"hint: {mask(hint)}", multiline=True), err=True)

@@ -77,7 +77,7 @@ def approve(app: App, request_id: str | None, note: str, list_pending: bool, as_
             }
         )
         return
-    click.echo(
+    render.echo(
         f"approved {approval.request_id}: {b.task} on {', '.join(b.hosts)} "
         + (f"for the runs of schedule {b.schedule} " if b.schedule else f"under {b.ticket} ")
         + f"(requested by {approval.requested_by}); valid until "

@@ -57,18 +57,18 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
             }
         )
     elif problem is None:
-        click.secho(
+        render.echo(
             f"ledger intact: {report.records} records, head #{report.head_seq} {report.head_hash}",
             fg="green",
         )
         if report.open_actions:
-            click.echo(
+            render.echo(
                 f"{len(report.open_actions)} action(s) begun and never finished "
                 "(see: itops log --outcome open)"
             )
     else:
-        click.secho(f"LEDGER BROKEN: {problem}", fg="red", err=True)
-        click.echo(f"the chain is intact up to record #{report.head_seq}", err=True)
+        render.echo(f"LEDGER BROKEN: {problem}", fg="red", err=True)
+        render.echo(f"the chain is intact up to record #{report.head_seq}", err=True)
     click.get_current_context().exit(0 if problem is None else 1)
 
 
@@ -78,4 +78,4 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
 def head(app: App) -> None:
     """Print the newest record as SEQ:HASH, to keep outside the ledger and pass to --expect-head."""
     record = app.ledger.head()
-    click.echo("empty" if record is None else f"{record.seq}:{record.hash}")
+    render.echo("empty" if record is None else f"{record.seq}:{record.hash}")

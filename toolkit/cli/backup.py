@@ -94,9 +94,9 @@ def run(app: App, targets: str, ticket: str | None, check_only: bool, as_json: b
             diffs.append(str(diff))
     render.table(["device", "backup", "detail"], rows)
     for diff in diffs:
-        click.echo("\n" + diff.rstrip("\n"))
+        render.echo("\n" + diff.rstrip("\n"))
     for note in report.notes:
-        click.echo(note)
+        render.echo(note)
     click.get_current_context().exit(report.exit_code)
 
 
@@ -118,7 +118,7 @@ def history(app: App, device: str, as_json: bool) -> None:
         render.emit_json([r.__dict__ for r in revisions])
         return
     if not revisions:
-        click.echo(f"no backup of {device} yet")
+        render.echo(f"no backup of {device} yet")
         return
     render.table(["commit", "date", "message"], [(r.commit, r.date, r.message) for r in revisions])
 
@@ -138,4 +138,4 @@ def diff(app: App, device: str, rev: str | None) -> None:
     from toolkit.backups.network import FOLDER, BackupStore
 
     text = BackupStore(app.workspace.state_dir / FOLDER).diff(device, rev)
-    click.echo(text.rstrip("\n") if text else f"no change to {device} since {rev}")
+    render.echo(text.rstrip("\n") if text else f"no change to {device} since {rev}")

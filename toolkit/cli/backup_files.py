@@ -72,8 +72,8 @@ def show(app: App, host: str, backup_id: str, as_json: bool) -> None:
     if as_json:
         render.emit_json(found.as_dict())
         return
-    click.secho(f"{found.host} {found.id}", bold=True)
-    click.echo(
+    render.echo(f"{found.host} {found.id}", bold=True)
+    render.echo(
         f"  created {found.created} under {found.ticket or '-'}; paths {', '.join(found.paths)}; "
         f"{found.compression} archive sha256 {found.archive_sha256}"
     )

@@ -208,7 +208,7 @@ def fix(
         else:
             show_report(report)
             if policy is not None and policy.request_id and report.counts.get("needs-approval"):
-                click.echo(
+                render.echo(
                     f"approval requested: {policy.request_id} — another operator runs "
                     f"`itops approve {policy.request_id}`, then run this command again"
                 )
@@ -292,11 +292,11 @@ def _warn_repeat_fixes(app: App, category: str, hosts: list[str]) -> None:
     threshold = policy_for(app.workspace).repeat_fix_threshold
     found = repeat_fixes(app.ledger, hosts, category, category_lookup(known), threshold=threshold)
     for repeat in found[:SHOW_REPEATS]:
-        click.secho(f"warning: {repeat.message}", fg="yellow", err=True)
+        render.echo(f"warning: {repeat.message}", fg="yellow", err=True)
     if len(found) > SHOW_REPEATS:
         more = [r.host for r in found[SHOW_REPEATS:]]
         listed = ", ".join(more[:10]) + (f" and {len(more) - 10} more" if len(more) > 10 else "")
-        click.secho(
+        render.echo(
             f"warning: {len(more)} more host(s) had {threshold}+ {category} fixes in "
             f"30 days: {listed}",
             fg="yellow",
@@ -313,12 +313,12 @@ def show_report(report: RunReport) -> None:
     counts = ", ".join(f"{n} {o}" for o, n in sorted(report.counts.items()))
     where = f" under {report.ticket}" if report.ticket else ""
     mode = "check" if report.check_only else "fix"
-    click.echo(
+    render.echo(
         f"{report.task} ({mode}) on {len(report.results)} host(s): {counts} "
         f"in {report.duration:.1f}s; recorded in the ticket log{where}"
     )
     for note in report.notes:
-        click.echo(note)
+        render.echo(note)
 
 
 def show_interrupted(app: App, stop: RunInterrupted, *, as_json: bool) -> None:
@@ -357,11 +357,11 @@ def show_interrupted(app: App, stop: RunInterrupted, *, as_json: bool) -> None:
              for h in stop.never_started]  # fmt: skip
     render.table(["host", "outcome", "detail", "time"], rows, style_column="outcome")
     summary = ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
-    click.echo(f"{stop.task} interrupted after {stop.duration:.1f}s: {summary}")
+    render.echo(f"{stop.task} interrupted after {stop.duration:.1f}s: {summary}")
     if stop.abandoned and open_hint:
-        click.echo(f"actions left open: {open_hint}")
+        render.echo(f"actions left open: {open_hint}")
     elif stop.abandoned:
-        click.echo("actions left open: itops log --outcome open")
+        render.echo("actions left open: itops log --outcome open")
 
 
 def _outcome(r: HostResult) -> str:

@@ -88,10 +88,10 @@ def show(app: App, host: str, as_json: bool) -> None:
         return
     for key in ("name", "address", "port", "platform", "transport", "user", "groups", "source"):
         value = data[key]
-        click.echo(f"{key:<10} {', '.join(value) if isinstance(value, list) else value}")
-    click.echo("vars:")
+        render.echo(f"{key:<10} {', '.join(value) if isinstance(value, list) else value}")
+    render.echo("vars:")
     for key, value in sorted(h.vars.items()):
-        click.echo(f"  {key}: {value}")
+        render.echo(f"  {key}: {value}")
 
 
 @inventory.command("check")
@@ -129,7 +129,7 @@ def check(app: App, pattern: str, forks: int, connect_timeout: float | None, as_
             style_column="status",
         )
     failed = [r for r in results if r["status"] != "ok"]
-    click.echo(f"{len(results) - len(failed)} of {len(results)} host(s) answered", err=True)
+    render.echo(f"{len(results) - len(failed)} of {len(results)} host(s) answered", err=True)
     click.get_current_context().exit(3 if failed else 0)
 
 
@@ -165,9 +165,9 @@ def trust(app: App, host: str, fingerprint: str | None, yes: bool, replace: bool
     finally:
         factory.close()
     shown = fp(key)
-    click.echo(f"{h.name} ({h.address}:{h.port}) presents {key.get_algorithm()} key {shown}")
+    render.echo(f"{h.name} ({h.address}:{h.port}) presents {key.get_algorithm()} key {shown}")
     if any(fp(k) == shown for k in pinned):
-        click.echo("already trusted")
+        render.echo("already trusted")
         return
     if pinned and not replace:
         raise HostKeyMismatch(
@@ -199,4 +199,4 @@ def trust(app: App, host: str, fingerprint: str | None, yes: bool, replace: bool
             },
         )
     )
-    click.echo(f"pinned in {app.workspace.known_hosts}")
+    render.echo(f"pinned in {app.workspace.known_hosts}")

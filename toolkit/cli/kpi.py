@@ -82,11 +82,15 @@ def kpi(app: App, since: str | None, until: str | None, by: str | None, as_json:
 
     now = app.clock.now()
     start, stop = period(app, since, until, now)
-    result = kpi_report(app, since=start, until=stop, by=by, now=now.timestamp())
+    anomalies: list[tuple[str, str]] = []
+    result = kpi_report(
+        app, since=start, until=stop, by=by, now=now.timestamp(), anomalies=anomalies
+    )
+    render.warn_anomalies(anomalies)
     if as_json:
         render.emit_json(result)
         return
-    click.echo(f"KPIs {result['since']} → {result['until']} (clocks in {result['timezone']})")
+    render.echo(f"KPIs {result['since']} → {result['until']} (clocks in {result['timezone']})")
     targets = result["targets"]
     rows = []
     for key in SHOWN:

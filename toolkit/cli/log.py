@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import re
 import sys
 from collections.abc import Iterable
@@ -17,6 +16,7 @@ from toolkit.cli.options import reads_only
 from toolkit.clock import iso
 from toolkit.errors import ValidationError
 from toolkit.ledger import COLUMNS, Record
+from toolkit.textsafe import CsvWriter
 
 _RELATIVE = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -175,7 +175,7 @@ def log(
         if as_json:
             render.emit_jsonl(r.as_dict() for r in raw)
         else:
-            writer = csv.writer(sys.stdout)
+            writer = CsvWriter(sys.stdout)  # cells an outsider wrote: no formulas (OWASP)
             writer.writerow(COLUMNS)
             for r in raw:
                 writer.writerow([getattr(r, c) for c in COLUMNS])
@@ -203,4 +203,4 @@ def log(
         style_column="outcome",
     )
     if limit and total > limit:
-        click.echo(f"(last {limit} of {total}; --limit 0 shows all)", err=True)
+        render.echo(f"(last {limit} of {total}; --limit 0 shows all)", err=True)

@@ -11,6 +11,7 @@ from toolkit.cli import render
 from toolkit.cli.fix import EPILOG, show_report
 from toolkit.cli.options import Checked
 from toolkit.desk.tickets import CATEGORIES, PRIORITIES, check_ticket_id
+from toolkit.textsafe import visible
 
 
 @click.group()
@@ -124,15 +125,16 @@ def run(
 
     def progress(event: TaskEvent) -> None:
         if show:
-            click.echo(
-                f"  {event.host:<16} {render.outcome_text(event.status):<11} {event.task} "
+            click.echo(  # (the outcome's colour is ours; the host and task are made visible)
+                f"  {visible(event.host):<16} {render.outcome_text(event.status):<11} "
+                f"{visible(event.task)} "
                 f"({event.duration:.1f}s)",
                 err=True,
             )
 
     if show:
         mode = "check mode" if check_only else f"under {ticket}"
-        click.echo(f"playbook {name} on {len(hosts)} host(s), {mode}:", err=True)
+        render.echo(f"playbook {name} on {len(hosts)} host(s), {mode}:", err=True)
     report = run_playbook(
         app,
         name,

@@ -1,5 +1,10 @@
 """Output helpers shared by the commands: tables (rich on a terminal, plain columns in a pipe),
-JSON, and outcome colours. Secrets are masked by the caller's Redactor before anything prints."""
+JSON, and outcome colours. Secrets are masked by the caller's Redactor before anything prints.
+
+Every cell is outside text as far as this module knows (a host's stderr, an imported ticket's
+summary): control characters are shown as visible stand-ins (`textsafe.visible`) on both paths,
+and the rich table is built from `Text` objects, which take no markup, so `[/x]` cannot crash
+it and `[link=…]` or `[bold green]…[/]` print as the brackets they are."""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
+
+from toolkit.textsafe import json_safe, visible
 
 OUTCOME_STYLE = {
     "already-ok": "green",
@@ -30,12 +37,14 @@ def is_tty() -> bool:
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    click.echo(json_safe(json.dumps(data, indent=2, default=str, ensure_ascii=False)))
 
 
 def emit_jsonl(rows: Iterable[Mapping[str, Any]]) -> None:
     for row in rows:
-        click.echo(json.dumps(row, default=str, ensure_ascii=False, separators=(",", ":")))
+        click.echo(
+            json_safe(json.dumps(row, default=str, ensure_ascii=False, separators=(",", ":")))
+        )
 
 
 def table(
@@ -46,21 +55,24 @@ def table(
     style_column: str | None = None,
 ) -> None:
     """A table: rich on a terminal, tab-free aligned plain text otherwise (greppable)."""
-    rows = [["" if v is None else str(v) for v in row] for row in rows]
+    rows = [["" if v is None else visible(str(v)) for v in row] for row in rows]
+    columns = [visible(c) for c in columns]
+    title = None if title is None else visible(title)
     if is_tty():
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        t = Table(title=title, title_justify="left", header_style="bold")
+        t = Table(title=Text(title) if title else None, title_justify="left", header_style="bold")
         for col in columns:
-            t.add_column(col, overflow="fold")
+            t.add_column(Text(col), overflow="fold")
         index = columns.index(style_column) if style_column in columns else None
         for row in rows:
-            cells = list(row)
+            cells = [Text(cell) for cell in row]
             if index is not None:
-                style = OUTCOME_STYLE.get(cells[index].split(" ")[0])
+                style = OUTCOME_STYLE.get(row[index].split(" ")[0])
                 if style:
-                    cells[index] = f"[{style}]{cells[index]}[/]"
+                    cells[index].stylize(style)
             t.add_row(*cells)
         Console().print(t)
         return
@@ -70,6 +82,29 @@ def table(
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in rows:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def echo(message: str = "", *, err: bool = False, **style: Any) -> None:
+    """`click.secho` of a line that may hold outside text (a host name, a ticket's summary, a
+    device's config diff): control characters shown as stand-ins (`textsafe.visible`; line
+    breaks and tabs kept), so no escape sequence in it reaches the terminal."""
+    click.secho(visible(message, multiline=True), err=err, **style)
+
+
+SHOW_ANOMALIES = 10
+
+
+def warn_anomalies(anomalies: Sequence[tuple[str, str]]) -> None:
+    """Warn (stderr) of ticket events the clocks skipped or corrected, naming each record."""
+    for ticket, note in anomalies[:SHOW_ANOMALIES]:
+        echo(f"warning: {ticket} event {note}", err=True, fg="yellow")
+    if len(anomalies) > SHOW_ANOMALIES:
+        echo(
+            f"warning: {len(anomalies) - SHOW_ANOMALIES} more odd ticket event(s); "
+            "see itops ticket show TICKET",
+            err=True,
+            fg="yellow",
+        )
 
 
 def outcome_text(outcome: str) -> str:

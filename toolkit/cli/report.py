@@ -64,6 +64,7 @@ def kpi_report(
     projection = projection_for(app, policy)
     try:
         data = kpi_pages.build(projection, policy, since=start, until=stop, now=now.timestamp())
+        render.warn_anomalies(projection.anomalies())
     finally:
         projection.close()
     written = []
@@ -76,7 +77,7 @@ def kpi_report(
     if as_json:
         render.emit_json({"written": written, "kpis": data["overall"]})
     else:
-        click.echo(
+        render.echo(
             f"wrote {', '.join(written)} for {data['overall']['since']} → {data['overall']['until']}"
         )
 
@@ -139,7 +140,7 @@ def audit_report(
         )
         return
     verdict = "chain intact" if result.chain_ok else "CHAIN BROKEN"
-    click.echo(
+    render.echo(
         f"wrote {html_file}: {result.actions} action(s), {result.tickets} ticket(s); {verdict}, "
         f"head #{result.head_seq}; export recorded as #{rec.seq}"
     )

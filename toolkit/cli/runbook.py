@@ -118,18 +118,18 @@ def show(app: App, name: str, as_json: bool) -> None:
             }
         )
         return
-    click.secho(book.name, bold=True)
-    click.echo(f"  {book.summary}   (category: {book.category})")
+    render.echo(book.name, bold=True)
+    render.echo(f"  {book.summary}   (category: {book.category})")
     if book.params:
-        click.echo()
-        click.secho("Parameters (-p NAME=VALUE):", bold=True)
+        render.echo()
+        render.echo("Parameters (-p NAME=VALUE):", bold=True)
         for p in book.params.values():
             extra = (
                 "required" if p.required else (f"default {p.default}" if p.default else "optional")
             )
-            click.echo(f"  {p.name:<16} {extra}  {p.help}")
-    click.echo()
-    click.secho("Steps:", bold=True)
+            render.echo(f"  {p.name:<16} {extra}  {p.help}")
+    render.echo()
+    render.echo("Steps:", bold=True)
     for n, s in enumerate(book.steps, 1):
         flags = []
         if s.check_only:
@@ -137,14 +137,14 @@ def show(app: App, name: str, as_json: bool) -> None:
         if s.if_failed:
             flags.append(f"only where '{s.if_failed}' did not end fixed/already-ok")
         params = " ".join(f"{k}={v}" for k, v in s.params.items())
-        click.echo(
+        render.echo(
             f"  {n}. {s.name}: {s.task}"
             + (f" {params}" if params else "")
             + (f"  ({'; '.join(flags)})" if flags else "")
         )
     if book.escalate:
-        click.echo(f"\nEscalate to {book.escalate.to}: {book.escalate.note}")
-    click.echo(f"\nsource: {book.source}")
+        render.echo(f"\nEscalate to {book.escalate.to}: {book.escalate.note}")
+    render.echo(f"\nsource: {book.source}")
 
 
 @runbook.command("run", epilog=EPILOG)
@@ -219,9 +219,9 @@ def run(
         if as_json:
             return
         what = f"step {index + 1}/{total}: {step.step.name} ({step.step.task})"
-        click.secho(f"\n== {what}", bold=True)
+        render.echo(f"\n== {what}", bold=True)
         if step.skipped:
-            click.echo(f"   not needed on: {', '.join(step.skipped)}")
+            render.echo(f"   not needed on: {', '.join(step.skipped)}")
         if step.report is not None:
             show_report(step.report)
 
@@ -242,7 +242,7 @@ def run(
     else:
         _summary(report, book)
         for request in report.approval_requests:
-            click.echo(
+            render.echo(
                 f"approval requested: {request} — another operator runs "
                 f"`itops approve {request}`, then run this runbook again"
             )
@@ -254,18 +254,18 @@ def run(
 def _summary(report: RunbookReport, book: Runbook) -> None:
     mode = "check" if report.check_only else "run"
     where = f" under {report.ticket}" if report.ticket else ""
-    click.echo(
+    render.echo(
         f"\nrunbook {report.runbook} ({mode} {report.run_id}) in {report.duration:.1f}s; "
         f"recorded in the ticket log{where}"
     )
     if report.check_only:
-        click.echo("check only: nothing changed, nothing escalated")
+        render.echo("check only: nothing changed, nothing escalated")
         return
     for host, why in report.held.items():
-        click.echo(f"held: {host}: {why}")
+        render.echo(f"held: {host}: {why}")
     if not report.escalated:
-        click.echo("no host needs escalating")
+        render.echo("no host needs escalating")
         return
     to = book.escalate.to if book.escalate else "L3"
     for host, why in report.escalated.items():
-        click.echo(f"escalated to {to}: {host}: {why}")  # messages are masked by the runner
+        render.echo(f"escalated to {to}: {host}: {why}")  # messages are masked by the runner

@@ -167,10 +167,10 @@ def add(
     if as_json:
         render.emit_json(added.as_dict())
         return
-    click.echo(
+    render.echo(
         f"added {added.name}: {added.job()} on {added.targets}, cron {added.cron!r} ({added.timezone})"
     )
-    click.echo(f"next run: {_local(added.next_run_at, added.timezone)}")
+    render.echo(f"next run: {_local(added.next_run_at, added.timezone)}")
 
 
 def _local(at: Any, timezone: str) -> str:
@@ -251,8 +251,8 @@ def show(app: App, name: str, as_json: bool) -> None:
         return
     for key, value in s.as_dict().items():
         if value not in (None, {}, ""):
-            click.echo(f"{key:>13}: {value}")
-    click.echo("     upcoming: " + ", ".join(_local(u, s.timezone) for u in upcoming))
+            render.echo(f"{key:>13}: {value}")
+    render.echo("     upcoming: " + ", ".join(_local(u, s.timezone) for u in upcoming))
     render.table(
         ["time (UTC)", "event", "ticket", "detail"],
         [
@@ -278,7 +278,7 @@ def remove(app: App, name: str) -> None:
       itops schedule remove weekly-patch
     """
     _scheduler(app).remove(name)
-    click.echo(f"removed {name}")
+    render.echo(f"removed {name}")
 
 
 @schedule.command()
@@ -292,7 +292,7 @@ def pause(app: App, name: str) -> None:
       itops schedule pause weekly-patch
     """
     _scheduler(app).pause(name)
-    click.echo(f"paused {name}")
+    render.echo(f"paused {name}")
 
 
 @schedule.command()
@@ -306,7 +306,7 @@ def resume(app: App, name: str) -> None:
       itops schedule resume weekly-patch
     """
     s = _scheduler(app).resume(name)
-    click.echo(f"resumed {name}; next run: {_local(s.next_run_at, s.timezone)}")
+    render.echo(f"resumed {name}; next run: {_local(s.next_run_at, s.timezone)}")
 
 
 def _show_events(events: list[TickEvent], as_json: bool) -> int:
@@ -328,12 +328,12 @@ def _show_events(events: list[TickEvent], as_json: bool) -> int:
         )
         return code
     if not events:
-        click.echo("nothing due")
+        render.echo("nothing due")
     for e in events:
         if e.result is not None:
-            click.echo(f"{e.schedule}: {e.ticket} {e.result.resolution}: {e.result.summary}")
+            render.echo(f"{e.schedule}: {e.ticket} {e.result.resolution}: {e.result.summary}")
         else:
-            click.echo(f"{e.schedule}: {e.what} ({e.detail})")
+            render.echo(f"{e.schedule}: {e.what} ({e.detail})")
     return code
 
 
@@ -459,13 +459,13 @@ def install(
         enable = "itops-schedule.timer"
     if print_only:
         for name, text in files.items():
-            click.echo(f"# {name}\n{text}")
+            render.echo(f"# {name}\n{text}")
         return
     directory.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (directory / name).write_text(text)
-        click.echo(f"wrote {directory / name}")
-    click.echo(f"then: systemctl daemon-reload && systemctl enable --now {enable}")
+        render.echo(f"wrote {directory / name}")
+    render.echo(f"then: systemctl daemon-reload && systemctl enable --now {enable}")
 
 
 @click.command()
@@ -494,13 +494,13 @@ def scheduler(app: App, interval: float | None) -> None:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        click.echo(f"itops scheduler: {signal.Signals(signum).name}, stopping", err=True)
+        render.echo(f"itops scheduler: {signal.Signals(signum).name}, stopping", err=True)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     sched = _scheduler(app)
     every = interval or settings(app.workspace.config)["interval"]
-    click.echo(f"itops scheduler {sched.owner}: checking every {every:g}s", err=True)
+    render.echo(f"itops scheduler {sched.owner}: checking every {every:g}s", err=True)
     sched.serve(stop, interval=every)
-    click.echo("itops scheduler: stopped", err=True)
+    render.echo("itops scheduler: stopped", err=True)

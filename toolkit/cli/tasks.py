@@ -89,25 +89,25 @@ def show(app: App, name: str, as_json: bool) -> None:
             }
         )
         return
-    click.secho(entry.name, bold=True)
-    click.echo(f"  {entry.summary}")
+    render.echo(entry.name, bold=True)
+    render.echo(f"  {entry.summary}")
     for spec in entry.specs:
         flags = ("   disruptive" if spec.disruptive else "") + _risk(spec)
-        click.echo(
+        render.echo(
             f"\n  category: {spec.category}   platforms: {', '.join(sorted(spec.platforms))}{flags}"
         )
-        click.echo()
-        click.echo(spec.doc)
+        render.echo()
+        render.echo(spec.doc)
         if spec.params:
-            click.echo()
-            click.secho(
+            render.echo()
+            render.echo(
                 "Parameters (-p NAME=VALUE, or --name VALUE / --flag after TARGETS):", bold=True
             )
             for n, p in spec.params.items():
-                click.echo(f"  {n:<16} {p.describe()}")
+                render.echo(f"  {n:<16} {p.describe()}")
                 if p.help:
-                    click.echo(f"  {'':<16} {p.help}")
-        click.echo(f"\nsource: {spec.source}")
+                    render.echo(f"  {'':<16} {p.help}")
+        render.echo(f"\nsource: {spec.source}")
 
 
 def _risk(spec: TaskSpec) -> str:

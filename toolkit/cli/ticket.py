@@ -66,7 +66,9 @@ def _record(
         return
     info = rec.info
     when = f" (back-dated to {info['at']})" if info.get("backdated") else ""
-    click.echo(f"{ticket_id}: {event} by {rec.operator} at {rec.at[:19]}Z{when}, record #{rec.seq}")
+    render.echo(
+        f"{ticket_id}: {event} by {rec.operator} at {rec.at[:19]}Z{when}, record #{rec.seq}"
+    )
 
 
 _AT = click.option(
@@ -355,19 +357,19 @@ def show(app: App, ticket_id: str, as_json: bool) -> None:
         )
         return
     if summary is not None:
-        click.secho(ticket_id, bold=True, nl=False)
+        render.echo(ticket_id, bold=True, nl=False)
         who = f"{summary.assignee or 'unassigned'}" + (f" ({summary.tier})" if summary.tier else "")
-        click.echo(
+        render.echo(
             f"  {summary.priority} {summary.category}  {summary.state}  assignee {who}"
             + (f"  requester {summary.requester}" if summary.requester else "")
             + (f"  hosts {', '.join(summary.hosts)}" if summary.hosts else "")
         )
         if summary.summary:
-            click.echo(f"  {summary.summary}")
+            render.echo(f"  {summary.summary}")
         for line in _clock_lines(summary, policy, now):
-            click.echo("  " + line)
+            render.echo("  " + line)
         for anomaly in summary.anomalies:
-            click.secho(f"  ignored event {anomaly}", fg="yellow")
+            render.echo(f"  warning: event {anomaly}", fg="yellow")
     rows: list[tuple[float, int, tuple[str, ...]]] = []
     for ev in events:
         fields = {k: v for k, v in ev.data.items() if k != "by" and v not in (None, "", [], {})}
@@ -448,6 +450,7 @@ def list_(
     projection = projection_for(app, policy)
     try:
         tickets = projection.tickets(priority=priority, category=category, assignee=assignee)
+        render.warn_anomalies(projection.anomalies())
     finally:
         projection.close()
     now = datetime.now(UTC).timestamp()
@@ -480,7 +483,7 @@ def list_(
         ],
     )
     if limit and total > limit:
-        click.echo(f"(newest {limit} of {total}; --limit 0 shows all)", err=True)
+        render.echo(f"(newest {limit} of {total}; --limit 0 shows all)", err=True)
 
 
 @ticket.command("import")
@@ -511,7 +514,7 @@ def import_(app: App, file: Path, as_json: bool) -> None:
     if as_json:
         render.emit_json(result.__dict__)
     else:
-        click.echo(
+        render.echo(
             f"imported {result.events} event(s) of {result.tickets} ticket(s) from {file}"
             + (f" as records #{result.first_seq}–#{result.last_seq}" if result.first_seq else "")
         )
@@ -553,4 +556,4 @@ def export(
         return
     with output.open("w", encoding="utf-8") as handle:
         count = write_lines(rows, handle)
-    click.echo(f"exported {count} event(s) to {output}", err=True)
+    render.echo(f"exported {count} event(s) to {output}", err=True)

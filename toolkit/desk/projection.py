@@ -653,6 +653,17 @@ class Projection:
             finally:
                 cursor.close()
 
+    def anomalies(self) -> list[tuple[str, str]]:
+        """(ticket, note) for each event its replay skipped or corrected (`summarize`): an odd
+        event, or a time outside the clocks' range; the CLI warns of them."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(kpi_tickets.c.ticket, kpi_tickets.c.anomalies)
+                .where(kpi_tickets.c.anomalies.is_not(None))
+                .order_by(kpi_tickets.c.ticket)
+            ).all()
+        return [(ticket, note) for ticket, notes in rows for note in json.loads(notes)]
+
     def actions(self) -> list[ActionFact]:
         cols = kpi_actions.c
         query = select(

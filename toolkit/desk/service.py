@@ -45,13 +45,17 @@ def kpi_report(
     until: float,
     by: str | None = None,
     now: float | None = None,
+    anomalies: list[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """`itops kpi`: the KPI object for the period (see toolkit.desk.kpi)."""
+    """`itops kpi`: the KPI object for the period (see toolkit.desk.kpi). `anomalies`, if given,
+    is extended with the events the KPIs skipped or corrected (`Projection.anomalies`)."""
     from toolkit.desk.kpi_sql import kpis_fast
 
     policy = policy_for(app.workspace)
     projection = projection_for(app, policy)
     try:
+        if anomalies is not None:
+            anomalies.extend(projection.anomalies())
         return kpis_fast(projection, policy, since=since, until=until, now=now, by=by)
     finally:
         projection.close()

@@ -11,17 +11,20 @@ One event per line, a JSON object:
 closed, reopened, survey, complaint) and `at` (ISO 8601 *with* a UTC offset) are required; the other
 keys are the event's fields (see `tickets.FIELDS`), plus `by`: who did it at the other desk.
 
-Checking is all-or-nothing: every line is checked first (JSON, fields, time, order within the
-ticket, the lifecycle, duplicates against the file and the ticket log) and every problem is reported
-with its line number; only a clean file is appended, in large batches, each its own commit. If
-writing fails part-way (the database goes away, the disk fills), the batches already committed stay
-in the append-only log: the error says how many events were written, and importing the file again
-is refused as duplicates, so import the lines after those.
+Checking is all-or-nothing: every line is checked first (JSON without duplicate keys, at most
+MAX_KEYS keys, MAX_LINE characters and MAX_TEXT per field, text UTF-8 can hold, fields, a time from
+2000-01-01 to a day from now, order within the ticket, the lifecycle, duplicates against the file
+and the ticket log) and every problem is reported with its line number; only a clean file is
+appended, in ONE transaction (`Ledger.append_all`, sent in large batches): if writing fails
+part-way (the database goes away, the disk fills) nothing of the file is in the log, and the same
+file can be imported again once the cause is fixed. (The append-only log could never drop a
+half-import, or an absurd time that would stop every SLA clock: hence the checks up front.)
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,11 +43,19 @@ from toolkit.desk.tickets import (
     next_state,
 )
 from toolkit.errors import ToolkitError, ValidationError
+from toolkit.textsafe import json_safe
 
 if TYPE_CHECKING:
     from toolkit.ledger import Ledger
 
 MAX_ERRORS = 50
+# What one imported line may hold (a desk export is small, flat records; anything past these is
+# an attack or a broken exporter, refused with the line's number before anything is written).
+MAX_LINE = 64 * 1024  # characters in one line
+MAX_TEXT = 8000  # characters in one field (a summary, a note)
+MAX_KEYS = 32  # keys in one event
+EARLIEST = 946684800.0  # 2000-01-01T00:00:00Z: the oldest time an event may claim
+AHEAD = 86400.0  # and the newest: now + one day (clock skew between desks)
 
 
 class ImportRefused(ValidationError):
@@ -136,20 +147,34 @@ def _read(lines: Iterable[str], first: int = 1) -> Read:
     errors: list[tuple[int, str]] = []
     parsed: list[tuple[int, Parsed]] = []
     valid_ids: set[str] = set()
-    loads = json.JSONDecoder().decode
+    loads = json.JSONDecoder(object_pairs_hook=_unique).decode
     fromisoformat = datetime.fromisoformat
+    latest = time.time() + AHEAD
     for number, line in enumerate(lines, first):
         if not line or line.isspace():
+            continue
+        if len(line) > MAX_LINE:
+            errors.append((number, f"line too long ({len(line)} characters; at most {MAX_LINE})"))
             continue
         try:
             obj = loads(line)
         except json.JSONDecodeError as exc:
             errors.append((number, f"not JSON: {exc.msg} (column {exc.colno})"))
             continue
+        except RecursionError:
+            errors.append((number, "not an event: nested too deeply"))
+            continue
+        except TicketError as exc:  # (from _unique)
+            errors.append((number, exc.message))
+            continue
         if not isinstance(obj, dict):
             errors.append((number, "not a JSON object"))
             continue
         try:
+            if len(obj) > MAX_KEYS:
+                raise TicketError(f"too many keys ({len(obj)}; at most {MAX_KEYS})")
+            if "\\u" in line:  # only an escape can make a lone surrogate (the file is UTF-8)
+                _encodable(obj)
             ticket = obj.pop("ticket", None)
             event = obj.pop("event", None)
             when = obj.pop("at", None)
@@ -170,19 +195,63 @@ def _read(lines: Iterable[str], first: int = 1) -> Read:
                 if moment.tzinfo is None:
                     raise ValueError(when)
                 at = moment.timestamp()
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise TicketError(
                     f"time {when!r} has no UTC offset"
                     if _naive(when)
                     else f"cannot read the time {when!r}",
                     hint="use ISO 8601 with an offset, e.g. 2026-11-02T09:14:00+01:00",
                 ) from None
+            if not EARLIEST <= at <= latest:
+                raise TicketError(
+                    f"time {when!r} is "
+                    + ("before 2000-01-01" if at < EARLIEST else "more than a day in the future"),
+                    hint="events from 2000-01-01 up to now (+1 day of clock skew) are accepted",
+                )
             fields = check_fields(event, obj)
+            for name, value in fields.items():
+                if type(value) is str and len(value) > MAX_TEXT:
+                    raise TicketError(
+                        f"{event}: {name} too long ({len(value)} characters; at most {MAX_TEXT})"
+                    )
         except ValidationError as exc:
             errors.append((number, exc.message))
             continue
         parsed.append((number, Parsed(ticket, event, at, when, fields)))
     return parsed, errors, valid_ids
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json merges duplicates: the last one wins,
+    so `{"priority": "P4", …, "priority": "P1"}` would say one thing to a reader and another
+    to itops)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise TicketError(f"duplicate key {key!r}")
+            seen.add(key)
+    return obj
+
+
+def _encodable(value: Any) -> None:
+    """Refuse text UTF-8 cannot hold (a lone surrogate from a `\\ud800` escape): found now,
+    with the line's number, instead of at write time after the events before it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise TicketError(
+                f"text {value[:40]!r} holds a lone surrogate (not Unicode text)"
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _encodable(key)
+            _encodable(item)
+    elif isinstance(value, list):
+        for item in value:
+            _encodable(item)
 
 
 def _order(read: Read, ledger: Ledger | None) -> Checked:
@@ -278,9 +347,10 @@ def _import(
     size = batch or (2000 if ledger.url.startswith("postgresql") else 20000)
     first = last = None
     ok = False
-    try:
+
+    def batches() -> Iterator[list[Entry]]:
         for start in range(0, len(events), size):
-            entries = [
+            yield [
                 Entry(
                     "ticket." + e.event,
                     ticket=e.ticket,
@@ -288,16 +358,17 @@ def _import(
                 )
                 for e in events[start : start + size]
             ]
-            try:
-                stored = ledger.append_many(entries)
-            except Exception as exc:
-                raise ToolkitError(
-                    f"{path}: writing stopped after {start} of {len(events)} events: {exc}",
-                    hint=f"the first {start} events are in the ticket log (it is append-only); "
-                    "import the file's remaining events, without those",
-                ) from exc
-            first = first if first is not None else stored[0].seq
-            last = stored[-1].seq
+
+    try:
+        try:
+            span = ledger.append_all(batches)
+        except Exception as exc:
+            raise ToolkitError(
+                f"{path}: the import was not written: {exc}",
+                hint="an import is one transaction: fix the cause and import the file again",
+            ) from exc
+        if span is not None:
+            first, last = span
         ok = True
     finally:
         if finish is not None:
@@ -327,6 +398,7 @@ def export_lines(
 def write_lines(rows: Iterable[Mapping[str, Any]], out: IO[str]) -> int:
     count = 0
     for row in rows:
-        out.write(json.dumps(row, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
+        text = json.dumps(row, ensure_ascii=False, separators=(",", ":"), default=str)
+        out.write(json_safe(text) + "\n")  # (C1 controls escaped: the same JSON, terminal-safe)
         count += 1
     return count

@@ -13,7 +13,6 @@ when nothing earlier did, and a `fixed` outcome before the resolution makes it a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -273,6 +272,25 @@ def parse_time(value: str) -> float:
     return moment.timestamp()
 
 
+# The times a ticket's clocks can work with. A claimed time outside them (an import from
+# before the input checks, a row written by hand) is reported and replaced by the ledger's own
+# time; a ledger time outside them (only a tampered row) is pulled to the nearer bound. Either
+# way the event is flagged (`TIME_REFUSED` in its data) and its ticket lists it as an anomaly:
+# the append-only ledger cannot drop the row, so reading it must never crash.
+TIME_FLOOR = 946684800.0  # 2000-01-01T00:00:00Z
+TIME_CEILING = 4102444800.0  # 2100-01-01T00:00:00Z
+TIME_REFUSED = "time_refused"
+
+
+def sane_time(value: str) -> float | None:
+    """`parse_time(value)` if it reads and lies between TIME_FLOOR and TIME_CEILING, else None."""
+    try:
+        t = parse_time(value)
+    except (ValueError, OverflowError):
+        return None
+    return t if TIME_FLOOR <= t < TIME_CEILING else None
+
+
 def iso_utc(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat()
 
@@ -287,11 +305,16 @@ def event_from_record(
     backdated = bool(data.pop("backdated", False)) | bool(data.pop("imported", False))
     effective: float | None = None
     if isinstance(claimed, str):
-        with contextlib.suppress(ValueError):
-            effective = parse_time(claimed)
+        effective = sane_time(claimed)
+        if effective is None:
+            data[TIME_REFUSED] = claimed
     recorded: float | None = None  # the ledger's own time: parsed only when it is the effective one
     if effective is None:
-        recorded = effective = parse_time(at)
+        recorded = sane_time(at)
+        if recorded is None:
+            data[TIME_REFUSED] = at
+            recorded = _clamped(at)
+        effective = recorded
     return TicketEvent(
         ticket,
         kind[7:],
@@ -302,6 +325,11 @@ def event_from_record(
         recorded,
         backdated,
     )
+
+
+def _clamped(at: str) -> float:
+    """A ledger time outside the clocks' range, pulled to the nearer bound (see TIME_FLOOR)."""
+    return TIME_CEILING - 1 if at[:4].isdigit() and at[:4] >= "2100" else TIME_FLOOR
 
 
 def from_records(records: Iterable[Record]) -> tuple[list[TicketEvent], list[ActionFact]]:
@@ -340,7 +368,9 @@ def add_action(
     ticket: str | None = None,
 ) -> None:
     """Fold an action.begin / action.finish record into the action's fact."""
-    t = parse_time(at)
+    t = sane_time(at)
+    if t is None:  # a tampered row (the ledger writes its own time): pulled into range
+        t = _clamped(at)
     known = actions.get(action_id)
     if kind == "action.begin":
         actions[action_id] = ActionFact(
@@ -508,6 +538,11 @@ def summarize(
     closed_at = last_update = None
     resolved_at: float | None = None
     for ev in ordered:
+        if TIME_REFUSED in ev.data:
+            anomalies.append(
+                f"#{ev.seq}: time {ev.data[TIME_REFUSED]!r} is outside {iso_utc(TIME_FLOOR)[:10]}"
+                f"..{iso_utc(TIME_CEILING)[:10]}: counted at {iso_utc(ev.at)[:19]}Z instead"
+            )
         try:
             after = next_state(ticket, state, ev.event, ev.data)
         except TicketError as exc:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -244,6 +244,16 @@ class Ledger:
                     r.committed.set()
         return request.result()
 
+    def append_all(
+        self, batches: Callable[[], Iterable[Sequence[Entry]]]
+    ) -> tuple[int, int] | None:
+        """Append every entry of `batches()` in one transaction: all or none (`Store.append_all`;
+        a ticket import). The first and last seq written. For a single writer of this Ledger
+        object (the CLI's import); `batches` may be called again if another process's write
+        forces a renumbering."""
+        prepare = self._prepare
+        return self._store.append_all(lambda: ([prepare(e) for e in batch] for batch in batches()))
+
     def begin(
         self,
         *,
@@ -297,6 +307,9 @@ class Ledger:
         )
 
     def _prepare(self, e: Entry, once: bool = False) -> dict[str, Any]:
+        for name, value in (("kind", e.kind), ("action_id", e.action_id), ("outcome", e.outcome)):
+            if value is not None and "\x00" in value:  # (text fields get a visible stand-in)
+                raise LedgerError(f"a ledger {name} may not hold a NUL character: {value!r}")
         mask = self._mask
         excerpt = sha = None
         if e.output is not None:
@@ -345,8 +358,9 @@ class Ledger:
             return
         path = self.blob_dir / sha[:2] / sha
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            from toolkit.statefiles import write_private
+
+            write_private(path, text)  # a full command output: 0600 (see statefiles)
 
     # -- reading -----------------------------------------------------------------------------
     def records(self, **filters: Any) -> Iterator[Record]:
@@ -366,8 +380,20 @@ class Ledger:
         return Record(*row) if row else None
 
     def verify(self) -> VerifyReport:
-        """Recompute the whole chain; report the first broken record and any open actions."""
+        """Recompute the whole chain; report the first broken record and any open actions; and
+        that the append-only triggers are in place (named if not)."""
         result = self._store.verify_chain()
+        missing = self._store.guards_missing() if result.first_bad is None else []
+        if missing:
+            return VerifyReport(
+                False,
+                result.count,
+                result.last_seq,
+                result.last_hash,
+                None,
+                f"the append-only trigger(s) {', '.join(missing)} are missing, disabled or "
+                "altered: records could have been changed in place",
+            )
         if result.first_bad is not None:
             return VerifyReport(
                 False,

@@ -60,7 +60,13 @@ def record_hash(values: Sequence[object]) -> str:
 def preimage_sql(dialect: str) -> str:
     """SQL that builds `preimage()` of a row inside the database (same text, one pass).
 
-    SQLite's printf() and PostgreSQL's format() both render NULL as '' for %s."""
-    template = SEPARATOR.join(["%s"] * len(FIELDS))
-    function = "format" if dialect == "postgresql" else "printf"
-    return f"{function}('{template}', {', '.join(FIELDS)})"
+    PostgreSQL: format(), which renders NULL as '' for %s (its text cannot hold a NUL). SQLite:
+    the columns joined with `||` and returned as a BLOB — the exact UTF-8 bytes `preimage()`
+    hashes. Not printf(): its %s stops at a NUL, so `'bob' || char(0) || ' (actually mallory)'`
+    had bob's pre-image and passed verify. The ledger never writes a NUL (`Ledger._prepare`);
+    verify reports any stored one as an edit."""
+    if dialect == "postgresql":
+        template = SEPARATOR.join(["%s"] * len(FIELDS))
+        return f"format('{template}', {', '.join(FIELDS)})"
+    joined = " || char(31) || ".join(f"coalesce({name}, '')" for name in FIELDS)
+    return f"CAST({joined} AS BLOB)"

@@ -12,7 +12,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from toolkit.ledger.schema import (
 SCHEMA_LOCK_KEY = 0x170B55C4E  # serialises concurrent first opens on PostgreSQL
 FILTERS = ("seq", "ticket", "host", "operator", "task", "outcome", "kind", "action_id")
 PARALLEL_VERIFY_MIN = 200_000
+PG_ROWS = 2000  # rows per multi-row INSERT on PostgreSQL (17 parameters each; at most 65,535)
 # Waits before each retry of a write that lost its connection: ~3 s in all, then the write fails
 RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.6)
 
@@ -387,11 +388,8 @@ class Store:
                         result.append(None)
                         continue
                     seq += 1
-                    row["seq"], row["at"], row["prev_hash"] = seq, at, prev
-                    fields = [row[f] for f in FIELDS]
-                    prev = record_hash(fields)
-                    fields.append(prev)
-                    values.append(tuple(fields))
+                    values.append(_chained(row, seq, at, prev))
+                    prev = values[-1][-1]
                     result.append(values[-1])
                 if not values:
                     self._end()
@@ -421,6 +419,73 @@ class Store:
                 log.warning("ledger write failed (%s), retrying in %g s", exc, delay)
                 time.sleep(delay)
         raise LedgerError("cannot write to the ledger: too much contention from other writers")
+
+    def append_all(
+        self, batches: Callable[[], Iterable[list[dict[str, Any]]]]
+    ) -> tuple[int, int] | None:
+        """Append every row of `batches()` in ONE transaction — all of them or none (a ticket
+        import); the first and last seq written, None if there were no rows.
+
+        Rows are numbered, hashed and sent a batch at a time, so memory holds one batch. On
+        SQLite the transaction holds the write lock from the start (BEGIN IMMEDIATE); on
+        PostgreSQL a writer that takes a seq first makes the insert fail on the primary key,
+        and the whole transaction is rolled back and made again from the new head (`batches` is
+        called again). A failure rolls everything back; if the connection was lost while the
+        COMMIT itself was on its way, the ledger is asked whether it landed (`_landed`)."""
+        if self.read_only:
+            raise LedgerError("the ledger is open read-only: nothing can be recorded")
+        for _attempt in range(100):
+            sent: _Attempt | None = None
+            try:
+                if self._raw is None:
+                    self._connect()
+                if self.dialect == "sqlite":
+                    self._cursor.execute("BEGIN IMMEDIATE")
+                self._cursor.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
+                found = self._cursor.fetchone()
+                seq, prev = (found[0], found[1]) if found else (0, GENESIS)
+                first, at = seq + 1, _now()
+                for rows in batches():
+                    values: list[tuple[Any, ...]] = []
+                    for row in rows:
+                        seq += 1
+                        values.append(_chained(row, seq, at, prev))
+                        prev = values[-1][-1]
+                    if values:
+                        self._insert(values, began=True, commit=False)
+                if seq < first:
+                    self._end()
+                    return None
+                sent = _Attempt(seq, prev, [])
+                self._commit()
+                self._head = (seq, prev)
+                return first, seq
+            except self._integrity_errors:
+                self._rollback(keep=True)
+                self._head = None  # another writer got there first: again, from the new head
+            except Exception as exc:
+                self._rollback(keep=False)
+                if sent is not None:
+                    try:
+                        self._connect()
+                        if self._landed([sent]) is not None:
+                            return first, sent.seq
+                    except Exception:
+                        raise LedgerError(
+                            f"cannot tell whether the ledger committed the write: {exc}",
+                            hint="look at `itops log` before writing it again",
+                        ) from exc
+                raise LedgerError(
+                    f"cannot write to the ledger: {exc.__class__.__name__}: {exc}; "
+                    "nothing was written (one transaction)"
+                ) from exc
+        raise LedgerError("cannot write to the ledger: too much contention from other writers")
+
+    def _commit(self) -> None:
+        if self.dialect == "sqlite":
+            self._cursor.execute("COMMIT")
+        else:
+            self._raw.commit()
 
     def _transient(self, exc: Exception) -> bool:
         """A failure a fresh connection may not have: the server went away or cut this session
@@ -471,12 +536,15 @@ class Store:
                 seen.add(key)
         return new
 
-    def _insert(self, values: list[tuple[Any, ...]], *, began: bool = False) -> None:
+    def _insert(
+        self, values: list[tuple[Any, ...]], *, began: bool = False, commit: bool = True
+    ) -> None:
         cur = self._cursor
         if self.dialect == "sqlite":
             if began:  # BEGIN IMMEDIATE already
                 cur.executemany(self._insert_sql, values)
-                cur.execute("COMMIT")
+                if commit:
+                    cur.execute("COMMIT")
             elif len(values) == 1:
                 cur.execute(self._insert_sql, values[0])  # autocommit: its own transaction
             else:
@@ -484,15 +552,16 @@ class Store:
                 cur.executemany(self._insert_sql, values)
                 cur.execute("COMMIT")
         else:
-            # One multi-row INSERT: psycopg's executemany pipelines, and a lost race then
-            # surfaces as a noisy aborted pipeline instead of one clean IntegrityError.
-            sql = (
-                self._insert_sql.partition(" VALUES ")[0]
-                + " VALUES "
-                + ", ".join([self._row_sql] * len(values))
-            )
-            cur.execute(sql, [v for row in values for v in row])
-            self._raw.commit()
+            # Multi-row INSERTs: psycopg's executemany pipelines, and a lost race then
+            # surfaces as a noisy aborted pipeline instead of one clean IntegrityError. (At most
+            # PG_ROWS rows each: a statement takes at most 65,535 parameters.)
+            head = self._insert_sql.partition(" VALUES ")[0] + " VALUES "
+            for start in range(0, len(values), PG_ROWS):
+                chunk = values[start : start + PG_ROWS]
+                sql = head + ", ".join([self._row_sql] * len(chunk))
+                cur.execute(sql, [v for row in chunk for v in row])
+            if commit:
+                self._raw.commit()
 
     def _end(self) -> None:
         """End a transaction that wrote nothing (SQLite's BEGIN IMMEDIATE; PostgreSQL's
@@ -624,6 +693,42 @@ class Store:
             prev, last_seq = part.last_hash or prev, part.last_seq
         return RangeCheck(total, last_seq=last_seq, last_hash=prev, begun=tuple(begun))
 
+    def guards_missing(self) -> list[str]:
+        """The append-only triggers that are gone, disabled or changed: named, for `verify`
+        (without them anyone with write access edits rows in place, and only the chain shows it)."""
+        if self.dialect == "sqlite":
+            expected = {
+                ddl.split()[5]: ddl.replace(" IF NOT EXISTS", "") for ddl in SQLITE_TRIGGERS
+            }
+            found = dict(
+                self._stream(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                    "AND tbl_name = 'ledger'",
+                    [],
+                )
+            )
+            return [
+                name
+                for name, ddl in expected.items()
+                if " ".join((found.get(name) or "").split()) != ddl
+            ]
+        rows = self._stream(
+            "SELECT t.tgname, t.tgenabled, pg_get_triggerdef(t.oid), p.prosrc FROM pg_trigger t "
+            "JOIN pg_proc p ON p.oid = t.tgfoid "
+            "WHERE t.tgrelid = 'ledger'::regclass AND NOT t.tgisinternal",
+            [],
+        )
+        body = PG_TRIGGERS[0].split("$$")[1].strip()
+        shapes = {"ledger_no_change": "BEFORE DELETE OR UPDATE", "ledger_no_truncate": "TRUNCATE"}
+        good = {
+            str(name)
+            for name, enabled, definition, source in rows
+            if enabled in ("O", "A")  # fires (D: disabled; R: replica only)
+            and shapes.get(str(name), "\0") in definition
+            and " ".join(str(source).split()) == body
+        }
+        return [name for name in shapes if name not in good]
+
     def close(self) -> None:
         self._rollback(keep=False)
         if self._copy is not None:
@@ -631,6 +736,14 @@ class Store:
 
             shutil.rmtree(self._copy, ignore_errors=True)
             self._copy = None
+
+
+def _chained(row: dict[str, Any], seq: int, at: str, prev: str) -> tuple[Any, ...]:
+    """A row numbered, timed and linked to `prev`: its values in COLUMNS order (hash last)."""
+    row["seq"], row["at"], row["prev_hash"] = seq, at, prev
+    fields = [row[f] for f in FIELDS]
+    fields.append(record_hash(fields))
+    return tuple(fields)
 
 
 def check_range(url: str, low: int, high: int) -> RangeCheck:
@@ -665,8 +778,13 @@ def check_range(url: str, low: int, high: int) -> RangeCheck:
                     problem = (expected, f"record {expected} is {what}")
                 elif count and prev_hash != prev:
                     problem = (seq, f"record {seq} does not link to record {seq - 1}")
-                elif sha(image.encode()).hexdigest() != stored:
-                    problem = (seq, f"record {seq} was altered (its hash does not match)")
+                else:
+                    if type(image) is not bytes:  # (PostgreSQL: text, which holds no NUL)
+                        image = image.encode()
+                    if b"\x00" in image:
+                        problem = (seq, f"record {seq} was altered (it holds a NUL character)")
+                    elif sha(image).hexdigest() != stored:
+                        problem = (seq, f"record {seq} was altered (its hash does not match)")
                 if problem:
                     return RangeCheck(count, *problem, first_prev, expected - 1, prev)
                 if count == 0:

@@ -8,7 +8,6 @@ JSON value, full precision) for checking; what people read is rounded (`toolkit.
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -216,9 +215,10 @@ def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
 def csv_text(data: Mapping[str, Any]) -> str:
     """One row per (section, group, kpi): value, target, met — for spreadsheets."""
     from toolkit.desk.kpinames import KPI_KEYS
+    from toolkit.textsafe import CsvWriter
 
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = CsvWriter(out)  # group names (an assignee) come from outside: no formulas (OWASP)
     writer.writerow(["section", "group", "kpi", "value", "target", "met"])
 
     def rows(section: str, group: str, obj: Mapping[str, Any]) -> None:

@@ -34,6 +34,12 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
 
     Names the first broken record: edited, deleted, reordered or inserted rows all break the
     chain there. Actions begun but never finished (a crash) are listed; they do not break it.
+
+    \b
+    Examples:
+      itops audit verify
+      itops audit verify --expect-head 1842:9f2c…   # what `itops audit head` printed earlier
+      itops audit verify --json | jq .open_actions
     """
     report = app.ledger.verify()
     problem = None if report.ok else report.reason
@@ -73,9 +79,21 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
 
 
 @audit.command()
+@click.option("--json", "as_json", is_flag=True, help="Print seq, hash and time as JSON.")
 @click.pass_obj
 @reads_only
-def head(app: App) -> None:
-    """Print the newest record as SEQ:HASH, to keep outside the ledger and pass to --expect-head."""
+def head(app: App, as_json: bool) -> None:
+    """Print the newest record as SEQ:HASH, to keep outside the ledger and pass to --expect-head.
+
+    \b
+    Examples:
+      itops audit head >> /mnt/worm/itops-heads.txt
+      itops audit verify --expect-head "$(tail -1 /mnt/worm/itops-heads.txt)"
+    """
     record = app.ledger.head()
+    if as_json:
+        render.emit_json(
+            None if record is None else {"seq": record.seq, "hash": record.hash, "at": record.at}
+        )
+        return
     render.echo("empty" if record is None else f"{record.seq}:{record.hash}")

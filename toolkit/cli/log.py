@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from collections.abc import Iterable
@@ -14,7 +15,7 @@ from toolkit.app import App
 from toolkit.cli import render
 from toolkit.cli.options import reads_only
 from toolkit.clock import iso
-from toolkit.errors import ValidationError
+from toolkit.errors import ToolkitError, ValidationError
 from toolkit.ledger import COLUMNS, Record
 from toolkit.textsafe import CsvWriter
 
@@ -111,12 +112,73 @@ def action_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
     return rows
 
 
+OUTCOMES = (
+    "already-ok", "fixed", "would-fix", "failed", "unreachable", "skipped", "needs-approval", "open",
+)  # fmt: skip
+UNCHANGED = ("already-ok", "would-fix", "skipped", "needs-approval")
+
+
+def check_filters(app: App, **given: tuple[str, ...]) -> None:
+    """Refuse a filter value the log has never seen (a typo would show an empty table and exit
+    0), naming the closest known values."""
+    import difflib
+
+    known: dict[str, Iterable[str]] = {"outcome": OUTCOMES}
+    for name, values in given.items():
+        if not values:
+            continue
+        if name not in known:
+            found = {str(v[0]) for v in app.ledger.tally((name,)) if v[0]}
+            with contextlib.suppress(ToolkitError):  # an auditor's copy may come without them
+                if name == "host":
+                    found |= set(app.inventory.hosts)
+                if name == "task":
+                    found |= {t.name for t in app.catalog.infos()}
+            known[name] = found
+        for value in values:
+            if value not in known[name]:
+                close = difflib.get_close_matches(value, sorted(known[name]), n=3, cutoff=0.5)
+                hint = f"did you mean {', '.join(close)}?" if close else None
+                if name == "outcome":
+                    hint = (hint + " " if hint else "") + f"outcomes: {', '.join(OUTCOMES)}"
+                raise ValidationError(f"no {name} {value!r} in the ticket log", hint=hint)
+
+
+def _open_actions(records: Iterable[Record]) -> list[Record]:
+    finished = {r.action_id for r in records if r.kind == "action.finish"}
+    return [r for r in records if r.kind == "action.begin" and r.action_id not in finished]
+
+
+def changes(records: list[Record]) -> list[Record]:
+    """What changed, or may have: actions of fix runs that did not end unchanged (fixed,
+    failed, unreachable, open), and every event that is not an action."""
+    quiet: set[str | None] = set()
+    for r in records:
+        if (r.kind == "action.begin" and r.info.get("mode") == "check") or (
+            r.kind == "action.finish" and r.outcome in UNCHANGED
+        ):
+            quiet.add(r.action_id)
+    return [r for r in records if not r.kind.startswith("action.") or r.action_id not in quiet]
+
+
 @click.command()
-@click.option("--ticket", help="Only this ticket.")
-@click.option("--host", help="Only this host.")
-@click.option("--operator", help="Only this operator.")
-@click.option("--task", help="Only this remediation (e.g. printer.clear-queue).")
-@click.option("--outcome", help="Only actions with this outcome (fixed, failed, …, or open).")
+@click.option("--ticket", multiple=True, help="Only this ticket (repeat for several).")
+@click.option("--host", multiple=True, help="Only this host (repeat for several).")
+@click.option("--operator", multiple=True, help="Only this operator (repeat for several).")
+@click.option(
+    "--task", multiple=True, help="Only this remediation, e.g. printer.clear-queue (repeatable)."
+)
+@click.option(
+    "--outcome",
+    multiple=True,
+    help="Only actions with this outcome: fixed, failed, …, or open (repeatable).",
+)
+@click.option(
+    "--changes-only",
+    is_flag=True,
+    help="Hide what changed nothing: --check runs and actions that ended already-ok, skipped "
+    "or needs-approval (tickets, approvals and refusals stay).",
+)
 @click.option(
     "--since",
     metavar="WHEN",
@@ -137,11 +199,12 @@ def action_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
 @reads_only
 def log(
     app: App,
-    ticket: str | None,
-    host: str | None,
-    operator: str | None,
-    task: str | None,
-    outcome: str | None,
+    ticket: tuple[str, ...],
+    host: tuple[str, ...],
+    operator: tuple[str, ...],
+    task: tuple[str, ...],
+    outcome: tuple[str, ...],
+    changes_only: bool,
     since: str | None,
     until: str | None,
     limit: int,
@@ -151,27 +214,50 @@ def log(
     """Read the ticket log: who did what, where, when, and the verified outcome.
 
     The table merges each action's begin and finish records; --json and --csv give the
-    raw records with their hashes.
+    raw records with their hashes. A filter value the log has never seen is an error with
+    the closest known ones; a repeated filter matches any of its values.
 
     \b
     Examples:
       itops log --ticket INC-1042
       itops log --host ws-042 --since 7d
+      itops log --outcome failed --outcome unreachable --changes-only
       itops log --outcome failed --json | jq .host
     """
-    filters = {
-        "ticket": ticket,
-        "host": host,
-        "operator": operator,
-        "task": task,
+    check_filters(app, ticket=ticket, host=host, operator=operator, task=task, outcome=outcome)
+    filters: dict[str, Any] = {
         "since": ledger_time(app, since),
         "until": ledger_time(app, until),
     }
-    if outcome and outcome != "open":
-        filters["outcome"] = outcome
-    records = app.ledger.records(**filters)
+    for name, values in (("ticket", ticket), ("operator", operator), ("task", task)):
+        if len(values) == 1:
+            filters[name] = values[0]
+    if host:
+        filters["hosts"] = list(host)
+    wanted = set(outcome)
+    if len(wanted) == 1 and "open" not in wanted:
+        filters["outcome"] = next(iter(wanted))
+    records = [
+        r
+        for r in app.ledger.records(**filters)
+        if (not ticket or r.ticket in ticket)
+        and (not operator or r.operator in operator)
+        and (not task or r.task in task)
+    ]
+    if changes_only:
+        records = changes(records)
     if as_json or as_csv:
-        raw = (r for r in records if outcome != "open" or r.kind == "action.begin")
+        raw = records
+        if wanted:
+            begun_open = (
+                {r.action_id for r in _open_actions(records)} if "open" in wanted else set()
+            )
+            raw = [
+                r
+                for r in records
+                if (r.kind == "action.finish" and r.outcome in wanted)
+                or (r.kind == "action.begin" and r.action_id in begun_open)
+            ]
         if as_json:
             render.emit_jsonl(r.as_dict() for r in raw)
         else:
@@ -181,8 +267,8 @@ def log(
                 writer.writerow([getattr(r, c) for c in COLUMNS])
         return
     rows = action_rows(records)
-    if outcome:
-        rows = [r for r in rows if r["outcome"] == outcome]
+    if wanted:
+        rows = [r for r in rows if r["outcome"] in wanted]
     total = len(rows)
     if limit and total > limit:
         rows = rows[-limit:]

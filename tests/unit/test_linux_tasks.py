@@ -558,3 +558,59 @@ def test_a_failed_freshclam_still_restarts_the_daemon(tmp_path: Path) -> None:
     assert run.result.outcome == Outcome.FAILED
     assert "freshclam exited 62: ERROR: Can't connect" in run.result.message
     assert run.sent[-1].endswith("'systemctl start clamav-freshclam'")
+
+
+def test_av_update_with_max_age_0_is_fixed_when_the_mirror_has_nothing_newer(
+    tmp_path: Path,
+) -> None:
+    # max_age_days=0 means "update now": freshclam finds nothing newer, detection works — the
+    # signatures are as current as they can be, so the outcome is fixed, not failed.
+    script = (
+        Script()
+        .on(re.compile(r"^conf=/etc/clamav/freshclam.conf;"), (0, DB_BEFORE, ""))
+        .on(re.compile(r"systemctl is-active --quiet clamav-freshclam"), (0, "", ""))
+        .on(
+            re.compile(r"freshclam --config-file"),
+            (0, "daily.cld database is up-to-date (version: 27400)\n", ""),
+        )
+        .on(
+            re.compile(r"^t=\$\(mktemp\) && printf %s 'X5O!P%@AP"),
+            (1, "/tmp/tmp.x: Eicar-Signature FOUND\n", ""),
+        )
+    )
+    run = run_linux(tmp_path, "av.update", {"max_age_days": "0"}, script)
+    assert run.result.outcome == Outcome.FIXED, run.result.message
+    assert "the newest the mirror has" in str(run.result.verify.summary)  # type: ignore[union-attr]
+
+
+def test_a_quick_scan_is_bounded_and_skips_the_excluded_folders(tmp_path: Path) -> None:
+    script = (
+        Script()
+        .on(re.compile(r"^conf=/etc/clamav/freshclam.conf;"), (0, DB_BEFORE, ""))
+        .on(re.compile(r"clamscan -r -i"), (0, "", ""))
+    )
+    run = run_linux(
+        tmp_path, "av.scan", {}, script, check_only=True,
+        host_vars={"av_exclude_dirs": ["/srv/itops", "/opt/itops/.venv"]},
+    )  # fmt: skip
+    assert run.result.outcome == Outcome.ALREADY_OK, run.result.message
+    scan = next(c for c in run.sent if "clamscan" in c)
+    for part in ("--max-filesize=25M", "--max-scansize=100M", "--exclude-dir=^/srv/itops",
+                 "--exclude-dir=^/opt/itops/\\.venv", "/home /root /tmp"):  # fmt: skip
+        assert part in scan, scan
+    bad = run_linux(
+        tmp_path, "av.scan", {}, script, check_only=True, host_vars={"av_exclude_dirs": "rel/x"}
+    )
+    assert bad.result.outcome == Outcome.FAILED and "not an absolute path" in bad.result.message
+
+
+def test_itops_bytecode_carries_no_eicar_signature(tmp_path: Path) -> None:
+    # av.scan found itops' own __pycache__ as EICAR: two literals joined by `+` compile to one.
+    import py_compile
+
+    from toolkit.remediation.catalog import BUILTIN_TASKS
+
+    compiled = py_compile.compile(
+        str(BUILTIN_TASKS / "antivirus.py"), cfile=str(tmp_path / "av.pyc"), doraise=True
+    )
+    assert b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR" not in Path(compiled).read_bytes()

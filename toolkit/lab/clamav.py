@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,6 +79,9 @@ class ClamAV:
             host.vars.update(
                 clamav_freshclam_config=str(root / "etc/clamav/freshclam.conf"),
                 av_quarantine_dir=str(root / "var/lib/itops/quarantine"),
+                # lab hosts share this machine's disk: a scan skips itops' own workspace and
+                # virtualenv (and the signature mirror, whose test signatures are EICAR's)
+                av_exclude_dirs=[str(lab.workspace.root), sys.prefix, str(mirror)],
             )
 
     def start(self, lab: Lab, state: LabState) -> None:

@@ -39,6 +39,55 @@ url = "sqlite:///.itops/ledger.db"       # teams: postgresql+psycopg://user@host
 forks = 50
 connect_timeout = 10
 command_timeout = 120
+
+# -- Uncomment what you need; every key and its range: docs/configuration.md -----------------
+
+# Who is allowed to change what. Tasks marked risky (a privileged password reset, a config push
+# to a core switch) always need a second operator's approval; these lists add more.
+# [policy]
+# risky = ["network.config-apply"]       # task names/globs that need an approval
+# disruptive = ["patch.apply"]           # … that run only inside the host's maintenance window
+# core_groups = ["core"]
+# approval_ttl = "24h"
+
+# Maintenance windows: attach with `maintenance_window: sunday-night` on a group or host.
+# [maintenance_windows.sunday-night]
+# timezone = "Europe/Berlin"
+# weekly = ["Sun 01:00-05:00"]
+# blackout = ["2026-12-24/2026-12-26"]
+
+# Windows hosts are inventory variables, not settings: `platform: windows`, `ansible_user`,
+# `password: env:WIN_PASSWORD`, `winrm_ca_bundle: certs/ca.pem` (HTTPS with validation by
+# default). See docs/windows.md.
+
+# SLA clocks and KPIs (the defaults are KPI.md's): business hours, holidays, targets.
+# [calendar]
+# timezone = "Europe/Berlin"
+# hours = { mon = "09:00-18:00", tue = "09:00-18:00", fri = "09:00-16:00" }   # per weekday
+# country = "DE"
+# [sla.priorities.P1]
+# response = "30m"
+# resolution = "4h"
+# always = true
+# [kpi.targets]
+# csat_mean = 4.5
+
+# Schedules (itops schedule add …) run in this zone unless they say otherwise.
+# [scheduler]
+# timezone = "Europe/Berlin"
+"""
+
+SAMPLE_PLAYBOOK = """\
+# A sample playbook: itops playbook run sample lab --check (ansible check mode, no change).
+# Runs through ansible-runner on this workspace's inventory, host keys checked against
+# inventory/known_hosts; every per-host result goes into the ticket log.
+- name: Show what the hosts run
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Kernel and uptime (read-only)
+      ansible.builtin.command: uname -sr
+      changed_when: false
 """
 
 
@@ -97,6 +146,9 @@ class Workspace:
         hosts = root / "inventory" / "hosts.yml"
         if not hosts.exists():
             hosts.write_text("all:\n  hosts: {}\n")
+        sample = root / "playbooks" / "sample.yml"
+        if not sample.exists():
+            sample.write_text(SAMPLE_PLAYBOOK)
         return path
 
     # -- settings ----------------------------------------------------------------------------

@@ -92,15 +92,33 @@ def test_trust_pins_a_key_only_when_confirmed_and_records_it(lab: LabEnv) -> Non
     assert wrong.returncode == 2 and "presented SHA256:" in wrong.stderr
     unconfirmed = lab.itops("inventory", "trust", "lab-03", workspace=ws)
     assert unconfirmed.returncode == 2 and "--fingerprint SHA256:" in unconfirmed.stderr
-    fingerprint = unconfirmed.stdout.split()[-1]
+    fingerprint = unconfirmed.stderr.split("--fingerprint ")[-1].split()[0]
+    assert fingerprint in unconfirmed.stdout  # shown in the table first
     pinned = lab.itops("inventory", "trust", "lab-03", "--fingerprint", fingerprint, workspace=ws)
     assert pinned.returncode == 0, pinned.stderr
     assert lab.itops("inventory", "check", "lab-03", workspace=ws).returncode == 0
     records = [json.loads(x) for x in lab.itops("log", "--json", workspace=ws).stdout.splitlines()]
     trusted = [r for r in records if r["kind"] == "host.trusted"]
     assert len(trusted) == 1 and trusted[0]["data"]["fingerprint"] == fingerprint
-    again = lab.itops("inventory", "trust", "lab-03", "--yes", workspace=ws)
-    assert "already trusted" in again.stdout
+    again = lab.itops("inventory", "trust", "lab-03", "--yes", "--json", workspace=ws)
+    assert [r["status"] for r in json.loads(again.stdout)] == ["trusted"]
+
+
+def test_trust_takes_a_pattern_shows_every_fingerprint_and_asks_once(lab: LabEnv) -> None:
+    ws = lab.other_workspace("newcomers", known_hosts="")
+    check = lab.itops("inventory", "check", "lab", workspace=ws)
+    assert check.returncode == 3 and "itops inventory trust 'lab'" in check.stderr
+    unconfirmed = lab.itops("inventory", "trust", "lab", workspace=ws)
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
+    assert unconfirmed.stdout.count("SHA256:") == 4 and unconfirmed.stdout.count(" new") == 4
+    # one confirmation for all four (a TTY answers the prompt; here --yes stands for it)
+    pinned = lab.itops("inventory", "trust", "lab", "--yes", workspace=ws)
+    assert pinned.returncode == 0 and "pinned 4 key(s)" in pinned.stderr + pinned.stdout
+    assert lab.itops("inventory", "check", "lab", workspace=ws).returncode == 0
+    records = [json.loads(x) for x in lab.itops("log", "--json", workspace=ws).stdout.splitlines()]
+    assert sorted(r["host"] for r in records if r["kind"] == "host.trusted") == [
+        "lab-01", "lab-02", "lab-03", "lab-04",
+    ]  # fmt: skip
 
 
 def test_wrong_credentials_are_auth_failed(lab: LabEnv, tmp_path: Path) -> None:

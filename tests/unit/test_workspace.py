@@ -51,3 +51,24 @@ def test_missing_inventory_file_is_named(workspace: Workspace) -> None:
     (workspace.root / "inventory" / "hosts.yml").unlink()
     with pytest.raises(ConfigError, match="hosts.yml"):
         _ = workspace.inventory_sources
+
+
+def test_init_makes_a_workspace_whose_commented_sections_are_valid_when_uncommented(
+    tmp_path: Path,
+) -> None:
+    # `itops init` shows the sections a team needs next (policy, windows, SLA, KPIs, scheduler)
+    # as comments; uncommented as they stand, they must load (a template that teaches a wrong
+    # key would be refused at load, exit 2).
+    import re
+
+    from toolkit.workspace import Workspace
+
+    config = Workspace.init(tmp_path / "ws")
+    text = config.read_text()
+    assert "# [policy]" in text and "# [maintenance_windows." in text and "# [sla." in text
+    assert (tmp_path / "ws" / "playbooks" / "sample.yml").exists()
+    uncommented = re.sub(r"(?m)^# (?=\[|[a-z_]+ = )", "", text)
+    assert uncommented.count("\n[") >= 9
+    config.write_text(uncommented)
+    ws = Workspace.load(tmp_path / "ws")
+    assert ws.section("policy")["risky"] == ["network.config-apply"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -130,73 +131,144 @@ def check(app: App, pattern: str, forks: int, connect_timeout: float | None, as_
         )
     failed = [r for r in results if r["status"] != "ok"]
     render.echo(f"{len(results) - len(failed)} of {len(results)} host(s) answered", err=True)
+    unknown = [r["host"] for r in results if r["status"] == "host-key-unknown"]
+    if unknown:
+        target = unknown[0] if len(unknown) == 1 else pattern
+        render.echo(
+            f"{len(unknown)} host key(s) not pinned yet: check the fingerprints with the hosts' "
+            f"owner, then: itops inventory trust '{target}'",
+            err=True,
+        )
     click.get_current_context().exit(3 if failed else 0)
 
 
 @inventory.command("trust")
-@click.argument("host")
+@click.argument("pattern")
 @click.option(
-    "--fingerprint", metavar="SHA256:…", help="Accept only this fingerprint (checked out of band)."
+    "--fingerprint",
+    metavar="SHA256:…",
+    help="Accept only this fingerprint (checked out of band; one host only).",
 )
-@click.option("--yes", "-y", is_flag=True, help="Accept the presented key without asking.")
+@click.option("--yes", "-y", is_flag=True, help="Accept the presented keys without asking.")
 @click.option(
-    "--replace", is_flag=True, help="Replace a different key already pinned for this host."
+    "--replace", is_flag=True, help="Replace a different key already pinned for these hosts."
 )
+@click.option("--json", "as_json", is_flag=True, help="Print what each host presents as JSON.")
 @click.pass_obj
-def trust(app: App, host: str, fingerprint: str | None, yes: bool, replace: bool) -> None:
-    """Fetch HOST's SSH key, show its fingerprint and pin it in the workspace known_hosts.
+def trust(
+    app: App, pattern: str, fingerprint: str | None, yes: bool, replace: bool, as_json: bool
+) -> None:
+    """Fetch the SSH keys of the hosts in PATTERN, show every fingerprint, and pin the new ones
+    in the workspace known_hosts after one confirmation.
 
-    Nothing is sent to the host but the key exchange. The pinning is recorded in the ledger.
+    Nothing is sent to the hosts but the key exchange. Each pinning is recorded in the ledger.
+    A host that already has a different key pinned is left alone unless --replace.
 
     \b
-    Example:
+    Examples:
       itops inventory trust ws-042 --fingerprint SHA256:2Qm1x…
+      itops inventory trust 'lab'                    # every fingerprint, one confirmation
+      itops inventory trust 'branch-12:!printers' --yes
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from toolkit.transports.ssh import SSHFactory, pin
     from toolkit.transports.ssh import fingerprint as fp
 
-    h = app.inventory.get(host)
-    if h.transport not in ("ssh", "netdev"):
-        raise ValidationError(f"{h.name} uses {h.transport}; only SSH host keys are pinned here")
+    hosts = [h for h in app.inventory.select(pattern) if h.transport in ("ssh", "netdev")]
+    if not hosts:
+        raise ValidationError(f"no SSH host in {pattern!r}: only SSH host keys are pinned here")
+    if fingerprint is not None and len(hosts) != 1:
+        raise ValidationError(f"--fingerprint checks one host; {pattern!r} selects {len(hosts)}")
     factory = SSHFactory(app.connect_options(), app.credentials)
-    try:
-        key = factory.host_key(h)
+
+    def look(h: Any) -> dict[str, Any]:
+        try:
+            key = factory.host_key(h)
+        except ToolkitError as exc:
+            return {"host": h, "key": None, "status": "unreachable", "detail": exc.message}
         pinned = factory.known_hosts.trusted(h)
+        shown = fp(key)
+        if any(fp(k) == shown for k in pinned):
+            status = "trusted"
+        elif pinned:
+            status = "replace" if replace else "differs"
+        elif fingerprint is not None and fingerprint != shown:
+            status = "mismatch"
+        else:
+            status = "new"
+        return {"host": h, "key": key, "pinned": pinned, "status": status, "detail": shown}
+
+    try:
+        with ThreadPoolExecutor(max(1, min(16, len(hosts)))) as pool:
+            found = list(pool.map(look, hosts))
     finally:
         factory.close()
-    shown = fp(key)
-    render.echo(f"{h.name} ({h.address}:{h.port}) presents {key.get_algorithm()} key {shown}")
-    if any(fp(k) == shown for k in pinned):
-        render.echo("already trusted")
-        return
-    if pinned and not replace:
-        raise HostKeyMismatch(
-            h.name,
-            f"a different key is pinned ({', '.join(fp(k) for k in pinned)})",
-            hint="if the host was rebuilt and you verified the new fingerprint, add --replace",
+    rows = [
+        {
+            "host": f["host"].name,
+            "address": f"{f['host'].address}:{f['host'].port}",
+            "algorithm": f["key"].get_algorithm() if f["key"] is not None else "",
+            "fingerprint": f["detail"] if f["key"] is not None else "",
+            "status": f["status"],
+            "detail": f["detail"] if f["key"] is None else "",
+        }
+        for f in found
+    ]
+    if as_json:
+        render.emit_json(rows)
+    else:
+        render.table(
+            ["host", "address", "key", "fingerprint", "status"],
+            [
+                (
+                    r["host"],
+                    r["address"],
+                    r["algorithm"],
+                    r["fingerprint"] or r["detail"],
+                    r["status"],
+                )
+                for r in rows
+            ],
         )
-    if fingerprint is not None:
-        if fingerprint != shown:
-            raise HostKeyMismatch(h.name, f"presented {shown}, expected {fingerprint}; not pinned")
-    elif not yes:
-        if not sys.stdin.isatty():
-            raise ToolkitError(
-                "not confirmed: nothing pinned",
-                hint=f"check the fingerprint out of band, then add --fingerprint {shown}",
+    for f in found:
+        if f["status"] == "differs":
+            render.echo(
+                f"{f['host'].name}: a different key is pinned "
+                f"({', '.join(fp(k) for k in f['pinned'])}); if the host was rebuilt and you "
+                "verified the new fingerprint, add --replace",
+                err=True,
             )
-        click.confirm("Trust this key?", abort=True)
-    pin(app.workspace.known_hosts, h, key, replace=replace)
-    app.ledger.append(
-        Entry(
-            "host.trusted",
-            host=h.name,
-            data={
-                "address": f"{h.address}:{h.port}",
-                "algorithm": key.get_algorithm(),
-                "fingerprint": shown,
-                "replaced": [fp(k) for k in pinned],
-                "file": str(app.workspace.known_hosts),
-            },
+    if fingerprint is not None and found[0]["status"] == "mismatch":
+        raise HostKeyMismatch(
+            found[0]["host"].name, f"presented {found[0]['detail']}, expected {fingerprint}"
         )
-    )
-    render.echo(f"pinned in {app.workspace.known_hosts}")
+    to_pin = [f for f in found if f["status"] in ("new", "replace")]
+    if to_pin and fingerprint is None and not yes:
+        if not sys.stdin.isatty():
+            one = f"--fingerprint {to_pin[0]['detail']}" if len(to_pin) == 1 else "--yes"
+            raise ToolkitError(
+                f"not confirmed: nothing pinned ({len(to_pin)} new key(s))",
+                hint=f"check the fingerprints out of band, then add {one}",
+            )
+        click.confirm(f"Trust these {len(to_pin)} key(s)?", abort=True)
+    for f in to_pin:
+        h, key = f["host"], f["key"]
+        pin(app.workspace.known_hosts, h, key, replace=f["status"] == "replace")
+        app.ledger.append(
+            Entry(
+                "host.trusted",
+                host=h.name,
+                data={
+                    "address": f"{h.address}:{h.port}",
+                    "algorithm": key.get_algorithm(),
+                    "fingerprint": fp(key),
+                    "replaced": [fp(k) for k in f["pinned"]],
+                    "file": str(app.workspace.known_hosts),
+                },
+            )
+        )
+    if to_pin:
+        render.echo(f"pinned {len(to_pin)} key(s) in {app.workspace.known_hosts}", err=as_json)
+    problems = [f for f in found if f["status"] in ("differs", "unreachable")]
+    click.get_current_context().exit(3 if problems else 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from toolkit.app import App
@@ -56,6 +58,30 @@ def up(app: App, count: int, port: int | None, services: str | None) -> None:
     )
     groups = "'lab'" + (", 'netlab'" if "netdev" in state.services else "")
     click.echo(f"inventory groups {groups}; try: itops inventory check lab")
+    for line in created(app, state):
+        click.echo(f"  created: {line}")
+
+
+def created(app: App, state: Any) -> list[str]:
+    """What `lab up` made on this machine beyond its own folder (all removed by `lab down`)."""
+    from toolkit.lab.core import LAB_USER, RUNTIME_ROOT
+    from toolkit.lab.sudo import drop_in
+
+    lines = [
+        f"login user {LAB_USER} (key only) and {len(state.hosts)} sshd host(s); "
+        f"state in {app.workspace.state_dir / 'lab'} and {RUNTIME_ROOT / state.lab_id}"
+    ]
+    accounts = state.data.get("accounts") or {}
+    if accounts:
+        listed = ", ".join(f"{name} ({role})" for role, name in sorted(accounts.items()))
+        lines.append(f"locked local accounts for password resets: {listed}")
+    if "sudo" in state.services:
+        lines.append(f"sudoers drop-in {drop_in(state.lab_id)}")
+    for service in ("apt", "clamav"):
+        port = (state.data.get(service) or {}).get("port")
+        if port:
+            lines.append(f"{service} mirror on 127.0.0.1:{port}")
+    return lines
 
 
 @lab.command()

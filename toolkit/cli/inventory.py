@@ -32,7 +32,13 @@ def inventory() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print hosts as JSON.")
 @click.pass_obj
 def list_(app: App, pattern: str, as_json: bool) -> None:
-    """List hosts matching PATTERN (default: all) and their groups."""
+    """List hosts matching PATTERN (default: all) and their groups.
+
+    \b
+    Examples:
+      itops inventory list
+      itops inventory list 'office:!ws-013' --json
+    """
     inv = app.inventory
     hosts = inv.select(pattern) if inv.hosts else []
     if as_json:
@@ -71,7 +77,12 @@ def list_(app: App, pattern: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the host as JSON.")
 @click.pass_obj
 def show(app: App, host: str, as_json: bool) -> None:
-    """Show one host with its merged variables and where it is defined."""
+    """Show one host with its merged variables and where it is defined.
+
+    \b
+    Example:
+      itops inventory show ws-042
+    """
     h = app.inventory.get(host)
     data = {
         "name": h.name,
@@ -105,6 +116,11 @@ def check(app: App, pattern: str, forks: int, connect_timeout: float | None, as_
     """Validate the inventory and connect to each host (host key, login, one read-only command).
 
     Exit code 0 if every host answered, 3 if any did not.
+
+    \b
+    Examples:
+      itops inventory check lab
+      itops inventory check 'branch-12' --connect-timeout 5 --json
     """
     from toolkit.run.runner import probe
     from toolkit.transports import Connector

@@ -43,6 +43,11 @@ def up(app: App, count: int, port: int | None, services: str | None) -> None:
     lab user), `disk` (a 16 MiB /var per host), `apt` (a loopback package repository, a private
     dpkg database per host), `clamav` (a loopback signature mirror, freshclam config per host),
     `accounts` (locked local accounts for password resets). Large labs use --services none.
+
+    \b
+    Examples:
+      itops lab up --hosts 4
+      itops lab up --hosts 200 --services none
     """
     from toolkit.lab import DEFAULT_SERVICES, Lab
 
@@ -88,7 +93,12 @@ def created(app: App, state: Any) -> list[str]:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def status(app: App, as_json: bool) -> None:
-    """Show the lab's hosts and whether their sshd and services are running."""
+    """Show the lab's hosts and whether their sshd and services are running.
+
+    \b
+    Example:
+      itops lab status --json
+    """
     from toolkit.lab import Lab
 
     info = Lab(app.workspace).status()
@@ -116,7 +126,12 @@ def status(app: App, as_json: bool) -> None:
 @lab.command()
 @click.pass_obj
 def down(app: App) -> None:
-    """Stop exactly the processes `lab up` started and remove the lab inventory."""
+    """Stop exactly the processes `lab up` started and remove the lab inventory.
+
+    \b
+    Example:
+      itops lab down
+    """
     from toolkit.lab import Lab
 
     stopped = Lab(app.workspace).down()

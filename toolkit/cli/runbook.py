@@ -57,7 +57,12 @@ def runbook() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the runbooks as JSON.")
 @click.pass_obj
 def list_(app: App, as_json: bool) -> None:
-    """List the runbooks (built in, and the workspace's runbooks/ folder)."""
+    """List the runbooks (built in, and the workspace's runbooks/ folder).
+
+    \b
+    Example:
+      itops runbook list --json
+    """
     from toolkit.automation.runbooks import load_runbooks
 
     books = load_runbooks(_folders(app), app.catalog)
@@ -89,7 +94,12 @@ def list_(app: App, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the runbook as JSON.")
 @click.pass_obj
 def show(app: App, name: str, as_json: bool) -> None:
-    """Describe one runbook: its parameters, steps and escalation."""
+    """Describe one runbook: its parameters, steps and escalation.
+
+    \b
+    Example:
+      itops runbook show printer-not-printing
+    """
     book = _load(app, name)
     if as_json:
         render.emit_json(

@@ -28,7 +28,12 @@ def tasks() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
 @click.pass_obj
 def list_(app: App, as_json: bool) -> None:
-    """List every remediation with its platforms and summary."""
+    """List every remediation with its platforms and summary.
+
+    \b
+    Example:
+      itops tasks list --json
+    """
     entries = app.catalog.infos()
     if as_json:
         render.emit_json(
@@ -56,7 +61,12 @@ def list_(app: App, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
 @click.pass_obj
 def show(app: App, name: str, as_json: bool) -> None:
-    """Describe one remediation: what it does, its parameters and examples, per platform."""
+    """Describe one remediation: what it does, its parameters and examples, per platform.
+
+    \b
+    Example:
+      itops tasks show printer.clear-queue
+    """
     entry = app.catalog.get(name)
     if as_json:
         render.emit_json(

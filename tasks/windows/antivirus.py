@@ -68,7 +68,7 @@ def version(value: Any) -> tuple[int, ...]:
 
 @remediation(
     "av.update",
-    category="antivirus",
+    category="security",
     platforms={"windows"},
     summary="Update Microsoft Defender signatures when they are out of date",
 )
@@ -117,7 +117,7 @@ class UpdateSignatures(Remediation):
 
 @remediation(
     "av.scan",
-    category="antivirus",
+    category="security",
     platforms={"windows"},
     summary="Run a Microsoft Defender quick, full or custom scan and record detections",
 )

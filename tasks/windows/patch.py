@@ -122,7 +122,7 @@ def parse_pending(data: Any) -> tuple[list[Update], bool]:
 
 @remediation(
     "patch.apply",
-    category="patch",
+    category="software",
     platforms={"windows"},
     summary="Install pending Windows updates (optionally security only), reboot if asked",
     disruptive=True,

@@ -18,7 +18,7 @@ from toolkit.remediation.windows import (
 
 @remediation(
     "service.restart",
-    category="service",
+    category="software",
     platforms={"windows"},
     summary="Restart a Windows service and prove it is running again",
 )
@@ -67,7 +67,7 @@ ConvertTo-Json -Compress -InputObject @{{ removed = $removed; in_use = $failed; 
 
 @remediation(
     "disk.cleanup",
-    category="disk",
+    category="software",
     platforms={"windows"},
     summary="Free space on the system drive: old temp files and the Windows Update cache",
 )

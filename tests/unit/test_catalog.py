@@ -225,3 +225,14 @@ def test_param_refusals(param: Param, raw: str, words: str) -> None:
     with pytest.raises(ValidationError) as info:
         param.parse(raw)
     assert words in info.value.message
+
+
+def test_every_built_in_task_category_is_a_ticket_category() -> None:
+    # `itops fix TASK … --ticket NEW` opens the ticket in the task's category: a category the
+    # desk does not know (antivirus, disk, patch, service) refused the fix with "unknown category".
+    from toolkit.desk.tickets import CATEGORIES
+    from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
+
+    catalog = Catalog.load([BUILTIN_TASKS])
+    wrong = {t.name: s.category for t in catalog for s in t.specs if s.category not in CATEGORIES}
+    assert wrong == {}

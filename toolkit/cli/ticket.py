@@ -242,6 +242,22 @@ _event_command(
     ],
 )
 _event_command(
+    "update",
+    "updated",
+    "Correct what the ticket says: priority, category, assignee, tier or summary (recorded as\n"
+    "an event; the SLA targets follow a new priority, from the ticket's opening).\n\n\b\nExamples:\n"
+    "  itops ticket update INC-1042 --priority P1 --reason 'whole floor cannot print'\n"
+    "  itops ticket update INC-1042 --assignee jdoe --summary 'queue office paused'",
+    [
+        click.option("--priority", "-p", type=click.Choice(PRIORITIES)),
+        click.option("--category", "-c", help="e.g. " + ", ".join(CATEGORIES)),
+        click.option("--assignee"),
+        click.option("--tier", type=click.Choice(TIERS)),
+        click.option("--summary", "-s"),
+        click.option("--reason", help="Why (kept with the change)."),
+    ],
+)
+_event_command(
     "complain",
     "complaint",
     "Record a complaint about the handling of a ticket.\n\n\b\nExample:\n"

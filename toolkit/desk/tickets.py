@@ -58,6 +58,7 @@ VERBS = {
     "reopen": "reopened",
     "survey": "survey",
     "complain": "complaint",
+    "update": "updated",
 }
 EVENTS = tuple(VERBS.values())
 KINDS = tuple(f"ticket.{e}" for e in EVENTS)
@@ -77,6 +78,7 @@ TRANSITIONS: dict[str, tuple[tuple[str | None, ...], str | None]] = {
     "reopened": (("resolved", "confirmed", "closed"), "open"),
     "survey": (("resolved", "confirmed", "closed"), None),
     "complaint": (STATES, None),
+    "updated": (("open", "waiting", "resolved", "confirmed"), None),
 }
 
 # Per event: field → (type, required). Types: str, bool, int, list (of str).
@@ -97,6 +99,15 @@ FIELDS: dict[str, dict[str, tuple[type, bool]]] = {
     "responded": {"note": _TEXT, "via": _TEXT},
     "note": {"text": (str, True), "update": (bool, False)},
     "escalated": {"tier": (str, True), "assignee": _TEXT, "reason": _TEXT},
+    # a correction of what the ticket was opened with (the SLA targets follow a new priority)
+    "updated": {
+        "priority": _TEXT,
+        "category": _TEXT,
+        "assignee": _TEXT,
+        "tier": _TEXT,
+        "summary": _TEXT,
+        "reason": _TEXT,
+    },
     "waiting": {"reason": _TEXT},
     "resumed": {"note": _TEXT},
     "resolved": {
@@ -178,12 +189,18 @@ def check_fields(event: str, data: Mapping[str, Any]) -> dict[str, Any]:
     for name in _REQUIRED[event]:
         if name not in out:
             raise TicketError(f"{event}: {name} is required")
+    if event == "updated" and not set(out) & _UPDATABLE:
+        raise TicketError(
+            "update: nothing to change", hint="give --priority, --category, --assignee, "
+            "--tier or --summary"
+        )  # fmt: skip
     if valued:
         _check_values(event, out)
     return out
 
 
 _CHOICES = (("priority", PRIORITIES), ("tier", TIERS), ("channel", CHANNELS))
+_UPDATABLE = {"priority", "category", "assignee", "tier", "summary"}
 
 
 def _check_values(event: str, data: Mapping[str, Any]) -> None:
@@ -559,6 +576,10 @@ def summarize(
             response_at = ev.at
         if name == "escalated":
             escalations += 1
+            tier = data.get("tier", tier)
+            assignee = data.get("assignee", assignee)
+        elif name == "updated":
+            opened.update({k: data[k] for k in ("priority", "category", "summary") if k in data})
             tier = data.get("tier", tier)
             assignee = data.get("assignee", assignee)
         elif name == "waiting" or (name == "resolved" and state == "open"):

@@ -224,7 +224,8 @@ def prepare(
         if priority != "P1":
             raise refused(
                 f"--break-glass is only for P1 tickets; {ticket} is {priority or 'unprioritised'}",
-                "raise the ticket to P1 if the outage warrants it, or wait for the window",
+                "if the outage warrants it: itops ticket update "
+                f"{ticket} --priority P1 --reason '…'; or wait for the window",
             )
         ledger.append(
             Entry(

@@ -6,12 +6,13 @@ import hashlib
 import os
 import secrets
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from toolkit.errors import NotFound, ValidationError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.remediation.guards import privileged_guard
+from toolkit.remediation.guards import admit_privileged, privileged_guard
 from toolkit.remediation.linux import LINUX_USER, as_int, done_before, key_values, output
 from toolkit.remediation.quoting import cmd, script
 from toolkit.secrets.credentials import Secret
@@ -127,6 +128,10 @@ class ResetPassword(Remediation):
         str, kind="path", help="write a generated password to this local file (0600), not stderr"
     )
     force = Param(bool, default=False, help="reset again even if this ticket already did")
+
+    @classmethod
+    def admit(cls, params: Mapping[str, Any], ticket_priority: str | None) -> None:
+        admit_privileged(params, ticket_priority)
 
     def _shadow(self, ctx: Context, user: str) -> dict[str, str]:
         if not hasattr(self, "nonce"):

@@ -10,7 +10,7 @@ from typing import Any
 
 from toolkit.errors import NotFound, ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.remediation.guards import privileged_guard
+from toolkit.remediation.guards import admit_privileged, privileged_guard
 from toolkit.remediation.quoting import ps_script
 from toolkit.remediation.windows import ACCOUNT_NAME, change_json, number, read_json, strings, text
 from toolkit.secrets.credentials import Secret
@@ -107,6 +107,10 @@ class ResetPassword(Remediation):
     allow_privileged = Param(
         bool, default=False, help="allow resetting an administrative account (P1/P2 ticket only)"
     )
+
+    @classmethod
+    def admit(cls, params: Mapping[str, Any], ticket_priority: str | None) -> None:
+        admit_privileged(params, ticket_priority)
 
     def _state(self, ctx: Context) -> Mapping[str, Any]:
         template = AD_STATE if self.scope == "ad" else LOCAL_STATE

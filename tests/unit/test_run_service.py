@@ -49,3 +49,22 @@ def test_bad_input_is_refused_before_anything_is_opened_or_recorded(app: App) ->
     with pytest.raises(ValidationError, match="--reason"):
         plan(app, "printer.status", "ws-01", {}, ticket="INC-9", break_glass="  ")
     assert not (app.workspace.state_dir / "ledger.db").exists()
+
+
+def test_a_run_the_task_would_refuse_asks_no_approval(app: App) -> None:
+    # A privileged reset on a P3 ticket: before, an approval was requested, granted by a second
+    # operator, and only then the run failed "allow_privileged needs a P1 or P2 ticket".
+    from toolkit.errors import ToolkitError
+
+    request = plan(
+        app, "password.reset", "ws-01", {"user": "root", "allow_privileged": "true"},
+        ticket="INC-10", priority="P3",
+    )  # fmt: skip
+    service = RunService(app, connector=MockConnector(anything_ok()))  # type: ignore[arg-type]
+    with pytest.raises(ToolkitError, match="allow_privileged needs a P1 or P2 ticket"):
+        service.run(request)
+    kinds = [r.kind for r in app.ledger.records(ticket="INC-10")]
+    assert "approval.requested" not in kinds and "action.begin" not in kinds
+    # the same run with allow_privileged=false is not refused up front (the host decides)
+    fine = plan(app, "password.reset", "ws-01", {"user": "jdoe"}, ticket="INC-11", priority="P3")
+    service.run(fine)

@@ -272,6 +272,12 @@ class Remediation:
         """Refuse host-specific input (e.g. a template's variables) before anything connects."""
 
     @classmethod
+    def admit(cls, params: Mapping[str, Any], ticket_priority: str | None) -> None:
+        """Run-level rules that can refuse this run (raise a ToolkitError): checked once, after
+        the ticket is known and BEFORE an approval is requested, so no second operator is asked
+        to approve a run that would be refused anyway."""
+
+    @classmethod
     def finish_run(cls, run: RunInfo) -> list[str]:
         """Once per run, after every host finished (e.g. one commit of all backups); notes."""
         return []

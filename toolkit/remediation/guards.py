@@ -8,7 +8,8 @@ administrator's password is the kind of risky change the support policy reserves
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from toolkit.errors import ToolkitError
 
@@ -47,3 +48,15 @@ def privileged_guard(
             hint="run it under the P1/P2 ticket that covers this account",
         )
     return f"allow_privileged on a {priority} ticket: resetting {account}, a member of {groups}"
+
+
+def admit_privileged(params: Mapping[str, Any], priority: str | None) -> None:
+    """Before an approval is asked for: allow_privileged is only for a P1/P2 ticket (the same
+    rule `privileged_guard` applies on the host, checked where nobody's time is spent yet)."""
+    if params.get("allow_privileged") and priority not in OVERRIDE_PRIORITIES:
+        raise PrivilegedAccount(
+            "allow_privileged needs a P1 or P2 ticket, and this run's ticket is "
+            f"{priority or 'not in the ticket log'}: nothing was asked or run",
+            hint="run it under the P1/P2 ticket that covers this account, or raise this one: "
+            "itops ticket update ID --priority P2 --reason '…'",
+        )

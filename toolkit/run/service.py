@@ -174,7 +174,15 @@ class RunService:
             )
         policy = None
         if changes:
+            from toolkit.desk.tickets import ticket_priority
             from toolkit.run.policy import prepare
+
+            # The task's own run-level rules first: an approval is never asked for a run that
+            # would be refused anyway (a privileged reset on a P3 ticket).
+            priority = ticket_priority(app.ledger, str(request.ticket))
+            platforms = {h.platform for h in request.hosts}
+            for spec, values in request.task.validate(request.params, platforms).items():
+                spec.cls.admit(values, priority)
 
             policy = prepare(
                 app.ledger,

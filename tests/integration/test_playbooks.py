@@ -58,6 +58,7 @@ def test_playbook_list_shows_the_shipped_playbooks(lab: LabEnv) -> None:
     assert names == {
         "backup_configs": "Back up configuration files",
         "patch_linux": "Patch Linux hosts",
+        "sample": "Show what the hosts run",  # what `itops init` puts in every workspace
     }
 
 

@@ -47,6 +47,10 @@ dates = ["2001-01-01"]
 [maintenance_windows.always]
 timezone = "UTC"
 weekly = ["Mon 00:00-Mon 00:00"]
+
+[maintenance_windows.sunday-night]
+timezone = "Europe/Berlin"
+weekly = ["Sun 01:00-05:00"]
 """
 
 
@@ -112,6 +116,10 @@ ADD = ["schedule", "add", "nightly", "--task", "demo.restart", "--targets", "web
         (["--cron", "every night"], "invalid cron expression 'every night': it needs 5 fields"),
         (["--cron", "0 2 * * *", "--window", "weekend"], "unknown maintenance window 'weekend'"),
         (["--cron", "0 2 * * *", "--tz", "Berlin"], "unknown time zone 'Berlin'"),
+        # every Monday noon against a Sunday-night window: it would never run
+        (["--cron", "0 12 * * MON", "--window", "sunday-night"],
+         "would never run: none of the times of cron '0 12 * * MON'"),
+        (["--cron", "0 3 * * *", "--window", "never"], "would never run"),
     ],
 )
 def test_schedule_add_refuses_bad_input_and_stores_nothing(
@@ -393,3 +401,9 @@ def test_every_help_example_parses(path: list[str], example: str) -> None:
             command = command.get_command(ctx, name)
             assert command is not None, example
         command.make_context(name, args, parent=ctx)  # raises on an unknown option or argument
+
+
+def test_a_schedule_inside_its_window_is_accepted(ws: Path) -> None:
+    ok = itops(ws, *ADD, "--cron", "30 2 * * SUN", "--tz", "Europe/Berlin", "--window",
+               "sunday-night")  # fmt: skip
+    assert ok.exit_code == 0, ok.output

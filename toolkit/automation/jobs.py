@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from toolkit.automation.schedule import JobResult, Schedule
@@ -53,7 +53,14 @@ def check(app: App, s: Schedule) -> None:
 
     hosts = select(app, s.targets)
     if s.window is not None:
-        get_window(app.policy_settings.windows, s.window)
+        window = get_window(app.policy_settings.windows, s.window)
+        if first_in_window(s, window, app.clock.now()) is None:
+            raise ValidationError(
+                f"schedule {s.name} would never run: none of the times of cron {s.cron!r} "
+                f"({s.timezone}) in the next year falls inside window {s.window} "
+                f"({window.describe(app.clock.now())})",
+                hint="pick cron times inside the window, or another window",
+            )
     if s.kind == "task":
         entry = app.catalog.get(s.target)
         entry.validate(dict(s.params), {h.platform for h in hosts})
@@ -68,6 +75,21 @@ def check(app: App, s: Schedule) -> None:
     else:
         engine = runbook_engine()
         engine.load(app.workspace, s.target)
+
+
+def first_in_window(s: Schedule, window: Any, now: datetime, *, days: int = 366) -> Any:
+    """The first time of the schedule's cron in the next `days` days that falls inside the
+    window, or None (at most 50,000 times are looked at: an every-minute cron meets any window
+    that opens within a month)."""
+    from toolkit.automation.schedule import occurrences
+
+    end = now + timedelta(days=days)
+    for n, moment in enumerate(occurrences(s.cron, s.timezone, now)):
+        if moment > end or n >= 50_000:
+            return None
+        if window.is_open(moment):
+            return moment
+    return None
 
 
 def _as_list(params: Any) -> list[str]:

@@ -310,6 +310,12 @@ def show_report(report: RunReport) -> None:
         [(r.host, _outcome(r), r.message, f"{r.duration:.1f}s") for r in report.results],
         style_column="outcome",
     )
+    # What a check found, as a diff (a configuration push's missing lines): shown, not only
+    # in --json, so `--check` is the review before the change.
+    for r in report.results:
+        diff = (r.check.facts.get("diff") if r.check is not None else None) or ""
+        if diff and str(r.outcome) == "would-fix":
+            render.echo(f"--- {r.host}: what the check found missing\n{str(diff).rstrip()}")
     counts = ", ".join(f"{n} {o}" for o, n in sorted(report.counts.items()))
     where = f" under {report.ticket}" if report.ticket else ""
     mode = "check" if report.check_only else "fix"

@@ -70,7 +70,9 @@ _IOS = Rules(
         r"\bsnmp-server community (?P<secret>\S+)",
         r"\bsnmp-server host \S+(?: (?:informs|traps))?"
         r"(?: version (?:1|2c|3(?: (?:auth|noauth|priv))?))? (?P<secret>\S+)",
-        r"\b(?:auth (?:md5|sha\d*)|priv(?: (?:des|3des|aes(?:-\d+)?(?: \d+)?))?) (?P<secret>\S+)",
+        # (`snmp-server group G v3 priv read VIEW`: a security level and a view, no secret)
+        r"\b(?:auth (?:md5|sha\d*)|priv (?:des|3des|aes(?:-\d+)?(?: \d+)?)"
+        r"|priv(?! (?:read|write|notify|access|context|match)\b)) (?P<secret>\S+)",
         r"\b(?:tacacs-server|radius-server) key(?: \d+)? (?P<secret>\S+)",
         r"\b(?:tacacs-server|radius-server) host \S+\b.*? key(?: [0-7])? (?P<secret>\S+)",
         r"\bstandby(?: \d+)? authentication(?: text)? (?!md5\b|text\b)(?P<secret>\S+)",

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 NAMESPACE = "itops-approval"
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
-VERIFY_TIMEOUT = 30.0  # seconds; signing may wait for a passphrase or an agent's confirmation
+VERIFY_TIMEOUT = 30.0  # seconds for ssh-keygen to check (signing may wait for a passphrase: none)
 PROBE = "itops identity probe"
 SETUP_HINT = (
     "each operator adds a line `NAME KEY-TYPE KEY` (their public key, e.g. "
@@ -60,6 +60,19 @@ def _keygen() -> str:
             hint="install the OpenSSH client (e.g. apt install openssh-client)",
         )
     return found
+
+
+def _run(*args: str, message: str | None = None) -> subprocess.CompletedProcess[str]:
+    """ssh-keygen with these arguments, no shell; `message` on stdin (else none)."""
+    return subprocess.run(
+        [_keygen(), *args],
+        input=message,
+        stdin=None if message is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=VERIFY_TIMEOUT,
+        check=False,
+    )
 
 
 def sign(message: str, *, key: Path) -> str:
@@ -100,18 +113,10 @@ def principal_of(message: str, signature: str, *, allowed_signers: Path) -> str:
         )
     if not signature.strip():
         raise IdentityError("there is no signature")
-    keygen = _keygen()
     with tempfile.TemporaryDirectory(prefix="itops-verify-") as folder:
         sig = Path(folder) / "message.sig"
         sig.write_text(signature)
-        found = subprocess.run(
-            [keygen, "-Y", "find-principals", "-s", str(sig), "-f", str(allowed_signers)],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=VERIFY_TIMEOUT,
-            check=False,
-        )
+        found = _run("-Y", "find-principals", "-s", str(sig), "-f", str(allowed_signers))
         names = sorted({n for line in found.stdout.split() for n in line.split(",") if n})
         names = sorted({*names, *_listed_as(signature, allowed_signers)})
         if found.returncode != 0 or not names:
@@ -125,14 +130,7 @@ def principal_of(message: str, signature: str, *, allowed_signers: Path) -> str:
                 hint="list each key under exactly one name",
             )
         verify = ["-Y", "verify", "-f", str(allowed_signers), "-I", names[0], "-n", NAMESPACE]
-        verified = subprocess.run(
-            [keygen, *verify, "-s", str(sig)],
-            input=message,
-            capture_output=True,
-            text=True,
-            timeout=VERIFY_TIMEOUT,
-            check=False,
-        )
+        verified = _run(*verify, "-s", str(sig), message=message)
     if verified.returncode != 0:
         raise IdentityError(f"the signature of {names[0]} does not verify")
     return names[0]
@@ -163,14 +161,7 @@ def _listed_as(signature: str, allowed_signers: Path) -> set[str]:
 
 def fingerprint(key: Path) -> str:
     """The key's SHA-256 fingerprint, as ssh-keygen -l prints it."""
-    done = subprocess.run(
-        [_keygen(), "-l", "-f", str(key)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=VERIFY_TIMEOUT,
-        check=False,
-    )
+    done = _run("-l", "-f", str(key))
     if done.returncode != 0:
         raise IdentityError(f"cannot read the key {key}: {done.stderr.strip()}")
     parts = done.stdout.split()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.signers import Operators, make_operators
 from toolkit.workspace import Workspace
 
 PG_URL = os.environ.get("ITOPS_TEST_PG_URL")
@@ -53,3 +54,9 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             pytest.fail("CI must set ITOPS_TEST_PG_URL: the ledger suite runs on PostgreSQL too")
         pytest.skip("ITOPS_TEST_PG_URL not set (PostgreSQL ledger tests run in CI)")
     yield from _pg_schema_url(PG_URL)
+
+
+@pytest.fixture(scope="session")
+def operators(tmp_path_factory: pytest.TempPathFactory) -> Operators:
+    """alice's, bob's and carol's SSH signing keys (tests.signers), made once per session."""
+    return make_operators(tmp_path_factory.mktemp("keys"))

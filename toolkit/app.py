@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # SQLAlchemy costs ~0.3 s to import: only commands that use t
     from toolkit.clock import Clock
     from toolkit.ledger import Ledger
     from toolkit.run.policy import PolicySettings
+    from toolkit.secrets.identity import Identity
 
 
 class RedactingFilter(logging.Filter):
@@ -98,6 +99,13 @@ class App:
         from toolkit.run.policy import PolicySettings
 
         return PolicySettings.from_config(self.workspace.config)
+
+    @cached_property
+    def identity(self) -> Identity:
+        """This operator's signing key and the workspace's allowed_signers ([identity])."""
+        from toolkit.secrets.identity import Identity
+
+        return Identity.of(self.workspace)
 
     @property
     def ledger(self) -> Ledger:

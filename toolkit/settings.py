@@ -297,8 +297,23 @@ SCHEMA = Table(
             },
         ),
         "operator": Table(
-            "who the ledger says ran a command",
+            "the name the ledger shows for who ran a command (a label, not an identity)",
             {"name": Key(Text(), "operator name (ITOPS_OPERATOR overrides)", "the OS user")},
+        ),
+        "identity": Table(
+            "who signs and who may approve (docs/security.md)",
+            {
+                "allowed_signers": Key(
+                    Text(),
+                    "OpenSSH allowed_signers: `principal key-type key` per operator",
+                    '"allowed_signers"',
+                ),
+                "key": Key(
+                    Text(),
+                    "your SSH signing key, private or agent-held public (ITOPS_SIGNING_KEY overrides)",
+                    "~/.ssh/id_ed25519, id_ecdsa or id_rsa",
+                ),
+            },
         ),
         "policy": Table(
             "approvals and maintenance windows",

@@ -22,10 +22,14 @@ import pytest
 # The WinRM contract tests' fixtures (pki, replay, tarpit, …) live in their own module.
 from winrm_fixtures import *  # noqa: F403
 
+from tests.signers import Operators, make_operators
 from toolkit.lab import Lab, LabState
 from toolkit.workspace import Workspace
 
 HERE = Path(__file__).parent
+
+
+OPERATORS = ("l1-tech", "l2-lead", "net-lead")  # each with an ed25519 key in allowed_signers
 
 
 @dataclass
@@ -33,6 +37,11 @@ class LabEnv:
     root: Path
     lab: Lab
     state: LabState
+    keys: Operators  # the operators' signing keys (a run signs as l1-tech unless told)
+
+    def as_operator(self, name: str) -> dict[str, str]:
+        """The environment of operator `name`: their label and their own signing key."""
+        return {"ITOPS_OPERATOR": name, "ITOPS_SIGNING_KEY": str(self.keys.key(name))}
 
     def itops(
         self,
@@ -44,6 +53,7 @@ class LabEnv:
     ) -> subprocess.CompletedProcess[str]:
         """Run the real CLI in a subprocess, as a user would."""
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")}
+        full_env["ITOPS_SIGNING_KEY"] = str(self.keys.key("l1-tech"))
         full_env.update(env or {})
         return subprocess.run(
             [sys.executable, "-m", "toolkit", "--workspace", str(workspace or self.root), *args],
@@ -59,13 +69,14 @@ class LabEnv:
         self, *args: str, env: dict[str, str] | None = None, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run a risky change the way the policy wants it: the first run records an approval
-        request (exit 5), another operator grants it, the same command then goes ahead."""
+        request (exit 5, signed with l1-tech's key), l2-lead grants it with theirs, the same
+        command then goes ahead."""
         import re
 
         first = self.itops(*args, env=env, input=input)
         request = re.search(r"APR-[0-9a-f]{8}", first.stdout)
         assert first.returncode == 5 and request, first.stdout + first.stderr
-        grant = self.itops("approve", request.group(), env={"ITOPS_OPERATOR": "l2-lead"})
+        grant = self.itops("approve", request.group(), "--yes", env=self.as_operator("l2-lead"))
         assert grant.returncode == 0, grant.stdout + grant.stderr
         return self.itops(*args, env=env, input=input)
 
@@ -137,6 +148,7 @@ class LabEnv:
         )
         (root / "itops.toml").write_text(config)
         (root / "inventory" / "known_hosts").write_text(known_hosts)
+        self.keys.write(root / "allowed_signers", OPERATORS)
         return root
 
 
@@ -148,10 +160,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
         pytest.skip("integration tests need root: run them as root or under sudo")
     root = tmp_path_factory.mktemp("itops") / "ws"
     Workspace.init(root)
+    keys = make_operators(tmp_path_factory.mktemp("keys"), OPERATORS)
+    keys.write(root / "allowed_signers", OPERATORS)
     shutil.copy(HERE / "tasks" / "faults.py", root / "tasks" / "faults.py")
     lab = Lab(Workspace.load(root))
     state = lab.up(4)  # every default service (cups, netdev, sudo, disk, apt, clamav, …)
     try:
-        yield LabEnv(root, lab, state)
+        yield LabEnv(root, lab, state, keys)
     finally:
         lab.down()

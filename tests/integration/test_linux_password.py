@@ -207,6 +207,7 @@ def test_a_privileged_account_needs_allow_privileged_on_a_p1_ticket(lab: LabEnv)
         assert shadow(admin)[1] != before[1]
         log = lab.itops("log", "--ticket", "LNX-4006", "--json").stdout
         assert "allow_privileged on a P1 ticket: resetting " + admin in log
-        assert '"approved_by":"l2-lead"' in log.replace(" ", "")  # the second operator
+        assert '"approved_by":"l2-lead"' in log.replace(" ", "")  # the second operator's key
+        assert '"requested_by":"l1-tech"' in log.replace(" ", "")
     finally:
         lab.service("accounts").lock(admin)  # never leave a sudo member with a known password

@@ -129,7 +129,9 @@ def test_a_runbook_step_the_policy_calls_risky_waits_for_approval(lab: LabEnv) -
     assert "approval requested: APR-" in waiting.stdout and "escalated" not in waiting.stdout
     request = re.search(r"approval requested: (APR-[0-9a-f]{8})", waiting.stdout)
     assert request is not None
-    grant = lab.itops("approve", request.group(1), workspace=ws, env={"ITOPS_OPERATOR": "l2-lead"})
+    grant = lab.itops(
+        "approve", request.group(1), "--yes", workspace=ws, env=lab.as_operator("l2-lead")
+    )
     assert grant.returncode == 0, grant.stdout + grant.stderr
     run = lab.itops(*args, workspace=ws)
     assert run.returncode == 0, run.stdout + run.stderr

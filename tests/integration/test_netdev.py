@@ -318,9 +318,16 @@ def test_a_config_change_on_a_core_device_waits_for_a_second_operator(lab: LabEn
     request = re.search(r"APR-[0-9a-f]{8}", outcomes["sw-02"]["message"])
     assert request is not None
 
-    self_grant = lab.itops("approve", request.group(), workspace=ws)
+    self_grant = lab.itops("approve", request.group(), "--yes", workspace=ws)
     assert self_grant.returncode != 0 and "self-approval" in self_grant.stderr
-    grant = lab.itops("approve", request.group(), workspace=ws, env={"ITOPS_OPERATOR": "net-lead"})
+    # the same key under another label is still the requester
+    relabelled = lab.itops(
+        "approve", request.group(), "--yes", workspace=ws, env={"ITOPS_OPERATOR": "net-lead"}
+    )
+    assert relabelled.returncode != 0 and "self-approval: l1-tech" in relabelled.stderr
+    grant = lab.itops(
+        "approve", request.group(), "--yes", workspace=ws, env=lab.as_operator("net-lead")
+    )
     assert grant.returncode == 0, grant.stdout + grant.stderr
 
     other_vlan = [*args[:-1], "vlan=30"]

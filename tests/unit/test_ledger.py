@@ -284,9 +284,12 @@ def test_an_older_ledger_gets_the_ticket_kind_index_when_opened(ledger_url: str)
     book = Ledger(ledger_url, operator="alice")
     fill(book, 2)
     book.close()
-    # What a version-1 ledger looked like: a ticket-only index.
+    # What a version-1 ledger looked like: a ticket-only index, no db_user column.
     engine = create_engine(ledger_url)
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("DROP TRIGGER ledger_db_user ON ledger"))
+        conn.execute(text("ALTER TABLE ledger DROP COLUMN db_user"))
         conn.execute(text("DROP INDEX ix_ledger_ticket_kind"))
         conn.execute(text("CREATE INDEX ix_ledger_ticket ON ledger (ticket)"))
         conn.execute(text("UPDATE ledger_meta SET value = '1' WHERE key = 'schema'"))
@@ -300,7 +303,7 @@ def test_an_older_ledger_gets_the_ticket_kind_index_when_opened(ledger_url: str)
         assert book.verify().ok
     finally:
         book.close()
-    assert schema_version(engine) == "2"
+    assert schema_version(engine) == "3"
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             plan = conn.execute(

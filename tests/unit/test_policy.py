@@ -4,6 +4,7 @@ recorded in each host's ledger records, refusals recorded and nothing run."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from tests.clocks import FakeClock
 from tests.fakes import FakeConnector, Script
+from tests.signers import NAMES, Operators
 from toolkit.errors import ConfigError, NotFound
 from toolkit.inventory import Host, make_host
 from toolkit.ledger import Entry, Ledger
@@ -20,6 +22,7 @@ from toolkit.run import approvals
 from toolkit.run.approvals import ApprovalError
 from toolkit.run.policy import PolicySettings, RunRefused, prepare
 from toolkit.run.runner import Outcome, Runner, RunOptions
+from toolkit.secrets.identity import Identity
 
 
 @remediation(
@@ -85,6 +88,18 @@ def script() -> Script:
     return Script().on("stale", stale).on("restart", restart)
 
 
+IDS: dict[str, Identity] = {}  # each test's operators: their keys, its allowed_signers
+
+
+@pytest.fixture(autouse=True)
+def identities(operators: Operators, tmp_path: Path) -> Iterator[dict[str, Identity]]:
+    """alice, bob and carol, each with their own key listed in this test's allowed_signers."""
+    allowed = operators.write(tmp_path / "allowed_signers")
+    IDS.update({n: operators.identity(n, allowed) for n in NAMES})
+    yield IDS
+    IDS.clear()
+
+
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
     book = Ledger(f"sqlite:///{tmp_path / 'l.db'}", operator="alice")
@@ -104,6 +119,7 @@ def run(
     *,
     ticket: str = "CHG-1",
     params: dict[str, Any] | None = None,
+    identity: str = "alice",
     **kwargs: Any,
 ) -> tuple[Any, FakeConnector]:
     policy = prepare(
@@ -114,6 +130,7 @@ def run(
         hosts=targets,
         params=params or {},
         ticket=ticket,
+        identity=IDS[identity],
         **kwargs,
     )
     conn = FakeConnector({h.name: script() for h in targets})
@@ -235,15 +252,17 @@ def test_approval_by_another_operator_lets_exactly_that_run_through(
 
     # alice asked; alice cannot approve
     with pytest.raises(ApprovalError, match="self-approval: alice requested this change"):
-        approvals.grant(ledger, rid, clock=clock)
+        approvals.grant(ledger, rid, clock=clock, identity=IDS["alice"])
     assert next(ledger.records(kind="approval.refused")).info["request_id"] == rid
 
     bob = Ledger(ledger.url, operator="bob")
     try:
-        granted = approvals.grant(bob, rid, clock=clock, ttl=SETTINGS.approval_ttl)
+        granted = approvals.grant(
+            bob, rid, clock=clock, identity=IDS["bob"], ttl=SETTINGS.approval_ttl
+        )
         assert granted.approved_by == "bob" and granted.binding.hosts == ("srv-1", "srv-2")
         with pytest.raises(ApprovalError, match="already approved"):
-            approvals.grant(bob, rid, clock=clock)
+            approvals.grant(bob, rid, clock=clock, identity=IDS["carol"])
     finally:
         bob.close()
 
@@ -273,10 +292,141 @@ def _granted(ledger: Ledger, clock: FakeClock, targets: list[Host], params: dict
     rid: str = list(ledger.records(kind="approval.requested"))[-1].info["request_id"]
     bob = Ledger(ledger.url, operator="bob")
     try:
-        approvals.grant(bob, rid, clock=clock, ttl=SETTINGS.approval_ttl)
+        approvals.grant(bob, rid, clock=clock, identity=IDS["bob"], ttl=SETTINGS.approval_ttl)
     finally:
         bob.close()
     return rid
+
+
+# -- identity: who asked and who approved are proven by SSH signatures ---------------------------
+def _requested(ledger: Ledger, clock: FakeClock) -> str:
+    run(ledger, task(Rotate), servers("srv-1"), clock, params={"user": "svc"})
+    rid: str = list(ledger.records(kind="approval.requested"))[-1].info["request_id"]
+    return rid
+
+
+def test_a_request_carries_the_requesters_signature_and_verified_principal(
+    ledger: Ledger,
+) -> None:
+    rid = _requested(ledger, FakeClock(OUTSIDE))
+    info = next(ledger.records(kind="approval.requested")).info
+    assert info["principal"] == "alice" and "BEGIN SSH SIGNATURE" in info["signature"]
+    binding = approvals.Binding.of("CHG-1", "demo.rotate", ["srv-1"], {"user": "svc"})
+    assert info["binding_sha256"] == binding.sha256
+    statement = approvals.request_statement(rid, binding.sha256)
+    assert IDS["bob"].principal_of(statement, info["signature"]) == "alice"
+
+
+def test_another_name_on_the_requesters_key_cannot_approve(ledger: Ledger) -> None:
+    """The attack: ITOPS_OPERATOR=alice asks, ITOPS_OPERATOR=bob approves — one person, one key.
+    The label says bob; the signature says alice: refused, recorded, nothing granted."""
+    clock = FakeClock(OUTSIDE)
+    rid = _requested(ledger, clock)
+    as_bob = Ledger(ledger.url, operator="bob")
+    try:
+        with pytest.raises(ApprovalError, match="self-approval: alice requested this change"):
+            approvals.grant(as_bob, rid, clock=clock, identity=IDS["alice"])
+    finally:
+        as_bob.close()
+    refused = list(ledger.records(kind="approval.refused"))[-1]
+    assert refused.info["request_id"] == rid and refused.operator == "bob"
+    assert list(ledger.records(kind="approval.granted")) == []
+    report, conn = run(ledger, task(Rotate), servers("srv-1"), clock, params={"user": "svc"})
+    assert report.results[0].outcome == Outcome.NEEDS_APPROVAL and conn.opened == []
+
+
+def test_a_key_listed_under_two_principals_identifies_nobody(
+    ledger: Ledger, operators: Operators, tmp_path: Path
+) -> None:
+    clock = FakeClock(OUTSIDE)
+    rid = _requested(ledger, clock)
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(allowed.read_text() + operators.line("alice", principal="mallory"))
+    with pytest.raises(ApprovalError, match="several principals"):
+        approvals.grant(ledger, rid, clock=clock, identity=IDS["bob"])
+    assert "several principals" in list(ledger.records(kind="approval.refused"))[-1].info["reason"]
+
+
+def _forge(ledger: Ledger, rid: str, clock: FakeClock, signature: str, **changes: str) -> None:
+    """A grant row written straight into the ledger by someone with write access, no key."""
+    req = next(r for r in ledger.records(kind="approval.requested") if r.info["request_id"] == rid)
+    binding = approvals.Binding.from_record(req)
+    approved_at = clock.now()
+    data = {
+        "request_id": rid,
+        **binding.as_data(),
+        "binding_sha256": binding.sha256,
+        "requested_by": "alice",
+        "approved_by": "bob",
+        "approved_at": approvals.iso(approved_at),
+        "expires_at": approvals.iso(approved_at + timedelta(hours=2)),
+        "signature": signature,
+        **changes,
+    }
+    forger = Ledger(ledger.url, operator="bob")
+    try:
+        forger.append(Entry("approval.granted", ticket=req.ticket, task=binding.task, data=data))
+    finally:
+        forger.close()
+
+
+@pytest.mark.parametrize("forgery", ["no signature", "alice signs", "expiry edited"])
+def test_a_grant_row_forged_in_the_database_is_refused_at_use(ledger: Ledger, forgery: str) -> None:
+    clock = FakeClock(OUTSIDE)
+    rid = _requested(ledger, clock)
+    if forgery == "expiry edited":  # bob's real grant, its expiry pushed out by a year
+        bob = Ledger(ledger.url, operator="bob")
+        approvals.grant(bob, rid, clock=clock, identity=IDS["bob"], ttl=timedelta(minutes=1))
+        bob.close()
+        real = next(ledger.records(kind="approval.granted")).info
+        clock.advance(minutes=5)
+        _forge(ledger, rid, clock, real["signature"], approved_at=real["approved_at"],
+               expires_at=approvals.iso(clock.now() + timedelta(days=365)))  # fmt: skip
+    else:
+        binding = approvals.Binding.of("CHG-1", "demo.rotate", ["srv-1"], {"user": "svc"})
+        now = approvals.iso(clock.now())
+        later = approvals.iso(clock.now() + timedelta(hours=2))
+        statement = approvals.grant_statement(rid, binding.sha256, now, later)
+        signature = IDS["alice"].sign(statement) if forgery == "alice signs" else ""
+        _forge(ledger, rid, clock, signature, approved_at=now, expires_at=later)
+    refusals = len(list(ledger.records(kind="approval.refused")))
+    report, conn = run(ledger, task(Rotate), servers("srv-1"), clock, params={"user": "svc"})
+    assert report.results[0].outcome == Outcome.NEEDS_APPROVAL and conn.opened == []
+    refused = list(ledger.records(kind="approval.refused"))[refusals:]
+    assert refused and refused[0].info["request_id"] == rid
+    assert refused[0].info["reason"].startswith("approval not usable: ")
+    assert list(ledger.records(kind="approval.used")) == []
+    # named with --approval: the request's first grant decides (the real one has expired)
+    with pytest.raises(ApprovalError, match="approval not usable|approval expired"):
+        run(ledger, task(Rotate), servers("srv-1"), clock, params={"user": "svc"}, approval_id=rid)
+
+
+def test_a_key_removed_from_allowed_signers_voids_its_grants(
+    ledger: Ledger, operators: Operators, tmp_path: Path
+) -> None:
+    clock = FakeClock(OUTSIDE)
+    rid = _granted(ledger, clock, servers("srv-1"), {"user": "svc"})
+    operators.write(tmp_path / "allowed_signers", ["alice", "carol"])  # bob has left
+    report, conn = run(ledger, task(Rotate), servers("srv-1"), clock, params={"user": "svc"})
+    assert report.results[0].outcome == Outcome.NEEDS_APPROVAL and conn.opened == []
+    refused = list(ledger.records(kind="approval.refused"))[-1]
+    assert refused.info["request_id"] == rid and "not listed" in refused.info["reason"]
+    with pytest.raises(ApprovalError, match="not listed"):
+        run(ledger, task(Rotate), servers("srv-1"), clock, params={"user": "svc"}, approval_id=rid)
+
+
+def test_without_allowed_signers_a_request_is_recorded_but_cannot_be_granted(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    clock = FakeClock(OUTSIDE)
+    (tmp_path / "allowed_signers").unlink()
+    rid = _requested(ledger, clock)
+    info = next(ledger.records(kind="approval.requested")).info
+    assert "principal" not in info and "no allowed_signers file" in info["unsigned"]
+    with pytest.raises(ApprovalError, match="no allowed_signers file") as refused:
+        approvals.grant(ledger, rid, clock=clock, identity=IDS["bob"])
+    assert refused.value.hint is not None and "allowed_signers" in refused.value.hint
+    assert list(ledger.records(kind="approval.refused"))[-1].info["request_id"] == rid
 
 
 @pytest.mark.parametrize(
@@ -319,9 +469,9 @@ def test_a_stale_request_cannot_be_approved(ledger: Ledger) -> None:
     bob = Ledger(ledger.url, operator="bob")
     try:
         with pytest.raises(ApprovalError, match="the request expired"):
-            approvals.grant(bob, rid, clock=clock)
+            approvals.grant(bob, rid, clock=clock, identity=IDS["bob"])
         with pytest.raises(NotFound, match="no approval request APR-00000000"):
-            approvals.grant(bob, "APR-00000000", clock=clock)
+            approvals.grant(bob, "APR-00000000", clock=clock, identity=IDS["bob"])
     finally:
         bob.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from tests.signers import NAMES, Operators
 from toolkit.cli import main
 from toolkit.ledger import Ledger
+from toolkit.run.approvals import Binding
 from toolkit.workspace import Workspace
 
 TASKS = """
@@ -54,9 +57,14 @@ weekly = ["Sun 01:00-05:00"]
 """
 
 
+KEYS: dict[str, Path] = {}  # each operator's signing key (tests.signers), for itops()
+
+
 @pytest.fixture
-def ws(workspace: Workspace) -> Path:
+def ws(workspace: Workspace, operators: Operators) -> Iterator[Path]:
     root = workspace.root
+    operators.write(root / "allowed_signers")
+    KEYS.update({n: operators.key(n) for n in NAMES})
     (root / "itops.toml").write_text((root / "itops.toml").read_text() + CONFIG)
     (root / "inventory" / "hosts.yml").write_text(
         "all:\n  children:\n    web:\n      hosts:\n"
@@ -67,7 +75,8 @@ def ws(workspace: Workspace) -> Path:
     )
     (root / "tasks" / "demo.py").write_text(TASKS)
     (root / "playbooks" / "noop.yml").write_text("- name: Nothing\n  hosts: all\n  tasks: []\n")
-    return root
+    yield root
+    KEYS.clear()
 
 
 @dataclass(frozen=True)
@@ -76,9 +85,15 @@ class Result:
     output: str  # stdout and stderr, interleaved
 
 
-def itops(ws: Path, *args: str, operator: str = "alice") -> Result:
-    """The real entry point (`itops …`: errors become messages and exit codes), in-process."""
-    env = {"ITOPS_OPERATOR": operator, "ITOPS_WORKSPACE": None}
+def itops(ws: Path, *args: str, operator: str = "alice", key: str | None = None) -> Result:
+    """The real entry point (`itops …`: errors become messages and exit codes), in-process, as
+    `operator` (the label) signing with `key`'s SSH key (default: the operator's own)."""
+    signing = KEYS.get(key or operator)
+    env = {
+        "ITOPS_OPERATOR": operator,
+        "ITOPS_WORKSPACE": None,
+        "ITOPS_SIGNING_KEY": str(signing) if signing else None,
+    }
     with CliRunner().isolation(env=env) as (_out, _err, both):
         try:
             main(["-w", str(ws), *args])
@@ -229,15 +244,25 @@ def test_the_approval_round_trip_between_two_operators(ws: Path) -> None:
     listed = itops(ws, "approve", "--list", "--json", operator="bob")
     assert [r["request_id"] for r in json.loads(listed.output)] == [rid]
 
-    self_approval = itops(ws, "approve", rid)
+    self_approval = itops(ws, "approve", rid, "--yes")
     assert self_approval.exit_code == 2
     assert (
         "self-approval: alice requested this change and cannot approve it" in self_approval.output
     )
+    # the attack: the same person, another label — their key still says alice
+    relabelled = itops(ws, "approve", rid, "--yes", operator="bob", key="alice")
+    assert relabelled.exit_code == 2, relabelled.output
+    assert "self-approval: alice requested this change" in relabelled.output
+    unconfirmed = itops(ws, "approve", rid, operator="bob")
+    assert unconfirmed.exit_code == 2 and "not confirmed: nothing signed" in unconfirmed.output
 
-    granted = itops(ws, "approve", rid, "--note", "checked", operator="bob")
+    granted = itops(ws, "approve", rid, "--note", "checked", "--yes", operator="bob")
     assert granted.exit_code == 0, granted.output
     assert f"approved {rid}: demo.rotate on db-1 under INC-7" in granted.output
+    assert "requested by alice, signed by bob" in granted.output
+    binding = Binding.of("INC-7", "demo.rotate", ["db-1"], {"user": "svc"})
+    for shown in ("ticket INC-7", "demo.rotate", "db-1", '{"user": "svc"}', binding.sha256):
+        assert shown in granted.output, shown
 
     again = itops(ws, "fix", "demo.rotate", "db-1", "-p", "user=svc", "--ticket", "INC-7")
     assert again.exit_code == 3, again.output  # approved: it ran, and port 1 is closed
@@ -274,7 +299,7 @@ def test_a_scheduled_risky_task_is_approved_once_for_the_schedules_runs(ws: Path
     (request,) = json.loads(itops(ws, "approve", "--list", "--json", operator="bob").output)
     assert request["ticket"] == event["ticket"] and request["task"] == "demo.rotate"
 
-    granted = itops(ws, "approve", request["request_id"], operator="bob")
+    granted = itops(ws, "approve", request["request_id"], "--yes", operator="bob")
     assert granted.exit_code == 0, granted.output
     assert "demo.rotate on db-1 for the runs of schedule rotate" in granted.output
 
@@ -407,3 +432,15 @@ def test_a_schedule_inside_its_window_is_accepted(ws: Path) -> None:
     ok = itops(ws, *ADD, "--cron", "30 2 * * SUN", "--tz", "Europe/Berlin", "--window",
                "sunday-night")  # fmt: skip
     assert ok.exit_code == 0, ok.output
+
+
+def test_identity_show_names_the_principal_of_your_key(ws: Path, operators: Operators) -> None:
+    shown = itops(ws, "identity", "show", "--json", operator="whoever", key="bob")
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.output)
+    assert data["principal"] == "bob" and data["fingerprint"].startswith("SHA256:")
+    (ws / "allowed_signers").unlink()
+    missing = itops(ws, "identity", "show", key="bob")
+    assert missing.exit_code == 2 and "principal        (none)" in missing.output
+    assert "no allowed_signers file" in missing.output and "ssh.pub" not in missing.output
+    assert "allowed_signers" in missing.output.split("hint:", 1)[1]

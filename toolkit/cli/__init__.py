@@ -59,6 +59,11 @@ COMMANDS = {
         "approve",
         "Approve a risky change another operator requested.",
     ),
+    "identity": (
+        "toolkit.cli.identity",
+        "identity",
+        "Your signing identity: an SSH key listed in allowed_signers.",
+    ),
     "playbook": ("toolkit.cli.playbook", "playbook", "List and run Ansible playbooks."),
     "schedule": (
         "toolkit.cli.schedule",

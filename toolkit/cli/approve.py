@@ -1,6 +1,10 @@
-"""`itops approve`: grant a risky change another operator asked for."""
+"""`itops approve`: show, then sign, a risky change another operator asked for."""
 
 from __future__ import annotations
+
+import json
+import sys
+from typing import Any
 
 import click
 
@@ -8,26 +12,50 @@ from toolkit.app import App
 from toolkit.cli import render
 
 
+def _show(found: dict[str, Any]) -> None:
+    scope = f"schedule {found['schedule']}" if found["schedule"] else f"ticket {found['ticket']}"
+    params = json.dumps(found["params"], sort_keys=True, ensure_ascii=False) or "{}"
+    asked = found["requested_by"] or f"NOT VERIFIED ({found['problem']})"
+    click.echo(
+        f"request     {found['request_id']}\n"
+        f"for         {scope}\n"
+        f"task        {found['task']}\n"
+        f"hosts       {', '.join(found['hosts'])}\n"
+        f"parameters  {params}\n"
+        f"binding     sha256:{found['binding_sha256']}\n"
+        f"requested   by {asked} (shown as {found['requested_as']})",
+        err=True,
+    )
+
+
 @click.command()
 @click.argument("request_id", required=False)
 @click.option("--note", metavar="TEXT", default="", help="A note kept with the approval.")
 @click.option("--list", "list_pending", is_flag=True, help="List requests waiting for approval.")
+@click.option("--yes", "-y", is_flag=True, help="Sign without asking (needed without a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the approval (or the list) as JSON.")
 @click.pass_obj
-def approve(app: App, request_id: str | None, note: str, list_pending: bool, as_json: bool) -> None:
-    """Approve the risky change REQUEST-ID, as a different operator than its requester.
+def approve(
+    app: App, request_id: str | None, note: str, list_pending: bool, yes: bool, as_json: bool
+) -> None:
+    """Approve the risky change REQUEST-ID with your SSH key, as another principal than its
+    requester.
 
-    The approval is recorded in the ticket log, bound to the request's ticket, task, exact hosts
-    and parameters, and expires ([policy] approval_ttl, default 24h). The requester then runs the
-    same command again; a request from a scheduled run is bound to the schedule instead, and
-    its next runs go ahead until the approval expires. Your identity: ITOPS_OPERATOR, [operator]
-    name in itops.toml, or your OS user.
+    Shows what you approve (ticket, task, exact hosts, parameters with secrets masked, and the
+    binding's SHA-256), then signs it with your key (ITOPS_SIGNING_KEY, [identity] key, or
+    ~/.ssh/id_ed25519) after checking the request's signature against the workspace's
+    allowed_signers. The grant is recorded, bound to exactly that, and expires ([policy]
+    approval_ttl, default 24h); every use re-verifies both signatures. The requester then runs the
+    same command again; a request from a scheduled run is bound to the schedule instead. ITOPS_OPERATOR
+    is only the label the records show: your identity is your key.
 
     \b
     Examples:
       itops approve --list
       itops approve APR-1a2b3c4d --note "checked with the account owner"
+      itops approve APR-1a2b3c4d --yes
     """
+    from toolkit.errors import ToolkitError
     from toolkit.run import approvals
 
     if list_pending or request_id is None:
@@ -52,11 +80,21 @@ def approve(app: App, request_id: str | None, note: str, list_pending: bool, as_
             ],
         )
         return
+    found = approvals.describe(app.ledger, request_id, app.identity)
+    _show(found)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ToolkitError(
+                "not confirmed: nothing signed",
+                hint=f"read the above, then: itops approve {request_id} --yes",
+            )
+        click.confirm(f"Sign this approval with {app.identity.key}?", abort=True, err=True)
     settings = app.policy_settings
     approval = approvals.grant(
         app.ledger,
         request_id,
         clock=app.clock,
+        identity=app.identity,
         ttl=settings.approval_ttl,
         request_ttl=settings.request_ttl,
         note=note,
@@ -71,6 +109,7 @@ def approve(app: App, request_id: str | None, note: str, list_pending: bool, as_
                 "task": b.task,
                 "hosts": list(b.hosts),
                 "params_sha256": b.params_sha256,
+                "binding_sha256": b.sha256,
                 "requested_by": approval.requested_by,
                 "approved_by": approval.approved_by,
                 "expires_at": approval.expires_at.isoformat(),
@@ -80,7 +119,7 @@ def approve(app: App, request_id: str | None, note: str, list_pending: bool, as_
     render.echo(
         f"approved {approval.request_id}: {b.task} on {', '.join(b.hosts)} "
         + (f"for the runs of schedule {b.schedule} " if b.schedule else f"under {b.ticket} ")
-        + f"(requested by {approval.requested_by}); valid until "
-        f"{approval.expires_at.strftime('%Y-%m-%d %H:%M')} UTC for exactly these hosts and "
+        + f"(requested by {approval.requested_by}, signed by {approval.approved_by}); valid "
+        f"until {approval.expires_at.strftime('%Y-%m-%d %H:%M')} UTC for exactly these hosts and "
         "parameters"
     )

@@ -60,6 +60,7 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
                 "first_bad_seq": report.first_bad_seq,
                 "reason": problem,
                 "open_actions": list(report.open_actions),
+                "db_users": dict(report.db_users),
             }
         )
     elif problem is None:
@@ -67,6 +68,11 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
             f"ledger intact: {report.records} records, head #{report.head_seq} {report.head_hash}",
             fg="green",
         )
+        if report.db_users:
+            render.echo(
+                "database users (filled by the database): "
+                + ", ".join(f"{user} ({count})" for user, count in report.db_users)
+            )
         if report.open_actions:
             render.echo(
                 f"{len(report.open_actions)} action(s) begun and never finished "
@@ -74,7 +80,10 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
             )
     else:
         render.echo(f"LEDGER BROKEN: {problem}", fg="red", err=True)
-        render.echo(f"the chain is intact up to record #{report.head_seq}", err=True)
+        if report.first_bad_seq is None:
+            render.echo(f"the hash chain itself is intact (head #{report.head_seq})", err=True)
+        else:
+            render.echo(f"the chain is intact up to record #{report.head_seq}", err=True)
     click.get_current_context().exit(0 if problem is None else 1)
 
 

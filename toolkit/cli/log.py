@@ -76,6 +76,7 @@ def action_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
                 row = {
                     "at": rec.at,
                     "operator": rec.operator,
+                    "db_user": rec.db_user,
                     "ticket": rec.ticket,
                     "host": rec.host,
                     "action": rec.task,
@@ -100,6 +101,7 @@ def action_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
                 {
                     "at": rec.at,
                     "operator": rec.operator,
+                    "db_user": rec.db_user,
                     "ticket": rec.ticket,
                     "host": rec.host,
                     "action": rec.kind,
@@ -277,7 +279,7 @@ def log(
         [
             (
                 r["at"][:19].replace("T", " "),
-                r["operator"],
+                r["operator"] + (f" [db: {r['db_user']}]" if r.get("db_user") else ""),
                 r["ticket"] or "",
                 r["host"] or "",
                 r["action"],

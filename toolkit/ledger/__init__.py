@@ -80,10 +80,11 @@ class Record(NamedTuple):
     data: str | None
     prev_hash: str
     hash: str
+    db_user: str | None = None  # PostgreSQL: the database user that wrote it (not hashed)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: the JSON text fields decoded."""
-        out: dict[str, Any] = {name: getattr(self, name) for name in (*FIELDS, "hash")}
+        out: dict[str, Any] = {name: getattr(self, name) for name in (*FIELDS, "hash", "db_user")}
         for name in ("params", "commands", "data"):
             if out[name] is not None:
                 out[name] = json.loads(out[name])
@@ -165,6 +166,7 @@ class VerifyReport:
     first_bad_seq: int | None = None
     reason: str | None = None
     open_actions: tuple[str, ...] = field(default_factory=tuple)
+    db_users: tuple[tuple[str | None, int], ...] = ()  # (database user, records) — PostgreSQL
 
 
 class Ledger:
@@ -403,8 +405,19 @@ class Ledger:
                 result.first_bad,
                 result.reason,
             )
+        # the database user is outside the hash (the database fills it after the client hashed
+        # the row): what vouches for it is the trigger, checked here
+        tally = self._store.tally(("db_user",), {}) if self._store.db_users else []
+        users = tuple((user, count) for user, count in tally if user)
+        problem = self._store.db_user_problem()
         return VerifyReport(
-            True, result.count, result.last_seq, result.last_hash, open_actions=result.begun
+            problem is None,
+            result.count,
+            result.last_seq,
+            result.last_hash,
+            reason=problem,
+            open_actions=result.begun,
+            db_users=tuple(sorted(users, key=lambda u: str(u[0]))),
         )
 
     @property

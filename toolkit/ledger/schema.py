@@ -31,20 +31,28 @@ FIELDS = (
     "data",
     "prev_hash",
 )
-COLUMNS = (*FIELDS, "hash")
+COLUMNS = (*FIELDS, "hash")  # what a client writes
+# Read beside them, never hashed: the database user that wrote the row, filled by PostgreSQL
+# itself (`session_user`, a column default and a BEFORE INSERT trigger that overrides whatever the
+# client sends) after the client computed the hash; NULL on SQLite (no database users).
+DB_USER = "db_user"
+READ_COLUMNS = (*COLUMNS, DB_USER)
 SEPARATOR = "\x1f"
 SEPARATOR_STANDIN = "\u241f"  # ␟, what a U+001F in user text is stored as
 NUL_STANDIN = "\u2400"  # ␀, what a NUL is stored as (PostgreSQL text cannot hold one, and
 # SQLite's printf, which rebuilds a record's hash input, stops at one)
 GENESIS = "0" * 64
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 # What opening an older ledger adds (when the account may): version 2 finds a ticket's events
-# without reading every action recorded under it (a change ticket a schedule reuses has many).
+# without reading every action recorded under it (a change ticket a schedule reuses has many);
+# version 3 records each row's database user. An account that may not upgrade reads on as before.
 UPGRADES = {
     "1": (
         "CREATE INDEX IF NOT EXISTS ix_ledger_ticket_kind ON ledger (ticket, kind)",
         "DROP INDEX IF EXISTS ix_ledger_ticket",  # the new one serves every ticket lookup
     ),
+    # version 3: the database user of each record (PostgreSQL fills it: store.PG_DB_USER)
+    "2": ("ALTER TABLE ledger ADD COLUMN db_user VARCHAR(128)",),
 }
 
 

@@ -21,8 +21,10 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 from toolkit.errors import LedgerError
 from toolkit.ledger.schema import (
     COLUMNS,
+    DB_USER,
     FIELDS,
     GENESIS,
+    READ_COLUMNS,
     SCHEMA_VERSION,
     UPGRADES,
     preimage_sql,
@@ -51,6 +53,17 @@ PG_TRIGGERS = [
     "FOR EACH ROW EXECUTE FUNCTION itops_ledger_append_only()",
     "CREATE OR REPLACE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON ledger "
     "FOR EACH STATEMENT EXECUTE FUNCTION itops_ledger_append_only()",
+]
+
+# The record's database user is the database's word, not the client's: a default for rows that
+# omit it and a trigger that overwrites whatever a client sent. Only the table's owner may drop or
+# disable the trigger (ALTER TABLE); the application role may only INSERT and SELECT.
+PG_DB_USER = [
+    "ALTER TABLE ledger ALTER COLUMN db_user SET DEFAULT session_user",
+    "CREATE OR REPLACE FUNCTION itops_ledger_db_user() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN NEW.db_user := session_user; RETURN NEW; END $$",
+    "CREATE OR REPLACE TRIGGER ledger_db_user BEFORE INSERT ON ledger "
+    "FOR EACH ROW EXECUTE FUNCTION itops_ledger_db_user()",
 ]
 
 _second: list[Any] = [None, ""]
@@ -266,6 +279,21 @@ class Store:
                 raise
             raise LedgerError(f"cannot open the ledger: {exc.__class__.__name__}: {exc}") from exc
         self._integrity_errors = self._driver_errors("IntegrityError")
+        self._read_sql = ", ".join(COLUMNS) + (
+            f", {DB_USER}" if self._has_db_user() else f", NULL AS {DB_USER}"
+        )
+
+    def _has_db_user(self) -> bool:
+        """Whether the table has the db_user column (a ledger older than schema 3, opened by an
+        account that may not upgrade it, has not: its rows read as NULL)."""
+        try:
+            self._cursor.execute(f"SELECT {DB_USER} FROM ledger WHERE 1 = 0")
+            self._cursor.fetchall()
+            return True
+        except Exception:
+            return False
+        finally:
+            self._end()
 
     def _connect(self) -> None:
         self._raw = connect(self.url, self.synchronous)
@@ -309,7 +337,9 @@ class Store:
                 if self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
                 metadata.create_all(conn)
-                for ddl in SQLITE_TRIGGERS if self.dialect == "sqlite" else PG_TRIGGERS:
+                for ddl in (
+                    SQLITE_TRIGGERS if self.dialect == "sqlite" else PG_TRIGGERS + PG_DB_USER
+                ):
                     conn.exec_driver_sql(ddl)
                 if conn.execute(select(meta.c.value).where(meta.c.key == "schema")).first() is None:
                     conn.execute(
@@ -331,6 +361,9 @@ class Store:
             while version in UPGRADES:
                 for statement in UPGRADES[version]:
                     self._cursor.execute(statement)
+                if version == "2" and self.dialect == "postgresql":
+                    for statement in PG_DB_USER:
+                        self._cursor.execute(statement)
                 version = str(int(version) + 1)
             self._cursor.execute(
                 f"UPDATE ledger_meta SET value = {self.mark} WHERE key = 'schema'", (version,)
@@ -594,12 +627,12 @@ class Store:
         where, params = self._where(filters)
         limit = f" LIMIT {int(filters['limit'])}" if filters.get("limit") is not None else ""
         yield from self._stream(
-            f"SELECT {', '.join(COLUMNS)} FROM ledger{where} ORDER BY seq{limit}", params
+            f"SELECT {self._read_sql} FROM ledger{where} ORDER BY seq{limit}", params
         )
 
     def tally(self, columns: tuple[str, ...], filters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """(*columns, count) for each distinct value of `columns` among the matching rows."""
-        unknown = set(columns) - set(COLUMNS)
+        unknown = set(columns) - set(READ_COLUMNS if self.db_users else COLUMNS)
         if unknown or not columns:
             raise ValueError(f"cannot group the ledger by {sorted(unknown) or 'nothing'}")
         where, params = self._where(filters)
@@ -631,7 +664,7 @@ class Store:
         return (" WHERE " + " AND ".join(where) if where else ""), params
 
     def head(self) -> tuple[Any, ...] | None:
-        sql = f"SELECT {', '.join(COLUMNS)} FROM ledger ORDER BY seq DESC LIMIT 1"
+        sql = f"SELECT {self._read_sql} FROM ledger ORDER BY seq DESC LIMIT 1"
         return next(self._stream(sql, []), None)
 
     def _stream(self, sql: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
@@ -728,6 +761,33 @@ class Store:
             and " ".join(str(source).split()) == body
         }
         return [name for name in shapes if name not in good]
+
+    @property
+    def db_users(self) -> bool:
+        """Whether records carry the database's word on who wrote them (PostgreSQL, schema 3)."""
+        return self.dialect == "postgresql" and "NULL AS" not in self._read_sql
+
+    def db_user_problem(self) -> str | None:
+        """PostgreSQL: why records' database users may not be the database's word (the trigger
+        that fills them is missing or disabled); None when it is in place, or on SQLite, or on
+        a ledger older than schema 3 (its rows have no database user)."""
+        if not self.db_users:
+            return None
+        sql = (
+            "SELECT t.tgenabled, pg_get_expr(d.adbin, d.adrelid) FROM pg_class c "
+            "LEFT JOIN pg_trigger t ON t.tgrelid = c.oid AND t.tgname = 'ledger_db_user' "
+            "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'db_user' "
+            "LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum "
+            "WHERE c.oid = 'ledger'::regclass"
+        )
+        enabled, default = next(self._stream(sql, []), (None, None))
+        if enabled is None:
+            return "the trigger that fills each record's database user (ledger_db_user) is missing"
+        if enabled == "D":
+            return "the trigger that fills each record's database user (ledger_db_user) is disabled"
+        if default is None or "session_user" not in str(default).lower():
+            return "the db_user column's default is not session_user"
+        return None
 
     def close(self) -> None:
         self._rollback(keep=False)

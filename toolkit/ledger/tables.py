@@ -32,6 +32,7 @@ ledger = Table(
     Column("data", Text),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("db_user", String(128)),  # not hashed: PostgreSQL fills it (store.PG_DB_USER)
     Index("ix_ledger_ticket_kind", "ticket", "kind"),  # a ticket's events among its actions
     Index("ix_ledger_host", "host"),
     Index("ix_ledger_at", "at"),

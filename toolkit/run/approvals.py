@@ -11,8 +11,6 @@ A scheduled run opens a new change ticket each time, so its approvals are bound 
 instead of a ticket: granted once, they cover that schedule's runs (same task, hosts and
 parameters) until they expire.
 
-Operators are who the ledger says they are (ITOPS_OPERATOR, [operator] name, or the OS user): as
-strong as the account the command runs under.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from typing import Any
 from toolkit.clock import Clock, iso, parse_iso
 from toolkit.errors import NotFound, ToolkitError, ValidationError
 from toolkit.ledger import Entry, Ledger, Record
+from toolkit.secrets.identity import SETUP_HINT, Identity, IdentityError
 
 REQUEST_ID = re.compile(r"APR-[0-9a-f]{8}")
 DEFAULT_TTL = timedelta(hours=24)  # how long a grant stays usable
@@ -72,6 +71,17 @@ class Binding:
     def scope(self) -> str:
         return f"schedule {self.schedule}" if self.schedule else f"ticket {self.ticket}"
 
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 both signatures cover: scope (ticket or schedule), task, hosts, params."""
+        scope = {"schedule": self.schedule} if self.schedule else {"ticket": self.ticket}
+        text = json.dumps(
+            {**scope, "task": self.task, "hosts": list(self.hosts), "params": self.params_sha256},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def as_data(self) -> dict[str, Any]:
         data = {"task": self.task, "hosts": list(self.hosts), "params_sha256": self.params_sha256}
         return {**data, "schedule": self.schedule} if self.schedule else data
@@ -104,10 +114,24 @@ class Binding:
 class Approval:
     request_id: str
     binding: Binding
-    requested_by: str
+    requested_by: str  # the verified principals
     approved_by: str
     approved_at: datetime
     expires_at: datetime
+
+
+def request_statement(request_id: str, binding_sha256: str) -> str:
+    """What a requester signs (a grant's statement differs in its first line: one signature
+    cannot stand for the other)."""
+    return f"itops approval request\nrequest {request_id}\nbinding {binding_sha256}\n"
+
+
+def grant_statement(request_id: str, binding_sha256: str, approved_at: str, expires_at: str) -> str:
+    """What an approver signs."""
+    return (
+        f"itops approval grant\nrequest {request_id}\nbinding {binding_sha256}\n"
+        f"approved {approved_at}\nexpires {expires_at}\n"
+    )
 
 
 def request(
@@ -116,10 +140,21 @@ def request(
     *,
     clock: Clock,
     params: Mapping[str, Any],
+    identity: Identity | None,
     reason: str = "",
 ) -> str:
-    """Record a request for approval; returns its REQUEST-ID."""
+    """Record a request for approval, signed by the requester when they can sign; returns its
+    REQUEST-ID. An unsigned request is still recorded (with why), but no one can grant it."""
     request_id = f"APR-{os.urandom(4).hex()}"
+    proof: dict[str, Any] = {"binding_sha256": binding.sha256}
+    try:
+        if identity is None:
+            raise IdentityError("no identities configured", hint=SETUP_HINT)
+        statement = request_statement(request_id, binding.sha256)
+        signature = identity.sign(statement)
+        proof.update(signature=signature, principal=identity.principal_of(statement, signature))
+    except IdentityError as exc:
+        proof["unsigned"] = exc.message
     ledger.append(
         Entry(
             "approval.requested",
@@ -129,6 +164,7 @@ def request(
             data={
                 "request_id": request_id,
                 **binding.as_data(),
+                **proof,
                 "requested_at": iso(clock.now()),
                 "reason": reason,
             },
@@ -152,7 +188,9 @@ def find_request(ledger: Ledger, request_id: str) -> Record:
     return found[0]
 
 
-def refuse(ledger: Ledger, request_id: str, ticket: str | None, reason: str) -> ApprovalError:
+def refuse(
+    ledger: Ledger, request_id: str, ticket: str | None, reason: str, hint: str | None = None
+) -> ApprovalError:
     """Record a refusal and return the error to raise."""
     ledger.append(
         Entry(
@@ -161,7 +199,46 @@ def refuse(ledger: Ledger, request_id: str, ticket: str | None, reason: str) -> 
             data={"request_id": request_id, "reason": reason},
         )
     )
-    return ApprovalError(f"{request_id}: {reason}")
+    return ApprovalError(f"{request_id}: {reason}", hint=hint)
+
+
+def requester(req: Record, identity: Identity | None) -> str:
+    """The verified principal who signed the request `req` (IdentityError otherwise)."""
+    info = req.info
+    binding = Binding.from_record(req)
+    if info.get("binding_sha256") != binding.sha256:
+        raise IdentityError("the request's binding does not match its signed hash")
+    if not info.get("signature"):
+        why = info.get("unsigned") or "no signature"
+        raise IdentityError(f"the request was not signed ({why})", hint=SETUP_HINT)
+    if identity is None:
+        raise IdentityError("no identities configured", hint=SETUP_HINT)
+    statement = request_statement(str(info["request_id"]), binding.sha256)
+    return identity.principal_of(statement, str(info["signature"]))
+
+
+def describe(ledger: Ledger, request_id: str, identity: Identity | None) -> dict[str, Any]:
+    """What approving `request_id` means, for the approver to read before signing: the binding,
+    its hash, the parameters as recorded (secret values masked) and the verified requester."""
+    req = find_request(ledger, request_id)
+    b = Binding.from_record(req)
+    try:
+        asked_by, problem = requester(req, identity), None
+    except IdentityError as exc:
+        asked_by, problem = None, exc.message
+    return {
+        "request_id": request_id,
+        "ticket": b.ticket,
+        "schedule": b.schedule,
+        "task": b.task,
+        "hosts": list(b.hosts),
+        "params": json.loads(req.params) if req.params else {},
+        "params_sha256": b.params_sha256,
+        "binding_sha256": b.sha256,
+        "requested_by": asked_by,
+        "requested_as": req.operator,
+        "problem": problem,
+    }
 
 
 def grant(
@@ -169,34 +246,48 @@ def grant(
     request_id: str,
     *,
     clock: Clock,
+    identity: Identity | None,
     ttl: timedelta = DEFAULT_TTL,
     request_ttl: timedelta = DEFAULT_REQUEST_TTL,
     note: str = "",
 ) -> Approval:
-    """Approve a request as the ledger's operator; refused (and recorded) for the requester."""
+    """Approve a request with this operator's signing key. Refused (and recorded) when the
+    request's signature or the approver's own does not verify against allowed_signers, or both
+    are the same principal's."""
     req = find_request(ledger, request_id)
     binding = Binding.from_record(req)
+
+    def refused(reason: str, hint: str | None = None) -> ApprovalError:
+        return refuse(ledger, request_id, binding.ticket, reason, hint)
+
+    if identity is None or not identity.configured:
+        where = identity.allowed_signers if identity else "allowed_signers"
+        raise refused(f"no allowed_signers file at {where}: approvals need identities", SETUP_HINT)
+    try:
+        asked_by = requester(req, identity)
+    except IdentityError as exc:
+        raise refused(f"the request's signature does not verify: {exc.message}", exc.hint) from None
     now = clock.now()
-    approver = ledger.operator
-    if approver == req.operator:
-        raise refuse(
-            ledger,
-            request_id,
-            binding.ticket,
-            f"self-approval: {approver} requested this change and cannot approve it",
+    expires = now + ttl
+    statement = grant_statement(request_id, binding.sha256, iso(now), iso(expires))
+    try:
+        signature = identity.sign(statement)
+        approver = identity.principal_of(statement, signature)
+    except IdentityError as exc:
+        raise refused(f"your signature does not verify: {exc.message}", exc.hint) from None
+    if approver == asked_by:
+        raise refused(
+            f"self-approval: {approver} requested this change and cannot approve it "
+            "(four eyes: a key listed under another principal must sign)"
         )
     if _records(ledger, "approval.granted", request_id):
-        raise refuse(ledger, request_id, binding.ticket, "already approved")
+        raise refused("already approved")
     requested_at = parse_iso(str(req.info.get("requested_at") or req.at))
     if now - requested_at > request_ttl:
-        raise refuse(
-            ledger,
-            request_id,
-            binding.ticket,
+        raise refused(
             f"the request expired (made {iso(requested_at)[:16]}Z; requests wait at most "
-            f"{_human(request_ttl)}): run the change again for a new request",
+            f"{_human(request_ttl)}): run the change again for a new request"
         )
-    expires = now + ttl
     ledger.append(
         Entry(
             "approval.granted",
@@ -205,42 +296,74 @@ def grant(
             data={
                 "request_id": request_id,
                 **binding.as_data(),
-                "requested_by": req.operator,
+                "binding_sha256": binding.sha256,
+                "requested_by": asked_by,
+                "approved_by": approver,
                 "approved_at": iso(now),
                 "expires_at": iso(expires),
+                "signature": signature,
                 "note": note,
             },
         )
     )
-    return Approval(request_id, binding, req.operator, approver, now, expires)
+    return Approval(request_id, binding, asked_by, approver, now, expires)
 
 
-def _approval(record: Record) -> Approval:
-    info = record.info
+def verified(ledger: Ledger, grant_record: Record, identity: Identity | None) -> Approval:
+    """The approval a grant record stands for, both its signatures re-verified against the
+    current allowed_signers (IdentityError when either fails or they are one principal's)."""
+    info = grant_record.info
+    request_id = str(info.get("request_id", ""))
+    req = find_request(ledger, request_id)
+    binding = Binding.from_record(grant_record)
+    if binding.sha256 != Binding.from_record(req).sha256 or info.get("binding_sha256") != (
+        binding.sha256
+    ):
+        raise IdentityError("the grant's binding is not the request's")
+    asked_by = requester(req, identity)
+    assert identity is not None  # (requester() refuses without one)
+    approved_at, expires_at = str(info.get("approved_at", "")), str(info.get("expires_at", ""))
+    statement = grant_statement(request_id, binding.sha256, approved_at, expires_at)
+    approver = identity.principal_of(statement, str(info.get("signature") or ""))
+    if approver == asked_by:
+        raise IdentityError(f"{approver} both requested and approved it")
     return Approval(
-        str(info["request_id"]),
-        Binding.from_record(record),
-        str(info.get("requested_by", "")),
-        record.operator,
-        parse_iso(str(info["approved_at"])),
-        parse_iso(str(info["expires_at"])),
+        request_id, binding, asked_by, approver, parse_iso(approved_at), parse_iso(expires_at)
     )
 
 
-def find_valid(ledger: Ledger, binding: Binding, *, clock: Clock) -> Approval | None:
-    """A granted, unexpired approval for exactly this binding, if there is one."""
+def find_valid(
+    ledger: Ledger, binding: Binding, *, clock: Clock, identity: Identity | None
+) -> Approval | None:
+    """A granted, unexpired approval for exactly this binding whose signatures verify, if there
+    is one; a matching grant whose signatures do not verify is refused (recorded) and skipped."""
     now = clock.now()
     # a schedule's runs each have their own ticket: its grants are found by the binding alone
     by_ticket = {} if binding.schedule else {"ticket": binding.ticket}
     for record in ledger.records(kind="approval.granted", **by_ticket):
-        approval = _approval(record)
-        if approval.binding.mismatch(binding) is None and now < approval.expires_at:
-            return approval
+        info = record.info
+        if Binding.from_record(record).mismatch(binding) is not None:
+            continue
+        try:
+            if now >= parse_iso(str(info["expires_at"])):
+                continue
+            return verified(ledger, record, identity)
+        except (IdentityError, NotFound, KeyError, ValueError) as exc:
+            why = exc.message if isinstance(exc, ToolkitError) else f"malformed grant ({exc})"
+            refuse(
+                ledger,
+                str(info.get("request_id", "?")),
+                binding.ticket,
+                f"approval not usable: {why}",
+            )
     return None
 
 
-def check_given(ledger: Ledger, request_id: str, binding: Binding, *, clock: Clock) -> Approval:
-    """The approval an operator named with --approval: it must be granted, match and be live.
+def check_given(
+    ledger: Ledger, request_id: str, binding: Binding, *, clock: Clock, identity: Identity | None
+) -> Approval:
+    """The approval an operator named with --approval: it must be granted, match, be live and
+    its signatures verify.
 
     A refusal is recorded on the run's ticket before the error is raised."""
     req = find_request(ledger, request_id)
@@ -252,10 +375,14 @@ def check_given(ledger: Ledger, request_id: str, binding: Binding, *, clock: Clo
             binding.ticket,
             f"not approved yet (ask another operator: itops approve {request_id})",
         )
-    approval = _approval(granted[0])
     why = Binding.from_record(req).mismatch(binding)
     if why is not None:
         raise refuse(ledger, request_id, binding.ticket, f"approval does not match this run: {why}")
+    try:
+        approval = verified(ledger, granted[0], identity)
+    except (IdentityError, KeyError, ValueError) as exc:
+        reason = exc.message if isinstance(exc, ToolkitError) else f"malformed grant ({exc})"
+        raise refuse(ledger, request_id, binding.ticket, f"approval not usable: {reason}") from None
     if clock.now() >= approval.expires_at:
         raise refuse(
             ledger,
@@ -276,6 +403,7 @@ def record_use(ledger: Ledger, approval: Approval, ticket: str) -> None:
             data={
                 "request_id": approval.request_id,
                 "hosts": list(approval.binding.hosts),
+                "requested_by": approval.requested_by,
                 "approved_by": approval.approved_by,
             },
         )
@@ -296,7 +424,7 @@ def pending(ledger: Ledger, *, clock: Clock) -> list[dict[str, Any]]:
                 "ticket": r.ticket,
                 "task": info.get("task"),
                 "hosts": info.get("hosts"),
-                "requested_by": r.operator,
+                "requested_by": info.get("principal") or f"{r.operator} (unsigned)",
                 "requested_at": r.at,
             }
         )

@@ -34,6 +34,7 @@ from toolkit.run import approvals
 from toolkit.run.approvals import Approval, Binding
 from toolkit.run.maintenance import Window, get_window, host_windows, load_windows
 from toolkit.run.runner import Outcome, PolicyDecision
+from toolkit.secrets.identity import Identity
 
 
 class RunRefused(ToolkitError):
@@ -197,8 +198,12 @@ def prepare(
     approval_id: str | None = None,
     job_window: str | None = None,
     schedule: str | None = None,
+    identity: Identity | None = None,
 ) -> RunPolicy:
     """Run-level checks before any host is touched; refusals are recorded, then raised.
+
+    `identity` signs a new approval request and verifies the signatures of any approval used
+    (without one, a request is recorded unsigned and no approval is usable).
 
     A scheduled run names its schedule: its approvals are bound to the schedule, not to the
     change ticket each run opens."""
@@ -245,15 +250,18 @@ def prepare(
     if risky_hosts:
         binding = Binding.of(ticket, task.name, risky_hosts, params, schedule=schedule)
         if approval_id is not None:
-            approval = approvals.check_given(ledger, approval_id, binding, clock=clock)
+            approval = approvals.check_given(
+                ledger, approval_id, binding, clock=clock, identity=identity
+            )
         else:
-            approval = approvals.find_valid(ledger, binding, clock=clock)
+            approval = approvals.find_valid(ledger, binding, clock=clock, identity=identity)
         if approval is None:
             request_id = approvals.request(
                 ledger,
                 binding,
                 clock=clock,
                 params=params,
+                identity=identity,
                 reason=f"{task.name} is risky",
             )
         else:

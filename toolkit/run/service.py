@@ -196,6 +196,7 @@ class RunService:
                 approval_id=request.approval_id,
                 job_window=request.job_window,
                 schedule=request.schedule,
+                identity=app.identity,
             )
         runner = Runner(
             ledger=app.ledger,

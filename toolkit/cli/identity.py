@@ -26,8 +26,9 @@ def show(app: App, as_json: bool) -> None:
     and verifying it against the workspace's allowed_signers). Exit 2 if it proves nobody.
 
     \b
-    Example:
-      ITOPS_SIGNING_KEY=~/.ssh/id_ed25519 itops identity show
+    Examples:
+      itops identity show
+      ITOPS_SIGNING_KEY=~/.ssh/id_ed25519 itops identity show --json
     """
     from toolkit.secrets.identity import SETUP_HINT, IdentityError
 

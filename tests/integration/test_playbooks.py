@@ -231,3 +231,33 @@ def test_a_secret_extra_var_reaches_the_host_and_is_masked_everywhere(lab: LabEn
             assert canary.encode() not in path.read_bytes(), path
     audit = lab.itops("audit", "verify", workspace=ws)
     assert audit.returncode == 0 and "ledger intact" in audit.stdout, audit.stdout + audit.stderr
+
+
+def test_an_ad_hoc_playbook_goes_through_the_run_policy(lab: LabEnv) -> None:
+    # Before: `playbook run patch_linux lab-03 --ticket …` ran on a host whose only window is
+    # closed, even with [policy] disruptive = ["playbook:patch_linux"], and its begin record had
+    # no policy block.
+    ws = lab.other_workspace(
+        "pb-policy",
+        known_hosts=lab_known_hosts(lab),
+        extra_inventory="all:\n  hosts:\n    lab-03:\n      maintenance_window: never\n",
+    )
+    config = ws / "itops.toml"
+    config.write_text(
+        config.read_text()
+        + '\n[policy]\ndisruptive = ["playbook:patch_linux"]\n'
+        + '\n[maintenance_windows.never]\ntimezone = "UTC"\ndates = ["2001-01-01"]\n'
+    )
+    with_playbooks(ws)
+    installed = lab.dpkg_state("lab-03")
+    result = lab.itops(
+        "playbook", "run", "patch_linux", "lab-03", "--ticket", "CHG-4003", "--json",
+        workspace=ws,
+    )  # fmt: skip
+    assert outcomes(result.stdout) == {"lab-03": "skipped"}, result.stdout + result.stderr
+    assert "outside window never" in result.stdout
+    assert lab.dpkg_state("lab-03") == installed  # nothing ran there
+    begin = [r for r in records(ws, kind="action.begin") if r.task == "playbook:patch_linux"]
+    policy = begin[-1].info["policy"]
+    assert policy["decision"] == "outside-window" and policy["windows"] == ["never"]
+    assert not records(ws, kind="playbook.event")  # ansible never ran

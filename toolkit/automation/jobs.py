@@ -147,29 +147,17 @@ class JobRunner:
     def _playbook(self, s: Schedule, hosts: Sequence[Host], ticket: str) -> JobResult:
         from toolkit.automation.playbooks import parse_extra_vars, run_playbook
 
-        app = self.app
-        if s.window is not None:
-            from toolkit.run.maintenance import get_window
-
-            window = get_window(app.policy_settings.windows, s.window)
-            now = app.clock.now()
-            if not window.is_open(now):
-                from toolkit.run.policy import refuse_run
-
-                raise refuse_run(
-                    app.ledger,
-                    ticket=ticket,
-                    task=f"playbook:{s.target}",
-                    hosts=hosts,
-                    reason=f"outside window {window.describe(now)}",
-                )
+        # The run policy (the schedule's own window, the hosts', approvals bound to the
+        # schedule) is run_playbook's, as for an ad-hoc run.
         report = run_playbook(
-            app,
+            self.app,
             s.target,
             hosts,
             ticket=ticket,
             check=s.check_only,
             extra_vars=parse_extra_vars(_as_list(s.params)),
+            job_window=s.window,
+            schedule=s.name,
         )
         return summarize(f"playbook {s.target}", report)
 

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from toolkit.errors import NotFound, ToolkitError, ValidationError
 from toolkit.inventory import Host
 from toolkit.ledger import Entry
+from toolkit.remediation.catalog import Task
 from toolkit.run.runner import HostResult, Outcome, RunReport
 from toolkit.secrets.credentials import MASK, is_reference, is_secret_key
 from toolkit.workspace import Workspace
@@ -253,8 +254,16 @@ def run_playbook(
     extra_vars: Mapping[str, str],
     on_event: Callable[[TaskEvent], None] | None = None,
     forks: int = 20,
+    break_glass: str | None = None,
+    approval_id: str | None = None,
+    job_window: str | None = None,
+    schedule: str | None = None,
 ) -> RunReport:
-    """Run playbook NAME on `hosts`, streaming its events into the ledger; returns per-host outcomes."""
+    """Run playbook NAME on `hosts`, streaming its events into the ledger; returns per-host outcomes.
+
+    A run that changes hosts goes through the run policy of `itops fix` first, per host:
+    maintenance windows (`[policy] disruptive = ["playbook:NAME"]`), approvals (`risky`),
+    break-glass. A host the policy holds is recorded (skipped / needs-approval) and left out."""
     try:
         import ansible_runner
     except ImportError:
@@ -276,6 +285,30 @@ def run_playbook(
     refuse_loosened_checks(hosts)
     ledger = app.ledger
     mask = app.redactor.mask
+    task = playbook_task(playbook, hosts)
+    held: dict[str, Any] = {}  # host → the policy's decision that keeps it out of this run
+    decisions: dict[str, Any] = {}
+    if not check and ticket:
+        from toolkit.run.policy import prepare
+
+        policy = prepare(
+            ledger,
+            app.policy_settings,
+            clock=app.clock,
+            task=task,
+            hosts=hosts,
+            params=dict(extra_vars),
+            ticket=ticket,
+            break_glass=break_glass,
+            approval_id=approval_id,
+            job_window=job_window,
+            schedule=schedule,
+        )
+        for host in hosts:
+            decision = policy.decide(task, task.specs[0], host)
+            decisions[host.name] = decision
+            if decision.outcome is not None:
+                held[host.name] = decision
     values: dict[str, Any] = {}
     shown: dict[str, Any] = {}
     for key, value in extra_vars.items():
@@ -306,6 +339,7 @@ def run_playbook(
                 "playbook": playbook.name,
                 "run_id": run_id,
                 "address": f"{host.address}:{host.port}",
+                **_policy_record(decisions.get(host.name)),
             },
         )
     started = time.monotonic()
@@ -356,9 +390,12 @@ def run_playbook(
             on_event(record)
         return True
 
+    running = [h for h in hosts if h.name not in held]
     run_dir = Path(tempfile.mkdtemp(prefix="itops-ans-"))
     error: str | None = None
     try:
+        if not running:  # every host held by the policy: ansible has nothing to do
+            raise _NothingToRun
         for sub in ("cp", "tmp", "private"):
             (run_dir / sub).mkdir()
         connect_timeout = float(app.workspace.run_setting("connect_timeout", 10))
@@ -371,10 +408,10 @@ def run_playbook(
             private_data_dir=str(run_dir / "private"),
             playbook=str(playbook.path.resolve()),
             inventory=[str(p.resolve()) for p in app.workspace.inventory_sources],
-            limit=",".join(h.name for h in hosts),
+            limit=",".join(h.name for h in running),
             envvars=ansible_environment(app.workspace, run_dir, connect_timeout),
             cmdline=shlex.join([*(["--check", "--diff"] if check else []), "-e", f"@{extravars}"]),
-            forks=max(1, min(forks, len(hosts))),
+            forks=max(1, min(forks, len(running))),
             event_handler=handler,
             quiet=True,
             suppress_env_files=True,
@@ -384,6 +421,8 @@ def run_playbook(
             error = f"ansible-runner ended {status} (rc {rc})"
         elif rc not in (0, 2, 4) and not tallies:
             error = f"ansible-playbook exited {rc} without running a task"
+    except _NothingToRun:
+        pass
     except Exception as exc:  # every begun host still gets its finish record
         error = f"ansible-runner failed: {type(exc).__name__}: {exc}"
     finally:
@@ -394,6 +433,8 @@ def run_playbook(
         outcome, message = _host_outcome(tallies.get(host.name), check)
         if error and outcome == Outcome.SKIPPED:
             outcome, message = Outcome.FAILED, error
+        if host.name in held:  # the policy kept it out: what it said, nothing ran there
+            outcome, message = held[host.name].outcome, held[host.name].message
         tally = tallies.get(host.name)
         ledger.finish(
             begun[host.name],
@@ -407,6 +448,7 @@ def run_playbook(
                 "playbook": playbook.name,
                 "run_id": run_id,
                 "tasks": dict(_count(tally.statuses)) if tally else {},
+                **_policy_record(decisions.get(host.name)),
             },
         )
         results.append(
@@ -419,6 +461,51 @@ def run_playbook(
             )
         )
     return RunReport(task_name, ticket, check, tuple(results), time.monotonic() - started)
+
+
+class _NothingToRun(Exception):
+    """Every host of the run was held by the policy."""
+
+
+def playbook_task(playbook: Playbook, hosts: Sequence[Host]) -> Task:
+    """A playbook as the run policy sees a task: named `playbook:NAME`, so `[policy]
+    disruptive` / `risky` name it; a playbook whose vars say `itops_disruptive: true` or
+    `itops_risky: true` is marked so itself."""
+    from toolkit.remediation.catalog import Remediation, TaskSpec
+
+    marks = playbook_marks(playbook.path)
+    spec = TaskSpec(
+        name=f"playbook:{playbook.name}",
+        category="software",
+        platforms=frozenset(h.platform for h in hosts),
+        summary=playbook.summary,
+        cls=Remediation,
+        params={},
+        disruptive=bool(marks.get("itops_disruptive")),
+        risky=bool(marks.get("itops_risky")),
+        source=str(playbook.path),
+    )
+    return Task(spec.name, (spec,))
+
+
+def playbook_marks(path: Path) -> dict[str, Any]:
+    """The itops_* variables of a playbook's plays (`vars:`), read without running anything."""
+    import yaml
+
+    try:
+        plays = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return {}
+    marks: dict[str, Any] = {}
+    for play in plays if isinstance(plays, list) else []:
+        variables = play.get("vars") if isinstance(play, dict) else None
+        if isinstance(variables, dict):
+            marks |= {k: v for k, v in variables.items() if str(k).startswith("itops_")}
+    return marks
+
+
+def _policy_record(decision: Any) -> dict[str, Any]:
+    return {"policy": dict(decision.record)} if decision is not None and decision.record else {}
 
 
 def _count(statuses: Sequence[str]) -> dict[str, int]:

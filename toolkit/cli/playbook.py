@@ -11,6 +11,7 @@ from toolkit.cli import render
 from toolkit.cli.fix import EPILOG, show_report
 from toolkit.cli.options import Checked
 from toolkit.desk.tickets import CATEGORIES, PRIORITIES, check_ticket_id
+from toolkit.errors import ValidationError
 from toolkit.textsafe import visible
 
 
@@ -80,6 +81,13 @@ def list_(app: App, as_json: bool) -> None:
     show_default=True,
     help="Hosts ansible works on at once.",
 )
+@click.option(
+    "--break-glass",
+    is_flag=True,
+    help="Run a disruptive playbook outside its maintenance window (P1 tickets only).",
+)
+@click.option("--reason", metavar="TEXT", help="Why --break-glass is needed (recorded).")
+@click.option("--approval", metavar="REQUEST-ID", help="Use this approval for a risky playbook.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @click.pass_obj
 def run(
@@ -92,6 +100,9 @@ def run(
     category: str | None,
     priority: str | None,
     forks: int,
+    break_glass: bool,
+    reason: str | None,
+    approval: str | None,
     as_json: bool,
 ) -> None:
     """Run playbook NAME on the hosts matching TARGETS (an inventory pattern).
@@ -99,6 +110,10 @@ def run(
     Every per-host task result goes into the ticket log (task, host, ok/changed/failed/
     unreachable, duration, masked output). Host keys are checked against the workspace's
     known_hosts; an unknown or changed key makes the host unreachable.
+
+    A run with --ticket goes through the same per-host policy as `itops fix`: maintenance
+    windows (`[policy] disruptive = ["playbook:NAME"]`, or `itops_disruptive: true` in the
+    play's vars), approvals (`risky`, `itops_risky`), --break-glass on a P1 ticket.
 
     \b
     Examples:
@@ -109,6 +124,12 @@ def run(
     from toolkit.desk.tickets import ensure
 
     check_name(name)
+    if break_glass and not (reason and reason.strip()):
+        raise ValidationError("--break-glass needs --reason TEXT saying why")
+    if reason and not break_glass:
+        raise ValidationError("--reason goes with --break-glass")
+    if (break_glass or approval) and check_only:
+        raise ValidationError("--check changes nothing: it needs no --break-glass or --approval")
     variables = parse_extra_vars(extra_vars)
     if ticket is not None:
         check_ticket_id(ticket)
@@ -144,6 +165,8 @@ def run(
         extra_vars=variables,
         on_event=progress,
         forks=forks,
+        break_glass=reason if break_glass else None,
+        approval_id=approval,
     )
     if as_json:
         render.emit_json(app.redactor.mask_data(report.as_dict()))

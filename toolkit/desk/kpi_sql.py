@@ -221,7 +221,7 @@ Backlog = list[tuple[TicketSummary, bool, float]]  # open ticket, past SLA, age 
 
 def backlog_at(projection: Projection, policy: Policy, at: float) -> Backlog:
     """The tickets open at instant `at`, replayed once and shared by every grouping."""
-    ph = "?" if projection.dialect == "sqlite" else "%s"
+    ph = projection.mark
     sql = (
         f"SELECT {SUMMARY_SQL} FROM kpi_tickets WHERE ticket IN (SELECT ticket FROM kpi_facts "
         f"WHERE opened_at <= {ph} AND (resolved_at IS NULL OR resolved_at > {ph}))"
@@ -245,7 +245,7 @@ def backlog_at(projection: Projection, policy: Policy, at: float) -> Backlog:
 
 def trend_rows(projection: Projection, since: float, until: float) -> list[TrendRow]:
     """The columns the weekly trend needs, for tickets opened or resolved in the period."""
-    ph = "?" if projection.dialect == "sqlite" else "%s"
+    ph = projection.mark
     sql = (
         "SELECT opened_at, response_at, response_due, resolved_at, resolution_minutes, "
         f"resolution_target FROM kpi_facts WHERE (opened_at >= {ph} AND opened_at < {ph}) "

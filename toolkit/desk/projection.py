@@ -281,7 +281,7 @@ class Projection:
     """The KPI projection of one ledger database (see the module docstring)."""
 
     def __init__(self, url: str, policy: Policy, *, read_only: bool = False) -> None:
-        from toolkit.ledger.store import make_engine
+        from toolkit.ledger.store import make_engine, placeholder
 
         self.url = url
         self.policy = policy
@@ -289,6 +289,7 @@ class Projection:
         self.scratch = scratch  # in memory: one connection, lost when the engine is disposed
         self.engine: Engine = _scratch_engine(url) if scratch else make_engine(url)
         self.dialect = self.engine.dialect.name
+        self.mark = placeholder(self.dialect)  # the driver's parameter marker
         if self.dialect == "sqlite":
             # KPI queries scan kpi_facts several times: keep it in SQLite's own page cache
             # (the ledger's connections keep the default size; these are the projection's own)
@@ -444,7 +445,7 @@ class Projection:
 
     def _update_recurrence(self, conn: Any, changes: list[tuple[float | None, str]]) -> None:
         if changes:
-            ph = "?" if self.dialect == "sqlite" else "%s"
+            ph = self.mark
             raw: Any = conn.connection.dbapi_connection
             cursor = raw.cursor()
             try:
@@ -460,7 +461,7 @@ class Projection:
         """Plain DBAPI executemany inside the transaction (SQLAlchemy's per-row cost is ~5×)."""
         if not rows:
             return
-        ph = "?" if self.dialect == "sqlite" else "%s"
+        ph = self.mark
         sql = (
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([ph] * len(columns))})"
         )
@@ -533,7 +534,7 @@ class Projection:
     ) -> None:
         """Touched tickets are replayed whole: read their records up to the watermark."""
         names = sorted(touched)
-        ph = "?" if self.dialect == "sqlite" else "%s"
+        ph = self.mark
         for i in range(0, len(names), CHUNK):
             chunk = names[i : i + CHUNK]
             relevant = _RELEVANT if ph == "?" else _RELEVANT.replace("%", "%%")
@@ -636,7 +637,7 @@ class Projection:
     # -- reading -------------------------------------------------------------------------------
     def tickets(self, **where: Any) -> list[TicketSummary]:
         """Every ticket row (after a refresh), optionally filtered by equal columns."""
-        ph = "?" if self.dialect == "sqlite" else "%s"
+        ph = self.mark
         conditions = [(k, v) for k, v in where.items() if v is not None]
         for key, _ in conditions:
             if key not in _TICKET_COLUMNS:

@@ -76,6 +76,11 @@ def backend(url: str) -> str:
     return name
 
 
+def placeholder(dialect: str) -> str:
+    """The DBAPI parameter marker of a backend's driver: sqlite3's `?`, psycopg's `%s`."""
+    return "?" if dialect == "sqlite" else "%s"
+
+
 @dataclass(frozen=True)
 class SqliteTarget:
     """Where a sqlite:/// URL points and how to open it: its query string is honoured, as in
@@ -250,7 +255,7 @@ class Store:
                 self.url, self._copy = readable(url)
         self.read_only = read_only
         self.synchronous = synchronous
-        self.mark = "?" if self.dialect == "sqlite" else "%s"
+        self.mark = placeholder(self.dialect)
         self._raw: Any = None
         self._cursor: Any = None
         self._head: tuple[int, str] | None = None
@@ -646,9 +651,9 @@ def check_range(url: str, low: int, high: int) -> RangeCheck:
     begun: dict[str, None] = {}
     finished: list[str] = []
     image_sql = preimage_sql(dialect)
-    mark = "?"
+    mark = placeholder(dialect)
     if dialect == "postgresql":
-        image_sql, mark = image_sql.replace("%", "%%"), "%s"  # psycopg's placeholders are %s
+        image_sql = image_sql.replace("%", "%%")  # psycopg reads every % as a placeholder
     query = (
         f"SELECT seq, prev_hash, hash, kind, action_id, {image_sql} FROM ledger "
         f"WHERE seq BETWEEN {mark} AND {mark} ORDER BY seq"

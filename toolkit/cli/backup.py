@@ -68,6 +68,7 @@ def run(app: App, targets: str, ticket: str | None, check_only: bool, as_json: b
     Example:
       itops backup run netlab --ticket CHG-1001
     """
+    from toolkit.run.runner import Outcome
     from toolkit.run.service import RunService, plan
 
     request = plan(
@@ -86,11 +87,11 @@ def run(app: App, targets: str, ticket: str | None, check_only: bool, as_json: b
     diffs = []
     for result in report.results:
         status = str((result.check.facts if result.check else {}).get("status") or "")
-        if result.outcome in ("failed", "unreachable"):
+        if result.outcome in (Outcome.FAILED, Outcome.UNREACHABLE):
             status = str(result.outcome)
         rows.append((result.host, status or str(result.outcome), result.message))
         diff = (result.check.facts if result.check else {}).get("diff")
-        if diff and result.outcome in ("fixed", "would-fix"):
+        if diff and result.outcome in (Outcome.FIXED, Outcome.WOULD_FIX):
             diffs.append(str(diff))
     render.table(["device", "backup", "detail"], rows)
     for diff in diffs:

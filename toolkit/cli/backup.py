@@ -7,36 +7,23 @@ its commands with one line each.
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
 from toolkit.app import App
 from toolkit.cli import render
+from toolkit.cli.lazy import LazyGroup
 
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("toolkit.cli.backup", "run"),
-    "history": ("toolkit.cli.backup", "history"),
-    "diff": ("toolkit.cli.backup", "diff"),
-    "list": ("toolkit.cli.backup_files", "list_"),
-    "show": ("toolkit.cli.backup_files", "show"),
-    "verify": ("toolkit.cli.backup_files", "verify"),
+SUBCOMMANDS = {
+    "run": "toolkit.cli.backup:run",
+    "history": "toolkit.cli.backup:history",
+    "diff": "toolkit.cli.backup:diff",
+    "list": "toolkit.cli.backup_files:list_",
+    "show": "toolkit.cli.backup_files:show",
+    "verify": "toolkit.cli.backup_files:verify",
 }
 
 
-class BackupGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(SUBCOMMANDS)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in SUBCOMMANDS:
-            return None
-        module, attr = SUBCOMMANDS[name]
-        command: click.Command = getattr(importlib.import_module(module), attr)
-        return command
-
-
-@click.group(cls=BackupGroup)
+@click.group(cls=LazyGroup, lazy_subcommands=SUBCOMMANDS)
 def backup() -> None:
     """Backups: network configurations kept in git inside the workspace (run, history, diff),
     and the file backups backup.files fetched from Linux hosts (list, show, verify).

@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from toolkit.clock import WEEKDAYS
 from toolkit.errors import ConfigError
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_HOURS = "09:00-18:00"
 _HOURS = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(m|min|h|d|bd)")

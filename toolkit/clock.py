@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, overload
 
 from toolkit.errors import ValidationError
 
@@ -27,6 +27,24 @@ class SystemClock:
 def iso(at: datetime) -> str:
     """An instant as the ledger writes times: 2026-11-21T09:56:39.123456Z (sorts as text)."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@overload
+def iso_seconds(t: float) -> str: ...
+@overload
+def iso_seconds(t: float | None) -> str | None: ...
+def iso_seconds(t: float | None) -> str | None:
+    """Epoch seconds as reports and ticket JSON print times: 2026-11-21T09:00:00+00:00 (UTC, to
+    the second). Not the ledger's format (`iso`): these are read by people and spreadsheets."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+def iso_utc(t: float) -> str:
+    """Epoch seconds as ticket events and ticket exports carry them: 2026-11-21T09:00:00.5+00:00
+    style (`datetime.isoformat`, full precision, so an export imports back to the same instant)."""
+    return datetime.fromtimestamp(t, UTC).isoformat()
 
 
 def parse_iso(text: str) -> datetime:

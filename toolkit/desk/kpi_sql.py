@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from toolkit.clock import iso_seconds
 from toolkit.desk.kpi import (
     RUN_OUTCOMES,
     SCHEMA,
@@ -30,7 +31,7 @@ from toolkit.desk.kpi import (
     as_of,
 )
 from toolkit.desk.projection import SUMMARY_SQL, Projection, _summary
-from toolkit.desk.sla import Policy, iso
+from toolkit.desk.sla import Policy
 from toolkit.desk.tickets import ActionFact, TicketSummary
 
 _COLUMN_GROUPS = ("category", "priority", "assignee", "tier")
@@ -65,9 +66,9 @@ def kpis_fast(
     actions = projection.actions()
     out: dict[str, Any] = {
         "schema": SCHEMA,
-        "since": iso(since),
-        "until": iso(until),
-        "as_of": iso(at),
+        "since": iso_seconds(since),
+        "until": iso_seconds(until),
+        "as_of": iso_seconds(at),
         "timezone": policy.calendar.timezone,
     }
     if backlog is None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
+from toolkit.clock import iso_utc
 from toolkit.desk.sla import Interval, Policy, elapsed
 from toolkit.errors import ValidationError
 
@@ -271,10 +272,6 @@ def parse_time(value: str) -> float:
     if moment.tzinfo is None:
         raise ValueError(f"{value!r} has no UTC offset")
     return moment.timestamp()
-
-
-def iso_utc(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat()
 
 
 def event_from_record(

@@ -190,7 +190,7 @@ def read_members(path: Path, compression: str) -> list[Member]:
     return members
 
 
-class BackupStore:
+class FileBackupStore:
     """Backups on the controller, per host (see the module docstring)."""
 
     def __init__(self, root: Path) -> None:

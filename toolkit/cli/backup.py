@@ -99,9 +99,9 @@ def history(app: App, device: str, as_json: bool) -> None:
     Example:
       itops backup history sw-01
     """
-    from toolkit.backups.network import FOLDER, BackupStore
+    from toolkit.backups.network import FOLDER, ConfigRepository
 
-    revisions = BackupStore(app.workspace.state_dir / FOLDER).history(device)
+    revisions = ConfigRepository(app.workspace.state_dir / FOLDER).history(device)
     if as_json:
         render.emit_json([r.__dict__ for r in revisions])
         return
@@ -123,7 +123,7 @@ def diff(app: App, device: str, rev: str | None) -> None:
       itops backup diff sw-01
       itops backup diff sw-01 HEAD~2
     """
-    from toolkit.backups.network import FOLDER, BackupStore
+    from toolkit.backups.network import FOLDER, ConfigRepository
 
-    text = BackupStore(app.workspace.state_dir / FOLDER).diff(device, rev)
+    text = ConfigRepository(app.workspace.state_dir / FOLDER).diff(device, rev)
     click.echo(text.rstrip("\n") if text else f"no change to {device} since {rev}")

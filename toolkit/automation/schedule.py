@@ -124,7 +124,7 @@ def local_timezone() -> str:
 class Schedule:
     name: str
     kind: str  # task | runbook | playbook
-    target: str  # the task, runbook or playbook name
+    what: str  # the task, runbook or playbook it runs (older rows store it as `target`)
     targets: str  # inventory pattern
     cron: str
     timezone: str
@@ -147,7 +147,7 @@ class Schedule:
 
     DEFINITION = (
         "kind",
-        "target",
+        "what",
         "targets",
         "cron",
         "timezone",
@@ -169,7 +169,7 @@ class Schedule:
         }
 
     def job(self) -> str:
-        return f"{self.kind} {self.target}"
+        return f"{self.kind} {self.what}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -267,6 +267,8 @@ class ScheduleStore:
 
     def _row(self, row: Any) -> Schedule:
         spec = json.loads(row.definition)
+        if "target" in spec:  # written before `target` (beside `targets`) was renamed `what`
+            spec["what"] = spec.pop("target")
         return Schedule(
             name=row.name,
             **spec,
@@ -709,7 +711,7 @@ class Scheduler:
 
 
 def _task(s: Schedule) -> str:
-    return s.target if s.kind == "task" else f"{s.kind}:{s.target}"
+    return s.what if s.kind == "task" else f"{s.kind}:{s.what}"
 
 
 def _iso(at: datetime | None) -> str | None:

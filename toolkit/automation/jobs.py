@@ -146,7 +146,7 @@ class JobRunner:
             s.what,
             hosts,
             ticket=ticket,
-            check=s.check_only,
+            check_only=s.check_only,
             extra_vars=parse_extra_vars(_as_list(s.params)),
         )
         return summarize(f"playbook {s.what}", report)

@@ -573,3 +573,11 @@ def test_a_failed_freshclam_still_restarts_the_daemon(tmp_path: Path) -> None:
     assert run.result.outcome == Outcome.FAILED
     assert "freshclam exited 62: ERROR: Can't connect" in run.result.message
     assert run.sent[-1].endswith("'systemctl start clamav-freshclam'")
+
+
+def test_linux_and_windows_read_numbers_with_one_helper() -> None:
+    from toolkit.remediation import linux, windows
+
+    assert linux.as_int is windows.as_int is windows.number
+    assert [linux.as_int(v) for v in (" 42 ", 42, 42.0, None, "", "n/a")] == [42, 42, 42, 0, 0, 0]
+    assert linux.as_int("x", -1) == -1

@@ -18,6 +18,7 @@ from toolkit.remediation.catalog import Context, Finding, Param, PastAction, Rem
 from toolkit.remediation.quoting import Command, cmd, script
 from toolkit.remediation.shapes import DNS_NAME as DNS_NAME  # shared shapes, re-exported
 from toolkit.remediation.shapes import HOST_PORT as HOST_PORT
+from toolkit.remediation.shapes import as_int as as_int
 from toolkit.remediation.shapes import human_bytes as human_bytes
 from toolkit.transports.base import CommandResult
 
@@ -51,13 +52,6 @@ def key_values(text: str, sep: str = "=") -> dict[str, str]:
         if found and key.strip():
             out[key.strip()] = value.strip()
     return out
-
-
-def as_int(value: Any, default: int = 0) -> int:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return default
 
 
 def host_var(ctx: Context, name: str, default: str) -> str:

@@ -461,3 +461,15 @@ def test_manual_runs_in_the_same_second_each_get_their_own_change_ticket(env: An
         assert [r.kind for r in ledger.records(ticket=ticket, kind="ticket.resolved")] == [
             "ticket.resolved"
         ], "each ticket is resolved exactly once"
+
+
+def test_the_schedule_table_opens_sqlite_as_the_ledger_does(tmp_path: Path) -> None:
+    """One SQLite setup (ledger.store.connect): WAL, the URL's busy timeout, BEGIN IMMEDIATE."""
+    store = ScheduleStore(f"sqlite:///{tmp_path / 'new' / 'l.db'}?timeout=5")
+    try:
+        with store.engine.begin() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+            assert conn.connection.dbapi_connection.in_transaction
+    finally:
+        store.close()

@@ -212,31 +212,16 @@ class ScheduleStore:
             String,
             Table,
             Text,
-            create_engine,
-            event,
         )
 
-        from toolkit.ledger.store import backend
+        from toolkit.ledger.store import backend, make_engine
 
         self.url = url
         self.dialect = backend(url)
-        if self.dialect == "sqlite":
-            path = url.partition(":///")[2].partition("?")[0]
-            if path:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url)
-        if self.dialect == "sqlite":
-            # Write transactions take SQLite's write lock up front (BEGIN IMMEDIATE), so two
-            # processes claiming one row serialise instead of failing to upgrade a read lock.
-            @event.listens_for(self.engine, "connect")
-            def _autocommit(dbapi_conn: Any, _record: Any) -> None:
-                dbapi_conn.isolation_level = None
-                dbapi_conn.execute("PRAGMA busy_timeout=60000")
-                dbapi_conn.execute("PRAGMA journal_mode=WAL")
-
-            @event.listens_for(self.engine, "begin")
-            def _immediate(conn: Any) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # The ledger's own connections (WAL, busy timeout); on SQLite every transaction takes the
+        # write lock up front (BEGIN IMMEDIATE), so two processes claiming one row serialise
+        # instead of failing to upgrade a read lock.
+        self.engine = make_engine(url, immediate=True)
 
         metadata = MetaData()
         self.table = Table(

@@ -287,7 +287,7 @@ class Projection:
         self.policy = policy
         scratch = read_only and url.startswith("sqlite")
         self.scratch = scratch  # in memory: one connection, lost when the engine is disposed
-        self.engine: Engine = _scratch_engine(url) if scratch else make_engine(url)
+        self.engine: Engine = make_engine(url, scratch=scratch)
         self.dialect = self.engine.dialect.name
         self.mark = placeholder(self.dialect)  # the driver's parameter marker
         if self.dialect == "sqlite":
@@ -725,34 +725,6 @@ def _prime_worker(go: Any) -> None:
         projection._store_primed(head, first, last, len(events), rows, recurs, changes)
     finally:
         projection.close()
-
-
-def _scratch_engine(url: str) -> Engine:
-    """For a read-only open of a SQLite ledger: the projection's tables in memory, the ledger's
-    file attached read-only as `ledger_db` (unqualified names find main's tables first, so
-    `ledger` is the file's and `kpi_*` the memory's). Nothing is written to the file."""
-    import sqlite3
-
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import StaticPool
-
-    from toolkit.ledger.store import SqliteTarget
-
-    target = SqliteTarget.parse(url)
-
-    def creator() -> sqlite3.Connection:
-        conn = sqlite3.connect(":memory:", uri=True, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout={int(target.timeout * 1000)}")
-        conn.execute("ATTACH DATABASE ? AS ledger_db", (target.uri(),))
-        return conn
-
-    engine = create_engine("sqlite://", creator=creator, poolclass=StaticPool)
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")  # one connection: nobody to wait for
-
-    return engine
 
 
 def _copy_stored(conn: Any) -> None:

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from toolkit.backups.files import BACKUP_ID, FOLDER, Backup, BackupStore, Member, series_of
+from toolkit.backups.files import BACKUP_ID, FOLDER, Backup, FileBackupStore, Member, series_of
 from toolkit.errors import NotFound, ToolkitError, ValidationError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.remediation.linux import ABSOLUTE_PATH, human_bytes, output
@@ -39,8 +39,8 @@ def parse_hashes(text: str) -> dict[str, str]:
     return found
 
 
-def store(ctx: Context) -> BackupStore:
-    return BackupStore(ctx.artifacts(FOLDER))
+def store(ctx: Context) -> FileBackupStore:
+    return FileBackupStore(ctx.artifacts(FOLDER))
 
 
 @remediation(

@@ -6,9 +6,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from toolkit.clock import WeeklyWindow
 from toolkit.errors import ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.remediation.linux import PACKAGE_NAME, TimeWindow, host_clock, key_values, output
+from toolkit.remediation.linux import PACKAGE_NAME, host_clock, key_values, output
 from toolkit.remediation.quoting import Command, cmd, script
 from toolkit.transports.base import CommandResult
 
@@ -214,7 +215,8 @@ class ApplyPatches(Remediation):
     # -- steps -------------------------------------------------------------------------------
     def check(self, ctx: Context) -> Finding:
         if self.reboot_window:
-            TimeWindow.parse(str(self.reboot_window))  # a bad window fails before any change
+            # a bad window fails before any change
+            WeeklyWindow.parse(str(self.reboot_window), "reboot window")
         self.tool = self._tool(ctx)
         updates, kept = self._pending(ctx)
         wanted = self.wanted(updates)
@@ -319,7 +321,7 @@ class ApplyPatches(Remediation):
         if not window_text:
             ctx.note("reboot required; not rebooting: no reboot_window is set for this host")
             return
-        window = TimeWindow.parse(str(window_text))
+        window = WeeklyWindow.parse(str(window_text), "reboot window")
         if not window.contains(day, minute):
             ctx.note(f"reboot required; not rebooting: {shown} is outside '{window_text}'")
             return

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import date
 from typing import Any, NamedTuple, Protocol
 
+from toolkit.clock import WEEKDAYS
 from toolkit.desk.kpinames import KPI_KEYS
 from toolkit.errors import ConfigError, ToolkitError
 
@@ -244,7 +245,6 @@ TARGETS = Table(
     entry="KPI",
     names=(*KPI_KEYS, "availability", "availability_core"),
 )
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 SCHEMA = Table(
     "itops.toml",

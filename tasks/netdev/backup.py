@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from toolkit.backups.network import FOLDER, BackupStore
+from toolkit.backups.network import FOLDER, ConfigRepository
 from toolkit.errors import ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Remediation, RunInfo, remediation
 from toolkit.remediation.network import config as netconfig
@@ -35,7 +35,7 @@ class NetworkConfigBackup(Remediation):
 
     def check(self, ctx: Context) -> Finding:
         self.text = self._fetch(ctx)
-        store = BackupStore(ctx.artifacts(FOLDER))
+        store = ConfigRepository(ctx.artifacts(FOLDER))
         lines = self.text.count("\n")
         previous = store.committed(ctx.host.name)
         if previous is None:
@@ -51,10 +51,10 @@ class NetworkConfigBackup(Remediation):
         )
 
     def apply(self, ctx: Context) -> None:
-        BackupStore(ctx.artifacts(FOLDER)).write(ctx.host.name, self.text)
+        ConfigRepository(ctx.artifacts(FOLDER)).write(ctx.host.name, self.text)
 
     def verify(self, ctx: Context) -> Finding:
-        stored = BackupStore(ctx.artifacts(FOLDER)).read(ctx.host.name)
+        stored = ConfigRepository(ctx.artifacts(FOLDER)).read(ctx.host.name)
         if stored != self.text:
             return Finding.problem("the backup file does not hold what the device returned")
         return Finding.healthy("stored; committed when the run ends")
@@ -66,7 +66,7 @@ class NetworkConfigBackup(Remediation):
         written = sorted(host for host, outcome in run.outcomes.items() if outcome == "fixed")
         if not written:
             return ["backup: no device changed; nothing committed"]
-        store = BackupStore(run.artifacts(FOLDER))
+        store = ConfigRepository(run.artifacts(FOLDER))
         title = f"{run.task}: {len(written)} device(s) changed or new"
         message = f"{title} under {run.ticket}\n\n" + "\n".join(written) + "\n"
         commit = store.commit(written, message)

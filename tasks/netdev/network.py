@@ -4,8 +4,9 @@ configuration pushed from a file or template with rollback (netmiko devices)."""
 from __future__ import annotations
 
 import functools
+import inspect
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,30 @@ def _interface(platform: str) -> Param:
     )
 
 
+# One class per behaviour, registered once per switch family: a workspace task may replace one
+# family's implementation and keep the others; each family's `interface` parameter names ports
+# as that family's CLI does, and its docstring carries that family's examples.
+FAMILIES = {
+    "cisco_ios": frozenset({"cisco_ios", "cisco_xe"}),
+    "arista_eos": frozenset({"arista_eos"}),
+    "cisco_nxos": frozenset({"cisco_nxos"}),
+}
+_SUFFIX = {"cisco_ios": "Ios", "arista_eos": "Eos", "cisco_nxos": "Nxos"}
+
+
+def _for_family(
+    register: Callable[..., Any], base: type[Remediation], family: str, *examples: str
+) -> Any:
+    """`base` registered for one switch family (its port names, its examples in the docstring)."""
+    doc = (inspect.getdoc(base) or "") + "\n\nExample:\n" + "".join(f"    {e}\n" for e in examples)
+    attrs: dict[str, Any] = {"__module__": base.__module__, "__doc__": doc}
+    if "interface" in base.__annotations__:
+        attrs["interface"] = _interface(family)
+    return register(platforms=FAMILIES[family])(
+        type(base.__name__ + _SUFFIX[family], (base,), attrs)
+    )
+
+
 def _refuse_trunk(ctx: Context, section: Mapping[str, Any], interface: str) -> None:
     if any(line.startswith("switchport mode trunk") for line in section):
         raise ToolkitError(
@@ -169,7 +194,13 @@ def _refuse_trunk(ctx: Context, section: Mapping[str, Any], interface: str) -> N
         )
 
 
-class _PortRecover(Remediation):
+class PortRecover(Remediation):
+    """Recover an err-disabled or down access port: the reason is recorded (err-disable cause,
+    admin down, no link), then `shutdown` / `no shutdown`; optionally clear port-security sticky
+    MACs first (IOS); verify waits for the link. Trunk ports are refused. The configuration is
+    saved only if it changed (an admin-down port) and only after the port came up; if it does
+    not come up, the captured configuration is restored."""
+
     clear_sticky = Param(
         bool, default=False, help="also clear port-security sticky MAC addresses (IOS)"
     )
@@ -240,42 +271,25 @@ port_recover = functools.partial(
 )
 
 
-@port_recover(platforms={"cisco_ios", "cisco_xe"})
-class PortRecoverIos(_PortRecover):
-    """Recover an err-disabled or down access port: the reason is recorded (err-disable cause,
-    admin down, no link), then `shutdown` / `no shutdown`; optionally clear port-security sticky
-    MACs first; verify waits for the link. Trunk ports are refused. The configuration is saved
-    only if it changed (an admin-down port) and only after the port came up; if it does not come
-    up, the captured configuration is restored.
-
-    Example:
-        itops fix network.port-recover access-sw-07 -p interface=Gi1/0/12 --ticket INC-2001
-        itops fix network.port-recover sw-07 -p interface=Gi1/0/12 -p clear_sticky=true --ticket INC-2002
-    """
-
-    interface = _interface("cisco_ios")
-
-
-@port_recover(platforms={"arista_eos"})
-class PortRecoverEos(_PortRecover):
-    """Recover an errdisabled or down access port on Arista EOS (see the IOS variant).
-
-    Example:
-        itops fix network.port-recover leaf-03 -p interface=Ethernet12 --ticket INC-2003
-    """
-
-    interface = _interface("arista_eos")
-
-
-@port_recover(platforms={"cisco_nxos"})
-class PortRecoverNxos(_PortRecover):
-    """Recover an err-disabled or down access port on NX-OS (see the IOS variant).
-
-    Example:
-        itops fix network.port-recover dc-sw-02 -p interface=Ethernet1/12 --check
-    """
-
-    interface = _interface("cisco_nxos")
+PortRecoverIos = _for_family(
+    port_recover,
+    PortRecover,
+    "cisco_ios",
+    "itops fix network.port-recover access-sw-07 -p interface=Gi1/0/12 --ticket INC-2001",
+    "itops fix network.port-recover sw-07 -p interface=Gi1/0/12 -p clear_sticky=true --ticket INC-2002",
+)
+PortRecoverEos = _for_family(
+    port_recover,
+    PortRecover,
+    "arista_eos",
+    "itops fix network.port-recover leaf-03 -p interface=Ethernet12 --ticket INC-2003",
+)
+PortRecoverNxos = _for_family(
+    port_recover,
+    PortRecover,
+    "cisco_nxos",
+    "itops fix network.port-recover dc-sw-02 -p interface=Ethernet1/12 --check",
+)
 
 
 VLAN_COMMAND = {
@@ -294,7 +308,11 @@ def _vlan_rows(output: str) -> list[dict[str, str]]:
     ]
 
 
-class _PortVlan(Remediation):
+class PortVlan(Remediation):
+    """Put an access port in another VLAN (`switchport access vlan N`). The VLAN must already
+    exist; trunk ports are refused. Saved only after the port is confirmed in the VLAN; rolled
+    back to the captured configuration otherwise."""
+
     vlan = Param(int, required=True, check=check_vlan, help="access VLAN 1–4094 (must exist)")
     interface: Any
 
@@ -363,39 +381,24 @@ port_vlan = functools.partial(
 )
 
 
-@port_vlan(platforms={"cisco_ios", "cisco_xe"})
-class PortVlanIos(_PortVlan):
-    """Put an access port in another VLAN (`switchport access vlan N`). The VLAN must already
-    exist; trunk ports are refused. Saved only after the port is confirmed in the VLAN; rolled
-    back to the captured configuration otherwise.
-
-    Example:
-        itops fix network.port-vlan access-sw-07 -p interface=Gi1/0/12 -p vlan=30 --ticket INC-2010
-    """
-
-    interface = _interface("cisco_ios")
-
-
-@port_vlan(platforms={"arista_eos"})
-class PortVlanEos(_PortVlan):
-    """Put an access port in another VLAN on Arista EOS (see the IOS variant).
-
-    Example:
-        itops fix network.port-vlan leaf-03 -p interface=Ethernet12 -p vlan=30 --ticket INC-2011
-    """
-
-    interface = _interface("arista_eos")
-
-
-@port_vlan(platforms={"cisco_nxos"})
-class PortVlanNxos(_PortVlan):
-    """Put an access port in another VLAN on NX-OS (see the IOS variant).
-
-    Example:
-        itops fix network.port-vlan dc-sw-02 -p interface=Ethernet1/12 -p vlan=30 --check
-    """
-
-    interface = _interface("cisco_nxos")
+PortVlanIos = _for_family(
+    port_vlan,
+    PortVlan,
+    "cisco_ios",
+    "itops fix network.port-vlan access-sw-07 -p interface=Gi1/0/12 -p vlan=30 --ticket INC-2010",
+)
+PortVlanEos = _for_family(
+    port_vlan,
+    PortVlan,
+    "arista_eos",
+    "itops fix network.port-vlan leaf-03 -p interface=Ethernet12 -p vlan=30 --ticket INC-2011",
+)
+PortVlanNxos = _for_family(
+    port_vlan,
+    PortVlan,
+    "cisco_nxos",
+    "itops fix network.port-vlan dc-sw-02 -p interface=Ethernet1/12 -p vlan=30 --check",
+)
 
 
 # --------------------------------------------------------------------------- config apply
@@ -454,7 +457,14 @@ def render(path: Path, host: Host) -> list[str]:
     return list(config_lines(lines))
 
 
-class _ConfigApply(Remediation):
+class ConfigApply(Remediation):
+    """Apply configuration from a file or a Jinja2 template rendered with the device's inventory
+    variables (NAPALM's load → compare → commit): check shows the lines the running configuration
+    lacks; apply captures the running configuration, pushes the lines (stopping at the first one
+    the device rejects), confirms they are all present, then saves; if a line was rejected or is
+    missing, it rolls back to the captured configuration and the outcome is failed. A template
+    with an undefined variable, a line with a line break or a secret is refused before connecting."""
+
     file = Param(
         str,
         required=True,
@@ -519,34 +529,22 @@ config_apply = functools.partial(
 )
 
 
-@config_apply(platforms={"cisco_ios", "cisco_xe"})
-class ConfigApplyIos(_ConfigApply):
-    """Apply configuration from a file or a Jinja2 template rendered with the device's inventory
-    variables (NAPALM's load → compare → commit): check shows the lines the running configuration
-    lacks; apply captures the running configuration, pushes the lines (stopping at the first one
-    the device rejects), confirms they are all present, then saves; if a line was rejected or is
-    missing, it rolls back to the captured configuration and the outcome is failed. A template
-    with an undefined variable, a line with a line break or a secret is refused before connecting.
-
-    Example:
-        itops fix network.config-apply access-sw-07 -p file=changes/ntp.cfg --check
-        itops fix network.config-apply 'access-sw-*' -p file=templates/snmp-location.j2 --ticket CHG-3001
-    """
-
-
-@config_apply(platforms={"arista_eos"})
-class ConfigApplyEos(_ConfigApply):
-    """Apply configuration lines or a template on Arista EOS (see the IOS variant).
-
-    Example:
-        itops fix network.config-apply leaf-03 -p file=changes/ntp.cfg --check
-    """
-
-
-@config_apply(platforms={"cisco_nxos"})
-class ConfigApplyNxos(_ConfigApply):
-    """Apply configuration lines or a template on NX-OS (see the IOS variant).
-
-    Example:
-        itops fix network.config-apply dc-sw-02 -p file=changes/ntp.cfg --check
-    """
+ConfigApplyIos = _for_family(
+    config_apply,
+    ConfigApply,
+    "cisco_ios",
+    "itops fix network.config-apply access-sw-07 -p file=changes/ntp.cfg --check",
+    "itops fix network.config-apply 'access-sw-*' -p file=templates/snmp-location.j2 --ticket CHG-3001",
+)
+ConfigApplyEos = _for_family(
+    config_apply,
+    ConfigApply,
+    "arista_eos",
+    "itops fix network.config-apply leaf-03 -p file=changes/ntp.cfg --check",
+)
+ConfigApplyNxos = _for_family(
+    config_apply,
+    ConfigApply,
+    "cisco_nxos",
+    "itops fix network.config-apply dc-sw-02 -p file=changes/ntp.cfg --check",
+)

@@ -10,9 +10,9 @@ from toolkit.remediation.catalog import Context, Finding, Param, Remediation, re
 from toolkit.remediation.quoting import ps_script
 from toolkit.remediation.windows import (
     WINDOWS_PATH,
+    as_int,
     change,
     change_json,
-    number,
     ps_time,
     read_json,
     records,
@@ -90,7 +90,7 @@ class UpdateSignatures(Remediation):
     )
 
     def _finding(self, data: Mapping[str, Any]) -> Finding:
-        age, ver = number(data.get("age_days")), text(data.get("version"))
+        age, ver = as_int(data.get("age_days")), text(data.get("version"))
         facts = {"version": ver, "age_days": age, "updated": data.get("updated")}
         if age > int(self.max_age_days):
             return Finding.problem(f"signatures {ver} are {age} day(s) old", **facts)

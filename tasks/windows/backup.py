@@ -12,9 +12,9 @@ from toolkit.remediation.catalog import Context, Finding, Param, Remediation, re
 from toolkit.remediation.quoting import ps_script
 from toolkit.remediation.windows import (
     WINDOWS_PATH,
+    as_int,
     change_json,
     human_bytes,
-    number,
     read_json,
     records,
     strings,
@@ -144,8 +144,8 @@ class BackupFiles(Remediation):
         items = records(data.get("items"))
         missing = [text(i.get("path")) for i in items if not i.get("exists")]
         self.missing = missing
-        files = sum(number(i.get("files")) for i in items)
-        size = sum(number(i.get("bytes")) for i in items)
+        files = sum(as_int(i.get("files")) for i in items)
+        size = sum(as_int(i.get("bytes")) for i in items)
         last = _STAMP.fullmatch(text(data.get("last")))
         facts: dict[str, Any] = {"dest": data.get("dest"), "files": files, "bytes": size}
         if missing:
@@ -171,10 +171,10 @@ class BackupFiles(Remediation):
         )
         done = done if isinstance(done, Mapping) else {}
         ctx.note(
-            f"backup {done.get('target')}: {number(done.get('files'))} file(s), "
-            f"{human_bytes(number(done.get('bytes')))}"
+            f"backup {done.get('target')}: {as_int(done.get('files'))} file(s), "
+            f"{human_bytes(as_int(done.get('bytes')))}"
         )
-        self.count = number(done.get("files"))
+        self.count = as_int(done.get("files"))
         # Old backups go only once the new one reads back intact.
         checked, bad = self._hashes(ctx, store)
         if bad or checked != self.count:
@@ -198,7 +198,7 @@ class BackupFiles(Remediation):
     def _hashes(self, ctx: Context, store: str) -> tuple[int, list[str]]:
         data = read_json(ctx, ps_script(VERIFY, store=store, name=self.name), "backup verify", 3600)
         data = data if isinstance(data, Mapping) else {}
-        return number(data.get("checked")), strings(data.get("bad"))
+        return as_int(data.get("checked")), strings(data.get("bad"))
 
     def verify(self, ctx: Context) -> Finding:
         checked, bad = self._hashes(ctx, self._store(ctx))

@@ -12,8 +12,8 @@ from toolkit.remediation.quoting import ps_script
 from toolkit.remediation.windows import (
     DNS_NAME,
     HOST_PORT,
+    as_int,
     change,
-    number,
     read_json,
     records,
     strings,
@@ -46,7 +46,7 @@ class FlushDns(Remediation):
 
     def _read(self, ctx: Context) -> tuple[int, list[str]]:
         data = read_json(ctx, ps_script(DNS_CACHE), "DNS cache") or {}
-        return number(data.get("entries")), strings(data.get("failed"))
+        return as_int(data.get("entries")), strings(data.get("failed"))
 
     def check(self, ctx: Context) -> Finding:
         entries, failed = self._read(ctx)

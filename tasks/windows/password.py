@@ -12,7 +12,7 @@ from toolkit.errors import NotFound, ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.remediation.guards import admit_privileged, privileged_guard
 from toolkit.remediation.quoting import ps_script
-from toolkit.remediation.windows import ACCOUNT_NAME, change_json, number, read_json, strings, text
+from toolkit.remediation.windows import ACCOUNT_NAME, as_int, change_json, read_json, strings, text
 from toolkit.secrets.credentials import Secret
 
 # Built-in accounts that are privileged whatever their groups: Administrator (500), krbtgt (502).
@@ -130,7 +130,7 @@ class ResetPassword(Remediation):
             groups.append("Administrators (membership could not be read)")
         if data.get("protected"):
             groups.append("protected accounts (adminCount=1)")
-        rid = number(text(data.get("sid")).rsplit("-", 1)[-1], -1)
+        rid = as_int(text(data.get("sid")).rsplit("-", 1)[-1], -1)
         if rid in PRIVILEGED_RIDS:
             groups.append(PRIVILEGED_RIDS[rid])
         return sorted(set(groups))

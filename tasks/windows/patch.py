@@ -12,9 +12,9 @@ from toolkit.remediation.catalog import Context, Finding, Param, Remediation, re
 from toolkit.remediation.quoting import ps_script
 from toolkit.remediation.windows import (
     KB_ID,
+    as_int,
     change,
     change_json,
-    number,
     read_json,
     records,
     strings,
@@ -200,7 +200,7 @@ class ApplyPatches(Remediation):
         self.results = records(outcome.get("results"))
         self.reboot_needed = bool(outcome.get("reboot"))
         for r in self.results:
-            code = number(r.get("code"), -1)
+            code = as_int(r.get("code"), -1)
             ctx.note(
                 f"{'/'.join(strings(r.get('kbs')))} {text(r.get('title'))}: "
                 f"{RESULT_CODES.get(code, f'result {code}')}"
@@ -211,7 +211,7 @@ class ApplyPatches(Remediation):
 
     def verify(self, ctx: Context) -> Finding:
         wanted, reboot = self._pending(ctx)
-        failed = [r for r in self.results if number(r.get("code"), -1) not in (2, 3)]
+        failed = [r for r in self.results if as_int(r.get("code"), -1) not in (2, 3)]
         restart = reboot or self.reboot_needed
         tail = ""
         if restart:

@@ -14,8 +14,8 @@ from toolkit.remediation.windows import (
     WINDOWS_PATH,
     RestartService,
     UnexpectedOutput,
+    as_int,
     change,
-    number,
     read_json,
     records,
     text,
@@ -94,9 +94,9 @@ def parse_state(data: Any) -> PrintState:
     for p in records(data.get("printers")):
         jobs = tuple(
             Job(
-                number(j.get("id")),
+                as_int(j.get("id")),
                 text(j.get("status")),
-                number(j.get("age_minutes")),
+                as_int(j.get("age_minutes")),
                 text(j.get("document")),
             )
             for j in records(p.get("jobs"))
@@ -105,7 +105,7 @@ def parse_state(data: Any) -> PrintState:
     return PrintState(
         text(data.get("spooler")),
         text(data.get("spool_dir")),
-        number(data.get("spool_files")),
+        as_int(data.get("spool_files")),
         printers,
     )
 
@@ -224,7 +224,7 @@ class RestartSpooler(RestartService):
         itops fix printer.restart-spooler office -p only_if_stopped=true --check
     """
 
-    def service_name(self) -> str:
+    def service_name(self, ctx: Context) -> str:
         return "Spooler"
 
 

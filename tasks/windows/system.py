@@ -9,9 +9,9 @@ from toolkit.remediation.quoting import ps_join, ps_script
 from toolkit.remediation.windows import (
     SERVICE_NAME,
     RestartService,
+    as_int,
     change_json,
     human_bytes,
-    number,
     read_json,
 )
 
@@ -39,7 +39,7 @@ class RestartWindowsService(RestartService):
         str, required=True, kind="text", pattern=SERVICE_NAME, help="service or display name"
     )
 
-    def service_name(self) -> str:
+    def service_name(self, ctx: Context) -> str:
         return str(self.service)
 
 
@@ -99,13 +99,13 @@ class DiskCleanup(Remediation):
         return dict(data) if isinstance(data, dict) else {}
 
     def _finding(self, data: dict[str, Any], after: str = "") -> Finding:
-        size, free = number(data.get("size")), number(data.get("free"))
+        size, free = as_int(data.get("size")), as_int(data.get("free"))
         percent = 100.0 * free / size if size else 0.0
         facts = {
             "drive": data.get("drive"),
             "free_percent": round(percent, 1),
             "free_bytes": free,
-            "cleanable_bytes": number(data.get("cleanable")),
+            "cleanable_bytes": as_int(data.get("cleanable")),
         }
         summary = (
             f"{data.get('drive')} {percent:.1f}% free ({human_bytes(free)} of {human_bytes(size)})"
@@ -114,7 +114,7 @@ class DiskCleanup(Remediation):
             return Finding.healthy(summary + after, **facts)
         return Finding.problem(
             f"{summary}, below {self.min_free_percent}%; "
-            f"{human_bytes(number(data.get('cleanable')))} cleanable" + after,
+            f"{human_bytes(as_int(data.get('cleanable')))} cleanable" + after,
             **facts,
         )
 
@@ -126,9 +126,9 @@ class DiskCleanup(Remediation):
             ps_script(CLEANUP_DIRS, days=int(self.older_than_days)), ps_script(DISK_CLEAN)
         )
         done = change_json(ctx, script, "cleanup", timeout=1800) or {}
-        self.freed = number(done.get("freed"))
+        self.freed = as_int(done.get("freed"))
         ctx.note(
-            f"removed {number(done.get('removed'))} file(s), skipped {number(done.get('in_use'))} "
+            f"removed {as_int(done.get('removed'))} file(s), skipped {as_int(done.get('in_use'))} "
             f"in use, freed {human_bytes(self.freed)}"
         )
 

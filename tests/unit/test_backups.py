@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from toolkit.backups.files import BackupStore, series_of
+from toolkit.backups.files import FileBackupStore, series_of
 from toolkit.errors import NotFound, ValidationError
 from toolkit.secrets.credentials import Secret
 from toolkit.secrets.handover import Handover, deliver
@@ -40,7 +40,7 @@ def make_archive(path: Path, files: dict[str, bytes], compression: str) -> None:
 
 
 def add_backup(
-    store: BackupStore,
+    store: FileBackupStore,
     host: str,
     compression: str = "zstd",
     files: dict[str, bytes] = FILES,
@@ -64,7 +64,7 @@ def add_backup(
 
 @pytest.mark.parametrize("compression", ["zstd", "gzip"])
 def test_a_backup_is_recorded_with_hashes_and_verifies(tmp_path: Path, compression: str) -> None:
-    store = BackupStore(tmp_path / "backups")
+    store = FileBackupStore(tmp_path / "backups")
     backup = add_backup(store, "web-01", compression)
     found = store.backups("web-01")
     assert [b.id for b in found] == [backup.id]  # type: ignore[attr-defined]
@@ -82,7 +82,7 @@ def test_a_backup_is_recorded_with_hashes_and_verifies(tmp_path: Path, compressi
 
 
 def test_verify_finds_a_damaged_archive_or_manifest(tmp_path: Path) -> None:
-    store = BackupStore(tmp_path / "backups")
+    store = FileBackupStore(tmp_path / "backups")
     backup = add_backup(store, "web-01")
     archive = store.archive_path(backup)  # type: ignore[arg-type]
     good = archive.read_bytes()
@@ -98,7 +98,7 @@ def test_verify_finds_a_damaged_archive_or_manifest(tmp_path: Path) -> None:
 
 
 def test_files_that_changed_while_archived_are_recorded(tmp_path: Path) -> None:
-    store = BackupStore(tmp_path / "backups")
+    store = FileBackupStore(tmp_path / "backups")
     backup = add_backup(
         store, "web-01", host_hashes={"/home/jdoe/a.txt": "f" * 64, "/home/jdoe/gone": "e" * 64}
     )
@@ -106,7 +106,7 @@ def test_files_that_changed_while_archived_are_recorded(tmp_path: Path) -> None:
 
 
 def test_retention_keeps_n_and_drops_old_within_a_series_never_the_newest(tmp_path: Path) -> None:
-    store = BackupStore(tmp_path / "backups")
+    store = FileBackupStore(tmp_path / "backups")
     now = datetime.now(UTC)
     ids = [store.new_id(now - timedelta(days=d)) for d in (40, 20, 10, 1)]
     for backup_id in ids:
@@ -126,7 +126,7 @@ def test_retention_keeps_n_and_drops_old_within_a_series_never_the_newest(tmp_pa
 
 
 def test_extract_gives_private_copies_of_chosen_files(tmp_path: Path) -> None:
-    store = BackupStore(tmp_path / "backups")
+    store = FileBackupStore(tmp_path / "backups")
     backup = add_backup(store, "web-01")
     out = store.extract(backup, ["/home/jdoe/sub dir/b $x.txt"], tmp_path / "out")  # type: ignore[arg-type]
     (local,) = out.values()
@@ -138,7 +138,7 @@ def test_extract_gives_private_copies_of_chosen_files(tmp_path: Path) -> None:
 
 
 def test_bad_names_and_unknown_backups(tmp_path: Path) -> None:
-    store = BackupStore(tmp_path / "backups")
+    store = FileBackupStore(tmp_path / "backups")
     with pytest.raises(ValidationError):
         store.folder("../x")
     with pytest.raises(ValidationError):

@@ -13,8 +13,8 @@ import pytest
 
 from tests.fakes import Script
 from tests.unit.linuxfakes import CATALOG, run_linux
+from toolkit.clock import WeeklyWindow
 from toolkit.errors import ValidationError
-from toolkit.remediation.linux import TimeWindow
 from toolkit.run.runner import Outcome
 
 # --------------------------------------------------------------------------- patch.apply
@@ -207,16 +207,31 @@ def test_a_host_without_apt_or_dnf_fails_with_the_reason(tmp_path: Path) -> None
         ("Sat,Sun 00:00-23:59", 7, 600, True),
         ("daily 02:00-04:00", 2, 150, True),
         ("Fri-Mon 01:00-02:00", 7, 70, True),  # a range across the week's end
+        # the maintenance windows' forms, one syntax for both
+        ("Sat 22:00-Mon 06:00", 7, 720, True),
+        ("Sat 22:00-Mon 06:00", 1, 360, False),
+        ("Sun 01:00-01:00", 7, 1439, True),  # an end not after the start: 24 hours
+        ("Sun 22:00-24:00", 7, 1439, True),
+        ("Sun 22:00-24:00", 1, 0, False),
+        ("Mon - Fri 22:00 - 06:00", 2, 30, True),
     ],
 )
-def test_time_windows(spec: str, day: int, minute: int, inside: bool) -> None:
-    assert TimeWindow.parse(spec).contains(day, minute) is inside
+def test_reboot_windows_are_weekly_windows(spec: str, day: int, minute: int, inside: bool) -> None:
+    assert WeeklyWindow.parse(spec, "reboot window").contains(day, minute) is inside
 
 
-@pytest.mark.parametrize("bad", ["Sat", "Funday 01:00-02:00", "Sat 25:00-26:00", "Sat 1-2"])
+def test_the_old_name_of_a_reboot_window_still_imports() -> None:
+    from toolkit.remediation.linux import TimeWindow
+
+    assert TimeWindow is WeeklyWindow
+
+
+@pytest.mark.parametrize(
+    "bad", ["Sat", "Funday 01:00-02:00", "Sat 25:00-26:00", "Sat 1-2", "Mon-Fri 22:00-Sat 01:00"]
+)
 def test_bad_time_windows_are_refused(bad: str) -> None:
-    with pytest.raises(ValidationError):
-        TimeWindow.parse(bad)
+    with pytest.raises(ValidationError, match="reboot window"):
+        WeeklyWindow.parse(bad, "reboot window")
 
 
 # --------------------------------------------------------------------------- network
@@ -614,3 +629,11 @@ def test_itops_bytecode_carries_no_eicar_signature(tmp_path: Path) -> None:
         str(BUILTIN_TASKS / "antivirus.py"), cfile=str(tmp_path / "av.pyc"), doraise=True
     )
     assert b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR" not in Path(compiled).read_bytes()
+
+
+def test_linux_and_windows_read_numbers_with_one_helper() -> None:
+    from toolkit.remediation import linux, windows
+
+    assert linux.as_int is windows.as_int is windows.number
+    assert [linux.as_int(v) for v in (" 42 ", 42, 42.0, None, "", "n/a")] == [42, 42, 42, 0, 0, 0]
+    assert linux.as_int("x", -1) == -1

@@ -67,6 +67,22 @@ def test_next_open_skips_blackouts() -> None:
 
 
 @pytest.mark.parametrize(
+    ("weekly", "when", "open_"),
+    [  # a reboot window's forms work here too: one syntax for every weekly window
+        ("Sat,Sun 01:00-02:00", "2026-11-22T01:30+01:00", True),
+        ("Sat,Sun 01:00-02:00", "2026-11-23T01:30+01:00", False),
+        ("daily 02:00-04:00", "2026-11-25T03:00+01:00", True),
+        ("Sun 23:00-24:00", "2026-11-22T23:59+01:00", True),
+        ("Sun 23:00-24:00", "2026-11-23T00:00+01:00", False),
+    ],
+)
+def test_weekly_ranges_have_the_reboot_windows_forms(weekly: str, when: str, open_: bool) -> None:
+    window = parse_window("w", {"timezone": "Europe/Berlin", "weekly": [weekly]})
+    assert window.is_open(at(when)) is open_
+    assert window.next_open(at("2026-11-16T12:00+01:00")) is not None
+
+
+@pytest.mark.parametrize(
     ("table", "message"),
     [
         ({"weekly": ["Funday 01:00-02:00"]}, "cannot read the weekly range"),

@@ -338,3 +338,24 @@ def test_the_runbook_names_only_existing_remediations_and_the_documented_keys() 
         if "if_failed" in step:
             assert step["if_failed"] in names
     assert set(book["escalate"]) == {"to", "note"}
+
+
+@pytest.mark.parametrize(
+    "name", ["network.port-recover", "network.port-vlan", "network.config-apply"]
+)
+def test_one_class_per_behaviour_is_registered_once_per_switch_family(
+    name: str, tmp_path: Path
+) -> None:
+    index = tmp_path / "index.json"
+    Catalog.load([BUILTIN_TASKS], index=index)
+    task = Catalog.load([BUILTIN_TASKS], index=index).get(name)  # from the index, by source
+    assert [sorted(s.platforms) for s in task.specs] == [
+        ["cisco_ios", "cisco_xe"],
+        ["arista_eos"],
+        ["cisco_nxos"],
+    ]
+    assert len({s.source for s in task.specs}) == 3 and not any(
+        s.source.endswith(":0") for s in task.specs
+    )
+    assert len({s.cls.__mro__[1] for s in task.specs}) == 1  # one behaviour
+    assert all(s.examples for s in task.specs)

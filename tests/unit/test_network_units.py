@@ -444,13 +444,13 @@ def test_the_backup_repository_ignores_the_callers_git_variables(
     # to another repository.
     import subprocess
 
-    from toolkit.backups.network import BackupStore
+    from toolkit.backups.network import ConfigRepository
 
     elsewhere = tmp_path / "elsewhere"
     subprocess.run(["git", "init", "-q", str(elsewhere)], check=True)
     monkeypatch.setenv("GIT_DIR", str(elsewhere / ".git"))
     monkeypatch.setenv("GIT_WORK_TREE", str(elsewhere))
-    store = BackupStore(tmp_path / "network")
+    store = ConfigRepository(tmp_path / "network")
     store.write("sw-01", "hostname sw-01\n")
     assert store.commit(["sw-01"], "first backup")
     assert (tmp_path / "network" / ".git").is_dir()

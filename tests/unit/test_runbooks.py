@@ -423,3 +423,30 @@ def test_a_resolved_ticket_is_not_escalated_behind_the_desks_back(
     assert "ticket.escalated" not in kinds and "runbook.escalation-refused" in kinds
     refused = next(ledger.records(ticket="INC-42", kind="runbook.escalation-refused")).info
     assert refused["tier"] == "L3" and "resolved" in refused["why"]
+
+
+@pytest.mark.parametrize(
+    ("check_only", "outcomes", "escalated", "code"),
+    [
+        (False, ["fixed", "already-ok"], False, 0),
+        (False, ["fixed", "failed"], True, 1),  # escalation wins over everything
+        (False, ["failed", "would-fix"], False, 0),  # a later step fixed it; a check step's find
+        (False, ["unreachable", "needs-approval"], False, 3),
+        (False, ["needs-approval", "fixed"], False, 5),
+        (True, ["failed", "unreachable"], False, 1),
+        (True, ["needs-approval", "would-fix"], False, 5),
+        (True, ["would-fix", "already-ok"], False, 4),
+    ],
+)
+def test_a_runbooks_exit_code_follows_the_runners_codes(
+    check_only: bool, outcomes: list[str], escalated: bool, code: int
+) -> None:
+    from toolkit.automation.runbooks import RunbookReport, Step, StepRun
+    from toolkit.run.runner import HostResult, Outcome, RunReport
+
+    results = tuple(HostResult(f"h{i}", Outcome(o), "") for i, o in enumerate(outcomes))
+    step = StepRun(Step("s", "t.x"), RunReport("t.x", None, check_only, results, 0.0))
+    report = RunbookReport(
+        "r", "id", None, check_only, (step,), {"h0": "why"} if escalated else {}, 0.0
+    )
+    assert report.exit_code == code

@@ -4,6 +4,7 @@ time zones and DST, and every schedule change recorded in the ledger."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select, update
 
 from tests.clocks import FakeClock
 from toolkit.automation.schedule import (
@@ -40,7 +42,7 @@ class Jobs:
         self.calls.append((s.name, ticket, occurrence))
         if self.during is not None:
             self.during()
-        return JobResult("completed", f"task {s.target} on 2 host(s): 2 fixed", 0, {"fixed": 2})
+        return JobResult("completed", f"task {s.what} on 2 host(s): 2 fixed", 0, {"fixed": 2})
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ def weekly(name: str = "weekly-patch", **kw: Any) -> Schedule:
     fields: dict[str, Any] = {
         "name": name,
         "kind": "task",
-        "target": "patch.apply",
+        "what": "patch.apply",
         "targets": "linux",
         "cron": "0 2 * * SUN",
         "timezone": "Europe/Berlin",
@@ -115,6 +117,20 @@ def test_bad_definitions_are_refused_and_nothing_is_stored(
         sched.add(weekly(**change))
     store, ledger = env
     assert store.list() == [] and kinds(ledger) == []
+
+
+def test_a_schedule_stored_before_target_was_renamed_what_still_reads(env: Any) -> None:
+    """`Schedule.what` (the task, runbook or playbook) was stored as `target` beside `targets`."""
+    store, _ = env
+    sched = make(env, FakeClock("2026-11-18T12:00+00:00"))
+    sched.add(weekly())
+    with store.engine.begin() as conn:
+        definition = json.loads(conn.execute(select(store.table.c.definition)).scalar_one())
+        definition["target"] = definition.pop("what")
+        conn.execute(update(store.table).values(definition=json.dumps(definition)))
+    (old,) = store.list()
+    assert old.what == "patch.apply" and old.job() == "task patch.apply"
+    assert old.targets == "linux"
 
 
 def test_a_name_is_taken_once(env: Any) -> None:
@@ -445,3 +461,15 @@ def test_manual_runs_in_the_same_second_each_get_their_own_change_ticket(env: An
         assert [r.kind for r in ledger.records(ticket=ticket, kind="ticket.resolved")] == [
             "ticket.resolved"
         ], "each ticket is resolved exactly once"
+
+
+def test_the_schedule_table_opens_sqlite_as_the_ledger_does(tmp_path: Path) -> None:
+    """One SQLite setup (ledger.store.connect): WAL, the URL's busy timeout, BEGIN IMMEDIATE."""
+    store = ScheduleStore(f"sqlite:///{tmp_path / 'new' / 'l.db'}?timeout=5")
+    try:
+        with store.engine.begin() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+            assert conn.connection.dbapi_connection.in_transaction
+    finally:
+        store.close()

@@ -62,7 +62,7 @@ def check(app: App, s: Schedule) -> None:
                 hint="pick cron times inside the window, or another window",
             )
     if s.kind == "task":
-        entry = app.catalog.get(s.target)
+        entry = app.catalog.get(s.what)
         entry.validate(dict(s.params), {h.platform for h in hosts})
         from toolkit.run.maintenance import check_hosts
 
@@ -70,11 +70,11 @@ def check(app: App, s: Schedule) -> None:
     elif s.kind == "playbook":
         from toolkit.automation.playbooks import find_playbook, parse_extra_vars
 
-        find_playbook(app.workspace, s.target)
+        find_playbook(app.workspace, s.what)
         parse_extra_vars(_as_list(s.params))
     else:
         engine = runbook_engine()
-        engine.load(app.workspace, s.target)
+        engine.load(app.workspace, s.what)
 
 
 def first_in_window(s: Schedule, window: Any, now: datetime, *, days: int = 366) -> Any:
@@ -129,7 +129,7 @@ class JobRunner:
 
         app = self.app
         # Loaded afresh: the scheduler runs for days, and a task file may have been edited.
-        entry = Catalog.load(app.workspace.task_folders).get(s.target)
+        entry = Catalog.load(app.workspace.task_folders).get(s.what)
         request = RunRequest(
             entry,
             hosts,
@@ -151,28 +151,28 @@ class JobRunner:
         # schedule) is run_playbook's, as for an ad-hoc run.
         report = run_playbook(
             self.app,
-            s.target,
+            s.what,
             hosts,
             ticket=ticket,
-            check=s.check_only,
+            check_only=s.check_only,
             extra_vars=parse_extra_vars(_as_list(s.params)),
             job_window=s.window,
             schedule=s.name,
         )
-        return summarize(f"playbook {s.target}", report)
+        return summarize(f"playbook {s.what}", report)
 
     def _runbook(self, s: Schedule, hosts: Sequence[Host], ticket: str) -> JobResult:
         engine = runbook_engine()
         if not hasattr(engine, "run"):
             raise ValidationError("the runbook engine has no run() entry point")
         report = engine.run(
-            self.app, s.target, hosts, dict(s.params), ticket=ticket, check_only=s.check_only
+            self.app, s.what, hosts, dict(s.params), ticket=ticket, check_only=s.check_only
         )
         if isinstance(report, RunReport):
-            return summarize(f"runbook {s.target}", report)
+            return summarize(f"runbook {s.what}", report)
         code = getattr(report, "exit_code", None)
         if isinstance(code, int):  # a RunbookReport: escalated hosts fail the job
             resolution = {0: "completed", 4: "completed", 5: "needs-approval"}.get(code, "failed")
             counts = Counter(str(r.outcome) for r in getattr(report, "results", ()))
-            return JobResult(resolution, f"runbook {s.target}: {report.describe()}", code, counts)
-        return JobResult("completed", f"runbook {s.target}: {report}")
+            return JobResult(resolution, f"runbook {s.what}: {report.describe()}", code, counts)
+        return JobResult("completed", f"runbook {s.what}: {report}")

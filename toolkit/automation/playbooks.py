@@ -227,7 +227,7 @@ def _output(res: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def _host_outcome(tally: _HostTally | None, check: bool) -> tuple[Outcome, str]:
+def _host_outcome(tally: _HostTally | None, check_only: bool) -> tuple[Outcome, str]:
     if tally is None or not tally.statuses:
         return Outcome.SKIPPED, "no play in the playbook matched this host"
     s = tally.statuses
@@ -238,7 +238,7 @@ def _host_outcome(tally: _HostTally | None, check: bool) -> tuple[Outcome, str]:
         return Outcome.FAILED, f"{tally.last_task}: {tally.last_problem}"
     counts = f"{s.count('ok')} ok, {n_changed} changed, {s.count('skipped')} skipped"
     if n_changed:
-        if check:
+        if check_only:
             return Outcome.WOULD_FIX, f"check mode: {n_changed} task(s) would change ({counts})"
         return Outcome.FIXED, f"{counts} (ansible reports changes; no separate verify step)"
     return Outcome.ALREADY_OK, counts
@@ -250,7 +250,7 @@ def run_playbook(
     hosts: Sequence[Host],
     *,
     ticket: str | None,
-    check: bool,
+    check_only: bool,
     extra_vars: Mapping[str, str],
     on_event: Callable[[TaskEvent], None] | None = None,
     forks: int = 20,
@@ -268,7 +268,7 @@ def run_playbook(
         import ansible_runner
     except ImportError:
         raise PlaybookError("ansible-runner is not installed", hint=INSTALL_HINT) from None
-    if not check and not ticket:
+    if not check_only and not ticket:
         from toolkit.errors import TicketRequired
 
         raise TicketRequired(
@@ -288,7 +288,7 @@ def run_playbook(
     task = playbook_task(playbook, hosts)
     held: dict[str, Any] = {}  # host → the policy's decision that keeps it out of this run
     decisions: dict[str, Any] = {}
-    if not check and ticket:
+    if not check_only and ticket:
         from toolkit.run.policy import prepare
 
         policy = prepare(
@@ -324,9 +324,9 @@ def run_playbook(
         itops_ticket=ticket or "",
         itops_run_id=run_id,
         itops_state_dir=str(app.workspace.state_dir.resolve()),
-        itops_check=check,
+        itops_check=check_only,  # (the variable playbooks read: its name stays)
     )
-    mode = "check" if check else "fix"
+    mode = "check" if check_only else "fix"
     begun: dict[str, str] = {}
     for host in hosts:
         begun[host.name] = ledger.begin(
@@ -410,7 +410,9 @@ def run_playbook(
             inventory=[str(p.resolve()) for p in app.workspace.inventory_sources],
             limit=",".join(h.name for h in running),
             envvars=ansible_environment(app.workspace, run_dir, connect_timeout),
-            cmdline=shlex.join([*(["--check", "--diff"] if check else []), "-e", f"@{extravars}"]),
+            cmdline=shlex.join(
+                [*(["--check", "--diff"] if check_only else []), "-e", f"@{extravars}"]
+            ),
             forks=max(1, min(forks, len(running))),
             event_handler=handler,
             quiet=True,
@@ -430,7 +432,7 @@ def run_playbook(
         shutil.rmtree(run_dir, ignore_errors=True)
     results = []
     for host in hosts:
-        outcome, message = _host_outcome(tallies.get(host.name), check)
+        outcome, message = _host_outcome(tallies.get(host.name), check_only)
         if error and outcome == Outcome.SKIPPED:
             outcome, message = Outcome.FAILED, error
         if host.name in held:  # the policy kept it out: what it said, nothing ran there
@@ -460,7 +462,7 @@ def run_playbook(
                 action_id=begun[host.name],
             )
         )
-    return RunReport(task_name, ticket, check, tuple(results), time.monotonic() - started)
+    return RunReport(task_name, ticket, check_only, tuple(results), time.monotonic() - started)
 
 
 class _NothingToRun(Exception):

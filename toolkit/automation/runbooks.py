@@ -43,8 +43,6 @@ RUNBOOK_NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")
 STEP_KEYS = ("name", "task", "params", "check_only", "if_failed")
 TOP_KEYS = ("summary", "category", "params", "steps", "escalate")
 TIERS = ("L1", "L2", "L3", "ops")
-OK = ("fixed", "already-ok")
-HELD = ("needs-approval", "skipped")  # by the run policy (or no implementation for the host)
 _REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 Value = str | list[str]
@@ -475,18 +473,19 @@ class RunbookReport:
 
     @property
     def exit_code(self) -> int:
-        """0 nothing left to do; 1 escalated (or a step failed); 3 a host unreachable;
-        4 --check found something to fix."""
-        outcomes = {str(r.outcome) for r in self.results}
-        if self.escalated or (self.check_only and "failed" in outcomes):
+        """The runner's exit codes (`EXIT_CODES`, the first that applies wins) over every step's
+        results: 1 a host escalated, or a step failed in a --check run; 3 a host unreachable;
+        5 a change waits for an approval; 4 --check found something to fix; 0 nothing left to
+        do. In a fix run a failed step is the escalation's to judge (a later step may have fixed
+        the host), and would-fix is what a check-only step found, not work left undone."""
+        from toolkit.run.runner import EXIT_CODES, Outcome
+
+        if self.escalated:
             return 1
-        if "unreachable" in outcomes:
-            return 3
-        if "needs-approval" in outcomes:
-            return 5
-        if self.check_only and "would-fix" in outcomes:
-            return 4
-        return 0
+        outcomes = {r.outcome for r in self.results}
+        if not self.check_only:
+            outcomes -= {Outcome.FAILED, Outcome.WOULD_FIX}
+        return next((code for outcome, code in EXIT_CODES if outcome in outcomes), 0)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -540,6 +539,8 @@ def run_runbook(
     from toolkit.ledger import Entry
     from toolkit.run.runner import Outcome
 
+    ok = {Outcome.FIXED, Outcome.ALREADY_OK}
+    held_by_policy = {Outcome.NEEDS_APPROVAL, Outcome.SKIPPED}  # (or no implementation for it)
     if not options.check_only and not ticket:
         raise TicketRequired(
             f"runbook {runbook.name} changes hosts: a ticket is required",
@@ -573,7 +574,7 @@ def run_runbook(
             done = by_host[host.name]
             unreachable = any(r.outcome == Outcome.UNREACHABLE for r in done.values())
             not_needed = bool(step.if_failed) and (
-                step.if_failed not in done or str(done[str(step.if_failed)].outcome) in OK
+                step.if_failed not in done or done[str(step.if_failed)].outcome in ok
             )
             if unreachable or not_needed or host.name in held:
                 skipped.append(host.name)
@@ -591,7 +592,7 @@ def run_runbook(
             report = run_step(tasks[step.task], active, params, step_options)
             for result in report.results:
                 by_host[result.host][step.name] = result
-                if str(result.outcome) in HELD:
+                if result.outcome in held_by_policy:
                     held[result.host] = f"{step.name} ({result.outcome}): {result.message}"
         run = StepRun(step, report, tuple(skipped))
         runs.append(run)
@@ -665,6 +666,8 @@ def _escalations(
     """Hosts whose last fix step that ran did not end fixed/already-ok (or, where no fix step
     ran, whose last step failed or could not connect) → what that step found. Held hosts
     (waiting for an approval or a window) are not escalated."""
+    from toolkit.run.runner import Outcome
+
     out = {}
     order = [s.name for s in runbook.steps]
     fix_steps = {s.name for s in runbook.steps if not s.check_only}
@@ -675,10 +678,10 @@ def _escalations(
         deciding = [n for n in ran if n in fix_steps]
         if deciding:
             last = by_host[host.name][deciding[-1]]
-            if str(last.outcome) not in OK:
+            if last.outcome not in (Outcome.FIXED, Outcome.ALREADY_OK):
                 out[host.name] = f"{deciding[-1]} ({last.outcome}): {last.message}"
         elif ran:
             last = by_host[host.name][ran[-1]]
-            if str(last.outcome) in ("failed", "unreachable"):
+            if last.outcome in (Outcome.FAILED, Outcome.UNREACHABLE):
                 out[host.name] = f"{ran[-1]} ({last.outcome}): {last.message}"
     return out

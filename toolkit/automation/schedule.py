@@ -124,7 +124,7 @@ def local_timezone() -> str:
 class Schedule:
     name: str
     kind: str  # task | runbook | playbook
-    target: str  # the task, runbook or playbook name
+    what: str  # the task, runbook or playbook it runs (older rows store it as `target`)
     targets: str  # inventory pattern
     cron: str
     timezone: str
@@ -147,7 +147,7 @@ class Schedule:
 
     DEFINITION = (
         "kind",
-        "target",
+        "what",
         "targets",
         "cron",
         "timezone",
@@ -169,7 +169,7 @@ class Schedule:
         }
 
     def job(self) -> str:
-        return f"{self.kind} {self.target}"
+        return f"{self.kind} {self.what}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -212,31 +212,16 @@ class ScheduleStore:
             String,
             Table,
             Text,
-            create_engine,
-            event,
         )
 
-        from toolkit.ledger.store import backend
+        from toolkit.ledger.store import backend, make_engine
 
         self.url = url
         self.dialect = backend(url)
-        if self.dialect == "sqlite":
-            path = url.partition(":///")[2].partition("?")[0]
-            if path:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url)
-        if self.dialect == "sqlite":
-            # Write transactions take SQLite's write lock up front (BEGIN IMMEDIATE), so two
-            # processes claiming one row serialise instead of failing to upgrade a read lock.
-            @event.listens_for(self.engine, "connect")
-            def _autocommit(dbapi_conn: Any, _record: Any) -> None:
-                dbapi_conn.isolation_level = None
-                dbapi_conn.execute("PRAGMA busy_timeout=60000")
-                dbapi_conn.execute("PRAGMA journal_mode=WAL")
-
-            @event.listens_for(self.engine, "begin")
-            def _immediate(conn: Any) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # The ledger's own connections (WAL, busy timeout); on SQLite every transaction takes the
+        # write lock up front (BEGIN IMMEDIATE), so two processes claiming one row serialise
+        # instead of failing to upgrade a read lock.
+        self.engine = make_engine(url, immediate=True)
 
         metadata = MetaData()
         self.table = Table(
@@ -267,6 +252,8 @@ class ScheduleStore:
 
     def _row(self, row: Any) -> Schedule:
         spec = json.loads(row.definition)
+        if "target" in spec:  # written before `target` (beside `targets`) was renamed `what`
+            spec["what"] = spec.pop("target")
         return Schedule(
             name=row.name,
             **spec,
@@ -709,7 +696,7 @@ class Scheduler:
 
 
 def _task(s: Schedule) -> str:
-    return s.target if s.kind == "task" else f"{s.kind}:{s.target}"
+    return s.what if s.kind == "task" else f"{s.kind}:{s.what}"
 
 
 def _iso(at: datetime | None) -> str | None:

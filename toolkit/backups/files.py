@@ -20,12 +20,14 @@ import re
 import secrets
 import shutil
 import tarfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from toolkit.clock import iso_seconds
 from toolkit.errors import NotFound, ToolkitError, ValidationError
 
 FOLDER = "backups/files"  # under the workspace's state folder (ctx.artifacts(FOLDER))
@@ -188,7 +190,7 @@ def read_members(path: Path, compression: str) -> list[Member]:
     return members
 
 
-class BackupStore:
+class FileBackupStore:
     """Backups on the controller, per host (see the module docstring)."""
 
     def __init__(self, root: Path) -> None:
@@ -278,7 +280,7 @@ class BackupStore:
         backup = Backup(
             backup_id,
             host,
-            datetime.now(UTC).isoformat(timespec="seconds"),
+            iso_seconds(time.time()),
             tuple(paths),
             series_of(paths),
             compression,

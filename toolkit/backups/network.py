@@ -49,8 +49,9 @@ def device_file(device: str) -> str:
     return f"{device}.cfg"
 
 
-class BackupStore:
-    """The backup repository (created on first write)."""
+class ConfigRepository:
+    """Network device configurations in a git repository, one file per device (created on
+    first write; every run that changed something is one commit)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root

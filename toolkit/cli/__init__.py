@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import atexit
 import gc
-import importlib
 import sys
 from typing import Any
 
 import click
 
 from toolkit import __version__
+from toolkit.cli.lazy import LazyGroup
 from toolkit.errors import ToolkitError
 
 COMMANDS = {
@@ -81,26 +81,12 @@ COMMANDS = {
 _APPS: list[Any] = []  # the invocation's App, so errors printed here are masked too
 
 
-class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
-            return None
-        module, attr, _ = COMMANDS[name]
-        command: click.Command = getattr(importlib.import_module(module), attr)
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, COMMANDS[name][2]) for name in sorted(COMMANDS)]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    lazy_subcommands={name: f"{module}:{attr}" for name, (module, attr, _) in COMMANDS.items()},
+    short_help_of={name: text for name, (_, _, text) in COMMANDS.items()},
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--workspace",
     "-w",

@@ -7,36 +7,23 @@ its commands with one line each.
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
 from toolkit.app import App
 from toolkit.cli import render
+from toolkit.cli.lazy import LazyGroup
 
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("toolkit.cli.backup", "run"),
-    "history": ("toolkit.cli.backup", "history"),
-    "diff": ("toolkit.cli.backup", "diff"),
-    "list": ("toolkit.cli.backup_files", "list_"),
-    "show": ("toolkit.cli.backup_files", "show"),
-    "verify": ("toolkit.cli.backup_files", "verify"),
+SUBCOMMANDS = {
+    "run": "toolkit.cli.backup:run",
+    "history": "toolkit.cli.backup:history",
+    "diff": "toolkit.cli.backup:diff",
+    "list": "toolkit.cli.backup_files:list_",
+    "show": "toolkit.cli.backup_files:show",
+    "verify": "toolkit.cli.backup_files:verify",
 }
 
 
-class BackupGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(SUBCOMMANDS)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in SUBCOMMANDS:
-            return None
-        module, attr = SUBCOMMANDS[name]
-        command: click.Command = getattr(importlib.import_module(module), attr)
-        return command
-
-
-@click.group(cls=BackupGroup)
+@click.group(cls=LazyGroup, lazy_subcommands=SUBCOMMANDS)
 def backup() -> None:
     """Backups: network configurations kept in git inside the workspace (run, history, diff),
     and the file backups backup.files fetched from Linux hosts (list, show, verify).
@@ -68,6 +55,7 @@ def run(app: App, targets: str, ticket: str | None, check_only: bool, as_json: b
     Example:
       itops backup run netlab --ticket CHG-1001
     """
+    from toolkit.run.runner import Outcome
     from toolkit.run.service import RunService, plan
 
     request = plan(
@@ -86,11 +74,11 @@ def run(app: App, targets: str, ticket: str | None, check_only: bool, as_json: b
     diffs = []
     for result in report.results:
         status = str((result.check.facts if result.check else {}).get("status") or "")
-        if result.outcome in ("failed", "unreachable"):
+        if result.outcome in (Outcome.FAILED, Outcome.UNREACHABLE):
             status = str(result.outcome)
         rows.append((result.host, status or str(result.outcome), result.message))
         diff = (result.check.facts if result.check else {}).get("diff")
-        if diff and result.outcome in ("fixed", "would-fix"):
+        if diff and result.outcome in (Outcome.FIXED, Outcome.WOULD_FIX):
             diffs.append(str(diff))
     render.table(["device", "backup", "detail"], rows)
     for diff in diffs:
@@ -111,9 +99,9 @@ def history(app: App, device: str, as_json: bool) -> None:
     Example:
       itops backup history sw-01
     """
-    from toolkit.backups.network import FOLDER, BackupStore
+    from toolkit.backups.network import FOLDER, ConfigRepository
 
-    revisions = BackupStore(app.workspace.state_dir / FOLDER).history(device)
+    revisions = ConfigRepository(app.workspace.state_dir / FOLDER).history(device)
     if as_json:
         render.emit_json([r.__dict__ for r in revisions])
         return
@@ -135,7 +123,7 @@ def diff(app: App, device: str, rev: str | None) -> None:
       itops backup diff sw-01
       itops backup diff sw-01 HEAD~2
     """
-    from toolkit.backups.network import FOLDER, BackupStore
+    from toolkit.backups.network import FOLDER, ConfigRepository
 
-    text = BackupStore(app.workspace.state_dir / FOLDER).diff(device, rev)
+    text = ConfigRepository(app.workspace.state_dir / FOLDER).diff(device, rev)
     render.echo(text.rstrip("\n") if text else f"no change to {device} since {rev}")

@@ -11,13 +11,13 @@ from toolkit.app import App
 from toolkit.cli import render
 
 if TYPE_CHECKING:
-    from toolkit.backups.files import BackupStore
+    from toolkit.backups.files import FileBackupStore
 
 
-def _store(app: App) -> BackupStore:
-    from toolkit.backups.files import FOLDER, BackupStore
+def _store(app: App) -> FileBackupStore:
+    from toolkit.backups.files import FOLDER, FileBackupStore
 
-    return BackupStore(app.workspace.state_dir / FOLDER)
+    return FileBackupStore(app.workspace.state_dir / FOLDER)
 
 
 @click.command("list")

@@ -13,7 +13,7 @@ from toolkit.cli import render
 from toolkit.cli.options import Checked, fan_out
 from toolkit.desk.tickets import CATEGORIES, PRIORITIES
 from toolkit.errors import ValidationError
-from toolkit.run.runner import HostResult, RunInterrupted, RunReport
+from toolkit.run.runner import HostResult, Outcome, RunInterrupted, RunReport
 
 if TYPE_CHECKING:
     from toolkit.remediation.catalog import Task
@@ -215,7 +215,7 @@ def fix(
         if not check_only:
             entry = app.catalog.get(task)
             _warn_repeat_fixes(
-                app, entry.category, [r.host for r in report.results if r.outcome == "fixed"]
+                app, entry.category, [r.host for r in report.results if r.outcome == Outcome.FIXED]
             )
     finally:  # whatever the reporting does, what the run made for the engineer reaches them
         render.handovers(report.results)

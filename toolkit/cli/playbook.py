@@ -161,7 +161,7 @@ def run(
         name,
         hosts,
         ticket=ticket,
-        check=check_only,
+        check_only=check_only,
         extra_vars=variables,
         on_event=progress,
         forks=forks,

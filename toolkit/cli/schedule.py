@@ -142,20 +142,20 @@ def add(
     ]
     if len(jobs) != 1:
         raise ValidationError("give exactly one of --task, --runbook or --playbook")
-    kind, target = jobs[0]
+    kind, what = jobs[0]
     if kind == "task" and category is None:
-        category = app.catalog.get(target).category
+        category = app.catalog.get(what).category
     s = Schedule(
         name=name,
         kind=kind,
-        target=target,
+        what=what,
         targets=targets,
         cron=cron,
         timezone=timezone or settings(app.workspace.config)["timezone"],
         window=window,
         params=parse_params(params),
         missed=missed,
-        category=category or ("backup" if "backup" in target else "software"),
+        category=category or ("backup" if "backup" in what else "software"),
         priority=priority,
         check_only=check_only,
     )

@@ -304,7 +304,7 @@ def _clock_lines(s: TicketSummary, policy: Policy, now: float) -> list[str]:
 
 
 def _summary_dict(s: TicketSummary, policy: Policy, now: float) -> dict[str, Any]:
-    from toolkit.desk.sla import iso
+    from toolkit.clock import iso_seconds
 
     return {
         "ticket": s.ticket,
@@ -316,12 +316,12 @@ def _summary_dict(s: TicketSummary, policy: Policy, now: float) -> dict[str, Any
         "assignee": s.assignee,
         "tier": s.tier,
         "summary": s.summary,
-        "opened_at": iso(s.opened_at),
-        "response_due": iso(s.response_due),
-        "responded_at": iso(s.response_at),
+        "opened_at": iso_seconds(s.opened_at),
+        "response_due": iso_seconds(s.response_due),
+        "responded_at": iso_seconds(s.response_at),
         "response_minutes": None if s.response_minutes is None else round(s.response_minutes, 1),
         "response_target": s.response_target,
-        "resolved_at": iso(s.resolved_at),
+        "resolved_at": iso_seconds(s.resolved_at),
         "resolution_minutes": round(
             s.resolution_minutes
             if s.resolution_minutes is not None
@@ -332,7 +332,7 @@ def _summary_dict(s: TicketSummary, policy: Policy, now: float) -> dict[str, Any
         "breached": s.breached(policy, now),
         "escalations": s.escalations,
         "reopens": s.reopens,
-        "update_due": iso(s.update_due),
+        "update_due": iso_seconds(s.update_due),
         "survey_score": s.survey_score,
     }
 

@@ -29,8 +29,9 @@ from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any, NamedTuple, Protocol
 
+from toolkit.clock import iso_seconds
 from toolkit.desk.kpinames import KPI_KEYS
-from toolkit.desk.sla import Policy, iso
+from toolkit.desk.sla import Policy
 from toolkit.desk.tickets import ActionFact, TicketSummary
 
 SCHEMA = "itops.kpi/1"
@@ -365,9 +366,9 @@ def kpis(
     index = RecurrenceIndex(tickets)
     out: dict[str, Any] = {
         "schema": SCHEMA,
-        "since": iso(since),
-        "until": iso(until),
-        "as_of": iso(at),
+        "since": iso_seconds(since),
+        "until": iso_seconds(until),
+        "as_of": iso_seconds(at),
         "timezone": policy.calendar.timezone,
     }
     out.update(compute(tickets, actions, policy, since, until, at, index))
@@ -460,7 +461,7 @@ def weekly(
             *(cursor + timedelta(days=7)).timetuple()[:3], tzinfo=zone
         )  # local midnight again, whatever DST did
     bounds.append(until)
-    weeks = [_Week(iso(max(lo, since)) or "") for lo in bounds[:-1]]
+    weeks = [_Week(iso_seconds(max(lo, since))) for lo in bounds[:-1]]
 
     def slot(t: float) -> int | None:
         if t < since or t >= until:

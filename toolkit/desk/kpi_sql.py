@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from toolkit.clock import iso_seconds
 from toolkit.desk.kpi import (
     RUN_OUTCOMES,
     SCHEMA,
@@ -30,7 +31,7 @@ from toolkit.desk.kpi import (
     as_of,
 )
 from toolkit.desk.projection import SUMMARY_SQL, Projection, _summary
-from toolkit.desk.sla import Policy, iso
+from toolkit.desk.sla import Policy
 from toolkit.desk.tickets import ActionFact, TicketSummary
 
 _COLUMN_GROUPS = ("category", "priority", "assignee", "tier")
@@ -65,9 +66,9 @@ def kpis_fast(
     actions = projection.actions()
     out: dict[str, Any] = {
         "schema": SCHEMA,
-        "since": iso(since),
-        "until": iso(until),
-        "as_of": iso(at),
+        "since": iso_seconds(since),
+        "until": iso_seconds(until),
+        "as_of": iso_seconds(at),
         "timezone": policy.calendar.timezone,
     }
     if backlog is None:
@@ -221,7 +222,7 @@ Backlog = list[tuple[TicketSummary, bool, float]]  # open ticket, past SLA, age 
 
 def backlog_at(projection: Projection, policy: Policy, at: float) -> Backlog:
     """The tickets open at instant `at`, replayed once and shared by every grouping."""
-    ph = "?" if projection.dialect == "sqlite" else "%s"
+    ph = projection.mark
     sql = (
         f"SELECT {SUMMARY_SQL} FROM kpi_tickets WHERE ticket IN (SELECT ticket FROM kpi_facts "
         f"WHERE opened_at <= {ph} AND (resolved_at IS NULL OR resolved_at > {ph}))"
@@ -245,7 +246,7 @@ def backlog_at(projection: Projection, policy: Policy, at: float) -> Backlog:
 
 def trend_rows(projection: Projection, since: float, until: float) -> list[TrendRow]:
     """The columns the weekly trend needs, for tickets opened or resolved in the period."""
-    ph = "?" if projection.dialect == "sqlite" else "%s"
+    ph = projection.mark
     sql = (
         "SELECT opened_at, response_at, response_due, resolved_at, resolution_minutes, "
         f"resolution_target FROM kpi_facts WHERE (opened_at >= {ph} AND opened_at < {ph}) "

@@ -281,14 +281,15 @@ class Projection:
     """The KPI projection of one ledger database (see the module docstring)."""
 
     def __init__(self, url: str, policy: Policy, *, read_only: bool = False) -> None:
-        from toolkit.ledger.store import make_engine
+        from toolkit.ledger.store import make_engine, placeholder
 
         self.url = url
         self.policy = policy
         scratch = read_only and url.startswith("sqlite")
         self.scratch = scratch  # in memory: one connection, lost when the engine is disposed
-        self.engine: Engine = _scratch_engine(url) if scratch else make_engine(url)
+        self.engine: Engine = make_engine(url, scratch=scratch)
         self.dialect = self.engine.dialect.name
+        self.mark = placeholder(self.dialect)  # the driver's parameter marker
         if self.dialect == "sqlite":
             # KPI queries scan kpi_facts several times: keep it in SQLite's own page cache
             # (the ledger's connections keep the default size; these are the projection's own)
@@ -444,7 +445,7 @@ class Projection:
 
     def _update_recurrence(self, conn: Any, changes: list[tuple[float | None, str]]) -> None:
         if changes:
-            ph = "?" if self.dialect == "sqlite" else "%s"
+            ph = self.mark
             raw: Any = conn.connection.dbapi_connection
             cursor = raw.cursor()
             try:
@@ -460,7 +461,7 @@ class Projection:
         """Plain DBAPI executemany inside the transaction (SQLAlchemy's per-row cost is ~5×)."""
         if not rows:
             return
-        ph = "?" if self.dialect == "sqlite" else "%s"
+        ph = self.mark
         sql = (
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([ph] * len(columns))})"
         )
@@ -533,7 +534,7 @@ class Projection:
     ) -> None:
         """Touched tickets are replayed whole: read their records up to the watermark."""
         names = sorted(touched)
-        ph = "?" if self.dialect == "sqlite" else "%s"
+        ph = self.mark
         for i in range(0, len(names), CHUNK):
             chunk = names[i : i + CHUNK]
             relevant = _RELEVANT if ph == "?" else _RELEVANT.replace("%", "%%")
@@ -636,7 +637,7 @@ class Projection:
     # -- reading -------------------------------------------------------------------------------
     def tickets(self, **where: Any) -> list[TicketSummary]:
         """Every ticket row (after a refresh), optionally filtered by equal columns."""
-        ph = "?" if self.dialect == "sqlite" else "%s"
+        ph = self.mark
         conditions = [(k, v) for k, v in where.items() if v is not None]
         for key, _ in conditions:
             if key not in _TICKET_COLUMNS:
@@ -735,34 +736,6 @@ def _prime_worker(go: Any) -> None:
         projection._store_primed(head, first, last, len(events), rows, recurs, changes)
     finally:
         projection.close()
-
-
-def _scratch_engine(url: str) -> Engine:
-    """For a read-only open of a SQLite ledger: the projection's tables in memory, the ledger's
-    file attached read-only as `ledger_db` (unqualified names find main's tables first, so
-    `ledger` is the file's and `kpi_*` the memory's). Nothing is written to the file."""
-    import sqlite3
-
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import StaticPool
-
-    from toolkit.ledger.store import SqliteTarget
-
-    target = SqliteTarget.parse(url)
-
-    def creator() -> sqlite3.Connection:
-        conn = sqlite3.connect(":memory:", uri=True, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout={int(target.timeout * 1000)}")
-        conn.execute("ATTACH DATABASE ? AS ledger_db", (target.uri(),))
-        return conn
-
-    engine = create_engine("sqlite://", creator=creator, poolclass=StaticPool)
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")  # one connection: nobody to wait for
-
-    return engine
 
 
 def _copy_stored(conn: Any) -> None:

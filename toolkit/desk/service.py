@@ -9,8 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from toolkit.clock import iso
 from toolkit.desk.sla import Policy, load_policy
 
 if TYPE_CHECKING:
@@ -92,7 +94,7 @@ def repeat_fixes(
 ) -> list[RepeatFix]:
     """Hosts with at least `threshold` fixed outcomes of tasks in `category` in the last `days`."""
     now = now if now is not None else time.time()
-    since = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(now - days * DAY))
+    since = iso(datetime.fromtimestamp(now - days * DAY, UTC))
     wanted = list(dict.fromkeys(hosts))
     counts: dict[str, int] = dict.fromkeys(wanted, 0)
     tickets: dict[str, dict[str, None]] = {h: {} for h in wanted}

@@ -37,14 +37,14 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from toolkit.clock import WEEKDAYS
 from toolkit.errors import ConfigError
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_HOURS = "09:00-18:00"
 _HOURS = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(m|min|h|d|bd)")
@@ -492,10 +492,3 @@ def _table(config: Mapping[str, Any], name: str, where: str | None = None) -> Ma
 def default_policy(timezone: str = "UTC") -> Policy:
     """KPI.md's defaults in a given zone (tests and a fresh install without [calendar])."""
     return load_policy({"calendar": {"timezone": timezone}})
-
-
-def iso(t: float | None) -> str | None:
-    """Epoch → ISO 8601 UTC with offset (`2026-11-21T09:00:00+00:00`)."""
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")

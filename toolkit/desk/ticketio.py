@@ -31,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
+from toolkit.clock import iso_utc
 from toolkit.desk.bulk import paused_gc
 from toolkit.desk.tickets import (
     KINDS,
@@ -39,7 +40,6 @@ from toolkit.desk.tickets import (
     check_fields,
     check_ticket_id,
     event_from_record,
-    iso_utc,
     next_state,
 )
 from toolkit.errors import ToolkitError, ValidationError

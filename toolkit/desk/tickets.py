@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
+from toolkit.clock import iso_utc
 from toolkit.desk.sla import Interval, Policy, elapsed
 from toolkit.errors import ValidationError
 
@@ -306,10 +307,6 @@ def sane_time(value: str) -> float | None:
     except (ValueError, OverflowError):
         return None
     return t if TIME_FLOOR <= t < TIME_CEILING else None
-
-
-def iso_utc(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat()
 
 
 def event_from_record(

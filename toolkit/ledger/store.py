@@ -90,6 +90,11 @@ def backend(url: str) -> str:
     return name
 
 
+def placeholder(dialect: str) -> str:
+    """The DBAPI parameter marker of a backend's driver: sqlite3's `?`, psycopg's `%s`."""
+    return "?" if dialect == "sqlite" else "%s"
+
+
 @dataclass(frozen=True)
 class SqliteTarget:
     """Where a sqlite:/// URL points and how to open it: its query string is honoured, as in
@@ -197,22 +202,38 @@ def connect(url: str, synchronous: str = "normal") -> Any:
     return psycopg.connect(conninfo)
 
 
-def make_engine(url: str, synchronous: str = "normal") -> Any:
-    """A SQLAlchemy engine on a ledger database, for code that wants Core queries (KPIs).
+def make_engine(
+    url: str, synchronous: str = "normal", *, immediate: bool = False, scratch: bool = False
+) -> Any:
+    """A SQLAlchemy engine on a ledger database — the one place an engine on it is set up, for
+    code that wants Core queries (KPIs, the projection, the schedule table).
 
     SQLite connections are the ledger's own (`connect`: WAL, busy timeout, the URL's query),
     and a connection opened with `execution_options(itops_write=True)` starts with BEGIN
     IMMEDIATE: upgrading a read transaction to a write fails at once with SQLITE_BUSY when
-    another connection wrote."""
+    another connection wrote. `immediate`: every transaction does (a table whose every
+    transaction may write, as the schedule's claims). `scratch`: an in-memory database on one
+    connection, the file at `url` attached as `ledger_db` (a read-only open of the projection:
+    nothing is written to the file)."""
     from sqlalchemy import create_engine, event
 
     if backend(url) == "postgresql":
         return create_engine(url, pool_pre_ping=True)
-    path = SqliteTarget.parse(url).path
-    engine = create_engine(
-        f"sqlite:///{path}" if path != ":memory:" else "sqlite://",
-        creator=lambda: connect(url, synchronous),
-    )
+    target = SqliteTarget.parse(url)
+    if scratch:
+        from sqlalchemy.pool import StaticPool
+
+        def attached() -> Any:
+            conn = connect(f"sqlite://?timeout={target.timeout:g}", synchronous)
+            conn.execute("ATTACH DATABASE ? AS ledger_db", (target.uri(),))
+            return conn
+
+        engine = create_engine("sqlite://", creator=attached, poolclass=StaticPool)
+    else:
+        engine = create_engine(
+            f"sqlite:///{target.path}" if target.path != ":memory:" else "sqlite://",
+            creator=lambda: connect(url, synchronous),
+        )
 
     @event.listens_for(engine, "connect")
     def _autocommit(dbapi_conn: Any, _record: Any) -> None:
@@ -220,7 +241,7 @@ def make_engine(url: str, synchronous: str = "normal") -> Any:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        write = conn.get_execution_options().get("itops_write")
+        write = immediate or conn.get_execution_options().get("itops_write")
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
@@ -264,7 +285,7 @@ class Store:
                 self.url, self._copy = readable(url)
         self.read_only = read_only
         self.synchronous = synchronous
-        self.mark = "?" if self.dialect == "sqlite" else "%s"
+        self.mark = placeholder(self.dialect)
         self._raw: Any = None
         self._cursor: Any = None
         self._head: tuple[int, str] | None = None
@@ -819,9 +840,9 @@ def check_range(url: str, low: int, high: int) -> RangeCheck:
     begun: dict[str, None] = {}
     finished: list[str] = []
     image_sql = preimage_sql(dialect)
-    mark = "?"
+    mark = placeholder(dialect)
     if dialect == "postgresql":
-        image_sql, mark = image_sql.replace("%", "%%"), "%s"  # psycopg's placeholders are %s
+        image_sql = image_sql.replace("%", "%%")  # psycopg reads every % as a placeholder
     query = (
         f"SELECT seq, prev_hash, hash, kind, action_id, {image_sql} FROM ledger "
         f"WHERE seq BETWEEN {mark} AND {mark} ORDER BY seq"

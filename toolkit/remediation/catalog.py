@@ -642,13 +642,8 @@ def _load_module(path: Path) -> list[TaskSpec]:
         if isinstance(spec_, TaskSpec) and spec_.cls is value:
             if lines is None:  # cheaper than inspect.getsourcelines, which tokenizes the file
                 lines = path.read_text().splitlines()
-            line = next(
-                (
-                    n
-                    for n, text in enumerate(lines, 1)
-                    if text.startswith(f"class {value.__name__}")
-                ),
-                0,
-            )
+            # `class Name…`, or `Name = factory(…)` for one class registered per platform family
+            starts = (f"class {value.__name__}", f"{value.__name__} = ")
+            line = next((n for n, text in enumerate(lines, 1) if text.startswith(starts)), 0)
             found.append(dataclasses.replace(spec_, source=f"{path}:{line}"))
     return found

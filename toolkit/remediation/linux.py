@@ -8,16 +8,17 @@ root run with `become=True` (`sudo -n`), never through a root login.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from toolkit.clock import WeeklyWindow
 from toolkit.errors import CommandFailed, NotFound, ToolkitError, ValidationError
 from toolkit.remediation.catalog import Context, Finding, Param, PastAction, Remediation
 from toolkit.remediation.quoting import Command, cmd, script
 from toolkit.remediation.shapes import DNS_NAME as DNS_NAME  # shared shapes, re-exported
 from toolkit.remediation.shapes import HOST_PORT as HOST_PORT
+from toolkit.remediation.shapes import as_int as as_int
 from toolkit.remediation.shapes import human_bytes as human_bytes
 from toolkit.transports.base import CommandResult
 
@@ -51,13 +52,6 @@ def key_values(text: str, sep: str = "=") -> dict[str, str]:
         if found and key.strip():
             out[key.strip()] = value.strip()
     return out
-
-
-def as_int(value: Any, default: int = 0) -> int:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return default
 
 
 def host_var(ctx: Context, name: str, default: str) -> str:
@@ -248,57 +242,7 @@ class RestartLinuxService(Remediation):
         return Finding.healthy(f"{state.describe()} again", **facts)
 
 
-_CLOCK = re.compile(r"^(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)$")
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-@dataclass(frozen=True)
-class TimeWindow:
-    """A weekly window in the host's local time: `Sat 01:00-05:00`, `Mon-Fri 22:00-06:00`, or
-    `daily 02:00-04:00`. A window that ends before it starts runs past midnight."""
-
-    days: frozenset[int]  # 1 = Monday … 7 = Sunday (date +%u)
-    start: int  # minutes after midnight
-    end: int
-
-    @classmethod
-    def parse(cls, text: str) -> TimeWindow:
-        parts = text.strip().split()
-        if len(parts) != 2 or "-" not in parts[1]:
-            raise ValidationError(
-                f"reboot window {text!r} is not like 'Sat 01:00-05:00'",
-                hint="DAYS HH:MM-HH:MM; days: Mon…Sun, ranges like Mon-Fri, lists like Sat,Sun, "
-                "or daily",
-            )
-        days: set[int] = set()
-        for item in parts[0].lower().split(","):
-            if item == "daily":
-                days.update(range(1, 8))
-                continue
-            first, _, last = item.partition("-")
-            try:
-                a = _DAYS.index(first[:3]) + 1
-                b = _DAYS.index((last or first)[:3]) + 1
-            except ValueError:
-                raise ValidationError(f"reboot window {text!r}: unknown day {item!r}") from None
-            days.update(range(a, b + 1) if a <= b else [*range(a, 8), *range(1, b + 1)])
-        start_text, _, end_text = parts[1].partition("-")
-        bounds = []
-        for clock in (start_text, end_text):
-            m = _CLOCK.match(clock)
-            if not m:
-                raise ValidationError(f"reboot window {text!r}: {clock!r} is not HH:MM")
-            bounds.append(int(m["h"]) * 60 + int(m["m"]))
-        return cls(frozenset(days), bounds[0], bounds[1])
-
-    def contains(self, weekday: int, minute: int) -> bool:
-        if self.start <= self.end:
-            return weekday in self.days and self.start <= minute < self.end
-        # past midnight: the evening part belongs to the day it starts, the morning to the day after
-        yesterday = 7 if weekday == 1 else weekday - 1
-        return (weekday in self.days and minute >= self.start) or (
-            yesterday in self.days and minute < self.end
-        )
+TimeWindow = WeeklyWindow  # the name workspace tasks know: reboot windows have the one syntax
 
 
 def host_clock(ctx: Context) -> tuple[int, int, str]:

@@ -21,6 +21,7 @@ from toolkit.remediation.catalog import Context, Finding, Param, Remediation
 from toolkit.remediation.quoting import Command, ps_script
 from toolkit.remediation.shapes import DNS_NAME as DNS_NAME  # shared shapes, re-exported
 from toolkit.remediation.shapes import HOST_PORT as HOST_PORT
+from toolkit.remediation.shapes import as_int as as_int
 from toolkit.remediation.shapes import human_bytes as human_bytes
 from toolkit.transports.base import CommandResult
 
@@ -110,11 +111,7 @@ def ps_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def number(value: Any, default: int = 0) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
+number = as_int  # the old name (workspace tasks use it), for one release
 
 
 def text(value: Any) -> str:
@@ -168,7 +165,7 @@ def read_service(ctx: Context, name: str) -> ServiceState:
         display=text(data.get("display")),
         state=text(data.get("state")),
         start_mode=text(data.get("start_mode")),
-        pid=number(data.get("pid")),
+        pid=as_int(data.get("pid")),
     )
 
 
@@ -184,11 +181,11 @@ class RestartService(Remediation):
     )
     wait_seconds = Param(int, default=60, minimum=5, maximum=600, help="how long to wait for it")
 
-    def service_name(self) -> str:
+    def service_name(self, ctx: Context) -> str:
         raise NotImplementedError
 
     def check(self, ctx: Context) -> Finding:
-        wanted = self.service_name()
+        wanted = self.service_name(ctx)
         if wanted.lower() in PROTECTED_SERVICES:
             raise ValidationError(
                 f"refusing to restart {wanted}: itops depends on it (or the host does)",

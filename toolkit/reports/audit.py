@@ -9,11 +9,12 @@ filters and the report's SHA-256), after the page is made: the page names the he
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from toolkit.clock import iso_seconds
 from toolkit.desk.tickets import KINDS, event_from_record
 from toolkit.secrets.credentials import Redactor
 
@@ -90,7 +91,7 @@ def build(
             ev = event_from_record(r.seq, r.at, r.kind, r.operator, ticket, r.info)
             events.append(
                 {
-                    "at": datetime.fromtimestamp(ev.at, UTC).isoformat(timespec="seconds"),
+                    "at": iso_seconds(ev.at),
                     "recorded": r.at,
                     "event": ev.event,
                     "operator": ev.operator,
@@ -109,7 +110,7 @@ def build(
         filters={k: v for k, v in filters.items() if v is not None},
         actions=actions,
         timelines=timelines,
-        generated=datetime.now(UTC).isoformat(timespec="seconds"),
+        generated=iso_seconds(time.time()),
         operator=ledger.operator,
     )
     page = redactor.mask(page)

@@ -9,10 +9,11 @@ JSON value, full precision) for checking; what people read is rounded (`toolkit.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
+from toolkit.clock import iso_seconds
 from toolkit.desk.kpi import as_of, rounded, shown, weekly
 from toolkit.desk.projection import Projection
 from toolkit.desk.sla import Policy
@@ -208,7 +209,7 @@ def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
         charts=charts,
         groups=data["groups"],
         columns=BREAKDOWN_COLUMNS,
-        generated=datetime.now(UTC).isoformat(timespec="seconds"),
+        generated=iso_seconds(time.time()),
     )
 
 

@@ -9,10 +9,12 @@ Windows are named in itops.toml and attached to inventory groups or hosts with t
     dates = ["2026-12-27 20:00/2026-12-28 04:00"]             # one-off ranges (or whole days)
     blackout = ["2026-12-24/2026-12-26"]                     # never open on these local days
 
-A weekly range is `DAY HH:MM-HH:MM` (ends next day when the end is not after the start),
-`DAY-DAY HH:MM-HH:MM` (that range on each day), or `DAY HH:MM-DAY HH:MM` (one span). Ranges are
-wall-clock times in the window's time zone, so a 01:00-05:00 window lasts five hours of real time
-on the night clocks go back and three on the night they go forward. Blackouts win over everything.
+A weekly range has the one syntax of every weekly window (`toolkit.clock.WeeklyWindow`, the
+same as a reboot window's): `DAYS HH:MM-HH:MM` where DAYS is a day, a range (`Mon-Fri`), a list
+(`Sat,Sun`) or `daily` — it ends next day when the end is not after the start — or
+`DAY HH:MM-DAY HH:MM` (one span). Ranges are wall-clock times in the window's time zone, so a
+01:00-05:00 window lasts five hours of real time on the night clocks go back and three on the
+night they go forward. Blackouts win over everything.
 """
 
 from __future__ import annotations
@@ -24,17 +26,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from toolkit.errors import ConfigError, NotFound
+from toolkit.clock import WeeklyWindow
+from toolkit.errors import ConfigError, NotFound, ValidationError
 from toolkit.inventory import Host
 
-WEEK = 7 * 1440
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HOST_VAR = "maintenance_window"
-_DAY = r"(mon|tue|wed|thu|fri|sat|sun)[a-z]*"
-_TIME = r"(\d{1,2}):(\d{2})"
-_WEEKLY = re.compile(
-    rf"{_DAY}(?:\s*-\s*{_DAY})?\s+{_TIME}\s*-\s*(?:{_DAY}\s+)?{_TIME}", re.IGNORECASE
-)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -53,7 +49,7 @@ class Window:
 
     name: str
     timezone: str
-    weekly: tuple[tuple[int, int], ...] = ()  # (start minute of the week from Monday, length)
+    weekly: tuple[WeeklyWindow, ...] = ()
     dates: tuple[tuple[datetime, datetime], ...] = ()  # one-off [start, end) instants
     blackout: tuple[tuple[datetime, datetime], ...] = ()  # [start, end) instants
 
@@ -67,8 +63,7 @@ class Window:
         if any(start <= at < end for start, end in self.dates):
             return True
         local = at.astimezone(self.tz)
-        minute = local.weekday() * 1440 + local.hour * 60 + local.minute
-        return any((minute - start) % WEEK < length for start, length in self.weekly)
+        return any(weekly.is_open_at(local) for weekly in self.weekly)
 
     def next_open(self, at: datetime, *, horizon_days: int = 400) -> datetime | None:
         """The first instant after `at` at which the window is open (None within the horizon)."""
@@ -77,7 +72,7 @@ class Window:
         first = at.astimezone(tz).date()
         for offset in range(horizon_days):
             day = first + timedelta(days=offset)
-            for start, _ in self.weekly:
+            for start, _ in (r for weekly in self.weekly for r in weekly.ranges):
                 if start // 1440 == day.weekday():
                     minute = start % 1440
                     local = datetime.combine(day, time(minute // 60, minute % 60), tz)
@@ -97,34 +92,11 @@ class Window:
         return f"{self.name} ({self.timezone}) next opens {when}"
 
 
-def _weekly(text: str, where: str) -> list[tuple[int, int]]:
-    m = _WEEKLY.fullmatch(text.strip())
-    if not m:
-        raise ConfigError(
-            f"{where}: cannot read the weekly range {text!r}",
-            hint="e.g. 'Sun 01:00-05:00', 'Mon-Fri 22:00-02:00' or 'Sat 22:00-Mon 06:00'",
-        )
-    d1, d2, h1, m1, d3, h2, m2 = m.groups()
-    start_t, end_t = _minutes(h1, m1, text, where), _minutes(h2, m2, text, where)
-    first = DAYS.index(d1[:3].lower())
-    if d3 is not None:
-        if d2 is not None:
-            raise ConfigError(f"{where}: {text!r} mixes a day range with an end day")
-        start = first * 1440 + start_t
-        end = DAYS.index(d3[:3].lower()) * 1440 + end_t
-        length = (end - start) % WEEK or WEEK
-        return [(start, length)]
-    last = DAYS.index(d2[:3].lower()) if d2 is not None else first
-    length = (end_t - start_t) % 1440 or 1440
-    days = [(first + i) % 7 for i in range((last - first) % 7 + 1)]
-    return [(d * 1440 + start_t, length) for d in days]
-
-
-def _minutes(hours: str, minutes: str, text: str, where: str) -> int:
-    h, m = int(hours), int(minutes)
-    if not (0 <= h <= 24 and 0 <= m < 60) or (h == 24 and m):
-        raise ConfigError(f"{where}: invalid time in {text!r}")
-    return h * 60 + m
+def _weekly(text: str, where: str) -> WeeklyWindow:
+    try:
+        return WeeklyWindow.parse(text, "weekly range")
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from None
 
 
 def _span(text: str, tz: ZoneInfo, where: str) -> tuple[datetime, datetime]:
@@ -175,9 +147,7 @@ def parse_window(name: str, table: Mapping[str, Any], default_tz: str = "UTC") -
         raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
     tz_name = str(table.get("timezone", default_tz))
     tz = zone(tz_name, where)
-    weekly = [
-        r for t in _strings(table.get("weekly"), f"{where} weekly") for r in _weekly(t, where)
-    ]
+    weekly = [_weekly(t, where) for t in _strings(table.get("weekly"), f"{where} weekly")]
     dates = [_span(t, tz, where) for t in _strings(table.get("dates"), f"{where} dates")]
     blackout = [_span(t, tz, where) for t in _strings(table.get("blackout"), f"{where} blackout")]
     if not weekly and not dates:

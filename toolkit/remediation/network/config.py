@@ -248,8 +248,3 @@ def missing(desired: Tree, running: Tree, depth: int = 0) -> list[str]:
         if inner:
             out += [" " + pad + line, *inner]
     return out
-
-
-def flatten(node: Tree, depth: int = 0) -> list[str]:
-    """The tree as indented lines (the form `tree()` reads back)."""
-    return _render(node, depth)

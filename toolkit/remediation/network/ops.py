@@ -32,8 +32,6 @@ CONFIG_COMMANDS: dict[str, tuple[str, str | None]] = {
     "huawei_vrp": ("display current-configuration", "display saved-configuration"),
     "huawei": ("display current-configuration", "display saved-configuration"),
 }
-# Switches whose access ports the port remediations handle (IOS-style interface configuration).
-SWITCH_PLATFORMS = frozenset({"cisco_ios", "cisco_xe", "arista_eos", "cisco_nxos"})
 STATUS_COMMAND = {
     "cisco_ios": "show interfaces {intf} status",
     "cisco_xe": "show interfaces {intf} status",

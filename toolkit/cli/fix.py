@@ -267,12 +267,12 @@ def execute(
     )
     enabled = progress
     with (
-        render.progress_bar(request.hosts, enabled=enabled) as on_event,
+        render.progress_bar(request.hosts, enabled=enabled) as observers,
         RunService(
             app,
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
-            on_event=on_event,
+            observers=observers,
         ) as service,
     ):
         ran = service.run(request)

@@ -475,18 +475,16 @@ class RunbookReport:
 
     @property
     def exit_code(self) -> int:
-        """0 nothing left to do; 1 escalated (or a step failed); 3 a host unreachable;
-        4 --check found something to fix."""
-        outcomes = {str(r.outcome) for r in self.results}
-        if self.escalated or (self.check_only and "failed" in outcomes):
-            return 1
-        if "unreachable" in outcomes:
-            return 3
-        if "needs-approval" in outcomes:
-            return 5
-        if self.check_only and "would-fix" in outcomes:
-            return 4
-        return 0
+        """0 nothing left to do; 1 a host escalated (or, with --check, a step failed); 3 a host
+        unreachable; 5 a step needs an approval; 4 --check found something to fix. The one
+        exit_code of every run: in a fix run a step's failures are counted by what escalated."""
+        from toolkit.run.results import Outcome, exit_code
+
+        counted = {Outcome.UNREACHABLE, Outcome.NEEDS_APPROVAL}
+        if self.check_only:
+            counted |= {Outcome.FAILED, Outcome.WOULD_FIX}
+        outcomes = (r.outcome for r in self.results if r.outcome in counted)
+        return exit_code(outcomes, failed=bool(self.escalated))
 
     def as_dict(self) -> dict[str, Any]:
         return {

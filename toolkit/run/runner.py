@@ -9,14 +9,18 @@ loop instead (same steps, same order, no thread per host: see transports.ssh).
 
 The begin record is committed before anything touches the host, so a crash or `kill -9` leaves a
 visible open action. One host's failure is that host's result: every exception becomes an outcome
-and the other hosts go on. Check and verify get a context whose `change()` refuses, and a check-only
-run never calls apply, so `--check` cannot modify a host.
+(in one place, `Runner._failure`) and the other hosts go on. Check and verify get a context whose
+`change()` refuses, and a check-only run never calls apply, so `--check` cannot modify a host.
+
+The ledger's records and the CLI's progress bar are not written here: they observe the run's
+typed events (toolkit.run.events: host started, step, host done, as Nornir's Processor). A
+step's context offers what its host's transport offers (transports.base: file transfer over
+SSH, configuration sessions on network devices), and nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
@@ -27,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from toolkit.desk.tickets import ticket_priority
 from toolkit.errors import (
@@ -231,13 +235,13 @@ class StepContext:
 
     def _files(self, what: str) -> FileTransfer:
         transport = self._transport
-        if not isinstance(transport, FileTransfer):
+        if not _offers(type(transport), FileTransfer):
             raise ToolkitError(
                 f"{self.host.name}: its {self.host.transport} transport cannot transfer files "
                 f"(refused to {what})",
                 hint="file transfer works over SSH; on other hosts, work with files on the host",
             )
-        return transport
+        return cast(FileTransfer, transport)
 
     def _require_apply(self, what: str) -> None:
         if self.step != "apply":
@@ -343,9 +347,16 @@ class NetworkStepContext(StepContext):
 
 def _context(host: Host, transport: Transport, trace: _Trace, env: _StepEnv) -> StepContext:
     """The context a host's steps get: what its transport offers (see StepContext)."""
-    if isinstance(transport, ConfigSession):
-        return NetworkStepContext(host, transport, trace, env)
+    if _offers(type(transport), ConfigSession):
+        return NetworkStepContext(host, cast(NetworkTransport, transport), trace, env)
     return StepContext(host, transport, trace, env)
+
+
+@functools.cache
+def _offers(kind: type, capability: type) -> bool:
+    """Whether a transport class implements a capability Protocol (transports.base), asked
+    once per class: a runtime Protocol check costs microseconds on every host otherwise."""
+    return issubclass(kind, capability)
 
 
 @dataclass(frozen=True)
@@ -612,23 +623,22 @@ class Runner:
         if self._cancel.is_set():
             return None
         started = time.monotonic()
+        spec = job.task.implementation(host.platform)
+        # (_decide turns a policy's exception into a decision: nothing here raises)
+        decision = PolicyDecision(Outcome.SKIPPED, stop) if stop else self._decide(job, spec, host)
         state = _HostState(
             HostRun(
-                job.task.name, host, job.ticket, job.options.check_only, {}, None, job.options.tags
+                job.task.name,
+                host,
+                job.ticket,
+                job.options.check_only,
+                mapping_display(job.plans.get(spec, {})) if spec and not stop else {},
+                dict(decision.record) if decision is not None and not stop else None,
+                job.options.tags,
             )
         )
         try:
-            spec = job.task.implementation(host.platform)
-            decision = (
-                PolicyDecision(Outcome.SKIPPED, stop) if stop else self._decide(job, spec, host)
-            )
-            state.run = self.recorder.begin(
-                dataclasses.replace(
-                    state.run,
-                    params=mapping_display(job.plans.get(spec, {})) if spec and not stop else {},
-                    policy=dict(decision.record) if decision is not None and not stop else None,
-                )
-            )
+            state.run = self.recorder.begin(state.run)
             with self._open_lock:
                 self._begun.add(host.name)
             self.observers.host_started(state.run)

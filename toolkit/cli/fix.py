@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 EPILOG = """\b
 Exit codes (the first that applies):
   0  every host already-ok or fixed (or skipped: not its platform)
-  1  at least one host failed (apply or verify failed, a step timed out)
+  1  at least one host failed (apply or verify failed, a step timed out),
+     or the run's last step failed (a backup's commit)
   2  bad usage or input: nothing ran
   3  at least one host unreachable (refused, timed out, auth or host key refused)
   4  --check found something to fix

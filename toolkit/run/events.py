@@ -5,8 +5,9 @@ starts, a host is done, the run is done), and what reacts to it (the ledger's re
 progress bar, a test) is an object beside the runner, not a branch inside it.
 
 Per host the events come in order: `host_started`, then `step` for each step that starts
-("check", "apply", "verify"), then `host_done` with the host's result. A host whose begin record
-could not be written, or that a max-fail-percent stop kept from running, has only `host_done`.
+("check", "apply", "verify"), then `host_done` with the host's result. A host ended before it
+connects (not its platform, the run policy, a max-fail-percent stop) has no `step`; a host whose
+begin record could not be written has only `host_done`.
 In an all-SSH run the events of one host come from its greenlet on the SSH loop; otherwise from
 its worker thread: an observer that keeps state across hosts guards it (or only adds to it).
 

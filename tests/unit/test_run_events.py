@@ -176,3 +176,22 @@ def test_a_context_refuses_file_transfer_on_a_host_whose_transport_has_none(
             "(refused to download /etc/motd)"
         )
         assert connector.transports[result.host].sent == []
+
+
+def test_each_transport_keeps_the_protocols_it_offers_and_no_others() -> None:
+    from toolkit.transports.base import ConfigSession, FileTransfer
+    from toolkit.transports.netdev import NetdevTransport
+    from toolkit.transports.ssh import SSHTransport
+    from toolkit.transports.winrm import WinRMTransport
+
+    offers = {
+        kind.__name__: (issubclass(kind, FileTransfer), issubclass(kind, ConfigSession))
+        for kind in (SSHTransport, WinRMTransport, NetdevTransport)
+    }
+    assert offers == {
+        "SSHTransport": (True, False),
+        "WinRMTransport": (False, False),  # no put/get that only raise
+        "NetdevTransport": (False, True),
+    }
+    for kind in (SSHTransport, WinRMTransport, NetdevTransport):
+        assert all(callable(getattr(kind, m)) for m in ("run", "interrupt", "close"))

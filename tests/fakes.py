@@ -13,13 +13,14 @@ from pathlib import Path
 from toolkit.errors import TransportError
 from toolkit.inventory import Host, make_host
 from toolkit.remediation.quoting import Command
-from toolkit.remediation.testing import MockNetTransport, MockTransport, Script
+from toolkit.remediation.testing import MockNetTransport, MockSSHTransport, MockTransport, Script
 from toolkit.secrets.credentials import CredentialStore, Secret
 from toolkit.transports.base import CommandResult, ConnectOptions
 
 
 class StrictTransport(MockTransport):
-    """The kit's MockTransport, also logging (host, command) into the connector's shared log."""
+    """The kit's MockTransport (commands only, as WinRM), also logging (host, command) into
+    the connector's shared log."""
 
     def __init__(self, host: Host, script: Script, log: list[tuple[str, str]]) -> None:
         super().__init__(host, script)
@@ -32,6 +33,10 @@ class StrictTransport(MockTransport):
         self.log.append((self.host.name, command.text))
         return super().run(command, stdin=stdin, timeout=timeout)
 
+
+class StrictSSHTransport(StrictTransport, MockSSHTransport):
+    """An SSH host: file transfers are logged too, as "put LOCAL REMOTE" / "get REMOTE LOCAL"."""
+
     def put(self, local: Path, remote: str) -> None:
         self.log.append((self.host.name, f"put {local} {remote}"))
 
@@ -42,6 +47,13 @@ class StrictTransport(MockTransport):
 class StrictNetTransport(StrictTransport, MockNetTransport):
     """A network device: `configure` and `save` are logged as "configure: l1 ; l2" and "save",
     and answered by the script like commands (so a test scripts rejections and checks order)."""
+
+
+STRICT: dict[str, type[StrictTransport]] = {
+    "ssh": StrictSSHTransport,
+    "winrm": StrictTransport,
+    "netdev": StrictNetTransport,
+}
 
 
 class FakeConnector:
@@ -67,8 +79,7 @@ class FakeConnector:
         self.opened.append(host.name)
         if host.name in self.errors:
             raise self.errors[host.name]
-        kind = StrictNetTransport if host.transport == "netdev" else StrictTransport
-        transport = kind(host, self.scripts[host.name], self.log)
+        transport = STRICT[host.transport](host, self.scripts[host.name], self.log)
         self.transports.append(transport)
         return transport
 

@@ -17,7 +17,7 @@ from tests.fakes import Script
 from toolkit.inventory import Host, make_host
 from toolkit.ledger import Ledger, open_ledger
 from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
-from toolkit.remediation.testing import MockTransport as Transport
+from toolkit.remediation.testing import MockSSHTransport as Transport
 from toolkit.run.runner import HostResult, Runner, RunOptions, RunReport
 from toolkit.secrets.credentials import CredentialStore, Redactor
 

@@ -26,6 +26,7 @@ from toolkit.remediation.catalog import (
     Remediation,
     RunInfo,
     Task,
+    network,
     remediation,
 )
 from toolkit.remediation.quoting import cmd
@@ -289,21 +290,32 @@ def test_finish_run_sees_every_outcome_once_and_its_failure_fails_the_run(
 
 
 def test_configure_and_save_are_changes_and_need_a_network_device(ledger: Ledger) -> None:
-    @remediation("demo.configure", category="other", platforms={"linux"}, summary="Configures")
+    @remediation(
+        "demo.configure", category="other", platforms={"linux", "cisco_ios"}, summary="Configures"
+    )
     class Configure(Remediation):
         def check(self, ctx: Context) -> Finding:
-            ctx.configure(["hostname x"])
+            network(ctx).configure(["hostname x"])
             return Finding.problem("unreachable")
 
         def apply(self, ctx: Context) -> None:
-            ctx.configure(["hostname x"])
+            network(ctx).save()
 
-    conn = FakeConnector({"a": Script()})
+    conn = FakeConnector({"a": Script(), "sw": Script()})
     report = make_runner(ledger, conn).run(
-        task(Configure), hosts("a"), {}, ticket="T-1", options=RunOptions()
+        task(Configure),
+        [*hosts("a"), *hosts("sw", platform="cisco_ios")],
+        {},
+        ticket="T-1",
+        options=RunOptions(),
     )
-    assert report.results[0].error == "change-refused" and conn.log == []
-    assert "check may only read" in report.results[0].message
+    linux, switch = report.results
+    # A Linux host's context has no configuration verbs: refused by name, nothing sent.
+    assert linux.outcome == Outcome.FAILED and linux.error == "toolkit-error"
+    assert linux.message == "check: a is not a network device: it has no configuration to change"
+    # A network device's context has them, and they are changes: refused outside apply.
+    assert switch.error == "change-refused" and "check may only read" in switch.message
+    assert conn.log == []
 
 
 class FlakyLedger(Ledger):

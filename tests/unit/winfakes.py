@@ -47,6 +47,7 @@ class StrictTransport:
     script: list[Expect]
     sent: list[Command] = field(default_factory=list)
     closed: bool = False
+    notices: tuple[str, ...] = ()  # as WinRM: commands only, no file transfer
 
     def run(
         self, command: Command, *, stdin: bytes | Secret | None = None, timeout: float | None = None
@@ -64,12 +65,6 @@ class StrictTransport:
             raise expect.error
         out = expect.reply if isinstance(expect.reply, str) else json.dumps(expect.reply)
         return CommandResult(command.display, expect.rc, out, expect.stderr, 0.01)
-
-    def put(self, local: Path, remote: str) -> None:
-        raise Unscripted("put")
-
-    def get(self, remote: str, local: Path) -> None:
-        raise Unscripted("get")
 
     def interrupt(self) -> None:
         self.interrupted = True

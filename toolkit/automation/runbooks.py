@@ -473,19 +473,16 @@ class RunbookReport:
 
     @property
     def exit_code(self) -> int:
-        """The runner's exit codes (`EXIT_CODES`, the first that applies wins) over every step's
-        results: 1 a host escalated, or a step failed in a --check run; 3 a host unreachable;
-        5 a change waits for an approval; 4 --check found something to fix; 0 nothing left to
-        do. In a fix run a failed step is the escalation's to judge (a later step may have fixed
-        the host), and would-fix is what a check-only step found, not work left undone."""
-        from toolkit.run.runner import EXIT_CODES, Outcome
+        """0 nothing left to do; 1 a host escalated (or, with --check, a step failed); 3 a host
+        unreachable; 5 a step needs an approval; 4 --check found something to fix. The one
+        exit_code of every run: in a fix run a step's failures are counted by what escalated."""
+        from toolkit.run.results import Outcome, exit_code
 
-        if self.escalated:
-            return 1
-        outcomes = {r.outcome for r in self.results}
-        if not self.check_only:
-            outcomes -= {Outcome.FAILED, Outcome.WOULD_FIX}
-        return next((code for outcome, code in EXIT_CODES if outcome in outcomes), 0)
+        counted = {Outcome.UNREACHABLE, Outcome.NEEDS_APPROVAL}
+        if self.check_only:
+            counted |= {Outcome.FAILED, Outcome.WOULD_FIX}
+        outcomes = (r.outcome for r in self.results if r.outcome in counted)
+        return exit_code(outcomes, failed=bool(self.escalated))
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -63,8 +63,8 @@ def run(app: App, targets: str, ticket: str | None, check_only: bool, as_json: b
         source="itops backup run",
     )  # fmt: skip
     with (
-        render.progress_bar(request.hosts, enabled=not as_json) as on_event,
-        RunService(app, on_event=on_event) as service,
+        render.progress_bar(request.hosts, enabled=not as_json) as observers,
+        RunService(app, observers=observers) as service,
     ):
         report = service.run(request).report
     if as_json:

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 EPILOG = """\b
 Exit codes (the first that applies):
   0  every host already-ok or fixed (or skipped: not its platform)
-  1  at least one host failed (apply or verify failed, a step timed out)
+  1  at least one host failed (apply or verify failed, a step timed out),
+     or the run's last step failed (a backup's commit)
   2  bad usage or input: nothing ran
   3  at least one host unreachable (refused, timed out, auth or host key refused)
   4  --check found something to fix
@@ -267,12 +268,12 @@ def execute(
     )
     enabled = progress
     with (
-        render.progress_bar(request.hosts, enabled=enabled) as on_event,
+        render.progress_bar(request.hosts, enabled=enabled) as observers,
         RunService(
             app,
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
-            on_event=on_event,
+            observers=observers,
         ) as service,
     ):
         ran = service.run(request)

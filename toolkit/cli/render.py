@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from toolkit.textsafe import json_safe, visible
+
+if TYPE_CHECKING:
+    from toolkit.run.events import HostRun, RunObserver
+    from toolkit.run.results import HostResult
 
 OUTCOME_STYLE = {
     "already-ok": "green",
@@ -124,14 +129,17 @@ def handovers(results: Iterable[Any]) -> None:
 
 
 @contextmanager
-def progress_bar(hosts: Sequence[Any], *, enabled: bool) -> Iterator[Any]:
-    """A live bar on stderr while hosts finish (on a terminal); yields the runner's event hook."""
+def progress_bar(hosts: Sequence[Any], *, enabled: bool) -> Iterator[tuple[RunObserver, ...]]:
+    """A live bar on stderr while hosts finish (on a terminal): the run observers to pass to
+    the run service (none when disabled)."""
     enabled = enabled and sys.stderr.isatty()
     if not enabled:
-        yield None
+        yield ()
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from toolkit.run.events import RunObserver
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -143,13 +151,13 @@ def progress_bar(hosts: Sequence[Any], *, enabled: bool) -> Iterator[Any]:
         transient=True,
     )
     bar = progress.add_task("hosts", total=len(hosts), counts="")
-    counts: dict[str, int] = {}
+    counts: Counter[str] = Counter()
 
-    def on_event(kind: str, host: Any, detail: Any) -> None:
-        if kind == "done":
-            counts[str(detail.outcome)] = counts.get(str(detail.outcome), 0) + 1
+    class Bar(RunObserver):
+        def host_done(self, run: HostRun, result: HostResult) -> None:
+            counts[str(result.outcome)] += 1
             text = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
             progress.update(bar, advance=1, counts=text)
 
     with progress:
-        yield on_event
+        yield (Bar(),)

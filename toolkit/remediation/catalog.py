@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from toolkit.errors import NotFound, ToolkitError, ValidationError
 from toolkit.inventory import Host
@@ -81,6 +81,9 @@ class Context(Protocol):
     `previous()` lists this task's earlier finished runs on this host under that ticket, so a
     one-shot action (a reset, a restart) can tell it was already done; `handover()` gives a
     secret made during the run to the engineer once, outside every record.
+
+    A network device's steps get a NetworkContext (`network(ctx)`), which adds `configure`
+    and `save`.
     """
 
     host: Host
@@ -102,9 +105,14 @@ class Context(Protocol):
         check: bool = True,
     ) -> CommandResult: ...
 
-    def put(self, local: Path, remote: str) -> None: ...
+    def put(self, local: Path, remote: str) -> None:
+        """Upload a file (apply only). Only hosts reached over SSH transfer files: on any
+        other a ToolkitError names the host and what it cannot do, before anything is sent."""
+        ...
 
-    def get(self, remote: str, local: Path) -> None: ...
+    def get(self, remote: str, local: Path) -> None:
+        """Download a file (any step); refused like `put` on hosts without file transfer."""
+        ...
 
     def secret(self, reference: str, label: str = "secret") -> Secret: ...
 
@@ -113,14 +121,6 @@ class Context(Protocol):
         ...
 
     def note(self, text: str) -> None: ...
-
-    def configure(self, lines: Sequence[str], *, check: bool = True) -> CommandResult:
-        """Type configuration lines on a network device (apply only); stops at a rejected line."""
-        ...
-
-    def save(self) -> CommandResult:
-        """Write a network device's running configuration to startup (apply only)."""
-        ...
 
     def artifacts(self, name: str) -> Path:
         """A folder of the workspace where this task keeps files (e.g. configuration backups)."""
@@ -132,6 +132,29 @@ class Context(Protocol):
         """Show `secret` to the engineer once (stderr, or appended to a 0600 file), never
         recording it: only its label goes into the notes."""
         ...
+
+
+@runtime_checkable
+class NetworkContext(Context, Protocol):
+    """A network device's context: configuration lines and saving them are changes of their own."""
+
+    def configure(self, lines: Sequence[str], *, check: bool = True) -> CommandResult:
+        """Type configuration lines on a network device (apply only); stops at a rejected line."""
+        ...
+
+    def save(self) -> CommandResult:
+        """Write a network device's running configuration to startup (apply only)."""
+        ...
+
+
+def network(ctx: Context) -> NetworkContext:
+    """`ctx` as a network device's context; a ToolkitError naming the host on any other."""
+    if not isinstance(ctx, NetworkContext):
+        raise ToolkitError(
+            f"{ctx.host.name} is not a network device: it has no configuration to change",
+            hint="configure/save work on hosts reached over netdev (network platforms)",
+        )
+    return ctx
 
 
 @dataclass(frozen=True)

@@ -63,11 +63,13 @@ class Script:
 
 
 class MockTransport:
-    """A Transport that answers from a Script and logs every command it was sent."""
+    """A Transport that answers from a Script and logs every command it was sent: commands
+    only, as WinRM offers (a task's `ctx.put`/`ctx.get` is refused on such a host)."""
 
-    def __init__(self, host: Host, script: Script) -> None:
+    def __init__(self, host: Host, script: Script, notices: Sequence[str] = ()) -> None:
         self.host = host
         self.script = script
+        self.notices = tuple(notices)
         self.sent: list[Command] = []
         self.stdin: list[bytes | Secret | None] = []
         self.files: list[str] = []
@@ -89,12 +91,6 @@ class MockTransport:
             raise
         return CommandResult(command.display, rc, out, err, 0.001)
 
-    def put(self, local: Path, remote: str) -> None:
-        self.files.append(f"put {remote}")
-
-    def get(self, remote: str, local: Path) -> None:
-        self.files.append(f"get {remote}")
-
     def interrupt(self) -> None:
         self.interrupted = True
 
@@ -102,8 +98,21 @@ class MockTransport:
         self.closed = True
 
 
+class MockSSHTransport(MockTransport):
+    """An SSH host: commands, and file transfer (each logged in `files` as "put REMOTE" or
+    "get REMOTE"; nothing is copied)."""
+
+    def put(self, local: Path, remote: str) -> None:
+        self.files.append(f"put {remote}")
+
+    def get(self, remote: str, local: Path) -> None:
+        self.files.append(f"get {remote}")
+
+
 class MockNetTransport(MockTransport):
-    """A network device: `configure` and `save` are sent as "configure: l1 ; l2" and "save"."""
+    """A network device: `configure` and `save` are sent as "configure: l1 ; l2" and "save",
+    and answered by the script like commands; what is recorded is scrubbed as the real
+    transport scrubs it (secret-bearing configuration values)."""
 
     def configure(self, lines: Sequence[str], *, timeout: float | None = None) -> CommandResult:
         text = "configure: " + " ; ".join(line.strip() for line in lines)
@@ -112,11 +121,18 @@ class MockNetTransport(MockTransport):
     def save(self) -> CommandResult:
         return self.run(Command("save", "save", "netcli"))
 
+    def scrub(self, text: str) -> str:
+        from toolkit.remediation.network.config import scrub
 
-NETWORK_PLATFORMS = frozenset(
-    {"cisco_ios", "cisco_xe", "cisco_nxos", "arista_eos", "cisco_xr", "cisco_asa",
-     "juniper_junos", "huawei_vrp"}
-)  # fmt: skip
+        return scrub(self.host.platform, text)
+
+
+# The mock that stands in for each transport a host may use (inventory `transport`).
+MOCKS: Mapping[str, type[MockTransport]] = {
+    "ssh": MockSSHTransport,
+    "winrm": MockTransport,
+    "netdev": MockNetTransport,
+}
 
 
 class MockConnector:
@@ -139,8 +155,7 @@ class MockConnector:
         if host.name in self.errors:
             raise self.errors[host.name]
         script = self.scripts if isinstance(self.scripts, Script) else self.scripts[host.name]
-        kind = MockNetTransport if host.platform in NETWORK_PLATFORMS else MockTransport
-        transport = kind(host, script)
+        transport = MOCKS[host.transport](host, script)
         self.transports[host.name] = transport
         return transport
 

@@ -9,27 +9,29 @@ loop instead (same steps, same order, no thread per host: see transports.ssh).
 
 The begin record is committed before anything touches the host, so a crash or `kill -9` leaves a
 visible open action. One host's failure is that host's result: every exception becomes an outcome
-and the other hosts go on. Check and verify get a context whose `change()` refuses, and a check-only
-run never calls apply, so `--check` cannot modify a host.
+(in one place, `Runner._failure`) and the other hosts go on. Check and verify get a context whose
+`change()` refuses, and a check-only run never calls apply, so `--check` cannot modify a host.
+
+The ledger's records and the CLI's progress bar are not written here: they observe the run's
+typed events (toolkit.run.events: host started, step, host done, as Nornir's Processor). A
+step's context offers what its host's transport offers (transports.base: file transfer over
+SSH, configuration sessions on network devices), and nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import enum
 import functools
 import json
 import logging
 import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from toolkit.desk.tickets import ticket_priority
 from toolkit.errors import (
@@ -49,32 +51,35 @@ from toolkit.inventory import Host
 from toolkit.ledger import Ledger
 from toolkit.remediation.catalog import Finding, PastAction, Remediation, RunInfo, Task, TaskSpec
 from toolkit.remediation.quoting import Command, become, config_display, mapping_display
+from toolkit.run.events import HostRun, LedgerRecorder, NotRecorded, Observers, RunObserver
+from toolkit.run.results import EXIT_CODES, CommandRecord, HostResult, Outcome, RunReport
 from toolkit.secrets.credentials import CredentialStore, Secret
 from toolkit.secrets.handover import Handover
 from toolkit.transports import CommandResult, Connector, Transport
-from toolkit.transports.base import ConfigTransport
+from toolkit.transports.base import ConfigSession, FileTransfer, NetworkTransport
 from toolkit.transports.green import offload
 
+# Re-exported: the result types lived here before toolkit.run.results.
+__all__ = [
+    "EXIT_CODES",
+    "CommandRecord",
+    "HostResult",
+    "HostRun",
+    "NetworkStepContext",
+    "Outcome",
+    "PolicyDecision",
+    "RunInterrupted",
+    "RunObserver",
+    "RunOptions",
+    "RunReport",
+    "Runner",
+    "StepContext",
+    "artifacts_dir",
+    "prepare_hosts",
+    "probe",
+]
+
 log = logging.getLogger("itops.runner")
-
-
-class Outcome(enum.StrEnum):
-    ALREADY_OK = "already-ok"  # check found nothing to fix
-    FIXED = "fixed"  # apply ran and verify passed
-    WOULD_FIX = "would-fix"  # check-only run: the problem is there
-    FAILED = "failed"  # apply or verify failed, or a step raised
-    UNREACHABLE = "unreachable"  # could not connect or authenticate, or the host key was refused
-    SKIPPED = "skipped"  # not this platform, outside its window, or not run (max-fail-percent)
-    NEEDS_APPROVAL = "needs-approval"
-
-
-# Exit codes, documented in `itops fix --help`; the first that applies wins.
-EXIT_CODES: tuple[tuple[Outcome, int], ...] = (
-    (Outcome.FAILED, 1),
-    (Outcome.UNREACHABLE, 3),
-    (Outcome.NEEDS_APPROVAL, 5),
-    (Outcome.WOULD_FIX, 4),
-)
 
 
 class Interrupted(ToolkitError):
@@ -117,97 +122,6 @@ class RunOptions:
 
 
 @dataclass(frozen=True)
-class CommandRecord:
-    step: str
-    command: str
-    exit_code: int | None
-    duration: float
-    stdout: str = ""
-    stderr: str = ""
-
-    def as_ledger(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "command": self.command,
-            "exit_code": self.exit_code,
-            "duration_ms": round(self.duration * 1000),
-        }
-
-
-@dataclass(frozen=True)
-class HostResult:
-    host: str
-    outcome: Outcome
-    message: str
-    duration: float = 0.0
-    check: Finding | None = None
-    verify: Finding | None = None
-    commands: tuple[CommandRecord, ...] = ()
-    error: str | None = None
-    action_id: str | None = None
-    notes: tuple[str, ...] = ()
-    # Secrets for the engineer (a generated password): delivered once by the CLI, never in
-    # as_dict(), the notes or the ledger.
-    handovers: tuple[Handover, ...] = field(default=(), repr=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "outcome": str(self.outcome),
-            "message": self.message,
-            "error": self.error,
-            "duration": round(self.duration, 3),
-            "action_id": self.action_id,
-            "check": _finding(self.check),
-            "verify": _finding(self.verify),
-            "notes": list(self.notes),
-            "commands": [
-                {**c.as_ledger(), "stdout": c.stdout, "stderr": c.stderr} for c in self.commands
-            ],
-        }
-
-
-def _finding(f: Finding | None) -> dict[str, Any] | None:
-    return None if f is None else {"ok": f.ok, "summary": f.summary, "facts": dict(f.facts)}
-
-
-@dataclass(frozen=True)
-class RunReport:
-    task: str
-    ticket: str | None
-    check_only: bool
-    results: tuple[HostResult, ...]
-    duration: float
-    notes: tuple[str, ...] = ()  # from the task's finish_run (e.g. the backup commit)
-    finish_failed: bool = False  # finish_run raised: its note says why
-
-    @property
-    def counts(self) -> Counter[str]:
-        return Counter(str(r.outcome) for r in self.results)
-
-    @property
-    def exit_code(self) -> int:
-        outcomes = {r.outcome for r in self.results}
-        code = next((code for outcome, code in EXIT_CODES if outcome in outcomes), 0)
-        return 1 if self.finish_failed and code in (0, 4) else code
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "ticket": self.ticket,
-            "mode": "check" if self.check_only else "fix",
-            "duration": round(self.duration, 3),
-            "counts": dict(self.counts),
-            "exit_code": self.exit_code,
-            "notes": list(self.notes),
-            "hosts": [r.as_dict() for r in self.results],
-        }
-
-
-EventHandler = Callable[[str, Host, Any], None]
-
-
-@dataclass(frozen=True)
 class PolicyDecision:
     """A run policy's verdict for one host, made before anything connects to it.
 
@@ -226,47 +140,50 @@ class HostPolicy(Protocol):
 
 
 @dataclass
-class _Recorder:
+class _Trace:
+    """What one host's steps did, as they do it: commands (masked), notes, handovers."""
+
     commands: list[CommandRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     handovers: list[Handover] = field(default_factory=list)
 
-    def output(self) -> str:
-        return "".join(
-            f"$ {c.command}\n{c.stdout}{c.stderr}"
-            + ("" if (c.stdout + c.stderr).endswith("\n") or not (c.stdout + c.stderr) else "\n")
-            for c in self.commands
-        )
+
+@dataclass(frozen=True)
+class _StepEnv:
+    """What every step context of one run shares."""
+
+    credentials: CredentialStore
+    cancel: threading.Event
+    command_timeout: float | None
+    state_dir: Path | None
+    ticket: str | None
+    ticket_priority: str | None
+    history: Callable[[str], Sequence[PastAction]]  # a host's earlier runs under the ticket
+
+
+def _unchanged(text: str) -> str:
+    return text
 
 
 class StepContext:
-    """The `ctx` a remediation step receives (implements catalog.Context)."""
+    """The `ctx` a remediation step receives (implements catalog.Context).
 
-    def __init__(
-        self,
-        host: Host,
-        transport: Transport,
-        recorder: _Recorder,
-        credentials: CredentialStore,
-        cancel: threading.Event,
-        command_timeout: float | None,
-        state_dir: Path | None = None,
-        *,
-        ticket: str | None = None,
-        ticket_priority: str | None = None,
-        history: Callable[[], Sequence[PastAction]] | None = None,
-    ) -> None:
+    It offers what the host's transport offers: `put`/`get` refuse, naming the host, on a
+    transport without file transfer (WinRM, network devices); a network device's context is a
+    `NetworkStepContext`, which adds `configure`/`save`."""
+
+    def __init__(self, host: Host, transport: Transport, trace: _Trace, env: _StepEnv) -> None:
         self.host = host
         self.step = "check"
-        self.ticket = ticket
-        self.ticket_priority = ticket_priority
-        self._history = history
+        self.ticket = env.ticket
+        self.ticket_priority = env.ticket_priority
+        self._env = env
         self._transport = transport
-        self._recorder = recorder
-        self._credentials = credentials
-        self._cancel = cancel
-        self._timeout = command_timeout
-        self._state_dir = state_dir
+        self._trace = trace
+        self._credentials = env.credentials
+        # What is recorded of any output: a network device's secret-bearing config values
+        # scrubbed (NetworkStepContext); everything else as it came (masked).
+        self._scrub: Callable[[str], str] = _unchanged
 
     def read(
         self, command: Command, *, become: bool = False, timeout: float | None = None
@@ -290,10 +207,10 @@ class StepContext:
 
     def put(self, local: Path, remote: str) -> None:
         self._require_apply(f"upload {remote}")
-        self._transport.put(local, remote)
+        self._files(f"upload {remote}").put(local, remote)
 
     def get(self, remote: str, local: Path) -> None:
-        self._transport.get(remote, local)
+        self._files(f"download {remote}").get(remote, local)
 
     def secret(self, reference: str, label: str = "secret") -> Secret:
         return self._credentials.resolve(reference, label)
@@ -302,44 +219,29 @@ class StepContext:
         return self._credentials.adopt(secret)
 
     def note(self, text: str) -> None:
-        self._recorder.notes.append(self._credentials.redactor.mask(text))
+        self._trace.notes.append(self._credentials.redactor.mask(text))
 
     def previous(self) -> Sequence[PastAction]:
-        return self._history() if self._history is not None else ()
+        return self._env.history(self.host.name)
 
     def handover(self, label: str, secret: Secret, *, to_file: str | None = None) -> None:
         self._credentials.adopt(secret)
-        self._recorder.handovers.append(Handover(self.host.name, label, secret, to_file))
+        self._trace.handovers.append(Handover(self.host.name, label, secret, to_file))
         where = f"written to {to_file}" if to_file else "shown to the engineer once"
         self.note(f"{label}: {where}, not recorded")
 
-    def configure(self, lines: Sequence[str], *, check: bool = True) -> CommandResult:
-        # Each line scrubbed like the device's output: a rollback re-adds lines such as
-        # `neighbor … password 7 …` from the running config, and this text is recorded.
-        display = config_display(lines, getattr(self._transport, "scrub", None))
-        self._require_apply(display)
-        transport = self._transport
-        if not isinstance(transport, ConfigTransport):
-            raise ToolkitError(f"{self.host.name} is not a network device: nothing to configure")
-        result = self._record(
-            display, lambda timeout: transport.configure(lines, timeout=timeout), None
-        )
-        if check and result.exit_code != 0:
-            raise CommandFailed(result.command, result.exit_code, result.stderr or result.stdout)
-        return result
-
-    def save(self) -> CommandResult:
-        self._require_apply("save the running configuration")
-        transport = self._transport
-        if not isinstance(transport, ConfigTransport):
-            raise ToolkitError(f"{self.host.name} is not a network device: nothing to save")
-        result = self._record("save running configuration", lambda _: transport.save(), None)
-        if result.exit_code != 0:
-            raise CommandFailed(result.command, result.exit_code, result.stderr or result.stdout)
-        return result
-
     def artifacts(self, name: str) -> Path:
-        return artifacts_dir(self._state_dir, name)
+        return artifacts_dir(self._env.state_dir, name)
+
+    def _files(self, what: str) -> FileTransfer:
+        transport = self._transport
+        if not _offers(type(transport), FileTransfer):
+            raise ToolkitError(
+                f"{self.host.name}: its {self.host.transport} transport cannot transfer files "
+                f"(refused to {what})",
+                hint="file transfer works over SSH; on other hosts, work with files on the host",
+            )
+        return cast(FileTransfer, transport)
 
     def _require_apply(self, what: str) -> None:
         if self.step != "apply":
@@ -376,15 +278,14 @@ class StepContext:
     ) -> CommandResult:
         """Run one transport call and record it; secrets masked (and, for network devices,
         secret-bearing configuration values scrubbed from what is recorded)."""
-        if self._cancel.is_set():
+        if self._env.cancel.is_set():
             raise Interrupted("interrupted before: " + display)
         mask = self._credentials.redactor.mask
-        scrub: Callable[[str], str] = getattr(self._transport, "scrub", None) or (lambda t: t)
         started = time.monotonic()
         try:
-            raw = call(timeout or self._timeout)
+            raw = call(timeout or self._env.command_timeout)
         except TransportError as exc:
-            self._recorder.commands.append(
+            self._trace.commands.append(
                 CommandRecord(
                     self.step,
                     mask(display),
@@ -398,17 +299,97 @@ class StepContext:
         result = CommandResult(
             mask(raw.command), raw.exit_code, mask(raw.stdout), mask(raw.stderr), raw.duration
         )
-        self._recorder.commands.append(
+        self._trace.commands.append(
             CommandRecord(
                 self.step,
                 result.command,
                 result.exit_code,
                 result.duration,
-                scrub(result.stdout),
-                scrub(result.stderr),
+                self._scrub(result.stdout),
+                self._scrub(result.stderr),
             )
         )
         return result
+
+
+class NetworkStepContext(StepContext):
+    """A network device's `ctx` (implements catalog.NetworkContext): configuration lines and
+    saving them are verbs of their own, changes like any other (apply only)."""
+
+    def __init__(
+        self, host: Host, transport: NetworkTransport, trace: _Trace, env: _StepEnv
+    ) -> None:
+        super().__init__(host, transport, trace, env)
+        self._session = transport
+        self._scrub = transport.scrub
+
+    def configure(self, lines: Sequence[str], *, check: bool = True) -> CommandResult:
+        # Each line scrubbed like the device's output: a rollback re-adds lines such as
+        # `neighbor … password 7 …` from the running config, and this text is recorded.
+        display = config_display(lines, self._scrub)
+        self._require_apply(display)
+        session = self._session
+        result = self._record(
+            display, lambda timeout: session.configure(lines, timeout=timeout), None
+        )
+        if check and result.exit_code != 0:
+            raise CommandFailed(result.command, result.exit_code, result.stderr or result.stdout)
+        return result
+
+    def save(self) -> CommandResult:
+        self._require_apply("save the running configuration")
+        session = self._session
+        result = self._record("save running configuration", lambda _: session.save(), None)
+        if result.exit_code != 0:
+            raise CommandFailed(result.command, result.exit_code, result.stderr or result.stdout)
+        return result
+
+
+def _context(host: Host, transport: Transport, trace: _Trace, env: _StepEnv) -> StepContext:
+    """The context a host's steps get: what its transport offers (see StepContext)."""
+    if _offers(type(transport), ConfigSession):
+        return NetworkStepContext(host, cast(NetworkTransport, transport), trace, env)
+    return StepContext(host, transport, trace, env)
+
+
+@functools.cache
+def _offers(kind: type, capability: type) -> bool:
+    """Whether a transport class implements a capability Protocol (transports.base), asked
+    once per class: a runtime Protocol check costs microseconds on every host otherwise."""
+    return issubclass(kind, capability)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One run's inputs, the same for each of its hosts."""
+
+    task: Task
+    plans: Mapping[TaskSpec, Mapping[str, Any]]
+    ticket: str | None
+    options: RunOptions
+    policy: HostPolicy | None
+    env: _StepEnv
+
+
+@dataclass
+class _HostState:
+    """One host's run as it goes: what `_failure` needs to say where it stopped."""
+
+    run: HostRun
+    trace: _Trace = field(default_factory=_Trace)
+    transport: Transport | None = None
+    ctx: StepContext | None = None
+    remediation: Remediation | None = None
+    check: Finding | None = None
+    verify: Finding | None = None
+
+
+# What Ctrl-C during each step means for the host.
+_INTERRUPTED_IN = {
+    "check": "; nothing was changed (check only reads)",
+    "apply": "; state unknown: apply stopped part-way, verify did not run",
+    "verify": "; the host was changed (apply ran to its end); verify did not run",
+}
 
 
 class Runner:
@@ -420,16 +401,18 @@ class Runner:
         ledger: Ledger,
         connector: Connector,
         credentials: CredentialStore,
-        on_event: EventHandler | None = None,
+        observers: Sequence[RunObserver] = (),
         state_dir: Path | None = None,
         policy: HostPolicy | None = None,
     ) -> None:
+        """`observers` see the run's events after the ledger recorder (toolkit.run.events)."""
         self.ledger = ledger
         self.policy = policy
         self.connector = connector
         self.credentials = credentials
         self.state_dir = state_dir  # the workspace's .itops: where tasks keep artifacts
-        self._on_event = on_event or (lambda kind, host, detail: None)
+        self.recorder = LedgerRecorder(ledger, credentials.redactor.mask)
+        self.observers = Observers(observers)
         self._cancel = threading.Event()
         self._open: dict[int, Transport] = {}  # connections with a host's steps under way
         self._begun: set[str] = set()  # hosts whose begin record is written
@@ -478,6 +461,23 @@ class Runner:
         batches = _batches(list(hosts), options.serial)
         stop_reason: str | None = None
         workers = max(1, min(options.forks, max((len(b) for b in batches), default=1)))
+        job = _Job(
+            task,
+            plans,
+            ticket,
+            options,
+            policy,
+            _StepEnv(
+                self.credentials,
+                self._cancel,
+                options.command_timeout,
+                self.state_dir,
+                ticket,
+                priority,
+                functools.partial(self._history, task.name, ticket=ticket),
+            ),
+        )
+        self.observers.run_started(task.name, hosts)
         with (
             ThreadPoolExecutor(workers, thread_name_prefix="itops-host") as pool,
             _on_interrupt(lambda: self._partial(task.name, ticket, hosts, results, started)),
@@ -485,26 +485,17 @@ class Runner:
             for batch in batches:
                 if stop_reason:
                     for host in batch:
-                        results[host.name] = self._not_run(task, host, ticket, stop_reason, options)
+                        if (result := self._host(job, host, stop=stop_reason)) is not None:
+                            results[host.name] = result
                     continue
-                job = functools.partial(
-                    self._guarded,
-                    task.name,
-                    functools.partial(
-                        self._host,
-                        task,
-                        plans,
-                        ticket=ticket,
-                        priority=priority,
-                        options=options,
-                        policy=policy,
-                    ),
-                )
-                if not self._run_green(batch, job, options.forks, results):
-                    futures = {pool.submit(job, host): host for host in batch}
+                run_host = functools.partial(self._host, job)
+                if not self._run_green(batch, run_host, options.forks, results):
+                    futures = {pool.submit(run_host, host): host for host in batch}
                     self._collect(futures, results)
                 failed = sum(
-                    results[h.name].outcome in (Outcome.FAILED, Outcome.UNREACHABLE) for h in batch
+                    results[h.name].outcome in (Outcome.FAILED, Outcome.UNREACHABLE)
+                    for h in batch
+                    if h.name in results
                 )
                 limit = options.max_fail_percent
                 if limit is not None and failed * 100 > limit * len(batch):
@@ -533,7 +524,7 @@ class Runner:
                 finish_failed = True
                 notes.append(self.credentials.redactor.mask(f"error: {exc.message}"))
                 log.error("%s: finishing the run failed: %s", task.name, exc.message)
-        return RunReport(
+        report = RunReport(
             task.name,
             ticket,
             options.check_only,
@@ -542,6 +533,8 @@ class Runner:
             tuple(notes),
             finish_failed,
         )
+        self.observers.run_done(report)
+        return report
 
     def _partial(
         self,
@@ -562,23 +555,6 @@ class Runner:
             tuple(h.name for h in hosts if h.name not in results and h.name not in begun),
             time.monotonic() - started,
         )
-
-    @staticmethod
-    def _guarded(task: str, run_host: Callable[..., HostResult], host: Host) -> HostResult | None:
-        """One host's run (`_host`), whatever happens: None if Ctrl-C came before it started;
-        a bug that escapes it is that host's failure, never the end of the other hosts' runs."""
-        try:
-            return run_host(host=host)
-        except Interrupted:
-            return None
-        except Exception as exc:
-            log.exception("running %s on %s failed", task, host.name)
-            return HostResult(
-                host.name,
-                Outcome.FAILED,
-                f"internal error: {type(exc).__name__}: {exc}",
-                error="internal-error",
-            )
 
     def _collect(
         self, futures: dict[Future[HostResult | None], Host], results: dict[str, HostResult]
@@ -637,247 +613,161 @@ class Runner:
                 resolved[name] = self.credentials.resolve(resolved[name], f"parameter {name}")
         return resolved
 
-    def _not_run(
-        self, task: Task, host: Host, ticket: str | None, why: str, options: RunOptions
-    ) -> HostResult:
-        action_id = self.ledger.begin(
-            task=task.name, host=host.name, ticket=ticket, params={}, data=dict(options.tags)
-        )
-        self.ledger.finish(
-            action_id,
-            task=task.name,
-            host=host.name,
-            ticket=ticket,
-            outcome=Outcome.SKIPPED,
-            duration=0.0,
-            data={"message": why, **options.tags},
-        )
-        result = HostResult(host.name, Outcome.SKIPPED, why, action_id=action_id)
-        self._on_event("done", host, result)
-        return result
+    def _host(self, job: _Job, host: Host, *, stop: str | None = None) -> HostResult | None:
+        """One host's run, whatever happens: its result (None if Ctrl-C came before it started).
+        `stop`: the host is not run, only recorded as skipped for that reason.
 
-    def _host(
-        self,
-        task: Task,
-        plans: Mapping[TaskSpec, Mapping[str, Any]],
-        *,
-        host: Host,
-        ticket: str | None,
-        priority: str | None,
-        options: RunOptions,
-        policy: HostPolicy | None = None,
-    ) -> HostResult:
+        The ledger recorder writes the begin record first (a host it cannot record is never
+        contacted) and the finish record last; every exception on the way becomes the host's
+        result in `_failure`, and the other hosts go on."""
         if self._cancel.is_set():
-            raise Interrupted("interrupted")
+            return None
         started = time.monotonic()
-        spec = task.implementation(host.platform)
-        values = plans.get(spec, {}) if spec is not None else {}
-        shown = mapping_display(values)
-        decision = self._decide(task, spec, host, options, policy)
-        recorded = {"policy": dict(decision.record)} if decision is not None else {}
-        try:
-            action_id = self.ledger.begin(
-                task=task.name,
-                host=host.name,
-                ticket=ticket,
-                params=shown,
-                data={
-                    "mode": "check" if options.check_only else "fix",
-                    "platform": host.platform,
-                    "transport": host.transport,
-                    "address": f"{host.address}:{host.port}",
-                    **recorded,
-                    **options.tags,
-                },
+        spec = job.task.implementation(host.platform)
+        # (_decide turns a policy's exception into a decision: nothing here raises)
+        decision = PolicyDecision(Outcome.SKIPPED, stop) if stop else self._decide(job, spec, host)
+        state = _HostState(
+            HostRun(
+                job.task.name,
+                host,
+                job.ticket,
+                job.options.check_only,
+                mapping_display(job.plans.get(spec, {})) if spec and not stop else {},
+                dict(decision.record) if decision is not None and not stop else None,
+                job.options.tags,
             )
-        except Exception as exc:  # nothing may touch a host the ledger has not recorded
-            log.error("%s: the ledger could not record the action: %s", host.name, exc)
-            return HostResult(
-                host.name,
-                Outcome.FAILED,
-                self.credentials.redactor.mask(f"not run: the ledger could not record it: {exc}"),
-                error="ledger-unavailable",
-            )
-        with self._open_lock:
-            self._begun.add(host.name)
-        self._on_event("start", host, None)
-        recorder = _Recorder()
-        transport: Transport | None = None
-        ctx: StepContext | None = None
-        remediation: Remediation | None = None
-        check = verify = None
-        error: str | None = None
+        )
         try:
-            if spec is None:
-                outcome = Outcome.SKIPPED
-                message = f"{task.name} has no implementation for platform {host.platform}"
-            elif decision is not None and decision.outcome is not None:
-                outcome, message = decision.outcome, decision.message
-            else:
-                transport = self.connector.open(host)
-                with self._open_lock:
-                    self._open[id(transport)] = transport
-                if self._cancel.is_set():  # Ctrl-C came while it connected
-                    raise Interrupted("interrupted before its first command")
-                # Warnings a transport raises when it opens (e.g. an insecure WinRM connection
-                # the inventory allowed) go into this host's notes, every run.
-                for notice in getattr(transport, "notices", ()):
-                    recorder.notes.append(self.credentials.redactor.mask(str(notice)))
-                remediation = spec.cls(values)
-                ctx = StepContext(
-                    host,
-                    transport,
-                    recorder,
-                    self.credentials,
-                    self._cancel,
-                    options.command_timeout,
-                    self.state_dir,
-                    ticket=ticket,
-                    ticket_priority=priority,
-                    history=lambda: self._history(task.name, host.name, ticket),
-                )
-                self._on_event("step", host, "check")
-                check = remediation.check(ctx)
-                if check.ok:
-                    outcome, message = Outcome.ALREADY_OK, check.summary
-                elif options.check_only:
-                    outcome, message = Outcome.WOULD_FIX, check.summary
-                else:
-                    ctx.step = "apply"
-                    self._on_event("step", host, "apply")
-                    remediation.apply(ctx)
-                    ctx.step = "verify"
-                    self._on_event("step", host, "verify")
-                    verify = remediation.verify(ctx)
-                    outcome = Outcome.FIXED if verify.ok else Outcome.FAILED
-                    # fixed: say what was wrong; failed: say what is still wrong
-                    message = check.summary if verify.ok else f"verify failed: {verify.summary}"
-        except (CommandTimeout, CommandInterrupted) as exc:
-            # Stopped on the host mid-command: say what that means for the host's state.
-            outcome, error = Outcome.FAILED, exc.kind
-            assert ctx is not None and remediation is not None
-            step = ctx.step
-            after, verify = self._after_stop(remediation, ctx, exc)
-            message = f"{step}: {exc.detail}{after}"
-        except (Unreachable, AuthFailed, HostKeyError, CertificateError) as exc:
-            # Before a connection exists the host is unreachable; afterwards its state is unknown.
-            outcome = Outcome.UNREACHABLE if transport is None else Outcome.FAILED
-            message, error = exc.detail, exc.kind
-        except TransportError as exc:
-            outcome, message, error = Outcome.FAILED, exc.detail, exc.kind
-        except Interrupted as exc:
-            outcome, error = Outcome.FAILED, "interrupted"
-            message = exc.message
-            if ctx is not None:
-                message = f"{ctx.step}: {exc.message}" + (
-                    "; the host was changed (apply ran to its end); verify did not run"
-                    if ctx.step == "verify"
-                    else "; state unknown: apply stopped part-way, verify did not run"
-                    if ctx.step == "apply"
-                    else "; nothing was changed (check only reads)"
-                )
-        except ToolkitError as exc:
-            step = f"{ctx.step}: " if ctx is not None else ""
-            outcome, message, error = Outcome.FAILED, step + exc.message, _kebab(type(exc).__name__)
-        except Exception as exc:  # a bug in a task is that host's failure, not the run's
-            log.exception("%s on %s raised", task.name, host.name)
-            outcome = Outcome.FAILED
-            message = f"internal error in {task.name}: {type(exc).__name__}: {exc}"
-            error = "internal-error"
+            state.run = self.recorder.begin(state.run)
+            with self._open_lock:
+                self._begun.add(host.name)
+            self.observers.host_started(state.run)
+            outcome, message = self._steps(job, spec, decision, state)
+            error: str | None = None
+        except Exception as exc:
+            outcome, message, error = self._failure(exc, state)
         finally:
-            if transport is not None:
+            if state.transport is not None:
                 with self._open_lock:
-                    self._open.pop(id(transport), None)
-            _close_quietly(transport, host)
-        mask = self.credentials.redactor.mask
+                    self._open.pop(id(state.transport), None)
+                _close_quietly(state.transport, host)
+        run, trace = state.run, state.trace
         result = HostResult(
             host=host.name,
             outcome=outcome,
-            message=mask(message),
+            message=self.credentials.redactor.mask(message),
             duration=time.monotonic() - started,
-            check=check,
-            verify=verify,
-            commands=tuple(recorder.commands),
+            check=state.check,
+            verify=state.verify,
+            commands=tuple(trace.commands),
             error=error,
-            action_id=action_id,
-            notes=tuple(recorder.notes),
-            handovers=tuple(recorder.handovers),
+            action_id=run.action_id,
+            notes=tuple(trace.notes),
+            handovers=tuple(trace.handovers),
         )
-        try:
-            self.ledger.finish(
-                action_id,
-                task=task.name,
-                host=host.name,
-                ticket=ticket,
-                outcome=outcome,
-                duration=result.duration,
-                commands=[c.as_ledger() for c in recorder.commands],
-                output=recorder.output(),
-                data={
-                    "message": result.message,
-                    "error": error,
-                    "check": _finding(check),
-                    "verify": _finding(verify),
-                    "notes": list(recorder.notes),
-                    **recorded,
-                    **options.tags,
-                },
-            )
-        except Exception as exc:  # what ran is still reported; the ledger shows it as open
-            log.error("%s: the ledger could not record the finish: %s", host.name, exc)
-            result = dataclasses.replace(
-                result,
-                outcome=Outcome.FAILED,
-                message=mask(
-                    f"{outcome} on the host, but the ledger could not record it "
-                    f"(the action stays open there): {exc}"
-                ),
-                error="ledger-unavailable",
-            )
-        self._on_event("done", host, result)
+        if run.action_id is not None:
+            result = self.recorder.finish(run, result)
+        self.observers.host_done(run, result)
         return result
 
-    def _after_stop(
-        self, remediation: Remediation, ctx: StepContext, exc: TransportError
-    ) -> tuple[str, Finding | None]:
+    def _steps(
+        self, job: _Job, spec: TaskSpec | None, decision: PolicyDecision | None, state: _HostState
+    ) -> tuple[Outcome, str]:
+        """Connect, then check → apply → verify: the outcome and what to say about it."""
+        host = state.run.host
+        if decision is not None and decision.outcome is not None:
+            return decision.outcome, decision.message
+        if spec is None:
+            why = f"{job.task.name} has no implementation for platform {host.platform}"
+            return Outcome.SKIPPED, why
+        state.transport = transport = self.connector.open(host)
+        with self._open_lock:
+            self._open[id(transport)] = transport
+        if self._cancel.is_set():  # Ctrl-C came while it connected
+            raise Interrupted("interrupted before its first command")
+        for notice in transport.notices:
+            state.trace.notes.append(self.credentials.redactor.mask(str(notice)))
+        state.remediation = remediation = spec.cls(job.plans.get(spec, {}))
+        state.ctx = ctx = _context(host, transport, state.trace, job.env)
+        self._enter(state, "check")
+        state.check = check = remediation.check(ctx)
+        if check.ok:
+            return Outcome.ALREADY_OK, check.summary
+        if job.options.check_only:
+            return Outcome.WOULD_FIX, check.summary
+        self._enter(state, "apply")
+        remediation.apply(ctx)
+        self._enter(state, "verify")
+        state.verify = verify = remediation.verify(ctx)
+        # fixed: say what was wrong; failed: say what is still wrong
+        if verify.ok:
+            return Outcome.FIXED, check.summary
+        return Outcome.FAILED, f"verify failed: {verify.summary}"
+
+    def _enter(self, state: _HostState, step: str) -> None:
+        assert state.ctx is not None
+        state.ctx.step = step
+        self.observers.step(state.run, step)
+
+    def _failure(self, exc: Exception, state: _HostState) -> tuple[Outcome, str, str]:
+        """The one place a host's exception becomes its outcome, message and error kind."""
+        ctx = state.ctx
+        where = f"{ctx.step}: " if ctx is not None else ""
+        if isinstance(exc, NotRecorded):
+            return Outcome.FAILED, exc.message, "ledger-unavailable"
+        if isinstance(exc, CommandTimeout | CommandInterrupted) and ctx is not None:
+            # Stopped on the host mid-command: say what that means for the host's state.
+            after = self._after_stop(state, exc)
+            return Outcome.FAILED, f"{where}{exc.detail}{after}", exc.kind
+        if isinstance(exc, Unreachable | AuthFailed | HostKeyError | CertificateError):
+            # Before a connection exists the host is unreachable; afterwards its state is unknown.
+            outcome = Outcome.UNREACHABLE if state.transport is None else Outcome.FAILED
+            return outcome, exc.detail, exc.kind
+        if isinstance(exc, TransportError):
+            return Outcome.FAILED, exc.detail, exc.kind
+        if isinstance(exc, Interrupted):
+            said = _INTERRUPTED_IN[ctx.step] if ctx is not None else ""
+            return Outcome.FAILED, where + exc.message + said, "interrupted"
+        if isinstance(exc, ToolkitError):
+            return Outcome.FAILED, where + exc.message, _kebab(type(exc).__name__)
+        # a bug in a task is that host's failure, not the run's
+        log.exception("%s on %s raised", state.run.task, state.run.host.name)
+        message = f"internal error in {state.run.task}: {type(exc).__name__}: {exc}"
+        return Outcome.FAILED, message, "internal-error"
+
+    def _after_stop(self, state: _HostState, exc: TransportError) -> str:
         """After a command was stopped on its host: what that means for the host's state, and,
         when an apply timed out (not on Ctrl-C), what verify then finds there."""
+        ctx, remediation = state.ctx, state.remediation
+        assert ctx is not None and remediation is not None
         if ctx.step == "check":
-            return "; nothing was changed (check only reads)", None
+            return "; nothing was changed (check only reads)"
         if ctx.step == "verify":
-            return "; apply had run to its end, verify did not", None
+            return "; apply had run to its end, verify did not"
         if isinstance(exc, CommandInterrupted) or self._cancel.is_set():
-            return "; state unknown: apply stopped part-way, verify did not run", None
-        ctx.step = "verify"
-        self._on_event("step", ctx.host, "verify")
+            return "; state unknown: apply stopped part-way, verify did not run"
+        self._enter(state, "verify")
         try:
-            found = remediation.verify(ctx)
+            state.verify = found = remediation.verify(ctx)
         except Exception as error:  # the host is in doubt either way: say so, keep the timeout
             why = error.message if isinstance(error, ToolkitError) else repr(error)
-            return f"; state unknown: apply stopped part-way, verify could not run: {why}", None
+            return f"; state unknown: apply stopped part-way, verify could not run: {why}"
         held = "the fix is in place" if found.ok else f"not fixed: {found.summary}"
-        return f"; apply stopped part-way, verify ran after it: {held}", found
+        return f"; apply stopped part-way, verify ran after it: {held}"
 
-    def _decide(
-        self,
-        task: Task,
-        spec: TaskSpec | None,
-        host: Host,
-        options: RunOptions,
-        policy: HostPolicy | None,
-    ) -> PolicyDecision | None:
+    def _decide(self, job: _Job, spec: TaskSpec | None, host: Host) -> PolicyDecision | None:
         """Ask the policy about this host (not for check-only runs: they change nothing)."""
-        if policy is None or spec is None or options.check_only:
+        if job.policy is None or spec is None or job.options.check_only:
             return None
         try:
-            return policy.decide(task, spec, host)
+            return job.policy.decide(job.task, spec, host)
         except ToolkitError as exc:
             return PolicyDecision(Outcome.SKIPPED, f"refused by policy: {exc.message}")
         except Exception as exc:  # a policy bug stops this host, never lets it run unchecked
-            log.exception("policy for %s on %s raised", task.name, host.name)
+            log.exception("policy for %s on %s raised", job.task.name, host.name)
             return PolicyDecision(Outcome.FAILED, f"internal error in the run policy: {exc}")
 
-    def _history(self, task: str, host: str, ticket: str | None) -> list[PastAction]:
+    def _history(self, task: str, host: str, *, ticket: str | None) -> list[PastAction]:
         """Finished runs of `task` on `host` under `ticket`, oldest first (none without one)."""
         if not ticket:
             return []

@@ -5,7 +5,7 @@ and workers) all call `RunService`: it applies the workspace's defaults (forks),
 ticket when asked, takes the run policy's decision per host (maintenance windows, approvals,
 break-glass), and runs the task with the runner over one set of connections.
 
-    with RunService(app, on_event=progress) as service:
+    with RunService(app, observers=[progress]) as service:
         ran = service.run(RunRequest(task, hosts, params, ticket="INC-1042"))
         ran.report.exit_code
 
@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from toolkit.run.runner import EventHandler, Runner, RunOptions, RunReport
+from toolkit.run.runner import Runner, RunOptions, RunReport
 
 if TYPE_CHECKING:
     from toolkit.app import App
     from toolkit.inventory import Host
     from toolkit.remediation.catalog import Task
+    from toolkit.run.events import RunObserver
     from toolkit.run.policy import RunPolicy
     from toolkit.transports import Connector
 
@@ -125,13 +126,14 @@ class RunService:
         *,
         connect_timeout: float | None = None,
         command_timeout: float | None = None,
-        on_event: EventHandler | None = None,
+        observers: Sequence[RunObserver] = (),
         connector: Connector | None = None,
     ) -> None:
-        """`connector`: where hosts are reached (default: the transports, opened on first use,
+        """`observers`: see every run's events (toolkit.run.events: the CLI's progress bar);
+        `connector`: where hosts are reached (default: the transports, opened on first use,
         closed with the service; a given one is the caller's to close)."""
         self.app = app
-        self.on_event = on_event
+        self.observers = tuple(observers)
         self._timeouts = (connect_timeout, command_timeout)
         self._connector = connector
         self._owned = connector is None
@@ -202,7 +204,7 @@ class RunService:
             ledger=app.ledger,
             connector=self.connector,
             credentials=app.credentials,
-            on_event=self.on_event,
+            observers=self.observers,
             state_dir=app.workspace.state_dir,
             policy=policy,
         )

@@ -30,21 +30,23 @@ class CommandResult:
 
 @runtime_checkable
 class Transport(Protocol):
-    """One open connection to one host, used for a whole check → apply → verify sequence.
+    """One open connection to one host, used for a whole check → apply → verify sequence: the
+    commands every transport runs. What only some offer is a Protocol of its own that those
+    implement (FileTransfer: SSH; ConfigSession: network devices), so a caller asks
+    `isinstance(transport, FileTransfer)` and no transport has a method that only raises.
 
     `run` returns a CommandResult whatever the exit code, and raises the typed TransportErrors
     (Unreachable, AuthFailed, HostKeyMismatch, CommandTimeout, …) for everything else.
     """
 
     host: Host
+    # Warnings raised when it opened (an insecure WinRM connection the inventory allowed): the
+    # runner copies them into the host's notes, every run. Empty for most.
+    notices: Sequence[str]
 
     def run(
         self, command: Command, *, stdin: bytes | Secret | None = None, timeout: float | None = None
     ) -> CommandResult: ...
-
-    def put(self, local: Path, remote: str) -> None: ...
-
-    def get(self, remote: str, local: Path) -> None: ...
 
     def interrupt(self) -> None:
         """Ctrl-C, from another thread: stop the command in flight on the host (its `run`
@@ -55,14 +57,30 @@ class Transport(Protocol):
 
 
 @runtime_checkable
-class ConfigTransport(Transport, Protocol):
-    """A transport to a network device: configuration lines and saving them are their own verbs.
+class FileTransfer(Protocol):
+    """Copying files to and from the host (SSH: SFTP on the same connection)."""
 
-    `configure` stops at the first line the device rejects and returns a failed result naming it."""
+    def put(self, local: Path, remote: str) -> None: ...
+
+    def get(self, remote: str, local: Path) -> None: ...
+
+
+@runtime_checkable
+class ConfigSession(Protocol):
+    """A network device's configuration mode: configuration lines and saving them are verbs of
+    their own. `configure` stops at the first line the device rejects and returns a failed
+    result naming it; `scrub` removes secret-bearing configuration values (`password 7 …`)
+    from any text of this device before it is recorded."""
 
     def configure(self, lines: Sequence[str], *, timeout: float | None = None) -> CommandResult: ...
 
     def save(self) -> CommandResult: ...
+
+    def scrub(self, text: str) -> str: ...
+
+
+class NetworkTransport(Transport, ConfigSession, Protocol):
+    """A network device's transport: commands and a configuration session."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ whole check → apply → verify, like the other transports.
 - **Errors**: network CLIs have no exit codes. Output lines matching the platform's error patterns
   (`% Invalid input`, `% Incomplete command`, `syntax error`, `Error:` …) make the result's exit code 1
   and are copied to stderr.
+- **No file transfer**: the transport implements `Transport` and `ConfigSession`, not
+  `FileTransfer`; a task's `ctx.put`/`ctx.get` on a device is refused before anything is sent.
 - **Session log** (`.itops/sessions/HOST.log`, mode 0600): everything netmiko reads and writes,
   written only after the run's redactor masked every secret (held back across reads, so a secret
   split between two reads is masked too) and secret-bearing configuration lines were scrubbed.
@@ -27,7 +29,6 @@ whole check → apply → verify, like the other transports.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import re
 import shutil
@@ -294,8 +295,11 @@ class NetdevTransport:
         self._options = options
         self._errors = error_regex(host.platform)
         self._interrupted = threading.Event()
-        # What the runner records of any output: secret-bearing config values scrubbed.
-        self.scrub = functools.partial(netconfig.scrub, host.platform)
+        self.notices: tuple[str, ...] = ()
+
+    def scrub(self, text: str) -> str:
+        """What the runner records of any output: secret-bearing config values scrubbed."""
+        return netconfig.scrub(self.host.platform, text)
 
     # -- reads -----------------------------------------------------------------------------
     def run(
@@ -384,12 +388,6 @@ class NetdevTransport:
         """A push stops before its next line (the apply step then rolls back what was typed);
         a read in flight ends at its prompt or its timeout."""
         self._interrupted.set()
-
-    def put(self, local: Path, remote: str) -> None:
-        raise TransportError(self.host.name, "file transfer to network devices is not supported")
-
-    def get(self, remote: str, local: Path) -> None:
-        raise TransportError(self.host.name, "file transfer from network devices is not supported")
 
     def close(self) -> None:
         """Close the SSH session (no `exit` dialogue: some NOSes take seconds to answer it)."""

@@ -653,6 +653,7 @@ class SSHTransport:
         self._sftp: asyncssh.SFTPClient | None = None
         self._process: asyncio.Future[None] | None = None  # set while a command with stdin runs
         self._interrupted = False
+        self.notices: tuple[str, ...] = ()
 
     def run(
         self, command: Command, *, stdin: bytes | Secret | None = None, timeout: float | None = None

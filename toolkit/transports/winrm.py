@@ -632,16 +632,6 @@ class WinRMTransport:
         except Exception:  # pragma: no cover - closing a requests session does not fail
             log.debug("%s: closing the HTTP session failed", self.host.name, exc_info=True)
 
-    def put(self, local: Path, remote: str) -> None:
-        raise TransportError(
-            self.host.name,
-            "file transfer is not implemented for WinRM",
-            hint="Windows remediations work on the host itself (backup.files copies there)",
-        )
-
-    def get(self, remote: str, local: Path) -> None:
-        raise TransportError(self.host.name, "file transfer is not implemented for WinRM")
-
     def close(self) -> bool:
         """Delete the shell; True if the host confirmed it."""
         if self._shell_id is None:

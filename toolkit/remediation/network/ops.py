@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolkit.errors import ToolkitError
-from toolkit.remediation.catalog import Context, Finding
+from toolkit.remediation.catalog import Context, Finding, network
 from toolkit.remediation.network import config as netconfig
 from toolkit.remediation.network.parse import parse
 from toolkit.remediation.quoting import cli
@@ -179,9 +179,10 @@ def push(
     then save — or, if the device rejected a line or the confirmation failed, roll back to the
     captured configuration (recorded as notes) and raise."""
     platform = ctx.host.platform
+    device = network(ctx)
     before = netconfig.tree(platform, running_config(ctx))
     try:
-        pushed = ctx.configure(lines, check=False)
+        pushed = device.configure(lines, check=False)
         if pushed.exit_code != 0:
             raise ToolkitError(pushed.stderr or "the device rejected the change")
         finding = confirm()
@@ -191,7 +192,7 @@ def push(
         rolled = rollback(ctx, before)
         raise ToolkitError(f"{exc.message}; {rolled}") from None
     if save:
-        ctx.save()
+        device.save()
         ctx.note("running configuration saved to startup after the change was confirmed")
     return finding
 
@@ -204,7 +205,7 @@ def rollback(ctx: Context, before: netconfig.Tree) -> str:
         if not undo:
             message = "nothing to roll back: the running configuration is as captured before apply"
         else:
-            ctx.configure(undo, check=False)
+            network(ctx).configure(undo, check=False)
             left = netconfig.rollback_lines(before, netconfig.tree(platform, running_config(ctx)))
             message = (
                 f"rolled back {len(undo)} line(s): the running configuration matches the one "

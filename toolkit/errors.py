@@ -64,6 +64,15 @@ class CommandFailed(ToolkitError):
         self.exit_code = exit_code
 
 
+class Unsupported(ToolkitError):
+    """The task asked for something this host's transport does not offer (file transfer on a
+    WinRM host, configuration on a Linux host): the task's mistake, not the host's."""
+
+
+class DeviceRejected(ToolkitError):
+    """A network device refused a command or a configuration line (its CLI said so)."""
+
+
 class LedgerError(ToolkitError):
     """The ledger cannot be opened or written."""
 

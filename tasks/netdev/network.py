@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import ToolkitError, ValidationError
+from toolkit.errors import DeviceRejected, ToolkitError, ValidationError
 from toolkit.inventory import Host
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.remediation.network import config as netconfig
@@ -109,7 +109,7 @@ class DeviceFacts(Remediation):
         command = cli(VERSION_COMMAND[platform])
         result = ctx.read(command)
         if result.exit_code != 0:
-            raise ToolkitError(f"{command} failed: {result.stderr}")
+            raise DeviceRejected(f"{command} failed: {result.stderr}")
         version = parse(platform, command.text, result.stdout, _version_fallback)
         # a template may leave fields empty that itops' own patterns find
         rows = [*version.rows, *_version_fallback(result.stdout)]
@@ -367,7 +367,7 @@ class PortVlan(Remediation):
         command = cli(VLAN_COMMAND[platform])
         result = ctx.read(command)
         if result.exit_code != 0:
-            raise ToolkitError(f"{command} failed: {result.stderr}")
+            raise DeviceRejected(f"{command} failed: {result.stderr}")
         rows = parse(platform, command.text, result.stdout, _vlan_rows).rows
         return {int(r["vlan_id"]) for r in rows if str(r.get("vlan_id", "")).isdigit()}
 

@@ -275,6 +275,7 @@ def test_config_apply_diff_apply_verify_and_rollback_on_a_rejected_line(
     )
     host = one(report)
     assert code == 1 and host["outcome"] == "failed"
+    assert host["error"] == "device-rejected"  # named for what it is, not "toolkit-error"
     assert "rejected: % Invalid input" in host["message"]
     assert re.search(
         r"rolled back \d line\(s\): the running configuration matches", host["message"]

@@ -104,7 +104,7 @@ def run_linux(
         options=RunOptions(check_only=check_only, forks=1),
     )
     result = report.results[0]
-    if result.error == "internal-error":
+    if result.error == "itops-bug":
         raise AssertionError(result.message)  # e.g. an unscripted command
     assert connector.transport is None or connector.transport.closed
     assert connector.transport is not None or result.outcome == "skipped"

@@ -13,7 +13,10 @@ Out = Outcome
     ("outcomes", "failed", "code"),
     [
         ((), False, 0),
-        ((Out.FIXED, Out.ALREADY_OK, Out.SKIPPED), False, 0),
+        ((Out.FIXED, Out.ALREADY_OK), False, 0),
+        ((Out.FIXED, Out.ALREADY_OK, Out.SKIPPED), False, 6),  # held back: its own code
+        ((Out.SKIPPED, Out.WOULD_FIX), False, 6),
+        ((Out.SKIPPED, Out.NEEDS_APPROVAL), False, 5),
         ((Out.WOULD_FIX, Out.FIXED), False, 4),
         ((Out.WOULD_FIX, Out.NEEDS_APPROVAL), False, 5),
         ((Out.NEEDS_APPROVAL, Out.UNREACHABLE), False, 3),
@@ -38,3 +41,15 @@ def test_the_runner_still_exports_the_result_types() -> None:
     from toolkit.run import runner
 
     assert runner.HostResult is HostResult and runner.Outcome is Outcome
+
+
+def test_a_host_of_another_platform_is_skipped_but_leaves_no_work_undone() -> None:
+    from toolkit.run.results import NOT_ITS_PLATFORM, HostResult, RunReport
+
+    report = RunReport(
+        "t", "T-1", False,
+        (HostResult("a", Out.FIXED, "ok"),
+         HostResult("w", Out.SKIPPED, "no implementation", error=NOT_ITS_PLATFORM)),
+        0.1,
+    )  # fmt: skip
+    assert report.exit_code == 0

@@ -170,7 +170,7 @@ def test_a_context_refuses_file_transfer_on_a_host_whose_transport_has_none(
         "get /etc/motd"
     ]
     for result, kind in ((win, "winrm"), (switch, "netdev")):
-        assert result.outcome == Outcome.FAILED and result.error == "toolkit-error"
+        assert result.outcome == Outcome.FAILED and result.error == "unsupported"
         assert result.message == (
             f"check: {result.host}: its {kind} transport cannot transfer files "
             "(refused to download /etc/motd)"

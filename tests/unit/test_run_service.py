@@ -68,3 +68,31 @@ def test_a_run_the_task_would_refuse_asks_no_approval(app: App) -> None:
     # the same run with allow_privileged=false is not refused up front (the host decides)
     fine = plan(app, "password.reset", "ws-01", {"user": "jdoe"}, ticket="INC-11", priority="P3")
     service.run(fine)
+
+
+def test_check_says_when_the_hosts_window_is_closed(app: App, tmp_path: Path) -> None:
+    ws = app.workspace.root
+    (ws / "inventory" / "hosts.yml").write_text(
+        "all:\n  hosts:\n    ws-01: {ansible_host: 127.0.0.1, platform: linux, "
+        "maintenance_window: never}\n"
+    )
+    config = ws / "itops.toml"
+    config.write_text(
+        config.read_text() + '\n[maintenance_windows.never]\ntimezone = "UTC"\n'
+        'dates = ["2001-01-01"]\n\n[policy]\ndisruptive = ["demo.*"]\n'
+    )
+    (ws / "tasks" / "demo.py").write_text(
+        "from toolkit.remediation.catalog import Context, Finding, Remediation, remediation\n"
+        "@remediation('demo.bounce', category='software', platforms={'linux'}, summary='x')\n"
+        "class Bounce(Remediation):\n"
+        "    def check(self, ctx: Context) -> Finding:\n"
+        "        return Finding.problem('needs a bounce')\n"
+        "    def apply(self, ctx: Context) -> None:\n"
+        "        pass\n"
+    )
+    fresh = App(ws)
+    request = plan(fresh, "demo.bounce", "ws-01", {}, check_only=True)
+    service = RunService(fresh, connector=MockConnector(anything_ok()))  # type: ignore[arg-type]
+    (result,) = service.run(request).report.results
+    assert str(result.outcome) == "would-fix"
+    assert "a fix now would be skipped: outside never" in result.message

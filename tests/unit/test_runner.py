@@ -169,7 +169,7 @@ def test_one_hosts_failure_is_data_and_the_others_go_on(ledger: Ledger) -> None:
         task(Buggy), hosts("bug"), {}, ticket="T-1", options=RunOptions()
     )
     assert buggy.results[0].outcome == Outcome.FAILED
-    assert buggy.results[0].error == "internal-error" and "KeyError" in buggy.results[0].message
+    assert buggy.results[0].error == "itops-bug" and "KeyError" in buggy.results[0].message
     assert buggy.exit_code == 1
     assert ledger.verify().ok and ledger.verify().open_actions == ()
 
@@ -311,7 +311,7 @@ def test_configure_and_save_are_changes_and_need_a_network_device(ledger: Ledger
     )
     linux, switch = report.results
     # A Linux host's context has no configuration verbs: refused by name, nothing sent.
-    assert linux.outcome == Outcome.FAILED and linux.error == "toolkit-error"
+    assert linux.outcome == Outcome.FAILED and linux.error == "unsupported"
     assert linux.message == "check: a is not a network device: it has no configuration to change"
     # A network device's context has them, and they are changes: refused outside apply.
     assert switch.error == "change-refused" and "check may only read" in switch.message

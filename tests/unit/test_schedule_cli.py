@@ -335,7 +335,7 @@ def test_break_glass_needs_a_reason_and_a_p1_ticket(ws: Path) -> None:
     assert p3.exit_code == 2 and "only for P1 tickets; INC-8 is P3" in p3.output
     assert "run.refused" in kinds(ws) and "action.begin" not in kinds(ws)
     outside = itops(ws, "fix", "demo.restart", "web-2", "--ticket", "INC-9", "--priority", "P1")
-    assert outside.exit_code == 0 and "outside window never" in outside.output
+    assert outside.exit_code == 6 and "outside window never" in outside.output
     glass = itops(
         ws,
         "fix",

@@ -103,7 +103,9 @@ def _as_list(params: Any) -> list[str]:
 def summarize(what: str, report: RunReport) -> JobResult:
     counts = Counter(str(r.outcome) for r in report.results)
     code = report.exit_code
-    resolution = {0: "completed", 4: "completed", 5: "needs-approval"}.get(code, "failed")
+    resolution = {0: "completed", 4: "completed", 5: "needs-approval", 6: "skipped"}.get(
+        code, "failed"
+    )
     text = ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "no hosts"
     return JobResult(resolution, f"{what} on {len(report.results)} host(s): {text}", code, counts)
 
@@ -172,7 +174,9 @@ class JobRunner:
             return summarize(f"runbook {s.what}", report)
         code = getattr(report, "exit_code", None)
         if isinstance(code, int):  # a RunbookReport: escalated hosts fail the job
-            resolution = {0: "completed", 4: "completed", 5: "needs-approval"}.get(code, "failed")
+            resolution = {0: "completed", 4: "completed", 5: "needs-approval", 6: "skipped"}.get(
+        code, "failed"
+    )
             counts = Counter(str(r.outcome) for r in getattr(report, "results", ()))
             return JobResult(resolution, f"runbook {s.what}: {report.describe()}", code, counts)
         return JobResult("completed", f"runbook {s.what}: {report}")

@@ -404,7 +404,7 @@ class ScheduleStore:
 class JobResult:
     """What one run of a job came to: the ticket's resolution and its outcome summary."""
 
-    resolution: str  # completed | failed | needs-approval | refused | error
+    resolution: str  # completed | failed | needs-approval | skipped | refused | error
     summary: str
     exit_code: int = 0
     counts: Mapping[str, int] = field(default_factory=dict)

@@ -28,7 +28,9 @@ Exit codes (the first that applies):
   3  at least one host unreachable (refused, timed out, auth or host key refused)
   4  --check found something to fix
   5  at least one host needs approval
-  130 interrupted
+  6  at least one host was skipped: outside its maintenance window, or not run
+     after --max-fail-percent (a host of another platform is no work left undone)
+  130 interrupted (the per-host table is still printed)
 """
 
 

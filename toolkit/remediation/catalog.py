@@ -31,7 +31,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from toolkit.errors import NotFound, ToolkitError, ValidationError
+from toolkit.errors import NotFound, ToolkitError, Unsupported, ValidationError
 from toolkit.inventory import Host
 from toolkit.remediation.quoting import Command, check_path, check_text, check_token
 from toolkit.secrets.credentials import Secret, is_reference
@@ -150,7 +150,7 @@ class NetworkContext(Context, Protocol):
 def network(ctx: Context) -> NetworkContext:
     """`ctx` as a network device's context; a ToolkitError naming the host on any other."""
     if not isinstance(ctx, NetworkContext):
-        raise ToolkitError(
+        raise Unsupported(
             f"{ctx.host.name} is not a network device: it has no configuration to change",
             hint="configure/save work on hosts reached over netdev (network platforms)",
         )

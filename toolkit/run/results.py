@@ -32,8 +32,11 @@ EXIT_CODES: tuple[tuple[Outcome, int], ...] = (
     (Outcome.FAILED, 1),
     (Outcome.UNREACHABLE, 3),
     (Outcome.NEEDS_APPROVAL, 5),
+    (Outcome.SKIPPED, 6),  # held back: outside its window, or not run after --max-fail-percent
     (Outcome.WOULD_FIX, 4),
 )
+# A host the task has no implementation for is skipped too, but that is no work left undone.
+NOT_ITS_PLATFORM = "not-its-platform"
 
 
 def exit_code(outcomes: Iterable[Outcome], *, failed: bool = False) -> int:
@@ -126,7 +129,8 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        return exit_code((r.outcome for r in self.results), failed=self.finish_failed)
+        counted = (r.outcome for r in self.results if r.error != NOT_ITS_PLATFORM)
+        return exit_code(counted, failed=self.finish_failed)
 
     def as_dict(self) -> dict[str, Any]:
         return {

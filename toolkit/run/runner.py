@@ -46,13 +46,21 @@ from toolkit.errors import (
     ToolkitError,
     TransportError,
     Unreachable,
+    Unsupported,
 )
 from toolkit.inventory import Host
 from toolkit.ledger import Ledger
 from toolkit.remediation.catalog import Finding, PastAction, Remediation, RunInfo, Task, TaskSpec
 from toolkit.remediation.quoting import Command, become, config_display, mapping_display
 from toolkit.run.events import HostRun, LedgerRecorder, NotRecorded, Observers, RunObserver
-from toolkit.run.results import EXIT_CODES, CommandRecord, HostResult, Outcome, RunReport
+from toolkit.run.results import (
+    EXIT_CODES,
+    NOT_ITS_PLATFORM,
+    CommandRecord,
+    HostResult,
+    Outcome,
+    RunReport,
+)
 from toolkit.secrets.credentials import CredentialStore, Secret
 from toolkit.secrets.handover import Handover
 from toolkit.transports import CommandResult, Connector, Transport
@@ -236,7 +244,7 @@ class StepContext:
     def _files(self, what: str) -> FileTransfer:
         transport = self._transport
         if not _offers(type(transport), FileTransfer):
-            raise ToolkitError(
+            raise Unsupported(
                 f"{self.host.name}: its {self.host.transport} transport cannot transfer files "
                 f"(refused to {what})",
                 hint="file transfer works over SSH; on other hosts, work with files on the host",
@@ -643,7 +651,12 @@ class Runner:
                 self._begun.add(host.name)
             self.observers.host_started(state.run)
             outcome, message = self._steps(job, spec, decision, state)
-            error: str | None = None
+            # the fix ran and verify says it did not hold: named, like every other failure
+            error: str | None = (
+                "not-fixed" if state.verify is not None and not state.verify.ok else None
+            )
+            if spec is None:
+                error = NOT_ITS_PLATFORM  # skipped, but no work left undone (exit code)
         except Exception as exc:
             outcome, message, error = self._failure(exc, state)
         finally:
@@ -729,11 +742,15 @@ class Runner:
             said = _INTERRUPTED_IN[ctx.step] if ctx is not None else ""
             return Outcome.FAILED, where + exc.message + said, "interrupted"
         if isinstance(exc, ToolkitError):
-            return Outcome.FAILED, where + exc.message, _kebab(type(exc).__name__)
-        # a bug in a task is that host's failure, not the run's
+            # Named for what it is: a bare ToolkitError from a step is the host's (or device's)
+            # answer that stops the fix ("freshclam exited 2"), never "toolkit-error", which read
+            # like an itops bug; a subclass names itself (device-rejected, command-failed, …).
+            kind = "host-reported" if type(exc) is ToolkitError else _kebab(type(exc).__name__)
+            return Outcome.FAILED, where + exc.message, kind
+        # a bug in a task (or in itops) is that host's failure, not the run's
         log.exception("%s on %s raised", state.run.task, state.run.host.name)
         message = f"internal error in {state.run.task}: {type(exc).__name__}: {exc}"
-        return Outcome.FAILED, message, "internal-error"
+        return Outcome.FAILED, message, "itops-bug"
 
     def _after_stop(self, state: _HostState, exc: TransportError) -> str:
         """After a command was stopped on its host: what that means for the host's state, and,

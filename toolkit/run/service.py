@@ -215,7 +215,33 @@ class RunService:
             ticket=request.ticket,
             options=self.options(request),
         )
+        if request.check_only:
+            report = self._window_notes(request, report)
         return Ran(report, policy)
+
+    def _window_notes(self, request: RunRequest, report: RunReport) -> RunReport:
+        """--check: a host that would be fixed but whose maintenance window is closed says so
+        (the fix itself would skip it now)."""
+        import dataclasses
+
+        from toolkit.run.maintenance import host_windows
+        from toolkit.run.results import Outcome
+
+        settings = self.app.policy_settings
+        now = self.app.clock.now()
+        hosts = {h.name: h for h in request.hosts}
+        results = []
+        for r in report.results:
+            spec = request.task.implementation(hosts[r.host].platform)
+            if r.outcome == Outcome.WOULD_FIX and spec is not None and settings.is_disruptive(spec):
+                windows = host_windows(hosts[r.host], settings.windows)
+                if windows and not any(w.is_open(now) for w in windows):
+                    closed = "; ".join(w.describe(now) for w in windows)
+                    r = dataclasses.replace(
+                        r, message=f"{r.message} (a fix now would be skipped: outside {closed})"
+                    )
+            results.append(r)
+        return dataclasses.replace(report, results=tuple(results))
 
     @property
     def connector(self) -> Connector:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import DeviceRejected, ToolkitError
 from toolkit.remediation.catalog import Context, Finding, network
 from toolkit.remediation.network import config as netconfig
 from toolkit.remediation.network.parse import parse
@@ -93,7 +93,7 @@ def port_state(ctx: Context, interface: str) -> PortState:
     command = cli(STATUS_COMMAND[platform], intf=interface)
     result = ctx.read(command)
     if result.exit_code != 0:
-        raise ToolkitError(f"{command} failed: {result.stderr}")
+        raise DeviceRejected(f"{command} failed: {result.stderr}")
     parsed = parse(platform, command.text, result.stdout, _status_rows)
     row = parsed.first()
     if not row:
@@ -142,7 +142,7 @@ def interface_config(ctx: Context, interface: str) -> netconfig.Tree:
     command = cli(INTERFACE_CONFIG_COMMAND[platform], intf=interface)
     result = ctx.read(command)
     if result.exit_code != 0:
-        raise ToolkitError(f"{command} failed: {result.stderr}")
+        raise DeviceRejected(f"{command} failed: {result.stderr}")
     tree = netconfig.tree(platform, result.stdout)
     section = next((v for k, v in tree.items() if k.lower().startswith("interface")), {})
     return section
@@ -184,13 +184,15 @@ def push(
     try:
         pushed = device.configure(lines, check=False)
         if pushed.exit_code != 0:
-            raise ToolkitError(pushed.stderr or "the device rejected the change")
+            raise DeviceRejected(pushed.stderr or "the device rejected the change")
         finding = confirm()
         if not finding.ok:
-            raise ToolkitError(f"the change did not take effect: {finding.summary}")
+            raise DeviceRejected(f"the change did not take effect: {finding.summary}")
     except ToolkitError as exc:
         rolled = rollback(ctx, before)
-        raise ToolkitError(f"{exc.message}; {rolled}") from None
+        # the same kind (device-rejected, unreachable …), now saying what the rollback did
+        kind = exc.__class__ if isinstance(exc, DeviceRejected) else ToolkitError
+        raise kind(f"{exc.message}; {rolled}", hint=exc.hint) from None
     if save:
         device.save()
         ctx.note("running configuration saved to startup after the change was confirmed")

@@ -66,6 +66,20 @@ def test_check_changes_nothing_fix_fixes_second_run_is_already_ok(lab: LabEnv) -
     assert set(outcomes(again.stdout).values()) == {"already-ok"}
 
 
+def test_resolve_closes_the_loop_when_every_host_is_verified(lab: LabEnv) -> None:
+    lab.break_printer("lab-02")
+    fixed = lab.itops(
+        "fix", "printer.clear-queue", "lab-02", "--ticket", "INC-1077", "--resolve",
+        "--category", "printer",
+    )  # fmt: skip
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "INC-1077 resolved: itops fix printer.clear-queue: verified fixed on 1 host(s)" in (
+        fixed.stdout
+    )
+    shown = json.loads(lab.itops("ticket", "show", "INC-1077", "--json").stdout)
+    assert shown["summary"]["state"] == "resolved"
+
+
 def test_the_run_is_in_the_ticket_log_and_the_chain_verifies(lab: LabEnv) -> None:
     lab.break_printer("lab-02")
     fix = lab.itops("fix", "printer.clear-queue", "lab-02", "--ticket", "INC-2001", "--json")

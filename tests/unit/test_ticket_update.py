@@ -44,3 +44,21 @@ def test_update_refuses_nothing_to_change_and_a_closed_ticket(workspace: Workspa
         assert itops(ws, "ticket", verb, "INC-8")[0] == 0
     code, out = itops(ws, "ticket", "update", "INC-8", "--priority", "P1")
     assert code != 0 and "closed" in out
+
+
+def test_resolve_after_run_resolves_only_when_every_host_held(workspace: Workspace) -> None:
+    from toolkit.app import App
+    from toolkit.desk.service import resolve_after_run
+
+    ws = workspace.root
+    itops(ws, "ticket", "open", "INC-9", "-c", "printer")
+    app = App(ws)
+    ok, said = resolve_after_run(app, "INC-9", "itops fix x", {"a": "fixed", "b": "failed"})
+    assert not ok and "b did not end fixed or already-ok" in said
+    ok, said = resolve_after_run(app, "INC-9", "itops fix x", {"a": "fixed", "b": "already-ok"})
+    assert ok and "verified fixed on 1 host(s) (a); already-ok on 1" in said
+    app.close()
+    shown = json.loads(itops(ws, "ticket", "show", "INC-9", "--json")[1])
+    assert shown["summary"]["state"] == "resolved"
+    code, out = itops(ws, "fix", "printer.status", "x", "--check", "--resolve")
+    assert code == 2 and "--resolve resolves the run's ticket" in out

@@ -131,6 +131,11 @@ def task_options(entry: Task, extras: Sequence[str]) -> list[str]:
     metavar="REQUEST-ID",
     help="Use this approval for a risky task (default: a matching one, if granted).",
 )
+@click.option(
+    "--resolve",
+    is_flag=True,
+    help="Resolve the ticket when every host ends fixed or already-ok (verify proved it).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @click.pass_obj
 def fix(
@@ -150,6 +155,7 @@ def fix(
     break_glass: bool,
     reason: str | None,
     approval: str | None,
+    resolve: bool,
     as_json: bool,
 ) -> None:
     """Run remediation TASK on the hosts matching TARGETS: check → apply → verify.
@@ -163,6 +169,7 @@ def fix(
       itops fix printer.clear-queue office --check
       itops fix printer.clear-queue 'lab:!lab-03' -p queue=office --ticket INC-1042 --serial 2
       itops fix patch.apply linux --security-only --exclude 'linux-image-*' --ticket CHG-7
+      itops fix printer.clear-queue ws-042 --ticket INC-1042 --resolve
 
     A task's parameters (itops tasks show TASK) are given with -p NAME=VALUE or, after
     TARGETS, as options: --security-only, --no-expire, --include curl.
@@ -172,6 +179,8 @@ def fix(
     another operator: the first run records a request and exits 5 with its REQUEST-ID.
     """
     extras = click.get_current_context().args
+    if resolve and (check_only or not ticket):
+        raise click.UsageError("--resolve resolves the run's ticket: it needs --ticket, not --check")
     for positional in (task, targets):
         if positional.startswith("-"):
             raise click.UsageError(
@@ -205,11 +214,23 @@ def fix(
         finally:
             render.handovers(stop.results)
         click.get_current_context().exit(130)
+    resolved = None
+    if resolve and ticket:
+        from toolkit.desk.service import resolve_after_run
+
+        resolved = resolve_after_run(
+            app, ticket, f"itops fix {task}", {r.host: str(r.outcome) for r in report.results}
+        )
     try:
         if as_json:
-            render.emit_json(app.redactor.mask_data(report.as_dict()))
+            data = report.as_dict()
+            if resolved is not None:
+                data["ticket_resolved"] = resolved[0]
+            render.emit_json(app.redactor.mask_data(data))
         else:
             show_report(report)
+            if resolved is not None:
+                render.echo(resolved[1], err=not resolved[0])
             if policy is not None and policy.request_id and report.counts.get("needs-approval"):
                 render.echo(
                     f"approval requested: {policy.request_id} — another operator runs "

@@ -47,7 +47,7 @@ def runbook() -> None:
     Examples:
       itops runbook list
       itops runbook show printer-not-printing
-      itops runbook run printer-not-printing ws-042 --ticket INC-1042
+      itops runbook run printer-not-printing ws-042 --ticket INC-1042 --resolve
       itops runbook run password-locked ws-042 -p user=jdoe --ticket INC-1043 --priority P2
       itops runbook run no-network office -p name=intranet.example.com --check
     """
@@ -178,6 +178,11 @@ def show(app: App, name: str, as_json: bool) -> None:
     "--check", "check_only", is_flag=True, help="Run every step read-only: never changes a host."
 )
 @fan_out
+@click.option(
+    "--resolve",
+    is_flag=True,
+    help="Resolve the ticket when every host's fix held (nothing escalated or held).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @click.pass_obj
 def run(
@@ -191,6 +196,7 @@ def run(
     forks: int | None,
     connect_timeout: float | None,
     command_timeout: float | None,
+    resolve: bool,
     as_json: bool,
 ) -> None:
     """Run runbook NAME on the hosts matching TARGETS, step by step, under one ticket.
@@ -209,6 +215,8 @@ def run(
     from toolkit.automation.runbooks import run as run_book
     from toolkit.desk.tickets import ensure
 
+    if resolve and (check_only or not ticket):
+        raise click.UsageError("--resolve resolves the run's ticket: it needs --ticket, not --check")
     book = _load(app, name)
     raw = parse_params(params)
     if ticket is not None:
@@ -247,10 +255,25 @@ def run(
         command_timeout=command_timeout,
         on_step=on_step,
     )
+    resolved = None
+    if resolve and ticket:
+        from toolkit.desk.service import resolve_after_run
+
+        last = {r.host: str(r.outcome) for r in report.results}  # each host's last step
+        held = ", ".join(sorted({*report.escalated, *report.held}))
+        resolved = resolve_after_run(
+            app, ticket, f"itops runbook {book.name}", last,
+            held_by=f"{held} escalated or held" if held else "",
+        )  # fmt: skip
     if as_json:
-        render.emit_json(app.redactor.mask_data(report.as_dict()))
+        data = report.as_dict()
+        if resolved is not None:
+            data["ticket_resolved"] = resolved[0]
+        render.emit_json(app.redactor.mask_data(data))
     else:
         _summary(report, book)
+        if resolved is not None:
+            render.echo(resolved[1], err=not resolved[0])
         for request in report.approval_requests:
             render.echo(
                 f"approval requested: {request} — another operator runs "

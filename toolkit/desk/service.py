@@ -121,3 +121,40 @@ def category_lookup(known: Mapping[str, str]) -> Callable[[str], str | None]:
         return known.get(task) or task.split(".", 1)[0]
 
     return category_of
+
+
+def resolve_after_run(
+    app: App, ticket: str, source: str, outcomes: Mapping[str, str], *, held_by: str = ""
+) -> tuple[bool, str]:
+    """`--resolve`: resolve the run's ticket when every host ended fixed or already-ok (what
+    verify proved), with the outcome as its resolution; otherwise leave it open and say why.
+    Returns (resolved, what to tell the engineer)."""
+    from toolkit.desk.tickets import TicketError, record
+
+    done = {"fixed", "already-ok"}
+    open_hosts = sorted(h for h, o in outcomes.items() if o not in done)
+    if not outcomes or open_hosts or held_by:
+        why = held_by or (
+            f"{', '.join(open_hosts[:5])}{' …' if len(open_hosts) > 5 else ''} did not end fixed "
+            "or already-ok"
+            if open_hosts
+            else "no host ran"
+        )
+        return False, f"{ticket} left open (--resolve): {why}"
+    fixed = sorted(h for h, o in outcomes.items() if o == "fixed")
+    summary = (
+        f"{source}: verified fixed on {len(fixed)} host(s)"
+        + (f" ({', '.join(fixed[:10])})" if fixed else "")
+        + f"; already-ok on {len(outcomes) - len(fixed)}"
+    )
+    try:
+        record(
+            app.ledger,
+            ticket,
+            "resolved",
+            {"code": "fixed-by-itops", "resolution": summary[:2000]},
+            policy_for(app.workspace),
+        )
+    except TicketError as exc:
+        return False, f"{ticket} not resolved: {exc.message}"
+    return True, f"{ticket} resolved: {summary}"

@@ -10,8 +10,15 @@ import click
 
 from toolkit.app import App
 from toolkit.cli import render
-from toolkit.cli.options import Checked, fan_out
-from toolkit.desk.tickets import CATEGORIES, PRIORITIES
+from toolkit.cli.options import (
+    Checked,
+    check_governance,
+    check_resolve,
+    fan_out,
+    governance,
+    new_ticket,
+    resolve_option,
+)
 from toolkit.errors import ValidationError
 from toolkit.run.runner import HostResult, Outcome, RunInterrupted, RunReport
 
@@ -103,12 +110,7 @@ def task_options(entry: Task, extras: Sequence[str]) -> list[str]:
     metavar="ID",
     help="Ticket the change is done under (required to change hosts).",
 )
-@click.option(
-    "--category", type=click.Choice(CATEGORIES), help="Category, if --ticket opens a new ticket."
-)
-@click.option(
-    "--priority", type=click.Choice(PRIORITIES), help="Priority, if --ticket opens a new ticket."
-)
+@new_ticket
 @click.option(
     "--check", "check_only", is_flag=True, help="Only diagnose (read-only): never changes a host."
 )
@@ -120,22 +122,8 @@ def task_options(entry: Task, extras: Sequence[str]) -> list[str]:
     metavar="P",
     help="Stop before the next batch if more than P% of a batch failed.",
 )
-@click.option(
-    "--break-glass",
-    is_flag=True,
-    help="Run a disruptive task outside its maintenance window (P1 tickets only; needs --reason).",
-)
-@click.option("--reason", metavar="TEXT", help="Why --break-glass is needed (recorded).")
-@click.option(
-    "--approval",
-    metavar="REQUEST-ID",
-    help="Use this approval for a risky task (default: a matching one, if granted).",
-)
-@click.option(
-    "--resolve",
-    is_flag=True,
-    help="Resolve the ticket when every host ends fixed or already-ok (verify proved it).",
-)
+@governance
+@resolve_option
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @click.pass_obj
 def fix(
@@ -179,8 +167,7 @@ def fix(
     another operator: the first run records a request and exits 5 with its REQUEST-ID.
     """
     extras = click.get_current_context().args
-    if resolve and (check_only or not ticket):
-        raise click.UsageError("--resolve resolves the run's ticket: it needs --ticket, not --check")
+    check_resolve(resolve, ticket, check_only)
     for positional in (task, targets):
         if positional.startswith("-"):
             raise click.UsageError(
@@ -269,10 +256,7 @@ def execute(
     """`itops fix` up to the report: what was typed, checked, then run by the run service."""
     from toolkit.run.service import RunService, plan
 
-    if break_glass and not reason:
-        raise ValidationError("--break-glass needs --reason TEXT saying why")
-    if reason and not break_glass:
-        raise ValidationError("--reason goes with --break-glass")
+    check_governance(break_glass, reason, approval, check_only)
     request = plan(
         app,
         task,

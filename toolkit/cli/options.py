@@ -80,3 +80,76 @@ def fan_out(command: F) -> F:
     ):
         command = option(command)
     return command
+
+
+def new_ticket(command: F) -> F:
+    """--category and --priority: how --ticket opens a ticket it has not seen before."""
+    from toolkit.desk.tickets import CATEGORIES, PRIORITIES
+
+    for option in reversed(
+        (
+            click.option(
+                "--category",
+                type=click.Choice(CATEGORIES),
+                help="Category, if --ticket opens a new ticket.",
+            ),
+            click.option(
+                "--priority",
+                type=click.Choice(PRIORITIES),
+                help="Priority, if --ticket opens a new ticket.",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def governance(command: F) -> F:
+    """--break-glass, --reason and --approval: the run policy's overrides (fix, playbook run)."""
+    for option in reversed(
+        (
+            click.option(
+                "--break-glass",
+                is_flag=True,
+                help="Run a disruptive change outside its maintenance window (P1 tickets only; "
+                "needs --reason).",
+            ),
+            click.option("--reason", metavar="TEXT", help="Why --break-glass is needed (recorded)."),
+            click.option(
+                "--approval",
+                metavar="REQUEST-ID",
+                help="Use this approval for a risky change (default: a matching one, if granted).",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def check_governance(
+    break_glass: bool, reason: str | None, approval: str | None, check_only: bool
+) -> None:
+    """The overrides' rules, refused before anything is opened (exit 2)."""
+    from toolkit.errors import ValidationError
+
+    if break_glass and not (reason and reason.strip()):
+        raise ValidationError("--break-glass needs --reason TEXT saying why")
+    if reason and not break_glass:
+        raise ValidationError("--reason goes with --break-glass")
+    if (break_glass or approval) and check_only:
+        raise ValidationError("--check changes nothing: it needs no --break-glass or --approval")
+
+
+def resolve_option(command: F) -> F:
+    """--resolve: resolve the run's ticket when every host's fix is verified."""
+    return click.option(
+        "--resolve",
+        is_flag=True,
+        help="Resolve the ticket when every host ends fixed or already-ok (verify proved it; "
+        "nothing escalated or held).",
+    )(command)
+
+
+def check_resolve(resolve: bool, ticket: str | None, check_only: bool) -> None:
+    if resolve and (check_only or not ticket):
+        raise click.UsageError("--resolve resolves the run's ticket: it needs --ticket, not --check")

@@ -9,9 +9,8 @@ import click
 from toolkit.app import App
 from toolkit.cli import render
 from toolkit.cli.fix import EPILOG, show_report
-from toolkit.cli.options import Checked
-from toolkit.desk.tickets import CATEGORIES, PRIORITIES, check_ticket_id
-from toolkit.errors import ValidationError
+from toolkit.cli.options import Checked, check_governance, governance, new_ticket
+from toolkit.desk.tickets import check_ticket_id
 from toolkit.textsafe import visible
 
 
@@ -67,12 +66,7 @@ def list_(app: App, as_json: bool) -> None:
     metavar="NAME=VALUE",
     help="An extra variable (repeatable); secrets as references (env:VAR, …).",
 )
-@click.option(
-    "--category", type=click.Choice(CATEGORIES), help="Category, if --ticket opens a new ticket."
-)
-@click.option(
-    "--priority", type=click.Choice(PRIORITIES), help="Priority, if --ticket opens a new ticket."
-)
+@new_ticket
 @click.option(
     "--forks",
     "-f",
@@ -81,13 +75,7 @@ def list_(app: App, as_json: bool) -> None:
     show_default=True,
     help="Hosts ansible works on at once.",
 )
-@click.option(
-    "--break-glass",
-    is_flag=True,
-    help="Run a disruptive playbook outside its maintenance window (P1 tickets only).",
-)
-@click.option("--reason", metavar="TEXT", help="Why --break-glass is needed (recorded).")
-@click.option("--approval", metavar="REQUEST-ID", help="Use this approval for a risky playbook.")
+@governance
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @click.pass_obj
 def run(
@@ -124,12 +112,7 @@ def run(
     from toolkit.desk.tickets import ensure
 
     check_name(name)
-    if break_glass and not (reason and reason.strip()):
-        raise ValidationError("--break-glass needs --reason TEXT saying why")
-    if reason and not break_glass:
-        raise ValidationError("--reason goes with --break-glass")
-    if (break_glass or approval) and check_only:
-        raise ValidationError("--check changes nothing: it needs no --break-glass or --approval")
+    check_governance(break_glass, reason, approval, check_only)
     variables = parse_extra_vars(extra_vars)
     if ticket is not None:
         check_ticket_id(ticket)

@@ -11,7 +11,7 @@ from toolkit.app import App
 from toolkit.automation.runbooks import Runbook, RunbookReport, StepRun
 from toolkit.cli import render
 from toolkit.cli.fix import parse_params, show_report
-from toolkit.cli.options import fan_out
+from toolkit.cli.options import check_resolve, fan_out, resolve_option
 from toolkit.desk.tickets import PRIORITIES, check_ticket_id
 
 EPILOG = """\b
@@ -178,11 +178,7 @@ def show(app: App, name: str, as_json: bool) -> None:
     "--check", "check_only", is_flag=True, help="Run every step read-only: never changes a host."
 )
 @fan_out
-@click.option(
-    "--resolve",
-    is_flag=True,
-    help="Resolve the ticket when every host's fix held (nothing escalated or held).",
-)
+@resolve_option
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @click.pass_obj
 def run(
@@ -215,8 +211,7 @@ def run(
     from toolkit.automation.runbooks import run as run_book
     from toolkit.desk.tickets import ensure
 
-    if resolve and (check_only or not ticket):
-        raise click.UsageError("--resolve resolves the run's ticket: it needs --ticket, not --check")
+    check_resolve(resolve, ticket, check_only)
     book = _load(app, name)
     raw = parse_params(params)
     if ticket is not None:

@@ -151,8 +151,29 @@ class App:
             except Exception:
                 logging.getLogger("itops").debug("closing failed", exc_info=True)
         if self._ledger is not None:
-            self._ledger.close()
-            self._ledger = None
+            try:
+                self.anchor()
+            finally:
+                self._ledger.close()
+                self._ledger = None
+
+    def anchor(self, *, force: bool = False) -> Any:
+        """After a command that wrote to the ledger: sign its head into the anchor log (kept
+        outside the database), so a later truncation or rewrite is caught by `audit verify`.
+        A failure to anchor is logged and said on stderr, never the command's outcome."""
+        ledger = self._ledger
+        if ledger is None or self.read_only or ledger.read_only:
+            return None
+        try:
+            log = self.workspace.anchor_log()
+            head = ledger.head()
+            if head is None or (not force and head.seq <= log.newest_seq()):
+                return None
+            return log.append(head.seq, head.hash, head.at)
+        except Exception as exc:
+            logging.getLogger("itops").warning("could not anchor the ledger's head: %s", exc)
+            print(f"warning: could not anchor the ledger's head: {exc}", file=sys.stderr)
+            return None
 
     def _setup_logging(self, ws: Workspace) -> None:
         logger = logging.getLogger("itops")

@@ -282,6 +282,16 @@ SCHEMA = Table(
                     'SQLite: "full" fsyncs every commit',
                     '"normal"',
                 ),
+                "anchor_log": Key(
+                    Text(),
+                    "signed heads of the ledger, kept outside it (put it on another mount)",
+                    '".itops/anchors.jsonl"',
+                ),
+                "anchor_key": Key(
+                    Text(),
+                    "the workspace's anchoring key (ssh-keygen ed25519, made on first use)",
+                    '".itops/anchor_ed25519"',
+                ),
             },
         ),
         "run": Table(

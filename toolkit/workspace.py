@@ -13,10 +13,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit import settings
 from toolkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from toolkit.ledger.anchors import AnchorLog
 
 CONFIG_NAME = "itops.toml"
 
@@ -168,6 +171,15 @@ class Workspace:
     @property
     def state_dir(self) -> Path:
         return self.folder("state", ".itops")
+
+    def anchor_log(self) -> AnchorLog:
+        """Where the ledger's signed heads are kept (toolkit.ledger.anchors)."""
+        from toolkit.ledger.anchors import AnchorLog
+
+        section = self.section("ledger")
+        log = section.get("anchor_log") or str(self.state_dir / "anchors.jsonl")
+        key = section.get("anchor_key") or str(self.state_dir / "anchor_ed25519")
+        return AnchorLog(self.path(log), self.path(key))
 
     @property
     def lab_dir(self) -> Path:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import click
 
 from toolkit.app import App
@@ -43,6 +46,9 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
     """
     report = app.ledger.verify()
     problem = None if report.ok else report.reason
+    anchors = check_anchors(app, report.head_seq)
+    if problem is None and anchors.problem is not None:
+        problem = anchors.problem
     if report.ok and expect_head:
         seq_text, _, expected = expect_head.partition(":")
         record = next(app.ledger.records(seq=int(seq_text)), None) if seq_text.isdigit() else None
@@ -61,6 +67,12 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
                 "reason": problem,
                 "open_actions": list(report.open_actions),
                 "db_users": dict(report.db_users),
+                "anchors": {
+                    "count": anchors.anchors,
+                    "newest_seq": anchors.newest.seq if anchors.newest else None,
+                    "newest_at": anchors.newest.at if anchors.newest else None,
+                    "log": str(app.workspace.anchor_log().path),
+                },
             }
         )
     elif problem is None:
@@ -68,6 +80,7 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
             f"ledger intact: {report.records} records, head #{report.head_seq} {report.head_hash}",
             fg="green",
         )
+        render.echo(f"checked against {anchors.used} in {app.workspace.anchor_log().path}")
         if report.db_users:
             render.echo(
                 "database users (filled by the database): "
@@ -85,6 +98,42 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
         else:
             render.echo(f"the chain is intact up to record #{report.head_seq}", err=True)
     click.get_current_context().exit(0 if problem is None else 1)
+
+
+def check_anchors(app: App, head_seq: int | None) -> Any:
+    """The anchor log's verdict on this ledger (toolkit.ledger.anchors)."""
+    log = app.workspace.anchor_log()
+    wanted = sorted({a.seq for a in log.read()}) if log.path.exists() else []
+    hashes: dict[int, str] = {}
+    for i in range(0, len(wanted), 500):
+        hashes |= {r.seq: r.hash for r in app.ledger.records(seqs=wanted[i : i + 500])}
+    return log.check(hashes, head_seq)
+
+
+@audit.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the anchor as JSON.")
+@click.pass_obj
+def anchor(app: App, as_json: bool) -> None:
+    """Sign the ledger's head into the anchor log now (every command that writes does it too).
+
+    The anchor log is kept outside the database ([ledger] anchor_log): with it, a plain
+    `itops audit verify` catches the newest records cut off, or the chain rewritten.
+
+    \b
+    Examples:
+      itops audit anchor
+      itops audit anchor --json
+    """
+    app.anchor(force=True)
+    log = app.workspace.anchor_log()
+    newest = log.last_line()
+    data = json.loads(newest) if newest else None
+    if as_json:
+        render.emit_json(data)
+    elif data is None:
+        render.echo("the ledger is empty: nothing to anchor")
+    else:
+        render.echo(f"record #{data['seq']} {data['hash']} anchored ({data['at']}) in {log.path}")
 
 
 @audit.command()

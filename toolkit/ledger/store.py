@@ -668,7 +668,12 @@ class Store:
             if filters.get(key) is not None:
                 where.append(f"{key} = {self.mark}")
                 params.append(filters[key])
-        for key, column in (("kinds", "kind"), ("action_ids", "action_id"), ("hosts", "host")):
+        for key, column in (
+            ("kinds", "kind"),
+            ("action_ids", "action_id"),
+            ("hosts", "host"),
+            ("seqs", "seq"),
+        ):
             values = filters.get(key)
             if values is not None:
                 values = list(values)

@@ -1,0 +1,229 @@
+"""Anchors: the ledger's head, signed and kept outside the database, so that what the hash chain
+alone cannot show is caught by a plain `itops audit verify`.
+
+The chain proves that no record was edited, inserted or reordered; it cannot prove that the
+newest records were not cut off, or that someone who can drop the append-only triggers did not
+rewrite every record from some point on and recompute every hash. An anchor pins the head at a
+moment: after every command that wrote to the ledger (and on `itops audit anchor`), the head's
+sequence number and hash are appended to an anchor log, a JSON Lines file outside the database
+(`[ledger] anchor_log`, default `.itops/anchors.jsonl`; put it on another machine's mount, or
+ship it to syslog or a git remote, for an attacker who owns this one). Each line also carries
+the SHA-256 of the line before it (the log is a chain of its own) and an SSH signature over all
+of that by the workspace's anchoring key (`.itops/anchor_ed25519`, made on first use with
+`ssh-keygen`, namespace `itops-anchor`).
+
+`verify` then checks the anchor log's own chain (a line edited or removed breaks it), the newest
+line's signature (one `ssh-keygen` call, whatever the log's length), and every anchor against
+the ledger: a record an anchor names must be there with the anchored hash (a truncation or a
+rewrite shows at the first anchor past it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from toolkit.errors import ToolkitError
+
+NAMESPACE = "itops-anchor"
+PRINCIPAL = "itops-anchor"
+GENESIS = "0" * 64
+
+
+class AnchorError(ToolkitError):
+    """The anchor log or its key cannot be used."""
+
+
+@dataclass(frozen=True)
+class Anchor:
+    seq: int
+    hash: str
+    at: str
+    prev: str  # SHA-256 of the previous line of the log (GENESIS for the first)
+    signature: str = ""
+
+    def message(self) -> str:
+        """What the signature covers."""
+        return f"itops anchor\n{self.seq}\n{self.hash}\n{self.at}\n{self.prev}\n"
+
+    def line(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class AnchorCheck:
+    """What the anchors say about a ledger: `problem` None when every anchor holds."""
+
+    anchors: int
+    newest: Anchor | None
+    problem: str | None = None
+
+    @property
+    def used(self) -> str:
+        if self.newest is None:
+            return "no anchor yet"
+        return f"{self.anchors} anchor(s), the newest at record #{self.newest.seq} ({self.newest.at})"
+
+
+class AnchorLog:
+    """The anchor log of one workspace (see the module docstring)."""
+
+    def __init__(self, path: Path, key: Path) -> None:
+        self.path = path
+        self.key = key
+
+    # -- writing ----------------------------------------------------------------------------
+    def last_line(self) -> str | None:
+        """The newest line, read from the end (the log grows by one line per command)."""
+        try:
+            with open(self.path, "rb") as log:
+                log.seek(0, os.SEEK_END)
+                size = log.tell()
+                log.seek(max(0, size - 65536))
+                tail = log.read().decode()
+        except FileNotFoundError:
+            return None
+        lines = [ln for ln in tail.splitlines() if ln.strip()]
+        return lines[-1] if lines else None
+
+    def newest_seq(self) -> int:
+        line = self.last_line()
+        return int(json.loads(line)["seq"]) if line else 0
+
+    def append(self, seq: int, head_hash: str, at: str) -> Anchor | None:
+        """Anchor the head (seq, hash); None if the newest anchor already names it."""
+        last_line = self.last_line()
+        if last_line is not None and Anchor(**json.loads(last_line)).seq >= seq:
+            return None
+        prev = hashlib.sha256(last_line.encode()).hexdigest() if last_line else GENESIS
+        anchor = Anchor(seq, head_hash, at, prev)
+        anchor = Anchor(seq, head_hash, at, prev, self._sign(anchor.message()))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as out:
+            out.write(anchor.line() + "\n")
+        return anchor
+
+    def _sign(self, message: str) -> str:
+        self._ensure_key()
+        with tempfile.TemporaryDirectory(prefix="itops-anchor-") as folder:
+            data = Path(folder) / "head"
+            data.write_text(message)
+            done = _keygen("-Y", "sign", "-q", "-n", NAMESPACE, "-f", str(self.key), str(data))
+            signature = Path(f"{data}.sig")
+            if done.returncode != 0 or not signature.is_file():
+                raise AnchorError(f"cannot sign the anchor with {self.key}: {done.stderr.strip()}")
+            return signature.read_text()
+
+    def _ensure_key(self) -> None:
+        if self.key.is_file():
+            return
+        self.key.parent.mkdir(parents=True, exist_ok=True)
+        done = _keygen("-q", "-t", "ed25519", "-N", "", "-C", PRINCIPAL, "-f", str(self.key))
+        if done.returncode != 0:
+            raise AnchorError(f"cannot make the anchoring key {self.key}: {done.stderr.strip()}")
+        os.chmod(self.key, 0o600)
+
+    # -- reading ----------------------------------------------------------------------------
+    def _lines(self) -> list[str]:
+        try:
+            return [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+        except FileNotFoundError:
+            return []
+
+    def read(self) -> list[Anchor]:
+        anchors = []
+        for n, line in enumerate(self._lines(), 1):
+            try:
+                anchors.append(Anchor(**json.loads(line)))
+            except (ValueError, TypeError):
+                raise AnchorError(f"{self.path}:{n}: not an anchor line") from None
+        return anchors
+
+    def check(self, hashes: dict[int, str], head_seq: int | None) -> AnchorCheck:
+        """Check the log's own chain, its newest signature, and every anchor against `hashes`
+        (the ledger's hash per seq, for the anchored seqs) and the ledger's head."""
+        lines = self._lines()
+        try:
+            anchors = self.read()
+        except AnchorError as exc:
+            return AnchorCheck(len(lines), None, exc.message)
+        if not anchors:
+            return AnchorCheck(0, None)
+        prev = GENESIS
+        for n, (anchor, line) in enumerate(zip(anchors, lines, strict=True), 1):
+            if anchor.prev != prev:
+                return AnchorCheck(
+                    len(anchors), anchors[-1],
+                    f"the anchor log {self.path} was edited: line {n} does not follow line {n - 1}",
+                )  # fmt: skip
+            prev = hashlib.sha256(line.encode()).hexdigest()
+        newest = anchors[-1]
+        why = self._verify(newest)
+        if why is not None:
+            return AnchorCheck(len(anchors), newest, why)
+        for anchor in anchors:
+            stored = hashes.get(anchor.seq)
+            if head_seq is None or anchor.seq > head_seq:
+                return AnchorCheck(
+                    len(anchors), newest,
+                    f"records after #{head_seq or 0} are missing: the anchor of {anchor.at} names "
+                    f"record #{anchor.seq} (the newest records were cut off)",
+                )  # fmt: skip
+            if stored != anchor.hash:
+                return AnchorCheck(
+                    len(anchors), newest,
+                    f"record #{anchor.seq} is not the one anchored at {anchor.at} (the ledger was "
+                    "rewritten from there on, or that record was replaced)",
+                )  # fmt: skip
+        return AnchorCheck(len(anchors), newest)
+
+    def _verify(self, anchor: Anchor) -> str | None:
+        public = Path(f"{self.key}.pub")
+        if not public.is_file():
+            return f"the anchoring key's public half {public} is missing: anchors cannot be checked"
+        with tempfile.TemporaryDirectory(prefix="itops-anchor-") as folder:
+            signers = Path(folder) / "allowed_signers"
+            algorithm, blob = public.read_text().split()[:2]
+            signers.write_text(f'{PRINCIPAL} namespaces="{NAMESPACE}" {algorithm} {blob}\n')
+            sig = Path(folder) / "head.sig"
+            sig.write_text(anchor.signature)
+            done = _keygen(
+                "-Y", "verify", "-f", str(signers), "-I", PRINCIPAL, "-n", NAMESPACE,
+                "-s", str(sig), message=anchor.message(),
+            )  # fmt: skip
+        if done.returncode != 0:
+            return (
+                f"the newest anchor (record #{anchor.seq}) is not signed by this workspace's "
+                f"anchoring key {public}: the anchor log was forged"
+            )
+        return None
+
+
+def seqs(anchors: Sequence[Anchor]) -> list[int]:
+    return sorted({a.seq for a in anchors})
+
+
+def _keygen(*args: str, message: str | None = None) -> subprocess.CompletedProcess[str]:
+    found = shutil.which("ssh-keygen")
+    if found is None:
+        raise AnchorError(
+            "ssh-keygen is not installed: anchors cannot be signed or checked",
+            hint="install the OpenSSH client (e.g. apt install openssh-client)",
+        )
+    return subprocess.run(
+        [found, *args],
+        input=message,
+        stdin=None if message is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )

@@ -135,6 +135,9 @@ class Workspace:
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
         settings.validate(config, text, str(path))
+        from toolkit.ownership import check_owned
+
+        check_owned(path, "the workspace config", workspace=root)
         return cls(root, config)
 
     @staticmethod

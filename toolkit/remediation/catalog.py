@@ -573,13 +573,24 @@ INDEX_VERSION = 1
 
 
 def _task_files(folders: Sequence[Path]) -> list[tuple[Path, Path]]:
-    """(folder, file) for every task module, in load order; `_*` and dot names are not tasks."""
-    return [
-        (folder, path)
-        for folder in existing_folders(folders)
-        for path in sorted(folder.rglob("*.py"))
-        if not any(part.startswith(("_", ".")) for part in path.relative_to(folder).parts)
-    ]
+    """(folder, file) for every task module, in load order; `_*` and dot names are not tasks.
+
+    A workspace's folder and files must be yours (or root's) and not writable by others
+    (toolkit.ownership): their Python runs as you."""
+    from toolkit.ownership import check_owned
+
+    found = []
+    for folder in existing_folders(folders):
+        builtin = folder.resolve() == BUILTIN_TASKS
+        if not builtin:
+            check_owned(folder, "the tasks folder", workspace=folder.parent)
+        for path in sorted(folder.rglob("*.py")):
+            if any(part.startswith(("_", ".")) for part in path.relative_to(folder).parts):
+                continue
+            if not builtin:
+                check_owned(path, "the task file", workspace=folder.parent)
+            found.append((folder, path))
+    return found
 
 
 def _stamp(files: Sequence[tuple[Path, Path]]) -> list[Any]:

@@ -199,6 +199,27 @@ class BackupFiles(Remediation):
         )
 
 
+# The destination's folder must be what it says (no symlink on the way), and the file no link.
+NO_SYMLINKS = (
+    'p={dest}; d=$(dirname -- "$p"); r=$(realpath -m -- "$d") || exit 3; '
+    'if [ "$r" != "$d" ]; then echo "$d resolves to $r" >&2; exit 3; fi; '
+    'if [ -L "$p" ]; then echo "$p is a symbolic link" >&2; exit 3; fi'
+)
+AS_ROOT = (
+    "if [ -e {dest} ] && [ ! -e {keep} ]; then cp -p -- {dest} {keep}; fi "
+    "&& install -D -m {mode} -o {uid} -g {gid} -- {tmp} {dest} "
+    "&& touch -m -d @{mtime} -- {dest}"
+)
+AS_OWNER = (
+    "chown {uid}:{gid} -- {tmp} && setpriv --reuid={uid} --regid={gid} --clear-groups -- "
+    "/bin/sh -c '"
+    'mkdir -p -- "$(dirname -- "$1")" && '
+    'if [ -e "$1" ] && [ ! -e "$2" ]; then cp -p -- "$1" "$2"; fi && '
+    'install -m "$3" -- "$4" "$1" && touch -m -d "@$5" -- "$1"'
+    "' itops {dest} {keep} {mode} {tmp} {mtime}"
+)
+
+
 @remediation(
     "backup.restore",
     category="backup",
@@ -279,23 +300,31 @@ class RestoreFiles(Remediation):
                 try:
                     ctx.put(local[member.path], remote)
                     keep = f"{dest}.itops-before-{self.chosen.id}"
+                    # Resolved on the host, as root: a folder on the way that a user replaced
+                    # with a symlink (~/Documents → /etc/profile.d) stops the restore there.
+                    no_links = ctx.read(script(NO_SYMLINKS, dest=dest), become=True)
+                    if no_links.exit_code != 0:
+                        raise ToolkitError(
+                            f"refusing to restore {dest}: {no_links.stderr.strip()}",
+                            hint="a folder on the way is a symbolic link: restore with -p to=…",
+                        )
+                    values: dict[str, str | int] = {
+                        "dest": dest,
+                        "keep": keep,
+                        "mode": f"{member.mode & 0o7777:o}",
+                        "uid": member.uid,
+                        "gid": member.gid,
+                        "tmp": remote,
+                        "mtime": member.mtime,
+                    }
+                    # A user's file is written as that user (a link it planted later still
+                    # cannot reach what the user may not write); root's files as root.
                     ctx.change(
-                        script(
-                            "if [ -e {dest} ] && [ ! -e {keep} ]; then cp -p -- {dest} {keep}; fi "
-                            "&& install -D -m {mode} -o {uid} -g {gid} -- {tmp} {dest} "
-                            "&& touch -m -d @{mtime} -- {dest}",
-                            dest=dest,
-                            keep=keep,
-                            mode=f"{member.mode & 0o7777:o}",
-                            uid=member.uid,
-                            gid=member.gid,
-                            tmp=remote,
-                            mtime=member.mtime,
-                        ),
-                        become=True,
+                        script(AS_OWNER if member.uid else AS_ROOT, **values), become=True
                     )
                 finally:
-                    ctx.change(cmd("rm", "-f", "--", remote), check=False)
+                    # (as root: a user's restore made the temporary file theirs)
+                    ctx.change(cmd("rm", "-f", "--", remote), become=True, check=False)
         ctx.note(
             f"restored from backup {self.chosen.id}: " + ", ".join(d for _, d in self.todo[:10])
         )

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -415,3 +416,40 @@ def test_network_fixes_on_a_host_without_those_services(lab: LabEnv) -> None:
     assert outcome(flush, "lab-02") == "already-ok" and "no local DNS cache" in flush.stdout
     renew = lab.itops("fix", "network.renew-dhcp", "lab-02", "--check")
     assert renew.returncode == 1 and "no DHCP client itops knows" in renew.stdout
+
+
+def test_a_restore_never_follows_a_symlink_a_user_planted(lab: LabEnv, tmp_path: Path) -> None:
+    # A user's ~/Documents is backed up; the user then replaces the folder with a symlink to a
+    # root-owned folder (a stand-in for /etc/profile.d). The restore (root, through sudo) must not
+    # write there. A user's files are restored as that user.
+    nobody = 65534
+    home = lab.host_root("lab-01") / "home" / f"victim-{secrets.token_hex(3)}"
+    docs = home / "Documents"
+    docs.mkdir(parents=True)
+    (docs / "login.sh").write_text("echo owned\n")
+    for path in (home, docs, docs / "login.sh"):
+        os.chown(path, nobody, nobody)
+    made = lab.itops(
+        "fix", "backup.files", "lab-01", "-p", f"paths={docs}", "--ticket", "LNX-3100", "--json"
+    )
+    assert json.loads(made.stdout)["hosts"][0]["outcome"] == "fixed", made.stdout
+    profile_d = tmp_path / "profile.d"
+    profile_d.mkdir()
+    shutil.rmtree(docs)
+    docs.symlink_to(profile_d)
+    attack = lab.itops(
+        "fix", "backup.restore", "lab-01", "-p", f"path={docs}", "--ticket", "LNX-3100", "--json"
+    )
+    host = json.loads(attack.stdout)["hosts"][0]
+    assert host["outcome"] == "failed" and "resolves to" in host["message"], host["message"]
+    assert list(profile_d.iterdir()) == []  # nothing written through the link
+    # the folder back as it was: the file is restored, as its owner
+    docs.unlink()
+    docs.mkdir()
+    os.chown(docs, nobody, nobody)
+    restored = lab.itops(
+        "fix", "backup.restore", "lab-01", "-p", f"path={docs}", "--ticket", "LNX-3100"
+    )
+    assert outcome(restored, "lab-01") == "fixed", restored.stdout + restored.stderr
+    assert (docs / "login.sh").stat().st_uid == nobody
+    assert (docs / "login.sh").read_text() == "echo owned\n"

@@ -1,0 +1,131 @@
+"""Typed reads: each fact's command and its parser alone, on recorded outputs (no transport)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+import pytest
+
+from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
+from toolkit.remediation.facts import Fact, read
+from toolkit.transports.base import CommandResult
+
+
+def task_module(task: str) -> Any:
+    """A built-in task's module as the catalog loaded it (task modules load by path)."""
+    spec = Catalog.load([BUILTIN_TASKS]).get(task).implementation("linux")
+    assert spec is not None
+    return sys.modules[spec.cls.__module__]
+
+
+printer = task_module("printer.status")
+
+# `lpstat -p -a -o` of CUPS 2.4 (C locale) with one queue stopped on a paper jam, then `now`.
+LPSTAT = (
+    "printer office is idle.  enabled since Sat Nov 21 09:00:00 2026\n"
+    "printer hp4 disabled since Sat Nov 21 09:10:00 2026 -\n"
+    "\tpaper jam\n"
+    "office accepting requests since Sat Nov 21 09:00:00 2026\n"
+    "hp4 not accepting requests since Sat Nov 21 09:10:00 2026 -\n"
+    "\tpaper jam\n"
+    "office-12               jdoe              1024   Sat Nov 21 09:40:00 2026\n"
+    "hp4-13                  jdoe              2048   Sat Nov 21 09:58:00 2026\n"
+    "now Sat Nov 21 10:00:00 2026\n"
+)
+
+
+def test_print_queues_parses_state_reasons_and_job_ages() -> None:
+    queues = printer.PrintQueues().parse(LPSTAT, "", 0).by_name
+    assert queues["office"] == printer.Queue("office", True, True, "", (("office-12", 1200),))
+    assert queues["hp4"] == printer.Queue("hp4", False, False, "paper jam", (("hp4-13", 120),))
+
+
+def test_print_queues_for_one_queue_keeps_only_that_queue_and_quotes_it() -> None:
+    fact = printer.PrintQueues("office")
+    assert set(fact.parse(LPSTAT, "", 0).by_name) == {"office"}
+    assert fact.command().text.startswith("lpstat -p office -a office -o office; printf 'now %s")
+
+
+def test_print_queues_drops_names_cups_would_not_give() -> None:
+    text = "printer bad;name is idle.  enabled since x\nprinter ok is idle.  enabled since x\n"
+    assert set(printer.PrintQueues().parse(text, "", 0).by_name) == {"ok"}
+
+
+def test_print_queues_without_a_clock_counts_jobs_as_fresh() -> None:
+    text = LPSTAT.replace("now Sat Nov 21 10:00:00 2026\n", "")
+    assert printer.PrintQueues().parse(text, "", 0).by_name["office"].jobs == (("office-12", 0),)
+
+
+@pytest.mark.parametrize(
+    ("stdout", "running"),
+    [("scheduler is running\n", True), ("scheduler is not running\n", False), ("", False)],
+)
+def test_scheduler_status(stdout: str, running: bool) -> None:
+    assert printer.SchedulerStatus().parse(stdout, "", 0 if running else 1).running is running
+
+
+def test_queue_devices() -> None:
+    text = "device for office: file:/dev/null\ndevice for hp4: ipp://10.1.4.20/ipp/print\n"
+    devices = printer.QueueDevices().parse(text, "", 0)
+    assert devices.uris == {"office": "file:/dev/null", "hp4": "ipp://10.1.4.20/ipp/print"}
+
+
+@pytest.mark.parametrize(
+    ("stdout", "name"),
+    [("system default destination: office\n", "office"), ("no system default destination\n", "")],
+)
+def test_default_queue(stdout: str, name: str) -> None:
+    assert printer.DefaultQueue().parse(stdout, "", 0).name == name
+
+
+def test_queue_settings_parse_lpoptions_and_a_missing_queue() -> None:
+    fact = printer.QueueSettings("office")
+    assert fact.command().text == "lpoptions -p office"
+    text = "device-uri=file:/dev/null printer-info='Floor 4' printer-is-shared=false\n"
+    found = fact.parse(text, "", 0)
+    assert found.exists and found.values == {
+        "device-uri": "file:/dev/null",
+        "printer-info": "Floor 4",
+        "printer-is-shared": "false",
+    }
+    missing = fact.parse("", "lpoptions: The printer or class does not exist.\n", 1)
+    assert not missing.exists and missing.values == {}
+
+
+def test_queue_details_reads_free_text_literally() -> None:
+    text = "printer office is idle.\n\tDescription: it's \"Floor 4\"\n\tLocation: \n"
+    found = printer.QueueDetails("office").parse(text, "", 0)
+    assert found == printer.QueueText("it's \"Floor 4\"", "")
+    assert printer.QueueDetails("office").parse("printer office is idle.\n", "", 0) == (
+        printer.QueueText(None, None)
+    )
+
+
+class _Replies:
+    """A context that answers `read` from a table and records what it was asked (and how)."""
+
+    def __init__(self, replies: dict[str, tuple[int, str, str]]) -> None:
+        self.replies = replies
+        self.asked: list[tuple[str, bool]] = []
+
+    def read(self, command: Any, *, become: bool = False, timeout: float | None = None) -> Any:
+        text = command.text
+        self.asked.append((text, become))
+        code, out, err = self.replies[text]
+        return CommandResult(text, code, out, err, 0.0)
+
+
+def test_read_runs_the_command_and_parses_its_output() -> None:
+    ctx = _Replies({"lpstat -r": (0, "scheduler is running\n", "")})
+    assert read(ctx, printer.SchedulerStatus()) == printer.Scheduler(True)  # type: ignore[arg-type]
+    assert ctx.asked == [("lpstat -r", False)]
+
+
+def test_a_fact_is_a_frozen_value() -> None:
+    fact = printer.PrintQueues("office")
+    assert isinstance(fact, Fact) and fact == printer.PrintQueues("office")
+    with pytest.raises(AttributeError):
+        fact.queue = "other"
+    assert re.search(r"PrintQueues\(queue='office'\)", repr(fact))

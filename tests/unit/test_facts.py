@@ -95,9 +95,9 @@ def test_queue_settings_parse_lpoptions_and_a_missing_queue() -> None:
 
 
 def test_queue_details_reads_free_text_literally() -> None:
-    text = "printer office is idle.\n\tDescription: it's \"Floor 4\"\n\tLocation: \n"
+    text = 'printer office is idle.\n\tDescription: it\'s "Floor 4"\n\tLocation: \n'
     found = printer.QueueDetails("office").parse(text, "", 0)
-    assert found == printer.QueueText("it's \"Floor 4\"", "")
+    assert found == printer.QueueText('it\'s "Floor 4"', "")
     assert printer.QueueDetails("office").parse("printer office is idle.\n", "", 0) == (
         printer.QueueText(None, None)
     )

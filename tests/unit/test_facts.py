@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from toolkit.errors import CommandFailed
+from toolkit.remediation import linux
 from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
 from toolkit.remediation.facts import Fact, read
 from toolkit.transports.base import CommandResult
@@ -129,3 +131,63 @@ def test_a_fact_is_a_frozen_value() -> None:
     with pytest.raises(AttributeError):
         fact.queue = "other"
     assert re.search(r"PrintQueues\(queue='office'\)", repr(fact))
+
+
+# --------------------------------------------------------------------------- Linux services
+
+SYSTEMCTL_SHOW = (
+    "Id=nginx.service\nLoadState=loaded\nActiveState=active\nSubState=running\nMainPID=4242\n"
+    "UnitFileState=enabled\nExecMainStartTimestampMonotonic=1000\n"
+)
+# systemd answers an unknown unit with exit 0 and LoadState=not-found.
+SYSTEMCTL_SHOW_UNKNOWN = (
+    "Id=nosuch.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nMainPID=0\n"
+    "UnitFileState=\nExecMainStartTimestampMonotonic=0\n"
+)
+
+
+def test_systemd_service_parses_systemctl_show() -> None:
+    fact = linux.SystemdService("nginx")
+    assert fact.command().text == f"systemctl show nginx --property={linux.SYSTEMD_PROPERTIES}"
+    assert fact.parse(SYSTEMCTL_SHOW, "", 0) == linux.ServiceState(
+        "nginx.service", "systemd", True, "active/running", 4242, "1000", "enabled"
+    )
+
+
+def test_systemd_service_unknown_unit_does_not_exist() -> None:
+    state = linux.SystemdService("nosuch").parse(SYSTEMCTL_SHOW_UNKNOWN, "", 0)
+    assert not state.exists and not state.running
+
+
+def test_systemd_service_failed_read_is_command_failed() -> None:
+    with pytest.raises(CommandFailed):
+        linux.SystemdService("nginx").parse("", "Failed to connect to bus", 1)
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "running", "state"),
+    [(0, True, "running"), (3, False, "stopped"), (4, False, "unknown (status 4)")],
+)
+def test_init_service_status_follows_the_lsb_exit_codes(
+    exit_code: int, running: bool, state: str
+) -> None:
+    fact = linux.InitServiceStatus("postfix", "sysv")
+    assert fact.become and fact.command().text == "service postfix status"
+    assert fact.parse("", "", exit_code) == linux.ServiceState("postfix", "sysv", running, state)
+    assert linux.InitServiceStatus("sshd", "openrc").command().text == "rc-service sshd status"
+
+
+def test_init_script_presence() -> None:
+    assert linux.InitScript("postfix", "sysv").command().text == "test -x /etc/init.d/postfix"
+    assert linux.InitScript("sshd", "openrc").command().text == "rc-service --exists sshd"
+    assert linux.InitScript("postfix", "sysv").parse("", "", 0).found
+    assert not linux.InitScript("postfix", "sysv").parse("", "", 1).found
+
+
+def test_service_manager_and_host_clock() -> None:
+    assert linux.ServiceManager().parse("systemd\n", "", 0).name == "systemd"
+    with pytest.raises(CommandFailed):
+        linux.ServiceManager().parse("", "sh: 1: syntax error", 2)
+    assert linux.HostClock().parse("6 09 05 Sat 09:05 CET\n", "", 0) == linux.Clock(
+        6, 545, "Sat 09:05 CET"
+    )

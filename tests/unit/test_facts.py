@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from toolkit.errors import CommandFailed
+from toolkit.errors import CommandFailed, ToolkitError
 from toolkit.remediation import linux
 from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
 from toolkit.remediation.facts import Fact, read
@@ -191,3 +191,28 @@ def test_service_manager_and_host_clock() -> None:
     assert linux.HostClock().parse("6 09 05 Sat 09:05 CET\n", "", 0) == linux.Clock(
         6, 545, "Sat 09:05 CET"
     )
+
+
+# --------------------------------------------------------------------------- disk space
+
+system = task_module("disk.cleanup")
+
+DISK_PROBE_OUTPUT = (
+    "total=10737418240\navail=805306368\nmount=/\ncache=157286400\njournal=96.0M\n"
+    "old_logs=52428800\nrotated_logs=73400320\n"
+)
+
+
+def test_disk_space_parses_the_probe() -> None:
+    fact = system.DiskSpace("/", "/var/log", 7)
+    assert fact.become and fact.command().text.startswith("df -P -B1 -- / | awk")
+    assert fact.parse(DISK_PROBE_OUTPUT, "", 0) == system.DiskState(
+        "/", 10737418240, 805306368, 7.5, 157286400, "96.0M", 52428800, 73400320
+    )
+
+
+def test_disk_space_without_a_size_is_refused() -> None:
+    with pytest.raises(ToolkitError, match="df reported no size for /srv"):
+        system.DiskSpace("/srv", "/var/log", 7).parse("mount=/srv\n", "", 0)
+    with pytest.raises(CommandFailed):
+        system.DiskSpace("/srv", "/var/log", 7).parse("", "sudo: a password is required", 1)

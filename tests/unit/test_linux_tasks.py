@@ -660,9 +660,7 @@ def test_disk_cleanup_frees_space_step_by_step_until_enough(tmp_path: Path) -> N
         return 0, "", ""
 
     script = (
-        Script()
-        .on(re.compile(r"df -P -B1 -- /"), probe)
-        .on(re.compile(r"apt-get clean"), clean)
+        Script().on(re.compile(r"df -P -B1 -- /"), probe).on(re.compile(r"apt-get clean"), clean)
     )
     run = run_linux(tmp_path, "disk.cleanup", {}, script)
     assert run.result.outcome == Outcome.FIXED

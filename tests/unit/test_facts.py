@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.unit.test_linux_tasks import DNF_FACTS, DNF_PENDING, DNF_SECURITY, FRESH_INDEX, SIM_BOTH
 from toolkit.errors import CommandFailed, ToolkitError
 from toolkit.remediation import linux
 from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
@@ -216,3 +217,51 @@ def test_disk_space_without_a_size_is_refused() -> None:
         system.DiskSpace("/srv", "/var/log", 7).parse("mount=/srv\n", "", 0)
     with pytest.raises(CommandFailed):
         system.DiskSpace("/srv", "/var/log", 7).parse("", "sudo: a password is required", 1)
+
+
+# --------------------------------------------------------------------------- packages (patch.apply)
+
+patch = task_module("patch.apply")
+
+
+def test_package_tools_reads_os_release_and_the_tools() -> None:
+    found = patch.PackageTools().parse(DNF_FACTS, "", 0)
+    assert found == patch.Packaging("rocky 9.4", ("dnf", "yum"))
+    assert patch.PackageTools().parse("id=alpine\nversion=3.20\n", "", 0).tools == ()
+
+
+def test_apt_simulation_parses_updates_security_and_kept_back() -> None:
+    text = SIM_BOTH + ("The following packages have been kept back:\n  linux-image-amd64 systemd\n")
+    pending = patch.AptSimulation().parse(text, "", 0)
+    assert [u.label for u in pending.updates] == [
+        "openssl 3.0.11-1~deb12u1 → 3.0.15-1~deb12u1 [security]",
+        "tzdata 2024a-0+deb12u1 → 2024b-0+deb12u1",
+    ]
+    assert pending.kept == ("linux-image-amd64", "systemd")
+    with pytest.raises(CommandFailed):
+        patch.AptSimulation().parse("", "E: Could not open lock file", 100)
+
+
+def test_dnf_check_update_marks_security_advisories() -> None:
+    security = patch.DnfSecurity("dnf").parse(DNF_SECURITY, "", 0).security
+    assert security == {"openssl"}
+    assert patch.DnfSecurity("dnf").parse("", "Error: no updateinfo", 1).security == frozenset()
+    fact = patch.DnfCheckUpdate("dnf", security)
+    assert fact.command().text == "dnf -q -C check-update"
+    pending = fact.parse(DNF_PENDING, "", 100)
+    assert [(u.name, u.candidate, u.security) for u in pending.updates] == [
+        ("openssl", "1:3.0.7-27.el9", True),
+        ("kernel", "5.14.0-427.el9", False),
+        ("vim-minimal", "2:8.2.2637-21.el9", False),
+    ]
+    assert fact.parse("", "", 0).updates == ()
+    with pytest.raises(ToolkitError, match="dnf check-update exited 1: Error: Cache-only") as e:
+        fact.parse("", "Error: Cache-only enabled but no cache for 'baseos'", 1)
+    assert "run `dnf makecache` there" in (e.value.hint or "")
+
+
+def test_apt_index_age_and_reboot_required() -> None:
+    assert patch.AptIndexAge().parse(FRESH_INDEX, "", 0).hours == pytest.approx(0.99986, 1e-4)
+    assert patch.AptIndexAge().parse("1795253600\n", "", 0).hours is None  # no lists yet
+    assert patch.RebootRequired().parse("yes\n", "", 0).required
+    assert not patch.RebootRequired().parse("unknown\n", "", 0).required

@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_linux_tasks import DNF_FACTS, DNF_PENDING, DNF_SECURITY, FRESH_INDEX, SIM_BOTH
+from tests.unit.test_linux_tasks import (
+    DB_BEFORE,
+    DNF_FACTS,
+    DNF_PENDING,
+    DNF_SECURITY,
+    FRESH_INDEX,
+    SIM_BOTH,
+)
 from toolkit.errors import CommandFailed, ToolkitError
 from toolkit.remediation import linux
 from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
@@ -265,3 +272,43 @@ def test_apt_index_age_and_reboot_required() -> None:
     assert patch.AptIndexAge().parse("1795253600\n", "", 0).hours is None  # no lists yet
     assert patch.RebootRequired().parse("yes\n", "", 0).required
     assert not patch.RebootRequired().parse("unknown\n", "", 0).required
+
+
+# --------------------------------------------------------------------------- ClamAV
+
+antivirus = task_module("av.update")
+
+
+def test_signature_databases_parses_versions_build_times_and_age() -> None:
+    fact = antivirus.SignatureDatabases("/etc/clamav/freshclam.conf")
+    assert fact.command().text.startswith("conf=/etc/clamav/freshclam.conf;")
+    state = fact.parse(DB_BEFORE, "", 0)
+    assert state.directory == "/var/lib/clamav" and state.now == 1795260000
+    assert [d.name for d in state.databases] == ["daily.cld", "main.cvd"]
+    assert state.version == "daily.cld:27400 main.cvd:62"
+    assert round(state.age_days, 2) == 5.87  # daily.cld built 15 Nov 2026 09:30 -0500
+    with pytest.raises(CommandFailed):
+        fact.parse("", "sha256sum: not found", 127)
+
+
+def test_signature_databases_without_databases_is_infinitely_old() -> None:
+    state = antivirus.SignatureDatabases("/etc/clamav/freshclam.conf").parse(
+        "dir|\nnow|1795260000\n", "", 0
+    )
+    assert state.directory == "/var/lib/clamav" and state.age_days == float("inf")
+
+
+def test_clam_scan_detections_moves_and_errors() -> None:
+    fact = antivirus.ClamScan(("clamscan", "-r", "--", "/home/jdoe/Downloads"))
+    assert fact.become and fact.command().text == "clamscan -r -- /home/jdoe/Downloads"
+    text = (
+        "/home/jdoe/Downloads/eicar.com: Win.Test.EICAR_HDB-1 FOUND\n"
+        "/home/jdoe/Downloads/eicar.com: moved to '/var/lib/itops/quarantine/eicar.com'\n"
+    )
+    assert fact.parse(text, "", 1) == antivirus.Detections(
+        (("/home/jdoe/Downloads/eicar.com", "Win.Test.EICAR_HDB-1"),),
+        {"/home/jdoe/Downloads/eicar.com": "/var/lib/itops/quarantine/eicar.com"},
+    )
+    assert fact.parse("", "", 0) == antivirus.Detections((), {})
+    with pytest.raises(ToolkitError, match="clamscan exited 2: LibClamAV Error: no database"):
+        fact.parse("", "LibClamAV Error: no database\n", 2)

@@ -312,3 +312,48 @@ def test_clam_scan_detections_moves_and_errors() -> None:
     assert fact.parse("", "", 0) == antivirus.Detections((), {})
     with pytest.raises(ToolkitError, match="clamscan exited 2: LibClamAV Error: no database"):
         fact.parse("", "LibClamAV Error: no database\n", 2)
+
+
+# --------------------------------------------------------------------------- declared state
+
+# Modules whose remediations follow the rule (the rest are listed in docs/architecture.md).
+DECLARED = ("printer.status", "service.restart", "disk.cleanup", "patch.apply", "av.update")
+DECLARED += ("password.reset",)
+
+
+def _assigned(cls: type) -> set[str]:
+    """Attributes a class's own methods assign on `self`."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    return {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.ctx, ast.Store)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "self"
+    }
+
+
+def test_state_between_steps_is_declared_on_the_class() -> None:
+    """Whatever check hands to apply or verify through `self` is a declared, typed attribute
+    (annotated on the class with its docstring), never an undeclared one."""
+    from toolkit.remediation.catalog import Remediation
+
+    modules = {task_module(task).__name__ for task in DECLARED} | {linux.__name__}
+    catalog = Catalog.load([BUILTIN_TASKS])
+    checked, undeclared = 0, []
+    for task in catalog:
+        spec = task.implementation("linux")
+        if spec is None or spec.cls.__module__ not in modules:
+            continue
+        for cls in spec.cls.__mro__:
+            if not issubclass(cls, Remediation) or cls.__module__ not in modules:
+                continue
+            declared = {a for c in spec.cls.__mro__ for a in vars(c).get("__annotations__", {})}
+            checked += 1
+            undeclared += [f"{cls.__name__}.{a}" for a in sorted(_assigned(cls) - declared)]
+    assert checked >= 10 and undeclared == []

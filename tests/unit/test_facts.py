@@ -357,3 +357,13 @@ def test_state_between_steps_is_declared_on_the_class() -> None:
             checked += 1
             undeclared += [f"{cls.__name__}.{a}" for a in sorted(_assigned(cls) - declared)]
     assert checked >= 10 and undeclared == []
+
+
+def test_the_readmes_fact_runs_as_written() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("**Typed reads.**", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(block, namespace)  # its own assert checks the parser
+    assert namespace["HostUptime"]().command().text == "cat /proc/uptime"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from toolkit.errors import ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.remediation.linux import ABSOLUTE_PATH, host_var, output
-from toolkit.remediation.quoting import cmd, script
+from toolkit.remediation.facts import Fact, read, succeeded
+from toolkit.remediation.linux import ABSOLUTE_PATH, host_var
+from toolkit.remediation.quoting import Command, cmd, script
 
 FRESHCLAM_CONFIG = "/etc/clamav/freshclam.conf"
 DEFAULT_DATABASE = "/var/lib/clamav"
@@ -95,6 +97,21 @@ def _build_time(db: Database) -> int:
         return 0
 
 
+@dataclass(frozen=True)
+class SignatureDatabases(Fact[SignatureState]):
+    """The databases freshclam maintains: their folder (from the freshclam config `conf`), the
+    host's clock, and per file its size, time, digest and (CVD/CLD headers) version and build."""
+
+    conf: str
+
+    def command(self) -> Command:
+        return script(DATABASE_STATE, conf=self.conf, default=DEFAULT_DATABASE)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> SignatureState:
+        text = succeeded("reading the ClamAV databases", stdout, stderr, exit_code)
+        return parse_database_state(text)
+
+
 def parse_database_state(text: str) -> SignatureState:
     directory, now, found = DEFAULT_DATABASE, 0, []
     for line in text.splitlines():
@@ -120,9 +137,37 @@ def parse_database_state(text: str) -> SignatureState:
 
 
 def read_signatures(ctx: Context) -> SignatureState:
-    conf = host_var(ctx, "clamav_freshclam_config", FRESHCLAM_CONFIG)
-    probe = script(DATABASE_STATE, conf=conf, default=DEFAULT_DATABASE)
-    return parse_database_state(output(ctx.read(probe), "reading the ClamAV databases"))
+    return read(ctx, SignatureDatabases(host_var(ctx, "clamav_freshclam_config", FRESHCLAM_CONFIG)))
+
+
+@dataclass(frozen=True)
+class Detections:
+    """What clamscan found — (file, signature) — and where it moved files (file → path)."""
+
+    found: tuple[tuple[str, str], ...]
+    moved: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ClamScan(Fact[Detections]):
+    """A clamscan run (`argv`, as root: it reads every user's files); exit 0 clean, 1 found,
+    anything else an error. Apply runs the same command as a change (--move, --remove)."""
+
+    argv: tuple[str, ...]
+    become: ClassVar[bool] = True
+
+    def command(self) -> Command:
+        return cmd(*self.argv)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Detections:
+        if exit_code not in (0, 1):
+            last = (stderr or stdout).strip().splitlines()
+            raise ToolkitError(
+                f"clamscan exited {exit_code}" + (f": {last[-1][:200]}" if last else ""),
+                hint="exit 2 with no database: run av.update first",
+            )
+        found, moved = parse_scan(stdout)
+        return Detections(tuple(found), moved)
 
 
 def parse_scan(text: str) -> tuple[list[tuple[str, str]], dict[str, str]]:
@@ -158,6 +203,11 @@ class UpdateSignatures(Remediation):
     """
 
     max_age_days = Param(int, default=1, minimum=0, maximum=60, help="oldest acceptable signatures")
+
+    before: SignatureState
+    """The databases as check found them; verify wants them changed or young enough."""
+    current: bool = False
+    """Whether freshclam said the mirror had nothing newer (then old signatures are the newest)."""
 
     def _finding(self, state: SignatureState, after: str = "") -> Finding:
         facts: dict[str, Any] = {
@@ -227,7 +277,7 @@ class UpdateSignatures(Remediation):
                 + finding.summary,
                 **facts,
             )
-        if not (finding.ok or changed or getattr(self, "current", False)):
+        if not (finding.ok or changed or self.current):
             return Finding.problem(f"still {finding.summary} after freshclam", **facts)
         if not (finding.ok or changed):
             return Finding.healthy(
@@ -266,6 +316,11 @@ class Scan(Remediation):
         int, minimum=1, maximum=1440, help="scan time limit (default: quick 15, full 60)"
     )
 
+    found: list[tuple[str, str]]
+    """The detections check found (file, signature): apply notes them, verify reports them."""
+    moved: dict[str, str]
+    """Where the latest scan moved files (file → quarantine path)."""
+
     def targets(self) -> list[str]:
         if self.path:
             return [str(self.path)]
@@ -297,21 +352,14 @@ class Scan(Remediation):
         argv += [*extra, "--", *self.targets()]
         minutes = self.timeout_minutes or (60 if self.mode == "full" or self.path else 15)
         timeout = int(minutes) * 60.0
-        command = cmd(*argv)
-        result = (
-            ctx.change(command, become=True, timeout=timeout, check=False)
-            if step == "apply"
-            else ctx.read(command, become=True, timeout=timeout)
-        )
-        if result.exit_code not in (0, 1):
-            last = (result.stderr or result.stdout).strip().splitlines()
-            raise ToolkitError(
-                f"clamscan exited {result.exit_code}" + (f": {last[-1][:200]}" if last else ""),
-                hint="exit 2 with no database: run av.update first",
-            )
-        found, moved = parse_scan(result.stdout)
-        self.moved = moved
-        return found
+        scan = ClamScan(tuple(argv))
+        if step == "apply":
+            result = ctx.change(scan.command(), become=True, timeout=timeout, check=False)
+            done = scan.parse(result.stdout, result.stderr, result.exit_code)
+        else:
+            done = read(ctx, scan, timeout=timeout)
+        self.moved = dict(done.moved)
+        return list(done.found)
 
     def check(self, ctx: Context) -> Finding:
         found = self._scan(ctx, [], "check")

@@ -129,12 +129,17 @@ class ResetPassword(Remediation):
     )
     force = Param(bool, default=False, help="reset again even if this ticket already did")
 
+    before: Account
+    """The account as check found it: apply unlocks it, verify wants a new password hash."""
+    nonce: str = ""
+    """Marks this run's shadow probe output (made once, on the first read)."""
+
     @classmethod
     def admit(cls, params: Mapping[str, Any], ticket_priority: str | None) -> None:
         admit_privileged(params, ticket_priority)
 
     def _shadow(self, ctx: Context, user: str) -> dict[str, str]:
-        if not hasattr(self, "nonce"):
+        if not self.nonce:
             self.nonce = secrets.token_hex(8)
         probe = script(SHADOW_STATE, user=user, nonce=self.nonce)
         return key_values(

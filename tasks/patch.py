@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from toolkit.clock import WeeklyWindow
 from toolkit.errors import ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.remediation.linux import PACKAGE_NAME, host_clock, key_values, output
+from toolkit.remediation.facts import Fact, read, succeeded
+from toolkit.remediation.linux import PACKAGE_NAME, host_clock, key_values
 from toolkit.remediation.quoting import Command, cmd, script
 from toolkit.transports.base import CommandResult
 
@@ -112,6 +113,128 @@ def parse_dnf_security(text: str) -> set[str]:
     return names
 
 
+@dataclass(frozen=True)
+class Packaging:
+    """The host's OS (`ID VERSION_ID` of os-release) and the package tools it has."""
+
+    os: str
+    tools: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PackageTools(Fact[Packaging]):
+    """Which of apt-get, dnf and yum the host has, and its os-release."""
+
+    def command(self) -> Command:
+        return FACTS
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Packaging:
+        text = succeeded("reading the host's facts", stdout, stderr, exit_code)
+        info = key_values(text)
+        tools = tuple(line[5:] for line in text.splitlines() if line.startswith("tool="))
+        return Packaging(f"{info.get('id', '?')} {info.get('version', '')}".strip(), tools)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Updates the package index offers, and (apt) the packages it keeps back."""
+
+    updates: tuple[Update, ...]
+    kept: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AptSimulation(Fact[Pending]):
+    """`apt-get -s upgrade --with-new-pkgs` without taking the lock: what an upgrade would do."""
+
+    def command(self) -> Command:
+        return cmd("apt-get", "-s", "-q", "-o", "Debug::NoLocking=1", "upgrade", "--with-new-pkgs")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Pending:
+        updates, kept = parse_apt_simulation(
+            succeeded("apt-get -s upgrade", stdout, stderr, exit_code)
+        )
+        return Pending(tuple(updates), tuple(kept))
+
+
+@dataclass(frozen=True)
+class Advisories:
+    """Package names with a pending security advisory."""
+
+    security: frozenset[str]
+
+
+@dataclass(frozen=True)
+class DnfSecurity(Fact[Advisories]):
+    """Security advisories from the metadata cache (`updateinfo list --security`); none if the
+    repositories publish no updateinfo (the command fails then)."""
+
+    tool: str  # dnf or yum
+
+    def command(self) -> Command:
+        return cmd(self.tool, "-q", "-C", "updateinfo", "list", "--security", "--available")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Advisories:
+        return Advisories(frozenset(parse_dnf_security(stdout) if exit_code == 0 else ()))
+
+
+@dataclass(frozen=True)
+class DnfCheckUpdate(Fact[Pending]):
+    """Updates from the metadata cache (`check-update`: exit 100 means some are pending),
+    marked security when their name is in `security`."""
+
+    tool: str  # dnf or yum
+    security: frozenset[str] = frozenset()
+
+    def command(self) -> Command:
+        return cmd(self.tool, "-q", "-C", "check-update")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Pending:
+        if exit_code not in (0, 100):
+            raise ToolkitError(
+                f"{self.tool} check-update exited {exit_code}: {stderr.strip()[-200:]}",
+                hint=f"the host may have no metadata cache yet: run `{self.tool} makecache` there",
+            )
+        return Pending(tuple(parse_dnf_check_update(stdout, set(self.security))))
+
+
+@dataclass(frozen=True)
+class IndexAge:
+    """Hours since the apt package lists were refreshed (None: there are none)."""
+
+    hours: float | None
+
+
+@dataclass(frozen=True)
+class AptIndexAge(Fact[IndexAge]):
+    """When the apt package lists were last refreshed, against the host's own clock."""
+
+    def command(self) -> Command:
+        return APT_INDEX_AGE
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> IndexAge:
+        lines = succeeded("reading the package index age", stdout, stderr, exit_code).split()
+        if len(lines) < 2:
+            return IndexAge(None)
+        return IndexAge(max(0.0, (float(lines[-1]) - float(lines[0])) / 3600))
+
+
+@dataclass(frozen=True)
+class Reboot:
+    required: bool
+
+
+@dataclass(frozen=True)
+class RebootRequired(Fact[Reboot]):
+    """Does the host need a reboot (Debian's flag file, or RHEL's needs-restarting -r)?"""
+
+    def command(self) -> Command:
+        return REBOOT_PROBE
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Reboot:
+        return Reboot(stdout.strip() == "yes")
+
+
 @remediation(
     "patch.apply",
     category="software",
@@ -156,6 +279,13 @@ class ApplyPatches(Remediation):
     )
     timeout_minutes = Param(int, default=60, minimum=1, maximum=720, help="upgrade time limit")
 
+    os: str
+    """The host's OS as check read it (`ID VERSION_ID`), for the findings."""
+    tool: str
+    """The package manager check chose (apt, dnf or yum); apply and verify use the same."""
+    scheduled: bool = False
+    """Whether apply scheduled a reboot (verify reports it)."""
+
     # -- selection ---------------------------------------------------------------------------
     def wanted(self, updates: Sequence[Update]) -> list[Update]:
         include, exclude = set(self.include or []), set(self.exclude or [])
@@ -168,14 +298,12 @@ class ApplyPatches(Remediation):
         ]
 
     def _tool(self, ctx: Context) -> str:
-        facts = output(ctx.read(FACTS), "reading the host's facts")
-        tools = [line[5:] for line in facts.splitlines() if line.startswith("tool=")]
-        info = key_values(facts)
-        self.os = f"{info.get('id', '?')} {info.get('version', '')}".strip()
-        if "apt-get" in tools:
+        found = read(ctx, PackageTools())
+        self.os = found.os
+        if "apt-get" in found.tools:
             return "apt"
         for tool in ("dnf", "yum"):
-            if tool in tools:
+            if tool in found.tools:
                 return tool
         raise ToolkitError(
             f"{ctx.host.name} ({self.os}) has neither apt nor dnf/yum",
@@ -184,33 +312,19 @@ class ApplyPatches(Remediation):
 
     def _pending(self, ctx: Context) -> tuple[list[Update], list[str]]:
         if self.tool == "apt":
-            sim = ctx.read(
-                cmd("apt-get", "-s", "-q", "-o", "Debug::NoLocking=1", "upgrade", "--with-new-pkgs")
-            )
-            return parse_apt_simulation(output(sim, "apt-get -s upgrade"))
-        binary = self.tool
-        security = ctx.read(
-            cmd(binary, "-q", "-C", "updateinfo", "list", "--security", "--available")
-        )
-        names = parse_dnf_security(security.stdout) if security.exit_code == 0 else set()
-        result = ctx.read(cmd(binary, "-q", "-C", "check-update"))
-        if result.exit_code not in (0, 100):
-            raise ToolkitError(
-                f"{binary} check-update exited {result.exit_code}: {result.stderr.strip()[-200:]}",
-                hint=f"the host may have no metadata cache yet: run `{binary} makecache` there",
-            )
-        return parse_dnf_check_update(result.stdout, names), []
+            pending = read(ctx, AptSimulation())
+        else:
+            security = read(ctx, DnfSecurity(self.tool)).security
+            pending = read(ctx, DnfCheckUpdate(self.tool, security))
+        return list(pending.updates), list(pending.kept)
 
     def _index_age_hours(self, ctx: Context) -> float | None:
         if self.tool != "apt":
             return None  # dnf refreshes expired metadata by itself before every upgrade
-        lines = output(ctx.read(APT_INDEX_AGE), "reading the package index age").split()
-        if len(lines) < 2:
-            return None
-        return max(0.0, (float(lines[-1]) - float(lines[0])) / 3600)
+        return read(ctx, AptIndexAge()).hours
 
     def _reboot_required(self, ctx: Context) -> bool:
-        return ctx.read(REBOOT_PROBE).stdout.strip() == "yes"
+        return read(ctx, RebootRequired()).required
 
     # -- steps -------------------------------------------------------------------------------
     def check(self, ctx: Context) -> Finding:

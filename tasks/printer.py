@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from toolkit.errors import NotFound, ToolkitError, ValidationError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.facts import Fact, read
 from toolkit.remediation.linux import RestartLinuxService, done_before, host_var
-from toolkit.remediation.quoting import cmd, script
+from toolkit.remediation.quoting import Command, cmd, script
 
 QUEUE = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,126}"
 _QUEUE = re.compile(QUEUE)
@@ -27,6 +29,31 @@ class Queue:
     accepting: bool = True
     reason: str = ""
     jobs: tuple[tuple[str, int], ...] = ()  # (job id, age in seconds)
+
+
+@dataclass(frozen=True)
+class Queues:
+    """The host's print queues by name, as lpstat lists them."""
+
+    by_name: Mapping[str, Queue]
+
+
+@dataclass(frozen=True)
+class PrintQueues(Fact[Queues]):
+    """Every queue (or just `queue`): enabled, accepting, the reason it stopped, its jobs and
+    their ages — `lpstat -p -a -o` (C locale) and the host's clock on a trailing `now` line."""
+
+    queue: str | None = None
+
+    def command(self) -> Command:
+        clock = "printf 'now %s\\n' \"$(date '+%a %b %d %H:%M:%S %Y')\""
+        if self.queue:
+            return script("lpstat -p {q} -a {q} -o {q}; " + clock, q=self.queue)
+        return script("lpstat -p -a -o; " + clock)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Queues:
+        queues = parse_lpstat(stdout)
+        return Queues({n: q for n, q in queues.items() if not self.queue or n == self.queue})
 
 
 def parse_lpstat(text: str) -> dict[str, Queue]:
@@ -150,16 +177,7 @@ class ClearPrintQueue(Remediation):
 
 def read_queues(ctx: Context, queue: str | None = None) -> dict[str, Queue]:
     """The host's queues (or just `queue`) with their state and jobs, read with lpstat."""
-    if queue:
-        probe = script(
-            "lpstat -p {q} -a {q} -o {q}; printf 'now %s\\n' \"$(date '+%a %b %d %H:%M:%S %Y')\"",
-            q=queue,
-        )
-    else:
-        probe = script("lpstat -p -a -o; printf 'now %s\\n' \"$(date '+%a %b %d %H:%M:%S %Y')\"")
-    result = ctx.read(probe)
-    queues = parse_lpstat(result.stdout)
-    return {n: q for n, q in queues.items() if not queue or n == queue}
+    return dict(read(ctx, PrintQueues(queue)).by_name)
 
 
 def stuck_jobs(q: Queue, stuck_after: int) -> list[str]:
@@ -180,8 +198,62 @@ def queue_problems(q: Queue, stuck_after: int) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class Scheduler:
+    running: bool
+
+
+@dataclass(frozen=True)
+class SchedulerStatus(Fact[Scheduler]):
+    """Is the CUPS scheduler running (`lpstat -r`)?"""
+
+    def command(self) -> Command:
+        return cmd("lpstat", "-r")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Scheduler:
+        return Scheduler(stdout.strip() == "scheduler is running")
+
+
+@dataclass(frozen=True)
+class Devices:
+    """Each queue's device URI."""
+
+    uris: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class QueueDevices(Fact[Devices]):
+    """Every queue's device URI (`lpstat -v`)."""
+
+    def command(self) -> Command:
+        return cmd("lpstat", "-v")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Devices:
+        found = re.finditer(r"^device for (\S+): (\S+)$", stdout, re.M)
+        return Devices({m.group(1): m.group(2) for m in found})
+
+
+@dataclass(frozen=True)
+class Destination:
+    """The system default destination ("" when there is none)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class DefaultQueue(Fact[Destination]):
+    """The system default destination (`lpstat -d`)."""
+
+    def command(self) -> Command:
+        return cmd("lpstat", "-d")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Destination:
+        line = stdout.strip()
+        return Destination(line.rpartition(": ")[2] if ": " in line else "")
+
+
 def scheduler_running(ctx: Context) -> bool:
-    return ctx.read(cmd("lpstat", "-r")).stdout.strip() == "scheduler is running"
+    return read(ctx, SchedulerStatus()).running
 
 
 @remediation(
@@ -210,12 +282,7 @@ class PrinterStatus(Remediation):
         if not scheduler_running(ctx):
             return Finding.problem("the CUPS scheduler is not running", scheduler=False)
         queues = read_queues(ctx, self.queue)
-        devices = {
-            m.group(1): m.group(2)
-            for m in re.finditer(
-                r"^device for (\S+): (\S+)$", ctx.read(cmd("lpstat", "-v")).stdout, re.M
-            )
-        }
+        devices = read(ctx, QueueDevices()).uris
         facts = {
             "scheduler": True,
             "queues": {
@@ -288,19 +355,66 @@ class RestartSpooler(RestartLinuxService):
         return Finding.problem(f"{finding.summary}, but lpstat does not see it", **finding.facts)
 
 
+@dataclass(frozen=True)
+class QueueOptions:
+    """A queue's settings from `lpoptions -p` (`exists` False: there is no such queue)."""
+
+    exists: bool
+    values: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class QueueSettings(Fact[QueueOptions]):
+    """A queue's `key=value` settings (`lpoptions -p QUEUE`)."""
+
+    queue: str
+
+    def command(self) -> Command:
+        return cmd("lpoptions", "-p", self.queue)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> QueueOptions:
+        if exit_code != 0:
+            return QueueOptions(False, {})
+        return QueueOptions(True, parse_lpoptions(stdout))
+
+
+@dataclass(frozen=True)
+class QueueText:
+    """A queue's free-text fields, one literal line each (None: lpstat shows none)."""
+
+    description: str | None = None
+    location: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueDetails(Fact[QueueText]):
+    """A queue's description and location from `lpstat -l -p QUEUE`: lpoptions does not escape
+    quotes inside its quoted values, lpstat shows each free-text field as one literal line."""
+
+    queue: str
+
+    def command(self) -> Command:
+        return cmd("lpstat", "-l", "-p", self.queue)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> QueueText:
+        fields = [re.search(rf"^\t{label}: ?(.*)$", stdout, re.M) for label in _FREE_TEXT]
+        return QueueText(*(m.group(1) if m else None for m in fields))
+
+
+_FREE_TEXT = ("Description", "Location")
+
+
 def queue_settings(ctx: Context, queue: str) -> dict[str, str] | None:
-    """A queue's settings from `lpoptions -p` (None if there is no such queue)."""
-    result = ctx.read(cmd("lpoptions", "-p", queue))
-    if result.exit_code != 0:
+    """A queue's settings from `lpoptions -p` (None if there is no such queue), with its
+    description and location from `lpstat -l`."""
+    options = read(ctx, QueueSettings(queue))
+    if not options.exists:
         return None
-    settings = parse_lpoptions(result.stdout)
-    # lpoptions does not escape quotes inside its quoted values: the free-text fields come from
-    # `lpstat -l`, one literal line each.
-    details = ctx.read(cmd("lpstat", "-l", "-p", queue)).stdout
-    for label, key in (("Description", "printer-info"), ("Location", "printer-location")):
-        m = re.search(rf"^\t{label}: ?(.*)$", details, re.M)
-        if m:
-            settings[key] = m.group(1)
+    settings = dict(options.values)
+    text = read(ctx, QueueDetails(queue))
+    for key, value in (("printer-info", text.description), ("printer-location", text.location)):
+        if value is not None:
+            settings[key] = value
     return settings
 
 
@@ -372,12 +486,19 @@ class ReinstallQueue(Remediation):
     description = Param(str, kind="text", help="printer-info (default: the current one)")
     location = Param(str, kind="text", help="printer-location (default: the current one)")
 
+    settings: dict[str, str] | None
+    """The queue's settings as check read them (None: missing); apply re-creates it from them."""
+    default: bool
+    """Whether it was the system default destination; apply makes it the default again."""
+    want_uri: str
+    """The device URI apply gave the queue; verify checks the queue has it."""
+
     def check(self, ctx: Context) -> Finding:
         if self.driver and self.ppd:
             raise ValidationError("give driver or ppd, not both")
         queue = str(self.queue)
         self.settings = queue_settings(ctx, queue)
-        self.default = ctx.read(cmd("lpstat", "-d")).stdout.strip().endswith(f": {queue}")
+        self.default = read(ctx, DefaultQueue()).name == queue
         if self.settings is None:
             if not self.uri:
                 raise NotFound(

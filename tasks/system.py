@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from toolkit.errors import ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.facts import Fact, read, succeeded
 from toolkit.remediation.linux import (
     ABSOLUTE_PATH,
     SERVICE_NAME,
@@ -15,7 +18,6 @@ from toolkit.remediation.linux import (
     host_var,
     human_bytes,
     key_values,
-    output,
 )
 from toolkit.remediation.quoting import Command, script
 
@@ -73,6 +75,50 @@ DISK_PROBE = (
 )
 
 
+@dataclass(frozen=True)
+class DiskState:
+    """A filesystem's size and free space, and what could be cleaned on it (bytes)."""
+
+    mount: str
+    total: int
+    avail: int
+    free_percent: float
+    cache: int  # the package manager's download cache
+    journal: str  # journalctl --disk-usage, as it prints it
+    old_logs: int  # rotated logs older than the fact's `days`
+    rotated_logs: int  # every rotated log
+
+
+@dataclass(frozen=True)
+class DiskSpace(Fact[DiskState]):
+    """`path`'s filesystem (df), the package cache, the journal and the rotated logs under
+    `logs`, as root (some caches and logs are root-only)."""
+
+    path: str
+    logs: str
+    days: int
+    become: ClassVar[bool] = True
+
+    def command(self) -> Command:
+        return script(DISK_PROBE, path=self.path, logs=self.logs, days=self.days)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> DiskState:
+        data = key_values(succeeded("measuring the disk", stdout, stderr, exit_code))
+        total, avail = as_int(data.get("total")), as_int(data.get("avail"))
+        if total <= 0:
+            raise ToolkitError(f"df reported no size for {self.path}")
+        return DiskState(
+            mount=data.get("mount", ""),
+            total=total,
+            avail=avail,
+            free_percent=round(100.0 * avail / total, 1),
+            cache=as_int(data.get("cache")),
+            journal=data.get("journal", ""),
+            old_logs=as_int(data.get("old_logs")),
+            rotated_logs=as_int(data.get("rotated_logs")),
+        )
+
+
 @remediation(
     "disk.cleanup",
     category="software",
@@ -106,29 +152,12 @@ class DiskCleanup(Remediation):
     def _path(self, ctx: Context) -> str:
         return str(self.path or host_var(ctx, "disk_path", "/"))
 
-    def _probe(self, ctx: Context) -> dict[str, Any]:
-        probe = script(
-            DISK_PROBE,
-            path=self._path(ctx),
-            logs=host_var(ctx, "log_dir", "/var/log"),
-            days=int(self.older_than_days),
-        )
-        data = key_values(output(ctx.read(probe, become=True), "measuring the disk"))
-        total, avail = as_int(data.get("total")), as_int(data.get("avail"))
-        if total <= 0:
-            raise ToolkitError(f"df reported no size for {self._path(ctx)}")
-        return {
-            "mount": data.get("mount", ""),
-            "total": total,
-            "avail": avail,
-            "free_percent": round(100.0 * avail / total, 1),
-            "cache": as_int(data.get("cache")),
-            "journal": data.get("journal", ""),
-            "old_logs": as_int(data.get("old_logs")),
-            "rotated_logs": as_int(data.get("rotated_logs")),
-        }
+    def _probe(self, ctx: Context) -> DiskState:
+        logs = host_var(ctx, "log_dir", "/var/log")
+        return read(ctx, DiskSpace(self._path(ctx), logs, int(self.older_than_days)))
 
-    def _finding(self, data: dict[str, Any], after: str = "") -> Finding:
+    def _finding(self, state: DiskState, after: str = "") -> Finding:
+        data = dataclasses.asdict(state)
         summary = (
             f"{data['mount']} {data['free_percent']}% free ({human_bytes(data['avail'])} of "
             f"{human_bytes(data['total'])})"
@@ -146,6 +175,11 @@ class DiskCleanup(Remediation):
             + after,
             **data,
         )
+
+    before: DiskState
+    """The filesystem as check measured it: apply frees space until it is enough."""
+    freed: int
+    """Bytes apply freed (verify reports them)."""
 
     def check(self, ctx: Context) -> Finding:
         self.before = self._probe(ctx)
@@ -193,16 +227,16 @@ class DiskCleanup(Remediation):
         data = self.before
         done = []
         for name, command in self._steps(ctx):
-            if data["free_percent"] >= int(self.min_free_percent):
+            if data.free_percent >= int(self.min_free_percent):
                 break
             result = ctx.change(command, become=True, timeout=1800, check=False)
             if result.exit_code != 0:
                 ctx.note(f"{name}: exited {result.exit_code}, continuing")
             after = self._probe(ctx)
-            freed = after["avail"] - data["avail"]
+            freed = after.avail - data.avail
             done.append(f"{name}: {human_bytes(max(freed, 0))}")
             data = after
-        self.freed = data["avail"] - self.before["avail"]
+        self.freed = data.avail - self.before.avail
         ctx.note("freed " + "; ".join(done) if done else "nothing needed freeing")
 
     def verify(self, ctx: Context) -> Finding:

@@ -637,3 +637,34 @@ def test_linux_and_windows_read_numbers_with_one_helper() -> None:
     assert linux.as_int is windows.as_int is windows.number
     assert [linux.as_int(v) for v in (" 42 ", 42, 42.0, None, "", "n/a")] == [42, 42, 42, 0, 0, 0]
     assert linux.as_int("x", -1) == -1
+
+
+# --------------------------------------------------------------------------- disk.cleanup
+
+
+def test_disk_cleanup_frees_space_step_by_step_until_enough(tmp_path: Path) -> None:
+    """The measured state passes from check to apply as a declared DiskState; apply stops
+    once the filesystem has enough free space, verify reports what was freed."""
+    avail = {"bytes": 512 * 2**20}
+
+    def probe(command: Any, stdin: Any) -> tuple[int, str, str]:
+        return (
+            0,
+            f"total={10 * 2**30}\navail={avail['bytes']}\nmount=/\ncache=2147483648\n"
+            "journal=96.0M\nold_logs=0\nrotated_logs=0\n",
+            "",
+        )
+
+    def clean(command: Any, stdin: Any) -> tuple[int, str, str]:
+        avail["bytes"] += 2 * 2**30
+        return 0, "", ""
+
+    script = (
+        Script().on(re.compile(r"df -P -B1 -- /"), probe).on(re.compile(r"apt-get clean"), clean)
+    )
+    run = run_linux(tmp_path, "disk.cleanup", {}, script)
+    assert run.result.outcome == Outcome.FIXED
+    assert run.result.check is not None and run.result.check.facts["free_percent"] == 5.0
+    assert run.result.verify is not None
+    assert run.result.verify.summary.endswith("after freeing 2.0 GB")
+    assert not any("journalctl --vacuum" in c for c in run.sent)  # enough after the first step

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from toolkit.clock import WeeklyWindow
-from toolkit.errors import CommandFailed, NotFound, ToolkitError, ValidationError
+from toolkit.errors import NotFound, ToolkitError, ValidationError
 from toolkit.remediation.catalog import Context, Finding, Param, PastAction, Remediation
+from toolkit.remediation.facts import Fact, read, succeeded
 from toolkit.remediation.quoting import Command, cmd, script
 from toolkit.remediation.shapes import DNS_NAME as DNS_NAME  # shared shapes, re-exported
 from toolkit.remediation.shapes import HOST_PORT as HOST_PORT
@@ -39,9 +40,7 @@ PROTECTED_SERVICES = frozenset(
 
 def output(result: CommandResult, what: str) -> str:
     """stdout of a read that must succeed; a non-zero exit is CommandFailed named by `what`."""
-    if result.exit_code != 0:
-        raise CommandFailed(what, result.exit_code, result.stderr or result.stdout)
-    return result.stdout
+    return succeeded(what, result.stdout, result.stderr, result.exit_code)
 
 
 def key_values(text: str, sep: str = "=") -> dict[str, str]:
@@ -83,9 +82,28 @@ MANAGER_PROBE = script(
 )
 
 
+@dataclass(frozen=True)
+class Manager:
+    """The host's service manager: systemd, openrc, sysv, or none."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class ServiceManager(Fact[Manager]):
+    """Which service manager runs the host (probed from the host itself)."""
+
+    def command(self) -> Command:
+        return MANAGER_PROBE
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Manager:
+        found = succeeded("detecting the service manager", stdout, stderr, exit_code)
+        return Manager(found.strip())
+
+
 def service_manager(ctx: Context) -> str:
     """systemd, openrc or sysv (the `service` command over init scripts), from the host itself."""
-    found = output(ctx.read(MANAGER_PROBE), "detecting the service manager").strip()
+    found = read(ctx, ServiceManager()).name
     if found not in ("systemd", "openrc", "sysv"):
         raise ToolkitError(f"{ctx.host.name} has no service manager itops knows (systemd, sysv)")
     return found
@@ -100,6 +118,7 @@ class ServiceState:
     pid: int = 0
     started: str = ""  # systemd: ExecMainStartTimestampMonotonic (changes on every start)
     enabled: str = ""  # systemd UnitFileState (enabled, disabled, masked, …)
+    exists: bool = True  # False: the host has no such service
 
     def describe(self) -> str:
         pid = f", pid {self.pid}" if self.pid else ""
@@ -120,40 +139,82 @@ def _refuse_protected(name: str, asked: str | None = None) -> None:
         )
 
 
-def read_service(ctx: Context, name: str, manager: str) -> ServiceState:
-    """A service's state; NotFound if the host has no such service."""
-    if manager == "systemd":
-        shown = key_values(
-            output(
-                ctx.read(cmd("systemctl", "show", name, f"--property={SYSTEMD_PROPERTIES}")),
-                f"systemctl show {name}",
-            )
-        )
+@dataclass(frozen=True)
+class SystemdService(Fact[ServiceState]):
+    """A systemd unit's state (`systemctl show`); `exists` is False for an unknown unit."""
+
+    name: str
+
+    def command(self) -> Command:
+        return cmd("systemctl", "show", self.name, f"--property={SYSTEMD_PROPERTIES}")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> ServiceState:
+        what = f"systemctl show {self.name}"
+        shown = key_values(succeeded(what, stdout, stderr, exit_code))
         if shown.get("LoadState") in ("not-found", "", None):
-            raise NotFound(f"no service {name!r} on {ctx.host.name}")
+            return ServiceState(self.name, "systemd", False, "not-found", exists=False)
         active = shown.get("ActiveState", "")
         return ServiceState(
-            shown.get("Id", name),
-            manager,
+            shown.get("Id", self.name),
+            "systemd",
             active == "active",
             f"{active}/{shown.get('SubState', '')}",
             as_int(shown.get("MainPID")),
             shown.get("ExecMainStartTimestampMonotonic", ""),
             shown.get("UnitFileState", ""),
         )
-    tool = "rc-service" if manager == "openrc" else "service"
-    exists = ctx.read(
-        cmd("test", "-x", f"/etc/init.d/{name}")
-        if manager == "sysv"
-        else cmd("rc-service", "--exists", name)
-    )
-    if exists.exit_code != 0:
+
+
+@dataclass(frozen=True)
+class Presence:
+    found: bool
+
+
+@dataclass(frozen=True)
+class InitScript(Fact[Presence]):
+    """Does a SysV init script (`manager` sysv) or an OpenRC service exist?"""
+
+    name: str
+    manager: str
+
+    def command(self) -> Command:
+        if self.manager == "sysv":
+            return cmd("test", "-x", f"/etc/init.d/{self.name}")
+        return cmd("rc-service", "--exists", self.name)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Presence:
+        return Presence(exit_code == 0)
+
+
+@dataclass(frozen=True)
+class InitServiceStatus(Fact[ServiceState]):
+    """A SysV or OpenRC service's state from its `status` exit code (LSB: 0 running,
+    3 stopped), as root: some init scripts read root-only pid files."""
+
+    name: str
+    manager: str
+    become: ClassVar[bool] = True
+
+    def command(self) -> Command:
+        tool = "rc-service" if self.manager == "openrc" else "service"
+        return cmd(tool, self.name, "status")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> ServiceState:
+        state = {0: "running", 3: "stopped"}.get(exit_code, f"unknown (status {exit_code})")
+        return ServiceState(self.name, self.manager, exit_code == 0, state)
+
+
+def read_service(ctx: Context, name: str, manager: str) -> ServiceState:
+    """A service's state; NotFound if the host has no such service."""
+    if manager == "systemd":
+        state = read(ctx, SystemdService(name))
+    elif read(ctx, InitScript(name, manager)).found:
+        state = read(ctx, InitServiceStatus(name, manager))
+    else:
+        state = ServiceState(name, manager, False, "not-found", exists=False)
+    if not state.exists:
         raise NotFound(f"no service {name!r} on {ctx.host.name}")
-    status = ctx.read(cmd(tool, name, "status"), become=True)
-    state = {0: "running", 3: "stopped"}.get(
-        status.exit_code, f"unknown (status {status.exit_code})"
-    )
-    return ServiceState(name, manager, status.exit_code == 0, state)
+    return state
 
 
 def restart_command(state: ServiceState) -> Command:
@@ -189,6 +250,9 @@ class RestartLinuxService(Remediation):
         bool, default=False, help="leave a running service alone (default: restart it anyway)"
     )
     wait_seconds = Param(int, default=30, minimum=1, maximum=600, help="how long to wait for it")
+
+    before: ServiceState
+    """The service as check found it: apply restarts it, verify wants a new start time."""
 
     def service_name(self, ctx: Context) -> str:
         raise NotImplementedError
@@ -245,8 +309,29 @@ class RestartLinuxService(Remediation):
 TimeWindow = WeeklyWindow  # the name workspace tasks know: reboot windows have the one syntax
 
 
+@dataclass(frozen=True)
+class Clock:
+    """The host's local time: ISO weekday, minutes after midnight, and readable."""
+
+    weekday: int
+    minute: int
+    shown: str
+
+
+@dataclass(frozen=True)
+class HostClock(Fact[Clock]):
+    """The host's own local time (`date`), for windows in the host's time zone."""
+
+    def command(self) -> Command:
+        return cmd("date", "+%u %H %M %a %H:%M %Z")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Clock:
+        text = succeeded("reading the host's clock", stdout, stderr, exit_code)
+        day, hour, minute, *rest = text.split()
+        return Clock(int(day), int(hour) * 60 + int(minute), " ".join(rest))
+
+
 def host_clock(ctx: Context) -> tuple[int, int, str]:
     """(ISO weekday, minutes after midnight, readable) in the host's own local time."""
-    text = output(ctx.read(cmd("date", "+%u %H %M %a %H:%M %Z")), "reading the host's clock")
-    day, hour, minute, *rest = text.split()
-    return int(day), int(hour) * 60 + int(minute), " ".join(rest)
+    clock = read(ctx, HostClock())
+    return clock.weekday, clock.minute, clock.shown

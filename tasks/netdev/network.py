@@ -476,6 +476,10 @@ class ConfigApply(Remediation):
     def prepare(self, host: Host) -> None:
         self._lines(host)
 
+    def plan(self, host: Host) -> str:
+        """The rendered lines: what an approval of this push approves, per host."""
+        return "\n".join(self._lines(host))
+
     def _lines(self, host: Host) -> list[str]:
         lines = render(Path(self.file).expanduser(), host)
         secret = netconfig.secret_lines(host.platform, lines)

@@ -311,8 +311,11 @@ def test_a_request_carries_the_requesters_signature_and_verified_principal(
     rid = _requested(ledger, FakeClock(OUTSIDE))
     info = next(ledger.records(kind="approval.requested")).info
     assert info["principal"] == "alice" and "BEGIN SSH SIGNATURE" in info["signature"]
-    binding = approvals.Binding.of("CHG-1", "demo.rotate", ["srv-1"], {"user": "svc"})
+    record = next(ledger.records(kind="approval.requested"))
+    binding = approvals.Binding.from_record(record)
     assert info["binding_sha256"] == binding.sha256
+    # bound to what will run, not only to what was typed: the task's code and each host's plan
+    assert binding.params_sha256 != approvals.params_hash({"user": "svc"})
     statement = approvals.request_statement(rid, binding.sha256)
     assert IDS["bob"].principal_of(statement, info["signature"]) == "alice"
 
@@ -526,3 +529,65 @@ def test_a_task_risky_on_core_devices_holds_only_the_core_ones(ledger: Ledger) -
 def test_core_groups_must_be_a_list_of_names() -> None:
     with pytest.raises(ConfigError, match=r"\[policy\] core_groups must be a list of inventory"):
         PolicySettings.from_config({"policy": {"core_groups": "core"}})
+
+
+# -- what was approved is what runs: single use, the plan and the code ---------------------------
+def test_a_grant_covers_one_run_unless_the_approver_gives_more_uses(ledger: Ledger) -> None:
+    clock = FakeClock(OUTSIDE)
+    targets = servers("srv-1")
+    _granted(ledger, clock, targets, {"user": "svc"})
+    first, _ = run(ledger, task(Rotate), targets, clock, params={"user": "svc"})
+    assert first.results[0].outcome == Outcome.FIXED
+    again, conn = run(ledger, task(Rotate), targets, clock, params={"user": "svc"})
+    assert again.results[0].outcome == Outcome.NEEDS_APPROVAL and conn.opened == []  # used up
+    rid = list(ledger.records(kind="approval.requested"))[-1].info["request_id"]
+    bob = Ledger(ledger.url, operator="bob")
+    try:
+        approvals.grant(bob, rid, clock=clock, identity=IDS["bob"], uses=2)
+    finally:
+        bob.close()
+    for _ in range(2):
+        ok, _ = run(ledger, task(Rotate), targets, clock, params={"user": "svc"})
+        assert ok.results[0].outcome == Outcome.FIXED
+    third, _ = run(ledger, task(Rotate), targets, clock, params={"user": "svc"})
+    assert third.results[0].outcome == Outcome.NEEDS_APPROVAL
+
+
+PLAN_FILE: list[Path] = []
+
+
+@remediation("demo.push", category="network", platforms={"linux"}, summary="Push", risky=True)
+class Push(Remediation):
+    def plan(self, host: Host) -> str:
+        return PLAN_FILE[0].read_text()  # a template, rendered: what apply will send
+
+    def check(self, ctx: Context) -> Finding:
+        return Finding.problem("old") if ctx.read(cmd("stale")).exit_code else Finding.healthy("")
+
+    def apply(self, ctx: Context) -> None:
+        ctx.change(cmd("restart"))
+
+
+def test_an_approval_binds_the_plan_a_changed_template_needs_a_new_one(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    # Before: network.config-apply -p file=ntp.cfg was approved, the file was then rewritten
+    # (telnet on the vty lines) and the approved run pushed the new text.
+    PLAN_FILE[:] = [tmp_path / "ntp.cfg"]
+    PLAN_FILE[0].write_text("ntp server 10.0.0.1\n")
+    clock = FakeClock(OUTSIDE)
+    targets = servers("srv-1")
+    run(ledger, task(Push), targets, clock)
+    request = list(ledger.records(kind="approval.requested"))[-1].info
+    assert request["plan"] == {"srv-1": "ntp server 10.0.0.1\n"}  # shown to the approver
+    bob = Ledger(ledger.url, operator="bob")
+    try:
+        approvals.grant(bob, request["request_id"], clock=clock, identity=IDS["bob"], uses=5)
+    finally:
+        bob.close()
+    PLAN_FILE[0].write_text("line vty 0 4\n transport input telnet\n")  # after the approval
+    changed, conn = run(ledger, task(Push), targets, clock)
+    assert changed.results[0].outcome == Outcome.NEEDS_APPROVAL and conn.opened == []
+    PLAN_FILE[0].write_text("ntp server 10.0.0.1\n")  # what was approved: it runs
+    approved, _ = run(ledger, task(Push), targets, clock)
+    assert approved.results[0].outcome == Outcome.FIXED

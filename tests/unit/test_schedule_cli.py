@@ -260,7 +260,10 @@ def test_the_approval_round_trip_between_two_operators(ws: Path) -> None:
     assert granted.exit_code == 0, granted.output
     assert f"approved {rid}: demo.rotate on db-1 under INC-7" in granted.output
     assert "requested by alice, signed by bob" in granted.output
-    binding = Binding.of("INC-7", "demo.rotate", ["db-1"], {"user": "svc"})
+    ledger = Ledger(f"sqlite:///{ws / '.itops' / 'ledger.db'}", operator="auditor")
+    req = next(r for r in ledger.records(kind="approval.requested") if r.info["request_id"] == rid)
+    binding = Binding.from_record(req)
+    ledger.close()
     for shown in ("ticket INC-7", "demo.rotate", "db-1", '{"user": "svc"}', binding.sha256):
         assert shown in granted.output, shown
 

@@ -26,6 +26,10 @@ def _show(found: dict[str, Any]) -> None:
         f"requested   by {asked} (shown as {found['requested_as']})",
         err=True,
     )
+    for host, lines in (found.get("plan") or {}).items():  # what apply will do there
+        render.echo(
+            f"plan on {host}:\n" + "\n".join(f"  {ln}" for ln in str(lines).splitlines()), err=True
+        )
 
 
 @click.command()
@@ -33,21 +37,35 @@ def _show(found: dict[str, Any]) -> None:
 @click.option("--note", metavar="TEXT", default="", help="A note kept with the approval.")
 @click.option("--list", "list_pending", is_flag=True, help="List requests waiting for approval.")
 @click.option("--yes", "-y", is_flag=True, help="Sign without asking (needed without a terminal).")
+@click.option(
+    "--uses",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="How many runs the approval covers (a schedule's: all until it expires).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the approval (or the list) as JSON.")
 @click.pass_obj
 def approve(
-    app: App, request_id: str | None, note: str, list_pending: bool, yes: bool, as_json: bool
+    app: App,
+    request_id: str | None,
+    note: str,
+    list_pending: bool,
+    yes: bool,
+    uses: int,
+    as_json: bool,
 ) -> None:
     """Approve the risky change REQUEST-ID with your SSH key, as another principal than its
     requester.
 
-    Shows what you approve (ticket, task, exact hosts, parameters with secrets masked, and the
-    binding's SHA-256), then signs it with your key (ITOPS_SIGNING_KEY, [identity] key, or
-    ~/.ssh/id_ed25519) after checking the request's signature against the workspace's
-    allowed_signers. The grant is recorded, bound to exactly that, and expires ([policy]
-    approval_ttl, default 24h); every use re-verifies both signatures. The requester then runs the
-    same command again; a request from a scheduled run is bound to the schedule instead. ITOPS_OPERATOR
-    is only the label the records show: your identity is your key.
+    Shows what you approve (ticket, task, exact hosts, parameters with secrets masked, the
+    binding's SHA-256 and, per host, the plan: a push's rendered lines), then signs it with your
+    key (ITOPS_SIGNING_KEY, [identity] key, or ~/.ssh/id_ed25519) after checking the request's
+    signature against the workspace's allowed_signers. The grant is bound to exactly that — the
+    parameters, the task's code and each host's plan, so an edited template needs a new
+    approval — covers one run unless --uses N (a schedule's: its runs until it expires), and
+    expires ([policy] approval_ttl, default 24h); every use re-verifies both signatures.
+    ITOPS_OPERATOR is only the label the records show: your identity is your key.
 
     \b
     Examples:
@@ -98,6 +116,7 @@ def approve(
         ttl=settings.approval_ttl,
         request_ttl=settings.request_ttl,
         note=note,
+        uses=uses,
     )
     b = approval.binding
     if as_json:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -294,6 +295,12 @@ class Remediation:
     def prepare(self, host: Host) -> None:
         """Refuse host-specific input (e.g. a template's variables) before anything connects."""
 
+    def plan(self, host: Host) -> str:
+        """What apply will do on `host`, as far as it is known before connecting (a network
+        push's rendered lines): an approval is bound to it, so a changed template needs a new
+        approval. Empty by default: the parameters and the task's code bind the rest."""
+        return ""
+
     @classmethod
     def admit(cls, params: Mapping[str, Any], ticket_priority: str | None) -> None:
         """Run-level rules that can refuse this run (raise a ToolkitError): checked once, after
@@ -322,6 +329,19 @@ class TaskSpec:
     risky: bool | str = False  # True, or the name of a bool parameter that makes a run risky
     risky_on_core: bool = False  # risky on the hosts the workspace policy calls core devices
     source: str = ""
+
+    @property
+    def code_sha256(self) -> str:
+        """SHA-256 of the file that implements this task (what an approval and every begin
+        record are bound to: an edited task is other code)."""
+        if not self.source:
+            return ""
+        path = self.source.rsplit(":", 1)[0]
+        try:
+            stamp = Path(path).stat().st_mtime_ns
+        except OSError:
+            return ""
+        return _file_sha256(path, stamp)
 
     def risky_for(self, raw: Mapping[str, Any]) -> bool:
         """Whether a run with these parameters (as given) needs an approval."""
@@ -570,6 +590,17 @@ class Catalog:
 
 
 INDEX_VERSION = 1
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, mtime_ns: int) -> str:
+    """(cached per file version: a scheduler running for days sees an edited task as new code)"""
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def _task_files(folders: Sequence[Path]) -> list[tuple[Path, Path]]:

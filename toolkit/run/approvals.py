@@ -126,11 +126,14 @@ def request_statement(request_id: str, binding_sha256: str) -> str:
     return f"itops approval request\nrequest {request_id}\nbinding {binding_sha256}\n"
 
 
-def grant_statement(request_id: str, binding_sha256: str, approved_at: str, expires_at: str) -> str:
-    """What an approver signs."""
+def grant_statement(
+    request_id: str, binding_sha256: str, approved_at: str, expires_at: str, uses: int | None = None
+) -> str:
+    """What an approver signs (how many runs it covers, too: 0 = until it expires)."""
     return (
         f"itops approval grant\nrequest {request_id}\nbinding {binding_sha256}\n"
         f"approved {approved_at}\nexpires {expires_at}\n"
+        + (f"uses {uses}\n" if uses is not None else "")
     )
 
 
@@ -142,6 +145,7 @@ def request(
     params: Mapping[str, Any],
     identity: Identity | None,
     reason: str = "",
+    plan: Mapping[str, str] | None = None,
 ) -> str:
     """Record a request for approval, signed by the requester when they can sign; returns its
     REQUEST-ID. An unsigned request is still recorded (with why), but no one can grant it."""
@@ -167,6 +171,12 @@ def request(
                 **proof,
                 "requested_at": iso(clock.now()),
                 "reason": reason,
+                # what apply will do per host (a push's lines), shown to the approver
+                **(
+                    {"plan": {h: t for h, t in plan.items() if t}}
+                    if plan and any(plan.values())
+                    else {}
+                ),
             },
         )
     )
@@ -238,6 +248,7 @@ def describe(ledger: Ledger, request_id: str, identity: Identity | None) -> dict
         "requested_by": asked_by,
         "requested_as": req.operator,
         "problem": problem,
+        "plan": dict(req.info.get("plan") or {}),
     }
 
 
@@ -250,8 +261,10 @@ def grant(
     ttl: timedelta = DEFAULT_TTL,
     request_ttl: timedelta = DEFAULT_REQUEST_TTL,
     note: str = "",
+    uses: int = 1,
 ) -> Approval:
-    """Approve a request with this operator's signing key. Refused (and recorded) when the
+    """Approve a request with this operator's signing key, for `uses` runs (a schedule's
+    approval covers its runs until it expires). Refused (and recorded) when the
     request's signature or the approver's own does not verify against allowed_signers, or both
     are the same principal's."""
     req = find_request(ledger, request_id)
@@ -269,7 +282,8 @@ def grant(
         raise refused(f"the request's signature does not verify: {exc.message}", exc.hint) from None
     now = clock.now()
     expires = now + ttl
-    statement = grant_statement(request_id, binding.sha256, iso(now), iso(expires))
+    uses = 0 if binding.schedule else max(1, uses)
+    statement = grant_statement(request_id, binding.sha256, iso(now), iso(expires), uses)
     try:
         signature = identity.sign(statement)
         approver = identity.principal_of(statement, signature)
@@ -301,6 +315,7 @@ def grant(
                 "approved_by": approver,
                 "approved_at": iso(now),
                 "expires_at": iso(expires),
+                "uses": uses,
                 "signature": signature,
                 "note": note,
             },
@@ -323,13 +338,26 @@ def verified(ledger: Ledger, grant_record: Record, identity: Identity | None) ->
     asked_by = requester(req, identity)
     assert identity is not None  # (requester() refuses without one)
     approved_at, expires_at = str(info.get("approved_at", "")), str(info.get("expires_at", ""))
-    statement = grant_statement(request_id, binding.sha256, approved_at, expires_at)
+    uses = int(info["uses"]) if "uses" in info else None
+    statement = grant_statement(request_id, binding.sha256, approved_at, expires_at, uses)
     approver = identity.principal_of(statement, str(info.get("signature") or ""))
     if approver == asked_by:
         raise IdentityError(f"{approver} both requested and approved it")
     return Approval(
         request_id, binding, asked_by, approver, parse_iso(approved_at), parse_iso(expires_at)
     )
+
+
+def exhausted(ledger: Ledger, grant_record: Record) -> str | None:
+    """Why a grant covers no more runs (all its uses spent), or None."""
+    uses = int(grant_record.info.get("uses") or 0)
+    if not uses:
+        return None
+    request_id = grant_record.info.get("request_id")
+    spent = sum(
+        1 for r in ledger.records(kind="approval.used") if r.info.get("request_id") == request_id
+    )
+    return f"already used for {spent} of its {uses} run(s)" if spent >= uses else None
 
 
 def find_valid(
@@ -345,7 +373,7 @@ def find_valid(
         if Binding.from_record(record).mismatch(binding) is not None:
             continue
         try:
-            if now >= parse_iso(str(info["expires_at"])):
+            if now >= parse_iso(str(info["expires_at"])) or exhausted(ledger, record):
                 continue
             return verified(ledger, record, identity)
         except (IdentityError, NotFound, KeyError, ValueError) as exc:
@@ -389,6 +417,11 @@ def check_given(
             request_id,
             binding.ticket,
             f"approval expired at {iso(approval.expires_at)[:19]}Z",
+        )
+    spent = exhausted(ledger, granted[0])
+    if spent:
+        raise refuse(
+            ledger, request_id, binding.ticket, f"approval {spent}: run it again for a new one"
         )
     return approval
 

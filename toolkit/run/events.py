@@ -47,6 +47,7 @@ class HostRun:
     policy: Mapping[str, Any] | None  # the run policy's record for this host, if one decided
     tags: Mapping[str, Any]  # recorded with the action (a runbook: its name and run id)
     action_id: str | None = None  # set once the begin record is written
+    code: Mapping[str, str] | None = None  # the implementation's source file and its SHA-256
 
 
 class RunObserver(Protocol):
@@ -104,6 +105,7 @@ class LedgerRecorder:
                     "transport": host.transport,
                     "address": f"{host.address}:{host.port}",
                     **self._policy(run),
+                    **({"code": dict(run.code)} if run.code else {}),
                     **run.tags,
                 },
             )

@@ -170,6 +170,32 @@ class RunPolicy:
         return PolicyDecision(None, "", record)
 
 
+def binding_params(
+    task: Task, params: Mapping[str, Any], hosts: Sequence[Host], risky: Sequence[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """What an approval binds beyond the parameters: the SHA-256 of each implementation's code
+    and of each risky host's plan (`Remediation.plan`). Returns (bound values, plan per host)."""
+    import hashlib
+    import json
+
+    by_name = {h.name: h for h in hosts}
+    validated = task.validate(params, {h.platform for h in hosts})
+    plans: dict[str, str] = {}
+    for name in risky:
+        host = by_name[name]
+        spec = task.implementation(host.platform)
+        if spec is not None:
+            plans[name] = spec.cls(validated.get(spec, {})).plan(host)
+    code = sorted({spec.code_sha256 for spec in validated})
+    plan_text = json.dumps(plans, sort_keys=True)
+    bound = {
+        "params": dict(params),
+        "code_sha256": code,
+        "plan_sha256": hashlib.sha256(plan_text.encode()).hexdigest(),
+    }
+    return bound, plans
+
+
 def refuse_run(
     ledger: Ledger, *, ticket: str | None, task: str, hosts: Sequence[Host], reason: str
 ) -> RunRefused:
@@ -248,7 +274,11 @@ def prepare(
     approval: Approval | None = None
     request_id: str | None = None
     if risky_hosts:
-        binding = Binding.of(ticket, task.name, risky_hosts, params, schedule=schedule)
+        # Bound to what will run, not only to what was typed: the code of the task and, per
+        # host, its plan (a push's rendered lines), so an edited template or task file needs a
+        # new approval.
+        bound, plans = binding_params(task, params, hosts, risky_hosts)
+        binding = Binding.of(ticket, task.name, risky_hosts, bound, schedule=schedule)
         if approval_id is not None:
             approval = approvals.check_given(
                 ledger, approval_id, binding, clock=clock, identity=identity
@@ -263,6 +293,7 @@ def prepare(
                 params=params,
                 identity=identity,
                 reason=f"{task.name} is risky",
+                plan=plans,
             )
         else:
             approvals.record_use(ledger, approval, ticket)

@@ -643,6 +643,8 @@ class Runner:
                 mapping_display(job.plans.get(spec, {})) if spec and not stop else {},
                 dict(decision.record) if decision is not None and not stop else None,
                 job.options.tags,
+                # the code that runs: its file and SHA-256 (an edited task is other code)
+                code={"source": spec.source, "sha256": spec.code_sha256} if spec else None,
             )
         )
         try:

@@ -285,7 +285,7 @@ SCHEMA = Table(
                 "anchor_log": Key(
                     Text(),
                     "signed heads of the ledger, kept outside it (put it on another mount)",
-                    '".itops/anchors.jsonl"',
+                    '".itops/anchors-<ledger>.jsonl" (one per ledger URL)',
                 ),
                 "anchor_key": Key(
                     Text(),

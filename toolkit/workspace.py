@@ -180,7 +180,12 @@ class Workspace:
         from toolkit.ledger.anchors import AnchorLog
 
         section = self.section("ledger")
-        log = section.get("anchor_log") or str(self.state_dir / "anchors.jsonl")
+        # One log per ledger: the same workspace may point at another ledger (ITOPS_LEDGER_URL,
+        # a team's PostgreSQL), whose heads are not this one's.
+        import hashlib
+
+        which = hashlib.sha256(self.ledger_url.encode()).hexdigest()[:12]
+        log = section.get("anchor_log") or str(self.state_dir / f"anchors-{which}.jsonl")
         key = section.get("anchor_key") or str(self.state_dir / "anchor_ed25519")
         return AnchorLog(self.path(log), self.path(key))
 

@@ -6,7 +6,8 @@ newest records were not cut off, or that someone who can drop the append-only tr
 rewrite every record from some point on and recompute every hash. An anchor pins the head at a
 moment: after every command that wrote to the ledger (and on `itops audit anchor`), the head's
 sequence number and hash are appended to an anchor log, a JSON Lines file outside the database
-(`[ledger] anchor_log`, default `.itops/anchors.jsonl`; put it on another machine's mount, or
+(`[ledger] anchor_log`, default `.itops/anchors-<ledger>.jsonl`, one per ledger URL; put it on
+another machine's mount, or
 ship it to syslog or a git remote, for an attacker who owns this one). Each line also carries
 the SHA-256 of the line before it (the log is a chain of its own) and an SSH signature over all
 of that by the workspace's anchoring key (`.itops/anchor_ed25519`, made on first use with

@@ -83,7 +83,11 @@ class App:
     @cached_property
     def catalog(self) -> Catalog:
         ws = self.workspace
-        return Catalog.load(ws.task_folders, index=ws.state_dir / "cache" / "catalog.json")
+        return Catalog.load(
+            ws.task_folders,
+            index=ws.state_dir / "cache" / "catalog.json",
+            overrides=ws.task_overrides,
+        )
 
     @property
     def clock(self) -> Clock:

@@ -329,6 +329,11 @@ SCHEMA = Table(
             "approvals and maintenance windows",
             {
                 "risky": Key(Text(many=True), "task names/globs that need an approval", "[]"),
+                "overrides": Key(
+                    Text(many=True),
+                    "built-in task names this workspace's tasks/ replaces (keeping their marks)",
+                    "[]",
+                ),
                 "disruptive": Key(Text(many=True), "task names/globs that need a window", "[]"),
                 "core_groups": Key(Text(many=True), "inventory groups of core devices", '["core"]'),
                 "require_window": Key(Flag(), "every change needs a maintenance window", "false"),

@@ -175,6 +175,11 @@ class Workspace:
     def state_dir(self) -> Path:
         return self.folder("state", ".itops")
 
+    @property
+    def task_overrides(self) -> list[str]:
+        """Built-in task names this workspace's tasks/ may replace ([policy] overrides)."""
+        return [str(name) for name in self.section("policy").get("overrides") or []]
+
     def anchor_log(self) -> AnchorLog:
         """Where the ledger's signed heads are kept (toolkit.ledger.anchors)."""
         from toolkit.ledger.anchors import AnchorLog

@@ -236,3 +236,34 @@ def test_every_built_in_task_category_is_a_ticket_category() -> None:
     catalog = Catalog.load([BUILTIN_TASKS])
     wrong = {t.name: s.category for t in catalog for s in t.specs if s.category not in CATEGORIES}
     assert wrong == {}
+
+
+OVERRIDE = """from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+@remediation("password.reset", category="account", platforms={"linux"}, summary="ours")
+class Ours(Remediation):
+    user = Param(str, required=True)
+    def check(self, ctx: Context) -> Finding:
+        return Finding.problem("x")
+    def apply(self, ctx: Context) -> None:
+        pass
+"""
+
+
+def test_a_workspace_task_replacing_a_built_in_is_refused_unless_declared(tmp_path: Path) -> None:
+    # Before: a workspace tasks/ file registering password.reset silently replaced the built-in,
+    # and without `risky` its privileged resets needed no approval.
+    from toolkit.errors import ConfigError
+
+    ws = tmp_path / "tasks"
+    task_file(ws, "ours.py", OVERRIDE)
+    with pytest.raises(ConfigError, match="registers password.reset, a built-in task"):
+        Catalog.load([BUILTIN_TASKS, ws])
+    index = tmp_path / "catalog.json"
+    for _ in range(2):  # imported, then from the index: the marks are kept either way
+        entry = Catalog.load([BUILTIN_TASKS, ws], index=index, overrides=["password.reset"]).get(
+            "password.reset"
+        )
+        linux = entry.implementation("linux")
+        assert linux is not None and linux.summary == "ours"
+        # the built-in is risky for allow_privileged, which ours lacks: ours is risky always
+        assert linux.risky is True

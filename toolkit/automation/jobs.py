@@ -131,7 +131,9 @@ class JobRunner:
 
         app = self.app
         # Loaded afresh: the scheduler runs for days, and a task file may have been edited.
-        entry = Catalog.load(app.workspace.task_folders).get(s.what)
+        entry = Catalog.load(
+            app.workspace.task_folders, overrides=app.workspace.task_overrides
+        ).get(s.what)
         request = RunRequest(
             entry,
             hosts,
@@ -175,8 +177,8 @@ class JobRunner:
         code = getattr(report, "exit_code", None)
         if isinstance(code, int):  # a RunbookReport: escalated hosts fail the job
             resolution = {0: "completed", 4: "completed", 5: "needs-approval", 6: "skipped"}.get(
-        code, "failed"
-    )
+                code, "failed"
+            )
             counts = Counter(str(r.outcome) for r in getattr(report, "results", ()))
             return JobResult(resolution, f"runbook {s.what}: {report.describe()}", code, counts)
         return JobResult("completed", f"runbook {s.what}: {report}")

@@ -133,7 +133,7 @@ class Runbook:
 
 def load(workspace: Workspace, name: str) -> Runbook:
     """Runbook NAME of a workspace (built in or its own), validated (schedules call this)."""
-    catalog = Catalog.load(workspace.task_folders)
+    catalog = Catalog.load(workspace.task_folders, overrides=workspace.task_overrides)
     return get_runbook(name, runbook_folders(workspace.folder("runbooks", "runbooks")), catalog)
 
 

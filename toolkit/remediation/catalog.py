@@ -32,7 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from toolkit.errors import NotFound, ToolkitError, Unsupported, ValidationError
+from toolkit.errors import ConfigError, NotFound, ToolkitError, Unsupported, ValidationError
 from toolkit.inventory import Host
 from toolkit.remediation.quoting import Command, check_path, check_text, check_token
 from toolkit.secrets.credentials import Secret, is_reference
@@ -484,9 +484,14 @@ class TaskInfo:
     disruptive: bool
     risky: bool
     sources: tuple[str, ...]  # path:line of each implementation, in catalog order
+    # A declared override of a built-in task keeps the built-in's marks: per source, the
+    # (risky, disruptive, risky_on_core) it must keep, so a lazy import applies them too.
+    inherited: tuple[tuple[str, Any, bool, bool], ...] = ()
 
     @classmethod
-    def of(cls, task: Task) -> TaskInfo:
+    def of(
+        cls, task: Task, inherited: Mapping[str, tuple[Any, bool, bool]] | None = None
+    ) -> TaskInfo:
         return cls(
             task.name,
             task.category,
@@ -495,7 +500,9 @@ class TaskInfo:
             task.disruptive,
             task.risky,
             tuple(s.source for s in task.specs),
-        )
+            tuple((src, *marks) for src, marks in (inherited or {}).items()
+                  if any(src == s.source for s in task.specs)),
+        )  # fmt: skip
 
 
 class Catalog:
@@ -511,25 +518,36 @@ class Catalog:
     lists the catalog from the index alone."""
 
     def __init__(
-        self, tasks: Mapping[str, Task], infos: Mapping[str, TaskInfo] | None = None
+        self,
+        tasks: Mapping[str, Task],
+        infos: Mapping[str, TaskInfo] | None = None,
+        inherited: Mapping[str, tuple[Any, bool, bool]] | None = None,
     ) -> None:
         self._tasks = dict(tasks)
-        self._infos = dict(sorted((infos or {n: TaskInfo.of(t) for n, t in tasks.items()}).items()))
+        made = {n: TaskInfo.of(t, inherited) for n, t in tasks.items()}
+        self._infos = dict(sorted((infos or made).items()))
 
     @classmethod
-    def load(cls, folders: Sequence[Path], *, index: Path | None = None) -> Catalog:
+    def load(
+        cls, folders: Sequence[Path], *, index: Path | None = None, overrides: Sequence[str] = ()
+    ) -> Catalog:
+        """`overrides`: built-in task names the workspace declares it replaces ([policy]
+        overrides); any other workspace task that registers a built-in name is refused."""
         files = _task_files(folders)
-        stamp = _stamp(files)
+        stamp = [*_stamp(files), sorted(overrides)]
         if index is not None and (infos := _read_index(index, stamp)) is not None:
             return cls({}, infos)
-        catalog = cls._import_all(files)
+        catalog = cls._import_all(files, overrides)
         if index is not None:
             _write_index(index, stamp, catalog.infos())
         return catalog
 
     @classmethod
-    def _import_all(cls, files: Sequence[tuple[Path, Path]]) -> Catalog:
+    def _import_all(
+        cls, files: Sequence[tuple[Path, Path]], overrides: Sequence[str] = ()
+    ) -> Catalog:
         by_name: dict[str, list[TaskSpec]] = {}
+        inherited: dict[str, tuple[Any, bool, bool]] = {}
         from_here: dict[tuple[str, str], TaskSpec] = {}
         current_folder: Path | None = None
         for folder, path in files:
@@ -545,13 +563,26 @@ class Catalog:
                         )
                     from_here[(spec.name, platform)] = spec
                 current = by_name.setdefault(spec.name, [])
-                current[:] = [
+                replaced = [
                     s
                     for s in current
-                    if not (s.platforms & spec.platforms) or s.source.startswith(str(folder))
+                    if s.platforms & spec.platforms and not s.source.startswith(str(folder))
                 ]
+                builtin = [s for s in replaced if s.source.startswith(str(BUILTIN_TASKS))]
+                if builtin:
+                    if spec.name not in overrides:
+                        raise ConfigError(
+                            f"{spec.source} registers {spec.name}, a built-in task: refusing a "
+                            "silent replacement (it would run instead, without the built-in's "
+                            "approval and window marks)",
+                            hint=f'declare it in itops.toml: [policy] overrides = ["{spec.name}"]',
+                        )
+                    spec = _keep_marks(spec, builtin)
+                    inherited[spec.source] = (spec.risky, spec.disruptive, spec.risky_on_core)
+                current[:] = [s for s in current if s not in replaced]
                 current.append(spec)
-        return cls({name: Task(name, tuple(specs)) for name, specs in by_name.items()})
+        tasks = {name: Task(name, tuple(specs)) for name, specs in by_name.items()}
+        return cls(tasks, inherited=inherited)
 
     def get(self, name: str) -> Task:
         if not _TASK_NAME.fullmatch(name):
@@ -577,7 +608,16 @@ class Catalog:
             raise ToolkitError(
                 f"{info.name} changed while itops was loading it: run the command again"
             )
-        return Task(info.name, tuple(specs[source] for source in info.sources))
+        marks = {source: rest for source, *rest in info.inherited}
+        return Task(
+            info.name,
+            tuple(
+                dataclasses.replace(
+                    specs[src], risky=m[0], disruptive=m[1], risky_on_core=m[2]
+                ) if (m := marks.get(src)) else specs[src]
+                for src in info.sources
+            ),
+        )  # fmt: skip
 
     def __iter__(self) -> Iterator[Task]:
         return (self.get(name) for name in self._infos)
@@ -589,7 +629,24 @@ class Catalog:
         return name in self._infos
 
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
+
+
+def _keep_marks(spec: TaskSpec, builtin: Sequence[TaskSpec]) -> TaskSpec:
+    """A declared override keeps the built-in's risk marks (it may add, never drop them): a
+    built-in risky for a parameter the override does not declare is risky always."""
+    risky: bool | str = spec.risky
+    for old in builtin:
+        if old.risky and not risky:
+            risky = (
+                old.risky if not isinstance(old.risky, str) or old.risky in spec.params else True
+            )
+    return dataclasses.replace(
+        spec,
+        risky=risky,
+        disruptive=spec.disruptive or any(o.disruptive for o in builtin),
+        risky_on_core=spec.risky_on_core or any(o.risky_on_core for o in builtin),
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -643,7 +700,12 @@ def _read_index(index: Path, stamp: list[Any]) -> dict[str, TaskInfo] | None:
             return None
         return {  # the inverse of _write_index
             t["name"]: TaskInfo(
-                **{**t, "platforms": frozenset(t["platforms"]), "sources": tuple(t["sources"])}
+                **{
+                    **t,
+                    "platforms": frozenset(t["platforms"]),
+                    "sources": tuple(t["sources"]),
+                    "inherited": tuple(tuple(i) for i in t.get("inherited", ())),
+                }
             )
             for t in data["tasks"]
         }

@@ -56,14 +56,28 @@ try {{
 }} catch {{ $res = @{{ error = $_.Exception.Message }} }}
 ConvertTo-Json -Compress -Depth 4 -InputObject $res | Set-Content -LiteralPath $out -Encoding UTF8"""
 
+# The folder SYSTEM writes its result to is made SYSTEM's and Administrators' only (a user could
+# otherwise pre-create C:\ProgramData\itops, own it, and read or redirect what SYSTEM writes
+# there: a folder owned by anyone else, or a link, is refused); the script itself is never a
+# file a user could replace before SYSTEM runs it: the task runs it as -EncodedCommand.
 RUN_AS_SYSTEM = r"""$ErrorActionPreference = 'Stop'
 $dir = Join-Path $env:ProgramData 'itops'
-New-Item -ItemType Directory -Force -Path $dir | Out-Null
+$trusted = @('S-1-5-18', 'S-1-5-32-544')
+if (Test-Path -LiteralPath $dir) {{
+  $item = Get-Item -LiteralPath $dir -Force
+  if ($item.Attributes -band [IO.FileAttributes]::ReparsePoint) {{ throw "refusing ${{dir}}: it is a link" }}
+  $owner = (Get-Acl -LiteralPath $dir).GetOwner([Security.Principal.SecurityIdentifier]).Value
+  if ($trusted -notcontains $owner) {{ throw "refusing ${{dir}}: owned by $owner, not SYSTEM or Administrators" }}
+}} else {{ New-Item -ItemType Directory -Path $dir | Out-Null }}
+$acl = New-Object System.Security.AccessControl.DirectorySecurity
+$acl.SetAccessRuleProtection($true, $false)
+foreach ($sid in $trusted) {{ $acl.AddAccessRule((New-Object System.Security.AccessControl.FileSystemAccessRule((New-Object Security.Principal.SecurityIdentifier $sid), 'FullControl', 'ContainerInherit,ObjectInherit', 'None', 'Allow'))) }}
+$acl.SetOwner((New-Object Security.Principal.SecurityIdentifier 'S-1-5-32-544'))
+Set-Acl -LiteralPath $dir -AclObject $acl
 $name = {name}
-$file = Join-Path $dir ($name + '.ps1')
 $result = Join-Path $dir ($name + '.json')
-Set-Content -LiteralPath $file -Value {script} -Encoding UTF8
-$action = New-ScheduledTaskAction -Execute 'powershell.exe' -Argument ('-NoProfile -NonInteractive -ExecutionPolicy Bypass -File "' + $file + '"')
+$encoded = [Convert]::ToBase64String([Text.Encoding]::Unicode.GetBytes({script}))
+$action = New-ScheduledTaskAction -Execute 'powershell.exe' -Argument ('-NoProfile -NonInteractive -EncodedCommand ' + $encoded)
 $principal = New-ScheduledTaskPrincipal -UserId 'SYSTEM' -LogonType ServiceAccount -RunLevel Highest
 Register-ScheduledTask -TaskName $name -Action $action -Principal $principal -Force | Out-Null
 try {{
@@ -74,7 +88,7 @@ try {{
   Get-Content -LiteralPath $result -Raw
 }} finally {{
   Unregister-ScheduledTask -TaskName $name -Confirm:$false -ErrorAction SilentlyContinue
-  Remove-Item -LiteralPath $file, $result -Force -ErrorAction SilentlyContinue
+  Remove-Item -LiteralPath $result -Force -ErrorAction SilentlyContinue
 }}"""
 
 REBOOT = "shutdown.exe /r /t 300 /c 'itops patch.apply: restarting in 5 minutes to finish updates'\nexit $LASTEXITCODE"

@@ -941,3 +941,25 @@ def test_every_windows_task_has_a_case() -> None:
     covered = {c.task for c in ALL} | {"password.reset"}  # password.reset: test_windows_password.py
     assert windows == covered
     assert len(windows) == 14
+
+
+def test_the_system_task_folder_is_locked_down_and_no_script_file_is_written() -> None:
+    # A user could pre-create C:\ProgramData\itops, own it, and replace the script SYSTEM runs
+    # (or redirect its result): the folder is checked (owner SID, no link), its ACL set to
+    # SYSTEM and Administrators only, and the script travels as -EncodedCommand, never a file.
+    from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
+
+    spec = Catalog.load([BUILTIN_TASKS]).get("patch.apply").implementation("windows")
+    assert spec is not None
+    module = __import__("sys").modules[spec.cls.__module__]
+    script = module.RUN_AS_SYSTEM
+    for needed in (
+        "ReparsePoint",
+        "GetOwner([Security.Principal.SecurityIdentifier])",
+        "'S-1-5-18', 'S-1-5-32-544'",
+        "SetAccessRuleProtection($true, $false)",
+        "Set-Acl -LiteralPath $dir",
+        "-EncodedCommand ",
+    ):
+        assert needed in script, needed
+    assert "-File" not in script and ".ps1" not in script and "Set-Content" not in script

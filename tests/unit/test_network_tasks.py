@@ -266,6 +266,114 @@ def test_port_recover_records_the_err_disable_reason_and_waits_for_the_link(
     assert "save" not in commands(connector.log, "sw")  # a bounce changes no configuration
 
 
+def psecure_port(state: dict[str, str]) -> Script:
+    """Fa0/5 err-disabled by port security with a sticky MAC: a bounce alone trips it again."""
+    header = "Port      Name               Status       Vlan       Duplex  Speed Type\n"
+
+    def status(command: Any, stdin: Any) -> tuple[int, str, str]:
+        row = f"Fa0/5                        {state['status']:<12} 1          a-full  a-100 10/100BaseTX\n"
+        return 0, header + row, ""
+
+    def bounce(command: Any, stdin: Any) -> tuple[int, str, str]:
+        state["status"] = "connected" if state.get("cleared") else "err-disabled"
+        return 0, "", ""
+
+    def clear(command: Any, stdin: Any) -> tuple[int, str, str]:
+        state["cleared"] = "yes"
+        return 0, "", ""
+
+    errdisabled = (
+        "Port      Name               Status       Reason               Err-disabled Vlans\n"
+        "Fa0/5                        err-disabled psecure-violation\n"
+    )
+    section = (
+        "interface FastEthernet0/5\n switchport port-security\n"
+        " switchport port-security mac-address sticky\n"
+        " switchport port-security mac-address sticky 0050.56aa.0001\n"
+    )
+    return (
+        Script()
+        .on("show interfaces Fa0/5 status", status)
+        .on("show interfaces status err-disabled", (0, errdisabled, ""))
+        .on("show running-config interface Fa0/5", (0, section, ""))
+        .on("show running-config", (0, IOS_RUN, ""))
+        .on("clear port-security sticky interface Fa0/5", clear)
+        .on("configure: interface Fa0/5 ; shutdown ; no shutdown", bounce)
+    )
+
+
+def test_a_port_security_err_disable_fails_at_once_saying_to_clear_sticky_macs(
+    ledger: Ledger,
+) -> None:
+    # It bounced, waited ~33 s for a link that could not hold and failed "still err-disabled".
+    report, connector = run(
+        ledger,
+        "network.port-recover",
+        [device()],
+        {"interface": "Fa0/5", "wait": "30"},
+        {"sw": psecure_port({"status": "err-disabled"})},
+    )
+    result = report.results[0]
+    assert result.outcome == Outcome.FAILED, result.message
+    assert "sticky MAC(s) 0050.56aa.0001" in result.message
+    assert "-p clear_sticky=true" in result.message
+    assert result.duration < 5  # no bounce, no wait for the link
+    sent = commands(connector.log, "sw")
+    assert not any(c.startswith(("configure", "clear")) for c in sent), sent
+
+
+def test_with_clear_sticky_the_sticky_macs_are_cleared_before_the_bounce(
+    ledger: Ledger,
+) -> None:
+    report, connector = run(
+        ledger,
+        "network.port-recover",
+        [device()],
+        {"interface": "Fa0/5", "wait": "0", "clear_sticky": "true"},
+        {"sw": psecure_port({"status": "err-disabled"})},
+    )
+    result = report.results[0]
+    assert result.outcome == Outcome.FIXED, result.message
+    assert result.message.startswith("cleared sticky MAC(s) 0050.56aa.0001 on Fa0/5 (was: ")
+    sent = commands(connector.log, "sw")
+    clear = sent.index("clear port-security sticky interface Fa0/5")
+    assert clear < sent.index("configure: interface Fa0/5 ; shutdown ; no shutdown")
+
+
+def test_the_switch_port_down_runbook_clears_sticky_macs_before_escalating(
+    ledger: Ledger,
+) -> None:
+    from toolkit.automation.runbooks import BUILTIN_RUNBOOKS, load_runbook, run_runbook
+
+    book = load_runbook(BUILTIN_RUNBOOKS / "switch-port-down.yml", CATALOG)
+    connector = FakeConnector({"sw": psecure_port({"status": "err-disabled"})})
+    runner = Runner(ledger=ledger, connector=connector, credentials=connector.credentials)  # type: ignore[arg-type]
+
+    def run_step(task: Task, hosts: Any, params: Any, options: RunOptions) -> Any:
+        return runner.run(task, hosts, params, ticket="INC-7", options=options)
+
+    report = run_runbook(
+        book,
+        [device()],
+        {"interface": "Fa0/5"},
+        catalog=CATALOG,
+        run_step=run_step,
+        ledger=ledger,
+        ticket="INC-7",
+        options=RunOptions(),
+    )
+    outcome = {
+        s.step.name: [str(r.outcome) for r in s.report.results] for s in report.steps if s.report
+    }
+    assert outcome == {
+        "diagnose": ["would-fix"],
+        "recover port": ["failed"],  # at once: port security keeps a sticky MAC
+        "clear sticky and recover": ["fixed"],
+        "verify": ["already-ok"],
+    }
+    assert dict(report.escalated) == {} and report.exit_code == 0
+
+
 # --------------------------------------------------------------------------- backups
 
 
@@ -333,7 +441,8 @@ def test_the_runbook_names_only_existing_remediations_and_the_documented_keys() 
         spec = task.implementation("cisco_ios")
         assert spec is not None
         for value in (step.get("params") or {}).values():
-            assert str(value).removeprefix("$") in book["params"]
+            if str(value).startswith("$"):
+                assert str(value).removeprefix("$") in book["params"]
         assert set(step.get("params") or {}) <= set(spec.params)
         if "if_failed" in step:
             assert step["if_failed"] in names

@@ -227,10 +227,9 @@ def test_port_vlan_never_creates_a_missing_vlan_or_touches_a_trunk(ledger: Ledge
         assert not any(c.startswith("configure") for c in commands(connector.log, "sw"))
 
 
-def test_port_recover_records_the_err_disable_reason_and_waits_for_the_link(
-    ledger: Ledger,
-) -> None:
-    state = {"status": "err-disabled"}
+def err_disabled_port(state: dict[str, str], reason: str, *sticky: str) -> Script:
+    """Fa0/5 err-disabled for `reason`; with sticky MACs, a bounce trips it again until they
+    are cleared (as IOS port security does while the same unknown device is plugged in)."""
     header = "Port      Name               Status       Vlan       Duplex  Speed Type\n"
 
     def status(command: Any, stdin: Any) -> tuple[int, str, str]:
@@ -238,21 +237,52 @@ def test_port_recover_records_the_err_disable_reason_and_waits_for_the_link(
         return 0, header + row, ""
 
     def bounce(command: Any, stdin: Any) -> tuple[int, str, str]:
-        state["status"] = "connected"
+        held = not sticky or state.get("cleared")
+        state["status"] = "connected" if held else "err-disabled"
+        return 0, "", ""
+
+    def clear(command: Any, stdin: Any) -> tuple[int, str, str]:
+        state["cleared"] = "yes"
         return 0, "", ""
 
     errdisabled = (
         "Port      Name               Status       Reason               Err-disabled Vlans\n"
-        "Fa0/5                        err-disabled bpduguard\n"
+        f"Fa0/5                        err-disabled {reason}\n"
     )
-    script = (
+    section = "interface FastEthernet0/5\n" + "".join(
+        f" switchport port-security mac-address sticky {mac}\n" for mac in sticky
+    )
+    return (
         Script()
         .on("show interfaces Fa0/5 status", status)
         .on("show interfaces status err-disabled", (0, errdisabled, ""))
-        .on("show running-config interface Fa0/5", (0, "interface FastEthernet0/5\n", ""))
+        .on("show running-config interface Fa0/5", (0, section, ""))
         .on("show running-config", (0, IOS_RUN, ""))
+        .on("clear port-security sticky interface Fa0/5", clear)
         .on("configure: interface Fa0/5 ; shutdown ; no shutdown", bounce)
     )
+
+
+def psecure_port(state: dict[str, str]) -> Script:
+    return err_disabled_port(state, "psecure-violation", "0050.56aa.0001")
+
+
+def recover_psecure_port(ledger: Ledger, **params: str) -> tuple[Any, list[str]]:
+    """network.port-recover on psecure_port: the host's result and the commands sent."""
+    report, connector = run(
+        ledger,
+        "network.port-recover",
+        [device()],
+        {"interface": "Fa0/5", **params},
+        {"sw": psecure_port({"status": "err-disabled"})},
+    )
+    return report.results[0], commands(connector.log, "sw")
+
+
+def test_port_recover_records_the_err_disable_reason_and_waits_for_the_link(
+    ledger: Ledger,
+) -> None:
+    script = err_disabled_port({"status": "err-disabled"}, "bpduguard")
     report, connector = run(
         ledger,
         "network.port-recover",
@@ -266,76 +296,24 @@ def test_port_recover_records_the_err_disable_reason_and_waits_for_the_link(
     assert "save" not in commands(connector.log, "sw")  # a bounce changes no configuration
 
 
-def psecure_port(state: dict[str, str]) -> Script:
-    """Fa0/5 err-disabled by port security with a sticky MAC: a bounce alone trips it again."""
-    header = "Port      Name               Status       Vlan       Duplex  Speed Type\n"
-
-    def status(command: Any, stdin: Any) -> tuple[int, str, str]:
-        row = f"Fa0/5                        {state['status']:<12} 1          a-full  a-100 10/100BaseTX\n"
-        return 0, header + row, ""
-
-    def bounce(command: Any, stdin: Any) -> tuple[int, str, str]:
-        state["status"] = "connected" if state.get("cleared") else "err-disabled"
-        return 0, "", ""
-
-    def clear(command: Any, stdin: Any) -> tuple[int, str, str]:
-        state["cleared"] = "yes"
-        return 0, "", ""
-
-    errdisabled = (
-        "Port      Name               Status       Reason               Err-disabled Vlans\n"
-        "Fa0/5                        err-disabled psecure-violation\n"
-    )
-    section = (
-        "interface FastEthernet0/5\n switchport port-security\n"
-        " switchport port-security mac-address sticky\n"
-        " switchport port-security mac-address sticky 0050.56aa.0001\n"
-    )
-    return (
-        Script()
-        .on("show interfaces Fa0/5 status", status)
-        .on("show interfaces status err-disabled", (0, errdisabled, ""))
-        .on("show running-config interface Fa0/5", (0, section, ""))
-        .on("show running-config", (0, IOS_RUN, ""))
-        .on("clear port-security sticky interface Fa0/5", clear)
-        .on("configure: interface Fa0/5 ; shutdown ; no shutdown", bounce)
-    )
-
-
 def test_a_port_security_err_disable_fails_at_once_saying_to_clear_sticky_macs(
     ledger: Ledger,
 ) -> None:
     # It bounced, waited ~33 s for a link that could not hold and failed "still err-disabled".
-    report, connector = run(
-        ledger,
-        "network.port-recover",
-        [device()],
-        {"interface": "Fa0/5", "wait": "30"},
-        {"sw": psecure_port({"status": "err-disabled"})},
-    )
-    result = report.results[0]
+    result, sent = recover_psecure_port(ledger, wait="30")
     assert result.outcome == Outcome.FAILED, result.message
     assert "sticky MAC(s) 0050.56aa.0001" in result.message
     assert "-p clear_sticky=true" in result.message
     assert result.duration < 5  # no bounce, no wait for the link
-    sent = commands(connector.log, "sw")
     assert not any(c.startswith(("configure", "clear")) for c in sent), sent
 
 
 def test_with_clear_sticky_the_sticky_macs_are_cleared_before_the_bounce(
     ledger: Ledger,
 ) -> None:
-    report, connector = run(
-        ledger,
-        "network.port-recover",
-        [device()],
-        {"interface": "Fa0/5", "wait": "0", "clear_sticky": "true"},
-        {"sw": psecure_port({"status": "err-disabled"})},
-    )
-    result = report.results[0]
+    result, sent = recover_psecure_port(ledger, wait="0", clear_sticky="true")
     assert result.outcome == Outcome.FIXED, result.message
     assert result.message.startswith("cleared sticky MAC(s) 0050.56aa.0001 on Fa0/5 (was: ")
-    sent = commands(connector.log, "sw")
     clear = sent.index("clear port-security sticky interface Fa0/5")
     assert clear < sent.index("configure: interface Fa0/5 ; shutdown ; no shutdown")
 

@@ -157,13 +157,20 @@ class ClearPrintQueue(Remediation):
             return  # verify reports the missing queue; there is nothing safe to do
         targets = [q for q in queues.values() if self._problems(q)]
         stuck = [job for q in targets for job in self._stuck(q)]
+        done = []
         if stuck:
             ctx.change(cmd("cancel", *stuck))
         for q in targets:
             if not q.enabled:
                 ctx.change(cmd("/usr/sbin/cupsenable", q.name))
+                done.append(f"resumed {q.name}")
             if not q.accepting:
                 ctx.change(cmd("/usr/sbin/cupsaccept", q.name))
+                done.append(f"{q.name} accepts jobs again")
+        if stuck:
+            done.append(f"cancelled {len(stuck)} stuck job(s)")
+        if done:
+            ctx.note(", ".join(done))  # the result: what was done (the runner adds what was found)
 
     def _queues(self, ctx: Context) -> dict[str, Queue]:
         return read_queues(ctx, self.queue)

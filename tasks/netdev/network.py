@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import DeviceRejected, ToolkitError, ValidationError
+from toolkit.errors import DeviceRejected, ToolkitError, Unsupported, ValidationError
 from toolkit.inventory import Host
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.remediation.network import config as netconfig
@@ -194,15 +194,25 @@ def _refuse_trunk(ctx: Context, section: Mapping[str, Any], interface: str) -> N
         )
 
 
+STICKY_MAC = re.compile(r"switchport port-security mac-address sticky ([0-9a-fA-F.:]+)$")
+
+
 class PortRecover(Remediation):
     """Recover an err-disabled or down access port: the reason is recorded (err-disable cause,
-    admin down, no link), then `shutdown` / `no shutdown`; optionally clear port-security sticky
-    MACs first (IOS); verify waits for the link. Trunk ports are refused. The configuration is
-    saved only if it changed (an admin-down port) and only after the port came up; if it does
-    not come up, the captured configuration is restored."""
+    admin down, no link), then `shutdown` / `no shutdown`; verify waits for the link. Trunk
+    ports are refused. The configuration is saved only if it changed (an admin-down port) and
+    only after the port came up; if it does not come up, the captured configuration is restored.
+
+    A port err-disabled by port security (psecure-violation) that keeps sticky MAC addresses
+    trips again as soon as it comes up: without clear_sticky the fix fails at once, before any
+    change, saying to rerun with `-p clear_sticky=true` (rather than bouncing and waiting for a
+    link that cannot hold); with it, the sticky MACs are cleared before the bounce (IOS; only
+    for a port-security err-disable, never for another cause)."""
 
     clear_sticky = Param(
-        bool, default=False, help="also clear port-security sticky MAC addresses (IOS)"
+        bool,
+        default=False,
+        help="clear port-security sticky MACs before the bounce of a port-security err-disable (IOS)",
     )
     wait = Param(
         int,
@@ -212,10 +222,6 @@ class PortRecover(Remediation):
         help="seconds to wait for the link after the bounce",
     )
     interface: Any
-
-    def prepare(self, host: Host) -> None:
-        if self.clear_sticky and host.platform not in ("cisco_ios", "cisco_xe"):
-            raise ValidationError(f"clear_sticky is supported on Cisco IOS only ({host.name})")
 
     def check(self, ctx: Context) -> Finding:
         state = port_state(ctx, self.interface)
@@ -229,6 +235,7 @@ class PortRecover(Remediation):
             "err-disabled": errdisable_reason(ctx, self.interface) or "reason not shown",
             "disabled": "administratively down",
         }.get(state.status, "no link")
+        self.reason = reason
         return Finding.problem(
             f"{self.interface} is {state.shown} ({reason})",
             status=state.status,
@@ -242,9 +249,10 @@ class PortRecover(Remediation):
             raise ToolkitError(f"{self.interface}: the device shows no status for it")
         if state.status == "up":
             return
-        _refuse_trunk(ctx, interface_config(ctx, self.interface), self.interface)
-        if self.clear_sticky:
-            ctx.change(cli("clear port-security sticky interface {intf}", intf=self.interface))
+        section = interface_config(ctx, self.interface)
+        _refuse_trunk(ctx, section, self.interface)
+        if state.status == "err-disabled" and getattr(self, "reason", "") == "psecure-violation":
+            self._port_security(ctx, section)
         push(
             ctx,
             config("interface {intf}", " shutdown", " no shutdown", intf=self.interface),
@@ -254,6 +262,27 @@ class PortRecover(Remediation):
 
     def verify(self, ctx: Context) -> Finding:
         return self._up(ctx)
+
+    def _port_security(self, ctx: Context, section: Mapping[str, Any]) -> None:
+        """A port-security err-disable: clear the sticky MACs when asked, or fail at once
+        (nothing changed, no wait) saying how, since a bounce alone would trip it again."""
+        macs = [m.group(1) for line in section if (m := STICKY_MAC.match(line.strip()))]
+        if not macs:
+            return  # nothing sticky: the bounce may hold (the offending device may be gone)
+        if not self.clear_sticky:
+            raise ToolkitError(
+                f"{self.interface} is err-disabled by port security (psecure-violation) and "
+                f"keeps sticky MAC(s) {', '.join(macs)}: a bounce alone would trip it again; "
+                "not bounced. Rerun with -p clear_sticky=true to clear them (after checking "
+                "the device now on the port is the one allowed there)"
+            )
+        if ctx.host.platform not in ("cisco_ios", "cisco_xe"):
+            raise Unsupported(
+                f"clear_sticky is supported on Cisco IOS only ({ctx.host.name} is "
+                f"{ctx.host.platform}): clear {self.interface}'s sticky MACs on the device"
+            )
+        ctx.change(cli("clear port-security sticky interface {intf}", intf=self.interface))
+        ctx.note(f"cleared sticky MAC(s) {', '.join(macs)} on {self.interface}")
 
     def _up(self, ctx: Context) -> Finding:
         state = port_state(ctx, self.interface)

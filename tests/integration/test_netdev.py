@@ -7,6 +7,7 @@ import json
 import re
 import secrets
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,9 @@ def test_port_recover_bounces_an_err_disabled_port_and_escalates_a_dead_link(lab
     assert lab.itops("lab", "break", "port", "sw-01", "--interface", "Fa0/11").returncode == 0
     code, report = fix(lab, "network.port-recover", "sw-01", "-p", "interface=Fa0/11", "--check")
     assert code == 4 and "err-disabled (psecure-violation)" in one(report)["message"]
-    # the violation recurs while the sticky MAC stays: the bounce alone does not hold
+    # the violation recurs while the sticky MAC stays: a bounce alone would not hold, so the fix
+    # fails at once (no bounce, no wait) saying to clear the sticky MACs
+    started = time.monotonic()
     code, report = fix(
         lab,
         "network.port-recover",
@@ -186,7 +189,10 @@ def test_port_recover_bounces_an_err_disabled_port_and_escalates_a_dead_link(lab
         "--ticket",
         "INC-4010",
     )
-    assert code == 1 and "still err-disabled" in one(report)["message"]
+    message = one(report)["message"]
+    assert code == 1 and "-p clear_sticky=true" in message and "sticky MAC(s)" in message
+    assert time.monotonic() - started < 15, "failed without waiting for the link"
+    assert not any(c["command"].startswith("configure") for c in one(report)["commands"])
     code, report = fix(
         lab,
         "network.port-recover",
@@ -226,6 +232,19 @@ def test_port_recover_bounces_an_err_disabled_port_and_escalates_a_dead_link(lab
     )
     assert code == 1 and "still notconnect" in one(report)["message"]
     lab.itops("lab", "break", "port", "sw-01", "--interface", "Fa0/12", "--kind", "clear")
+
+
+def test_the_switch_port_down_runbook_clears_sticky_macs_before_escalating(lab: LabEnv) -> None:
+    assert lab.itops("lab", "break", "port", "sw-01", "--interface", "Fa0/13").returncode == 0
+    done = lab.itops(
+        "runbook", "run", "switch-port-down", "sw-01", "-p", "interface=Fa0/13",
+        "--ticket", "INC-4012", "--json",
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    outcomes = {s["name"]: [h["outcome"] for h in s["hosts"]] for s in report["steps"]}
+    assert outcomes["recover port"] == ["failed"], report
+    assert outcomes["clear sticky and recover"] == ["fixed"], report
+    assert done.returncode == 0 and report["escalated"] == {}, report
 
 
 def test_port_vlan_moves_saves_only_after_verify_and_refuses_a_missing_vlan(lab: LabEnv) -> None:

@@ -8,7 +8,7 @@ the exact commands sent and the findings parsed from recorded outputs.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from toolkit.inventory import Host, make_host
 from toolkit.ledger import Ledger, open_ledger
 from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
 from toolkit.remediation.testing import MockSSHTransport as Transport
+from toolkit.run.events import RunObserver
 from toolkit.run.runner import HostResult, Runner, RunOptions, RunReport
 from toolkit.secrets.credentials import CredentialStore, Redactor
 
@@ -78,6 +79,7 @@ def run_linux(
     ticket: str | None = "INC-1042",
     priority: str | None = None,
     ledger: Ledger | None = None,
+    observers: Sequence[RunObserver] = (),
 ) -> LinuxRun:
     redactor = ledger.redactor if ledger is not None else Redactor()
     credentials = CredentialStore(redactor)
@@ -95,6 +97,7 @@ def run_linux(
         connector=connector,  # type: ignore[arg-type]
         credentials=credentials,
         state_dir=tmp_path / "state",
+        observers=observers,
     )
     report = runner.run(
         CATALOG.get(task),

@@ -377,7 +377,7 @@ def test_network_restart_waits_until_networkmanager_is_connected(tmp_path: Path)
     )
     run = run_linux(tmp_path, "network.restart", {}, script)
     assert run.result.outcome == Outcome.FIXED
-    assert run.result.message == "NetworkManager: disconnected, no default route"
+    assert run.result.message == "was: NetworkManager: disconnected, no default route"
     assert run.result.verify is not None
     assert run.result.verify.summary == "online again: connected, a default route"
     assert CATALOG.get("network.restart").disruptive
@@ -500,7 +500,7 @@ def test_service_restart_with_init_scripts(tmp_path: Path) -> None:
     )
     run = run_linux(tmp_path, "service.restart", {"service": "postfix"}, script)
     assert run.result.outcome == Outcome.FIXED
-    assert run.result.message == "postfix is stopped (sysv)"
+    assert run.result.message == "was: postfix is stopped (sysv)"
 
 
 # --------------------------------------------------------------------------- av.update
@@ -668,3 +668,59 @@ def test_disk_cleanup_frees_space_step_by_step_until_enough(tmp_path: Path) -> N
     assert run.result.verify is not None
     assert run.result.verify.summary.endswith("after freeing 2.0 GB")
     assert not any("journalctl --vacuum" in c for c in run.sent)  # enough after the first step
+
+
+# --------------------------------------------------------------------------- the result says what was done
+
+PAUSED = (
+    "printer office disabled since Sat Nov 21 09:00:00 2026 -\n\tpaper jam\n"
+    "office accepting requests since Sat Nov 21 09:00:00 2026\n"
+    "office-7  jdoe  1024  Sat Nov 21 09:10:00 2026\n"
+    "office-8  jdoe  1024  Sat Nov 21 09:11:00 2026\n"
+    "office-9  jdoe  1024  Sat Nov 21 09:12:00 2026\n"
+    "now Sat Nov 21 10:00:00 2026\n"
+)
+RESUMED = (
+    "printer office is idle.  enabled since Sat Nov 21 10:00:01 2026\n"
+    "office accepting requests since Sat Nov 21 09:00:00 2026\n"
+    "now Sat Nov 21 10:00:02 2026\n"
+)
+
+
+def test_a_fixed_host_says_what_was_done_then_what_was_found(tmp_path: Path) -> None:
+    # It used to repeat the problem: "fixed  office: disabled (paper jam), 3 stuck job(s)".
+    script = (
+        Script()
+        .on(re.compile(r"^lpstat -p -a -o"), (0, PAUSED, ""), (0, PAUSED, ""), (0, RESUMED, ""))
+        .on("cancel office-7 office-8 office-9", (0, "", ""))
+        .on("/usr/sbin/cupsenable office", (0, "", ""))
+    )
+    run = run_linux(tmp_path, "printer.clear-queue", {}, script)
+    assert run.result.outcome == Outcome.FIXED, run.result.message
+    assert run.result.message == (
+        "resumed office, cancelled 3 stuck job(s) (was: office: disabled (paper jam), 3 stuck job(s))"
+    )
+    # --json keeps both findings and the notes apart
+    data = run.result.as_dict()
+    assert data["check"]["summary"] == "office: disabled (paper jam), 3 stuck job(s)"
+    assert data["notes"] == ["resumed office, cancelled 3 stuck job(s)"]
+
+
+def test_the_quarantine_path_of_av_scan_is_in_the_result(tmp_path: Path) -> None:
+    found = "/home/jdoe/eicar.com: Win.Test.EICAR_HDB-1 FOUND\n"
+    moved = found + "/home/jdoe/eicar.com: moved to '/var/lib/itops/quarantine/eicar.com'\n"
+    script = (
+        Script()
+        .on(re.compile(r"^conf=/etc/clamav/freshclam.conf;"), (0, DB_BEFORE, ""))
+        .on(re.compile(r"clamscan -r -i .*--move="), (1, moved, ""))
+        .on(re.compile(r"clamscan -r -i"), (1, found, ""), (0, "", ""))
+        .on(re.compile(r"install -d -m 0700"), (0, "", ""))
+    )
+    run = run_linux(tmp_path, "av.scan", {}, script)
+    assert run.result.outcome == Outcome.FIXED, run.result.message
+    assert "quarantined /home/jdoe/eicar.com → /var/lib/itops/quarantine/eicar.com" in (
+        run.result.message
+    )
+    assert run.result.message.endswith(
+        "(was: 1 detection(s): /home/jdoe/eicar.com (Win.Test.EICAR_HDB-1))"
+    )

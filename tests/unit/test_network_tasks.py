@@ -227,10 +227,9 @@ def test_port_vlan_never_creates_a_missing_vlan_or_touches_a_trunk(ledger: Ledge
         assert not any(c.startswith("configure") for c in commands(connector.log, "sw"))
 
 
-def test_port_recover_records_the_err_disable_reason_and_waits_for_the_link(
-    ledger: Ledger,
-) -> None:
-    state = {"status": "err-disabled"}
+def err_disabled_port(state: dict[str, str], reason: str, *sticky: str) -> Script:
+    """Fa0/5 err-disabled for `reason`; with sticky MACs, a bounce trips it again until they
+    are cleared (as IOS port security does while the same unknown device is plugged in)."""
     header = "Port      Name               Status       Vlan       Duplex  Speed Type\n"
 
     def status(command: Any, stdin: Any) -> tuple[int, str, str]:
@@ -238,21 +237,52 @@ def test_port_recover_records_the_err_disable_reason_and_waits_for_the_link(
         return 0, header + row, ""
 
     def bounce(command: Any, stdin: Any) -> tuple[int, str, str]:
-        state["status"] = "connected"
+        held = not sticky or state.get("cleared")
+        state["status"] = "connected" if held else "err-disabled"
+        return 0, "", ""
+
+    def clear(command: Any, stdin: Any) -> tuple[int, str, str]:
+        state["cleared"] = "yes"
         return 0, "", ""
 
     errdisabled = (
         "Port      Name               Status       Reason               Err-disabled Vlans\n"
-        "Fa0/5                        err-disabled bpduguard\n"
+        f"Fa0/5                        err-disabled {reason}\n"
     )
-    script = (
+    section = "interface FastEthernet0/5\n" + "".join(
+        f" switchport port-security mac-address sticky {mac}\n" for mac in sticky
+    )
+    return (
         Script()
         .on("show interfaces Fa0/5 status", status)
         .on("show interfaces status err-disabled", (0, errdisabled, ""))
-        .on("show running-config interface Fa0/5", (0, "interface FastEthernet0/5\n", ""))
+        .on("show running-config interface Fa0/5", (0, section, ""))
         .on("show running-config", (0, IOS_RUN, ""))
+        .on("clear port-security sticky interface Fa0/5", clear)
         .on("configure: interface Fa0/5 ; shutdown ; no shutdown", bounce)
     )
+
+
+def psecure_port(state: dict[str, str]) -> Script:
+    return err_disabled_port(state, "psecure-violation", "0050.56aa.0001")
+
+
+def recover_psecure_port(ledger: Ledger, **params: str) -> tuple[Any, list[str]]:
+    """network.port-recover on psecure_port: the host's result and the commands sent."""
+    report, connector = run(
+        ledger,
+        "network.port-recover",
+        [device()],
+        {"interface": "Fa0/5", **params},
+        {"sw": psecure_port({"status": "err-disabled"})},
+    )
+    return report.results[0], commands(connector.log, "sw")
+
+
+def test_port_recover_records_the_err_disable_reason_and_waits_for_the_link(
+    ledger: Ledger,
+) -> None:
+    script = err_disabled_port({"status": "err-disabled"}, "bpduguard")
     report, connector = run(
         ledger,
         "network.port-recover",
@@ -264,6 +294,62 @@ def test_port_recover_records_the_err_disable_reason_and_waits_for_the_link(
     assert result.outcome == Outcome.FIXED and "err-disabled (bpduguard)" in result.message
     assert result.check is not None and result.check.facts["reason"] == "bpduguard"
     assert "save" not in commands(connector.log, "sw")  # a bounce changes no configuration
+
+
+def test_a_port_security_err_disable_fails_at_once_saying_to_clear_sticky_macs(
+    ledger: Ledger,
+) -> None:
+    # It bounced, waited ~33 s for a link that could not hold and failed "still err-disabled".
+    result, sent = recover_psecure_port(ledger, wait="30")
+    assert result.outcome == Outcome.FAILED, result.message
+    assert "sticky MAC(s) 0050.56aa.0001" in result.message
+    assert "-p clear_sticky=true" in result.message
+    assert result.duration < 5  # no bounce, no wait for the link
+    assert not any(c.startswith(("configure", "clear")) for c in sent), sent
+
+
+def test_with_clear_sticky_the_sticky_macs_are_cleared_before_the_bounce(
+    ledger: Ledger,
+) -> None:
+    result, sent = recover_psecure_port(ledger, wait="0", clear_sticky="true")
+    assert result.outcome == Outcome.FIXED, result.message
+    assert result.message.startswith("cleared sticky MAC(s) 0050.56aa.0001 on Fa0/5 (was: ")
+    clear = sent.index("clear port-security sticky interface Fa0/5")
+    assert clear < sent.index("configure: interface Fa0/5 ; shutdown ; no shutdown")
+
+
+def test_the_switch_port_down_runbook_clears_sticky_macs_before_escalating(
+    ledger: Ledger,
+) -> None:
+    from toolkit.automation.runbooks import BUILTIN_RUNBOOKS, load_runbook, run_runbook
+
+    book = load_runbook(BUILTIN_RUNBOOKS / "switch-port-down.yml", CATALOG)
+    connector = FakeConnector({"sw": psecure_port({"status": "err-disabled"})})
+    runner = Runner(ledger=ledger, connector=connector, credentials=connector.credentials)  # type: ignore[arg-type]
+
+    def run_step(task: Task, hosts: Any, params: Any, options: RunOptions) -> Any:
+        return runner.run(task, hosts, params, ticket="INC-7", options=options)
+
+    report = run_runbook(
+        book,
+        [device()],
+        {"interface": "Fa0/5"},
+        catalog=CATALOG,
+        run_step=run_step,
+        ledger=ledger,
+        ticket="INC-7",
+        options=RunOptions(),
+    )
+    outcome = {
+        s.step.name: [str(r.outcome) for r in s.report.results] for s in report.steps if s.report
+    }
+    assert outcome == {
+        "diagnose": ["would-fix"],
+        "recover port": ["failed"],  # at once: port security keeps a sticky MAC
+        "clear sticky and recover": ["fixed"],
+        "verify": ["already-ok"],
+    }
+    assert dict(report.escalated) == {} and report.exit_code == 0
 
 
 # --------------------------------------------------------------------------- backups
@@ -333,7 +419,8 @@ def test_the_runbook_names_only_existing_remediations_and_the_documented_keys() 
         spec = task.implementation("cisco_ios")
         assert spec is not None
         for value in (step.get("params") or {}).values():
-            assert str(value).removeprefix("$") in book["params"]
+            if str(value).startswith("$"):
+                assert str(value).removeprefix("$") in book["params"]
         assert set(step.get("params") or {}) <= set(spec.params)
         if "if_failed" in step:
             assert step["if_failed"] in names

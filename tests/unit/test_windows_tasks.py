@@ -826,7 +826,7 @@ PATCH_CASES = [
             Expect("verify", SEARCH, pending(DRIVER, DEFENDER)),
         ],
         Outcome.FIXED,
-        r"1 pending: KB5034441$",
+        r"\(was: 1 pending: KB5034441\)$",
         notes=r"KB5034441 CU: succeeded with errors",
     ),
     Case(

@@ -75,6 +75,11 @@ COMMANDS = {
         "scheduler",
         "Run due scheduled jobs in the foreground (for systemd).",
     ),
+    "completion": (
+        "toolkit.cli.completion",
+        "completion",
+        "Print the shell completion script (bash, zsh, fish).",
+    ),
 }
 
 

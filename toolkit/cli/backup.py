@@ -11,6 +11,7 @@ import click
 
 from toolkit.app import App
 from toolkit.cli import render
+from toolkit.cli.completion import complete_host, complete_targets
 from toolkit.cli.lazy import LazyGroup
 
 SUBCOMMANDS = {
@@ -40,7 +41,7 @@ def backup() -> None:
 
 
 @click.command()
-@click.argument("targets")
+@click.argument("targets", shell_complete=complete_targets)
 @click.option("--ticket", "-t", metavar="ID", help="Ticket or change id (required unless --check).")
 @click.option("--check", "check_only", is_flag=True, help="Show what changed; store nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
@@ -89,7 +90,7 @@ def run(app: App, targets: str, ticket: str | None, check_only: bool, as_json: b
 
 
 @click.command()
-@click.argument("device")
+@click.argument("device", shell_complete=complete_host)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def history(app: App, device: str, as_json: bool) -> None:
@@ -112,7 +113,7 @@ def history(app: App, device: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("device")
+@click.argument("device", shell_complete=complete_host)
 @click.argument("rev", required=False)
 @click.pass_obj
 def diff(app: App, device: str, rev: str | None) -> None:

@@ -9,6 +9,7 @@ import click
 
 from toolkit.app import App
 from toolkit.cli import render
+from toolkit.cli.completion import complete_host
 
 if TYPE_CHECKING:
     from toolkit.backups.files import FileBackupStore
@@ -21,7 +22,7 @@ def _store(app: App) -> FileBackupStore:
 
 
 @click.command("list")
-@click.argument("host", required=False)
+@click.argument("host", required=False, shell_complete=complete_host)
 @click.option("--json", "as_json", is_flag=True, help="Print the backups as JSON.")
 @click.pass_obj
 def list_(app: App, host: str | None, as_json: bool) -> None:
@@ -57,7 +58,7 @@ def list_(app: App, host: str | None, as_json: bool) -> None:
 
 
 @click.command("show")
-@click.argument("host")
+@click.argument("host", shell_complete=complete_host)
 @click.argument("backup_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 @click.pass_obj
@@ -94,7 +95,7 @@ def show(app: App, host: str, backup_id: str, as_json: bool) -> None:
 
 
 @click.command("verify")
-@click.argument("host", required=False)
+@click.argument("host", required=False, shell_complete=complete_host)
 @click.pass_obj
 def verify(app: App, host: str | None) -> None:
     """Re-read every file backup of HOST (default: all) and re-hash it against its manifest.

@@ -10,6 +10,7 @@ import click
 
 from toolkit.app import App
 from toolkit.cli import render
+from toolkit.cli.completion import complete_targets, complete_task
 from toolkit.cli.options import (
     Checked,
     check_governance,
@@ -94,8 +95,8 @@ def task_options(entry: Task, extras: Sequence[str]) -> list[str]:
 @click.command(
     epilog=EPILOG, context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
 )
-@click.argument("task")
-@click.argument("targets")
+@click.argument("task", shell_complete=complete_task)
+@click.argument("targets", shell_complete=complete_targets)
 @click.option(
     "-p",
     "--param",

@@ -9,6 +9,7 @@ import click
 
 from toolkit.app import App
 from toolkit.cli import render
+from toolkit.cli.completion import complete_host, complete_targets
 from toolkit.cli.options import Checked
 from toolkit.errors import HostKeyMismatch, ToolkitError, ValidationError
 from toolkit.ledger import Entry
@@ -28,7 +29,7 @@ def inventory() -> None:
 
 
 @inventory.command("list")
-@click.argument("pattern", default="all")
+@click.argument("pattern", default="all", shell_complete=complete_targets)
 @click.option("--json", "as_json", is_flag=True, help="Print hosts as JSON.")
 @click.pass_obj
 def list_(app: App, pattern: str, as_json: bool) -> None:
@@ -73,7 +74,7 @@ def list_(app: App, pattern: str, as_json: bool) -> None:
 
 
 @inventory.command("show")
-@click.argument("host")
+@click.argument("host", shell_complete=complete_host)
 @click.option("--json", "as_json", is_flag=True, help="Print the host as JSON.")
 @click.pass_obj
 def show(app: App, host: str, as_json: bool) -> None:
@@ -107,7 +108,7 @@ def show(app: App, host: str, as_json: bool) -> None:
 
 
 @inventory.command("check")
-@click.argument("pattern", default="all")
+@click.argument("pattern", default="all", shell_complete=complete_targets)
 @click.option("--forks", "-f", type=Checked("run.forks"), default=50, show_default=True)
 @click.option("--connect-timeout", type=Checked("run.connect_timeout"), metavar="S")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
@@ -159,7 +160,7 @@ def check(app: App, pattern: str, forks: int, connect_timeout: float | None, as_
 
 
 @inventory.command("trust")
-@click.argument("pattern")
+@click.argument("pattern", shell_complete=complete_targets)
 @click.option(
     "--fingerprint",
     metavar="SHA256:…",

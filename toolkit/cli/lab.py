@@ -8,6 +8,7 @@ import click
 
 from toolkit.app import App
 from toolkit.cli import render
+from toolkit.cli.completion import complete_targets
 
 
 @click.group()
@@ -140,7 +141,7 @@ def down(app: App) -> None:
 
 @lab.command("break")
 @click.argument("fault", type=click.Choice(["printer", "port"]))
-@click.argument("targets", default="lab")
+@click.argument("targets", default="lab", shell_complete=complete_targets)
 @click.option("--interface", metavar="PORT", help="port: the switch port (e.g. Fa0/3).")
 @click.option(
     "--kind",

@@ -8,6 +8,7 @@ import click
 
 from toolkit.app import App
 from toolkit.cli import render
+from toolkit.cli.completion import complete_playbook, complete_targets
 from toolkit.cli.fix import EPILOG, show_report
 from toolkit.cli.options import Checked, check_governance, governance, new_ticket
 from toolkit.desk.tickets import check_ticket_id
@@ -47,8 +48,8 @@ def list_(app: App, as_json: bool) -> None:
 
 
 @playbook.command(epilog=EPILOG)
-@click.argument("name")
-@click.argument("targets")
+@click.argument("name", shell_complete=complete_playbook)
+@click.argument("targets", shell_complete=complete_targets)
 @click.option(
     "--ticket",
     "-t",

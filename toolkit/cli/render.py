@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -128,36 +130,101 @@ def handovers(results: Iterable[Any]) -> None:
     )
 
 
+class HostProgress:
+    """What a running fan-out is doing, for the progress bar (a run observer; its events come
+    from the worker threads): outcomes so far, how many hosts are in which step, and the host
+    longest in its current step with the time it has spent there — so a clamscan that runs for
+    minutes is visibly running (`fixed:2 · 1 in check, 2 in apply · lab-03 in apply 4m05s`)."""
+
+    STEPS = ("connect", "check", "apply", "verify")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._outcomes: Counter[str] = Counter()
+        self._current: dict[str, tuple[str, float]] = {}  # host → (step, since)
+
+    def run_started(self, task: str, hosts: Sequence[Any]) -> None:
+        return None
+
+    def host_started(self, run: HostRun) -> None:
+        with self._lock:
+            self._current[run.host.name] = ("connect", self._clock())
+
+    def step(self, run: HostRun, name: str) -> None:
+        with self._lock:
+            self._current[run.host.name] = (name, self._clock())
+
+    def host_done(self, run: HostRun, result: HostResult) -> None:
+        with self._lock:
+            self._current.pop(run.host.name, None)
+            self._outcomes[str(result.outcome)] += 1
+
+    def run_done(self, report: Any) -> None:
+        return None
+
+    def text(self) -> str:
+        with self._lock:
+            current = dict(self._current)
+            outcomes = dict(self._outcomes)
+        parts = []
+        if outcomes:
+            parts.append(" ".join(f"{k}:{v}" for k, v in sorted(outcomes.items())))
+        if current:
+            steps = Counter(step for step, _ in current.values())
+            order = [*self.STEPS, *sorted(set(steps) - set(self.STEPS))]
+            parts.append(", ".join(f"{steps[s]} in {s}" for s in order if steps[s]))
+            host, (step, since) = min(current.items(), key=lambda item: (item[1][1], item[0]))
+            parts.append(f"{host} in {step} {_elapsed(self._clock() - since)}")
+        return " · ".join(parts)
+
+
+def _elapsed(seconds: float) -> str:
+    minutes, secs = divmod(int(max(seconds, 0)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 @contextmanager
 def progress_bar(hosts: Sequence[Any], *, enabled: bool) -> Iterator[tuple[RunObserver, ...]]:
-    """A live bar on stderr while hosts finish (on a terminal): the run observers to pass to
-    the run service (none when disabled)."""
+    """A live bar on stderr while hosts run (on a terminal): the run observers to pass to the
+    run service (none when disabled). Beside the count it says which hosts are in which step
+    and how long the slowest has been in its step, redrawn as the time passes."""
     enabled = enabled and sys.stderr.isatty()
     if not enabled:
         yield ()
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.text import Text
 
-    from toolkit.run.events import RunObserver
+    class Bar(HostProgress):
+        def host_done(self, run: HostRun, result: HostResult) -> None:
+            super().host_done(run, result)
+            progress.update(bar, advance=1)
+
+    state = Bar()
+
+    class Running(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(state.text())
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[counts]}"),
         TimeElapsedColumn(),
+        Running(),
         console=Console(stderr=True),
         transient=True,
     )
-    bar = progress.add_task("hosts", total=len(hosts), counts="")
-    counts: Counter[str] = Counter()
-
-    class Bar(RunObserver):
-        def host_done(self, run: HostRun, result: HostResult) -> None:
-            counts[str(result.outcome)] += 1
-            text = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
-            progress.update(bar, advance=1, counts=text)
-
+    bar = progress.add_task("hosts", total=len(hosts))
     with progress:
-        yield (Bar(),)
+        yield (state,)

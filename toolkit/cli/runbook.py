@@ -10,6 +10,7 @@ import click
 from toolkit.app import App
 from toolkit.automation.runbooks import Runbook, RunbookReport, StepRun
 from toolkit.cli import render
+from toolkit.cli.completion import complete_runbook, complete_targets
 from toolkit.cli.fix import parse_params, show_report
 from toolkit.cli.options import check_resolve, fan_out, resolve_option
 from toolkit.desk.tickets import PRIORITIES, check_ticket_id
@@ -90,7 +91,7 @@ def list_(app: App, as_json: bool) -> None:
 
 
 @runbook.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_runbook)
 @click.option("--json", "as_json", is_flag=True, help="Print the runbook as JSON.")
 @click.pass_obj
 def show(app: App, name: str, as_json: bool) -> None:
@@ -158,8 +159,8 @@ def show(app: App, name: str, as_json: bool) -> None:
 
 
 @runbook.command("run", epilog=EPILOG)
-@click.argument("name")
-@click.argument("targets")
+@click.argument("name", shell_complete=complete_runbook)
+@click.argument("targets", shell_complete=complete_targets)
 @click.option(
     "-p",
     "--param",

@@ -11,6 +11,7 @@ import click
 
 from toolkit.app import App
 from toolkit.cli import render
+from toolkit.cli.completion import complete_schedule
 from toolkit.cli.fix import parse_params
 from toolkit.cli.options import Checked
 from toolkit.desk.tickets import CATEGORIES, PRIORITIES
@@ -215,7 +216,7 @@ def list_(app: App, as_json: bool) -> None:
 
 
 @schedule.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_schedule)
 @click.option("--json", "as_json", is_flag=True, help="Print the schedule and its history as JSON.")
 @click.pass_obj
 def show(app: App, name: str, as_json: bool) -> None:
@@ -268,7 +269,7 @@ def show(app: App, name: str, as_json: bool) -> None:
 
 
 @schedule.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_schedule)
 @click.pass_obj
 def remove(app: App, name: str) -> None:
     """Remove a schedule (recorded in the ticket log).
@@ -282,7 +283,7 @@ def remove(app: App, name: str) -> None:
 
 
 @schedule.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_schedule)
 @click.pass_obj
 def pause(app: App, name: str) -> None:
     """Pause a schedule: no runs until resumed (recorded).
@@ -296,7 +297,7 @@ def pause(app: App, name: str) -> None:
 
 
 @schedule.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_schedule)
 @click.pass_obj
 def resume(app: App, name: str) -> None:
     """Resume a paused schedule from now on (runs while paused are not caught up).
@@ -354,7 +355,7 @@ def run_due(app: App, as_json: bool) -> None:
 
 
 @schedule.command("run")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_schedule)
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @click.pass_obj
 def run_now(app: App, name: str, as_json: bool) -> None:

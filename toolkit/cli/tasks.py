@@ -8,6 +8,7 @@ import click
 
 from toolkit.app import App
 from toolkit.cli import render
+from toolkit.cli.completion import complete_task
 
 if TYPE_CHECKING:
     from toolkit.remediation.catalog import TaskSpec
@@ -57,7 +58,7 @@ def list_(app: App, as_json: bool) -> None:
 
 
 @tasks.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_task)
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
 @click.pass_obj
 def show(app: App, name: str, as_json: bool) -> None:

@@ -153,6 +153,7 @@ class _Trace:
 
     commands: list[CommandRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)  # the notes apply made: what the fix did
     handovers: list[Handover] = field(default_factory=list)
 
 
@@ -167,6 +168,15 @@ class _StepEnv:
     ticket: str | None
     ticket_priority: str | None
     history: Callable[[str], Sequence[PastAction]]  # a host's earlier runs under the ticket
+
+
+def fixed_message(found: str, done: Sequence[str]) -> str:
+    """A fixed host's result: what apply did (the notes it made), then what check had found —
+    `resumed office, cancelled 3 stuck job(s) (was: office: disabled (paper jam), …)` — so the
+    table does not repeat the problem as if it were still there. Without notes: `was: …`."""
+    if not done:
+        return f"was: {found}"
+    return f"{'; '.join(done)} (was: {found})"
 
 
 def _unchanged(text: str) -> str:
@@ -227,7 +237,10 @@ class StepContext:
         return self._credentials.adopt(secret)
 
     def note(self, text: str) -> None:
-        self._trace.notes.append(self._credentials.redactor.mask(text))
+        masked = self._credentials.redactor.mask(text)
+        self._trace.notes.append(masked)
+        if self.step == "apply":
+            self._trace.done.append(masked)
 
     def previous(self) -> Sequence[PastAction]:
         return self._env.history(self.host.name)
@@ -714,9 +727,9 @@ class Runner:
         remediation.apply(ctx)
         self._enter(state, "verify")
         state.verify = verify = remediation.verify(ctx)
-        # fixed: say what was wrong; failed: say what is still wrong
+        # fixed: say what was done and what was wrong; failed: say what is still wrong
         if verify.ok:
-            return Outcome.FIXED, check.summary
+            return Outcome.FIXED, fixed_message(check.summary, state.trace.done)
         return Outcome.FAILED, f"verify failed: {verify.summary}"
 
     def _enter(self, state: _HostState, step: str) -> None:

@@ -52,78 +52,76 @@ def reads_only(command: F) -> F:
     return cast(F, reading)
 
 
-def fan_out(command: F) -> F:
-    """--forks, --connect-timeout and --timeout, as `itops fix` and `itops runbook run` take them."""
-    for option in reversed(
-        (
-            click.option(
-                "--forks",
-                "-f",
-                type=Checked("run.forks"),
-                metavar="N",
-                help="Hosts worked on at once [default: [run] forks, 50].",
-            ),
-            click.option(
-                "--connect-timeout",
-                type=Checked("run.connect_timeout"),
-                metavar="S",
-                help="Per-host connect timeout [default: [run] connect_timeout, 10].",
-            ),
-            click.option(
-                "--timeout",
-                "command_timeout",
-                type=Checked("run.command_timeout"),
-                metavar="S",
-                help="Per-command timeout [default: [run] command_timeout, 120].",
-            ),
-        )
-    ):
+def _stack(command: F, *options: Callable[[F], F]) -> F:
+    """Apply click options in the order they are listed (the first shows first in --help)."""
+    for option in reversed(options):
         command = option(command)
     return command
+
+
+def fan_out(command: F) -> F:
+    """--forks, --connect-timeout and --timeout, as `itops fix` and `itops runbook run` take them."""
+    return _stack(
+        command,
+        click.option(
+            "--forks",
+            "-f",
+            type=Checked("run.forks"),
+            metavar="N",
+            help="Hosts worked on at once [default: [run] forks, 50].",
+        ),
+        click.option(
+            "--connect-timeout",
+            type=Checked("run.connect_timeout"),
+            metavar="S",
+            help="Per-host connect timeout [default: [run] connect_timeout, 10].",
+        ),
+        click.option(
+            "--timeout",
+            "command_timeout",
+            type=Checked("run.command_timeout"),
+            metavar="S",
+            help="Per-command timeout [default: [run] command_timeout, 120].",
+        ),
+    )
 
 
 def new_ticket(command: F) -> F:
     """--category and --priority: how --ticket opens a ticket it has not seen before."""
     from toolkit.desk.tickets import CATEGORIES, PRIORITIES
 
-    for option in reversed(
-        (
-            click.option(
-                "--category",
-                type=click.Choice(CATEGORIES),
-                help="Category, if --ticket opens a new ticket.",
-            ),
-            click.option(
-                "--priority",
-                type=click.Choice(PRIORITIES),
-                help="Priority, if --ticket opens a new ticket.",
-            ),
-        )
-    ):
-        command = option(command)
-    return command
+    return _stack(
+        command,
+        click.option(
+            "--category",
+            type=click.Choice(CATEGORIES),
+            help="Category, if --ticket opens a new ticket.",
+        ),
+        click.option(
+            "--priority",
+            type=click.Choice(PRIORITIES),
+            help="Priority, if --ticket opens a new ticket.",
+        ),
+    )
 
 
 def governance(command: F) -> F:
     """--break-glass, --reason and --approval: the run policy's overrides (fix, playbook run)."""
-    for option in reversed(
-        (
-            click.option(
-                "--break-glass",
-                is_flag=True,
-                help="Run a disruptive change outside its maintenance window (P1 tickets only; "
-                "needs --reason).",
-            ),
-            click.option("--reason", metavar="TEXT", help="Why --break-glass is needed (recorded)."),
-            click.option(
-                "--approval",
-                metavar="REQUEST-ID",
-                help="Use this approval for a risky change (default: a matching one, if granted).",
-            ),
-        )
-    ):
-        command = option(command)
-    return command
+    return _stack(
+        command,
+        click.option(
+            "--break-glass",
+            is_flag=True,
+            help="Run a disruptive change outside its maintenance window (P1 tickets only; "
+            "needs --reason).",
+        ),
+        click.option("--reason", metavar="TEXT", help="Why --break-glass is needed (recorded)."),
+        click.option(
+            "--approval",
+            metavar="REQUEST-ID",
+            help="Use this approval for a risky change (default: a matching one, if granted).",
+        ),
+    )
 
 
 def check_governance(
@@ -152,4 +150,6 @@ def resolve_option(command: F) -> F:
 
 def check_resolve(resolve: bool, ticket: str | None, check_only: bool) -> None:
     if resolve and (check_only or not ticket):
-        raise click.UsageError("--resolve resolves the run's ticket: it needs --ticket, not --check")
+        raise click.UsageError(
+            "--resolve resolves the run's ticket: it needs --ticket, not --check"
+        )

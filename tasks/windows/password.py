@@ -12,14 +12,7 @@ from toolkit.errors import NotFound, ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.remediation.guards import admit_privileged, privileged_guard
 from toolkit.remediation.quoting import ps_script
-from toolkit.remediation.windows import (
-    ACCOUNT_NAME,
-    as_int,
-    parse_json,
-    read_json,
-    strings,
-    text,
-)
+from toolkit.remediation.windows import ACCOUNT_NAME, as_int, change_json, read_json, strings, text
 from toolkit.secrets.credentials import Secret
 
 # Built-in accounts that are privileged whatever their groups: Administrator (500), krbtgt (502).
@@ -47,8 +40,7 @@ ConvertTo-Json -Compress -InputObject @{{ found = $true; name = [string]$u.SamAc
 
 # The secret is assigned on a line of its own: an error elsewhere echoes only `$pw`.
 LOCAL_RESET = r"""$ErrorActionPreference = 'Stop'
-[Console]::InputEncoding = New-Object System.Text.UTF8Encoding $false
-$pw = ConvertTo-SecureString -String ([Console]::In.ReadToEnd()) -AsPlainText -Force
+$pw = {password}
 $sid = {sid}
 Set-LocalUser -SID $sid -Password $pw
 $a = [ADSI]('WinNT://./' + (Get-LocalUser -SID $sid).Name + ',user')
@@ -58,8 +50,7 @@ ConvertTo-Json -Compress -InputObject @{{ reset = $true }}"""
 
 AD_RESET = r"""$ErrorActionPreference = 'Stop'
 Import-Module ActiveDirectory
-[Console]::InputEncoding = New-Object System.Text.UTF8Encoding $false
-$pw = ConvertTo-SecureString -String ([Console]::In.ReadToEnd()) -AsPlainText -Force
+$pw = {password}
 $sid = {sid}
 Set-ADAccountPassword -Identity $sid -Reset -NewPassword $pw
 if ({unlock}) {{ Unlock-ADAccount -Identity $sid }}
@@ -180,17 +171,14 @@ class ResetPassword(Remediation):
             secret = ctx.adopt(Secret(generate_password(int(self.length)), "generated password"))
         self.secret = secret
         template = AD_RESET if self.scope == "ad" else LOCAL_RESET
-        # The password travels on stdin and becomes a SecureString on the host: it is never part
-        # of powershell.exe's command line (process-creation auditing, 4688, records that).
         script = ps_script(
             template,
+            password=secret,
             sid=text(self.before.get("sid")),
             unlock=bool(self.unlock),
             expire=bool(self.expire),
         )
-        done = parse_json(
-            ctx.change(script, stdin=secret, check=False), "password reset"
-        )
+        done = change_json(ctx, script, "password reset")
         if not isinstance(done, Mapping) or not done.get("reset"):
             raise ToolkitError("the password reset did not confirm")
 

@@ -77,22 +77,12 @@ def assert_no_canary(run: Run, caplog: pytest.LogCaptureFixture, secret: str = C
 
 
 def secret_line(run: Run) -> str:
-    """The one script line that makes the SecureString: from stdin, never the secret itself."""
+    """The one script line that carries the secret (a SecureString assignment)."""
     lines = [
         ln for c in run.transport.sent for ln in c.text.splitlines() if "ConvertTo-Secure" in ln
     ]
     assert len(lines) == 1
     return lines[0]
-
-
-READS_STDIN = "$pw = ConvertTo-SecureString -String ([Console]::In.ReadToEnd()) -AsPlainText -Force"
-
-
-def sent_on_stdin(run: Run) -> str:
-    """The one secret the run sent on stdin (the new password)."""
-    secrets = [s for s in run.transport.stdin if isinstance(s, Secret)]
-    assert len(secrets) == 1
-    return secrets[0].reveal()
 
 
 def test_local_reset_with_a_referenced_password(
@@ -107,8 +97,7 @@ def test_local_reset_with_a_referenced_password(
             Expect("check", r"\$name = 'jdoe'\n\$u = @\(" + LOCAL, local()),
             Expect(
                 "apply",
-                r"\$pw = ConvertTo-SecureString -String \(\[Console\]::In\.ReadToEnd\(\)\)[\s\S]*"
-                r"\$sid = '" + SID + r"'\n"
+                r"\$pw = \(ConvertTo-SecureString[\s\S]*\$sid = '" + SID + r"'\n"
                 r"Set-LocalUser -SID \$sid -Password \$pw[\s\S]*if \(\$true -and \$a\.IsAccountLocked\)"
                 r"[\s\S]*if \(\$true\) \{ \$a\.PasswordExpired = 1",
                 {"reset": True},
@@ -120,10 +109,9 @@ def test_local_reset_with_a_referenced_password(
     assert run.result.message == "was: reset requested for local account jdoe (locked out)"
     assert run.result.verify is not None
     assert "must change at next logon, unlocked" in run.result.verify.summary
-    # the new password is on stdin, never on powershell.exe's command line (process auditing)
-    assert secret_line(run) == READS_STDIN
-    assert sent_on_stdin(run) == CANARY
-    assert all(CANARY not in c.text for c in run.transport.sent)
+    line = secret_line(run)
+    assert line == f"$pw = (ConvertTo-SecureString -String {quoted(CANARY)} -AsPlainText -Force)"
+    assert [c.display for c in run.transport.sent][1].count(MASK) == 1
     assert "generated_password" not in run.result.verify.facts
     assert_no_canary(run, caplog)
 
@@ -181,13 +169,16 @@ def test_generated_password_is_masked_but_available_to_the_operator(
         {"user": "jdoe", "length": "24"},
         [
             Expect("check", LOCAL, local(locked=False)),
-            Expect("apply", r"\[Console\]::In\.ReadToEnd\(\)", {"reset": True}),
+            Expect(
+                "apply", r"ConvertTo-SecureString -String '[^']{24}' -AsPlainText", {"reset": True}
+            ),
             Expect("verify", LOCAL, local(locked=False, must_change=True)),
         ],
     )
     assert run.result.outcome == Outcome.FIXED
-    generated = sent_on_stdin(run)
-    assert len(generated) == 24 and secret_line(run) == READS_STDIN
+    value = re.search(r"-String '([^']{24})'", secret_line(run))
+    assert value is not None
+    generated = value.group(1)
     assert run.result.verify is not None
     secret = run.result.verify.facts["generated_password"]
     assert isinstance(secret, Secret) and secret.reveal() == generated
@@ -262,8 +253,7 @@ def test_allow_privileged_resets_in_ad_and_notes_it(
             Expect("check", AD, ad(groups=["Domain Admins", "Administrators"])),
             Expect(
                 "apply",
-                r"Import-Module ActiveDirectory\n[^\n]*InputEncoding[^\n]*\n"
-                r"\$pw = ConvertTo-SecureString -String \(\[Console\]::In\.ReadToEnd\(\)\)[^\n]*\n\$sid = '"
+                r"Import-Module ActiveDirectory\n\$pw = \(ConvertTo-SecureString[^\n]*\n\$sid = '"
                 + SID
                 + r"'\nSet-ADAccountPassword -Identity \$sid -Reset -NewPassword \$pw\n"
                 r"if \(\$true\) \{ Unlock-ADAccount -Identity \$sid \}\n"

@@ -84,3 +84,23 @@ def test_every_writing_command_anchors_and_audit_anchor_says_where(ws: Path) -> 
     anchor = json.loads(out)
     assert code == 0 and anchor["seq"] == 4 and anchor["signature"].startswith("-----BEGIN SSH")
     assert (ws / ".itops" / "anchor_ed25519").stat().st_mode & 0o077 == 0  # the key is private
+
+
+def test_concurrent_commands_append_one_linear_anchor_log(workspace: Workspace) -> None:
+    # Two itops processes finishing at once used to write two lines following the same line.
+    import subprocess
+    import sys
+
+    root = workspace.root
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "toolkit", "-w", str(root), "ticket", "open", f"INC-{n}",
+             "-c", "printer"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        for n in range(6)
+    ]  # fmt: skip
+    for proc in procs:
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    code, out = itops(root, "audit", "verify")
+    assert code == 0 and "anchor(s)" in out, out

@@ -77,7 +77,11 @@ def run(app: App, targets: str, ticket: str | None, check_only: bool, as_json: b
         status = str((result.check.facts if result.check else {}).get("status") or "")
         if result.outcome in (Outcome.FAILED, Outcome.UNREACHABLE):
             status = str(result.outcome)
-        rows.append((result.host, status or str(result.outcome), result.message))
+        # what the backup found (new, changed since …, unchanged): the check's summary; the
+        # message of a failed host says why
+        found = result.check.summary if result.check is not None else ""
+        detail = found if result.outcome in (Outcome.FIXED, Outcome.ALREADY_OK) else result.message
+        rows.append((result.host, status or str(result.outcome), detail or result.message))
         diff = (result.check.facts if result.check else {}).get("diff")
         if diff and result.outcome in (Outcome.FIXED, Outcome.WOULD_FIX):
             diffs.append(str(diff))

@@ -99,18 +99,27 @@ class AnchorLog:
         return int(json.loads(line)["seq"]) if line else 0
 
     def append(self, seq: int, head_hash: str, at: str) -> Anchor | None:
-        """Anchor the head (seq, hash); None if the newest anchor already names it."""
-        last_line = self.last_line()
-        if last_line is not None and Anchor(**json.loads(last_line)).seq >= seq:
-            return None
-        prev = hashlib.sha256(last_line.encode()).hexdigest() if last_line else GENESIS
-        anchor = Anchor(seq, head_hash, at, prev)
-        anchor = Anchor(seq, head_hash, at, prev, self._sign(anchor.message()))
+        """Anchor the head (seq, hash); None if the newest anchor already names it. Several
+        itops processes append one after the other (a lock beside the log): each line follows
+        the one before it."""
+        import fcntl
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "a") as out:
-            out.write(anchor.line() + "\n")
-        return anchor
+        lock = os.open(f"{self.path}.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            last_line = self.last_line()
+            if last_line is not None and Anchor(**json.loads(last_line)).seq >= seq:
+                return None
+            prev = hashlib.sha256(last_line.encode()).hexdigest() if last_line else GENESIS
+            anchor = Anchor(seq, head_hash, at, prev)
+            anchor = Anchor(seq, head_hash, at, prev, self._sign(anchor.message()))
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a") as out:
+                out.write(anchor.line() + "\n")
+            return anchor
+        finally:
+            os.close(lock)  # (closing releases the lock)
 
     def _sign(self, message: str) -> str:
         self._ensure_key()

@@ -181,6 +181,8 @@ class ResetPassword(Remediation):
         done = change_json(ctx, script, "password reset")
         if not isinstance(done, Mapping) or not done.get("reset"):
             raise ToolkitError("the password reset did not confirm")
+        what = "unlocked and " if self.unlock and self.before.get("locked") else ""
+        ctx.note(f"{what}reset the password of {self.before.get('name') or self.user}")
 
     def verify(self, ctx: Context) -> Finding:
         data = self._state(ctx)

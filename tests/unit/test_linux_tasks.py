@@ -500,7 +500,7 @@ def test_service_restart_with_init_scripts(tmp_path: Path) -> None:
     )
     run = run_linux(tmp_path, "service.restart", {"service": "postfix"}, script)
     assert run.result.outcome == Outcome.FIXED
-    assert run.result.message == "was: postfix is stopped (sysv)"
+    assert run.result.message == "restarted postfix (sysv) (was: postfix is stopped (sysv))"
 
 
 # --------------------------------------------------------------------------- av.update

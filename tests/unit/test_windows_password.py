@@ -106,7 +106,10 @@ def test_local_reset_with_a_referenced_password(
         ],
     )
     assert run.result.outcome == Outcome.FIXED, run.result.message
-    assert run.result.message == "was: reset requested for local account jdoe (locked out)"
+    assert run.result.message == (
+        "unlocked and reset the password of jdoe (was: reset requested for local account jdoe "
+        "(locked out))"
+    )
     assert run.result.verify is not None
     assert "must change at next logon, unlocked" in run.result.verify.summary
     line = secret_line(run)

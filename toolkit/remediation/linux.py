@@ -293,6 +293,7 @@ class RestartLinuxService(Remediation):
 
     def apply(self, ctx: Context) -> None:
         ctx.change(restart_command(self.before), become=True, timeout=float(self.wait_seconds) + 90)
+        ctx.note(f"restarted {self.before.name} ({self.before.manager})")
 
     def verify(self, ctx: Context) -> Finding:
         state = wait_running(ctx, self.before, int(self.wait_seconds))

@@ -357,6 +357,14 @@ class Store:
             with engine.connect().execution_options(itops_write=True) as conn, conn.begin():
                 if self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+                    # Another process may have created it while this one waited for the lock,
+                    # and be appending already: its DDL again (ALTER TABLE takes an exclusive
+                    # lock) would deadlock with those appends. Done is done.
+                    made = conn.execute(text("SELECT to_regclass('ledger_meta')")).scalar()
+                    if made is not None and conn.execute(
+                        select(meta.c.value).where(meta.c.key == "schema")
+                    ).first():
+                        return
                 metadata.create_all(conn)
                 for ddl in (
                     SQLITE_TRIGGERS if self.dialect == "sqlite" else PG_TRIGGERS + PG_DB_USER

@@ -390,6 +390,8 @@ class _Job:
     options: RunOptions
     policy: HostPolicy | None
     env: _StepEnv
+    # per implementation, the code that runs (its file and SHA-256): read once per run
+    code: Mapping[TaskSpec, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -497,6 +499,7 @@ class Runner:
                 priority,
                 functools.partial(self._history, task.name, ticket=ticket),
             ),
+            {spec: {"source": spec.source, "sha256": spec.code_sha256} for spec in task.specs},
         )
         self.observers.run_started(task.name, hosts)
         with (
@@ -657,7 +660,7 @@ class Runner:
                 dict(decision.record) if decision is not None and not stop else None,
                 job.options.tags,
                 # the code that runs: its file and SHA-256 (an edited task is other code)
-                code={"source": spec.source, "sha256": spec.code_sha256} if spec else None,
+                code=job.code.get(spec) if spec else None,
             )
         )
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
@@ -46,7 +45,8 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
     """
     report = app.ledger.verify()
     problem = None if report.ok else report.reason
-    anchors = check_anchors(app, report.head_seq)
+    anchor_log = app.workspace.anchor_log()
+    anchors = anchor_log.check(app.ledger.hashes, report.head_seq)
     if problem is None and anchors.problem is not None:
         problem = anchors.problem
     if report.ok and expect_head:
@@ -71,7 +71,7 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
                     "count": anchors.anchors,
                     "newest_seq": anchors.newest.seq if anchors.newest else None,
                     "newest_at": anchors.newest.at if anchors.newest else None,
-                    "log": str(app.workspace.anchor_log().path),
+                    "log": str(anchor_log.path),
                 },
             }
         )
@@ -80,7 +80,7 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
             f"ledger intact: {report.records} records, head #{report.head_seq} {report.head_hash}",
             fg="green",
         )
-        render.echo(f"checked against {anchors.used} in {app.workspace.anchor_log().path}")
+        render.echo(f"checked against {anchors.used} in {anchor_log.path}")
         if report.db_users:
             render.echo(
                 "database users (filled by the database): "
@@ -98,16 +98,6 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
         else:
             render.echo(f"the chain is intact up to record #{report.head_seq}", err=True)
     click.get_current_context().exit(0 if problem is None else 1)
-
-
-def check_anchors(app: App, head_seq: int | None) -> Any:
-    """The anchor log's verdict on this ledger (toolkit.ledger.anchors)."""
-    log = app.workspace.anchor_log()
-    wanted = sorted({a.seq for a in log.read()}) if log.path.exists() else []
-    hashes: dict[int, str] = {}
-    for i in range(0, len(wanted), 500):
-        hashes |= {r.seq: r.hash for r in app.ledger.records(seqs=wanted[i : i + 500])}
-    return log.check(hashes, head_seq)
 
 
 @audit.command()

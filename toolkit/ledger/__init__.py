@@ -377,6 +377,13 @@ class Ledger:
         filters of `records()` match, counted by the database: `[(*values, count), ...]`."""
         return self._store.tally(columns, filters)
 
+    def hashes(self, seqs: Sequence[int]) -> dict[int, str]:
+        """The hash of each record named (by seq) that exists, fetched in batches."""
+        found: dict[int, str] = {}
+        for i in range(0, len(seqs), 500):
+            found |= {r.seq: r.hash for r in self.records(seqs=seqs[i : i + 500])}
+        return found
+
     def head(self) -> Record | None:
         row = self._store.head()
         return Record(*row) if row else None

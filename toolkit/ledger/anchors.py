@@ -27,7 +27,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -148,21 +148,23 @@ class AnchorLog:
         except FileNotFoundError:
             return []
 
-    def read(self) -> list[Anchor]:
+    def read(self, lines: Sequence[str] | None = None) -> list[Anchor]:
         anchors = []
-        for n, line in enumerate(self._lines(), 1):
+        for n, line in enumerate(self._lines() if lines is None else lines, 1):
             try:
                 anchors.append(Anchor(**json.loads(line)))
             except (ValueError, TypeError):
                 raise AnchorError(f"{self.path}:{n}: not an anchor line") from None
         return anchors
 
-    def check(self, hashes: dict[int, str], head_seq: int | None) -> AnchorCheck:
-        """Check the log's own chain, its newest signature, and every anchor against `hashes`
-        (the ledger's hash per seq, for the anchored seqs) and the ledger's head."""
+    def check(
+        self, hashes_of: Callable[[Sequence[int]], Mapping[int, str]], head_seq: int | None
+    ) -> AnchorCheck:
+        """Check the log's own chain, its newest signature, and every anchor against the
+        ledger: `hashes_of(seqs)` gives its hash per seq (Ledger.hashes), `head_seq` its head."""
         lines = self._lines()
         try:
-            anchors = self.read()
+            anchors = self.read(lines)
         except AnchorError as exc:
             return AnchorCheck(len(lines), None, exc.message)
         if not anchors:
@@ -179,6 +181,7 @@ class AnchorLog:
         why = self._verify(newest)
         if why is not None:
             return AnchorCheck(len(anchors), newest, why)
+        hashes = hashes_of(sorted({a.seq for a in anchors}))
         for anchor in anchors:
             stored = hashes.get(anchor.seq)
             if head_seq is None or anchor.seq > head_seq:
@@ -215,10 +218,6 @@ class AnchorLog:
                 f"anchoring key {public}: the anchor log was forged"
             )
         return None
-
-
-def seqs(anchors: Sequence[Anchor]) -> list[int]:
-    return sorted({a.seq for a in anchors})
 
 
 def _keygen(*args: str, message: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,6 @@ from toolkit.cli import render
 from toolkit.cli.completion import complete_targets, complete_task
 from toolkit.cli.options import (
     Checked,
-    check_governance,
     check_resolve,
     fan_out,
     governance,
@@ -22,6 +21,7 @@ from toolkit.cli.options import (
 )
 from toolkit.errors import ValidationError
 from toolkit.run.runner import HostResult, Outcome, RunInterrupted, RunReport
+from toolkit.run.service import check_governance
 
 if TYPE_CHECKING:
     from toolkit.remediation.catalog import Task

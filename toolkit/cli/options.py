@@ -124,20 +124,6 @@ def governance(command: F) -> F:
     )
 
 
-def check_governance(
-    break_glass: bool, reason: str | None, approval: str | None, check_only: bool
-) -> None:
-    """The overrides' rules, refused before anything is opened (exit 2)."""
-    from toolkit.errors import ValidationError
-
-    if break_glass and not (reason and reason.strip()):
-        raise ValidationError("--break-glass needs --reason TEXT saying why")
-    if reason and not break_glass:
-        raise ValidationError("--reason goes with --break-glass")
-    if (break_glass or approval) and check_only:
-        raise ValidationError("--check changes nothing: it needs no --break-glass or --approval")
-
-
 def resolve_option(command: F) -> F:
     """--resolve: resolve the run's ticket when every host's fix is verified."""
     return click.option(

@@ -10,8 +10,9 @@ from toolkit.app import App
 from toolkit.cli import render
 from toolkit.cli.completion import complete_playbook, complete_targets
 from toolkit.cli.fix import EPILOG, show_report
-from toolkit.cli.options import Checked, check_governance, governance, new_ticket
+from toolkit.cli.options import Checked, governance, new_ticket
 from toolkit.desk.tickets import check_ticket_id
+from toolkit.run.service import check_governance
 from toolkit.textsafe import visible
 
 

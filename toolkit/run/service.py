@@ -63,6 +63,21 @@ class RunRequest:
     tags: Mapping[str, Any] = field(default_factory=dict)  # recorded with every action
 
 
+def check_governance(
+    break_glass: bool, reason: str | None, approval: str | None, check_only: bool
+) -> None:
+    """The run policy's overrides (--break-glass, --reason, --approval) refused when they make
+    no sense, before anything is opened (exit 2)."""
+    from toolkit.errors import ValidationError
+
+    if break_glass and not (reason and reason.strip()):
+        raise ValidationError("--break-glass needs --reason TEXT saying why")
+    if reason and not break_glass:
+        raise ValidationError("--reason goes with --break-glass")
+    if (break_glass or approval) and check_only:
+        raise ValidationError("--check changes nothing: it needs no --break-glass or --approval")
+
+
 def plan(
     app: App,
     task: str,
@@ -81,7 +96,6 @@ def plan(
     """A request from what a user typed: the task and hosts looked up, every value checked
     before anything is opened, recorded or connected (`options`: RunRequest's other fields)."""
     from toolkit.desk.tickets import check_ticket_id
-    from toolkit.errors import ValidationError
     from toolkit.run.runner import prepare_hosts
 
     entry = app.catalog.get(task)
@@ -92,10 +106,7 @@ def plan(
     # printer name may hold spaces that a CUPS queue name may not), and host-specific input
     # (a template's variables) too, before the ticket is touched.
     prepare_hosts(entry, entry.validate(params, {h.platform for h in hosts}), hosts)
-    if break_glass is not None and not break_glass.strip():
-        raise ValidationError("--break-glass needs --reason TEXT saying why")
-    if (break_glass is not None or approval_id) and check_only:
-        raise ValidationError("--check changes nothing: it needs no --break-glass or --approval")
+    check_governance(break_glass is not None, break_glass, approval_id, check_only)
     return RunRequest(
         entry,
         hosts,

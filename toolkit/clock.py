@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, overload
 
 from toolkit.errors import ValidationError
@@ -130,3 +130,17 @@ def _minute(text: str, window: str, what: str) -> int:
     if not (0 <= h <= 24 and 0 <= m < 60) or (h == 24 and m):
         raise ValidationError(f"invalid time {text!r} in the {what} {window!r} (00:00 … 24:00)")
     return h * 60 + m
+
+
+def parse_duration(text: str | int | float, where: str) -> timedelta:
+    """'90m', '24h', '7d' or a number of seconds (approval and request TTLs, scheduler grace
+    and lease: checked when itops.toml loads, so it lives here, not with approvals)."""
+    if isinstance(text, int | float):
+        return timedelta(seconds=float(text))
+    m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", str(text))
+    if not m:
+        raise ValidationError(
+            f"{where}: cannot read the duration {text!r}", hint="e.g. 30m, 24h, 7d"
+        )
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
+    return timedelta(**{unit: int(m.group(1))})

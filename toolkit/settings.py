@@ -164,7 +164,7 @@ def _zone(value: Any, key: str) -> None:
 
 
 def _duration(value: Any, key: str) -> None:
-    from toolkit.run.approvals import parse_duration
+    from toolkit.clock import parse_duration
 
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ToolkitError(f"cannot read the duration {_show(value)}")

@@ -712,7 +712,7 @@ def _until(times: Iterator[datetime], end: datetime) -> Iterator[datetime]:
 
 def settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """[scheduler] in itops.toml: timezone, grace, lease, interval."""
-    from toolkit.run.approvals import parse_duration
+    from toolkit.clock import parse_duration
 
     section = config.get("scheduler", {})
     if not isinstance(section, Mapping):

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from toolkit.clock import Clock, iso, parse_iso
+from toolkit.clock import parse_duration as parse_duration  # re-exported: it lived here
 from toolkit.errors import NotFound, ToolkitError, ValidationError
 from toolkit.ledger import Entry, Ledger, Record
 from toolkit.secrets.identity import SETUP_HINT, Identity, IdentityError
@@ -462,19 +463,6 @@ def pending(ledger: Ledger, *, clock: Clock) -> list[dict[str, Any]]:
             }
         )
     return rows[::-1]
-
-
-def parse_duration(text: str | int | float, where: str) -> timedelta:
-    """'90m', '24h', '7d' or a number of seconds."""
-    if isinstance(text, int | float):
-        return timedelta(seconds=float(text))
-    m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", str(text))
-    if not m:
-        raise ValidationError(
-            f"{where}: cannot read the duration {text!r}", hint="e.g. 30m, 24h, 7d"
-        )
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
-    return timedelta(**{unit: int(m.group(1))})
 
 
 def _human(delta: timedelta) -> str:

@@ -25,7 +25,6 @@ import math
 import os
 import re
 import secrets
-import shlex
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -480,7 +479,7 @@ class _Shell(asyncssh.SSHClientSession[bytes]):
         # Its own traps or an exec would take the job's EXIT trap away: such text gets a subshell.
         run = "__itops_run_sub" if _OWN_TRAPS.search(text) else "__itops_run"
         self._chan.write(
-            self._owed + f"{run} {deadline} {STOP_GRACE} {shlex.quote(text)}\n".encode()
+            self._owed + f"{cmd(run, deadline, STOP_GRACE, text).text}\n".encode()
         )
         self._owed = b""
 

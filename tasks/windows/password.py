@@ -11,7 +11,7 @@ from typing import Any
 from toolkit.errors import NotFound, ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.remediation.guards import admit_privileged, privileged_guard
-from toolkit.remediation.quoting import ps_script
+from toolkit.remediation.quoting import StdinSecret, ps_script
 from toolkit.remediation.windows import ACCOUNT_NAME, as_int, change_json, read_json, strings, text
 from toolkit.secrets.credentials import Secret
 
@@ -87,8 +87,9 @@ class ResetPassword(Remediation):
     -ChangePasswordAtLogon) from a management host that has the ActiveDirectory module.
 
     The new password comes from a reference (-p password=env:VAR or prompt) or is generated
-    (length characters). It reaches the host only as a SecureString inside the encoded command,
-    is never echoed, and is masked in output, logs and the ticket log. Members of Administrators,
+    (length characters). It reaches the host only on the command's stdin (never its command line,
+    which process auditing logs) and is read into a SecureString; it is never echoed, and is
+    masked in output, logs and the ticket log. Members of Administrators,
     Domain/Enterprise/Schema Admins, Account/Server/Backup Operators, protected (adminCount=1)
     and built-in accounts are refused unless allow_privileged=true.
 
@@ -171,14 +172,15 @@ class ResetPassword(Remediation):
             secret = ctx.adopt(Secret(generate_password(int(self.length)), "generated password"))
         self.secret = secret
         template = AD_RESET if self.scope == "ad" else LOCAL_RESET
+        password = StdinSecret(secret)  # on stdin: a command line is logged by process auditing
         script = ps_script(
             template,
-            password=secret,
+            password=password,
             sid=text(self.before.get("sid")),
             unlock=bool(self.unlock),
             expire=bool(self.expire),
         )
-        done = change_json(ctx, script, "password reset")
+        done = change_json(ctx, script, "password reset", stdin=ctx.adopt(password.stdin()))
         if not isinstance(done, Mapping) or not done.get("reset"):
             raise ToolkitError("the password reset did not confirm")
         what = "unlocked and " if self.unlock and self.before.get("locked") else ""

@@ -7,6 +7,7 @@ they are contract tests, not Windows tests — no PowerShell runs here (see docs
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 import time
@@ -24,7 +25,7 @@ from toolkit.errors import (
     ValidationError,
 )
 from toolkit.inventory import Host, make_host
-from toolkit.remediation.quoting import ps_script
+from toolkit.remediation.quoting import StdinSecret, ps_script
 from toolkit.secrets.credentials import CredentialStore, Redactor, Secret
 from toolkit.transports.base import ConnectOptions
 from toolkit.transports.winrm import InsecureRefused, WinRMFactory, WinRMTransport
@@ -350,20 +351,32 @@ def test_stalled_receive_times_out_within_its_limit(replay: ServerFactory, pki: 
     transport.close()
 
 
-def test_secret_reaches_the_host_only_inside_the_encoded_command(
-    replay: ServerFactory, pki: PKI
-) -> None:
-    canary = "Canary-Pw-4b2e';$(x)`"
+def test_secret_reaches_the_host_only_on_stdin(replay: ServerFactory, pki: PKI) -> None:
+    """Not on powershell.exe's command line (process auditing logs that): in a WS-Man Send."""
+    canary = "Canary-Pw-4b2e';$(x)`ü"
     server = replay(reply=fixed(b"done"))
     transport = factory().open(winhost(server.port, pki))
-    result = transport.run(ps_script("$pw = {pw}\nSet-Thing -Password $pw", pw=Secret(canary)))
+    password = StdinSecret(Secret(canary))
+    sent = password.stdin()
+    result = transport.run(
+        ps_script("$pw = {pw}\nSet-Thing -Password $pw", pw=password), stdin=sent
+    )
     transport.close()
-    assert canary not in repr(result) and "********" in result.command
+    assert result.stdout.strip() == "done"
+    assert canary not in repr(result)
     script = server.scripts()[0]
-    quoted = "'" + canary.replace("'", "''") + "'"
-    assert f"(ConvertTo-SecureString -String {quoted} -AsPlainText -Force)" in script
-    assert script.count(canary.replace("'", "''")) == 1
-    assert all(canary not in (e.arguments or "") for e in server.log), "only base64 on the wire"
+    assert "[Console]::In.ReadToEnd()" in script and "ConvertTo-SecureString" in script
+    encoded = base64.b64encode(canary.encode()).decode()
+    assert canary not in script and encoded not in script
+    assert all(canary not in (e.arguments or "") for e in server.log)
+    sends = [e for e in server.log if e.action == "Send"]
+    assert sends and b"".join(e.stdin for e in sends) == encoded.encode()
+    assert base64.b64decode(b"".join(e.stdin for e in sends)).decode() == canary
+
+
+def test_a_secret_is_refused_inside_a_powershell_command_line() -> None:
+    with pytest.raises(ValidationError, match="process auditing"):
+        ps_script("$pw = {pw}", pw=Secret("Canary-Pw-4b2e"))
 
 
 @pytest.mark.parametrize("auth", ["kerberos", "credssp"])

@@ -8,6 +8,7 @@ Each must get its typed outcome within its own timeout while the others finish.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import time
@@ -21,7 +22,7 @@ from toolkit.inventory import Host, make_host
 from toolkit.ledger import open_ledger
 from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
 from toolkit.run.runner import Outcome, Runner, RunOptions
-from toolkit.secrets.credentials import MASK, CredentialStore, Redactor
+from toolkit.secrets.credentials import CredentialStore, Redactor
 from toolkit.transports import Connector
 from toolkit.transports.base import ConnectOptions
 
@@ -142,7 +143,7 @@ def test_password_reset_over_winrm_keeps_the_canary_out(
 
     def reply(script: str) -> Reply:
         if "Set-LocalUser" in script:
-            # The host fails and its error record quotes the script line with the secret.
+            # The host fails and its error record quotes the line that reads the secret.
             line = next(ln for ln in script.splitlines() if "ConvertTo-SecureString" in ln)
             return b"", clixml_error(line), 1
         return json.dumps(account).encode(), b"", 0
@@ -164,8 +165,16 @@ def test_password_reset_over_winrm_keeps_the_canary_out(
     texts = [json.dumps(report.as_dict()), "\n".join(repr(r) for r in ledger.records())]
     for text in texts:
         assert CANARY not in text and escaped not in text
-    assert MASK in json.dumps(report.as_dict())
-    # On the wire the secret travelled once, inside the encoded script, as a SecureString.
-    reset = next(s for s in server.scripts() if "Set-LocalUser" in s)
-    assert f"$pw = (ConvertTo-SecureString -String '{escaped}' -AsPlainText -Force)" in reset
+    # On the wire the secret travelled once, on the command's stdin (a WS-Man Send), never in
+    # the command line that process auditing logs.
+    reset = next(e for e in server.log if e.script and "Set-LocalUser" in e.script)
+    assert "$pw = (ConvertTo-SecureString -AsPlainText -Force -String" in (reset.script or "")
+    assert "[Console]::In.ReadToEnd()" in (reset.script or "")
+    assert all(
+        CANARY not in (e.script or "") and escaped not in (e.script or "") for e in server.log
+    )
     assert all(CANARY not in (e.arguments or "") for e in server.log)
+    encoded = base64.b64encode(CANARY.encode()).decode()
+    assert base64.b64decode(reset.stdin).decode() == CANARY
+    for text in texts:
+        assert encoded not in text

@@ -347,7 +347,7 @@ class ReplayServer:
             return template
         current = self._current
         script = current.script or ""
-        if current.stdin and "[Console]::In.ReadToEnd()" in script:  # the stdin bootstrap
+        if current.stdin and "[ScriptBlock]::Create(" in script:  # the stdin bootstrap
             script = base64.b64decode(current.stdin).decode("utf-8")
             current.delivered = script
         stdout, stderr, rc = self.reply(script)

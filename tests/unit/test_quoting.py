@@ -10,6 +10,7 @@ import pytest
 
 from toolkit.errors import ValidationError
 from toolkit.remediation.quoting import (
+    StdinSecret,
     become,
     check_path,
     check_text,
@@ -153,10 +154,15 @@ def test_ps_quote_makes_inert_single_quoted_literals(value: str, quoted: str) ->
     assert ps_quote(value) == quoted
 
 
-def test_ps_script_masks_secrets_in_display_and_encodes_utf16() -> None:
-    command = ps_script("Set-LocalUser -Name {u} -Password {p}", u="bob", p=Secret("Canary-123"))
-    assert "Canary-123" in command.text
-    assert "Canary-123" not in command.display and "********" in command.display
+def test_ps_script_refuses_a_secret_on_its_command_line_and_reads_it_from_stdin() -> None:
+    with pytest.raises(ValidationError, match="process auditing"):
+        ps_script("Set-LocalUser -Name {u} -Password {p}", u="bob", p=Secret("Canary-123"))
+    password = StdinSecret(Secret("Canary-123ü", "pw"))
+    command = ps_script("Set-LocalUser -Name {u} -Password {p}", u="bob", p=password)
+    assert "Canary-123" not in command.text and "[Console]::In.ReadToEnd()" in command.text
+    sent = password.stdin()
+    assert isinstance(sent, Secret) and sent.label == "pw" and "Canary" not in str(sent)
+    assert base64.b64decode(sent.reveal()).decode("utf-8") == "Canary-123ü"
     decoded = base64.b64decode(ps_encoded(command)).decode("utf-16-le")
     assert decoded == command.text
     with pytest.raises(TypeError):

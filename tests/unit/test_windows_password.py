@@ -7,6 +7,7 @@ or the log output — on the success path and on failure paths where the host ec
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from winfakes import Expect, Run, run_task
 
+from toolkit.remediation.quoting import StdinSecret
 from toolkit.run.runner import Outcome
 from toolkit.secrets.credentials import MASK, Secret
 
@@ -72,12 +74,23 @@ def assert_no_canary(run: Run, caplog: pytest.LogCaptureFixture, secret: str = C
         "commands": "\n".join(c.display for c in run.transport.sent),
     }
     for where, text in texts.items():
-        for form in (secret, secret.replace("'", "''"), json.dumps(secret)[1:-1]):
+        encoded = base64.b64encode(secret.encode()).decode()
+        for form in (secret, secret.replace("'", "''"), json.dumps(secret)[1:-1], encoded):
             assert form not in text, f"secret leaked into {where}"
 
 
+def sent_secret(run: Run) -> str:
+    """The secret as the reset command's stdin carried it (base64 of UTF-8), decoded; and the
+    command lines carry no secret at all."""
+    stdins = [s for s in run.transport.stdin if s is not None]
+    assert len(stdins) == 1 and isinstance(stdins[0], Secret)
+    for command in run.transport.sent:
+        assert stdins[0].reveal() not in command.text
+    return base64.b64decode(stdins[0].reveal()).decode("utf-8")
+
+
 def secret_line(run: Run) -> str:
-    """The one script line that carries the secret (a SecureString assignment)."""
+    """The one script line that reads the secret (a SecureString assignment from stdin)."""
     lines = [
         ln for c in run.transport.sent for ln in c.text.splitlines() if "ConvertTo-Secure" in ln
     ]
@@ -112,9 +125,9 @@ def test_local_reset_with_a_referenced_password(
     )
     assert run.result.verify is not None
     assert "must change at next logon, unlocked" in run.result.verify.summary
-    line = secret_line(run)
-    assert line == f"$pw = (ConvertTo-SecureString -String {quoted(CANARY)} -AsPlainText -Force)"
-    assert [c.display for c in run.transport.sent][1].count(MASK) == 1
+    assert secret_line(run) == f"$pw = {StdinSecret.TEXT}"
+    assert sent_secret(run) == CANARY
+    assert all(CANARY not in c.text for c in run.transport.sent), "never on a command line"
     assert "generated_password" not in run.result.verify.facts
     assert_no_canary(run, caplog)
 
@@ -172,16 +185,13 @@ def test_generated_password_is_masked_but_available_to_the_operator(
         {"user": "jdoe", "length": "24"},
         [
             Expect("check", LOCAL, local(locked=False)),
-            Expect(
-                "apply", r"ConvertTo-SecureString -String '[^']{24}' -AsPlainText", {"reset": True}
-            ),
+            Expect("apply", r"ConvertTo-SecureString .*\[Console\]::In", {"reset": True}),
             Expect("verify", LOCAL, local(locked=False, must_change=True)),
         ],
     )
     assert run.result.outcome == Outcome.FIXED
-    value = re.search(r"-String '([^']{24})'", secret_line(run))
-    assert value is not None
-    generated = value.group(1)
+    generated = sent_secret(run)
+    assert len(generated) == 24
     assert run.result.verify is not None
     secret = run.result.verify.facts["generated_password"]
     assert isinstance(secret, Secret) and secret.reveal() == generated

@@ -46,6 +46,7 @@ class StrictTransport:
     host: Host
     script: list[Expect]
     sent: list[Command] = field(default_factory=list)
+    stdin: list[bytes | Secret | None] = field(default_factory=list)
     closed: bool = False
     notices: tuple[str, ...] = ()  # as WinRM: commands only, no file transfer
 
@@ -61,6 +62,7 @@ class StrictTransport:
         if not re.search(expect.pattern, command.text):
             raise Unscripted(f"expected /{expect.pattern}/ ({expect.step}), got: {command.display}")
         self.sent.append(command)
+        self.stdin.append(stdin)
         if expect.error is not None:
             raise expect.error
         out = expect.reply if isinstance(expect.reply, str) else json.dumps(expect.reply)

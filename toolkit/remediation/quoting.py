@@ -132,11 +132,39 @@ def ps_quote(value: str) -> str:
     return "'" + _PS_SINGLE_QUOTES.sub(lambda m: m.group(0) * 2, value) + "'"
 
 
+@dataclass(frozen=True)
+class StdinSecret:
+    """A secret a PowerShell script reads from its own stdin into a SecureString.
+
+    A value inside the script would be part of powershell.exe's command line, which Windows
+    process auditing (event 4688 with command lines) and EDR tools log; stdin is not logged.
+    Put the object in the template (`$pw = {password}`) and send `.stdin()` as the command's
+    stdin: base64 of UTF-8, so any character survives the console's code page.
+    """
+
+    secret: Secret
+
+    TEXT = (
+        "(ConvertTo-SecureString -AsPlainText -Force -String ([Text.Encoding]::UTF8.GetString("
+        "[Convert]::FromBase64String([Console]::In.ReadToEnd().Trim()))))"
+    )
+
+    def stdin(self) -> Secret:
+        """What to send on stdin; a Secret too (the encoded value is as good as the plain)."""
+        encoded = base64.b64encode(self.secret.reveal().encode("utf-8")).decode("ascii")
+        return Secret(encoded, self.secret.label)
+
+
 def _ps_value(value: Any) -> tuple[str, str]:
-    """(text, display) for one PowerShell value; secrets become SecureStrings and are masked."""
+    """(text, display) for one PowerShell value. A secret is refused: scripts read one from stdin
+    (StdinSecret), never from their command line."""
     if isinstance(value, Secret):
-        text = f"(ConvertTo-SecureString -String {ps_quote(value.reveal())} -AsPlainText -Force)"
-        return text, f"(ConvertTo-SecureString -String '{MASK}' -AsPlainText -Force)"
+        raise ValidationError(
+            "a secret cannot be put in a PowerShell command line (process auditing logs it)",
+            hint="read it from stdin: StdinSecret(secret) in the script, .stdin() as its stdin",
+        )
+    if isinstance(value, StdinSecret):
+        return StdinSecret.TEXT, StdinSecret.TEXT
     if isinstance(value, bool):
         return ("$true", "$true") if value else ("$false", "$false")
     if isinstance(value, int):

@@ -23,6 +23,7 @@ from toolkit.remediation.shapes import DNS_NAME as DNS_NAME  # shared shapes, re
 from toolkit.remediation.shapes import HOST_PORT as HOST_PORT
 from toolkit.remediation.shapes import as_int as as_int
 from toolkit.remediation.shapes import human_bytes as human_bytes
+from toolkit.secrets.credentials import Secret
 from toolkit.transports.base import CommandResult
 
 # A local or UNC path: no wildcards (`*?` would expand), no `..` segments, no `"<>|`.
@@ -66,9 +67,15 @@ def read_json(ctx: Context, command: Command, what: str, timeout: float | None =
     return parse_json(ctx.read(command, timeout=timeout), what)
 
 
-def change_json(ctx: Context, command: Command, what: str, timeout: float | None = None) -> Any:
+def change_json(
+    ctx: Context,
+    command: Command,
+    what: str,
+    timeout: float | None = None,
+    stdin: Secret | None = None,
+) -> Any:
     """Run a change (apply only) that reports JSON, and parse it."""
-    return parse_json(ctx.change(command, timeout=timeout, check=False), what)
+    return parse_json(ctx.change(command, stdin=stdin, timeout=timeout, check=False), what)
 
 
 def change(

@@ -178,3 +178,54 @@ def test_password_reset_over_winrm_keeps_the_canary_out(
     assert base64.b64decode(reset.stdin).decode() == CANARY
     for text in texts:
         assert encoded not in text
+
+
+def test_patch_apply_runs_the_install_as_system_through_a_hardened_folder(
+    replay: ServerFactory, pki: PKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole patch.apply flow over the real protocol path: check → apply (the long run-as-
+    SYSTEM script, too long for one command line, arrives through the stdin bootstrap in WS-Man
+    Sends) → verify. The host's side is templated: this proves what itops sends and how it reads
+    the answers, not how Windows Update behaves."""
+    monkeypatch.setenv("ITOPS_TEST_WIN_PW", PASSWORD)
+    update = {"kbs": ["KB5034441"], "title": "2024-01 Security Update", "severity": "Critical",
+              "categories": ["0fa1201d-4330-4fa8-8ae9-b877473b6441"], "downloaded": False}  # fmt: skip
+    installed: list[str] = []
+
+    def reply(script: str) -> Reply:
+        if "Register-ScheduledTask" in script:
+            installed.append(script)
+            result = {"selected": 1, "reboot": False,
+                      "results": [{"title": update["title"], "kbs": ["KB5034441"], "code": 2}]}  # fmt: skip
+            return json.dumps(result).encode(), b"", 0
+        if "CreateUpdateSearcher()" in script:
+            pending = [] if installed else [update]
+            return json.dumps({"updates": pending, "reboot_pending": False}).encode(), b"", 0
+        return b"", b"unexpected script", 1
+
+    server = replay(reply=reply)
+    run, ledger, _ = runner(tmp_path, connect=3, command=30)
+    report = run.run(
+        CATALOG.get("patch.apply"), [host("ws-042", server.port, pki)], {}, ticket="CHG-7",
+        options=RunOptions(),
+    )  # fmt: skip
+    run.connector.close()
+    result = report.results[0]
+    assert result.outcome == Outcome.FIXED, result.message
+    assert result.verify is not None and "1 update(s) installed" in result.verify.summary
+    assert len(installed) == 1
+    system = installed[0]
+    # The script reached the host whole, through the stdin bootstrap (too long for -EncodedCommand)
+    bootstrap = next(e for e in server.log if e.script and e.delivered == system)
+    assert bootstrap.stdin and "[ScriptBlock]::Create(" in (bootstrap.script or "")
+    assert sum(1 for e in server.log if e.action == "Send") >= 2  # the chunks, then end of input
+    # The folder SYSTEM writes to is checked and locked down before the task is registered ...
+    harden = system.index("Set-Acl -LiteralPath $dir")
+    assert system.index("ReparsePoint") < harden < system.index("Register-ScheduledTask")
+    assert "SetAccessRuleProtection($true, $false)" in system
+    # ... and SYSTEM runs the install from its encoded command line, never from a file.
+    encoded = system.split("[Text.Encoding]::Unicode.GetBytes(", 1)[1]
+    assert encoded.startswith("'$ErrorActionPreference = ''Stop''")
+    assert "Set-Content -LiteralPath $out" in encoded and ".ps1" not in system
+    finished = [r for r in ledger.records() if r.kind == "action.finish"]
+    assert len(finished) == 1

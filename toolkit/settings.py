@@ -292,6 +292,13 @@ SCHEMA = Table(
                     "the workspace's anchoring key (ssh-keygen ed25519, made on first use)",
                     '".itops/anchor_ed25519"',
                 ),
+                "anchor_syslog": Key(
+                    Text(),
+                    "also send each anchor to syslog, for a copy on another machine: "
+                    "unix:/dev/log, udp://HOST:PORT or tcp://HOST:PORT (audit verify --anchors "
+                    "checks against the copy)",
+                    "off",
+                ),
             },
         ),
         "run": Table(

@@ -192,7 +192,8 @@ class Workspace:
         which = hashlib.sha256(self.ledger_url.encode()).hexdigest()[:12]
         log = section.get("anchor_log") or str(self.state_dir / f"anchors-{which}.jsonl")
         key = section.get("anchor_key") or str(self.state_dir / "anchor_ed25519")
-        return AnchorLog(self.path(log), self.path(key))
+        syslog = section.get("anchor_syslog") or None
+        return AnchorLog(self.path(log), self.path(key), syslog)
 
     @property
     def lab_dir(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -28,10 +29,19 @@ def audit() -> None:
     metavar="SEQ:HASH",
     help="Also require this record (from `audit head`) to be in the chain.",
 )
+@click.option(
+    "--anchors",
+    "copies",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Also check against a copy of the anchors kept elsewhere (a syslog file, a SIEM "
+    "export, a copy of the anchor log). Repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 @reads_only
-def verify(app: App, expect_head: str | None, as_json: bool) -> None:
+def verify(app: App, expect_head: str | None, copies: tuple[Path, ...], as_json: bool) -> None:
     """Recompute every record's hash and link. Exit 0 if intact, 1 if not.
 
     Names the first broken record: edited, deleted, reordered or inserted rows all break the
@@ -42,6 +52,7 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
       itops audit verify
       itops audit verify --expect-head 1842:9f2c…   # what `itops audit head` printed earlier
       itops audit verify --json | jq .open_actions
+      itops audit verify --anchors /mnt/loghost/auth.log   # the anchors syslog shipped away
     """
     report = app.ledger.verify()
     problem = None if report.ok else report.reason
@@ -49,6 +60,12 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
     anchors = anchor_log.check(app.ledger.hashes, report.head_seq)
     if problem is None and anchors.problem is not None:
         problem = anchors.problem
+    checked = {
+        copy: anchor_log.check_copy(copy, app.ledger.hashes, report.head_seq) for copy in copies
+    }
+    for copy, result in checked.items():
+        if problem is None and result.problem is not None:
+            problem = f"{result.problem} (per the anchor copy {copy})"
     if report.ok and expect_head:
         seq_text, _, expected = expect_head.partition(":")
         record = next(app.ledger.records(seq=int(seq_text)), None) if seq_text.isdigit() else None
@@ -72,6 +89,15 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
                     "newest_seq": anchors.newest.seq if anchors.newest else None,
                     "newest_at": anchors.newest.at if anchors.newest else None,
                     "log": str(anchor_log.path),
+                    "copies": [
+                        {
+                            "file": str(copy),
+                            "count": r.anchors,
+                            "problem": r.problem,
+                            "newest_seq": r.newest.seq if r.newest else None,
+                        }
+                        for copy, r in checked.items()
+                    ],
                 },
             }
         )
@@ -81,6 +107,8 @@ def verify(app: App, expect_head: str | None, as_json: bool) -> None:
             fg="green",
         )
         render.echo(f"checked against {anchors.used} in {anchor_log.path}")
+        for copy, result in checked.items():
+            render.echo(f"checked against {result.used} in the copy {copy}")
         if report.db_users:
             render.echo(
                 "database users (filled by the database): "

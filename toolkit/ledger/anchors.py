@@ -70,15 +70,18 @@ class AnchorCheck:
     def used(self) -> str:
         if self.newest is None:
             return "no anchor yet"
-        return f"{self.anchors} anchor(s), the newest at record #{self.newest.seq} ({self.newest.at})"
+        return (
+            f"{self.anchors} anchor(s), the newest at record #{self.newest.seq} ({self.newest.at})"
+        )
 
 
 class AnchorLog:
     """The anchor log of one workspace (see the module docstring)."""
 
-    def __init__(self, path: Path, key: Path) -> None:
+    def __init__(self, path: Path, key: Path, syslog: str | None = None) -> None:
         self.path = path
         self.key = key
+        self.syslog = syslog  # where each new anchor line is also sent (see `ship`)
 
     # -- writing ----------------------------------------------------------------------------
     def last_line(self) -> str | None:
@@ -117,9 +120,11 @@ class AnchorLog:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             with os.fdopen(fd, "a") as out:
                 out.write(anchor.line() + "\n")
-            return anchor
         finally:
             os.close(lock)  # (closing releases the lock)
+        if self.syslog:
+            ship(anchor.line(), self.syslog)
+        return anchor
 
     def _sign(self, message: str) -> str:
         self._ensure_key()
@@ -177,6 +182,45 @@ class AnchorLog:
                     f"the anchor log {self.path} was edited: line {n} does not follow line {n - 1}",
                 )  # fmt: skip
             prev = hashlib.sha256(line.encode()).hexdigest()
+        return self._against(anchors, hashes_of, head_seq)
+
+    def check_copy(
+        self,
+        copy: Path,
+        hashes_of: Callable[[Sequence[int]], Mapping[int, str]],
+        head_seq: int | None,
+    ) -> AnchorCheck:
+        """Check the ledger against a copy of the anchors kept elsewhere: a syslog server's
+        file or an export from a SIEM (lines carrying `itops-anchor: {…}`), or a copy of the
+        anchor log. Whoever owns this machine can rewrite its anchor log and has its key; the
+        lines a remote syslog already holds are out of their reach. A copy may miss lines (UDP
+        drops some), so its own chain is not required: each anchor it holds must match the
+        ledger, and its newest must carry this workspace's signature."""
+        try:
+            text = copy.read_text(errors="replace")
+        except OSError as exc:
+            return AnchorCheck(0, None, f"cannot read the anchor copy {copy}: {exc.strerror}")
+        found: dict[int, Anchor] = {}
+        for n, line in enumerate(text.splitlines(), 1):
+            if MARK not in line and not line.startswith("{"):
+                continue  # a syslog file holds other messages too
+            body = line.split(MARK, 1)[1] if MARK in line else line
+            try:
+                anchor = Anchor(**json.loads(body.strip()))
+            except (ValueError, TypeError):
+                return AnchorCheck(len(found), None, f"{copy}:{n}: not an anchor line")
+            found[anchor.seq] = anchor
+        if not found:
+            return AnchorCheck(0, None, f"{copy} holds no anchor")
+        return self._against([found[seq] for seq in sorted(found)], hashes_of, head_seq)
+
+    def _against(
+        self,
+        anchors: Sequence[Anchor],
+        hashes_of: Callable[[Sequence[int]], Mapping[int, str]],
+        head_seq: int | None,
+    ) -> AnchorCheck:
+        """The newest anchor's signature, then every anchor against the ledger."""
         newest = anchors[-1]
         why = self._verify(newest)
         if why is not None:
@@ -218,6 +262,50 @@ class AnchorLog:
                 f"anchoring key {public}: the anchor log was forged"
             )
         return None
+
+
+MARK = "itops-anchor: "
+
+
+def ship(line: str, target: str) -> None:
+    """Send one anchor line to syslog (facility authpriv, where security logs go), so a copy
+    lives on a machine an attacker of this one does not own: `target` is `unix:/dev/log` (the
+    local daemon, which forwards), `udp://HOST:PORT` or `tcp://HOST:PORT` (RFC 6587 newline
+    framing)."""
+    import logging
+    import socket
+    from logging.handlers import SysLogHandler
+
+    scheme, _, rest = target.partition(":")
+    if scheme == "unix":
+        address: str | tuple[str, int] = rest
+        kind = socket.SOCK_DGRAM
+    elif scheme in ("udp", "tcp") and rest.startswith("//"):
+        host, _, port = rest[2:].rpartition(":")
+        if not host or not port.isdigit():
+            raise AnchorError(f"anchor_syslog {target!r}: expected {scheme}://HOST:PORT")
+        address = (host.strip("[]"), int(port))
+        kind = socket.SOCK_STREAM if scheme == "tcp" else socket.SOCK_DGRAM
+    else:
+        raise AnchorError(
+            f"anchor_syslog {target!r}: not unix:PATH, udp://HOST:PORT or tcp://HOST:PORT"
+        )
+    try:
+        handler = SysLogHandler(address, SysLogHandler.LOG_AUTHPRIV, kind)
+    except OSError as exc:
+        raise AnchorError(f"cannot reach syslog at {target}: {exc.strerror or exc}") from None
+    handler.append_nul = False
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    message = MARK + line + ("\n" if kind == socket.SOCK_STREAM else "")
+    record = logging.LogRecord("itops", logging.INFO, __file__, 0, message, None, None)
+    failed: list[BaseException] = []
+    handler.handleError = lambda _record: failed.append(RuntimeError("send failed"))  # type: ignore[method-assign]
+    try:
+        handler.emit(record)
+    finally:
+        handler.close()
+    if failed:
+        raise AnchorError(f"anchored locally, but could not send the anchor to syslog at {target}")
 
 
 def _keygen(*args: str, message: str | None = None) -> subprocess.CompletedProcess[str]:

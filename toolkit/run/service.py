@@ -40,6 +40,7 @@ class NewTicket:
     category: str
     priority: str | None = None
     source: str = "itops"
+    kind: str | None = None  # incident or request (default: incident)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ def plan(
     ticket: str | None = None,
     category: str | None = None,
     priority: str | None = None,
+    kind: str | None = None,
     check_only: bool = False,
     break_glass: str | None = None,
     approval_id: str | None = None,
@@ -114,7 +116,10 @@ def plan(
         ticket=ticket,
         check_only=check_only,
         open_ticket=NewTicket(
-            category or entry.category, priority, source or f"itops fix {entry.name}"
+            category or entry.category,
+            priority,
+            source or f"itops fix {entry.name}",
+            kind or entry.kind,  # the task's: a password reset opens a request
         ),
         break_glass=break_glass,
         approval_id=approval_id,
@@ -183,6 +188,7 @@ class RunService:
                 str(request.ticket),
                 category=request.open_ticket.category,
                 priority=request.open_ticket.priority,
+                kind=request.open_ticket.kind,
                 source=request.open_ticket.source,
             )
         policy = None

@@ -111,3 +111,31 @@ def test_check_says_when_the_hosts_window_is_closed(app: App, tmp_path: Path) ->
     (result,) = service.run(request).report.results
     assert str(result.outcome) == "would-fix"
     assert "a fix now would be skipped: outside never" in result.message
+
+
+def test_check_says_when_a_required_window_is_missing(app: App) -> None:
+    """With [policy] require_window, a disruptive fix skips a host that has no window: --check
+    says so (the same verdict as the fix's, `RunPolicy.held`)."""
+    ws = app.workspace.root
+    config = ws / "itops.toml"
+    config.write_text(
+        config.read_text() + '\n[policy]\ndisruptive = ["demo.*"]\nrequire_window = true\n'
+    )
+    (ws / "tasks" / "demo.py").write_text(
+        "from toolkit.remediation.catalog import Context, Finding, Remediation, remediation\n"
+        "@remediation('demo.bounce', category='software', platforms={'linux'}, summary='x')\n"
+        "class Bounce(Remediation):\n"
+        "    def check(self, ctx: Context) -> Finding:\n"
+        "        return Finding.problem('needs a bounce')\n"
+        "    def apply(self, ctx: Context) -> None:\n"
+        "        pass\n"
+    )
+    fresh = App(ws)
+    request = plan(fresh, "demo.bounce", "ws-01", {}, check_only=True)
+    service = RunService(fresh, connector=MockConnector(anything_ok()))  # type: ignore[arg-type]
+    (result,) = service.run(request).report.results
+    assert str(result.outcome) == "would-fix"
+    assert result.message == (
+        "needs a bounce (a fix now would be skipped: no maintenance window is attached to this "
+        "host)"
+    )

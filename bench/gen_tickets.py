@@ -43,10 +43,15 @@ def ticket_events(
         at = at + timedelta(minutes=minutes)
         return {"ticket": ticket, "event": event, "at": at.isoformat(), **fields}
 
+    category = rng.choice(CATEGORIES)
+    # two in three account and software tickets are standard requests (resets, installs); no
+    # draw from rng, so the rest of the generated log is what it was before kinds
+    kind = "request" if category in ("account", "software") and n % 3 else "incident"
     yield step(
         "opened",
         0,
-        category=rng.choice(CATEGORIES),
+        category=category,
+        kind=kind,
         priority=prio,
         requester=f"user{rng.randrange(3000)}",
         channel=rng.choice(["phone", "email", "chat", "portal"]),

@@ -88,6 +88,7 @@ class Account:
     platforms={"linux"},
     summary="Reset a local account's password, unlock it, force a change at next login",
     risky="allow_privileged",  # a privileged reset needs a second operator's approval
+    kind="request",  # a standard request (KPI.md): measured apart from incidents
 )
 class ResetPassword(Remediation):
     """Reset a local account's password with chpasswd, unlock it (shadow lock and faillock

@@ -111,3 +111,46 @@ EXPECTED: dict[str, Any] = {  # full precision, as `itops kpi --json` gives them
 def write(path: Path, lines: list[dict[str, Any]] | None = None) -> Path:
     path.write_text("".join(json.dumps(x) + "\n" for x in (lines or LINES)))
     return path
+
+
+# Two standard requests in the same week (KPI.md: password resets, account and permission
+# changes, software installs), measured apart from the incidents above.
+REQUESTS = [
+    # REQ-1: P4 account change, answered in 15 min, fulfilled an hour after it came in
+    ev("REQ-1", "opened", t(2, 10), kind="request", priority="P4", category="account",
+       requester="dana"),
+    ev("REQ-1", "responded", t(2, 10, 15)),
+    ev("REQ-1", "resolved", t(2, 11), code="fixed", first_contact=True),
+    # REQ-2: P3 software install opened Tue 16:00: answered late (150 of 120 business minutes),
+    # fulfilled Fri 17:00 after 120 + 540 + 540 + 480 = 1680 business minutes (target 1080)
+    ev("REQ-2", "opened", t(3, 16), kind="request", priority="P3", category="software"),
+    ev("REQ-2", "responded", t(4, 9, 30)),
+    ev("REQ-2", "resolved", t(6, 17), code="fixed"),
+]  # fmt: skip
+
+# The week's KPIs with the requests imported too: the incidents' figures are EXPECTED's
+EXPECTED_WITH_REQUESTS: dict[str, Any] = {
+    "tickets_opened": 7,
+    "incidents_opened": 5,
+    "requests_opened": 2,
+    "tickets_resolved": 5,
+    "incidents_resolved": 3,
+    "requests_fulfilled": 2,
+    "response_sla_compliance": 4 / 7,
+    "resolution_sla_compliance": 3 / 5,
+    "incident_response_sla_compliance": 0.6,
+    "incident_resolution_sla_compliance": 2 / 3,
+    "request_response_sla_compliance": 0.5,
+    "request_fulfilment_sla_compliance": 0.5,
+    # MTTR is the incidents' alone: the requests do not move it
+    "time_to_resolve_mean": 270.0,
+    "time_to_resolve_median": 330.0,
+    "time_to_resolve_p90": 360.0,
+    "time_to_fulfil_mean": 870.0,
+    "time_to_fulfil_median": 870.0,
+    "time_to_fulfil_p90": 1680.0,
+    "automation_rate": 0.0,
+    "incident_automation_rate": 0.0,
+    "request_automation_rate": 0.0,
+    "first_contact_resolution_rate": 2 / 5,
+}

@@ -132,15 +132,31 @@ def _minute(text: str, window: str, what: str) -> int:
     return h * 60 + m
 
 
+_DURATION = re.compile(r"\s*(\d+)\s*([smhdw])\s*")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def duration_of(text: str) -> timedelta | None:
+    """'90m', '24h', '7d', '2w' (s, m, h, d, w) as a timedelta; None when the text is not one
+    (or is longer than a timedelta holds). The one reading of a duration: itops.toml's
+    (`parse_duration`) and the command line's relative times (`cli.log.parse_when`)."""
+    m = _DURATION.fullmatch(text)
+    if m is None:
+        return None
+    try:
+        return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    except OverflowError:
+        return None
+
+
 def parse_duration(text: str | int | float, where: str) -> timedelta:
     """'90m', '24h', '7d' or a number of seconds (approval and request TTLs, scheduler grace
     and lease: checked when itops.toml loads, so it lives here, not with approvals)."""
     if isinstance(text, int | float):
         return timedelta(seconds=float(text))
-    m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", str(text))
-    if not m:
+    found = duration_of(str(text))
+    if found is None:
         raise ValidationError(
             f"{where}: cannot read the duration {text!r}", hint="e.g. 30m, 24h, 7d"
         )
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
-    return timedelta(**{unit: int(m.group(1))})
+    return found

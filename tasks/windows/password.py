@@ -80,6 +80,7 @@ def generate_password(length: int) -> str:
     platforms={"windows"},
     summary="Reset a local or Active Directory account's password, unlock it, force a change",
     risky="allow_privileged",  # a privileged reset needs a second operator's approval
+    kind="request",  # a standard request (KPI.md): measured apart from incidents
 )
 class ResetPassword(Remediation):
     """Reset a password: a local account (Set-LocalUser) on the target host, or, with scope=ad, an

@@ -100,6 +100,9 @@ def test_a_given_password_reaches_the_account_and_nothing_else(lab: LabEnv, user
     assert again.returncode == 0 and re.search(r"^lab-01\s+already-ok", again.stdout, re.M)
     log = lab.itops("--verbose", "log", "--ticket", "LNX-4001", "--json", env=env)
     assert "password of " + user + " reset; fingerprint scrypt:" in log.stdout
+    shown = lab.itops("ticket", "show", "LNX-4001", "--json")
+    # the reset opened its ticket as a standard request (KPI.md), measured apart from incidents
+    assert json.loads(shown.stdout)["summary"]["kind"] == "request", shown.stderr
     assert_nowhere(lab, canary, check, fixed, again, log)
 
 

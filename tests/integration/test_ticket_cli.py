@@ -390,3 +390,43 @@ def test_kpi_json_carries_full_precision_and_the_table_rounds(
     rows = sheet.read_text().splitlines()
     assert "overall,,csat_mean,3.67,4.5,false" in rows
     assert "overall,,csat_share_4_plus,0.3333,," in rows
+
+
+def test_requests_apart_from_incidents_from_the_command_line(ws: Workspace, tmp_path: Path) -> None:
+    """`--kind request` on open and update, shown and filtered by `ticket list/show`; `kpi`
+    (table and --json) and `report kpi` (HTML and CSV) give the requests' figures apart."""
+    opened = as_json(
+        run(ws, "ticket", "open", "REQ-7", "--kind", "request", "-p", "P4", "-c", "account",
+            "--json")
+    )  # fmt: skip
+    assert opened["data"]["kind"] == "request"
+    assert as_json(run(ws, "ticket", "open", "INC-8", "--json"))["data"]["kind"] == "incident"
+    listed = as_json(run(ws, "ticket", "list", "--json"))
+    assert {t["ticket"]: t["kind"] for t in listed} == {"REQ-7": "request", "INC-8": "incident"}
+    only = as_json(run(ws, "ticket", "list", "--kind", "request", "--json"))
+    assert [t["ticket"] for t in only] == ["REQ-7"]
+    table = run(ws, "ticket", "list").output
+    assert "KIND" in table.splitlines()[0] and "request" in table
+    assert "P4 account request  open" in run(ws, "ticket", "show", "REQ-7").output
+    run(ws, "ticket", "update", "INC-8", "--kind", "request", "--reason", "an install")
+    only = as_json(run(ws, "ticket", "list", "--kind", "request", "--json"))
+    assert [t["ticket"] for t in only] == ["REQ-7", "INC-8"]
+    bad = itops(ws, "ticket", "open", "X-1", "--kind", "problem")
+    assert bad.returncode == 2 and "'problem' is not one of 'incident', 'request'" in bad.stderr
+
+    week = desk.write(tmp_path / "week.jsonl", [*desk.LINES, *desk.REQUESTS])
+    run(ws, "ticket", "import", str(week))
+    period = ("--since", desk.SINCE, "--until", desk.UNTIL)
+    data = as_json(run(ws, "kpi", *period, "--json"))
+    assert {k: data[k] for k in desk.EXPECTED_WITH_REQUESTS} == desk.EXPECTED_WITH_REQUESTS
+    table = run(ws, "kpi", *period).output
+    assert "time_to_fulfil_mean" in table and "870 min" in table
+    assert "request_fulfilment_sla_compliance" in table
+    by_kind = run(ws, "kpi", *period, "--by", "kind").output
+    assert any(line.startswith("request") for line in by_kind.splitlines())
+    page, sheet = tmp_path / "kpi.html", tmp_path / "kpi.csv"
+    run(ws, "report", "kpi", "--html", str(page), "--csv", str(sheet), *period)
+    html = page.read_text()
+    assert 'data-kpi="time_to_fulfil_mean" data-value="870.0"' in html
+    assert 'data-by="kind"' in html and "fulfilment, requests" in html
+    assert "overall,,requests_fulfilled,2,," in sheet.read_text().splitlines()

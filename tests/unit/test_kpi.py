@@ -266,7 +266,7 @@ def _generated(tmp_path: Path, events: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("by", [None, "category", "priority", "assignee", "tier", "host"])
+@pytest.mark.parametrize("by", [None, "category", "priority", "kind", "assignee", "tier", "host"])
 def test_the_sql_kpis_equal_the_reference_kpis(
     ledger: Ledger, projection: Projection, tmp_path: Path, by: str | None
 ) -> None:
@@ -299,6 +299,7 @@ def test_the_sql_kpis_equal_the_reference_kpis(
         fast = kpis_fast(projection, POLICY, since=since, until=until, now=moment, by=by)
         assert fast == reference
     assert reference["tickets_opened"] > 0
+    assert reference["requests_fulfilled"] > 0 and reference["incidents_resolved"] > 0
 
 
 def test_a_failed_import_stores_nothing_primed(
@@ -551,3 +552,109 @@ def test_a_past_periods_kpis_are_the_same_in_november_and_in_december(
     assert overall["response_sla_compliance"] == 0.75  # OCT-1, 3, 6 on time; OCT-2 late
     assert overall["time_to_respond_median"] == 25.0  # 20, 10, 30, 180 minutes
     assert overall["backlog_open"] == 3 and overall["backlog_past_sla"] == 1
+
+
+# -- incidents and requests --------------------------------------------------------------------
+def both(projection: Projection, **args: Any) -> dict[str, Any]:
+    """The KPI object by both implementations, which must agree."""
+    from toolkit.desk.kpi_sql import kpis_fast
+
+    projection.refresh()
+    reference = kpis(projection.tickets(), projection.actions(), POLICY, **args)
+    assert kpis_fast(projection, POLICY, **args) == reference
+    return reference
+
+
+def test_the_ticket_table_mirrors_the_summary() -> None:
+    from toolkit.desk.projection import _TICKET_COLUMNS
+    from toolkit.desk.tickets import TicketSummary
+
+    assert tuple(_TICKET_COLUMNS) == TicketSummary._fields
+
+
+def test_requests_are_measured_apart_from_incidents(
+    ledger: Ledger, projection: Projection, tmp_path: Path
+) -> None:
+    """MTTR stays the incidents' own; the requests get their fulfilment time and SLA figures."""
+    from toolkit.reports import kpi as pages
+
+    import_file(ledger, desk.write(tmp_path / "week.jsonl", [*desk.LINES, *desk.REQUESTS]))
+    args: dict[str, Any] = {"since": SINCE, "until": UNTIL, "now": UNTIL}
+    result = both(projection, **args)
+    assert {k: result[k] for k in desk.EXPECTED_WITH_REQUESTS} == desk.EXPECTED_WITH_REQUESTS
+    by_kind = both(projection, by="kind", **args)["groups"]
+    assert set(by_kind) == {"incident", "request"}
+    request, incident = by_kind["request"], by_kind["incident"]
+    assert request["tickets_opened"] == 2 and request["time_to_fulfil_mean"] == 870.0
+    assert request["time_to_resolve_mean"] is None and request["incidents_resolved"] == 0
+    assert incident["time_to_fulfil_mean"] is None and incident["time_to_resolve_mean"] == 270.0
+    assert incident["resolution_sla_compliance"] == 2 / 3
+    summaries = {t.ticket: t.kind for t in projection.tickets()}
+    assert summaries == {
+        **dict.fromkeys(["INC-1", "INC-2", "INC-3", "INC-4", "INC-5"], "incident"),
+        "REQ-1": "request",
+        "REQ-2": "request",
+    }
+    # the report's weekly trend splits the same way
+    page = pages.build(projection, POLICY, **args)
+    first = page["weeks"][0]
+    assert (first["time_to_resolve_mean"], first["time_to_fulfil_mean"]) == (270.0, 870.0)
+    assert set(page["groups"]["kind"]) == {"incident", "request"}
+    csv = pages.csv_text(page)
+    assert "overall,,time_to_fulfil_mean,870.0,," in csv
+    assert "kind,request,requests_fulfilled,2,," in csv
+
+
+def test_a_request_fulfilled_by_a_verified_itops_action_counts_as_automated(
+    ledger: Ledger, projection: Projection
+) -> None:
+    from toolkit.desk.tickets import ensure
+
+    start = time.time() - 1
+
+    def run(ticket: str, outcome: str) -> None:
+        a = ledger.begin(
+            task="password.reset",
+            host="ws-1",
+            ticket=ticket,
+            params={},
+            data={"mode": "fix", "platform": "linux"},
+        )
+        ledger.finish(a, task="password.reset", host="ws-1", ticket=ticket, outcome=outcome,
+                      duration=0.2)  # fmt: skip
+
+    ensure(ledger, "REQ-1", category="account", kind="request")  # as `itops fix` opens it
+    run("REQ-1", "fixed")  # verify proved the reset: fulfilled by itops
+    ensure(ledger, "REQ-2", category="account", kind="request")
+    run("REQ-2", "failed")  # the engineer did it by hand afterwards
+    ensure(ledger, "INC-3", category="printer")  # an incident, resolved by hand
+    for ticket in ("REQ-1", "REQ-2", "INC-3"):
+        record(ledger, ticket, "resolved", {"code": "fixed"}, POLICY)
+    now = time.time() + 1
+    result = both(projection, since=start, until=now, now=now)
+    assert result["requests_fulfilled"] == 2 and result["incidents_resolved"] == 1
+    assert result["request_automation_rate"] == 0.5
+    assert result["incident_automation_rate"] == 0.0
+    assert result["automation_rate"] == 1 / 3
+
+
+def test_a_ticket_opened_before_kinds_existed_is_an_incident(
+    ledger: Ledger, projection: Projection
+) -> None:
+    from toolkit.desk.tickets import TicketError, check_fields
+
+    # an opened event as older versions wrote it: no kind
+    ledger.append(Entry("ticket.opened", ticket="OLD-1", data={"category": "account",
+                                                                "priority": "P4"}))  # fmt: skip
+    projection.refresh()
+    (old,) = projection.tickets()
+    assert old.kind == "incident"
+    # a correction makes it a request, from its opening
+    record(ledger, "OLD-1", "updated", {"kind": "request", "reason": "a reset"}, POLICY)
+    projection.refresh()
+    assert [t.kind for t in projection.tickets(kind="request")] == ["request"]
+    assert projection.tickets(kind="incident") == []
+    with pytest.raises(TicketError, match="unknown kind 'problem'"):
+        check_fields("opened", {"kind": "problem"})
+    with pytest.raises(TicketError, match="unknown kind"):
+        record(ledger, "OLD-2", "opened", {"kind": "Request"}, POLICY)

@@ -591,3 +591,34 @@ def test_an_approval_binds_the_plan_a_changed_template_needs_a_new_one(
     PLAN_FILE[0].write_text("ntp server 10.0.0.1\n")  # what was approved: it runs
     approved, _ = run(ledger, task(Push), targets, clock)
     assert approved.results[0].outcome == Outcome.FIXED
+
+
+def test_the_windows_verdict_reads_only_and_is_what_decide_says() -> None:
+    """`RunPolicy.held`: the windows' part of `decide`, without `prepare` (no ledger at all):
+    what `itops fix --check` tells before a fix would be skipped."""
+    from toolkit.run.maintenance import get_window
+    from toolkit.run.policy import RunPolicy
+
+    restart, rotate = task(Restart), task(Rotate)
+    (host,) = servers("srv-1")
+    outside = RunPolicy(SETTINGS, FakeClock(OUTSIDE))
+    held = outside.held(restart.specs[0], host)
+    assert held is not None and held.decision == "outside-window"
+    assert held.reason.startswith("outside night (Europe/Berlin) next opens Sun 2026-11-29")
+    decision = outside.decide(restart, restart.specs[0], host)
+    assert (decision.outcome, decision.message) == (Outcome.SKIPPED, held.message)
+    assert decision.record["decision"] == held.decision and decision.record["windows"] == ["night"]
+    assert RunPolicy(SETTINGS, FakeClock(INSIDE)).held(restart.specs[0], host) is None
+    assert outside.held(rotate.specs[0], host) is None  # not disruptive (risky is not windows)
+    glass = RunPolicy(SETTINGS, FakeClock(OUTSIDE), break_glass="site down")
+    assert glass.held(restart.specs[0], host) is None
+    strict = RunPolicy(PolicySettings(windows=SETTINGS.windows, require_window=True),
+                       FakeClock(OUTSIDE))  # fmt: skip
+    (bare,) = servers("ws-1", window=None)
+    no_window = strict.held(restart.specs[0], bare)
+    assert no_window is not None and no_window.decision == "no-window"
+    assert no_window.reason == "no maintenance window is attached to this host"
+    job = RunPolicy(SETTINGS, FakeClock(OUTSIDE), job_window=get_window(SETTINGS.windows, "night"))
+    by_job = job.held(rotate.specs[0], host)  # a schedule's own window holds any task
+    assert by_job is not None and by_job.reason.startswith("outside night")
+    assert job.decide(rotate, rotate.specs[0], host).message == by_job.message

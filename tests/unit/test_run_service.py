@@ -43,6 +43,21 @@ def test_a_request_gets_the_workspaces_defaults_and_opens_its_ticket_once(app: A
     assert len(opened) == 1 and opened[0].info.get("priority") == "P3"
 
 
+def test_a_new_ticket_takes_the_kind_the_task_declares(app: App) -> None:
+    """A password reset is a standard request (KPI.md): its new ticket opens as one, unless the
+    engineer says otherwise; a task that declares nothing opens an incident."""
+    service = RunService(app, connector=MockConnector(anything_ok()))  # type: ignore[arg-type]
+    for ticket, task, params, kind in (
+        ("REQ-1", "password.reset", {"user": "jdoe"}, None),
+        ("INC-2", "password.reset", {"user": "jdoe"}, "incident"),
+        ("INC-3", "printer.status", {}, None),
+    ):
+        service.run(plan(app, task, "ws-01", params, ticket=ticket, kind=kind))
+    opened = {r.ticket: r.info["kind"] for r in app.ledger.records(kind="ticket.opened")}
+    assert opened == {"REQ-1": "request", "INC-2": "incident", "INC-3": "incident"}
+    assert app.catalog.get("password.reset").kind == "request"
+
+
 def test_bad_input_is_refused_before_anything_is_opened_or_recorded(app: App) -> None:
     with pytest.raises(ValidationError, match="--check changes nothing"):
         plan(app, "printer.status", "ws-01", {}, check_only=True, break_glass="site down")
@@ -96,3 +111,31 @@ def test_check_says_when_the_hosts_window_is_closed(app: App, tmp_path: Path) ->
     (result,) = service.run(request).report.results
     assert str(result.outcome) == "would-fix"
     assert "a fix now would be skipped: outside never" in result.message
+
+
+def test_check_says_when_a_required_window_is_missing(app: App) -> None:
+    """With [policy] require_window, a disruptive fix skips a host that has no window: --check
+    says so (the same verdict as the fix's, `RunPolicy.held`)."""
+    ws = app.workspace.root
+    config = ws / "itops.toml"
+    config.write_text(
+        config.read_text() + '\n[policy]\ndisruptive = ["demo.*"]\nrequire_window = true\n'
+    )
+    (ws / "tasks" / "demo.py").write_text(
+        "from toolkit.remediation.catalog import Context, Finding, Remediation, remediation\n"
+        "@remediation('demo.bounce', category='software', platforms={'linux'}, summary='x')\n"
+        "class Bounce(Remediation):\n"
+        "    def check(self, ctx: Context) -> Finding:\n"
+        "        return Finding.problem('needs a bounce')\n"
+        "    def apply(self, ctx: Context) -> None:\n"
+        "        pass\n"
+    )
+    fresh = App(ws)
+    request = plan(fresh, "demo.bounce", "ws-01", {}, check_only=True)
+    service = RunService(fresh, connector=MockConnector(anything_ok()))  # type: ignore[arg-type]
+    (result,) = service.run(request).report.results
+    assert str(result.outcome) == "would-fix"
+    assert result.message == (
+        "needs a bounce (a fix now would be skipped: no maintenance window is attached to this "
+        "host)"
+    )

@@ -126,6 +126,7 @@ GOOD_STEP = "  - {name: clear, task: printer.clear-queue}\n"
             "true or false",
         ),
         ("summary: [x\n", 2, "invalid YAML"),
+        ("summary: x\ncategory: printer\nkind: problem\nsteps:\n" + GOOD_STEP, 3, "unknown kind"),
     ],
 )
 def test_broken_runbooks_are_refused_with_file_and_line(
@@ -151,6 +152,12 @@ def test_a_workspace_runbook_overrides_a_builtin_one(tmp_path: Path) -> None:
     assert unknown.value.hint == "did you mean: printer-not-printing?"
     with pytest.raises(ValidationError):
         get_runbook("../etc/passwd", [BUILTIN_RUNBOOKS], REAL)
+
+
+def test_a_runbook_declares_the_kind_of_ticket_it_opens() -> None:
+    books = load_runbooks([BUILTIN_RUNBOOKS], REAL)
+    assert books["password-locked"].kind == "request"  # a standard request (KPI.md)
+    assert books["printer-not-printing"].kind == "incident"  # the default
 
 
 def test_runbook_parameters_are_bound_and_required_ones_enforced() -> None:

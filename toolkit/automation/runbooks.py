@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from toolkit.desk.sla import default_policy
-from toolkit.desk.tickets import CATEGORIES, TicketError
+from toolkit.desk.tickets import CATEGORIES, DEFAULT_KIND, TICKET_KINDS, TicketError
 from toolkit.desk.tickets import record as record_event
 from toolkit.errors import NotFound, ToolkitError, ValidationError
 from toolkit.inventory import Host
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 BUILTIN_RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
 RUNBOOK_NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")
 STEP_KEYS = ("name", "task", "params", "check_only", "if_failed")
-TOP_KEYS = ("summary", "category", "params", "steps", "escalate")
+TOP_KEYS = ("summary", "category", "kind", "params", "steps", "escalate")
 TIERS = ("L1", "L2", "L3", "ops")
 _REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -93,6 +93,7 @@ class Runbook:
     steps: tuple[Step, ...]
     escalate: Escalation | None
     source: str
+    kind: str = "incident"  # the kind of ticket a run opens (`kind: request` in the file)
 
     def bind(self, given: Mapping[str, Value]) -> dict[str, Value]:
         """The run's parameter values: given ones checked against the declared ones, defaults
@@ -317,6 +318,9 @@ def load_runbook(path: Path, catalog: Catalog) -> Runbook:
     category = r.text(top["category"][1], "category")
     if category not in CATEGORIES:
         raise r.fail(top["category"][1], f"unknown category {category!r} ({', '.join(CATEGORIES)})")
+    kind = r.text(top["kind"][1], "kind") if "kind" in top else DEFAULT_KIND
+    if kind not in TICKET_KINDS:
+        raise r.fail(top["kind"][1], f"unknown kind {kind!r} ({', '.join(TICKET_KINDS)})")
 
     params: dict[str, RunbookParam] = {}
     if "params" in top:
@@ -375,7 +379,7 @@ def load_runbook(path: Path, catalog: Catalog) -> Runbook:
         note = r.text(spec["note"][1], "note") if "note" in spec else summary
         escalate = Escalation(to, note)
     return Runbook(
-        name, summary, category, MappingProxyType(params), tuple(steps), escalate, str(path)
+        name, summary, category, MappingProxyType(params), tuple(steps), escalate, str(path), kind
     )
 
 

@@ -12,14 +12,19 @@ from toolkit.cli import render
 from toolkit.cli.options import reads_only
 from toolkit.errors import ValidationError
 
-GROUPINGS = ("category", "priority", "assignee", "tier", "host")
+GROUPINGS = ("category", "priority", "kind", "assignee", "tier", "host")
 SHOWN = (
     "tickets_opened",
     "tickets_resolved",
+    "incidents_resolved",
+    "requests_fulfilled",
     "response_sla_compliance",
     "resolution_sla_compliance",
+    "incident_resolution_sla_compliance",
+    "request_fulfilment_sla_compliance",
     "time_to_respond_median",
     "time_to_resolve_mean",
+    "time_to_fulfil_mean",
     "first_contact_resolution_rate",
     "escalation_rate",
     "recurrence_rate",
@@ -29,6 +34,7 @@ SHOWN = (
     "backlog_open",
     "backlog_past_sla",
     "automation_rate",
+    "request_automation_rate",
     "remediation_success_rate",
 )
 
@@ -70,12 +76,15 @@ def kpi(app: App, since: str | None, until: str | None, by: str | None, as_json:
     """Support KPIs for a period (default: the last 30 days), from the ticket log alone.
 
     Durations are business minutes on the SLA calendar (pauses excluded); rates are
-    fractions in --json. Targets from itops.toml are shown beside each value.
+    fractions in --json. Targets from itops.toml are shown beside each value. Incidents
+    and requests are measured apart: time_to_resolve (MTTR) is over incidents,
+    time_to_fulfil over requests, and SLA compliance and automation are also given per kind.
 
     \b
     Examples:
       itops kpi --since 2026-11-01 --until 2026-12-01
       itops kpi --by category
+      itops kpi --by kind
       itops kpi --by host --json | jq '.groups | map_values(.recurrence_rate)'
     """
     from toolkit.desk.service import kpi_report
@@ -104,6 +113,7 @@ def kpi(app: App, since: str | None, until: str | None, by: str | None, as_json:
             "response_sla_compliance",
             "resolution_sla_compliance",
             "time_to_resolve_mean",
+            "time_to_fulfil_mean",
             "recurrence_rate",
             "backlog_open",
         )

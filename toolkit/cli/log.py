@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import click
@@ -14,13 +13,10 @@ import click
 from toolkit.app import App
 from toolkit.cli import render
 from toolkit.cli.options import reads_only
-from toolkit.clock import iso
+from toolkit.clock import duration_of, iso
 from toolkit.errors import ToolkitError, ValidationError
 from toolkit.ledger import COLUMNS, Record
 from toolkit.textsafe import CsvWriter
-
-_RELATIVE = re.compile(r"(\d+)([smhdw])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_when(value: str | None, zone: tzinfo, *, now: datetime | None = None) -> datetime | None:
@@ -34,18 +30,18 @@ def parse_when(value: str | None, zone: tzinfo, *, now: datetime | None = None) 
     if value is None:
         return None
     now = now or datetime.now(UTC)
-    if m := _RELATIVE.fullmatch(value.strip()):
-        moment = now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
-    else:
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValidationError(
-                f"cannot read the time {value!r}",
-                hint="use 2026-11-21, 2026-11-21T14:30, 2026-11-21T14:30+01:00, or 90m / 12h / 7d",
-            ) from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=zone)
+    try:
+        back = duration_of(value)  # relative: that long before now
+        if back is not None:
+            return (now - back).astimezone(UTC)
+        moment = datetime.fromisoformat(value.strip())
+    except (ValueError, OverflowError):
+        raise ValidationError(
+            f"cannot read the time {value!r}",
+            hint="use 2026-11-21, 2026-11-21T14:30, 2026-11-21T14:30+01:00, or 90m / 12h / 7d",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
     return moment.astimezone(UTC)
 
 

@@ -87,7 +87,7 @@ def fan_out(command: F) -> F:
 
 
 def new_ticket(command: F) -> F:
-    """--category and --priority: how --ticket opens a ticket it has not seen before."""
+    """--category, --priority and --kind: how --ticket opens a ticket it has not seen before."""
     from toolkit.desk.tickets import CATEGORIES, PRIORITIES
 
     return _stack(
@@ -102,7 +102,15 @@ def new_ticket(command: F) -> F:
             type=click.Choice(PRIORITIES),
             help="Priority, if --ticket opens a new ticket.",
         ),
+        kind_option("Kind, if --ticket opens a new ticket [default: the task's, else incident]."),
     )
+
+
+def kind_option(text: str) -> Callable[[F], F]:
+    """--kind: incident or request (KPI.md's standard requests are measured apart)."""
+    from toolkit.desk.tickets import TICKET_KINDS
+
+    return click.option("--kind", type=click.Choice(TICKET_KINDS), help=text)
 
 
 def governance(command: F) -> F:

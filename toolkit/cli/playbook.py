@@ -89,6 +89,7 @@ def run(
     extra_vars: tuple[str, ...],
     category: str | None,
     priority: str | None,
+    kind: str | None,
     forks: int,
     break_glass: bool,
     reason: str | None,
@@ -125,6 +126,7 @@ def run(
             ticket,
             category=category or ("backup" if "backup" in name else "software"),
             priority=priority,
+            kind=kind,
             source=f"itops playbook {name}",
         )
     show = True  # progress goes to stderr, so --json output stays clean

@@ -12,7 +12,7 @@ from toolkit.automation.runbooks import Runbook, RunbookReport, StepRun
 from toolkit.cli import render
 from toolkit.cli.completion import complete_runbook, complete_targets
 from toolkit.cli.fix import parse_params, show_report
-from toolkit.cli.options import check_resolve, fan_out, resolve_option
+from toolkit.cli.options import check_resolve, fan_out, kind_option, resolve_option
 from toolkit.desk.tickets import PRIORITIES, check_ticket_id
 
 EPILOG = """\b
@@ -108,6 +108,7 @@ def show(app: App, name: str, as_json: bool) -> None:
                 "name": book.name,
                 "summary": book.summary,
                 "category": book.category,
+                "kind": book.kind,
                 "source": book.source,
                 "params": {
                     p.name: {"help": p.help, "required": p.required, "default": p.default}
@@ -175,6 +176,7 @@ def show(app: App, name: str, as_json: bool) -> None:
 @click.option(
     "--priority", type=click.Choice(PRIORITIES), help="Priority, if --ticket opens a new ticket."
 )
+@kind_option("Kind, if --ticket opens a new ticket [default: the runbook's, else incident].")
 @click.option(
     "--check", "check_only", is_flag=True, help="Run every step read-only: never changes a host."
 )
@@ -189,6 +191,7 @@ def run(
     params: tuple[str, ...],
     ticket: str | None,
     priority: str | None,
+    kind: str | None,
     check_only: bool,
     forks: int | None,
     connect_timeout: float | None,
@@ -225,6 +228,7 @@ def run(
             ticket,
             category=book.category,
             priority=priority,
+            kind=kind or book.kind,
             source=f"itops runbook {book.name}",
         )
     total = len(book.steps)

@@ -74,6 +74,7 @@ def show(app: App, name: str, as_json: bool) -> None:
             {
                 "name": entry.name,
                 "category": entry.category,
+                "kind": entry.kind,
                 "platforms": sorted(entry.platforms),
                 "summary": entry.summary,
                 "implementations": [
@@ -105,7 +106,8 @@ def show(app: App, name: str, as_json: bool) -> None:
     for spec in entry.specs:
         flags = ("   disruptive" if spec.disruptive else "") + _risk(spec)
         render.echo(
-            f"\n  category: {spec.category}   platforms: {', '.join(sorted(spec.platforms))}{flags}"
+            f"\n  category: {spec.category}   ticket kind: {spec.kind}   "
+            f"platforms: {', '.join(sorted(spec.platforms))}{flags}"
         )
         render.echo()
         render.echo(spec.doc)

@@ -13,7 +13,16 @@ import click
 from toolkit.app import App
 from toolkit.cli import render
 from toolkit.cli.options import reads_only
-from toolkit.desk.tickets import CATEGORIES, CHANNELS, PRIORITIES, STATES, TIERS, check_ticket_id
+from toolkit.desk.tickets import (
+    CATEGORIES,
+    CHANNELS,
+    DEFAULT_KIND,
+    PRIORITIES,
+    STATES,
+    TICKET_KINDS,
+    TIERS,
+    check_ticket_id,
+)
 from toolkit.errors import NotFound
 
 if TYPE_CHECKING:
@@ -32,6 +41,7 @@ def ticket() -> None:
     \b
     Examples:
       itops ticket open INC-1042 -p P2 -c printer --host ws-042 --requester ana --at 15m
+      itops ticket open REQ-77 --kind request -p P4 -c software --summary 'install 7-Zip'
       itops ticket respond INC-1042 --note "called back" --at 10m
       itops ticket resolve INC-1042 --code fixed --first-contact
       itops ticket show INC-1042
@@ -111,6 +121,14 @@ def _event_command(
     "--category", "-c", default="other", show_default=True, help="e.g. " + ", ".join(CATEGORIES)
 )
 @click.option("--priority", "-p", type=click.Choice(PRIORITIES), default="P3", show_default=True)
+@click.option(
+    "--kind",
+    type=click.Choice(TICKET_KINDS),
+    default=DEFAULT_KIND,
+    show_default=True,
+    help="request: a standard request (password reset, account or permission change, software "
+    "install), measured apart from incidents in the KPIs.",
+)
 @click.option("--requester", help="Who asked (user name or e-mail).")
 @click.option("--contact", help="How to reach the requester.")
 @click.option("--channel", type=click.Choice(CHANNELS), help="Where the request came in.")
@@ -132,8 +150,9 @@ def open_(
     """Open a ticket (an id from the desk, or a generated one).
 
     \b
-    Example:
+    Examples:
       itops ticket open INC-1042 -p P2 -c printer --host ws-042 --requester ana --channel phone
+      itops ticket open REQ-77 --kind request -p P4 -c account --requester ana -s 'new VPN group'
     """
     from toolkit.desk.tickets import new_ticket_id
 
@@ -244,13 +263,16 @@ _event_command(
 _event_command(
     "update",
     "updated",
-    "Correct what the ticket says: priority, category, assignee, tier or summary (recorded as\n"
-    "an event; the SLA targets follow a new priority, from the ticket's opening).\n\n\b\nExamples:\n"
+    "Correct what the ticket says: priority, category, kind, assignee, tier or summary (recorded\n"
+    "as an event; the SLA targets follow a new priority, from the ticket's opening).\n\n\b\n"
+    "Examples:\n"
     "  itops ticket update INC-1042 --priority P1 --reason 'whole floor cannot print'\n"
+    "  itops ticket update REQ-77 --kind request --reason 'a standard install, not a fault'\n"
     "  itops ticket update INC-1042 --assignee jdoe --summary 'queue office paused'",
     [
         click.option("--priority", "-p", type=click.Choice(PRIORITIES)),
         click.option("--category", "-c", help="e.g. " + ", ".join(CATEGORIES)),
+        click.option("--kind", type=click.Choice(TICKET_KINDS), help="incident or request."),
         click.option("--assignee"),
         click.option("--tier", type=click.Choice(TIERS)),
         click.option("--summary", "-s"),
@@ -311,6 +333,7 @@ def _summary_dict(s: TicketSummary, policy: Policy, now: float) -> dict[str, Any
         "state": s.state,
         "priority": s.priority,
         "category": s.category,
+        "kind": s.kind,
         "requester": s.requester,
         "hosts": list(s.hosts),
         "assignee": s.assignee,
@@ -376,7 +399,8 @@ def show(app: App, ticket_id: str, as_json: bool) -> None:
         render.echo(ticket_id, bold=True, nl=False)
         who = f"{summary.assignee or 'unassigned'}" + (f" ({summary.tier})" if summary.tier else "")
         render.echo(
-            f"  {summary.priority} {summary.category}  {summary.state}  assignee {who}"
+            f"  {summary.priority} {summary.category} {summary.kind}  {summary.state}  "
+            f"assignee {who}"
             + (f"  requester {summary.requester}" if summary.requester else "")
             + (f"  hosts {', '.join(summary.hosts)}" if summary.hosts else "")
         )
@@ -431,6 +455,7 @@ def show(app: App, ticket_id: str, as_json: bool) -> None:
 @click.option("--state", type=click.Choice([*STATES, "active"]), help="active = open or waiting.")
 @click.option("--priority", type=click.Choice(PRIORITIES))
 @click.option("--category")
+@click.option("--kind", type=click.Choice(TICKET_KINDS), help="Only incidents, or only requests.")
 @click.option("--assignee")
 @click.option("--breached", is_flag=True, help="Only tickets past an SLA target now.")
 @click.option(
@@ -448,6 +473,7 @@ def list_(
     state: str | None,
     priority: str | None,
     category: str | None,
+    kind: str | None,
     assignee: str | None,
     breached: bool,
     limit: int,
@@ -459,13 +485,16 @@ def list_(
     Examples:
       itops ticket list --state active --breached
       itops ticket list --priority P1 --assignee ana --json
+      itops ticket list --kind request --state active
     """
     from toolkit.desk.service import policy_for, projection_for
 
     policy = policy_for(app.workspace)
     projection = projection_for(app, policy)
     try:
-        tickets = projection.tickets(priority=priority, category=category, assignee=assignee)
+        tickets = projection.tickets(
+            priority=priority, category=category, kind=kind, assignee=assignee
+        )
         render.warn_anomalies(projection.anomalies())
     finally:
         projection.close()
@@ -483,13 +512,14 @@ def list_(
     total = len(tickets)
     shown = tickets[-limit:] if limit else tickets
     render.table(
-        ["ticket", "opened", "prio", "category", "state", "assignee", "SLA", "summary"],
+        ["ticket", "opened", "prio", "category", "kind", "state", "assignee", "SLA", "summary"],
         [
             (
                 t.ticket,
                 _local(t.opened_at, policy),
                 t.priority,
                 t.category,
+                t.kind,
                 t.state,
                 t.assignee or "",
                 "BREACHED" if t.breached(policy, now) else "ok",

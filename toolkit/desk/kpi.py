@@ -6,6 +6,10 @@ KPI names in snake_case; durations in business minutes, rates as fractions 0–1
 target and whether it was met. With a grouping, `groups` maps each group to an object of the same
 shape.
 
+Incidents and requests (a ticket's `kind`) are measured apart: the time to resolve (MTTR) is over
+incidents, the time to fulfil over requests; counts, SLA compliance and the automation rate are
+also given per kind; every other figure is over all tickets.
+
 Period rules: every clock of one object is judged at one instant, `as_of` = min(until, now) — the
 current time is read once (`as_of`), so a period that has ended gives the same object whenever it
 is computed (what can still move it is the record: back-dated events, and the figures defined by
@@ -35,7 +39,7 @@ from toolkit.desk.sla import Policy
 from toolkit.desk.tickets import ActionFact, TicketSummary
 
 SCHEMA = "itops.kpi/1"
-GROUPINGS = ("category", "priority", "assignee", "tier", "host")
+GROUPINGS = ("category", "priority", "kind", "assignee", "tier", "host")
 RUN_OUTCOMES = ("fixed", "failed", "unreachable")
 UP_OUTCOMES = ("already-ok", "fixed", "ok")
 LOWER_IS_BETTER = (
@@ -45,6 +49,9 @@ LOWER_IS_BETTER = (
     "time_to_resolve_mean",
     "time_to_resolve_median",
     "time_to_resolve_p90",
+    "time_to_fulfil_mean",
+    "time_to_fulfil_median",
+    "time_to_fulfil_p90",
     "escalation_rate",
     "recurrence_rate",
     "reopen_rate",
@@ -161,7 +168,11 @@ def compute(
     opened = resolved = counted = on_time = 0
     in_time = first_contact = escalated = reopened = automated = 0
     respond: list[float] = []
+    # per kind: [opened, counted, on_time, resolved, in_time, automated], and the durations
+    # (incidents: time to resolve, MTTR; requests: time to fulfil)
+    tally = {"incident": [0] * 6, "request": [0] * 6}
     resolve: list[float] = []
+    fulfil: list[float] = []
     recurring: list[TicketSummary] = []
     surveys: list[int] = []
     complaints = 0
@@ -170,28 +181,39 @@ def compute(
     recurs = recurrence.recurs
     for t in tickets:
         o, r = t.opened_at, t.resolved_at
+        is_request = t.kind == "request"
+        kind = tally["request" if is_request else "incident"]
         if since <= o < until:
             opened += 1
+            kind[0] += 1
             ra = t.response_at
             if ra is not None and ra <= at:
                 counted += 1
-                on_time += ra <= t.response_due
+                kind[1] += 1
+                hit = ra <= t.response_due
+                on_time += hit
+                kind[2] += hit
                 respond.append(t.response_minutes or 0.0)
             elif t.response_due < at:
                 # no response by as_of and already past its target then: a breach (KPI.md);
                 # one answered or due only after as_of is neither hit nor miss of this period
                 counted += 1
+                kind[1] += 1
             escalated += t.escalations > 0
             if t.assignee:
                 assigned.append(t)
         if r is not None and since <= r < until:
             resolved += 1
+            kind[3] += 1
             minutes = t.resolution_minutes or 0.0
-            resolve.append(minutes)
-            in_time += minutes <= t.resolution_target
+            (fulfil if is_request else resolve).append(minutes)
+            within = minutes <= t.resolution_target
+            in_time += within
+            kind[4] += within
             first_contact += bool(t.first_contact and not t.escalations and not t.reopens)
             reopened += t.reopens > 0
             automated += bool(t.automated)
+            kind[5] += bool(t.automated)
             if recurs(t, window):
                 recurring.append(t)
         if t.survey_at is not None and since <= t.survey_at < until and t.survey_score is not None:
@@ -211,17 +233,30 @@ def compute(
         and a.outcome in RUN_OUTCOMES
     ]
     respond_stats, resolve_stats = _minutes(respond), _minutes(resolve)
+    fulfil_stats = _minutes(fulfil)
+    incident, request = tally["incident"], tally["request"]
     out: dict[str, Any] = {
         "tickets_opened": opened,
+        "incidents_opened": incident[0],
+        "requests_opened": request[0],
         "tickets_resolved": resolved,
+        "incidents_resolved": incident[3],
+        "requests_fulfilled": request[3],
         "response_sla_compliance": _rate(on_time, counted),
         "resolution_sla_compliance": _rate(in_time, resolved),
+        "incident_response_sla_compliance": _rate(incident[2], incident[1]),
+        "incident_resolution_sla_compliance": _rate(incident[4], incident[3]),
+        "request_response_sla_compliance": _rate(request[2], request[1]),
+        "request_fulfilment_sla_compliance": _rate(request[4], request[3]),
         "time_to_respond_mean": respond_stats[0],
         "time_to_respond_median": respond_stats[1],
         "time_to_respond_p90": respond_stats[2],
         "time_to_resolve_mean": resolve_stats[0],
         "time_to_resolve_median": resolve_stats[1],
         "time_to_resolve_p90": resolve_stats[2],
+        "time_to_fulfil_mean": fulfil_stats[0],
+        "time_to_fulfil_median": fulfil_stats[1],
+        "time_to_fulfil_p90": fulfil_stats[2],
         "first_contact_resolution_rate": _rate(first_contact, resolved),
         "escalation_rate": _rate(escalated, opened),
         "recurrence_rate": _rate(len(recurring), resolved),
@@ -235,6 +270,8 @@ def compute(
         "backlog_age_mean": statistics.fmean(ages) if ages else None,
         "backlog_age_max": max(ages) if ages else None,
         "automation_rate": _rate(automated, resolved),
+        "incident_automation_rate": _rate(incident[5], incident[3]),
+        "request_automation_rate": _rate(request[5], request[3]),
         "remediation_runs": len(runs),
         "remediation_success_rate": _rate(sum(1 for a in runs if a.outcome == "fixed"), len(runs)),
         "remediation_by_task": _success_by(runs, lambda a: a.task),
@@ -431,6 +468,8 @@ class WeekRow(Protocol):
     def resolution_minutes(self) -> float | None: ...
     @property
     def resolution_target(self) -> float: ...
+    @property
+    def kind(self) -> str: ...
 
 
 class TrendRow(NamedTuple):
@@ -440,13 +479,15 @@ class TrendRow(NamedTuple):
     resolved_at: float | None
     resolution_minutes: float | None
     resolution_target: float
+    kind: str
 
 
 def weekly(
     tickets: Sequence[WeekRow], policy: Policy, since: float, until: float, now: float | None = None
 ) -> list[dict[str, Any]]:
-    """Per week (Monday 00:00 in the calendar's zone): opened, resolved, compliance and MTTR,
-    every clock judged at the period's as_of, as in the KPI object."""
+    """Per week (Monday 00:00 in the calendar's zone): opened, resolved, compliance, MTTR (of
+    incidents) and the mean time to fulfil (of requests), every clock judged at the period's
+    as_of, as in the KPI object."""
     at = as_of(until, now)
     zone = policy.calendar.zone
     start = datetime.fromtimestamp(since, zone)
@@ -484,7 +525,7 @@ def weekly(
             w.resolved += 1
             minutes = t.resolution_minutes or 0.0
             w.resolved_in_time += minutes <= t.resolution_target
-            w.minutes.append(minutes)
+            (w.fulfil if t.kind == "request" else w.minutes).append(minutes)
     out = []
     for w in weeks:
         out.append(
@@ -495,6 +536,7 @@ def weekly(
                 "response_sla_compliance": _rate(w.responses_on_time, w.responses),
                 "resolution_sla_compliance": _rate(w.resolved_in_time, w.resolved),
                 "time_to_resolve_mean": statistics.fmean(w.minutes) if w.minutes else None,
+                "time_to_fulfil_mean": statistics.fmean(w.fulfil) if w.fulfil else None,
             }
         )
     return out
@@ -510,4 +552,5 @@ class _Week:
     responses: int = 0
     responses_on_time: int = 0
     resolved_in_time: int = 0
-    minutes: list[float] = field(default_factory=list)
+    minutes: list[float] = field(default_factory=list)  # incidents' resolution times
+    fulfil: list[float] = field(default_factory=list)  # requests' fulfilment times

@@ -34,7 +34,7 @@ from toolkit.desk.projection import SUMMARY_SQL, Projection, _summary
 from toolkit.desk.sla import Policy
 from toolkit.desk.tickets import ActionFact, TicketSummary
 
-_COLUMN_GROUPS = ("category", "priority", "assignee", "tier")
+_COLUMN_GROUPS = ("category", "priority", "kind", "assignee", "tier")
 
 
 def _source(by: str | None) -> tuple[str, str]:
@@ -105,6 +105,7 @@ def grouped(
     resolved_in = "t.resolved_at >= :since AND t.resolved_at < :until"
     recurred = "t.recurs_at IS NOT NULL AND t.recurs_at <= t.resolved_at + :window"
     surveyed = "t.survey_at >= :since AND t.survey_at < :until AND t.survey_score IS NOT NULL"
+    request = "t.kind = 'request'"  # anything else is an incident, as in toolkit.desk.kpi
     acc: dict[str, dict[str, Any]] = {}
 
     def slot(name: str) -> dict[str, Any]:
@@ -114,7 +115,9 @@ def grouped(
                 "opened": 0, "counted": 0, "on_time": 0, "escalated": 0, "resolved": 0,
                 "in_time": 0, "fcr": 0, "reopened": 0, "automated": 0, "recurring": 0,
                 "surveys": 0, "score_sum": 0, "score_4": 0, "complaints": 0,
-                "respond": [], "resolve": [], "backlog": [], "assigned": {},
+                "respond": [], "resolve": [], "fulfil": [], "backlog": [], "assigned": {},
+                "r_opened": 0, "r_counted": 0, "r_on_time": 0, "r_resolved": 0,
+                "r_in_time": 0, "r_automated": 0,
                 "recurring_hosts": {}, "recurring_categories": {},
             }  # fmt: skip
         return found
@@ -137,22 +140,28 @@ def grouped(
                 cursor.close()
 
         pg = projection.dialect == "postgresql"
-        # 1. every count and sum, one scan
+        # 1. every count and sum, one scan: over all tickets, then over the requests alone
+        # (an incident's figure is the difference)
+        counted = (
+            "WHEN t.response_at IS NOT NULL AND t.response_at <= :at THEN 1 "
+            "WHEN t.response_due < :at THEN 1 ELSE 0 END"
+        )
+        on_time = (
+            "t.response_at IS NOT NULL AND t.response_at <= :at AND t.response_at <= t.response_due"
+        )
+        in_time = "COALESCE(t.resolution_minutes, 0) <= t.resolution_target"
         for (
-            name, opened, counted, on_time, escalated, resolved, in_time, fcr, reopened,
-            automated, recurring, surveys, score_sum, score_4,
+            name, opened, counted_, on_time_, escalated, resolved, in_time_, fcr, reopened,
+            automated, recurring, surveys, score_sum, score_4, r_opened, r_counted, r_on_time,
+            r_resolved, r_in_time, r_automated,
         ) in rows(
             f"SELECT {g}, "
             f"SUM(CASE WHEN {opened_in} THEN 1 ELSE 0 END), "
-            f"SUM(CASE WHEN NOT ({opened_in}) THEN 0 "
-            "WHEN t.response_at IS NOT NULL AND t.response_at <= :at THEN 1 "
-            "WHEN t.response_due < :at THEN 1 ELSE 0 END), "
-            f"SUM(CASE WHEN {opened_in} AND t.response_at IS NOT NULL AND t.response_at <= :at "
-            "AND t.response_at <= t.response_due THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN NOT ({opened_in}) THEN 0 {counted}), "
+            f"SUM(CASE WHEN {opened_in} AND {on_time} THEN 1 ELSE 0 END), "
             f"SUM(CASE WHEN {opened_in} AND t.escalations > 0 THEN 1 ELSE 0 END), "
             f"SUM(CASE WHEN {resolved_in} THEN 1 ELSE 0 END), "
-            f"SUM(CASE WHEN {resolved_in} AND COALESCE(t.resolution_minutes, 0) "
-            "<= t.resolution_target THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN {resolved_in} AND {in_time} THEN 1 ELSE 0 END), "
             f"SUM(CASE WHEN {resolved_in} AND t.first_contact = 1 AND t.escalations = 0 "
             "AND t.reopens = 0 THEN 1 ELSE 0 END), "
             f"SUM(CASE WHEN {resolved_in} AND t.reopens > 0 THEN 1 ELSE 0 END), "
@@ -160,27 +169,35 @@ def grouped(
             f"SUM(CASE WHEN {resolved_in} AND {recurred} THEN 1 ELSE 0 END), "
             f"SUM(CASE WHEN {surveyed} THEN 1 ELSE 0 END), "
             f"SUM(CASE WHEN {surveyed} THEN t.survey_score ELSE 0 END), "
-            f"SUM(CASE WHEN {surveyed} AND t.survey_score >= 4 THEN 1 ELSE 0 END) "
+            f"SUM(CASE WHEN {surveyed} AND t.survey_score >= 4 THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN {request} AND {opened_in} THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN NOT ({request} AND {opened_in}) THEN 0 {counted}), "
+            f"SUM(CASE WHEN {request} AND {opened_in} AND {on_time} THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN {request} AND {resolved_in} THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN {request} AND {resolved_in} AND {in_time} THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN {request} AND {resolved_in} AND t.automated = 1 THEN 1 ELSE 0 END) "
             f"FROM {source} GROUP BY 1"
         ):  # fmt: skip
             slot(name).update(
-                opened=opened, counted=counted, on_time=on_time, escalated=escalated,
-                resolved=resolved, in_time=in_time, fcr=fcr, reopened=reopened,
+                opened=opened, counted=counted_, on_time=on_time_, escalated=escalated,
+                resolved=resolved, in_time=in_time_, fcr=fcr, reopened=reopened,
                 automated=automated, recurring=recurring, surveys=surveys,
-                score_sum=score_sum, score_4=score_4,
+                score_sum=score_sum, score_4=score_4, r_opened=r_opened, r_counted=r_counted,
+                r_on_time=r_on_time, r_resolved=r_resolved, r_in_time=r_in_time,
+                r_automated=r_automated,
             )  # fmt: skip
         # 2. what needs order: the durations of the period's tickets (narrow rows: fast to fetch)
-        for name, respond, resolve in rows(
+        for name, respond, resolve, kind in rows(
             f"SELECT {g}, CASE WHEN {opened_in} AND t.response_at <= :at "
             "THEN t.response_minutes END, "
-            f"CASE WHEN {resolved_in} THEN COALESCE(t.resolution_minutes, 0) END "
+            f"CASE WHEN {resolved_in} THEN COALESCE(t.resolution_minutes, 0) END, t.kind "
             f"FROM {source} WHERE ({opened_in}) OR ({resolved_in})"
         ):
             s = acc[name]
             if respond is not None:
                 s["respond"].append(respond)
             if resolve is not None:
-                s["resolve"].append(resolve)
+                s["fulfil" if kind == "request" else "resolve"].append(resolve)
         # 3. workload per engineer, and what recurred
         for name, assignee, priority, count in rows(
             f"SELECT {g}, t.assignee, t.priority, COUNT(*) FROM {source} "
@@ -249,7 +266,7 @@ def trend_rows(projection: Projection, since: float, until: float) -> list[Trend
     ph = projection.mark
     sql = (
         "SELECT opened_at, response_at, response_due, resolved_at, resolution_minutes, "
-        f"resolution_target FROM kpi_facts WHERE (opened_at >= {ph} AND opened_at < {ph}) "
+        f"resolution_target, kind FROM kpi_facts WHERE (opened_at >= {ph} AND opened_at < {ph}) "
         f"OR (resolved_at >= {ph} AND resolved_at < {ph})"
     )
     with projection.engine.connect() as conn:
@@ -316,6 +333,7 @@ def _assemble(
         and a.outcome in RUN_OUTCOMES
     ]
     respond, resolve = _minutes(s["respond"]), _minutes(s["resolve"])
+    fulfil = _minutes(s["fulfil"])
     workload: dict[str, dict[str, Any]] = {
         who: {"tickets": n, "weighted_tickets": w, "actions": 0}
         for who, (n, w) in s["assigned"].items()
@@ -325,17 +343,34 @@ def _assemble(
             workload.setdefault(a.operator, {"tickets": 0, "weighted_tickets": 0.0, "actions": 0})
             workload[a.operator]["actions"] += 1
     resolved, surveys = s["resolved"], s["surveys"]
+    fulfilled = s["r_resolved"]
+    incidents_resolved = resolved - fulfilled
     out: dict[str, Any] = {
         "tickets_opened": s["opened"],
+        "incidents_opened": s["opened"] - s["r_opened"],
+        "requests_opened": s["r_opened"],
         "tickets_resolved": resolved,
+        "incidents_resolved": incidents_resolved,
+        "requests_fulfilled": fulfilled,
         "response_sla_compliance": _rate(s["on_time"], s["counted"]),
         "resolution_sla_compliance": _rate(s["in_time"], resolved),
+        "incident_response_sla_compliance": _rate(
+            s["on_time"] - s["r_on_time"], s["counted"] - s["r_counted"]
+        ),
+        "incident_resolution_sla_compliance": _rate(
+            s["in_time"] - s["r_in_time"], incidents_resolved
+        ),
+        "request_response_sla_compliance": _rate(s["r_on_time"], s["r_counted"]),
+        "request_fulfilment_sla_compliance": _rate(s["r_in_time"], fulfilled),
         "time_to_respond_mean": respond[0],
         "time_to_respond_median": respond[1],
         "time_to_respond_p90": respond[2],
         "time_to_resolve_mean": resolve[0],
         "time_to_resolve_median": resolve[1],
         "time_to_resolve_p90": resolve[2],
+        "time_to_fulfil_mean": fulfil[0],
+        "time_to_fulfil_median": fulfil[1],
+        "time_to_fulfil_p90": fulfil[2],
         "first_contact_resolution_rate": _rate(s["fcr"], resolved),
         "escalation_rate": _rate(s["escalated"], s["opened"]),
         "recurrence_rate": _rate(s["recurring"], resolved),
@@ -349,6 +384,8 @@ def _assemble(
         "backlog_age_mean": statistics.fmean(ages) if ages else None,
         "backlog_age_max": max(ages) if ages else None,
         "automation_rate": _rate(s["automated"], resolved),
+        "incident_automation_rate": _rate(s["automated"] - s["r_automated"], incidents_resolved),
+        "request_automation_rate": _rate(s["r_automated"], fulfilled),
         "remediation_runs": len(runs),
         "remediation_success_rate": _rate(sum(1 for a in runs if a.outcome == "fixed"), len(runs)),
         "remediation_by_task": _success_by(runs, lambda a: a.task),

@@ -55,7 +55,7 @@ from toolkit.desk.tickets import (
 )
 
 KPI_LOCK_KEY = 0x17_0B_55_C4_F  # serialises projection writers on PostgreSQL
-VERSION = "6"  # 6: skipped runs are no first response
+VERSION = "7"  # 6: skipped runs are no first response; 7: the ticket's kind
 CHUNK = 500
 
 metadata = MetaData()
@@ -68,6 +68,7 @@ kpi_tickets = Table(
     Column("opened_at", Float, nullable=False),
     Column("category", String(64), nullable=False),
     Column("priority", String(8), nullable=False),
+    Column("kind", String(16), nullable=False),
     Column("requester", String(255)),
     Column("channel", String(32)),
     Column("hosts", Text),
@@ -109,6 +110,7 @@ kpi_facts = Table(
     Column("ticket", String(64), primary_key=True),
     Column("category", String(64), nullable=False),
     Column("priority", String(8), nullable=False),
+    Column("kind", String(16), nullable=False),
     Column("assignee", String(128)),
     Column("tier", String(8)),
     Column("requester", String(255)),
@@ -181,16 +183,23 @@ _ACTION_COLUMNS = [
 _SEP = "\x1f"
 
 
+_FIELD = {name: i for i, name in enumerate(TicketSummary._fields)}
+_HOSTS = _FIELD["hosts"]
+_FLAGS = [_FIELD[n] for n in ("always", "first_contact", "automated", "confirmed")]
+_INTERVALS, _SPANS = _FIELD["intervals"], _FIELD["resolved_spans"]
+_COMPLAINTS, _ANOMALIES = _FIELD["complaints"], _FIELD["anomalies"]
+
+
 def _row(s: TicketSummary) -> tuple[Any, ...]:
     """A summary as a projection row (TicketSummary's fields are the table's columns, in order)."""
     row: list[Any] = list(s)
-    row[7] = _SEP.join(s.hosts) if s.hosts else None
-    for k in (11, 23, 24, 28):
+    row[_HOSTS] = _SEP.join(s.hosts) if s.hosts else None
+    for k in _FLAGS:
         row[k] = int(bool(row[k]))
-    row[19] = json.dumps(list(s.intervals), separators=(",", ":"))
-    row[20] = json.dumps(list(s.resolved_spans), separators=(",", ":"))
-    row[27] = json.dumps(list(s.complaints)) if s.complaints else None
-    row[32] = json.dumps(list(s.anomalies)) if s.anomalies else None
+    row[_INTERVALS] = json.dumps(list(s.intervals), separators=(",", ":"))
+    row[_SPANS] = json.dumps(list(s.resolved_spans), separators=(",", ":"))
+    row[_COMPLAINTS] = json.dumps(list(s.complaints)) if s.complaints else None
+    row[_ANOMALIES] = json.dumps(list(s.anomalies)) if s.anomalies else None
     return tuple(row)
 
 
@@ -237,35 +246,36 @@ def _summary(r: Sequence[Any]) -> TicketSummary:
         r[4],
         r[5],
         r[6],
-        tuple(r[7].split(_SEP)) if r[7] else (),
-        r[8],
+        r[7],
+        tuple(r[8].split(_SEP)) if r[8] else (),
         r[9],
         r[10],
-        bool(r[11]),
-        r[12],
+        r[11],
+        bool(r[12]),
         r[13],
         r[14],
         r[15],
         r[16],
         r[17],
         r[18],
-        Intervals(r[19]),
-        Intervals(r[20]) if r[20] != "[]" else (),
-        r[21],
+        r[19],
+        Intervals(r[20]),
+        Intervals(r[21]) if r[21] != "[]" else (),
         r[22],
-        bool(r[23]),
+        r[23],
         bool(r[24]),
-        r[25],
+        bool(r[25]),
         r[26],
-        tuple(json.loads(r[27])) if r[27] else (),
-        bool(r[28]),
-        r[29],
+        r[27],
+        tuple(json.loads(r[28])) if r[28] else (),
+        bool(r[29]),
         r[30],
         r[31],
-        tuple(json.loads(r[32])) if r[32] else (),
-        r[33],
+        r[32],
+        tuple(json.loads(r[33])) if r[33] else (),
         r[34],
         r[35],
+        r[36],
     )
 
 
@@ -435,7 +445,7 @@ class Projection:
         get = (recurs or {}).get
         facts = [(*(r[i] for i in _FACT_INDEX), get(r[0])) for r in rows]
         self._insert_many(conn, "kpi_facts", [*_FACT_COLUMNS, "recurs_at"], facts)
-        hosts = [(r[0], h) for r in rows if r[7] for h in r[7].split(_SEP)]
+        hosts = [(r[0], h) for r in rows if r[_HOSTS] for h in r[_HOSTS].split(_SEP)]
         self._insert_many(conn, "kpi_hosts", ["ticket", "host"], hosts)
 
     def _recurrence(self, conn: Any) -> None:

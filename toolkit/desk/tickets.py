@@ -40,6 +40,12 @@ CATEGORIES = (
     "other",
 )
 PRIORITIES = ("P1", "P2", "P3", "P4")
+# What a ticket is: an `incident` (something broke) or a `request` (KPI.md's standard requests:
+# a password reset, an account or permission change, a software install). Requests are measured
+# apart: their fulfilment time is not incident resolution time (MTTR). A ticket opened without a
+# kind, as every ticket was before kinds existed, is an incident.
+TICKET_KINDS = ("incident", "request")
+DEFAULT_KIND = "incident"
 TIERS = ("L1", "L2", "L3", "ops")
 CHANNELS = ("phone", "email", "chat", "portal", "walk-in", "monitoring", "itops", "other")
 STATES = ("open", "waiting", "resolved", "confirmed", "closed")
@@ -91,6 +97,7 @@ FIELDS: dict[str, dict[str, tuple[type, bool]]] = {
         "channel": _TEXT,
         "category": _TEXT,
         "priority": _TEXT,
+        "kind": _TEXT,
         "hosts": (list, False),
         "assignee": _TEXT,
         "tier": _TEXT,
@@ -104,6 +111,7 @@ FIELDS: dict[str, dict[str, tuple[type, bool]]] = {
     "updated": {
         "priority": _TEXT,
         "category": _TEXT,
+        "kind": _TEXT,
         "assignee": _TEXT,
         "tier": _TEXT,
         "summary": _TEXT,
@@ -148,7 +156,7 @@ _REQUIRED = {e: tuple(n for n, (_, req) in spec.items() if req) for e, spec in F
 # Longest values the KPI tables hold (PostgreSQL enforces column lengths: one longer value in
 # the append-only ledger would stop every later KPI refresh).
 _LIMITS = {"requester": 255, "assignee": 128, "hosts": 255}
-_VALUED = frozenset({"priority", "tier", "channel", "category", "score", *_LIMITS})
+_VALUED = frozenset({"priority", "kind", "tier", "channel", "category", "score", *_LIMITS})
 
 
 def check_fields(event: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,7 +200,7 @@ def check_fields(event: str, data: Mapping[str, Any]) -> dict[str, Any]:
             raise TicketError(f"{event}: {name} is required")
     if event == "updated" and not set(out) & _UPDATABLE:
         raise TicketError(
-            "update: nothing to change", hint="give --priority, --category, --assignee, "
+            "update: nothing to change", hint="give --priority, --category, --kind, --assignee, "
             "--tier or --summary"
         )  # fmt: skip
     if valued:
@@ -200,8 +208,13 @@ def check_fields(event: str, data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-_CHOICES = (("priority", PRIORITIES), ("tier", TIERS), ("channel", CHANNELS))
-_UPDATABLE = {"priority", "category", "assignee", "tier", "summary"}
+_CHOICES = (
+    ("priority", PRIORITIES),
+    ("kind", TICKET_KINDS),
+    ("tier", TIERS),
+    ("channel", CHANNELS),
+)
+_UPDATABLE = {"priority", "category", "kind", "assignee", "tier", "summary"}
 
 
 def _check_values(event: str, data: Mapping[str, Any]) -> None:
@@ -457,6 +470,7 @@ class TicketSummary(NamedTuple):
     opened_at: float
     category: str
     priority: str
+    kind: str  # incident or request (TICKET_KINDS)
     requester: str | None
     channel: str | None
     hosts: tuple[str, ...]
@@ -576,7 +590,9 @@ def summarize(
             tier = data.get("tier", tier)
             assignee = data.get("assignee", assignee)
         elif name == "updated":
-            opened.update({k: data[k] for k in ("priority", "category", "summary") if k in data})
+            opened.update(
+                {k: data[k] for k in ("priority", "category", "kind", "summary") if k in data}
+            )
             tier = data.get("tier", tier)
             assignee = data.get("assignee", assignee)
         elif name == "waiting" or (name == "resolved" and state == "open"):
@@ -640,6 +656,7 @@ def summarize(
         opened_at=opened_at,
         category=str(opened.get("category") or "other"),
         priority=priority,
+        kind=opened["kind"] if opened.get("kind") in TICKET_KINDS else DEFAULT_KIND,
         requester=opened.get("requester"),
         channel=opened.get("channel"),
         hosts=tuple(hosts),
@@ -724,10 +741,12 @@ def ensure(
     *,
     category: str | None = None,
     priority: str | None = None,
+    kind: str | None = None,
     summary: str | None = None,
     source: str = "itops",
 ) -> Record | None:
     """Open a local ticket for an id the ledger has not seen; returns the new event, if any.
+    `kind` (incident or request) is recorded on the opened event; default incident.
 
     Idempotent at the store: runs racing to open the same new ticket record it once."""
     from toolkit.ledger import Entry
@@ -737,9 +756,12 @@ def ensure(
         raise ValidationError(f"unknown category {category!r}", hint=", ".join(CATEGORIES))
     if priority is not None and priority not in PRIORITIES:
         raise ValidationError(f"unknown priority {priority!r}", hint=", ".join(PRIORITIES))
+    if kind is not None and kind not in TICKET_KINDS:
+        raise ValidationError(f"unknown ticket kind {kind!r}", hint=", ".join(TICKET_KINDS))
     data: Mapping[str, Any] = {
         "category": category or "other",
         "priority": priority or "P3",
+        "kind": kind or DEFAULT_KIND,
         "summary": summary,
         "source": source,
         "channel": "itops",

@@ -329,6 +329,7 @@ class TaskSpec:
     risky: bool | str = False  # True, or the name of a bool parameter that makes a run risky
     risky_on_core: bool = False  # risky on the hosts the workspace policy calls core devices
     source: str = ""
+    kind: str = "incident"  # the kind of ticket a run opens: incident, or a standard request
 
     @property
     def code_sha256(self) -> str:
@@ -396,6 +397,12 @@ class Task:
         return self.specs[0].category
 
     @property
+    def kind(self) -> str:
+        """The kind of ticket a run of this task opens (`itops fix --ticket NEW-ID`): a
+        standard request (a password reset, an install) or an incident."""
+        return self.specs[0].kind
+
+    @property
     def platforms(self) -> frozenset[str]:
         return frozenset().union(*(s.platforms for s in self.specs))
 
@@ -434,10 +441,17 @@ def remediation(
     disruptive: bool = False,
     risky: bool | str = False,
     risky_on_core: bool = False,
+    kind: str = "incident",
 ) -> Any:
-    """Mark a Remediation subclass as a catalog entry (the Catalog collects it when loading)."""
+    """Mark a Remediation subclass as a catalog entry (the Catalog collects it when loading).
+
+    `kind`: the kind of ticket a run opens when its --ticket is new — `request` for a task that
+    fulfils one of KPI.md's standard requests (a password reset, an account or permission
+    change, a software install), measured apart from incidents in the KPIs."""
     if not _TASK_NAME.fullmatch(name):
         raise ValueError(f"invalid remediation name {name!r} (use domain.action, lower case)")
+    if kind not in ("incident", "request"):
+        raise ValueError(f"@remediation({name!r}): kind must be incident or request, not {kind!r}")
 
     def mark(cls: R) -> R:
         if not (isinstance(cls, type) and issubclass(cls, Remediation)):
@@ -467,6 +481,7 @@ def remediation(
             disruptive=disruptive,
             risky=risky,
             risky_on_core=risky_on_core,
+            kind=kind,
         )
         return cls
 

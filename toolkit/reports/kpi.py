@@ -23,8 +23,12 @@ TILES = (
     ("response_sla_compliance", "Response SLA"),
     ("resolution_sla_compliance", "Resolution SLA"),
     ("time_to_respond_median", "Median time to respond"),
-    ("time_to_resolve_mean", "MTTR (mean)"),
+    ("time_to_resolve_mean", "MTTR, incidents (mean)"),
     ("time_to_resolve_p90", "Time to resolve p90"),
+    ("time_to_fulfil_mean", "Request fulfilment (mean)"),
+    ("time_to_fulfil_p90", "Request fulfilment p90"),
+    ("incident_resolution_sla_compliance", "Incident resolution SLA"),
+    ("request_fulfilment_sla_compliance", "Request fulfilment SLA"),
     ("first_contact_resolution_rate", "First-contact resolution"),
     ("escalation_rate", "Escalation rate"),
     ("recurrence_rate", "Recurrence rate"),
@@ -35,17 +39,21 @@ TILES = (
     ("backlog_open", "Backlog (open)"),
     ("backlog_past_sla", "Backlog past SLA"),
     ("automation_rate", "Automation rate"),
+    ("request_automation_rate", "Requests fulfilled by itops"),
     ("remediation_success_rate", "Remediation success"),
     ("tickets_opened", "Tickets opened"),
     ("tickets_resolved", "Tickets resolved"),
+    ("incidents_resolved", "Incidents resolved"),
+    ("requests_fulfilled", "Requests fulfilled"),
 )
-BREAKDOWNS = ("category", "priority", "assignee")
+BREAKDOWNS = ("kind", "category", "priority", "assignee")
 BREAKDOWN_COLUMNS = (
     "tickets_opened",
     "tickets_resolved",
     "response_sla_compliance",
     "resolution_sla_compliance",
     "time_to_resolve_mean",
+    "time_to_fulfil_mean",
     "first_contact_resolution_rate",
     "recurrence_rate",
     "backlog_open",
@@ -157,8 +165,11 @@ def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
             line_chart(
                 "weekly-mttr",
                 labels,
-                {"MTTR (business min)": [w["time_to_resolve_mean"] for w in weeks]},
-                title="Mean time to resolve per week (business minutes)",
+                {
+                    "MTTR, incidents": [w["time_to_resolve_mean"] for w in weeks],
+                    "fulfilment, requests": [w["time_to_fulfil_mean"] for w in weeks],
+                },
+                title="Mean time to resolve and to fulfil per week (business minutes)",
                 fmt=lambda v: f"{v:,.0f}",
             )
         ),

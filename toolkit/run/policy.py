@@ -3,7 +3,9 @@
 `prepare()` does the run-level work once — every window the hosts name exists, a break-glass run is
 on a P1 ticket, a risky task has a matching approval (or a new request is recorded) — and records
 any refusal before raising it. The RunPolicy it returns is the runner's hook: `decide()` per host,
-whose verdict the runner writes into that host's begin and finish records.
+whose verdict the runner writes into that host's begin and finish records. `held()` is the windows'
+part of that verdict on its own: read-only, it needs no `prepare()` (`itops fix --check` asks it
+whether a fix now would be skipped).
 
 Settings in itops.toml:
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from toolkit.clock import Clock, iso
@@ -97,8 +99,30 @@ class PolicySettings:
         return spec.disruptive or any(fnmatch.fnmatchcase(spec.name, g) for g in self.disruptive)
 
 
+@dataclass(frozen=True)
+class Held:
+    """The maintenance windows keep a change off a host now (`RunPolicy.held`)."""
+
+    decision: str  # outside-window | no-window (what the begin record's policy says)
+    detail: str  # the closed windows, each with when it next opens; or why there is none
+
+    @property
+    def reason(self) -> str:
+        """'outside night (Europe/Berlin) next opens …', or 'no maintenance window is …'."""
+        return f"outside {self.detail}" if self.decision == "outside-window" else self.detail
+
+    @property
+    def message(self) -> str:
+        """What a skipped host's result says."""
+        if self.decision == "outside-window":
+            return f"outside window {self.detail}"
+        return f"outside window: {self.detail}"
+
+
 class RunPolicy:
-    """The per-host verdicts of one prepared run (implements runner.HostPolicy)."""
+    """The per-host verdicts of one prepared run (implements runner.HostPolicy).
+
+    Constructed without `prepare()` (nothing recorded, no approval), it still answers `held()`."""
 
     def __init__(
         self,
@@ -121,36 +145,48 @@ class RunPolicy:
         self.approval = approval
         self.request_id = request_id
 
+    def held(
+        self,
+        spec: TaskSpec,
+        host: Host,
+        *,
+        now: datetime | None = None,
+        record: dict[str, Any] | None = None,
+    ) -> Held | None:
+        """Whether the maintenance windows keep `spec` off `host` at `now` (default: the
+        clock's): outside the run's job window, or outside every window the host names (a
+        disruptive task), or no window attached where [policy] require_window wants one. None
+        when they let it run (--break-glass overrides the host's windows, not a job's).
+
+        Read-only: nothing is recorded and no approval is looked at. `decide` starts from it;
+        `record`, if given, gets the facts `decide` records (job window, disruptive, windows,
+        break-glass)."""
+        now = now if now is not None else self.clock.now()
+        facts = record if record is not None else {}
+        if self.job_window is not None:
+            facts["job_window"] = self.job_window.name
+            if not self.job_window.is_open(now):
+                return Held("outside-window", self.job_window.describe(now))
+        if self.settings.is_disruptive(spec):
+            windows = host_windows(host, self.settings.windows)
+            facts["disruptive"] = True
+            facts["windows"] = [w.name for w in windows]
+            if not windows and self.settings.require_window:
+                return Held("no-window", "no maintenance window is attached to this host")
+            if windows and not any(w.is_open(now) for w in windows):
+                if self.break_glass is None:
+                    return Held("outside-window", "; ".join(w.describe(now) for w in windows))
+                facts.update(decision="break-glass", reason=self.break_glass)
+        return None
+
     def decide(self, task: Task, spec: TaskSpec, host: Host) -> PolicyDecision:
         now = self.clock.now()
         record: dict[str, Any] = {"evaluated_at": iso(now)}
-        if self.job_window is not None:
-            record["job_window"] = self.job_window.name
-            if not self.job_window.is_open(now):
-                return PolicyDecision(
-                    Outcome.SKIPPED,
-                    f"outside window {self.job_window.describe(now)}",
-                    {**record, "decision": "outside-window"},
-                )
-        if self.settings.is_disruptive(spec):
-            windows = host_windows(host, self.settings.windows)
-            record["disruptive"] = True
-            record["windows"] = [w.name for w in windows]
-            if not windows and self.settings.require_window:
-                return PolicyDecision(
-                    Outcome.SKIPPED,
-                    "outside window: no maintenance window is attached to this host",
-                    {**record, "decision": "no-window"},
-                )
-            if windows and not any(w.is_open(now) for w in windows):
-                if self.break_glass is None:
-                    detail = "; ".join(w.describe(now) for w in windows)
-                    return PolicyDecision(
-                        Outcome.SKIPPED,
-                        f"outside window {detail}",
-                        {**record, "decision": "outside-window"},
-                    )
-                record.update(decision="break-glass", reason=self.break_glass)
+        hold = self.held(spec, host, now=now, record=record)
+        if hold is not None:
+            return PolicyDecision(
+                Outcome.SKIPPED, hold.message, {**record, "decision": hold.decision}
+            )
         if self.settings.is_risky(spec, self.params, host):
             record["risky"] = True
             if self.approval is None or host.name not in self.approval.binding.hosts:

@@ -40,6 +40,7 @@ class NewTicket:
     category: str
     priority: str | None = None
     source: str = "itops"
+    kind: str | None = None  # incident or request (default: incident)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ def plan(
     ticket: str | None = None,
     category: str | None = None,
     priority: str | None = None,
+    kind: str | None = None,
     check_only: bool = False,
     break_glass: str | None = None,
     approval_id: str | None = None,
@@ -114,7 +116,10 @@ def plan(
         ticket=ticket,
         check_only=check_only,
         open_ticket=NewTicket(
-            category or entry.category, priority, source or f"itops fix {entry.name}"
+            category or entry.category,
+            priority,
+            source or f"itops fix {entry.name}",
+            kind or entry.kind,  # the task's: a password reset opens a request
         ),
         break_glass=break_glass,
         approval_id=approval_id,
@@ -183,6 +188,7 @@ class RunService:
                 str(request.ticket),
                 category=request.open_ticket.category,
                 priority=request.open_ticket.priority,
+                kind=request.open_ticket.kind,
                 source=request.open_ticket.source,
             )
         policy = None
@@ -231,25 +237,28 @@ class RunService:
         return Ran(report, policy)
 
     def _window_notes(self, request: RunRequest, report: RunReport) -> RunReport:
-        """--check: a host that would be fixed but whose maintenance window is closed says so
-        (the fix itself would skip it now)."""
+        """--check: a host that would be fixed but that the maintenance windows keep off now
+        says so — the run policy's own verdict (`RunPolicy.held`), asked read-only: a check
+        run records no policy and needs no approval."""
         import dataclasses
 
-        from toolkit.run.maintenance import host_windows
+        from toolkit.run.maintenance import get_window
+        from toolkit.run.policy import RunPolicy
         from toolkit.run.results import Outcome
 
         settings = self.app.policy_settings
+        job = get_window(settings.windows, request.job_window) if request.job_window else None
+        preview = RunPolicy(settings, self.app.clock, job_window=job)
         now = self.app.clock.now()
         hosts = {h.name: h for h in request.hosts}
         results = []
         for r in report.results:
             spec = request.task.implementation(hosts[r.host].platform)
-            if r.outcome == Outcome.WOULD_FIX and spec is not None and settings.is_disruptive(spec):
-                windows = host_windows(hosts[r.host], settings.windows)
-                if windows and not any(w.is_open(now) for w in windows):
-                    closed = "; ".join(w.describe(now) for w in windows)
+            if r.outcome == Outcome.WOULD_FIX and spec is not None:
+                hold = preview.held(spec, hosts[r.host], now=now)
+                if hold is not None:
                     r = dataclasses.replace(
-                        r, message=f"{r.message} (a fix now would be skipped: outside {closed})"
+                        r, message=f"{r.message} (a fix now would be skipped: {hold.reason})"
                     )
             results.append(r)
         return dataclasses.replace(report, results=tuple(results))

@@ -175,8 +175,15 @@ class App:
                 return None
             return log.append(head.seq, head.hash, head.at)
         except Exception as exc:
-            logging.getLogger("itops").warning("could not anchor the ledger's head: %s", exc)
-            print(f"warning: could not anchor the ledger's head: {exc}", file=sys.stderr)
+            from toolkit.ledger.anchors import ShipError
+
+            what = (
+                str(exc)
+                if isinstance(exc, ShipError)
+                else f"could not anchor the ledger's head: {exc}"
+            )
+            logging.getLogger("itops").warning("%s", what)
+            print(f"warning: {what}", file=sys.stderr)
             return None
 
     def _setup_logging(self, ws: Workspace) -> None:

@@ -42,6 +42,10 @@ class AnchorError(ToolkitError):
     """The anchor log or its key cannot be used."""
 
 
+class ShipError(AnchorError):
+    """The anchor is in the local log, but its copy could not be sent to syslog."""
+
+
 @dataclass(frozen=True)
 class Anchor:
     seq: int
@@ -290,22 +294,24 @@ def ship(line: str, target: str) -> None:
         raise AnchorError(
             f"anchor_syslog {target!r}: not unix:PATH, udp://HOST:PORT or tcp://HOST:PORT"
         )
-    try:
-        handler = SysLogHandler(address, SysLogHandler.LOG_AUTHPRIV, kind)
-    except OSError as exc:
-        raise AnchorError(f"cannot reach syslog at {target}: {exc.strerror or exc}") from None
-    handler.append_nul = False
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    class Strict(SysLogHandler):
+        def handleError(self, record: logging.LogRecord) -> None:
+            raise  # (called inside emit's except block) the caller says what failed
+
     message = MARK + line + ("\n" if kind == socket.SOCK_STREAM else "")
-    record = logging.LogRecord("itops", logging.INFO, __file__, 0, message, None, None)
-    failed: list[BaseException] = []
-    handler.handleError = lambda _record: failed.append(RuntimeError("send failed"))  # type: ignore[method-assign]
     try:
-        handler.emit(record)
-    finally:
-        handler.close()
-    if failed:
-        raise AnchorError(f"anchored locally, but could not send the anchor to syslog at {target}")
+        handler = Strict(address, SysLogHandler.LOG_AUTHPRIV, kind)
+        handler.append_nul = False
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        try:
+            handler.emit(logging.LogRecord("itops", logging.INFO, __file__, 0, message, None, None))
+        finally:
+            handler.close()
+    except OSError as exc:
+        raise ShipError(
+            f"could not send the ledger's anchor to syslog at {target}: {exc.strerror or exc} "
+            "(it is in the local anchor log)"
+        ) from None
 
 
 def _keygen(*args: str, message: str | None = None) -> subprocess.CompletedProcess[str]:

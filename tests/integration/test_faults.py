@@ -233,6 +233,9 @@ def slow_apply_started(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a test run started in the background (`cmd &` in a script) has
+        # SIGINT ignored, which children inherit and Python then leaves ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     book = Ledger(f"sqlite:///{lab.root / '.itops' / 'ledger.db'}", operator="test")
     deadline = time.monotonic() + 30

@@ -7,12 +7,14 @@ import functools
 import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import DeviceRejected, ToolkitError, Unsupported, ValidationError
+from toolkit.errors import ToolkitError, Unsupported, ValidationError
 from toolkit.inventory import Host
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.facts import Fact, read
 from toolkit.remediation.network import config as netconfig
 from toolkit.remediation.network.ops import (
     CONFIG_COMMANDS,
@@ -23,11 +25,13 @@ from toolkit.remediation.network.ops import (
     port_state,
     push,
     running_config,
+    shown,
     wait_for,
 )
-from toolkit.remediation.network.parse import parse
+from toolkit.remediation.network.parse import Parsed, parse
 from toolkit.remediation.quoting import (
     INTERFACE_EXAMPLES,
+    Command,
     check_config_line,
     check_interface,
     check_vlan,
@@ -87,6 +91,58 @@ def _interface_rows(output: str) -> list[dict[str, str]]:
     return rows
 
 
+@dataclass(frozen=True)
+class Version:
+    """`show version` parsed: the template's rows (or the fallback's) and, after them, itops'
+    own patterns' row, since a template may leave fields empty that the patterns find."""
+
+    parsed: Parsed
+    rows: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class DeviceVersion(Fact[Version]):
+    """Model, OS version, serial and uptime from `show version` (`display version`)."""
+
+    platform: str
+
+    def command(self) -> Command:
+        return cli(VERSION_COMMAND[self.platform])
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Version:
+        command = self.command()
+        text = shown(command, stdout, stderr, exit_code)
+        parsed = parse(self.platform, command.text, text, _version_fallback)
+        return Version(parsed, (*parsed.rows, *_version_fallback(text)))
+
+
+@dataclass(frozen=True)
+class PortCounts:
+    """How many interfaces the status table lists, in total and per state."""
+
+    counts: Mapping[str, int]
+    source: str  # the parser that answered
+
+
+@dataclass(frozen=True)
+class InterfaceSummary(Fact[PortCounts]):
+    """The interface status table counted by state (up, down, disabled, err-disabled, other)."""
+
+    platform: str
+
+    def command(self) -> Command:
+        return cli(INTERFACES_COMMAND[self.platform])
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> PortCounts:
+        parsed = parse(self.platform, self.command().text, stdout, _interface_rows)
+        counts: dict[str, int] = {"total": len(parsed.rows)}
+        for row in parsed.rows:
+            word = str(row.get("status") or row.get("phy") or "").lower().strip("*^")
+            state = "disabled" if word == "administratively" else STATUS_WORDS.get(word, "other")
+            counts[state] = counts.get(state, 0) + 1
+        return PortCounts(counts, parsed.source)
+
+
 @remediation(
     "network.device-facts",
     category="network",
@@ -106,13 +162,8 @@ class DeviceFacts(Remediation):
 
     def check(self, ctx: Context) -> Finding:
         platform = ctx.host.platform
-        command = cli(VERSION_COMMAND[platform])
-        result = ctx.read(command)
-        if result.exit_code != 0:
-            raise DeviceRejected(f"{command} failed: {result.stderr}")
-        version = parse(platform, command.text, result.stdout, _version_fallback)
-        # a template may leave fields empty that itops' own patterns find
-        rows = [*version.rows, *_version_fallback(result.stdout)]
+        version = read(ctx, DeviceVersion(platform))
+        rows = version.rows
         facts: dict[str, Any] = {
             "hostname": facts_from(rows, "hostname") or ctx.host.name,
             "model": facts_from(rows, "hardware", "model", "platform"),
@@ -121,29 +172,18 @@ class DeviceFacts(Remediation):
             ),
             "serial": facts_from(rows, "serial", "serial_number"),
             "uptime": facts_from(rows, "uptime"),
-            "parsed_by": {"version": version.source},
+            "parsed_by": {"version": version.parsed.source},
         }
-        if version.note:
-            facts["notes"] = [version.note]
+        if version.parsed.note:
+            facts["notes"] = [version.parsed.note]
         if platform in INTERFACES_COMMAND:
-            facts["interfaces"] = self._interfaces(ctx, facts)
+            interfaces = read(ctx, InterfaceSummary(platform))
+            facts["parsed_by"]["interfaces"] = interfaces.source
+            facts["interfaces"] = dict(interfaces.counts)
         summary = ", ".join(
             f"{k} {facts[k]}" for k in ("model", "os_version", "serial") if facts.get(k)
         )
         return Finding.healthy(summary or "facts recorded", **facts)
-
-    def _interfaces(self, ctx: Context, facts: dict[str, Any]) -> dict[str, int]:
-        platform = ctx.host.platform
-        command = cli(INTERFACES_COMMAND[platform])
-        result = ctx.read(command)
-        parsed = parse(platform, command.text, result.stdout, _interface_rows)
-        facts["parsed_by"]["interfaces"] = parsed.source
-        counts: dict[str, int] = {"total": len(parsed.rows)}
-        for row in parsed.rows:
-            word = str(row.get("status") or row.get("phy") or "").lower().strip("*^")
-            state = "disabled" if word == "administratively" else STATUS_WORDS.get(word, "other")
-            counts[state] = counts.get(state, 0) + 1
-        return counts
 
     def apply(self, ctx: Context) -> None:
         """Nothing to change: check always reports healthy."""
@@ -222,6 +262,9 @@ class PortRecover(Remediation):
         help="seconds to wait for the link after the bounce",
     )
     interface: Any
+    reason: str = ""
+    """Why check found the port down (its err-disable cause, admin down, no link): apply
+    treats a port-security err-disable apart."""
 
     def check(self, ctx: Context) -> Finding:
         state = port_state(ctx, self.interface)
@@ -251,7 +294,7 @@ class PortRecover(Remediation):
             return
         section = interface_config(ctx, self.interface)
         _refuse_trunk(ctx, section, self.interface)
-        if state.status == "err-disabled" and getattr(self, "reason", "") == "psecure-violation":
+        if state.status == "err-disabled" and self.reason == "psecure-violation":
             self._port_security(ctx, section)
         push(
             ctx,
@@ -337,6 +380,22 @@ def _vlan_rows(output: str) -> list[dict[str, str]]:
     ]
 
 
+@dataclass(frozen=True)
+class Vlans(Fact[frozenset[int]]):
+    """The VLAN ids the switch has (`show vlan brief`)."""
+
+    platform: str
+
+    def command(self) -> Command:
+        return cli(VLAN_COMMAND[self.platform])
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> frozenset[int]:
+        command = self.command()
+        text = shown(command, stdout, stderr, exit_code)
+        rows = parse(self.platform, command.text, text, _vlan_rows).rows
+        return frozenset(int(r["vlan_id"]) for r in rows if str(r.get("vlan_id", "")).isdigit())
+
+
 class PortVlan(Remediation):
     """Put an access port in another VLAN (`switchport access vlan N`). The VLAN must already
     exist; trunk ports are refused. Saved only after the port is confirmed in the VLAN; rolled
@@ -391,14 +450,8 @@ class PortVlan(Remediation):
                 return int(match.group(1))
         return 1
 
-    def _vlans(self, ctx: Context) -> set[int]:
-        platform = ctx.host.platform
-        command = cli(VLAN_COMMAND[platform])
-        result = ctx.read(command)
-        if result.exit_code != 0:
-            raise DeviceRejected(f"{command} failed: {result.stderr}")
-        rows = parse(platform, command.text, result.stdout, _vlan_rows).rows
-        return {int(r["vlan_id"]) for r in rows if str(r.get("vlan_id", "")).isdigit()}
+    def _vlans(self, ctx: Context) -> frozenset[int]:
+        return read(ctx, Vlans(ctx.host.platform))
 
 
 port_vlan = functools.partial(

@@ -23,9 +23,9 @@ from toolkit.remediation.facts import Fact, read
 from toolkit.transports.base import CommandResult
 
 
-def task_module(task: str) -> Any:
+def task_module(task: str, platform: str = "linux") -> Any:
     """A built-in task's module as the catalog loaded it (task modules load by path)."""
-    spec = Catalog.load([BUILTIN_TASKS]).get(task).implementation("linux")
+    spec = Catalog.load([BUILTIN_TASKS]).get(task).implementation(platform)
     assert spec is not None
     return sys.modules[spec.cls.__module__]
 

@@ -4,23 +4,13 @@ fact's command and its parser alone, on recorded device and host output (no tran
 from __future__ import annotations
 
 import json
-import sys
-from typing import Any
 
 import pytest
 
+from tests.unit.test_facts import task_module
 from tests.unit.test_linux_tasks import NSCD_STATS, RESOLVED_STATS, ROUTE, addr
 from toolkit.errors import CommandFailed, DeviceRejected, ToolkitError
-from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
 from toolkit.remediation.network import ops
-
-
-def task_module(task: str, platform: str) -> Any:
-    """A built-in task's module as the catalog loaded it (task modules load by path)."""
-    spec = Catalog.load([BUILTIN_TASKS]).get(task).implementation(platform)
-    assert spec is not None
-    return sys.modules[spec.cls.__module__]
-
 
 netdev = task_module("network.device-facts", "cisco_ios")
 linux_net = task_module("network.diagnose", "linux")

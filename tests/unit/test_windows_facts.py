@@ -5,11 +5,11 @@ the task tests record (Windows PowerShell 5.1 shapes: a one-element array as a b
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import pytest
 
+from tests.unit.test_facts import task_module
 from tests.unit.test_windows_tasks import (
     CU,
     DEFENDER,
@@ -27,23 +27,15 @@ from tests.unit.test_windows_tasks import (
 )
 from toolkit.errors import CommandFailed, ToolkitError
 from toolkit.remediation import windows
-from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
+from toolkit.remediation.catalog import BUILTIN_TASKS
 from toolkit.remediation.facts import Fact
 
-
-def task_module(task: str) -> Any:
-    """A built-in task's Windows module as the catalog loaded it (task modules load by path)."""
-    spec = Catalog.load([BUILTIN_TASKS]).get(task).implementation("windows")
-    assert spec is not None
-    return sys.modules[spec.cls.__module__]
-
-
-system = task_module("disk.cleanup")
-antivirus = task_module("av.update")
-backup = task_module("backup.files")
-patch = task_module("patch.apply")
-printing = task_module("printer.status")
-network = task_module("network.diagnose")
+system = task_module("disk.cleanup", "windows")
+antivirus = task_module("av.update", "windows")
+backup = task_module("backup.files", "windows")
+patch = task_module("patch.apply", "windows")
+printing = task_module("printer.status", "windows")
+network = task_module("network.diagnose", "windows")
 
 
 def out(fact: Fact[Any], reply: Any, stderr: str = "", rc: int = 0) -> Any:

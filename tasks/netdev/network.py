@@ -213,17 +213,27 @@ FAMILIES = {
 _SUFFIX = {"cisco_ios": "Ios", "arista_eos": "Eos", "cisco_nxos": "Nxos"}
 
 
-def _for_family(
-    register: Callable[..., Any], base: type[Remediation], family: str, *examples: str
-) -> Any:
-    """`base` registered for one switch family (its port names, its examples in the docstring)."""
-    doc = (inspect.getdoc(base) or "") + "\n\nExample:\n" + "".join(f"    {e}\n" for e in examples)
-    attrs: dict[str, Any] = {"__module__": base.__module__, "__doc__": doc}
-    if "interface" in base.__annotations__:
-        attrs["interface"] = _interface(family)
-    return register(platforms=FAMILIES[family])(
-        type(base.__name__ + _SUFFIX[family], (base,), attrs)
+def _per_family(
+    name: str, summary: str, base: type[Remediation], examples: Mapping[str, Sequence[str]]
+) -> Callable[[str], Any]:
+    """What registers `base` as task `name` for one switch family: a subclass with that family's
+    port names and its `examples` in the docstring. Each family's class is then assigned to a
+    module name of its own (`PortVlanIos = port_vlan("cisco_ios")`), the line the catalog names
+    as its source. On a core device ([policy] core_groups) a second operator approves."""
+    register = functools.partial(
+        remediation, name, category="network", risky_on_core=True, summary=summary
     )
+
+    def for_family(family: str) -> Any:
+        lines = "".join(f"    {e}\n" for e in examples[family])
+        doc = (inspect.getdoc(base) or "") + "\n\nExample:\n" + lines
+        attrs: dict[str, Any] = {"__module__": base.__module__, "__doc__": doc}
+        if "interface" in base.__annotations__:
+            attrs["interface"] = _interface(family)
+        cls = type(base.__name__ + _SUFFIX[family], (base,), attrs)
+        return register(platforms=FAMILIES[family])(cls)
+
+    return for_family
 
 
 def _refuse_trunk(ctx: Context, section: Mapping[str, Any], interface: str) -> None:
@@ -334,34 +344,27 @@ class PortRecover(Remediation):
         return Finding.problem(f"{self.interface} is still {state.shown}", status=state.status)
 
 
-port_recover = functools.partial(
-    remediation,
+port_recover = _per_family(
     "network.port-recover",
-    category="network",
-    risky_on_core=True,  # on a core device ([policy] core_groups) a second operator approves
-    summary="Bring an err-disabled or down access port back: check why, bounce it, verify up",
-)
-
-
-PortRecoverIos = _for_family(
-    port_recover,
+    "Bring an err-disabled or down access port back: check why, bounce it, verify up",
     PortRecover,
-    "cisco_ios",
-    "itops fix network.port-recover access-sw-07 -p interface=Gi1/0/12 --ticket INC-2001",
-    "itops fix network.port-recover sw-07 -p interface=Gi1/0/12 -p clear_sticky=true --ticket INC-2002",
+    {
+        "cisco_ios": (
+            "itops fix network.port-recover access-sw-07 -p interface=Gi1/0/12 --ticket INC-2001",
+            "itops fix network.port-recover sw-07 -p interface=Gi1/0/12 -p clear_sticky=true"
+            " --ticket INC-2002",
+        ),
+        "arista_eos": (
+            "itops fix network.port-recover leaf-03 -p interface=Ethernet12 --ticket INC-2003",
+        ),
+        "cisco_nxos": (
+            "itops fix network.port-recover dc-sw-02 -p interface=Ethernet1/12 --check",
+        ),
+    },
 )
-PortRecoverEos = _for_family(
-    port_recover,
-    PortRecover,
-    "arista_eos",
-    "itops fix network.port-recover leaf-03 -p interface=Ethernet12 --ticket INC-2003",
-)
-PortRecoverNxos = _for_family(
-    port_recover,
-    PortRecover,
-    "cisco_nxos",
-    "itops fix network.port-recover dc-sw-02 -p interface=Ethernet1/12 --check",
-)
+PortRecoverIos = port_recover("cisco_ios")
+PortRecoverEos = port_recover("arista_eos")
+PortRecoverNxos = port_recover("cisco_nxos")
 
 
 VLAN_COMMAND = {
@@ -454,33 +457,25 @@ class PortVlan(Remediation):
         return read(ctx, Vlans(ctx.host.platform))
 
 
-port_vlan = functools.partial(
-    remediation,
+port_vlan = _per_family(
     "network.port-vlan",
-    category="network",
-    risky_on_core=True,  # on a core device ([policy] core_groups) a second operator approves
-    summary="Move an access port to an existing VLAN and verify it",
-)
-
-
-PortVlanIos = _for_family(
-    port_vlan,
+    "Move an access port to an existing VLAN and verify it",
     PortVlan,
-    "cisco_ios",
-    "itops fix network.port-vlan access-sw-07 -p interface=Gi1/0/12 -p vlan=30 --ticket INC-2010",
+    {
+        "cisco_ios": (
+            "itops fix network.port-vlan access-sw-07 -p interface=Gi1/0/12 -p vlan=30 --ticket INC-2010",
+        ),
+        "arista_eos": (
+            "itops fix network.port-vlan leaf-03 -p interface=Ethernet12 -p vlan=30 --ticket INC-2011",
+        ),
+        "cisco_nxos": (
+            "itops fix network.port-vlan dc-sw-02 -p interface=Ethernet1/12 -p vlan=30 --check",
+        ),
+    },
 )
-PortVlanEos = _for_family(
-    port_vlan,
-    PortVlan,
-    "arista_eos",
-    "itops fix network.port-vlan leaf-03 -p interface=Ethernet12 -p vlan=30 --ticket INC-2011",
-)
-PortVlanNxos = _for_family(
-    port_vlan,
-    PortVlan,
-    "cisco_nxos",
-    "itops fix network.port-vlan dc-sw-02 -p interface=Ethernet1/12 -p vlan=30 --check",
-)
+PortVlanIos = port_vlan("cisco_ios")
+PortVlanEos = port_vlan("arista_eos")
+PortVlanNxos = port_vlan("cisco_nxos")
 
 
 # --------------------------------------------------------------------------- config apply
@@ -606,31 +601,20 @@ class ConfigApply(Remediation):
         return netconfig.missing(netconfig.tree(platform, lines), running)
 
 
-config_apply = functools.partial(
-    remediation,
+config_apply = _per_family(
     "network.config-apply",
-    category="network",
-    risky_on_core=True,  # on a core device ([policy] core_groups) a second operator approves
-    summary="Push configuration lines or a template: diff, apply, verify, save or roll back",
-)
-
-
-ConfigApplyIos = _for_family(
-    config_apply,
+    "Push configuration lines or a template: diff, apply, verify, save or roll back",
     ConfigApply,
-    "cisco_ios",
-    "itops fix network.config-apply access-sw-07 -p file=changes/ntp.cfg --check",
-    "itops fix network.config-apply 'access-sw-*' -p file=templates/snmp-location.j2 --ticket CHG-3001",
+    {
+        "cisco_ios": (
+            "itops fix network.config-apply access-sw-07 -p file=changes/ntp.cfg --check",
+            "itops fix network.config-apply 'access-sw-*' -p file=templates/snmp-location.j2"
+            " --ticket CHG-3001",
+        ),
+        "arista_eos": ("itops fix network.config-apply leaf-03 -p file=changes/ntp.cfg --check",),
+        "cisco_nxos": ("itops fix network.config-apply dc-sw-02 -p file=changes/ntp.cfg --check",),
+    },
 )
-ConfigApplyEos = _for_family(
-    config_apply,
-    ConfigApply,
-    "arista_eos",
-    "itops fix network.config-apply leaf-03 -p file=changes/ntp.cfg --check",
-)
-ConfigApplyNxos = _for_family(
-    config_apply,
-    ConfigApply,
-    "cisco_nxos",
-    "itops fix network.config-apply dc-sw-02 -p file=changes/ntp.cfg --check",
-)
+ConfigApplyIos = config_apply("cisco_ios")
+ConfigApplyEos = config_apply("arista_eos")
+ConfigApplyNxos = config_apply("cisco_nxos")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from toolkit.backups.files import BACKUP_ID, FOLDER, Backup, FileBackupStore, Member, series_of
 from toolkit.errors import NotFound, ToolkitError, ValidationError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.facts import Fact, read, succeeded
 from toolkit.remediation.linux import ABSOLUTE_PATH, human_bytes, output
 from toolkit.remediation.quoting import Command, cmd, script
 
@@ -37,6 +39,87 @@ def parse_hashes(text: str) -> dict[str, str]:
         if sep and len(digest) == 64:
             found["/" + name.removeprefix("./").lstrip("/")] = digest
     return found
+
+
+@dataclass(frozen=True)
+class TreeHashes(Fact[dict[str, str]]):
+    """SHA-256 of every regular file under `paths` (as root), by absolute path."""
+
+    paths: tuple[str, ...]
+    become: ClassVar[bool] = True
+
+    def command(self) -> Command:
+        return hash_command(list(self.paths))
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> dict[str, str]:
+        return parse_hashes(succeeded("hashing the files", stdout, stderr, exit_code))
+
+
+@dataclass(frozen=True)
+class FileHashes(Fact[dict[str, str]]):
+    """SHA-256 of each of `paths` (as root), by path; a missing file is simply absent."""
+
+    paths: tuple[str, ...]
+    become: ClassVar[bool] = True
+
+    def command(self) -> Command:
+        return cmd("sha256sum", "-z", "--", *self.paths)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> dict[str, str]:
+        return parse_hashes(stdout)
+
+
+@dataclass(frozen=True)
+class Exists(Fact[bool]):
+    """Is there anything at `path` (as root: it may be in a folder only root can read)?"""
+
+    path: str
+    become: ClassVar[bool] = True
+
+    def command(self) -> Command:
+        return cmd("test", "-e", self.path)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> bool:
+        return exit_code == 0
+
+
+@dataclass(frozen=True)
+class HasZstd(Fact[bool]):
+    """Does the host have zstd (for `tar --zstd`)?"""
+
+    def command(self) -> Command:
+        return script("command -v zstd >/dev/null 2>&1")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> bool:
+        return exit_code == 0
+
+
+@dataclass(frozen=True)
+class FileSha256(Fact[str]):
+    """One file's SHA-256 as the host computes it (the archive before it is fetched)."""
+
+    path: str
+
+    def command(self) -> Command:
+        return cmd("sha256sum", "--", self.path)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> str:
+        return succeeded("sha256sum", stdout, stderr, exit_code).split()[0]
+
+
+@dataclass(frozen=True)
+class LinkFree(Fact[str | None]):
+    """Why `dest` may not be written through (a folder on the way resolves elsewhere, or it is
+    a symbolic link itself), as root; None if it may."""
+
+    dest: str
+    become: ClassVar[bool] = True
+
+    def command(self) -> Command:
+        return script(NO_SYMLINKS, dest=self.dest)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> str | None:
+        return None if exit_code == 0 else stderr.strip()
 
 
 def store(ctx: Context) -> FileBackupStore:
@@ -79,19 +162,24 @@ class BackupFiles(Remediation):
             raise ValidationError("backing up / as a whole is not what backup.files is for")
         return paths
 
+    series: str
+    """The backup series of these paths (check): the one whose newest backup check compares."""
+    backup: Backup
+    """The backup apply made: verify re-reads it."""
+    host_hashes: dict[str, str]
+    """Each file's SHA-256 as the host computed it while apply archived it."""
+
     def _host_hashes(self, ctx: Context, step: str) -> dict[str, str]:
-        command = hash_command(self._paths())
-        result = (
-            ctx.change(command, become=True, timeout=3600, check=False)
-            if step == "apply"
-            else ctx.read(command, become=True, timeout=3600)
-        )
-        output(result, "hashing the files")
-        return parse_hashes(result.stdout)
+        fact = TreeHashes(tuple(self._paths()))
+        if step != "apply":
+            return read(ctx, fact, timeout=3600)
+        # in apply, on the record as part of the change (the hashes go into its manifest)
+        result = ctx.change(fact.command(), become=fact.become, timeout=3600, check=False)
+        return fact.parse(result.stdout, result.stderr, result.exit_code)
 
     def check(self, ctx: Context) -> Finding:
         paths = self._paths()
-        missing = [p for p in paths if ctx.read(cmd("test", "-e", p), become=True).exit_code]
+        missing = [p for p in paths if not read(ctx, Exists(p))]
         if missing:
             raise NotFound(f"nothing to back up at {', '.join(missing)} on {ctx.host.name}")
         hashes = self._host_hashes(ctx, "check")
@@ -118,8 +206,7 @@ class BackupFiles(Remediation):
         paths = self._paths()
         compression = str(self.compression)
         if compression == "auto":
-            has_zstd = ctx.read(script("command -v zstd >/dev/null 2>&1")).exit_code == 0
-            compression = "zstd" if has_zstd else "gzip"
+            compression = "zstd" if read(ctx, HasZstd()) else "gzip"
         remote = output(ctx.change(cmd("mktemp", "/tmp/itops-backup.XXXXXXXX")), "mktemp").strip()
         if not remote.startswith("/tmp/itops-backup."):
             raise ToolkitError(f"unexpected temporary file name {remote!r}")
@@ -147,7 +234,7 @@ class BackupFiles(Remediation):
                 raise ToolkitError(
                     f"tar exited {tar.exit_code}: {(tar.stderr.strip().splitlines() or [''])[-1]}"
                 )
-            remote_sum = output(ctx.read(cmd("sha256sum", "--", remote)), "sha256sum").split()[0]
+            remote_sum = read(ctx, FileSha256(remote))
             with backups.incoming(ctx.host.name, backup_id, compression) as local:
                 ctx.get(remote, local)
                 self.backup = backups.record(
@@ -270,9 +357,13 @@ class RestoreFiles(Remediation):
             return chosen, [(members[0], str(self.to))]
         return chosen, [(m, m.path) for m in members]
 
+    chosen: Backup
+    """The backup check restores from (the one named, or the newest holding the path)."""
+    todo: list[tuple[Member, str]]
+    """The files that differ from it (check), each with where it goes: apply restores them."""
+
     def _current(self, ctx: Context, destinations: list[str]) -> dict[str, str]:
-        result = ctx.read(cmd("sha256sum", "-z", "--", *destinations), become=True)
-        return parse_hashes(result.stdout)  # a missing file is simply absent
+        return read(ctx, FileHashes(tuple(destinations)))  # a missing file is simply absent
 
     def check(self, ctx: Context) -> Finding:
         chosen, plan = self._plan(ctx)
@@ -302,10 +393,10 @@ class RestoreFiles(Remediation):
                     keep = f"{dest}.itops-before-{self.chosen.id}"
                     # Resolved on the host, as root: a folder on the way that a user replaced
                     # with a symlink (~/Documents → /etc/profile.d) stops the restore there.
-                    no_links = ctx.read(script(NO_SYMLINKS, dest=dest), become=True)
-                    if no_links.exit_code != 0:
+                    why = read(ctx, LinkFree(dest))
+                    if why is not None:
                         raise ToolkitError(
-                            f"refusing to restore {dest}: {no_links.stderr.strip()}",
+                            f"refusing to restore {dest}: {why}",
                             hint="a folder on the way is a symbolic link: restore with -p to=…",
                         )
                     values: dict[str, str | int] = {
@@ -319,9 +410,7 @@ class RestoreFiles(Remediation):
                     }
                     # A user's file is written as that user (a link it planted later still
                     # cannot reach what the user may not write); root's files as root.
-                    ctx.change(
-                        script(AS_OWNER if member.uid else AS_ROOT, **values), become=True
-                    )
+                    ctx.change(script(AS_OWNER if member.uid else AS_ROOT, **values), become=True)
                 finally:
                     # (as root: a user's restore made the temporary file theirs)
                     ctx.change(cmd("rm", "-f", "--", remote), become=True, check=False)

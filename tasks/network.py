@@ -2,7 +2,8 @@
 
 Which tools a host has decides the commands: systemd-resolved or nscd for the DNS cache,
 NetworkManager, systemd-networkd or dhclient for DHCP, NetworkManager or systemd-networkd for a
-restart. The facts come from the host in one read (`NETWORK_FACTS`).
+restart. The tools come from the host in one read (`NetworkTools`); every parsed read is a fact
+(`toolkit.remediation.facts`).
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from toolkit.errors import ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.remediation.linux import DNS_NAME, HOST_PORT, INTERFACE, as_int, done_before, output
-from toolkit.remediation.quoting import cmd, script
+from toolkit.remediation.facts import Fact, read, succeeded
+from toolkit.remediation.linux import DNS_NAME, HOST_PORT, INTERFACE, as_int, done_before
+from toolkit.remediation.quoting import Command, cmd, script
 
 NETWORK_FACTS = script(
     "if [ -d /run/systemd/system ]; then "
@@ -36,49 +38,119 @@ class NetFacts:
     dhclient: bool
 
 
+@dataclass(frozen=True)
+class NetworkTools(Fact[NetFacts]):
+    """Which network managers and DNS caches run on the host, and whether it has dhclient."""
+
+    def command(self) -> Command:
+        return NETWORK_FACTS
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> NetFacts:
+        text = succeeded("reading the network facts", stdout, stderr, exit_code)
+        pairs = [line.partition("=") for line in text.splitlines()]
+        return NetFacts(
+            tuple(v for k, _, v in pairs if k == "manager"),
+            tuple(v for k, _, v in pairs if k == "cache"),
+            any(k == "dhclient" for k, _, _ in pairs),
+        )
+
+
 def read_facts(ctx: Context) -> NetFacts:
-    text = output(ctx.read(NETWORK_FACTS), "reading the network facts")
-    pairs = [line.partition("=") for line in text.splitlines()]
-    return NetFacts(
-        tuple(v for k, _, v in pairs if k == "manager"),
-        tuple(v for k, _, v in pairs if k == "cache"),
-        any(k == "dhclient" for k, _, _ in pairs),
-    )
+    return read(ctx, NetworkTools())
+
+
+@dataclass(frozen=True)
+class Addresses:
+    by_interface: dict[str, list[str]]  # interface → its IPv4 addresses, loopback left out
+    exists: bool = True  # False: the host has no interface of the name asked for
+
+
+@dataclass(frozen=True)
+class Ipv4Addresses(Fact[Addresses]):
+    """Every interface's IPv4 addresses (or just `interface`'s), from `ip -j -4 addr`."""
+
+    interface: str | None = None
+
+    def command(self) -> Command:
+        extra = ["dev", self.interface] if self.interface else []
+        return cmd("ip", "-j", "-4", "addr", "show", *extra)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Addresses:
+        if exit_code != 0:
+            if self.interface:
+                return Addresses({}, exists=False)
+            raise ToolkitError(f"ip addr exited {exit_code}")
+        found: dict[str, list[str]] = {}
+        for link in json.loads(stdout or "[]"):
+            if "LOOPBACK" in link.get("flags", []):
+                continue
+            found[link.get("ifname", "?")] = [
+                a["local"] for a in link.get("addr_info", []) if a.get("family") == "inet"
+            ]
+        return Addresses(found)
 
 
 def ipv4_addresses(ctx: Context, interface: str | None = None) -> dict[str, list[str]]:
     """Interface → its IPv4 addresses (`ip -j -4 addr`), loopback left out."""
-    argv = ["ip", "-j", "-4", "addr", "show"] + (["dev", interface] if interface else [])
-    result = ctx.read(cmd(*argv))
-    if result.exit_code != 0:
-        raise ToolkitError(
-            f"no interface {interface!r} on {ctx.host.name}"
-            if interface
-            else f"ip addr exited {result.exit_code}"
-        )
-    found: dict[str, list[str]] = {}
-    for link in json.loads(result.stdout or "[]"):
-        if "LOOPBACK" in link.get("flags", []):
-            continue
-        found[link.get("ifname", "?")] = [
-            a["local"] for a in link.get("addr_info", []) if a.get("family") == "inet"
-        ]
-    return found
+    found = read(ctx, Ipv4Addresses(interface))
+    if not found.exists:
+        raise ToolkitError(f"no interface {interface!r} on {ctx.host.name}")
+    return found.by_interface
 
 
 def usable(addresses: list[str]) -> bool:
     return any(not a.startswith("169.254.") for a in addresses)
 
 
+@dataclass(frozen=True)
+class DefaultRoutes(Fact[list[dict[str, Any]]]):
+    """The IPv4 default routes (`ip -j -4 route show default`); none if `ip` fails."""
+
+    def command(self) -> Command:
+        return cmd("ip", "-j", "-4", "route", "show", "default")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> list[dict[str, Any]]:
+        return list(json.loads(stdout or "[]")) if exit_code == 0 else []
+
+
 def default_routes(ctx: Context) -> list[dict[str, Any]]:
-    result = ctx.read(cmd("ip", "-j", "-4", "route", "show", "default"))
-    return list(json.loads(result.stdout or "[]")) if result.exit_code == 0 else []
+    return read(ctx, DefaultRoutes())
 
 
 # --------------------------------------------------------------------------- DNS cache
 
 _RESOLVED_SIZE = re.compile(r"Current Cache Size:\s*(\d+)")
 _NSCD_HOSTS = re.compile(r"hosts cache:.*?\n\s*(\d+)\s+current number of cached values", re.S)
+
+
+@dataclass(frozen=True)
+class ResolvedCacheSize(Fact[int]):
+    """How many entries systemd-resolved's cache holds (`resolvectl statistics`); -1 where the
+    output does not say."""
+
+    def command(self) -> Command:
+        return cmd("resolvectl", "statistics")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> int:
+        m = _RESOLVED_SIZE.search(stdout)
+        return int(m.group(1)) if m else -1
+
+
+@dataclass(frozen=True)
+class NscdHostsCacheSize(Fact[int]):
+    """How many entries nscd's hosts cache holds (`nscd -g`, as root); -1 where it does not say."""
+
+    become: ClassVar[bool] = True
+
+    def command(self) -> Command:
+        return cmd("nscd", "-g")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> int:
+        m = _NSCD_HOSTS.search(stdout)
+        return int(m.group(1)) if m else -1
+
+
+CACHE_SIZES: dict[str, Fact[int]] = {"resolved": ResolvedCacheSize(), "nscd": NscdHostsCacheSize()}
 
 
 @remediation(
@@ -99,17 +171,13 @@ class FlushDns(Remediation):
         itops fix network.flush-dns office --check
     """
 
+    caches: tuple[str, ...]
+    """The local DNS caches the host runs (resolved, nscd), found by check."""
+    before: dict[str, int]
+    """Each cache's size as check found it: verify wants it emptied."""
+
     def _sizes(self, ctx: Context, caches: tuple[str, ...]) -> dict[str, int]:
-        sizes = {}
-        if "resolved" in caches:
-            text = ctx.read(cmd("resolvectl", "statistics")).stdout
-            m = _RESOLVED_SIZE.search(text)
-            sizes["resolved"] = int(m.group(1)) if m else -1
-        if "nscd" in caches:
-            text = ctx.read(cmd("nscd", "-g"), become=True).stdout
-            m = _NSCD_HOSTS.search(text)
-            sizes["nscd"] = int(m.group(1)) if m else -1
-        return sizes
+        return {c: read(ctx, fact) for c, fact in CACHE_SIZES.items() if c in caches}
 
     def check(self, ctx: Context) -> Finding:
         self.caches = read_facts(ctx).caches
@@ -164,6 +232,11 @@ class RenewDhcp(Remediation):
 
     adapter = Param(str, pattern=INTERFACE, help="interface (default: the default-route one)")
     release = Param(bool, default=True, help="release the lease before renewing")
+
+    tool: str
+    """The DHCP client check found managing the host: nm, networkd or dhclient."""
+    interface: str
+    """The interface check chose (the one named, or the default route's)."""
 
     def _interface(self, ctx: Context) -> str:
         if self.adapter:
@@ -235,6 +308,25 @@ class RenewDhcp(Remediation):
 NM_STATE = cmd("nmcli", "-t", "-f", "STATE", "general")
 
 
+@dataclass(frozen=True)
+class ManagerState(Fact[str]):
+    """How the network manager sees the host: NetworkManager's general STATE (connected, …),
+    or for systemd-networkd `routable` if any link is, else its links' states."""
+
+    tool: str  # nm | networkd
+
+    def command(self) -> Command:
+        if self.tool == "nm":
+            return NM_STATE
+        return cmd("networkctl", "list", "--no-legend", "--no-pager")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> str:
+        if self.tool == "nm":
+            return stdout.strip() or "unknown"
+        states = [ln.split()[3] for ln in stdout.splitlines() if len(ln.split()) >= 5]
+        return "routable" if "routable" in states else (",".join(sorted(set(states))) or "none")
+
+
 @remediation(
     "network.restart",
     category="network",
@@ -258,16 +350,12 @@ class RestartNetwork(Remediation):
     force = Param(bool, default=False, help="restart even if the host looks online")
     wait_seconds = Param(int, default=60, minimum=5, maximum=600, help="how long to wait")
 
+    tool: str
+    """The network manager check found: nm or networkd."""
+
     def _state(self, ctx: Context) -> tuple[bool, str]:
         routes = default_routes(ctx)
-        if self.tool == "nm":
-            state = ctx.read(NM_STATE).stdout.strip() or "unknown"
-        else:
-            lines = ctx.read(cmd("networkctl", "list", "--no-legend", "--no-pager")).stdout
-            states = [ln.split()[3] for ln in lines.splitlines() if len(ln.split()) >= 5]
-            state = (
-                "routable" if "routable" in states else (",".join(sorted(set(states))) or "none")
-            )
+        state = read(ctx, ManagerState(self.tool))
         online = bool(routes) and state in ("connected", "routable")
         return online, f"{state}, {'a' if routes else 'no'} default route"
 
@@ -326,6 +414,64 @@ def parse_ahosts(text: str) -> list[str]:
     return seen
 
 
+@dataclass(frozen=True)
+class NameServers(Fact[list[str]]):
+    """The DNS servers /etc/resolv.conf names (none if it is missing)."""
+
+    def command(self) -> Command:
+        return RESOLV_DNS
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> list[str]:
+        return stdout.split()
+
+
+@dataclass(frozen=True)
+class GatewayAnswers(Fact[bool | None]):
+    """Does `gw` answer a ping (or, without ping, stand in the neighbour table)? None: unknown."""
+
+    gw: str
+
+    def command(self) -> Command:
+        return script(GATEWAY_PING, gw=self.gw)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> bool | None:
+        return {"ok": True, "no": False}.get(stdout.strip())
+
+
+@dataclass(frozen=True)
+class Resolution:
+    addresses: list[str]  # none if the name did not resolve
+    exit_code: int  # getent's: 2 is "not found"
+
+
+@dataclass(frozen=True)
+class Resolve(Fact[Resolution]):
+    """`name` resolved the way applications resolve it (`getent ahosts`)."""
+
+    name: str
+
+    def command(self) -> Command:
+        return cmd("getent", "ahosts", self.name)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Resolution:
+        return Resolution(parse_ahosts(stdout) if exit_code == 0 else [], exit_code)
+
+
+@dataclass(frozen=True)
+class TcpConnect(Fact[str]):
+    """Does host:port accept a TCP connection (bash's /dev/tcp, or nc)? open, unreachable, or
+    untested (neither tool on the host)."""
+
+    host: str
+    port: int
+
+    def command(self) -> Command:
+        return script(TCP_CONNECT, host=self.host, port=self.port)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> str:
+        return {0: "open", 3: "untested"}.get(exit_code, "unreachable")
+
+
 @remediation(
     "network.diagnose",
     category="network",
@@ -349,7 +495,7 @@ class Diagnose(Remediation):
     def check(self, ctx: Context) -> Finding:
         interfaces = ipv4_addresses(ctx)
         routes = default_routes(ctx)
-        dns = ctx.read(RESOLV_DNS).stdout.split()
+        dns = read(ctx, NameServers())
         problems, seen = [], []
         facts: dict[str, Any] = {
             "interfaces": interfaces,
@@ -366,14 +512,14 @@ class Diagnose(Remediation):
             gw = str(routes[0].get("gateway") or "")
             seen.append(f"default via {gw or 'link'} dev {routes[0].get('dev')}")
             if gw and re.fullmatch(r"[0-9a-fA-F:.]+", gw):
-                answer = ctx.read(script(GATEWAY_PING, gw=gw)).stdout.strip()
-                facts["gateway_reachable"] = {"ok": True, "no": False}.get(answer)
-                if answer == "no":
+                answer = read(ctx, GatewayAnswers(gw))
+                facts["gateway_reachable"] = answer
+                if answer is False:
                     seen.append("gateway does not answer ping (may be filtered)")
         seen.append(f"dns {','.join(dns) or 'none'}")
         if self.name:
-            found = ctx.read(cmd("getent", "ahosts", str(self.name)))
-            resolved = parse_ahosts(found.stdout) if found.exit_code == 0 else []
+            found = read(ctx, Resolve(str(self.name)))
+            resolved = found.addresses
             facts["resolved"] = resolved
             if resolved:
                 seen.append(f"{self.name} → {', '.join(resolved)}")
@@ -384,11 +530,11 @@ class Diagnose(Remediation):
             host = host.strip("[]")
             if not 0 < as_int(port) < 65536:
                 raise ToolkitError(f"port {port} out of range")
-            tcp = ctx.read(script(TCP_CONNECT, host=host, port=as_int(port)))
-            facts["tcp"] = {"target": self.target, "open": tcp.exit_code == 0}
-            if tcp.exit_code == 0:
+            tcp = read(ctx, TcpConnect(host, as_int(port)))
+            facts["tcp"] = {"target": self.target, "open": tcp == "open"}
+            if tcp == "open":
                 seen.append(f"TCP {self.target} open")
-            elif tcp.exit_code == 3:
+            elif tcp == "untested":
                 problems.append(f"TCP {self.target} untested: neither bash nor nc on the host")
             else:
                 problems.append(f"TCP {self.target} unreachable")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from toolkit.backups.network import FOLDER, ConfigRepository
 from toolkit.errors import ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Remediation, RunInfo, remediation
+from toolkit.remediation.facts import read
 from toolkit.remediation.network import config as netconfig
-from toolkit.remediation.network.ops import CONFIG_COMMANDS, running_config
-from toolkit.remediation.quoting import cli
+from toolkit.remediation.network.ops import CONFIG_COMMANDS, StartupConfig, running_config
 
 
 @remediation(
@@ -31,7 +31,8 @@ class NetworkConfigBackup(Remediation):
         itops fix backup.network-config 'sw-*' --check
     """
 
-    text = ""
+    text: str = ""
+    """The device's configuration as stored (sanitized), read by check: apply writes it."""
 
     def check(self, ctx: Context) -> Finding:
         self.text = self._fetch(ctx)
@@ -78,10 +79,9 @@ class NetworkConfigBackup(Remediation):
         running = netconfig.sanitize(platform, running_config(ctx))
         parts = [f"{mark} itops backup of {ctx.host.name} ({platform}): running configuration\n"]
         parts.append(running)
-        startup_command = CONFIG_COMMANDS[platform][1]
-        if startup_command is not None:
-            result = ctx.read(cli(startup_command))
-            startup = netconfig.sanitize(platform, result.stdout) if result.exit_code == 0 else ""
+        if CONFIG_COMMANDS[platform][1] is not None:
+            startup = read(ctx, StartupConfig(platform))
+            startup = netconfig.sanitize(platform, startup) if startup else ""
             if not startup:
                 parts.append(f"{mark} startup configuration: none\n")
             elif startup == running:

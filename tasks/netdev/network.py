@@ -7,12 +7,14 @@ import functools
 import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import DeviceRejected, ToolkitError, Unsupported, ValidationError
+from toolkit.errors import ToolkitError, Unsupported, ValidationError
 from toolkit.inventory import Host
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.facts import Fact, read
 from toolkit.remediation.network import config as netconfig
 from toolkit.remediation.network.ops import (
     CONFIG_COMMANDS,
@@ -23,11 +25,13 @@ from toolkit.remediation.network.ops import (
     port_state,
     push,
     running_config,
+    shown,
     wait_for,
 )
-from toolkit.remediation.network.parse import parse
+from toolkit.remediation.network.parse import Parsed, parse
 from toolkit.remediation.quoting import (
     INTERFACE_EXAMPLES,
+    Command,
     check_config_line,
     check_interface,
     check_vlan,
@@ -87,6 +91,58 @@ def _interface_rows(output: str) -> list[dict[str, str]]:
     return rows
 
 
+@dataclass(frozen=True)
+class Version:
+    """`show version` parsed: the template's rows (or the fallback's) and, after them, itops'
+    own patterns' row, since a template may leave fields empty that the patterns find."""
+
+    parsed: Parsed
+    rows: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class DeviceVersion(Fact[Version]):
+    """Model, OS version, serial and uptime from `show version` (`display version`)."""
+
+    platform: str
+
+    def command(self) -> Command:
+        return cli(VERSION_COMMAND[self.platform])
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Version:
+        command = self.command()
+        text = shown(command, stdout, stderr, exit_code)
+        parsed = parse(self.platform, command.text, text, _version_fallback)
+        return Version(parsed, (*parsed.rows, *_version_fallback(text)))
+
+
+@dataclass(frozen=True)
+class PortCounts:
+    """How many interfaces the status table lists, in total and per state."""
+
+    counts: Mapping[str, int]
+    source: str  # the parser that answered
+
+
+@dataclass(frozen=True)
+class InterfaceSummary(Fact[PortCounts]):
+    """The interface status table counted by state (up, down, disabled, err-disabled, other)."""
+
+    platform: str
+
+    def command(self) -> Command:
+        return cli(INTERFACES_COMMAND[self.platform])
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> PortCounts:
+        parsed = parse(self.platform, self.command().text, stdout, _interface_rows)
+        counts: dict[str, int] = {"total": len(parsed.rows)}
+        for row in parsed.rows:
+            word = str(row.get("status") or row.get("phy") or "").lower().strip("*^")
+            state = "disabled" if word == "administratively" else STATUS_WORDS.get(word, "other")
+            counts[state] = counts.get(state, 0) + 1
+        return PortCounts(counts, parsed.source)
+
+
 @remediation(
     "network.device-facts",
     category="network",
@@ -106,13 +162,8 @@ class DeviceFacts(Remediation):
 
     def check(self, ctx: Context) -> Finding:
         platform = ctx.host.platform
-        command = cli(VERSION_COMMAND[platform])
-        result = ctx.read(command)
-        if result.exit_code != 0:
-            raise DeviceRejected(f"{command} failed: {result.stderr}")
-        version = parse(platform, command.text, result.stdout, _version_fallback)
-        # a template may leave fields empty that itops' own patterns find
-        rows = [*version.rows, *_version_fallback(result.stdout)]
+        version = read(ctx, DeviceVersion(platform))
+        rows = version.rows
         facts: dict[str, Any] = {
             "hostname": facts_from(rows, "hostname") or ctx.host.name,
             "model": facts_from(rows, "hardware", "model", "platform"),
@@ -121,29 +172,18 @@ class DeviceFacts(Remediation):
             ),
             "serial": facts_from(rows, "serial", "serial_number"),
             "uptime": facts_from(rows, "uptime"),
-            "parsed_by": {"version": version.source},
+            "parsed_by": {"version": version.parsed.source},
         }
-        if version.note:
-            facts["notes"] = [version.note]
+        if version.parsed.note:
+            facts["notes"] = [version.parsed.note]
         if platform in INTERFACES_COMMAND:
-            facts["interfaces"] = self._interfaces(ctx, facts)
+            interfaces = read(ctx, InterfaceSummary(platform))
+            facts["parsed_by"]["interfaces"] = interfaces.source
+            facts["interfaces"] = dict(interfaces.counts)
         summary = ", ".join(
             f"{k} {facts[k]}" for k in ("model", "os_version", "serial") if facts.get(k)
         )
         return Finding.healthy(summary or "facts recorded", **facts)
-
-    def _interfaces(self, ctx: Context, facts: dict[str, Any]) -> dict[str, int]:
-        platform = ctx.host.platform
-        command = cli(INTERFACES_COMMAND[platform])
-        result = ctx.read(command)
-        parsed = parse(platform, command.text, result.stdout, _interface_rows)
-        facts["parsed_by"]["interfaces"] = parsed.source
-        counts: dict[str, int] = {"total": len(parsed.rows)}
-        for row in parsed.rows:
-            word = str(row.get("status") or row.get("phy") or "").lower().strip("*^")
-            state = "disabled" if word == "administratively" else STATUS_WORDS.get(word, "other")
-            counts[state] = counts.get(state, 0) + 1
-        return counts
 
     def apply(self, ctx: Context) -> None:
         """Nothing to change: check always reports healthy."""
@@ -173,17 +213,27 @@ FAMILIES = {
 _SUFFIX = {"cisco_ios": "Ios", "arista_eos": "Eos", "cisco_nxos": "Nxos"}
 
 
-def _for_family(
-    register: Callable[..., Any], base: type[Remediation], family: str, *examples: str
-) -> Any:
-    """`base` registered for one switch family (its port names, its examples in the docstring)."""
-    doc = (inspect.getdoc(base) or "") + "\n\nExample:\n" + "".join(f"    {e}\n" for e in examples)
-    attrs: dict[str, Any] = {"__module__": base.__module__, "__doc__": doc}
-    if "interface" in base.__annotations__:
-        attrs["interface"] = _interface(family)
-    return register(platforms=FAMILIES[family])(
-        type(base.__name__ + _SUFFIX[family], (base,), attrs)
+def _per_family(
+    name: str, summary: str, base: type[Remediation], examples: Mapping[str, Sequence[str]]
+) -> Callable[[str], Any]:
+    """What registers `base` as task `name` for one switch family: a subclass with that family's
+    port names and its `examples` in the docstring. Each family's class is then assigned to a
+    module name of its own (`PortVlanIos = port_vlan("cisco_ios")`), the line the catalog names
+    as its source. On a core device ([policy] core_groups) a second operator approves."""
+    register = functools.partial(
+        remediation, name, category="network", risky_on_core=True, summary=summary
     )
+
+    def for_family(family: str) -> Any:
+        lines = "".join(f"    {e}\n" for e in examples[family])
+        doc = (inspect.getdoc(base) or "") + "\n\nExample:\n" + lines
+        attrs: dict[str, Any] = {"__module__": base.__module__, "__doc__": doc}
+        if "interface" in base.__annotations__:
+            attrs["interface"] = _interface(family)
+        cls = type(base.__name__ + _SUFFIX[family], (base,), attrs)
+        return register(platforms=FAMILIES[family])(cls)
+
+    return for_family
 
 
 def _refuse_trunk(ctx: Context, section: Mapping[str, Any], interface: str) -> None:
@@ -222,6 +272,9 @@ class PortRecover(Remediation):
         help="seconds to wait for the link after the bounce",
     )
     interface: Any
+    reason: str = ""
+    """Why check found the port down (its err-disable cause, admin down, no link): apply
+    treats a port-security err-disable apart."""
 
     def check(self, ctx: Context) -> Finding:
         state = port_state(ctx, self.interface)
@@ -251,7 +304,7 @@ class PortRecover(Remediation):
             return
         section = interface_config(ctx, self.interface)
         _refuse_trunk(ctx, section, self.interface)
-        if state.status == "err-disabled" and getattr(self, "reason", "") == "psecure-violation":
+        if state.status == "err-disabled" and self.reason == "psecure-violation":
             self._port_security(ctx, section)
         push(
             ctx,
@@ -291,34 +344,27 @@ class PortRecover(Remediation):
         return Finding.problem(f"{self.interface} is still {state.shown}", status=state.status)
 
 
-port_recover = functools.partial(
-    remediation,
+port_recover = _per_family(
     "network.port-recover",
-    category="network",
-    risky_on_core=True,  # on a core device ([policy] core_groups) a second operator approves
-    summary="Bring an err-disabled or down access port back: check why, bounce it, verify up",
-)
-
-
-PortRecoverIos = _for_family(
-    port_recover,
+    "Bring an err-disabled or down access port back: check why, bounce it, verify up",
     PortRecover,
-    "cisco_ios",
-    "itops fix network.port-recover access-sw-07 -p interface=Gi1/0/12 --ticket INC-2001",
-    "itops fix network.port-recover sw-07 -p interface=Gi1/0/12 -p clear_sticky=true --ticket INC-2002",
+    {
+        "cisco_ios": (
+            "itops fix network.port-recover access-sw-07 -p interface=Gi1/0/12 --ticket INC-2001",
+            "itops fix network.port-recover sw-07 -p interface=Gi1/0/12 -p clear_sticky=true"
+            " --ticket INC-2002",
+        ),
+        "arista_eos": (
+            "itops fix network.port-recover leaf-03 -p interface=Ethernet12 --ticket INC-2003",
+        ),
+        "cisco_nxos": (
+            "itops fix network.port-recover dc-sw-02 -p interface=Ethernet1/12 --check",
+        ),
+    },
 )
-PortRecoverEos = _for_family(
-    port_recover,
-    PortRecover,
-    "arista_eos",
-    "itops fix network.port-recover leaf-03 -p interface=Ethernet12 --ticket INC-2003",
-)
-PortRecoverNxos = _for_family(
-    port_recover,
-    PortRecover,
-    "cisco_nxos",
-    "itops fix network.port-recover dc-sw-02 -p interface=Ethernet1/12 --check",
-)
+PortRecoverIos = port_recover("cisco_ios")
+PortRecoverEos = port_recover("arista_eos")
+PortRecoverNxos = port_recover("cisco_nxos")
 
 
 VLAN_COMMAND = {
@@ -335,6 +381,22 @@ def _vlan_rows(output: str) -> list[dict[str, str]]:
         for line in output.splitlines()
         if line.split() and line.split()[0].isdigit()
     ]
+
+
+@dataclass(frozen=True)
+class Vlans(Fact[frozenset[int]]):
+    """The VLAN ids the switch has (`show vlan brief`)."""
+
+    platform: str
+
+    def command(self) -> Command:
+        return cli(VLAN_COMMAND[self.platform])
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> frozenset[int]:
+        command = self.command()
+        text = shown(command, stdout, stderr, exit_code)
+        rows = parse(self.platform, command.text, text, _vlan_rows).rows
+        return frozenset(int(r["vlan_id"]) for r in rows if str(r.get("vlan_id", "")).isdigit())
 
 
 class PortVlan(Remediation):
@@ -391,43 +453,29 @@ class PortVlan(Remediation):
                 return int(match.group(1))
         return 1
 
-    def _vlans(self, ctx: Context) -> set[int]:
-        platform = ctx.host.platform
-        command = cli(VLAN_COMMAND[platform])
-        result = ctx.read(command)
-        if result.exit_code != 0:
-            raise DeviceRejected(f"{command} failed: {result.stderr}")
-        rows = parse(platform, command.text, result.stdout, _vlan_rows).rows
-        return {int(r["vlan_id"]) for r in rows if str(r.get("vlan_id", "")).isdigit()}
+    def _vlans(self, ctx: Context) -> frozenset[int]:
+        return read(ctx, Vlans(ctx.host.platform))
 
 
-port_vlan = functools.partial(
-    remediation,
+port_vlan = _per_family(
     "network.port-vlan",
-    category="network",
-    risky_on_core=True,  # on a core device ([policy] core_groups) a second operator approves
-    summary="Move an access port to an existing VLAN and verify it",
-)
-
-
-PortVlanIos = _for_family(
-    port_vlan,
+    "Move an access port to an existing VLAN and verify it",
     PortVlan,
-    "cisco_ios",
-    "itops fix network.port-vlan access-sw-07 -p interface=Gi1/0/12 -p vlan=30 --ticket INC-2010",
+    {
+        "cisco_ios": (
+            "itops fix network.port-vlan access-sw-07 -p interface=Gi1/0/12 -p vlan=30 --ticket INC-2010",
+        ),
+        "arista_eos": (
+            "itops fix network.port-vlan leaf-03 -p interface=Ethernet12 -p vlan=30 --ticket INC-2011",
+        ),
+        "cisco_nxos": (
+            "itops fix network.port-vlan dc-sw-02 -p interface=Ethernet1/12 -p vlan=30 --check",
+        ),
+    },
 )
-PortVlanEos = _for_family(
-    port_vlan,
-    PortVlan,
-    "arista_eos",
-    "itops fix network.port-vlan leaf-03 -p interface=Ethernet12 -p vlan=30 --ticket INC-2011",
-)
-PortVlanNxos = _for_family(
-    port_vlan,
-    PortVlan,
-    "cisco_nxos",
-    "itops fix network.port-vlan dc-sw-02 -p interface=Ethernet1/12 -p vlan=30 --check",
-)
+PortVlanIos = port_vlan("cisco_ios")
+PortVlanEos = port_vlan("arista_eos")
+PortVlanNxos = port_vlan("cisco_nxos")
 
 
 # --------------------------------------------------------------------------- config apply
@@ -553,31 +601,20 @@ class ConfigApply(Remediation):
         return netconfig.missing(netconfig.tree(platform, lines), running)
 
 
-config_apply = functools.partial(
-    remediation,
+config_apply = _per_family(
     "network.config-apply",
-    category="network",
-    risky_on_core=True,  # on a core device ([policy] core_groups) a second operator approves
-    summary="Push configuration lines or a template: diff, apply, verify, save or roll back",
-)
-
-
-ConfigApplyIos = _for_family(
-    config_apply,
+    "Push configuration lines or a template: diff, apply, verify, save or roll back",
     ConfigApply,
-    "cisco_ios",
-    "itops fix network.config-apply access-sw-07 -p file=changes/ntp.cfg --check",
-    "itops fix network.config-apply 'access-sw-*' -p file=templates/snmp-location.j2 --ticket CHG-3001",
+    {
+        "cisco_ios": (
+            "itops fix network.config-apply access-sw-07 -p file=changes/ntp.cfg --check",
+            "itops fix network.config-apply 'access-sw-*' -p file=templates/snmp-location.j2"
+            " --ticket CHG-3001",
+        ),
+        "arista_eos": ("itops fix network.config-apply leaf-03 -p file=changes/ntp.cfg --check",),
+        "cisco_nxos": ("itops fix network.config-apply dc-sw-02 -p file=changes/ntp.cfg --check",),
+    },
 )
-ConfigApplyEos = _for_family(
-    config_apply,
-    ConfigApply,
-    "arista_eos",
-    "itops fix network.config-apply leaf-03 -p file=changes/ntp.cfg --check",
-)
-ConfigApplyNxos = _for_family(
-    config_apply,
-    ConfigApply,
-    "cisco_nxos",
-    "itops fix network.config-apply dc-sw-02 -p file=changes/ntp.cfg --check",
-)
+ConfigApplyIos = config_apply("cisco_ios")
+ConfigApplyEos = config_apply("arista_eos")
+ConfigApplyNxos = config_apply("cisco_nxos")

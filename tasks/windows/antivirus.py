@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
 
 from toolkit.errors import ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.remediation.quoting import ps_script
+from toolkit.remediation.facts import read
+from toolkit.remediation.quoting import Command, ps_script
 from toolkit.remediation.windows import (
     WINDOWS_PATH,
+    JsonFact,
+    UnexpectedOutput,
     as_int,
     change,
     change_json,
     ps_time,
-    read_json,
     records,
     strings,
     text,
@@ -47,16 +51,66 @@ ConvertTo-Json -Compress -Depth 4 -InputObject @{{ started = (Iso $start); detec
 )
 
 
-def read_status(ctx: Context) -> Mapping[str, Any]:
-    data = read_json(ctx, ps_script(STATUS), "Defender status")
-    if not isinstance(data, Mapping):
-        raise ToolkitError("Get-MpComputerStatus returned nothing")
-    if not data.get("service"):
+@dataclass(frozen=True)
+class Threat:
+    id: int
+    name: str
+    severity: int
+
+
+@dataclass(frozen=True)
+class DefenderState:
+    """Get-MpComputerStatus and the active threats (Get-MpThreat); times as the host gave them."""
+
+    service: bool
+    realtime: bool
+    version: str
+    age_days: int
+    updated: str | None
+    quick_scan_end: str | None
+    full_scan_end: str | None
+    active: tuple[Threat, ...]
+
+
+def _optional(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class DefenderStatus(JsonFact[DefenderState]):
+    """Microsoft Defender's service, signature version and age, last scans and active threats."""
+
+    what: ClassVar[str] = "Defender status"
+
+    def command(self) -> Command:
+        return ps_script(STATUS)
+
+    def value(self, data: Any) -> DefenderState:
+        if not isinstance(data, Mapping):
+            raise UnexpectedOutput("Get-MpComputerStatus returned nothing")
+        return DefenderState(
+            service=bool(data.get("service")),
+            realtime=bool(data.get("realtime")),
+            version=text(data.get("version")),
+            age_days=as_int(data.get("age_days")),
+            updated=_optional(data.get("updated")),
+            quick_scan_end=_optional(data.get("quick_scan_end")),
+            full_scan_end=_optional(data.get("full_scan_end")),
+            active=tuple(
+                Threat(as_int(t.get("id")), text(t.get("name")), as_int(t.get("severity")))
+                for t in records(data.get("active"))
+            ),
+        )
+
+
+def read_status(ctx: Context) -> DefenderState:
+    state = read(ctx, DefenderStatus())
+    if not state.service:
         raise ToolkitError(
             f"Microsoft Defender is not running on {ctx.host.name} (another antivirus product?)",
             hint="itops manages Defender only; use the other product's console",
         )
-    return data
+    return state
 
 
 def version(value: Any) -> tuple[int, ...]:
@@ -89,16 +143,19 @@ class UpdateSignatures(Remediation):
         help="update source (default: Defender's configured order)",
     )
 
-    def _finding(self, data: Mapping[str, Any]) -> Finding:
-        age, ver = as_int(data.get("age_days")), text(data.get("version"))
-        facts = {"version": ver, "age_days": age, "updated": data.get("updated")}
+    before: str
+    """The signature version check found: verify wants a newer one (or fresh signatures)."""
+
+    def _finding(self, data: DefenderState) -> Finding:
+        age, ver = data.age_days, data.version
+        facts = {"version": ver, "age_days": age, "updated": data.updated}
         if age > int(self.max_age_days):
             return Finding.problem(f"signatures {ver} are {age} day(s) old", **facts)
         return Finding.healthy(f"signatures {ver}, {age} day(s) old", **facts)
 
     def check(self, ctx: Context) -> Finding:
         data = read_status(ctx)
-        self.before = text(data.get("version"))
+        self.before = data.version
         return self._finding(data)
 
     def apply(self, ctx: Context) -> None:
@@ -107,10 +164,10 @@ class UpdateSignatures(Remediation):
     def verify(self, ctx: Context) -> Finding:
         data = read_status(ctx)
         finding = self._finding(data)
-        newer = version(data.get("version")) > version(self.before)
+        newer = version(data.version) > version(self.before)
         if finding.ok or newer:
             return Finding.healthy(
-                f"signatures updated {self.before} → {data.get('version')}", **finding.facts
+                f"signatures updated {self.before} → {data.version}", **finding.facts
             )
         return Finding.problem(f"still {finding.summary} after Update-MpSignature", **finding.facts)
 
@@ -138,17 +195,20 @@ class Scan(Remediation):
     path = Param(str, kind="text", pattern=WINDOWS_PATH, help="scan only this folder or file")
     timeout_minutes = Param(int, default=60, minimum=1, maximum=1440, help="scan time limit")
 
+    started: datetime | None
+    """When the scan started on the host (apply), as the scan reported it."""
+    detections: list[Mapping[str, Any]]
+    """What the scan detected (apply): verify records them."""
+
     def check(self, ctx: Context) -> Finding:
         data = read_status(ctx)
-        active = records(data.get("active"))
-        last = data.get("full_scan_end" if self.mode == "full" else "quick_scan_end")
+        active = [t.name for t in data.active]
+        last = data.full_scan_end if self.mode == "full" else data.quick_scan_end
         what = f"custom scan of {self.path}" if self.path else f"{self.mode} scan"
         summary = f"{what} requested; last {self.mode} scan: {last or 'never'}"
         if active:
-            summary += f"; {len(active)} active threat(s): " + ", ".join(
-                text(t.get("name")) for t in active
-            )
-        return Finding.problem(summary, active=[text(t.get("name")) for t in active])
+            summary += f"; {len(active)} active threat(s): " + ", ".join(active)
+        return Finding.problem(summary, active=active)
 
     def apply(self, ctx: Context) -> None:
         scan_type = "FullScan" if self.mode == "full" else "QuickScan"
@@ -168,11 +228,10 @@ class Scan(Remediation):
             )
 
     def verify(self, ctx: Context) -> Finding:
-        data = read_status(ctx)
-        active = records(data.get("active"))
+        active = read_status(ctx).active
         detections = [dict(d) for d in self.detections]
         if active:
-            names = ", ".join(text(t.get("name")) for t in active)
+            names = ", ".join(t.name for t in active)
             return Finding.problem(
                 f"scan done; {len(active)} active threat(s) remain: {names}",
                 detections=detections,

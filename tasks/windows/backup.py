@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from toolkit.errors import ToolkitError, ValidationError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.remediation.quoting import ps_script
+from toolkit.remediation.facts import read
+from toolkit.remediation.quoting import Command, ps_script
 from toolkit.remediation.windows import (
     WINDOWS_PATH,
+    JsonFact,
     as_int,
     change_json,
     human_bytes,
-    read_json,
     records,
     strings,
     text,
@@ -96,6 +98,79 @@ ConvertTo-Json -Compress -InputObject @{{ removed = $removed }}"""
 _STAMP = re.compile(r"itops-(\d{8}T\d{6}Z)\.manifest\.json")
 
 
+@dataclass(frozen=True)
+class Source:
+    path: str
+    exists: bool
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What a backup would copy, where to (`dest`), and the newest backup's manifest there."""
+
+    dest: str
+    items: tuple[Source, ...]
+    last: str  # the newest itops-<stamp>.manifest.json in dest, "" for none
+
+    @property
+    def missing(self) -> list[str]:
+        return [i.path for i in self.items if not i.exists]
+
+    @property
+    def last_stamp(self) -> str:
+        found = _STAMP.fullmatch(self.last)
+        return found.group(1) if found else ""
+
+
+@dataclass(frozen=True)
+class BackupSources(JsonFact[Sources]):
+    """Each path's existence, file count and size; the store's folder for this host."""
+
+    paths: tuple[str, ...]
+    store: str
+    what: ClassVar[str] = "sources"
+
+    def command(self) -> Command:
+        return ps_script(SOURCES, paths=list(self.paths), store=self.store)
+
+    def value(self, data: Any) -> Sources:
+        data = data if isinstance(data, Mapping) else {}
+        items = tuple(
+            Source(
+                text(i.get("path")),
+                bool(i.get("exists")),
+                as_int(i.get("files")),
+                as_int(i.get("bytes")),
+            )
+            for i in records(data.get("items"))
+        )
+        return Sources(text(data.get("dest")), items, text(data.get("last")))
+
+
+@dataclass(frozen=True)
+class HashCheck:
+    checked: int
+    bad: list[str]  # manifest entries missing or with another SHA-256
+
+
+@dataclass(frozen=True)
+class BackupHashes(JsonFact[HashCheck]):
+    """Re-read every file (or zip entry) of backup `name` against its manifest's SHA-256."""
+
+    store: str
+    name: str
+    what: ClassVar[str] = "backup verify"
+
+    def command(self) -> Command:
+        return ps_script(VERIFY, store=self.store, name=self.name)
+
+    def value(self, data: Any) -> HashCheck:
+        data = data if isinstance(data, Mapping) else {}
+        return HashCheck(as_int(data.get("checked")), strings(data.get("bad")))
+
+
 @remediation(
     "backup.files",
     category="backup",
@@ -137,22 +212,26 @@ class BackupFiles(Remediation):
             raise ValidationError(f"backup_store {store!r} is not a Windows path")
         return str(store)
 
+    missing: list[str]
+    """Sources check did not find: apply refuses to back up while any is missing."""
+    name: str
+    """The new backup's name (apply), itops-<UTC time>: verify re-reads it."""
+    count: int
+    """How many files apply wrote: verify expects as many to check out."""
+
     def check(self, ctx: Context) -> Finding:
         store = self._store(ctx)
-        data = read_json(ctx, ps_script(SOURCES, paths=list(self.paths), store=store), "sources")
-        data = data if isinstance(data, Mapping) else {}
-        items = records(data.get("items"))
-        missing = [text(i.get("path")) for i in items if not i.get("exists")]
+        data = read(ctx, BackupSources(tuple(self.paths), store))
+        missing = data.missing
         self.missing = missing
-        files = sum(as_int(i.get("files")) for i in items)
-        size = sum(as_int(i.get("bytes")) for i in items)
-        last = _STAMP.fullmatch(text(data.get("last")))
-        facts: dict[str, Any] = {"dest": data.get("dest"), "files": files, "bytes": size}
+        files = sum(i.files for i in data.items)
+        size = sum(i.bytes for i in data.items)
+        facts: dict[str, Any] = {"dest": data.dest, "files": files, "bytes": size}
         if missing:
             return Finding.problem(f"missing: {', '.join(missing)}", missing=missing, **facts)
         return Finding.problem(
-            f"backup requested: {files} file(s), {human_bytes(size)} → {data.get('dest')}; "
-            f"last backup {last.group(1) if last else 'none'}",
+            f"backup requested: {files} file(s), {human_bytes(size)} → {data.dest}; "
+            f"last backup {data.last_stamp or 'none'}",
             **facts,
         )
 
@@ -196,9 +275,8 @@ class BackupFiles(Remediation):
             ctx.note(f"removed old backups: {', '.join(removed)}")
 
     def _hashes(self, ctx: Context, store: str) -> tuple[int, list[str]]:
-        data = read_json(ctx, ps_script(VERIFY, store=store, name=self.name), "backup verify", 3600)
-        data = data if isinstance(data, Mapping) else {}
-        return as_int(data.get("checked")), strings(data.get("bad"))
+        found = read(ctx, BackupHashes(store, self.name), timeout=3600)
+        return found.checked, found.bad
 
     def verify(self, ctx: Context) -> Finding:
         checked, bad = self._hashes(ctx, self._store(ctx))

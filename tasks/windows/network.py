@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from toolkit.errors import ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.remediation.quoting import ps_script
+from toolkit.remediation.facts import Fact, read
+from toolkit.remediation.quoting import Command, ps_script
 from toolkit.remediation.windows import (
     DNS_NAME,
     HOST_PORT,
+    JsonFact,
     as_int,
     change,
-    read_json,
     records,
     strings,
     text,
@@ -25,6 +27,26 @@ from toolkit.remediation.windows import (
 DNS_CACHE = r"""$ErrorActionPreference = 'Stop'
 $c = @(Get-DnsClientCache)
 ConvertTo-Json -Compress -InputObject @{{ entries = $c.Count; failed = @($c | Where-Object {{ $_.Status -ne 0 }} | ForEach-Object {{ [string]$_.Entry }} | Select-Object -Unique -First 20) }}"""
+
+
+@dataclass(frozen=True)
+class Cache:
+    entries: int
+    failed: list[str]  # names whose failed lookup is cached (at most 20)
+
+
+@dataclass(frozen=True)
+class DnsCache(JsonFact[Cache]):
+    """The DNS client cache's size and the failed lookups it holds (Get-DnsClientCache)."""
+
+    what: ClassVar[str] = "DNS cache"
+
+    def command(self) -> Command:
+        return ps_script(DNS_CACHE)
+
+    def value(self, data: Any) -> Cache:
+        data = data if isinstance(data, Mapping) else {}
+        return Cache(as_int(data.get("entries")), strings(data.get("failed")))
 
 
 @remediation(
@@ -45,8 +67,8 @@ class FlushDns(Remediation):
     """
 
     def _read(self, ctx: Context) -> tuple[int, list[str]]:
-        data = read_json(ctx, ps_script(DNS_CACHE), "DNS cache") or {}
-        return as_int(data.get("entries")), strings(data.get("failed"))
+        cache = read(ctx, DnsCache())
+        return cache.entries, cache.failed
 
     def check(self, ctx: Context) -> Finding:
         entries, failed = self._read(ctx)
@@ -89,12 +111,41 @@ exit $LASTEXITCODE"""
 ADAPTER = r"[A-Za-z0-9_][A-Za-z0-9 _().-]{0,63}"  # no wildcards: ipconfig would expand them
 
 
-def _adapters(data: Any) -> list[Mapping[str, Any]]:
-    return records(data.get("adapters")) if isinstance(data, Mapping) else []
+@dataclass(frozen=True)
+class DhcpAdapter:
+    alias: str
+    ipv4: tuple[str, ...]
+    dhcp_server: str
+    lease_obtained: str | None  # UTC, ISO 8601; None if Windows shows no lease
+
+    @property
+    def usable(self) -> bool:
+        """Has an address other than APIPA (169.254.x.x)."""
+        return any(not ip.startswith("169.254.") for ip in self.ipv4)
 
 
-def _usable(adapter: Mapping[str, Any]) -> bool:
-    return any(not str(ip).startswith("169.254.") for ip in strings(adapter.get("ipv4")))
+@dataclass(frozen=True)
+class DhcpAdapters(JsonFact[tuple[DhcpAdapter, ...]]):
+    """The IP-enabled, DHCP-configured adapters (all, or those named), their IPv4 addresses and
+    lease times."""
+
+    names: tuple[str, ...] = ()
+    what: ClassVar[str] = "DHCP adapters"
+
+    def command(self) -> Command:
+        return ps_script(DHCP_STATE, adapters=list(self.names))
+
+    def value(self, data: Any) -> tuple[DhcpAdapter, ...]:
+        found = records(data.get("adapters")) if isinstance(data, Mapping) else []
+        return tuple(
+            DhcpAdapter(
+                text(a.get("alias")),
+                tuple(strings(a.get("ipv4"))),
+                text(a.get("dhcp_server")),
+                None if a.get("lease_obtained") is None else text(a.get("lease_obtained")),
+            )
+            for a in found
+        )
 
 
 @remediation(
@@ -118,22 +169,22 @@ class RenewDhcp(Remediation):
     adapter = Param(str, kind="text", pattern=ADAPTER, help="adapter name (default: all DHCP ones)")
     release = Param(bool, default=True, help="release the lease before renewing")
 
-    def _read(self, ctx: Context) -> list[Mapping[str, Any]]:
-        names = [self.adapter] if self.adapter else []
-        return _adapters(read_json(ctx, ps_script(DHCP_STATE, adapters=names), "DHCP adapters"))
+    before: dict[str, str | None]
+    """Each adapter's lease time as check found it: verify wants it changed."""
+
+    def _read(self, ctx: Context) -> tuple[DhcpAdapter, ...]:
+        return read(ctx, DhcpAdapters((self.adapter,) if self.adapter else ()))
 
     def check(self, ctx: Context) -> Finding:
         adapters = self._read(ctx)
-        self.before = {text(a.get("alias")): a.get("lease_obtained") for a in adapters}
+        self.before = {a.alias: a.lease_obtained for a in adapters}
         if not adapters:
             raise ToolkitError(
                 f"no DHCP-configured adapter{' named ' + repr(self.adapter) if self.adapter else ''} "
                 f"on {ctx.host.name}"
             )
-        shown = ", ".join(
-            f"{a.get('alias')} {'/'.join(strings(a.get('ipv4'))) or 'no address'}" for a in adapters
-        )
-        broken = [text(a.get("alias")) for a in adapters if not _usable(a)]
+        shown = ", ".join(f"{a.alias} {'/'.join(a.ipv4) or 'no address'}" for a in adapters)
+        broken = [a.alias for a in adapters if not a.usable]
         if broken:
             return Finding.problem(f"no usable DHCP address on {', '.join(broken)} ({shown})")
         return Finding.problem(f"renew requested: {shown}", adapters=list(self.before))
@@ -149,15 +200,11 @@ class RenewDhcp(Remediation):
 
     def verify(self, ctx: Context) -> Finding:
         adapters = self._read(ctx)
-        broken = [text(a.get("alias")) for a in adapters if not _usable(a)]
+        broken = [a.alias for a in adapters if not a.usable]
         if broken:
             return Finding.problem(f"still no usable address on {', '.join(broken)}")
-        renewed = [
-            text(a.get("alias"))
-            for a in adapters
-            if a.get("lease_obtained") != self.before.get(text(a.get("alias")))
-        ]
-        shown = ", ".join(f"{a.get('alias')} {'/'.join(strings(a.get('ipv4')))}" for a in adapters)
+        renewed = [a.alias for a in adapters if a.lease_obtained != self.before.get(a.alias)]
+        shown = ", ".join(f"{a.alias} {'/'.join(a.ipv4)}" for a in adapters)
         if not renewed:
             return Finding.problem(f"lease times unchanged: the renew did not happen ({shown})")
         return Finding.healthy(f"lease renewed: {shown}", renewed=renewed)
@@ -185,6 +232,19 @@ def third_party(providers: list[str]) -> list[str]:
     return [p for p in providers if not _WINDOWS_DLL.match(p)]
 
 
+@dataclass(frozen=True)
+class WinsockCatalog(Fact[list[str]]):
+    """The Winsock catalog's provider DLL paths (`netsh winsock show catalog`), in order."""
+
+    def command(self) -> Command:
+        return ps_script("netsh.exe winsock show catalog\nexit $LASTEXITCODE")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> list[str]:
+        if exit_code != 0:
+            raise ToolkitError(f"netsh winsock show catalog exited {exit_code}")
+        return winsock_providers(stdout)
+
+
 @remediation(
     "network.winsock-reset",
     category="network",
@@ -203,11 +263,11 @@ class WinsockReset(Remediation):
         itops fix network.winsock-reset ws-042 --check
     """
 
+    reboot: bool
+    """Whether netsh said the reset needs a restart (apply)."""
+
     def _providers(self, ctx: Context) -> list[str]:
-        result = ctx.read(ps_script("netsh.exe winsock show catalog\nexit $LASTEXITCODE"))
-        if result.exit_code != 0:
-            raise ToolkitError(f"netsh winsock show catalog exited {result.exit_code}")
-        return winsock_providers(result.stdout)
+        return read(ctx, WinsockCatalog())
 
     def check(self, ctx: Context) -> Finding:
         providers = self._providers(ctx)
@@ -251,6 +311,46 @@ if ($thost) {{ $t = Test-NetConnection -ComputerName $thost -Port $tport -Warnin
 ConvertTo-Json -Compress -Depth 5 -InputObject $r"""
 
 
+@dataclass(frozen=True)
+class Diagnosis:
+    """What the DIAGNOSE probe found; adapters and tcp as the host printed them (the record)."""
+
+    adapters: tuple[Mapping[str, Any], ...]  # alias, ipv4, gateway, dns
+    gateway_ping: bool | None  # None: not tested (no adapter with a gateway)
+    resolved: list[str]
+    resolve_error: str
+    tcp: Any  # {ok, address} when a target was given, else None
+
+    @property
+    def tcp_open(self) -> bool:
+        return isinstance(self.tcp, Mapping) and bool(self.tcp.get("ok"))
+
+
+@dataclass(frozen=True)
+class NetworkDiagnosis(JsonFact[Diagnosis]):
+    """The default-route adapters, a gateway ping, a name resolved (`name`), a TCP connection
+    (`thost`:`tport`): whatever is asked for, in one probe."""
+
+    name: str = ""
+    thost: str = ""
+    tport: int = 0
+    what: ClassVar[str] = "network diagnosis"
+
+    def command(self) -> Command:
+        return ps_script(DIAGNOSE, name=self.name, thost=self.thost, tport=self.tport)
+
+    def value(self, data: Any) -> Diagnosis:
+        data = data if isinstance(data, Mapping) else {}
+        ping = data.get("gateway_ping")
+        return Diagnosis(
+            tuple(records(data.get("adapters"))),
+            ping if isinstance(ping, bool) else None,
+            strings(data.get("resolved")),
+            text(data.get("resolve_error")),
+            data.get("tcp"),
+        )
+
+
 @remediation(
     "network.diagnose",
     category="network",
@@ -277,13 +377,8 @@ class Diagnose(Remediation):
             thost, tport = thost.strip("[]"), int(port)
             if not 0 < tport < 65536:
                 raise ToolkitError(f"port {tport} out of range")
-        data = read_json(
-            ctx,
-            ps_script(DIAGNOSE, name=self.name or "", thost=thost, tport=tport),
-            "network diagnosis",
-        )
-        data = data if isinstance(data, Mapping) else {}
-        adapters = records(data.get("adapters"))
+        data = read(ctx, NetworkDiagnosis(self.name or "", thost, tport))
+        adapters = data.adapters
         problems, seen = [], []
         if not adapters:
             problems.append("no adapter has a default gateway")
@@ -292,25 +387,23 @@ class Diagnose(Remediation):
                 f"{a.get('alias')} {'/'.join(strings(a.get('ipv4')))} gw {a.get('gateway')} "
                 f"dns {','.join(strings(a.get('dns'))) or 'none'}"
             )
-        if adapters and data.get("gateway_ping") is False:
+        if adapters and data.gateway_ping is False:
             seen.append("gateway does not answer ping (may be filtered)")
         if self.name:
-            resolved = strings(data.get("resolved"))
-            if resolved:
-                seen.append(f"{self.name} → {', '.join(resolved)}")
+            if data.resolved:
+                seen.append(f"{self.name} → {', '.join(data.resolved)}")
             else:
-                why = text(data.get("resolve_error")) or "no address"
+                why = data.resolve_error or "no address"
                 problems.append(f"{self.name} does not resolve: {why}")
         if self.target:
-            tcp = data.get("tcp") if isinstance(data.get("tcp"), Mapping) else {}
-            if tcp and tcp.get("ok"):
+            if data.tcp_open:
                 seen.append(f"TCP {self.target} open")
             else:
                 problems.append(f"TCP {self.target} unreachable")
         facts = {
             "adapters": [dict(a) for a in adapters],
-            "resolved": strings(data.get("resolved")),
-            "tcp": data.get("tcp"),
+            "resolved": data.resolved,
+            "tcp": data.tcp,
         }
         if problems:
             return Finding.problem("; ".join(problems + seen), **facts)

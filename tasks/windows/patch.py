@@ -5,17 +5,18 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from toolkit.errors import ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.remediation.quoting import ps_script
+from toolkit.remediation.facts import read
+from toolkit.remediation.quoting import Command, ps_script
 from toolkit.remediation.windows import (
     KB_ID,
+    JsonFact,
     as_int,
     change,
     change_json,
-    read_json,
     records,
     strings,
     text,
@@ -134,6 +135,27 @@ def parse_pending(data: Any) -> tuple[list[Update], bool]:
     return updates, bool(data.get("reboot_pending"))
 
 
+@dataclass(frozen=True)
+class Pending:
+    updates: tuple[Update, ...]
+    reboot_pending: bool
+
+
+@dataclass(frozen=True)
+class PendingUpdates(JsonFact[Pending]):
+    """Updates not installed, not hidden (Windows Update Agent search), and whether the host
+    waits for a restart."""
+
+    what: ClassVar[str] = "Windows Update search"
+
+    def command(self) -> Command:
+        return ps_script(PENDING, search=SEARCH)
+
+    def value(self, data: Any) -> Pending:
+        updates, reboot = parse_pending(data)
+        return Pending(tuple(updates), reboot)
+
+
 @remediation(
     "patch.apply",
     category="software",
@@ -162,6 +184,11 @@ class ApplyPatches(Remediation):
     reboot = Param(bool, default=False, help="restart (in 5 minutes) if the updates need it")
     timeout_minutes = Param(int, default=120, minimum=5, maximum=720, help="install time limit")
 
+    results: list[Mapping[str, Any]]
+    """Each installed update's result (apply): verify reports the failed ones."""
+    reboot_needed: bool
+    """Whether the install asked for a restart (apply)."""
+
     def wanted(self, updates: Sequence[Update]) -> list[Update]:
         include = {k.upper() for k in self.include or []}
         exclude = {k.upper() for k in self.exclude or []}
@@ -177,9 +204,8 @@ class ApplyPatches(Remediation):
         return picked
 
     def _pending(self, ctx: Context) -> tuple[list[Update], bool]:
-        data = read_json(ctx, ps_script(PENDING, search=SEARCH), "Windows Update search", 900)
-        updates, reboot = parse_pending(data)
-        return self.wanted(updates), reboot
+        found = read(ctx, PendingUpdates(), timeout=900)
+        return self.wanted(found.updates), found.reboot_pending
 
     def check(self, ctx: Context) -> Finding:
         wanted, reboot = self._pending(ctx)
@@ -194,7 +220,7 @@ class ApplyPatches(Remediation):
     def apply(self, ctx: Context) -> None:
         wanted, _ = self._pending(ctx)
         kbs = sorted({kb for u in wanted for kb in u.kbs})
-        self.results: list[Mapping[str, Any]] = []
+        self.results = []
         self.reboot_needed = False
         if not kbs:
             return

@@ -5,18 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.remediation.quoting import ps_script
+from toolkit.remediation.facts import read
+from toolkit.remediation.quoting import Command, ps_script
 from toolkit.remediation.windows import (
     PRINTER_NAME,
     WINDOWS_PATH,
+    JsonFact,
     RestartService,
     UnexpectedOutput,
     as_int,
     change,
-    read_json,
     records,
     text,
 )
@@ -110,10 +111,23 @@ def parse_state(data: Any) -> PrintState:
     )
 
 
+@dataclass(frozen=True)
+class PrinterState(JsonFact[PrintState]):
+    """The Print Spooler's status, the spool folder, and each printer (or just `queue`) with its
+    jobs and their ages."""
+
+    queue: str | None = None
+    what: ClassVar[str] = "printers"
+
+    def command(self) -> Command:
+        return ps_script(STATE, queues=[self.queue] if self.queue else [])
+
+    def value(self, data: Any) -> PrintState:
+        return parse_state(data)
+
+
 def read_state(ctx: Context, queue: str | None) -> PrintState:
-    return parse_state(
-        read_json(ctx, ps_script(STATE, queues=[queue] if queue else []), "printers")
-    )
+    return read(ctx, PrinterState(queue))
 
 
 @remediation(

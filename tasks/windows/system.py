@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.remediation.quoting import ps_join, ps_script
+from toolkit.remediation.facts import read
+from toolkit.remediation.quoting import Command, ps_join, ps_script
 from toolkit.remediation.windows import (
     SERVICE_NAME,
+    JsonFact,
     RestartService,
     as_int,
     change_json,
     human_bytes,
-    read_json,
+    text,
 )
 
 
@@ -65,6 +68,41 @@ $stopped | Start-Service -ErrorAction SilentlyContinue
 ConvertTo-Json -Compress -InputObject @{{ removed = $removed; in_use = $failed; freed = [int64](Get-ItopsDrive).FreeSpace - $before }}"""
 
 
+@dataclass(frozen=True)
+class SystemDrive:
+    """The system drive's size and free space, and what the cleanup could delete, in bytes."""
+
+    drive: str
+    size: int
+    free: int
+    cleanable: int
+
+    @property
+    def free_percent(self) -> float:
+        return 100.0 * self.free / self.size if self.size else 0.0
+
+
+@dataclass(frozen=True)
+class SystemDriveSpace(JsonFact[SystemDrive]):
+    """The system drive (Win32_LogicalDisk) and the bytes in the cleanup's folders not written
+    for `older_than_days` days."""
+
+    older_than_days: int
+    what: ClassVar[str] = "disk space"
+
+    def command(self) -> Command:
+        return ps_join(ps_script(CLEANUP_DIRS, days=self.older_than_days), ps_script(DISK_PROBE))
+
+    def value(self, data: Any) -> SystemDrive:
+        data = data if isinstance(data, dict) else {}
+        return SystemDrive(
+            text(data.get("drive")),
+            as_int(data.get("size")),
+            as_int(data.get("free")),
+            as_int(data.get("cleanable")),
+        )
+
+
 @remediation(
     "disk.cleanup",
     category="software",
@@ -91,30 +129,26 @@ class DiskCleanup(Remediation):
         int, default=7, minimum=0, maximum=365, help="delete files not written for this many days"
     )
 
-    def _probe(self, ctx: Context) -> dict[str, Any]:
-        script = ps_join(
-            ps_script(CLEANUP_DIRS, days=int(self.older_than_days)), ps_script(DISK_PROBE)
-        )
-        data = read_json(ctx, script, "disk space")
-        return dict(data) if isinstance(data, dict) else {}
+    freed: int
+    """Bytes the cleanup freed (apply), for verify's summary."""
 
-    def _finding(self, data: dict[str, Any], after: str = "") -> Finding:
-        size, free = as_int(data.get("size")), as_int(data.get("free"))
-        percent = 100.0 * free / size if size else 0.0
+    def _probe(self, ctx: Context) -> SystemDrive:
+        return read(ctx, SystemDriveSpace(int(self.older_than_days)))
+
+    def _finding(self, disk: SystemDrive, after: str = "") -> Finding:
+        size, free, percent = disk.size, disk.free, disk.free_percent
         facts = {
-            "drive": data.get("drive"),
+            "drive": disk.drive,
             "free_percent": round(percent, 1),
             "free_bytes": free,
-            "cleanable_bytes": as_int(data.get("cleanable")),
+            "cleanable_bytes": disk.cleanable,
         }
-        summary = (
-            f"{data.get('drive')} {percent:.1f}% free ({human_bytes(free)} of {human_bytes(size)})"
-        )
+        summary = f"{disk.drive} {percent:.1f}% free ({human_bytes(free)} of {human_bytes(size)})"
         if percent >= float(self.min_free_percent):
             return Finding.healthy(summary + after, **facts)
         return Finding.problem(
             f"{summary}, below {self.min_free_percent}%; "
-            f"{human_bytes(as_int(data.get('cleanable')))} cleanable" + after,
+            f"{human_bytes(disk.cleanable)} cleanable" + after,
             **facts,
         )
 

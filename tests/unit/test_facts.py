@@ -23,9 +23,9 @@ from toolkit.remediation.facts import Fact, read
 from toolkit.transports.base import CommandResult
 
 
-def task_module(task: str) -> Any:
+def task_module(task: str, platform: str = "linux") -> Any:
     """A built-in task's module as the catalog loaded it (task modules load by path)."""
-    spec = Catalog.load([BUILTIN_TASKS]).get(task).implementation("linux")
+    spec = Catalog.load([BUILTIN_TASKS]).get(task).implementation(platform)
     assert spec is not None
     return sys.modules[spec.cls.__module__]
 
@@ -318,7 +318,7 @@ def test_clam_scan_detections_moves_and_errors() -> None:
 
 # Modules whose remediations follow the rule (the rest are listed in docs/architecture.md).
 DECLARED = ("printer.status", "service.restart", "disk.cleanup", "patch.apply", "av.update")
-DECLARED += ("password.reset",)
+DECLARED += ("password.reset", "backup.files", "network.diagnose")
 
 
 def _assigned(cls: type) -> set[str]:
@@ -327,6 +327,8 @@ def _assigned(cls: type) -> set[str]:
     import inspect
     import textwrap
 
+    if not any(inspect.isfunction(v) for v in vars(cls).values()):
+        return set()  # no methods of its own (a per-family class made with type())
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     return {
         node.attr
@@ -338,16 +340,13 @@ def _assigned(cls: type) -> set[str]:
     }
 
 
-def test_state_between_steps_is_declared_on_the_class() -> None:
-    """Whatever check hands to apply or verify through `self` is a declared, typed attribute
-    (annotated on the class with its docstring), never an undeclared one."""
+def _undeclared(platform: str, modules: set[str]) -> tuple[int, list[str]]:
+    """How many remediation classes of `modules` were checked, and their undeclared state."""
     from toolkit.remediation.catalog import Remediation
 
-    modules = {task_module(task).__name__ for task in DECLARED} | {linux.__name__}
-    catalog = Catalog.load([BUILTIN_TASKS])
     checked, undeclared = 0, []
-    for task in catalog:
-        spec = task.implementation("linux")
+    for task in Catalog.load([BUILTIN_TASKS]):
+        spec = task.implementation(platform)
         if spec is None or spec.cls.__module__ not in modules:
             continue
         for cls in spec.cls.__mro__:
@@ -356,7 +355,39 @@ def test_state_between_steps_is_declared_on_the_class() -> None:
             declared = {a for c in spec.cls.__mro__ for a in vars(c).get("__annotations__", {})}
             checked += 1
             undeclared += [f"{cls.__name__}.{a}" for a in sorted(_assigned(cls) - declared)]
+    return checked, undeclared
+
+
+def test_state_between_steps_is_declared_on_the_class() -> None:
+    """Whatever check hands to apply or verify through `self` is a declared, typed attribute
+    (annotated on the class with its docstring), never an undeclared one."""
+    modules = {task_module(task).__name__ for task in DECLARED} | {linux.__name__}
+    checked, undeclared = _undeclared("linux", modules)
     assert checked >= 10 and undeclared == []
+
+
+def test_windows_state_between_steps_is_declared_on_the_class() -> None:
+    from toolkit.remediation import windows
+
+    catalog = Catalog.load([BUILTIN_TASKS])
+    modules = {windows.__name__}
+    for task in catalog:
+        spec = task.implementation("windows")
+        if spec is not None and task.name != "password.reset":  # its own helper's rules
+            modules.add(spec.cls.__module__)
+    checked, undeclared = _undeclared("windows", modules)
+    assert checked >= 13 and undeclared == []
+
+
+def test_network_device_state_between_steps_is_declared_on_the_class() -> None:
+    catalog = Catalog.load([BUILTIN_TASKS])
+    modules = set()
+    for task in ("network.device-facts", "backup.network-config"):
+        spec = catalog.get(task).implementation("cisco_ios")
+        assert spec is not None
+        modules.add(spec.cls.__module__)
+    checked, undeclared = _undeclared("cisco_ios", modules)
+    assert checked >= 5 and undeclared == []
 
 
 def test_the_readmes_fact_runs_as_written() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -268,46 +269,61 @@ def show(app: App, name: str, as_json: bool) -> None:
     )
 
 
-@schedule.command()
-@click.argument("name", shell_complete=complete_schedule)
-@click.pass_obj
-def remove(app: App, name: str) -> None:
+def _one_schedule(action: Callable[[Scheduler, str], str], help: str) -> click.Command:
+    """A `schedule <verb> NAME` command: `action` does it (recorded by the scheduler) and
+    says what it did."""
+
+    @schedule.command(name=action.__name__.strip("_"), help=help)
+    @click.argument("name", shell_complete=complete_schedule)
+    @click.pass_obj
+    def command(app: App, name: str) -> None:
+        render.echo(action(_scheduler(app), name))
+
+    return command
+
+
+def _remove(scheduler: Scheduler, name: str) -> str:
+    scheduler.remove(name)
+    return f"removed {name}"
+
+
+def _pause(scheduler: Scheduler, name: str) -> str:
+    scheduler.pause(name)
+    return f"paused {name}"
+
+
+def _resume(scheduler: Scheduler, name: str) -> str:
+    s = scheduler.resume(name)
+    return f"resumed {name}; next run: {_local(s.next_run_at, s.timezone)}"
+
+
+remove = _one_schedule(
+    _remove,
     """Remove a schedule (recorded in the ticket log).
 
     \b
     Example:
       itops schedule remove weekly-patch
-    """
-    _scheduler(app).remove(name)
-    render.echo(f"removed {name}")
-
-
-@schedule.command()
-@click.argument("name", shell_complete=complete_schedule)
-@click.pass_obj
-def pause(app: App, name: str) -> None:
+    """,
+)
+pause = _one_schedule(
+    _pause,
     """Pause a schedule: no runs until resumed (recorded).
 
     \b
     Example:
       itops schedule pause weekly-patch
-    """
-    _scheduler(app).pause(name)
-    render.echo(f"paused {name}")
-
-
-@schedule.command()
-@click.argument("name", shell_complete=complete_schedule)
-@click.pass_obj
-def resume(app: App, name: str) -> None:
+    """,
+)
+resume = _one_schedule(
+    _resume,
     """Resume a paused schedule from now on (runs while paused are not caught up).
 
     \b
     Example:
       itops schedule resume weekly-patch
-    """
-    s = _scheduler(app).resume(name)
-    render.echo(f"resumed {name}; next run: {_local(s.next_run_at, s.timezone)}")
+    """,
+)
 
 
 def _show_events(events: list[TickEvent], as_json: bool) -> int:

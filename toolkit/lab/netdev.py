@@ -369,42 +369,30 @@ interface GigabitEthernet0/0/1
 return
 """
 
+# NX-OS: the saved configuration, and the running one with an unsaved change (Ethernet1/2's VLAN).
+NXOS_SAVED = """\
+version 9.3(5) Bios:version
+hostname sw-nxos-01
+feature interface-vlan
+username admin password 5 $5$ABCDEFGH$abcdefghijklmnopqrstuvwxyz0123456789ABCDE role network-admin
+snmp-server user admin network-admin auth md5 0x1234567890abcdef priv 0xfedcba0987654321 localizedkey
+snmp-server community Publ1cRO group network-operator
+vlan 1,10
+interface Ethernet1/1
+  description uplink
+  switchport mode trunk
+"""
+
 CANNED: dict[str, dict[str, str]] = {
     "cisco_nxos": {
-        "show running-config": """\
-!Command: show running-config
-!Running configuration last done at: Mon Mar  3 09:14:22 2025
-!Time: Tue Mar  4 10:00:00 2025
-
-version 9.3(5) Bios:version
-hostname sw-nxos-01
-feature interface-vlan
-username admin password 5 $5$ABCDEFGH$abcdefghijklmnopqrstuvwxyz0123456789ABCDE role network-admin
-snmp-server user admin network-admin auth md5 0x1234567890abcdef priv 0xfedcba0987654321 localizedkey
-snmp-server community Publ1cRO group network-operator
-vlan 1,10
-interface Ethernet1/1
-  description uplink
-  switchport mode trunk
-interface Ethernet1/2
-  switchport access vlan 10
-""",
-        "show startup-config": """\
-!Command: show startup-config
-!Time: Tue Mar  4 10:00:00 2025
-!Startup config saved at: Mon Mar  3 09:14:22 2025
-
-version 9.3(5) Bios:version
-hostname sw-nxos-01
-feature interface-vlan
-username admin password 5 $5$ABCDEFGH$abcdefghijklmnopqrstuvwxyz0123456789ABCDE role network-admin
-snmp-server user admin network-admin auth md5 0x1234567890abcdef priv 0xfedcba0987654321 localizedkey
-snmp-server community Publ1cRO group network-operator
-vlan 1,10
-interface Ethernet1/1
-  description uplink
-  switchport mode trunk
-""",
+        "show running-config": "!Command: show running-config\n"
+        "!Running configuration last done at: Mon Mar  3 09:14:22 2025\n"
+        "!Time: Tue Mar  4 10:00:00 2025\n\n"
+        + NXOS_SAVED
+        + "interface Ethernet1/2\n  switchport access vlan 10\n",
+        "show startup-config": "!Command: show startup-config\n"
+        "!Time: Tue Mar  4 10:00:00 2025\n"
+        "!Startup config saved at: Mon Mar  3 09:14:22 2025\n\n" + NXOS_SAVED,
     },
     "arista_eos": {
         "show startup-config": """\

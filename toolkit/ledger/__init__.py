@@ -186,7 +186,12 @@ class Ledger:
         self.operator = operator
         self.redactor = redactor or Redactor()
         self.blob_dir = blob_dir
-        self._store = Store(url, synchronous=synchronous, read_only=read_only)
+        try:
+            self._store = Store(url, synchronous=synchronous, read_only=read_only)
+        except LedgerError:
+            raise
+        except Exception as exc:
+            raise LedgerError(f"cannot open the ledger at {url}: {exc}") from exc
         self._mutex = threading.Lock()
         self._queue: list[_Request] = []
         self._writing = False
@@ -441,25 +446,5 @@ class Ledger:
         self._store.close()
 
 
-def open_ledger(
-    url: str,
-    *,
-    operator: str,
-    redactor: Redactor | None = None,
-    blob_dir: Path | None = None,
-    synchronous: str = "normal",
-    read_only: bool = False,
-) -> Ledger:
-    try:
-        return Ledger(
-            url,
-            operator=operator,
-            redactor=redactor,
-            blob_dir=blob_dir,
-            synchronous=synchronous,
-            read_only=read_only,
-        )
-    except LedgerError:
-        raise
-    except Exception as exc:
-        raise LedgerError(f"cannot open the ledger at {url}: {exc}") from exc
+# The name callers open a ledger by: the constructor says a failure to open it as a LedgerError.
+open_ledger = Ledger

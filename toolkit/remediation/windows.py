@@ -5,6 +5,9 @@ that here, so parsing copes once with Windows PowerShell 5.1's shapes: a one-ele
 as a bare object, dates as `\\/Date(1700000000000)\\/`, enums as numbers unless the script says
 `.ToString()`. Values reach scripts only as quoted literals (`toolkit.remediation.quoting.ps_script`); the
 patterns below refuse what cannot be a valid Windows name before anything connects.
+
+A probe whose output a task parses is a `JsonFact` (a `toolkit.remediation.facts.Fact`): its
+script, plus a pure `value()` of the decoded JSON, read with `read(ctx, fact)`.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from toolkit.errors import CommandFailed, NotFound, ToolkitError, ValidationError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation
+from toolkit.remediation.facts import Fact, read
 from toolkit.remediation.quoting import Command, ps_script
 from toolkit.remediation.shapes import DNS_NAME as DNS_NAME  # shared shapes, re-exported
 from toolkit.remediation.shapes import HOST_PORT as HOST_PORT
@@ -47,12 +51,12 @@ class UnexpectedOutput(ToolkitError):
     """A Windows command answered with something other than the shape the task reads."""
 
 
-def parse_json(result: CommandResult, what: str) -> Any:
+def json_output(what: str, stdout: str, stderr: str, exit_code: int) -> Any:
     """The JSON a probe printed (None for no output); a non-zero exit is CommandFailed."""
-    if result.exit_code != 0:
+    if exit_code != 0:
         # Named by what it does: the whole script would make an unreadable message.
-        raise CommandFailed(what, result.exit_code, result.stderr or result.stdout)
-    text = result.stdout.strip().lstrip("\ufeff")
+        raise CommandFailed(what, exit_code, stderr or stdout)
+    text = stdout.strip().lstrip("\ufeff")
     if not text:
         return None
     try:
@@ -60,6 +64,28 @@ def parse_json(result: CommandResult, what: str) -> Any:
     except json.JSONDecodeError:
         first = text.splitlines()[0][:120]
         raise UnexpectedOutput(f"{what}: expected JSON, got {first!r}") from None
+
+
+def parse_json(result: CommandResult, what: str) -> Any:
+    """The JSON a probe printed (None for no output); a non-zero exit is CommandFailed."""
+    return json_output(what, result.stdout, result.stderr, result.exit_code)
+
+
+T = TypeVar("T", covariant=True)
+
+
+class JsonFact(Fact[T]):
+    """A read-only PowerShell probe that ends in `ConvertTo-Json -Compress`: `parse` decodes its
+    output (a non-zero exit is CommandFailed named by `what`) and `value` makes the typed result
+    of the decoded JSON (None for no output), coping with PowerShell 5.1's shapes."""
+
+    what: ClassVar[str] = "probe"
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> T:
+        return self.value(json_output(self.what, stdout, stderr, exit_code))
+
+    def value(self, data: Any) -> T:
+        raise NotImplementedError
 
 
 def read_json(ctx: Context, command: Command, what: str, timeout: float | None = None) -> Any:
@@ -152,6 +178,7 @@ class ServiceState:
     state: str
     start_mode: str
     pid: int
+    exists: bool = True  # False: the host has no such service
 
     @property
     def running(self) -> bool:
@@ -162,18 +189,34 @@ class ServiceState:
         return f"{self.name} ({self.display}) is {self.state}{pid}, start mode {self.start_mode}"
 
 
+@dataclass(frozen=True)
+class WindowsService(JsonFact[ServiceState]):
+    """A service by name or display name (Win32_Service); `exists` is False for none."""
+
+    name: str
+    what: ClassVar[str] = "service state"
+
+    def command(self) -> Command:
+        return ps_script(SERVICE_PROBE, service=self.name)
+
+    def value(self, data: Any) -> ServiceState:
+        if not isinstance(data, Mapping) or not data.get("found"):
+            return ServiceState(self.name, "", "not-found", "", 0, exists=False)
+        return ServiceState(
+            name=text(data.get("name")),
+            display=text(data.get("display")),
+            state=text(data.get("state")),
+            start_mode=text(data.get("start_mode")),
+            pid=as_int(data.get("pid")),
+        )
+
+
 def read_service(ctx: Context, name: str) -> ServiceState:
     """The service by name or display name; NotFound if the host has none."""
-    data = read_json(ctx, ps_script(SERVICE_PROBE, service=name), "service state")
-    if not isinstance(data, Mapping) or not data.get("found"):
+    state = read(ctx, WindowsService(name))
+    if not state.exists:
         raise NotFound(f"no service named {name!r} on {ctx.host.name}")
-    return ServiceState(
-        name=text(data.get("name")),
-        display=text(data.get("display")),
-        state=text(data.get("state")),
-        start_mode=text(data.get("start_mode")),
-        pid=as_int(data.get("pid")),
-    )
+    return state
 
 
 class RestartService(Remediation):
@@ -187,6 +230,9 @@ class RestartService(Remediation):
         bool, default=False, help="leave a running service alone (default: restart it anyway)"
     )
     wait_seconds = Param(int, default=60, minimum=5, maximum=600, help="how long to wait for it")
+
+    before: ServiceState
+    """The service as check found it: apply restarts it, verify compares the process id."""
 
     def service_name(self, ctx: Context) -> str:
         raise NotImplementedError

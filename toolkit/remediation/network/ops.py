@@ -4,21 +4,23 @@ pushing a change the NAPALM way (capture → push → confirm → save, or roll 
 Task modules are loaded by path and cannot import each other, so what several of them do lives here.
 Every command is built by `toolkit.remediation.quoting` (`cli`, `config`); every read and change
 goes through the step context, so it is recorded, masked and refused outside apply like any other
-command.
+command. Each parsed read is a fact (`toolkit.remediation.facts`): the `show` command for the
+device's platform plus a pure parser of its output (TextFSM first, the stated fallback next).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit.errors import DeviceRejected, ToolkitError
 from toolkit.remediation.catalog import Context, Finding, network
+from toolkit.remediation.facts import Fact, read
 from toolkit.remediation.network import config as netconfig
 from toolkit.remediation.network.parse import parse
-from toolkit.remediation.quoting import cli
+from toolkit.remediation.quoting import Command, cli
 
 # (running, startup) configuration commands; None where the platform has no startup configuration
 CONFIG_COMMANDS: dict[str, tuple[str, str | None]] = {
@@ -88,46 +90,86 @@ def _status_rows(output: str) -> list[dict[str, str]]:
     return rows
 
 
+def shown(command: Command, stdout: str, stderr: str, exit_code: int) -> str:
+    """The output of a `show` that must succeed; a non-zero exit is DeviceRejected."""
+    if exit_code != 0:
+        raise DeviceRejected(f"{command} failed: {stderr}")
+    return stdout
+
+
+@dataclass(frozen=True)
+class PortStatus(Fact[PortState]):
+    """One port's line of `show interfaces <port> status`: up, down, disabled or err-disabled."""
+
+    platform: str
+    interface: str
+
+    def command(self) -> Command:
+        return cli(STATUS_COMMAND[self.platform], intf=self.interface)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> PortState:
+        command = self.command()
+        text = shown(command, stdout, stderr, exit_code)
+        parsed = parse(self.platform, command.text, text, _status_rows)
+        row = parsed.first()
+        if not row:
+            return PortState(self.interface, "unknown", "", "", parsed.source)
+        word = str(row.get("status", ""))
+        return PortState(
+            self.interface,
+            STATUS_WORDS.get(word.lower(), "unknown"),
+            word,
+            str(row.get("vlan_id") or row.get("vlan", "")),
+            parsed.source,
+        )
+
+
 def port_state(ctx: Context, interface: str) -> PortState:
-    platform = ctx.host.platform
-    command = cli(STATUS_COMMAND[platform], intf=interface)
-    result = ctx.read(command)
-    if result.exit_code != 0:
-        raise DeviceRejected(f"{command} failed: {result.stderr}")
-    parsed = parse(platform, command.text, result.stdout, _status_rows)
-    row = parsed.first()
-    if not row:
-        return PortState(interface, "unknown", "", "", parsed.source)
-    shown = str(row.get("status", ""))
-    return PortState(
-        interface,
-        STATUS_WORDS.get(shown.lower(), "unknown"),
-        shown,
-        str(row.get("vlan_id") or row.get("vlan", "")),
-        parsed.source,
-    )
+    return read(ctx, PortStatus(ctx.host.platform, interface))
+
+
+def _errdisabled_rows(output: str) -> list[dict[str, str]]:
+    return [
+        {"port": t[0], "reason": t[-1]}
+        for t in (line.split() for line in output.splitlines())
+        if len(t) >= 3 and t[0] != "Port" and "err" in " ".join(t).lower()
+    ]
+
+
+@dataclass(frozen=True)
+class ErrDisabled:
+    """Err-disabled ports and why, keyed by the short port name (`_short`)."""
+
+    reasons: Mapping[str, str] = field(default_factory=dict)
+
+    def reason(self, interface: str) -> str:
+        return self.reasons.get(_short(interface), "")
+
+
+@dataclass(frozen=True)
+class ErrDisabledPorts(Fact[ErrDisabled]):
+    """`show interfaces status err-disabled`: each err-disabled port's cause (psecure-violation,
+    bpduguard, …); none if the device refuses the command."""
+
+    platform: str
+
+    def command(self) -> Command:
+        return cli(ERRDISABLED_COMMAND[self.platform])
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> ErrDisabled:
+        if exit_code != 0:
+            return ErrDisabled()
+        reasons: dict[str, str] = {}
+        for row in parse(self.platform, self.command().text, stdout, _errdisabled_rows).rows:
+            port = _short(str(row.get("port") or row.get("interface") or ""))
+            reason = str(row.get("reason") or row.get("port_error") or "").strip()
+            reasons.setdefault(port, reason)
+        return ErrDisabled(reasons)
 
 
 def errdisable_reason(ctx: Context, interface: str) -> str:
     """Why a port is err-disabled (psecure-violation, bpduguard, …), or "" if the device says not."""
-    platform = ctx.host.platform
-    command = cli(ERRDISABLED_COMMAND[platform])
-    result = ctx.read(command)
-    if result.exit_code != 0:
-        return ""
-
-    def fallback(output: str) -> list[dict[str, str]]:
-        return [
-            {"port": t[0], "reason": t[-1]}
-            for t in (line.split() for line in output.splitlines())
-            if len(t) >= 3 and t[0] != "Port" and "err" in " ".join(t).lower()
-        ]
-
-    short = _short(interface)
-    for row in parse(platform, command.text, result.stdout, fallback).rows:
-        if _short(str(row.get("port") or row.get("interface") or "")) == short:
-            return str(row.get("reason") or row.get("port_error") or "").strip()
-    return ""
+    return read(ctx, ErrDisabledPorts(ctx.host.platform)).reason(interface)
 
 
 def _short(name: str) -> str:
@@ -136,26 +178,63 @@ def _short(name: str) -> str:
     return letters + "".join(ch for ch in name if not ch.isalpha())
 
 
+@dataclass(frozen=True)
+class InterfaceConfig(Fact[netconfig.Tree]):
+    """The interface's section of the running configuration (its child lines)."""
+
+    platform: str
+    interface: str
+
+    def command(self) -> Command:
+        return cli(INTERFACE_CONFIG_COMMAND[self.platform], intf=self.interface)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> netconfig.Tree:
+        tree = netconfig.tree(self.platform, shown(self.command(), stdout, stderr, exit_code))
+        return next((v for k, v in tree.items() if k.lower().startswith("interface")), {})
+
+
 def interface_config(ctx: Context, interface: str) -> netconfig.Tree:
     """The interface's section of the running configuration (its child lines)."""
-    platform = ctx.host.platform
-    command = cli(INTERFACE_CONFIG_COMMAND[platform], intf=interface)
-    result = ctx.read(command)
-    if result.exit_code != 0:
-        raise DeviceRejected(f"{command} failed: {result.stderr}")
-    tree = netconfig.tree(platform, result.stdout)
-    section = next((v for k, v in tree.items() if k.lower().startswith("interface")), {})
-    return section
+    return read(ctx, InterfaceConfig(ctx.host.platform, interface))
+
+
+@dataclass(frozen=True)
+class RunningConfig(Fact[str]):
+    """The device's running configuration as it prints it; empty output is an error."""
+
+    platform: str
+
+    def command(self) -> Command:
+        return cli(CONFIG_COMMANDS[self.platform][0])
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> str:
+        if exit_code != 0 or not stdout.strip():
+            reason = stderr or "empty output"
+            raise ToolkitError(
+                f"cannot read the running configuration ({self.command()}): {reason}"
+            )
+        return stdout
 
 
 def running_config(ctx: Context) -> str:
-    platform = ctx.host.platform
-    command = cli(CONFIG_COMMANDS[platform][0])
-    result = ctx.read(command)
-    if result.exit_code != 0 or not result.stdout.strip():
-        reason = result.stderr or "empty output"
-        raise ToolkitError(f"cannot read the running configuration ({command}): {reason}")
-    return result.stdout
+    return read(ctx, RunningConfig(ctx.host.platform))
+
+
+@dataclass(frozen=True)
+class StartupConfig(Fact[str]):
+    """The configuration the device boots with, as it prints it; "" if it shows none (or has
+    no startup configuration: `CONFIG_COMMANDS` names none for it)."""
+
+    platform: str
+
+    def command(self) -> Command:
+        startup = CONFIG_COMMANDS[self.platform][1]
+        if startup is None:
+            raise ToolkitError(f"{self.platform} devices keep no startup configuration")
+        return cli(startup)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> str:
+        return stdout if exit_code == 0 else ""
 
 
 def wait_for(check: Callable[[], Finding], seconds: float, every: float = 2.0) -> Finding:

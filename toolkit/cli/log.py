@@ -14,6 +14,8 @@ from toolkit.app import App
 from toolkit.cli import render
 from toolkit.cli.options import reads_only
 from toolkit.clock import duration_of, iso
+from toolkit.desk.governance import describe, host_records, links
+from toolkit.desk.governance import summary as governance_summary
 from toolkit.errors import ToolkitError, ValidationError
 from toolkit.ledger import COLUMNS, Record
 from toolkit.textsafe import CsvWriter
@@ -80,6 +82,7 @@ def action_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
                     "detail": "",
                     "duration": None,
                     "seq": rec.seq,
+                    "action_id": rec.action_id,
                 }
                 by_action[rec.action_id] = row
                 rows.append(row)
@@ -92,7 +95,9 @@ def action_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
                 row["detail"] = "begun, never finished"
         else:
             info = rec.info
-            detail = ", ".join(f"{k}={v}" for k, v in info.items() if v not in (None, "", [], {}))
+            detail = governance_summary(rec) or ", ".join(
+                f"{k}={v}" for k, v in info.items() if v not in (None, "", [], {})
+            )
             rows.append(
                 {
                     "at": rec.at,
@@ -230,20 +235,21 @@ def log(
     for name, values in (("ticket", ticket), ("operator", operator), ("task", task)):
         if len(values) == 1:
             filters[name] = values[0]
-    if host:
-        filters["hosts"] = list(host)
     wanted = set(outcome)
     if len(wanted) == 1 and "open" not in wanted:
         filters["outcome"] = next(iter(wanted))
+    # a host's records and the approvals, break-glass and refusals that concern it
+    source = host_records(app.ledger, host, **filters) if host else app.ledger.records(**filters)
     records = [
         r
-        for r in app.ledger.records(**filters)
+        for r in source
         if (not ticket or r.ticket in ticket)
         and (not operator or r.operator in operator)
         and (not task or r.task in task)
     ]
     if changes_only:
         records = changes(records)
+    governed = links(app.ledger, records)  # each change's policy decision and approval
     if as_json or as_csv:
         raw = records
         if wanted:
@@ -257,7 +263,11 @@ def log(
                 or (r.kind == "action.begin" and r.action_id in begun_open)
             ]
         if as_json:
-            render.emit_jsonl(r.as_dict() for r in raw)
+            render.emit_jsonl(
+                r.as_dict()
+                | ({"governance": governed[r.action_id]} if r.action_id in governed else {})
+                for r in raw
+            )
         else:
             writer = CsvWriter(sys.stdout)  # cells an outsider wrote: no formulas (OWASP)
             writer.writerow(COLUMNS)
@@ -265,6 +275,9 @@ def log(
                 writer.writerow([getattr(r, c) for c in COLUMNS])
         return
     rows = action_rows(records)
+    for row in rows:
+        if extra := describe(governed.get(row.get("action_id") or "")):
+            row["detail"] = f"{row['detail']} · {extra}" if row["detail"] else extra
     if wanted:
         rows = [r for r in rows if r["outcome"] in wanted]
     total = len(rows)

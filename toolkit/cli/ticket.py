@@ -375,6 +375,7 @@ def show(app: App, ticket_id: str, as_json: bool) -> None:
       itops ticket show INC-1042
     """
     from toolkit.cli.log import action_rows
+    from toolkit.desk.governance import GOVERNANCE_KINDS, describe, links
     from toolkit.desk.service import policy_for
     from toolkit.desk.tickets import from_records, summarize
 
@@ -386,11 +387,23 @@ def show(app: App, ticket_id: str, as_json: bool) -> None:
     now = datetime.now(UTC).timestamp()
     events, actions = from_records(records)
     summary = summarize(ticket_id, events, actions, policy)
+    governed = links(app.ledger, records)  # each change's policy decision and approval
+    changes = [row for row in action_rows(records) if row.get("action_id") in governed]
     if as_json:
         render.emit_json(
             {
                 "ticket": ticket_id,
                 "summary": None if summary is None else _summary_dict(summary, policy, now),
+                "changes": [
+                    app.redactor.mask_data(
+                        {
+                            k: row[k]
+                            for k in ("action_id", "seq", "at", "operator", "host", "outcome")
+                        }
+                        | {"task": row["action"], **governed[row["action_id"]]}
+                    )
+                    for row in changes
+                ],
                 "records": [app.redactor.mask_data(r.as_dict()) for r in records],
             }
         )
@@ -420,7 +433,11 @@ def show(app: App, ticket_id: str, as_json: bool) -> None:
         rows.append(
             (ev.at, ev.seq, (_local(ev.at, policy) + mark, who, "", ev.event, "", detail[:100]))
         )
-    for row in action_rows(r for r in records if r.kind.startswith("action.")):
+    for row in action_rows(
+        r for r in records if r.kind.startswith("action.") or r.kind in GOVERNANCE_KINDS
+    ):
+        if extra := describe(governed.get(row.get("action_id") or "")):
+            row["detail"] = f"{row['detail']} · {extra}" if row["detail"] else extra
         t = datetime.fromisoformat(row["at"]).timestamp()
         rows.append(
             (

@@ -372,8 +372,8 @@ class Ledger:
     # -- reading -----------------------------------------------------------------------------
     def records(self, **filters: Any) -> Iterator[Record]:
         """Records in chain order. Equality filters: seq ticket host operator task outcome kind
-        action_id; lists: kinds action_ids hosts; since/until: ISO strings, UTC; limit: the
-        first N only."""
+        action_id; lists: kinds action_ids hosts; since/until: ISO strings, UTC; seq_from/seq_to:
+        a seq range, both ends included; limit: the first N only."""
         for row in self._store.select(filters):
             yield Record(*row)
 

@@ -131,15 +131,26 @@ class AnchorLog:
         return anchor
 
     def _sign(self, message: str) -> str:
+        return self.sign(message, NAMESPACE)
+
+    def sign(self, message: str | bytes, namespace: str) -> str:
+        """An SSH signature of `message` by the anchoring key, in `namespace` (the anchors'
+        own, or another use of the same key such as an evidence bundle's manifest)."""
         self._ensure_key()
         with tempfile.TemporaryDirectory(prefix="itops-anchor-") as folder:
             data = Path(folder) / "head"
-            data.write_text(message)
-            done = _keygen("-Y", "sign", "-q", "-n", NAMESPACE, "-f", str(self.key), str(data))
+            data.write_bytes(message.encode() if isinstance(message, str) else message)
+            done = _keygen("-Y", "sign", "-q", "-n", namespace, "-f", str(self.key), str(data))
             signature = Path(f"{data}.sig")
             if done.returncode != 0 or not signature.is_file():
-                raise AnchorError(f"cannot sign the anchor with {self.key}: {done.stderr.strip()}")
+                raise AnchorError(f"cannot sign with {self.key}: {done.stderr.strip()}")
             return signature.read_text()
+
+    @property
+    def public_key(self) -> str:
+        """The anchoring key's public half (its .pub file's line), made with the key if need be."""
+        self._ensure_key()
+        return Path(f"{self.key}.pub").read_text().strip()
 
     def _ensure_key(self) -> None:
         if self.key.is_file():
@@ -151,6 +162,10 @@ class AnchorLog:
         os.chmod(self.key, 0o600)
 
     # -- reading ----------------------------------------------------------------------------
+    def lines(self) -> list[str]:
+        """The log's lines, verbatim (what an evidence bundle copies)."""
+        return self._lines()
+
     def _lines(self) -> list[str]:
         try:
             return [ln for ln in self.path.read_text().splitlines() if ln.strip()]
@@ -250,17 +265,7 @@ class AnchorLog:
         public = Path(f"{self.key}.pub")
         if not public.is_file():
             return f"the anchoring key's public half {public} is missing: anchors cannot be checked"
-        with tempfile.TemporaryDirectory(prefix="itops-anchor-") as folder:
-            signers = Path(folder) / "allowed_signers"
-            algorithm, blob = public.read_text().split()[:2]
-            signers.write_text(f'{PRINCIPAL} namespaces="{NAMESPACE}" {algorithm} {blob}\n')
-            sig = Path(folder) / "head.sig"
-            sig.write_text(anchor.signature)
-            done = _keygen(
-                "-Y", "verify", "-f", str(signers), "-I", PRINCIPAL, "-n", NAMESPACE,
-                "-s", str(sig), message=anchor.message(),
-            )  # fmt: skip
-        if done.returncode != 0:
+        if not verify_signature(public.read_text(), anchor.message(), anchor.signature, NAMESPACE):
             return (
                 f"the newest anchor (record #{anchor.seq}) is not signed by this workspace's "
                 f"anchoring key {public}: the anchor log was forged"
@@ -269,6 +274,40 @@ class AnchorLog:
 
 
 MARK = "itops-anchor: "
+
+
+def verify_signature(public_key: str, message: str | bytes, signature: str, namespace: str) -> bool:
+    """Whether `signature` is `public_key`'s (an OpenSSH public key line) over `message` in
+    `namespace` (`ssh-keygen -Y verify` against a one-line allowed_signers)."""
+    try:
+        algorithm, blob = public_key.split()[:2]
+    except ValueError:
+        return False
+    if not algorithm.replace("-", "").replace("@", "").replace(".", "").isalnum():
+        return False
+    with tempfile.TemporaryDirectory(prefix="itops-anchor-") as folder:
+        signers = Path(folder) / "allowed_signers"
+        signers.write_text(f'{PRINCIPAL} namespaces="{namespace}" {algorithm} {blob}\n')
+        sig = Path(folder) / "data.sig"
+        sig.write_text(signature)
+        data = message.decode() if isinstance(message, bytes) else message
+        done = _keygen(
+            "-Y", "verify", "-f", str(signers), "-I", PRINCIPAL, "-n", namespace,
+            "-s", str(sig), message=data,
+        )  # fmt: skip
+    return done.returncode == 0
+
+
+def fingerprint(public_key: str) -> str:
+    """`SHA256:…` of an OpenSSH public key line, as `ssh-keygen -l` prints it."""
+    import base64
+    import binascii
+
+    try:
+        blob = base64.b64decode(public_key.split()[1], validate=True)
+    except (IndexError, ValueError, binascii.Error):
+        raise AnchorError("not an OpenSSH public key") from None
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def ship(line: str, target: str) -> None:

@@ -361,9 +361,10 @@ class Store:
                     # and be appending already: its DDL again (ALTER TABLE takes an exclusive
                     # lock) would deadlock with those appends. Done is done.
                     made = conn.execute(text("SELECT to_regclass('ledger_meta')")).scalar()
-                    if made is not None and conn.execute(
-                        select(meta.c.value).where(meta.c.key == "schema")
-                    ).first():
+                    if (
+                        made is not None
+                        and conn.execute(select(meta.c.value).where(meta.c.key == "schema")).first()
+                    ):
                         return
                 metadata.create_all(conn)
                 for ddl in (
@@ -689,6 +690,12 @@ class Store:
                     f"{column} IN ({', '.join([self.mark] * len(values))})" if values else "1 = 0"
                 )
                 params.extend(values)
+        if filters.get("seq_from") is not None:  # a seq range (an evidence bundle's segment)
+            where.append(f"seq >= {self.mark}")
+            params.append(int(filters["seq_from"]))
+        if filters.get("seq_to") is not None:
+            where.append(f"seq <= {self.mark}")
+            params.append(int(filters["seq_to"]))
         if filters.get("since"):
             where.append(f"at >= {self.mark}")
             params.append(filters["since"])

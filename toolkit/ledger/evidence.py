@@ -35,6 +35,7 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -224,10 +225,23 @@ def _fingerprint_or(key: str) -> str:
         ) from None
 
 
+# what zipfile raises on a damaged archive (a bad CRC, a broken deflate stream, a header naming
+# an unknown compression method or encryption)
+_UNREADABLE = (
+    zipfile.BadZipFile,
+    zlib.error,
+    OSError,
+    ValueError,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
 def _read_archive(data: bytes) -> dict[str, bytes]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except _UNREADABLE as exc:
         raise _Refused(f"not a readable evidence bundle (a ZIP archive): {exc}") from None
     with archive:
         infos = archive.infolist()
@@ -249,7 +263,7 @@ def _read_archive(data: bytes) -> dict[str, bytes]:
                 raise _Refused(f"{info.filename} is too large ({info.file_size} bytes)")
             try:
                 members[info.filename] = archive.read(info)
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            except _UNREADABLE as exc:
                 raise _Refused(
                     f"the archive is damaged at {info.filename} ({exc}): a byte was changed"
                 ) from None

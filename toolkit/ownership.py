@@ -44,7 +44,9 @@ def check_owned(path: Path, what: str, *, workspace: Path) -> None:
     if not owner_ok:
         why = f"owned by uid {st.st_uid}, not you (uid {os.geteuid()})"
     else:
-        who = [n for n, bit in (("group", stat.S_IWGRP), ("others", stat.S_IWOTH)) if st.st_mode & bit]
+        who = [
+            n for n, bit in (("group", stat.S_IWGRP), ("others", stat.S_IWOTH)) if st.st_mode & bit
+        ]
         why = f"writable by {' and '.join(who)} (mode {stat.S_IMODE(st.st_mode):04o})"
     raise ConfigError(
         f"refusing {what} {path}: {why} — its Python would run as you",

@@ -2,7 +2,11 @@
 signed archive an auditor checks anywhere, offline, without the database or the workspace.
 
 The archive is a ZIP (it opens by double-click on the auditor's Windows or macOS desktop, where a
-tar.gz needs a tool, and it lets the report be read without unpacking the rest). Its members:
+tar.gz needs a tool, and the report reads without unpacking the rest), its members stored
+uncompressed in one fixed layout (`pack`): verify rebuilds that layout from the members and
+compares it byte for byte, so not one byte of the file can change unnoticed — not even one no
+member's content depends on (a header's date, a deflate stream's padding bits). Compress the file
+for transport if need be; what is verified is the .zip. Its members:
 
 - `records.jsonl` — the selected records, one JSON object per line, every column exactly as
   stored (the JSON columns `params`, `commands`, `data` as their stored text: the hash is over
@@ -34,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -59,8 +64,9 @@ MANIFEST, SIGNATURE, KEY = "manifest.json", "manifest.json.sig", "anchor_key.pub
 RECORDS, LINKS, ANCHORS, REPORT = "records.jsonl", "links.jsonl", "anchors.jsonl", "report.html"
 MEMBERS = (MANIFEST, SIGNATURE, KEY, RECORDS, LINKS, ANCHORS, REPORT)
 LINK_FIELDS = ("seq", "prev_hash", "hash")
-MAX_MEMBER = 4 << 30  # bytes: refuse a member larger than this (a zip bomb)
-_STAMP = (1980, 1, 1, 0, 0, 0)  # every member's time: the same selection gives the same bytes
+MAX_MEMBER = 0xFFFF_FFFF - 1  # bytes: ZIP without its 64-bit extension (and no zip bomb)
+_DOS_TIME, _DOS_DATE = 0, (1 << 5) | 1  # 1980-01-01 00:00: the same selection, the same bytes
+_REGULAR_0644 = 0o100644 << 16
 
 
 def record_line(record: Record) -> str:
@@ -113,17 +119,46 @@ def write(
     }
     text = json.dumps(body, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
     signature = anchors.sign(text, NAMESPACE)
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in (
-            (MANIFEST, text.encode()),
-            (SIGNATURE, signature.encode()),
-            *files.items(),
-        ):
-            info = zipfile.ZipInfo(name, _STAMP)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, data)
+    out.write(pack({MANIFEST: text.encode(), SIGNATURE: signature.encode(), **files}))
     return body
+
+
+def pack(files: Mapping[str, bytes]) -> bytes:
+    """The one ZIP layout a bundle has: members stored (not compressed) in MEMBERS order, no
+    timestamps (1980-01-01), no extra fields or comments, regular files 0644. Built here rather
+    than by zipfile so that verify can rebuild it byte for byte from the members: with every
+    member's bytes under the signed manifest, no byte of the archive can change unnoticed
+    (a deflate stream's padding bits, a header's date, data slipped between members)."""
+    local, central = bytearray(), bytearray()
+    names = [n for n in MEMBERS if n in files] + [n for n in files if n not in MEMBERS]
+    for name in names:
+        data, raw = files[name], name.encode()
+        if len(data) > MAX_MEMBER or len(local) > MAX_MEMBER:
+            raise ValueError(f"{name}: a bundle member or the bundle exceeds 4 GiB")
+        crc = zlib.crc32(data)
+        fields = (0, 0, _DOS_TIME, _DOS_DATE, crc, len(data), len(data), len(raw), 0)
+        offset = len(local)
+        local += struct.pack("<4sH2H2H3L2H", b"PK\x03\x04", 20, *fields) + raw + data
+        central += (
+            struct.pack(
+                "<4s2BH2H2H3L5HLL",
+                b"PK\x01\x02",
+                20,
+                3,
+                20,
+                *fields,
+                0,
+                0,
+                0,
+                _REGULAR_0644,
+                offset,
+            )
+            + raw
+        )
+    end = struct.pack(
+        "<4s4H2LH", b"PK\x05\x06", 0, 0, len(names), len(names), len(central), len(local), 0
+    )
+    return bytes(local + central + end)
 
 
 @dataclass
@@ -204,6 +239,16 @@ def _verify(data: bytes, trusted_key: str | None, check: BundleCheck) -> None:
         raise _Refused(
             f"{', '.join(changed)} {'does' if len(changed) == 1 else 'do'} not match the signed "
             "manifest's SHA-256 (changed after the bundle was signed)"
+        )
+    canonical = pack(members)
+    if canonical != data:
+        at = next(
+            (i for i, (a, b) in enumerate(zip(canonical, data, strict=False)) if a != b),
+            min(len(canonical), len(data)),
+        )
+        raise _Refused(
+            f"the archive was altered outside its files (byte {at} is not what itops writes "
+            "around these files): the ZIP was rewritten or edited"
         )
     selected = _records(members[RECORDS], RECORDS, full=True)
     links = _records(members[LINKS], LINKS, full=mode == "full")

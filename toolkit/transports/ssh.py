@@ -478,9 +478,7 @@ class _Shell(asyncssh.SSHClientSession[bytes]):
         deadline = max(1, math.ceil(limit + REMOTE_SLACK))
         # Its own traps or an exec would take the job's EXIT trap away: such text gets a subshell.
         run = "__itops_run_sub" if _OWN_TRAPS.search(text) else "__itops_run"
-        self._chan.write(
-            self._owed + f"{cmd(run, deadline, STOP_GRACE, text).text}\n".encode()
-        )
+        self._chan.write(self._owed + f"{cmd(run, deadline, STOP_GRACE, text).text}\n".encode())
         self._owed = b""
 
     def stop(self, waiter: Waiter[tuple[int, bytes, bytes]]) -> None:

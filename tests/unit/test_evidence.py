@@ -18,7 +18,7 @@ import pytest
 
 from tests.inprocess import itops
 from tests.signers import Operators
-from toolkit.ledger import evidence
+from toolkit.ledger import Entry, Ledger, evidence
 from toolkit.ledger.anchors import AnchorLog
 from toolkit.workspace import Workspace
 
@@ -303,6 +303,10 @@ def test_export_by_host_and_period_and_refusals(ws: Path, tmp_path: Path) -> Non
     )
     assert code != 0 and "nothing in the ticket log matches" in out, out
     assert not (tmp_path / "x.zip").exists()
+    # records written by something that did not anchor them: the export anchors the head first
+    book = Ledger(Workspace.load(ws).ledger_url, operator="bob")
+    book.append(Entry("ticket.note", ticket="INC-2", data={"text": "unanchored"}))
+    book.close()
     code, out = itops(ws, "audit", "export", "--since", "1d", "--out", str(tmp_path / "p.zip"))
     assert code == 0, out
     assert check(tmp_path / "p.zip", ws=ws)[0] == 0

@@ -334,9 +334,10 @@ def export(
         "since": ledger_time(app, since),
         "until": ledger_time(app, until),
     }
+    ledger = app.ledger
     app.anchor()  # the head signed, so an anchor closes the newest selected records
     done = write_bundle(
-        app.ledger, app.redactor, app.workspace.anchor_log(), scope, out, links_mode=links_mode
+        ledger, app.redactor, app.workspace.anchor_log(), scope, out, links_mode=links_mode
     )
     rec = record_export(app.ledger, done)
     segment = done.manifest["segment"]

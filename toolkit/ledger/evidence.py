@@ -350,12 +350,12 @@ def _segment(
     chain: dict[int, str] = {}
     prev: str | None = None
     for seq in range(first, last + 1):
-        row = by_seq.get(seq)
-        if row is None:
+        found = by_seq.get(seq)
+        if found is None:
             raise _Refused(f"record #{seq} is missing from the chain segment (removed)")
-        if prev is not None and row["prev_hash"] != prev:
+        if prev is not None and found["prev_hash"] != prev:
             raise _Refused(f"record #{seq} does not link to record #{seq - 1}")
-        prev = chain[seq] = row["hash"]
+        prev = chain[seq] = found["hash"]
     if len(by_seq) != len(chain):
         outside = sorted(set(by_seq) - set(chain))
         raise _Refused(f"record #{outside[0]} lies outside the segment #{first}–#{last}")

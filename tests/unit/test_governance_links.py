@@ -6,6 +6,7 @@ although those records carry no host column."""
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,3 +101,20 @@ def test_ticket_show_gives_each_change_its_approval(ws: Path) -> None:
     assert pending and pending[0]["policy"]["decision"] == "needs-approval"
     code, out = itops(ws, "ticket", "show", "INC-9")
     assert code == 0 and "policy.break-glass" in out and "break-glass: payroll down␛[2J" in out
+
+
+def test_a_hosts_evidence_bundle_carries_its_approvals(ws: Path, tmp_path: Path) -> None:
+    """The ledger here was written without anchors: the export anchors its head first."""
+    out = tmp_path / "srv-1.zip"
+    code, text = itops(ws, "audit", "export", "--host", "srv-1", "--out", str(out))
+    assert code == 0, text
+    with zipfile.ZipFile(out) as archive:
+        records = [json.loads(line) for line in archive.read("records.jsonl").splitlines()]
+    kinds = {r["kind"] for r in records}
+    assert {"approval.requested", "approval.granted", "approval.used"} <= kinds, kinds
+    assert "policy.break-glass" in kinds and "approval.refused" not in kinds
+    assert {r["host"] for r in records if r["kind"].startswith("action.")} == {"srv-1"}
+    code, text = itops(ws, "audit", "verify", "--bundle", str(out))
+    assert code == 0 and "bundle intact" in text, text
+    code, text = itops(ws, "audit", "verify", "--bundle", str(out), "--trusted-key", "nope.pub")
+    assert code == 2 and "no such file" in text, text

@@ -216,6 +216,12 @@ def _verify_bundle(path: Path, trusted_key: str | None, as_json: bool) -> None:
     trusted = None
     if trusted_key is not None:
         given = Path(trusted_key)
+        if not given.is_file() and not trusted_key.startswith("SHA256:"):
+            raise ValidationError(
+                f"--trusted-key {trusted_key}: no such file",
+                hint="give the trusted public key's file (…/anchor_ed25519.pub) or its SHA256: "
+                "fingerprint",
+            )
         trusted = given.read_text(errors="replace") if given.is_file() else trusted_key
     check = evidence.verify(path.read_bytes(), trusted_key=trusted)
     manifest = check.manifest

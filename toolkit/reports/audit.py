@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,12 +76,18 @@ def build(
     ledger: Ledger,
     redactor: Redactor,
     filters: Mapping[str, Any],
+    records: Sequence[Record] | None = None,
 ) -> AuditReport:
-    """Verify the chain and render the report for the records the filters select."""
+    """Verify the chain and render the report for the records the filters select (or for
+    `records`, selected by the caller: an evidence bundle's, with a host's approvals)."""
     from jinja2 import Environment
 
     verify = ledger.verify()
-    selected = list(ledger.records(**{k: v for k, v in filters.items() if v is not None}))
+    selected = (
+        list(records)
+        if records is not None
+        else list(ledger.records(**{k: v for k, v in filters.items() if v is not None}))
+    )
     actions = _actions(selected)
     tickets = sorted({r.ticket for r in selected if r.ticket})
     timelines = []

@@ -64,7 +64,7 @@ def export(
             "nothing in the ticket log matches that scope: no bundle written",
             hint="check the ticket, host and period with: itops log …",
         )
-    report = build(ledger, redactor, scope)
+    report = build(ledger, redactor, scope, selected)
     if not report.chain_ok:
         raise LedgerError(
             "the ledger does not verify: a bundle of it would prove nothing",

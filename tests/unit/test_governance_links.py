@@ -91,6 +91,7 @@ def test_ticket_show_gives_each_change_its_approval(ws: Path) -> None:
     code, out = itops(ws, "ticket", "show", "CHG-1")
     assert code == 0, out
     assert "approval.granted" in out and "asked by alice, approved by bob" in out, out
+    assert "asked by alice: approved later by bob at 2026-11-23 11:00 UTC" in out, out
     code, out = itops(ws, "ticket", "show", "CHG-1", "--json")
     data = json.loads(out)
     changes = [c for c in data["changes"] if c["outcome"] == "fixed"]

@@ -154,11 +154,22 @@ def describe(link: dict[str, Any] | None) -> str:
     decision = policy.get("decision")
     if decision == "break-glass":
         parts.append(f"break-glass: {policy.get('reason') or '?'}")
-    elif decision and decision != "allowed":
+    elif decision and decision not in ("allowed", "needs-approval"):
         parts.append(f"policy: {decision}")
     elif policy.get("windows"):
         parts.append(f"in window {', '.join(map(str, policy['windows']))}")
-    if approval:
+    if approval and decision == "needs-approval":  # the run stopped here: what became of it
+        later = (
+            f"approved later by {approval.get('approved_by') or '?'} at "
+            f"{_short(approval.get('approved_at'))}"
+            if approval.get("state") == "granted"
+            else "not granted"
+        )
+        parts.append(
+            f"approval {approval['request_id']} asked by {approval.get('requested_by') or '?'}: "
+            + later
+        )
+    elif approval:
         what = f"{approval.get('task') or '?'} on {', '.join(approval.get('hosts') or []) or '?'}"
         if approval.get("state") == "granted":
             parts.append(
@@ -177,7 +188,8 @@ def describe(link: dict[str, Any] | None) -> str:
 
 
 def _short(at: Any) -> str:
-    return str(at or "?")[:16].replace("T", " ")
+    """A recorded time to the minute (UTC, as recorded)."""
+    return str(at or "?")[:16].replace("T", " ") + " UTC" if at else "?"
 
 
 def summary(record: Record) -> str | None:

@@ -186,7 +186,8 @@ class RtDesk:
                     retry_after=self._retry_after,
                 ) from exc
             raise DeskError(f"RT at {self.url} answered HTTP {status} to {what}") from exc
-        except rte.ConnectionError as exc:
+        except (rte.ConnectionError, ConnectionError) as exc:
+            # (python-rt's REST 2 raises the built-in ConnectionError(message, cause))
             raise _transport_error(self.url, what, exc, send, time.monotonic() - began) from exc
         except rte.RtError as exc:
             raise DeskError(f"RT at {self.url}: cannot {what}: {exc}") from exc
@@ -198,6 +199,8 @@ def _transport_error(url: str, what: str, exc: Any, send: bool, took: float) -> 
     import httpx2
 
     cause = getattr(exc, "cause", None)
+    if cause is None and len(exc.args) > 1 and isinstance(exc.args[1], BaseException):
+        cause = exc.args[1]
     inner = cause.__context__ if cause is not None else None
     if any(isinstance(e, ssl.SSLCertVerificationError) for e in (cause, inner)) or (
         "CERTIFICATE_VERIFY_FAILED" in str(cause)

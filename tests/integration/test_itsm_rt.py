@@ -2,8 +2,10 @@
 its SQLite database, started once per test session by `toolkit.lab.rt.RtServer` on
 127.1.251.1 — never the lab hosts' 127.1.0.x, so these tests need no lab and no lab lock).
 
-The runs go to hosts that need no lab: an address nothing listens on, or a local TCP tarpit
-that accepts and never speaks (to hold a run open while RT is stopped). What is checked is what
+Most runs go to hosts that need no lab: an address nothing listens on, or a local TCP tarpit
+that accepts and never speaks (to hold a run open while RT is stopped). The last two tests use
+the lab (a real fix of lab-01's printer that resolves the RT ticket; `itops lab up --services
+rt`): run them under the lab lock (`flock /work/lab.lock`), or deselect them with -k 'not lab'. What is checked is what
 reaches RT, read back over REST 2 with a plain HTTP client, not through itops' adapter.
 """
 
@@ -26,7 +28,8 @@ from typing import Any
 
 import pytest
 
-from toolkit.lab.rt import PACKAGED_DB, RT_SERVER, RtServer
+from tests.integration.conftest import LabEnv
+from toolkit.lab.rt import PACKAGED_DB, RT_SERVER, SEED_SUBJECT, RtServer
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -390,3 +393,59 @@ def test_sqlite_copy_is_the_servers_own(rt_server: RtServer) -> None:
     with sqlite3.connect(f"file:{PACKAGED_DB}?mode=ro", uri=True) as conn:
         (packaged,) = conn.execute("SELECT count(*) FROM Tickets").fetchone()
     assert count > packaged
+
+
+# -- with the lab (under the lab lock) ------------------------------------------------------------
+def test_lab_a_verified_fix_with_resolve_resolves_the_rt_ticket(
+    lab: LabEnv, rt_server: RtServer, tmp_path: Path
+) -> None:
+    ws = workspace(tmp_path, rt_server.url)
+    lab_dir = lab.root / ".itops" / "lab"
+    config = (ws / "itops.toml").read_text()
+    (ws / "itops.toml").write_text(
+        config.replace('"inventory/hosts.yml"', f'"{lab_dir / "hosts.yml"}"').replace(
+            '"inventory/known_hosts"', f'"{lab_dir / "known_hosts"}"'
+        )
+    )
+    ticket = new_ticket(rt_server, "printer on lab-01 stuck")
+    lab.break_printer("lab-01")
+    done = itops(ws, "fix", "printer.clear-queue", "lab-01", "--ticket", ticket, "--resolve")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{ticket} resolved" in done.stdout and f"{ticket}: resolved with a note" in done.stderr
+    assert rest(rt_server, "GET", f"ticket/{ticket[3:]}")["Status"] == "resolved"
+    run_note, resolution = notes_on(rt_server, ticket)  # the run's note, then the resolution
+    assert "- lab-01: fixed" in run_note
+    assert "verified fixed on 1 host(s) (lab-01)" in resolution
+    shown = json.loads(itops(ws, "ticket", "show", ticket, "--json").stdout)
+    assert shown["summary"]["state"] == "resolved"
+    # and the resolved ticket now refuses further runs
+    again = itops(ws, "fix", "printer.clear-queue", "lab-01", "--ticket", ticket)
+    assert again.returncode == 2 and "is resolved in RT" in again.stderr
+
+
+def test_lab_up_services_rt_starts_rt_with_a_ticket_and_prints_the_itsm_lines(
+    lab: LabEnv, tmp_path: Path
+) -> None:
+    ws = tmp_path / "rtlab"
+    assert run_itops("init", str(ws)).returncode == 0
+    up = itops(ws, "lab", "up", "--hosts", "1", "--services", "rt")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "Request Tracker at http://127.1.251.1:" in up.stdout and "ticket RT-1" in up.stdout
+        hint = (ws / ".itops" / "lab" / "itsm.toml").read_text()
+        assert hint.startswith("[itsm]\nsystem = \"rt\"\n") and 'system = "rt"' in up.stdout
+        with open(ws / "itops.toml", "a") as f:
+            f.write("\n" + hint)
+        assert itops(ws, "itsm", "check").returncode == 0
+        shown = itops(ws, "fix", "printer.clear-queue", "lab-01", "--check", "--ticket", "RT-1")
+        assert shown.returncode in (0, 4), shown.stdout + shown.stderr
+        ticket = json.loads(itops(ws, "ticket", "show", "RT-1", "--json").stdout)
+        assert ticket["summary"]["summary"] == SEED_SUBJECT
+        assert "note delivered" in shown.stderr  # a --check under a desk ticket is noted too
+    finally:
+        down = itops(ws, "lab", "down")
+    assert down.returncode == 0
+    url = re.search(r"http://127\.1\.251\.1:\d+", up.stdout)
+    assert url and not (ws / ".itops" / "lab" / "rt").exists()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url.group() + "/REST/2.0/", timeout=3)

@@ -93,8 +93,9 @@ def created(app: App, state: Any) -> list[str]:
     rt = state.data.get("rt") or {}
     if rt:
         lines.append(
-            f"Request Tracker at {rt['url']} (REST 2: {rt['url']}/REST/2.0/, user root, "
-            f"started in {rt['started_in']} s); for itops.toml:\n"
+            f"Request Tracker at {rt['url']} (user root, password password; started in "
+            f"{rt['started_in']} s) with ticket {rt['ticket']}; add to itops.toml "
+            f"(also in {app.workspace.lab_dir / 'itsm.toml'}):\n"
             + "".join(f"      {line}\n" for line in rt["itsm"].splitlines()).rstrip("\n")
         )
     return lines

@@ -42,6 +42,8 @@ ADDRESS = "127.1.251.1"
 USER = "root"
 PASSWORD = "password"  # the packaged database's administrator (a lab-only, well-known value)
 START_TIMEOUT = 90.0
+LAB_PORT = 8080  # `itops lab up --services rt`'s, if free (then its [itsm] url stays the same)
+SEED_SUBJECT = "The office printer on lab-01 is stuck"
 
 SITE_CONFIG = """\
 # itops lab: Request Tracker on loopback (written by toolkit/lab/rt.py)
@@ -173,6 +175,29 @@ class RtServer:
         while time.monotonic() < deadline and not can_bind(self.address, self.port):
             time.sleep(0.1)  # the workers of a killed master may still hold the port a moment
 
+    def seed_ticket(self) -> str:
+        """A first ticket to practise on (RT-1 in a fresh lab): what a user would have filed."""
+        import base64
+        import json
+
+        body = {
+            "Queue": "General",
+            "Subject": SEED_SUBJECT,
+            "Requestor": "alice@example.org",
+            "Priority": 50,
+        }
+        request = urllib.request.Request(
+            self.rest_url + "ticket",
+            data=json.dumps(body).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": "Basic "
+                + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode(),
+            },
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return f"RT-{json.loads(response.read())['id']}"
+
     def itsm_config(self) -> str:
         """The itops.toml lines that point itops at this RT."""
         return (
@@ -225,13 +250,16 @@ class Rt:
         pass
 
     def start(self, lab: Lab, state: LabState) -> None:
-        server = RtServer(lab.dir / "rt")
+        server = RtServer(lab.dir / "rt", port=LAB_PORT if can_bind(ADDRESS, LAB_PORT) else None)
         server.prepare()
         began = time.monotonic()
         process = state.spawn("rt", server.argv(), server.access_log, server.log, env=server.env())
         state.save(lab.state_file)  # tracked before the wait: a failed start is still stopped
         server.wait_ready()
+        ticket = server.seed_ticket()
+        (lab.dir / "itsm.toml").write_text(server.itsm_config())
         state.data["rt"] = {
+            "ticket": ticket,
             "url": server.url,
             "port": server.port,
             "pid": process.pid,
@@ -241,3 +269,4 @@ class Rt:
 
     def cleanup(self, lab: Lab, state: LabState) -> None:
         shutil.rmtree(lab.dir / "rt", ignore_errors=True)
+        (lab.dir / "itsm.toml").unlink(missing_ok=True)

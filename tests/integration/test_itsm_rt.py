@@ -433,7 +433,7 @@ def test_lab_up_services_rt_starts_rt_with_a_ticket_and_prints_the_itsm_lines(
         assert up.returncode == 0, up.stdout + up.stderr
         assert "Request Tracker at http://127.1.251.1:" in up.stdout and "ticket RT-1" in up.stdout
         hint = (ws / ".itops" / "lab" / "itsm.toml").read_text()
-        assert hint.startswith("[itsm]\nsystem = \"rt\"\n") and 'system = "rt"' in up.stdout
+        assert hint.startswith('[itsm]\nsystem = "rt"\n') and 'system = "rt"' in up.stdout
         with open(ws / "itops.toml", "a") as f:
             f.write("\n" + hint)
         assert itops(ws, "itsm", "check").returncode == 0

@@ -179,6 +179,21 @@ def test_a_fix_under_an_rt_ticket_writes_exactly_one_note_with_the_evidence(
     assert len(notes_on(rt_server, ticket)) == 1
 
 
+def test_a_runbook_under_an_rt_ticket_writes_one_note_for_all_its_steps(
+    rt_server: RtServer, tmp_path: Path
+) -> None:
+    ws = workspace(tmp_path, rt_server.url)
+    ticket = new_ticket(rt_server, "nothing prints")
+    done = itops(ws, "runbook", "run", "printer-not-printing", "ws-dead", "--ticket", ticket)
+    assert done.returncode == 1, done.stdout + done.stderr  # escalated: the host is unreachable
+    [text] = notes_on(rt_server, ticket)
+    assert "itops: runbook printer-not-printing (run " in text and "steps: diagnose" in text
+    assert "escalated: ws-dead" in text and re.search(r"head #\d+ sha256 [0-9a-f]{64}", text)
+    unknown = itops(ws, "runbook", "run", "printer-not-printing", "ws-dead", "--ticket", "RT-99998")
+    assert unknown.returncode == 2 and "has no such ticket" in unknown.stderr
+    assert "RT-99998" not in itops(ws, "log", "--json").stdout  # nothing opened or recorded
+
+
 def test_an_unknown_rt_ticket_is_refused_before_anything_runs(
     rt_server: RtServer, tmp_path: Path
 ) -> None:

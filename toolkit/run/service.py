@@ -140,6 +140,7 @@ class RunService:
         command_timeout: float | None = None,
         observers: Sequence[RunObserver] = (),
         connector: Connector | None = None,
+        write_back: bool = True,
     ) -> None:
         """`observers`: see every run's events (toolkit.run.events: the CLI's progress bar);
         `connector`: where hosts are reached (default: the transports, opened on first use,
@@ -149,6 +150,7 @@ class RunService:
         self._timeouts = (connect_timeout, command_timeout)
         self._connector = connector
         self._owned = connector is None
+        self.write_back = write_back  # a runbook writes one note for all its steps instead
         self.desk_notes: list[Note] = []  # queued for the desk by this service's runs
         self.desk_warnings: list[str] = []
         self._looked_up: set[str] = set()
@@ -181,7 +183,7 @@ class RunService:
         changes = bool(request.ticket) and not request.check_only
         desk = self.desk_system(request.ticket)
         if desk is not None:
-            self._look_up(str(request.ticket))
+            self.look_up(str(request.ticket))
         elif changes and request.open_ticket is not None:
             from toolkit.desk.tickets import ensure
 
@@ -220,7 +222,7 @@ class RunService:
             )
         observers = list(self.observers)
         writeback = None
-        if desk is not None:
+        if desk is not None and self.write_back:
             from toolkit.run.writeback import DeskWriteBack
 
             writeback = DeskWriteBack(
@@ -261,7 +263,7 @@ class RunService:
         settings = ItsmSettings.of(self.app.workspace)
         return settings.system if settings.owns(ticket) else None
 
-    def _look_up(self, ticket: str) -> None:
+    def look_up(self, ticket: str) -> None:
         """Before anything runs: the desk's ticket looked up (unknown, closed: refused) and
         mirrored in the ledger, once per service (a runbook's steps share it)."""
         if ticket in self._looked_up:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from toolkit.itsm.outbox import Note
     from toolkit.ledger import Ledger
     from toolkit.run.policy import RunPolicy
-    from toolkit.run.results import RunReport
+    from toolkit.run.results import HostResult, RunReport
 
 log = logging.getLogger("itops.itsm")
 MAX_HOST_LINES = 50
@@ -66,20 +66,10 @@ class DeskWriteBack(RunObserver):
 
     def compose(self, report: RunReport) -> str:
         mode = "check (read-only)" if report.check_only else "fix"
-        counts = ", ".join(f"{n} {o}" for o, n in sorted(report.counts.items())) or "no hosts"
         lines = [
             f"itops: {report.task} ({mode}) by {self.ledger.operator} under {self.ticket}",
-            f"{len(report.results)} host(s): {counts}; {report.duration:.1f} s",
-            "",
+            *host_lines(report.results, report.duration, self.ticket),
         ]
-        for r in report.results[:MAX_HOST_LINES]:
-            detail = f" ({r.error})" if r.error else ""
-            lines.append(f"- {r.host}: {r.outcome}{detail} {r.message}".rstrip())
-        if len(report.results) > MAX_HOST_LINES:
-            lines.append(
-                f"- … and {len(report.results) - MAX_HOST_LINES} more host(s): "
-                f"itops log --ticket {self.ticket}"
-            )
         policy = self.policy
         if policy is not None and policy.approval is not None:
             lines.append(
@@ -102,14 +92,40 @@ class DeskWriteBack(RunObserver):
                 for i in range(0, len(actions), 500)
                 for r in self.ledger.records(action_ids=actions[i : i + 500])
             ]
-            head = self.ledger.head()
         except Exception as exc:  # the note still goes out; it says what is missing
             log.warning("ledger evidence for the desk note: %s", exc)
             return f"ledger: (could not be read: {exc})"
-        where = f"records {min(seqs)}–{max(seqs)}" if seqs else "no host records"
-        if head is None:
-            return f"ledger: {where}"
-        return (
-            f"ledger: {where}; head #{head.seq} sha256 {head.hash} "
-            f"(itops audit verify; itops log --ticket {self.ticket})"
+        return evidence(self.ledger, (min(seqs), max(seqs)) if seqs else None, self.ticket)
+
+
+def host_lines(results: Sequence[HostResult], duration: float, ticket: str) -> list[str]:
+    """The outcome counts, then one line per host (the first MAX_HOST_LINES)."""
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[str(r.outcome)] = counts.get(str(r.outcome), 0) + 1
+    summary = ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "no hosts"
+    lines = [f"{len(results)} host(s): {summary}; {duration:.1f} s", ""]
+    for r in results[:MAX_HOST_LINES]:
+        detail = f" ({r.error})" if r.error else ""
+        lines.append(f"- {r.host}: {r.outcome}{detail} {r.message}".rstrip())
+    if len(results) > MAX_HOST_LINES:
+        lines.append(
+            f"- … and {len(results) - MAX_HOST_LINES} more host(s): itops log --ticket {ticket}"
         )
+    return lines
+
+
+def evidence(ledger: Ledger, span: tuple[int, int] | None, ticket: str) -> str:
+    """`ledger: records A–B; head #N sha256 H` for a note (A–B: the run's records)."""
+    try:
+        head = ledger.head()
+    except Exception as exc:
+        log.warning("ledger head for the desk note: %s", exc)
+        head = None
+    where = f"records {span[0]}–{span[1]}" if span else "no host records"
+    if head is None:
+        return f"ledger: {where}"
+    return (
+        f"ledger: {where}; head #{head.seq} sha256 {head.hash} "
+        f"(itops audit verify; itops log --ticket {ticket})"
+    )

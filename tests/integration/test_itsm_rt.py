@@ -194,6 +194,25 @@ def test_a_runbook_under_an_rt_ticket_writes_one_note_for_all_its_steps(
     assert "RT-99998" not in itops(ws, "log", "--json").stdout  # nothing opened or recorded
 
 
+def test_the_desk_decides_priority_not_the_command_line(
+    rt_server: RtServer, tmp_path: Path
+) -> None:
+    ws = workspace(tmp_path, rt_server.url)
+    ticket = new_ticket(rt_server, "low priority", priority=10)
+    done = itops(
+        ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", ticket, "--priority", "P1"
+    )
+    assert done.returncode == 2 and "--priority is for a new local ticket" in done.stderr
+    ran = itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", ticket)
+    assert ran.returncode == 3
+    shown = json.loads(itops(ws, "ticket", "show", ticket, "--json").stdout)
+    assert shown["summary"]["priority"] == "P4"  # RT's 10
+    rest(rt_server, "PUT", f"ticket/{ticket[3:]}", {"Priority": 95})  # raised in RT
+    assert itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", ticket).returncode == 3
+    shown = json.loads(itops(ws, "ticket", "show", ticket, "--json").stdout)
+    assert shown["summary"]["priority"] == "P1"  # the mirror follows the desk
+
+
 def test_an_unknown_rt_ticket_is_refused_before_anything_runs(
     rt_server: RtServer, tmp_path: Path
 ) -> None:

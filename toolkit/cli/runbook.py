@@ -216,7 +216,10 @@ def run(
     book = _load(app, name)
     raw = parse_params(params)
     if ticket is not None:
+        from toolkit.run.service import refuse_desk_overrides
+
         check_ticket_id(ticket)
+        refuse_desk_overrides(app, ticket, category=None, priority=priority)
     hosts = app.inventory.select(targets)
     prepare(book, hosts, raw, app.catalog)  # bad values: refused before anything is recorded
     if ticket and not check_only and not _desk_ticket(app, ticket):

@@ -79,6 +79,26 @@ def check_governance(
         raise ValidationError("--check changes nothing: it needs no --break-glass or --approval")
 
 
+def refuse_desk_overrides(
+    app: App, ticket: str, *, category: str | None, priority: str | None
+) -> None:
+    """--priority/--category open a local ticket; a desk's ticket has its own (the policy's
+    break-glass and privileged-reset rules read them): refused rather than ignored (exit 2)."""
+    if not (category or priority) or "itsm" not in app.workspace.config:
+        return
+    from toolkit.errors import ValidationError
+    from toolkit.itsm import ItsmSettings
+
+    settings = ItsmSettings.of(app.workspace)
+    if settings.owns(ticket):
+        given = "--priority" if priority else "--category"
+        raise ValidationError(
+            f"{given} is for a new local ticket: {ticket} is {str(settings.system).upper()}'s, "
+            "and its priority and queue there decide",
+            hint=f"change them in {str(settings.system).upper()}, then run again",
+        )
+
+
 def plan(
     app: App,
     task: str,
@@ -102,6 +122,7 @@ def plan(
     entry = app.catalog.get(task)
     if ticket is not None:
         check_ticket_id(ticket)
+        refuse_desk_overrides(app, ticket, category=category, priority=priority)
     hosts = app.inventory.select(targets)
     # Bad values are refused by the rules of the implementations that will run (a Windows
     # printer name may hold spaces that a CUPS queue name may not), and host-specific input

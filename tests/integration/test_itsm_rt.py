@@ -429,6 +429,77 @@ def test_sqlite_copy_is_the_servers_own(rt_server: RtServer) -> None:
     assert count > packaged
 
 
+CANARY = "Canary-itops-7fq2x9Zw"  # the itops account's password: must never be seen anywhere
+RIGHTS = ("ShowTicket", "ShowTicketComments", "CommentOnTicket", "ModifyTicket", "SeeQueue")
+
+
+def test_an_itops_account_with_the_documented_rights_only_and_its_password_never_shows(
+    rt_server: RtServer, tmp_path: Path
+) -> None:
+    """docs/itsm.md's list of rights is enough; without them RT says 403 and itops says which
+    right is missing; the password (a canary) is in no output, log, ledger or note."""
+    from toolkit.itsm import DeskAuthError, ItsmSettings
+    from toolkit.itsm.rt import RtDesk
+    from toolkit.secrets.credentials import Secret
+
+    made = rest(
+        rt_server,
+        "POST",
+        "user",
+        {"Name": "itops", "Password": CANARY, "Privileged": 1, "EmailAddress": "itops@example.org"},
+    )
+    assert made["id"] == "itops"
+    ws = workspace(tmp_path, rt_server.url)
+    config = (ws / "itops.toml").read_text().replace('user = "root"', 'user = "itops"')
+    (ws / "itops.toml").write_text(config)
+    ticket = new_ticket(rt_server, f"needs the itops account {CANARY[:6]}")
+
+    refused = itops(
+        ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", ticket, password=CANARY
+    )
+    assert refused.returncode == 2 and "may not look up" in refused.stderr
+    assert "(HTTP 403)" in refused.stderr and "docs/itsm.md" in refused.stderr
+
+    with sqlite3.connect(rt_server.dir / "rtdb") as db:  # RT 5.0's REST 2 has no ACL endpoint
+        (group,) = db.execute(
+            "SELECT g.id FROM Groups g JOIN Users u ON g.Instance = u.id "
+            "WHERE g.Domain = 'ACLEquivalence' AND u.Name = 'itops'"
+        ).fetchone()
+        for right in RIGHTS:
+            db.execute(
+                "INSERT INTO ACL (PrincipalType, PrincipalId, RightName, ObjectType, ObjectId, "
+                "Creator, Created, LastUpdatedBy, LastUpdated) VALUES ('Group', ?, ?, "
+                "'RT::System', 1, 1, datetime('now'), 1, datetime('now'))",
+                (group, right),
+            )
+    done = itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", ticket, password=CANARY)
+    assert done.returncode == 3 and f"{ticket}: note delivered" in done.stderr, done.stderr
+    check = itops(ws, "itsm", "check", password=CANARY)
+    assert check.returncode == 0 and "signed in as itops" in check.stdout, check.stderr
+    desk = RtDesk(
+        ItsmSettings(system="rt", url=rt_server.url, user="itops", timeout=10),
+        password=Secret(CANARY),
+        token=None,
+    )
+    try:
+        [note] = outbox(ws)
+        assert desk.find_note(ticket, note["key"])  # ShowTicketComments
+        assert desk.resolve(ticket) == "resolved"  # ModifyTicket
+    finally:
+        desk.close()
+    with pytest.raises(DeskAuthError):
+        RtDesk(
+            ItsmSettings(system="rt", url=rt_server.url, user="itops", timeout=10),
+            password=Secret("wrong"),
+            token=None,
+        ).lookup(ticket)
+    seen = [refused.stdout, refused.stderr, done.stdout, done.stderr, check.stdout, check.stderr]
+    seen += [p.read_bytes().decode("utf-8", "replace") for p in (ws / ".itops").rglob("*")
+             if p.is_file()]  # fmt: skip
+    seen += notes_on(rt_server, ticket)
+    assert all(CANARY not in text for text in seen)
+
+
 # -- with the lab (under the lab lock) ------------------------------------------------------------
 def test_lab_a_verified_fix_with_resolve_resolves_the_rt_ticket(
     lab: LabEnv, rt_server: RtServer, tmp_path: Path

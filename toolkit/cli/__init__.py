@@ -75,6 +75,11 @@ COMMANDS = {
         "scheduler",
         "Run due scheduled jobs in the foreground (for systemd).",
     ),
+    "itsm": (
+        "toolkit.cli.itsm",
+        "itsm",
+        "The service desk: deliver notes to its tickets, outbox status, check.",
+    ),
     "completion": (
         "toolkit.cli.completion",
         "completion",

@@ -43,12 +43,15 @@ def up(app: App, count: int, port: int | None, services: str | None) -> None:
     devices of five platforms and two stateful fake-switches), `sudo` (a sudoers drop-in for the
     lab user), `disk` (a 16 MiB /var per host), `apt` (a loopback package repository, a private
     dpkg database per host), `clamav` (a loopback signature mirror, freshclam config per host),
-    `accounts` (locked local accounts for password resets). Large labs use --services none.
+    `accounts` (locked local accounts for password resets), `rt` (a real Request Tracker 5 on
+    127.1.251.1, not started by default: it prints the [itsm] lines for itops.toml). Large labs
+    use --services none.
 
     \b
     Examples:
       itops lab up --hosts 4
       itops lab up --hosts 200 --services none
+      itops lab up --hosts 2 --services cups,rt
     """
     from toolkit.lab import DEFAULT_SERVICES, Lab
 
@@ -87,6 +90,14 @@ def created(app: App, state: Any) -> list[str]:
         port = (state.data.get(service) or {}).get("port")
         if port:
             lines.append(f"{service} mirror on 127.0.0.1:{port}")
+    rt = state.data.get("rt") or {}
+    if rt:
+        lines.append(
+            f"Request Tracker at {rt['url']} (user root, password password; started in "
+            f"{rt['started_in']} s) with ticket {rt['ticket']}; add to itops.toml "
+            f"(also in {app.workspace.lab_dir / 'itsm.toml'}):\n"
+            + "".join(f"      {line}\n" for line in rt["itsm"].splitlines()).rstrip("\n")
+        )
     return lines
 
 

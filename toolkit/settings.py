@@ -282,6 +282,9 @@ SCHEMA = Table(
                 "tasks": Key(Text(), "this workspace's remediations (*.py)", '"tasks"'),
                 "runbooks": Key(Text(), "runbooks", '"runbooks"'),
                 "playbooks": Key(Text(), "Ansible playbooks", '"playbooks"'),
+                "software": Key(
+                    Text(), "the software catalog (*.yml, docs/software.md)", '"software"'
+                ),
                 "state": Key(Text(), "ledger, lab, command outputs, itops.log", '".itops"'),
             },
         ),

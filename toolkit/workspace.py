@@ -224,6 +224,11 @@ class Workspace:
         return [self.known_hosts, *([lab] if lab.is_file() else [])]
 
     @property
+    def software_folder(self) -> Path:
+        """The software catalog (`software/*.yml`, toolkit.software)."""
+        return self.folder("software", "software")
+
+    @property
     def task_folders(self) -> list[Path]:
         from toolkit.remediation.catalog import BUILTIN_TASKS
 

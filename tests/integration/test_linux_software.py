@@ -151,7 +151,10 @@ def test_a_failing_install_is_a_clear_failure_never_fixed(lab: LabEnv, catalog: 
     host = json.loads(ran.stdout)["hosts"][0]
     assert ran.returncode == 1 and host["outcome"] == "failed", ran.stdout + ran.stderr
     assert "apt-get install itops-lab-broken exited 100" in host["message"]
+    assert "Depends: itops-lab-missing but it is not installable" in host["message"]
     assert lab.dpkg_state(HOST)[0] == before[0]
-    log = json.loads(lab.itops("log", "--ticket", "REQ-8", "--json").stdout)
-    outcomes = [e.get("outcome") for e in log]
-    assert "failed" in outcomes and "fixed" not in outcomes
+    log = lab.itops("log", "--ticket", "REQ-8", "--json").stdout
+    records = [json.loads(line) for line in log.splitlines()]
+    finished = [r for r in records if r["kind"] == "action.finish"]
+    assert [r["outcome"] for r in finished] == ["failed"], log
+    assert '"fixed"' not in log

@@ -35,6 +35,7 @@ APT_ENV = (
 # apt: `E: Unable to acquire the dpkg frontend lock (PATH), is another process using it?` (or
 # `Could not get lock PATH`); while waiting it says `… It is held by process N (NAME)` on stdout.
 _LOCK = re.compile(r"(?:Unable to acquire the dpkg frontend lock \(|Could not get lock )([^\s),]+)")
+_UNMET = re.compile(r"^ +\S+ : (?:Pre)?Depends: ")
 _HOLDER = re.compile(r"It is held by process (\d+)(?: \(([^)]*)\))?")
 
 # Never removed whatever the package database says: what itops needs to reach and manage the
@@ -117,6 +118,11 @@ def run_manager(
         lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
         errors = [line for line in lines if line.startswith(("E:", "Error"))]
         detail = (errors or lines)[-1][:200] if lines else ""
+        # apt names what it could not resolve on lines of its own (` pkg : Depends: x but …`)
+        said = (result.stdout + "\n" + result.stderr).splitlines()
+        unmet = [line.strip() for line in said if _UNMET.match(line)]
+        if unmet:
+            detail += " (" + "; ".join(unmet[:3])[:300] + ")"
         raise ToolkitError(f"{what} exited {result.exit_code}" + (f": {detail}" if detail else ""))
     return result
 

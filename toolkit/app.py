@@ -72,7 +72,7 @@ class App:
         self._setup_logging(ws)
         from toolkit import software
 
-        software.activate(ws.software_folder)  # what the software tasks install and remove
+        software.activate(ws.software_folder, ws.root)  # what the software tasks may install
         return ws
 
     @cached_property

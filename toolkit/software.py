@@ -156,11 +156,21 @@ class SoftwareCatalog:
         return {e.packages[manager].id: e for e in self.entries.values() if manager in e.packages}
 
     @classmethod
-    def load(cls, folder: Path) -> SoftwareCatalog:
-        """Every `*.yml`/`*.yaml` in `folder` (none: an empty catalog); errors name file:line."""
+    def load(cls, folder: Path, *, workspace: Path | None = None) -> SoftwareCatalog:
+        """Every `*.yml`/`*.yaml` in `folder` (none: an empty catalog); errors name file:line.
+
+        With `workspace`, the folder and its files must be yours (or root's) and not writable by
+        others, like a tasks folder (toolkit.ownership): the catalog decides what is installed
+        as root and which commands verify runs."""
         entries: dict[str, Software] = {}
         if folder.is_dir():
             files = sorted(p for p in folder.iterdir() if p.suffix in (".yml", ".yaml"))
+            if workspace is not None:
+                from toolkit.ownership import check_owned
+
+                for path in (folder, *files):
+                    check_owned(path, "the software catalog", workspace=workspace,
+                                because="it decides what is installed as root on hosts")  # fmt: skip
             for path in files:
                 for entry in _load_file(path):
                     other = entries.get(entry.name)
@@ -175,14 +185,15 @@ class SoftwareCatalog:
 # --------------------------------------------------------------------------- the active catalog
 
 _active: Path | None = None
+_workspace: Path | None = None
 _cache: dict[Path, tuple[tuple[Any, ...], SoftwareCatalog]] = {}
 
 
-def activate(folder: Path | None) -> None:
+def activate(folder: Path | None, workspace: Path | None = None) -> None:
     """The software catalog folder of the workspace this process works in (set when the
-    workspace loads; a test sets its own)."""
-    global _active
-    _active = folder
+    workspace loads, with its root for the ownership check; a test sets its own)."""
+    global _active, _workspace
+    _active, _workspace = folder, workspace
 
 
 def active() -> SoftwareCatalog:
@@ -203,7 +214,7 @@ def active() -> SoftwareCatalog:
     cached = _cache.get(folder)
     if cached is not None and cached[0] == stamp:
         return cached[1]
-    catalog = SoftwareCatalog.load(folder)
+    catalog = SoftwareCatalog.load(folder, workspace=_workspace)
     _cache[folder] = (stamp, catalog)
     return catalog
 

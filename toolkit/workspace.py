@@ -94,6 +94,23 @@ SAMPLE_PLAYBOOK = """\
 """
 
 
+SAMPLE_SOFTWARE = """\
+# The software catalog: only what is listed here is installed or removed by software.install /
+# software.remove (docs/software.md). One entry per application, e.g.:
+#
+# firefox:
+#   summary: Mozilla Firefox web browser
+#   licence: MPL-2.0, free for business use
+#   approval: false
+#   packages:
+#     apt: firefox-esr
+#     dnf: firefox
+#     winget: Mozilla.Firefox
+#   verify:
+#     command: [firefox, --version]
+"""
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -155,6 +172,10 @@ class Workspace:
         sample = root / "playbooks" / "sample.yml"
         if not sample.exists():
             sample.write_text(SAMPLE_PLAYBOOK)
+        (root / "software").mkdir(exist_ok=True)
+        software = root / "software" / "apps.yml"
+        if not software.exists():
+            software.write_text(SAMPLE_SOFTWARE)
         return path
 
     # -- settings ----------------------------------------------------------------------------

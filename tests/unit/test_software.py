@@ -344,3 +344,25 @@ def test_winget_list_parser_copes_with_the_spinner_and_absent_rows() -> None:
     assert parse(WINGET_LIST, "mozilla.firefox") == "128.5.0"
     assert parse(WINGET_LIST, "Mozilla.Thunderbird") is None
     assert parse("No installed package found matching input criteria.\n", "X") is None
+
+
+def test_a_catalog_others_may_write_is_refused(
+    catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ITOPS_SAFE_WORKSPACES", raising=False)
+    software.activate(catalog, catalog.parent)
+    (catalog / "apps.yml").chmod(0o666)
+    with pytest.raises(ConfigError, match=r"writable by group and others .* it decides what is "
+                                          r"installed as root on hosts"):  # fmt: skip
+        software.active()
+    (catalog / "apps.yml").chmod(0o644)
+    assert "firefox" in software.active()
+
+
+def test_a_new_workspace_has_an_empty_commented_catalog(tmp_path: Path) -> None:
+    from toolkit.workspace import Workspace
+
+    Workspace.init(tmp_path / "ws")
+    ws = Workspace.load(tmp_path / "ws")
+    assert (ws.software_folder / "apps.yml").read_text().startswith("# The software catalog")
+    assert len(software.SoftwareCatalog.load(ws.software_folder, workspace=ws.root)) == 0

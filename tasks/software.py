@@ -180,7 +180,9 @@ class InstallSoftware(SoftwareTask):
         if self.manager == "apt":
             self.change(ctx, ["-q", "update"], "apt-get update", "installed")
             target = f"{pkg}={pin}" if pin else pkg
-            extra = ["--allow-downgrades"] if pin else []
+            # --no-remove: an install that would remove another package stops instead (dnf does
+            # the same by default: it never erases without --allowerasing)
+            extra = ["--no-remove", *(["--allow-downgrades"] if pin else [])]
             self.change(
                 ctx, ["-y", "-q", *CONFOLD, *extra, "install", "--", target],
                 f"apt-get install {target}", "installed",

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 HOST = "lab-01"
 OURS = ("itops-lab-hello", "itops-lab-greet", "itops-lab-libgreet", "itops-lab-broken",
-        "itops-lab-base")  # fmt: skip
+        "itops-lab-base", "itops-lab-rival")  # fmt: skip
 
 
 @pytest.fixture
@@ -158,3 +158,15 @@ def test_a_failing_install_is_a_clear_failure_never_fixed(lab: LabEnv, catalog: 
     finished = [r for r in records if r["kind"] == "action.finish"]
     assert [r["outcome"] for r in finished] == ["failed"], log
     assert '"fixed"' not in log
+
+
+def test_an_install_that_would_remove_another_package_stops(lab: LabEnv, catalog: Path) -> None:
+    before = lab.dpkg_state(HOST)
+    assert "itops-lab-tool" in before[0]
+    ran = lab.itops(
+        "fix", "software.install", HOST, "-p", "name=lab-rival", "--ticket", "REQ-10", "--json"
+    )
+    host = json.loads(ran.stdout)["hosts"][0]
+    assert ran.returncode == 1 and host["outcome"] == "failed", ran.stdout + ran.stderr
+    assert "Packages need to be removed but remove is disabled" in host["message"]
+    assert lab.dpkg_state(HOST)[0] == before[0]  # itops-lab-tool is still there

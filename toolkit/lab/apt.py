@@ -17,7 +17,8 @@ For the software tasks the repository also offers packages no host has yet (suit
 with a tiny program in /usr/bin that answers `--version`: `itops-lab-hello` in two versions (1.0
 and 2.0, so a pin matters), `itops-lab-greet` which depends on `itops-lab-libgreet` (its program
 prints the library's version too), `itops-lab-broken` whose dependency exists nowhere (its
-install fails), and `itops-lab-base`, Essential and of Priority required (what the OS needs).
+install fails), `itops-lab-rival`, which conflicts with the installed `itops-lab-tool` (installing
+it would remove that), and `itops-lab-base`, Essential and of Priority required (what the OS needs).
 A lab host's packages live under its root folder: the host variable `package_root` says where.
 
 At start each host's package lists are refreshed once, as the apt-daily timer would.
@@ -51,6 +52,7 @@ SOFTWARE: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("itops-lab-libgreet", "1.0", {}),
     ("itops-lab-greet", "1.0", {"Depends": "itops-lab-libgreet (>= 1.0)"}),
     ("itops-lab-broken", "1.0", {"Depends": "itops-lab-missing"}),
+    ("itops-lab-rival", "1.0", {"Conflicts": "itops-lab-tool"}),
     ("itops-lab-base", "1.0", {"Essential": "yes", "Priority": "required"}),
 )
 # What each package's /usr/bin program says to --version (`$V`: its version; greet adds the

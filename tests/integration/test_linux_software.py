@@ -170,3 +170,15 @@ def test_an_install_that_would_remove_another_package_stops(lab: LabEnv, catalog
     assert ran.returncode == 1 and host["outcome"] == "failed", ran.stdout + ran.stderr
     assert "Packages need to be removed but remove is disabled" in host["message"]
     assert lab.dpkg_state(HOST)[0] == before[0]  # itops-lab-tool is still there
+
+
+def test_a_held_dpkg_lock_is_waited_for_then_named(lab: LabEnv, catalog: Path) -> None:
+    apt = lab.service("apt")
+    with apt.hold_lock(lab.state, HOST):
+        ran = lab.itops(
+            "fix", "software.install", HOST, "-p", "name=lab-hello", "-p", "lock_timeout=2",
+            "--ticket", "REQ-11",
+        )  # fmt: skip
+    assert ran.returncode == 1 and outcome(ran) == "failed", ran.stdout + ran.stderr
+    assert "the package manager is busy" in ran.stdout and "nothing was installed" in ran.stdout
+    assert installed(lab) == {}

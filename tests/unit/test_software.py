@@ -366,3 +366,25 @@ def test_a_new_workspace_has_an_empty_commented_catalog(tmp_path: Path) -> None:
     ws = Workspace.load(tmp_path / "ws")
     assert (ws.software_folder / "apps.yml").read_text().startswith("# The software catalog")
     assert len(software.SoftwareCatalog.load(ws.software_folder, workspace=ws.root)) == 0
+
+
+def test_a_hostile_name_is_refused_before_the_catalog_is_asked(catalog: Path) -> None:
+    spec = Catalog.load([BUILTIN_TASKS]).get("software.install").implementation("linux")
+    assert spec is not None
+    for hostile in ("firefox;reboot", "$(id)", "-y", "fire fox"):
+        with pytest.raises(ValidationError, match="parameter name"):
+            spec.validate({"name": hostile})
+
+
+def test_an_approval_is_bound_to_the_catalog_entry_as_it_was(catalog: Path) -> None:
+    from toolkit.run.policy import binding_params
+
+    task = Catalog.load([BUILTIN_TASKS]).get("software.install")
+    hosts = [mock_host("ws-042", "windows")]
+    before, plans = binding_params(task, {"name": "visio"}, hosts, ["ws-042"])
+    assert json.loads(plans["ws-042"])["packages"] == {"winget": {"id": "Microsoft.Office.Visio"}}
+    text = (catalog / "apps.yml").read_text()
+    (catalog / "apps.yml").write_text(text.replace("winget: Microsoft.Office.Visio",
+                                                   "winget: {id: Microsoft.Office.Visio, version: '16.0'}"))  # fmt: skip
+    after, _ = binding_params(task, {"name": "visio"}, hosts, ["ws-042"])
+    assert after["params"] == before["params"] and after["plan_sha256"] != before["plan_sha256"]

@@ -29,6 +29,7 @@ from toolkit.remediation.packages import (
     DnfProtected,
     Installed,
     PackageTools,
+    RpmDependants,
     RpmPackages,
     apt_get,
     rpm_version_matches,
@@ -260,8 +261,9 @@ class RemoveSoftware(SoftwareTask):
     Check refuses, before anything changes, a package the OS needs: apt's Essential packages
     and those of Priority required or important (read from the host's dpkg database); for dnf
     its protected packages (/etc/dnf/protected.d on the host, plus dnf's built-in set); on both,
-    what itops needs to manage the host (openssh-server, sudo, the package tools). With apt it
-    also refuses a removal that would take other installed packages with it (they are named).
+    what itops needs to manage the host (openssh-server, sudo, the package tools). It also
+    refuses a removal that would take other installed packages with it, naming them (apt: a
+    simulated removal; dnf: the installed packages that require it).
     Apply removes the package (purge=true: its configuration files too); verify proves it is
     gone.
 
@@ -282,15 +284,15 @@ class RemoveSoftware(SoftwareTask):
             return Finding.healthy(f"{self.label()}: not installed", **facts)
         assert inst is not None
         if self.manager == "apt":
-            others = [
-                p for p in read(ctx, AptRemoveSimulation(self.package.id)).removes
-                if p != self.package.id
-            ]  # fmt: skip
-            if others:
-                raise ChangeRefused(
-                    f"removing {self.package.id} would also remove {', '.join(others)}: refused",
-                    hint="remove those first (if the catalog lists them), or from the console",
-                )
+            removes = read(ctx, AptRemoveSimulation(self.package.id)).removes
+        else:
+            removes = read(ctx, RpmDependants(self.package.id)).removes
+        others = [p for p in removes if p != self.package.id]
+        if others:
+            raise ChangeRefused(
+                f"removing {self.package.id} would also remove {', '.join(others)}: refused",
+                hint="remove those first (if the catalog lists them), or from the console",
+            )
         return Finding.problem(f"{self.label()}: {inst.version} is {inst.state}", **facts)
 
     def refuse_os_needed(self, ctx: Context, inst: Installed | None) -> None:

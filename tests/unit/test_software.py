@@ -388,3 +388,25 @@ def test_an_approval_is_bound_to_the_catalog_entry_as_it_was(catalog: Path) -> N
                                                    "winget: {id: Microsoft.Office.Visio, version: '16.0'}"))  # fmt: skip
     after, _ = binding_params(task, {"name": "visio"}, hosts, ["ws-042"])
     assert after["params"] == before["params"] and after["plan_sha256"] != before["plan_sha256"]
+
+
+def test_dnf_removal_that_would_take_dependants_is_refused(catalog: Path) -> None:
+    (catalog / "more.yml").write_text("libx:\n  licence: a\n  packages:\n    dnf: libx\n")
+    script = Script().on(re.compile(r"^\. /etc/os-release"), (0, DNF_FACTS, ""))
+    script.on(re.compile(r"^rpm -q --qf .* -- libx$"), (0, "libx\t1.0-1.el9\tx86_64\n", ""))
+    script.on(re.compile(r"protected\.d"), (0, "", ""))
+    script.on("rpm -q --whatrequires libx --qf '%{NAME}\\n'", (0, "app-a\napp-b\napp-a\n", ""))
+    run = run_task("software.remove", {"name": "libx"}, script)
+    assert run.result.error == "change-refused"
+    assert "removing libx would also remove app-a, app-b: refused" in run.message
+
+    alone = Script().on(re.compile(r"^\. /etc/os-release"), (0, DNF_FACTS, ""))
+    alone.on(re.compile(r"^rpm -q --qf .* -- libx$"), (0, "libx\t1.0-1.el9\tx86_64\n", ""),
+             (1, "package libx is not installed\n", ""))  # fmt: skip
+    alone.on(re.compile(r"protected\.d"), (0, "", ""))
+    alone.on(re.compile(r"--whatrequires"), (1, "no package requires libx\n", ""))
+    alone.on(re.compile(r"dnf -y -q remove libx'$"), (0, "", ""))
+    removed = run_task("software.remove", {"name": "libx"}, alone)
+    assert (
+        removed.outcome == "fixed" and removed.result.verify.summary == "libx (dnf libx): removed"
+    )

@@ -302,3 +302,22 @@ class AptRemoveSimulation(Fact[Removal]):
     def parse(self, stdout: str, stderr: str, exit_code: int) -> Removal:
         text = succeeded(f"apt-get -s remove {self.name}", stdout, stderr, exit_code)
         return Removal(tuple(_REMV.findall(text)))
+
+
+@dataclass(frozen=True)
+class RpmDependants(Fact[Removal]):
+    """Installed packages that require `name` (`rpm -q --whatrequires`): what `dnf remove`
+    would take with it. Exit 1 with "no package requires" means none."""
+
+    name: str
+
+    def command(self) -> Command:
+        return cmd("rpm", "-q", "--whatrequires", self.name, "--qf", "%{NAME}\\n")
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Removal:
+        if exit_code != 0 and "no package requires" not in stdout + stderr:
+            succeeded(f"rpm -q --whatrequires {self.name}", stdout, stderr, exit_code)
+        if exit_code != 0:
+            return Removal(())
+        names = sorted({line.strip() for line in stdout.splitlines() if line.strip()})
+        return Removal(tuple(n for n in names if n != self.name))

@@ -1,9 +1,11 @@
 """Software requests on Windows: install, remove and list catalog software with winget, Chocolatey
 or an MSI (msiexec), whichever the catalog entry lists and the host has, in that order.
 
-Reads: winget's `list --id X --exact` table (parsed here), Chocolatey's own record of an
-installed package (`lib\\ID\\ID.nuspec`, what `choco list` reads), an MSI's Uninstall key by
-product code. Every value reaches PowerShell as a quoted literal (`ps_script`).
+Reads are facts (`JsonFact`: a PowerShell probe printing JSON, parsed alone): winget's
+`list --id X --exact` table (parsed here), Chocolatey's own record of an installed package
+(`lib\\ID\\ID.nuspec`, what `choco list` reads), an MSI's Uninstall key by product code, the
+Uninstall keys for `software.list`. Every value reaches PowerShell as a quoted literal
+(`ps_script`).
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from toolkit import software
 from toolkit.errors import ChangeRefused, ToolkitError, Unsupported
 from toolkit.inventory import Host
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.remediation.quoting import ps_script
+from toolkit.remediation.facts import read
+from toolkit.remediation.quoting import Command, ps_script
 from toolkit.remediation.windows import (
+    JsonFact,
     change_json,
-    read_json,
     read_service,
     records,
     text,
@@ -135,13 +138,147 @@ def parse_winget_list(output: str, package_id: str) -> str | None:
 
 @dataclass(frozen=True)
 class Outcome:
+    """What a package tool (or the verify command) said: its exit code and output."""
+
     exit: int
     out: str
+
+    @classmethod
+    def of(cls, data: Any) -> Outcome:
+        if not isinstance(data, Mapping):
+            raise ToolkitError("the package tool reported nothing")
+        return cls(int(data.get("exit") or 0), text(data.get("out")))
 
     def last(self) -> str:
         lines = [line.rsplit("\r", 1)[-1].strip() for line in self.out.splitlines()]
         said = [line for line in lines if line and not set(line) <= set("-\\|/ ")]
         return said[-1][:200] if said else ""
+
+
+@dataclass(frozen=True)
+class Tools:
+    """Where winget.exe and choco.exe are on the host (empty: absent)."""
+
+    winget: str
+    choco: str
+
+
+@dataclass(frozen=True)
+class PackageTools(JsonFact[Tools]):
+    """winget (on PATH, or App Installer's folder under WindowsApps) and Chocolatey."""
+
+    what: ClassVar[str] = "finding winget and Chocolatey"
+
+    def command(self) -> Command:
+        return ps_script(TOOLS)
+
+    def value(self, data: Any) -> Tools:
+        data = data if isinstance(data, Mapping) else {}
+        return Tools(text(data.get("winget")), text(data.get("choco")))
+
+
+@dataclass(frozen=True)
+class Version:
+    """An installed version (None: not installed)."""
+
+    version: str | None
+
+
+@dataclass(frozen=True)
+class WingetVersion(JsonFact[Version]):
+    """`winget list --id ID --exact`: the version in its table; exit 0x8A150014: not installed."""
+
+    tool: str
+    id: str
+    what: ClassVar[str] = "winget list"
+
+    def command(self) -> Command:
+        args = ["list", "--id", self.id, "--exact", "--accept-source-agreements",
+                "--disable-interactivity"]  # fmt: skip
+        return ps_script(WINGET, tool=self.tool, args=args, version="")
+
+    def value(self, data: Any) -> Version:
+        done = Outcome.of(data)
+        if done.exit == -1978335212:
+            return Version(None)
+        if done.exit != 0:
+            raise ToolkitError(f"winget list exited {done.exit}: {done.last()}")
+        return Version(parse_winget_list(done.out, self.id))
+
+
+@dataclass(frozen=True)
+class ChocoVersion(JsonFact[Version]):
+    """Chocolatey's own record of an installed package (`lib\\ID\\ID.nuspec`)."""
+
+    id: str
+    what: ClassVar[str] = "Chocolatey's package record"
+
+    def command(self) -> Command:
+        return ps_script(CHOCO_STATE, id=self.id)
+
+    def value(self, data: Any) -> Version:
+        found = text(data.get("version")) if isinstance(data, Mapping) else ""
+        return Version(found or None)
+
+
+@dataclass(frozen=True)
+class MsiVersion(JsonFact[Version]):
+    """The DisplayVersion of an MSI's Uninstall key (64- and 32-bit views), by product code."""
+
+    code: str
+    what: ClassVar[str] = "the MSI's Uninstall key"
+
+    def command(self) -> Command:
+        return ps_script(MSI_STATE, code=self.code)
+
+    def value(self, data: Any) -> Version:
+        found = text(data.get("version")) if isinstance(data, Mapping) else ""
+        return Version(found or None)
+
+
+@dataclass(frozen=True)
+class Answer(JsonFact[Outcome]):
+    """The catalog's verify command, run on the host: its exit code and output."""
+
+    argv: tuple[str, ...]
+    what: ClassVar[str] = "the verify command"
+
+    def command(self) -> Command:
+        return ps_script(RUN, argv=list(self.argv))
+
+    def value(self, data: Any) -> Outcome:
+        return Outcome.of(data)
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    version: str
+    publisher: str
+    key: str  # the Uninstall key's name: an MSI's product code
+
+
+@dataclass(frozen=True)
+class Programs:
+    programs: tuple[Program, ...]
+
+
+@dataclass(frozen=True)
+class InstalledPrograms(JsonFact[Programs]):
+    """The programs Windows lists as installed (the Uninstall keys, 64- and 32-bit)."""
+
+    what: ClassVar[str] = "the installed programs"
+
+    def command(self) -> Command:
+        return ps_script(UNINSTALL_KEYS)
+
+    def value(self, data: Any) -> Programs:
+        rows = records(data.get("packages")) if isinstance(data, Mapping) else []
+        return Programs(tuple(
+            Program(text(p.get("name")), text(p.get("version")), text(p.get("publisher")),
+                    text(p.get("key")))
+            for p in rows
+        ))  # fmt: skip
 
 
 class WindowsSoftwareTask(Remediation):
@@ -171,11 +308,10 @@ class WindowsSoftwareTask(Remediation):
 
     def resolve(self, ctx: Context) -> None:
         self.entry = software.active().get(str(self.name))
-        data = read_json(ctx, ps_script(TOOLS), "finding winget and Chocolatey")
-        tools = data if isinstance(data, Mapping) else {}
+        tools = read(ctx, PackageTools())
         for manager in software.WINDOWS_MANAGERS:
             package = self.entry.packages.get(manager)
-            path = text(tools.get(manager)) if manager != "msi" else ""
+            path = {"winget": tools.winget, "choco": tools.choco}.get(manager, "")
             if package is not None and (manager == "msi" or path):
                 self.manager, self.tool, self.package = manager, path, package
                 return
@@ -191,28 +327,10 @@ class WindowsSoftwareTask(Remediation):
         """The installed version (None: not installed)."""
         pkg = self.package
         if self.manager == "winget":
-            args = ["list", "--id", pkg.id, "--exact", "--accept-source-agreements",
-                    "--disable-interactivity"]  # fmt: skip
-            done = self._outcome(
-                read_json(
-                    ctx, ps_script(WINGET, tool=self.tool, args=args, version=""), "winget list"
-                )
-            )
-            if done.exit not in (0, -1978335212):
-                raise ToolkitError(f"winget list exited {done.exit}: {done.last()}")
-            return parse_winget_list(done.out, pkg.id) if done.exit == 0 else None
+            return read(ctx, WingetVersion(self.tool, pkg.id)).version
         if self.manager == "choco":
-            data = read_json(ctx, ps_script(CHOCO_STATE, id=pkg.id), "Chocolatey's package record")
-        else:
-            data = read_json(ctx, ps_script(MSI_STATE, code=pkg.id), "the MSI's Uninstall key")
-        found = text(data.get("version")) if isinstance(data, Mapping) else ""
-        return found or None
-
-    @staticmethod
-    def _outcome(data: Any) -> Outcome:
-        if not isinstance(data, Mapping):
-            raise ToolkitError("the package tool reported nothing")
-        return Outcome(int(data.get("exit") or 0), text(data.get("out")))
+            return read(ctx, ChocoVersion(pkg.id)).version
+        return read(ctx, MsiVersion(pkg.id)).version
 
     def label(self) -> str:
         pin = f" {self.package.version}" if self.package.version else ""
@@ -235,7 +353,7 @@ class WindowsSoftwareTask(Remediation):
         else:
             target = str(pkg.source) if verb == "install" else pkg.id
             command = ps_script(MSIEXEC, target=target, verb="/i" if verb == "install" else "/x")
-        done = self._outcome(change_json(ctx, command, f"{self.manager} {verb}", timeout))
+        done = Outcome.of(change_json(ctx, command, f"{self.manager} {verb}", timeout))
         if done.exit in REBOOT_CODES or done.exit == -1978334967:
             ctx.note(
                 f"{self.manager} {verb}: {REBOOT_CODES.get(done.exit, WINGET_CODES.get(done.exit))}"
@@ -326,8 +444,7 @@ class InstallSoftware(WindowsSoftwareTask):
 def answers(ctx: Context, entry: Software) -> dict[str, Any]:
     check = entry.verify
     if check.command:
-        data = read_json(ctx, ps_script(RUN, argv=list(check.command)), "the verify command")
-        done = WindowsSoftwareTask._outcome(data)
+        done = read(ctx, Answer(check.command))
         shown = " ".join(check.command)
         first = (done.out.strip().splitlines() or [""])[0][:120]
         if done.exit != 0:
@@ -408,19 +525,16 @@ class ListSoftware(Remediation):
     listed = Param(bool, default=False, help="only software the catalog lists")
 
     def check(self, ctx: Context) -> Finding:
-        data = read_json(ctx, ps_script(UNINSTALL_KEYS), "the installed programs", 120)
-        rows_in = records(data.get("packages")) if isinstance(data, Mapping) else []
+        found = read(ctx, InstalledPrograms(), timeout=120).programs
         by_code = {k.upper(): e for k, e in software.active().by_package("msi").items()}
         rows = []
-        for p in sorted(rows_in, key=lambda p: text(p.get("name")).lower()):
-            name = text(p.get("name"))
-            if self.match and not fnmatch.fnmatch(name.lower(), str(self.match).lower()):
+        for p in sorted(found, key=lambda p: p.name.lower()):
+            if self.match and not fnmatch.fnmatch(p.name.lower(), str(self.match).lower()):
                 continue
-            entry = by_code.get(text(p.get("key")).upper())
+            entry = by_code.get(p.key.upper())
             if self.listed and entry is None:
                 continue
-            row = {"name": name, "version": text(p.get("version")),
-                   "publisher": text(p.get("publisher"))}  # fmt: skip
+            row = {"name": p.name, "version": p.version, "publisher": p.publisher}
             if entry is not None:
                 row["software"] = entry.name
             rows.append(row)

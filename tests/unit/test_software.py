@@ -8,11 +8,12 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from toolkit import software
-from toolkit.errors import ConfigError, ValidationError
+from toolkit.errors import ConfigError, ToolkitError, ValidationError
 from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
 from toolkit.remediation.packages import (
     DnfProtected,
@@ -333,17 +334,37 @@ def test_windows_list_reads_the_uninstall_keys(catalog: Path) -> None:
     ]  # fmt: skip
 
 
-def test_winget_list_parser_copes_with_the_spinner_and_absent_rows() -> None:
-    from toolkit.remediation.catalog import _load_module
-
-    module = _load_module(BUILTIN_TASKS / "windows" / "software.py")[0].cls.__module__
+def windows_module() -> Any:
     import sys
 
-    parse = sys.modules[module].parse_winget_list
+    spec = Catalog.load([BUILTIN_TASKS]).get("software.list").implementation("windows")
+    assert spec is not None
+    return sys.modules[spec.cls.__module__]
+
+
+def test_winget_list_parser_copes_with_the_spinner_and_absent_rows() -> None:
+    parse = windows_module().parse_winget_list
     assert parse(WINGET_LIST, "Mozilla.Firefox") == "128.5.0"
     assert parse(WINGET_LIST, "mozilla.firefox") == "128.5.0"
     assert parse(WINGET_LIST, "Mozilla.Thunderbird") is None
     assert parse("No installed package found matching input criteria.\n", "X") is None
+
+
+def test_windows_facts_parse_alone() -> None:
+    module = windows_module()
+    winget = module.WingetVersion("winget.exe", "Mozilla.Firefox")
+    assert winget.parse(json.dumps({"exit": 0, "out": WINGET_LIST}), "", 0).version == "128.5.0"
+    assert winget.parse(NOT_FOUND, "", 0).version is None
+    with pytest.raises(ToolkitError, match="winget list exited -1978335216"):
+        winget.parse(json.dumps({"exit": -1978335216, "out": "No package found\n"}), "", 0)
+    assert module.MsiVersion("{X}").parse('{"version":null}', "", 0).version is None
+    assert module.ChocoVersion("7zip").parse('{"version":"24.8.0"}', "", 0).version == "24.8.0"
+    # PowerShell 5.1 gives one program as a bare object, not a list of one
+    one = {"packages": {"key": "K", "name": "7-Zip", "version": "24.08", "publisher": "Igor"}}
+    found = module.InstalledPrograms().parse(json.dumps(one), "", 0).programs
+    assert [(p.name, p.version, p.key) for p in found] == [("7-Zip", "24.08", "K")]
+    tools = module.PackageTools().parse('{"winget":"","choco":"C:\\\\choco.exe"}', "", 0)
+    assert tools.winget == "" and tools.choco == "C:\\choco.exe"
 
 
 def test_a_catalog_others_may_write_is_refused(

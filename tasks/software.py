@@ -14,13 +14,14 @@ import fnmatch
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from toolkit import software
 from toolkit.errors import ChangeRefused, Unsupported
 from toolkit.inventory import Host
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.remediation.facts import read
+from toolkit.remediation.facts import Fact, read
 from toolkit.remediation.linux import read_service, service_manager
 from toolkit.remediation.packages import (
     ITOPS_NEEDS,
@@ -218,13 +219,31 @@ class InstallSoftware(SoftwareTask):
         return Finding.healthy(f"{self.label()}: {inst.version} is installed{tail}", **facts)
 
 
-def verify_command(ctx: Context, argv: tuple[str, ...]) -> Command:
-    """The catalog's verify command, run from the host's package root when it has its own."""
-    root = package_root(ctx.host).rstrip("/")
-    if not root:
-        return cmd(*argv)
-    path = ":".join([*(f"{root}/{d}" for d in PATH_DIRS), "/usr/sbin:/usr/bin:/sbin:/bin"])
-    return cmd("env", f"PATH={path}", *argv)
+@dataclass(frozen=True)
+class Said:
+    """What the verify command answered."""
+
+    exit_code: int
+    text: str  # stdout, or stderr if it printed nothing there
+
+
+@dataclass(frozen=True)
+class Answer(Fact[Said]):
+    """The catalog's verify command, run from the host's package root when it has its own
+    (its programs are looked up in that root's bin folders first)."""
+
+    argv: tuple[str, ...]
+    root: str = "/"
+
+    def command(self) -> Command:
+        root = self.root.rstrip("/")
+        if not root:
+            return cmd(*self.argv)
+        path = ":".join([*(f"{root}/{d}" for d in PATH_DIRS), "/usr/sbin:/usr/bin:/sbin:/bin"])
+        return cmd("env", f"PATH={path}", *self.argv)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> Said:
+        return Said(exit_code, stdout.strip() or stderr.strip())
 
 
 def answers(ctx: Context, entry: Software) -> dict[str, Any]:
@@ -233,13 +252,12 @@ def answers(ctx: Context, entry: Software) -> dict[str, Any]:
     if not check.command and check.service is None:
         return {}
     if check.command:
-        result = ctx.read(verify_command(ctx, check.command), timeout=30)
-        said = (result.stdout.strip() or result.stderr.strip()).splitlines()
-        first = said[0][:120] if said else ""
+        said = read(ctx, Answer(check.command, package_root(ctx.host)), timeout=30)
+        first = (said.text.splitlines() or [""])[0][:120]
         shown = " ".join(check.command)
-        if result.exit_code != 0:
-            return {"ok": False, "detail": f"`{shown}` exited {result.exit_code}: {first}"}
-        if check.expect and not re.search(check.expect, result.stdout + result.stderr):
+        if said.exit_code != 0:
+            return {"ok": False, "detail": f"`{shown}` exited {said.exit_code}: {first}"}
+        if check.expect and not re.search(check.expect, said.text):
             return {"ok": False, "detail": f"`{shown}` said {first!r}, not /{check.expect}/"}
         return {"ok": True, "detail": f"`{shown}` answered {first!r}"}
     state = read_service(ctx, str(check.service), service_manager(ctx))

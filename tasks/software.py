@@ -141,6 +141,7 @@ class SoftwareTask(Remediation):
 @remediation(
     "software.install",
     category="software",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms={"linux"},
     summary="Install catalog software (apt or dnf) at its pinned version and prove it answers",
     risky=software.needs_approval,
@@ -269,6 +270,7 @@ def answers(ctx: Context, entry: Software) -> dict[str, Any]:
 @remediation(
     "software.remove",
     category="software",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms={"linux"},
     summary="Remove catalog software (apt or dnf); packages the OS needs are refused",
     risky=software.needs_approval,
@@ -351,6 +353,7 @@ class RemoveSoftware(SoftwareTask):
 @remediation(
     "software.list",
     category="software",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms={"linux"},
     summary="List installed packages: name, version, and the catalog name if listed (read-only)",
 )

@@ -386,6 +386,7 @@ class WindowsSoftwareTask(Remediation):
 @remediation(
     "software.install",
     category="software",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms={"windows"},
     summary="Install catalog software (winget, Chocolatey or MSI) at its pinned version",
     risky=software.needs_approval,
@@ -461,6 +462,7 @@ def answers(ctx: Context, entry: Software) -> dict[str, Any]:
 @remediation(
     "software.remove",
     category="software",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms={"windows"},
     summary="Remove catalog software (winget, Chocolatey or MSI); what Windows needs is refused",
     risky=software.needs_approval,
@@ -507,6 +509,7 @@ class RemoveSoftware(WindowsSoftwareTask):
 @remediation(
     "software.list",
     category="software",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms={"windows"},
     summary="List installed programs (the Uninstall keys): name, version (read-only)",
 )

@@ -431,3 +431,13 @@ def test_dnf_removal_that_would_take_dependants_is_refused(catalog: Path) -> Non
     assert (
         removed.outcome == "fixed" and removed.result.verify.summary == "libx (dnf libx): removed"
     )
+
+
+def test_software_runs_open_request_tickets_on_every_platform() -> None:
+    """A software install is a standard request (KPI.md): measured as fulfilment, not MTTR."""
+    tasks = Catalog.load([BUILTIN_TASKS])
+    for name in ("software.install", "software.remove", "software.list"):
+        task = tasks.get(name)
+        assert task.kind == "request"
+        assert {s.kind for s in task.specs} == {"request"}, name
+        assert {"linux", "windows"} <= task.platforms

@@ -46,6 +46,9 @@ RULES = [
      "remediations never touch a transport (only its value types in transports.base)"),
     ("toolkit.desk", ("toolkit.transports", "toolkit.run.runner", "toolkit.remediation"),
      "the desk never reaches hosts"),
+    ("toolkit.web", ("toolkit.cli", "toolkit.run", "toolkit.transports", "toolkit.remediation",
+                     "toolkit.automation", "click", "rich"),
+     "the web view reads the ledger and the desk; it never runs anything"),
     *(
         (engine, ("toolkit.cli", "click", "rich"), "the engine knows no screen")
         for engine in ("toolkit.run", "toolkit.desk", "toolkit.automation", "toolkit.remediation",

@@ -303,7 +303,7 @@ def test_an_older_ledger_gets_the_ticket_kind_index_when_opened(ledger_url: str)
         assert book.verify().ok
     finally:
         book.close()
-    assert schema_version(engine) == "3"
+    assert schema_version(engine) == "4"
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             plan = conn.execute(

@@ -75,6 +75,11 @@ COMMANDS = {
         "scheduler",
         "Run due scheduled jobs in the foreground (for systemd).",
     ),
+    "serve": (
+        "toolkit.cli.serve",
+        "serve",
+        "The read-only web view for auditors and leads (search, tickets, KPIs, exports).",
+    ),
     "completion": (
         "toolkit.cli.completion",
         "completion",

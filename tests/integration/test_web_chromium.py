@@ -83,7 +83,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"itops serve did not start: {proc.stdout.read() if proc.stdout else ''}")
+                pytest.fail(
+                    f"itops serve did not start: {proc.stdout.read() if proc.stdout else ''}"
+                )
             time.sleep(0.1)
         yield Site(ws, url)
     finally:

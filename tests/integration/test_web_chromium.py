@@ -170,6 +170,11 @@ def test_the_kpi_dashboard_drills_down_to_its_tickets(page: Any, site: Site) -> 
     tile.locator("a").click()
     assert "/kpi/tickets?figure=tickets_opened" in page.url
     assert page.locator("td.ticket").count() == opened
+    for figure in ("tickets_resolved", "backlog_open", "backlog_past_sla"):
+        page.goto(f"{site.url}/kpi?since=2026-11-02&until=2026-11-10")
+        shown = int(page.inner_text(f"[data-kpi={figure}] .value"))
+        page.click(f"[data-kpi={figure}] .value a")
+        assert page.locator("td.ticket").count() == shown, figure
     # a lead does not read the raw audit trail
     page.goto(f"{site.url}/search")
     assert page.inner_text("#problem") == "the lead role does not read this page"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,10 @@ def get(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(app(scope, receive, send))
+    # on a thread of its own: a session that also drives Playwright has a loop running here
+    worker = threading.Thread(target=lambda: asyncio.run(app(scope, receive, send)))
+    worker.start()
+    worker.join()
     start = sent[0]
     body = b"".join(m.get("body", b"") for m in sent[1:])
     return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body.decode()
@@ -80,6 +84,7 @@ def test_a_trusted_proxy_names_the_user_and_each_view_is_recorded(ws: Workspace)
     try:
         status, headers, body = get(app, "/search?host=lab-03", {"X-Remote-User": "rita"})
         assert status == 200 and "lab-03" in body
+        assert "\u240a" not in body  # the page's own line breaks are not "control characters"
         assert "script-src" not in headers["content-security-policy"]  # no script at all
         assert headers["content-security-policy"].startswith("default-src 'none'")
         seq = int(body.rsplit("record #", 1)[1].split(".", 1)[0])

@@ -27,6 +27,7 @@ from toolkit.ledger.store import UNCHANGED
 
 if TYPE_CHECKING:
     from toolkit.app import App
+    from toolkit.desk.projection import Projection
     from toolkit.desk.sla import Policy
     from toolkit.desk.tickets import TicketSummary
     from toolkit.ledger import Ledger, Record
@@ -473,13 +474,14 @@ def period(
     return start.timestamp(), stop.timestamp()
 
 
-def kpi(app: App, policy: Policy, query: Mapping[str, str], now: datetime) -> View:
+def kpi(projection: Projection, policy: Policy, query: Mapping[str, str], now: datetime) -> View:
+    """The KPI tiles: `itops kpi`'s numbers (`kpi_sql.kpis_fast`) for the period."""
     from toolkit.desk.kpi import shown
-    from toolkit.desk.service import kpi_report
+    from toolkit.desk.kpi_sql import kpis_fast
     from toolkit.reports.kpi import TILES
 
     since, until = period(query, policy, now)
-    result = kpi_report(app, since=since, until=until, now=now.timestamp())
+    result = kpis_fast(projection, policy, since=since, until=until, now=now.timestamp())
     targets = result.get("targets") or {}
     tiles = []
     for key, label in TILES:
@@ -509,10 +511,11 @@ def kpi(app: App, policy: Policy, query: Mapping[str, str], now: datetime) -> Vi
     )
 
 
-def kpi_tickets(app: App, policy: Policy, query: Mapping[str, str], now: datetime) -> View:
+def kpi_tickets(
+    projection: Projection, policy: Policy, query: Mapping[str, str], now: datetime
+) -> View:
     """The tickets behind a KPI figure (`DRILLS`)."""
     from toolkit.desk.kpi import as_of
-    from toolkit.desk.service import projection_for
 
     figure = query.get("figure") or ""
     if figure not in DRILLS:
@@ -521,11 +524,7 @@ def kpi_tickets(app: App, policy: Policy, query: Mapping[str, str], now: datetim
         )
     since, until = period(query, policy, now)
     at = as_of(until, now.timestamp())
-    projection = projection_for(app, policy)
-    try:
-        tickets = projection.tickets()
-    finally:
-        projection.close()
+    tickets = projection.tickets()
 
     def opened(t: TicketSummary) -> bool:
         return since <= t.opened_at < until

@@ -21,12 +21,13 @@ the Content-Security-Policy allows no script at all.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from toolkit.app import App
+    from toolkit.desk.projection import Projection
 
 log = logging.getLogger("itops.web")
 
@@ -127,6 +129,8 @@ class Site:
         self.policy = policy_for(ws)
         self.reader.ledger  # noqa: B018  (open it now: a missing ledger fails the start)
         self._write_lock = threading.Lock()
+        self._projection_lock = threading.Lock()
+        self._projection: Projection | None = None
         self.env = _templates()
 
     def session_key(self) -> str:
@@ -160,7 +164,25 @@ class Site:
             )
         return rec.seq
 
+    @contextlib.contextmanager
+    def projection(self) -> Iterator[Projection]:
+        """The KPI projection, kept between pages and brought up to the ledger's head for each
+        (read-only: in memory, beside the ledger; one page at a time uses it)."""
+        from toolkit.desk.projection import open_projection
+
+        with self._projection_lock:
+            if self._projection is None:
+                ledger = self.reader.ledger
+                self._projection = open_projection(
+                    ledger.read_url, self.policy, read_only=True, refresh=False
+                )
+            self._projection.refresh()
+            yield self._projection
+
     def close(self) -> None:
+        if self._projection is not None:
+            self._projection.close()
+            self._projection = None
         self.writer.close()  # signs the head it moved into the anchor log
         self.reader.close()
 
@@ -186,14 +208,22 @@ class Site:
 
 def _templates() -> Any:
     from jinja2 import Environment, PackageLoader, select_autoescape
+    from markupsafe import Markup
 
-    env = Environment(
+    def finalize(value: Any) -> Any:
+        """Every printed value: control characters (ESC…) as visible stand-ins, then escaped
+        (a macro's output is the template's own markup, already made of such values)."""
+        if value is None:
+            return ""
+        if isinstance(value, str) and not isinstance(value, Markup):
+            return visible(value)
+        return value
+
+    return Environment(
         loader=PackageLoader("toolkit.web", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
-        # every printed value: control characters (ESC…) as visible stand-ins, then escaped
-        finalize=lambda v: visible(v) if isinstance(v, str) else ("" if v is None else v),
+        finalize=finalize,
     )
-    return env
 
 
 def build_app(workspace: str | Path, settings: ServeSettings) -> Starlette:
@@ -286,6 +316,10 @@ def build_app(workspace: str | Path, settings: ServeSettings) -> Starlette:
     def now() -> datetime:
         return datetime.now(UTC)
 
+    def with_projection(show: Callable[..., pages.View], request: Request) -> pages.View:
+        with site.projection() as projection:
+            return show(projection, site.policy, q(request), now())
+
     views: dict[str, Callable[[Request], pages.View]] = {
         "search": lambda r: pages.search(site.reader.ledger, site.policy, q(r), settings.page_size),
         "ticket": lambda r: pages.ticket(
@@ -294,8 +328,8 @@ def build_app(workspace: str | Path, settings: ServeSettings) -> Starlette:
         "host": lambda r: pages.host(site.reader.ledger, r.query_params.get("name") or ""),
         "approvals": lambda r: pages.approval_list(site.reader.ledger),
         "chain": lambda r: pages.chain(site.reader),
-        "kpi": lambda r: pages.kpi(site.reader, site.policy, q(r), now()),
-        "kpi_tickets": lambda r: pages.kpi_tickets(site.reader, site.policy, q(r), now()),
+        "kpi": lambda r: with_projection(pages.kpi, r),
+        "kpi_tickets": lambda r: with_projection(pages.kpi_tickets, r),
     }
 
     def home(request: Request) -> Response:

@@ -119,17 +119,31 @@ def test_a_view_that_cannot_be_recorded_is_not_shown(
         site.close()
 
 
-def test_the_search_pages_by_record_number_through_everything(tmp_path: Path) -> None:
-    Workspace.init(tmp_path / "ws")
-    url = Workspace.load(tmp_path / "ws").ledger_url
-    book = Ledger(url, operator="ana")
+def test_the_search_pages_by_record_number_through_everything(ledger_url: str) -> None:
+    """On SQLite and PostgreSQL: keyset pages, a filter, changes only, the page views."""
+    book = Ledger(ledger_url, operator="ana")
     book.append_many([Entry("note", host=f"h{i % 3}", data={"n": i}) for i in range(47)])
     book.append(Entry("audit.view", data={"page": "search"}))
+    for n, (mode, outcome) in enumerate(
+        [("fix", "fixed"), ("check", "failed"), ("fix", "already-ok")]
+    ):
+        action = f"{n:032x}"
+        book.append_many([
+            Entry("action.begin", host="h9", task="t", action_id=action, data={"mode": mode}),
+            Entry("action.finish", host="h9", task="t", action_id=action, outcome=outcome),
+        ])  # fmt: skip
     from toolkit.desk.sla import default_policy
 
     policy = default_policy()
     seen: list[int] = []
-    query: dict[str, str] = {}
+    changed = pages.search(book, policy, {"host": "h9", "changes": "1"}, 10).tables[0].rows
+    assert [(r["kind"], r["outcome"]) for r in changed] == [("action.finish", "fixed")]
+    assert len(pages.search(book, policy, {"host": "h9"}, 10).tables[0].rows) == 6
+    query = {"task": "-"}  # no such task
+    assert pages.search(book, policy, query, 10).tables[0].rows == []
+    query = {"until": "2999-01-01", "host": "h0"}
+    assert {r["host"] for r in pages.search(book, policy, query, 100).tables[0].rows} == {"h0"}
+    query = {"before": "49"}  # below the actions: the notes and the page view (#48)
     while True:
         view = pages.search(book, policy, query, 10)
         seen += [row["seq"] for row in view.tables[0].rows]
@@ -142,7 +156,7 @@ def test_the_search_pages_by_record_number_through_everything(tmp_path: Path) ->
     assert back.paging == {"older": 18, "newer": 27}
     by_host = pages.search(book, policy, {"host": "h1"}, 100)
     assert {row["host"] for row in by_host.tables[0].rows} == {"h1"}
-    with_views = pages.search(book, policy, {"views": "1"}, 1)
+    with_views = pages.search(book, policy, {"views": "1", "before": "49"}, 1)
     assert with_views.tables[0].rows[0]["what"] == "audit.view"
     book.close()
 
@@ -182,3 +196,69 @@ def test_serve_refuses_to_start_when_nobody_can_sign_in(tmp_path: Path) -> None:
     Workspace.init(tmp_path / "ws")
     code, out = itops(tmp_path / "ws", "serve", "--port", "1")
     assert code != 0 and "nobody can sign in" in out and "serve user add" in out
+
+
+def test_tls_when_given_a_certificate_and_the_session_cookie_is_secure(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    import datetime
+    import http.cookies
+    import ssl
+    import urllib.request
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from toolkit.web.server import server_for
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(
+            __import__("ipaddress").ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    settings = ServeSettings.of({"port": free_port()}, tmp_path, cert="cert.pem", key="key.pem")
+    assert settings.tls and settings.host == "127.0.0.1"
+    server = server_for(ws.root, settings)
+    worker = threading.Thread(target=server.run, daemon=True)
+    worker.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        url = f"https://127.0.0.1:{settings.port}/login"
+        with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+            assert answer.status == 200
+            cookie = http.cookies.SimpleCookie(answer.headers["set-cookie"])["itops_session"]
+        assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "strict"
+        with pytest.raises(Exception, match="record layer|EOF|reset|BadStatusLine|Remote end"):
+            urllib.request.urlopen(f"http://127.0.0.1:{settings.port}/login", timeout=10)
+    finally:
+        server.should_exit = True
+        worker.join(timeout=10)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

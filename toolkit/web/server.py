@@ -467,8 +467,8 @@ class _SecurityHeaders:
         await self.app(scope, receive, sending)
 
 
-def serve(workspace: str | Path, settings: ServeSettings) -> None:
-    """Serve until interrupted (uvicorn; TLS with a certificate and key)."""
+def server_for(workspace: str | Path, settings: ServeSettings) -> Any:
+    """A uvicorn server for the application (TLS with a certificate and key), not yet running."""
     import uvicorn
 
     app = build_app(workspace, settings)
@@ -483,4 +483,9 @@ def serve(workspace: str | Path, settings: ServeSettings) -> None:
         server_header=False,
         proxy_headers=False,  # the client address is the socket's (trusted_proxies decides)
     )
-    uvicorn.Server(config).run()
+    return uvicorn.Server(config)
+
+
+def serve(workspace: str | Path, settings: ServeSettings) -> None:
+    """Serve until interrupted."""
+    server_for(workspace, settings).run()

@@ -199,6 +199,9 @@ def test_csv_and_json_exports_of_a_view(page: Any, site: Site) -> None:
     data = json.loads(Path(got.value.path()).read_text())
     assert data["scope"] == {"ticket": "INC-666"}
     assert {r["ticket"] for r in data["tables"][0]["rows"]} == {"INC-666"}
+    # the records themselves, every field as stored: the hostile text intact, as JSON text
+    outputs = {r["output_excerpt"] for r in data["records"] if r["kind"] == "action.finish"}
+    assert outputs == {web_site.HOSTILE}
     assert isinstance(data["recorded_as"], int)
 
 
@@ -226,6 +229,7 @@ def test_every_view_is_recorded_in_the_ledger(page: Any, site: Site) -> None:
     info = view.info
     assert info["page"] == "host" and info["scope"] == {"host": "ws-1"}
     assert info["role"] == "auditor" and info["client"] == "127.0.0.1"
+    assert info["via"] == "password" and info["format"] == "html" and info["rows"] >= 1
     page.goto(f"{site.url}/chain")
     facts = page.inner_text("dl.facts")
     assert "intact" in facts and "last anchor" in facts

@@ -204,6 +204,7 @@ def search(ledger: Ledger, policy: Policy, query: Mapping[str, str], page_size: 
         form={**form, "changes": changes, "views": views},
         paging=paging,
         scope=scope,
+        data={"records": [r.as_dict() for r in found]},  # JSON: every field, as stored
     )
 
 
@@ -369,6 +370,7 @@ def host(ledger: Ledger, host_name: str) -> View:
             ("approvals, break-glass and refusals", governance),
         ],
         scope={"host": host_name},
+        data={"records": [r.as_dict() for r in shown]},  # JSON: every field, as stored
     )
 
 

@@ -142,7 +142,9 @@ class Site:
             write_private(path, secrets.token_hex(32) + "\n")
         return path.read_text().strip()
 
-    def record_view(self, user: Account, via: str, request: Request, page: str, scope: Any) -> int:
+    def record_view(
+        self, user: Account, via: str, request: Request, page: str, view: pages.View
+    ) -> int:
         from toolkit.ledger import Entry
 
         client = request.client.host if request.client else None
@@ -154,7 +156,8 @@ class Site:
                     data={
                         "page": page,
                         "path": request.url.path,
-                        "scope": scope,
+                        "scope": view.scope,
+                        "rows": sum(len(t.rows) for t in view.tables),  # how much was shown
                         "format": request.query_params.get("format") or "html",
                         "role": user.role,
                         "via": via,
@@ -271,7 +274,7 @@ def build_app(workspace: str | Path, settings: ServeSettings) -> Starlette:
             except ToolkitError as exc:
                 return problem(request, 400, exc.message, exc.hint or "", user)
             try:
-                seq = site.record_view(user, via, request, name, view.scope)
+                seq = site.record_view(user, via, request, name, view)
             except Exception as exc:  # no record, no page: auditors' reads are logged
                 log.error("a view could not be recorded, so it was not shown: %s", exc)
                 return problem(request, 503, "this view could not be recorded in the ticket "

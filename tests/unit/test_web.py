@@ -262,3 +262,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_the_views_are_anchored_as_they_go(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolkit.web import server
+
+    monkeypatch.setattr(server, "ANCHOR_EVERY", 0.0)
+    app = build_app(ws.root, ServeSettings(proxy_header="X-Remote-User"))
+    try:
+        status, _, body = get(app, "/approvals", {"X-Remote-User": "rita"})
+        assert status == 200 and "APR-1" in body
+        seq = int(body.rsplit("record #", 1)[1].split(".", 1)[0])
+        assert ws.anchor_log().newest_seq() == seq  # signed at once, not only when it stops
+    finally:
+        app.state.site.close()

@@ -433,6 +433,10 @@ def chain(app: App) -> View:
             f"#{newest.seq} {newest.hash} signed {when(newest.at)}" if newest else "none yet",
         ),
         ("checked against", anchors.used),
+        (
+            "records after the last anchor",
+            (report.head_seq or 0) - (newest.seq if newest else 0),
+        ),
     ]
     return View(
         "Chain status",

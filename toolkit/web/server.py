@@ -27,6 +27,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +52,7 @@ log = logging.getLogger("itops.web")
 
 VIEW_KIND = "audit.view"
 SESSION_COOKIE = "itops_session"
+ANCHOR_EVERY = 60.0  # seconds: the head the views moved is signed at most this often, and on exit
 # Every route and the methods it answers; a test holds the application to exactly this.
 ROUTE_METHODS = {
     "/": {"GET", "HEAD"},
@@ -131,6 +133,7 @@ class Site:
         self._write_lock = threading.Lock()
         self._projection_lock = threading.Lock()
         self._projection: Projection | None = None
+        self._anchored = time.monotonic()
         self.env = _templates()
 
     def session_key(self) -> str:
@@ -165,6 +168,9 @@ class Site:
                     },
                 )
             )
+            if time.monotonic() - self._anchored > ANCHOR_EVERY:
+                self._anchored = time.monotonic()
+                self.writer.anchor()  # the views' head signed (a failure is logged, not raised)
         return rec.seq
 
     @contextlib.contextmanager

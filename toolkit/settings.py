@@ -501,6 +501,33 @@ SCHEMA = Table(
                 ),
             },
         ),
+        "serve": Table(
+            "the read-only web view (itops serve; docs/web.md)",
+            {
+                "host": Key(Text(), "the address it listens on", '"127.0.0.1"'),
+                "port": Key(Int(1, 65535), "the port it listens on", "8470"),
+                "cert": Key(Text(), "TLS: the certificate (PEM), with key", "off (plain HTTP)"),
+                "key": Key(Text(), "TLS: the certificate's private key (PEM)", "off"),
+                "proxy_header": Key(
+                    Text(),
+                    "take the user's name from this request header (set by a reverse proxy "
+                    "that authenticated them), from trusted_proxies only",
+                    "off (accounts and passwords)",
+                ),
+                "trusted_proxies": Key(
+                    Text(many=True),
+                    "the addresses whose proxy_header is believed",
+                    '["127.0.0.1"]',
+                ),
+                "proxy_role": Key(
+                    Text(choices=("auditor", "lead")),
+                    "the role of a proxy user without an account of its own",
+                    '"auditor"',
+                ),
+                "session_hours": Key(Int(1, 168), "a login lasts this long", "8"),
+                "page_size": Key(Int(10, 1000), "records per search page", "50"),
+            },
+        ),
     },
 )
 

@@ -48,6 +48,9 @@ RULES = [
      "the desk never reaches hosts"),
     ("toolkit.itsm", ("toolkit.transports", "toolkit.run", "toolkit.remediation"),
      "the desk adapter never reaches hosts or runs tasks"),
+    ("toolkit.web", ("toolkit.cli", "toolkit.run", "toolkit.transports", "toolkit.remediation",
+                     "toolkit.automation", "click", "rich"),
+     "the web view reads the ledger and the desk; it never runs anything"),
     *(
         (engine, ("toolkit.cli", "click", "rich"), "the engine knows no screen")
         for engine in ("toolkit.run", "toolkit.desk", "toolkit.automation", "toolkit.remediation",

@@ -80,6 +80,11 @@ COMMANDS = {
         "itsm",
         "The service desk: deliver notes to its tickets, outbox status, check.",
     ),
+    "serve": (
+        "toolkit.cli.serve",
+        "serve",
+        "The read-only web view for auditors and leads (search, tickets, KPIs, exports).",
+    ),
     "completion": (
         "toolkit.cli.completion",
         "completion",

@@ -210,6 +210,10 @@ class DirectoryContext(Context, Protocol):
 
     def modify(self, dn: str, changes: Sequence[Change]) -> None: ...
 
+    def set_password(self, dn: str, secret: Secret) -> None:
+        """Set an account's password as an administrator (apply only; refused without TLS)."""
+        ...
+
     def bind_check(self, dn: str, secret: Secret) -> str:
         """Bind as `dn` with `secret` on a new connection: "ok" or why not (see
         transports.ldap.AD_BIND_CODES: on AD "must-change" also proves the password right)."""

@@ -521,6 +521,17 @@ class DirectoryStepContext(StepContext):
 
         self._op(display, call)
 
+    def set_password(self, dn: str, secret: Secret) -> None:
+        self._credentials.adopt(secret)
+        display = f"ldap set-password {dn!r} new={secret}"
+        self._require_apply(display)
+
+        def call() -> str:
+            self._directory.set_password(dn, secret)
+            return "password set"
+
+        self._op(display, call)
+
     def bind_check(self, dn: str, secret: Secret) -> str:
         self._credentials.adopt(secret)
         return self._op(

@@ -85,16 +85,9 @@ class NetworkTransport(Transport, ConfigSession, Protocol):
 
 @runtime_checkable
 class DirectorySession(Protocol):
-    """A directory's verbs (LDAP: Active Directory, OpenLDAP). `kind` is the host's platform
-    (active_directory | ldap), `base_dn` the naming context searched, `encrypted` whether the
-    connection is TLS-protected, `privileged_groups` the groups the workspace adds to the
-    built-in privileged ones. Errors the directory answers are `transports.ldap.DirectoryError`
-    (a ToolkitError with the LDAP result code and the server's message)."""
-
-    kind: str
-    base_dn: str
-    encrypted: bool
-    privileged_groups: tuple[str, ...]
+    """A directory's verbs (LDAP: Active Directory, OpenLDAP). Errors the directory answers are
+    `transports.ldap.DirectoryError` (a ToolkitError with the LDAP result code and the server's
+    message). Its transport also says (DirectoryTransport) what the directory is."""
 
     def search(
         self,
@@ -114,11 +107,20 @@ class DirectorySession(Protocol):
         timeout: float | None = None,
     ) -> None: ...
 
+    def set_password(self, dn: str, password: Secret, *, timeout: float | None = None) -> None: ...
+
     def bind_check(self, dn: str, password: Secret) -> str: ...
 
 
 class DirectoryTransport(Transport, DirectorySession, Protocol):
-    """A directory's transport."""
+    """A directory's transport: `kind` is the host's platform (active_directory | ldap),
+    `base_dn` the naming context searched, `encrypted` whether the connection is TLS-protected,
+    `privileged_groups` the groups the workspace adds to the built-in privileged ones."""
+
+    kind: str
+    base_dn: str
+    encrypted: bool
+    privileged_groups: tuple[str, ...]
 
 
 @dataclass(frozen=True)

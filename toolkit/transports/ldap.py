@@ -334,6 +334,25 @@ class LdapTransport:
 
         self._call(f"modify {dn}", call, timeout)
 
+    def set_password(self, dn: str, password: Secret, *, timeout: float | None = None) -> None:
+        """Set `dn`'s password as an administrator: Active Directory's unicodePwd (replace), or
+        the LDAP Password Modify extended operation (RFC 3062: the server hashes it). Refused
+        on a connection without TLS: a password never travels in clear text."""
+        if not self.encrypted:
+            raise DirectoryError(
+                f"{self.host.name}: refused to send a password over plain LDAP (ldap_tls: none)",
+                hint="use LDAPS or StartTLS for this directory (Active Directory refuses it too)",
+            )
+        if self.kind == "active_directory":
+            self.modify(dn, [("replace", "unicodePwd", password)], timeout=timeout)
+            return
+
+        def call(limit: float) -> Any:
+            msgid = self._conn.passwd(dn, None, password.reveal())
+            return self._conn.result3(msgid, all=1, timeout=limit)
+
+        self._call(f"password modify {dn}", call, timeout)
+
     def bind_check(self, dn: str, password: Secret) -> str:
         """Bind as `dn` with `password` on a new connection: "ok", or why the directory refused
         (AD_BIND_CODES' words: "must-change" still proves the password right on AD)."""

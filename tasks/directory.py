@@ -295,7 +295,7 @@ class AccountStatus(AccountTask):
 )
 class AccountUnlock(AccountTask):
     """Unlock a directory account that bad passwords locked out: Active Directory lockoutTime
-    = 0, OpenLDAP ppolicy: pwdAccountLockedTime and pwdFailureTime removed. A disabled account
+    = 0, OpenLDAP ppolicy: pwdAccountLockedTime removed (the overlay clears the failure times). A disabled account
     (userAccountControl; ppolicy's permanent lock) is not unlocked by this: that is
     account.enable. Verify reads the account back: not locked.
 
@@ -330,10 +330,8 @@ def unlock(ctx: DirectoryContext, account: Account) -> None:
     if ctx.kind == "active_directory":
         ctx.modify(account.dn, [("replace", "lockoutTime", ["0"])])
     else:
-        changes: list[Any] = [("delete", "pwdAccountLockedTime", None)]
-        if account.bad_count:
-            changes.append(("delete", "pwdFailureTime", None))
-        ctx.modify(account.dn, changes)
+        # (the overlay drops pwdFailureTime with the lock: it is not user-modifiable)
+        ctx.modify(account.dn, [("delete", "pwdAccountLockedTime", None)])
 
 
 # --------------------------------------------------------------------------- enable / disable
@@ -564,7 +562,9 @@ class AccountResetPassword(AccountTask):
             ctx.handover(f"new password for {account.name}", secret, to_file=to_file)
         ctx.note(f"password of {account.name} reset")
         if self.unlock and account.locked:
-            unlock(dctx, account)
+            # (ppolicy unlocks an account whose password an administrator sets: read again)
+            if dctx.kind == "active_directory" or read_account(dctx, account.name).locked:
+                unlock(dctx, account)
         if dctx.kind == "active_directory":
             # pwdLastSet: 0 = must change at next logon; -1 = "now" (the flag cleared)
             dctx.modify(account.dn, [("replace", "pwdLastSet", ["0" if self.expire else "-1"])])

@@ -127,16 +127,26 @@ def _listening(address: str, port: int) -> bool:
     return address in listening(port)
 
 
-def check_free(address: str) -> None:
+def check_free(address: str, wait: float = 10) -> None:
+    """Both LDAP ports free on `address` (waiting a little: a server just stopped may still
+    hold them)."""
+    deadline = time.monotonic() + wait
     for port in (389, 636):
-        with socket.socket() as sock:
-            try:
-                sock.bind((address, port))
-            except OSError:
-                raise LabError(
-                    f"{address}:{port} is in use: another directory server runs there",
-                    hint="itops lab down (or stop what listens there) first",
-                ) from None
+        while True:
+            with socket.socket() as sock:
+                # as the servers do: connections in TIME_WAIT do not hold the port
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((address, port))
+                    break
+                except OSError:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.2)
+                        continue
+                    raise LabError(
+                        f"{address}:{port} is in use: another directory server runs there",
+                        hint="itops lab down (or stop what listens there) first",
+                    ) from None
 
 
 # --------------------------------------------------------------------------- Samba AD DC

@@ -131,6 +131,36 @@ def bind_reason(kind: str, info: str) -> str:
     return "invalid-credentials"
 
 
+# The StartTLS extended request (RFC 4511 4.14.1), message id 1: constant bytes.
+_STARTTLS = bytes.fromhex("301d02010177188016") + b"1.3.6.1.4.1.1466.20037"
+
+
+def tls_diagnosis(settings: LdapSettings, timeout: float) -> str | None:
+    """After libldap failed to connect: None if nothing answers on TCP; else why the TLS
+    handshake fails (the certificate verification message), or "" if it does not."""
+    import socket
+    import ssl
+
+    try:
+        sock = socket.create_connection((settings.address, settings.port), timeout=timeout)
+    except OSError:
+        return None
+    context = ssl.create_default_context(cafile=settings.ca_bundle)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        if settings.tls == "starttls":
+            sock.sendall(_STARTTLS)
+            sock.recv(4096)
+        with context.wrap_socket(sock, server_hostname=settings.address):
+            return ""
+    except ssl.SSLCertVerificationError as exc:
+        return str(exc.verify_message or exc.reason or exc)
+    except (ssl.SSLError, OSError) as exc:
+        return f"TLS handshake failed: {exc}"
+    finally:
+        sock.close()
+
+
 class LdapTransport:
     """One bound LDAP connection to one directory host (see the module docstring)."""
 
@@ -179,27 +209,34 @@ class LdapTransport:
         return conn
 
     def _connect_error(self, exc: Any) -> TransportError:
+        """A failed connection or TLS negotiation as the error kind it is. libldap says little
+        ("Can't contact LDAP server" for a refused certificate too), so an encrypted
+        connection that failed is diagnosed again here: TCP first, then the same TLS
+        handshake with Python's ssl, which says why a certificate did not validate."""
         import ldap
 
         code, desc, info = _info(exc)
         name = self.host.name
-        where = f"{self.settings.url}"
-        text = f"{desc} {info}".lower()
-        if "certificate" in text or "tls" in text and "handshake" in text:
-            return CertificateError(
-                name,
-                f"the directory's TLS certificate did not validate at {where} ({info or desc})",
-                hint="give the CA that signed the DC's certificate as ldap_ca_bundle for this "
-                "host, and connect by a name or address the certificate lists",
-            )
-        if isinstance(exc, ldap.SERVER_DOWN | ldap.TIMEOUT | ldap.CONNECT_ERROR):
-            return Unreachable(
-                name,
-                f"no directory answered at {where} ({info or desc})",
-                hint="is the DC up and the address/port right? LDAPS is 636, StartTLS and plain "
-                "LDAP 389 (ldap_tls)",
-            )
-        return TransportError(name, f"{where}: {desc}" + (f": {info}" if info else ""))
+        where = self.settings.url
+        unreachable = Unreachable(
+            name,
+            f"no directory answered at {where} ({desc})",
+            hint="is the DC up and the address/port right? LDAPS is 636, StartTLS and plain "
+            "LDAP 389 (ldap_tls)",
+        )
+        if not isinstance(exc, ldap.SERVER_DOWN | ldap.TIMEOUT | ldap.CONNECT_ERROR):
+            return TransportError(name, f"{where}: {desc}" + (f": {info}" if info else ""))
+        if not self.settings.encrypted:
+            return unreachable
+        why = tls_diagnosis(self.settings, self.options.connect_timeout)
+        if why is None:
+            return unreachable
+        return CertificateError(
+            name,
+            f"the directory's TLS certificate did not validate at {where}: {why or desc}",
+            hint="give the CA that signed the DC's certificate as ldap_ca_bundle for this "
+            "host, and connect by a name or address the certificate lists",
+        )
 
     def connect(self, user: str, password: Secret) -> None:
         import ldap

@@ -83,7 +83,7 @@ def filetime(value: str) -> datetime.datetime | None:
         return None
     if ticks in NEVER or ticks <= 0:
         return None
-    epoch = datetime.datetime(1601, 1, 1, tzinfo=datetime.timezone.utc)
+    epoch = datetime.datetime(1601, 1, 1, tzinfo=datetime.UTC)
     try:
         return epoch + datetime.timedelta(microseconds=ticks // 10)
     except OverflowError:
@@ -94,9 +94,7 @@ def generalized(value: str) -> datetime.datetime | None:
     """LDAP GeneralizedTime (20261204152000Z, optional fraction) → UTC datetime."""
     text = value.strip().rstrip("Z").split(".")[0]
     try:
-        return datetime.datetime.strptime(text, "%Y%m%d%H%M%S").replace(
-            tzinfo=datetime.timezone.utc
-        )
+        return datetime.datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=datetime.UTC)
     except ValueError:
         return None
 
@@ -192,7 +190,7 @@ def parse_account(
         )
     locked_time = entry.first("pwdAccountLockedTime")
     shadow = entry.first("shadowExpire")
-    today = (now - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)).days
+    today = (now - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)).days
     failures = [t for t in (generalized(v) for v in entry.get("pwdFailureTime")) if t]
     return Account(
         dn=entry.dn,
@@ -226,7 +224,7 @@ def read_account(ctx: DirectoryContext, name: str) -> Account:
 
 
 def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def describe(account: Account) -> str:
@@ -295,7 +293,8 @@ class AccountStatus(AccountTask):
 )
 class AccountUnlock(AccountTask):
     """Unlock a directory account that bad passwords locked out: Active Directory lockoutTime
-    = 0, OpenLDAP ppolicy: pwdAccountLockedTime removed (the overlay clears the failure times). A disabled account
+    = 0, OpenLDAP ppolicy: pwdAccountLockedTime removed (the overlay clears the failure
+    times). A disabled account
     (userAccountControl; ppolicy's permanent lock) is not unlocked by this: that is
     account.enable. Verify reads the account back: not locked.
 
@@ -462,7 +461,8 @@ class AccountResetPassword(AccountTask):
 
     Example:
         itops fix account.reset-password dc-01 -p user=jdoe --ticket INC-1042
-        itops fix account.reset-password dc-01 -p user=jdoe -p password=prompt -p expire=false --ticket INC-1042
+        itops fix account.reset-password dc-01 -p user=jdoe -p password=prompt -p expire=false \
+            --ticket INC-1042
         itops fix account.reset-password dc-01 -p user=jdoe -p output_file=/root/jdoe.pw --ticket INC-1042
     """
 
@@ -561,10 +561,13 @@ class AccountResetPassword(AccountTask):
             to_file = str(self.output_file) if self.output_file else None
             ctx.handover(f"new password for {account.name}", secret, to_file=to_file)
         ctx.note(f"password of {account.name} reset")
-        if self.unlock and account.locked:
-            # (ppolicy unlocks an account whose password an administrator sets: read again)
-            if dctx.kind == "active_directory" or read_account(dctx, account.name).locked:
-                unlock(dctx, account)
+        # (ppolicy unlocks an account whose password an administrator sets: read again)
+        if (
+            self.unlock
+            and account.locked
+            and (dctx.kind == "active_directory" or read_account(dctx, account.name).locked)
+        ):
+            unlock(dctx, account)
         if dctx.kind == "active_directory":
             # pwdLastSet: 0 = must change at next logon; -1 = "now" (the flag cleared)
             dctx.modify(account.dn, [("replace", "pwdLastSet", ["0" if self.expire else "-1"])])
@@ -677,9 +680,13 @@ class _Membership(AccountTask):
         facts = {"account": account.name, "group": group.first("cn"), "member": member}
         if member == self.add:
             where = "a member of" if member else "not in"
-            return Finding.healthy(f"{account.name} is already {where} {group.first('cn')}", **facts)
+            return Finding.healthy(
+                f"{account.name} is already {where} {group.first('cn')}", **facts
+            )
         action = "add to" if self.add else "remove from"
-        return Finding.problem(f"{action} {group.first('cn')} requested for {account.name}", **facts)
+        return Finding.problem(
+            f"{action} {group.first('cn')} requested for {account.name}", **facts
+        )
 
     def apply(self, ctx: Any) -> None:
         dctx = directory(ctx)

@@ -236,7 +236,7 @@ def start_samba(folder: Path, address: str, spawn: Spawn, *, name: str = "dc-lab
         base_dn=BASE_DN,
         service_user=f"{SERVICE}@itops.lab",
         password_file=str(folder / "ad-service.pw"),
-        admin_dn=f"Administrator@itops.lab",
+        admin_dn="Administrator@itops.lab",
         admin_password=admin,
         user_password=_password(),
         users=dict(ROLES),
@@ -271,15 +271,24 @@ def _seed_samba(peer: DirectoryPeer, folder: Path) -> None:
     service = _password()
     _write_secret(Path(peer.password_file), service)
     svc = add_user(SERVICE, service)
-    conn.modify_s(f"CN=Account Operators,CN=Builtin,{base}", [(ldap.MOD_ADD, "member", [svc.encode()])])
+    conn.modify_s(
+        f"CN=Account Operators,CN=Builtin,{base}", [(ldap.MOD_ADD, "member", [svc.encode()])]
+    )
     conn.modify_s(base, [(ldap.MOD_REPLACE, "lockoutThreshold", [b"3"])])
-    users = {role: add_user(name, peer.user_password) for role, name in ROLES.items() if role != "disabled"}
+    users = {
+        role: add_user(name, peer.user_password)
+        for role, name in ROLES.items()
+        if role != "disabled"
+    }
     add_user(ROLES["disabled"], peer.user_password, uac=514)
     # expired yesterday (accountExpires is a FILETIME: 100 ns since 1601)
     yesterday = int((time.time() - 86400 + 11644473600) * 10_000_000)
-    conn.modify_s(users["expired"], [(ldap.MOD_REPLACE, "accountExpires", [str(yesterday).encode()])])
     conn.modify_s(
-        f"CN=Domain Admins,CN=Users,{base}", [(ldap.MOD_ADD, "member", [users["privileged"].encode()])]
+        users["expired"], [(ldap.MOD_REPLACE, "accountExpires", [str(yesterday).encode()])]
+    )
+    conn.modify_s(
+        f"CN=Domain Admins,CN=Users,{base}",
+        [(ldap.MOD_ADD, "member", [users["privileged"].encode()])],
     )
     conn.add_s(
         f"CN={GROUP},CN=Users,{base}",
@@ -389,7 +398,8 @@ olcDbDirectory: {d}/data
 olcDbIndex: objectClass eq
 olcDbIndex: uid eq
 olcDbIndex: member eq
-olcAccess: {{0}}to attrs=userPassword by dn.exact="cn={svc},ou=services,{base}" manage by self write by anonymous auth by * none
+olcAccess: {{0}}to attrs=userPassword
+  by dn.exact="cn={svc},ou=services,{base}" manage by self write by anonymous auth by * none
 olcAccess: {{1}}to * by dn.exact="cn={svc},ou=services,{base}" manage by self read by * none
 
 dn: olcOverlay={{0}}ppolicy,olcDatabase={{1}}mdb,cn=config
@@ -466,7 +476,9 @@ def ssha(password: str) -> str:
     return "{SSHA}" + base64.b64encode(digest + salt).decode()
 
 
-def start_slapd(folder: Path, address: str, spawn: Spawn, *, name: str = "ldap-lab") -> DirectoryPeer:
+def start_slapd(
+    folder: Path, address: str, spawn: Spawn, *, name: str = "ldap-lab"
+) -> DirectoryPeer:
     """Configure (slapadd into folder/slapd), start and seed slapd with ppolicy on `address`."""
     slapd = shutil.which("slapd") or "/usr/sbin/slapd"
     slapadd = shutil.which("slapadd") or "/usr/sbin/slapadd"
@@ -482,9 +494,7 @@ def start_slapd(folder: Path, address: str, spawn: Spawn, *, name: str = "ldap-l
     admin, service, users_pw = _password(), _password(), _password()
     config = d / "config.ldif"
     config.write_text(
-        SLAPD_CONFIG.format(
-            d=d, tls=tls.ca.parent, base=LDAP_BASE, rootpw=ssha(admin), svc=SERVICE
-        )
+        SLAPD_CONFIG.format(d=d, tls=tls.ca.parent, base=LDAP_BASE, rootpw=ssha(admin), svc=SERVICE)
     )
     _run([slapadd, "-n0", "-F", str(d / "slapd.d"), "-l", str(config)], "slapadd (config)")
     hashed = ssha(users_pw)
@@ -510,7 +520,9 @@ def start_slapd(folder: Path, address: str, spawn: Spawn, *, name: str = "ldap-l
     _run([slapadd, "-n1", "-F", str(d / "slapd.d"), "-l", str(seed)], "slapadd (data)")
     conf_dir = d / "slapd.d"
     urls = f"ldaps://{address}:636/ ldap://{address}:389/"
-    process = spawn("ldap", [slapd, "-d", "0", "-h", urls, "-F", str(conf_dir)], conf_dir, d / "slapd.log")
+    process = spawn(
+        "ldap", [slapd, "-d", "0", "-h", urls, "-F", str(conf_dir)], conf_dir, d / "slapd.log"
+    )
     wait_for(
         lambda: _listening(address, 636) and _listening(address, 389),
         30,

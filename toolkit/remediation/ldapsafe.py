@@ -17,7 +17,8 @@ import re
 from toolkit.errors import ValidationError
 
 # sAMAccountName (≤ 20 chars on AD, none of "/\[]:;|=,+*?<>@), a POSIX uid, or a UPN user@domain.
-ACCOUNT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)?"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+ACCOUNT = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}(@{_LABEL}(\.{_LABEL})*)?"
 _ACCOUNT = re.compile(ACCOUNT)
 # A group's name (cn / sAMAccountName): words with spaces allowed, no control characters.
 _GROUP = re.compile(r"[^\x00-\x1f\x7f]{1,128}")

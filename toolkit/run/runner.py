@@ -461,10 +461,14 @@ class DirectoryStepContext(StepContext):
             naming = (
                 q.eq("userPrincipalName", name) if "@" in name else q.eq("sAMAccountName", name)
             )
-            filterstr = q.all_of(q.eq("objectCategory", "person"), q.eq("objectClass", "user"), naming)
+            filterstr = q.all_of(
+                q.eq("objectCategory", "person"), q.eq("objectClass", "user"), naming
+            )
         else:
             filterstr = (
-                q.any_of(q.eq("uid", name), q.eq("mail", name)) if "@" in name else q.eq("uid", name)
+                q.any_of(q.eq("uid", name), q.eq("mail", name))
+                if "@" in name
+                else q.eq("uid", name)
             )
         return self._one(self.search(filterstr, attrs), "user", name)
 
@@ -488,7 +492,9 @@ class DirectoryStepContext(StepContext):
             raise NotFound(
                 f"no {what} {name!r} in {self.host.name} ({self.base_dn})",
                 hint=f"check the {what}'s name: itops fix account.status {self.host.name} "
-                "-p user=NAME --check" if what == "user" else None,
+                "-p user=NAME --check"
+                if what == "user"
+                else None,
             )
         if len(found) > 1:
             raise ToolkitError(

@@ -18,6 +18,7 @@ Security defaults, per host or group in the inventory (see docs/directory.md):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -215,7 +216,7 @@ class LdapTransport:
         handshake with Python's ssl, which says why a certificate did not validate."""
         import ldap
 
-        code, desc, info = _info(exc)
+        _, desc, info = _info(exc)
         name = self.host.name
         where = self.settings.url
         unreachable = Unreachable(
@@ -411,10 +412,8 @@ class LdapTransport:
             ) from None
         finally:
             log.debug("bind check on %s took %.3fs", self.host.name, time.monotonic() - started)
-            try:
+            with contextlib.suppress(Exception):
                 conn.unbind_s()
-            except Exception:
-                pass
 
 
 class LdapFactory:

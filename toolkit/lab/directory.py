@@ -585,6 +585,11 @@ class _DirectoryService:
         data = state.data.get(self.name)
         if data:
             shutil.rmtree(data["folder"], ignore_errors=True)
+            shutil.rmtree(Path(data["ca"]).parent, ignore_errors=True)
+            Path(data["password_file"]).unlink(missing_ok=True)
+            folder = lab.dir / "directories"
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
     @staticmethod
     def peer(state: LabState, name: str) -> DirectoryPeer:

@@ -519,3 +519,31 @@ def test_the_peers_start_in_time(dirs: Directories) -> None:
     """Measured once per session (reported): provisioning a DC is the slow part."""
     assert dirs.timings["samba provision+start+seed"] < 120
     assert dirs.timings["slapd config+start+seed"] < 30
+
+
+# --------------------------------------------------------------------------- runbook
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_password_locked_runbook_takes_the_directory_branch(
+    dirs: Directories, kind: str, tmp_path: Path
+) -> None:
+    from toolkit.lab.directory import lock_out
+
+    name, dn = dirs.new_user(kind)
+    lock_out(dirs.peers[kind], name)
+    out = tmp_path / "pw"
+    done = dirs.itops(
+        "runbook", "run", "password-locked", dirs.host(kind), "-p", f"user={name}",
+        "-p", f"output_file={out}", "--ticket", f"INC-75{len(kind)}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "escalated" not in done.stdout.replace("nothing to escalate", "")
+    password = out.read_text().split()[-1]
+    assert not dirs.locked(kind, dn)
+    assert dirs.bind(kind, dn, password) in ("ok", "must-change")
+    assert password not in done.stdout + done.stderr
+    log = dirs.itops("log", "--ticket", f"INC-75{len(kind)}", "--json").stdout
+    for task in ("account.status", "account.unlock", "account.reset-password"):
+        assert task in log
+    assert "password.reset" not in log  # the Linux steps are not a directory's

@@ -461,8 +461,7 @@ class AccountResetPassword(AccountTask):
 
     Example:
         itops fix account.reset-password dc-01 -p user=jdoe --ticket INC-1042
-        itops fix account.reset-password dc-01 -p user=jdoe -p password=prompt -p expire=false \
-            --ticket INC-1042
+        itops fix account.reset-password dc-01 -p user=jdoe -p password=prompt -p expire=false --ticket I-1
         itops fix account.reset-password dc-01 -p user=jdoe -p output_file=/root/jdoe.pw --ticket INC-1042
     """
 

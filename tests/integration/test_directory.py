@@ -167,8 +167,9 @@ def dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Directories]:
             "dc-badca": {**ad.inventory(), "ldap_ca_bundle": str(other.ca)},
             "dc-down": {**ad.inventory(), "address": "127.1.249.9"},
             "dc-badpw": {**ad.inventory(), "password": f"file:{wrong}"},
-            "dc-starttls": {**ad.inventory(), "ldap_tls": "starttls"},
-            "ldap-starttls": {**ld.inventory(), "ldap_tls": "starttls"},
+            # StartTLS, and the naming context found in the rootDSE (no ldap_base_dn)
+            "dc-starttls": {**ad.inventory(), "ldap_tls": "starttls", "ldap_base_dn": None},
+            "ldap-starttls": {**ld.inventory(), "ldap_tls": "starttls", "ldap_base_dn": None},
             "ldap-plain": {**ld.inventory(), "ldap_tls": "none"},
         }
         import yaml

@@ -261,10 +261,8 @@ class LdapTransport:
             self.base_dn = self._naming_context()
 
     def _naming_context(self) -> str:
-        import ldap
-
-        found = self._conn.search_ext_s(
-            "", ldap.SCOPE_BASE, "(objectClass=*)", ["defaultNamingContext", "namingContexts"]
+        found = self.search(
+            "", "base", "(objectClass=*)", ["defaultNamingContext", "namingContexts"]
         )
         attrs = found[0][1] if found else {}
         for key in ("defaultNamingContext", "namingContexts"):

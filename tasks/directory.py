@@ -294,9 +294,8 @@ class AccountStatus(AccountTask):
 class AccountUnlock(AccountTask):
     """Unlock a directory account that bad passwords locked out: Active Directory lockoutTime
     = 0, OpenLDAP ppolicy: pwdAccountLockedTime removed (the overlay clears the failure
-    times). A disabled account
-    (userAccountControl; ppolicy's permanent lock) is not unlocked by this: that is
-    account.enable. Verify reads the account back: not locked.
+    times). A disabled account (userAccountControl; ppolicy's permanent lock) is not unlocked by
+    this: that is account.enable. Verify reads the account back: not locked.
 
     Example:
         itops fix account.unlock dc-01 -p user=jdoe --ticket INC-1042

@@ -26,6 +26,7 @@ from typing import Any
 
 from toolkit.errors import ToolkitError, ValidationError
 from toolkit.remediation.catalog import (
+    Context,
     DirectoryContext,
     Entry,
     Finding,
@@ -244,7 +245,7 @@ class AccountTask(Remediation):
     before: Account
     """The account as check found it."""
 
-    def _read(self, ctx: Any) -> tuple[DirectoryContext, Account]:
+    def _read(self, ctx: Context) -> tuple[DirectoryContext, Account]:
         dctx = directory(ctx)
         return dctx, read_account(dctx, str(self.user))
 
@@ -271,14 +272,14 @@ class AccountStatus(AccountTask):
         itops fix account.status dc-01 -p user=jdoe@corp.example --check --json
     """
 
-    def check(self, ctx: Any) -> Finding:
+    def check(self, ctx: Context) -> Finding:
         _, account = self._read(ctx)
         facts = account.facts(now())
         if account.problems():
             return Finding.problem(describe(account), **facts)
         return Finding.healthy(describe(account), **facts)
 
-    def apply(self, ctx: Any) -> None:
+    def apply(self, ctx: Context) -> None:
         ctx.note("account.status only reads; see the findings")
 
 
@@ -302,7 +303,7 @@ class AccountUnlock(AccountTask):
         itops fix account.unlock dc-01 -p user=jdoe --check
     """
 
-    def check(self, ctx: Any) -> Finding:
+    def check(self, ctx: Context) -> Finding:
         _, account = self._read(ctx)
         self.before = account
         facts = account.facts(now())
@@ -311,12 +312,12 @@ class AccountUnlock(AccountTask):
             return Finding.healthy(f"{account.name} is not locked{extra}", **facts)
         return Finding.problem(describe(account), **facts)
 
-    def apply(self, ctx: Any) -> None:
+    def apply(self, ctx: Context) -> None:
         dctx = directory(ctx)
         unlock(dctx, self.before)
         ctx.note(f"unlocked {self.before.name}")
 
-    def verify(self, ctx: Any) -> Finding:
+    def verify(self, ctx: Context) -> Finding:
         _, account = self._read(ctx)
         facts = account.facts(now())
         if account.locked:
@@ -338,7 +339,7 @@ def unlock(ctx: DirectoryContext, account: Account) -> None:
 class _Toggle(AccountTask):
     enable: bool = True
 
-    def check(self, ctx: Any) -> Finding:
+    def check(self, ctx: Context) -> Finding:
         _, account = self._read(ctx)
         self.before = account
         facts = account.facts(now())
@@ -347,7 +348,7 @@ class _Toggle(AccountTask):
             return Finding.healthy(f"{account.name} is already {state}", **facts)
         return Finding.problem(describe(account), **facts)
 
-    def apply(self, ctx: Any) -> None:
+    def apply(self, ctx: Context) -> None:
         dctx = directory(ctx)
         account = self.before
         if dctx.kind == "active_directory":
@@ -359,7 +360,7 @@ class _Toggle(AccountTask):
             dctx.modify(account.dn, [("replace", "pwdAccountLockedTime", [PPOLICY_PERMANENT])])
         ctx.note(f"{'enabled' if self.enable else 'disabled'} {account.name}")
 
-    def verify(self, ctx: Any) -> Finding:
+    def verify(self, ctx: Context) -> Finding:
         _, account = self._read(ctx)
         facts = account.facts(now())
         if account.disabled == self.enable:
@@ -489,7 +490,7 @@ class AccountResetPassword(AccountTask):
     def admit(cls, params: Mapping[str, Any], ticket_priority: str | None) -> None:
         admit_privileged(params, ticket_priority)
 
-    def check(self, ctx: Any) -> Finding:
+    def check(self, ctx: Context) -> Finding:
         if self.output_file and self.password:
             raise ValidationError(
                 "output_file is for a generated password; this run was given one",
@@ -529,7 +530,7 @@ class AccountResetPassword(AccountTask):
             f"reset requested for {account.name}" + (f" ({state})" if state else ""), **facts
         )
 
-    def _new_secret(self, ctx: Any) -> tuple[Secret, bool]:
+    def _new_secret(self, ctx: Context) -> tuple[Secret, bool]:
         if isinstance(self.password, Secret):
             if not self.password.reveal() or "\x00" in self.password.reveal():
                 raise ValidationError("the new password is empty or holds a NUL")
@@ -539,7 +540,7 @@ class AccountResetPassword(AccountTask):
             raise ValidationError("length is shorter than the number of character classes")
         return ctx.adopt(Secret(generate_password(int(self.length), classes), "new password")), True
 
-    def apply(self, ctx: Any) -> None:
+    def apply(self, ctx: Context) -> None:
         dctx = directory(ctx)
         account = self.before
         secret, generated = self._new_secret(ctx)
@@ -576,7 +577,7 @@ class AccountResetPassword(AccountTask):
             if after.must_change:
                 dctx.modify(account.dn, [("delete", "pwdReset", None)])
 
-    def verify(self, ctx: Any) -> Finding:
+    def verify(self, ctx: Context) -> Finding:
         dctx = directory(ctx)
         problems = []
         bind = ""
@@ -660,7 +661,7 @@ class _Membership(AccountTask):
     def _member(self, ctx: DirectoryContext, user_dn: str) -> bool:
         return bool(ctx.search(eq("member", user_dn), ["1.1"], base=self.group_dn, scope="base"))
 
-    def check(self, ctx: Any) -> Finding:
+    def check(self, ctx: Context) -> Finding:
         dctx, account = self._read(ctx)
         self.before = account
         group = dctx.find_group(str(self.group), ["cn", "sAMAccountName"])
@@ -686,14 +687,14 @@ class _Membership(AccountTask):
             f"{action} {group.first('cn')} requested for {account.name}", **facts
         )
 
-    def apply(self, ctx: Any) -> None:
+    def apply(self, ctx: Context) -> None:
         dctx = directory(ctx)
         op = "add" if self.add else "delete"
         dctx.modify(self.group_dn, [(op, "member", [self.before.dn])])
         word = "added to" if self.add else "removed from"
         ctx.note(f"{self.before.name} {word} {rdn_value(self.group_dn)}")
 
-    def verify(self, ctx: Any) -> Finding:
+    def verify(self, ctx: Context) -> Finding:
         dctx = directory(ctx)
         member = self._member(dctx, self.before.dn)
         group = rdn_value(self.group_dn)

@@ -145,6 +145,7 @@ def dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Directories]:
     os.chmod(folder, 0o700)
     state = LabState(lab_id="dirtest", user="root", port=0)
     timings = {}
+    ad = None
     try:
         started = time.monotonic()
         ad = start_samba(folder, AD_ADDRESS, state.spawn)
@@ -183,6 +184,8 @@ def dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Directories]:
         yield Directories(root, keys, {"ad": ad, "ldap": ld}, timings)
     finally:
         Lab._stop(state)
+        if ad is not None:
+            shutil.rmtree(ad.folder, ignore_errors=True)  # the DC's own short-path folder
 
 
 KINDS = ["ad", "ldap"]

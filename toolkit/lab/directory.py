@@ -1,7 +1,7 @@
 """Lab services `ad` and `ldap`: a real Samba AD domain controller and a real OpenLDAP slapd.
 
-`ad`: `samba-tool domain provision` (DNS backend NONE) into a private folder under the lab
-directory, then `samba` with its own smb.conf: `interfaces` / `bind interfaces only` on one
+`ad`: `samba-tool domain provision` (DNS backend NONE) into a private folder (/tmp/itops-dc-*:
+samba's unix sockets need a short path), then `samba` with its own smb.conf: `interfaces` / `bind interfaces only` on one
 loopback address (127.1.250.1 for `itops lab up`), `server services = ldap` (the DC's LDAP and
 LDAPS listeners, nothing else), and a certificate for that address from a CA of its own
 (`tls cafile/certfile/keyfile`) that the inventory names as `ldap_ca_bundle`.
@@ -206,9 +206,17 @@ def provision_samba(folder: Path, address: str) -> float:
 
 
 def start_samba(folder: Path, address: str, spawn: Spawn, *, name: str = "dc-lab") -> DirectoryPeer:
-    """Provision (into folder/dc), start and seed a Samba AD DC on `address`."""
+    """Provision, start and seed a Samba AD DC on `address`; its certificates and the service
+    account's password file go into `folder`.
+
+    The DC's own files go into a short private folder (/tmp/itops-dc-*) rather than `folder`:
+    samba puts unix sockets there (private/ldap_priv/ldapi, msg.sock/PID, ncalrpc), whose paths
+    may not exceed 108 bytes — a lab under a deep workspace (pytest's tmp_path) exceeds it and
+    samba then never listens."""
+    import tempfile
+
     check_free(address)
-    dc = folder / "dc"
+    dc = Path(tempfile.mkdtemp(prefix="itops-dc-"))
     provision_samba(dc, address)
     tls = issue(folder / "tls-ad", "itopsdc.itops.lab", address, ca_name="itops lab AD CA")
     for sub in ("run", "log", "cache"):

@@ -1,10 +1,11 @@
 """Lab services `ad` and `ldap`: a real Samba AD domain controller and a real OpenLDAP slapd.
 
 `ad`: `samba-tool domain provision` (DNS backend NONE) into a private folder (/tmp/itops-dc-*:
-samba's unix sockets need a short path), then `samba` with its own smb.conf: `interfaces` / `bind interfaces only` on one
-loopback address (127.1.250.1 for `itops lab up`), `server services = ldap` (the DC's LDAP and
-LDAPS listeners, nothing else), and a certificate for that address from a CA of its own
-(`tls cafile/certfile/keyfile`) that the inventory names as `ldap_ca_bundle`.
+samba's unix sockets need a short path), then `samba` with its own smb.conf: `interfaces` /
+`bind interfaces only` on one loopback address (127.1.250.1 for `itops lab up`), `server
+services = ldap` (the DC's LDAP and LDAPS listeners, nothing else), and a certificate for that
+address from a CA of its own (`tls cafile/certfile/keyfile`) that the inventory names as
+`ldap_ca_bundle`.
 
 `ldap`: slapd with its own cn=config (slapd.d, made with slapadd), its own MDB database, the
 ppolicy overlay (lockout after 3 failures until an administrator unlocks, must-change after an

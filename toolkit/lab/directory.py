@@ -170,7 +170,7 @@ SMB_CONF = """\
 \tncalrpc dir = {d}/run/ncalrpc
 \twinbindd socket directory = {d}/run/winbindd
 \tbinddns dir = {d}/bind-dns
-\tlog file = {d}/log/samba.log
+\tlog file = {logs}/samba.log
 \tlogging = file
 \ttls enabled = yes
 \ttls keyfile = {tls}/key.pem
@@ -218,41 +218,52 @@ def start_samba(folder: Path, address: str, spawn: Spawn, *, name: str = "dc-lab
 
     check_free(address)
     dc = Path(tempfile.mkdtemp(prefix="itops-dc-"))
-    provision_samba(dc, address)
-    tls = issue(folder / "tls-ad", "itopsdc.itops.lab", address, ca_name="itops lab AD CA")
-    for sub in ("run", "log", "cache"):
-        (dc / sub).mkdir(exist_ok=True)
-    conf = dc / "etc" / "itops-lab.conf"
-    conf.write_text(SMB_CONF.format(address=address, realm=REALM, d=dc, tls=tls.ca.parent))
-    process = spawn(
-        "ad", ["samba", "-F", "--no-process-group", "-s", str(conf)], conf, dc / "log" / "fg.log"
-    )
-    # samba renames its processes ("samba: root process"): `lab down` knows it by its pid file
-    # (see core.Process.alive)
-    process.pidfile = str(dc / "run" / "samba.pid")
-    wait_for(
-        lambda: _listening(address, 636) and _listening(address, 389),
-        60,
-        f"samba did not start listening on {address}:636 (see {dc / 'log'})",
-    )
-    admin = (dc / "admin.pw").read_text().strip()
-    peer = DirectoryPeer(
-        name=name,
-        platform="active_directory",
-        address=address,
-        folder=str(dc),
-        ca=str(tls.ca),
-        base_dn=BASE_DN,
-        service_user=f"{SERVICE}@itops.lab",
-        password_file=str(folder / "ad-service.pw"),
-        admin_dn="Administrator@itops.lab",
-        admin_password=admin,
-        user_password=_password(),
-        users=dict(ROLES),
-        pid=process.pid,
-    )
-    _seed_samba(peer, folder)
-    return peer
+    try:
+        provision_samba(dc, address)
+        tls = issue(folder / "tls-ad", "itopsdc.itops.lab", address, ca_name="itops lab AD CA")
+        for sub in ("run", "cache"):
+            (dc / sub).mkdir(exist_ok=True)
+        logs = folder / "ad-logs"  # kept in the lab folder: they outlive a failed start
+        logs.mkdir(exist_ok=True)
+        conf = dc / "etc" / "itops-lab.conf"
+        conf.write_text(
+            SMB_CONF.format(address=address, realm=REALM, d=dc, tls=tls.ca.parent, logs=logs)
+        )
+        process = spawn(
+            "ad",
+            ["samba", "-F", "--no-process-group", "-s", str(conf)],
+            conf,
+            logs / "fg.log",
+        )
+        # samba renames its processes ("samba: root process"): `lab down` knows it by its pid file
+        # (see core.Process.alive)
+        process.pidfile = str(dc / "run" / "samba.pid")
+        wait_for(
+            lambda: _listening(address, 636) and _listening(address, 389),
+            60,
+            f"samba did not start listening on {address}:636 (see {logs})",
+        )
+        admin = (dc / "admin.pw").read_text().strip()
+        peer = DirectoryPeer(
+            name=name,
+            platform="active_directory",
+            address=address,
+            folder=str(dc),
+            ca=str(tls.ca),
+            base_dn=BASE_DN,
+            service_user=f"{SERVICE}@itops.lab",
+            password_file=str(folder / "ad-service.pw"),
+            admin_dn="Administrator@itops.lab",
+            admin_password=admin,
+            user_password=_password(),
+            users=dict(ROLES),
+            pid=process.pid,
+        )
+        _seed_samba(peer, folder)
+        return peer
+    except BaseException:  # the caller stops what was started; the folder goes here
+        shutil.rmtree(dc, ignore_errors=True)
+        raise
 
 
 def _seed_samba(peer: DirectoryPeer, folder: Path) -> None:
@@ -595,6 +606,7 @@ class _DirectoryService:
         if data:
             shutil.rmtree(data["folder"], ignore_errors=True)
             shutil.rmtree(Path(data["ca"]).parent, ignore_errors=True)
+            shutil.rmtree(lab.dir / "directories" / f"{self.name}-logs", ignore_errors=True)
             Path(data["password_file"]).unlink(missing_ok=True)
             folder = lab.dir / "directories"
             if folder.is_dir() and not any(folder.iterdir()):

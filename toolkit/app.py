@@ -145,6 +145,9 @@ class App:
             command_timeout=float(command_timeout or ws.run_setting("command_timeout", 120)),
             known_hosts=tuple(ws.known_hosts_files),
             session_log_dir=ws.state_dir / "sessions",
+            directory_privileged_groups=tuple(
+                ws.config.get("directory", {}).get("privileged_groups", [])
+            ),
         )
 
     def on_close(self, closer: Callable[[], None]) -> None:

@@ -40,9 +40,15 @@ NETWORK_PLATFORMS = frozenset(
         "huawei",
     }
 )
-PLATFORM_TRANSPORT = {"linux": "ssh", "windows": "winrm"}
-DEFAULT_PORTS = {"ssh": 22, "netdev": 22, "winrm": 5986}
-TRANSPORTS = frozenset({"ssh", "winrm", "netdev"})
+PLATFORM_TRANSPORT = {
+    "linux": "ssh",
+    "windows": "winrm",
+    "active_directory": "ldap",
+    "ldap": "ldap",
+}
+DIRECTORY_PLATFORMS = frozenset({"active_directory", "ldap"})
+DEFAULT_PORTS = {"ssh": 22, "netdev": 22, "winrm": 5986, "ldap": 636}
+TRANSPORTS = frozenset({"ssh", "winrm", "netdev", "ldap"})
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _HOSTNAME = re.compile(
@@ -364,7 +370,11 @@ def make_host(
     if not 0 < port < 65536:
         raise fail("port" if "port" in v else "ansible_port", f"invalid port {raw_port!r}")
     user = v.get("user", v.get("ansible_user"))
-    if user is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.@\\-]*", str(user)):
+    if transport == "ldap" and user is not None:
+        # a directory's service account: a bind DN, or user@domain (validated as one DN)
+        if "\x00" in str(user) or "\n" in str(user) or not str(user).strip():
+            raise fail("user", f"invalid bind DN {user!r}")
+    elif user is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.@\\-]*", str(user)):
         raise fail("user" if "user" in v else "ansible_user", f"invalid user {user!r}")
     return Host(
         name=name,

@@ -367,6 +367,17 @@ SCHEMA = Table(
                 "request_ttl": Key(DURATION, "how long an approval request stays open", '"7d"'),
             },
         ),
+        "directory": Table(
+            "directory accounts (Active Directory, OpenLDAP: docs/directory.md)",
+            {
+                "privileged_groups": Key(
+                    Text(many=True),
+                    "groups whose membership changes always need an approval, beyond Domain "
+                    "Admins, Enterprise Admins, Administrators and Schema Admins",
+                    "[]",
+                ),
+            },
+        ),
         "maintenance_windows": Table(
             "named windows; attach with the host/group variable maintenance_window",
             entries=Table(

@@ -12,6 +12,8 @@ Windows machine exists on the CI machines. Point it at a disposable Windows 10/1
     #   ITOPS_TEST_WINRM_SCHEME=http + ITOPS_TEST_WINRM_ALLOW_INSECURE=true for a lab without TLS,
     #   ITOPS_TEST_WINRM_RESET_USER (default Guest: password.reset is only *checked*),
     #   ITOPS_TEST_WINRM_SKIP=av.update,av.scan (e.g. where Defender is not the antivirus)
+    #   ITOPS_TEST_WINRM_AD_USER=jdoe: a domain account for account.* (the host needs the
+    #     ActiveDirectory module); without it account.* are skipped
     pytest -m integration tests/integration/test_windows_real_host.py -v
 
 Check mode never changes the host: the runner refuses every change outside apply.
@@ -53,8 +55,14 @@ PARAMS: dict[str, dict[str, Any]] = {
     "network.diagnose": {"name": "localhost", "target": "localhost:5985"},
     "software.install": {"name": "7zip"},  # the sample workspace's software/office.yml
     "software.remove": {"name": "7zip"},
+    **{
+        name: {"user": ENV("ITOPS_TEST_WINRM_AD_USER", "")}
+        for name in ("account.status", "account.unlock", "account.enable", "account.disable")
+    },
 }
 SKIP = {name.strip() for name in ENV("ITOPS_TEST_WINRM_SKIP", "").split(",") if name.strip()}
+if not ENV("ITOPS_TEST_WINRM_AD_USER"):
+    SKIP |= {"account.status", "account.unlock", "account.enable", "account.disable"}
 WINDOWS_TASKS = sorted(t.name for t in CATALOG if "windows" in t.platforms)
 
 

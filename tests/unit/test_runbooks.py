@@ -457,3 +457,45 @@ def test_a_runbooks_exit_code_follows_the_runners_codes(
         "r", "id", None, check_only, (step,), {"h0": "why"} if escalated else {}, 0.0
     )
     assert report.exit_code == code
+
+
+@remediation("rb.dir", category="printer", platforms={"active_directory"}, summary="Directory")
+class RbDirectory(RbDiagnose):
+    def apply(self, ctx: Context) -> None:
+        ctx.change(cmd("dir-fix"))
+
+
+def test_a_step_for_other_platforms_neither_runs_nor_holds_a_host(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """The password-locked runbook's directory branch: its steps are not a Linux host's."""
+    catalog = Catalog(
+        {
+            c.__remediation__.name: Task(c.__remediation__.name, (c.__remediation__,))
+            for c in (RbDiagnose, RbClear, RbDirectory)
+        }  # type: ignore[attr-defined]
+    )
+    path = tmp_path / "branches.yml"
+    path.write_text(
+        "summary: Two branches\ncategory: printer\nsteps:\n"
+        "  - {name: clear, task: rb.clear}\n"
+        "  - {name: directory, task: rb.dir}\n"
+        "escalate: {to: L3, note: Still broken}\n"
+    )
+    conn = FakeConnector({"a": device("jam"), "b": device("dead")})
+    runner = Runner(ledger=ledger, connector=conn, credentials=conn.credentials)  # type: ignore[arg-type]
+    report = run_runbook(
+        load_runbook(path, catalog),
+        hosts("a", "b"),
+        {},
+        catalog=catalog,
+        run_step=steps_on(runner, "INC-44"),
+        ledger=ledger,
+        ticket="INC-44",
+        options=RunOptions(forks=2),
+    )
+    assert not report.held
+    assert set(report.escalated) == {"b"}  # decided by the step that was b's: clear
+    directory_step = report.steps[1]
+    assert directory_step.report is None and set(directory_step.skipped) == {"a", "b"}
+    assert not [c for _, c in conn.log if c == "dir-fix"]

@@ -211,7 +211,7 @@ def test_windows_tasks_read_only_through_facts() -> None:
 
     folder = Path(BUILTIN_TASKS) / "windows"
     modules = sorted(p for p in folder.glob("*.py") if p.name != "password.py")
-    assert len(modules) == 7  # antivirus backup network patch printer software system
+    assert len(modules) == 8  # antivirus backup directory network patch printer software system
     for path in modules:
         source = path.read_text()
         assert "read_json(ctx" not in source and "ctx.read(" not in source, path.name

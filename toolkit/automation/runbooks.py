@@ -9,7 +9,9 @@ the file and line. A run goes through the same Runner and ledger as `itops fix`:
 run id, all under one ticket; when the last fix step on a host does not end fixed or already-ok,
 the ticket gets one `ticket.escalated` event naming the hosts and what was found. Fix steps go
 through the run policy like `itops fix` (maintenance windows, approvals): a host a step leaves
-`needs-approval` or `skipped` is held — left out of the later steps, not escalated.
+`needs-approval` or `skipped` is held — left out of the later steps, not escalated. A step whose
+task has no implementation for a host's platform is not that host's (a runbook may hold branches
+for several platforms: Linux accounts and directory accounts): it is left out of it, not held.
 """
 
 from __future__ import annotations
@@ -556,8 +558,12 @@ def prepare(
     platforms — before anything runs or is recorded."""
     bound = runbook.bind(given)
     tasks: dict[str, Task] = {s.task: catalog.get(s.task) for s in runbook.steps}
+    platforms = {h.platform for h in hosts}
     for step in runbook.steps:
-        tasks[step.task].validate(runbook.step_params(step, bound), {h.platform for h in hosts})
+        task = tasks[step.task]
+        if not any(task.implementation(p) for p in platforms):
+            continue  # another platform's branch: none of these hosts runs it
+        task.validate(runbook.step_params(step, bound), platforms)
     return bound, tasks
 
 
@@ -615,7 +621,10 @@ def run_runbook(
             not_needed = bool(step.if_failed) and (
                 step.if_failed not in done or done[str(step.if_failed)].outcome in ok
             )
-            if unreachable or not_needed or host.name in held:
+            # a step for other platforms (the password runbook's directory branch on a Linux
+            # host) is not this host's: it neither runs nor holds the host
+            other_platform = tasks[step.task].implementation(host.platform) is None
+            if unreachable or not_needed or other_platform or host.name in held:
                 skipped.append(host.name)
             else:
                 active.append(host)

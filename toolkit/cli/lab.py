@@ -45,13 +45,17 @@ def up(app: App, count: int, port: int | None, services: str | None) -> None:
     dpkg database per host), `clamav` (a loopback signature mirror, freshclam config per host),
     `accounts` (locked local accounts for password resets), `rt` (a real Request Tracker 5 on
     127.1.251.1, not started by default: it prints the [itsm] lines for itops.toml). Large labs
-    use --services none.
+    use --services none. Not in the standard set either: `ad` (a real Samba AD domain controller
+    on 127.1.250.1) and `ldap` (OpenLDAP slapd with ppolicy on 127.1.250.2), group
+    `directories`, with seeded locked, expired, disabled and privileged accounts
+    (docs/directory.md).
 
     \b
     Examples:
       itops lab up --hosts 4
       itops lab up --hosts 200 --services none
       itops lab up --hosts 2 --services cups,rt
+      itops lab up --hosts 1 --services ad,ldap
     """
     from toolkit.lab import DEFAULT_SERVICES, Lab
 
@@ -66,6 +70,8 @@ def up(app: App, count: int, port: int | None, services: str | None) -> None:
         f"services: {', '.join(state.services) or 'none'}"
     )
     groups = "'lab'" + (", 'netlab'" if "netdev" in state.services else "")
+    if {"ad", "ldap"} & set(state.services):
+        groups += ", 'directories'"
     click.echo(f"inventory groups {groups}; try: itops inventory check lab")
     for line in created(app, state):
         click.echo(f"  created: {line}")

@@ -49,6 +49,8 @@ SERVICES = {
     "clamav": "toolkit.lab.clamav:ClamAV",
     "accounts": "toolkit.lab.accounts:Accounts",
     "rt": "toolkit.lab.rt:Rt",
+    "ad": "toolkit.lab.directory:SambaAD",
+    "ldap": "toolkit.lab.directory:OpenLDAP",
 }
 
 
@@ -82,13 +84,25 @@ class Process:
 
     def alive(self) -> bool:
         """Still running, and still ours: its command line names our config file. (sshd
-        rewrites its title, so the command line is searched, not split on NULs.)"""
+        rewrites its title, so the command line is searched, not split on NULs.) A daemon that
+        renames its processes altogether (samba: "samba: root process") is ours when its pid
+        file (in our folder) names it and its executable is named like the pid file."""
+        pid = self.current_pid()
         try:
-            cmdline = Path(f"/proc/{self.current_pid()}/cmdline").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return False
         path = re.escape(self.config.encode())
-        return re.search(rb"(^|[\0 ])" + path + rb"([\0 ]|$)", cmdline) is not None
+        if re.search(rb"(^|[\0 ])" + path + rb"([\0 ]|$)", cmdline) is not None:
+            return True
+        if not self.pidfile:
+            return False
+        try:
+            named = int(Path(self.pidfile).read_text().split()[0])
+            exe = Path(os.readlink(f"/proc/{pid}/exe")).name
+        except (OSError, ValueError, IndexError):
+            return False
+        return named == pid and exe == Path(self.pidfile).stem
 
 
 @dataclass

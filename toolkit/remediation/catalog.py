@@ -84,7 +84,8 @@ class Context(Protocol):
     secret made during the run to the engineer once, outside every record.
 
     A network device's steps get a NetworkContext (`network(ctx)`), which adds `configure`
-    and `save`.
+    and `save`; a directory's a DirectoryContext (`directory(ctx)`), which adds the directory
+    operations.
     """
 
     host: Host
@@ -154,6 +155,77 @@ def network(ctx: Context) -> NetworkContext:
         raise Unsupported(
             f"{ctx.host.name} is not a network device: it has no configuration to change",
             hint="configure/save work on hosts reached over netdev (network platforms)",
+        )
+    return ctx
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One directory entry as a step sees it: its DN and its attributes' values as text
+    (attribute names as the directory spelled them; look them up with `get`/`first`, which
+    ignore case as LDAP does)."""
+
+    dn: str
+    attrs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def get(self, name: str) -> tuple[str, ...]:
+        low = name.lower()
+        for key, values in self.attrs.items():
+            if key.lower() == low:
+                return values
+        return ()
+
+    def first(self, name: str, default: str = "") -> str:
+        values = self.get(name)
+        return values[0] if values else default
+
+
+# A directory change: (add | replace | delete, attribute, values); a Secret value is masked in
+# every record (unicodePwd is sent in Active Directory's encoding).
+Change = tuple[str, str, Sequence[str] | Secret | None]
+
+
+@runtime_checkable
+class DirectoryContext(Context, Protocol):
+    """A directory's context (hosts of platform active_directory or ldap): typed directory
+    operations, each recorded like a command. `search`, `find_user`, `find_group` and
+    `bind_check` may run in any step; `modify` only during apply. Values in filters are escaped
+    by the context (RFC 4515) and names validated: a task never formats a filter itself."""
+
+    kind: str  # active_directory | ldap
+    base_dn: str
+    encrypted: bool
+    privileged_groups: tuple[str, ...]  # the workspace's [directory] privileged_groups
+
+    def search(
+        self, filterstr: str, attrs: Sequence[str], *, base: str | None = None, scope: str = "sub"
+    ) -> list[Entry]: ...
+
+    def find_user(self, name: str, attrs: Sequence[str]) -> Entry:
+        """The one user named `name` (sAMAccountName or UPN on AD, uid on OpenLDAP); NotFound
+        if none, a ToolkitError if the name is ambiguous."""
+        ...
+
+    def find_group(self, name: str, attrs: Sequence[str]) -> Entry: ...
+
+    def modify(self, dn: str, changes: Sequence[Change]) -> None: ...
+
+    def set_password(self, dn: str, secret: Secret) -> None:
+        """Set an account's password as an administrator (apply only; refused without TLS)."""
+        ...
+
+    def bind_check(self, dn: str, secret: Secret) -> str:
+        """Bind as `dn` with `secret` on a new connection: "ok" or why not (see
+        transports.ldap.AD_BIND_CODES: on AD "must-change" also proves the password right)."""
+        ...
+
+
+def directory(ctx: Context) -> DirectoryContext:
+    """`ctx` as a directory's context; a ToolkitError naming the host on any other."""
+    if not isinstance(ctx, DirectoryContext):
+        raise Unsupported(
+            f"{ctx.host.name} is not a directory: it has no accounts to look up over LDAP",
+            hint="directory tasks run on hosts of platform active_directory or ldap",
         )
     return ctx
 

@@ -50,7 +50,16 @@ from toolkit.errors import (
 )
 from toolkit.inventory import Host
 from toolkit.ledger import Ledger
-from toolkit.remediation.catalog import Finding, PastAction, Remediation, RunInfo, Task, TaskSpec
+from toolkit.remediation.catalog import (
+    Change,
+    Entry,
+    Finding,
+    PastAction,
+    Remediation,
+    RunInfo,
+    Task,
+    TaskSpec,
+)
 from toolkit.remediation.quoting import Command, become, config_display, mapping_display
 from toolkit.run.events import HostRun, LedgerRecorder, NotRecorded, Observers, RunObserver
 from toolkit.run.results import (
@@ -64,13 +73,20 @@ from toolkit.run.results import (
 from toolkit.secrets.credentials import CredentialStore, Secret
 from toolkit.secrets.handover import Handover
 from toolkit.transports import CommandResult, Connector, Transport
-from toolkit.transports.base import ConfigSession, FileTransfer, NetworkTransport
+from toolkit.transports.base import (
+    ConfigSession,
+    DirectorySession,
+    DirectoryTransport,
+    FileTransfer,
+    NetworkTransport,
+)
 from toolkit.transports.green import offload
 
 # Re-exported: the result types lived here before toolkit.run.results.
 __all__ = [
     "EXIT_CODES",
     "CommandRecord",
+    "DirectoryStepContext",
     "HostResult",
     "HostRun",
     "NetworkStepContext",
@@ -366,10 +382,184 @@ class NetworkStepContext(StepContext):
         return result
 
 
+_PRIVILEGED_GROUPS = ("Domain Admins", "Enterprise Admins", "Administrators", "Schema Admins")
+
+
+class DirectoryStepContext(StepContext):
+    """A directory's `ctx` (implements catalog.DirectoryContext): every directory operation is
+    recorded in the step's commands like a command (`ldap search …`, `ldap modify …`, `ldap
+    bind-check …`), secrets masked; `modify` is a change (apply only)."""
+
+    def __init__(
+        self, host: Host, transport: DirectoryTransport, trace: _Trace, env: _StepEnv
+    ) -> None:
+        super().__init__(host, transport, trace, env)
+        self._directory = transport
+        self.kind = transport.kind
+        self.base_dn = transport.base_dn
+        self.encrypted = transport.encrypted
+        self.privileged_groups = tuple(
+            dict.fromkeys((*_PRIVILEGED_GROUPS, *transport.privileged_groups))
+        )
+
+    def _op(self, display: str, call: Callable[[], str]) -> str:
+        """Run one directory operation and record it like a command: exit 0, or the LDAP
+        result code of a DirectoryError (recorded, then raised)."""
+        started = time.monotonic()
+        code, out, err = 0, "", ""
+
+        def run(_: float | None) -> CommandResult:
+            nonlocal code, out, err
+            try:
+                out = call()
+            except ToolkitError as exc:
+                if isinstance(exc, TransportError):
+                    raise
+                code, err = int(getattr(exc, "code", 1) or 1), exc.message
+                raise _Recorded(exc) from exc
+            return CommandResult(display, code, out, err, time.monotonic() - started)
+
+        try:
+            return self._record(display, run, None).stdout
+        except _Recorded as wrapped:
+            mask = self._credentials.redactor.mask
+            self._trace.commands.append(
+                CommandRecord(
+                    self.step, mask(display), code, time.monotonic() - started, "", mask(err)
+                )
+            )
+            raise wrapped.error from None
+
+    def search(
+        self, filterstr: str, attrs: Sequence[str], *, base: str | None = None, scope: str = "sub"
+    ) -> list[Entry]:
+        where = base if base is not None else self.base_dn
+        found: list[Entry] = []
+
+        def call() -> str:
+            for dn, values in self._directory.search(where, scope, filterstr, attrs):
+                found.append(
+                    Entry(
+                        dn,
+                        {
+                            k: tuple(v.decode("utf-8", "replace") for v in vs)
+                            for k, vs in values.items()
+                        },
+                    )
+                )
+            return "\n".join(e.dn for e in found) or "no entry"
+
+        shown = ",".join(attrs)
+        self._op(f"ldap search {scope} base={where!r} filter={filterstr!r} attrs={shown}", call)
+        return found
+
+    def find_user(self, name: str, attrs: Sequence[str]) -> Entry:
+        from toolkit.remediation import ldapsafe as q
+
+        q.check_account(name, "user")
+        if self.kind == "active_directory":
+            naming = (
+                q.eq("userPrincipalName", name) if "@" in name else q.eq("sAMAccountName", name)
+            )
+            filterstr = q.all_of(
+                q.eq("objectCategory", "person"), q.eq("objectClass", "user"), naming
+            )
+        else:
+            filterstr = (
+                q.any_of(q.eq("uid", name), q.eq("mail", name))
+                if "@" in name
+                else q.eq("uid", name)
+            )
+        return self._one(self.search(filterstr, attrs), "user", name)
+
+    def find_group(self, name: str, attrs: Sequence[str]) -> Entry:
+        from toolkit.remediation import ldapsafe as q
+
+        q.check_group(name)
+        if self.kind == "active_directory":
+            filterstr = q.all_of(
+                q.eq("objectClass", "group"),
+                q.any_of(q.eq("sAMAccountName", name), q.eq("cn", name)),
+            )
+        else:
+            filterstr = q.all_of(q.eq("objectClass", "groupOfNames"), q.eq("cn", name))
+        return self._one(self.search(filterstr, attrs), "group", name)
+
+    def _one(self, found: list[Entry], what: str, name: str) -> Entry:
+        from toolkit.errors import NotFound
+
+        if not found:
+            raise NotFound(
+                f"no {what} {name!r} in {self.host.name} ({self.base_dn})",
+                hint=f"check the {what}'s name: itops fix account.status {self.host.name} "
+                "-p user=NAME --check"
+                if what == "user"
+                else None,
+            )
+        if len(found) > 1:
+            raise ToolkitError(
+                f"{len(found)} {what}s match {name!r} in {self.host.name}: "
+                + "; ".join(e.dn for e in found[:5]),
+                hint="name it unambiguously (the UPN on Active Directory)",
+            )
+        return found[0]
+
+    def modify(self, dn: str, changes: Sequence[Change]) -> None:
+        shown = "; ".join(
+            f"{op} {attr}"
+            + (
+                ""
+                if values is None
+                else "=" + (str(values) if isinstance(values, Secret) else ",".join(values))
+            )
+            for op, attr, values in changes
+        )
+        display = f"ldap modify {dn!r}: {shown}"
+        self._require_apply(display)
+        wire = [
+            (op, attr, v if v is None or isinstance(v, Secret) else [x.encode() for x in v])
+            for op, attr, v in changes
+        ]
+
+        def call() -> str:
+            self._directory.modify(dn, wire)
+            return "modified"
+
+        self._op(display, call)
+
+    def set_password(self, dn: str, secret: Secret) -> None:
+        self._credentials.adopt(secret)
+        display = f"ldap set-password {dn!r} new={secret}"
+        self._require_apply(display)
+
+        def call() -> str:
+            self._directory.set_password(dn, secret)
+            return "password set"
+
+        self._op(display, call)
+
+    def bind_check(self, dn: str, secret: Secret) -> str:
+        self._credentials.adopt(secret)
+        return self._op(
+            f"ldap bind-check {dn!r} password={secret}",
+            lambda: self._directory.bind_check(dn, secret),
+        )
+
+
+class _Recorded(Exception):
+    """Carries a directory's error out of `_record` after the operation was recorded."""
+
+    def __init__(self, error: ToolkitError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 def _context(host: Host, transport: Transport, trace: _Trace, env: _StepEnv) -> StepContext:
     """The context a host's steps get: what its transport offers (see StepContext)."""
     if _offers(type(transport), ConfigSession):
         return NetworkStepContext(host, cast(NetworkTransport, transport), trace, env)
+    if _offers(type(transport), DirectorySession):
+        return DirectoryStepContext(host, cast(DirectoryTransport, transport), trace, env)
     return StepContext(host, transport, trace, env)
 
 

@@ -1,7 +1,7 @@
 """Transports: the only code that talks to remote hosts. One module per protocol, loaded lazily.
 
 `Connector.open(host)` picks the protocol from `host.transport`, so paramiko/asyncssh, netmiko and
-pywinrm are imported only when a run actually reaches such a host.
+pywinrm (and python-ldap) are imported only when a run actually reaches such a host.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ FACTORIES = {
     "ssh": ("toolkit.transports.ssh", "SSHFactory", None),
     "netdev": ("toolkit.transports.netdev", "NetdevFactory", "netdev"),
     "winrm": ("toolkit.transports.winrm", "WinRMFactory", "winrm"),
+    "ldap": ("toolkit.transports.ldap", "LdapFactory", "directory"),
 }
 
 

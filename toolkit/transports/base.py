@@ -83,6 +83,46 @@ class NetworkTransport(Transport, ConfigSession, Protocol):
     """A network device's transport: commands and a configuration session."""
 
 
+@runtime_checkable
+class DirectorySession(Protocol):
+    """A directory's verbs (LDAP: Active Directory, OpenLDAP). Errors the directory answers are
+    `transports.ldap.DirectoryError` (a ToolkitError with the LDAP result code and the server's
+    message). Its transport also says (DirectoryTransport) what the directory is."""
+
+    def search(
+        self,
+        base: str,
+        scope: str,
+        filterstr: str,
+        attrs: Sequence[str],
+        *,
+        timeout: float | None = None,
+    ) -> list[tuple[str, dict[str, list[bytes]]]]: ...
+
+    def modify(
+        self,
+        dn: str,
+        changes: Sequence[tuple[str, str, Sequence[bytes] | Secret | None]],
+        *,
+        timeout: float | None = None,
+    ) -> None: ...
+
+    def set_password(self, dn: str, password: Secret, *, timeout: float | None = None) -> None: ...
+
+    def bind_check(self, dn: str, password: Secret) -> str: ...
+
+
+class DirectoryTransport(Transport, DirectorySession, Protocol):
+    """A directory's transport: `kind` is the host's platform (active_directory | ldap),
+    `base_dn` the naming context searched, `encrypted` whether the connection is TLS-protected,
+    `privileged_groups` the groups the workspace adds to the built-in privileged ones."""
+
+    kind: str
+    base_dn: str
+    encrypted: bool
+    privileged_groups: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class ConnectOptions:
     """Per-run connection settings, shared by every transport."""
@@ -91,6 +131,8 @@ class ConnectOptions:
     command_timeout: float = 60.0
     known_hosts: tuple[Path, ...] = ()
     session_log_dir: Path | None = None  # network device session logs (masked), if set
+    # [directory] privileged_groups of itops.toml: beyond Domain Admins, Enterprise Admins, …
+    directory_privileged_groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # The settings refuse these at load and as options; a library caller that passes one

@@ -1,0 +1,215 @@
+"""Directory accounts from the Windows side: the ActiveDirectory PowerShell module over WinRM.
+
+The alternative to the LDAP tasks (tasks/directory.py) where a workspace reaches its domain only
+through a Windows management host with RSAT (`Import-Module ActiveDirectory`): run against that
+host, `account.status`, `account.unlock`, `account.enable` and `account.disable` act on the
+domain account named by `user`. The name is validated (sAMAccountName or UPN) and reaches
+PowerShell only as a single-quoted literal; a UPN is looked up with `-Filter 'UserPrincipalName
+-eq $name'` (the module reads the variable: no filter text is built from it). Changes name the
+account by the SID check found. Password resets from this side are `password.reset scope=ad`
+(tasks/windows/password.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from toolkit.errors import NotFound
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.facts import read
+from toolkit.remediation.ldapsafe import check_account
+from toolkit.remediation.quoting import Command, ps_script
+from toolkit.remediation.windows import JsonFact, change_json, strings, text
+
+AD_ACCOUNT = r"""$ErrorActionPreference = 'Stop'
+Import-Module ActiveDirectory
+$name = {user}
+$props = 'LockedOut', 'Enabled', 'AccountExpirationDate', 'pwdLastSet', 'PasswordLastSet', 'LastBadPasswordAttempt', 'badPwdCount', 'MemberOf', 'msDS-ResultantPSO'
+if ($name.Contains('@')) {{ $u = @(Get-ADUser -Filter 'UserPrincipalName -eq $name' -Properties $props)[0] }}
+else {{ try {{ $u = Get-ADUser -Identity $name -Properties $props }} catch [Microsoft.ActiveDirectory.Management.ADIdentityNotFoundException] {{ $u = $null }} }}
+if (-not $u) {{ ConvertTo-Json -Compress -InputObject @{{ found = $false }}; exit 0 }}
+function utc($t) {{ if ($t) {{ $t.ToUniversalTime().ToString('o') }} else {{ $null }} }}
+$expires = $u.AccountExpirationDate
+$groups = @($u.MemberOf | ForEach-Object {{ ($_ -split '(?<!\\),')[0] -replace '^CN=', '' }})
+ConvertTo-Json -Compress -InputObject @{{ found = $true; name = [string]$u.SamAccountName; dn = [string]$u.DistinguishedName; sid = [string]$u.SID.Value; enabled = [bool]$u.Enabled; locked = [bool]$u.LockedOut; expired = [bool]($expires -and $expires -lt (Get-Date)); must_change = ($u.pwdLastSet -eq 0); password_last_set = (utc $u.PasswordLastSet); last_bad_password = (utc $u.LastBadPasswordAttempt); bad_count = [int]$u.badPwdCount; groups = $groups; pso = [string]$u.'msDS-ResultantPSO' }}"""
+
+AD_CHANGE = r"""$ErrorActionPreference = 'Stop'
+Import-Module ActiveDirectory
+$sid = {sid}
+{verb} -Identity $sid
+ConvertTo-Json -Compress -InputObject @{{ done = $true }}"""
+
+# one script per cmdlet (a fixed word in code, never a value)
+CHANGES = {
+    verb: AD_CHANGE.replace("{verb}", verb)
+    for verb in ("Unlock-ADAccount", "Enable-ADAccount", "Disable-ADAccount")
+}
+
+
+@dataclass(frozen=True)
+class DomainAccount(JsonFact["dict[str, Any] | None"]):
+    """A domain account's state from Get-ADUser (None when there is no such account)."""
+
+    user: str
+    what: ClassVar[str] = "Get-ADUser"
+
+    def command(self) -> Command:
+        return ps_script(AD_ACCOUNT, user=self.user)
+
+    def value(self, data: Any) -> dict[str, Any] | None:
+        if not isinstance(data, dict) or not data.get("found"):
+            return None
+        return {
+            "account": text(data.get("name")),
+            "dn": text(data.get("dn")),
+            "sid": text(data.get("sid")),
+            "locked": bool(data.get("locked")),
+            "disabled": not data.get("enabled", True),
+            "expired": bool(data.get("expired")),
+            "must_change": bool(data.get("must_change")),
+            "password_last_set": data.get("password_last_set"),
+            "last_bad_password": data.get("last_bad_password"),
+            "bad_password_count": int(data.get("bad_count") or 0),
+            "groups": sorted(strings(data.get("groups"))),
+            **({"password_policy": text(data["pso"])} if data.get("pso") else {}),
+        }
+
+
+def read_account(ctx: Context, user: str) -> dict[str, Any]:
+    facts = read(ctx, DomainAccount(user))
+    if facts is None:
+        raise NotFound(f"no domain account {user!r} (asked on {ctx.host.name})")
+    return facts
+
+
+def problems(facts: dict[str, Any]) -> list[str]:
+    words = ("disabled", "locked", "expired", "must_change")
+    return [
+        w.replace("_", " ") + (" password" if w == "must_change" else "") for w in words if facts[w]
+    ]
+
+
+def describe(facts: dict[str, Any]) -> str:
+    return f"{facts['account']}: " + (", ".join(problems(facts)) or "enabled, not locked")
+
+
+class _WindowsAccount(Remediation):
+    user = Param(
+        str, required=True, check=check_account, help="the domain account: sAMAccountName or UPN"
+    )
+
+    before: dict[str, Any]
+    """The account as check found it (its SID names it in apply)."""
+
+    def _change(self, ctx: Context, verb: str) -> None:
+        change_json(ctx, ps_script(CHANGES[verb], sid=self.before["sid"]), verb)
+
+
+@remediation(
+    "account.status",
+    category="account",
+    platforms={"windows"},
+    summary="A directory account's state: locked, expired, disabled, bad passwords, groups "
+    "(read-only)",
+)
+class WindowsAccountStatus(_WindowsAccount):
+    """From a Windows management host with the ActiveDirectory module: the domain account's
+    state (locked, disabled, expired, must change, last bad password, groups, its PSO). Read-only.
+
+    Example:
+        itops fix account.status mgmt-01 -p user=jdoe --check
+    """
+
+    def check(self, ctx: Context) -> Finding:
+        facts = read_account(ctx, str(self.user))
+        if problems(facts):
+            return Finding.problem(describe(facts), **facts)
+        return Finding.healthy(describe(facts), **facts)
+
+    def apply(self, ctx: Context) -> None:
+        ctx.note("account.status only reads; see the findings")
+
+
+@remediation(
+    "account.unlock",
+    category="account",
+    platforms={"windows"},
+    summary="Unlock a directory account locked out by bad passwords",
+)
+class WindowsAccountUnlock(_WindowsAccount):
+    """From a Windows management host: Unlock-ADAccount, then Get-ADUser reads it back.
+
+    Example:
+        itops fix account.unlock mgmt-01 -p user=jdoe --ticket INC-1042
+    """
+
+    def check(self, ctx: Context) -> Finding:
+        self.before = facts = read_account(ctx, str(self.user))
+        if not facts["locked"]:
+            return Finding.healthy(f"{facts['account']} is not locked", **facts)
+        return Finding.problem(describe(facts), **facts)
+
+    def apply(self, ctx: Context) -> None:
+        self._change(ctx, "Unlock-ADAccount")
+        ctx.note(f"unlocked {self.before['account']}")
+
+    def verify(self, ctx: Context) -> Finding:
+        facts = read_account(ctx, str(self.user))
+        if facts["locked"]:
+            return Finding.problem(f"{facts['account']} is still locked", **facts)
+        return Finding.healthy(f"{facts['account']} is not locked", **facts)
+
+
+class _WindowsToggle(_WindowsAccount):
+    enable = True
+
+    def check(self, ctx: Context) -> Finding:
+        self.before = facts = read_account(ctx, str(self.user))
+        if facts["disabled"] != self.enable:
+            state = "disabled" if facts["disabled"] else "enabled"
+            return Finding.healthy(f"{facts['account']} is already {state}", **facts)
+        return Finding.problem(describe(facts), **facts)
+
+    def apply(self, ctx: Context) -> None:
+        self._change(ctx, "Enable-ADAccount" if self.enable else "Disable-ADAccount")
+        ctx.note(f"{'enabled' if self.enable else 'disabled'} {self.before['account']}")
+
+    def verify(self, ctx: Context) -> Finding:
+        facts = read_account(ctx, str(self.user))
+        if facts["disabled"] == self.enable:
+            return Finding.problem(f"{facts['account']} did not change", **facts)
+        word = "enabled" if self.enable else "disabled"
+        return Finding.healthy(f"{facts['account']} is {word}", **facts)
+
+
+@remediation(
+    "account.enable",
+    category="account",
+    platforms={"windows"},
+    summary="Enable a disabled directory account",
+)
+class WindowsAccountEnable(_WindowsToggle):
+    """From a Windows management host: Enable-ADAccount, read back with Get-ADUser.
+
+    Example:
+        itops fix account.enable mgmt-01 -p user=jdoe --ticket INC-1042
+    """
+
+    enable = True
+
+
+@remediation(
+    "account.disable",
+    category="account",
+    platforms={"windows"},
+    summary="Disable a directory account (it can no longer log in)",
+)
+class WindowsAccountDisable(_WindowsToggle):
+    """From a Windows management host: Disable-ADAccount, read back with Get-ADUser.
+
+    Example:
+        itops fix account.disable mgmt-01 -p user=leaver --ticket CHG-2001
+    """
+
+    enable = False

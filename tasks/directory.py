@@ -256,6 +256,7 @@ class AccountTask(Remediation):
 @remediation(
     "account.status",
     category="account",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms=PLATFORMS,
     summary="A directory account's state: locked, expired, disabled, bad passwords, groups "
     "(read-only)",
@@ -289,6 +290,7 @@ class AccountStatus(AccountTask):
 @remediation(
     "account.unlock",
     category="account",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms=PLATFORMS,
     summary="Unlock a directory account locked out by bad passwords",
 )
@@ -375,6 +377,7 @@ class _Toggle(AccountTask):
 @remediation(
     "account.enable",
     category="account",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms=PLATFORMS,
     summary="Enable a disabled directory account",
 )
@@ -394,6 +397,7 @@ class AccountEnable(_Toggle):
 @remediation(
     "account.disable",
     category="account",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms=PLATFORMS,
     summary="Disable a directory account (it can no longer log in)",
 )
@@ -436,6 +440,7 @@ class PasswordRefused(ToolkitError):
 @remediation(
     "account.reset-password",
     category="account",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms=PLATFORMS,
     summary="Reset a directory account's password (shown once), must change at next logon",
     risky="allow_privileged",
@@ -710,6 +715,7 @@ class _Membership(AccountTask):
 @remediation(
     "account.group-add",
     category="account",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms=PLATFORMS,
     summary="Add a directory account to a group (a permission change: needs approval)",
     risky=True,
@@ -730,6 +736,7 @@ class GroupAdd(_Membership):
 @remediation(
     "account.group-remove",
     category="account",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms=PLATFORMS,
     summary="Remove a directory account from a group (a permission change: needs approval)",
     risky=True,

@@ -109,6 +109,7 @@ class _WindowsAccount(Remediation):
 @remediation(
     "account.status",
     category="account",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms={"windows"},
     summary="A directory account's state: locked, expired, disabled, bad passwords, groups "
     "(read-only)",
@@ -134,6 +135,7 @@ class WindowsAccountStatus(_WindowsAccount):
 @remediation(
     "account.unlock",
     category="account",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms={"windows"},
     summary="Unlock a directory account locked out by bad passwords",
 )
@@ -186,6 +188,7 @@ class _WindowsToggle(_WindowsAccount):
 @remediation(
     "account.enable",
     category="account",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms={"windows"},
     summary="Enable a disabled directory account",
 )
@@ -202,6 +205,7 @@ class WindowsAccountEnable(_WindowsToggle):
 @remediation(
     "account.disable",
     category="account",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
     platforms={"windows"},
     summary="Disable a directory account (it can no longer log in)",
 )

@@ -441,3 +441,12 @@ def test_software_runs_open_request_tickets_on_every_platform() -> None:
         assert task.kind == "request"
         assert {s.kind for s in task.specs} == {"request"}, name
         assert {"linux", "windows"} <= task.platforms
+
+
+def test_directory_account_runs_open_request_tickets() -> None:
+    """Account unlocks, resets, enables and group changes are standard requests (KPI.md)."""
+    tasks = Catalog.load([BUILTIN_TASKS])
+    names = [t.name for t in tasks if t.name.startswith("account.")]
+    assert len(names) >= 7
+    for name in names:
+        assert {s.kind for s in tasks.get(name).specs} == {"request"}, name

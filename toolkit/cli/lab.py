@@ -25,7 +25,29 @@ def lab() -> None:
 
 
 @lab.command()
-@click.option("--hosts", "-n", "count", type=click.IntRange(1, 2000), default=4, show_default=True)
+@click.option(
+    "--hosts",
+    "-n",
+    "count",
+    type=click.IntRange(0, 2000),
+    default=4,
+    show_default=True,
+    help="Hosts on loopback (group lab); 0 with --sites for a lab of sites only.",
+)
+@click.option(
+    "--sites",
+    type=click.IntRange(0, 20),
+    default=0,
+    show_default=True,
+    help="Sites behind bastions: each in its own network namespace (groups site1…, bastions).",
+)
+@click.option(
+    "--site-hosts",
+    type=click.IntRange(1, 254),
+    default=2,
+    show_default=True,
+    help="Hosts per site.",
+)
 @click.option("--port", type=click.IntRange(1024, 65535), help="SSH port for every lab address.")
 @click.option(
     "--services",
@@ -35,7 +57,9 @@ def lab() -> None:
     "[default: the standard set, see itops lab up --help].",
 )
 @click.pass_obj
-def up(app: App, count: int, port: int | None, services: str | None) -> None:
+def up(
+    app: App, count: int, port: int | None, services: str | None, sites: int, site_hosts: int
+) -> None:
     """Start COUNT lab hosts (group `lab`) with generated keys, inventory and known_hosts.
 
     Services run behind the hosts so remediations act on real software: `cups` (a cupsd and a
@@ -45,24 +69,41 @@ def up(app: App, count: int, port: int | None, services: str | None) -> None:
     dpkg database per host), `clamav` (a loopback signature mirror, freshclam config per host),
     `accounts` (locked local accounts for password resets). Large labs use --services none.
 
+    With --sites N, each site's hosts (group siteN, in group sites) live in a network namespace
+    of their own, reachable only through the site's bastion (group bastions), which the
+    inventory names as their jump host: see docs/jump-hosts.md.
+
     \b
     Examples:
       itops lab up --hosts 4
       itops lab up --hosts 200 --services none
+      itops lab up --sites 2
+      itops lab up --hosts 0 --sites 1 --site-hosts 200 --services none
     """
     from toolkit.lab import DEFAULT_SERVICES, Lab
 
-    wanted: tuple[str, ...] = DEFAULT_SERVICES
+    wanted: tuple[str, ...] = DEFAULT_SERVICES if count else ()
     if services is not None:
         wanted = () if services == "none" else tuple(s.strip() for s in services.split(",") if s)
-    state = Lab(app.workspace).up(count, port=port, services=wanted)
-    first, last = state.hosts[0], state.hosts[-1]
-    click.echo(
-        f"lab up: {len(state.hosts)} host(s) {first.name}..{last.name} on "
-        f"{first.address}..{last.address} port {state.port}; "
-        f"services: {', '.join(state.services) or 'none'}"
+    state = Lab(app.workspace).up(
+        count, port=port, services=wanted, sites=sites, site_hosts=site_hosts
     )
+    if state.hosts:
+        first, last = state.hosts[0], state.hosts[-1]
+        click.echo(
+            f"lab up: {len(state.hosts)} host(s) {first.name}..{last.name} on "
+            f"{first.address}..{last.address} port {state.port}; "
+            f"services: {', '.join(state.services) or 'none'}"
+        )
+    for site in state.data.get("sites", []):
+        click.echo(
+            f"site {site['site']}: {len(site['hosts'])} host(s) {site['hosts'][0]}.."
+            f"{site['hosts'][-1]} (group site{site['site']}) in network namespace "
+            f"{site['netns']}, only through {site['bastion']} on {site['address']}:{state.port}"
+        )
     groups = "'lab'" + (", 'netlab'" if "netdev" in state.services else "")
+    if state.data.get("sites"):
+        groups += ", 'sites', 'bastions'"
     click.echo(f"inventory groups {groups}; try: itops inventory check lab")
     for line in created(app, state):
         click.echo(f"  created: {line}")

@@ -588,16 +588,16 @@ def resolve_jumps(hosts: Mapping[str, Host]) -> dict[str, Host]:
                 raise InventoryError(
                     f"{host.source}: host {name!r}: jump names {spec.target!r}, which is not an "
                     "inventory host",
-                    hint=close or "jump: lists inventory host names; for an address use "
+                    hint=close
+                    or "jump: lists inventory host names; for an address use "
                     "ansible_ssh_common_args: '-o ProxyJump=user@address:port'",
                 )
             else:
                 hop = _address_hop(host, spec)
-            if hop.name == name or any(h.name == hop.name for h in hops):
+            if hop.name == name:
                 raise InventoryError(
-                    f"{host.source}: host {name!r}: jump hosts form a cycle: "
-                    f"{' → '.join([*(h.name for h in hops), hop.name])} repeats {hop.name}",
-                    hint="name each jump host once, first hop first",
+                    f"{host.source}: host {name!r} names itself as a jump host",
+                    hint="a host cannot be reached through itself",
                 )
             hops.append(hop)
         resolved[name] = tuple(hops)

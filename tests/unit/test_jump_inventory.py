@@ -100,7 +100,8 @@ def test_ansible_proxyjump_to_an_address_logs_in_with_the_targets_key_never_its_
     [
         ("a: {jump: [b]}\n        b: {jump: [a]}", "cycle: a → b → a"),
         ("a: {jump: [a]}", "cycle"),
-        ("a: {}\n        b: {jump: [a, a]}", "repeats a"),
+        ("a: {jump: [b]}\n        b: {jump: [c]}\n        c: {jump: [a]}", "a → b → c → a"),
+        ("a: {}\n        b: {jump: [a, b]}", "names itself"),
         ("a: {jump: [nosuch]}", "not an inventory host"),
         ("a: {jump: 5}", "list of inventory host names"),
         ("a: {ansible_ssh_common_args: '-o ProxyCommand=x'}", "ProxyCommand is not honoured"),

@@ -157,8 +157,7 @@ def start(lab: Lab, state: LabState, sites: int, per_site: int) -> None:
             "hosts": {h.name: {"ansible_host": h.address, "ansible_port": h.port} for h in hosts},
         }
         _wait_listening(bastion_pid, {inner}, state.port)
-        wanted = {h.address for h in hosts}
-        _wait(lambda: wanted <= _listening_union(pids, state.port), f"site {s}'s sshd")
+        _wait_listening_all(pids, {h.address for h in hosts}, state.port, f"site {s}'s sshd")
     state.inventory["bastions"] = {"vars": dict(connection_vars), "hosts": bastions}
     state.inventory["sites"] = {"vars": dict(connection_vars), "children": site_groups}
 
@@ -217,8 +216,11 @@ def _listening(pid: int, port: int) -> set[str]:
     return found
 
 
-def _listening_union(pids: list[int], port: int) -> set[str]:
-    return set().union(*(_listening(pid, port) for pid in pids)) if pids else set()
+def _wait_listening_all(pids: list[int], wanted: set[str], port: int, what: str) -> None:
+    def ready() -> bool:
+        return wanted <= set().union(*(_listening(pid, port) for pid in pids))
+
+    _wait(ready, what)
 
 
 def _wait(predicate: Any, what: str, timeout: float = 30) -> None:

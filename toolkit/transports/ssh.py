@@ -260,8 +260,10 @@ class SSHFactory:
             if cache not in self._notices:
                 ignored = parse_ssh_args(str(text)).ignored  # refused ones failed the load
                 self._notices[cache] = (
-                    (f"itops's SSH transport does not honour {key} {', '.join(ignored)} "
-                     "(only ProxyJump; ansible playbooks still get them)",)
+                    (
+                        f"itops's SSH transport does not honour {key} {', '.join(ignored)} "
+                        "(only ProxyJump; ansible playbooks still get them)",
+                    )
                     if ignored
                     else ()
                 )
@@ -277,9 +279,7 @@ class SSHFactory:
             tunnel = await self.jumps.tunnel(host, hops) if hops else ()
             try:
                 key = await asyncio.wait_for(
-                    asyncssh.get_server_host_key(
-                        host.address, host.port, config=[], tunnel=tunnel
-                    ),
+                    asyncssh.get_server_host_key(host.address, host.port, config=[], tunnel=tunnel),
                     self.options.connect_timeout,
                 )
             except (TimeoutError, OSError, asyncssh.Error) as exc:

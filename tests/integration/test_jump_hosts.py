@@ -1,0 +1,179 @@
+"""Jump hosts against a real lab of sites: each site's hosts in a network namespace of their own,
+reachable only through the site's bastion sshd (`itops lab up --hosts 0 --sites 2`).
+
+This lab has no hosts on 127.1.0.x (it is a lab of sites only, in its own workspace), so these
+tests need no lab lock: the site hosts listen on 127.3.s.N inside their namespaces, the bastions
+on 169.254.K.2 veth addresses this lab chose free."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import HERE, OPERATORS, LabEnv
+from tests.signers import make_operators
+from toolkit.lab import Lab, ed25519_keypair
+from toolkit.workspace import Workspace
+
+pytestmark = pytest.mark.integration
+
+AUTH_LINE = ("publickey", "password", "keyboard-interactive", "Accepted", "Failed")
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("integration tests need root (they start sshd in network namespaces)")
+        pytest.skip("integration tests need root: run them as root or under sudo")
+    root = tmp_path_factory.mktemp("itops-sites") / "ws"
+    Workspace.init(root)
+    (root / "inventory" / "hosts.yml").write_text("all:\n  hosts: {}\n")
+    keys = make_operators(tmp_path_factory.mktemp("keys"), OPERATORS)
+    keys.write(root / "allowed_signers", OPERATORS)
+    shutil.copy(HERE / "tasks" / "faults.py", root / "tasks" / "faults.py")
+    lab = Lab(Workspace.load(root))
+    state = lab.up(0, services=(), sites=2, site_hosts=3)
+    try:
+        yield LabEnv(root, lab, state, keys)
+    finally:
+        lab.down()
+
+
+def site(env: LabEnv, number: int) -> dict[str, object]:
+    found: dict[str, object] = env.state.data["sites"][number - 1]
+    return found
+
+
+def log_of(env: LabEnv, name: str) -> str:
+    return "".join(p.read_text() for p in sorted(env.lab.dir.glob(f"{name}*.log")))
+
+
+def settled(env: LabEnv, name: str, before: str, closed: int, timeout: float = 15) -> str:
+    """What a log got since `before`, once `closed` connections ended in it."""
+    ends = re.compile(r"^(?:Disconnected from|Connection closed by|Connection reset by) ", re.M)
+    deadline = time.monotonic() + timeout
+    while True:
+        new = log_of(env, name)[len(before) :]
+        if len(ends.findall(new)) >= closed or time.monotonic() > deadline:
+            return new
+        time.sleep(0.05)
+
+
+def logins(log: str) -> int:
+    return len(re.findall(r"^Accepted publickey for ", log, re.M))
+
+
+def report(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, object]]:
+    assert result.stdout.strip(), result.stderr
+    return {h["host"]: h for h in json.loads(result.stdout)["hosts"]}
+
+
+def test_site_hosts_answer_only_through_their_bastion(sites: LabEnv) -> None:
+    port = sites.state.port
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+        sock.settimeout(5)
+        sock.connect(("127.3.1.1", port))  # this namespace's loopback: nothing of the site
+    # the same host without its jump host, in a workspace that trusts its key: refused
+    direct = sites.root.parent / "direct"
+    Workspace.init(direct)
+    (direct / "inventory" / "hosts.yml").write_text(
+        "all:\n  hosts:\n    site1-01:\n"
+        f"      ansible_host: 127.3.1.1\n      ansible_port: {port}\n"
+        f"      ansible_user: {sites.state.user}\n"
+        f"      ansible_ssh_private_key_file: {sites.lab.dir / 'client_ed25519'}\n"
+    )
+    shutil.copy(sites.lab.dir / "known_hosts", direct / "inventory" / "known_hosts")
+    alone = sites.itops("inventory", "check", "site1-01", "--json", workspace=direct)
+    assert alone.returncode == 3
+    assert "refused" in alone.stdout
+
+    mark = f"itops-jump-{os.getpid()}"
+    names = [f"site{s}-0{i}" for s in (1, 2) for i in (1, 2, 3)]
+    try:
+        fix = sites.itops(
+            "fix", "test.slow-mark", "sites", "-p", "seconds=0", "-p", f"mark={mark}",
+            "--ticket", "INC-7001", "--json",
+        )  # fmt: skip
+        hosts = report(fix)
+        assert fix.returncode == 0, fix.stdout + fix.stderr
+        assert sorted(hosts) == names
+        assert all(h["outcome"] == "fixed" for h in hosts.values()), hosts
+        assert all(Path(f"/tmp/{mark}-{name}").exists() for name in names)  # applied there
+    finally:
+        for name in names:
+            Path(f"/tmp/{mark}-{name}").unlink(missing_ok=True)
+
+
+def test_one_bastion_connection_serves_every_host_behind_it(sites: LabEnv) -> None:
+    bastion, targets = log_of(sites, "bastion1_sshd"), log_of(sites, "site1_sshd")
+    fix = sites.itops("fix", "test.echo", "site1", "-p", "note=shared", "--forks", "3", "--check")
+    assert fix.returncode == 0, fix.stdout + fix.stderr
+    new_targets = settled(sites, "site1_sshd", targets, closed=3)
+    new_bastion = settled(sites, "bastion1_sshd", bastion, closed=1)
+    assert logins(new_targets) == 3  # each site host logged in once …
+    assert logins(new_bastion) == 1  # … all through one login at the bastion
+    assert len(re.findall(r"^Connection from ", new_bastion, re.M)) == 1
+    assert "Disconnected from user" in new_bastion  # closed when the run ended
+
+
+def test_a_chain_of_two_jump_hosts(sites: LabEnv) -> None:
+    """Ansible's spelling with two hops: the bastion, then (through it) the bastion again as a
+    second hop — two SSH connections, the second tunnelled in the first — then the host."""
+    address, port = site(sites, 1)["address"], sites.state.port
+    hop = f"{sites.state.user}@{address}:{port}"
+    (sites.root / "inventory" / "hosts.yml").write_text(
+        "all:\n  hosts:\n    chained:\n"
+        f"      ansible_host: 127.3.1.2\n      ansible_port: {port}\n"
+        f"      ansible_user: {sites.state.user}\n"
+        f"      ansible_ssh_private_key_file: {sites.lab.dir / 'client_ed25519'}\n"
+        f"      ansible_ssh_common_args: '-o ProxyJump={hop},{hop} -o TCPKeepAlive=no'\n"
+    )
+    try:
+        before = log_of(sites, "bastion1_sshd")
+        fix = sites.itops("fix", "test.echo", "chained", "-p", "note=chain", "--check", "--json")
+        host = report(fix)["chained"]
+        assert fix.returncode == 0, fix.stdout + fix.stderr
+        assert host["outcome"] == "already-ok"
+        # the option itops does not honour is said, not silently dropped
+        assert "TCPKeepAlive=no" in json.dumps(host)
+        new = settled(sites, "bastion1_sshd", before, closed=2)
+        assert logins(new) == 2
+        assert f"from {address} port" in new  # the second hop came through the first
+    finally:
+        (sites.root / "inventory" / "hosts.yml").write_text("all:\n  hosts: {}\n")
+
+
+def test_changed_bastion_key_stops_every_host_behind_it_before_a_credential(
+    sites: LabEnv,
+) -> None:
+    known = sites.lab.dir / "known_hosts"
+    original = known.read_text()
+    address, port = site(sites, 2)["address"], sites.state.port
+    _, impostor = ed25519_keypair("impostor")
+    lines = [ln for ln in original.splitlines(keepends=True) if f"[{address}]:{port}" not in ln]
+    known.write_text("".join(lines) + f"[{address}]:{port} {' '.join(impostor.split()[:2])}\n")
+    try:
+        bastion, targets = log_of(sites, "bastion2_sshd"), log_of(sites, "site2_sshd")
+        fix = sites.itops("fix", "test.echo", "site2", "-p", "note=x", "--check", "--json")
+        hosts = report(fix)
+        assert fix.returncode == 3
+        for name in ("site2-01", "site2-02", "site2-03"):
+            assert hosts[name]["error"] == "host-key-mismatch", hosts[name]
+            assert "via jump host bastion-2" in str(hosts[name]["message"])
+        new_bastion = settled(sites, "bastion2_sshd", bastion, closed=1)
+        assert "Connection from" in new_bastion  # the key exchange happened …
+        assert not [ln for ln in new_bastion.splitlines() if any(w in ln for w in AUTH_LINE)]
+        time.sleep(0.5)
+        assert log_of(sites, "site2_sshd") == targets  # … and the hosts were never contacted
+    finally:
+        known.write_text(original)

@@ -177,3 +177,50 @@ def test_changed_bastion_key_stops_every_host_behind_it_before_a_credential(
         assert log_of(sites, "site2_sshd") == targets  # … and the hosts were never contacted
     finally:
         known.write_text(original)
+
+
+def test_the_pool_counts_hosts_per_bastion_and_closes_at_run_end(sites: LabEnv) -> None:
+    from toolkit.app import App
+    from toolkit.remediation.quoting import cmd
+    from toolkit.transports.ssh import SSHFactory
+
+    app = App(sites.root)
+    hosts = app.inventory.select("site1")
+    factory = SSHFactory(app.connect_options(), app.credentials)
+    before = log_of(sites, "bastion1_sshd")
+    try:
+        transports = [factory.open(h) for h in hosts]
+        assert [t.run(cmd("printenv", "ITOPS_LAB_HOST")).stdout.strip() for t in transports] == [
+            h.name for h in hosts
+        ]  # each channel reached its own host
+        assert factory.jumps.opened == 1
+        assert list(factory.jumps.users.values()) == [3]
+        for t in transports:
+            t.close()
+        assert list(factory.jumps.users.values()) == [0]
+    finally:
+        factory.close()
+    new = settled(sites, "bastion1_sshd", before, closed=1)
+    assert logins(new) == 1 and "Disconnected from user" in new
+
+
+def test_trust_fetches_a_site_hosts_key_through_its_bastion(sites: LabEnv) -> None:
+    known = sites.lab.dir / "known_hosts"
+    original = known.read_text()
+    port = sites.state.port
+    line = next(ln for ln in original.splitlines() if ln.startswith(f"[127.3.1.3]:{port} "))
+    known.write_text(original.replace(line + "\n", ""))
+    try:
+        check = sites.itops("fix", "test.echo", "site1-03", "-p", "note=x", "--check", "--json")
+        assert report(check)["site1-03"]["error"] == "host-key-unknown"
+        trust = sites.itops("inventory", "trust", "site1-03", "--json")
+        (row,) = json.loads(trust.stdout)
+        assert row["status"] == "new", trust.stdout + trust.stderr
+        import asyncssh
+
+        from toolkit.transports.ssh import fingerprint
+
+        expected = asyncssh.import_public_key(" ".join(line.split()[1:3]))
+        assert row["fingerprint"] == fingerprint(expected)
+    finally:
+        known.write_text(original)

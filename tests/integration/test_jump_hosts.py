@@ -60,7 +60,9 @@ def log_of(env: LabEnv, name: str) -> str:
 
 def settled(env: LabEnv, name: str, before: str, closed: int, timeout: float = 15) -> str:
     """What a log got since `before`, once `closed` connections ended in it."""
-    ends = re.compile(r"^(?:Disconnected from|Connection closed by|Connection reset by) ", re.M)
+    ends = re.compile(
+        r"^(?:Disconnected from|Connection closed by|Connection reset by|Read error from) ", re.M
+    )
     deadline = time.monotonic() + timeout
     while True:
         new = log_of(env, name)[len(before) :]
@@ -224,3 +226,78 @@ def test_trust_fetches_a_site_hosts_key_through_its_bastion(sites: LabEnv) -> No
         assert row["fingerprint"] == fingerprint(expected)
     finally:
         known.write_text(original)
+
+
+def device_inventory(sites: LabEnv) -> str:
+    """Site hosts as netmiko devices (netmiko's `linux` driver on the site's sshd): the device
+    path — paramiko channel through the bastion, netmiko's strict key check — with a real sshd."""
+    key = sites.lab.dir / "client_ed25519"
+    hosts = "".join(
+        f"    dev{i}:\n      ansible_host: 127.3.1.{i}\n      ansible_port: {sites.state.port}\n"
+        "      jump: [bastion-1]\n"
+        for i in (1, 2)
+    )
+    return (
+        "all:\n  vars:\n    transport: netdev\n    netmiko_device_type: linux\n"
+        f"    ansible_user: {sites.state.user}\n    ansible_ssh_private_key_file: {key}\n"
+        f"  hosts:\n{hosts}"
+    )
+
+
+def test_network_devices_behind_a_bastion_share_one_paramiko_connection(sites: LabEnv) -> None:
+    from toolkit.app import App
+    from toolkit.remediation.quoting import cli
+    from toolkit.transports.netdev import NetdevFactory
+
+    inventory = sites.root / "inventory" / "hosts.yml"
+    inventory.write_text(device_inventory(sites))
+    before = log_of(sites, "bastion1_sshd")
+    try:
+        app = App(sites.root)
+        factory = NetdevFactory(app.connect_options(), app.credentials)
+        try:
+            devices = [factory.open(app.inventory.get(name)) for name in ("dev1", "dev2")]
+            outputs = [d.run(cli("printenv ITOPS_LAB_HOST")).stdout for d in devices]
+            assert ["site1-01" in outputs[0], "site1-02" in outputs[1]] == [True, True], outputs
+            assert factory.jumps.opened == 1
+            for device in devices:
+                device.close()
+        finally:
+            factory.close()
+        new = settled(sites, "bastion1_sshd", before, closed=1)
+        assert logins(new) == 1
+    finally:
+        inventory.write_text("all:\n  hosts: {}\n")
+
+
+def test_changed_bastion_key_stops_network_devices_before_a_credential(sites: LabEnv) -> None:
+    from toolkit.app import App
+    from toolkit.errors import HostKeyMismatch
+    from toolkit.transports.netdev import NetdevFactory
+
+    inventory = sites.root / "inventory" / "hosts.yml"
+    inventory.write_text(device_inventory(sites))
+    known = sites.lab.dir / "known_hosts"
+    original = known.read_text()
+    address, port = site(sites, 1)["address"], sites.state.port
+    _, impostor = ed25519_keypair("impostor")
+    lines = [ln for ln in original.splitlines(keepends=True) if f"[{address}]:{port}" not in ln]
+    known.write_text("".join(lines) + f"[{address}]:{port} {' '.join(impostor.split()[:2])}\n")
+    bastion, targets = log_of(sites, "bastion1_sshd"), log_of(sites, "site1_sshd")
+    try:
+        app = App(sites.root)
+        factory = NetdevFactory(app.connect_options(), app.credentials)
+        try:
+            for name in ("dev1", "dev2"):
+                with pytest.raises(HostKeyMismatch, match="via jump host bastion-1"):
+                    factory.open(app.inventory.get(name))
+            assert factory.jumps.opened == 1  # the failure is kept: no second attempt
+        finally:
+            factory.close()
+        new = settled(sites, "bastion1_sshd", bastion, closed=1)
+        assert "Connection from" in new
+        assert not [ln for ln in new.splitlines() if any(w in ln for w in AUTH_LINE)]
+        assert log_of(sites, "site1_sshd") == targets
+    finally:
+        known.write_text(original)
+        inventory.write_text("all:\n  hosts: {}\n")

@@ -82,6 +82,11 @@ def report(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, obje
 
 def test_site_hosts_answer_only_through_their_bastion(sites: LabEnv) -> None:
     port = sites.state.port
+    status = json.loads(sites.itops("lab", "status", "--json").stdout)
+    assert [(s["site"], s["hosts"], s["sshd"]) for s in status["sites"]] == [
+        ("site1", 3, "running"),
+        ("site2", 3, "running"),
+    ]
     with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
         sock.settimeout(5)
         sock.connect(("127.3.1.1", port))  # this namespace's loopback: nothing of the site

@@ -147,9 +147,14 @@ def status(app: App, as_json: bool) -> None:
     if as_json:
         render.emit_json(info)
         return
-    if not info["hosts"]:
+    if not info["hosts"] and not info.get("sites"):
         click.echo("no lab in this workspace (itops lab up)")
         return
+    for site in info.get("sites", []):
+        click.echo(
+            f"{site['site']}: {site['hosts']} host(s) in {site['netns']} behind "
+            f"{site['bastion']}, sshd {site['sshd']}"
+        )
     render.table(
         ["host", "address", "ssh", "services"],
         [

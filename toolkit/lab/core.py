@@ -262,8 +262,25 @@ class Lab:
                 }
             )
         alive = [p for p in state.processes if p.alive()]
+        sites = [
+            {
+                "site": f"site{r['site']}",
+                "netns": r["netns"],
+                "bastion": f"{r.get('bastion')} {r.get('address')}:{state.port}",
+                "hosts": len(r.get("hosts", [])),
+                "sshd": "running"
+                if all(
+                    p.alive()
+                    for p in state.processes
+                    if p.role in (f"sshd:site{r['site']}", f"sshd:{r.get('bastion')}")
+                )
+                else "down",
+            }
+            for r in state.data.get("sites", [])
+        ]
         return {
             "running": bool(alive),
+            "sites": sites,
             "lab_id": state.lab_id,
             "port": state.port,
             "user": state.user,

@@ -514,6 +514,11 @@ def make_host(
     if user is not None and not _USER.fullmatch(str(user)):
         raise fail("user" if "user" in v else "ansible_user", f"invalid user {user!r}")
     spec = _jump_spec(v, fail)
+    if spec and transport == "winrm":
+        raise fail(
+            "jump" if "jump" in v else "ansible_ssh_common_args",
+            "jump hosts carry SSH and network-device connections, not WinRM",
+        )
     return Host(
         name=name,
         address=address,

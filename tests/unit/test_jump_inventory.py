@@ -105,6 +105,7 @@ def test_ansible_proxyjump_to_an_address_logs_in_with_the_targets_key_never_its_
         ("a: {jump: [nosuch]}", "not an inventory host"),
         ("a: {jump: 5}", "list of inventory host names"),
         ("a: {ansible_ssh_common_args: '-o ProxyCommand=x'}", "ProxyCommand is not honoured"),
+        ("a: {platform: windows, jump: [b]}\n        b: {}", "not WinRM"),
         (
             "a: {jump: [b], ansible_ssh_common_args: '-J b'}\n        b: {}",
             "both jump and a ProxyJump",
@@ -115,3 +116,13 @@ def test_bad_jump_settings_are_refused_at_load(tmp_path: Path, hosts: str, messa
     with pytest.raises(InventoryError, match=message) as err:
         load(tmp_path, f"all:\n  children:\n    g:\n      hosts:\n        {hosts}\n")
     assert "hosts.yml:" in str(err.value)
+
+
+def test_playbooks_refuse_hosts_whose_jump_ansible_cannot_read(tmp_path: Path) -> None:
+    from toolkit.automation.playbooks import PlaybookError, refuse_loosened_checks
+
+    inv = load(tmp_path, INVENTORY)
+    with pytest.raises(PlaybookError, match="ansible does not read") as err:
+        refuse_loosened_checks([inv.get("web-1")])
+    assert "ProxyJump" in str(err.value.hint)
+    refuse_loosened_checks([inv.get("db-1"), inv.get("bastion-a")])  # ansible's own spelling

@@ -7,6 +7,7 @@ on 169.254.K.2 veth addresses this lab chose free."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -306,3 +307,41 @@ def test_changed_bastion_key_stops_network_devices_before_a_credential(sites: La
     finally:
         known.write_text(original)
         inventory.write_text("all:\n  hosts: {}\n")
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").iterdir():
+            with contextlib.suppress(OSError):
+                kids = [int(k) for k in (task / "children").read_text().split()]
+                found += kids
+                todo += kids
+    return found
+
+
+def test_a_lost_bastion_connection_is_opened_again_for_the_next_host(sites: LabEnv) -> None:
+    from toolkit.app import App
+    from toolkit.errors import Unreachable
+    from toolkit.remediation.quoting import cmd
+    from toolkit.transports.ssh import SSHFactory
+
+    bastion = next(p for p in sites.state.processes if p.role == "sshd:bastion-1")
+    app = App(sites.root)
+    factory = SSHFactory(app.connect_options(), app.credentials)
+    try:
+        first = factory.open(app.inventory.get("site1-01"))
+        assert first.run(cmd("true")).exit_code == 0
+        # the bastion's sshd serving this connection dies: the tunnel goes with it
+        doomed = descendants(bastion.pid)
+        assert doomed
+        for pid in doomed:
+            os.kill(pid, 9)
+        with pytest.raises(Unreachable, match="session lost"):
+            first.run(cmd("true"))
+        second = factory.open(app.inventory.get("site1-02"))
+        assert second.run(cmd("printenv", "ITOPS_LAB_HOST")).stdout.strip() == "site1-02"
+        assert factory.jumps.opened == 2
+    finally:
+        factory.close()

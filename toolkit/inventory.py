@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import ipaddress
 import re
 import shlex
@@ -160,6 +161,7 @@ def parse_proxy_jump(value: str) -> tuple[JumpSpec, ...]:
     return tuple(hops)
 
 
+@functools.lru_cache(maxsize=256)  # a group's value, merged into each of its hosts
 def parse_ssh_args(text: str) -> SshArgs:
     """ProxyJump (`-o ProxyJump=…` or `-J …`) out of an ssh argument string; other options are
     listed as ignored, and those that would change the destination raise ValueError."""

@@ -43,7 +43,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabEnv]:
     keys.write(root / "allowed_signers", OPERATORS)
     shutil.copy(HERE / "tasks" / "faults.py", root / "tasks" / "faults.py")
     lab = Lab(Workspace.load(root))
-    state = lab.up(0, services=(), sites=2, site_hosts=3)
+    state = lab.up(0, services=(), sites=2, site_hosts=3, site_devices=True)
     try:
         yield LabEnv(root, lab, state, keys)
     finally:
@@ -345,3 +345,21 @@ def test_a_lost_bastion_connection_is_opened_again_for_the_next_host(sites: LabE
         assert factory.jumps.opened == 2
     finally:
         factory.close()
+
+
+def test_simulated_switches_behind_their_bastions(sites: LabEnv) -> None:
+    """A stateful simulated Cisco switch per site (fake-switches, in the site's namespace): the
+    device facts come through the bastion; directly, the switch's address is refused."""
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+        sock.settimeout(5)
+        sock.connect(("127.3.1.250", sites.state.port))
+    before = {n: log_of(sites, f"bastion{n}_sshd") for n in (1, 2)}
+    done = sites.itops("fix", "network.device-facts", "site_devices", "--check", "--json")
+    hosts = report(done)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(hosts) == ["site1-sw", "site2-sw"]
+    for host in hosts.values():
+        assert host["outcome"] == "already-ok", host
+        assert host["check"]["facts"]["model"] == "WS-C3750G-24TS-1U"  # type: ignore[index]
+    for n in (1, 2):
+        assert logins(settled(sites, f"bastion{n}_sshd", before[n], closed=1)) == 1

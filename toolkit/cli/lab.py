@@ -48,6 +48,11 @@ def lab() -> None:
     show_default=True,
     help="Hosts per site.",
 )
+@click.option(
+    "--site-devices",
+    is_flag=True,
+    help="Also a simulated Cisco switch per site, behind its bastion (group site_devices).",
+)
 @click.option("--port", type=click.IntRange(1024, 65535), help="SSH port for every lab address.")
 @click.option(
     "--services",
@@ -58,7 +63,13 @@ def lab() -> None:
 )
 @click.pass_obj
 def up(
-    app: App, count: int, port: int | None, services: str | None, sites: int, site_hosts: int
+    app: App,
+    count: int,
+    port: int | None,
+    services: str | None,
+    sites: int,
+    site_hosts: int,
+    site_devices: bool,
 ) -> None:
     """Start COUNT lab hosts (group `lab`) with generated keys, inventory and known_hosts.
 
@@ -86,7 +97,12 @@ def up(
     if services is not None:
         wanted = () if services == "none" else tuple(s.strip() for s in services.split(",") if s)
     state = Lab(app.workspace).up(
-        count, port=port, services=wanted, sites=sites, site_hosts=site_hosts
+        count,
+        port=port,
+        services=wanted,
+        sites=sites,
+        site_hosts=site_hosts,
+        site_devices=site_devices,
     )
     if state.hosts:
         first, last = state.hosts[0], state.hosts[-1]

@@ -299,6 +299,7 @@ class Lab:
         services: Sequence[str] = DEFAULT_SERVICES,
         sites: int = 0,
         site_hosts: int = 2,
+        site_devices: bool = False,
     ) -> LabState:
         """Start the lab; with `sites`, also that many sites behind bastions (`lab.sites`).
         `hosts` may be 0 for a lab of sites only (then with no services)."""
@@ -353,7 +354,7 @@ class Lab:
                 plugin.start(self, state)
                 state.save(self.state_file)
             if sites:
-                lab_sites.start(self, state, sites, site_hosts)
+                lab_sites.start(self, state, sites, site_hosts, site_devices)
                 state.save(self.state_file)
             _wait_listening(state)
             self._write_inventory(state, host_keys)
@@ -478,6 +479,7 @@ class Lab:
             Path(state.authorized_keys).unlink(missing_ok=True)
         if state.runtime:
             shutil.rmtree(state.runtime, ignore_errors=True)
+        shutil.rmtree(self.dir / "site_devices", ignore_errors=True)
         for name in ("hosts.yml", "known_hosts", "state.json"):
             (self.dir / name).unlink(missing_ok=True)
         shutil.rmtree(self.dir / "sshd", ignore_errors=True)

@@ -78,8 +78,12 @@ def _free_subnet(taken_by_labs: set[int]) -> int:
     raise LabError("no free 169.254.K.0/30 subnet for a lab site's veth")
 
 
-def start(lab: Lab, state: LabState, sites: int, per_site: int) -> None:
-    """Create the sites (namespaces, veths, bastions, hosts) and add them to the inventory."""
+DEVICE_INDEX = 250  # a site's switch: 127.3.s.250
+
+
+def start(lab: Lab, state: LabState, sites: int, per_site: int, devices: bool = False) -> None:
+    """Create the sites (namespaces, veths, bastions, hosts) and add them to the inventory;
+    with `devices`, also a stateful simulated Cisco switch per site (group site_devices)."""
     conf_dir = lab.dir / "sshd"
     conf_dir.mkdir(exist_ok=True)
     width = max(2, len(str(per_site)))
@@ -92,6 +96,8 @@ def start(lab: Lab, state: LabState, sites: int, per_site: int) -> None:
     }
     bastions: dict[str, Any] = {}
     site_groups: dict[str, Any] = {}
+    switches: dict[str, Any] = {}
+    device = _prepare_devices(lab, state) if devices else None
     records: list[dict[str, Any]] = state.data.setdefault("sites", [])
     for s in range(1, sites + 1):
         netns = f"itops-{state.lab_id}-s{s}"
@@ -140,7 +146,19 @@ def start(lab: Lab, state: LabState, sites: int, per_site: int) -> None:
         key_path.write_bytes(pem)
         key_path.chmod(0o600)
         config = conf_dir / f"bastion{s}_sshd.conf"
-        config.write_text(_bastion_config(state, inner, hosts, key_path))
+        extra = []
+        if device is not None:
+            switch = LabHost(f"site{s}-sw", f"127.3.{s}.{DEVICE_INDEX}", state.port)
+            extra.append(switch)
+            _start_switch(lab, state, netns, switch, device)
+            key_lines.append(f"[{switch.address}]:{switch.port} {device['public']} itops-lab:sw\n")
+            switches[switch.name] = {
+                "ansible_host": switch.address,
+                "ansible_port": switch.port,
+                "jump": [bastion],
+                "site": f"site-{s}",
+            }
+        config.write_text(_bastion_config(state, inner, hosts + extra, key_path))
         bastion_pid = _spawn(lab, state, netns, f"sshd:{bastion}", config, f"bastion{s}_sshd")
         key_lines.append(
             f"[{inner}]:{state.port} {' '.join(public.split()[:2])} itops-lab:{bastion}\n"
@@ -159,7 +177,76 @@ def start(lab: Lab, state: LabState, sites: int, per_site: int) -> None:
         _wait_listening(bastion_pid, {inner}, state.port)
         _wait_listening_all(pids, {h.address for h in hosts}, state.port, f"site {s}'s sshd")
     state.inventory["bastions"] = {"vars": dict(connection_vars), "hosts": bastions}
+    if device is not None:
+        state.inventory["site_devices"] = {"vars": device["vars"], "hosts": switches}
     state.inventory["sites"] = {"vars": dict(connection_vars), "children": site_groups}
+
+
+def _prepare_devices(lab: Lab, state: LabState) -> dict[str, Any]:
+    """The sites' switches' credentials and host key (the simulators' venv, built once)."""
+    import secrets as random
+
+    from toolkit.lab import netdev
+
+    venv = netdev.ensure_netsim_venv()
+    root = lab.dir / "site_devices"
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o700)
+    password, enable = random.token_urlsafe(12), random.token_urlsafe(12)
+    netdev._write_secret(root / "password", password)
+    netdev._write_secret(root / "enable", enable)
+    pem, public = netdev.rsa_host_key()
+    netdev._write_secret(root / "host_rsa", pem.decode())
+    (root / "host_rsa.pub").write_text(public + "\n")
+    return {
+        "venv": str(venv),
+        "root": str(root),
+        "password": password,
+        "enable": enable,
+        "public": " ".join(public.split()[:2]),
+        "vars": {
+            "platform": "cisco_ios",
+            "ansible_user": netdev.USER,
+            "password": f"file:{root / 'password'}",
+            "enable_secret": f"file:{root / 'enable'}",
+        },
+    }
+
+
+def _start_switch(
+    lab: Lab, state: LabState, netns: str, switch: LabHost, device: dict[str, Any]
+) -> None:
+    """A fake-switches Cisco switch (see lab.netsim) in the site's namespace."""
+    import json
+
+    from toolkit.lab import netdev
+
+    root = Path(device["root"])
+    config = root / f"{switch.name}.json"
+    netdev._write_secret(
+        config,
+        json.dumps(
+            {
+                "user": netdev.USER,
+                "password": device["password"],
+                "enable": device["enable"],
+                "host_key": str(root / "host_rsa"),
+                "faults": str(root / f"{switch.name}.faults.json"),
+                "vlans": netdev.LAB_VLANS,
+                "devices": [{"name": switch.name, "address": switch.address, "port": switch.port}],
+            }
+        ),
+    )
+    process = state.spawn(
+        f"netdev:{switch.name}",
+        [
+            IP, "netns", "exec", netns, str(Path(device["venv"]) / "bin/python"),
+            str(Path(netdev.__file__).with_name("netsim.py")), str(config),
+        ],
+        config,
+        root / f"{switch.name}.log",
+    )  # fmt: skip
+    _wait(lambda: switch.address in _listening(process.pid, switch.port), switch.name, 60)
 
 
 def _spawn(lab: Lab, state: LabState, netns: str, role: str, config: Path, log: str) -> int:

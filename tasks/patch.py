@@ -10,15 +10,18 @@ from toolkit.clock import WeeklyWindow
 from toolkit.errors import ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.remediation.facts import Fact, read, succeeded
-from toolkit.remediation.linux import PACKAGE_NAME, host_clock, key_values
+from toolkit.remediation.linux import PACKAGE_NAME, host_clock
+from toolkit.remediation.packages import (  # shared with the software tasks (and re-exported)
+    APT_ENV as APT_ENV,
+)
+from toolkit.remediation.packages import FACTS as FACTS
+from toolkit.remediation.packages import PackageManagerBusy as PackageManagerBusy
+from toolkit.remediation.packages import PackageTools as PackageTools
+from toolkit.remediation.packages import Packaging as Packaging
+from toolkit.remediation.packages import apt_get, run_manager
 from toolkit.remediation.quoting import Command, cmd, script
 from toolkit.transports.base import CommandResult
 
-FACTS = script(
-    ". /etc/os-release 2>/dev/null; echo id=$ID; echo like=$ID_LIKE; echo version=$VERSION_ID; "
-    "for t in apt-get dnf yum; do command -v $t >/dev/null 2>&1 && echo tool=$t; done; true"
-)
-# When the apt package lists were last refreshed (APT_CONFIG honoured), and the host's clock.
 APT_INDEX_AGE = script(
     'eval "$(apt-config shell LISTS Dir::State::lists/d)"; '
     "find \"$LISTS\" -maxdepth 1 -type f -name '*Packages*' -printf '%T@\\n' 2>/dev/null "
@@ -30,22 +33,8 @@ REBOOT_PROBE = script(
     "needs-restarting -r >/dev/null 2>&1; case $? in 0) echo no;; 1) echo yes;; *) echo unknown;; esac; "
     "else echo no; fi"
 )
-APT_ENV = (
-    "env",
-    "DEBIAN_FRONTEND=noninteractive",
-    "NEEDRESTART_MODE=a",
-    "APT_LISTCHANGES_FRONTEND=none",
-)
 # `Inst pkg [1.0] (2.0 Debian-Security:12/stable-security [amd64])`, `Inst pkg (2.0 … [all])`
 _INST = re.compile(r"^Inst (\S+)(?: \[([^\]]*)\])? \((\S+) (.*?) \[[^\]]+\]\)")
-# apt: `E: Unable to acquire the dpkg frontend lock (PATH), is another process using it?` (or
-# `Could not get lock PATH`); while waiting it says `… It is held by process N (NAME)` on stdout.
-_LOCK = re.compile(r"(?:Unable to acquire the dpkg frontend lock \(|Could not get lock )([^\s),]+)")
-_HOLDER = re.compile(r"It is held by process (\d+)(?: \(([^)]*)\))?")
-
-
-class PackageManagerBusy(ToolkitError):
-    """Another package operation held the lock longer than the bounded wait."""
 
 
 @dataclass(frozen=True)
@@ -111,28 +100,6 @@ def parse_dnf_security(text: str) -> set[str]:
         if len(parts) >= 3 and "/Sec" in parts[1]:
             names.add(parts[-1].rsplit("-", 2)[0])
     return names
-
-
-@dataclass(frozen=True)
-class Packaging:
-    """The host's OS (`ID VERSION_ID` of os-release) and the package tools it has."""
-
-    os: str
-    tools: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class PackageTools(Fact[Packaging]):
-    """Which of apt-get, dnf and yum the host has, and its os-release."""
-
-    def command(self) -> Command:
-        return FACTS
-
-    def parse(self, stdout: str, stderr: str, exit_code: int) -> Packaging:
-        text = succeeded("reading the host's facts", stdout, stderr, exit_code)
-        info = key_values(text)
-        tools = tuple(line[5:] for line in text.splitlines() if line.startswith("tool="))
-        return Packaging(f"{info.get('id', '?')} {info.get('version', '')}".strip(), tools)
 
 
 @dataclass(frozen=True)
@@ -404,30 +371,12 @@ class ApplyPatches(Remediation):
             self._maybe_reboot(ctx)
 
     def _apt(self, ctx: Context, args: list[str], timeout: float) -> CommandResult:
-        lock = ["-o", f"DPkg::Lock::Timeout={int(self.lock_timeout)}"]
         what = "apt-get " + next(a for a in args if not a.startswith("-") and "::" not in a)
-        return self._run(
-            ctx, cmd(*APT_ENV, "apt-get", *lock, *args), timeout + int(self.lock_timeout), what
-        )
+        command = apt_get(args, int(self.lock_timeout))
+        return self._run(ctx, command, timeout + int(self.lock_timeout), what)
 
     def _run(self, ctx: Context, command: Command, timeout: float, what: str) -> CommandResult:
-        result = ctx.change(command, become=True, timeout=timeout, check=False)
-        if result.exit_code != 0:
-            held = _LOCK.search(result.stderr)
-            if held:
-                holder = _HOLDER.search(result.stdout + result.stderr)
-                who = f" by process {holder.group(1)} ({holder.group(2) or '?'})" if holder else ""
-                raise PackageManagerBusy(
-                    f"the package manager is busy: {held.group(1).rstrip('.')} was held{who} "
-                    f"for more than {int(self.lock_timeout)}s; nothing was installed",
-                    hint="another update is running (unattended-upgrades, an engineer): "
-                    "try again when it has finished, or raise -p lock_timeout",
-                )
-            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            raise ToolkitError(
-                f"{what} exited {result.exit_code}" + (f": {detail[-1][:200]}" if detail else "")
-            )
-        return result
+        return run_manager(ctx, command, timeout, what, int(self.lock_timeout), "installed")
 
     def _maybe_reboot(self, ctx: Context) -> None:
         window_text = self.reboot_window or ctx.host.var("reboot_window")

@@ -70,6 +70,9 @@ class App:
         ws = Workspace.find(self._workspace_arg)
         secure(ws.state_dir)  # private: 0700, its files 0600 (see statefiles)
         self._setup_logging(ws)
+        from toolkit import software
+
+        software.activate(ws.software_folder, ws.root)  # what the software tasks may install
         return ws
 
     @cached_property

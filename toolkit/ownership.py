@@ -30,7 +30,9 @@ def declared_safe(path: Path) -> bool:
     return False
 
 
-def check_owned(path: Path, what: str, *, workspace: Path) -> None:
+def check_owned(
+    path: Path, what: str, *, workspace: Path, because: str = "its Python would run as you"
+) -> None:
     """Refuse `path` (a workspace's config, its tasks folder, a task file) when another user
     owns it or group/others may write it, unless the workspace is declared safe."""
     try:
@@ -49,6 +51,6 @@ def check_owned(path: Path, what: str, *, workspace: Path) -> None:
         ]
         why = f"writable by {' and '.join(who)} (mode {stat.S_IMODE(st.st_mode):04o})"
     raise ConfigError(
-        f"refusing {what} {path}: {why} — its Python would run as you",
+        f"refusing {what} {path}: {why} — {because}",
         hint=f"if you trust it: export {ENV}={workspace} (or fix its owner/mode: chmod go-w)",
     )

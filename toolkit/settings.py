@@ -197,7 +197,23 @@ def _dates(value: Any, key: str) -> None:
             raise ToolkitError(f"{item!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _reference(value: Any, key: str) -> None:
+    from toolkit.secrets.credentials import REFERENCE_HINT, is_reference
+
+    if not isinstance(value, str) or not is_reference(value):
+        raise ToolkitError(f"must be a reference, never the secret itself ({REFERENCE_HINT})")
+
+
+def _category(value: Any, key: str) -> None:
+    from toolkit.desk.tickets import CATEGORIES
+
+    if value not in CATEGORIES:
+        raise ToolkitError(f"must be one of {', '.join(map(repr, CATEGORIES))}, not {_show(value)}")
+
+
 ZONE = Rule("an IANA time zone name (e.g. Europe/Berlin)", _zone)
+REFERENCE = Rule("a reference: env:VAR, keyring:service/user, file:/path or prompt", _reference)
+CATEGORY = Rule("an itops ticket category (docs/tickets.md)", _category)
 DURATION = Rule("a duration: 90s, 30m, 24h, 7d, 2w or seconds", _duration)
 SLA_DURATION = Rule(
     "a duration: 30m, 4h, 1d (24×7 only), 2bd (business days) or minutes", _sla_duration
@@ -266,6 +282,9 @@ SCHEMA = Table(
                 "tasks": Key(Text(), "this workspace's remediations (*.py)", '"tasks"'),
                 "runbooks": Key(Text(), "runbooks", '"runbooks"'),
                 "playbooks": Key(Text(), "Ansible playbooks", '"playbooks"'),
+                "software": Key(
+                    Text(), "the software catalog (*.yml, docs/software.md)", '"software"'
+                ),
                 "state": Key(Text(), "ledger, lab, command outputs, itops.log", '".itops"'),
             },
         ),
@@ -423,6 +442,43 @@ SCHEMA = Table(
                 ),
             },
         ),
+        "itsm": Table(
+            "the service desk whose tickets --ticket takes and every run writes back to "
+            "(docs/itsm.md)",
+            {
+                "system": Key(
+                    Text(choices=("rt",)), "the desk: Request Tracker", "none: tickets are local"
+                ),
+                "url": Key(Text(), "its base URL (https: the certificate is verified)", '""'),
+                "user": Key(Text(), "the itops account at the desk", '""'),
+                "password": Key(REFERENCE, "that account's password", ""),
+                "token": Key(REFERENCE, "or its API token (RT: an auth token)", ""),
+                "ca_bundle": Key(
+                    Text(), "PEM file of a private CA that signed the desk's certificate", ""
+                ),
+                "timeout": Key(Number(0.5, 300), "seconds per request to the desk", "10"),
+                "max_attempts": Key(
+                    Int(1, 1000), "deliveries of a note tried before it counts as failed", "20"
+                ),
+                "closed_states": Key(
+                    Text(many=True),
+                    "desk states no run may go under",
+                    '["resolved", "rejected", "deleted"]',
+                ),
+                "priorities": Table(
+                    "desk priority → itops priority: the lowest desk value of each",
+                    entries=Key(Int(0), "lowest desk priority value", "P1 90, P2 50, P3 20, P4 0"),
+                    entry="PRIORITY",
+                    names=("P1", "P2", "P3", "P4"),
+                ),
+                "categories": Table(
+                    "desk queue → itops category (default: the queue's name if a category, "
+                    'else "other")',
+                    entries=Key(CATEGORY, "the category of that queue's tickets", ""),
+                    entry="QUEUE",
+                ),
+            },
+        ),
         "kpi": Table(
             "KPI settings",
             {
@@ -443,6 +499,33 @@ SCHEMA = Table(
                     entries=Key(Number(0), "weight", "P1 4, P2 3, P3 2, P4 1"),
                     entry="PRIORITY",
                 ),
+            },
+        ),
+        "serve": Table(
+            "the read-only web view (itops serve; docs/web.md)",
+            {
+                "host": Key(Text(), "the address it listens on", '"127.0.0.1"'),
+                "port": Key(Int(1, 65535), "the port it listens on", "8470"),
+                "cert": Key(Text(), "TLS: the certificate (PEM), with key", "off (plain HTTP)"),
+                "key": Key(Text(), "TLS: the certificate's private key (PEM)", "off"),
+                "proxy_header": Key(
+                    Text(),
+                    "take the user's name from this request header (set by a reverse proxy "
+                    "that authenticated them), from trusted_proxies only",
+                    "off (accounts and passwords)",
+                ),
+                "trusted_proxies": Key(
+                    Text(many=True),
+                    "the addresses whose proxy_header is believed",
+                    '["127.0.0.1"]',
+                ),
+                "proxy_role": Key(
+                    Text(choices=("auditor", "lead")),
+                    "the role of a proxy user without an account of its own",
+                    '"auditor"',
+                ),
+                "session_hours": Key(Int(1, 168), "a login lasts this long", "8"),
+                "page_size": Key(Int(10, 1000), "records per search page", "50"),
             },
         ),
     },

@@ -94,6 +94,23 @@ SAMPLE_PLAYBOOK = """\
 """
 
 
+SAMPLE_SOFTWARE = """\
+# The software catalog: only what is listed here is installed or removed by software.install /
+# software.remove (docs/software.md). One entry per application, e.g.:
+#
+# firefox:
+#   summary: Mozilla Firefox web browser
+#   licence: MPL-2.0, free for business use
+#   approval: false
+#   packages:
+#     apt: firefox-esr
+#     dnf: firefox
+#     winget: Mozilla.Firefox
+#   verify:
+#     command: [firefox, --version]
+"""
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -155,6 +172,10 @@ class Workspace:
         sample = root / "playbooks" / "sample.yml"
         if not sample.exists():
             sample.write_text(SAMPLE_PLAYBOOK)
+        (root / "software").mkdir(exist_ok=True)
+        software = root / "software" / "apps.yml"
+        if not software.exists():
+            software.write_text(SAMPLE_SOFTWARE)
         return path
 
     # -- settings ----------------------------------------------------------------------------
@@ -222,6 +243,11 @@ class Workspace:
     def known_hosts_files(self) -> list[Path]:
         lab = self.lab_dir / "known_hosts"
         return [self.known_hosts, *([lab] if lab.is_file() else [])]
+
+    @property
+    def software_folder(self) -> Path:
+        """The software catalog (`software/*.yml`, toolkit.software)."""
+        return self.folder("software", "software")
 
     @property
     def task_folders(self) -> list[Path]:

@@ -11,6 +11,7 @@ import click
 import pytest
 
 from tests.integration.conftest import LabEnv
+from toolkit import software
 from toolkit.remediation.catalog import BUILTIN_TASKS, Catalog
 from toolkit.workspace import Workspace
 
@@ -87,7 +88,11 @@ def test_every_catalog_example_parses_and_validates(
         ctx = command.make_context(args[0], args[1:], parent=parent)  # raises on bad options
     assert ctx.params["task"] == task
     entry = Catalog.load([BUILTIN_TASKS]).get(task)
-    entry.validate(parse_params(ctx.params["params"]), platforms)  # as `itops fix` does
+    software.activate(ROOT / "software")  # the sample workspace's catalog: software.* names
+    try:
+        entry.validate(parse_params(ctx.params["params"]), platforms)  # as `itops fix` does
+    finally:
+        software.activate(None)
     if not ctx.params["check_only"]:
         assert ctx.params["ticket"], f"{example}: a change example must show --ticket"
 

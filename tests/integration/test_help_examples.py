@@ -39,6 +39,7 @@ SETUP: dict[str, list[list[str]]] = {
     "report": OPEN,
     "report kpi": OPEN,
     "report audit": OPEN,
+    "serve user list": [],
 }
 
 

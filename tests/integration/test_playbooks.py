@@ -196,7 +196,14 @@ def test_a_secret_extra_var_is_on_no_command_line(lab: LabEnv) -> None:
                 continue  # the process ended meanwhile
             if b"ansible-playbook" in argv:
                 seen.add("ansible-playbook")
-            assert canary.encode() not in argv, argv
+            if canary.encode() in argv:
+                # Lab hosts run on this machine too: the playbook's own `echo` on the target
+                # (a process of a lab session, marked ITOPS_LAB_HOST) is not the controller's.
+                try:
+                    environ = (cmdline.parent / "environ").read_bytes()
+                except OSError:
+                    continue  # ended meanwhile; the controller's ansible-playbook lives on
+                assert b"ITOPS_LAB_HOST=" in environ, argv
         time.sleep(0.05)
     out, err = proc.communicate()
     assert proc.returncode == 0, out + err

@@ -51,9 +51,21 @@ PARAMS: dict[str, dict[str, Any]] = {
     "password.reset": {"user": ENV("ITOPS_TEST_WINRM_RESET_USER", "Guest")},
     "backup.files": {"paths": "C:\\Windows\\win.ini", "store": "C:\\Windows\\Temp"},
     "network.diagnose": {"name": "localhost", "target": "localhost:5985"},
+    "software.install": {"name": "7zip"},  # the sample workspace's software/office.yml
+    "software.remove": {"name": "7zip"},
 }
 SKIP = {name.strip() for name in ENV("ITOPS_TEST_WINRM_SKIP", "").split(",") if name.strip()}
 WINDOWS_TASKS = sorted(t.name for t in CATALOG if "windows" in t.platforms)
+
+
+@pytest.fixture(autouse=True)
+def software_catalog() -> Iterator[None]:
+    """The software tasks' names come from the sample workspace's catalog."""
+    from toolkit import software
+
+    software.activate(Path(__file__).resolve().parents[2] / "software")
+    yield
+    software.activate(None)
 
 
 def real_host() -> Host:

@@ -46,10 +46,16 @@ RULES = [
      "remediations never touch a transport (only its value types in transports.base)"),
     ("toolkit.desk", ("toolkit.transports", "toolkit.run.runner", "toolkit.remediation"),
      "the desk never reaches hosts"),
+    ("toolkit.itsm", ("toolkit.transports", "toolkit.run", "toolkit.remediation"),
+     "the desk adapter never reaches hosts or runs tasks"),
+    ("toolkit.web", ("toolkit.cli", "toolkit.run", "toolkit.transports", "toolkit.remediation",
+                     "toolkit.automation", "click", "rich"),
+     "the web view reads the ledger and the desk; it never runs anything"),
     *(
         (engine, ("toolkit.cli", "click", "rich"), "the engine knows no screen")
         for engine in ("toolkit.run", "toolkit.desk", "toolkit.automation", "toolkit.remediation",
-                       "toolkit.transports", "toolkit.ledger", "toolkit.backups", "toolkit.secrets")
+                       "toolkit.transports", "toolkit.ledger", "toolkit.backups", "toolkit.secrets",
+                       "toolkit.itsm")
     ),
 ]  # fmt: skip
 EXEMPT = {"toolkit.remediation.testing"}

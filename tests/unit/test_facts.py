@@ -318,7 +318,7 @@ def test_clam_scan_detections_moves_and_errors() -> None:
 
 # Modules whose remediations follow the rule (the rest are listed in docs/architecture.md).
 DECLARED = ("printer.status", "service.restart", "disk.cleanup", "patch.apply", "av.update")
-DECLARED += ("password.reset", "backup.files", "network.diagnose")
+DECLARED += ("password.reset", "backup.files", "network.diagnose", "software.install")
 
 
 def _assigned(cls: type) -> set[str]:

@@ -292,6 +292,8 @@ def test_an_older_ledger_gets_the_ticket_kind_index_when_opened(ledger_url: str)
         conn.execute(text("ALTER TABLE ledger DROP COLUMN db_user"))
         conn.execute(text("DROP INDEX ix_ledger_ticket_kind"))
         conn.execute(text("CREATE INDEX ix_ledger_ticket ON ledger (ticket)"))
+        for name in ("operator", "task", "outcome", "action"):  # (schema 4's)
+            conn.execute(text(f"DROP INDEX ix_ledger_{name}"))
         conn.execute(text("UPDATE ledger_meta SET value = '1' WHERE key = 'schema'"))
 
     book = Ledger(ledger_url, operator="alice")
@@ -303,7 +305,7 @@ def test_an_older_ledger_gets_the_ticket_kind_index_when_opened(ledger_url: str)
         assert book.verify().ok
     finally:
         book.close()
-    assert schema_version(engine) == "3"
+    assert schema_version(engine) == "4"
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             plan = conn.execute(
@@ -313,11 +315,16 @@ def test_an_older_ledger_gets_the_ticket_kind_index_when_opened(ledger_url: str)
                 )
             )
             assert "ix_ledger_ticket_kind" in " ".join(str(row[-1]) for row in plan)
+            names = conn.execute(
+                text("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'ledger'")
+            )
         else:
             names = conn.execute(
                 text("SELECT indexname FROM pg_indexes WHERE tablename = 'ledger'")
             )
-            assert "ix_ledger_ticket_kind" in set(names.scalars())
+        # schema 4: the web search's indexes
+        assert {"ix_ledger_ticket_kind", "ix_ledger_operator", "ix_ledger_task",
+                "ix_ledger_outcome", "ix_ledger_action"} <= set(names.scalars())  # fmt: skip
     engine.dispose()
 
 

@@ -47,7 +47,7 @@ def test_an_older_ledger_gains_the_db_user_column_when_opened(ledger_url: str) -
         book.close()
     with engine.connect() as conn:
         assert (
-            conn.execute(text("SELECT value FROM ledger_meta WHERE key = 'schema'")).scalar() == "3"
+            conn.execute(text("SELECT value FROM ledger_meta WHERE key = 'schema'")).scalar() == "4"
         )
     engine.dispose()
 

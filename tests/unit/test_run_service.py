@@ -10,6 +10,7 @@ import pytest
 from toolkit.app import App
 from toolkit.errors import ValidationError
 from toolkit.remediation.testing import MockConnector, Script
+from toolkit.run.results import HostResult
 from toolkit.run.service import RunService, plan
 from toolkit.workspace import Workspace
 
@@ -85,17 +86,9 @@ def test_a_run_the_task_would_refuse_asks_no_approval(app: App) -> None:
     service.run(fine)
 
 
-def test_check_says_when_the_hosts_window_is_closed(app: App, tmp_path: Path) -> None:
-    ws = app.workspace.root
-    (ws / "inventory" / "hosts.yml").write_text(
-        "all:\n  hosts:\n    ws-01: {ansible_host: 127.0.0.1, platform: linux, "
-        "maintenance_window: never}\n"
-    )
-    config = ws / "itops.toml"
-    config.write_text(
-        config.read_text() + '\n[maintenance_windows.never]\ntimezone = "UTC"\n'
-        'dates = ["2001-01-01"]\n\n[policy]\ndisruptive = ["demo.*"]\n'
-    )
+
+def check_bounce(ws: Path) -> HostResult:
+    """`--check` of a workspace task demo.bounce (always needs a bounce) on ws-01."""
     (ws / "tasks" / "demo.py").write_text(
         "from toolkit.remediation.catalog import Context, Finding, Remediation, remediation\n"
         "@remediation('demo.bounce', category='software', platforms={'linux'}, summary='x')\n"
@@ -109,6 +102,20 @@ def test_check_says_when_the_hosts_window_is_closed(app: App, tmp_path: Path) ->
     request = plan(fresh, "demo.bounce", "ws-01", {}, check_only=True)
     service = RunService(fresh, connector=MockConnector(anything_ok()))  # type: ignore[arg-type]
     (result,) = service.run(request).report.results
+    return result
+
+def test_check_says_when_the_hosts_window_is_closed(app: App, tmp_path: Path) -> None:
+    ws = app.workspace.root
+    (ws / "inventory" / "hosts.yml").write_text(
+        "all:\n  hosts:\n    ws-01: {ansible_host: 127.0.0.1, platform: linux, "
+        "maintenance_window: never}\n"
+    )
+    config = ws / "itops.toml"
+    config.write_text(
+        config.read_text() + '\n[maintenance_windows.never]\ntimezone = "UTC"\n'
+        'dates = ["2001-01-01"]\n\n[policy]\ndisruptive = ["demo.*"]\n'
+    )
+    result = check_bounce(ws)
     assert str(result.outcome) == "would-fix"
     assert "a fix now would be skipped: outside never" in result.message
 
@@ -121,19 +128,7 @@ def test_check_says_when_a_required_window_is_missing(app: App) -> None:
     config.write_text(
         config.read_text() + '\n[policy]\ndisruptive = ["demo.*"]\nrequire_window = true\n'
     )
-    (ws / "tasks" / "demo.py").write_text(
-        "from toolkit.remediation.catalog import Context, Finding, Remediation, remediation\n"
-        "@remediation('demo.bounce', category='software', platforms={'linux'}, summary='x')\n"
-        "class Bounce(Remediation):\n"
-        "    def check(self, ctx: Context) -> Finding:\n"
-        "        return Finding.problem('needs a bounce')\n"
-        "    def apply(self, ctx: Context) -> None:\n"
-        "        pass\n"
-    )
-    fresh = App(ws)
-    request = plan(fresh, "demo.bounce", "ws-01", {}, check_only=True)
-    service = RunService(fresh, connector=MockConnector(anything_ok()))  # type: ignore[arg-type]
-    (result,) = service.run(request).report.results
+    result = check_bounce(ws)
     assert str(result.outcome) == "would-fix"
     assert result.message == (
         "needs a bounce (a fix now would be skipped: no maintenance window is attached to this "

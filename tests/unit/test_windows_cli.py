@@ -13,16 +13,18 @@ import pytest
 from click.testing import CliRunner
 from winfakes import CATALOG
 
+from toolkit import software
 from toolkit.cli import cli
 from toolkit.cli.fix import fix, parse_params, task_options
 from toolkit.remediation.catalog import TaskSpec
 from toolkit.workspace import Workspace
 
+ROOT = Path(__file__).resolve().parents[2]
 WINDOWS = [s for t in CATALOG for s in t.specs if "windows" in s.platforms]
 
 
-def test_fourteen_windows_tasks_each_with_examples() -> None:
-    assert len(WINDOWS) == 14
+def test_seventeen_windows_tasks_each_with_examples() -> None:
+    assert len(WINDOWS) == 17
     assert all(spec.examples for spec in WINDOWS)
 
 
@@ -36,7 +38,11 @@ def test_example_parses_and_validates(spec: TaskSpec, example: str) -> None:
     assert argv[:3] == ["itops", "fix", spec.name]
     ctx = fix.make_context("fix", argv[2:])
     raw = parse_params(ctx.params["params"])
-    values = spec.validate(raw)
+    software.activate(ROOT / "software")  # the sample workspace's catalog: software.* names
+    try:
+        values = spec.validate(raw)
+    finally:
+        software.activate(None)
     assert set(values) == set(spec.params)
     assert ctx.params["check_only"] or ctx.params["ticket"], "a fix example names its ticket"
 

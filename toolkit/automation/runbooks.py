@@ -159,8 +159,14 @@ def run(
     book = name if isinstance(name, Runbook) else load(app.workspace, name)
     requests: list[str] = []
     with RunService(
-        app, connect_timeout=connect_timeout, command_timeout=command_timeout
+        app, connect_timeout=connect_timeout, command_timeout=command_timeout, write_back=False
     ) as service:
+        desk = service.desk_system(ticket)
+        first = None
+        if desk is not None:
+            service.look_up(str(ticket))  # unknown or closed at the desk: refused before step 1
+            head = app.ledger.head()
+            first = (head.seq if head else 0) + 1
 
         def run_step(
             task: Task, step_hosts: Sequence[Host], values: Mapping[str, Value], options: RunOptions
@@ -192,7 +198,38 @@ def run(
             options=RunOptions(check_only=check_only),
             on_step=on_step,
         )
-    return replace(report, approval_requests=tuple(dict.fromkeys(requests)))
+    report = replace(report, approval_requests=tuple(dict.fromkeys(requests)))
+    if desk is not None and first is not None:
+        report = replace(report, desk_notes=(_desk_note(app, report, desk, first),))
+    return report
+
+
+def _desk_note(app: App, report: RunbookReport, system: str, first: int) -> Any:
+    """ONE note for the whole runbook (its steps write none of their own), queued in the
+    ledger's outbox: each host's last step, who escalated or was held, the ledger evidence."""
+    from toolkit.itsm.outbox import queue
+    from toolkit.run.writeback import evidence, host_lines
+
+    ticket = str(report.ticket)
+    last = {r.host: r for r in report.results}  # each host's last step
+    mode = "check (read-only)" if report.check_only else "run"
+    lines = [
+        f"itops: runbook {report.runbook} ({mode} {report.run_id}) by {app.ledger.operator} "
+        f"under {ticket}",
+        "steps: "
+        + ", ".join(
+            f"{s.step.name} ({s.step.task})" + ("" if s.report else " not needed")
+            for s in report.steps
+        ),
+        *host_lines(list(last.values()), report.duration, ticket),
+    ]
+    lines += [f"escalated: {host}: {why}" for host, why in report.escalated.items()]
+    lines += [f"held: {host}: {why}" for host, why in report.held.items()]
+    lines += [f"approval requested: {r}" for r in report.approval_requests]
+    head = app.ledger.head()
+    span = (first, head.seq) if head is not None and head.seq >= first else None
+    lines.append(evidence(app.ledger, span, ticket))
+    return queue(app.ledger, ticket, system, app.redactor.mask("\n".join(lines)))
 
 
 def runbook_folders(workspace_folder: Path | None) -> list[Path]:
@@ -460,6 +497,7 @@ class RunbookReport:
     duration: float
     held: Mapping[str, str] = field(default_factory=dict)  # host → why (approval, window)
     approval_requests: tuple[str, ...] = ()  # REQUEST-IDs the run policy opened
+    desk_notes: tuple[Any, ...] = ()  # the one note queued for a desk ticket (itsm.outbox.Note)
 
     def describe(self) -> str:
         """One line: per-host counts of the last step each host reached, and who escalated."""

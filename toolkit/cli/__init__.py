@@ -75,6 +75,16 @@ COMMANDS = {
         "scheduler",
         "Run due scheduled jobs in the foreground (for systemd).",
     ),
+    "itsm": (
+        "toolkit.cli.itsm",
+        "itsm",
+        "The service desk: deliver notes to its tickets, outbox status, check.",
+    ),
+    "serve": (
+        "toolkit.cli.serve",
+        "serve",
+        "The read-only web view for auditors and leads (search, tickets, KPIs, exports).",
+    ),
     "completion": (
         "toolkit.cli.completion",
         "completion",

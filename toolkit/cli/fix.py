@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import click
@@ -24,6 +25,7 @@ from toolkit.run.runner import HostResult, Outcome, RunInterrupted, RunReport
 from toolkit.run.service import check_governance
 
 if TYPE_CHECKING:
+    from toolkit.itsm.outbox import Note
     from toolkit.remediation.catalog import Task
     from toolkit.run.policy import RunPolicy
 
@@ -178,7 +180,7 @@ def fix(
     if extras:
         params = (*params, *task_options(app.catalog.get(task), extras))
     try:
-        report, policy = execute(
+        report, policy, desk = execute(
             app,
             task,
             targets,
@@ -211,6 +213,12 @@ def fix(
         resolved = resolve_after_run(
             app, ticket, f"itops fix {task}", {r.host: str(r.outcome) for r in report.results}
         )
+        if resolved[0] and desk.system:
+            from toolkit.itsm.outbox import queue
+
+            desk.notes.append(
+                queue(app.ledger, ticket, desk.system, f"itops: {resolved[1]}", resolve=True)
+            )
     try:
         if as_json:
             data = report.as_dict()
@@ -233,7 +241,22 @@ def fix(
             )
     finally:  # whatever the reporting does, what the run made for the engineer reaches them
         render.handovers(report.results)
+    for warning in desk.warnings:
+        render.echo(f"warning: {warning}", fg="yellow", err=True)
+    if desk.notes:  # after the report: a desk that is down never holds the fix's outcome back
+        from toolkit.cli.itsm import deliver_after_run
+
+        deliver_after_run(app, desk.notes)
     click.get_current_context().exit(report.exit_code)
+
+
+@dataclass
+class DeskNotes:
+    """What a run queued for the service desk (delivered once the report is out)."""
+
+    system: str | None = None
+    notes: list[Note] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def execute(
@@ -256,7 +279,7 @@ def execute(
     reason: str | None = None,
     approval: str | None = None,
     progress: bool = True,
-) -> tuple[RunReport, RunPolicy | None]:
+) -> tuple[RunReport, RunPolicy | None, DeskNotes]:
     """`itops fix` up to the report: what was typed, checked, then run by the run service."""
     from toolkit.run.service import RunService, plan
 
@@ -289,7 +312,8 @@ def execute(
         ) as service,
     ):
         ran = service.run(request)
-    return ran.report, ran.policy
+    desk = DeskNotes(service.desk_system(ticket), service.desk_notes, service.desk_warnings)
+    return ran.report, ran.policy, desk
 
 
 SHOW_REPEATS = 5  # one line each; the rest are summed up in one line

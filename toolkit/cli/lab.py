@@ -78,7 +78,9 @@ def up(
     devices of five platforms and two stateful fake-switches), `sudo` (a sudoers drop-in for the
     lab user), `disk` (a 16 MiB /var per host), `apt` (a loopback package repository, a private
     dpkg database per host), `clamav` (a loopback signature mirror, freshclam config per host),
-    `accounts` (locked local accounts for password resets). Large labs use --services none.
+    `accounts` (locked local accounts for password resets), `rt` (a real Request Tracker 5 on
+    127.1.251.1, not started by default: it prints the [itsm] lines for itops.toml). Large labs
+    use --services none.
 
     With --sites N, each site's hosts (group siteN, in group sites) live in a network namespace
     of their own, reachable only through the site's bastion (group bastions), which the
@@ -90,6 +92,7 @@ def up(
       itops lab up --hosts 200 --services none
       itops lab up --sites 2
       itops lab up --hosts 0 --sites 1 --site-hosts 200 --services none
+      itops lab up --hosts 2 --services cups,rt
     """
     from toolkit.lab import DEFAULT_SERVICES, Lab
 
@@ -144,6 +147,14 @@ def created(app: App, state: Any) -> list[str]:
         port = (state.data.get(service) or {}).get("port")
         if port:
             lines.append(f"{service} mirror on 127.0.0.1:{port}")
+    rt = state.data.get("rt") or {}
+    if rt:
+        lines.append(
+            f"Request Tracker at {rt['url']} (user root, password password; started in "
+            f"{rt['started_in']} s) with ticket {rt['ticket']}; add to itops.toml "
+            f"(also in {app.workspace.lab_dir / 'itsm.toml'}):\n"
+            + "".join(f"      {line}\n" for line in rt["itsm"].splitlines()).rstrip("\n")
+        )
     return lines
 
 

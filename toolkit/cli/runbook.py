@@ -219,10 +219,13 @@ def run(
     book = _load(app, name)
     raw = parse_params(params)
     if ticket is not None:
+        from toolkit.run.service import refuse_desk_overrides
+
         check_ticket_id(ticket)
+        refuse_desk_overrides(app, ticket, category=None, priority=priority)
     hosts = app.inventory.select(targets)
     prepare(book, hosts, raw, app.catalog)  # bad values: refused before anything is recorded
-    if ticket and not check_only:
+    if ticket and not check_only and not _desk_ticket(app, ticket):
         ensure(
             app.ledger,
             ticket,
@@ -256,6 +259,7 @@ def run(
         on_step=on_step,
     )
     resolved = None
+    notes = list(report.desk_notes)
     if resolve and ticket:
         from toolkit.desk.service import resolve_after_run
 
@@ -265,6 +269,11 @@ def run(
             app, ticket, f"itops runbook {book.name}", last,
             held_by=f"{held} escalated or held" if held else "",
         )  # fmt: skip
+        system = _desk_ticket(app, ticket)
+        if resolved[0] and system:
+            from toolkit.itsm.outbox import queue
+
+            notes.append(queue(app.ledger, ticket, system, f"itops: {resolved[1]}", resolve=True))
     if as_json:
         data = report.as_dict()
         if resolved is not None:
@@ -281,7 +290,21 @@ def run(
             )
     render.handovers(report.results)
     sys.stdout.flush()
+    if notes:  # after the report: a desk that is down never holds the runbook's outcome back
+        from toolkit.cli.itsm import deliver_after_run
+
+        deliver_after_run(app, notes)
     click.get_current_context().exit(report.exit_code)
+
+
+def _desk_ticket(app: App, ticket: str) -> str | None:
+    """The desk system if `ticket` is the configured desk's id (then the desk opens it)."""
+    if "itsm" not in app.workspace.config:
+        return None
+    from toolkit.itsm import ItsmSettings
+
+    settings = ItsmSettings.of(app.workspace)
+    return settings.system if settings.owns(ticket) else None
 
 
 def _summary(report: RunbookReport, book: Runbook) -> None:

@@ -83,7 +83,7 @@ def show(app: App, name: str, as_json: bool) -> None:
                         "description": s.doc,
                         "source": s.source,
                         "disruptive": s.disruptive,
-                        "risky": s.risky,
+                        "risky": _rule(s.risky) if callable(s.risky) else s.risky,
                         "risky_on_core": s.risky_on_core,
                         "examples": list(s.examples),
                         "params": {
@@ -123,9 +123,17 @@ def show(app: App, name: str, as_json: bool) -> None:
         render.echo(f"\nsource: {spec.source}")
 
 
+def _rule(rule: object) -> str:
+    """A risk rule of the parameters, as its docstring's first line says it."""
+    doc = (getattr(rule, "__doc__", None) or "").strip()
+    return doc.splitlines()[0].rstrip(".") if doc else "by its parameters"
+
+
 def _risk(spec: TaskSpec) -> str:
     if spec.risky is True:
         return "   risky"
+    if callable(spec.risky):
+        return f"   risky {_rule(spec.risky)}"
     when = ([f"with {spec.risky}=true"] if spec.risky else []) + (
         ["on core devices"] if spec.risky_on_core else []
     )

@@ -744,9 +744,12 @@ def ensure(
     kind: str | None = None,
     summary: str | None = None,
     source: str = "itops",
+    requester: str | None = None,
+    channel: str = "itops",
 ) -> Record | None:
     """Open a local ticket for an id the ledger has not seen; returns the new event, if any.
     `kind` (incident or request) is recorded on the opened event; default incident.
+    (A desk's ticket is mirrored with its requester and the channel "other".)
 
     Idempotent at the store: runs racing to open the same new ticket record it once."""
     from toolkit.ledger import Entry
@@ -764,7 +767,8 @@ def ensure(
         "kind": kind or DEFAULT_KIND,
         "summary": summary,
         "source": source,
-        "channel": "itops",
+        "channel": channel,
+        **({"requester": requester[:255]} if requester else {}),
     }
     return ledger.append_once(Entry("ticket.opened", ticket=ticket, data=data))
 

@@ -13,6 +13,14 @@ What `patch.apply` meets on a lab host is real apt and real dpkg, isolated from 
   mirrors, proxies, hooks) is read. `apt-get upgrade` on a lab host therefore sees only the lab's
   repository and can change only the host's own packages; it takes the host's own dpkg lock.
 
+For the software tasks the repository also offers packages no host has yet (suite `lab`), each
+with a tiny program in /usr/bin that answers `--version`: `itops-lab-hello` in two versions (1.0
+and 2.0, so a pin matters), `itops-lab-greet` which depends on `itops-lab-libgreet` (its program
+prints the library's version too), `itops-lab-broken` whose dependency exists nowhere (its
+install fails), `itops-lab-rival`, which conflicts with the installed `itops-lab-tool` (installing
+it would remove that), and `itops-lab-base`, Essential and of Priority required (what the OS needs).
+A lab host's packages live under its root folder: the host variable `package_root` says where.
+
 At start each host's package lists are refreshed once, as the apt-daily timer would.
 """
 
@@ -37,6 +45,26 @@ if TYPE_CHECKING:
     from toolkit.lab.core import Lab
 
 PACKAGES = {"itops-lab-tool": "lab", "itops-lab-libsafe": "lab-security"}
+# (package, version, control fields): offered in suite `lab`, installed nowhere at start
+SOFTWARE: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("itops-lab-hello", "1.0", {}),
+    ("itops-lab-hello", "2.0", {}),
+    ("itops-lab-libgreet", "1.0", {}),
+    ("itops-lab-greet", "1.0", {"Depends": "itops-lab-libgreet (>= 1.0)"}),
+    ("itops-lab-broken", "1.0", {"Depends": "itops-lab-missing"}),
+    ("itops-lab-rival", "1.0", {"Conflicts": "itops-lab-tool"}),
+    ("itops-lab-base", "1.0", {"Essential": "yes", "Priority": "required"}),
+)
+# What each package's /usr/bin program says to --version (`$V`: its version; greet adds the
+# version of the library it depends on, read from where that package put it)
+PROGRAM = """#!/bin/sh
+here=$(dirname "$0")
+case "$1" in
+  --version) echo "{package} {version}{extra}" ;;
+  *) echo "hello from {package}" ;;
+esac
+"""
+GREET_EXTRA = ' (libgreet $(cat "$here/../share/itops-lab-libgreet/VERSION"))'
 SUITES = ("lab", "lab-security")
 INSTALL_HINT = "apt-get install apt dpkg"
 
@@ -79,6 +107,8 @@ class Apt:
                 build_deb(base / "build", debs, package, version)
         for package, suite in PACKAGES.items():
             publish(repo, suite, debs / f"{package}_2.0_all.deb")
+        for package, version, fields in SOFTWARE:
+            publish(repo, "lab", build_deb(base / "build", debs, package, version, fields))
         for suite in SUITES:
             write_release(repo, suite)
         arch = subprocess.run(
@@ -108,6 +138,7 @@ class Apt:
                 (root / "var/lib/dpkg" / name).touch()
             (etc / "apt.conf").write_text(APT_CONF.format(host=host.name, root=root, arch=arch))
             host.env["APT_CONFIG"] = str(etc / "apt.conf")
+            host.vars["package_root"] = str(root)  # its dpkg database and installed files
             dpkg(root, "-i", *(str(debs / f"{p}_1.0_all.deb") for p in PACKAGES))
 
     def start(self, lab: Lab, state: LabState) -> None:
@@ -160,6 +191,11 @@ class Apt:
         ).stdout
         return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
+    def purge(self, state: LabState, name: str, *packages: str) -> None:
+        """Take packages off a lab host whatever they are (Essential too): a test's cleanup."""
+        root = host_root(state, state.host(name))
+        dpkg(root, "--force-remove-essential", "--force-depends", "--purge", *packages)
+
     @contextlib.contextmanager
     def hold_lock(self, state: LabState, name: str) -> Iterator[None]:
         """Hold a lab host's dpkg frontend lock, as a running apt or unattended-upgrade would."""
@@ -172,16 +208,28 @@ class Apt:
             os.close(fd)
 
 
-def build_deb(work: Path, out: Path, package: str, version: str) -> Path:
+def build_deb(
+    work: Path, out: Path, package: str, version: str, fields: dict[str, str] | None = None
+) -> Path:
+    """A tiny .deb: /usr/share/PACKAGE/VERSION, and with `fields` (control fields such as
+    Depends, Essential) a /usr/bin/PACKAGE program that answers --version."""
     tree = work / f"{package}-{version}"
     (tree / "DEBIAN").mkdir(parents=True, exist_ok=True)
     share = tree / "usr" / "share" / package
     share.mkdir(parents=True, exist_ok=True)
     (share / "VERSION").write_text(version + "\n")
+    control = {"Priority": "optional", **(fields or {})}
+    if fields is not None:
+        program = tree / "usr" / "bin" / package
+        program.parent.mkdir(parents=True, exist_ok=True)
+        extra = GREET_EXTRA if package == "itops-lab-greet" else ""
+        program.write_text(PROGRAM.format(package=package, version=version, extra=extra))
+        program.chmod(0o755)
     (tree / "DEBIAN" / "control").write_text(
         f"Package: {package}\nVersion: {version}\nArchitecture: all\n"
-        "Maintainer: itops lab <lab@localhost>\nSection: misc\nPriority: optional\n"
-        f"Description: itops lab test package ({package})\n"
+        "Maintainer: itops lab <lab@localhost>\nSection: misc\n"
+        + "".join(f"{k}: {v}\n" for k, v in control.items())
+        + f"Description: itops lab test package ({package})\n"
         " A package that exists only in an itops lab repository.\n"
     )
     out.mkdir(parents=True, exist_ok=True)

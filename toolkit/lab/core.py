@@ -48,6 +48,7 @@ SERVICES = {
     "apt": "toolkit.lab.apt:Apt",
     "clamav": "toolkit.lab.clamav:ClamAV",
     "accounts": "toolkit.lab.accounts:Accounts",
+    "rt": "toolkit.lab.rt:Rt",
 }
 
 

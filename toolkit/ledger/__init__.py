@@ -373,7 +373,9 @@ class Ledger:
     def records(self, **filters: Any) -> Iterator[Record]:
         """Records in chain order. Equality filters: seq ticket host operator task outcome kind
         action_id; lists: kinds action_ids hosts; since/until: ISO strings, UTC; seq_from/seq_to:
-        a seq range, both ends included; limit: the first N only."""
+        a seq range, both ends included; limit: the first N only; newest_first: in reverse
+        chain order (with limit: the newest N); changes_only: see `store.CHANGES_ONLY`; not_kinds:
+        a list of kinds left out."""
         for row in self._store.select(filters):
             yield Record(*row)
 

@@ -42,10 +42,12 @@ SEPARATOR_STANDIN = "\u241f"  # ␟, what a U+001F in user text is stored as
 NUL_STANDIN = "\u2400"  # ␀, what a NUL is stored as (PostgreSQL text cannot hold one, and
 # SQLite's printf, which rebuilds a record's hash input, stops at one)
 GENESIS = "0" * 64
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 # What opening an older ledger adds (when the account may): version 2 finds a ticket's events
 # without reading every action recorded under it (a change ticket a schedule reuses has many);
-# version 3 records each row's database user. An account that may not upgrade reads on as before.
+# version 3 records each row's database user; version 4 indexes operator, task, outcome and
+# action id (the web view's search pages through a million records by any of them, newest first,
+# and finds a page's actions' begin records). An account that may not upgrade reads on as before.
 UPGRADES = {
     "1": (
         "CREATE INDEX IF NOT EXISTS ix_ledger_ticket_kind ON ledger (ticket, kind)",
@@ -53,6 +55,12 @@ UPGRADES = {
     ),
     # version 3: the database user of each record (PostgreSQL fills it: store.PG_DB_USER)
     "2": ("ALTER TABLE ledger ADD COLUMN db_user VARCHAR(128)",),
+    "3": (
+        "CREATE INDEX IF NOT EXISTS ix_ledger_operator ON ledger (operator)",
+        "CREATE INDEX IF NOT EXISTS ix_ledger_task ON ledger (task)",
+        "CREATE INDEX IF NOT EXISTS ix_ledger_outcome ON ledger (outcome)",
+        "CREATE INDEX IF NOT EXISTS ix_ledger_action ON ledger (action_id)",
+    ),
 }
 
 

@@ -33,6 +33,20 @@ from toolkit.ledger.schema import (
 
 SCHEMA_LOCK_KEY = 0x170B55C4E  # serialises concurrent first opens on PostgreSQL
 FILTERS = ("seq", "ticket", "host", "operator", "task", "outcome", "kind", "action_id")
+UNCHANGED = ("already-ok", "would-fix", "skipped", "needs-approval")
+# A record of a change, or of what may have been one: an action's finish that did not end
+# unchanged, and every record that is not an action's (tickets, approvals, refusals) nor a record
+# of a read (READS: a page viewed, a report or bundle made). An action's
+# begin is left to its finish. (Whether a finished action was a --check run is on its begin
+# record: the web search looks those up per page, by action id.)
+READS = ("audit.view", "audit.export", "report.audit")  # records of someone reading the log
+CHANGES_ONLY = (
+    "kind NOT IN (" + ", ".join(f"'{k}'" for k in READS) + ") AND "
+    "(kind NOT IN ('action.begin', 'action.finish') OR (kind = 'action.finish' AND "
+    "(outcome IS NULL OR outcome NOT IN ("
+    + ", ".join(f"'{o}'" for o in UNCHANGED)
+    + "))))"
+)
 PARALLEL_VERIFY_MIN = 200_000
 PG_ROWS = 2000  # rows per multi-row INSERT on PostgreSQL (17 parameters each; at most 65,535)
 # Waits before each retry of a write that lost its connection: ~3 s in all, then the write fails
@@ -656,8 +670,9 @@ class Store:
         """Rows in seq order matching equality filters, kinds/action_ids lists, since/until."""
         where, params = self._where(filters)
         limit = f" LIMIT {int(filters['limit'])}" if filters.get("limit") is not None else ""
+        order = " DESC" if filters.get("newest_first") else ""
         yield from self._stream(
-            f"SELECT {self._read_sql} FROM ledger{where} ORDER BY seq{limit}", params
+            f"SELECT {self._read_sql} FROM ledger{where} ORDER BY seq{order}{limit}", params
         )
 
     def tally(self, columns: tuple[str, ...], filters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
@@ -696,6 +711,11 @@ class Store:
         if filters.get("seq_to") is not None:
             where.append(f"seq <= {self.mark}")
             params.append(int(filters["seq_to"]))
+        if filters.get("not_kinds"):  # (kinds left out: the web search's page views)
+            where.append(f"kind NOT IN ({', '.join([self.mark] * len(filters['not_kinds']))})")
+            params.extend(filters["not_kinds"])
+        if filters.get("changes_only"):  # what changed or may have (see CHANGES_ONLY)
+            where.append(CHANGES_ONLY)
         if filters.get("since"):
             where.append(f"at >= {self.mark}")
             params.append(filters["since"])

@@ -36,6 +36,11 @@ ledger = Table(
     Index("ix_ledger_ticket_kind", "ticket", "kind"),  # a ticket's events among its actions
     Index("ix_ledger_host", "host"),
     Index("ix_ledger_at", "at"),
+    # schema 4: the web view's search by each filter, newest first (schema.UPGRADES)
+    Index("ix_ledger_operator", "operator"),
+    Index("ix_ledger_task", "task"),
+    Index("ix_ledger_outcome", "outcome"),
+    Index("ix_ledger_action", "action_id"),
 )
 
 meta = Table(

@@ -313,6 +313,9 @@ class Remediation:
         return []
 
 
+RiskRule = Callable[[Mapping[str, Any]], bool]
+
+
 @dataclass(frozen=True, eq=False)
 class TaskSpec:
     """One implementation of a remediation: its metadata, platforms, parameters and class."""
@@ -326,7 +329,9 @@ class TaskSpec:
     doc: str = ""
     examples: tuple[str, ...] = ()
     disruptive: bool = False
-    risky: bool | str = False  # True, or the name of a bool parameter that makes a run risky
+    # True; the name of a bool parameter that makes a run risky; or a rule of the parameters
+    # (as given) that says so, e.g. the software catalog's `approval` for the entry named
+    risky: bool | str | RiskRule = False
     risky_on_core: bool = False  # risky on the hosts the workspace policy calls core devices
     source: str = ""
     kind: str = "incident"  # the kind of ticket a run opens: incident, or a standard request
@@ -346,6 +351,8 @@ class TaskSpec:
 
     def risky_for(self, raw: Mapping[str, Any]) -> bool:
         """Whether a run with these parameters (as given) needs an approval."""
+        if callable(self.risky):
+            return bool(self.risky(raw))
         if isinstance(self.risky, str):
             value = raw.get(self.risky)
             if isinstance(value, str):
@@ -439,7 +446,7 @@ def remediation(
     platforms: set[str] | frozenset[str],
     summary: str,
     disruptive: bool = False,
-    risky: bool | str = False,
+    risky: bool | str | RiskRule = False,
     risky_on_core: bool = False,
     kind: str = "incident",
 ) -> Any:
@@ -593,7 +600,9 @@ class Catalog:
                             hint=f'declare it in itops.toml: [policy] overrides = ["{spec.name}"]',
                         )
                     spec = _keep_marks(spec, builtin)
-                    inherited[spec.source] = (spec.risky, spec.disruptive, spec.risky_on_core)
+                    # (a rule of the parameters cannot be indexed: the override is risky always)
+                    marks = True if callable(spec.risky) else spec.risky
+                    inherited[spec.source] = (marks, spec.disruptive, spec.risky_on_core)
                 current[:] = [s for s in current if s not in replaced]
                 current.append(spec)
         tasks = {name: Task(name, tuple(specs)) for name, specs in by_name.items()}
@@ -650,7 +659,7 @@ INDEX_VERSION = 2
 def _keep_marks(spec: TaskSpec, builtin: Sequence[TaskSpec]) -> TaskSpec:
     """A declared override keeps the built-in's risk marks (it may add, never drop them): a
     built-in risky for a parameter the override does not declare is risky always."""
-    risky: bool | str = spec.risky
+    risky: bool | str | RiskRule = spec.risky
     for old in builtin:
         if old.risky and not risky:
             risky = (

@@ -25,6 +25,7 @@ from toolkit.run.runner import Runner, RunOptions, RunReport
 if TYPE_CHECKING:
     from toolkit.app import App
     from toolkit.inventory import Host
+    from toolkit.itsm.outbox import Note
     from toolkit.remediation.catalog import Task
     from toolkit.run.events import RunObserver
     from toolkit.run.policy import RunPolicy
@@ -79,6 +80,26 @@ def check_governance(
         raise ValidationError("--check changes nothing: it needs no --break-glass or --approval")
 
 
+def refuse_desk_overrides(
+    app: App, ticket: str, *, category: str | None, priority: str | None
+) -> None:
+    """--priority/--category open a local ticket; a desk's ticket has its own (the policy's
+    break-glass and privileged-reset rules read them): refused rather than ignored (exit 2)."""
+    if not (category or priority) or "itsm" not in app.workspace.config:
+        return
+    from toolkit.errors import ValidationError
+    from toolkit.itsm import ItsmSettings
+
+    settings = ItsmSettings.of(app.workspace)
+    if settings.owns(ticket):
+        given = "--priority" if priority else "--category"
+        raise ValidationError(
+            f"{given} is for a new local ticket: {ticket} is {str(settings.system).upper()}'s, "
+            "and its priority and queue there decide",
+            hint=f"change them in {str(settings.system).upper()}, then run again",
+        )
+
+
 def plan(
     app: App,
     task: str,
@@ -103,6 +124,7 @@ def plan(
     entry = app.catalog.get(task)
     if ticket is not None:
         check_ticket_id(ticket)
+        refuse_desk_overrides(app, ticket, category=category, priority=priority)
     hosts = app.inventory.select(targets)
     # Bad values are refused by the rules of the implementations that will run (a Windows
     # printer name may hold spaces that a CUPS queue name may not), and host-specific input
@@ -144,6 +166,7 @@ class RunService:
         command_timeout: float | None = None,
         observers: Sequence[RunObserver] = (),
         connector: Connector | None = None,
+        write_back: bool = True,
     ) -> None:
         """`observers`: see every run's events (toolkit.run.events: the CLI's progress bar);
         `connector`: where hosts are reached (default: the transports, opened on first use,
@@ -153,6 +176,10 @@ class RunService:
         self._timeouts = (connect_timeout, command_timeout)
         self._connector = connector
         self._owned = connector is None
+        self.write_back = write_back  # a runbook writes one note for all its steps instead
+        self.desk_notes: list[Note] = []  # queued for the desk by this service's runs
+        self.desk_warnings: list[str] = []
+        self._looked_up: set[str] = set()
 
     def __enter__(self) -> RunService:
         return self
@@ -180,7 +207,10 @@ class RunService:
         """Open the ticket if asked, decide the policy, run: the report, and the policy used."""
         app = self.app
         changes = bool(request.ticket) and not request.check_only
-        if changes and request.open_ticket is not None:
+        desk = self.desk_system(request.ticket)
+        if desk is not None:
+            self.look_up(str(request.ticket))
+        elif changes and request.open_ticket is not None:
             from toolkit.desk.tickets import ensure
 
             ensure(
@@ -217,11 +247,24 @@ class RunService:
                 schedule=request.schedule,
                 identity=app.identity,
             )
+        observers = list(self.observers)
+        writeback = None
+        if desk is not None and self.write_back:
+            from toolkit.run.writeback import DeskWriteBack
+
+            writeback = DeskWriteBack(
+                app.ledger,
+                ticket=str(request.ticket),
+                system=desk,
+                mask=app.redactor.mask,
+                policy=policy,
+            )
+            observers.append(writeback)
         runner = Runner(
             ledger=app.ledger,
             connector=self.connector,
             credentials=app.credentials,
-            observers=self.observers,
+            observers=observers,
             state_dir=app.workspace.state_dir,
             policy=policy,
         )
@@ -232,9 +275,41 @@ class RunService:
             ticket=request.ticket,
             options=self.options(request),
         )
+        if writeback is not None:
+            self.desk_notes.extend(writeback.queued)
         if request.check_only:
             report = self._window_notes(request, report)
         return Ran(report, policy)
+
+    def desk_system(self, ticket: str | None) -> str | None:
+        """The desk system if `ticket` is the configured desk's id (RT-123 with [itsm] rt)."""
+        if not ticket or "itsm" not in self.app.workspace.config:
+            return None
+        from toolkit.itsm import ItsmSettings
+
+        settings = ItsmSettings.of(self.app.workspace)
+        return settings.system if settings.owns(ticket) else None
+
+    def look_up(self, ticket: str) -> None:
+        """Before anything runs: the desk's ticket looked up (unknown, closed: refused) and
+        mirrored in the ledger, once per service (a runbook's steps share it)."""
+        if ticket in self._looked_up:
+            return
+        from toolkit.desk.service import policy_for
+        from toolkit.itsm import ItsmSettings
+        from toolkit.itsm.mirror import lookup_and_mirror
+
+        app = self.app
+        looked = lookup_and_mirror(
+            ItsmSettings.of(app.workspace),
+            app.credentials,
+            app.ledger,
+            ticket,
+            policy_for(app.workspace),
+        )
+        if looked.warning:
+            self.desk_warnings.append(looked.warning)
+        self._looked_up.add(ticket)
 
     def _window_notes(self, request: RunRequest, report: RunReport) -> RunReport:
         """--check: a host that would be fixed but that the maintenance windows keep off now

@@ -1,0 +1,312 @@
+"""The desk's outbox, its mappings and settings, and the RT adapter's HTTP error handling.
+
+The real Request Tracker round trip is tests/integration/test_itsm_rt.py. Here the outbox's
+replay, backoff and give-up rules run against `ScriptedDesk` (a Desk whose answers a test
+scripts: clearly not RT), and python-rt itself is driven against a loopback HTTP server that
+answers what RT's REST 2 answers when overloaded (429 with Retry-After) or failing (503).
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from toolkit import settings
+from toolkit.itsm import (
+    DeskAuthError,
+    DeskError,
+    DeskTicket,
+    DeskUnavailable,
+    ItsmSettings,
+    TicketUnknown,
+)
+from toolkit.itsm.outbox import backoff, deliver, notes, queue
+from toolkit.ledger import open_ledger
+from toolkit.secrets.credentials import Redactor, Secret
+
+
+class ScriptedDesk:
+    """A Desk whose add_note answers come from a script (exceptions raised, else posted)."""
+
+    system = "rt"
+
+    def __init__(self, *answers: BaseException | None) -> None:
+        self.answers = list(answers)
+        self.posted: list[tuple[str, str]] = []
+        self.searched: list[str] = []
+        self.committed_anyway = False  # a timeout after the desk took the note
+
+    def lookup(self, ticket: str) -> DeskTicket:
+        raise NotImplementedError
+
+    def find_note(self, ticket: str, key: str) -> str | None:
+        self.searched.append(key)
+        return "transaction 7" if any(key in text for _, text in self.posted) else None
+
+    def add_note(self, ticket: str, text: str) -> str:
+        answer = self.answers.pop(0) if self.answers else None
+        if answer is not None:
+            if getattr(answer, "maybe_committed", False):
+                self.posted.append((ticket, text))
+            raise answer
+        self.posted.append((ticket, text))
+        return "comment"
+
+    def resolve(self, ticket: str) -> str:
+        return "resolved"
+
+    def check(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Any]:
+    book = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", operator="ana")
+    yield book
+    book.close()
+
+
+def test_a_note_is_recorded_first_and_delivered_once(ledger: Any, tmp_path: Path) -> None:
+    note = queue(ledger, "RT-5", "rt", "itops: printer.clear-queue")
+    assert [n.state for n in notes(ledger)] == ["pending"]
+    desk = ScriptedDesk()
+    [done] = deliver(ledger, desk, lock=tmp_path / "lock", now=1000.0)
+    assert done.result == "delivered"
+    assert desk.posted == [("RT-5", note.text)] and f"itops-note: {note.key}" in note.text
+    assert deliver(ledger, desk, lock=tmp_path / "lock") == []  # nothing pending any more
+    assert [n.state for n in notes(ledger)] == ["delivered"]
+
+
+def test_a_timeout_after_the_desk_committed_is_found_not_posted_again(
+    ledger: Any, tmp_path: Path
+) -> None:
+    note = queue(ledger, "RT-5", "rt", "text")
+    desk = ScriptedDesk(DeskUnavailable("no answer in 10 s", maybe_committed=True))
+    [first] = deliver(ledger, desk, lock=tmp_path / "lock", now=1000.0)
+    assert first.result == "retry" and len(desk.posted) == 1
+    [second] = deliver(ledger, desk, lock=tmp_path / "lock", now=1001.0)
+    assert second.result == "already-there"
+    assert desk.searched == [note.key] and len(desk.posted) == 1
+
+
+def test_429_retry_after_is_honoured_and_backoff_doubles(ledger: Any, tmp_path: Path) -> None:
+    queue(ledger, "RT-5", "rt", "text")
+    desk = ScriptedDesk(DeskUnavailable("HTTP 429", retry_after=120.0), DeskUnavailable("503"))
+    lock = tmp_path / "lock"
+    assert deliver(ledger, desk, lock=lock, now=1000.0)[0].result == "retry"
+    [note] = notes(ledger)
+    assert note.next_at == 1120.0 and "retry-after 120" in note.error
+    assert deliver(ledger, desk, lock=lock, now=1100.0)[0].result == "waiting"  # even when asked
+    assert deliver(ledger, desk, lock=lock, now=1121.0)[0].result == "retry"
+    [note] = notes(ledger)
+    assert note.attempts == 2 and note.next_at == 1121.0 + backoff(2) == 1181.0
+    assert deliver(ledger, desk, lock=lock, now=1122.0, honour_backoff=True)[0].result == "waiting"
+    assert deliver(ledger, desk, lock=lock, now=1200.0)[0].result == "delivered"
+    assert backoff(1) == 30 and backoff(20) == 3600
+
+
+def test_a_deleted_ticket_or_too_many_attempts_fail_the_note(ledger: Any, tmp_path: Path) -> None:
+    queue(ledger, "RT-5", "rt", "gone")
+    queue(ledger, "RT-6", "rt", "flaky")
+    desk = ScriptedDesk(TicketUnknown("RT-5: no such ticket"), DeskUnavailable("down"))
+    results = deliver(ledger, desk, lock=tmp_path / "lock", now=0.0, max_attempts=1)
+    assert [d.result for d in results] == ["failed", "failed"]
+    assert "gave up after 1 attempts" in results[1].detail
+    assert {n.state for n in notes(ledger)} == {"failed"}
+
+
+def test_refused_credentials_keep_the_note_pending(ledger: Any, tmp_path: Path) -> None:
+    queue(ledger, "RT-5", "rt", "text")
+    desk = ScriptedDesk(DeskAuthError("HTTP 401"))
+    assert deliver(ledger, desk, lock=tmp_path / "lock", now=0.0)[0].result == "retry"
+    assert notes(ledger)[0].state == "pending"  # fixed credentials deliver it later
+
+
+def test_one_delivery_at_a_time(ledger: Any, tmp_path: Path) -> None:
+    import fcntl
+
+    queue(ledger, "RT-5", "rt", "text")
+    with open(tmp_path / "lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        [busy] = deliver(ledger, ScriptedDesk(), lock=tmp_path / "lock", now=0.0)
+    assert busy.result == "busy" and notes(ledger)[0].state == "pending"
+
+
+def test_secrets_in_a_note_are_masked_before_the_desk_sees_them(tmp_path: Path) -> None:
+    redactor = Redactor([Secret("hunter2-Sekret")])
+    book = open_ledger(f"sqlite:///{tmp_path / 'l.db'}", operator="ana", redactor=redactor)
+    try:
+        queue(book, "RT-5", "rt", "password set to hunter2-Sekret on ws-1")
+        desk = ScriptedDesk()
+        deliver(book, desk, lock=tmp_path / "lock", now=0.0)
+    finally:
+        book.close()
+    assert "hunter2-Sekret" not in desk.posted[0][1] and "********" in desk.posted[0][1]
+
+
+def test_priorities_and_queues_map_to_the_policys_values() -> None:
+    s = ItsmSettings(system="rt", categories={"helpdesk printers": "printer"})
+    assert [s.priority(v) for v in (100, 90, 89, 50, 20, 19, 0, "x")] == [
+        "P1", "P1", "P2", "P2", "P3", "P4", "P4", "P3",
+    ]  # fmt: skip
+    assert s.category("Helpdesk Printers") == "printer"
+    assert s.category("Network") == "network" and s.category("General") == "other"
+    assert s.owns("RT-123") and not s.owns("INC-1042") and not s.owns("RT-0")
+    assert not ItsmSettings().owns("RT-1")  # no desk configured: a local ticket
+
+
+def test_the_itsm_section_takes_references_only() -> None:
+    bad = {"itsm": {"system": "servicenow", "password": "hunter2", "categories": {"Q": "x"}}}
+    found = [message for _, message in settings.problems(bad)]
+    assert any(m.startswith("itsm.system: must be one of 'rt'") for m in found)
+    assert any(m.startswith("itsm.password: must be a reference") for m in found)
+    assert any(m.startswith("itsm.categories.Q: must be one of 'hardware'") for m in found)
+    assert not any("hunter2" in m for m in found)
+    good = {"itsm": {"system": "rt", "password": "env:RT_PASSWORD", "priorities": {"P1": 80}}}
+    assert settings.problems(good) == []
+
+
+class _Overloaded(http.server.BaseHTTPRequestHandler):
+    status = 429
+
+    def do_GET(self) -> None:
+        self.send_response(self.status)
+        self.send_header("Retry-After", "42")
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"message":"slow down"}')
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_python_rt_against_an_overloaded_desk_gives_retry_after(status: int) -> None:
+    """A loopback server answering as an overloaded RT would (not RT itself)."""
+    from toolkit.itsm.rt import RtDesk
+
+    handler = type("H", (_Overloaded,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        desk = RtDesk(
+            ItsmSettings(system="rt", url=url, user="itops", timeout=5),
+            password=Secret("pw"),
+            token=None,
+        )
+        with pytest.raises(DeskUnavailable) as caught:
+            desk.lookup("RT-1")
+        desk.close()
+    finally:
+        server.shutdown()
+    assert caught.value.retry_after == 42.0 and f"HTTP {status}" in caught.value.message
+
+
+def test_an_unreachable_desk_is_unavailable_not_a_crash() -> None:
+    from toolkit.itsm.rt import RtDesk
+
+    desk = RtDesk(
+        ItsmSettings(system="rt", url="http://127.0.0.1:9", user="itops", timeout=2),
+        password=Secret("pw"),
+        token=None,
+    )
+    with pytest.raises(DeskUnavailable, match="unreachable"):
+        desk.lookup("RT-1")
+    with pytest.raises(DeskError):
+        desk.check()
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "itops test desk")])
+    now = datetime.datetime.now(datetime.UTC)
+    import ipaddress
+
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "desk.pem", folder / "desk.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+class _Unauthorized(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"message":"Unauthorized"}')
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_self_signed_desk_is_refused_unless_its_ca_is_configured(tmp_path: Path) -> None:
+    """python-rt over TLS to a loopback server with a self-signed certificate (not RT: RT's
+    standalone server speaks HTTP only)."""
+    import ssl
+
+    from toolkit.itsm.rt import RtDesk
+
+    cert, key = _self_signed(tmp_path)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unauthorized)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        untrusting = RtDesk(
+            ItsmSettings(system="rt", url=url, user="itops", timeout=5),
+            password=Secret("pw"),
+            token=None,
+        )
+        with pytest.raises(DeskError) as refused:
+            untrusting.check()
+        trusting = RtDesk(
+            ItsmSettings(system="rt", url=url, user="itops", timeout=5, ca_bundle=cert),
+            password=Secret("pw"),
+            token=None,
+        )
+        with pytest.raises(DeskAuthError):  # TLS accepted: the desk's own answer comes through
+            trusting.check()
+    finally:
+        server.shutdown()
+    assert "TLS certificate is not trusted" in refused.value.message
+    assert refused.value.hint and "ca_bundle" in refused.value.hint

@@ -1,0 +1,110 @@
+"""A desk's ticket looked up before a run, and mirrored into the ledger as a local ticket.
+
+The mirror is what the run policy, KPIs and `itops ticket show` read: opened once with the desk's
+mapped priority, category (its queue) and requester; later a changed priority or category is
+recorded as `ticket.updated`, and a ticket the desk reopened as `ticket.reopened`. The desk's
+text (subject, requester) is stored as the desk sent it and shown through `textsafe`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from toolkit.itsm import DeskTicket, DeskUnavailable, ItsmSettings, TicketClosed, open_desk
+
+if TYPE_CHECKING:
+    from toolkit.desk.sla import Policy
+    from toolkit.ledger import Ledger
+    from toolkit.secrets.credentials import CredentialStore
+
+log = logging.getLogger("itops.itsm")
+
+
+@dataclass(frozen=True)
+class Looked:
+    ticket: DeskTicket | None  # None: the desk was unreachable and the mirror was used
+    warning: str = ""
+
+
+def lookup_and_mirror(
+    settings: ItsmSettings,
+    credentials: CredentialStore,
+    ledger: Ledger,
+    ticket: str,
+    policy: Policy,
+) -> Looked:
+    """Look `ticket` up at the desk (TicketUnknown / TicketClosed / DeskAuthError raise: exit 2)
+    and bring its mirror up to date. A desk that is unreachable is tolerated only for a ticket
+    already mirrored (its last known priority then decides)."""
+    from toolkit.desk.tickets import history, summarize
+
+    desk = open_desk(settings, credentials)
+    try:
+        found = desk.lookup(ticket)
+    except DeskUnavailable as exc:
+        known = summarize(ticket, *history(ledger, ticket), policy)
+        if known is None:
+            raise DeskUnavailable(
+                f"{exc.message}: cannot look {ticket} up, and it was never mirrored here",
+                hint="try again when the desk answers (itops itsm check)",
+            ) from exc
+        warning = f"{exc.message}; going on with {ticket} as last mirrored ({known.priority})"
+        log.warning("%s", warning)
+        return Looked(None, warning)
+    finally:
+        desk.close()
+    if found.closed:
+        raise TicketClosed(
+            f"{ticket} is {found.status} in {settings.system.upper() if settings.system else 'the desk'}"
+            f" ({found.subject[:80]!r}): no run goes under a closed ticket",
+            hint="reopen it at the desk first, or open a new ticket there for this work",
+        )
+    mirror(ledger, found, policy)
+    return Looked(found)
+
+
+def mirror(ledger: Ledger, found: DeskTicket, policy: Policy) -> None:
+    """Open the local mirror of a desk ticket, or record what changed at the desk since."""
+    from toolkit.desk.tickets import TicketError, ensure, history, record, summarize
+
+    opened = ensure(
+        ledger,
+        found.id,
+        category=found.category,
+        priority=found.priority,
+        summary=found.subject[:500] or None,
+        source=f"{found.id} ({found.queue})",
+        requester=found.requester or None,
+        channel="other",
+    )
+    if opened is not None:
+        return
+    known = summarize(found.id, *history(ledger, found.id), policy)
+    if known is None:
+        return
+    try:
+        if known.state in ("resolved", "confirmed", "closed"):
+            record(
+                ledger,
+                found.id,
+                "reopened",
+                {"reason": f"open at the desk ({found.status})"},
+                policy,
+            )
+        changed = {
+            k: v
+            for k, v in (("priority", found.priority), ("category", found.category))
+            if getattr(known, k) != v
+        }
+        if changed:
+            record(
+                ledger,
+                found.id,
+                "updated",
+                {**changed, "reason": f"changed at the desk (priority {found.desk_priority})"},
+                policy,
+            )
+    except TicketError as exc:  # the mirror is best effort; the desk's values still decide
+        log.warning("%s: mirror not updated: %s", found.id, exc.message)

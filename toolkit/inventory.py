@@ -127,6 +127,7 @@ class SshArgs:
 
     jump: tuple[JumpSpec, ...] | None = None  # None: no ProxyJump given; (): ProxyJump=none
     ignored: tuple[str, ...] = ()  # options itops does not honour (a notice per run)
+    refused: tuple[str, ...] = ()  # options that would route elsewhere: the host is refused
 
 
 def parse_proxy_jump(value: str) -> tuple[JumpSpec, ...]:
@@ -164,13 +165,16 @@ def parse_proxy_jump(value: str) -> tuple[JumpSpec, ...]:
 @functools.lru_cache(maxsize=256)  # a group's value, merged into each of its hosts
 def parse_ssh_args(text: str) -> SshArgs:
     """ProxyJump (`-o ProxyJump=…` or `-J …`) out of an ssh argument string; other options are
-    listed as ignored, and those that would change the destination raise ValueError."""
+    listed as ignored, or as refused when ignoring them would change the destination (ansible
+    honours them, so the inventory still loads: itops's own transports refuse the host).
+    Malformed text raises ValueError."""
     try:
         words = shlex.split(text)
     except ValueError as exc:
         raise ValueError(f"cannot split the ssh arguments: {exc}") from None
     jump: tuple[JumpSpec, ...] | None = None
     ignored: list[str] = []
+    refused: list[str] = []
     i = 0
     while i < len(words):
         word = words[i]
@@ -187,10 +191,8 @@ def parse_ssh_args(text: str) -> SshArgs:
             inline = words[i]
             i += 1
         if flag in _SSH_FLAGS_REFUSED:
-            raise ValueError(
-                f"{flag} ({_SSH_FLAGS_REFUSED[flag]}) is not honoured by itops; use the "
-                "inventory's ansible_port / ansible_user instead"
-            )
+            refused.append(f"{flag} {inline}")
+            continue
         if flag == "-J":
             jump = parse_proxy_jump(inline)
             continue
@@ -205,17 +207,45 @@ def parse_ssh_args(text: str) -> SshArgs:
         if lowered == "proxyjump":
             jump = parse_proxy_jump(val)
         elif lowered in SSH_OPTIONS_REFUSED:
-            raise ValueError(
-                f"ssh option {key} is not honoured by itops (it would connect another way than "
-                "the inventory means)"
-            )
+            refused.append(f"{key}={val}")
         elif lowered in SSH_OPTIONS_QUIET and not (
             lowered == "stricthostkeychecking" and val.lower() not in ("yes", "true")
         ):
             continue
         else:
             ignored.append(f"{key}={val}")
-    return SshArgs(jump, tuple(ignored))
+    return SshArgs(jump, tuple(ignored), tuple(refused))
+
+
+def ssh_args_not_honoured(host: Host) -> tuple[list[str], list[str]]:
+    """The host's ssh options itops's transports do not honour: (ignored, refused), each
+    `variable: option` (see SshArgs; the values were checked at load)."""
+    ignored: list[str] = []
+    refused: list[str] = []
+    for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
+        text = host.var(key)
+        if text:
+            parsed = parse_ssh_args(str(text))
+            ignored += [f"{key}: {o}" for o in parsed.ignored]
+            refused += [f"{key}: {o}" for o in parsed.refused]
+    return ignored, refused
+
+
+def refuse_rerouting_ssh_args(host: Host) -> None:
+    """Before connecting: a host whose ssh options would send ssh another way (ProxyCommand,
+    HostName, Port, User, -F …) is refused, not connected to directly behind the inventory's
+    back. Ansible honours those options, so playbooks still reach it."""
+    refused = ssh_args_not_honoured(host)[1]
+    if refused:
+        from toolkit.errors import TransportError
+
+        raise TransportError(
+            host.name,
+            f"itops does not honour {', '.join(refused)}: it would connect another way than the "
+            "inventory means; nothing was sent",
+            hint="use jump: [bastion] or -o ProxyJump=user@bastion:22, and ansible_host / "
+            "ansible_port / ansible_user for the address, port and user",
+        )
 
 
 @dataclass

@@ -363,3 +363,23 @@ def test_simulated_switches_behind_their_bastions(sites: LabEnv) -> None:
         assert host["check"]["facts"]["model"] == "WS-C3750G-24TS-1U"  # type: ignore[index]
     for n in (1, 2):
         assert logins(settled(sites, f"bastion{n}_sshd", before[n], closed=1)) == 1
+
+
+def test_a_proxycommand_host_is_refused_by_itops_not_connected_directly(sites: LabEnv) -> None:
+    port = sites.state.port
+    (sites.root / "inventory" / "hosts.yml").write_text(
+        "all:\n  hosts:\n    proxied:\n"
+        f"      ansible_host: 127.3.1.1\n      ansible_port: {port}\n"
+        f"      ansible_user: {sites.state.user}\n"
+        "      ansible_ssh_common_args: '-o ProxyCommand=\"ssh -W %h:%p bastion\"'\n"
+    )
+    try:
+        listed = sites.itops("inventory", "list", "proxied")
+        assert listed.returncode == 0, listed.stderr  # the inventory loads: ansible honours it
+        done = sites.itops("fix", "test.echo", "proxied", "-p", "note=x", "--check", "--json")
+        host = report(done)["proxied"]
+        assert done.returncode != 0
+        assert host["error"] == "transport-error", host
+        assert "does not honour ansible_ssh_common_args: ProxyCommand" in str(host["message"])
+    finally:
+        (sites.root / "inventory" / "hosts.yml").write_text("all:\n  hosts: {}\n")

@@ -42,9 +42,28 @@ def test_ssh_args_honour_proxyjump_list_the_rest_refuse_rerouting() -> None:
     assert parse_ssh_args("-o 'ProxyJump b1'").jump == (JumpSpec("b1"),)
     # itops always checks host keys strictly: a request to loosen it is not honoured, and said
     assert parse_ssh_args("-o StrictHostKeyChecking=no").ignored == ("StrictHostKeyChecking=no",)
-    for rerouting in ("-o ProxyCommand='nc %h %p'", "-o HostName=x", "-p 2222", "-F cfg"):
-        with pytest.raises(ValueError, match="not honoured"):
-            parse_ssh_args(rerouting)
+    rerouting = parse_ssh_args("-o ProxyCommand='nc %h %p' -o HostName=x -p 2222 -F cfg")
+    assert rerouting.refused == ("ProxyCommand=nc %h %p", "HostName=x", "-p 2222", "-F cfg")
+    for malformed in ("-o 'unclosed", "-J", "-J u@:1", "stray"):
+        with pytest.raises(ValueError):
+            parse_ssh_args(malformed)
+
+
+def test_rerouting_options_refuse_the_host_not_the_inventory(tmp_path: Path) -> None:
+    """Ansible honours ProxyCommand, so the inventory loads (playbooks reach the host); itops's
+    own transports refuse the host before connecting rather than connect another way."""
+    from toolkit.errors import TransportError
+    from toolkit.inventory import refuse_rerouting_ssh_args
+
+    inv = load(
+        tmp_path,
+        "all:\n  hosts:\n    a: {ansible_ssh_common_args: '-o ProxyCommand=\"nc %h %p\"'}\n"
+        "    b: {ansible_ssh_extra_args: '-o ServerAliveInterval=5'}\n",
+    )
+    with pytest.raises(TransportError, match="does not honour .*ProxyCommand") as err:
+        refuse_rerouting_ssh_args(inv.get("a"))
+    assert "ProxyJump" in str(err.value.hint)
+    refuse_rerouting_ssh_args(inv.get("b"))
 
 
 INVENTORY = """
@@ -104,7 +123,7 @@ def test_ansible_proxyjump_to_an_address_logs_in_with_the_targets_key_never_its_
         ("a: {}\n        b: {jump: [a, b]}", "names itself"),
         ("a: {jump: [nosuch]}", "not an inventory host"),
         ("a: {jump: 5}", "list of inventory host names"),
-        ("a: {ansible_ssh_common_args: '-o ProxyCommand=x'}", "ProxyCommand is not honoured"),
+        ("a: {ansible_ssh_common_args: '-J u@:22'}", "invalid jump host"),
         ("a: {platform: windows, jump: [b]}\n        b: {}", "not WinRM"),
         (
             "a: {jump: [b], ansible_ssh_common_args: '-J b'}\n        b: {}",

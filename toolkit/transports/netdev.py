@@ -63,7 +63,7 @@ from toolkit.errors import (
     Unreachable,
     ValidationError,
 )
-from toolkit.inventory import Host
+from toolkit.inventory import Host, refuse_rerouting_ssh_args
 from toolkit.remediation.network import config as netconfig
 from toolkit.remediation.quoting import NETCLI, Command, config_display, config_lines
 from toolkit.secrets.credentials import CredentialStore, Redactor, Secret
@@ -195,6 +195,7 @@ class NetdevFactory:
         self.jumps = ParamikoJumps(self)
 
     def open(self, host: Host) -> NetdevTransport:
+        refuse_rerouting_ssh_args(host)
         trusted = self.known_hosts.require(host)
         sock = self.jumps.channel(host) if host.jump else None
         key_file = self._dir / f"{host.name}.known_hosts"

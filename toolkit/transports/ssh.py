@@ -52,7 +52,7 @@ from toolkit.errors import (
     TransportError,
     Unreachable,
 )
-from toolkit.inventory import Host, parse_ssh_args
+from toolkit.inventory import Host, refuse_rerouting_ssh_args, ssh_args_not_honoured
 from toolkit.remediation.quoting import Command, cmd
 from toolkit.secrets.credentials import CredentialStore, Secret
 from toolkit.transports.base import CommandResult, ConnectOptions
@@ -222,12 +222,12 @@ class SSHFactory:
         self._keys: dict[tuple[str, str | None], asyncssh.SSHKey] = {}
         self._keys_lock = threading.Lock()
         self.jumps = JumpPool(self)
-        self._notices: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def start_green(self, jobs: Sequence[Callable[[], T]], limit: int) -> Future[list[T]]:
         return self._loop.start_green(jobs, limit)
 
     def open(self, host: Host) -> SSHTransport:
+        refuse_rerouting_ssh_args(host)
         trusted = self.known_hosts.require(host)
         hops = self._hops(host)
         kwargs = self._auth(host)
@@ -251,24 +251,13 @@ class SSHFactory:
         return tuple(hops)
 
     def _ssh_arg_notices(self, host: Host) -> tuple[str, ...]:
-        notices: tuple[str, ...] = ()
-        for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
-            text = host.var(key)
-            if not text:
-                continue
-            cache = (key, str(text))
-            if cache not in self._notices:
-                ignored = parse_ssh_args(str(text)).ignored  # refused ones failed the load
-                self._notices[cache] = (
-                    (
-                        f"itops's SSH transport does not honour {key} {', '.join(ignored)} "
-                        "(only ProxyJump; ansible playbooks still get them)",
-                    )
-                    if ignored
-                    else ()
-                )
-            notices += self._notices[cache]
-        return notices
+        ignored = ssh_args_not_honoured(host)[0]
+        if not ignored:
+            return ()
+        return (
+            f"itops's SSH transport does not honour {'; '.join(ignored)} (of the ssh options "
+            "only ProxyJump; ansible playbooks still get them all)",
+        )
 
     def host_key(self, host: Host) -> asyncssh.SSHKey:
         """Fetch the key a host presents, without authenticating (for `inventory trust`); a host

@@ -12,9 +12,12 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import functools
 import ipaddress
 import re
+import shlex
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +58,7 @@ _HOSTNAME = re.compile(
     r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
 )
 _RANGE = re.compile(r"\[([0-9a-z]+):([0-9a-z]+)\]")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@\\-]*")
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,184 @@ class Host:
     groups: tuple[str, ...] = ()
     vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False)
     source: str = ""
+    # The jump hosts (bastions) to pass through, first hop first; resolved at inventory load
+    # (see `resolve_jumps`). Each hop is a Host of its own, its own `jump` empty.
+    jump: tuple[Host, ...] = field(default=(), compare=False)
+    # The hops as the inventory named them, before resolution (see `JumpSpec`).
+    jump_spec: tuple[JumpSpec, ...] = field(default=(), compare=False, repr=False)
 
     def var(self, key: str, default: Any = None) -> Any:
         return self.vars.get(key, default)
+
+
+@dataclass(frozen=True)
+class JumpSpec:
+    """One hop as the inventory names it: an inventory host (`jump: [bastion-a]`) or, in the
+    OpenSSH/Ansible spelling (`-o ProxyJump=user@bastion:22`), an inventory host or an address;
+    `user`/`port` are set only when the spelling gives them."""
+
+    target: str
+    user: str | None = None
+    port: int | None = None
+    inventory_only: bool = False  # the itops form: must name an inventory host
+
+
+# ssh options itops's own transport honours (ProxyJump) or whose effect it already has or does
+# not need (it always checks host keys strictly against the workspace's known_hosts; it keeps one
+# connection per host for a whole run). Any other option is not honoured: those that would send
+# the connection elsewhere are refused at load, the rest become a notice on the host's results.
+SSH_OPTIONS_QUIET = frozenset(
+    {
+        "stricthostkeychecking",  # only "yes" is quiet (checked below)
+        "userknownhostsfile",
+        "globalknownhostsfile",
+        "controlmaster",
+        "controlpersist",
+        "controlpath",
+        "serveraliveinterval",
+        "serveralivecountmax",
+        "connecttimeout",
+        "loglevel",
+        "batchmode",
+        "identitiesonly",
+        "forwardagent",
+        "forwardx11",
+        "compression",
+    }
+)
+# Options that choose where or through what the connection goes: itops cannot honour them, and
+# connecting anyway would take another path than the inventory means.
+SSH_OPTIONS_REFUSED = frozenset({"proxycommand", "hostname", "port", "user", "proxyusefdpass"})
+# ssh flags that take an argument (to skip it), and those that choose the destination.
+_SSH_FLAGS_WITH_ARG = set("BbcDEeFIiJLlmOoPpQRSWw")
+_SSH_FLAGS_REFUSED = {"-p": "Port", "-l": "User", "-F": "a config file"}
+
+
+@dataclass(frozen=True)
+class SshArgs:
+    """What itops makes of ansible_ssh_common_args / ansible_ssh_extra_args."""
+
+    jump: tuple[JumpSpec, ...] | None = None  # None: no ProxyJump given; (): ProxyJump=none
+    ignored: tuple[str, ...] = ()  # options itops does not honour (a notice per run)
+    refused: tuple[str, ...] = ()  # options that would route elsewhere: the host is refused
+
+
+def parse_proxy_jump(value: str) -> tuple[JumpSpec, ...]:
+    """OpenSSH's ProxyJump: `[user@]host[:port]` or `ssh://[user@]host[:port]`, comma-separated,
+    first hop first; `none` for no jump. Raises ValueError with what is wrong."""
+    value = value.strip()
+    if value.lower() == "none":
+        return ()
+    hops = []
+    for part in value.split(","):
+        part = part.strip()
+        if part.startswith("ssh://"):
+            part = part[len("ssh://") :].rstrip("/")
+        user, _, hostport = part.rpartition("@")
+        host, port = hostport, None
+        if hostport.startswith("["):  # [v6]:port
+            host, _, rest = hostport[1:].partition("]")
+            if rest:
+                port = rest.lstrip(":")
+        elif hostport.count(":") == 1:
+            host, port = hostport.split(":")
+        if not host or not (_valid_address(host) or _NAME.fullmatch(host)):
+            raise ValueError(f"invalid jump host {part!r} (want [user@]host[:port])")
+        if user and not _USER.fullmatch(user):
+            raise ValueError(f"invalid jump user {user!r}")
+        number = None
+        if port is not None:
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"invalid jump port in {part!r}")
+            number = int(port)
+        hops.append(JumpSpec(host, user or None, number))
+    return tuple(hops)
+
+
+@functools.lru_cache(maxsize=256)  # a group's value, merged into each of its hosts
+def parse_ssh_args(text: str) -> SshArgs:
+    """ProxyJump (`-o ProxyJump=…` or `-J …`) out of an ssh argument string; other options are
+    listed as ignored, or as refused when ignoring them would change the destination (ansible
+    honours them, so the inventory still loads: itops's own transports refuse the host).
+    Malformed text raises ValueError."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise ValueError(f"cannot split the ssh arguments: {exc}") from None
+    jump: tuple[JumpSpec, ...] | None = None
+    ignored: list[str] = []
+    refused: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if not word.startswith("-") or len(word) < 2:
+            raise ValueError(f"unexpected ssh argument {word!r}")
+        flag, inline = word[:2], word[2:]
+        if flag[1] not in _SSH_FLAGS_WITH_ARG:
+            ignored.append(word)  # -v, -C, -4 …: switches with no bearing on the path
+            continue
+        if not inline:
+            if i >= len(words):
+                raise ValueError(f"ssh option {flag} needs a value")
+            inline = words[i]
+            i += 1
+        if flag in _SSH_FLAGS_REFUSED:
+            refused.append(f"{flag} {inline}")
+            continue
+        if flag == "-J":
+            jump = parse_proxy_jump(inline)
+            continue
+        if flag != "-o":
+            ignored.append(f"{flag} {inline}")
+            continue
+        key, sep, val = inline.partition("=")
+        if not sep:
+            key, _, val = inline.partition(" ")
+        key, val = key.strip(), val.strip()
+        lowered = key.lower()
+        if lowered == "proxyjump":
+            jump = parse_proxy_jump(val)
+        elif lowered in SSH_OPTIONS_REFUSED:
+            refused.append(f"{key}={val}")
+        elif lowered in SSH_OPTIONS_QUIET and not (
+            lowered == "stricthostkeychecking" and val.lower() not in ("yes", "true")
+        ):
+            continue
+        else:
+            ignored.append(f"{key}={val}")
+    return SshArgs(jump, tuple(ignored), tuple(refused))
+
+
+def ssh_args_not_honoured(host: Host) -> tuple[list[str], list[str]]:
+    """The host's ssh options itops's transports do not honour: (ignored, refused), each
+    `variable: option` (see SshArgs; the values were checked at load)."""
+    ignored: list[str] = []
+    refused: list[str] = []
+    for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
+        text = host.var(key)
+        if text:
+            parsed = parse_ssh_args(str(text))
+            ignored += [f"{key}: {o}" for o in parsed.ignored]
+            refused += [f"{key}: {o}" for o in parsed.refused]
+    return ignored, refused
+
+
+def refuse_rerouting_ssh_args(host: Host) -> None:
+    """Before connecting: a host whose ssh options would send ssh another way (ProxyCommand,
+    HostName, Port, User, -F …) is refused, not connected to directly behind the inventory's
+    back. Ansible honours those options, so playbooks still reach it."""
+    refused = ssh_args_not_honoured(host)[1]
+    if refused:
+        from toolkit.errors import TransportError
+
+        raise TransportError(
+            host.name,
+            f"itops does not honour {', '.join(refused)}: it would connect another way than the "
+            "inventory means; nothing was sent",
+            hint="use jump: [bastion] or -o ProxyJump=user@bastion:22, and ansible_host / "
+            "ansible_port / ansible_user for the address, port and user",
+        )
 
 
 @dataclass
@@ -274,7 +453,7 @@ class _Loader:
             name: tuple(h for h in self.order if name in hosts[h].groups or name == "all")
             for name in self.groups
         }
-        return Inventory(hosts, groups_out)
+        return Inventory(resolve_jumps(hosts), groups_out)
 
 
 def expand_range(pattern: str, where: str) -> list[str]:
@@ -374,8 +553,14 @@ def make_host(
         # a directory's service account: a bind DN, or user@domain (validated as one DN)
         if "\x00" in str(user) or "\n" in str(user) or not str(user).strip():
             raise fail("user", f"invalid bind DN {user!r}")
-    elif user is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.@\\-]*", str(user)):
+    elif user is not None and not _USER.fullmatch(str(user)):
         raise fail("user" if "user" in v else "ansible_user", f"invalid user {user!r}")
+    spec = _jump_spec(v, fail)
+    if spec and transport == "winrm":
+        raise fail(
+            "jump" if "jump" in v else "ansible_ssh_common_args",
+            "jump hosts carry SSH and network-device connections, not WinRM",
+        )
     return Host(
         name=name,
         address=address,
@@ -386,6 +571,103 @@ def make_host(
         groups=groups,
         vars=MappingProxyType(dict(v)),
         source=source,
+        jump_spec=spec,
+    )
+
+
+def _jump_spec(v: Mapping[str, Any], fail: Any) -> tuple[JumpSpec, ...]:
+    """The hops a host's variables name: `jump` (inventory hosts) or a ProxyJump in
+    ansible_ssh_common_args / ansible_ssh_extra_args (the later one wins, as with ssh)."""
+    from_args: tuple[JumpSpec, ...] | None = None
+    where = None
+    for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
+        if v.get(key) in (None, ""):
+            continue
+        try:
+            parsed = parse_ssh_args(str(v[key]))
+        except ValueError as exc:
+            raise fail(key, f"{key}: {exc}") from None
+        if parsed.jump is not None and from_args is None:  # ssh keeps the first value given
+            from_args, where = parsed.jump, key
+    raw = v.get("jump")
+    if raw in (None, "", []):
+        return from_args or ()
+    if from_args is not None:
+        raise fail("jump", f"both jump and a ProxyJump in {where}: name the jump hosts once")
+    names = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise fail("jump", "jump must be a list of inventory host names (first hop first)")
+    return tuple(JumpSpec(n.strip(), inventory_only=True) for n in names)
+
+
+def resolve_jumps(hosts: Mapping[str, Host]) -> dict[str, Host]:
+    """Each host with jump hops gets them as Hosts: an inventory host as itself (its own
+    variables: address, port, user, credentials), an address as a Host of its own that logs in
+    with the target's key (never its password). A hop's own jump hosts come first (OpenSSH's
+    ProxyJump of the first hop), so chains nest; a cycle is refused here, at load."""
+    resolved: dict[str, tuple[Host, ...]] = {}
+
+    def path(name: str, trail: tuple[str, ...]) -> tuple[Host, ...]:
+        if name in resolved:
+            return resolved[name]
+        host = hosts[name]
+        if name in trail:
+            raise InventoryError(
+                f"{host.source}: jump hosts form a cycle: {' → '.join((*trail, name))}",
+                hint="a jump host cannot be reached through itself; check the jump / ProxyJump "
+                "variables of these hosts",
+            )
+        hops: list[Host] = []
+        for index, spec in enumerate(host.jump_spec):
+            if spec.target in hosts:
+                hop = hosts[spec.target]
+                if index == 0:
+                    hops.extend(path(spec.target, (*trail, name)))
+                hop = dataclasses.replace(
+                    hop,
+                    port=spec.port or hop.port,
+                    user=spec.user or hop.user,
+                    jump=(),
+                    jump_spec=(),
+                )
+            elif spec.inventory_only:
+                close = NotFound.named("host", spec.target, hosts).hint
+                raise InventoryError(
+                    f"{host.source}: host {name!r}: jump names {spec.target!r}, which is not an "
+                    "inventory host",
+                    hint=close
+                    or "jump: lists inventory host names; for an address use "
+                    "ansible_ssh_common_args: '-o ProxyJump=user@address:port'",
+                )
+            else:
+                hop = _address_hop(host, spec)
+            if hop.name == name:
+                raise InventoryError(
+                    f"{host.source}: host {name!r} names itself as a jump host",
+                    hint="a host cannot be reached through itself",
+                )
+            hops.append(hop)
+        resolved[name] = tuple(hops)
+        return resolved[name]
+
+    out = {}
+    for name, host in hosts.items():
+        out[name] = dataclasses.replace(host, jump=path(name, ())) if host.jump_spec else host
+    return out
+
+
+_HOP_KEY_VARS = ("ssh_key", "ansible_ssh_private_key_file", "ssh_key_passphrase")
+
+
+def _address_hop(target: Host, spec: JumpSpec) -> Host:
+    port = spec.port or 22
+    return Host(
+        name=spec.target if port == 22 else f"{spec.target}:{port}",
+        address=spec.target,
+        port=port,
+        user=spec.user or target.user,
+        vars=MappingProxyType({k: target.vars[k] for k in _HOP_KEY_VARS if k in target.vars}),
+        source=target.source,
     )
 
 

@@ -160,6 +160,13 @@ def refuse_loosened_checks(hosts: Sequence[Host]) -> None:
                 "pinning for ansible",
                 hint="use ansible_ssh_common_args / ansible_ssh_extra_args for extra options",
             )
+        if host.var("jump"):
+            raise PlaybookError(
+                f"{host.name} names jump hosts with itops's `jump:`, which ansible does not read: "
+                "it would try to connect directly",
+                hint="for hosts that playbooks reach too, spell the jump host as ansible does: "
+                "ansible_ssh_common_args: '-o ProxyJump=user@bastion:22'",
+            )
         if str(host.var("ansible_host_key_checking", True)).lower() in ("false", "no", "0"):
             raise PlaybookError(f"{host.name} turns ansible_host_key_checking off")
         insecure_ok = host.var("winrm_allow_insecure") is True

@@ -25,7 +25,34 @@ def lab() -> None:
 
 
 @lab.command()
-@click.option("--hosts", "-n", "count", type=click.IntRange(1, 2000), default=4, show_default=True)
+@click.option(
+    "--hosts",
+    "-n",
+    "count",
+    type=click.IntRange(0, 2000),
+    default=4,
+    show_default=True,
+    help="Hosts on loopback (group lab); 0 with --sites for a lab of sites only.",
+)
+@click.option(
+    "--sites",
+    type=click.IntRange(0, 20),
+    default=0,
+    show_default=True,
+    help="Sites behind bastions: each in its own network namespace (groups site1…, bastions).",
+)
+@click.option(
+    "--site-hosts",
+    type=click.IntRange(1, 254),
+    default=2,
+    show_default=True,
+    help="Hosts per site.",
+)
+@click.option(
+    "--site-devices",
+    is_flag=True,
+    help="Also a simulated Cisco switch per site, behind its bastion (group site_devices).",
+)
 @click.option("--port", type=click.IntRange(1024, 65535), help="SSH port for every lab address.")
 @click.option(
     "--services",
@@ -35,7 +62,15 @@ def lab() -> None:
     "[default: the standard set, see itops lab up --help].",
 )
 @click.pass_obj
-def up(app: App, count: int, port: int | None, services: str | None) -> None:
+def up(
+    app: App,
+    count: int,
+    port: int | None,
+    services: str | None,
+    sites: int,
+    site_hosts: int,
+    site_devices: bool,
+) -> None:
     """Start COUNT lab hosts (group `lab`) with generated keys, inventory and known_hosts.
 
     Services run behind the hosts so remediations act on real software: `cups` (a cupsd and a
@@ -50,28 +85,50 @@ def up(app: App, count: int, port: int | None, services: str | None) -> None:
     `directories`, with seeded locked, expired, disabled and privileged accounts
     (docs/directory.md).
 
+    With --sites N, each site's hosts (group siteN, in group sites) live in a network namespace
+    of their own, reachable only through the site's bastion (group bastions), which the
+    inventory names as their jump host: see docs/jump-hosts.md.
+
     \b
     Examples:
       itops lab up --hosts 4
       itops lab up --hosts 200 --services none
+      itops lab up --sites 2
+      itops lab up --hosts 0 --sites 1 --site-hosts 200 --services none
       itops lab up --hosts 2 --services cups,rt
       itops lab up --hosts 1 --services ad,ldap
     """
     from toolkit.lab import DEFAULT_SERVICES, Lab
 
-    wanted: tuple[str, ...] = DEFAULT_SERVICES
+    wanted: tuple[str, ...] = DEFAULT_SERVICES if count else ()
     if services is not None:
         wanted = () if services == "none" else tuple(s.strip() for s in services.split(",") if s)
-    state = Lab(app.workspace).up(count, port=port, services=wanted)
-    first, last = state.hosts[0], state.hosts[-1]
-    click.echo(
-        f"lab up: {len(state.hosts)} host(s) {first.name}..{last.name} on "
-        f"{first.address}..{last.address} port {state.port}; "
-        f"services: {', '.join(state.services) or 'none'}"
+    state = Lab(app.workspace).up(
+        count,
+        port=port,
+        services=wanted,
+        sites=sites,
+        site_hosts=site_hosts,
+        site_devices=site_devices,
     )
+    if state.hosts:
+        first, last = state.hosts[0], state.hosts[-1]
+        click.echo(
+            f"lab up: {len(state.hosts)} host(s) {first.name}..{last.name} on "
+            f"{first.address}..{last.address} port {state.port}; "
+            f"services: {', '.join(state.services) or 'none'}"
+        )
+    for site in state.data.get("sites", []):
+        click.echo(
+            f"site {site['site']}: {len(site['hosts'])} host(s) {site['hosts'][0]}.."
+            f"{site['hosts'][-1]} (group site{site['site']}) in network namespace "
+            f"{site['netns']}, only through {site['bastion']} on {site['address']}:{state.port}"
+        )
     groups = "'lab'" + (", 'netlab'" if "netdev" in state.services else "")
     if {"ad", "ldap"} & set(state.services):
         groups += ", 'directories'"
+    if state.data.get("sites"):
+        groups += ", 'sites', 'bastions'"
     click.echo(f"inventory groups {groups}; try: itops inventory check lab")
     for line in created(app, state):
         click.echo(f"  created: {line}")
@@ -123,9 +180,14 @@ def status(app: App, as_json: bool) -> None:
     if as_json:
         render.emit_json(info)
         return
-    if not info["hosts"]:
+    if not info["hosts"] and not info.get("sites"):
         click.echo("no lab in this workspace (itops lab up)")
         return
+    for site in info.get("sites", []):
+        click.echo(
+            f"{site['site']}: {site['hosts']} host(s) in {site['netns']} behind "
+            f"{site['bastion']}, sshd {site['sshd']}"
+        )
     render.table(
         ["host", "address", "ssh", "services"],
         [

@@ -277,8 +277,25 @@ class Lab:
                 }
             )
         alive = [p for p in state.processes if p.alive()]
+        sites = [
+            {
+                "site": f"site{r['site']}",
+                "netns": r["netns"],
+                "bastion": f"{r.get('bastion')} {r.get('address')}:{state.port}",
+                "hosts": len(r.get("hosts", [])),
+                "sshd": "running"
+                if all(
+                    p.alive()
+                    for p in state.processes
+                    if p.role in (f"sshd:site{r['site']}", f"sshd:{r.get('bastion')}")
+                )
+                else "down",
+            }
+            for r in state.data.get("sites", [])
+        ]
         return {
             "running": bool(alive),
+            "sites": sites,
             "lab_id": state.lab_id,
             "port": state.port,
             "user": state.user,
@@ -290,8 +307,17 @@ class Lab:
 
     # -- up ----------------------------------------------------------------------------------
     def up(
-        self, hosts: int = 4, *, port: int | None = None, services: Sequence[str] = DEFAULT_SERVICES
+        self,
+        hosts: int = 4,
+        *,
+        port: int | None = None,
+        services: Sequence[str] = DEFAULT_SERVICES,
+        sites: int = 0,
+        site_hosts: int = 2,
+        site_devices: bool = False,
     ) -> LabState:
+        """Start the lab; with `sites`, also that many sites behind bastions (`lab.sites`).
+        `hosts` may be 0 for a lab of sites only (then with no services)."""
         existing = self.state()
         if existing is not None:
             if any(p.alive() for p in existing.processes):
@@ -300,8 +326,17 @@ class Lab:
                     hint="itops lab status, or itops lab down first",
                 )
             self._cleanup(existing)
+        if hosts == 0 and (not sites or services):
+            raise LabError(
+                "a lab without hosts is a lab of sites only, with no services",
+                hint="itops lab up --hosts 0 --sites 2 --services none",
+            )
         plugins = [load_service(name) for name in with_requirements(services)]
         _preflight(hosts)
+        if sites:
+            from toolkit.lab import sites as lab_sites
+
+            lab_sites.preflight(sites, site_hosts)
         for plugin in plugins:
             plugin.preflight(hosts)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -332,6 +367,9 @@ class Lab:
             state.save(self.state_file)
             for plugin in plugins:
                 plugin.start(self, state)
+                state.save(self.state_file)
+            if sites:
+                lab_sites.start(self, state, sites, site_hosts, site_devices)
                 state.save(self.state_file)
             _wait_listening(state)
             self._write_inventory(state, host_keys)
@@ -448,10 +486,15 @@ class Lab:
         for name in reversed(state.services):  # dependants first (apt before its disk)
             with contextlib.suppress(LabError):
                 load_service(name).cleanup(self, state)
+        if state.data.get("sites"):
+            from toolkit.lab import sites as lab_sites
+
+            lab_sites.cleanup(state)
         if state.authorized_keys:
             Path(state.authorized_keys).unlink(missing_ok=True)
         if state.runtime:
             shutil.rmtree(state.runtime, ignore_errors=True)
+        shutil.rmtree(self.dir / "site_devices", ignore_errors=True)
         for name in ("hosts.yml", "known_hosts", "state.json"):
             (self.dir / name).unlink(missing_ok=True)
         shutil.rmtree(self.dir / "sshd", ignore_errors=True)
@@ -501,8 +544,8 @@ def _preflight(hosts: int) -> None:
             "the lab needs root: it creates the login user itops-lab and runs sshd and services",
             hint="run it with sudo (the lab binds loopback addresses only)",
         )
-    if not 1 <= hosts <= 2000:
-        raise LabError(f"--hosts must be between 1 and 2000, not {hosts}")
+    if not 0 <= hosts <= 2000:
+        raise LabError(f"--hosts must be between 0 (sites only) and 2000, not {hosts}")
     if not os.access(SSHD, os.X_OK):
         raise LabError(f"missing {SSHD}", hint=INSTALL_HINT)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory

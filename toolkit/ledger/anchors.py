@@ -333,6 +333,7 @@ def ship(line: str, target: str) -> None:
         raise AnchorError(
             f"anchor_syslog {target!r}: not unix:PATH, udp://HOST:PORT or tcp://HOST:PORT"
         )
+
     class Strict(SysLogHandler):
         def handleError(self, record: logging.LogRecord) -> None:
             raise  # (called inside emit's except block) the caller says what failed

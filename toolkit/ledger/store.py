@@ -43,9 +43,7 @@ READS = ("audit.view", "audit.export", "report.audit")  # records of someone rea
 CHANGES_ONLY = (
     "kind NOT IN (" + ", ".join(f"'{k}'" for k in READS) + ") AND "
     "(kind NOT IN ('action.begin', 'action.finish') OR (kind = 'action.finish' AND "
-    "(outcome IS NULL OR outcome NOT IN ("
-    + ", ".join(f"'{o}'" for o in UNCHANGED)
-    + "))))"
+    "(outcome IS NULL OR outcome NOT IN (" + ", ".join(f"'{o}'" for o in UNCHANGED) + "))))"
 )
 PARALLEL_VERIFY_MIN = 200_000
 PG_ROWS = 2000  # rows per multi-row INSERT on PostgreSQL (17 parameters each; at most 65,535)

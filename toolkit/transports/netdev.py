@@ -20,6 +20,10 @@ whole check → apply → verify, like the other transports.
   and are copied to stderr.
 - **No file transfer**: the transport implements `Transport` and `ConfigSession`, not
   `FileTransfer`; a task's `ctx.put`/`ctx.get` on a device is refused before anything is sent.
+- **Jump hosts** (`Host.jump`, docs/jump-hosts.md): netmiko gets `sock=`, a paramiko direct-tcpip
+  channel of one paramiko connection per hop chain (`ParamikoJumps`), shared by every device
+  behind it. Each hop's key is compared with its pinned keys right after the key exchange, before
+  its credentials are sent; the device's own key is then checked by netmiko as above.
 - **Session log** (`.itops/sessions/HOST.log`, mode 0600): everything netmiko reads and writes,
   written only after the run's redactor masked every secret (held back across reads, so a secret
   split between two reads is masked too) and secret-bearing configuration lines were scrubbed.
@@ -32,6 +36,7 @@ import contextlib
 import os
 import re
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -58,7 +63,7 @@ from toolkit.errors import (
     Unreachable,
     ValidationError,
 )
-from toolkit.inventory import Host
+from toolkit.inventory import Host, refuse_rerouting_ssh_args
 from toolkit.remediation.network import config as netconfig
 from toolkit.remediation.quoting import NETCLI, Command, config_display, config_lines
 from toolkit.secrets.credentials import CredentialStore, Redactor, Secret
@@ -187,9 +192,12 @@ class NetdevFactory:
         self.known_hosts = KnownHosts([*options.known_hosts, USER_KNOWN_HOSTS])
         self._dir = Path(tempfile.mkdtemp(prefix="itops-netdev-"))
         self._lock = threading.Lock()
+        self.jumps = ParamikoJumps(self)
 
     def open(self, host: Host) -> NetdevTransport:
+        refuse_rerouting_ssh_args(host)
         trusted = self.known_hosts.require(host)
+        sock = self.jumps.channel(host) if host.jump else None
         key_file = self._dir / f"{host.name}.known_hosts"
         with self._lock:
             key_file.write_text("".join(known_hosts_line(host, key) for key in trusted))
@@ -233,6 +241,7 @@ class NetdevFactory:
             "banner_timeout": timeout,
             "read_timeout_override": None,
             "session_log": session_log,
+            "sock": sock,
         }
         try:
             conn = ConnectHandler(**params)
@@ -267,7 +276,144 @@ class NetdevFactory:
         return None
 
     def close(self) -> None:
+        self.jumps.close()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class _Chain:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.transport: paramiko.Transport | None = None
+        self.error: TransportError | None = None
+
+
+class ParamikoJumps:
+    """One paramiko connection per jump-host chain, shared by every device behind it (each
+    device gets a direct-tcpip channel of it). A hop's failure is kept for the run: every device
+    behind it fails alike, with nothing sent to them. Closed when the run ends."""
+
+    def __init__(self, factory: NetdevFactory) -> None:
+        self._factory = factory
+        self._chains: dict[tuple[Any, ...], _Chain] = {}
+        self._lock = threading.Lock()
+        self.opened = 0
+
+    def channel(self, host: Host) -> paramiko.Channel:
+        """A channel to the host's own address through its last hop."""
+        last = self._through(host)
+        try:
+            return last.open_channel(
+                "direct-tcpip",
+                (host.address, host.port),
+                ("127.0.0.1", 0),
+                timeout=self._factory.options.connect_timeout,
+            )
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            hop = host.jump[-1].name
+            raise Unreachable(
+                host.name, f"via jump host {hop}: {exc or type(exc).__name__}"
+            ) from None
+
+    def _through(self, host: Host) -> paramiko.Transport:
+        previous: paramiko.Transport | None = None
+        chain: tuple[Any, ...] = ()
+        for hop in host.jump:
+            chain = (*chain, (hop.name, hop.address, hop.port, hop.user))
+            with self._lock:
+                entry = self._chains.setdefault(chain, _Chain())
+            with entry.lock:
+                if entry.transport is not None and not entry.transport.is_active():
+                    entry.transport = None  # lost since: open it again
+                if entry.transport is None and entry.error is None:
+                    try:
+                        entry.transport = self._open(hop, previous)
+                    except TransportError as exc:
+                        entry.error = exc
+                if entry.error is not None:
+                    error = entry.error
+                    raise type(error)(
+                        host.name, f"via jump host {hop.name}: {error.detail}", hint=error.hint
+                    )
+                assert entry.transport is not None
+                previous = entry.transport
+        assert previous is not None
+        return previous
+
+    def _open(self, hop: Host, through: paramiko.Transport | None) -> paramiko.Transport:
+        options = self._factory.options
+        trusted = self._factory.known_hosts.require(hop)
+        self.opened += 1
+        try:
+            if through is None:
+                sock: Any = socket.create_connection(
+                    (hop.address, hop.port), timeout=options.connect_timeout
+                )
+            else:
+                sock = through.open_channel(
+                    "direct-tcpip", (hop.address, hop.port), ("127.0.0.1", 0),
+                    timeout=options.connect_timeout,
+                )  # fmt: skip
+            transport = paramiko.Transport(sock)
+            transport.banner_timeout = options.connect_timeout
+            transport.start_client(timeout=options.connect_timeout)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise Unreachable(hop.name, f"{type(exc).__name__}: {exc}") from None
+        presented = transport.get_remote_server_key().asbytes()
+        if not any(key.public_data == presented for key in trusted):
+            transport.close()
+            raise HostKeyMismatch(
+                hop.name,
+                "the host key differs from the pinned one: possible interception; nothing was sent",
+                hint=f"if the host was rebuilt, verify the new fingerprint and run: "
+                f"itops inventory trust {hop.name} --replace",
+            )
+        try:
+            self._login(hop, transport)
+        except paramiko.AuthenticationException:
+            transport.close()
+            raise AuthFailed(
+                hop.name,
+                f"authentication refused for user {hop.user!r}",
+                hint="check ssh_key / ansible_user / password for this jump host",
+            ) from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            transport.close()
+            raise Unreachable(hop.name, f"{type(exc).__name__}: {exc}") from None
+        return transport
+
+    def _login(self, hop: Host, transport: paramiko.Transport) -> None:
+        factory = self._factory
+        user = hop.user or _local_user()
+        key = hop.var("ssh_key") or hop.var("ansible_ssh_private_key_file")
+        if key:
+            passphrase = factory._reference(hop, ("ssh_key_passphrase",), "key passphrase")
+            try:
+                pkey = paramiko.PKey.from_path(
+                    os.path.expanduser(str(key)), passphrase.reveal() if passphrase else None
+                )
+            except (OSError, paramiko.SSHException) as exc:
+                raise AuthFailed(hop.name, f"cannot load SSH key {key}: {exc}") from None
+            transport.auth_publickey(user, pkey)
+            if transport.is_authenticated():
+                return
+        password = factory._reference(hop, ("password", "ansible_password"), "password")
+        if password is None:
+            raise paramiko.AuthenticationException("no credential left to try")
+        transport.auth_password(user, password.reveal())
+
+    def close(self) -> None:
+        with self._lock:
+            chains = sorted(self._chains.items(), key=lambda item: len(item[0]), reverse=True)
+            self._chains.clear()
+        for _, entry in chains:
+            if entry.transport is not None:
+                entry.transport.close()
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()
 
 
 def _connect_error(host: Host, message: str) -> TransportError:

@@ -14,12 +14,21 @@ thread switch (measured on 200 lab hosts: ~9,000 → ~1,400 voluntary context sw
 Host keys are checked against the workspace known_hosts files (and ~/.ssh/known_hosts) during the
 key exchange, before any credential is sent. Unknown and changed keys are refused with distinct
 errors; nothing is ever added silently (`itops inventory trust HOST` pins keys).
+
+Jump hosts (`Host.jump`, see docs/jump-hosts.md): a host behind bastions is reached over a
+direct-tcpip channel of an SSH connection to its last hop (asyncssh's `tunnel=`). Each hop is
+checked like any host (its pinned key, during the key exchange, before its credentials are sent)
+and logs in with its own credentials. One connection per hop chain serves every host behind it
+(`JumpPool`): channels are multiplexed on it; it is opened on first use, counted, and closed when
+the run ends. A hop that fails (a changed key, refused credentials, unreachable) fails every host
+behind it for the rest of the run, with nothing sent to those hosts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -43,7 +52,7 @@ from toolkit.errors import (
     TransportError,
     Unreachable,
 )
-from toolkit.inventory import Host
+from toolkit.inventory import Host, refuse_rerouting_ssh_args, ssh_args_not_honoured
 from toolkit.remediation.quoting import Command, cmd
 from toolkit.secrets.credentials import CredentialStore, Secret
 from toolkit.transports.base import CommandResult, ConnectOptions
@@ -212,23 +221,54 @@ class SSHFactory:
         self._loop = LoopThread()
         self._keys: dict[tuple[str, str | None], asyncssh.SSHKey] = {}
         self._keys_lock = threading.Lock()
+        self.jumps = JumpPool(self)
 
     def start_green(self, jobs: Sequence[Callable[[], T]], limit: int) -> Future[list[T]]:
         return self._loop.start_green(jobs, limit)
 
     def open(self, host: Host) -> SSHTransport:
+        refuse_rerouting_ssh_args(host)
         trusted = self.known_hosts.require(host)
+        hops = self._hops(host)
         kwargs = self._auth(host)
-        conn, shell = self._loop.call(self._connect(host, trusted, kwargs))
-        return SSHTransport(host, conn, self._loop, self.options, shell)
+        conn, shell = self._loop.call(self._connect(host, trusted, kwargs, hops))
+        transport = SSHTransport(host, conn, self._loop, self.options, shell)
+        transport.notices = self._ssh_arg_notices(host)
+        if hops:
+            self.jumps.use(hops, +1)
+            transport.on_close = functools.partial(self.jumps.use, hops, -1)
+        return transport
+
+    def _hops(self, host: Host) -> tuple[_Hop, ...]:
+        """Each jump host with its pinned keys and credentials, checked and resolved here (in the
+        caller's thread: a credential may prompt) before anything is sent to any of them."""
+        hops = []
+        for hop in host.jump:
+            try:
+                hops.append(_Hop(hop, self.known_hosts.require(hop), self._auth(hop)))
+            except TransportError as exc:
+                raise _behind(host, hop, exc) from None
+        return tuple(hops)
+
+    def _ssh_arg_notices(self, host: Host) -> tuple[str, ...]:
+        ignored = ssh_args_not_honoured(host)[0]
+        if not ignored:
+            return ()
+        return (
+            f"itops's SSH transport does not honour {'; '.join(ignored)} (of the ssh options "
+            "only ProxyJump; ansible playbooks still get them all)",
+        )
 
     def host_key(self, host: Host) -> asyncssh.SSHKey:
-        """Fetch the key a host presents, without authenticating (for `inventory trust`)."""
+        """Fetch the key a host presents, without authenticating (for `inventory trust`); a host
+        behind jump hosts is asked through them (each hop must be pinned and log in)."""
+        hops = self._hops(host)
 
         async def fetch() -> asyncssh.SSHKey:
+            tunnel = await self.jumps.tunnel(host, hops) if hops else ()
             try:
                 key = await asyncio.wait_for(
-                    asyncssh.get_server_host_key(host.address, host.port, config=[]),
+                    asyncssh.get_server_host_key(host.address, host.port, config=[], tunnel=tunnel),
                     self.options.connect_timeout,
                 )
             except (TimeoutError, OSError, asyncssh.Error) as exc:
@@ -240,6 +280,10 @@ class SSHFactory:
         return self._loop.call(fetch())
 
     def close(self) -> None:
+        """Wait for the hosts' connections to close, then close the jump hosts' (their tunnels
+        carry the former), then stop the loop."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: a second close()
+            self._loop.call(self.jumps.close())
         self._loop.close()
 
     def _auth(self, host: Host) -> dict[str, Any]:
@@ -276,18 +320,28 @@ class SSHFactory:
             return self._keys[cache_key]
 
     async def _connect(
-        self, host: Host, trusted: list[asyncssh.SSHKey], auth: dict[str, Any]
+        self,
+        host: Host,
+        trusted: list[asyncssh.SSHKey],
+        auth: dict[str, Any],
+        hops: tuple[_Hop, ...] = (),
     ) -> tuple[asyncssh.SSHClientConnection, _Shell | BaseException]:
-        """Connect, then start the host's shell in the same trip to the loop (a shell that fails
-        to start is reported by the first command that needs it, as a lost session)."""
-        conn = await self._authenticate(host, trusted, auth)
+        """Connect (through the jump hosts, if any), then start the host's shell in the same trip
+        to the loop (a shell that fails to start is reported by the first command that needs
+        it, as a lost session)."""
+        tunnel = await self.jumps.tunnel(host, hops) if hops else None
+        conn = await self._authenticate(host, trusted, auth, tunnel)
         try:
             return conn, await _open_shell(conn)
         except (asyncssh.Error, OSError) as exc:
             return conn, exc
 
     async def _authenticate(
-        self, host: Host, trusted: list[asyncssh.SSHKey], auth: dict[str, Any]
+        self,
+        host: Host,
+        trusted: list[asyncssh.SSHKey],
+        auth: dict[str, Any],
+        tunnel: asyncssh.SSHClientConnection | None = None,
     ) -> asyncssh.SSHClientConnection:
         try:
             return await asyncssh.connect(
@@ -299,7 +353,7 @@ class SSHFactory:
                 connect_timeout=self.options.connect_timeout,
                 login_timeout=self.options.connect_timeout,
                 kbdint_auth=False,
-                tunnel=_CORKED_TCP,
+                tunnel=_CORKED_TCP if tunnel is None else tunnel,
                 **auth,
             )
         except asyncssh.HostKeyNotVerifiable:
@@ -317,6 +371,91 @@ class SSHFactory:
             ) from None
         except (TimeoutError, OSError, asyncssh.Error) as exc:
             raise Unreachable(host.name, _describe(exc)) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Hop:
+    """A jump host ready to connect to: its pinned keys and its resolved credentials."""
+
+    host: Host
+    trusted: list[asyncssh.SSHKey]
+    auth: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[str, str, int, str | None]:
+        return (self.host.name, self.host.address, self.host.port, self.host.user)
+
+
+class JumpPool:
+    """Connections to jump hosts, one per hop chain, shared by every host behind it.
+
+    Lives on the factory's loop: `tunnel()` gives the connection to a host's last hop, opening
+    each hop of the chain through the previous one on first use; hosts opening at once wait for
+    the same attempt. A hop's failure is kept, so every host behind it fails alike without
+    another attempt. `use()` counts the hosts connected through each chain; `close()` (run end)
+    closes the chains, deepest first."""
+
+    def __init__(self, factory: SSHFactory) -> None:
+        self._factory = factory
+        self._conns: dict[tuple[Any, ...], asyncio.Task[asyncssh.SSHClientConnection]] = {}
+        self.users: dict[tuple[Any, ...], int] = {}
+        self.opened = 0  # hop connections opened (for tests and the bench)
+        self._lock = threading.Lock()
+
+    async def tunnel(self, host: Host, hops: Sequence[_Hop]) -> asyncssh.SSHClientConnection:
+        conn: asyncssh.SSHClientConnection | None = None
+        chain: tuple[Any, ...] = ()
+        for hop in hops:
+            chain = (*chain, hop.key)
+            task = self._conns.get(chain)
+            if task is None or (
+                task.done()
+                and not task.cancelled()
+                and task.exception() is None
+                and task.result().is_closed()
+            ):
+                task = asyncio.get_running_loop().create_task(self._open(hop, conn))
+                self._conns[chain] = task
+            try:
+                conn = await asyncio.shield(task)
+            except TransportError as exc:
+                raise _behind(host, hop.host, exc) from None
+        assert conn is not None
+        return conn
+
+    async def _open(
+        self, hop: _Hop, through: asyncssh.SSHClientConnection | None
+    ) -> asyncssh.SSHClientConnection:
+        self.opened += 1
+        return await self._factory._authenticate(hop.host, hop.trusted, hop.auth, through)
+
+    def use(self, hops: Sequence[_Hop], delta: int) -> None:
+        with self._lock:
+            chain: tuple[Any, ...] = ()
+            for hop in hops:
+                chain = (*chain, hop.key)
+                self.users[chain] = self.users.get(chain, 0) + delta
+
+    async def close(self) -> None:
+        await self._factory._loop._drain()  # the hosts' own connections first
+        for chain in sorted(self._conns, key=len, reverse=True):
+            task = self._conns.pop(chain)
+            if not task.done():
+                task.cancel()
+                continue
+            if not task.cancelled() and task.exception() is None:
+                conn = task.result()
+                conn.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.wait_closed(), 5)
+
+
+def _behind(host: Host, hop: Host, exc: TransportError) -> TransportError:
+    """A hop's failure as the failure of a host behind it: same kind, naming the hop."""
+    if host.name == hop.name:
+        return exc
+    hint = exc.hint
+    return type(exc)(host.name, f"via jump host {hop.name}: {exc.detail}", hint=hint)
 
 
 def _local_user() -> str:
@@ -651,6 +790,7 @@ class SSHTransport:
         self._process: asyncio.Future[None] | None = None  # set while a command with stdin runs
         self._interrupted = False
         self.notices: tuple[str, ...] = ()
+        self.on_close: Callable[[], None] | None = None  # the jump pool's count, when behind one
 
     def run(
         self, command: Command, *, stdin: bytes | Secret | None = None, timeout: float | None = None
@@ -803,3 +943,6 @@ class SSHTransport:
 
         self._sftp = self._shell = None
         self._loop.spawn(shutdown())
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close()

@@ -93,8 +93,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         proc.wait(timeout=20)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope, not session: while sync_playwright is open, the main thread has a running
+    # asyncio loop, and every later test's asyncio.run() would fail.
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():

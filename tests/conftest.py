@@ -49,6 +49,16 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
         return
+    yield from _pg_url()
+
+
+@pytest.fixture
+def pg_ledger_url() -> Iterator[str]:
+    """A private schema on the real PostgreSQL, for a test whose SQLite case is covered elsewhere."""
+    yield from _pg_url()
+
+
+def _pg_url() -> Iterator[str]:
     if not PG_URL:
         if os.environ.get("CI"):
             pytest.fail("CI must set ITOPS_TEST_PG_URL: the ledger suite runs on PostgreSQL too")

@@ -313,10 +313,10 @@ def test_export_by_host_and_period_and_refusals(ws: Path, tmp_path: Path) -> Non
 
 
 @pytest.fixture
-def pg_ws(workspace: Workspace, ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    if not ledger_url.startswith("postgresql"):
-        pytest.skip("the SQLite variant is every other test here")
-    monkeypatch.setenv("ITOPS_LEDGER_URL", ledger_url)
+def pg_ws(
+    workspace: Workspace, pg_ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    monkeypatch.setenv("ITOPS_LEDGER_URL", pg_ledger_url)
     fill(workspace.root)
     yield workspace.root
 

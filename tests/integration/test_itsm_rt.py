@@ -745,3 +745,51 @@ def test_a_scheduled_run_delivers_the_pending_notes_and_a_desk_down_never_fails_
     assert again["resolution"] == "failed" and again["summary"] == result["summary"]
     pending = [n for n in outbox(ws) if n["state"] == "pending"]
     assert len(pending) == 1 and pending[0]["ticket"] == other and pending[0]["attempts"] == 1
+
+
+def test_rt_stopped_during_a_50_host_run_the_run_completes_and_one_note_arrives_after(
+    rt_server: RtServer, tmp_path: Path
+) -> None:
+    """50 hosts, each a real SSH connection to a peer that never answers (held open until the
+    connect timeout): RT is stopped while they are being worked on. The run ends with its own
+    outcome, its ONE note waits in the outbox, and after RT's restart it is posted exactly once."""
+    ws = workspace(tmp_path, rt_server.url)
+    ticket = new_ticket(rt_server, "RT goes down during a 50-host run", priority=60)
+    tarpit = Tarpit()
+    (ws / "inventory" / "known_hosts").write_text(
+        f"[127.1.252.10]:{tarpit.port} ssh-ed25519 "
+        "AAAAC3NzaC1lZDI1NTE5AAAAIE7aU0l0q3uQ4fqL6yXx0g7u5Y2f6P3QkqJ3gS9m5w7N\n"
+    )
+    hosts = "".join(
+        f"    ws-{i:02d}:\n      ansible_host: 127.1.252.10\n      ansible_port: {tarpit.port}\n"
+        "      platform: linux\n"
+        for i in range(50)
+    )
+    (ws / "inventory" / "hosts.yml").write_text("all:\n  hosts:\n" + hosts)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "--workspace", str(ws), "fix", "printer.clear-queue",
+         "all", "--ticket", ticket, "--connect-timeout", "5", "--forks", "50"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=itops_env(),
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert tarpit.accepted.wait(60), "the run never reached its hosts"
+        rt_server.stop()
+        out, err = run.communicate(timeout=180)
+    finally:
+        if run.poll() is None:
+            run.kill()
+        tarpit.close()
+    try:
+        assert run.returncode == 3, out + err
+        assert "note pending" in err
+        [note] = outbox(ws)  # one note for the run, not one per host
+        assert note["state"] == "pending" and note["attempts"] == 1
+    finally:
+        rt_server.start()
+    delivered = itops(ws, "itsm", "deliver")
+    assert delivered.returncode == 0, delivered.stdout + delivered.stderr
+    [text] = notes_on(rt_server, ticket)
+    assert note["key"] in text and text.count(": unreachable") == 50
+    assert itops(ws, "itsm", "deliver").stdout.strip() == "nothing to deliver"
+    assert len(notes_on(rt_server, ticket)) == 1

@@ -664,9 +664,7 @@ def test_sync_of_a_ticket_a_run_mirrored_first_adds_its_history_not_a_second_ope
     assert summary["opened_at"].startswith(created[:19])  # the mirror opened it at RT's time
 
 
-def test_kpi_over_synced_rt_tickets_measures_rt_times(
-    rt_server: RtServer, tmp_path: Path
-) -> None:
+def test_kpi_over_synced_rt_tickets_measures_rt_times(rt_server: RtServer, tmp_path: Path) -> None:
     """MTTR from RT's create → resolve: two P1 tickets (24×7 clocks) of 150 and 30 minutes, one
     of which waited (stalled) 60 minutes — the pause is not resolution time."""
     ws = workspace(tmp_path, rt_server.url)

@@ -3,8 +3,8 @@
     .venv/bin/python bench/itsm_sync.py --tickets 1000
 
 Starts its own RT (Debian's request-tracker5, its SQLite database copied; `toolkit.lab.rt`) on
-127.1.251.1, files N tickets over REST 2 — each created; every 2nd answered by an engineer,
-every 3rd stalled and resumed, every 5th moved to P1, two in three resolved — then times, in a
+127.1.251.1, files N tickets over REST 2 — each created; every 4th answered by an engineer,
+every 10th stalled and resumed, every 10th moved to P1, two in three resolved — then times, in a
 fresh workspace: the first sync (everything), a second sync (nothing new: idempotent), a sync
 after 50 more changes (incremental), and `itops kpi --json`. Prints a table and writes
 bench/results/itsm_sync.json. Needs no root and no lab.
@@ -52,13 +52,13 @@ def file_ticket(server: RtServer, i: int) -> None:
         "Priority": 20 + (i % 4) * 20,
     })  # fmt: skip
     n = made["id"]
-    if i % 2 == 0:
+    if i % 4 == 0:
         rest(server, "POST", f"ticket/{n}/correspond",
              {"Content": "looking into it", "ContentType": "text/plain"})  # fmt: skip
-    if i % 3 == 0:
+    if i % 10 == 3:
         rest(server, "PUT", f"ticket/{n}", {"Status": "stalled"})
         rest(server, "PUT", f"ticket/{n}", {"Status": "open"})
-    if i % 5 == 0:
+    if i % 10 == 5:
         rest(server, "PUT", f"ticket/{n}", {"Priority": 95})
     if i % 3 != 1:
         rest(server, "PUT", f"ticket/{n}", {"Status": "resolved"})

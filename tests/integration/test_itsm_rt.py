@@ -417,6 +417,9 @@ def test_resolve_leaves_the_rt_ticket_open_when_a_host_is_not_fixed(
     assert done.returncode == 3
     assert f"{ticket} left open (--resolve)" in done.stderr
     assert rest(rt_server, "GET", f"ticket/{ticket[3:]}")["Status"] == "new"
+    [note] = notes_on(rt_server, ticket)  # one note, saying why it stays open
+    assert f"--resolve: {ticket} left open (--resolve): ws-dead did not end fixed" in note
+    assert [n["resolve"] for n in outbox(ws)] == [False]
 
 
 def test_sqlite_copy_is_the_servers_own(rt_server: RtServer) -> None:
@@ -518,9 +521,9 @@ def test_lab_a_verified_fix_with_resolve_resolves_the_rt_ticket(
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{ticket} resolved" in done.stdout and f"{ticket}: resolved with a note" in done.stderr
     assert rest(rt_server, "GET", f"ticket/{ticket[3:]}")["Status"] == "resolved"
-    run_note, resolution = notes_on(rt_server, ticket)  # the run's note, then the resolution
-    assert "- lab-01: fixed" in run_note
-    assert "verified fixed on 1 host(s) (lab-01)" in resolution
+    [note] = notes_on(rt_server, ticket)  # ONE note: the run, and the resolution folded in
+    assert "- lab-01: fixed" in note
+    assert "resolution: " in note and "verified fixed on 1 host(s) (lab-01)" in note
     shown = json.loads(itops(ws, "ticket", "show", ticket, "--json").stdout)
     assert shown["summary"]["state"] == "resolved"
     # and the resolved ticket now refuses further runs

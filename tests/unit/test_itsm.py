@@ -428,3 +428,27 @@ def test_a_second_sync_at_the_same_time_reads_nothing(ledger: Any, tmp_path: Pat
         desk = HistoryDesk({}, [])
         busy = sync(ledger, desk, ItsmSettings(system="rt", url="http://rt"), lock=lock)
     assert busy.busy and busy.steps == 0
+
+
+def test_a_reread_decides_each_step_as_the_first_sync_did_within_one_second(
+    ledger: Any, tmp_path: Path
+) -> None:
+    """RT's times are whole seconds: RT's own new → open and an engineer's stall in the same
+    second. The re-read must not let the later step's `waiting` decide the earlier step (which
+    would record a `resumed` that never happened)."""
+    from toolkit.itsm import Change
+    from toolkit.itsm.sync import sync
+
+    t0 = 1_780_000_000.0
+    settings = ItsmSettings(system="rt", url="http://rt")
+    steps = [
+        Change("RT-3", 40, t0, "root", "created"),
+        Change("RT-3", 41, t0, "RT_System", "status", "new", "open"),
+        Change("RT-3", 42, t0, "root", "status", "open", "stalled"),
+    ]
+    desk = HistoryDesk({"RT-3": desk_ticket("RT-3")}, steps)
+    sync(ledger, desk, settings, lock=tmp_path / "lock", now=t0 + 60)
+    assert kinds(ledger, "RT-3") == ["opened", "waiting"]
+    reread = sync(ledger, desk, settings, lock=tmp_path / "lock", since=t0 - 1, now=t0 + 60)
+    assert sum(reread.events.values()) == 0, reread.events
+    assert kinds(ledger, "RT-3") == ["opened", "waiting"]

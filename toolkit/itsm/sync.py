@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from toolkit.ledger import Entry, Ledger
 
 SYNCED = "itsm.synced"
+_KEY = "\x00key"  # (in a replayed event's data only: the dedupe key it was recorded with)
 _LATE = float(1 << 62)  # seq of an event not yet written: after every recorded one at its time
 
 
@@ -162,7 +163,8 @@ def _past(
         for r in records:
             if r.ticket in tickets:
                 events, keys = found.setdefault(r.ticket, ([], set()))
-                events.append(event_from_record(r.seq, r.at, r.kind, r.operator, r.ticket, r.info))
+                info = {**r.info, _KEY: r.action_id} if r.action_id else r.info
+                events.append(event_from_record(r.seq, r.at, r.kind, r.operator, r.ticket, info))
                 if r.action_id:
                     keys.add(r.action_id)
 
@@ -184,13 +186,32 @@ class _Now:
     responded: bool = False
 
 
-def _replay(ticket: str, events: list[TicketEvent], at: float) -> _Now:
+def _step_of(key: str | None) -> int | None:
+    """The desk step a synced event came from (its key `rt-1234` or `rt-1234-2`); None for an
+    event itops recorded itself."""
+    if not key or "-" not in key:
+        return None
+    parts = key.split("-")
+    return int(parts[1]) if len(parts) in (2, 3) and parts[1].isdigit() else None
+
+
+def _replay(
+    ticket: str, events: list[TicketEvent], at: float, step: int, *, own: bool = False
+) -> _Now:
+    """The ticket at the desk step `step` (at `at`): the events before that instant, and at
+    that very second those itops recorded and those of earlier steps (with `own`, of this step
+    too) — RT's times are whole seconds, so several steps share one, and a later step's event
+    must not decide an earlier one's (a re-read would then decide differently)."""
     from toolkit.desk.tickets import TicketError, next_state
 
     now = _Now()
     for ev in sorted(events, key=lambda e: (e.at, e.seq)):
         if ev.at > at:
             break
+        if ev.at == at:
+            origin = _step_of(ev.data.get(_KEY))
+            if origin is not None and (origin > step or (origin == step and not own)):
+                continue
         try:
             after = next_state(ticket, now.state, ev.event, ev.data)
         except TicketError:
@@ -228,12 +249,13 @@ def _ticket_events(
         at = min(change.at, clock)
         try:
             fields = check_fields(event, {**data, "by": change.by[:128] or None})
-            before = _replay(ticket, events, at)
+            before = _replay(ticket, events, at, change.txn, own=True)
             next_state(ticket, before.state, event, fields)
         except TicketError as exc:
             result.skipped.append(f"{ticket} (desk step {change.txn}): {exc.message}")
             return False
-        events.append(TicketEvent(ticket, event, at, "", fields, int(_LATE) + len(made)))
+        known = {**fields, _KEY: key}
+        events.append(TicketEvent(ticket, event, at, "", known, int(_LATE) + len(made)))
         made.append(
             Entry(
                 f"ticket.{event}",
@@ -248,7 +270,7 @@ def _ticket_events(
 
     for change in changes:
         key = f"{result.system}-{change.txn}"
-        now = _replay(ticket, events, change.at)
+        now = _replay(ticket, events, change.at, change.txn)
         if change.what == "created":
             if now.state is not None or any(e.event == "opened" for e in events):
                 continue  # a run's lookup mirrored it first

@@ -160,6 +160,10 @@ class RtDesk:
             {"field": "ObjectType", "value": "RT::Ticket"},
             {"field": "id", "operator": ">", "value": str(after)},
         ]
+        search += [  # only what `_change` reads: half of RT's transactions are mail records
+            {"field": "Type", "operator": "=", "value": kind, "entry_aggregator": "OR"}
+            for kind in READ_TYPES
+        ]
         if since is not None:  # (REST 2 compares a JSON search's dates as UTC)
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(since))
             search.append({"field": "Created", "operator": ">=", "value": stamp})
@@ -330,6 +334,7 @@ def _transport_error(url: str, what: str, exc: Any, send: bool, took: float) -> 
 
 
 TXN_FIELDS = "Type,Field,OldValue,NewValue,Created,Creator,ObjectId"
+READ_TYPES = ("Create", "Correspond", "Status", "Set")  # the transactions `_change` reads
 SYSTEM_USERS = frozenset({"RT_System"})  # RT's own steps: an autoreply is no response
 
 

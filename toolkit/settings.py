@@ -476,6 +476,16 @@ SCHEMA = Table(
                     "desk states no run may go under",
                     '["resolved", "rejected", "deleted"]',
                 ),
+                "waiting_states": Key(
+                    Text(many=True),
+                    "desk states that wait on the user (itsm sync: the SLA clock pauses)",
+                    '["stalled"]',
+                ),
+                "resolved_states": Key(
+                    Text(many=True),
+                    "desk states that are a resolution (itsm sync); other closed states close",
+                    '["resolved"]',
+                ),
                 "priorities": Table(
                     "desk priority → itops priority: the lowest desk value of each",
                     entries=Key(Int(0), "lowest desk priority value", "P1 90, P2 50, P3 20, P4 0"),

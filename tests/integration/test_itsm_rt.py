@@ -417,6 +417,9 @@ def test_resolve_leaves_the_rt_ticket_open_when_a_host_is_not_fixed(
     assert done.returncode == 3
     assert f"{ticket} left open (--resolve)" in done.stderr
     assert rest(rt_server, "GET", f"ticket/{ticket[3:]}")["Status"] == "new"
+    [note] = notes_on(rt_server, ticket)  # one note, saying why it stays open
+    assert f"--resolve: {ticket} left open (--resolve): ws-dead did not end fixed" in note
+    assert [n["resolve"] for n in outbox(ws)] == [False]
 
 
 def test_sqlite_copy_is_the_servers_own(rt_server: RtServer) -> None:
@@ -518,9 +521,9 @@ def test_lab_a_verified_fix_with_resolve_resolves_the_rt_ticket(
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{ticket} resolved" in done.stdout and f"{ticket}: resolved with a note" in done.stderr
     assert rest(rt_server, "GET", f"ticket/{ticket[3:]}")["Status"] == "resolved"
-    run_note, resolution = notes_on(rt_server, ticket)  # the run's note, then the resolution
-    assert "- lab-01: fixed" in run_note
-    assert "verified fixed on 1 host(s) (lab-01)" in resolution
+    [note] = notes_on(rt_server, ticket)  # ONE note: the run, and the resolution folded in
+    assert "- lab-01: fixed" in note
+    assert "resolution: " in note and "verified fixed on 1 host(s) (lab-01)" in note
     shown = json.loads(itops(ws, "ticket", "show", ticket, "--json").stdout)
     assert shown["summary"]["state"] == "resolved"
     # and the resolved ticket now refuses further runs
@@ -554,3 +557,240 @@ def test_lab_up_services_rt_starts_rt_with_a_ticket_and_prints_the_itsm_lines(
     assert url and not (ws / ".itops" / "lab" / "rt").exists()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url.group() + "/REST/2.0/", timeout=3)
+
+
+# -- itops itsm sync: the desk's tickets pulled into the ledger --------------------------------
+def sync(ws: Path, *args: str) -> dict[str, Any]:
+    done = itops(ws, "itsm", "sync", "--json", *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def events_of(ws: Path, ticket: str) -> list[tuple[str, dict[str, Any]]]:
+    """The ticket's events as recorded: (event, data) in ledger order."""
+    shown = itops(ws, "ticket", "show", ticket, "--json")
+    assert shown.returncode == 0, shown.stderr
+    records = json.loads(shown.stdout)["records"]
+    return [(r["kind"][7:], r["data"]) for r in records if r["kind"].startswith("ticket.")]
+
+
+def correspond(server: RtServer, ticket: str, text: str = "looking into it") -> None:
+    rest(server, "POST", f"ticket/{ticket[3:]}/correspond",
+         {"Content": text, "ContentType": "text/plain"})  # fmt: skip
+
+
+def test_sync_pulls_rt_tickets_and_their_lifecycle_once(
+    rt_server: RtServer, tmp_path: Path
+) -> None:
+    """Opened, first response, waiting/resumed, resolved, reopened, rejected (closed), priority
+    and queue changes — each at RT's time, with RT's transaction id as its key; a second sync
+    adds nothing; a change after the first sync comes with the next; hostile text stays escaped."""
+    ws = workspace(tmp_path, rt_server.url)
+    queue = f"Printers {tmp_path.name[-12:]}"
+    rest(rt_server, "POST", "queue", {"Name": queue})
+    with open(ws / "itops.toml", "a") as f:
+        f.write(f'\n[itsm.categories]\n"{queue}" = "printer"\n')
+    life = new_ticket(rt_server, "sync: a whole lifecycle", priority=30)  # P3
+    n = life[3:]
+    rest(rt_server, "PUT", f"ticket/{n}", {"Priority": 95})  # → P1
+    correspond(rt_server, life)  # root, not the requester: the first response
+    rest(rt_server, "PUT", f"ticket/{n}", {"Status": "stalled"})
+    rest(rt_server, "PUT", f"ticket/{n}", {"Status": "open"})
+    correspond(rt_server, life, "an update")  # a later reply: a status update
+    rest(rt_server, "PUT", f"ticket/{n}", {"Status": "resolved"})
+    rest(rt_server, "PUT", f"ticket/{n}", {"Status": "open"})  # reopened at the desk
+    rest(rt_server, "PUT", f"ticket/{n}", {"Status": "rejected"})
+    moved = new_ticket(rt_server, "sync: moved to the printer queue", priority=10)
+    rest(rt_server, "PUT", f"ticket/{moved[3:]}", {"Queue": queue})
+    hostile = new_ticket(rt_server, "sync \x1b[31mred\x1b]0;t\x07 <b>x</b>", priority=60)
+
+    first = sync(ws)
+    assert first["recorded"] > 0 and first["skipped"] == [], first
+
+    got = events_of(ws, life)
+    assert [e for e, _ in got] == [
+        "opened", "updated", "responded", "waiting", "resumed", "note", "resolved",
+        "reopened", "resolved", "closed",
+    ]  # fmt: skip
+    opened = got[0][1]
+    assert opened["priority"] == "P3" and opened["requester"] == "alice@example.org"
+    assert opened["summary"] == "sync: a whole lifecycle" and opened["imported"] is True
+    assert got[1][1]["priority"] == "P1" and got[1][1]["by"] == "root"
+    assert got[-2][1]["code"] == "rejected" and got[-1][1]["unconfirmed"] is True
+    history = rest(rt_server, "GET", f"ticket/{n}/history?fields=Type,Created&per_page=100")
+    created = next(t for t in history["items"] if t["Type"] == "Create")
+    assert opened["at"].startswith(created["Created"][:19])  # RT's own time
+    log = [json.loads(line) for line in itops(ws, "log", "--json").stdout.splitlines()]
+    keys = [r["action_id"] for r in log if r["ticket"] == life and r["kind"] != "itsm.synced"]
+    assert keys[0] == f"rt-{created['id']}" and len(set(keys)) == len(keys)
+    summary = json.loads(itops(ws, "ticket", "show", life, "--json").stdout)["summary"]
+    assert summary["state"] == "closed" and summary["priority"] == "P1"
+    assert summary["reopens"] == 1
+    moved_events = events_of(ws, moved)
+    assert [e for e, _ in moved_events] == ["opened", "updated"]
+    assert moved_events[0][1]["category"] == "other" and moved_events[1][1]["category"] == "printer"
+
+    again = sync(ws)  # nothing new at the desk: nothing recorded
+    assert again["recorded"] == 0 and again["steps"] == 0 and again["through"] == first["through"]
+    reread = sync(ws, "--since", "1d")  # read again from a day ago: still nothing
+    assert reread["recorded"] == 0, (reread, itops(ws, "log", "--json").stdout[-6000:])
+    assert len(events_of(ws, life)) == len(got)
+
+    rest(rt_server, "PUT", f"ticket/{moved[3:]}", {"Status": "resolved"})  # after the sync
+    later = sync(ws)
+    assert later["events"] == {"resolved": 1} and later["tickets"] == 1
+    assert [e for e, _ in events_of(ws, moved)] == ["opened", "updated", "resolved"]
+
+    shown = itops(ws, "ticket", "show", hostile)
+    as_json = itops(ws, "ticket", "show", hostile, "--json")
+    listed = itops(ws, "ticket", "list")
+    for out in (shown.stdout, as_json.stdout, listed.stdout):
+        assert "\x1b" not in out and "\x07" not in out
+    assert "␛[31mred" in shown.stdout
+
+
+def test_sync_of_a_ticket_a_run_mirrored_first_adds_its_history_not_a_second_opening(
+    rt_server: RtServer, tmp_path: Path
+) -> None:
+    ws = workspace(tmp_path, rt_server.url)
+    ticket = new_ticket(rt_server, "mirrored, then synced", priority=55)
+    assert itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", ticket).returncode == 3
+    rest(rt_server, "PUT", f"ticket/{ticket[3:]}", {"Status": "resolved"})
+    sync(ws)
+    got = [e for e, _ in events_of(ws, ticket)]
+    assert got.count("opened") == 1 and got[-1] == "resolved", got
+    summary = json.loads(itops(ws, "ticket", "show", ticket, "--json").stdout)["summary"]
+    assert summary["state"] == "resolved" and summary["priority"] == "P2"
+    history = rest(rt_server, "GET", f"ticket/{ticket[3:]}/history?fields=Type,Created")
+    created = next(t for t in history["items"] if t["Type"] == "Create")["Created"]
+    assert summary["opened_at"].startswith(created[:19])  # the mirror opened it at RT's time
+
+
+def test_kpi_over_synced_rt_tickets_measures_rt_times(rt_server: RtServer, tmp_path: Path) -> None:
+    """MTTR from RT's create → resolve: two P1 tickets (24×7 clocks) of 150 and 30 minutes, one
+    of which waited (stalled) 60 minutes — the pause is not resolution time."""
+    ws = workspace(tmp_path, rt_server.url)
+    one = new_ticket(rt_server, "kpi one", priority=95)
+    rest(rt_server, "PUT", f"ticket/{one[3:]}", {"Status": "resolved"})
+    two = new_ticket(rt_server, "kpi two", priority=95)
+    rest(rt_server, "PUT", f"ticket/{two[3:]}", {"Status": "stalled"})
+    rest(rt_server, "PUT", f"ticket/{two[3:]}", {"Status": "open"})
+    rest(rt_server, "PUT", f"ticket/{two[3:]}", {"Status": "resolved"})
+    day = "2026-06-01"  # RT's times moved to a day of their own (RT's REST 2 cannot back-date)
+    times = {
+        one: {"Create": "10:00:00", "Status:resolved": "12:30:00"},
+        two: {"Create": "14:00:00", "Status:stalled": "14:10:00", "Status:open": "15:10:00",
+              "Status:resolved": "15:30:00"},
+    }  # fmt: skip
+    with sqlite3.connect(rt_server.dir / "rtdb") as db:
+        for ticket, steps in times.items():
+            rows = db.execute(
+                "SELECT id, Type, NewValue FROM Transactions WHERE ObjectType = 'RT::Ticket' "
+                "AND ObjectId = ?",
+                (int(ticket[3:]),),
+            ).fetchall()
+            for txn, kind, new in rows:
+                at = steps.get(f"{kind}:{new}" if kind == "Status" else kind)
+                if at is None and kind == "Status" and new == "open":
+                    at = steps["Create"]  # RT's own new → open
+                db.execute(
+                    "UPDATE Transactions SET Created = ? WHERE id = ?",
+                    (f"{day} {at or steps['Create']}", txn),
+                )
+    sync(ws)
+    done = itops(ws, "kpi", "--since", "2026-06-01T00:00Z", "--until", "2026-06-02T00:00Z",
+                 "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    kpi = json.loads(done.stdout)
+    assert kpi["tickets_opened"] == 2 and kpi["tickets_resolved"] == 2
+    assert kpi["time_to_resolve_mean"] == pytest.approx((150 + 30) / 2)
+    assert kpi["resolution_sla_compliance"] == 1.0  # P1: 4 h
+
+
+def test_a_scheduled_run_delivers_the_pending_notes_and_a_desk_down_never_fails_it(
+    rt_server: RtServer, tmp_path: Path
+) -> None:
+    import fcntl
+
+    ws = workspace(tmp_path, rt_server.url)
+    ticket = new_ticket(rt_server, "pending until the scheduler runs")
+    lock = ws / ".itops" / "itsm-outbox.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as held:  # another itops is delivering: the fix leaves its note pending
+        fcntl.flock(held, fcntl.LOCK_EX)
+        done = itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", ticket)
+    assert done.returncode == 3 and "note pending (busy" in done.stderr, done.stderr
+    [note] = outbox(ws)
+    assert note["state"] == "pending" and notes_on(rt_server, ticket) == []
+    added = itops(ws, "schedule", "add", "nightly", "--task", "printer.clear-queue",
+                  "--targets", "ws-dead", "--cron", "0 3 * * *")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    run = itops(ws, "schedule", "run", "nightly", "--json")
+    result = json.loads(run.stdout)[0] if run.stdout.startswith("[") else json.loads(run.stdout)
+    assert result["resolution"] == "failed"  # its host is unreachable: the job's own result
+    [text] = notes_on(rt_server, ticket)  # and the pending note went out after it
+    assert note["key"] in text
+    assert [n["state"] for n in outbox(ws)] == ["delivered"]
+
+    # the desk down: a scheduled run's result is its own, the note waits
+    other = new_ticket(rt_server, "desk down at the scheduled run")
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", other).returncode == 3
+    config = (ws / "itops.toml").read_text()
+    (ws / "itops.toml").write_text(config.replace(rt_server.url, f"http://{DEAD}:9"))
+    down = itops(ws, "schedule", "run", "nightly", "--json")
+    assert down.returncode == run.returncode, down.stderr
+    again = json.loads(down.stdout)[0] if down.stdout.startswith("[") else json.loads(down.stdout)
+    assert again["resolution"] == "failed" and again["summary"] == result["summary"]
+    pending = [n for n in outbox(ws) if n["state"] == "pending"]
+    assert len(pending) == 1 and pending[0]["ticket"] == other and pending[0]["attempts"] == 1
+
+
+def test_rt_stopped_during_a_50_host_run_the_run_completes_and_one_note_arrives_after(
+    rt_server: RtServer, tmp_path: Path
+) -> None:
+    """50 hosts, each a real SSH connection to a peer that never answers (held open until the
+    connect timeout): RT is stopped while they are being worked on. The run ends with its own
+    outcome, its ONE note waits in the outbox, and after RT's restart it is posted exactly once."""
+    ws = workspace(tmp_path, rt_server.url)
+    ticket = new_ticket(rt_server, "RT goes down during a 50-host run", priority=60)
+    tarpit = Tarpit()
+    (ws / "inventory" / "known_hosts").write_text(
+        f"[127.1.252.10]:{tarpit.port} ssh-ed25519 "
+        "AAAAC3NzaC1lZDI1NTE5AAAAIE7aU0l0q3uQ4fqL6yXx0g7u5Y2f6P3QkqJ3gS9m5w7N\n"
+    )
+    hosts = "".join(
+        f"    ws-{i:02d}:\n      ansible_host: 127.1.252.10\n      ansible_port: {tarpit.port}\n"
+        "      platform: linux\n"
+        for i in range(50)
+    )
+    (ws / "inventory" / "hosts.yml").write_text("all:\n  hosts:\n" + hosts)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "--workspace", str(ws), "fix", "printer.clear-queue",
+         "all", "--ticket", ticket, "--connect-timeout", "5", "--forks", "50"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=itops_env(),
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert tarpit.accepted.wait(60), "the run never reached its hosts"
+        rt_server.stop()
+        out, err = run.communicate(timeout=180)
+    finally:
+        if run.poll() is None:
+            run.kill()
+        tarpit.close()
+    try:
+        assert run.returncode == 3, out + err
+        assert "note pending" in err
+        [note] = outbox(ws)  # one note for the run, not one per host
+        assert note["state"] == "pending" and note["attempts"] == 1
+    finally:
+        rt_server.start()
+    delivered = itops(ws, "itsm", "deliver")
+    assert delivered.returncode == 0, delivered.stdout + delivered.stderr
+    [text] = notes_on(rt_server, ticket)
+    assert note["key"] in text and text.count(": unreachable") == 50
+    assert itops(ws, "itsm", "deliver").stdout.strip() == "nothing to deliver"
+    assert len(notes_on(rt_server, ticket)) == 1

@@ -310,3 +310,145 @@ def test_a_self_signed_desk_is_refused_unless_its_ca_is_configured(tmp_path: Pat
         server.shutdown()
     assert "TLS certificate is not trusted" in refused.value.message
     assert refused.value.hint and "ca_bundle" in refused.value.hint
+
+
+# -- itsm sync's rules, against a desk whose history a test scripts (clearly not RT) ---------
+class HistoryDesk:
+    """A desk whose history is a list of Changes (the real RT: tests/integration/test_itsm_rt)."""
+
+    system = "rt"
+
+    def __init__(self, tickets: dict[str, DeskTicket], steps: list[Any]) -> None:
+        self.known = tickets
+        self.steps = steps
+        self.down = False
+
+    def changes(self, after: int, since: float | None = None) -> Iterator[Any]:
+        if self.down:
+            raise DeskUnavailable("RT at http://rt is unreachable")
+        return iter([c for c in self.steps if c.txn > after and (since is None or c.at >= since)])
+
+    def history(self, ticket: str) -> list[Any]:
+        return [c for c in self.steps if c.ticket == ticket]
+
+    def tickets(self, ids: Any) -> dict[str, DeskTicket]:
+        return {t: self.known[t] for t in ids if t in self.known}
+
+
+def desk_ticket(ticket: str, priority: str = "50", requester: str = "alice") -> DeskTicket:
+    return DeskTicket(
+        id=ticket, number=ticket[3:], subject=f"subject of {ticket}", status="open",
+        priority="P2", desk_priority=priority, queue="General", category="other",
+        requester=f"{requester}@example.org", closed=False, created=1_780_000_000.0,
+        requesters=(requester,),
+    )  # fmt: skip
+
+
+def kinds(ledger: Any, ticket: str) -> list[str]:
+    return [r.kind[7:] for r in ledger.records(ticket=ticket) if r.kind.startswith("ticket.")]
+
+
+def test_sync_records_each_desk_step_once_and_moves_its_mark(ledger: Any, tmp_path: Path) -> None:
+    from toolkit.itsm import Change
+    from toolkit.itsm.sync import mark, sync
+
+    t0 = 1_780_000_000.0
+    settings = ItsmSettings(system="rt", url="http://rt")
+    steps = [
+        Change("RT-1", 10, t0, "alice", "created"),
+        Change("RT-1", 11, t0 + 60, "alice", "replied"),  # the requester: no response
+        Change("RT-1", 12, t0 + 120, "bob", "replied"),  # the first response
+        Change("RT-1", 13, t0 + 180, "bob", "status", "open", "stalled"),
+        Change("RT-1", 14, t0 + 240, "alice", "status", "stalled", "open"),
+        Change("RT-1", 15, t0 + 300, "bob", "priority", "50", "95"),
+        Change("RT-1", 16, t0 + 360, "bob", "priority", "95", "96"),  # still P1: nothing
+        Change("RT-1", 17, t0 + 420, "bob", "status", "open", "deleted"),
+    ]
+    desk = HistoryDesk({"RT-1": desk_ticket("RT-1")}, steps)
+    lock = tmp_path / "sync.lock"
+    first = sync(ledger, desk, settings, lock=lock, now=t0 + 3600)
+    assert kinds(ledger, "RT-1") == [
+        "opened", "responded", "waiting", "resumed", "updated", "resolved", "closed",
+    ]  # fmt: skip
+    assert first.through == 17 == mark(ledger, settings) and first.skipped == []
+    keys = [r.action_id for r in ledger.records(ticket="RT-1")]
+    assert keys == ["rt-10", "rt-12", "rt-13", "rt-14", "rt-15", "rt-17", "rt-17-2"]
+    again = sync(ledger, desk, settings, lock=lock, now=t0 + 3600)
+    assert again.steps == 0 and sum(again.events.values()) == 0
+    reread = sync(ledger, desk, settings, lock=lock, since=t0 - 1, now=t0 + 3600)
+    assert reread.steps == len(steps) and sum(reread.events.values()) == 0
+    assert len(kinds(ledger, "RT-1")) == 7
+
+    desk.steps.append(Change("RT-1", 30, t0 + 900, "bob", "status", "deleted", "open"))
+    later = sync(ledger, desk, settings, lock=lock, now=t0 + 3600)
+    assert dict(later.events) == {"reopened": 1} and later.through == 30
+
+    desk.down = True  # a desk down mid-sync: nothing recorded, the mark stays
+    with pytest.raises(DeskUnavailable):
+        sync(ledger, desk, settings, lock=lock, now=t0 + 3600)
+    assert mark(ledger, settings) == 30
+
+
+def test_sync_skips_a_desk_step_that_does_not_fit_what_itops_recorded(
+    ledger: Any, tmp_path: Path
+) -> None:
+    """itops resolved the mirror itself (a run's --resolve) before RT resolved the ticket: the
+    desk's resolution is skipped, not recorded as a second one (no anomaly)."""
+    from toolkit.desk.sla import default_policy
+    from toolkit.desk.tickets import ensure, history, record, summarize
+    from toolkit.itsm import Change
+    from toolkit.itsm.sync import sync
+
+    t0 = 1_780_000_000.0
+    settings = ItsmSettings(system="rt", url="http://rt")
+    ensure(ledger, "RT-2", priority="P2", channel="other", at=t0)
+    record(ledger, "RT-2", "resolved", {"code": "fixed-by-itops"}, default_policy(), at=t0 + 100)
+    desk = HistoryDesk(
+        {"RT-2": desk_ticket("RT-2")},
+        [
+            Change("RT-2", 20, t0, "root", "created"),
+            Change("RT-2", 21, t0 + 200, "itops", "status", "open", "resolved"),
+        ],
+    )
+    done = sync(ledger, desk, settings, lock=tmp_path / "lock", now=t0 + 3600)
+    assert sum(done.events.values()) == 0
+    assert kinds(ledger, "RT-2") == ["opened", "resolved"]
+    summary = summarize("RT-2", *history(ledger, "RT-2"), default_policy())
+    assert summary is not None and summary.anomalies == ()
+
+
+def test_a_second_sync_at_the_same_time_reads_nothing(ledger: Any, tmp_path: Path) -> None:
+    import fcntl
+
+    from toolkit.itsm.sync import sync
+
+    lock = tmp_path / "sync.lock"
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        desk = HistoryDesk({}, [])
+        busy = sync(ledger, desk, ItsmSettings(system="rt", url="http://rt"), lock=lock)
+    assert busy.busy and busy.steps == 0
+
+
+def test_a_reread_decides_each_step_as_the_first_sync_did_within_one_second(
+    ledger: Any, tmp_path: Path
+) -> None:
+    """RT's times are whole seconds: RT's own new → open and an engineer's stall in the same
+    second. The re-read must not let the later step's `waiting` decide the earlier step (which
+    would record a `resumed` that never happened)."""
+    from toolkit.itsm import Change
+    from toolkit.itsm.sync import sync
+
+    t0 = 1_780_000_000.0
+    settings = ItsmSettings(system="rt", url="http://rt")
+    steps = [
+        Change("RT-3", 40, t0, "root", "created"),
+        Change("RT-3", 41, t0, "RT_System", "status", "new", "open"),
+        Change("RT-3", 42, t0, "root", "status", "open", "stalled"),
+    ]
+    desk = HistoryDesk({"RT-3": desk_ticket("RT-3")}, steps)
+    sync(ledger, desk, settings, lock=tmp_path / "lock", now=t0 + 60)
+    assert kinds(ledger, "RT-3") == ["opened", "waiting"]
+    reread = sync(ledger, desk, settings, lock=tmp_path / "lock", since=t0 - 1, now=t0 + 60)
+    assert sum(reread.events.values()) == 0, reread.events
+    assert kinds(ledger, "RT-3") == ["opened", "waiting"]

@@ -4,11 +4,17 @@ Each run reloads the inventory and the catalog (a scheduler runs for weeks), sel
 and goes through the same runner, policy and ledger as `itops fix` (or ansible-runner for a
 playbook). `check()` refuses a definition that cannot run: unknown task, runbook or playbook, bad
 parameters, an unknown window, targets that match nothing.
+
+After each run the service desk's outbox is delivered (`deliver_pending`): the notes runs queued
+for desk tickets — a scheduled runbook's, or an interactive run's left pending while the desk was
+down — reach the desk without an operator's `itops itsm deliver`. The backoff of a note that
+failed before is honoured; a desk that is down or refuses never changes the job's result.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -23,6 +29,7 @@ if TYPE_CHECKING:
     from toolkit.app import App
 
 RUNBOOK_ENGINE = "toolkit.automation.runbooks"
+log = logging.getLogger("itops.schedule")
 
 
 class EngineMissing(ToolkitError):
@@ -118,12 +125,15 @@ class JobRunner:
         self.forks = forks
 
     def __call__(self, s: Schedule, ticket: str, occurrence: datetime) -> JobResult:
-        hosts = select(self.app, s.targets)
-        if s.kind == "task":
-            return self._task(s, hosts, ticket)
-        if s.kind == "playbook":
-            return self._playbook(s, hosts, ticket)
-        return self._runbook(s, hosts, ticket)
+        try:
+            hosts = select(self.app, s.targets)
+            if s.kind == "task":
+                return self._task(s, hosts, ticket)
+            if s.kind == "playbook":
+                return self._playbook(s, hosts, ticket)
+            return self._runbook(s, hosts, ticket)
+        finally:
+            deliver_pending(self.app)
 
     def _task(self, s: Schedule, hosts: Sequence[Host], ticket: str) -> JobResult:
         from toolkit.remediation.catalog import Catalog
@@ -182,3 +192,36 @@ class JobRunner:
             counts = Counter(str(r.outcome) for r in getattr(report, "results", ()))
             return JobResult(resolution, f"runbook {s.what}: {report.describe()}", code, counts)
         return JobResult("completed", f"runbook {s.what}: {report}")
+
+
+def deliver_pending(app: App) -> list[Any]:
+    """Deliver the desk notes still pending (the outbox's backoff honoured); what was tried.
+    Never raises: a desk that is down, refuses, or is misconfigured is logged, and the notes
+    stay pending for the next run or `itops itsm deliver`."""
+    if "itsm" not in app.workspace.config:
+        return []
+    try:
+        from toolkit.itsm import ItsmSettings, open_desk
+        from toolkit.itsm.outbox import deliver, pending
+
+        settings = ItsmSettings.of(app.workspace)
+        if not settings.configured or not pending(app.ledger):
+            return []
+        desk = open_desk(settings, app.credentials)
+        try:
+            done = deliver(
+                app.ledger,
+                desk,
+                lock=app.workspace.state_dir / "itsm-outbox.lock",
+                max_attempts=settings.max_attempts,
+                honour_backoff=True,
+            )
+        finally:
+            desk.close()
+    except Exception as exc:  # (a ToolkitError or a bug: the job's result stands either way)
+        log.warning("desk notes not delivered after the scheduled run: %s", exc)
+        return []
+    for d in done:
+        level = logging.INFO if d.result in ("delivered", "already-there") else logging.WARNING
+        log.log(level, "%s: note %s %s %s", d.note.ticket, d.note.key, d.result, d.detail)
+    return done

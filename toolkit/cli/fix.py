@@ -199,6 +199,7 @@ def fix(
             reason=reason,
             approval=approval,
             progress=not as_json,
+            resolve=resolve,
         )
     except RunInterrupted as stop:  # say what happened where; deliver passwords hosts now have
         try:
@@ -206,8 +207,8 @@ def fix(
         finally:
             render.handovers(stop.results)
         click.get_current_context().exit(130)
-    resolved = None
-    if resolve and ticket:
+    resolved = desk.resolution  # a desk ticket: decided with the run, in its one note
+    if resolve and ticket and resolved is None:
         from toolkit.desk.service import resolve_after_run
 
         resolved = resolve_after_run(
@@ -257,6 +258,7 @@ class DeskNotes:
     system: str | None = None
     notes: list[Note] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    resolution: tuple[bool, str] | None = None  # --resolve, folded into the run's note
 
 
 def execute(
@@ -279,6 +281,7 @@ def execute(
     reason: str | None = None,
     approval: str | None = None,
     progress: bool = True,
+    resolve: bool = False,
 ) -> tuple[RunReport, RunPolicy | None, DeskNotes]:
     """`itops fix` up to the report: what was typed, checked, then run by the run service."""
     from toolkit.run.service import RunService, plan
@@ -302,6 +305,14 @@ def execute(
         command_timeout=command_timeout,
     )
     enabled = progress
+    decide = None
+    if resolve and ticket and not check_only:
+        from toolkit.desk.service import resolve_after_run
+
+        def decide(report: RunReport) -> tuple[bool, str]:
+            outcomes = {r.host: str(r.outcome) for r in report.results}
+            return resolve_after_run(app, str(ticket), f"itops fix {task}", outcomes)
+
     with (
         render.progress_bar(request.hosts, enabled=enabled) as observers,
         RunService(
@@ -309,10 +320,13 @@ def execute(
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
             observers=observers,
+            resolve=decide,
         ) as service,
     ):
         ran = service.run(request)
-    desk = DeskNotes(service.desk_system(ticket), service.desk_notes, service.desk_warnings)
+    desk = DeskNotes(
+        service.desk_system(ticket), service.desk_notes, service.desk_warnings, service.resolution
+    )
     return ran.report, ran.policy, desk
 
 

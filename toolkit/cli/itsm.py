@@ -18,13 +18,15 @@ if TYPE_CHECKING:
 @click.group()
 def itsm() -> None:
     """The service desk ([itsm] in itops.toml, docs/itsm.md): deliver the notes runs queued
-    for desk tickets, show what is pending or failed, check the connection.
+    for desk tickets, show what is pending or failed, pull the desk's tickets into the ledger
+    for the KPIs, check the connection.
 
     \b
     Examples:
       itops itsm check
       itops itsm status
       itops itsm deliver
+      itops itsm sync
     """
 
 
@@ -152,3 +154,61 @@ def check(app: App) -> None:
             click.echo(f"ok: {line}")
     finally:
         desk.close()
+
+
+@itsm.command()
+@click.option(
+    "--since",
+    metavar="WHEN",
+    help="Read the desk's history from WHEN (2026-11-01, 2026-11-01T09:00+01:00, 7d) instead "
+    "of from where the last sync stopped; what is already recorded is not recorded again.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was recorded as JSON.")
+@click.pass_obj
+def sync(app: App, since: str | None, as_json: bool) -> None:
+    """Pull the desk's tickets and their lifecycle into the ledger, for `itops kpi`.
+
+    Each step of a desk ticket's history since the last sync becomes a ticket event at the
+    desk's own time: opened, first response (a reply by anyone but the requester), waiting
+    and resumed, resolved, reopened, closed, priority and category changes — mapped by
+    [itsm.priorities] and [itsm.categories]. Each event carries the desk step's id, so a second
+    sync records nothing new. The first sync reads the whole desk (or from --since).
+
+    \b
+    Examples:
+      itops itsm sync
+      itops itsm sync --since 30d --json
+      itops kpi
+    """
+    from toolkit.cli.log import read_when
+    from toolkit.itsm import ItsmSettings, open_desk
+    from toolkit.itsm.sync import sync as pull
+
+    settings = ItsmSettings.of(app.workspace)
+    start = read_when(app, since)
+    desk = open_desk(settings, app.credentials)
+    try:
+        done = pull(
+            app.ledger,
+            desk,
+            settings,
+            lock=app.workspace.state_dir / "itsm-sync.lock",
+            since=start.timestamp() if start else None,
+        )
+    finally:
+        desk.close()
+    if as_json:
+        render.emit_json(done.as_dict())
+    elif done.busy:
+        render.echo("another itops is syncing this desk now; nothing read", fg="yellow", err=True)
+    else:
+        counts = ", ".join(f"{n} {e}" for e, n in sorted(done.events.items())) or "nothing new"
+        click.echo(
+            f"{settings.system.upper() if settings.system else 'desk'}: {done.steps} step(s) read "
+            f"through #{done.through} in {done.seconds:.1f} s; {done.tickets} ticket(s): {counts}"
+        )
+        for line in done.skipped[:20]:
+            render.echo(f"skipped: {line}", fg="yellow", err=True)
+        if len(done.skipped) > 20:
+            render.echo(f"… and {len(done.skipped) - 20} more skipped", fg="yellow", err=True)
+    click.get_current_context().exit(1 if done.busy else 0)

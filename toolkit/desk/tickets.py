@@ -746,10 +746,12 @@ def ensure(
     source: str = "itops",
     requester: str | None = None,
     channel: str = "itops",
+    at: float | None = None,
 ) -> Record | None:
     """Open a local ticket for an id the ledger has not seen; returns the new event, if any.
     `kind` (incident or request) is recorded on the opened event; default incident.
-    (A desk's ticket is mirrored with its requester and the channel "other".)
+    (A desk's ticket is mirrored with its requester, the channel "other" and `at`: when the
+    desk opened it, recorded as an imported time.)
 
     Idempotent at the store: runs racing to open the same new ticket record it once."""
     from toolkit.ledger import Entry
@@ -769,6 +771,7 @@ def ensure(
         "source": source,
         "channel": channel,
         **({"requester": requester[:255]} if requester else {}),
+        **({"at": iso_utc(at), "imported": True} if at is not None else {}),
     }
     return ledger.append_once(Entry("ticket.opened", ticket=ticket, data=data))
 

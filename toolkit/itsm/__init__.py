@@ -15,7 +15,7 @@ Nothing here reaches a host or runs a task.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,6 +31,8 @@ SYSTEMS = ("rt",)  # implemented; the other desks' id forms are in docs/itsm.md
 ID_FORMS = {"rt": re.compile(r"RT-([1-9][0-9]{0,9})")}
 DEFAULT_PRIORITIES = {"P1": 90, "P2": 50, "P3": 20, "P4": 0}  # the lowest desk value of each
 DEFAULT_CLOSED = ("resolved", "rejected", "deleted")
+DEFAULT_WAITING = ("stalled",)
+DEFAULT_RESOLVED = ("resolved",)
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_ATTEMPTS = 20
 
@@ -87,6 +89,27 @@ class DeskTicket:
     category: str  # mapped by [itsm.categories]
     requester: str
     closed: bool
+    created: float | None = None  # when the desk opened it (epoch seconds)
+    requesters: tuple[str, ...] = ()  # the desk's user names of its requesters
+
+
+@dataclass(frozen=True)
+class Change:
+    """One step of a desk ticket's history, as the desk recorded it (`itops itsm sync`).
+
+    `txn`: the desk's own id of the step (RT: its transaction id), rising: the dedupe key of
+    the ticket events made from it and the high-water mark of the next sync. `what`: created,
+    replied (a reply to the requester, by anyone but the desk itself), status, priority or
+    queue; `old`/`new` the desk's own values (a status name, a priority value, a queue name).
+    """
+
+    ticket: str  # itops' form: RT-123
+    txn: int
+    at: float  # epoch seconds
+    by: str  # the desk's user name of who did it (hostile text)
+    what: str
+    old: str = ""
+    new: str = ""
 
 
 class Desk(Protocol):
@@ -114,6 +137,19 @@ class Desk(Protocol):
         """URL, TLS and credentials tried; what was found, one line each."""
         ...
 
+    def changes(self, after: int, since: float | None = None) -> Iterator[Change]:
+        """Every ticket's history steps after the step `after` (and, with `since`, from that
+        instant on), in the desk's order."""
+        ...
+
+    def history(self, ticket: str) -> list[Change]:
+        """One ticket's whole history."""
+        ...
+
+    def tickets(self, ids: Iterable[str]) -> dict[str, DeskTicket]:
+        """Those tickets as they are now (one missing: the desk has it no more)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -132,6 +168,8 @@ class ItsmSettings:
     priorities: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
     categories: Mapping[str, str] = field(default_factory=dict)
     closed_states: tuple[str, ...] = DEFAULT_CLOSED
+    waiting_states: tuple[str, ...] = DEFAULT_WAITING
+    resolved_states: tuple[str, ...] = DEFAULT_RESOLVED
 
     @classmethod
     def of(cls, workspace: Workspace) -> ItsmSettings:
@@ -149,6 +187,8 @@ class ItsmSettings:
             priorities={**DEFAULT_PRIORITIES, **dict(raw.get("priorities", {}))},
             categories={str(k).casefold(): str(v) for k, v in raw.get("categories", {}).items()},
             closed_states=tuple(raw.get("closed_states", DEFAULT_CLOSED)),
+            waiting_states=tuple(raw.get("waiting_states", DEFAULT_WAITING)),
+            resolved_states=tuple(raw.get("resolved_states", DEFAULT_RESOLVED)),
         )
 
     @property
@@ -171,6 +211,18 @@ class ItsmSettings:
             if number >= self.priorities[name]:
                 return name
         return "P4"
+
+    def state(self, status: str) -> str:
+        """The desk's status → what it is to itops' ticket lifecycle: waiting (the SLA clock
+        pauses), resolved, closed (a closed state that is not a resolution: RT's rejected and
+        deleted), or open (anything else: RT's new and open)."""
+        if status in self.waiting_states:
+            return "waiting"
+        if status in self.resolved_states:
+            return "resolved"
+        if status in self.closed_states:
+            return "closed"
+        return "open"
 
     def category(self, queue: str) -> str:
         """The desk's queue → an itops category ([itsm.categories], else the queue's name if it

@@ -9,6 +9,7 @@ text (subject, requester) is stored as the desk sent it and shown through `texts
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -78,6 +79,7 @@ def mirror(ledger: Ledger, found: DeskTicket, policy: Policy) -> None:
         source=f"{found.id} ({found.queue})",
         requester=found.requester or None,
         channel="other",
+        at=min(found.created, time.time()) if found.created else None,
     )
     if opened is not None:
         return

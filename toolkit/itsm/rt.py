@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from toolkit.itsm import (
+    ID_FORMS,
+    Change,
     DeskAuthError,
     DeskError,
     DeskTicket,
@@ -73,9 +76,12 @@ class RtDesk:
             lambda: self._rt.get_ticket(n, {"fields[Requestor]": "EmailAddress,Name"}),
             ticket=ticket,
         )
+        return self._ticket(ticket, data)
+
+    def _ticket(self, ticket: str, data: dict[str, Any]) -> DeskTicket:
         queue = data.get("Queue") or {}
         queue_name = str(queue.get("Name") or queue.get("id") or "")
-        requestors = data.get("Requestor") or []
+        requestors = [r for r in data.get("Requestor") or [] if isinstance(r, dict)]
         requester = ""
         if requestors:
             first = requestors[0]
@@ -83,7 +89,7 @@ class RtDesk:
         status = str(data.get("Status") or "")
         return DeskTicket(
             id=ticket,
-            number=n,
+            number=number(ticket),
             subject=str(data.get("Subject") or ""),
             status=status,
             priority=self.settings.priority(data.get("Priority")),
@@ -92,6 +98,8 @@ class RtDesk:
             category=self.settings.category(queue_name),
             requester=requester,
             closed=status in self.settings.closed_states,
+            created=_epoch(data.get("Created")),
+            requesters=tuple(str(r.get("Name") or r.get("id") or "") for r in requestors),
         )
 
     def find_note(self, ticket: str, key: str) -> str | None:
@@ -144,6 +152,114 @@ class RtDesk:
             f"reached {self.url}/REST/2.0/ ({tls})",
             f"signed in as {self.settings.user or 'the token'}; queues it sees: {names}",
         ]
+
+    # -- the sync: history steps and tickets in bulk ------------------------------------------
+    def changes(self, after: int, since: float | None = None) -> Iterator[Change]:
+        """POST transactions (a JSON search: every ticket's transactions after `after`, by id)."""
+        search: list[dict[str, str]] = [
+            {"field": "ObjectType", "value": "RT::Ticket"},
+            {"field": "id", "operator": ">", "value": str(after)},
+        ]
+        search += [  # only what `_change` reads: half of RT's transactions are mail records
+            {"field": "Type", "operator": "=", "value": kind, "entry_aggregator": "OR"}
+            for kind in READ_TYPES
+        ]
+        if since is not None:  # (REST 2 compares a JSON search's dates as UTC)
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(since))
+            search.append({"field": "Created", "operator": ">=", "value": stamp})
+        queues: dict[str, str] | None = None
+        params = {"fields": TXN_FIELDS, "orderby": "id", "order": "ASC"}
+        for item in self._pages("read the tickets' history", "transactions", params, search):
+            ticket = f"RT-{item.get('ObjectId')}"
+            if not ID_FORMS["rt"].fullmatch(ticket):
+                continue
+            if item.get("Field") == "Queue" and queues is None:
+                queues = self._queue_names()
+            change = _change(ticket, item, queues or {})
+            if change is not None:
+                yield change
+
+    def history(self, ticket: str) -> list[Change]:
+        n = number(ticket)
+        params = {"fields": TXN_FIELDS}
+        items = list(self._pages(f"read {ticket}'s history", f"ticket/{n}/history", params))
+        queues = self._queue_names() if any(i.get("Field") == "Queue" for i in items) else {}
+        found = [_change(ticket, item, queues) for item in items]
+        return sorted((c for c in found if c is not None), key=lambda c: c.txn)
+
+    def tickets(self, ids: Iterable[str]) -> dict[str, DeskTicket]:
+        """GET tickets?query=id = … OR id = … (TicketSQL, 50 a request); a ticket the search does
+        not return (RT leaves deleted tickets out) is read on its own."""
+        wanted = sorted({number(t) for t in ids}, key=int)
+        found: dict[str, DeskTicket] = {}
+        params = {
+            "fields": "Subject,Status,Priority,Created,Queue,Requestor",
+            "fields[Queue]": "Name",
+            "fields[Requestor]": "Name,EmailAddress",
+        }
+        for start in range(0, len(wanted), 50):
+            chunk = wanted[start : start + 50]
+            query = " OR ".join(f"id = {n}" for n in chunk)
+            for item in self._pages("search tickets", "tickets", {**params, "query": query}):
+                ticket = f"RT-{item.get('id')}"
+                if ID_FORMS["rt"].fullmatch(ticket):
+                    found[ticket] = self._ticket(ticket, item)
+        for n in wanted:
+            if f"RT-{n}" not in found:
+                try:
+                    found[f"RT-{n}"] = self.lookup(f"RT-{n}")
+                except TicketUnknown:
+                    continue
+        return found
+
+    def _queue_names(self) -> dict[str, str]:
+        queues = self._call("list queues", lambda: self._rt.get_all_queues(include_disabled=True))
+        return {str(q.get("id")): str(q.get("Name") or q.get("id")) for q in queues}
+
+    def _pages(
+        self, what: str, path: str, params: dict[str, str], search: Any = None
+    ) -> Iterator[dict[str, Any]]:
+        """A REST 2 collection, 100 a page (python-rt has no transaction search)."""
+        page = 1
+        while True:
+            query = {**params, "page": str(page), "per_page": "100"}
+            data = self._call(what, lambda q=query: self._get(path, q, search))
+            items = data.get("items") or []
+            yield from items
+            if not items or page >= int(data.get("pages") or 0):
+                return
+            page += 1
+
+    def _get(self, path: str, params: dict[str, str], search: Any) -> dict[str, Any]:
+        """One page, through python-rt's HTTP session (its auth, TLS and timeout); HTTP errors
+        as python-rt's exceptions, so `_call` says what they mean."""
+        import httpx2
+        import rt.exceptions as rte
+
+        try:
+            response = self._rt.session.request(
+                "POST" if search is not None else "GET",
+                f"{self._rt.url}{path}",
+                params=params,
+                json=search,
+            )
+        except httpx2.TransportError as exc:
+            raise ConnectionError("Transport error", exc) from exc
+        status = response.status_code
+        if status == 401:
+            raise rte.AuthorizationError("401")
+        if status == 404:
+            raise rte.NotFoundError("404")
+        if status == 400:
+            raise rte.BadRequestError(response.text[:200])
+        if status != 200:
+            raise rte.UnexpectedResponseError(
+                f"HTTP {status}", status_code=status, response_message=response.text[:200]
+            )
+        data = response.json()
+        if not isinstance(data, dict):
+            raise rte.UnexpectedResponseError("not a JSON object", status_code=status)
+        return data
 
     def close(self) -> None:
         self._rt.session.close()
@@ -215,6 +331,54 @@ def _transport_error(url: str, what: str, exc: Any, send: bool, took: float) -> 
             maybe_committed=send and not isinstance(cause, httpx2.ConnectTimeout),
         )
     return DeskUnavailable(f"RT at {url} is unreachable ({what}): {cause or exc}")
+
+
+TXN_FIELDS = "Type,Field,OldValue,NewValue,Created,Creator,ObjectId"
+READ_TYPES = ("Create", "Correspond", "Status", "Set")  # the transactions `_change` reads
+SYSTEM_USERS = frozenset({"RT_System"})  # RT's own steps: an autoreply is no response
+
+
+def _change(ticket: str, item: dict[str, Any], queues: dict[str, str]) -> Change | None:
+    """An RT transaction as a Change; None for what the sync does not read (comments — itops'
+    own notes are comments —, mail records, watchers, owners, custom fields)."""
+    kind, name = item.get("Type"), item.get("Field")
+    creator = item.get("Creator")
+    by = str((creator.get("id") if isinstance(creator, dict) else creator) or "")
+    at = _epoch(item.get("Created"))
+    try:
+        txn = int(item.get("id") or 0)
+    except (TypeError, ValueError):
+        return None
+    if at is None or txn <= 0:
+        return None
+    old, new = str(item.get("OldValue") or ""), str(item.get("NewValue") or "")
+    if kind == "Create":
+        what = "created"
+    elif kind == "Correspond":
+        if by in SYSTEM_USERS:
+            return None
+        what = "replied"
+    elif kind == "Status" or (kind == "Set" and name == "Status"):
+        what = "status"
+    elif kind == "Set" and name == "Priority":
+        what = "priority"
+    elif kind == "Set" and name == "Queue":
+        what, old, new = "queue", queues.get(old, old), queues.get(new, new)
+    else:
+        return None
+    return Change(ticket, txn, at, by, what, old, new)
+
+
+def _epoch(value: Any) -> float | None:
+    """RT's REST 2 time (2026-12-04T15:50:28Z, UTC) → epoch seconds; None if unset."""
+    from datetime import datetime
+
+    if not value or not isinstance(value, str) or value.startswith("1970-01-01"):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _seconds(value: str) -> float | None:

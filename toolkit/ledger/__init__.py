@@ -221,6 +221,17 @@ class Ledger:
 
         return offload(self._append_many, [entry], True)[0]
 
+    def append_once_each(self, entries: Iterable[Entry]) -> list[Record | None]:
+        """`append_once` for many entries in one transaction (each keyed by its kind and
+        ticket; an entry whose key an earlier one of them has is left out too): None for each
+        left out. A desk sync opens its new tickets with it."""
+        todo = list(entries)
+        if any(e.ticket is None for e in todo):
+            raise ValueError("append_once_each needs a ticket on every entry")
+        from toolkit.transports.green import offload
+
+        return offload(self._append_many, todo, True)
+
     def _append_many(self, entries: list[Entry], once: bool) -> list[Record | None]:
         """Group commit: a caller that finds no write in progress writes its rows and then any rows
         queued meanwhile; callers arriving during a write queue up and sleep until a later batch

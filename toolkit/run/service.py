@@ -15,7 +15,7 @@ its own runner, while the connections' event loop and host keys are loaded once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -167,6 +167,7 @@ class RunService:
         observers: Sequence[RunObserver] = (),
         connector: Connector | None = None,
         write_back: bool = True,
+        resolve: Callable[[RunReport], tuple[bool, str]] | None = None,
     ) -> None:
         """`observers`: see every run's events (toolkit.run.events: the CLI's progress bar);
         `connector`: where hosts are reached (default: the transports, opened on first use,
@@ -177,6 +178,9 @@ class RunService:
         self._connector = connector
         self._owned = connector is None
         self.write_back = write_back  # a runbook writes one note for all its steps instead
+        # --resolve under a desk ticket: decided when the run is done, folded into its note
+        self.resolve = resolve
+        self.resolution: tuple[bool, str] | None = None
         self.desk_notes: list[Note] = []  # queued for the desk by this service's runs
         self.desk_warnings: list[str] = []
         self._looked_up: set[str] = set()
@@ -258,6 +262,7 @@ class RunService:
                 system=desk,
                 mask=app.redactor.mask,
                 policy=policy,
+                resolve=self.resolve,
             )
             observers.append(writeback)
         runner = Runner(
@@ -277,6 +282,7 @@ class RunService:
         )
         if writeback is not None:
             self.desk_notes.extend(writeback.queued)
+            self.resolution = writeback.resolution
         if request.check_only:
             report = self._window_notes(request, report)
         return Ran(report, policy)

@@ -38,7 +38,13 @@ class DeskWriteBack(RunObserver):
         mask: Callable[[str], str],
         policy: RunPolicy | None = None,
         source: str = "itops fix",
+        resolve: Callable[[RunReport], tuple[bool, str]] | None = None,
     ) -> None:
+        """`resolve` (`--resolve`): decides from the report whether the run resolves the
+        ticket (and records it locally); its answer is folded into the run's one note, which
+        then also resolves the desk's ticket."""
+        self.resolve = resolve
+        self.resolution: tuple[bool, str] | None = None
         self.ledger = ledger
         self.ticket = ticket
         self.system = system
@@ -61,8 +67,14 @@ class DeskWriteBack(RunObserver):
     def run_done(self, report: RunReport) -> None:
         from toolkit.itsm.outbox import queue
 
-        text = self.mask(self.compose(report))
-        self.queued.append(queue(self.ledger, self.ticket, self.system, text))
+        text = self.compose(report)
+        resolves = False
+        if self.resolve is not None:
+            self.resolution = resolves, line = self.resolve(report)
+            text += f"\nresolution: {line}" if resolves else f"\n--resolve: {line}"
+        self.queued.append(
+            queue(self.ledger, self.ticket, self.system, self.mask(text), resolve=resolves)
+        )
 
     def compose(self, report: RunReport) -> str:
         mode = "check (read-only)" if report.check_only else "fix"

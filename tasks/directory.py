@@ -37,6 +37,7 @@ from toolkit.remediation.catalog import (
 )
 from toolkit.remediation.guards import PrivilegedAccount, admit_privileged, privileged_guard
 from toolkit.remediation.ldapsafe import check_account, check_group, eq, rdn_value
+from toolkit.remediation.passwords import CLASSES, generate_password
 from toolkit.secrets.credentials import Secret
 
 PLATFORMS = {"active_directory", "ldap"}
@@ -414,24 +415,6 @@ class AccountDisable(_Toggle):
 
 
 # --------------------------------------------------------------------------- password reset
-
-CLASSES = {
-    "lower": "abcdefghijkmnopqrstuvwxyz",
-    "upper": "ABCDEFGHJKLMNPQRSTUVWXYZ",
-    "digit": "23456789",
-    "symbol": "!#%+-=?@^_",
-}
-
-
-def generate_password(length: int, classes: Sequence[str]) -> str:
-    import secrets
-
-    alphabet = "".join(CLASSES[c] for c in classes)
-    while True:
-        value = "".join(secrets.choice(alphabet) for _ in range(length))
-        if all(any(ch in CLASSES[c] for ch in value) for c in classes):
-            return value
-
 
 class PasswordRefused(ToolkitError):
     """The directory refused the new password (its password policy); nothing was changed."""

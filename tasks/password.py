@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from toolkit.errors import NotFound, ValidationError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.remediation.guards import admit_privileged, privileged_guard
 from toolkit.remediation.linux import LINUX_USER, as_int, done_before, key_values, output
+from toolkit.remediation.passwords import CLASSES, generate_password
 from toolkit.remediation.quoting import cmd, script
 from toolkit.secrets.credentials import Secret
 
@@ -31,23 +31,6 @@ SHADOW_STATE = (
     "faillock --user {user} 2>/dev/null | grep -c ' V$' | sed 's/^/failures=/'; fi; "
     "echo today=$(( $(date +%s) / 86400 ))"
 )
-CLASSES = {
-    "lower": string.ascii_lowercase,
-    "upper": string.ascii_uppercase,
-    "digit": string.digits,
-    "symbol": "!#%+-=?@^_",
-}
-
-
-def generate_password(length: int, classes: list[str]) -> str:
-    """A random password with at least one character of every class asked for."""
-    alphabet = "".join(CLASSES[c] for c in classes)
-    while True:
-        value = "".join(secrets.choice(alphabet) for _ in range(length))
-        if all(any(ch in CLASSES[c] for ch in value) for c in classes):
-            return value
-
-
 def fingerprint(secret: Secret) -> str:
     """A salted, slow fingerprint of a password for the ticket log (scrypt, random salt): whoever
     holds the password can show it was this reset's, nobody can read the password from it."""

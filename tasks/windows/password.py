@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import secrets
-import string
 from collections.abc import Mapping
 from typing import Any
 
 from toolkit.errors import NotFound, ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.remediation.guards import admit_privileged, privileged_guard
+from toolkit.remediation.passwords import generate_password
 from toolkit.remediation.quoting import StdinSecret, ps_script
 from toolkit.remediation.windows import ACCOUNT_NAME, as_int, change_json, read_json, strings, text
 from toolkit.secrets.credentials import Secret
@@ -56,23 +55,6 @@ Set-ADAccountPassword -Identity $sid -Reset -NewPassword $pw
 if ({unlock}) {{ Unlock-ADAccount -Identity $sid }}
 if ({expire}) {{ Set-ADUser -Identity $sid -ChangePasswordAtLogon $true }}
 ConvertTo-Json -Compress -InputObject @{{ reset = $true }}"""
-
-_SYMBOLS = "!#%+-=?@^_"
-_ALPHABET = string.ascii_letters + string.digits + _SYMBOLS
-
-
-def generate_password(length: int) -> str:
-    """A random password with upper and lower case, a digit and a symbol (Windows complexity)."""
-    while True:
-        value = "".join(secrets.choice(_ALPHABET) for _ in range(length))
-        if (
-            any(c.islower() for c in value)
-            and any(c.isupper() for c in value)
-            and any(c.isdigit() for c in value)
-            and any(c in _SYMBOLS for c in value)
-        ):
-            return value
-
 
 @remediation(
     "password.reset",

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.syntax import parse
+
 ROOT = Path(__file__).resolve().parents[2] / "toolkit"
 MODULES = sorted(
     ".".join(p.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__")
@@ -24,7 +26,7 @@ def imports(module: str) -> set[str]:
     if not path.exists():
         path = ROOT.parent / module.replace(".", "/") / "__init__.py"
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
             found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
         elif isinstance(node, ast.Import):

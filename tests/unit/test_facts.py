@@ -329,7 +329,9 @@ def _assigned(cls: type) -> set[str]:
 
     if not any(inspect.isfunction(v) for v in vars(cls).values()):
         return set()  # no methods of its own (a per-family class made with type())
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    from tests.syntax import parse
+
+    tree = parse(textwrap.dedent(inspect.getsource(cls)))
     return {
         node.attr
         for node in ast.walk(tree)

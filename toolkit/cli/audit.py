@@ -109,13 +109,7 @@ def verify(
     if as_json:
         render.emit_json(
             {
-                "ok": problem is None,
-                "records": report.records,
-                "head_seq": report.head_seq,
-                "head_hash": report.head_hash,
-                "first_bad_seq": report.first_bad_seq,
-                "reason": problem,
-                "open_actions": list(report.open_actions),
+                **report.as_dict(problem),
                 "db_users": dict(report.db_users),
                 "anchors": {
                     "count": anchors.anchors,

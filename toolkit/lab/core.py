@@ -683,9 +683,10 @@ def ed25519_keypair(comment: str) -> tuple[bytes, str]:
     return pem, f"{public} {comment}\n"
 
 
-def _sshd_config(state: LabState, members: Sequence[LabHost], host_key: Path) -> str:
-    lines = [f"Port {state.port}", *[f"ListenAddress {h.address}" for h in members]]
-    lines += [
+def sshd_logins(state: LabState, host_key: Path) -> list[str]:
+    """The sshd_config lines every lab sshd shares (hosts and site bastions): its key, and
+    logins only by the lab user's key."""
+    return [
         f"HostKey {host_key}",
         "PidFile none",
         "PasswordAuthentication no",
@@ -694,6 +695,13 @@ def _sshd_config(state: LabState, members: Sequence[LabHost], host_key: Path) ->
         "PermitRootLogin no",
         f"AllowUsers {state.user}",
         f"AuthorizedKeysFile {state.authorized_keys}",
+    ]
+
+
+def _sshd_config(state: LabState, members: Sequence[LabHost], host_key: Path) -> str:
+    lines = [f"Port {state.port}", *[f"ListenAddress {h.address}" for h in members]]
+    lines += [
+        *sshd_logins(state, host_key),
         "Subsystem sftp internal-sftp",
         "X11Forwarding no",
         "AllowTcpForwarding no",

@@ -34,6 +34,7 @@ from toolkit.lab.core import (
     LabState,
     _sshd_config,
     ed25519_keypair,
+    sshd_logins,
 )
 
 if TYPE_CHECKING:
@@ -270,14 +271,7 @@ def _bastion_config(state: LabState, address: str, hosts: list[LabHost], key: Pa
         [
             f"Port {state.port}",
             f"ListenAddress {address}",
-            f"HostKey {key}",
-            "PidFile none",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "UsePAM no",
-            "PermitRootLogin no",
-            f"AllowUsers {state.user}",
-            f"AuthorizedKeysFile {state.authorized_keys}",
+            *sshd_logins(state, key),
             "AllowTcpForwarding local",
             "PermitOpen " + " ".join(targets),
             "AllowAgentForwarding no",

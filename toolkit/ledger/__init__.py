@@ -168,6 +168,19 @@ class VerifyReport:
     open_actions: tuple[str, ...] = field(default_factory=tuple)
     db_users: tuple[tuple[str | None, int], ...] = ()  # (database user, records) — PostgreSQL
 
+    def as_dict(self, problem: str | None) -> dict[str, Any]:
+        """The report as JSON data; `problem` is what the caller concluded (the chain's own
+        reason, or one an anchor found), None when all holds."""
+        return {
+            "ok": problem is None,
+            "records": self.records,
+            "head_seq": self.head_seq,
+            "head_hash": self.head_hash,
+            "first_bad_seq": self.first_bad_seq,
+            "reason": problem,
+            "open_actions": list(self.open_actions),
+        }
+
 
 class Ledger:
     """Append and read the ticket log (see the module docstring)."""

@@ -442,13 +442,7 @@ def chain(app: App) -> View:
         "Chain status",
         facts=facts,
         data={
-            "ok": problem is None,
-            "records": report.records,
-            "head_seq": report.head_seq,
-            "head_hash": report.head_hash,
-            "first_bad_seq": report.first_bad_seq,
-            "reason": problem,
-            "open_actions": list(report.open_actions),
+            **report.as_dict(problem),
             "last_anchor": None
             if newest is None
             else {"seq": newest.seq, "hash": newest.hash, "at": newest.at},

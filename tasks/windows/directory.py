@@ -2,8 +2,8 @@
 
 The alternative to the LDAP tasks (tasks/directory.py) where a workspace reaches its domain only
 through a Windows management host with RSAT (`Import-Module ActiveDirectory`): run against that
-host, `account.status`, `account.unlock`, `account.enable` and `account.disable` act on the
-domain account named by `user`. The name is validated (sAMAccountName or UPN) and reaches
+host, `account.status`, `account.unlock`, `account.enable`, `account.disable` and
+`account.group-add|remove` act on the domain account named by `user`. The name is validated (sAMAccountName or UPN) and reaches
 PowerShell only as a single-quoted literal; a UPN is looked up with `-Filter 'UserPrincipalName
 -eq $name'` (the module reads the variable: no filter text is built from it). Changes name the
 account by the SID check found. Password resets from this side are `password.reset scope=ad`
@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 from toolkit.errors import NotFound
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
 from toolkit.remediation.facts import read
-from toolkit.remediation.ldapsafe import check_account
+from toolkit.remediation.guards import PrivilegedAccount
+from toolkit.remediation.ldapsafe import check_account, check_group
 from toolkit.remediation.quoting import Command, ps_script
 from toolkit.remediation.windows import JsonFact, change_json, strings, text
 
@@ -217,3 +218,159 @@ class WindowsAccountDisable(_WindowsToggle):
     """
 
     enable = False
+
+
+# --------------------------------------------------------------------------- groups
+
+# The group and whether the account is in it (by the account's memberOf, which also works for
+# groups Get-ADGroupMember cannot list). Privileged: the domain's and the built-in
+# administrative groups, by well-known SID, so a renamed or localized group is still caught.
+AD_GROUP = r"""$ErrorActionPreference = 'Stop'
+Import-Module ActiveDirectory
+$gname = {group}
+$sid = {sid}
+try {{ $g = Get-ADGroup -Identity $gname }} catch [Microsoft.ActiveDirectory.Management.ADIdentityNotFoundException] {{ ConvertTo-Json -Compress -InputObject @{{ found = $false }}; exit 0 }}
+$dom = (Get-ADDomain).DomainSID.Value
+$privileged = @(($dom + '-512'), ($dom + '-518'), ($dom + '-519'), 'S-1-5-32-544', 'S-1-5-32-548', 'S-1-5-32-549', 'S-1-5-32-551')
+$member = @((Get-ADUser -Identity $sid -Properties MemberOf).MemberOf) -contains $g.DistinguishedName
+ConvertTo-Json -Compress -InputObject @{{ found = $true; name = [string]$g.Name; sid = [string]$g.SID.Value; privileged = ($privileged -contains $g.SID.Value); member = [bool]$member }}"""
+
+GROUP_CHANGES = {
+    "Add-ADGroupMember": r"""$ErrorActionPreference = 'Stop'
+Import-Module ActiveDirectory
+Add-ADGroupMember -Identity {group} -Members {sid}
+ConvertTo-Json -Compress -InputObject @{{ done = $true }}""",
+    "Remove-ADGroupMember": r"""$ErrorActionPreference = 'Stop'
+Import-Module ActiveDirectory
+Remove-ADGroupMember -Identity {group} -Members {sid} -Confirm:$false
+ConvertTo-Json -Compress -InputObject @{{ done = $true }}""",
+}
+
+
+@dataclass(frozen=True)
+class GroupMembership:
+    name: str
+    sid: str
+    privileged: bool
+    member: bool
+
+
+@dataclass(frozen=True)
+class DomainGroup(JsonFact["GroupMembership | None"]):
+    """A domain group (Get-ADGroup) and whether the account with `sid` is a member of it."""
+
+    group: str
+    sid: str
+    what: ClassVar[str] = "Get-ADGroup"
+
+    def command(self) -> Command:
+        return ps_script(AD_GROUP, group=self.group, sid=self.sid)
+
+    def value(self, data: Any) -> GroupMembership | None:
+        if not isinstance(data, dict) or not data.get("found"):
+            return None
+        return GroupMembership(
+            text(data.get("name")),
+            text(data.get("sid")),
+            data.get("privileged") is not False,  # unknown counts as privileged
+            bool(data.get("member")),
+        )
+
+
+class _WindowsMembership(_WindowsAccount):
+    add: bool = True
+    group = Param(str, required=True, kind="text", check=check_group, help="the group's name")
+    allow_privileged = Param(
+        bool, default=False, help="allow changing a privileged group (bound into the approval)"
+    )
+
+    found: GroupMembership | None = None
+    """The group as check found it (its SID names it in apply)."""
+
+    def _group(self, ctx: Context) -> GroupMembership:
+        found = read(ctx, DomainGroup(str(self.group), self.before["sid"]))
+        if found is None:
+            raise NotFound(f"no domain group {self.group!r} (asked on {ctx.host.name})")
+        return found
+
+    def check(self, ctx: Context) -> Finding:
+        self.before = read_account(ctx, str(self.user))
+        self.found = group = self._group(ctx)
+        if group.privileged and not self.allow_privileged:
+            raise PrivilegedAccount(
+                f"{group.name} is a privileged group: refusing to "
+                f"{'add' if self.add else 'remove'} {self.before['account']} without "
+                "allow_privileged",
+                hint="privileged group changes need -p allow_privileged=true, which the second "
+                "operator's approval then covers",
+            )
+        facts = {"account": self.before["account"], "group": group.name, "member": group.member}
+        if group.member == self.add:
+            where = "a member of" if group.member else "not in"
+            return Finding.healthy(
+                f"{self.before['account']} is already {where} {group.name}", **facts
+            )
+        action = "add to" if self.add else "remove from"
+        return Finding.problem(
+            f"{action} {group.name} requested for {self.before['account']}", **facts
+        )
+
+    def apply(self, ctx: Context) -> None:
+        assert self.found is not None
+        verb = "Add-ADGroupMember" if self.add else "Remove-ADGroupMember"
+        script = ps_script(GROUP_CHANGES[verb], group=self.found.sid, sid=self.before["sid"])
+        change_json(ctx, script, verb)
+        word = "added to" if self.add else "removed from"
+        ctx.note(f"{self.before['account']} {word} {self.found.name}")
+
+    def verify(self, ctx: Context) -> Finding:
+        group = self._group(ctx)
+        facts = {"account": self.before["account"], "group": group.name, "member": group.member}
+        if group.member != self.add:
+            still = "still" if group.member else "not"
+            return Finding.problem(
+                f"{self.before['account']} is {still} a member of {group.name}", **facts
+            )
+        where = "a member of" if group.member else "not in"
+        return Finding.healthy(f"{self.before['account']} is {where} {group.name}", **facts)
+
+
+@remediation(
+    "account.group-add",
+    category="account",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
+    platforms={"windows"},
+    summary="Add a directory account to a group (a permission change: needs approval)",
+    risky=True,
+)
+class WindowsGroupAdd(_WindowsMembership):
+    """From a Windows management host: Add-ADGroupMember, read back through the account's
+    memberOf. A permission change: every run needs a second operator's approval. The domain's
+    and the built-in administrative groups (Domain/Enterprise/Schema Admins, Administrators,
+    Account/Server/Backup Operators, recognised by SID) are refused unless
+    allow_privileged=true, which the approval then binds.
+
+    Example:
+        itops fix account.group-add mgmt-01 -p user=jdoe -p group='VPN Users' --ticket REQ-2001
+    """
+
+    add = True
+
+
+@remediation(
+    "account.group-remove",
+    category="account",
+    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
+    platforms={"windows"},
+    summary="Remove a directory account from a group (a permission change: needs approval)",
+    risky=True,
+)
+class WindowsGroupRemove(_WindowsMembership):
+    """From a Windows management host: Remove-ADGroupMember (no prompt), read back through the
+    account's memberOf; approval and privileged groups as account.group-add.
+
+    Example:
+        itops fix account.group-remove mgmt-01 -p user=jdoe -p group='VPN Users' --ticket REQ-2002
+    """
+
+    add = False

@@ -9,8 +9,9 @@ the ActiveDirectory module answers; the LDAP tasks run against a real Samba DC
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from wsman_replay import PASSWORD, PKI, USER, Reply, ServerFactory
@@ -50,8 +51,32 @@ class Domain:
         } | state
         self.scripts: list[str] = []
 
+    # the domain's groups: name → (SID, privileged)
+    GROUPS: ClassVar[dict[str, tuple[str, bool]]] = {
+        "VPN Users": ("S-1-5-21-1004336348-1177238915-682003330-1120", False),
+        "Domain Admins": ("S-1-5-21-1004336348-1177238915-682003330-512", True),
+    }
+
     def reply(self, script: str) -> Reply:
         self.scripts.append(script)
+        if "Get-ADGroup" in script:
+            assert f"$sid = '{SID}'" in script  # membership is read for the account check found
+            literal = re.search(r"^\$gname = '((?:[^']|'')*)'$", script, re.M)
+            name = literal.group(1).replace("''", "'") if literal else None
+            if name not in self.GROUPS:
+                return b'{"found":false}', b"", 0
+            sid, privileged = self.GROUPS[name]
+            group = {"found": True, "name": name, "sid": sid, "privileged": privileged,
+                     "member": name in self.account["groups"]}  # fmt: skip
+            return json.dumps(group).encode(), b"", 0
+        for verb in ("Add-ADGroupMember", "Remove-ADGroupMember"):
+            if verb in script:
+                name = next(g for g, (sid, _) in self.GROUPS.items() if f"-Identity '{sid}'" in script)
+                assert f"-Members '{SID}'" in script  # both named by SID, never by a typed name
+                groups = set(self.account["groups"])
+                groups = groups | {name} if verb.startswith("Add") else groups - {name}
+                self.account["groups"] = sorted(groups)
+                return b'{"done":true}', b"", 0
         if "Get-ADUser" in script:
             wanted = "$name = 'jdoe'" in script or "$name = 'jdoe@corp.example'" in script
             body = self.account if wanted else {"found": False}
@@ -77,7 +102,9 @@ def mgmt(port: int, pki: PKI) -> Host:
     )  # fmt: skip
 
 
-def run(tmp_path: Path, server: Any, pki: PKI, task: str, user: str, check: bool = False) -> Any:
+def run(
+    tmp_path: Path, server: Any, pki: PKI, task: str, user: str, check: bool = False, **params: str
+) -> Any:
     redactor = Redactor()
     credentials = CredentialStore(redactor)
     ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", operator="t", redactor=redactor)
@@ -87,7 +114,7 @@ def run(tmp_path: Path, server: Any, pki: PKI, task: str, user: str, check: bool
         return runner.run(
             CATALOG.get(task),
             [mgmt(server.port, pki)],
-            {"user": user},
+            {"user": user, **params},
             ticket=None if check else "INC-1042",
             options=RunOptions(check_only=check),
         ).results[0]
@@ -153,3 +180,55 @@ def test_a_hostile_name_never_reaches_powershell(user: str) -> None:
 
     with pytest.raises(ValidationError):
         CATALOG.get("account.unlock").validate({"user": user}, {"windows"})
+
+
+@pytest.mark.parametrize(("task", "before", "after"), [
+    ("account.group-add", ["Staff"], ["Staff", "VPN Users"]),
+    ("account.group-remove", ["Staff", "VPN Users"], ["Staff"]),
+])  # fmt: skip
+def test_group_membership_over_winrm(
+    replay: ServerFactory, pki: PKI, tmp_path: Path, env: None, task: str,
+    before: list[str], after: list[str],
+) -> None:  # fmt: skip
+    domain = Domain(groups=before)
+    server = replay(reply=domain.reply)
+    result = run(tmp_path, server, pki, task, "jdoe", group="VPN Users")
+    assert result.outcome == Outcome.FIXED, result.message
+    assert domain.account["groups"] == after
+    assert result.verify.facts["member"] is (task == "account.group-add")
+    again = run(tmp_path, server, pki, task, "jdoe", group="VPN Users")
+    assert again.outcome == Outcome.ALREADY_OK, again.message
+
+
+def test_a_privileged_group_is_refused_without_allow_privileged(
+    replay: ServerFactory, pki: PKI, tmp_path: Path, env: None
+) -> None:
+    domain = Domain()
+    server = replay(reply=domain.reply)
+    result = run(tmp_path, server, pki, "account.group-add", "jdoe", group="Domain Admins")
+    assert result.outcome == Outcome.FAILED and "privileged group" in result.message
+    assert not any("Add-ADGroupMember" in s for s in domain.scripts)  # nothing changed
+    allowed = run(tmp_path, server, pki, "account.group-add", "jdoe", group="Domain Admins",
+                  allow_privileged="true")  # fmt: skip
+    assert allowed.outcome == Outcome.FIXED and "Domain Admins" in domain.account["groups"]
+
+
+def test_the_windows_group_tasks_need_a_second_operator() -> None:
+    for name in ("account.group-add", "account.group-remove"):
+        spec = CATALOG.get(name).implementation("windows")
+        assert spec is not None and spec.risky is True
+
+
+@pytest.mark.parametrize("group", ["VPN Users' ; Remove-ADGroup x ; '", "$(whoami)", "a`b"])
+def test_a_hostile_group_name_reaches_powershell_as_one_literal(
+    replay: ServerFactory, pki: PKI, tmp_path: Path, env: None, group: str
+) -> None:
+    """A group's name may hold any printable character (so its cn can): it travels as one
+    single-quoted literal, never as script text."""
+    domain = Domain()
+    server = replay(reply=domain.reply)
+    result = run(tmp_path, server, pki, "account.group-add", "jdoe", group=group)
+    assert result.outcome == Outcome.FAILED and result.error == "not-found", result.message
+    probe = next(s for s in domain.scripts if "Get-ADGroup" in s)
+    assert "$gname = '" + group.replace("'", "''") + "'" in probe
+    assert not any("Add-ADGroupMember" in s for s in domain.scripts)

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 WINDOWS = [s for t in CATALOG for s in t.specs if "windows" in s.platforms]
 
 
-def test_twenty_one_windows_tasks_each_with_examples() -> None:
-    assert len(WINDOWS) == 21  # and account.status|unlock|enable|disable (ActiveDirectory module)
+def test_twenty_three_windows_tasks_each_with_examples() -> None:
+    assert len(WINDOWS) == 23  # and account.status|unlock|enable|disable|group-add|group-remove (AD module)
     assert all(spec.examples for spec in WINDOWS)
 
 

@@ -943,8 +943,9 @@ def test_every_windows_task_has_a_case() -> None:
     # the ActiveDirectory module's account.* (tasks/windows/directory.py): in the WinRM replay
     # contract tests, tests/integration/test_directory_winrm.py
     covered |= {"account.status", "account.unlock", "account.enable", "account.disable"}
+    covered |= {"account.group-add", "account.group-remove"}
     assert windows == covered
-    assert len(windows) == 21
+    assert len(windows) == 23
 
 
 def test_the_system_task_folder_is_locked_down_and_no_script_file_is_written() -> None:

@@ -225,47 +225,6 @@ def test_an_unreachable_desk_is_unavailable_not_a_crash() -> None:
         desk.check()
 
 
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key (PEM files)."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "itops test desk")])
-    now = datetime.datetime.now(datetime.UTC)
-    import ipaddress
-
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "desk.pem", folder / "desk.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 class _Unauthorized(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.send_response(401)
@@ -278,16 +237,17 @@ class _Unauthorized(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_self_signed_desk_is_refused_unless_its_ca_is_configured(tmp_path: Path) -> None:
-    """python-rt over TLS to a loopback server with a self-signed certificate (not RT: RT's
-    standalone server speaks HTTP only)."""
+    """python-rt over TLS to a loopback server whose certificate a private CA signed (not RT:
+    RT's standalone server speaks HTTP only)."""
     import ssl
 
     from toolkit.itsm.rt import RtDesk
+    from toolkit.lab.tlsca import issue
 
-    cert, key = _self_signed(tmp_path)
+    tls = issue(tmp_path / "tls", "localhost", "127.0.0.1", ca_name="itops test desk CA")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unauthorized)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    context.load_cert_chain(tls.cert, tls.key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"https://127.0.0.1:{server.server_address[1]}"
@@ -300,7 +260,7 @@ def test_a_self_signed_desk_is_refused_unless_its_ca_is_configured(tmp_path: Pat
         with pytest.raises(DeskError) as refused:
             untrusting.check()
         trusting = RtDesk(
-            ItsmSettings(system="rt", url=url, user="itops", timeout=5, ca_bundle=cert),
+            ItsmSettings(system="rt", url=url, user="itops", timeout=5, ca_bundle=tls.ca),
             password=Secret("pw"),
             token=None,
         )

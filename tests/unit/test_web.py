@@ -201,38 +201,14 @@ def test_serve_refuses_to_start_when_nobody_can_sign_in(tmp_path: Path) -> None:
 def test_tls_when_given_a_certificate_and_the_session_cookie_is_secure(
     ws: Workspace, tmp_path: Path
 ) -> None:
-    import datetime
     import http.cookies
     import ssl
     import urllib.request
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
+    from toolkit.lab.tlsca import issue
     from toolkit.web.server import server_for
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(
-            __import__("ipaddress").ip_address("127.0.0.1"))]), critical=False)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    issue(tmp_path, "localhost", "127.0.0.1", ca_name="itops test web CA")  # cert.pem, key.pem
     settings = ServeSettings.of({"port": free_port()}, tmp_path, cert="cert.pem", key="key.pem")
     assert settings.tls and settings.host == "127.0.0.1"
     server = server_for(ws.root, settings)
@@ -243,7 +219,7 @@ def test_tls_when_given_a_certificate_and_the_session_cookie_is_secure(
             if server.started:
                 break
             threading.Event().wait(0.05)
-        context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
         url = f"https://127.0.0.1:{settings.port}/login"
         with urllib.request.urlopen(url, context=context, timeout=10) as answer:
             assert answer.status == 200

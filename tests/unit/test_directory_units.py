@@ -121,6 +121,52 @@ def test_dn_checks() -> None:
     assert q.rdn_value(r"CN=Sales\, EU,CN=Users,DC=x") == "Sales, EU"
 
 
+_FIRST_USE_FROM_THREADS = """
+import threading
+from toolkit.errors import Unreachable
+from toolkit.inventory import make_host
+from toolkit.remediation import ldapsafe as q
+from toolkit.transports.base import ConnectOptions
+from toolkit.transports.ldap import LdapSettings, LdapTransport
+
+failures = []
+
+def use(call):
+    try:
+        call()
+    except Unreachable:  # nothing listens on port 9: connecting is only the first use here
+        pass
+    except Exception as exc:
+        failures.append(repr(exc))
+
+v = {"address": "127.0.0.1", "port": 9, "platform": "ldap", "ldap_tls": "none"}
+dc = make_host("dc", v, (), "t")
+lab = make_host("ldap-lab", {**v, "ldap_base_dn": "dc=itops,dc=lab"}, (), "t")
+connect = LdapTransport(dc, LdapSettings.from_host(dc), ConnectOptions())._connection
+calls = [connect, lambda: LdapSettings.from_host(lab), lambda: q.escape_filter("a*")]
+threads = [threading.Thread(target=use, args=(c,)) for c in calls]
+for t in threads: t.start()
+for t in threads: t.join()
+print(failures)
+"""
+
+
+def test_python_ldap_first_used_from_several_threads_at_once() -> None:
+    """python-ldap's modules import each other in a cycle: two threads importing it at once got
+    ImportError, which check_dn reported as 'not a valid distinguished name' (CI, stop 22: the
+    first two directory hosts of a fan-out). Each run is a fresh interpreter: the first use."""
+    import subprocess
+    import sys
+
+    for _ in range(5):
+        run = subprocess.run(
+            [sys.executable, "-c", _FIRST_USE_FROM_THREADS],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert "Traceback" not in run.stderr, run.stderr
+        assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr
+
+
 # --------------------------------------------------------------------------- AD bits and times
 
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.lab.core import LabError, LabState, Process, wait_for
 from toolkit.lab.tlsca import issue
+from toolkit.remediation.ldapsafe import python_ldap
 
 if TYPE_CHECKING:
     from toolkit.lab.core import Lab
@@ -94,7 +95,7 @@ class DirectoryPeer:
     def connect(self, *, as_admin: bool = True) -> Any:
         """A python-ldap connection bound as the directory's administrator (for seeding and
         for tests that read the directory behind itops' back)."""
-        import ldap
+        ldap = python_ldap()
 
         conn = ldap.initialize(f"ldaps://{self.address}:636", bytes_mode=False)
         conn.set_option(ldap.OPT_X_TLS_CACERTFILE, self.ca)
@@ -267,7 +268,7 @@ def start_samba(folder: Path, address: str, spawn: Spawn, *, name: str = "dc-lab
 
 
 def _seed_samba(peer: DirectoryPeer, folder: Path) -> None:
-    import ldap
+    ldap = python_ldap()
 
     conn = _retry(peer.connect)
     base = peer.base_dn
@@ -345,7 +346,7 @@ def _seed_samba(peer: DirectoryPeer, folder: Path) -> None:
 
 def lock_out(peer: DirectoryPeer, name: str, attempts: int = 3) -> None:
     """Lock `name` out the way a user does: wrong passwords until the policy locks it."""
-    import ldap
+    ldap = python_ldap()
 
     for _ in range(attempts + 1):
         conn = peer.connect(as_admin=False)
@@ -358,7 +359,7 @@ def lock_out(peer: DirectoryPeer, name: str, attempts: int = 3) -> None:
 
 
 def _retry(call: Callable[[], Any], timeout: float = 30) -> Any:
-    import ldap
+    ldap = python_ldap()
 
     deadline = time.monotonic() + timeout
     while True:

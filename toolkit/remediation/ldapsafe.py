@@ -7,12 +7,14 @@ DN that itops composes from a value goes through `escape_dn_value`. Names are va
 second, independent layer (tests/unit/test_ldapsafe.py tries the injections against both).
 
 The escaping is python-ldap's (`ldap.filter.escape_filter_chars`, `ldap.dn.escape_dn_chars`),
-imported on first use; DN syntax checks use `ldap.dn.str2dn`.
+imported on first use through `python_ldap()`; DN syntax checks use `ldap.dn.str2dn`.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from typing import Any
 
 from toolkit.errors import ValidationError
 
@@ -22,6 +24,23 @@ ACCOUNT = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}(@{_LABEL}(\.{_LABEL})*)?"
 _ACCOUNT = re.compile(ACCOUNT)
 # A group's name (cn / sAMAccountName): words with spaces allowed, no control characters.
 _GROUP = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
+
+
+_IMPORTING = threading.Lock()
+
+
+def python_ldap() -> Any:
+    """python-ldap with `ldap.dn` and `ldap.filter` loaded: every use in itops comes through here.
+
+    Its modules import each other in a cycle (`ldap` → `ldap.functions` → `ldap.dn` → `ldap`), so
+    two threads that import it first at the same moment get ImportError from a half-initialized
+    module; a fan-out's first directory hosts do exactly that. One lock makes the first import
+    whole before any thread uses it; afterwards the imports are dictionary lookups."""
+    with _IMPORTING:
+        import ldap
+        import ldap.dn
+        import ldap.filter
+    return ldap
 
 
 def check_account(value: str, what: str = "account") -> str:
@@ -44,9 +63,7 @@ def check_group(value: str, what: str = "group") -> str:
 
 def escape_filter(value: str) -> str:
     """RFC 4515: `\\`, `*`, `(`, `)` and NUL as `\\hh` (python-ldap's escape_filter_chars)."""
-    from ldap.filter import escape_filter_chars
-
-    return str(escape_filter_chars(value, escape_mode=0))
+    return str(python_ldap().filter.escape_filter_chars(value, escape_mode=0))
 
 
 def eq(attribute: str, value: str) -> str:
@@ -66,18 +83,15 @@ def any_of(*filters: str) -> str:
 
 def escape_dn_value(value: str) -> str:
     """RFC 4514: one attribute value made safe inside a DN (python-ldap's escape_dn_chars)."""
-    from ldap.dn import escape_dn_chars
-
-    return str(escape_dn_chars(value))
+    return str(python_ldap().dn.escape_dn_chars(value))
 
 
 def check_dn(value: str, what: str = "DN") -> str:
     """Refuse text that is not one well-formed DN (RFC 4514)."""
-    from ldap.dn import str2dn
-
+    ldap = python_ldap()
     try:
-        parts = str2dn(value)
-    except Exception:
+        parts = ldap.dn.str2dn(value)
+    except ldap.DECODING_ERROR:
         raise ValidationError(f"{what} {value!r} is not a valid distinguished name") from None
     if not parts or "\x00" in value:
         raise ValidationError(f"{what} {value!r} is not a valid distinguished name")
@@ -86,9 +100,8 @@ def check_dn(value: str, what: str = "DN") -> str:
 
 def rdn_value(dn: str) -> str:
     """The first RDN's value of a DN (`CN=Domain Admins,CN=Users,…` → `Domain Admins`)."""
-    from ldap.dn import str2dn
-
+    ldap = python_ldap()
     try:
-        return str(str2dn(dn)[0][0][1])
-    except Exception:
+        return str(ldap.dn.str2dn(dn)[0][0][1])
+    except (ldap.DECODING_ERROR, IndexError):
         return dn

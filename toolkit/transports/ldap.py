@@ -38,6 +38,7 @@ from toolkit.errors import (
     ValidationError,
 )
 from toolkit.inventory import Host
+from toolkit.remediation.ldapsafe import check_dn, python_ldap
 from toolkit.remediation.quoting import Command
 from toolkit.secrets.credentials import CredentialStore, Secret
 from toolkit.transports.base import CommandResult, ConnectOptions
@@ -110,8 +111,6 @@ class LdapSettings:
             bundle = str(path)
         base = host.var("ldap_base_dn")
         if base is not None:
-            from toolkit.remediation.ldapsafe import check_dn
-
             check_dn(str(base), "ldap_base_dn")
         return cls(host.name, host.address, port, tls, bundle, str(base) if base else None)
 
@@ -186,7 +185,7 @@ class LdapTransport:
     # -- connecting --------------------------------------------------------------------------
     def _connection(self) -> Any:
         """A new connection with this host's TLS settings, TLS established (not yet bound)."""
-        import ldap
+        ldap = python_ldap()
 
         s = self.settings
         conn = ldap.initialize(s.url, bytes_mode=False)
@@ -214,7 +213,7 @@ class LdapTransport:
         ("Can't contact LDAP server" for a refused certificate too), so an encrypted
         connection that failed is diagnosed again here: TCP first, then the same TLS
         handshake with Python's ssl, which says why a certificate did not validate."""
-        import ldap
+        ldap = python_ldap()
 
         _, desc, info = _info(exc)
         name = self.host.name
@@ -240,7 +239,7 @@ class LdapTransport:
         )
 
     def connect(self, user: str, password: Secret) -> None:
-        import ldap
+        ldap = python_ldap()
 
         conn = self._connection()
         try:
@@ -296,7 +295,7 @@ class LdapTransport:
 
     # -- directory verbs -----------------------------------------------------------------------
     def _call(self, what: str, call: Any, timeout: float | None) -> Any:
-        import ldap
+        ldap = python_ldap()
 
         if self._conn is None:
             raise TransportError(self.host.name, "the directory connection is closed")
@@ -328,7 +327,7 @@ class LdapTransport:
         *,
         timeout: float | None = None,
     ) -> list[tuple[str, dict[str, list[bytes]]]]:
-        import ldap
+        ldap = python_ldap()
 
         scopes = {"base": ldap.SCOPE_BASE, "one": ldap.SCOPE_ONELEVEL, "sub": ldap.SCOPE_SUBTREE}
 
@@ -350,7 +349,7 @@ class LdapTransport:
         """`changes`: (add|replace|delete, attribute, values). A Secret value is sent as
         Active Directory's unicodePwd encoding (a quoted UTF-16LE string) when the attribute
         is unicodePwd, as UTF-8 otherwise."""
-        import ldap
+        ldap = python_ldap()
 
         ops = {"add": ldap.MOD_ADD, "replace": ldap.MOD_REPLACE, "delete": ldap.MOD_DELETE}
         modlist: list[tuple[int, str, list[bytes] | None]] = []
@@ -392,7 +391,7 @@ class LdapTransport:
     def bind_check(self, dn: str, password: Secret) -> str:
         """Bind as `dn` with `password` on a new connection: "ok", or why the directory refused
         (AD_BIND_CODES' words: "must-change" still proves the password right on AD)."""
-        import ldap
+        ldap = python_ldap()
 
         started = time.monotonic()
         conn = self._connection()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol, overload
 
 from toolkit.errors import ValidationError
@@ -49,6 +49,45 @@ def iso_utc(t: float) -> str:
 
 def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def readable(at: datetime | float | str | None, zone: tzinfo | None = None) -> str:
+    """An instant for people, the reports' one format: 'Fri 4 Dec 2026 14:03 UTC+1' — in
+    `zone` (default: this machine's local zone), to the minute, with the offset that held
+    then (English names whatever the locale). '' for None or ''."""
+    if at is None or at == "":
+        return ""
+    moment = _instant(at)
+    local = moment.astimezone(zone) if zone is not None else moment.astimezone()
+    offset = int((local.utcoffset() or timedelta()).total_seconds() // 60)
+    sign, offset = ("+" if offset >= 0 else "-"), abs(offset)
+    shift = "" if offset == 0 else f"{sign}{offset // 60}"
+    if offset % 60:
+        shift += f":{offset % 60:02d}"
+    return (
+        f"{_DAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year} "
+        f"{local.hour:02d}:{local.minute:02d} UTC{shift}"
+    )
+
+
+def _instant(at: datetime | float | str) -> datetime:
+    if isinstance(at, str):
+        return parse_iso(at)
+    if isinstance(at, int | float):
+        return datetime.fromtimestamp(at, UTC)
+    return at
+
+
+def machine_readable(at: datetime | float | str | None) -> str:
+    """The same instant for a `<time datetime=…>` attribute: 2026-12-04T13:03:59Z (UTC)."""
+    if at is None or at == "":
+        return ""
+    moment = _instant(at)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --------------------------------------------------------------------------- weekly windows

@@ -42,3 +42,21 @@ def test_one_reading_of_a_duration() -> None:
     for bad in ("7x", "999999999d"):  # the second: further back than a date can be
         with pytest.raises(ValidationError, match="cannot read the time"):
             parse_when(bad, UTC, now=now)
+
+
+def test_one_readable_local_format_for_people() -> None:
+    """Reports show instants one way: weekday, day, month, year, time and the UTC offset of the
+    zone (the machine's by default), e.g. 'Fri 4 Dec 2026 14:03 UTC+1'."""
+    from zoneinfo import ZoneInfo
+
+    from toolkit.clock import readable
+
+    at = datetime(2026, 12, 4, 13, 3, 59, tzinfo=UTC)
+    assert readable(at, ZoneInfo("Europe/Berlin")) == "Fri 4 Dec 2026 14:03 UTC+1"
+    assert readable(at.timestamp(), ZoneInfo("Europe/Berlin")) == "Fri 4 Dec 2026 14:03 UTC+1"
+    assert readable("2026-12-04T13:03:59.5Z", UTC) == "Fri 4 Dec 2026 13:03 UTC"
+    assert readable(at, ZoneInfo("Asia/Kolkata")) == "Fri 4 Dec 2026 18:33 UTC+5:30"
+    assert readable(at, ZoneInfo("America/Sao_Paulo")) == "Fri 4 Dec 2026 10:03 UTC-3"
+    summer = datetime(2026, 7, 1, 10, 0, tzinfo=UTC)
+    assert readable(summer, ZoneInfo("Europe/Berlin")) == "Wed 1 Jul 2026 12:00 UTC+2"
+    assert readable(None) == "" and readable("") == ""

@@ -1,25 +1,38 @@
 """The audit report: can this record be trusted, and who did what, where, when, under which ticket.
 
-At the top, the chain verification and the head hash; then every action in scope (operator,
-ticket, host, task, outcome, duration, the commands with their exit codes — secrets masked) and a
-timeline per ticket. Producing the report is itself written to the ledger (`report.audit`, with the
-filters and the report's SHA-256), after the page is made: the page names the head it verified.
+At the top, the chain verification and the head hash; then a summary per host and per ticket
+(changes, failures, unchanged runs, approvals, break-glass uses); the changes, each with its
+parameters, outcome, verify result, approval (who asked, who approved, when, the SHA-256 it binds)
+and policy decision (window, break-glass and its reason), its commands collapsed to one line with
+the full text on demand (`<details>`: no script); the approvals and other governance records in
+scope; the timeline per ticket; and, in a closed appendix, the read-only checks and the runs that
+changed nothing. Dates are local and read one way (`clock.readable`); every text from hosts and
+desks is escaped and its control characters shown (`textsafe.visible`). Producing the report
+is itself written to the ledger (`report.audit`, with the filters and the report's SHA-256),
+after the page is made: the page names the head it verified.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
 
-from toolkit.clock import iso_seconds
+from toolkit.clock import machine_readable, readable
 from toolkit.desk.tickets import KINDS, event_from_record
+from toolkit.ledger.store import UNCHANGED
 from toolkit.secrets.credentials import Redactor
+from toolkit.textsafe import visible
 
 if TYPE_CHECKING:
     from toolkit.ledger import Ledger, Record
+
+
+OPEN = "open (never finished)"
 
 
 @dataclass(frozen=True)
@@ -47,19 +60,24 @@ def _actions(records: list[Record]) -> list[dict[str, Any]]:
                 "ticket": r.ticket,
                 "host": r.host,
                 "task": r.task,
-                "outcome": "open (never finished)",
+                "outcome": OPEN,
                 "duration": None,
                 "commands": [],
-                "params": r.params,
+                "params": {},
                 "mode": None,
                 "seq": r.seq,
                 "message": "",
+                "verify": "",
             },
         )
         info = r.info
         if r.kind == "action.begin":
             row.update(
-                at=r.at, operator=r.operator, params=r.params, mode=info.get("mode"), seq=r.seq
+                at=r.at,
+                operator=r.operator,
+                params=json.loads(r.params) if r.params else {},
+                mode=info.get("mode"),
+                seq=r.seq,
             )
         else:
             row.update(
@@ -67,9 +85,103 @@ def _actions(records: list[Record]) -> list[dict[str, Any]]:
                 duration=(r.duration_ms or 0) / 1000,
                 commands=r.as_dict()["commands"] or [],
                 message=info.get("message") or "",
+                verify=_verify(info),
                 finish_seq=r.seq,
             )
     return sorted(rows.values(), key=lambda a: a["seq"])
+
+
+FAILED = ("failed", "unreachable", OPEN)
+
+
+def _is_change(action: Mapping[str, Any]) -> bool:
+    """What changed a host, or may have: `itops log --changes-only`'s rule (a --check run, and
+    a fix that ended already-ok, skipped or needs-approval, changed nothing)."""
+    return action["mode"] != "check" and action["outcome"] not in UNCHANGED
+
+
+def _verify(info: Mapping[str, Any]) -> str:
+    verify = info.get("verify")
+    if not isinstance(verify, dict):
+        return "not run"
+    return "passed" if verify.get("ok") else "failed"
+
+
+def _counts(
+    actions: Sequence[Mapping[str, Any]], request_ids: set[str], found: Mapping[str, Any]
+) -> dict[str, Any]:
+    granted = sum(1 for rid in request_ids if (found.get(rid) or {}).get("state") == "granted")
+    pending = len(request_ids) - granted
+    approvals = ", ".join(
+        part
+        for part in (
+            f"{granted} granted" if granted else "",
+            f"{pending} not granted" if pending else "",
+        )
+        if part
+    )
+    return {
+        "changes": sum(1 for a in actions if a["change"]),
+        "failures": sum(1 for a in actions if a["outcome"] in FAILED),
+        "quiet": sum(1 for a in actions if not a["change"]),
+        "approvals": approvals or "0",
+        "break_glass": sum(
+            1 for a in actions if (a["policy"] or {}).get("decision") == "break-glass"
+        ),
+    }
+
+
+def _summaries(
+    actions: Sequence[Mapping[str, Any]],
+    governance: Sequence[Record],
+    found: Mapping[str, Any],
+    only_host: str | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per host and per ticket: changes, failures, unchanged runs, approvals, break-glass uses."""
+    hosts: dict[str, None] = {}
+    tickets: dict[str, None] = {}
+    for a in actions:
+        hosts.setdefault(a["host"] or "", None)
+        if a["ticket"]:
+            tickets.setdefault(a["ticket"], None)
+    for r in governance:
+        for h in r.info.get("hosts") or ():
+            hosts.setdefault(str(h), None)
+        if r.ticket:
+            tickets.setdefault(r.ticket, None)
+    if only_host is not None:
+        hosts = {only_host: None}
+
+    def asked(rows: Sequence[Mapping[str, Any]], records: Iterable[Record]) -> set[str]:
+        ids = {str(a["approval"]["request_id"]) for a in rows if a["approval"]}
+        ids |= {str(a["policy"]["request_id"]) for a in rows if "request_id" in (a["policy"] or {})}
+        return ids | {
+            str(r.info["request_id"])
+            for r in records
+            if r.kind.startswith("approval.") and r.info.get("request_id")
+        }
+
+    per_host = []
+    for host in hosts:
+        mine = [a for a in actions if (a["host"] or "") == host]
+        theirs = [
+            r
+            for r in governance
+            if host in map(str, r.info.get("hosts") or ()) and r.kind != "approval.refused"
+        ]
+        per_host.append({"host": host, **_counts(mine, asked(mine, theirs), found)})
+    per_ticket = []
+    for ticket in sorted(tickets):
+        mine = [a for a in actions if a["ticket"] == ticket]
+        theirs = [r for r in governance if r.ticket == ticket]
+        per_ticket.append(
+            {
+                "ticket": ticket,
+                "hosts": len({a["host"] for a in mine}),
+                **_counts(mine, asked(mine, theirs), found),
+            }
+        )
+    return per_host, per_ticket
 
 
 def build(
@@ -77,18 +189,54 @@ def build(
     redactor: Redactor,
     filters: Mapping[str, Any],
     records: Sequence[Record] | None = None,
+    *,
+    zone: tzinfo | None = None,
 ) -> AuditReport:
-    """Verify the chain and render the report for the records the filters select (or for
-    `records`, selected by the caller: an evidence bundle's, with a host's approvals)."""
+    """Verify the chain and render the report for the records the filters select (for a host,
+    with the approvals, break-glass and refusals that concern it: `desk.governance`), or for
+    `records`, selected by the caller (an evidence bundle's). Dates in `zone` (default: this
+    machine's local zone)."""
     from jinja2 import Environment
+    from markupsafe import Markup, escape
+
+    from toolkit.desk.governance import (
+        GOVERNANCE_KINDS,
+        approvals,
+        host_records,
+        links,
+        summary,
+    )
 
     verify = ledger.verify()
-    selected = (
-        list(records)
-        if records is not None
-        else list(ledger.records(**{k: v for k, v in filters.items() if v is not None}))
-    )
+    given = {k: v for k, v in filters.items() if v is not None}
+    if records is not None:
+        selected = list(records)
+    elif given.get("host"):
+        rest = {k: v for k, v in given.items() if k != "host"}
+        selected = list(host_records(ledger, [str(given["host"])], **rest))
+    else:
+        selected = list(ledger.records(**given))
     actions = _actions(selected)
+    governed = links(ledger, selected)
+    governance = [r for r in selected if r.kind in GOVERNANCE_KINDS]
+    found = {
+        str(link["approval"]["request_id"]): link["approval"]
+        for link in governed.values()
+        if link["approval"]
+    }
+    more = {str(r.info.get("request_id")) for r in governance if r.info.get("request_id")}
+    found.update(approvals(ledger, more - set(found)))
+    for a in actions:
+        # masked before the page cuts a line short: a cut secret would escape the final mask
+        a["commands"] = [
+            {**c, "command": redactor.mask(str(c.get("command")))} for c in a["commands"]
+        ]
+        a["message"] = redactor.mask(str(a["message"]))
+        link = governed.get(a["action_id"]) or {}
+        a["policy"] = link.get("policy")
+        a["approval"] = link.get("approval")
+        a["change"] = _is_change(a)
+    per_host, per_ticket = _summaries(actions, governance, found, given.get("host"))
     tickets = sorted({r.ticket for r in selected if r.ticket})
     timelines = []
     for ticket in tickets:
@@ -97,7 +245,7 @@ def build(
             ev = event_from_record(r.seq, r.at, r.kind, r.operator, ticket, r.info)
             events.append(
                 {
-                    "at": iso_seconds(ev.at),
+                    "at": ev.at,
                     "recorded": r.at,
                     "event": ev.event,
                     "operator": ev.operator,
@@ -110,13 +258,36 @@ def build(
             )
         ticket_actions = [a for a in actions if a["ticket"] == ticket]
         timelines.append({"ticket": ticket, "events": events, "actions": ticket_actions})
-    env = Environment(autoescape=True)
+
+    def when(at: Any) -> Markup:
+        if not at:  # (None, '', or a field the record does not have)
+            return Markup("")
+        return Markup('<time datetime="{}">{}</time>').format(
+            machine_readable(at), readable(at, zone)
+        )
+
+    def shown(value: Any) -> Any:
+        """Every value the page prints: control characters as visible stand-ins."""
+        if isinstance(value, str) and not isinstance(value, Markup):
+            return visible(value)
+        return value
+
+    env = Environment(autoescape=True, finalize=shown)
+    env.filters["when"] = when
+    env.filters["lines"] = lambda text: Markup(escape(visible(str(text), multiline=True)))
+    env.filters["pairs"] = lambda d: ", ".join(f"{k}={v}" for k, v in (d or {}).items())
+    env.filters["short"] = lambda text, n=80: text if len(text) <= n else text[: n - 1] + "…"
     page = env.from_string(_template("audit.html")).render(
         v=verify,
-        filters={k: v for k, v in filters.items() if v is not None},
-        actions=actions,
+        filters=given,
+        changes=[a for a in actions if a["change"]],
+        quiet=[a for a in actions if not a["change"]],
+        per_host=per_host,
+        per_ticket=per_ticket,
+        approvals=sorted(found.values(), key=lambda a: str(a.get("requested_at") or "")),
+        governance=[{"record": r, "summary": summary(r) or ""} for r in governance],
         timelines=timelines,
-        generated=iso_seconds(time.time()),
+        generated=time.time(),
         operator=ledger.operator,
     )
     page = redactor.mask(page)

@@ -74,6 +74,15 @@ def readable(at: datetime | float | str | None, zone: tzinfo | None = None) -> s
     )
 
 
+def readable_day(
+    at: datetime | float | str, zone: tzinfo | None = None, *, year: bool = False
+) -> str:
+    """The day of an instant in `readable`'s words: '2 Nov' (a week on a chart's axis), or
+    '2 Nov 2026' with the year."""
+    local = _instant(at).astimezone(zone) if zone is not None else _instant(at).astimezone()
+    return f"{local.day} {_MONTHS[local.month - 1]}" + (f" {local.year}" if year else "")
+
+
 def _instant(at: datetime | float | str) -> datetime:
     if isinstance(at, str):
         return parse_iso(at)

@@ -107,7 +107,7 @@ def test_kpi_report_renders_with_charts_and_the_kpi_json_numbers(
     assert len(tiles) >= 18
     for key, raw in tiles.items():
         assert (None if raw == "null" else json.loads(raw)) == expected[key], key
-    assert "Period 2026-11-01T23:00:00+00:00" in dom
+    assert 'Period <time datetime="2026-11-01T23:00:00Z">Mon 2 Nov 2026 00:00 UTC+1</time>' in dom
     # and it draws: a real screenshot, not a blank page
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "kpi-report.png"
@@ -129,6 +129,8 @@ def test_audit_report_renders_with_the_verified_head(
     assert 'id="verification" class="verdict ok" data-ok="true"' in dom
     assert f'<code id="head-hash">{out["head_hash"]}</code>' in dom
     assert dom.count('class="timeline"') == 5
+    assert '<table id="summary-hosts"' in dom and '<table id="changes">' in dom
+    assert '<details id="appendix">' in dom  # closed: the read-only checks, one click away
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "audit-report.png"
     shot.unlink(missing_ok=True)  # an earlier run's picture must not pass for this one

@@ -13,11 +13,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from toolkit.clock import iso_seconds
+from toolkit.clock import machine_readable, readable, readable_day
 from toolkit.desk.kpi import as_of, rounded, shown, weekly
 from toolkit.desk.projection import Projection
 from toolkit.desk.sla import Policy
 from toolkit.reports.svg import bar_chart, line_chart
+from toolkit.textsafe import visible
 
 TILES = (
     ("response_sla_compliance", "Response SLA"),
@@ -46,6 +47,17 @@ TILES = (
     ("incidents_resolved", "Incidents resolved"),
     ("requests_fulfilled", "Requests fulfilled"),
 )
+RESPONSE_TILES = ("response_sla_compliance", "time_to_respond_median")
+RESOLUTION_TILES = (
+    "resolution_sla_compliance",
+    "incident_resolution_sla_compliance",
+    "request_fulfilment_sla_compliance",
+    "time_to_resolve_mean",
+    "time_to_resolve_p90",
+    "time_to_fulfil_mean",
+    "time_to_fulfil_p90",
+)
+UNASSIGNED = "unassigned"  # a ticket without an assignee, as people read it (the data: "(none)")
 BREAKDOWNS = ("kind", "category", "priority", "assignee")
 BREAKDOWN_COLUMNS = (
     "tickets_opened",
@@ -110,7 +122,54 @@ def build(
         }
         for by, result in zip(BREAKDOWNS, found, strict=True)
     }
-    return {"overall": overall, "groups": groups, "weeks": weeks}
+    return {
+        "overall": overall,
+        "groups": groups,
+        "weeks": weeks,
+        "sla_targets": sla_targets(policy),
+    }
+
+
+def _span(minutes: float, always: bool, day: int) -> str:
+    """A target duration as people say it: 30 min, 8 h, 2 business days (24×7 clocks: days)."""
+    whole = round(minutes)
+    unit_day = 1440 if always else day
+    if whole >= unit_day and whole % unit_day == 0:
+        n = whole // unit_day
+        return (
+            f"{n} day{'s' if n != 1 else ''}"
+            if always
+            else f"{n} business day{'s' if n != 1 else ''}"
+        )
+    if whole >= 60 and whole % 60 == 0:
+        return f"{whole // 60} h"
+    return f"{whole:g} min"
+
+
+def sla_targets(policy: Policy) -> dict[str, str]:
+    """Per tile measured against the SLA policy, its targets in a line: the response or
+    resolution time per priority (KPI.md's table, or itops.toml's) and, for resolution
+    compliance, the per-category rates."""
+    day = policy.calendar.day_minutes
+
+    def per_priority(attr: str) -> str:
+        return " · ".join(
+            f"{name} {_span(getattr(p, attr), p.always, day)}{' (24×7)' if p.always else ''}"
+            for name, p in sorted(policy.priorities.items())
+        )
+
+    respond = "first response within " + per_priority("response_minutes")
+    resolve = "resolved within " + per_priority("resolution_minutes")
+    out = dict.fromkeys(RESPONSE_TILES, respond) | dict.fromkeys(RESOLUTION_TILES, resolve)
+    for key in ("resolution_sla_compliance", "incident_resolution_sla_compliance"):
+        rates = [
+            f"{category} ≥ {shown(key, rate)}"
+            for category, targets in sorted(policy.category_targets.items())
+            if (rate := targets.get(key, targets.get("resolution_sla_compliance"))) is not None
+        ]
+        if rates:
+            out[key] += "; by category: " + ", ".join(rates)
+    return out
 
 
 _SHARED: list[Any] = []  # what the forked breakdown workers read (by memory, not by pickle)
@@ -129,14 +188,24 @@ def _breakdown(by: str, projection: Projection | None = None) -> dict[str, dict[
             projection.close()
 
 
+def group_name(by: str, name: str) -> str:
+    """A breakdown's group as people read it: a ticket without an assignee is "unassigned"."""
+    return UNASSIGNED if by == "assignee" and name == "(none)" else name
+
+
 def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
+    """The page. Dates read one way (`clock.readable`), in the business calendar's zone: the
+    period and the weeks are that calendar's."""
+    from zoneinfo import ZoneInfo
+
     from jinja2 import Environment
     from markupsafe import Markup
 
     overall = data["overall"]
+    zone = ZoneInfo(str(overall["timezone"]))
     pct = lambda v: f"{v * 100:.0f} %"  # noqa: E731
     weeks = data["weeks"]
-    labels = [w["week"][5:10] for w in weeks]
+    labels = [readable_day(w["week"], zone) for w in weeks]
     charts: dict[str, Markup] = {
         "trend_compliance": Markup(
             line_chart(
@@ -179,7 +248,7 @@ def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
         charts[f"by_{by}"] = Markup(
             bar_chart(
                 f"resolution-by-{by}",
-                [(name, g["resolution_sla_compliance"]) for name, g in top],
+                [(group_name(by, name), g["resolution_sla_compliance"]) for name, g in top],
                 title=f"Resolution SLA compliance by {by}",
                 fmt=pct,
             )
@@ -199,6 +268,7 @@ def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
         )
     )
     tiles = []
+    sla = data.get("sla_targets") or {}
     for key, label in TILES:
         target = overall["targets"].get(key)
         tiles.append(
@@ -209,10 +279,24 @@ def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
                 "text": shown(key, overall[key]),
                 "target": shown(key, target["target"]) if target else None,
                 "met": None if target is None else target["met"],
+                "sla": sla.get(key),
             }
         )
-    env = Environment(autoescape=True)
+
+    def when(at: Any) -> Markup:
+        return Markup('<time datetime="{}">{}</time>').format(
+            machine_readable(at), readable(at, zone)
+        )
+
+    def plain(value: Any) -> Any:
+        """Every value the page prints: control characters as visible stand-ins."""
+        return visible(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+
+    env = Environment(autoescape=True, finalize=plain)
     env.filters["fmt"] = lambda value, key: shown(key, value)
+    env.filters["when"] = when
+    env.filters["group_name"] = group_name
+    env.filters["day"] = lambda at: readable_day(at, zone, year=True)
     return env.from_string(_template("kpi.html")).render(
         title=title,
         o=overall,
@@ -220,7 +304,7 @@ def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
         charts=charts,
         groups=data["groups"],
         columns=BREAKDOWN_COLUMNS,
-        generated=iso_seconds(time.time()),
+        generated=time.time(),
     )
 
 

@@ -7,7 +7,15 @@ Every chart is an `<svg class="chart" data-chart=NAME>` whose marks carry `data-
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from html import escape
+from html import escape as _escape
+
+from toolkit.textsafe import visible
+
+
+def escape(text: str) -> str:
+    """Text for SVG: markup escaped, control characters as visible stand-ins."""
+    return _escape(visible(text))
+
 
 PALETTE = ("#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2")
 
@@ -77,11 +85,35 @@ def line_chart(
     height: int = 220,
     floor_zero: bool = True,
 ) -> str:
-    """One polyline per series over the labels (weeks); gaps where a value is None."""
+    """One polyline per series over the labels (weeks); gaps where a value is None. A series
+    with fewer than two values is no trend: its legend says "not enough data" and no lone dot
+    is drawn; when no series has two, the chart says so instead of drawing axes."""
     left, right, top_pad, bottom = 48, 30, 40, 34
-    values = [v for vs in series.values() for v in vs if v is not None]
-    hi = max(values) if values else 1.0
-    lo = 0.0 if floor_zero else min(values, default=0.0)
+    counts = {name: sum(v is not None for v in vs) for name, vs in series.items()}
+    drawn = {name: vs for name, vs in series.items() if counts[name] >= 2}
+
+    def opening(h: int) -> list[str]:
+        return [
+            f'<svg class="chart" data-chart="{escape(name)}" xmlns="http://www.w3.org/2000/svg" '
+            f'width="{width}" height="{h}" viewBox="0 0 {width} {h}" role="img" '
+            f'aria-label="{escape(title)}">',
+            f'<text x="0" y="16" class="chart-title">{escape(title)}</text>',
+        ]
+
+    if not drawn:
+        weeks = f"{len(labels)} week{'s' if len(labels) != 1 else ''}"
+        lines = ["not enough data for a trend"] + [
+            f"{sname}: values in {count} of {weeks}" for sname, count in counts.items()
+        ]
+        texts = [
+            f'<text x="{12 if i else 0}" y="{40 + 16 * i}" class="muted no-trend">'
+            f"{escape(line)}</text>"
+            for i, line in enumerate(lines)
+        ]
+        return "".join([*opening(48 + 16 * len(lines)), *texts, "</svg>"])
+    values = [v for vs in drawn.values() for v in vs if v is not None]
+    hi = max(values)
+    lo = 0.0 if floor_zero else min(values)
     span = (hi - lo) or 1.0
     n = max(len(labels), 1)
     step = (width - left - right) / max(n - 1, 1)
@@ -90,10 +122,7 @@ def line_chart(
         return left + i * step, top_pad + (1 - (v - lo) / span) * (height - top_pad - bottom)
 
     parts = [
-        f'<svg class="chart" data-chart="{escape(name)}" xmlns="http://www.w3.org/2000/svg" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{escape(title)}">',
-        f'<text x="0" y="16" class="chart-title">{escape(title)}</text>',
+        *opening(height),
         f'<line x1="{left}" x2="{width - right}" y1="{height - bottom}" '
         f'y2="{height - bottom}" stroke="#999"/>',
         f'<text x="{left - 4}" y="{top_pad + 4}" text-anchor="end" class="muted">'
@@ -109,8 +138,19 @@ def line_chart(
                 f'<text x="{x:.1f}" y="{height - bottom + 16}" text-anchor="middle" class="muted">'
                 f"{escape(label)}</text>"
             )
+    key_x = left
     for k, (sname, vs) in enumerate(series.items()):
         color = PALETTE[k % len(PALETTE)]
+        missing = "" if sname in drawn else ": not enough data"
+        parts.append(
+            f'<rect x="{key_x}" y="24" width="10" height="10" fill="{color}"/>'
+            f'<text x="{key_x + 14}" y="33" class="label">{escape(sname)}'
+            + (f'<tspan class="muted no-trend">{missing}</tspan>' if missing else "")
+            + "</text>"
+        )
+        key_x += 14 + 7 * len(sname + missing) + 20  # (about 7 px a character at 11 px)
+        if missing:
+            continue
         runs: list[list[str]] = [[]]
         for i, v in enumerate(vs):
             if v is None:
@@ -127,9 +167,5 @@ def line_chart(
                 parts.append(
                     f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{" ".join(run)}"/>'
                 )
-        parts.append(
-            f'<rect x="{left + k * 170}" y="24" width="10" height="10" fill="{color}"/>'
-            f'<text x="{left + 14 + k * 170}" y="33" class="label">{escape(sname)}</text>'
-        )
     parts.append("</svg>")
     return "".join(parts)

@@ -478,9 +478,10 @@ def kpi(projection: Projection, policy: Policy, query: Mapping[str, str], now: d
     """The KPI tiles: `itops kpi`'s numbers (`kpi_sql.kpis_fast`) for the period."""
     from toolkit.desk.kpi import shown
     from toolkit.desk.kpi_sql import kpis_fast
-    from toolkit.reports.kpi import TILES
+    from toolkit.reports.kpi import TILES, sla_targets
 
     since, until = period(query, policy, now)
+    sla = sla_targets(policy)
     result = kpis_fast(projection, policy, since=since, until=until, now=now.timestamp())
     targets = result.get("targets") or {}
     tiles = []
@@ -494,6 +495,7 @@ def kpi(projection: Projection, policy: Policy, query: Mapping[str, str], now: d
                 "raw": result.get(key),
                 "target": shown(key, target["target"]) if target else "",
                 "met": {True: "met", False: "missed", None: ""}[target["met"]] if target else "",
+                "sla": sla.get(key, ""),
                 "drill": key in DRILLS,
             }
         )
@@ -516,6 +518,7 @@ def kpi_tickets(
 ) -> View:
     """The tickets behind a KPI figure (`DRILLS`)."""
     from toolkit.desk.kpi import as_of
+    from toolkit.reports.kpi import UNASSIGNED
 
     figure = query.get("figure") or ""
     if figure not in DRILLS:
@@ -546,7 +549,7 @@ def kpi_tickets(
             "category": t.category,
             "kind": t.kind,
             "state": t.state,
-            "assignee": t.assignee or "(unassigned)",
+            "assignee": t.assignee or UNASSIGNED,
             "sla": "BREACHED" if t.breached(policy, at) else "ok",
             "summary": t.summary or "",
         }

@@ -103,10 +103,13 @@ def audit_report(
     until: str | None,
     as_json: bool,
 ) -> None:
-    """For auditors: chain verification and head hash, every action, per-ticket timelines.
+    """For auditors: the verified chain, a summary per host and ticket, each change's approval.
 
-    Commands are shown as recorded (secrets masked). Exporting the report is itself recorded
-    in the ticket log, with its scope and the SHA-256 of the file.
+    The changes come with their parameters, verify result, approval (who asked, who approved,
+    when, what it binds) and policy decision (window, break-glass); read-only checks are in an
+    appendix; --host includes the approvals and break-glass that concern the host. Commands are
+    shown as recorded (secrets masked), dates in this machine's local time. Exporting the report
+    is itself recorded in the ticket log, with its scope and the SHA-256 of the file.
 
     \b
     Example:

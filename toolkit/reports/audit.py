@@ -137,20 +137,25 @@ def _summaries(
     found: Mapping[str, Any],
     only_host: str | None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Per host and per ticket: changes, failures, unchanged runs, approvals, break-glass uses."""
-    hosts: dict[str, None] = {}
-    tickets: dict[str, None] = {}
+    """Per host and per ticket: changes, failures, unchanged runs, approvals, break-glass uses
+    (one pass over the actions and the governance records, grouped by host and by ticket)."""
+    by_host: dict[str, list[Mapping[str, Any]]] = {}
+    by_ticket: dict[str, list[Mapping[str, Any]]] = {}
+    host_gov: dict[str, list[Record]] = {}
+    ticket_gov: dict[str, list[Record]] = {}
     for a in actions:
-        hosts.setdefault(a["host"] or "", None)
+        by_host.setdefault(a["host"] or "", []).append(a)
         if a["ticket"]:
-            tickets.setdefault(a["ticket"], None)
+            by_ticket.setdefault(a["ticket"], []).append(a)
     for r in governance:
-        for h in r.info.get("hosts") or ():
-            hosts.setdefault(str(h), None)
+        if r.kind != "approval.refused":  # (a refusal names no hosts: its request does)
+            for h in dict.fromkeys(map(str, r.info.get("hosts") or ())):
+                host_gov.setdefault(h, []).append(r)
+                by_host.setdefault(h, [])
         if r.ticket:
-            tickets.setdefault(r.ticket, None)
-    if only_host is not None:
-        hosts = {only_host: None}
+            ticket_gov.setdefault(r.ticket, []).append(r)
+            by_ticket.setdefault(r.ticket, [])
+    hosts = list(by_host) if only_host is None else [only_host]
 
     def asked(rows: Sequence[Mapping[str, Any]], records: Iterable[Record]) -> set[str]:
         ids = {str(a["approval"]["request_id"]) for a in rows if a["approval"]}
@@ -163,17 +168,11 @@ def _summaries(
 
     per_host = []
     for host in hosts:
-        mine = [a for a in actions if (a["host"] or "") == host]
-        theirs = [
-            r
-            for r in governance
-            if host in map(str, r.info.get("hosts") or ()) and r.kind != "approval.refused"
-        ]
+        mine, theirs = by_host.get(host, []), host_gov.get(host, [])
         per_host.append({"host": host, **_counts(mine, asked(mine, theirs), found)})
     per_ticket = []
-    for ticket in sorted(tickets):
-        mine = [a for a in actions if a["ticket"] == ticket]
-        theirs = [r for r in governance if r.ticket == ticket]
+    for ticket in sorted(by_ticket):
+        mine, theirs = by_ticket[ticket], ticket_gov.get(ticket, [])
         per_ticket.append(
             {
                 "ticket": ticket,
@@ -238,6 +237,9 @@ def build(
         a["change"] = _is_change(a)
     per_host, per_ticket = _summaries(actions, governance, found, given.get("host"))
     tickets = sorted({r.ticket for r in selected if r.ticket})
+    per_ticket_actions: dict[str, list[dict[str, Any]]] = {}
+    for a in actions:
+        per_ticket_actions.setdefault(a["ticket"] or "", []).append(a)
     timelines = []
     for ticket in tickets:
         events = []
@@ -256,8 +258,9 @@ def build(
                     "seq": r.seq,
                 }
             )
-        ticket_actions = [a for a in actions if a["ticket"] == ticket]
-        timelines.append({"ticket": ticket, "events": events, "actions": ticket_actions})
+        timelines.append(
+            {"ticket": ticket, "events": events, "actions": per_ticket_actions.get(ticket, [])}
+        )
 
     def when(at: Any) -> Markup:
         if not at:  # (None, '', or a field the record does not have)

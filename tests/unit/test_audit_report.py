@@ -253,3 +253,18 @@ def test_a_secret_past_the_one_line_cut_is_masked_not_cut_in_half(ws: Path) -> N
     finally:
         ledger.close()
     assert canary[:8] not in page and MASK in page
+
+
+def test_a_ticket_without_runs_is_in_the_ticket_summary(book: Path, tmp_path: Path) -> None:
+    from toolkit.ledger import Entry
+
+    ledger = Ledger(Workspace.load(book).ledger_url, operator="ana")
+    try:
+        ledger.append(Entry("ticket.opened", ticket="INC-50", data={"hosts": ["ws-1", "ws-2"]}))
+    finally:
+        ledger.close()
+    _page, doc = report(book, tmp_path)
+    tickets = table_rows(doc.by_id("summary-tickets"))
+    assert tickets["INC-50"]["changes"] == "0" and tickets["INC-50"]["approvals"] == "0", tickets
+    assert doc.find("h3", id="ticket-INC-50").words() == "INC-50"
+    assert "hosts=ws-1, ws-2" in doc.words() and "['ws-1'" not in doc.words()

@@ -136,11 +136,12 @@ def _summaries(
     governance: Sequence[Record],
     found: Mapping[str, Any],
     only_host: str | None,
+    tickets: Iterable[str] = (),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per host and per ticket: changes, failures, unchanged runs, approvals, break-glass uses
     (one pass over the actions and the governance records, grouped by host and by ticket)."""
     by_host: dict[str, list[Mapping[str, Any]]] = {}
-    by_ticket: dict[str, list[Mapping[str, Any]]] = {}
+    by_ticket: dict[str, list[Mapping[str, Any]]] = {t: [] for t in tickets}
     host_gov: dict[str, list[Record]] = {}
     ticket_gov: dict[str, list[Record]] = {}
     for a in actions:
@@ -235,8 +236,8 @@ def build(
         a["policy"] = link.get("policy")
         a["approval"] = link.get("approval")
         a["change"] = _is_change(a)
-    per_host, per_ticket = _summaries(actions, governance, found, given.get("host"))
     tickets = sorted({r.ticket for r in selected if r.ticket})
+    per_host, per_ticket = _summaries(actions, governance, found, given.get("host"), tickets)
     per_ticket_actions: dict[str, list[dict[str, Any]]] = {}
     for a in actions:
         per_ticket_actions.setdefault(a["ticket"] or "", []).append(a)
@@ -253,7 +254,9 @@ def build(
                     "operator": ev.operator,
                     "backdated": ev.backdated,
                     "detail": ", ".join(
-                        f"{k}={v}" for k, v in ev.data.items() if v not in (None, "")
+                        f"{k}={', '.join(map(str, v)) if isinstance(v, list | tuple) else v}"
+                        for k, v in ev.data.items()
+                        if v not in (None, "", [])
                     ),
                     "seq": r.seq,
                 }

@@ -458,12 +458,19 @@ SCHEMA = Table(
             "(docs/itsm.md)",
             {
                 "system": Key(
-                    Text(choices=("rt",)), "the desk: Request Tracker", "none: tickets are local"
+                    Text(choices=("rt", "glpi", "zammad")),
+                    "the desk: Request Tracker, GLPI, Zammad",
+                    "none: tickets are local",
                 ),
                 "url": Key(Text(), "its base URL (https: the certificate is verified)", '""'),
                 "user": Key(Text(), "the itops account at the desk", '""'),
                 "password": Key(REFERENCE, "that account's password", ""),
-                "token": Key(REFERENCE, "or its API token (RT: an auth token)", ""),
+                "token": Key(
+                    REFERENCE,
+                    "or its API token (RT: an auth token; GLPI: user_token; Zammad: access token)",
+                    "",
+                ),
+                "app_token": Key(REFERENCE, "GLPI: the API client's App-Token", ""),
                 "ca_bundle": Key(
                     Text(), "PEM file of a private CA that signed the desk's certificate", ""
                 ),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import ssl
 import threading
 import time
 import urllib.parse
@@ -69,9 +70,11 @@ class DeskServer:
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> DeskServer:
+    def start(self, tls: ssl.SSLContext | None = None) -> DeskServer:
+        """Serve (over TLS with a server context `tls`) on a free loopback port."""
         desk = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -112,6 +115,9 @@ class DeskServer:
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        self._tls = tls
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

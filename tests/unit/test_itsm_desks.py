@@ -389,3 +389,33 @@ def test_the_desks_id_forms_and_defaults() -> None:
     assert glpi.state("closed") == "closed" and glpi.state("assigned") == "open"
     assert zammad.state("pending reminder") == "waiting" and zammad.state("closed") == "resolved"
     assert zammad.state("merged") == "closed" and zammad.state("open") == "open"
+
+
+@pytest.mark.parametrize("system", ["glpi", "zammad"])
+def test_a_self_signed_desk_is_refused_unless_its_ca_is_configured(
+    system: str, tmp_path: Path
+) -> None:
+    import ssl
+
+    from toolkit.lab.tlsca import issue
+
+    tls = issue(tmp_path / "tls", "localhost", "127.0.0.1", ca_name="itops test desk CA")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls.cert, tls.key)
+    server = (GlpiServer() if system == "glpi" else ZammadServer()).start(tls=context)
+    try:
+        env = Env(system, server)
+        assert server.url.startswith("https://")
+        untrusting = env.desk()
+        with pytest.raises(DeskError) as refused:
+            untrusting.check()
+        untrusting.close()
+        trusting = env.desk(ca_bundle=tls.ca)
+        lines = trusting.check()
+        trusting.close()
+    finally:
+        server.stop()
+    assert "TLS certificate is not trusted" in refused.value.message
+    assert not refused.value.transient
+    assert refused.value.hint and "ca_bundle" in refused.value.hint
+    assert f"TLS verified against {tls.ca}" in lines[0] and "signed in as itops" in lines[1]

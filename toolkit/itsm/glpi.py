@@ -66,6 +66,8 @@ class GlpiDesk:
         token: Secret | None,
         app_token: Secret | None = None,
     ) -> None:
+        import ssl
+
         import httpx2
 
         self.settings = settings
@@ -81,10 +83,14 @@ class GlpiDesk:
         self._headers = {"Content-Type": "application/json"}
         if app_token is not None:
             self._headers["App-Token"] = app_token.reveal()
-        verify: str | bool = str(settings.ca_bundle) if settings.ca_bundle else True
         try:
+            verify: ssl.SSLContext | bool = (
+                ssl.create_default_context(cafile=str(settings.ca_bundle))
+                if settings.ca_bundle
+                else True
+            )
             self._http = httpx2.Client(verify=verify, timeout=settings.timeout)
-        except (ValueError, OSError) as exc:  # an unreadable CA bundle
+        except (ValueError, OSError, ssl.SSLError) as exc:  # an unreadable CA bundle
             raise DeskError(f"cannot use the GLPI at {self.url}: {exc}") from exc
         self._session: str | None = None
         self._me: str | None = None

@@ -4,10 +4,11 @@ zammad_py (3.2, 2026) holds a `requests` session (token auth `Token token=…`, 
 wraps the calls used here: tickets/search, tickets/N, ticket_articles (create), ticket_articles/
 by_ticket/N, users/me. What it lacks is added on its own session, as the RT adapter does with
 python-rt's: a timeout on every request (an adapter mounted on the session: zammad_py sets none),
-the CA bundle (`session.verify`), and a response hook that keeps the last status and
-`Retry-After` — zammad_py raises `HTTPError(response.text)`, which has lost the status. The one
-call it does not wrap, GET ticket_history/N, goes through that same session. Its exceptions
-become DeskErrors here: nothing of zammad_py or requests leaves this module.
+the CA bundle (also set on each request: requests lets REQUESTS_CA_BUNDLE override a session's
+`verify`), and a response hook that keeps the last status and `Retry-After` — zammad_py raises
+`HTTPError(response.text)`, which has lost the status. The one call it does not wrap, GET
+ticket_history/N, goes through that same session. Its exceptions become DeskErrors here:
+nothing of zammad_py or requests leaves this module.
 
 itops' id is `Z-` and the ticket's *number* (what Zammad shows, 31001), not its database id: a
 ticket is found by `tickets/search?query=number:31001` (Zammad's search: its Elasticsearch).
@@ -63,17 +64,23 @@ class ZammadDesk:
         except Exception as exc:  # zammad_py's ConfigException, ValueError
             raise DeskError(f"cannot use the Zammad at {self.url}: {exc}") from exc
         timeout = settings.timeout
+        ca = str(settings.ca_bundle) if settings.ca_bundle else None
 
-        class WithTimeout(requests.adapters.HTTPAdapter):
+        class Configured(requests.adapters.HTTPAdapter):
+            """Every request with itops' timeout and, if set, its CA bundle: requests lets
+            REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's `verify`."""
+
             def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
                 if kwargs.get("timeout") is None:
                     kwargs["timeout"] = timeout
+                if ca is not None:
+                    kwargs["verify"] = ca
                 return super().send(request, **kwargs)
 
         session = self._api.session
-        session.mount("http://", WithTimeout())
-        session.mount("https://", WithTimeout())
-        session.verify = str(settings.ca_bundle) if settings.ca_bundle else True
+        session.mount("http://", Configured())
+        session.mount("https://", Configured())
+        session.verify = ca or True
         session.hooks["response"].append(self._remember)
         self._status = 0
         self._retry_after: float | None = None

@@ -117,7 +117,7 @@ def test_check_fix_deliver_and_sync_through_the_cli(desk: tuple[str, Any], tmp_p
     refused = itops(*w, "fix", "printer.clear-queue", "ws-dead", "--ticket", unknown)
     assert refused.returncode == 2 and "has no such ticket" in refused.stderr
 
-    other = server.new_ticket("nothing prints")
+    other = server.new_ticket("nothing prints \x1b[31mred\x1b]0;title\x07")  # hostile text
     synced = itops(*w, "itsm", "sync", "--json")
     assert synced.returncode == 0, synced.stderr
     first = json.loads(synced.stdout)
@@ -126,6 +126,9 @@ def test_check_fix_deliver_and_sync_through_the_cli(desk: tuple[str, Any], tmp_p
     assert again["recorded"] == 0
     listed = itops(*w, "ticket", "show", other, "--json")
     assert listed.returncode == 0 and "nothing prints" in listed.stdout
+    shown_text = itops(*w, "ticket", "show", other)
+    assert shown_text.returncode == 0 and "nothing prints" in shown_text.stdout
+    assert "\x1b" not in shown_text.stdout + listed.stdout and "\x07" not in shown_text.stdout
 
     if system == "glpi":
         server.set(ticket, "status", 6)  # closed

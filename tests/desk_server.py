@@ -79,6 +79,8 @@ class DeskServer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = 1 << 16  # headers and body in one send: no delayed-ACK stall per request
+            disable_nagle_algorithm = True
 
             def _any(self) -> None:
                 parsed = urllib.parse.urlsplit(self.path)

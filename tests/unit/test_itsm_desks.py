@@ -159,6 +159,24 @@ def test_refused_credentials_are_an_auth_error_that_names_no_secret(env: Env) ->
     assert "wrong-Sekret-123" not in caught.value.message + (caught.value.hint or "")
 
 
+def test_missing_rights_are_named_as_such(env: Env) -> None:
+    ticket = env.ticket()
+    desk = env.desk()
+    try:
+        desk.lookup(ticket)
+        if env.system == "glpi":  # GLPI says a right is missing with a 401
+            body: Any = ["ERROR_RIGHT_MISSING", "You don't have permission to perform this action."]
+            env.server.fail(*env.note_call, status=401, body=body)
+        else:
+            env.server.fail(*env.note_call, status=403, body={"error": "Not authorized"})
+        with pytest.raises(DeskAuthError, match="the itops account may not") as caught:
+            desk.add_note(ticket, "x")
+    finally:
+        desk.close()
+    assert caught.value.hint and "docs/itsm.md" in caught.value.hint
+    assert env.notes(ticket) == []
+
+
 @pytest.mark.parametrize("status", [429, 503])
 def test_an_overloaded_desk_says_when_to_come_back(env: Env, status: int) -> None:
     ticket = env.ticket()

@@ -8,7 +8,8 @@ policy exactly as a local ticket's do, and KPIs and `itops ticket show` see it. 
 internal note per ticket goes through the ledger's outbox (`outbox`): recorded first, delivered
 after, retried with backoff, never posted twice.
 
-A `Desk` is the few calls itops makes; `rt.RtDesk` is Request Tracker's (REST 2, python-rt).
+A `Desk` is the few calls itops makes; `rt.RtDesk` is Request Tracker's (REST 2, python-rt),
+`glpi.GlpiDesk` GLPI's (apirest.php, plain httpx2), `zammad.ZammadDesk` Zammad's (zammad_py).
 Nothing here reaches a host or runs a task.
 """
 

@@ -411,17 +411,17 @@ class GlpiDesk:
         status = response.status_code
         said = _said(response)
         refused = ("ERROR_GLPI_LOGIN", "ERROR_WRONG_APP_TOKEN_PARAMETER", "ERROR_APP_TOKEN")
+        if status == 403 or _code(response) == "ERROR_RIGHT_MISSING":  # (GLPI answers it with 401)
+            raise DeskAuthError(
+                f"GLPI at {self.url}: the itops account may not {what} (HTTP {status}): {said}",
+                hint="the profile rights the itops account needs: docs/itsm.md",
+            )
         if status == 401 or (status == 400 and _code(response).startswith(refused)):
             raise DeskAuthError(
                 f"GLPI at {self.url} refused the credentials of "
                 f"{self.settings.user or 'the user_token'!r} (HTTP {status}) to {what}: {said}",
                 hint="check [itsm] token (user_token) or user and password, and app_token; "
                 "then: itops itsm check",
-            )
-        if status == 403:
-            raise DeskAuthError(
-                f"GLPI at {self.url}: the itops account may not {what} (HTTP 403): {said}",
-                hint="the profile rights the itops account needs: docs/itsm.md",
             )
         if status == 404 and ticket is not None:
             raise TicketUnknown(

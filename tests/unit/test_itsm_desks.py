@@ -437,3 +437,34 @@ def test_a_self_signed_desk_is_refused_unless_its_ca_is_configured(
     assert not refused.value.transient
     assert refused.value.hint and "ca_bundle" in refused.value.hint
     assert f"TLS verified against {tls.ca}" in lines[0] and "signed in as itops" in lines[1]
+
+
+def test_sync_pages_through_the_desk_and_reads_again_only_what_changed(
+    env: Env, ledger: Any, tmp_path: Path
+) -> None:
+    """120 tickets, ten minutes apart (two pages of the desk's search); the next sync stops at
+    the first ticket last modified more than five minutes before the newest step it had read:
+    it reads the changed ticket's history and the newest one's, not 120."""
+    from toolkit.itsm.sync import sync
+
+    t0 = time.time() - 121 * 600
+    tickets = [env.ticket(f"ticket {i}", at=t0 + 600 * i) for i in range(120)]
+    settings = env.settings(timeout=5.0)
+    desk = env.desk()
+    try:
+        first = sync(ledger, desk, settings, lock=tmp_path / "lock")
+        assert first.events == {"opened": 120} and first.tickets == 120
+        if env.system == "glpi":
+            env.server.set(tickets[3], "priority", 5)
+        else:
+            env.server.set(tickets[3], "priority_id", 4)
+        before = len(env.server.seen)
+        later = sync(ledger, desk, settings, lock=tmp_path / "lock")
+    finally:
+        desk.close()
+    assert later.events == {"updated": 1} and later.steps == 1
+    histories = [
+        r for r in env.server.seen[before:]
+        if "ticket_history/" in r.path or r.query.get("with_logs") == "true"
+    ]  # fmt: skip
+    assert len(histories) <= 2, [r.path for r in histories]

@@ -155,3 +155,37 @@ def test_bad_credentials_are_refused_before_anything_runs(
     assert "nope-Sekret" not in done.stdout + done.stderr
     check = itops("--workspace", str(ws), "itsm", "check", **bad)
     assert check.returncode == 2 and "HTTP 401" in check.stderr
+
+
+def test_kpi_over_synced_desk_tickets_measures_the_desks_times(
+    desk: tuple[str, Any], tmp_path: Path
+) -> None:
+    """MTTR from the desk's own create → solve/close times: two P1 tickets of 150 and 30
+    minutes, one of which waited (pending) 60 minutes — the pause is not resolution time."""
+    from datetime import UTC, datetime
+
+    system, server = desk
+    ws = workspace(tmp_path, system, server.url)
+
+    def at(hhmm: str) -> float:
+        return datetime.fromisoformat(f"2026-06-01T{hhmm}:00+00:00").astimezone(UTC).timestamp()
+
+    p1 = 5 if system == "glpi" else 4
+    field, pending, working, done = (
+        ("status", 4, 2, 5) if system == "glpi" else ("state_id", 3, 2, 4)
+    )
+    one = server.new_ticket("kpi one", priority=p1, at=at("10:00"))
+    server.set(one, field, done, at=at("12:30"))
+    two = server.new_ticket("kpi two", priority=p1, at=at("14:00"))
+    server.set(two, field, pending, at=at("14:10"))
+    server.set(two, field, working, at=at("15:10"))
+    server.set(two, field, done, at=at("15:30"))
+    synced = itops("--workspace", str(ws), "itsm", "sync")
+    assert synced.returncode == 0, synced.stderr
+    kpi = itops("--workspace", str(ws), "kpi", "--since", "2026-06-01T00:00Z",
+                "--until", "2026-06-02T00:00Z", "--json")  # fmt: skip
+    assert kpi.returncode == 0, kpi.stderr
+    found = json.loads(kpi.stdout)
+    assert found["tickets_opened"] == 2 and found["tickets_resolved"] == 2
+    assert found["time_to_resolve_mean"] == pytest.approx((150 + 30) / 2)
+    assert found["resolution_sla_compliance"] == 1.0  # P1: 4 h

@@ -95,6 +95,7 @@ class GlpiDesk:
         self._session: str | None = None
         self._me: str | None = None
         self._followups: dict[str, list[dict[str, Any]]] = {}
+        self._known: dict[str, dict[str, Any]] = {}  # tickets as the sync's history read them
 
     # -- the Desk calls ----------------------------------------------------------------------
     def lookup(self, ticket: str) -> DeskTicket:
@@ -256,6 +257,7 @@ class GlpiDesk:
 
     def history(self, ticket: str) -> list[Change]:
         data = self._read(ticket, logs=True)
+        self._known[ticket] = data  # (the sync's `tickets` next: not read twice)
         logs = data.get("_logs") or []
         if isinstance(logs, dict):  # (a PHP array with keys: an object in JSON)
             logs = list(logs.values())
@@ -310,8 +312,9 @@ class GlpiDesk:
     def tickets(self, ids: Iterable[str]) -> dict[str, DeskTicket]:
         found: dict[str, DeskTicket] = {}
         for ticket in sorted(set(ids)):
+            known = self._known.pop(ticket, None)
             try:
-                found[ticket] = self.lookup(ticket)
+                found[ticket] = self._ticket(ticket, known) if known else self.lookup(ticket)
             except TicketUnknown:
                 continue
         return found

@@ -481,21 +481,25 @@ SCHEMA = Table(
                 "closed_states": Key(
                     Text(many=True),
                     "desk states no run may go under",
-                    '["resolved", "rejected", "deleted"]',
+                    'RT: ["resolved", "rejected", "deleted"]; other desks: docs/itsm.md',
                 ),
                 "waiting_states": Key(
                     Text(many=True),
                     "desk states that wait on the user (itsm sync: the SLA clock pauses)",
-                    '["stalled"]',
+                    'RT: ["stalled"]; other desks: docs/itsm.md',
                 ),
                 "resolved_states": Key(
                     Text(many=True),
                     "desk states that are a resolution (itsm sync); other closed states close",
-                    '["resolved"]',
+                    'RT: ["resolved"]; other desks: docs/itsm.md',
                 ),
                 "priorities": Table(
                     "desk priority → itops priority: the lowest desk value of each",
-                    entries=Key(Int(0), "lowest desk priority value", "P1 90, P2 50, P3 20, P4 0"),
+                    entries=Key(
+                        Int(0),
+                        "lowest desk priority value",
+                        "RT: P1 90, P2 50, P3 20, P4 0; other desks: docs/itsm.md",
+                    ),
                     entry="PRIORITY",
                     names=("P1", "P2", "P3", "P4"),
                 ),

@@ -331,6 +331,9 @@ class ZammadDesk:
         return found
 
     def close(self) -> None:
+        import atexit
+
+        atexit.unregister(self._api.session.close)  # (zammad_py registers it: one per desk opened)
         self._api.session.close()
 
     # -- errors ------------------------------------------------------------------------------

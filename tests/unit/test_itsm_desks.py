@@ -468,3 +468,28 @@ def test_sync_pages_through_the_desk_and_reads_again_only_what_changed(
         if "ticket_history/" in r.path or r.query.get("with_logs") == "true"
     ]  # fmt: skip
     assert len(histories) <= 2, [r.path for r in histories]
+
+
+def test_a_resolve_the_desk_committed_before_timing_out_is_not_done_twice(
+    env: Env, ledger: Any, tmp_path: Path
+) -> None:
+    ticket = env.ticket()
+    queue(ledger, ticket, env.system, "itops: fixed", resolve=True)
+    call = (
+        ("POST", "/apirest.php/ITILSolution")
+        if env.system == "glpi"
+        else ("PUT", "/api/v1/tickets/")
+    )
+    env.server.fail(*call, delay=2.5, commit=True)
+    desk = env.desk(timeout=1.0)
+    try:
+        [first] = deliver(ledger, desk, lock=tmp_path / "lock", now=1000.0)
+        assert first.result == "retry" and "did not answer" in first.detail
+        [second] = deliver(ledger, desk, lock=tmp_path / "lock", now=2000.0)
+        state = desk.lookup(ticket).status
+    finally:
+        desk.close()
+    assert second.result == "already-there" and state in ("solved", "closed")
+    assert len(env.notes(ticket)) == 1
+    changes = [r for r in env.server.seen if r.method == call[0] and r.path.startswith(call[1])]
+    assert len(changes) == 1  # one solution / one state change

@@ -45,6 +45,7 @@ DEFAULT_CLOSED = ("resolved", "rejected", "deleted")
 DEFAULT_WAITING = ("stalled",)
 DEFAULT_RESOLVED = ("resolved",)
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_ATTEMPTS = 20
 # desk → its defaults where they are not RT's (the keys of [itsm] they stand for)
 DESK_DEFAULTS: dict[str, dict[str, Any]] = {
     # GLPI: priority 1 very low … 5 very high, 6 major; statuses as named by GlpiDesk
@@ -62,7 +63,6 @@ DESK_DEFAULTS: dict[str, dict[str, Any]] = {
         "resolved_states": ("closed",),
     },
 }
-DEFAULT_ATTEMPTS = 20
 
 
 class DeskError(ToolkitError):

@@ -8,7 +8,8 @@ policy exactly as a local ticket's do, and KPIs and `itops ticket show` see it. 
 internal note per ticket goes through the ledger's outbox (`outbox`): recorded first, delivered
 after, retried with backoff, never posted twice.
 
-A `Desk` is the few calls itops makes; `rt.RtDesk` is Request Tracker's (REST 2, python-rt).
+A `Desk` is the few calls itops makes; `rt.RtDesk` is Request Tracker's (REST 2, python-rt),
+`glpi.GlpiDesk` GLPI's (apirest.php, plain httpx2), `zammad.ZammadDesk` Zammad's (zammad_py).
 Nothing here reaches a host or runs a task.
 """
 
@@ -26,15 +27,42 @@ if TYPE_CHECKING:
     from toolkit.secrets.credentials import CredentialStore
     from toolkit.workspace import Workspace
 
-SYSTEMS = ("rt",)  # implemented; the other desks' id forms are in docs/itsm.md
+SYSTEMS = ("rt", "glpi", "zammad")  # implemented; the other desks' id forms: docs/itsm.md
 # desk → its ticket ids as itops takes them (RT shows `#123`; itops says RT-123)
-ID_FORMS = {"rt": re.compile(r"RT-([1-9][0-9]{0,9})")}
+ID_FORMS = {
+    "rt": re.compile(r"RT-([1-9][0-9]{0,9})"),
+    "glpi": re.compile(r"GLPI-([1-9][0-9]{0,9})"),  # GLPI shows its ticket id: 45
+    "zammad": re.compile(r"Z-([1-9][0-9]{0,19})"),  # Zammad's ticket number (31001), not its id
+}
+# desk → the adapter class ("module:Class"), imported only when that desk is opened
+ADAPTERS = {
+    "rt": "toolkit.itsm.rt:RtDesk",
+    "glpi": "toolkit.itsm.glpi:GlpiDesk",
+    "zammad": "toolkit.itsm.zammad:ZammadDesk",
+}
 DEFAULT_PRIORITIES = {"P1": 90, "P2": 50, "P3": 20, "P4": 0}  # the lowest desk value of each
 DEFAULT_CLOSED = ("resolved", "rejected", "deleted")
 DEFAULT_WAITING = ("stalled",)
 DEFAULT_RESOLVED = ("resolved",)
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_ATTEMPTS = 20
+# desk → its defaults where they are not RT's (the keys of [itsm] they stand for)
+DESK_DEFAULTS: dict[str, dict[str, Any]] = {
+    # GLPI: priority 1 very low … 5 very high, 6 major; statuses as named by GlpiDesk
+    "glpi": {
+        "priorities": {"P1": 5, "P2": 4, "P3": 3, "P4": 0},
+        "closed_states": ("solved", "closed"),
+        "waiting_states": ("pending",),
+        "resolved_states": ("solved",),
+    },
+    # Zammad: priority 1 low, 2 normal, 3 high (P1 needs a 4th, or [itsm.priorities] P1 = 3)
+    "zammad": {
+        "priorities": {"P1": 4, "P2": 3, "P3": 2, "P4": 0},
+        "closed_states": ("closed", "merged", "removed"),
+        "waiting_states": ("pending reminder", "pending close"),
+        "resolved_states": ("closed",),
+    },
+}
 
 
 class DeskError(ToolkitError):
@@ -162,6 +190,7 @@ class ItsmSettings:
     user: str = ""
     password: str | None = None  # a reference (env:, keyring:, file:, prompt)
     token: str | None = None
+    app_token: str | None = None  # GLPI: the API client's App-Token (a reference)
     ca_bundle: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
     max_attempts: int = DEFAULT_ATTEMPTS
@@ -175,21 +204,41 @@ class ItsmSettings:
     def of(cls, workspace: Workspace) -> ItsmSettings:
         raw: Mapping[str, Any] = workspace.section("itsm")
         ca = raw.get("ca_bundle")
+        desk = DESK_DEFAULTS.get(str(raw.get("system")), {})
         return cls(
             system=raw.get("system"),
             url=str(raw.get("url", "")).rstrip("/"),
             user=str(raw.get("user", "")),
             password=raw.get("password"),
             token=raw.get("token"),
+            app_token=raw.get("app_token"),
             ca_bundle=workspace.path(ca) if ca else None,
             timeout=float(raw.get("timeout", DEFAULT_TIMEOUT)),
             max_attempts=int(raw.get("max_attempts", DEFAULT_ATTEMPTS)),
-            priorities={**DEFAULT_PRIORITIES, **dict(raw.get("priorities", {}))},
+            priorities={
+                **desk.get("priorities", DEFAULT_PRIORITIES),
+                **dict(raw.get("priorities", {})),
+            },
             categories={str(k).casefold(): str(v) for k, v in raw.get("categories", {}).items()},
-            closed_states=tuple(raw.get("closed_states", DEFAULT_CLOSED)),
-            waiting_states=tuple(raw.get("waiting_states", DEFAULT_WAITING)),
-            resolved_states=tuple(raw.get("resolved_states", DEFAULT_RESOLVED)),
+            closed_states=tuple(
+                raw.get("closed_states", desk.get("closed_states", DEFAULT_CLOSED))
+            ),
+            waiting_states=tuple(
+                raw.get("waiting_states", desk.get("waiting_states", DEFAULT_WAITING))
+            ),
+            resolved_states=tuple(
+                raw.get("resolved_states", desk.get("resolved_states", DEFAULT_RESOLVED))
+            ),
         )
+
+    @classmethod
+    def for_desk(cls, system: str, **values: Any) -> ItsmSettings:
+        """Settings of `system` with that desk's defaults (tests, and code without a workspace)."""
+        desk = DESK_DEFAULTS.get(system, {})
+        defaults = {k: v for k, v in desk.items() if k not in values}
+        if "priorities" in defaults:
+            defaults["priorities"] = dict(defaults["priorities"])
+        return cls(system=system, **defaults, **values)
 
     @property
     def configured(self) -> bool:
@@ -236,10 +285,13 @@ class ItsmSettings:
 
 
 def number(ticket: str, system: str = "rt") -> str:
-    """The desk's own number in an itops id (RT-123 → 123)."""
+    """The desk's own number in an itops id (RT-123 → 123, GLPI-45 → 45, Z-31001 → 31001)."""
     found = ID_FORMS[system].fullmatch(ticket)
     if found is None:
-        raise ToolkitError(f"{ticket!r} is not a {system.upper()} ticket id", hint="e.g. RT-123")
+        example = {"glpi": "GLPI-45", "zammad": "Z-31001"}.get(system, "RT-123")
+        raise ToolkitError(
+            f"{ticket!r} is not a {system.upper()} ticket id", hint=f"e.g. {example}"
+        )
     return found.group(1)
 
 
@@ -254,6 +306,11 @@ def open_desk(settings: ItsmSettings, credentials: CredentialStore) -> Desk:
         raise ToolkitError(
             "[itsm] url is not set", hint="the desk's base URL, e.g. https://rt.example.org"
         )
+    if settings.system not in ADAPTERS:
+        raise ToolkitError(
+            f"[itsm] system {settings.system!r} is not implemented",
+            hint=f"one of {', '.join(SYSTEMS)} (docs/itsm.md)",
+        )
     password = token = None
     if settings.token:
         token = credentials.resolve(settings.token, "[itsm] token")
@@ -264,6 +321,12 @@ def open_desk(settings: ItsmSettings, credentials: CredentialStore) -> Desk:
             "[itsm] needs password or token (a reference)",
             hint='password = "env:RT_PASSWORD" or token = "keyring:itops/rt"',
         )
-    from toolkit.itsm.rt import RtDesk
+    import importlib
 
-    return RtDesk(settings, password=password, token=token)
+    module, _, name = ADAPTERS[settings.system].partition(":")
+    adapter = getattr(importlib.import_module(module), name)
+    extra = {}
+    if settings.app_token:  # GLPI: its API client's App-Token
+        extra["app_token"] = credentials.resolve(settings.app_token, "[itsm] app_token")
+    desk: Desk = adapter(settings, password=password, token=token, **extra)
+    return desk

@@ -36,12 +36,13 @@ FILTERS = ("seq", "ticket", "host", "operator", "task", "outcome", "kind", "acti
 UNCHANGED = ("already-ok", "would-fix", "skipped", "needs-approval")
 # A record of a change, or of what may have been one: an action's finish that did not end
 # unchanged, and every record that is not an action's (tickets, approvals, refusals) nor a record
-# of a read (READS: a page viewed, a report or bundle made). An action's
+# of a read (READS: a page viewed, a report or bundle made) or of a sign-in (SIGNINS). An action's
 # begin is left to its finish. (Whether a finished action was a --check run is on its begin
 # record: the web search looks those up per page, by action id.)
 READS = ("audit.view", "audit.export", "report.audit")  # records of someone reading the log
+SIGNINS = ("audit.signin", "audit.signin-failed")  # web sign-ins (toolkit.web.signin)
 CHANGES_ONLY = (
-    "kind NOT IN (" + ", ".join(f"'{k}'" for k in READS) + ") AND "
+    "kind NOT IN (" + ", ".join(f"'{k}'" for k in (*READS, *SIGNINS)) + ") AND "
     "(kind NOT IN ('action.begin', 'action.finish') OR (kind = 'action.finish' AND "
     "(outcome IS NULL OR outcome NOT IN (" + ", ".join(f"'{o}'" for o in UNCHANGED) + "))))"
 )

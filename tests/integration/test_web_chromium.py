@@ -152,6 +152,11 @@ def test_repeated_failures_lock_the_name_with_the_same_message(page: Any, site: 
     assert [r.info["reason"] for r in failed] == ["not an account name"] * 5 + ["account locked"]
     assert all(r.info["client"] == "127.0.0.1" for r in failed)
     assert not any("guess-canary-7f3a" in json.dumps(r.as_dict()) for r in failed)
+    # nor anywhere in the workspace: the ledger's files, the state folder, the server's itops.log
+    logged = (site.ws.state_dir / "itops.log").read_text()
+    assert "web sign-in refused" in logged and "mallory" in logged
+    files = [p for p in site.ws.root.rglob("*") if p.is_file()]
+    assert not [p for p in files if b"guess-canary-7f3a" in p.read_bytes()]
     sign_in(page, site)  # another name from the same address: 6 failures are not 20
     page.goto(f"{site.url}/search?before={failed[-1].seq + 1}")
     assert page.locator("main b").count() == 0

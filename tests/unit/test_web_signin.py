@@ -37,8 +37,8 @@ HOSTILE_NAME = '<script>alert(1)</script>\x1b[2J=cmd|"/c calc"!A1'
 
 # -- the rule, on the ledger's records -----------------------------------------------------------
 class Clock:
-    """Now, as the throttle sees it: starts at the real time (the records' own) and moves on when
-    told, so a lock can be seen to end without waiting for it."""
+    """Now, as the throttle sees it: set by the test — to a record's own time, then on — so a
+    lock can be seen to end without waiting for it, however slowly the records were written."""
 
     def __init__(self) -> None:
         self.now = time.time()
@@ -47,11 +47,12 @@ class Clock:
         return self.now
 
 
-def fail(ledger: Ledger, name: str, client: str, reason: str = signin.WRONG_PASSWORD) -> None:
-    """A failed sign-in, recorded as the server records it."""
-    ledger.append(
+def fail(ledger: Ledger, name: str, client: str, reason: str = signin.WRONG_PASSWORD) -> float:
+    """A failed sign-in, recorded as the server records it; its time (epoch seconds)."""
+    record = ledger.append(
         Entry(signin.FAILED_KIND, data=signin.failed_data(name, client, reason), operator="web")
     )
+    return signin.epoch(record.at)
 
 
 def attempt(throttle: Throttle, name: str, client: str) -> signin.Refusal | None:
@@ -74,18 +75,17 @@ def test_an_account_locks_after_n_failures_with_exponential_backoff(ledger_url: 
             assert attempt(throttle, "audrey", "127.0.0.5") is None, n
             fail(book, "audrey", "127.0.0.5")
         assert attempt(throttle, "audrey", "127.0.0.5") is None  # the 5th is still checked
-        fail(book, "audrey", "127.0.0.5")
+        clock.now = fail(book, "audrey", "127.0.0.5")
         refused = attempt(throttle, "audrey", "127.0.0.9")  # from anywhere: the name is locked
         assert refused is not None and refused.reason == signin.ACCOUNT_LOCKED
-        assert 59 <= refused.until - clock.now <= 61
+        assert refused.until - clock.now == pytest.approx(60)
         assert attempt(throttle, "bob", "127.0.0.5") is None  # the address is not (5 < 20)
         fail(book, "audrey", "127.0.0.5", signin.ACCOUNT_LOCKED)  # recorded, not counted
         clock.now += 61
         assert attempt(throttle, "audrey", "127.0.0.5") is None
-        fail(book, "audrey", "127.0.0.5")  # the 6th checked failure: 120 s after it
-        clock.now += 30  # (the records bear the real time: about the clock's start)
+        clock.now = fail(book, "audrey", "127.0.0.5") + 90  # the 6th checked failure: 120 s
         refused = attempt(throttle, "audrey", "127.0.0.5")
-        assert refused is not None and 28 <= refused.retry_after(clock.now) <= 31
+        assert refused is not None and refused.retry_after(clock.now) == 30
         clock.now += 31
         assert attempt(throttle, "audrey", "127.0.0.5") is None
         book.append(Entry(signin.SIGNIN_KIND, operator="audrey", data={"client": "127.0.0.5"}))
@@ -104,7 +104,7 @@ def test_a_source_locks_across_names_and_old_failures_expire(ledger_url: str) ->
     try:
         for n in range(20):  # a spray: one guess each at 20 names
             assert attempt(throttle, f"user{n}", "127.0.0.7") is None, n
-            fail(book, f"user{n}", "127.0.0.7", signin.NO_ACCOUNT)
+            clock.now = fail(book, f"user{n}", "127.0.0.7", signin.NO_ACCOUNT)
         refused = attempt(throttle, "user99", "127.0.0.7")
         assert refused is not None and refused.reason == signin.SOURCE_LOCKED
         assert attempt(throttle, "user99", "127.0.0.8") is None  # another address is free
@@ -140,6 +140,38 @@ def test_a_restarted_throttle_reads_the_lock_from_the_ledger(ledger_url: str) ->
         fresh = Throttle.on(book, Limits(), Clock())  # as after a restart: nothing in memory
         refused = attempt(fresh, "audrey", "127.0.0.6")
         assert refused is not None and refused.reason == signin.ACCOUNT_LOCKED
+    finally:
+        book.close()
+
+
+def test_after_the_first_read_only_newer_records_are_read(tmp_path: Path) -> None:
+    """Failures older than the window are never read again: the reads after the first start at
+    the ledger's head as it was then (not at the first sign-in record, which may be old)."""
+    book = Ledger(f"sqlite:///{tmp_path / 'l.db'}", operator="web")
+    try:
+        for n in range(30):
+            fail(book, f"user{n}", "127.0.0.7")
+        clock = Clock()
+        clock.now += 7200  # two hours on: all 30 are out of the window
+        read: list[int] = []
+
+        class Counted:
+            """The ledger, counting the records each read returns."""
+
+            def records(self, **filters: Any) -> list[Record]:
+                found = list(book.records(**filters))
+                read.append(len(found))
+                return found
+
+            def head(self) -> Record | None:
+                return book.head()
+
+        throttle = Throttle.on(Counted(), Limits(), clock)  # type: ignore[arg-type]
+        for _ in range(3):
+            assert attempt(throttle, "user1", "127.0.0.7") is None
+        fail(book, "user1", "127.0.0.7")
+        assert attempt(throttle, "user1", "127.0.0.7") is None
+        assert read == [0, 0, 0, 1]
     finally:
         book.close()
 

@@ -104,9 +104,11 @@ class Throttle:
         limits: Limits,
         read: Callable[[int | None, str | None], Iterable[Record]],
         clock: Callable[[], float] = time.time,
+        head: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.limits = limits
         self._read = read
+        self._head = head  # the ledger's last seq: where the reads after the first start
         self._clock = clock
         self._lock = threading.Lock()
         self._names: dict[str, _Key] = defaultdict(_Key)
@@ -122,11 +124,16 @@ class Throttle:
                 return ledger.records(kinds=list(KINDS), seq_from=seq_from)
             return ledger.records(kinds=list(KINDS), since=since)
 
-        return cls(limits, read, clock)
+        def head() -> int | None:
+            last = ledger.head()
+            return last.seq if last is not None else None
+
+        return cls(limits, read, clock, head)
 
     # -- what the ledger says ----------------------------------------------------------------
     def _refresh(self) -> None:
         if not self._loaded:
+            self._last_seq = self._head()  # (read first: a record written meanwhile is after it)
             records = self._read(None, iso(self._clock() - self.limits.window))
             self._loaded = True
         else:

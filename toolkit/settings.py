@@ -558,6 +558,24 @@ SCHEMA = Table(
                 ),
                 "session_hours": Key(Int(1, 168), "a login lasts this long", "8"),
                 "page_size": Key(Int(10, 1000), "records per search page", "50"),
+                "signin_failures": Key(
+                    Int(1, 1000),
+                    "failed sign-ins of one account name (in signin_window_minutes) that lock "
+                    "it, with exponential backoff (docs/web.md)",
+                    "5",
+                ),
+                "signin_source_failures": Key(
+                    Int(1, 100000),
+                    "failed sign-ins from one client address that lock it the same way",
+                    "20",
+                ),
+                "signin_window_minutes": Key(
+                    Int(1, 10080), "how long a failed sign-in counts", "60"
+                ),
+                "signin_backoff_seconds": Key(
+                    Int(1, 86400), "the first lock; each further failure doubles it", "60"
+                ),
+                "signin_backoff_max_minutes": Key(Int(1, 10080), "the longest lock", "30"),
             },
         ),
     },

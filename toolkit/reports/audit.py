@@ -54,13 +54,15 @@ def _actions(records: list[Record]) -> list[dict[str, Any]]:
                 "mode": None,
                 "seq": r.seq,
                 "message": "",
+                "jump": [],
             },
         )
         info = r.info
         if r.kind == "action.begin":
             row.update(
-                at=r.at, operator=r.operator, params=r.params, mode=info.get("mode"), seq=r.seq
-            )
+                at=r.at, operator=r.operator, params=r.params, mode=info.get("mode"), seq=r.seq,
+                jump=[h for h in info.get("jump") or [] if isinstance(h, dict)],
+            )  # fmt: skip
         else:
             row.update(
                 outcome=r.outcome or "?",

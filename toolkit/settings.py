@@ -213,6 +213,14 @@ def _category(value: Any, key: str) -> None:
 
 ZONE = Rule("an IANA time zone name (e.g. Europe/Berlin)", _zone)
 REFERENCE = Rule("a reference: env:VAR, keyring:service/user, file:/path or prompt", _reference)
+
+
+def _desks() -> tuple[str, ...]:
+    from toolkit.itsm import SYSTEMS
+
+    return SYSTEMS
+
+
 CATEGORY = Rule("an itops ticket category (docs/tickets.md)", _category)
 DURATION = Rule("a duration: 90s, 30m, 24h, 7d, 2w or seconds", _duration)
 SLA_DURATION = Rule(
@@ -458,7 +466,9 @@ SCHEMA = Table(
             "(docs/itsm.md)",
             {
                 "system": Key(
-                    Text(choices=("rt",)), "the desk: Request Tracker", "none: tickets are local"
+                    Text(choices=_desks()),
+                    "the desk: Request Tracker, ServiceNow, Jira Service Management",
+                    "none: tickets are local",
                 ),
                 "url": Key(Text(), "its base URL (https: the certificate is verified)", '""'),
                 "user": Key(Text(), "the itops account at the desk", '""'),
@@ -491,6 +501,17 @@ SCHEMA = Table(
                     entries=Key(Int(0), "lowest desk priority value", "P1 90, P2 50, P3 20, P4 0"),
                     entry="PRIORITY",
                     names=("P1", "P2", "P3", "P4"),
+                ),
+                "projects": Key(
+                    Text(many=True),
+                    "Jira: the project keys whose issues --ticket takes (others stay local)",
+                    "[]: every KEY-N is the desk's",
+                ),
+                "priority_names": Table(
+                    "desk priority name → itops priority (ServiceNow's 1–5, Jira's names; "
+                    "any case)",
+                    entries=Key(Text(choices=("P1", "P2", "P3", "P4")), "its itops priority", ""),
+                    entry="NAME",
                 ),
                 "categories": Table(
                     "desk queue → itops category (default: the queue's name if a category, "

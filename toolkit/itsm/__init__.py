@@ -8,7 +8,9 @@ policy exactly as a local ticket's do, and KPIs and `itops ticket show` see it. 
 internal note per ticket goes through the ledger's outbox (`outbox`): recorded first, delivered
 after, retried with backoff, never posted twice.
 
-A `Desk` is the few calls itops makes; `rt.RtDesk` is Request Tracker's (REST 2, python-rt).
+A `Desk` is the few calls itops makes; `DESKS` names each desk's adapter module: `rt.RtDesk`
+(Request Tracker, REST 2, python-rt), `servicenow.ServiceNowDesk` (pysnc), `jira.JiraDesk`
+(Jira Service Management, the `jira` library).
 Nothing here reaches a host or runs a task.
 """
 
@@ -26,13 +28,55 @@ if TYPE_CHECKING:
     from toolkit.secrets.credentials import CredentialStore
     from toolkit.workspace import Workspace
 
-SYSTEMS = ("rt",)  # implemented; the other desks' id forms are in docs/itsm.md
-# desk → its ticket ids as itops takes them (RT shows `#123`; itops says RT-123)
-ID_FORMS = {"rt": re.compile(r"RT-([1-9][0-9]{0,9})")}
 DEFAULT_PRIORITIES = {"P1": 90, "P2": 50, "P3": 20, "P4": 0}  # the lowest desk value of each
 DEFAULT_CLOSED = ("resolved", "rejected", "deleted")
 DEFAULT_WAITING = ("stalled",)
 DEFAULT_RESOLVED = ("resolved",)
+
+
+@dataclass(frozen=True)
+class DeskKind:
+    """One kind of desk: its adapter (imported only when opened), its ticket ids as itops takes
+    them (group 1: the desk's own id), and its defaults for `[itsm]`'s states and priorities."""
+
+    adapter: str  # "module:Class"
+    ids: re.Pattern[str]
+    example: str
+    closed: tuple[str, ...] = DEFAULT_CLOSED
+    waiting: tuple[str, ...] = DEFAULT_WAITING
+    resolved: tuple[str, ...] = DEFAULT_RESOLVED
+    priority_names: Mapping[str, str] = field(default_factory=dict)  # empty: numeric (RT)
+
+
+# one entry per desk (docs/itsm.md has each one's id forms and mappings)
+DESKS: dict[str, DeskKind] = {
+    "rt": DeskKind("toolkit.itsm.rt:RtDesk", re.compile(r"RT-([1-9][0-9]{0,9})"), "RT-123"),
+    "servicenow": DeskKind(
+        "toolkit.itsm.servicenow:ServiceNowDesk",
+        re.compile(r"(INC[0-9]{7,12})"),
+        "INC0010042",
+        closed=("resolved", "closed", "canceled"),
+        waiting=("on hold",),
+        priority_names={"1": "P1", "2": "P2", "3": "P3", "4": "P4", "5": "P4"},
+    ),
+    "jira": DeskKind(
+        "toolkit.itsm.jira:JiraDesk",
+        re.compile(r"([A-Z][A-Z0-9_]{0,29}-[1-9][0-9]{0,9})"),
+        "ITSD-17",
+        closed=("resolved", "closed", "done", "canceled", "cancelled", "declined"),
+        waiting=("waiting for customer", "pending"),
+        resolved=("resolved", "done"),
+        priority_names={
+            "highest": "P1",
+            "high": "P2",
+            "medium": "P3",
+            "low": "P4",
+            "lowest": "P4",
+        },
+    ),
+}
+SYSTEMS = tuple(DESKS)
+ID_FORMS = {name: kind.ids for name, kind in DESKS.items()}
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_ATTEMPTS = 20
 
@@ -166,6 +210,8 @@ class ItsmSettings:
     timeout: float = DEFAULT_TIMEOUT
     max_attempts: int = DEFAULT_ATTEMPTS
     priorities: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
+    priority_names: Mapping[str, str] = field(default_factory=dict)  # desk name → P1..P4
+    projects: tuple[str, ...] = ()  # Jira: the project keys whose issues are the desk's (all)
     categories: Mapping[str, str] = field(default_factory=dict)
     closed_states: tuple[str, ...] = DEFAULT_CLOSED
     waiting_states: tuple[str, ...] = DEFAULT_WAITING
@@ -175,8 +221,11 @@ class ItsmSettings:
     def of(cls, workspace: Workspace) -> ItsmSettings:
         raw: Mapping[str, Any] = workspace.section("itsm")
         ca = raw.get("ca_bundle")
+        system = raw.get("system")
+        kind = DESKS.get(system or "", DESKS["rt"])
+        names = {str(k).casefold(): str(v) for k, v in raw.get("priority_names", {}).items()}
         return cls(
-            system=raw.get("system"),
+            system=system,
             url=str(raw.get("url", "")).rstrip("/"),
             user=str(raw.get("user", "")),
             password=raw.get("password"),
@@ -185,11 +234,25 @@ class ItsmSettings:
             timeout=float(raw.get("timeout", DEFAULT_TIMEOUT)),
             max_attempts=int(raw.get("max_attempts", DEFAULT_ATTEMPTS)),
             priorities={**DEFAULT_PRIORITIES, **dict(raw.get("priorities", {}))},
+            priority_names={**kind.priority_names, **names},
+            projects=tuple(str(p) for p in raw.get("projects", ())),
             categories={str(k).casefold(): str(v) for k, v in raw.get("categories", {}).items()},
-            closed_states=tuple(raw.get("closed_states", DEFAULT_CLOSED)),
-            waiting_states=tuple(raw.get("waiting_states", DEFAULT_WAITING)),
-            resolved_states=tuple(raw.get("resolved_states", DEFAULT_RESOLVED)),
+            closed_states=tuple(raw.get("closed_states", kind.closed)),
+            waiting_states=tuple(raw.get("waiting_states", kind.waiting)),
+            resolved_states=tuple(raw.get("resolved_states", kind.resolved)),
         )
+
+    @classmethod
+    def for_desk(cls, system: str, **values: Any) -> ItsmSettings:
+        """Settings with `system`'s own defaults (states, priority names), then `values`."""
+        kind = DESKS[system]
+        defaults: dict[str, Any] = {
+            "closed_states": kind.closed,
+            "waiting_states": kind.waiting,
+            "resolved_states": kind.resolved,
+            "priority_names": dict(kind.priority_names),
+        }
+        return cls(system=system, **{**defaults, **values})
 
     @property
     def configured(self) -> bool:
@@ -199,10 +262,16 @@ class ItsmSettings:
         """`ticket` is in this desk's id form (RT-123 with system = "rt")."""
         if not ticket or self.system is None:
             return False
+        if self.projects and ticket.rpartition("-")[0] not in self.projects:
+            return False
         return ID_FORMS[self.system].fullmatch(ticket) is not None
 
     def priority(self, value: Any) -> str:
-        """The desk's priority value → P1..P4: the first whose lowest value it reaches."""
+        """The desk's priority → P1..P4: by its name (`priority_names`: ServiceNow's 1–5,
+        Jira's Highest…Lowest), else the first whose lowest value it reaches (RT's 0–99)."""
+        named = self.priority_names.get(str(value).strip().casefold())
+        if named:
+            return named
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -216,13 +285,18 @@ class ItsmSettings:
         """The desk's status → what it is to itops' ticket lifecycle: waiting (the SLA clock
         pauses), resolved, closed (a closed state that is not a resolution: RT's rejected and
         deleted), or open (anything else: RT's new and open)."""
-        if status in self.waiting_states:
+        status = status.casefold()
+        if status in _folded(self.waiting_states):
             return "waiting"
-        if status in self.resolved_states:
+        if status in _folded(self.resolved_states):
             return "resolved"
-        if status in self.closed_states:
+        if status in _folded(self.closed_states):
             return "closed"
         return "open"
+
+    def closed(self, status: str) -> bool:
+        """No run may go under a ticket in this state (`closed_states`, any case)."""
+        return status.casefold() in _folded(self.closed_states)
 
     def category(self, queue: str) -> str:
         """The desk's queue → an itops category ([itsm.categories], else the queue's name if it
@@ -235,11 +309,17 @@ class ItsmSettings:
         return queue.casefold() if queue.casefold() in CATEGORIES else "other"
 
 
+def _folded(states: Iterable[str]) -> set[str]:
+    return {s.casefold() for s in states}
+
+
 def number(ticket: str, system: str = "rt") -> str:
-    """The desk's own number in an itops id (RT-123 → 123)."""
+    """The desk's own number in an itops id (RT-123 → 123; INC0010042 and ITSD-17 as they are)."""
     found = ID_FORMS[system].fullmatch(ticket)
     if found is None:
-        raise ToolkitError(f"{ticket!r} is not a {system.upper()} ticket id", hint="e.g. RT-123")
+        raise ToolkitError(
+            f"{ticket!r} is not a {system.upper()} ticket id", hint=f"e.g. {DESKS[system].example}"
+        )
     return found.group(1)
 
 
@@ -264,6 +344,9 @@ def open_desk(settings: ItsmSettings, credentials: CredentialStore) -> Desk:
             "[itsm] needs password or token (a reference)",
             hint='password = "env:RT_PASSWORD" or token = "keyring:itops/rt"',
         )
-    from toolkit.itsm.rt import RtDesk
+    import importlib
 
-    return RtDesk(settings, password=password, token=token)
+    module, _, name = DESKS[settings.system].adapter.partition(":")
+    adapter: Any = getattr(importlib.import_module(module), name)
+    desk: Desk = adapter(settings, password=password, token=token)
+    return desk

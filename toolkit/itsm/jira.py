@@ -37,6 +37,7 @@ from toolkit.itsm import (
     number,
 )
 from toolkit.itsm.rt import _seconds
+from toolkit.itsm.servicenow import _tls_reason
 
 if TYPE_CHECKING:
     from toolkit.secrets.credentials import Secret
@@ -362,7 +363,7 @@ class JiraDesk:
             raise DeskError(f"Jira at {self.url} answered HTTP {status} to {what}: {said}") from exc
         except requests.exceptions.SSLError as exc:
             raise DeskError(
-                f"Jira at {self.url}: its TLS certificate is not trusted ({exc})",
+                f"Jira at {self.url}: its TLS certificate is not trusted ({_tls_reason(exc)})",
                 hint="for a private CA set [itsm] ca_bundle to its PEM file",
             ) from exc
         except requests.exceptions.Timeout as exc:

@@ -365,7 +365,7 @@ class ServiceNowDesk:
             raise DeskError(f"ServiceNow at {self.url} answered HTTP {status} to {what}") from exc
         except requests.exceptions.SSLError as exc:
             raise DeskError(
-                f"ServiceNow at {self.url}: its TLS certificate is not trusted ({exc})",
+                f"ServiceNow at {self.url}: its TLS certificate is not trusted ({_tls_reason(exc)})",
                 hint="for a private CA set [itsm] ca_bundle to its PEM file",
             ) from exc
         except requests.exceptions.Timeout as exc:
@@ -382,6 +382,21 @@ class ServiceNowDesk:
             raise DeskError(
                 f"ServiceNow at {self.url}: unexpected answer to {what}: {exc}"
             ) from exc
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """What the TLS handshake said (not requests' whole retry message with the URL)."""
+    import ssl
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen)
+        inner = [a for a in getattr(seen, "args", ()) if isinstance(a, BaseException)]
+        seen = getattr(seen, "reason", None) or (inner[0] if inner else None) or seen.__context__
+    return "certificate verify failed"
 
 
 class Field:

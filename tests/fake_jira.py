@@ -66,6 +66,10 @@ class FakeJira(FakeDesk):
         self.next_comment = 30000
         self.embed = 100  # changelog entries a search or issue embeds (Cloud: up to 100)
         self.accounts = {"itops@example.org": "5b10ac8d82e05b22cc7d4ef5"}
+        # "Cloud", or "Server" (Data Center): comments then carry no jsdPublic, only the
+        # sd.public.comment property when asked for (expand=properties), and the search is
+        # GET search with startAt/total
+        self.deployment = "Cloud"
 
     # -- seeding, as the portal and agents would -----------------------------------------------
     def account(self, name: str) -> dict[str, Any]:
@@ -132,7 +136,7 @@ class FakeJira(FakeDesk):
         rest = path[len("/rest/api/2/") :]
         if rest == "serverInfo" and method == "GET":
             return 200, {}, {"baseUrl": self.url, "version": "1001.0.0-SNAPSHOT",
-                             "versionNumbers": [1001, 0, 0], "deploymentType": "Cloud",
+                             "versionNumbers": [1001, 0, 0], "deploymentType": self.deployment,
                              "buildNumber": 100289, "serverTitle": "Jira"}  # fmt: skip
         if rest == "field" and method == "GET":  # (the library maps field names to ids)
             return 200, {}, [{"id": f, "key": f, "name": f.title(), "custom": False,
@@ -140,7 +144,9 @@ class FakeJira(FakeDesk):
                               "clauseNames": [f]} for f in FIELD_IDS]  # fmt: skip
         if rest == "myself" and method == "GET":
             return 200, {}, self.account(self.user)
-        if rest == "search/jql" and method == "GET":
+        if rest == "search/jql" and method == "GET" and self.deployment == "Cloud":
+            return self._search(query, param)
+        if rest == "search" and method == "GET" and self.deployment != "Cloud":
             return self._search(query, param)
         found = re.fullmatch(r"issue/([A-Z][A-Z0-9_]*-[0-9]+)(?:/(comment|transitions|changelog))?",
                              rest)  # fmt: skip
@@ -161,7 +167,8 @@ class FakeJira(FakeDesk):
             return 200, {}, self._render(issue, param.get("fields"), param.get("expand"))
         if sub == "comment" and method == "GET":
             start, most = int(param.get("startAt") or 0), int(param.get("maxResults") or 5000)
-            items = issue["comments"]
+            items = [self._shown(c, "properties" in (param.get("expand") or ""))
+                     for c in issue["comments"]]  # fmt: skip
             return 200, {}, {"startAt": start, "maxResults": most, "total": len(items),
                              "comments": items[start : start + most]}  # fmt: skip
         if sub == "comment" and method == "POST" and isinstance(body, dict):
@@ -169,7 +176,7 @@ class FakeJira(FakeDesk):
                 "internal") for p in body.get("properties") or [])  # fmt: skip
             made = self._comment(issue, me, str(body.get("body") or ""), not internal,
                                  self.clock())  # fmt: skip
-            return 201, {}, made
+            return 201, {}, self._shown(made, True)
         if sub == "transitions" and method == "GET":
             offered = self._offered(issue, "transitions.fields" in (param.get("expand") or ""))
             return 200, {}, {"expand": "transitions", "transitions": offered}
@@ -262,10 +269,22 @@ class FakeJira(FakeDesk):
         issue["fields"]["updated"] = jtime(at)
         return made
 
+    def _shown(self, comment: dict[str, Any], properties: bool) -> dict[str, Any]:
+        """A comment as this deployment shows it (Cloud: jsdPublic; Data Center: the
+        sd.public.comment property, only with expand=properties)."""
+        shown = {k: v for k, v in comment.items() if k != "jsdPublic"}
+        if self.deployment == "Cloud":
+            shown["jsdPublic"] = comment["jsdPublic"]
+        elif properties:
+            shown["properties"] = [{"key": "sd.public.comment",
+                                    "value": {"internal": not comment["jsdPublic"]}}]  # fmt: skip
+        return shown
+
     def _render(self, issue: dict[str, Any], fields: str | None, expand: str | None) -> Any:
         names = [f for f in (fields or "*all").split(",") if f]
         all_fields = dict(issue["fields"])
-        all_fields["comment"] = {"comments": issue["comments"][:5000], "maxResults": 5000,
+        comments = [self._shown(c, False) for c in issue["comments"][:5000]]
+        all_fields["comment"] = {"comments": comments, "maxResults": 5000,
                                  "total": len(issue["comments"]), "startAt": 0}  # fmt: skip
         shown = all_fields if "*all" in names else {n: all_fields.get(n) for n in names}
         out: dict[str, Any] = {"expand": "renderedFields,names,changelog", "id": issue["id"],
@@ -290,12 +309,15 @@ class FakeJira(FakeDesk):
         since = time.strftime("%Y-%m-%dT%H:%M", time.strptime(found.group(1), "%Y/%m/%d %H:%M"))
         matching = sorted((i for i in self.issues.values() if i["fields"]["updated"] >= since),
                           key=lambda i: i["fields"]["updated"])  # fmt: skip
-        start = int(param.get("nextPageToken") or 0)
+        start = int(param.get("nextPageToken") or param.get("startAt") or 0)
         most = int(param.get("maxResults") or 50)
         fields = ",".join(query.get("fields") or []) or None
         page = [
             self._render(i, fields, param.get("expand")) for i in matching[start : start + most]
         ]
+        if self.deployment != "Cloud":  # GET search: startAt and total
+            return 200, {}, {"expand": "names,schema", "startAt": start, "maxResults": most,
+                             "total": len(matching), "issues": page}  # fmt: skip
         out: dict[str, Any] = {"issues": page, "isLast": start + most >= len(matching)}
         if not out["isLast"]:
             out["nextPageToken"] = str(start + most)

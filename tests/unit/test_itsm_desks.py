@@ -25,6 +25,7 @@ import pytest
 from tests.fake_jira import FakeJira
 from tests.fake_servicenow import FakeServiceNow
 from tests.fakedesk import tls_for
+from toolkit.clock import iso_utc
 from toolkit.itsm import (
     Desk,
     DeskAuthError,
@@ -98,9 +99,11 @@ def servicenow(folder: Path) -> Case:
     )  # fmt: skip
 
 
-def jira(folder: Path) -> Case:
+def jira(folder: Path, deployment: str = "Cloud") -> Case:
     tls = tls_for(folder / "tls")
-    fake = FakeJira(user="itops@example.org", password=PASSWORD, tls=tls).start()
+    fake = FakeJira(user="itops@example.org", password=PASSWORD, tls=tls)
+    fake.deployment = deployment  # Cloud, or Server (Data Center)
+    fake.start()
 
     def new(subject: str, urgent: bool = False) -> str:
         return fake.new_issue(subject, priority="Highest" if urgent else "Medium")
@@ -118,8 +121,20 @@ def jira(folder: Path) -> Case:
     )  # fmt: skip
 
 
-@pytest.fixture(params=["servicenow", "jira"])
+def jira_dc(folder: Path) -> Case:
+    return jira(folder, "Server")
+
+
+@pytest.fixture(params=["servicenow", "jira", "jira-dc"])
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
+    made = {"servicenow": servicenow, "jira": jira, "jira-dc": jira_dc}[request.param](tmp_path)
+    yield made
+    made.fake.stop()
+
+
+@pytest.fixture(params=["servicenow", "jira"])
+def cli_case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
+    """The CLI end to end: one path per desk (Data Center differs below the CLI only)."""
     made = {"servicenow": servicenow, "jira": jira}[request.param](tmp_path)
     yield made
     made.fake.stop()
@@ -378,6 +393,8 @@ def test_sync_records_each_desk_step_once(case: Case, ledger: Any, tmp_path: Pat
             "opened", "responded", "waiting", "resumed", "updated", "resolved",
         ], first.skipped  # fmt: skip
         [opened] = [r for r in ledger.records(ticket=ticket) if r.kind == "ticket.opened"]
+        responded = [r.info["at"] for r in ledger.records(ticket=ticket, kind="ticket.responded")]
+        assert responded == [iso_utc(t0 + 60)]  # not the requester's, not an internal comment
         assert opened.info["priority"] == "P3" and opened.info["summary"] == "mail down"
         again = sync(ledger, desk, settings, lock=lock, now=t0 + 3600)
         assert sum(again.events.values()) == 0
@@ -424,25 +441,25 @@ def workspace(tmp_path: Path, case: Case) -> Path:
 
 
 def test_cli_fix_under_the_desk_ticket_then_check_status_and_sync(
-    case: Case, tmp_path: Path
+    cli_case: Case, tmp_path: Path
 ) -> None:
-    ws = workspace(tmp_path, case)
-    ticket = case.new_ticket("printer stuck on floor 3", urgent=True)
+    ws = workspace(tmp_path, cli_case)
+    ticket = cli_case.new_ticket("printer stuck on floor 3", urgent=True)
 
     checked = run_itops(ws, "itsm", "check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "signed in as" in checked.stdout
 
-    unknown = run_itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", case.unknown)
+    unknown = run_itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", cli_case.unknown)
     assert unknown.returncode == 2, unknown.stdout + unknown.stderr
     assert "no such" in unknown.stderr
 
     done = run_itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", ticket)
     assert done.returncode == 3, done.stdout + done.stderr  # the host is unreachable
     assert f"{ticket}: note delivered" in done.stderr
-    [text] = case.internal(ticket)
+    [text] = cli_case.internal(ticket)
     assert "printer.clear-queue" in text and "ws-dead" in text and "itops-note: " in text
-    assert case.public(ticket) == []
+    assert cli_case.public(ticket) == []
 
     status = run_itops(ws, "itsm", "status", "--all", "--json")
     [note] = json.loads(status.stdout)
@@ -451,7 +468,7 @@ def test_cli_fix_under_the_desk_ticket_then_check_status_and_sync(
     synced = run_itops(ws, "itsm", "sync", "--json")
     assert synced.returncode == 0, synced.stdout + synced.stderr
     report = json.loads(synced.stdout)
-    assert report["system"] == case.system and report["steps"] >= 1, (
+    assert report["system"] == cli_case.system and report["steps"] >= 1, (
         report
     )  # (its own note is no step)
     assert report["skipped"] == [], report  # the mirror's opening and the desk's history agree
@@ -463,22 +480,22 @@ def test_cli_fix_under_the_desk_ticket_then_check_status_and_sync(
         assert PASSWORD not in out.stdout + out.stderr
 
 
-def test_cli_deliver_after_the_desk_came_back(case: Case, tmp_path: Path) -> None:
+def test_cli_deliver_after_the_desk_came_back(cli_case: Case, tmp_path: Path) -> None:
     """The desk answers 503 while the run writes back: the run's result stands, the note waits;
     `itops itsm deliver` later posts it once."""
-    ws = workspace(tmp_path, case)
-    ticket = case.new_ticket("x")
-    case.fake.fail(*case.write, status=503, retry_after="1")
+    ws = workspace(tmp_path, cli_case)
+    ticket = cli_case.new_ticket("x")
+    cli_case.fake.fail(*cli_case.write, status=503, retry_after="1")
     done = run_itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", ticket)
     assert done.returncode == 3, done.stdout + done.stderr
-    assert "note pending" in done.stderr and case.internal(ticket) == []
+    assert "note pending" in done.stderr and cli_case.internal(ticket) == []
     import time
 
     time.sleep(1.1)  # the desk's Retry-After
     again = run_itops(ws, "itsm", "deliver")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert len(case.internal(ticket)) == 1
-    assert run_itops(ws, "itsm", "deliver").returncode == 0 and len(case.internal(ticket)) == 1
+    assert len(cli_case.internal(ticket)) == 1
+    assert run_itops(ws, "itsm", "deliver").returncode == 0 and len(cli_case.internal(ticket)) == 1
 
 
 def test_open_desk_dispatches_through_the_registry(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("itops.itsm")
 
+KEY_LINE = "itops-note: "  # (outbox.KEY_LINE: the last line of every note itops writes)
 FIELDS = "summary,status,priority,components,issuetype,reporter,created,project"
 # a step's id: its millisecond and its kind's rank — rising with time, unique within an issue
 # (Jira numbers changelog entries and comments in two separate sequences)
@@ -273,14 +274,18 @@ class JiraDesk:
                                 "created"))  # fmt: skip
         comments = (fields.get("comment") or {}).get("comments")
         total = int((fields.get("comment") or {}).get("total") or 0)
-        if comments is None or total > len(comments):
-            comments = [c.raw for c in self._call(
-                f"read {ticket}'s comments", lambda: self._jira.comments(ticket),
-                ticket=ticket)]  # fmt: skip
+        cloud = self._jira.deploymentType == "Cloud"  # (only Cloud says jsdPublic inline)
+        if comments is None or total > len(comments) or (total and not cloud):
+            comments = self._call(
+                f"read {ticket}'s comments",
+                partial(self._jira.comments, ticket, expand="properties"),
+                ticket=ticket,
+            )
+            comments = [c.raw for c in comments]
         for comment in comments:
             at = _epoch(comment.get("created"))
-            if at is None or not _public(comment):
-                continue
+            if at is None or not _public(comment) or KEY_LINE in str(comment.get("body") or ""):
+                continue  # internal, or itops' own note
             steps.append(Change(ticket, _txn(at, "replied"), at, _who(comment.get("author") or {}),
                                 "replied"))  # fmt: skip
         changelog = issue.get("changelog") or {}

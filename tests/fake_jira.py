@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tests.fakedesk import Answer, FakeDesk
 
@@ -70,13 +72,14 @@ class FakeJira(FakeDesk):
         # sd.public.comment property when asked for (expand=properties), and the search is
         # GET search with startAt/total
         self.deployment = "Cloud"
+        self.time_zone = "UTC"  # the itops account's: JQL's dates are read in it
 
     # -- seeding, as the portal and agents would -----------------------------------------------
     def account(self, name: str) -> dict[str, Any]:
         account = self.accounts.setdefault(name, f"acc-{len(self.accounts):04d}-{name}")
         return {"accountId": account, "displayName": name.title(),
                 "emailAddress": f"{name}@example.org" if "@" not in name else name,
-                "accountType": "atlassian", "active": True, "timeZone": "UTC"}  # fmt: skip
+                "accountType": "atlassian", "active": True, "timeZone": self.time_zone}  # fmt: skip
 
     def new_issue(
         self, summary: str, *, priority: str = "Medium", component: str | None = "Printers",
@@ -88,6 +91,7 @@ class FakeJira(FakeDesk):
             self.next_id += 1
             self.issues[key] = {
                 "id": str(self.next_id), "key": key, "histories": [], "comments": [],
+                "updated_at": at,
                 "fields": {
                     "summary": summary, "status": self._status("Waiting for support"),
                     "priority": {"name": priority, "id": "3"},
@@ -259,6 +263,7 @@ class FakeJira(FakeDesk):
         issue["histories"].append({"id": str(self.next_history), "author": by,
                                    "created": jtime(at), "items": items})  # fmt: skip
         fields["updated"] = jtime(at)
+        issue["updated_at"] = at
 
     def _comment(self, issue: dict[str, Any], by: dict[str, Any], body: str, public: bool,
                  at: float) -> dict[str, Any]:  # fmt: skip
@@ -267,6 +272,7 @@ class FakeJira(FakeDesk):
                 "created": jtime(at), "updated": jtime(at), "jsdPublic": public}  # fmt: skip
         issue["comments"].append(made)
         issue["fields"]["updated"] = jtime(at)
+        issue["updated_at"] = at
         return made
 
     def _shown(self, comment: dict[str, Any], properties: bool) -> dict[str, Any]:
@@ -306,9 +312,10 @@ class FakeJira(FakeDesk):
         )
         if found is None:
             return 400, {}, {"errorMessages": [f"Error in the JQL Query: {jql!r}"], "errors": {}}
-        since = time.strftime("%Y-%m-%dT%H:%M", time.strptime(found.group(1), "%Y/%m/%d %H:%M"))
-        matching = sorted((i for i in self.issues.values() if i["fields"]["updated"] >= since),
-                          key=lambda i: i["fields"]["updated"])  # fmt: skip
+        local = datetime.strptime(found.group(1), "%Y/%m/%d %H:%M")
+        since = local.replace(tzinfo=ZoneInfo(self.time_zone)).timestamp()
+        matching = sorted((i for i in self.issues.values() if i["updated_at"] >= since),
+                          key=lambda i: i["updated_at"])  # fmt: skip
         start = int(param.get("nextPageToken") or param.get("startAt") or 0)
         most = int(param.get("maxResults") or 50)
         fields = ",".join(query.get("fields") or []) or None

@@ -542,3 +542,34 @@ def test_ca_bundle_holds_even_where_requests_ca_bundle_is_set(
         assert desk.lookup(case.new_ticket("x")).subject == "x"
     finally:
         desk.close()
+
+
+@pytest.mark.parametrize("zone", ["America/Los_Angeles", "Asia/Kolkata", "UTC"])
+def test_jira_sync_reads_only_what_changed_in_the_accounts_time_zone(
+    tmp_path: Path, ledger: Any, zone: str
+) -> None:
+    """JQL reads `updated >= "yyyy/MM/dd HH:mm"` in the itops account's time zone: the next
+    sync asks for the issues changed since its mark in that zone — an issue changed hours ago
+    is not read again, and one changed now is not missed (west of UTC a UTC time would be read
+    hours too late)."""
+    import time
+
+    from toolkit.itsm.sync import sync
+
+    made = jira(tmp_path)
+    fake = made.fake
+    fake.time_zone = zone
+    now = time.time()
+    old = fake.new_issue("changed hours ago", at=now - 3 * 3600)
+    new = fake.new_issue("changed now", at=now - 2 * 3600)
+    desk = made.open()
+    try:
+        first = sync(ledger, desk, made.settings(), lock=tmp_path / "lock")
+        assert {c for c in (old, new) if kinds(ledger, c) == ["opened"]} == {old, new}
+        fake.change(new, "bob", status="Waiting for customer")
+        second = sync(ledger, desk, made.settings(), lock=tmp_path / "lock")
+    finally:
+        desk.close()
+        fake.stop()
+    assert first.steps == 2 and dict(second.events) == {"waiting": 1}
+    assert second.steps == 2  # the changed issue's creation and its change: not the other's

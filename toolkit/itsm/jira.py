@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,7 @@ FIELDS = "summary,status,priority,components,issuetype,reporter,created,project"
 # (Jira numbers changelog entries and comments in two separate sequences)
 RANKS = {"created": 0, "replied": 1, "status": 2, "priority": 3, "queue": 4}
 CHANGED = {"status": "status", "priority": "priority", "component": "queue"}
-MARGIN = 24 * 3600  # JQL compares minutes in the account's time zone: re-read a day before
+MARGIN = 120  # seconds re-read before the mark: JQL's minutes, an issue updated late
 PAGE = 100
 
 
@@ -206,16 +206,28 @@ class JiraDesk:
 
     # -- the sync ----------------------------------------------------------------------------
     def changes(self, after: int, since: float | None = None) -> Iterator[Change]:
-        """The steps of every issue updated since the later of `since` and the mark (less a
-        day: JQL's minutes are in the account's time zone), oldest first."""
+        """The steps of every issue updated since the later of `since` and the mark (less
+        MARGIN), oldest first. JQL reads its dates in the itops account's time zone (GET
+        myself says which), so the instant is written in that zone."""
         mark = after / 100_000 - MARGIN if after else 0.0
-        start = max(since or 0.0, mark)
-        stamp = time.strftime("%Y/%m/%d %H:%M", time.gmtime(max(start, 0.0)))
+        start = max(since or 0.0, mark, 0.0)
+        stamp = datetime.fromtimestamp(start, self._zone()).strftime("%Y/%m/%d %H:%M")
         jql = f'updated >= "{stamp}" ORDER BY updated ASC'
         steps: list[Change] = []
         for issue in self._search(jql):
             steps += [c for c in self._steps(issue) if since is None or c.at >= since]
         yield from sorted(steps, key=lambda c: c.txn)
+
+    def _zone(self) -> tzinfo:
+        """The itops account's time zone (UTC if Jira does not say, or names an unknown one)."""
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        me = self._call("read the signed-in account", lambda: self._jira.myself())
+        try:
+            return ZoneInfo(str(me.get("timeZone") or "UTC"))
+        except (ZoneInfoNotFoundError, ValueError):
+            log.warning("Jira names an unknown time zone %r: JQL times as UTC", me.get("timeZone"))
+            return UTC
 
     def history(self, ticket: str) -> list[Change]:
         key = number(ticket, self.system)

@@ -573,3 +573,19 @@ def test_jira_sync_reads_only_what_changed_in_the_accounts_time_zone(
         fake.stop()
     assert first.steps == 2 and dict(second.events) == {"waiting": 1}
     assert second.steps == 2  # the changed issue's creation and its change: not the other's
+
+
+def test_a_token_without_a_user_is_sent_as_a_bearer_token(case: Case) -> None:
+    """ServiceNow: an OAuth access token; Jira Data Center: a personal access token."""
+    case.fake.token = "tok-Canary-55"
+    ticket = case.new_ticket("x")
+    desk: Desk = _adapter(case.system)(
+        case.settings(user=""), password=None, token=Secret("tok-Canary-55")
+    )
+    try:
+        assert desk.lookup(ticket).id == ticket
+    finally:
+        desk.close()
+    [seen] = [s for s in case.fake.seen if case.unknown not in s.path][-1:]
+    headers = {name.lower(): value for name, value in seen.headers.items()}
+    assert headers["authorization"] == "Bearer tok-Canary-55"

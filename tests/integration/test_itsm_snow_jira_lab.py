@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import LabEnv
-from tests.unit.test_itsm_desks import Case, jira, run_itops, servicenow, workspace
+from tests.unit.test_itsm_snow_jira import Case, jira, run_itops, servicenow, workspace
 
 pytestmark = pytest.mark.integration
 

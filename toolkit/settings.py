@@ -467,13 +467,19 @@ SCHEMA = Table(
             {
                 "system": Key(
                     Text(choices=_desks()),
-                    "the desk: Request Tracker, ServiceNow, Jira Service Management",
+                    "the desk: Request Tracker, GLPI, Zammad, ServiceNow, Jira Service Management",
                     "none: tickets are local",
                 ),
                 "url": Key(Text(), "its base URL (https: the certificate is verified)", '""'),
                 "user": Key(Text(), "the itops account at the desk", '""'),
                 "password": Key(REFERENCE, "that account's password", ""),
-                "token": Key(REFERENCE, "or its API token (RT: an auth token)", ""),
+                "token": Key(
+                    REFERENCE,
+                    "or its API token (RT: an auth token; GLPI: user_token; Zammad: access "
+                    "token; ServiceNow: an OAuth token; Jira: an API token or a PAT)",
+                    "",
+                ),
+                "app_token": Key(REFERENCE, "GLPI: the API client's App-Token", ""),
                 "ca_bundle": Key(
                     Text(), "PEM file of a private CA that signed the desk's certificate", ""
                 ),
@@ -484,21 +490,25 @@ SCHEMA = Table(
                 "closed_states": Key(
                     Text(many=True),
                     "desk states no run may go under",
-                    '["resolved", "rejected", "deleted"]',
+                    'RT: ["resolved", "rejected", "deleted"]; other desks: docs/itsm.md',
                 ),
                 "waiting_states": Key(
                     Text(many=True),
                     "desk states that wait on the user (itsm sync: the SLA clock pauses)",
-                    '["stalled"]',
+                    'RT: ["stalled"]; other desks: docs/itsm.md',
                 ),
                 "resolved_states": Key(
                     Text(many=True),
                     "desk states that are a resolution (itsm sync); other closed states close",
-                    '["resolved"]',
+                    'RT: ["resolved"]; other desks: docs/itsm.md',
                 ),
                 "priorities": Table(
                     "desk priority → itops priority: the lowest desk value of each",
-                    entries=Key(Int(0), "lowest desk priority value", "P1 90, P2 50, P3 20, P4 0"),
+                    entries=Key(
+                        Int(0),
+                        "lowest desk priority value",
+                        "RT: P1 90, P2 50, P3 20, P4 0; other desks: docs/itsm.md",
+                    ),
                     entry="PRIORITY",
                     names=("P1", "P2", "P3", "P4"),
                 ),

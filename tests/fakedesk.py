@@ -64,6 +64,7 @@ class FakeDesk:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = -1  # one send per answer (flushed per request): no Nagle/delayed-ACK stall
 
             def _any(self) -> None:
                 desk._serve(self)

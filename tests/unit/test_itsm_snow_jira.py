@@ -501,7 +501,8 @@ def test_cli_deliver_after_the_desk_came_back(cli_case: Case, tmp_path: Path) ->
 def test_open_desk_dispatches_through_the_registry(tmp_path: Path) -> None:
     from toolkit.itsm import ADAPTERS, ID_FORMS, SYSTEMS
 
-    assert set(SYSTEMS) >= {"rt", "servicenow", "jira"} and set(ID_FORMS) == set(ADAPTERS) == set(SYSTEMS)
+    assert set(SYSTEMS) >= {"rt", "servicenow", "jira"}
+    assert set(ID_FORMS) == set(ADAPTERS) == set(SYSTEMS)
     sn = ItsmSettings.for_desk("servicenow", url="https://sn.example.org", password="env:X")
     assert sn.owns("INC0010042") and not sn.owns("INC-1042") and not sn.owns("RT-1")
     jr = ItsmSettings.for_desk("jira", url="https://x.atlassian.net", password="env:X")

@@ -104,7 +104,7 @@ class FakeServiceNow(FakeDesk):
         }
         return 401, {}, body
 
-    def route(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Answer:
+    def answer(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Answer:
         found = re.fullmatch(r"/api/now/table/([a-z_]+)(?:/([0-9a-f]{32}))?", path)
         if found is None or found.group(1) not in self.tables:
             return 400, {}, self.error_body(400, "Invalid table")

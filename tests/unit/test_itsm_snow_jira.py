@@ -54,7 +54,7 @@ class Case:
     new_ticket: Callable[..., str]  # (subject, urgent=False) → the desk's id
     internal: Callable[[str], list[str]]  # the ticket's internal notes, as the desk holds them
     public: Callable[[str], list[str]]  # what the requester sees
-    write: tuple[str, str]  # method and path regex of the note's request
+    write: tuple[str, str]  # method and path prefix of the note's request
     read: tuple[str, str]  # of the look-up
     unknown: str  # a ticket id in the desk's form that the desk does not have
     p1: str  # the desk's own value of a P1 ticket
@@ -94,7 +94,7 @@ def servicenow(folder: Path) -> Case:
 
     return Case(
         "servicenow", fake, tls.ca, "itops", new, fake.work_notes, public,
-        ("PATCH", r"/api/now/table/incident/"), ("GET", r"/api/now/table/incident$"),
+        ("PATCH", "/api/now/table/incident/"), ("GET", "/api/now/table/incident"),
         "INC0099999", "1",
     )  # fmt: skip
 
@@ -116,7 +116,7 @@ def jira(folder: Path, deployment: str = "Cloud") -> Case:
 
     return Case(
         "jira", fake, tls.ca, "itops@example.org", new, internal, public,
-        ("POST", r"/comment$"), ("GET", r"/rest/api/2/issue/[A-Z]+-\d+$"), "ITSD-9999",
+        ("POST", "/rest/api/2/issue/"), ("GET", "/rest/api/2/issue/"), "ITSD-9999",
         "Highest",
     )  # fmt: skip
 
@@ -277,7 +277,7 @@ def test_a_desk_that_hangs_is_a_timeout_that_may_have_committed(case: Case) -> N
     desk = case.open()
     try:
         desk.lookup(ticket)
-        case.fake.fail(*case.write, hang=1.6)
+        case.fake.fail(*case.write, status=504, delay=1.6)  # nothing done
         with pytest.raises(DeskUnavailable, match="did not answer within") as caught:
             desk.add_note(ticket, "text")
     finally:
@@ -311,7 +311,7 @@ def test_a_commit_then_timeout_is_found_by_its_key_not_posted_twice(
 ) -> None:
     ticket = case.new_ticket("printer stuck")
     note = queue(ledger, ticket, case.system, "itops: printer.clear-queue on ws-1: fixed")
-    case.fake.fail(*case.write, hang=1.6, after_commit=True)
+    case.fake.fail(*case.write, delay=1.6, commit=True)
     desk = case.open()
     try:
         [first] = deliver(ledger, desk, lock=tmp_path / "lock", now=1000.0)

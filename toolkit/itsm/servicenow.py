@@ -357,6 +357,13 @@ class ServiceNowDesk:
             raise DeskError(f"ServiceNow at {self.url}: not found ({what})") from exc
         except (snx.RequestException, snx.UpdateException, snx.InsertException) as exc:
             status = self._status
+            if status in (401, 403):  # (pysnc says so only when the body is ServiceNow's JSON)
+                raise DeskAuthError(
+                    f"ServiceNow at {self.url} refused {self.settings.user or 'the token'!r} "
+                    f"(HTTP {status}) to {what}",
+                    hint="check [itsm] user and password/token, and the roles and ACLs the "
+                    "itops account needs: docs/itsm.md",
+                ) from exc
             if status == 429 or status >= 500 or status == 409:
                 raise DeskUnavailable(
                     f"ServiceNow at {self.url} answered HTTP {status} to {what}",

@@ -3,10 +3,10 @@ jira) over real HTTP(S) against a loopback server.
 
 The servers are NOT the vendors' products (those cannot run here): tests/fake_servicenow.py
 and tests/fake_jira.py implement the vendors' documented request and response shapes for the
-calls itops makes, and tests/fakedesk.py scripts the faults (401, 403, 404, 409, 429 with
+calls itops makes, and tests/desk_server.py scripts the faults (401, 403, 404, 409, 429 with
 Retry-After, 5xx, a desk that hangs, a desk that commits and then hangs). One contract suite
-runs against both; what is checked is read back from the fake's own state, not through the
-adapter. The real Request Tracker round trip is tests/integration/test_itsm_rt.py.
+runs against ServiceNow, Jira Cloud and Jira Data Center; what is checked is read back from the
+fake's own state, not through the adapter. The real Request Tracker round trip is tests/integration/test_itsm_rt.py.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ class DeskServer:
                 except OSError:  # the client gave up (a timeout test)
                     pass
 
-            do_GET = do_POST = do_PUT = do_DELETE = _any
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
 
             def log_message(self, *args: Any) -> None:
                 pass

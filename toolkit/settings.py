@@ -213,6 +213,14 @@ def _category(value: Any, key: str) -> None:
 
 ZONE = Rule("an IANA time zone name (e.g. Europe/Berlin)", _zone)
 REFERENCE = Rule("a reference: env:VAR, keyring:service/user, file:/path or prompt", _reference)
+
+
+def _desks() -> tuple[str, ...]:
+    from toolkit.itsm import SYSTEMS
+
+    return SYSTEMS
+
+
 CATEGORY = Rule("an itops ticket category (docs/tickets.md)", _category)
 DURATION = Rule("a duration: 90s, 30m, 24h, 7d, 2w or seconds", _duration)
 SLA_DURATION = Rule(
@@ -458,8 +466,8 @@ SCHEMA = Table(
             "(docs/itsm.md)",
             {
                 "system": Key(
-                    Text(choices=("rt", "glpi", "zammad")),
-                    "the desk: Request Tracker, GLPI, Zammad",
+                    Text(choices=_desks()),
+                    "the desk: Request Tracker, GLPI, Zammad, ServiceNow, Jira Service Management",
                     "none: tickets are local",
                 ),
                 "url": Key(Text(), "its base URL (https: the certificate is verified)", '""'),
@@ -467,7 +475,8 @@ SCHEMA = Table(
                 "password": Key(REFERENCE, "that account's password", ""),
                 "token": Key(
                     REFERENCE,
-                    "or its API token (RT: an auth token; GLPI: user_token; Zammad: access token)",
+                    "or its API token (RT: an auth token; GLPI: user_token; Zammad: access "
+                    "token; ServiceNow: an OAuth token; Jira: an API token or a PAT)",
                     "",
                 ),
                 "app_token": Key(REFERENCE, "GLPI: the API client's App-Token", ""),
@@ -502,6 +511,17 @@ SCHEMA = Table(
                     ),
                     entry="PRIORITY",
                     names=("P1", "P2", "P3", "P4"),
+                ),
+                "projects": Key(
+                    Text(many=True),
+                    "Jira: the project keys whose issues --ticket takes (others stay local)",
+                    "[]: every KEY-N is the desk's",
+                ),
+                "priority_names": Table(
+                    "desk priority name → itops priority (ServiceNow's 1–5, Jira's names; "
+                    "any case)",
+                    entries=Key(Text(choices=("P1", "P2", "P3", "P4")), "its itops priority", ""),
+                    entry="NAME",
                 ),
                 "categories": Table(
                     "desk queue → itops category (default: the queue's name if a category, "

@@ -213,6 +213,14 @@ def _category(value: Any, key: str) -> None:
 
 ZONE = Rule("an IANA time zone name (e.g. Europe/Berlin)", _zone)
 REFERENCE = Rule("a reference: env:VAR, keyring:service/user, file:/path or prompt", _reference)
+
+
+def _desks() -> tuple[str, ...]:
+    from toolkit.itsm import SYSTEMS
+
+    return SYSTEMS
+
+
 CATEGORY = Rule("an itops ticket category (docs/tickets.md)", _category)
 DURATION = Rule("a duration: 90s, 30m, 24h, 7d, 2w or seconds", _duration)
 SLA_DURATION = Rule(
@@ -458,12 +466,20 @@ SCHEMA = Table(
             "(docs/itsm.md)",
             {
                 "system": Key(
-                    Text(choices=("rt",)), "the desk: Request Tracker", "none: tickets are local"
+                    Text(choices=_desks()),
+                    "the desk: Request Tracker, GLPI, Zammad, ServiceNow, Jira Service Management",
+                    "none: tickets are local",
                 ),
                 "url": Key(Text(), "its base URL (https: the certificate is verified)", '""'),
                 "user": Key(Text(), "the itops account at the desk", '""'),
                 "password": Key(REFERENCE, "that account's password", ""),
-                "token": Key(REFERENCE, "or its API token (RT: an auth token)", ""),
+                "token": Key(
+                    REFERENCE,
+                    "or its API token (RT: an auth token; GLPI: user_token; Zammad: access "
+                    "token; ServiceNow: an OAuth token; Jira: an API token or a PAT)",
+                    "",
+                ),
+                "app_token": Key(REFERENCE, "GLPI: the API client's App-Token", ""),
                 "ca_bundle": Key(
                     Text(), "PEM file of a private CA that signed the desk's certificate", ""
                 ),
@@ -474,23 +490,38 @@ SCHEMA = Table(
                 "closed_states": Key(
                     Text(many=True),
                     "desk states no run may go under",
-                    '["resolved", "rejected", "deleted"]',
+                    'RT: ["resolved", "rejected", "deleted"]; other desks: docs/itsm.md',
                 ),
                 "waiting_states": Key(
                     Text(many=True),
                     "desk states that wait on the user (itsm sync: the SLA clock pauses)",
-                    '["stalled"]',
+                    'RT: ["stalled"]; other desks: docs/itsm.md',
                 ),
                 "resolved_states": Key(
                     Text(many=True),
                     "desk states that are a resolution (itsm sync); other closed states close",
-                    '["resolved"]',
+                    'RT: ["resolved"]; other desks: docs/itsm.md',
                 ),
                 "priorities": Table(
                     "desk priority → itops priority: the lowest desk value of each",
-                    entries=Key(Int(0), "lowest desk priority value", "P1 90, P2 50, P3 20, P4 0"),
+                    entries=Key(
+                        Int(0),
+                        "lowest desk priority value",
+                        "RT: P1 90, P2 50, P3 20, P4 0; other desks: docs/itsm.md",
+                    ),
                     entry="PRIORITY",
                     names=("P1", "P2", "P3", "P4"),
+                ),
+                "projects": Key(
+                    Text(many=True),
+                    "Jira: the project keys whose issues --ticket takes (others stay local)",
+                    "[]: every KEY-N is the desk's",
+                ),
+                "priority_names": Table(
+                    "desk priority name → itops priority (ServiceNow's 1–5, Jira's names; "
+                    "any case)",
+                    entries=Key(Text(choices=("P1", "P2", "P3", "P4")), "its itops priority", ""),
+                    entry="NAME",
                 ),
                 "categories": Table(
                     "desk queue → itops category (default: the queue's name if a category, "
@@ -547,6 +578,24 @@ SCHEMA = Table(
                 ),
                 "session_hours": Key(Int(1, 168), "a login lasts this long", "8"),
                 "page_size": Key(Int(10, 1000), "records per search page", "50"),
+                "signin_failures": Key(
+                    Int(1, 1000),
+                    "failed sign-ins of one account name (in signin_window_minutes) that lock "
+                    "it, with exponential backoff (docs/web.md)",
+                    "5",
+                ),
+                "signin_source_failures": Key(
+                    Int(1, 100000),
+                    "failed sign-ins from one client address that lock it the same way",
+                    "20",
+                ),
+                "signin_window_minutes": Key(
+                    Int(1, 10080), "how long a failed sign-in counts", "60"
+                ),
+                "signin_backoff_seconds": Key(
+                    Int(1, 86400), "the first lock; each further failure doubles it", "60"
+                ),
+                "signin_backoff_max_minutes": Key(Int(1, 10080), "the longest lock", "30"),
             },
         ),
     },

@@ -383,3 +383,37 @@ def test_a_proxycommand_host_is_refused_by_itops_not_connected_directly(sites: L
         assert "does not honour ansible_ssh_common_args: ProxyCommand" in str(host["message"])
     finally:
         (sites.root / "inventory" / "hosts.yml").write_text("all:\n  hosts: {}\n")
+
+
+def test_the_ledger_names_the_jump_hosts_each_action_went_through(sites: LabEnv) -> None:
+    """The begin record of an action on a host behind a bastion keeps the chain: the bastion's
+    inventory name, address and the fingerprint of its pinned key (the one its connection
+    accepted); `itops log --json` has it and the audit report shows it."""
+    import asyncssh
+
+    from toolkit.transports.ssh import fingerprint
+
+    address, port = site(sites, 1)["address"], sites.state.port
+    line = next(
+        ln for ln in (sites.lab.dir / "known_hosts").read_text().splitlines()
+        if ln.startswith(f"[{address}]:{port} ")
+    )  # fmt: skip
+    pinned = fingerprint(asyncssh.import_public_key(" ".join(line.split()[1:3])))
+    ticket = f"INC-{os.getpid() % 10000:04d}9"
+    fix = sites.itops(
+        "fix", "test.echo", "site1-02", "-p", "note=via", "--check", "--ticket", ticket, "--json"
+    )
+    assert fix.returncode == 0, fix.stdout + fix.stderr
+    log = sites.itops("log", "--ticket", ticket, "--json")
+    records = [json.loads(ln) for ln in log.stdout.splitlines() if ln.strip()]
+    (begin,) = [r for r in records if r["kind"] == "action.begin"]
+    assert begin["host"] == "site1-02"
+    assert begin["data"]["jump"] == [
+        {"name": "bastion-1", "address": f"{address}:{port}", "user": sites.state.user,
+         "host_keys": [pinned]}
+    ]  # fmt: skip
+    out = sites.root / f"audit-{ticket}.html"
+    audit = sites.itops("report", "audit", "--ticket", ticket, "--html", str(out))
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    page = out.read_text()
+    assert f"via bastion-1 ({address}:{port}, {pinned})" in page

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,18 @@ from toolkit.workspace import Workspace
 pytestmark = pytest.mark.integration
 
 
-def sleeping(seconds: str) -> bool:
+def sleeping(seconds: str, wait: float = 0.0) -> bool:
+    """A `sleep SECONDS` process is running (waiting up to `wait` s for one to appear: ssh can
+    return before the shell it left in the background has exec'd sleep)."""
+    deadline = time.monotonic() + wait
+    while not _sleeping(seconds):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _sleeping(seconds: str) -> bool:
     argv = f"sleep\0{seconds}\0".encode()
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
@@ -56,7 +68,7 @@ def test_up_status_down_stop_exactly_what_was_started(lab: LabEnv, tmp_path: Pat
              f"setsid sleep {seconds} </dev/null >/dev/null 2>&1 &"],
             check=True, timeout=30,
         )  # fmt: skip
-        assert sleeping(seconds)
+        assert sleeping(seconds, wait=15)
 
         down = lab.itops("lab", "down", workspace=ws)
         assert down.returncode == 0 and "stopped 1 process" in down.stdout

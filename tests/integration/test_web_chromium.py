@@ -134,6 +134,35 @@ def test_a_bad_password_is_refused(page: Any, site: Site) -> None:
     assert "/login?next=" in page.url
 
 
+def test_repeated_failures_lock_the_name_with_the_same_message(page: Any, site: Site) -> None:
+    """Five failures lock a name (known or not: a lock tells nothing about which names exist);
+    the sixth attempt gets the same message, with 429; every one is in the ledger with the name
+    as typed, and the name shows escaped in the search."""
+    name = "mallory<b>x</b>"
+    for _ in range(5):
+        sign_in(page, site, name, "guess-canary-7f3a")
+        assert page.inner_text("#login-error") == "wrong name or password"
+    with page.expect_response(
+        lambda r: r.url.endswith("/login") and r.request.method == "POST"
+    ) as got:
+        sign_in(page, site, name, "guess-canary-7f3a")
+    assert got.value.status == 429 and got.value.headers.get("retry-after")
+    assert page.inner_text("#login-error") == "wrong name or password"
+    failed = [r for r in site.records(kind="audit.signin-failed") if r.info["name"] == name]
+    assert [r.info["reason"] for r in failed] == ["not an account name"] * 5 + ["account locked"]
+    assert all(r.info["client"] == "127.0.0.1" for r in failed)
+    assert not any("guess-canary-7f3a" in json.dumps(r.as_dict()) for r in failed)
+    # nor anywhere in the workspace: the ledger's files, the state folder, the server's itops.log
+    logged = (site.ws.state_dir / "itops.log").read_text()
+    assert "web sign-in refused" in logged and "mallory" in logged
+    files = [p for p in site.ws.root.rglob("*") if p.is_file()]
+    assert not [p for p in files if b"guess-canary-7f3a" in p.read_bytes()]
+    sign_in(page, site)  # another name from the same address: 6 failures are not 20
+    page.goto(f"{site.url}/search?before={failed[-1].seq + 1}")
+    assert page.locator("main b").count() == 0
+    assert f"name={name}" in page.locator("td.detail").first.inner_text()
+
+
 def test_sign_in_search_and_drill_down_to_a_ticket(page: Any, site: Site) -> None:
     sign_in(page, site)
     assert page.url.endswith("/search")

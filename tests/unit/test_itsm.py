@@ -164,7 +164,7 @@ def test_priorities_and_queues_map_to_the_policys_values() -> None:
 
 
 def test_the_itsm_section_takes_references_only() -> None:
-    bad = {"itsm": {"system": "servicenow", "password": "hunter2", "categories": {"Q": "x"}}}
+    bad = {"itsm": {"system": "remedy", "password": "hunter2", "categories": {"Q": "x"}}}
     found = [message for _, message in settings.problems(bad)]
     assert any(m.startswith("itsm.system: must be one of 'rt'") for m in found)
     assert any(m.startswith("itsm.password: must be a reference") for m in found)

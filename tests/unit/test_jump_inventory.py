@@ -145,3 +145,51 @@ def test_playbooks_refuse_hosts_whose_jump_ansible_cannot_read(tmp_path: Path) -
         refuse_loosened_checks([inv.get("web-1")])
     assert "ProxyJump" in str(err.value.hint)
     refuse_loosened_checks([inv.get("db-1"), inv.get("bastion-a")])  # ansible's own spelling
+
+
+def test_an_actions_begin_record_names_its_jump_chain(tmp_path: Path) -> None:
+    """The begin record keeps the jump hosts, first hop first: inventory name, address, user and
+    the fingerprints of the keys pinned for each (all a connection through it accepts); a hop
+    with none pinned has an empty list (the host is then refused before anything is sent); a
+    host reached directly has no `jump` at all. The audit report shows the chain."""
+    from toolkit.lab import ed25519_keypair
+    from toolkit.ledger import Ledger
+    from toolkit.reports.audit import build
+    from toolkit.run.events import HostRun, LedgerRecorder
+    from toolkit.secrets.credentials import CredentialStore, Redactor
+    from toolkit.transports import ConnectOptions, Connector
+    from toolkit.transports.ssh import fingerprint
+
+    inv = load(
+        tmp_path,
+        "all:\n  hosts:\n"
+        "    bastion-a: {ansible_host: 127.0.0.1, ansible_port: 2201, ansible_user: jump}\n"
+        "    bastion-b: {ansible_host: 127.0.0.2, ansible_port: 2202}\n"
+        "    ws-1: {ansible_host: 127.0.0.3, jump: [bastion-a, bastion-b]}\n"
+        "    ws-2: {ansible_host: 127.0.0.4}\n",
+    )
+    _, public = ed25519_keypair("bastion-a")
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:2201 {' '.join(public.split()[:2])}\n")
+    import asyncssh
+
+    pinned = fingerprint(asyncssh.import_public_key(public))
+    connector = Connector(ConnectOptions(known_hosts=(known,)), CredentialStore(Redactor()))
+    book = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", operator="ana")
+    try:
+        recorder = LedgerRecorder(book, Redactor().mask, connector.route)
+        for name in ("ws-1", "ws-2"):
+            run = HostRun("printer.clear-queue", inv.hosts[name], "INC-1", True, {}, None, {})
+            recorder.begin(run)
+        first, second = book.records(kind="action.begin")
+        assert first.info["jump"] == [
+            {"name": "bastion-a", "address": "127.0.0.1:2201", "user": "jump",
+             "host_keys": [pinned]},
+            {"name": "bastion-b", "address": "127.0.0.2:2202", "user": None, "host_keys": []},
+        ]  # fmt: skip
+        assert "jump" not in second.info
+        page = build(book, Redactor(), {"ticket": "INC-1"}).html
+        assert f"via bastion-a (127.0.0.1:2201, {pinned}) → bastion-b (127.0.0.2:2202)" in page
+    finally:
+        book.close()
+        connector.close()

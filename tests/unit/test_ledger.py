@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from toolkit.ledger import GENESIS, Entry, Ledger, record_hash
-from toolkit.ledger.schema import FIELDS
+from toolkit.ledger.schema import FIELDS, SCHEMA_VERSION
 from toolkit.secrets.credentials import MASK, Redactor
 
 CANARY = "Ledger-Canary-7f3a"
@@ -292,7 +292,7 @@ def test_an_older_ledger_gets_the_ticket_kind_index_when_opened(ledger_url: str)
         conn.execute(text("ALTER TABLE ledger DROP COLUMN db_user"))
         conn.execute(text("DROP INDEX ix_ledger_ticket_kind"))
         conn.execute(text("CREATE INDEX ix_ledger_ticket ON ledger (ticket)"))
-        for name in ("operator", "task", "outcome", "action"):  # (schema 4's)
+        for name in ("operator", "task", "outcome", "action_kind"):  # (schemas 4 and 5)
             conn.execute(text(f"DROP INDEX ix_ledger_{name}"))
         conn.execute(text("UPDATE ledger_meta SET value = '1' WHERE key = 'schema'"))
 
@@ -305,7 +305,7 @@ def test_an_older_ledger_gets_the_ticket_kind_index_when_opened(ledger_url: str)
         assert book.verify().ok
     finally:
         book.close()
-    assert schema_version(engine) == "4"
+    assert schema_version(engine) == SCHEMA_VERSION
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             plan = conn.execute(
@@ -320,12 +320,48 @@ def test_an_older_ledger_gets_the_ticket_kind_index_when_opened(ledger_url: str)
             )
         else:
             names = conn.execute(
-                text("SELECT indexname FROM pg_indexes WHERE tablename = 'ledger'")
+                text(
+                    "SELECT indexname FROM pg_indexes "
+                    "WHERE tablename = 'ledger' AND schemaname = current_schema()"
+                )
             )
-        # schema 4: the web search's indexes
+        # schemas 4 and 5: the web search's indexes
+        found = set(names.scalars())
         assert {"ix_ledger_ticket_kind", "ix_ledger_operator", "ix_ledger_task",
-                "ix_ledger_outcome", "ix_ledger_action"} <= set(names.scalars())  # fmt: skip
+                "ix_ledger_outcome", "ix_ledger_action_kind"} <= found  # fmt: skip
+        assert "ix_ledger_action" not in found
     engine.dispose()
+
+
+def test_a_version_4_ledger_gets_the_action_kind_index_when_opened(ledger_url: str) -> None:
+    book = Ledger(ledger_url, operator="alice")
+    fill(book, 2)
+    book.close()
+    engine = create_engine(ledger_url)
+    with engine.begin() as conn:  # what a version-4 ledger looked like
+        conn.execute(text("DROP INDEX ix_ledger_action_kind"))
+        conn.execute(text("CREATE INDEX ix_ledger_action ON ledger (action_id)"))
+        conn.execute(text("UPDATE ledger_meta SET value = '4' WHERE key = 'schema'"))
+    book = Ledger(ledger_url, operator="alice")
+    try:
+        (begin,) = [r for r in book.records() if r.kind == "action.begin"][:1]
+        found = list(book.records(action_ids=[begin.action_id], kind="action.begin"))
+        assert [r.seq for r in found] == [begin.seq]
+        assert book.verify().ok
+    finally:
+        book.close()
+    assert schema_version(engine) == SCHEMA_VERSION == "5"
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            query = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'ledger'"
+        else:
+            query = (
+                "SELECT indexname FROM pg_indexes "
+                "WHERE tablename = 'ledger' AND schemaname = current_schema()"
+            )
+        found = set(conn.execute(text(query)).scalars())
+    engine.dispose()
+    assert "ix_ledger_action_kind" in found and "ix_ledger_action" not in found
 
 
 @pytest.mark.parametrize("ledger_url", ["postgresql"], indirect=True)

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from toolkit.ledger import Entry, Ledger, record_hash
-from toolkit.ledger.schema import COLUMNS, FIELDS
+from toolkit.ledger.schema import COLUMNS, FIELDS, SCHEMA_VERSION
 
 PG_URL = os.environ.get("ITOPS_TEST_PG_URL")
 
@@ -47,7 +47,8 @@ def test_an_older_ledger_gains_the_db_user_column_when_opened(ledger_url: str) -
         book.close()
     with engine.connect() as conn:
         assert (
-            conn.execute(text("SELECT value FROM ledger_meta WHERE key = 'schema'")).scalar() == "4"
+            conn.execute(text("SELECT value FROM ledger_meta WHERE key = 'schema'")).scalar()
+            == SCHEMA_VERSION
         )
     engine.dispose()
 

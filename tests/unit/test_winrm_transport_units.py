@@ -245,3 +245,20 @@ def test_itops_help_does_not_import_pywinrm() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+
+def test_the_transport_module_loads_pywinrm_whole() -> None:
+    """pywinrm's modules import each other in a cycle: two threads importing `winrm.exceptions`
+    and `winrm.protocol` for the first time at once deadlock (_DeadlockError, then "cannot import
+    name 'Protocol'"), and a fan-out opens its first Windows hosts in parallel threads. So the
+    transport module, which the Connector imports once under its lock, imports pywinrm whole;
+    nothing on a per-host thread imports it for the first time."""
+    code = (
+        "import importlib, sys\n"
+        "importlib.import_module('toolkit.transports.winrm')\n"
+        "need = ('winrm', 'winrm.protocol', 'winrm.exceptions', 'requests.exceptions')\n"
+        "print([m for m in need if m not in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -8,7 +8,10 @@ policy exactly as a local ticket's do, and KPIs and `itops ticket show` see it. 
 internal note per ticket goes through the ledger's outbox (`outbox`): recorded first, delivered
 after, retried with backoff, never posted twice.
 
-A `Desk` is the few calls itops makes; `rt.RtDesk` is Request Tracker's (REST 2, python-rt).
+A `Desk` is the few calls itops makes; `rt.RtDesk` is Request Tracker's (REST 2, python-rt),
+`glpi.GlpiDesk` GLPI's (apirest.php, plain httpx2), `zammad.ZammadDesk` Zammad's (zammad_py),
+`servicenow.ServiceNowDesk` ServiceNow's (pysnc), `jira.JiraDesk` Jira Service Management's
+(the `jira` library).
 Nothing here reaches a host or runs a task.
 """
 
@@ -26,15 +29,72 @@ if TYPE_CHECKING:
     from toolkit.secrets.credentials import CredentialStore
     from toolkit.workspace import Workspace
 
-SYSTEMS = ("rt",)  # implemented; the other desks' id forms are in docs/itsm.md
+SYSTEMS = (
+    "rt",
+    "glpi",
+    "zammad",
+    "servicenow",
+    "jira",
+)  # implemented; the other desks' id forms: docs/itsm.md
 # desk → its ticket ids as itops takes them (RT shows `#123`; itops says RT-123)
-ID_FORMS = {"rt": re.compile(r"RT-([1-9][0-9]{0,9})")}
+ID_FORMS = {
+    "rt": re.compile(r"RT-([1-9][0-9]{0,9})"),
+    "glpi": re.compile(r"GLPI-([1-9][0-9]{0,9})"),  # GLPI shows its ticket id: 45
+    "zammad": re.compile(r"Z-([1-9][0-9]{0,19})"),  # Zammad's ticket number (31001), not its id
+    "servicenow": re.compile(r"(INC[0-9]{7,12})"),  # an incident's number, as ServiceNow shows it
+    "jira": re.compile(r"([A-Z][A-Z0-9_]{0,29}-[1-9][0-9]{0,9})"),  # the issue key: ITSD-17
+}
+# desk → the adapter class ("module:Class"), imported only when that desk is opened
+ADAPTERS = {
+    "rt": "toolkit.itsm.rt:RtDesk",
+    "glpi": "toolkit.itsm.glpi:GlpiDesk",
+    "zammad": "toolkit.itsm.zammad:ZammadDesk",
+    "servicenow": "toolkit.itsm.servicenow:ServiceNowDesk",
+    "jira": "toolkit.itsm.jira:JiraDesk",
+}
 DEFAULT_PRIORITIES = {"P1": 90, "P2": 50, "P3": 20, "P4": 0}  # the lowest desk value of each
 DEFAULT_CLOSED = ("resolved", "rejected", "deleted")
 DEFAULT_WAITING = ("stalled",)
 DEFAULT_RESOLVED = ("resolved",)
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_ATTEMPTS = 20
+# desk → its defaults where they are not RT's (the keys of [itsm] they stand for)
+DESK_DEFAULTS: dict[str, dict[str, Any]] = {
+    # GLPI: priority 1 very low … 5 very high, 6 major; statuses as named by GlpiDesk
+    "glpi": {
+        "priorities": {"P1": 5, "P2": 4, "P3": 3, "P4": 0},
+        "closed_states": ("solved", "closed"),
+        "waiting_states": ("pending",),
+        "resolved_states": ("solved",),
+    },
+    # Zammad: priority 1 low, 2 normal, 3 high (P1 needs a 4th, or [itsm.priorities] P1 = 3)
+    "zammad": {
+        "priorities": {"P1": 4, "P2": 3, "P3": 2, "P4": 0},
+        "closed_states": ("closed", "merged", "removed"),
+        "waiting_states": ("pending reminder", "pending close"),
+        "resolved_states": ("closed",),
+    },
+    # ServiceNow: priority 1 Critical … 5 Planning; states by their labels (ServiceNowDesk)
+    "servicenow": {
+        "priority_names": {"1": "P1", "2": "P2", "3": "P3", "4": "P4", "5": "P4"},
+        "closed_states": ("resolved", "closed", "canceled"),
+        "waiting_states": ("on hold",),
+        "resolved_states": ("resolved",),
+    },
+    # Jira SM: priorities and statuses by name (any case; a project's own names via [itsm])
+    "jira": {
+        "priority_names": {
+            "highest": "P1",
+            "high": "P2",
+            "medium": "P3",
+            "low": "P4",
+            "lowest": "P4",
+        },
+        "closed_states": ("resolved", "closed", "done", "canceled", "cancelled", "declined"),
+        "waiting_states": ("waiting for customer", "pending"),
+        "resolved_states": ("resolved", "done"),
+    },
+}
 
 
 class DeskError(ToolkitError):
@@ -162,10 +222,13 @@ class ItsmSettings:
     user: str = ""
     password: str | None = None  # a reference (env:, keyring:, file:, prompt)
     token: str | None = None
+    app_token: str | None = None  # GLPI: the API client's App-Token (a reference)
     ca_bundle: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
     max_attempts: int = DEFAULT_ATTEMPTS
     priorities: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
+    priority_names: Mapping[str, str] = field(default_factory=dict)  # desk name → P1..P4
+    projects: tuple[str, ...] = ()  # Jira: the project keys whose issues are the desk's (all)
     categories: Mapping[str, str] = field(default_factory=dict)
     closed_states: tuple[str, ...] = DEFAULT_CLOSED
     waiting_states: tuple[str, ...] = DEFAULT_WAITING
@@ -175,21 +238,47 @@ class ItsmSettings:
     def of(cls, workspace: Workspace) -> ItsmSettings:
         raw: Mapping[str, Any] = workspace.section("itsm")
         ca = raw.get("ca_bundle")
+        desk = DESK_DEFAULTS.get(str(raw.get("system")), {})
         return cls(
             system=raw.get("system"),
             url=str(raw.get("url", "")).rstrip("/"),
             user=str(raw.get("user", "")),
             password=raw.get("password"),
             token=raw.get("token"),
+            app_token=raw.get("app_token"),
             ca_bundle=workspace.path(ca) if ca else None,
             timeout=float(raw.get("timeout", DEFAULT_TIMEOUT)),
             max_attempts=int(raw.get("max_attempts", DEFAULT_ATTEMPTS)),
-            priorities={**DEFAULT_PRIORITIES, **dict(raw.get("priorities", {}))},
+            priorities={
+                **desk.get("priorities", DEFAULT_PRIORITIES),
+                **dict(raw.get("priorities", {})),
+            },
+            priority_names={
+                **desk.get("priority_names", {}),
+                **{str(k).casefold(): str(v) for k, v in raw.get("priority_names", {}).items()},
+            },
+            projects=tuple(str(p) for p in raw.get("projects", ())),
             categories={str(k).casefold(): str(v) for k, v in raw.get("categories", {}).items()},
-            closed_states=tuple(raw.get("closed_states", DEFAULT_CLOSED)),
-            waiting_states=tuple(raw.get("waiting_states", DEFAULT_WAITING)),
-            resolved_states=tuple(raw.get("resolved_states", DEFAULT_RESOLVED)),
+            closed_states=tuple(
+                raw.get("closed_states", desk.get("closed_states", DEFAULT_CLOSED))
+            ),
+            waiting_states=tuple(
+                raw.get("waiting_states", desk.get("waiting_states", DEFAULT_WAITING))
+            ),
+            resolved_states=tuple(
+                raw.get("resolved_states", desk.get("resolved_states", DEFAULT_RESOLVED))
+            ),
         )
+
+    @classmethod
+    def for_desk(cls, system: str, **values: Any) -> ItsmSettings:
+        """Settings of `system` with that desk's defaults (tests, and code without a workspace)."""
+        desk = DESK_DEFAULTS.get(system, {})
+        defaults = {k: v for k, v in desk.items() if k not in values}
+        for name in ("priorities", "priority_names"):
+            if name in defaults:
+                defaults[name] = dict(defaults[name])
+        return cls(system=system, **defaults, **values)
 
     @property
     def configured(self) -> bool:
@@ -199,10 +288,16 @@ class ItsmSettings:
         """`ticket` is in this desk's id form (RT-123 with system = "rt")."""
         if not ticket or self.system is None:
             return False
+        if self.projects and ticket.rpartition("-")[0] not in self.projects:
+            return False
         return ID_FORMS[self.system].fullmatch(ticket) is not None
 
     def priority(self, value: Any) -> str:
-        """The desk's priority value → P1..P4: the first whose lowest value it reaches."""
+        """The desk's priority → P1..P4: by its name (`priority_names`: ServiceNow's 1–5,
+        Jira's Highest…Lowest), else the first whose lowest value it reaches (RT's 0–99)."""
+        named = self.priority_names.get(str(value).strip().casefold())
+        if named:
+            return named
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -216,13 +311,18 @@ class ItsmSettings:
         """The desk's status → what it is to itops' ticket lifecycle: waiting (the SLA clock
         pauses), resolved, closed (a closed state that is not a resolution: RT's rejected and
         deleted), or open (anything else: RT's new and open)."""
-        if status in self.waiting_states:
+        status = status.casefold()
+        if status in _folded(self.waiting_states):
             return "waiting"
-        if status in self.resolved_states:
+        if status in _folded(self.resolved_states):
             return "resolved"
-        if status in self.closed_states:
+        if status in _folded(self.closed_states):
             return "closed"
         return "open"
+
+    def closed(self, status: str) -> bool:
+        """No run may go under a ticket in this state (`closed_states`, any case)."""
+        return status.casefold() in _folded(self.closed_states)
 
     def category(self, queue: str) -> str:
         """The desk's queue → an itops category ([itsm.categories], else the queue's name if it
@@ -235,11 +335,19 @@ class ItsmSettings:
         return queue.casefold() if queue.casefold() in CATEGORIES else "other"
 
 
+def _folded(states: Iterable[str]) -> set[str]:
+    return {s.casefold() for s in states}
+
+
 def number(ticket: str, system: str = "rt") -> str:
-    """The desk's own number in an itops id (RT-123 → 123)."""
+    """The desk's own number in an itops id (RT-123 → 123, GLPI-45 → 45, Z-31001 → 31001)."""
     found = ID_FORMS[system].fullmatch(ticket)
     if found is None:
-        raise ToolkitError(f"{ticket!r} is not a {system.upper()} ticket id", hint="e.g. RT-123")
+        example = {"glpi": "GLPI-45", "zammad": "Z-31001", "servicenow": "INC0010042",
+                   "jira": "ITSD-17"}.get(system, "RT-123")  # fmt: skip
+        raise ToolkitError(
+            f"{ticket!r} is not a {system.upper()} ticket id", hint=f"e.g. {example}"
+        )
     return found.group(1)
 
 
@@ -254,6 +362,11 @@ def open_desk(settings: ItsmSettings, credentials: CredentialStore) -> Desk:
         raise ToolkitError(
             "[itsm] url is not set", hint="the desk's base URL, e.g. https://rt.example.org"
         )
+    if settings.system not in ADAPTERS:
+        raise ToolkitError(
+            f"[itsm] system {settings.system!r} is not implemented",
+            hint=f"one of {', '.join(SYSTEMS)} (docs/itsm.md)",
+        )
     password = token = None
     if settings.token:
         token = credentials.resolve(settings.token, "[itsm] token")
@@ -264,6 +377,12 @@ def open_desk(settings: ItsmSettings, credentials: CredentialStore) -> Desk:
             "[itsm] needs password or token (a reference)",
             hint='password = "env:RT_PASSWORD" or token = "keyring:itops/rt"',
         )
-    from toolkit.itsm.rt import RtDesk
+    import importlib
 
-    return RtDesk(settings, password=password, token=token)
+    module, _, name = ADAPTERS[settings.system].partition(":")
+    adapter = getattr(importlib.import_module(module), name)
+    extra = {}
+    if settings.app_token:  # GLPI: its API client's App-Token
+        extra["app_token"] = credentials.resolve(settings.app_token, "[itsm] app_token")
+    desk: Desk = adapter(settings, password=password, token=token, **extra)
+    return desk

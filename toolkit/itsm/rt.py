@@ -97,7 +97,7 @@ class RtDesk:
             queue=queue_name,
             category=self.settings.category(queue_name),
             requester=requester,
-            closed=status in self.settings.closed_states,
+            closed=self.settings.closed(status),
             created=_epoch(data.get("Created")),
             requesters=tuple(str(r.get("Name") or r.get("id") or "") for r in requestors),
         )

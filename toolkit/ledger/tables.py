@@ -40,7 +40,8 @@ ledger = Table(
     Index("ix_ledger_operator", "operator"),
     Index("ix_ledger_task", "task"),
     Index("ix_ledger_outcome", "outcome"),
-    Index("ix_ledger_action", "action_id"),
+    # schema 5: an action's records by id and kind ("the begin records of these actions")
+    Index("ix_ledger_action_kind", "action_id", "kind"),
 )
 
 meta = Table(

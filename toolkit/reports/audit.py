@@ -68,6 +68,7 @@ def _actions(records: list[Record]) -> list[dict[str, Any]]:
                 "seq": r.seq,
                 "message": "",
                 "verify": "",
+                "jump": [],
             },
         )
         info = r.info
@@ -78,6 +79,7 @@ def _actions(records: list[Record]) -> list[dict[str, Any]]:
                 params=json.loads(r.params) if r.params else {},
                 mode=info.get("mode"),
                 seq=r.seq,
+                jump=[h for h in info.get("jump") or [] if isinstance(h, dict)],
             )
         else:
             row.update(

@@ -86,14 +86,23 @@ class LedgerRecorder:
     The finish is written once, retried by the ledger on a fresh connection (never twice);
     the begin and finish carry the run policy's record and the run's tags."""
 
-    def __init__(self, ledger: Ledger, mask: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        mask: Callable[[str], str],
+        route: Callable[[Host], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """`route`: the jump hosts a host is reached through (`Connector.route`), kept in its
+        begin record as `jump` (first hop first: name, address, user, pinned key fingerprints)."""
         self.ledger = ledger
         self._mask = mask
+        self._route = route
 
     def begin(self, run: HostRun) -> HostRun:
         """`run` with its action id; NotRecorded if the ledger cannot write it."""
         host = run.host
         try:
+            jump = self._route(host) if self._route is not None and host.jump else []
             action_id = self.ledger.begin(
                 task=run.task,
                 host=host.name,
@@ -104,6 +113,7 @@ class LedgerRecorder:
                     "platform": host.platform,
                     "transport": host.transport,
                     "address": f"{host.address}:{host.port}",
+                    **({"jump": jump} if jump else {}),
                     **self._policy(run),
                     **({"code": dict(run.code)} if run.code else {}),
                     **run.tags,

@@ -624,7 +624,9 @@ class Runner:
         self.connector = connector
         self.credentials = credentials
         self.state_dir = state_dir  # the workspace's .itops: where tasks keep artifacts
-        self.recorder = LedgerRecorder(ledger, credentials.redactor.mask)
+        self.recorder = LedgerRecorder(
+            ledger, credentials.redactor.mask, getattr(connector, "route", None)
+        )  # (a test's connector may have no jump hosts to tell of)
         self.observers = Observers(observers)
         self._cancel = threading.Event()
         self._open: dict[int, Transport] = {}  # connections with a host's steps under way

@@ -61,6 +61,15 @@ class Connector:
     def open(self, host: Host) -> Transport:
         return self.factory(host.transport).open(host)
 
+    def route(self, host: Host) -> list[dict[str, Any]]:
+        """The jump hosts `host` is reached through, first hop first (names, addresses, pinned
+        host-key fingerprints: `ssh.jump_route`); empty for a host reached directly (and then
+        nothing is imported)."""
+        if not host.jump:
+            return []
+        factory: Any = self.factory("ssh")  # every hop is an SSH server, checked by its keys
+        return factory.route(host)  # type: ignore[no-any-return]
+
     def start_green(
         self, hosts: Sequence[Host], jobs: Sequence[Callable[[], T]], limit: int
     ) -> Future[list[T]] | None:

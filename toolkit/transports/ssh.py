@@ -198,6 +198,22 @@ def fingerprint(key: asyncssh.SSHKey) -> str:
     return str(key.get_fingerprint("sha256"))
 
 
+def jump_route(host: Host, known_hosts: KnownHosts) -> list[dict[str, Any]]:
+    """The jump hosts a host is reached through, first hop first, as its action's begin record
+    keeps them: each hop's inventory name, address:port, user and the SHA-256 fingerprints of
+    the host keys pinned for it (the only keys the connection accepts from that hop; empty if
+    none is pinned, and then the host is refused before anything is sent)."""
+    return [
+        {
+            "name": hop.name,
+            "address": f"{hop.address}:{hop.port}",
+            "user": hop.user,
+            "host_keys": [fingerprint(k) for k in known_hosts.trusted(hop)],
+        }
+        for hop in host.jump
+    ]
+
+
 def pin(path: Path, host: Host, key: asyncssh.SSHKey, *, replace: bool) -> None:
     """Add the host's key to a known_hosts file; with replace, drop that host's old lines first."""
     target = known_hosts_name(host)
@@ -249,6 +265,10 @@ class SSHFactory:
             except TransportError as exc:
                 raise _behind(host, hop, exc) from None
         return tuple(hops)
+
+    def route(self, host: Host) -> list[dict[str, Any]]:
+        """The host's jump chain for the ledger (`jump_route`)."""
+        return jump_route(host, self.known_hosts)
 
     def _ssh_arg_notices(self, host: Host) -> tuple[str, ...]:
         ignored = ssh_args_not_honoured(host)[0]

@@ -34,6 +34,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# pywinrm is imported here, whole, and not on first use inside a function: its modules import each
+# other in a cycle, so two per-host threads importing it first at once deadlock. This module is
+# loaded once, under the Connector's lock, before any host thread uses it.
+import requests.exceptions as rex
+from winrm.exceptions import (
+    InvalidCredentialsError,
+    WinRMError,
+    WinRMOperationTimeoutError,
+    WinRMTransportError,
+    WSManFaultError,
+)
+from winrm.protocol import Protocol
+
 from toolkit.errors import (
     AuthFailed,
     CertificateError,
@@ -331,14 +344,6 @@ def _ssl_reason(exc: BaseException) -> str | None:
 
 def translate(host: str, exc: BaseException, phase: str) -> TransportError:
     """A pywinrm/requests/spnego exception → one of our typed TransportErrors."""
-    import requests.exceptions as rex
-    from winrm.exceptions import (
-        InvalidCredentialsError,
-        WinRMError,
-        WinRMTransportError,
-        WSManFaultError,
-    )
-
     if isinstance(exc, TransportError):
         return exc
     if isinstance(exc, InvalidCredentialsError | PermissionError):
@@ -455,8 +460,6 @@ class WinRMFactory:
 def _protocol(
     settings: WinRMSettings, username: str | None, password: str | None, options: ConnectOptions
 ) -> Any:
-    from winrm.protocol import Protocol
-
     kwargs: dict[str, Any] = {}
     if settings.auth == "kerberos":
         kwargs["kerberos_delegation"] = settings.kerberos_delegation
@@ -521,8 +524,6 @@ class WinRMTransport:
     def run(
         self, command: Command, *, stdin: bytes | Secret | None = None, timeout: float | None = None
     ) -> CommandResult:
-        from winrm.exceptions import WinRMOperationTimeoutError
-
         args, payload = command_line(command)
         if payload is not None and stdin is not None:
             raise ValidationError("a script this long cannot also take stdin")

@@ -110,6 +110,9 @@ def _detail(r: Record) -> str:
             mode = info.get("mode")
             params = r.as_dict()["params"] or {}
             text = (f"{mode}: " if mode else "") + ", ".join(f"{k}={v}" for k, v in params.items())
+            hops = [str(h.get("name")) for h in info.get("jump") or [] if isinstance(h, dict)]
+            if hops:  # the bastions it went through (names; the JSON has addresses and keys)
+                text += f" · via {' → '.join(hops)}"
         else:
             text = ", ".join(f"{k}={v}" for k, v in info.items() if v not in (None, "", [], {}))
     return text if len(text) <= 200 else text[:199] + "…"

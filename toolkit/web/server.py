@@ -12,6 +12,8 @@ Read-only by construction:
 - the one write is the record of each view (`audit.view`: who looked at which page, with which
   filters, from where, when), through a second handle that only ever appends that record. It is
   written before the page is sent: a view that cannot be recorded is not shown (503).
+- the other writes are the sign-in records (`audit.signin`, `audit.signin-failed`: never a
+  password), through the same handle; the sign-in throttle is computed from them (`signin`).
 
 Text from hosts and desks is hostile: Jinja autoescapes it, control characters are shown as
 visible stand-ins (`textsafe.visible`, on every value a template prints), CSV cells are
@@ -37,7 +39,7 @@ from urllib.parse import quote
 
 from toolkit.errors import NotFound, ToolkitError
 from toolkit.textsafe import CsvWriter, json_safe, visible
-from toolkit.web import pages
+from toolkit.web import pages, signin
 from toolkit.web.accounts import NAME, ROLE_PAGES, Account, Accounts
 
 if TYPE_CHECKING:
@@ -91,6 +93,12 @@ class ServeSettings:
     proxy_role: str = "auditor"
     session_hours: int = 8
     page_size: int = 50
+    # sign-in throttling (toolkit.web.signin): per account name and per client address
+    signin_failures: int = 5
+    signin_source_failures: int = 20
+    signin_window_minutes: int = 60
+    signin_backoff_seconds: int = 60
+    signin_backoff_max_minutes: int = 30
 
     @classmethod
     def of(cls, section: dict[str, Any], root: Path, **given: Any) -> ServeSettings:
@@ -114,6 +122,16 @@ class ServeSettings:
     def tls(self) -> bool:
         return self.cert is not None
 
+    @property
+    def limits(self) -> signin.Limits:
+        return signin.Limits(
+            account_failures=self.signin_failures,
+            source_failures=self.signin_source_failures,
+            window=self.signin_window_minutes * 60.0,
+            backoff=float(self.signin_backoff_seconds),
+            backoff_max=self.signin_backoff_max_minutes * 60.0,
+        )
+
 
 class Site:
     """What the pages share: the workspace read-only, the view recorder, accounts, templates."""
@@ -135,6 +153,8 @@ class Site:
         self._projection: Projection | None = None
         self._anchored = time.monotonic()
         self.env = _templates()
+        # failed sign-ins counted from the ledger's records: a restart forgets nothing
+        self.throttle = signin.Throttle.on(self.reader.ledger, settings.limits)
 
     def session_key(self) -> str:
         """The key that signs session cookies: made once, 0600 in the state folder."""
@@ -172,6 +192,60 @@ class Site:
                 self._anchored = time.monotonic()
                 self.writer.anchor()  # the views' head signed (a failure is logged, not raised)
         return rec.seq
+
+    def record_signin(self, kind: str, operator: str | None, data: dict[str, Any]) -> int:
+        """A sign-in or a failed one, in the ledger (`signin`); never a password."""
+        from toolkit.ledger import Entry
+
+        with self._write_lock:
+            rec = self.writer.ledger.append(Entry(kind, data=data, operator=operator))
+        return rec.seq
+
+    def sign_in(self, name: Any, password: Any, client: str) -> tuple[Account | None, int, int]:
+        """Check a sign-in and record it: (the account or None, the HTTP status to answer with —
+        200 signed in, 401 refused, 429 refused while locked, 503 not recorded —, and when
+        locked, the seconds until an attempt is checked again)."""
+        typed = name if isinstance(name, str) else ""
+        refused = self.throttle.begin(typed, client)
+        if refused is not None:
+            try:
+                self.record_signin(
+                    signin.FAILED_KIND,
+                    None,
+                    signin.failed_data(
+                        name, client, refused.reason, locked_until=signin.iso(refused.until)
+                    ),
+                )
+            except Exception as exc:  # locked anyway; the record is what was lost
+                log.error("a refused sign-in could not be recorded: %s", exc)
+            log.warning("web sign-in refused for %s from %s: %s", visible(typed[:64]), client,
+                        refused.reason)  # fmt: skip
+            return None, 429, refused.retry_after(time.time())
+        account, reason = None, signin.BAD_NAME
+        recorded = False
+        try:
+            if isinstance(password, str) and NAME.match(typed):
+                account = self.accounts.check(typed, password)
+                if account is None:
+                    known = self.accounts.get(typed) is not None
+                    reason = signin.WRONG_PASSWORD if known else signin.NO_ACCOUNT
+            if account is not None:
+                self.record_signin(
+                    signin.SIGNIN_KIND, account.name,
+                    {"client": client, "role": account.role, "via": "password"},
+                )  # fmt: skip
+                recorded = True
+                return account, 200, 0
+            self.record_signin(signin.FAILED_KIND, None, signin.failed_data(name, client, reason))
+            recorded = True
+            log.warning("web sign-in refused for %s from %s: %s", visible(typed[:64]), client,
+                        reason)  # fmt: skip
+            return None, 401, 0
+        except Exception as exc:
+            log.error("a sign-in could not be recorded, so it was refused: %s", exc)
+            return None, 503, 0
+        finally:
+            self.throttle.end(typed, client, failed_unrecorded=not recorded and account is None)
 
     @contextlib.contextmanager
     def projection(self) -> Iterator[Projection]:
@@ -368,16 +442,26 @@ def build_app(workspace: str | Path, settings: ServeSettings) -> Starlette:
             or not isinstance(given, str)
             or not secrets.compare_digest(expected, given)
         ):
+            client = request.client.host if request.client else "?"
+            with contextlib.suppress(Exception):  # (refused either way)
+                await run_in_threadpool(
+                    site.record_signin, signin.FAILED_KIND, None,
+                    signin.failed_data(form.get("name"), client, signin.FORM_EXPIRED),
+                )  # fmt: skip
             return problem(request, 403, "the form expired or did not come from this site",
                            "open the sign-in page again")  # fmt: skip
-        name, password = form.get("name"), form.get("password")
-        account = None
-        if isinstance(name, str) and isinstance(password, str) and NAME.match(name):
-            account = await run_in_threadpool(site.accounts.check, name, password)
+        client = request.client.host if request.client else "?"
+        account, status, retry = await run_in_threadpool(
+            site.sign_in, form.get("name"), form.get("password"), client
+        )
         if account is None:
-            log.warning("web sign-in refused for %r from %s", str(name)[:64],
-                        request.client.host if request.client else "?")  # fmt: skip
-            return login_form(request, 401, "wrong name or password")
+            if status == 503:
+                return problem(request, 503, "the sign-in could not be recorded in the ticket "
+                               "log, so it was refused", "see itops.log")  # fmt: skip
+            answer = login_form(request, status, "wrong name or password")
+            if status == 429:
+                answer.headers["Retry-After"] = str(retry)
+            return answer
         request.session.clear()  # a fresh session: nothing carried over from before sign-in
         request.session["user"] = {"name": account.name, "role": account.role}
         request.session["csrf"] = secrets.token_urlsafe(32)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from toolkit.errors import ToolkitError
 
 if TYPE_CHECKING:
-    from toolkit.secrets.credentials import CredentialStore
+    from toolkit.secrets.credentials import CredentialStore, Secret
     from toolkit.workspace import Workspace
 
 SYSTEMS = ("rt",)  # implemented; the other desks' id forms are in docs/itsm.md
@@ -35,6 +35,8 @@ DEFAULT_WAITING = ("stalled",)
 DEFAULT_RESOLVED = ("resolved",)
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_ATTEMPTS = 20
+DELIVERY_MODES = ("detach", "wait")  # after a run: a detached process delivers, or the command
+DELIVER_ENV = "ITOPS_ITSM_DELIVER"  # overrides [itsm] deliver (a script, a test: "wait")
 
 
 class DeskError(ToolkitError):
@@ -165,6 +167,7 @@ class ItsmSettings:
     ca_bundle: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
     max_attempts: int = DEFAULT_ATTEMPTS
+    deliver: str = "detach"  # DELIVERY_MODES
     priorities: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
     categories: Mapping[str, str] = field(default_factory=dict)
     closed_states: tuple[str, ...] = DEFAULT_CLOSED
@@ -184,6 +187,7 @@ class ItsmSettings:
             ca_bundle=workspace.path(ca) if ca else None,
             timeout=float(raw.get("timeout", DEFAULT_TIMEOUT)),
             max_attempts=int(raw.get("max_attempts", DEFAULT_ATTEMPTS)),
+            deliver=str(raw.get("deliver", "detach")),
             priorities={**DEFAULT_PRIORITIES, **dict(raw.get("priorities", {}))},
             categories={str(k).casefold(): str(v) for k, v in raw.get("categories", {}).items()},
             closed_states=tuple(raw.get("closed_states", DEFAULT_CLOSED)),
@@ -194,6 +198,25 @@ class ItsmSettings:
     @property
     def configured(self) -> bool:
         return self.system is not None
+
+    def delivery(self) -> str:
+        """How a run's note is delivered: "detach" (a detached process, after the command has
+        printed its report and exited) or "wait" (the command delivers before it exits).
+
+        ITOPS_ITSM_DELIVER overrides [itsm] deliver; a password or token typed at a prompt (or
+        piped in) exists only in this process, so its notes are always delivered here."""
+        import os
+
+        mode = os.environ.get(DELIVER_ENV, "").strip().lower() or self.deliver
+        if mode not in DELIVERY_MODES:
+            raise ToolkitError(
+                f"{DELIVER_ENV}={mode!r} is not one of {', '.join(DELIVERY_MODES)}",
+                hint=f"unset it, or {DELIVER_ENV}=wait to deliver before the command exits",
+            )
+        secret = self.token or self.password or ""
+        if secret in ("prompt", "stdin") or secret.startswith("prompt:"):
+            return "wait"
+        return mode
 
     def owns(self, ticket: str | None) -> bool:
         """`ticket` is in this desk's id form (RT-123 with system = "rt")."""
@@ -243,8 +266,11 @@ def number(ticket: str, system: str = "rt") -> str:
     return found.group(1)
 
 
-def open_desk(settings: ItsmSettings, credentials: CredentialStore) -> Desk:
-    """The configured desk's adapter, its secrets resolved (and registered with the redactor)."""
+def desk_secrets(
+    settings: ItsmSettings, credentials: CredentialStore
+) -> tuple[Secret | None, Secret | None]:
+    """The configured desk's (password, token), resolved (and registered with the redactor):
+    in the calling thread, as a prompt must be."""
     if settings.system is None:
         raise ToolkitError(
             "no service desk is configured",
@@ -254,16 +280,23 @@ def open_desk(settings: ItsmSettings, credentials: CredentialStore) -> Desk:
         raise ToolkitError(
             "[itsm] url is not set", hint="the desk's base URL, e.g. https://rt.example.org"
         )
-    password = token = None
     if settings.token:
-        token = credentials.resolve(settings.token, "[itsm] token")
-    elif settings.password:
-        password = credentials.resolve(settings.password, "[itsm] password")
-    else:
-        raise ToolkitError(
-            "[itsm] needs password or token (a reference)",
-            hint='password = "env:RT_PASSWORD" or token = "keyring:itops/rt"',
-        )
+        return None, credentials.resolve(settings.token, "[itsm] token")
+    if settings.password:
+        return credentials.resolve(settings.password, "[itsm] password"), None
+    raise ToolkitError(
+        "[itsm] needs password or token (a reference)",
+        hint='password = "env:RT_PASSWORD" or token = "keyring:itops/rt"',
+    )
+
+
+def connect_desk(settings: ItsmSettings, password: Secret | None, token: Secret | None) -> Desk:
+    """The configured desk's adapter for secrets already resolved (any thread)."""
     from toolkit.itsm.rt import RtDesk
 
     return RtDesk(settings, password=password, token=token)
+
+
+def open_desk(settings: ItsmSettings, credentials: CredentialStore) -> Desk:
+    """The configured desk's adapter, its secrets resolved (and registered with the redactor)."""
+    return connect_desk(settings, *desk_secrets(settings, credentials))

@@ -76,6 +76,7 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "toolkit", "init", str(ws)], check=True,
                    capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     shutil.copy(HERE / "tasks" / "bench.py", ws / "tasks" / "bench.py")
+    os.chmod(ws / "tasks" / "bench.py", 0o644)  # (itops refuses a group-writable task file)
     _, up = itops(ws, "lab", "up", "--hosts", str(args.hosts), "--services", "none")
     if up.returncode:
         raise SystemExit(up.stdout + up.stderr)

@@ -99,14 +99,16 @@ def notes_on(server: RtServer, ticket: str, key: str = "itops-note") -> list[str
 
 
 # -- a workspace pointed at the RT ------------------------------------------------------------
-def workspace(tmp_path: Path, url: str, password_ref: str = "env:RT_PASSWORD") -> Path:
+def workspace(
+    tmp_path: Path, url: str, password_ref: str = "env:RT_PASSWORD", timeout: float = 5
+) -> Path:
     ws = tmp_path / "ws"
     done = run_itops("init", str(ws))
     assert done.returncode == 0, done.stderr
     with open(ws / "itops.toml", "a") as f:
         f.write(
             f'\n[itsm]\nsystem = "rt"\nurl = "{url}"\nuser = "root"\n'
-            f'password = "{password_ref}"\ntimeout = 5\n'
+            f'password = "{password_ref}"\ntimeout = {timeout:g}\n'
         )
     (ws / "inventory" / "hosts.yml").write_text(
         "all:\n  hosts:\n"
@@ -452,7 +454,7 @@ def test_the_run_does_not_wait_for_the_desk_its_detached_delivery_posts_once(
     arrives once."""
     proxy = RtProxy((rt_server.address, rt_server.port), "127.1.252.13", delay=8.0)
     try:
-        ws = workspace(tmp_path, proxy.url)
+        ws = workspace(tmp_path, proxy.url, timeout=30)  # RT's slowness is no timeout
         ticket = new_ticket(rt_server, "detached delivery")
         began = time.monotonic()
         done = itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", ticket,

@@ -74,24 +74,14 @@ def deliver_after_run(app: App, notes: Sequence[Note]) -> None:
     except ToolkitError as exc:
         render.echo(f"warning: {exc.message}: delivering now", fg="yellow", err=True)
         mode = "wait"
-    if mode == "detach":
-        from toolkit.itsm.outbox import detach
-
-        try:
-            detach(app.workspace.root, [n.key for n in notes])
-        except OSError as exc:
-            render.echo(
-                f"{tickets}: note pending (its delivery could not be started: {exc}); "
-                "itops itsm deliver sends it",
-                fg="yellow",
-                err=True,
-            )
-            return
-        keys = ", ".join(n.key for n in notes)
+    if mode == "detach":  # started once this command has closed its ledger
+        keys = [n.key for n in notes]
         render.echo(
-            f"{tickets}: note queued ({keys}), delivering in the background (itops itsm status)",
+            f"{tickets}: note queued ({', '.join(keys)}), delivering in the background "
+            "(itops itsm status)",
             err=True,
         )
+        app.after_close(lambda: _detach(app, tickets, keys))
         return
     try:
         done = _deliver(app, [n.key for n in notes], lock_wait=settings.timeout)
@@ -113,6 +103,20 @@ def deliver_after_run(app: App, notes: Sequence[Note]) -> None:
                 fg="yellow",
                 err=True,
             )
+
+
+def _detach(app: App, tickets: str, keys: Sequence[str]) -> None:
+    from toolkit.itsm.outbox import detach
+
+    try:
+        detach(app.workspace.root, keys)
+    except OSError as exc:
+        render.echo(
+            f"{tickets}: note pending (its delivery could not be started: {exc}); "
+            "itops itsm deliver sends it",
+            fg="yellow",
+            err=True,
+        )
 
 
 def _background(app: App, keys: Sequence[str]) -> list[Delivery]:

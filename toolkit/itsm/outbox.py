@@ -280,18 +280,21 @@ def _iso(at: float) -> str:
 
 
 def detach(root: Path, keys: Sequence[str]) -> int:
-    """Deliver `keys` from a detached process: `itops itsm deliver --background` in a session
-    of its own (no terminal: a hang-up or Ctrl-C of the command's shell does not reach it), its
-    standard streams on /dev/null (whoever reads the command's output sees it end now), its
-    results in the ledger and itops.log. It waits for the outbox lock if another delivery holds
-    it, then also delivers what earlier runs left pending (their backoff honoured). Returns
-    its pid; OSError if it could not be started (the notes stay pending)."""
+    """Deliver `keys` from a detached process: `itops itsm deliver --background`, niced, in a
+    session of its own (no terminal: a hang-up or Ctrl-C of the command's shell does not reach
+    it), its standard streams on /dev/null (whoever reads the command's output sees it end
+    now), its results in the ledger and itops.log. It waits for the outbox lock if another
+    delivery holds it, then also delivers what earlier runs left pending (their backoff
+    honoured). Returns its pid; OSError if it could not be started (the notes stay pending)."""
     import os
+    import shutil
     import subprocess
     import sys
     import warnings
 
-    argv = [sys.executable, "-m", "toolkit", "--workspace", str(root), "itsm", "deliver"]
+    nice = shutil.which("nice")  # background work: below the commands an operator waits for
+    argv = [nice, "-n", "10"] if nice else []
+    argv += [sys.executable, "-m", "toolkit", "--workspace", str(root), "itsm", "deliver"]
     argv += ["--background", *(arg for key in keys for arg in ("--note", key))]
     with warnings.catch_warnings():  # never waited for: it outlives this command
         warnings.simplefilter("ignore", ResourceWarning)

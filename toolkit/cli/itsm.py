@@ -130,8 +130,11 @@ def _background(app: App, keys: Sequence[str]) -> list[Delivery]:
     try:
         done = _deliver(app, keys, lock_wait=BACKGROUND_LOCK_WAIT) if keys else []
         done += _deliver(app, None, honour_backoff=True)
-    except ToolkitError as exc:
+    except ToolkitError as exc:  # (the desk's settings, its secrets): pending for later
         log.warning("desk notes %s not delivered: %s", ", ".join(keys), exc.message)
+        return []
+    except Exception:  # a bug must not go unseen: nobody reads this process's stderr
+        log.exception("desk notes %s not delivered", ", ".join(keys))
         return []
     for d in done:
         ok = d.result in ("delivered", "already-there")

@@ -59,6 +59,7 @@ class App:
         self.verbose = verbose
         self._clock = clock
         self._closers: list[Callable[[], None]] = []
+        self._after: list[Callable[[], None]] = []
         self.redactor = Redactor()
         self._ledger: Ledger | None = None
         self.read_only = False  # set by commands that only read (cli.options.reads_only)
@@ -154,18 +155,27 @@ class App:
         """Release something (a database engine, a temporary folder) when the command ends."""
         self._closers.append(closer)
 
+    def after_close(self, then: Callable[[], None]) -> None:
+        """Do something once the command is done with the workspace: its ledger anchored and
+        closed (a run's detached desk delivery starts then, so it never competes with it)."""
+        self._after.append(then)
+
     def close(self) -> None:
-        while self._closers:
-            try:
-                self._closers.pop()()
-            except Exception:
-                logging.getLogger("itops").debug("closing failed", exc_info=True)
-        if self._ledger is not None:
-            try:
-                self.anchor()
-            finally:
-                self._ledger.close()
-                self._ledger = None
+        try:
+            while self._closers:
+                try:
+                    self._closers.pop()()
+                except Exception:
+                    logging.getLogger("itops").debug("closing failed", exc_info=True)
+            if self._ledger is not None:
+                try:
+                    self.anchor()
+                finally:
+                    self._ledger.close()
+                    self._ledger = None
+        finally:
+            while self._after:
+                self._after.pop(0)()
 
     def anchor(self, *, force: bool = False) -> Any:
         """After a command that wrote to the ledger: sign its head into the anchor log (kept

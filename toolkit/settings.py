@@ -487,6 +487,12 @@ SCHEMA = Table(
                 "max_attempts": Key(
                     Int(1, 1000), "deliveries of a note tried before it counts as failed", "20"
                 ),
+                "deliver": Key(
+                    Text(choices=("detach", "wait")),
+                    "after a run: a detached process delivers its note (detach), or the command "
+                    "waits for it (wait); ITOPS_ITSM_DELIVER overrides",
+                    '"detach"',
+                ),
                 "closed_states": Key(
                     Text(many=True),
                     "desk states no run may go under",

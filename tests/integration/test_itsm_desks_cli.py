@@ -43,7 +43,8 @@ def desk(request: pytest.FixtureRequest) -> Iterator[tuple[str, Any]]:
 
 def itops(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("ITOPS_", "GLPI_", "ZAMMAD_"))}
-    base.update(PYTHONPATH=str(ROOT), ITOPS_OPERATOR="l2-ana", **SECRETS)
+    # the note is delivered before the command exits (detached delivery: tests/integration/test_itsm_rt.py)
+    base.update(PYTHONPATH=str(ROOT), ITOPS_OPERATOR="l2-ana", ITOPS_ITSM_DELIVER="wait", **SECRETS)
     base.update(env)
     return subprocess.run(
         [sys.executable, "-m", "toolkit", *args],

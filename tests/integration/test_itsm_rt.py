@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -98,14 +99,16 @@ def notes_on(server: RtServer, ticket: str, key: str = "itops-note") -> list[str
 
 
 # -- a workspace pointed at the RT ------------------------------------------------------------
-def workspace(tmp_path: Path, url: str, password_ref: str = "env:RT_PASSWORD") -> Path:
+def workspace(
+    tmp_path: Path, url: str, password_ref: str = "env:RT_PASSWORD", timeout: float = 5
+) -> Path:
     ws = tmp_path / "ws"
     done = run_itops("init", str(ws))
     assert done.returncode == 0, done.stderr
     with open(ws / "itops.toml", "a") as f:
         f.write(
             f'\n[itsm]\nsystem = "rt"\nurl = "{url}"\nuser = "root"\n'
-            f'password = "{password_ref}"\ntimeout = 5\n'
+            f'password = "{password_ref}"\ntimeout = {timeout:g}\n'
         )
     (ws / "inventory" / "hosts.yml").write_text(
         "all:\n  hosts:\n"
@@ -115,26 +118,35 @@ def workspace(tmp_path: Path, url: str, password_ref: str = "env:RT_PASSWORD") -
     return ws
 
 
-def itops_env(password: str = "password") -> dict[str, str]:
+def itops_env(password: str = "password", deliver: str = "wait") -> dict[str, str]:
+    """`deliver`: ITOPS_ITSM_DELIVER — "wait" (a run delivers its note before it exits, so a
+    test reads RT right after) unless a test is about the default, detached delivery."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ITOPS_", "RT_"))}
-    env.update(PYTHONPATH=str(ROOT), ITOPS_OPERATOR="l2-ana", RT_PASSWORD=password)
+    env.update(
+        PYTHONPATH=str(ROOT), ITOPS_OPERATOR="l2-ana", RT_PASSWORD=password,
+        ITOPS_ITSM_DELIVER=deliver,
+    )  # fmt: skip
     return env
 
 
-def run_itops(*args: str, password: str = "password") -> subprocess.CompletedProcess[str]:
+def run_itops(
+    *args: str, password: str = "password", deliver: str = "wait"
+) -> subprocess.CompletedProcess[str]:
     """The real CLI in a subprocess, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "toolkit", *args],
         capture_output=True,
         text=True,
         timeout=180,
-        env=itops_env(password),
+        env=itops_env(password, deliver),
         stdin=subprocess.DEVNULL,
     )
 
 
-def itops(ws: Path, *args: str, password: str = "password") -> subprocess.CompletedProcess[str]:
-    return run_itops("--workspace", str(ws), *args, password=password)
+def itops(
+    ws: Path, *args: str, password: str = "password", deliver: str = "wait"
+) -> subprocess.CompletedProcess[str]:
+    return run_itops("--workspace", str(ws), *args, password=password, deliver=deliver)
 
 
 def outbox(ws: Path) -> list[dict[str, Any]]:
@@ -142,6 +154,18 @@ def outbox(ws: Path) -> list[dict[str, Any]]:
     assert done.returncode == 0, done.stderr
     notes: list[dict[str, Any]] = json.loads(done.stdout)
     return notes
+
+
+def settled(ws: Path, timeout: float = 120.0) -> list[dict[str, Any]]:
+    """The outbox once a run's detached deliverer is done with it: every note delivered,
+    failed, or tried at least once (a pending note never tried is still in its hands)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        notes = outbox(ws)
+        if notes and all(n["state"] != "pending" or n["attempts"] for n in notes):
+            return notes
+        assert time.monotonic() < deadline, f"the detached delivery never ended: {notes}"
+        time.sleep(0.5)
 
 
 # -- the tests ----------------------------------------------------------------------------------
@@ -338,17 +362,22 @@ def test_rt_stopped_during_a_run_the_run_completes_and_the_note_is_delivered_onc
     assert len(notes_on(rt_server, ticket)) == 1
 
 
-class DroppingProxy:
-    """Forwards HTTP to RT; the first comment it forwards reaches RT (which commits it), and
-    RT's answer is dropped: the client sees the connection close, as if RT died before answering."""
+class RtProxy:
+    """Forwards HTTP to RT, one request a connection, and does to the answer to a comment
+    what a test asks: `drop` the first (RT committed it; the client sees the connection close,
+    as if RT died before answering), or `delay` each by that many seconds."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(
+        self, target: tuple[str, int], address: str, *, drop: bool = False, delay: float = 0.0
+    ) -> None:
         self.target = target
+        self.drop, self.delay = drop, delay
         self.sock = socket.socket()
-        self.sock.bind(("127.1.252.11", 0))
+        self.sock.bind((address, 0))
         self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
+        self.url = f"http://{address}:{self.sock.getsockname()[1]}"
         self.dropped = 0
+        self.comments: list[float] = []  # when each comment's answer was sent on
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -376,9 +405,12 @@ class DroppingProxy:
                 answer = b""
                 while chunk := upstream.recv(65536):
                     answer += chunk
-            if b"/comment " in head.split(b"\r\n")[0] and not self.dropped:
-                self.dropped += 1
-                return  # RT committed; its answer is lost
+            if b"/comment " in head.split(b"\r\n")[0]:
+                if self.drop and not self.dropped:
+                    self.dropped += 1
+                    return  # RT committed; its answer is lost
+                time.sleep(self.delay)
+                self.comments.append(time.monotonic())
             conn.sendall(answer)
 
     def close(self) -> None:
@@ -388,13 +420,20 @@ class DroppingProxy:
 def test_a_note_rt_took_before_its_answer_was_lost_is_never_posted_twice(
     rt_server: RtServer, tmp_path: Path
 ) -> None:
-    proxy = DroppingProxy((rt_server.address, rt_server.port))
+    """RT commits the run's note and its answer never comes back, in the run's detached
+    delivery: the note stays pending, and the next delivery finds it by its key on the ticket
+    instead of posting it again."""
+    proxy = RtProxy((rt_server.address, rt_server.port), "127.1.252.11", drop=True)
     try:
-        ws = workspace(tmp_path, f"http://127.1.252.11:{proxy.port}")
+        ws = workspace(tmp_path, proxy.url)
         ticket = new_ticket(rt_server, "answer lost")
-        done = itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", ticket)
+        done = itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", ticket,
+                     deliver="detach")  # fmt: skip
         assert done.returncode == 3, done.stderr
-        assert proxy.dropped == 1 and "note pending" in done.stderr
+        assert "delivering in the background" in done.stderr
+        [note] = settled(ws)
+        assert note["state"] == "pending" and note["attempts"] == 1, note
+        assert proxy.dropped == 1
         assert len(notes_on(rt_server, ticket)) == 1  # RT has it, itops does not know yet
         again = itops(ws, "itsm", "deliver")
         assert again.returncode == 0, again.stdout + again.stderr
@@ -402,6 +441,135 @@ def test_a_note_rt_took_before_its_answer_was_lost_is_never_posted_twice(
         assert len(notes_on(rt_server, ticket)) == 1
         [note] = outbox(ws)
         assert note["state"] == "delivered"
+    finally:
+        proxy.close()
+
+
+def test_the_run_does_not_wait_for_the_desk_its_detached_delivery_posts_once(
+    rt_server: RtServer, tmp_path: Path
+) -> None:
+    """The default delivery: the command prints its report and exits with the run's code while
+    a detached process delivers the note. RT here takes 8 s to answer the comment; the command
+    (its output read to the end, as a pipe reader does) is over long before, and the note
+    arrives once."""
+    proxy = RtProxy((rt_server.address, rt_server.port), "127.1.252.13", delay=8.0)
+    try:
+        ws = workspace(tmp_path, proxy.url, timeout=30)  # RT's slowness is no timeout
+        ticket = new_ticket(rt_server, "detached delivery")
+        began = time.monotonic()
+        done = itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", ticket,
+                     deliver="detach")  # fmt: skip
+        ended = time.monotonic()
+        assert done.returncode == 3, done.stdout + done.stderr  # the run's own exit code
+        assert f"{ticket}: note queued (itops-" in done.stderr
+        assert "delivering in the background" in done.stderr
+        assert ended - began < 8.0  # its streams closed before RT answered the comment
+        [note] = outbox(ws)
+        assert note["state"] == "pending" and note["attempts"] == 0  # in the deliverer's hands
+        [note] = settled(ws)
+        assert note["state"] == "delivered", note
+        assert len(proxy.comments) == 1 and proxy.comments[0] > ended
+        [text] = notes_on(rt_server, ticket)
+        assert note["key"] in text and "- ws-dead: unreachable" in text
+        assert itops(ws, "itsm", "deliver").stdout.strip() == "nothing to deliver"
+        assert len(notes_on(rt_server, ticket)) == 1
+    finally:
+        proxy.close()
+
+
+class TlsProxy:
+    """TLS in front of RT (RT's standalone server speaks HTTP only, as production RT does
+    behind Apache or nginx): a loopback listener with a certificate from the lab's CA
+    (toolkit.lab.tlsca) that relays each connection to RT's plain HTTP port."""
+
+    def __init__(self, target: tuple[str, int], address: str, cert: Path, key: Path) -> None:
+        import ssl
+
+        self.target = target
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.sock = socket.socket()
+        self.sock.bind((address, 0))
+        self.sock.listen(16)
+        self.url = f"https://{address}:{self.sock.getsockname()[1]}"
+        self.refused = 0  # handshakes the client broke off (it did not trust the certificate)
+        self.relayed = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, raw: socket.socket) -> None:
+        import select
+        import ssl
+
+        try:
+            conn = self.context.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError):
+            self.refused += 1
+            raw.close()
+            return
+        self.relayed += 1
+        with conn, socket.create_connection(self.target, timeout=30) as upstream:
+            while True:  # one thread a connection: the TLS socket is used from it only
+                ready = [conn] if conn.pending() else select.select([conn, upstream], [], [], 30)[0]
+                if not ready:
+                    return
+                for side in ready:
+                    try:
+                        data = side.recv(65536)
+                    except (ssl.SSLError, OSError):
+                        return
+                    if not data:
+                        return
+                    (upstream if side is conn else conn).sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_rt_behind_tls_is_refused_until_its_ca_is_configured(
+    rt_server: RtServer, tmp_path: Path
+) -> None:
+    """RT behind TLS with a certificate of a private CA: not trusted by default (`itsm check`
+    and a run under its ticket refused, exit 2, nothing recorded, the hint names ca_bundle);
+    with `ca_bundle` the CA's PEM the same run goes through and its note arrives over TLS."""
+    from toolkit.lab.tlsca import issue
+
+    address = "127.1.252.14"
+    tls = issue(tmp_path / "tls", "rt.lab.test", address, ca_name="itops test RT CA")
+    proxy = TlsProxy((rt_server.address, rt_server.port), address, tls.cert, tls.key)
+    try:
+        ws = workspace(tmp_path, proxy.url)
+        ticket = new_ticket(rt_server, "over TLS")
+        check = itops(ws, "itsm", "check")
+        assert check.returncode == 2, check.stdout + check.stderr
+        assert "its TLS certificate is not trusted" in check.stderr
+        assert "ca_bundle" in check.stderr
+        refused = itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", ticket)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "TLS certificate is not trusted" in refused.stderr
+        assert "action.begin" not in itops(ws, "log", "--json").stdout  # nothing ran
+        assert outbox(ws) == [] and notes_on(rt_server, ticket) == []
+        assert proxy.refused >= 2 and proxy.relayed == 0
+
+        with open(ws / "itops.toml", "a") as f:  # ([itsm] is the file's last table)
+            f.write(f'ca_bundle = "{tls.ca}"\n')
+        check = itops(ws, "itsm", "check")
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert f"TLS verified against {tls.ca}" in check.stdout
+        done = itops(ws, "fix", "printer.clear-queue", "ws-dead", "--ticket", ticket)
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert f"{ticket}: note delivered" in done.stderr
+        [note] = outbox(ws)
+        [text] = notes_on(rt_server, ticket)
+        assert note["state"] == "delivered" and note["key"] in text
+        assert proxy.relayed >= 2
     finally:
         proxy.close()
 
@@ -753,7 +921,8 @@ def test_rt_stopped_during_a_50_host_run_the_run_completes_and_one_note_arrives_
 ) -> None:
     """50 hosts, each a real SSH connection to a peer that never answers (held open until the
     connect timeout): RT is stopped while they are being worked on. The run ends with its own
-    outcome, its ONE note waits in the outbox, and after RT's restart it is posted exactly once."""
+    outcome, its detached deliverer finds RT down and leaves the ONE note waiting in the outbox,
+    and after RT's restart it is posted exactly once."""
     ws = workspace(tmp_path, rt_server.url)
     ticket = new_ticket(rt_server, "RT goes down during a 50-host run", priority=60)
     tarpit = Tarpit()
@@ -770,8 +939,8 @@ def test_rt_stopped_during_a_50_host_run_the_run_completes_and_one_note_arrives_
     run = subprocess.Popen(
         [sys.executable, "-m", "toolkit", "--workspace", str(ws), "fix", "printer.clear-queue",
          "all", "--ticket", ticket, "--connect-timeout", "5", "--forks", "50"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=itops_env(),
-        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=itops_env(deliver="detach"), stdin=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         assert tarpit.accepted.wait(60), "the run never reached its hosts"
@@ -782,10 +951,11 @@ def test_rt_stopped_during_a_50_host_run_the_run_completes_and_one_note_arrives_
             run.kill()
         tarpit.close()
     try:
-        assert run.returncode == 3, out + err
-        assert "note pending" in err
-        [note] = outbox(ws)  # one note for the run, not one per host
-        assert note["state"] == "pending" and note["attempts"] == 1
+        assert run.returncode == 3, out + err  # the run's own code, its delivery detached
+        assert "delivering in the background" in err
+        [note] = settled(ws)  # one note for the run, not one per host; RT down: it waits
+        assert note["state"] == "pending" and note["attempts"] == 1, note
+        assert "unreachable" in note["error"]
     finally:
         rt_server.start()
     delivered = itops(ws, "itsm", "deliver")

@@ -140,6 +140,60 @@ def test_one_delivery_at_a_time(ledger: Any, tmp_path: Path) -> None:
     assert busy.result == "busy" and notes(ledger)[0].state == "pending"
 
 
+def test_a_deliverer_killed_after_posting_never_gets_the_note_posted_twice(
+    ledger: Any, tmp_path: Path
+) -> None:
+    """A run's detached deliverer posts the note and is killed (a shutdown, `kill`) before it
+    records the delivery: the next one finds the note by its key instead of posting again."""
+    note = queue(ledger, "RT-5", "rt", "text")
+    desk = ScriptedDesk(KeyboardInterrupt())  # posted, then the process dies mid-answer
+    desk.answers[0].maybe_committed = True  # type: ignore[union-attr]
+    with pytest.raises(KeyboardInterrupt):
+        deliver(ledger, desk, lock=tmp_path / "lock", now=1000.0)
+    assert len(desk.posted) == 1 and notes(ledger)[0].state == "pending"
+    [again] = deliver(ledger, desk, lock=tmp_path / "lock", now=1001.0)
+    assert again.result == "already-there" and desk.searched == [note.key]
+    assert len(desk.posted) == 1 and notes(ledger)[0].state == "delivered"
+
+
+def test_a_deliverer_waits_for_the_delivery_under_way(ledger: Any, tmp_path: Path) -> None:
+    """`lock_wait`: a second deliverer (the next run's, `itsm deliver`) waits for the first
+    instead of leaving the notes pending as busy; without it, busy at once."""
+    import fcntl
+    import time
+
+    queue(ledger, "RT-5", "rt", "text")
+    lock = tmp_path / "lock"
+    held = open(lock, "a")  # noqa: SIM115 (released by the timer below)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    threading.Timer(0.5, held.close).start()
+    began = time.monotonic()
+    [busy] = deliver(ledger, ScriptedDesk(), lock=lock, now=0.0)
+    assert busy.result == "busy"
+    [done] = deliver(ledger, ScriptedDesk(), lock=lock, now=0.0, lock_wait=30)
+    assert done.result == "delivered" and 0.3 < time.monotonic() - began < 10
+
+
+def test_delivery_mode_detach_by_default_wait_on_request_and_for_a_prompted_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from toolkit.errors import ToolkitError
+
+    monkeypatch.delenv("ITOPS_ITSM_DELIVER", raising=False)
+    env = ItsmSettings(system="rt", password="env:RT_PASSWORD")
+    assert env.delivery() == "detach"
+    assert ItsmSettings(system="rt", password="env:X", deliver="wait").delivery() == "wait"
+    for typed in ("prompt", "prompt:RT password", "stdin"):  # only this process has it
+        assert ItsmSettings(system="rt", password=typed).delivery() == "wait"
+        assert ItsmSettings(system="rt", token=typed).delivery() == "wait"
+    monkeypatch.setenv("ITOPS_ITSM_DELIVER", "wait")
+    assert env.delivery() == "wait"
+    monkeypatch.setenv("ITOPS_ITSM_DELIVER", "later")
+    with pytest.raises(ToolkitError, match="ITOPS_ITSM_DELIVER='later'"):
+        env.delivery()
+    assert settings.problems({"itsm": {"system": "rt", "deliver": "now"}})
+
+
 def test_secrets_in_a_note_are_masked_before_the_desk_sees_them(tmp_path: Path) -> None:
     redactor = Redactor([Secret("hunter2-Sekret")])
     book = open_ledger(f"sqlite:///{tmp_path / 'l.db'}", operator="ana", redactor=redactor)

@@ -413,7 +413,9 @@ DEAD = "127.1.252.9"  # nothing listens there: the run's host ends unreachable a
 
 def run_itops(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")}
+    # the note is delivered before the command exits (detached delivery: tests/integration/test_itsm_rt.py)
     env.update(PYTHONPATH=str(ROOT), ITOPS_OPERATOR="l2-ana", DESK_PASSWORD=PASSWORD)
+    env.update(ITOPS_ITSM_DELIVER="wait")
     return subprocess.run(
         [sys.executable, "-m", "toolkit", "--workspace", str(ws), *args],
         capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL,

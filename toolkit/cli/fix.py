@@ -284,9 +284,15 @@ def execute(
     resolve: bool = False,
 ) -> tuple[RunReport, RunPolicy | None, DeskNotes]:
     """`itops fix` up to the report: what was typed, checked, then run by the run service."""
-    from toolkit.run.service import RunService, plan
+    from toolkit.desk.tickets import check_ticket_id
+    from toolkit.run.service import RunService, plan, refuse_desk_overrides, start_desk_lookup
 
     check_governance(break_glass, reason, approval, check_only)
+    lookup = None
+    if ticket is not None:  # a desk's ticket: looked up while the hosts and the task are read
+        check_ticket_id(ticket)
+        refuse_desk_overrides(app, ticket, category=category, priority=priority)
+        lookup = start_desk_lookup(app, ticket)
     request = plan(
         app,
         task,
@@ -321,6 +327,7 @@ def execute(
             command_timeout=command_timeout,
             observers=observers,
             resolve=decide,
+            desk_lookup=lookup,
         ) as service,
     ):
         ran = service.run(request)

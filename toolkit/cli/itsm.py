@@ -30,7 +30,17 @@ def itsm() -> None:
     """
 
 
-def _deliver(app: App, keys: Sequence[str] | None) -> list[Delivery]:
+LOCK_WAIT = 60.0  # `itsm deliver`: seconds to wait for a delivery already under way
+BACKGROUND_LOCK_WAIT = 600.0  # a run's detached deliverer: the runs before it may still deliver
+
+
+def _deliver(
+    app: App,
+    keys: Sequence[str] | None,
+    *,
+    lock_wait: float = 0.0,
+    honour_backoff: bool = False,
+) -> list[Delivery]:
     from toolkit.itsm import ItsmSettings, open_desk
     from toolkit.itsm.outbox import deliver
 
@@ -43,22 +53,41 @@ def _deliver(app: App, keys: Sequence[str] | None) -> list[Delivery]:
             lock=app.workspace.state_dir / "itsm-outbox.lock",
             keys=keys,
             max_attempts=settings.max_attempts,
+            lock_wait=lock_wait,
+            honour_backoff=honour_backoff,
         )
     finally:
         desk.close()
 
 
 def deliver_after_run(app: App, notes: Sequence[Note]) -> None:
-    """After a run's report: try its notes once; whatever fails stays pending (one line on
-    stderr says so). Never changes the run's exit code."""
+    """After a run's report: its notes handed to a detached deliverer (`[itsm] deliver =
+    "detach"`, the default), or tried once here (`wait`); whatever fails stays pending (one
+    line on stderr says so). Never changes the run's exit code, never fails the command."""
     from toolkit.errors import ToolkitError
+    from toolkit.itsm import ItsmSettings
 
+    settings = ItsmSettings.of(app.workspace)
+    tickets = ", ".join(dict.fromkeys(n.ticket for n in notes))
     try:
-        done = _deliver(app, [n.key for n in notes])
+        mode = settings.delivery()
+    except ToolkitError as exc:
+        render.echo(f"warning: {exc.message}: delivering now", fg="yellow", err=True)
+        mode = "wait"
+    if mode == "detach":  # started once this command has closed its ledger
+        keys = [n.key for n in notes]
+        render.echo(
+            f"{tickets}: note queued ({', '.join(keys)}), delivering in the background "
+            "(itops itsm status)",
+            err=True,
+        )
+        app.after_close(lambda: _detach(app, tickets, keys))
+        return
+    try:
+        done = _deliver(app, [n.key for n in notes], lock_wait=settings.timeout)
     except ToolkitError as exc:
         render.echo(
-            f"desk note for {notes[0].ticket} queued, not delivered: {exc.message} "
-            "(itops itsm deliver)",
+            f"desk note for {tickets} queued, not delivered: {exc.message} (itops itsm deliver)",
             fg="yellow",
             err=True,
         )
@@ -76,21 +105,74 @@ def deliver_after_run(app: App, notes: Sequence[Note]) -> None:
             )
 
 
+def _detach(app: App, tickets: str, keys: Sequence[str]) -> None:
+    from toolkit.itsm.outbox import detach
+
+    try:
+        detach(app.workspace.root, keys)
+    except OSError as exc:
+        render.echo(
+            f"{tickets}: note pending (its delivery could not be started: {exc}); "
+            "itops itsm deliver sends it",
+            fg="yellow",
+            err=True,
+        )
+
+
+def _background(app: App, keys: Sequence[str]) -> list[Delivery]:
+    """A run's detached deliverer: its notes now, then what earlier runs left pending (their
+    backoff honoured), each result in itops.log; nothing on a screen (there is none)."""
+    import logging
+
+    from toolkit.errors import ToolkitError
+
+    log = logging.getLogger("itops.itsm")
+    try:
+        done = _deliver(app, keys, lock_wait=BACKGROUND_LOCK_WAIT) if keys else []
+        done += _deliver(app, None, honour_backoff=True)
+    except ToolkitError as exc:  # (the desk's settings, its secrets): pending for later
+        log.warning("desk notes %s not delivered: %s", ", ".join(keys), exc.message)
+        return []
+    except Exception:  # a bug must not go unseen: nobody reads this process's stderr
+        log.exception("desk notes %s not delivered", ", ".join(keys))
+        return []
+    for d in done:
+        ok = d.result in ("delivered", "already-there")
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            "%s: note %s %s %s",
+            d.note.ticket,
+            d.note.key,
+            d.result,
+            d.detail,
+        )
+    return done
+
+
 @itsm.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the deliveries as JSON.")
+@click.option("--note", "keys", multiple=True, metavar="KEY", help="Only this note (repeatable).")
+@click.option("--background", is_flag=True, hidden=True, help="A run's detached deliverer.")
 @click.pass_obj
-def deliver(app: App, as_json: bool) -> None:
+def deliver(app: App, as_json: bool, keys: tuple[str, ...], background: bool) -> None:
     """Deliver every pending note now (a desk's Retry-After is still honoured).
 
-    Before re-posting a note whose last attempt failed, the ticket is searched for its dedupe
-    key: a note the desk took before its answer was lost is not posted twice. Exit 0 when
-    nothing is left pending, 1 otherwise.
+    A run hands its note to a detached deliverer; if one is delivering now, this waits for it
+    (up to a minute) and then delivers what is still pending. Before re-posting a note that was
+    sent or tried before, the ticket is searched for its dedupe key: a note the desk took
+    before its answer was lost is not posted twice. Exit 0 when nothing is left pending, 1
+    otherwise.
 
     \b
-    Example:
+    Examples:
       itops itsm deliver
+      itops itsm deliver --note itops-5f2c0a9e1b7d4c33
     """
-    done = _deliver(app, None)
+    if background:
+        done = _background(app, keys)
+        left = [d for d in done if d.result not in ("delivered", "already-there", "waiting")]
+        click.get_current_context().exit(1 if left else 0)
+    done = _deliver(app, keys or None, lock_wait=LOCK_WAIT)
     if as_json:
         render.emit_json(
             [{**d.note.as_dict(), "result": d.result, "detail": d.detail} for d in done]

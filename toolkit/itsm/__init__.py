@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from toolkit.errors import ToolkitError
 
 if TYPE_CHECKING:
-    from toolkit.secrets.credentials import CredentialStore
+    from toolkit.secrets.credentials import CredentialStore, Secret
     from toolkit.workspace import Workspace
 
 SYSTEMS = (
@@ -95,6 +95,8 @@ DESK_DEFAULTS: dict[str, dict[str, Any]] = {
         "resolved_states": ("resolved", "done"),
     },
 }
+DELIVERY_MODES = ("detach", "wait")  # after a run: a detached process delivers, or the command
+DELIVER_ENV = "ITOPS_ITSM_DELIVER"  # overrides [itsm] deliver (a script, a test: "wait")
 
 
 class DeskError(ToolkitError):
@@ -226,6 +228,7 @@ class ItsmSettings:
     ca_bundle: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
     max_attempts: int = DEFAULT_ATTEMPTS
+    deliver: str = "detach"  # DELIVERY_MODES
     priorities: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
     priority_names: Mapping[str, str] = field(default_factory=dict)  # desk name → P1..P4
     projects: tuple[str, ...] = ()  # Jira: the project keys whose issues are the desk's (all)
@@ -249,6 +252,7 @@ class ItsmSettings:
             ca_bundle=workspace.path(ca) if ca else None,
             timeout=float(raw.get("timeout", DEFAULT_TIMEOUT)),
             max_attempts=int(raw.get("max_attempts", DEFAULT_ATTEMPTS)),
+            deliver=str(raw.get("deliver", "detach")),
             priorities={
                 **desk.get("priorities", DEFAULT_PRIORITIES),
                 **dict(raw.get("priorities", {})),
@@ -283,6 +287,25 @@ class ItsmSettings:
     @property
     def configured(self) -> bool:
         return self.system is not None
+
+    def delivery(self) -> str:
+        """How a run's note is delivered: "detach" (a detached process, after the command has
+        printed its report and exited) or "wait" (the command delivers before it exits).
+
+        ITOPS_ITSM_DELIVER overrides [itsm] deliver; a password or token typed at a prompt (or
+        piped in) exists only in this process, so its notes are always delivered here."""
+        import os
+
+        mode = os.environ.get(DELIVER_ENV, "").strip().lower() or self.deliver
+        if mode not in DELIVERY_MODES:
+            raise ToolkitError(
+                f"{DELIVER_ENV}={mode!r} is not one of {', '.join(DELIVERY_MODES)}",
+                hint=f"unset it, or {DELIVER_ENV}=wait to deliver before the command exits",
+            )
+        secret = self.token or self.password or ""
+        if secret in ("prompt", "stdin") or secret.startswith("prompt:"):
+            return "wait"
+        return mode
 
     def owns(self, ticket: str | None) -> bool:
         """`ticket` is in this desk's id form (RT-123 with system = "rt")."""
@@ -351,8 +374,18 @@ def number(ticket: str, system: str = "rt") -> str:
     return found.group(1)
 
 
-def open_desk(settings: ItsmSettings, credentials: CredentialStore) -> Desk:
-    """The configured desk's adapter, its secrets resolved (and registered with the redactor)."""
+@dataclass(frozen=True)
+class DeskSecrets:
+    """A desk's credentials, resolved: a password or a token (and GLPI's App-Token)."""
+
+    password: Secret | None
+    token: Secret | None
+    app_token: Secret | None = None
+
+
+def desk_secrets(settings: ItsmSettings, credentials: CredentialStore) -> DeskSecrets:
+    """The configured desk's credentials, resolved (and registered with the redactor):
+    in the calling thread, as a prompt must be."""
     if settings.system is None:
         raise ToolkitError(
             "no service desk is configured",
@@ -367,22 +400,33 @@ def open_desk(settings: ItsmSettings, credentials: CredentialStore) -> Desk:
             f"[itsm] system {settings.system!r} is not implemented",
             hint=f"one of {', '.join(SYSTEMS)} (docs/itsm.md)",
         )
-    password = token = None
+    app_token = None
+    if settings.app_token:  # GLPI: its API client's App-Token
+        app_token = credentials.resolve(settings.app_token, "[itsm] app_token")
     if settings.token:
-        token = credentials.resolve(settings.token, "[itsm] token")
-    elif settings.password:
-        password = credentials.resolve(settings.password, "[itsm] password")
-    else:
-        raise ToolkitError(
-            "[itsm] needs password or token (a reference)",
-            hint='password = "env:RT_PASSWORD" or token = "keyring:itops/rt"',
+        return DeskSecrets(None, credentials.resolve(settings.token, "[itsm] token"), app_token)
+    if settings.password:
+        return DeskSecrets(
+            credentials.resolve(settings.password, "[itsm] password"), None, app_token
         )
+    raise ToolkitError(
+        "[itsm] needs password or token (a reference)",
+        hint='password = "env:RT_PASSWORD" or token = "keyring:itops/rt"',
+    )
+
+
+def connect_desk(settings: ItsmSettings, secrets: DeskSecrets) -> Desk:
+    """The configured desk's adapter for secrets already resolved (any thread); its module is
+    imported only now, when that desk is opened."""
     import importlib
 
-    module, _, name = ADAPTERS[settings.system].partition(":")
+    module, _, name = ADAPTERS[str(settings.system)].partition(":")
     adapter = getattr(importlib.import_module(module), name)
-    extra = {}
-    if settings.app_token:  # GLPI: its API client's App-Token
-        extra["app_token"] = credentials.resolve(settings.app_token, "[itsm] app_token")
-    desk: Desk = adapter(settings, password=password, token=token, **extra)
+    extra = {"app_token": secrets.app_token} if secrets.app_token is not None else {}
+    desk: Desk = adapter(settings, password=secrets.password, token=secrets.token, **extra)
     return desk
+
+
+def open_desk(settings: ItsmSettings, credentials: CredentialStore) -> Desk:
+    """The configured desk's adapter, its secrets resolved (and registered with the redactor)."""
+    return connect_desk(settings, desk_secrets(settings, credentials))

@@ -9,11 +9,20 @@ text (subject, requester) is stored as the desk sent it and shown through `texts
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from toolkit.itsm import DeskTicket, DeskUnavailable, ItsmSettings, TicketClosed, open_desk
+from toolkit.itsm import (
+    DeskSecrets,
+    DeskTicket,
+    DeskUnavailable,
+    ItsmSettings,
+    TicketClosed,
+    connect_desk,
+    desk_secrets,
+)
 
 if TYPE_CHECKING:
     from toolkit.desk.sla import Policy
@@ -29,21 +38,65 @@ class Looked:
     warning: str = ""
 
 
+class Lookup:
+    """A desk ticket's look-up under way in a thread of its own: started as soon as the command
+    knows the ticket, so the desk answers while the inventory, the task and the transports are
+    prepared; `result()` waits for it, before the run policy reads the ticket and before
+    anything is recorded or changed. The secrets are resolved in the caller's thread (a prompt
+    must be); the thread only asks the desk (the adapter's import, one request)."""
+
+    def __init__(self, settings: ItsmSettings, credentials: CredentialStore, ticket: str) -> None:
+        self.ticket = ticket
+        self._settings = settings
+        self._found: DeskTicket | None = None
+        self._error: BaseException | None = None
+        secrets = desk_secrets(settings, credentials)
+        self._thread = threading.Thread(
+            target=self._ask, args=(secrets,), name=f"desk look-up {ticket}", daemon=True
+        )
+        self._thread.start()
+
+    def _ask(self, secrets: DeskSecrets) -> None:
+        try:
+            desk = connect_desk(self._settings, secrets)
+            try:
+                self._found = desk.lookup(self.ticket)
+            finally:
+                desk.close()
+        except BaseException as exc:  # raised in the caller's thread, by result()
+            self._error = exc
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> DeskTicket:
+        """The desk's ticket (the look-up's DeskError raised here)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._found is not None
+        return self._found
+
+
 def lookup_and_mirror(
     settings: ItsmSettings,
     credentials: CredentialStore,
     ledger: Ledger,
     ticket: str,
     policy: Policy,
+    *,
+    started: Lookup | None = None,
 ) -> Looked:
     """Look `ticket` up at the desk (TicketUnknown / TicketClosed / DeskAuthError raise: exit 2)
     and bring its mirror up to date. A desk that is unreachable is tolerated only for a ticket
-    already mirrored (its last known priority then decides)."""
+    already mirrored (its last known priority then decides). `started`: the look-up begun
+    earlier (`Lookup`), waited for here."""
     from toolkit.desk.tickets import history, summarize
 
-    desk = open_desk(settings, credentials)
+    pending = started if started is not None else Lookup(settings, credentials, ticket)
     try:
-        found = desk.lookup(ticket)
+        found = pending.result()
     except DeskUnavailable as exc:
         known = summarize(ticket, *history(ledger, ticket), policy)
         if known is None:
@@ -54,8 +107,6 @@ def lookup_and_mirror(
         warning = f"{exc.message}; going on with {ticket} as last mirrored ({known.priority})"
         log.warning("%s", warning)
         return Looked(None, warning)
-    finally:
-        desk.close()
     if found.closed:
         raise TicketClosed(
             f"{ticket} is {found.status} in {settings.system.upper() if settings.system else 'the desk'}"

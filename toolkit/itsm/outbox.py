@@ -1,16 +1,18 @@
 """The outbox in the ledger: a note for the desk is recorded first and delivered after.
 
     itsm.note       ticket, action_id = the dedupe key; data: system, text, resolve
+    itsm.sending    a delivery is about to post the note (so whoever delivers it next looks first)
     itsm.attempt    a delivery that failed: its error, the attempt's number, when to try again
     itsm.delivered  the desk has the note (data.found: it was already there, not posted again)
     itsm.failed     given up (max attempts, or the desk refused for good): `itsm status` shows it
 
 The ledger is append-only, so a note's state is the replay of its records. The text holds its
-dedupe key (`itops-note: KEY`); a delivery after any failed attempt first looks the key up on
-the ticket, so a post the desk committed before its answer was lost (a timeout) is never posted
-a second time. A failed attempt waits before the next: the desk's Retry-After (429), else
-30 s doubling up to an hour. One delivery at a time per workspace (a lock file): two
-`itops itsm deliver` never post the same note at once.
+dedupe key (`itops-note: KEY`). Before posting, `itsm.sending` is recorded; a delivery of a note
+that was ever sent (or failed) first looks the key up on the ticket, so a post the desk committed
+before its answer was lost (a timeout, a deliverer killed after posting) is never posted a second
+time. A failed attempt waits before the next: the desk's Retry-After (429), else 30 s doubling up
+to an hour. One delivery at a time per workspace (a lock file): two deliverers (a run's detached
+one, `itops itsm deliver`, the scheduler) never post the same note at once.
 
 Delivery never raises: a desk that is down leaves the note pending, and the run that queued it
 has already finished.
@@ -22,6 +24,7 @@ import contextlib
 import fcntl
 import logging
 import secrets
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -36,7 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("itops.itsm")
 
 NOTE, ATTEMPT, DELIVERED, FAILED = "itsm.note", "itsm.attempt", "itsm.delivered", "itsm.failed"
-KINDS = (NOTE, ATTEMPT, DELIVERED, FAILED)
+SENDING = "itsm.sending"
+KINDS = (NOTE, SENDING, ATTEMPT, DELIVERED, FAILED)
 KEY_LINE = "itops-note: "
 FIRST_DELAY, MAX_DELAY = 30.0, 3600.0
 
@@ -60,6 +64,7 @@ class Note:
     error: str = ""
     next_at: float = 0.0  # epoch seconds; 0: now
     where: str = ""
+    sent: int = 0  # deliveries that went as far as posting it (itsm.sending)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -115,7 +120,9 @@ def notes(ledger: Ledger, *, ticket: str | None = None) -> list[Note]:
         note = found.get(key)
         if note is None:
             continue
-        if r.kind == ATTEMPT:
+        if r.kind == SENDING:
+            found[key] = replace(note, sent=note.sent + 1)
+        elif r.kind == ATTEMPT:
             found[key] = replace(
                 note,
                 attempts=int(info.get("attempt", note.attempts + 1)),
@@ -149,11 +156,13 @@ def deliver(
     max_attempts: int = 20,
     now: float | None = None,
     honour_backoff: bool = False,
+    lock_wait: float = 0.0,
 ) -> list[Delivery]:
     """Deliver the pending notes (only `keys`, if given). A desk's Retry-After is always
     honoured; the doubling backoff only with `honour_backoff` (an operator's `itsm deliver`
-    means now). Never raises for the desk."""
-    with _locked(lock) as held:
+    means now). `lock_wait`: seconds to wait for a delivery already under way (then: busy).
+    Never raises for the desk."""
+    with _locked(lock, lock_wait) as held:
         todo = [n for n in pending(ledger) if keys is None or n.key in keys]
         if not held:
             return [Delivery(n, "busy", "another itops is delivering") for n in todo]
@@ -171,9 +180,14 @@ def _deliver_one(ledger: Ledger, desk: Desk, note: Note, max_attempts: int, now:
     from toolkit.ledger import Entry
 
     try:
-        where = desk.find_note(note.ticket, note.key) if note.attempts else None
+        # sent or tried before: the desk may have it already (its answer lost, the deliverer
+        # killed after posting): look before posting again
+        where = desk.find_note(note.ticket, note.key) if note.attempts or note.sent else None
         found = where is not None
         if where is None:
+            ledger.append(
+                Entry(SENDING, ticket=note.ticket, action_id=note.key, data={"to": desk.system})
+            )
             where = desk.add_note(note.ticket, note.text)
         if note.resolve:
             desk.resolve(note.ticket)
@@ -237,14 +251,20 @@ def backoff(attempt: int) -> float:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[bool]:
+def _locked(path: Path, wait: float = 0.0) -> Iterator[bool]:
+    """The lock file held (True), or not within `wait` seconds (False)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.05)
         try:
             yield True
         finally:
@@ -257,3 +277,36 @@ def _now() -> float:
 
 def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def detach(root: Path, keys: Sequence[str]) -> int:
+    """Deliver `keys` from a detached process: `itops itsm deliver --background`, niced, in a
+    session of its own (no terminal: a hang-up or Ctrl-C of the command's shell does not reach
+    it), its standard streams on /dev/null (whoever reads the command's output sees it end
+    now), its results in the ledger and itops.log. It waits for the outbox lock if another
+    delivery holds it, then also delivers what earlier runs left pending (their backoff
+    honoured). Returns its pid; OSError if it could not be started (the notes stay pending)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import warnings
+
+    nice = shutil.which("nice")  # background work: below the commands an operator waits for
+    argv = [nice, "-n", "10"] if nice else []
+    argv += [sys.executable, "-m", "toolkit", "--workspace", str(root), "itsm", "deliver"]
+    argv += ["--background", *(arg for key in keys for arg in ("--note", key))]
+    with warnings.catch_warnings():  # never waited for: it outlives this command
+        warnings.simplefilter("ignore", ResourceWarning)
+        child = subprocess.Popen(
+            argv,
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env=os.environ.copy(),
+        )
+        pid = child.pid
+        del child
+    return pid

@@ -25,6 +25,7 @@ from toolkit.run.runner import Runner, RunOptions, RunReport
 if TYPE_CHECKING:
     from toolkit.app import App
     from toolkit.inventory import Host
+    from toolkit.itsm.mirror import Lookup
     from toolkit.itsm.outbox import Note
     from toolkit.remediation.catalog import Task
     from toolkit.run.events import RunObserver
@@ -100,6 +101,29 @@ def refuse_desk_overrides(
         )
 
 
+def desk_system(app: App, ticket: str | None) -> str | None:
+    """The desk system if `ticket` is the configured desk's id (RT-123 with [itsm] rt)."""
+    if not ticket or "itsm" not in app.workspace.config:
+        return None
+    from toolkit.itsm import ItsmSettings
+
+    settings = ItsmSettings.of(app.workspace)
+    return settings.system if settings.owns(ticket) else None
+
+
+def start_desk_lookup(app: App, ticket: str | None) -> Lookup | None:
+    """For a desk's ticket: its look-up started now, in a thread (toolkit.itsm.mirror.Lookup),
+    so the desk answers while the caller loads the inventory and the task and the run service
+    prepares its transports; `RunService(desk_lookup=…)` waits for it before its policy decision
+    and before anything is recorded. None for any other ticket."""
+    if desk_system(app, ticket) is None:
+        return None
+    from toolkit.itsm import ItsmSettings
+    from toolkit.itsm.mirror import Lookup
+
+    return Lookup(ItsmSettings.of(app.workspace), app.credentials, str(ticket))
+
+
 def plan(
     app: App,
     task: str,
@@ -168,10 +192,12 @@ class RunService:
         connector: Connector | None = None,
         write_back: bool = True,
         resolve: Callable[[RunReport], tuple[bool, str]] | None = None,
+        desk_lookup: Lookup | None = None,
     ) -> None:
         """`observers`: see every run's events (toolkit.run.events: the CLI's progress bar);
         `connector`: where hosts are reached (default: the transports, opened on first use,
-        closed with the service; a given one is the caller's to close)."""
+        closed with the service; a given one is the caller's to close); `desk_lookup`: a desk
+        ticket's look-up the caller started early (`start_desk_lookup`)."""
         self.app = app
         self.observers = tuple(observers)
         self._timeouts = (connect_timeout, command_timeout)
@@ -184,6 +210,7 @@ class RunService:
         self.desk_notes: list[Note] = []  # queued for the desk by this service's runs
         self.desk_warnings: list[str] = []
         self._looked_up: set[str] = set()
+        self._lookups = {desk_lookup.ticket: desk_lookup} if desk_lookup is not None else {}
 
     def __enter__(self) -> RunService:
         return self
@@ -213,6 +240,7 @@ class RunService:
         changes = bool(request.ticket) and not request.check_only
         desk = self.desk_system(request.ticket)
         if desk is not None:
+            self._prepare_transports(request)  # while the desk answers
             self.look_up(str(request.ticket))
         elif changes and request.open_ticket is not None:
             from toolkit.desk.tickets import ensure
@@ -289,12 +317,22 @@ class RunService:
 
     def desk_system(self, ticket: str | None) -> str | None:
         """The desk system if `ticket` is the configured desk's id (RT-123 with [itsm] rt)."""
-        if not ticket or "itsm" not in self.app.workspace.config:
-            return None
-        from toolkit.itsm import ItsmSettings
+        return desk_system(self.app, ticket)
 
-        settings = ItsmSettings.of(self.app.workspace)
-        return settings.system if settings.owns(ticket) else None
+    def _prepare_transports(self, request: RunRequest) -> None:
+        """A desk look-up under way: meanwhile the run's transports are made ready (their
+        modules imported, known hosts loaded), which reaches no host. A transport that cannot
+        be made ready is left for the run to report, host by host, as it would."""
+        from toolkit.errors import ToolkitError
+
+        pending = self._lookups.get(str(request.ticket))
+        if pending is None or pending.done:
+            return
+        for kind in sorted({h.transport for h in request.hosts}):
+            try:
+                self.connector.factory(kind)
+            except ToolkitError:
+                continue
 
     def look_up(self, ticket: str) -> None:
         """Before anything runs: the desk's ticket looked up (unknown, closed: refused) and
@@ -312,6 +350,7 @@ class RunService:
             app.ledger,
             ticket,
             policy_for(app.workspace),
+            started=self._lookups.pop(ticket, None),
         )
         if looked.warning:
             self.desk_warnings.append(looked.warning)

@@ -104,13 +104,18 @@ class ServiceNowDesk:
                 self._retry_after = _seconds(value)
 
     # -- the Desk calls ----------------------------------------------------------------------
-    def lookup(self, ticket: str) -> DeskTicket:
+    def _incident(self, ticket: str) -> list[Any]:
+        """The incident's row (none: an empty list)."""
         n = number(ticket, self.system)
-        rows = self._call(
+        rows: list[Any] = self._call(
             f"look up {ticket}",
             lambda: self._rows("incident", f"number={n}", FIELDS, limit=1),
             ticket=ticket,
         )
+        return rows
+
+    def lookup(self, ticket: str) -> DeskTicket:
+        rows = self._incident(ticket)
         if not rows:
             raise TicketUnknown(
                 f"{ticket}: ServiceNow at {self.url} has no such incident",
@@ -230,12 +235,7 @@ class ServiceNowDesk:
         return Change(info.id, _txn(at), at, row["sys_created_by"].value, "created")
 
     def history(self, ticket: str) -> list[Change]:
-        n = number(ticket, self.system)
-        rows = self._call(
-            f"look up {ticket}",
-            lambda: self._rows("incident", f"number={n}", FIELDS, limit=1),
-            ticket=ticket,
-        )
+        rows = self._incident(ticket)
         if not rows:
             return []
         first = self._created(rows[0])

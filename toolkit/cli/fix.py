@@ -323,7 +323,15 @@ def execute(
             resolve=decide,
         ) as service,
     ):
-        ran = service.run(request)
+        from toolkit.workers import by_site
+
+        if any(site is not None for site in by_site(request.hosts)):
+            # hosts of remote sites: their jobs go to the sites' workers (toolkit.workers)
+            from toolkit.workers.dispatch import run_distributed
+
+            ran = run_distributed(service, request, connect_timeout=connect_timeout)
+        else:
+            ran = service.run(request)
     desk = DeskNotes(
         service.desk_system(ticket), service.desk_notes, service.desk_warnings, service.resolution
     )

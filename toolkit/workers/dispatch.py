@@ -1,0 +1,294 @@
+"""The controller's side: a run whose hosts have sites, dispatched to the sites' workers.
+
+`run_distributed` is `RunService.run` for such a run: every site must have a live worker (asked
+with Celery's inspect, a short timeout: "no worker for site X" rather than a hang); the request is
+admitted once here (ticket, run policy); then per --serial batch, one job per site chunk is sent
+to the site's queue while the controller runs its own hosts (no site) itself; the batch's results
+come back through the result backend, and --max-fail-percent is applied across the whole batch
+(the hosts of later batches are recorded as not run, here). Ctrl-C revokes the jobs: queued ones
+never start, running ones interrupt their hosts (the remote commands stop) and send back what
+finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from toolkit.errors import ToolkitError
+from toolkit.run.results import HostResult, Outcome, RunReport
+from toolkit.run.runner import RunInterrupted
+from toolkit.workers import (
+    TASK_NAME,
+    WorkerSettings,
+    by_site,
+    queue_of,
+    require_shared_ledger,
+    result_from_dict,
+)
+
+if TYPE_CHECKING:
+    from toolkit.inventory import Host
+    from toolkit.run.policy import RunPolicy
+    from toolkit.run.service import Ran, RunRequest, RunService
+
+log = logging.getLogger("itops.workers")
+
+REVOKE_GRACE = 20.0  # seconds running jobs get, after Ctrl-C, to send back what they finished
+
+
+class NoWorker(ToolkitError):
+    """A site of the run has no live worker: nothing was recorded or sent."""
+
+    exit_code = 3
+
+
+class BrokerError(ToolkitError):
+    """The broker (or the result backend) could not be reached."""
+
+    exit_code = 3
+
+
+def has_sites(hosts: Sequence[Host]) -> bool:
+    return any(site is not None for site in by_site(hosts))
+
+
+def live_workers(celery: Any, settings: WorkerSettings) -> dict[str, list[str]]:
+    """Live workers per site, as they answer Celery's inspect within the ping timeout."""
+    from toolkit.workers import QUEUE_PREFIX
+
+    try:
+        answered = celery.control.inspect(timeout=settings.ping_timeout).active_queues() or {}
+    except Exception as exc:  # kombu's OperationalError, socket errors: the broker is down
+        raise BrokerError(
+            f"the broker at {settings.shown_broker} cannot be reached: {exc}",
+            hint="start it, or set [workers] broker in itops.toml",
+        ) from None
+    sites: dict[str, list[str]] = {}
+    for worker, queues in sorted(answered.items()):
+        for queue in queues or ():
+            name = str(queue.get("name", ""))
+            if name.startswith(QUEUE_PREFIX):
+                sites.setdefault(name[len(QUEUE_PREFIX) :], []).append(worker)
+    return sites
+
+
+@dataclasses.dataclass
+class _Job:
+    site: str
+    hosts: list[Host]
+    result: Any  # celery AsyncResult
+
+
+def run_distributed(
+    service: RunService,
+    request: RunRequest,
+    *,
+    connect_timeout: float | None = None,
+) -> Ran:
+    """Run `request` over the controller and the sites' workers (see the module docstring)."""
+    from toolkit.run.service import Ran
+    from toolkit.workers.celeryapp import make_celery
+
+    app = service.app
+    require_shared_ledger(app.workspace)
+    settings = WorkerSettings.of(app.workspace)
+    sites = sorted(s for s in by_site(request.hosts) if s is not None)
+    celery = make_celery(settings)
+    live = live_workers(celery, settings)
+    for site in sites:
+        if not live.get(site):
+            raise NoWorker(
+                f"no worker for site {site}: nothing was run or recorded",
+                hint=f"start one there: itops worker --site {site}  (itops worker list shows "
+                "the live ones)",
+            )
+    started = time.monotonic()
+    policy = service.admit(request)
+    results: dict[str, HostResult] = {}
+    notes: list[str] = []
+    finish_failed = False
+    pending: list[_Job] = []
+    stop_reason: str | None = None
+    local = dataclasses.replace(request, serial=None, max_fail_percent=None)
+    try:
+        for batch in _batches(list(request.hosts), request.serial):
+            if stop_reason:
+                ran = service.execute(
+                    dataclasses.replace(local, hosts=batch, not_run=stop_reason), policy
+                )
+                results.update({r.host: r for r in ran.report.results})
+                continue
+            groups = by_site(batch)
+            pending = [
+                _Job(site, chunk, _send(celery, request, policy, site, chunk, connect_timeout))
+                for site, hosts in groups.items()
+                if site is not None
+                for chunk in _chunks(hosts, settings.job_hosts)
+            ]
+            if groups.get(None):
+                ran = service.execute(dataclasses.replace(local, hosts=groups[None]), policy)
+                results.update({r.host: r for r in ran.report.results})
+                notes.extend(ran.report.notes)
+                finish_failed |= ran.report.finish_failed
+            for job, data in _wait(pending):
+                got, job_notes, failed = _collect(job, data)
+                results.update(got)
+                notes.extend(job_notes)
+                finish_failed |= failed
+            pending = []
+            failed_hosts = sum(
+                results[h.name].outcome in (Outcome.FAILED, Outcome.UNREACHABLE)
+                for h in batch
+                if h.name in results
+            )
+            limit = request.max_fail_percent
+            if limit is not None and failed_hosts * 100 > limit * len(batch):
+                stop_reason = (
+                    f"not run: {failed_hosts} of {len(batch)} hosts failed in an earlier batch "
+                    f"(more than --max-fail-percent {limit:g})"
+                )
+    except KeyboardInterrupt as stop:
+        raise _interrupted(celery, request, pending, results, stop, started) from None
+    ordered = tuple(results[h.name] for h in request.hosts if h.name in results)
+    report = RunReport(
+        request.task.name,
+        request.ticket,
+        request.check_only,
+        ordered,
+        time.monotonic() - started,
+        tuple(notes),
+        finish_failed,
+    )
+    return Ran(report, policy)
+
+
+def _send(
+    celery: Any,
+    request: RunRequest,
+    policy: RunPolicy | None,
+    site: str,
+    hosts: Sequence[Host],
+    connect_timeout: float | None,
+) -> Any:
+    from toolkit.workers.jobs import policy_state
+
+    payload = {
+        "site": site,
+        "task": request.task.name,
+        "hosts": [h.name for h in hosts],
+        "params": dict(request.params),
+        "ticket": request.ticket,
+        "check_only": request.check_only,
+        "forks": request.forks,
+        "connect_timeout": connect_timeout,
+        "command_timeout": request.command_timeout,
+        "policy": policy_state(policy),
+        "tags": dict(request.tags),
+    }
+    try:
+        return celery.send_task(TASK_NAME, args=[payload], queue=queue_of(site))
+    except Exception as exc:
+        raise BrokerError(f"could not send the job for site {site} to the broker: {exc}") from None
+
+
+def _wait(jobs: Sequence[_Job], timeout: float | None = None) -> list[tuple[_Job, Any]]:
+    """Each job with its result data once it is ready (in the order they finish)."""
+    done: list[tuple[_Job, Any]] = []
+    waiting = list(jobs)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while waiting:
+        for job in list(waiting):
+            try:
+                ready = job.result.ready()
+            except Exception as exc:
+                raise BrokerError(f"lost the result backend while waiting: {exc}") from None
+            if ready:
+                waiting.remove(job)
+                done.append((job, _data(job.result)))
+        if waiting:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    return done
+
+
+def _data(result: Any) -> Any:
+    if result.successful():
+        return result.result
+    return {"error": f"the job {result.state.lower()}: {result.result!r}"}
+
+
+def _collect(job: _Job, data: Any) -> tuple[dict[str, HostResult], list[str], bool]:
+    """A finished job's host results, notes and whether its run failed beyond its hosts."""
+    if not isinstance(data, Mapping) or "results" not in data:
+        error = str(data.get("error") if isinstance(data, Mapping) else data)
+        failed = {
+            h.name: HostResult(
+                h.name, Outcome.FAILED, f"the worker for site {job.site} refused the job: {error}",
+                error="worker-refused",
+            )
+            for h in job.hosts
+        }  # fmt: skip
+        return failed, [], False
+    got = {r.host: r for r in (result_from_dict(d) for d in data["results"])}
+    for h in job.hosts:  # a host the job returned nothing for (revoked before it started)
+        got.setdefault(h.name, _not_started(h.name))
+    return got, [str(n) for n in data.get("notes") or ()], bool(data.get("finish_failed"))
+
+
+def _not_started(host: str) -> HostResult:
+    return HostResult(host, Outcome.SKIPPED, "not run: its job was cancelled before it started")
+
+
+def _interrupted(
+    celery: Any,
+    request: RunRequest,
+    pending: Sequence[_Job],
+    results: dict[str, HostResult],
+    stop: KeyboardInterrupt,
+    started: float,
+) -> RunInterrupted:
+    """Ctrl-C: revoke every job of the run; what the running ones finish still comes back."""
+    if isinstance(stop, RunInterrupted):  # the controller's own hosts were interrupted
+        results.update({r.host: r for r in stop.results})
+    ids = [job.result.id for job in pending]
+    if ids:
+        try:
+            celery.control.revoke(ids)
+        except Exception as exc:
+            log.error("could not revoke the jobs: %s", exc)
+    back: set[str] = set()
+    for job, data in _wait(pending, timeout=REVOKE_GRACE if ids else 0):
+        got, _, _ = _collect(job, data)
+        for name, result in got.items():
+            if result.action_id is not None or result.outcome != Outcome.SKIPPED:
+                results[name] = result
+        back.add(job.result.id)
+    abandoned: list[str] = []
+    for job in pending:
+        if job.result.id not in back and job.result.state == "STARTED":
+            abandoned += [h.name for h in job.hosts if h.name not in results]
+    if isinstance(stop, RunInterrupted):
+        abandoned += [h for h in stop.abandoned if h not in results]
+    return RunInterrupted(
+        request.task.name,
+        request.ticket,
+        tuple(results[h.name] for h in request.hosts if h.name in results),
+        tuple(h.name for h in request.hosts if h.name in abandoned),
+        tuple(h.name for h in request.hosts if h.name not in results and h.name not in abandoned),
+        time.monotonic() - started,
+    )
+
+
+def _batches(hosts: list[Host], serial: int | None) -> list[list[Host]]:
+    if not serial or serial >= len(hosts):
+        return [hosts]
+    return [hosts[i : i + serial] for i in range(0, len(hosts), serial)]
+
+
+def _chunks(hosts: list[Host], size: int) -> list[list[Host]]:
+    return [hosts[i : i + size] for i in range(0, len(hosts), max(1, size))]

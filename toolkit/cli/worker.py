@@ -49,7 +49,13 @@ def worker(ctx: click.Context, site: str | None, forks: int | None, jobs: int | 
 @click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON.")
 @click.pass_obj
 def list_workers(app: App, as_json: bool) -> None:
-    """Sites, their live workers, each one's heartbeat age, and the sites' queue depths."""
+    """Sites, their live workers, each one's heartbeat age, and the sites' queue depths.
+
+    \b
+    Examples:
+      itops worker list
+      itops worker list --json | jq '.[] | select(.worker == null) | .site'
+    """
     from toolkit.workers.serve import listing
 
     rows = listing(app)

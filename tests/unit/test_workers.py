@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from toolkit.errors import InventoryError
 from toolkit.inventory import make_host
 from toolkit.ledger import Record

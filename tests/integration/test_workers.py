@@ -324,3 +324,51 @@ def test_a_worker_killed_mid_batch_never_applies_twice(estate: Estate, tmp_path:
     # no action left open: each begin of the lost job was finished by the redelivery
     opened = estate.itops("log", "--ticket", "INC-7004", "--outcome", "open", "--json")
     assert a_hosts[0] not in opened.stdout, opened.stdout
+
+
+def test_ctrl_c_revokes_queued_jobs_and_stops_running_ones(estate: Estate) -> None:
+    folder = marks_dir(Path("/tmp"))
+    config = estate.root / "itops.toml"
+    before = config.read_text()
+    # one host per job: branch-a's worker runs two jobs at once, its third waits in the queue
+    config.write_text(before.replace("jobs = 2\n", "jobs = 2\njob_hosts = 1\n"))
+    remote = estate.hosts[:5]
+    try:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "toolkit", "--workspace", str(estate.root), "fix",
+             "test.mark", "branch-a:branch-b", "-p", f"folder={folder}", "-p", "seconds=20",
+             "--ticket", "INC-7005", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=estate.env,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # four hosts applying, one job still queued
+            log = estate.itops("log", "--ticket", "INC-7005", "--json").stdout
+            if log.count('"action.begin"') >= 4:
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)
+        interrupted = time.monotonic()
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+        took = time.monotonic() - interrupted
+    finally:
+        config.write_text(before)
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, out + err
+    assert took < 15, took
+    report = json.loads(out)
+    assert report["interrupted"] is True
+    outcomes = {h["host"]: h for h in report["hosts"]}
+    running = [h for h in remote if h in outcomes]
+    assert len(running) == 4, report  # the four that had started, each with its result
+    for name in running:
+        assert outcomes[name]["outcome"] == "failed", outcomes[name]
+        assert "interrupted" in str(outcomes[name]["message"]), outcomes[name]
+    [queued] = [h for h in remote if h not in outcomes]
+    assert queued in report["never_started"]
+    time.sleep(21)  # the remote commands were stopped: no apply ever completed
+    assert not list(folder.iterdir())
+    log = estate.itops("log", "--ticket", "INC-7005", "--json").stdout
+    assert queued not in log  # the revoked job never ran: nothing recorded for its host

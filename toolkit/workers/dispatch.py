@@ -219,6 +219,8 @@ def _wait(jobs: Sequence[_Job], timeout: float | None = None) -> list[tuple[_Job
 def _data(result: Any) -> Any:
     if result.successful():
         return result.result
+    if result.state == "REVOKED":  # never started: its hosts have no result
+        return {"results": [], "revoked": True}
     return {"error": f"the job {result.state.lower()}: {result.result!r}"}
 
 

@@ -12,6 +12,7 @@ finished.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -56,12 +57,44 @@ def has_sites(hosts: Sequence[Host]) -> bool:
     return any(site is not None for site in by_site(hosts))
 
 
-def live_workers(celery: Any, settings: WorkerSettings) -> dict[str, list[str]]:
-    """Live workers per site, as they answer Celery's inspect within the ping timeout."""
+def consumers(celery: Any, sites: Sequence[str]) -> dict[str, int] | None:
+    """Consumers on each site's queue as RabbitMQ counts them (None on Redis, which does not)."""
+    if not celery.conf.broker_url.startswith(("amqp", "pyamqp")):
+        return None
+    counts: dict[str, int] = {}
+    with celery.connection_for_read() as conn:
+        for site in sites:
+            channel = conn.channel()
+            try:
+                counts[site] = int(
+                    channel.queue_declare(queue=queue_of(site), passive=True).consumer_count
+                )
+            except Exception:  # no such queue: no worker ever consumed it
+                counts[site] = 0
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()
+    return counts
+
+
+def live_workers(
+    celery: Any, settings: WorkerSettings, wanted: Sequence[str] = ()
+) -> dict[str, list[str]]:
+    """Live workers per site, as they answer Celery's inspect within the ping timeout. With
+    `wanted` sites on RabbitMQ, a site whose queue has no consumer is known without waiting, and the
+    inspect returns as soon as every consumer has answered (rather than after the timeout)."""
     from toolkit.workers import QUEUE_PREFIX
 
     try:
-        answered = celery.control.inspect(timeout=settings.ping_timeout).active_queues() or {}
+        limit = None
+        if wanted:
+            counts = consumers(celery, wanted)
+            if counts is not None:
+                if not all(counts.values()):
+                    return {site: ["?"] for site, n in counts.items() if n}
+                limit = sum(counts.values())
+        inspect = celery.control.inspect(timeout=settings.ping_timeout, limit=limit)
+        answered = inspect.active_queues() or {}
     except Exception as exc:  # kombu's OperationalError, socket errors: the broker is down
         raise BrokerError(
             f"the broker at {settings.shown_broker} cannot be reached: {exc}",
@@ -98,7 +131,7 @@ def run_distributed(
     settings = WorkerSettings.of(app.workspace)
     sites = sorted(s for s in by_site(request.hosts) if s is not None)
     celery = make_celery(settings)
-    live = live_workers(celery, settings)
+    live = live_workers(celery, settings, sites)
     for site in sites:
         if not live.get(site):
             raise NoWorker(

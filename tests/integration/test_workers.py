@@ -372,3 +372,49 @@ def test_ctrl_c_revokes_queued_jobs_and_stops_running_ones(estate: Estate) -> No
     assert not list(folder.iterdir())
     log = estate.itops("log", "--ticket", "INC-7005", "--json").stdout
     assert queued not in log  # the revoked job never ran: nothing recorded for its host
+
+
+def test_redis_as_the_broker_runs_the_same_jobs(estate: Estate) -> None:
+    """A second workspace on the same lab hosts, its workers on Redis (a database of its own,
+    emptied after; kombu prefixes its broadcast channels with the database number)."""
+    db = 1 + secrets.randbelow(15)
+    root = estate.root.parent / f"redis-{db}"
+    Workspace.init(root)
+    (root / "tasks" / "marks.py").write_text(TASK)
+    shutil.copy(estate.root / "inventory" / "sites.yml", root / "inventory" / "sites.yml")
+    lab = estate.root / ".itops" / "lab"
+    shutil.copy(lab / "known_hosts", root / "inventory" / "known_hosts")
+    config = (
+        (root / "itops.toml")
+        .read_text()
+        .replace(
+            'sources = ["inventory/hosts.yml"]',
+            f'sources = ["{lab / "hosts.yml"}", "inventory/sites.yml"]',
+        )
+    )
+    (root / "itops.toml").write_text(
+        config + f'\n[workers]\nbroker = "redis://127.0.0.1:6379/{db}"\n'
+    )
+    other = Estate(root, estate.hosts, estate.vhost, estate.ledger_url, estate.env,
+                   logs=estate.logs)  # fmt: skip
+    folder = marks_dir(Path("/tmp"))
+    try:
+        for site in ("branch-a", "branch-b"):
+            other.start_worker(site)
+        for site in ("branch-a", "branch-b"):
+            other.wait_live(site)
+        run = other.itops("fix", "test.mark", "lab", "-p", f"folder={folder}", "--ticket",
+                          "INC-7006", "--json")  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr + other.worker_logs()
+        hosts = by_host(run)
+        assert list(hosts) == estate.hosts
+        assert {h["outcome"] for h in hosts.values()} == {"fixed"}
+        log = other.itops("log", "--ticket", "INC-7006", "--json").stdout
+        finishes = [json.loads(line) for line in log.splitlines() if '"action.finish"' in line]
+        assert {(r["data"] or {}).get("site") for r in finishes} == {"branch-a", "branch-b", None}
+    finally:
+        for procs in list(other.workers.values()):
+            for proc in list(procs):
+                other.stop(proc)
+        subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "flushdb"],
+                       capture_output=True)  # fmt: skip

@@ -412,6 +412,11 @@ SCHEMA = Table(
                 ),
                 "job_hosts": Key(Int(1, 10000), "hosts per job sent to a site", "200"),
                 "jobs": Key(Int(1, 64), "jobs a worker runs at once (--jobs)", "2"),
+                "lost_after": Key(
+                    Number(1),
+                    "seconds a site may be without a live worker mid-run before its jobs fail",
+                    "60",
+                ),
             },
         ),
         "scheduler": Table(

@@ -418,3 +418,62 @@ def test_redis_as_the_broker_runs_the_same_jobs(estate: Estate) -> None:
                 other.stop(proc)
         subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "flushdb"],
                        capture_output=True)  # fmt: skip
+
+
+def test_a_site_whose_last_worker_dies_mid_run_fails_instead_of_hanging(
+    estate: Estate,
+) -> None:
+    folder = marks_dir(Path("/tmp"))
+    config = estate.root / "itops.toml"
+    before = config.read_text()
+    config.write_text(before.replace("jobs = 2\n", "jobs = 2\nlost_after = 3\n"))
+    [worker] = estate.workers["branch-b"]
+    b_hosts = estate.hosts[3:5]
+    try:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "toolkit", "--workspace", str(estate.root), "fix",
+             "test.mark", "branch-b", "-p", f"folder={folder}", "-p", "seconds=15",
+             "--ticket", "INC-7007", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=estate.env,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            log = estate.itops("log", "--ticket", "INC-7007", "--json").stdout
+            if log.count('"action.begin"') >= 2:
+                break
+            time.sleep(0.2)
+        estate.stop(worker, signal.SIGKILL)
+        killed = time.monotonic()
+        out, err = run.communicate(timeout=60)
+        took = time.monotonic() - killed
+    finally:
+        config.write_text(before)
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 1, out + err
+    assert took < 20, took
+    hosts = by_host(subprocess.CompletedProcess(run.args, run.returncode, out, err))
+    for name in b_hosts:
+        assert hosts[name]["outcome"] == "failed" and hosts[name]["error"] == "no-worker"
+        assert "no worker for site branch-b" in str(hosts[name]["message"])
+    # a worker that comes up later takes the job again: it re-checks the actions left open
+    # (never re-applies) and starts nothing new, since the controller recorded it cancelled
+    estate.start_worker("branch-b")
+    estate.wait_live("branch-b")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        log = estate.itops("log", "--ticket", "INC-7007", "--json").stdout
+        if log.count('"action.finish"') >= 4:  # the two re-checks and the two settled actions
+            break
+        time.sleep(0.5)
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert any(r["kind"] == "run.jobs-cancelled" for r in records)
+    settled = [r for r in records if r["kind"] == "action.finish" and not r["data"].get("recheck")]
+    assert {r["host"] for r in settled} == set(b_hosts), log
+    for r in settled:
+        assert "re-checked, not re-applied" in r["data"]["message"]
+    time.sleep(16)  # whatever the killed worker's commands did, each host was applied once at most
+    for name in b_hosts:
+        count = folder / f"{name}.count"
+        assert not count.exists() or count.read_text() == "x\n"

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 TASK_NAME = "itops.run_hosts"
 QUEUE_PREFIX = "itops.site."
+CANCELLED = "run.jobs-cancelled"  # the ledger record of jobs the controller gave up on
 _SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
@@ -46,6 +47,7 @@ class WorkerSettings:
     ping_timeout: float = 1.0
     job_hosts: int = 200
     jobs: int = 2
+    lost_after: float = 60.0  # a site without a live worker this long mid-run: its jobs fail
 
     @classmethod
     def of(cls, workspace: Workspace) -> WorkerSettings:
@@ -56,6 +58,7 @@ class WorkerSettings:
             ping_timeout=float(section.get("ping_timeout", 1.0)),
             job_hosts=int(section.get("job_hosts", 200)),
             jobs=int(section.get("jobs", 2)),
+            lost_after=float(section.get("lost_after", 60.0)),
         )
 
     @property

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import ToolkitError
+from toolkit.ledger import Entry, Ledger
 from toolkit.run.results import HostResult, Outcome, RunReport
 from toolkit.run.runner import RunInterrupted
 from toolkit.workers import (
+    CANCELLED,
     TASK_NAME,
     WorkerSettings,
     by_site,
@@ -167,7 +170,8 @@ def run_distributed(
                 results.update({r.host: r for r in ran.report.results})
                 notes.extend(ran.report.notes)
                 finish_failed |= ran.report.finish_failed
-            for job, data in _wait(pending):
+            lost = functools.partial(cancel, celery, app.ledger, request)
+            for job, data in _wait(pending, watch=(celery, settings, lost)):
                 got, job_notes, failed = _collect(job, data)
                 results.update(got)
                 notes.extend(job_notes)
@@ -185,7 +189,7 @@ def run_distributed(
                     f"(more than --max-fail-percent {limit:g})"
                 )
     except KeyboardInterrupt as stop:
-        raise _interrupted(celery, request, pending, results, stop, started) from None
+        raise _interrupted(celery, app.ledger, request, pending, results, stop, started) from None
     ordered = tuple(results[h.name] for h in request.hosts if h.name in results)
     report = RunReport(
         request.task.name,
@@ -228,12 +232,29 @@ def _send(
         raise BrokerError(f"could not send the job for site {site} to the broker: {exc}") from None
 
 
-def _wait(jobs: Sequence[_Job], timeout: float | None = None) -> list[tuple[_Job, Any]]:
-    """Each job with its result data once it is ready (in the order they finish)."""
+WATCH_EVERY = 5.0  # seconds between checks that the sites still waited for have a live worker
+
+
+def _wait(
+    jobs: Sequence[_Job],
+    timeout: float | None = None,
+    *,
+    watch: tuple[Any, WorkerSettings, Callable[[list[_Job], str], None]] | None = None,
+) -> list[tuple[_Job, Any]]:
+    """Each job with its result data once it is ready (in the order they finish). `watch`:
+    a site left without a live worker for [workers] lost_after seconds has its jobs revoked
+    and its hosts failed ("no worker for site X") instead of a wait without end."""
     done: list[tuple[_Job, Any]] = []
     waiting = list(jobs)
     deadline = None if timeout is None else time.monotonic() + timeout
+    lost_since: dict[str, float] = {}
+    checked = time.monotonic()
     while waiting:
+        if watch is not None and time.monotonic() - checked >= WATCH_EVERY:
+            checked = time.monotonic()
+            for job, data in _lost_sites(waiting, lost_since, *watch):
+                waiting.remove(job)
+                done.append((job, data))
         for job in list(waiting):
             try:
                 ready = job.result.ready()
@@ -249,6 +270,69 @@ def _wait(jobs: Sequence[_Job], timeout: float | None = None) -> list[tuple[_Job
     return done
 
 
+def _lost_sites(
+    waiting: Sequence[_Job],
+    lost_since: dict[str, float],
+    celery: Any,
+    settings: WorkerSettings,
+    on_lost: Callable[[list[_Job], str], None],
+) -> list[tuple[_Job, Any]]:
+    """The waiting jobs of sites whose last worker is gone for longer than lost_after: revoked,
+    each with a refusal that names the site."""
+    sites = sorted({job.site for job in waiting})
+    live = live_workers(celery, settings, sites)
+    now = time.monotonic()
+    given_up: list[tuple[_Job, Any]] = []
+    for site in sites:
+        if live.get(site):
+            lost_since.pop(site, None)
+            continue
+        since = lost_since.setdefault(site, now)
+        if now - since < settings.lost_after:
+            continue
+        jobs = [job for job in waiting if job.site == site]
+        on_lost(jobs, f"no worker for site {site}")
+        log.error("no worker for site %s for %.0fs: its jobs are revoked", site, now - since)
+        for job in jobs:
+            given_up.append(
+                (
+                    job,
+                    {
+                        "error": f"no worker for site {site} since {now - since:.0f}s: its job "
+                        "was cancelled; an action its worker began stays open "
+                        "(itops log --outcome open)",
+                        "kind": "no-worker",
+                    },
+                )
+            )
+    return given_up
+
+
+def cancel(
+    celery: Any, ledger: Ledger, request: RunRequest, jobs: Sequence[_Job], reason: str
+) -> None:
+    """Cancel jobs: recorded in the ledger first (a worker that starts one later — one that was
+    not up to hear the revoke — reads it and runs none of its hosts), then revoked."""
+    if not jobs:
+        return
+    ids = [job.result.id for job in jobs]
+    try:
+        ledger.append(
+            Entry(
+                CANCELLED,
+                ticket=request.ticket,
+                task=request.task.name,
+                data={"jobs": ids, "sites": sorted({j.site for j in jobs}), "reason": reason},
+            )
+        )
+    except Exception as exc:
+        log.error("could not record the cancelled jobs: %s", exc)
+    try:
+        celery.control.revoke(ids)
+    except Exception as exc:
+        log.error("could not revoke the jobs: %s", exc)
+
+
 def _data(result: Any) -> Any:
     if result.successful():
         return result.result
@@ -261,13 +345,11 @@ def _collect(job: _Job, data: Any) -> tuple[dict[str, HostResult], list[str], bo
     """A finished job's host results, notes and whether its run failed beyond its hosts."""
     if not isinstance(data, Mapping) or "results" not in data:
         error = str(data.get("error") if isinstance(data, Mapping) else data)
-        failed = {
-            h.name: HostResult(
-                h.name, Outcome.FAILED, f"the worker for site {job.site} refused the job: {error}",
-                error="worker-refused",
-            )
-            for h in job.hosts
-        }  # fmt: skip
+        kind = str(data.get("kind") or "worker-refused") if isinstance(data, Mapping) else (
+            "worker-refused")  # fmt: skip
+        said = error if kind == "no-worker" else (
+            f"the worker for site {job.site} refused the job: {error}")  # fmt: skip
+        failed = {h.name: HostResult(h.name, Outcome.FAILED, said, error=kind) for h in job.hosts}
         return failed, [], False
     got = {r.host: r for r in (result_from_dict(d) for d in data["results"])}
     for h in job.hosts:  # a host the job returned nothing for (revoked before it started)
@@ -281,6 +363,7 @@ def _not_started(host: str) -> HostResult:
 
 def _interrupted(
     celery: Any,
+    ledger: Ledger,
     request: RunRequest,
     pending: Sequence[_Job],
     results: dict[str, HostResult],
@@ -291,11 +374,7 @@ def _interrupted(
     if isinstance(stop, RunInterrupted):  # the controller's own hosts were interrupted
         results.update({r.host: r for r in stop.results})
     ids = [job.result.id for job in pending]
-    if ids:
-        try:
-            celery.control.revoke(ids)
-        except Exception as exc:
-            log.error("could not revoke the jobs: %s", exc)
+    cancel(celery, ledger, request, pending, "interrupted (Ctrl-C)")
     back: set[str] = set()
     for job, data in _wait(pending, timeout=REVOKE_GRACE if ids else 0):
         got, _, _ = _collect(job, data)

@@ -106,6 +106,15 @@ def prior(
     return finished, opened
 
 
+def cancelled_job(ledger: Ledger, job: str, task: str, ticket: str | None) -> bool:
+    from toolkit.workers import CANCELLED
+
+    filters: dict[str, Any] = {"kind": CANCELLED, "task": task}
+    if ticket:
+        filters["ticket"] = ticket
+    return any(job in (r.info.get("jobs") or ()) for r in ledger.records(**filters))
+
+
 def _finding(value: Any) -> Finding | None:
     from toolkit.remediation.catalog import Finding
 
@@ -181,6 +190,12 @@ def run_job(
     notes: list[str] = []
     finish_failed = False
     fresh = [h for h in hosts if h.name not in finished and h.name not in opened]
+    if fresh and cancelled_job(app.ledger, job, entry.name, ticket):
+        # cancelled on the controller (Ctrl-C, or its site had no worker for too long) while
+        # this worker was not up to hear the revoke: none of its hosts start (open ones are
+        # still settled by a read-only re-check)
+        log.info("job %s was cancelled on the controller: its hosts do not start", job)
+        fresh = []
     timeouts = (payload.get("connect_timeout"), payload.get("command_timeout"))
     with RunService(app, connect_timeout=timeouts[0], command_timeout=timeouts[1],
                     write_back=False) as service:  # fmt: skip

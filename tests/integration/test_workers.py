@@ -477,3 +477,111 @@ def test_a_site_whose_last_worker_dies_mid_run_fails_instead_of_hanging(
     for name in b_hosts:
         count = folder / f"{name}.count"
         assert not count.exists() or count.read_text() == "x\n"
+
+
+def test_the_broker_stopped_mid_run_stops_the_cli_cleanly(estate: Estate) -> None:
+    """A private redis-server as broker, killed mid-run: the CLI says so and exits; nothing was
+    applied without a begin record, and the chain verifies."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    broker = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+         "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    root = estate.root.parent / f"broker-{port}"
+    Workspace.init(root)
+    (root / "tasks" / "marks.py").write_text(TASK)
+    shutil.copy(estate.root / "inventory" / "sites.yml", root / "inventory" / "sites.yml")
+    lab = estate.root / ".itops" / "lab"
+    shutil.copy(lab / "known_hosts", root / "inventory" / "known_hosts")
+    config = (
+        (root / "itops.toml")
+        .read_text()
+        .replace(
+            'sources = ["inventory/hosts.yml"]',
+            f'sources = ["{lab / "hosts.yml"}", "inventory/sites.yml"]',
+        )
+    )
+    (root / "itops.toml").write_text(
+        config + f'\n[workers]\nbroker = "redis://127.0.0.1:{port}/0"\n'
+    )
+    other = Estate(root, estate.hosts, estate.vhost, estate.ledger_url, estate.env,
+                   logs=estate.logs)  # fmt: skip
+    folder = marks_dir(Path("/tmp"))
+    try:
+        time.sleep(0.5)
+        other.start_worker("branch-a")
+        other.wait_live("branch-a")
+        run = subprocess.Popen(
+            [sys.executable, "-m", "toolkit", "--workspace", str(root), "fix", "test.mark",
+             "branch-a", "-p", f"folder={folder}", "-p", "seconds=5", "--ticket", "INC-7008"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=estate.env,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            log = other.itops("log", "--ticket", "INC-7008", "--json").stdout
+            if log.count('"action.begin"') >= 3:
+                break
+            time.sleep(0.2)
+        broker.kill()
+        broker.wait(10)
+        stopped = time.monotonic()
+        out, err = run.communicate(timeout=120)
+        took = time.monotonic() - stopped
+        assert run.returncode == 3, out + err
+        assert "lost the broker" in err and "branch-a" in err, err
+        assert "Traceback" not in err
+        assert took < 60, took
+        time.sleep(6)  # the worker finishes its hosts into the ledger even without its broker
+        records = [
+            json.loads(line)
+            for line in other.itops("log", "--ticket", "INC-7008", "--json").stdout.splitlines()
+        ]
+        begun = {r["host"] for r in records if r["kind"] == "action.begin"}
+        for name in estate.hosts[:3]:  # nothing applied without a begin record
+            assert (folder / name).exists() <= (name in begun)
+        verify = other.itops("audit", "verify")
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for procs in list(other.workers.values()):
+            for proc in list(procs):
+                other.stop(proc)
+        if broker.poll() is None:
+            broker.kill()
+
+
+def test_remote_hosts_reach_the_run_observers_as_local_ones_do(
+    estate: Estate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the progress bar sees: every host once, those of the sites too (their workers send
+    progress through the result backend)."""
+    from toolkit.app import App
+    from toolkit.run.events import HostRun, RunObserver
+    from toolkit.run.results import HostResult
+    from toolkit.run.service import RunService, plan
+    from toolkit.workers.dispatch import run_distributed
+
+    seen: list[tuple[str, str]] = []
+
+    class Seen(RunObserver):
+        def host_done(self, run: HostRun, result: HostResult) -> None:
+            seen.append((run.host.name, str(result.outcome)))
+
+    monkeypatch.setenv("ITOPS_LEDGER_URL", estate.ledger_url)
+    app = App(estate.root)
+    try:
+        folder = marks_dir(Path("/tmp"))
+        request = plan(app, "test.mark", "lab", {"folder": str(folder)}, check_only=True)
+        with RunService(app, observers=[Seen()]) as service:
+            ran = run_distributed(service, request)
+    finally:
+        app.close()
+    assert ran.report.exit_code == 4
+    assert sorted(seen) == sorted((h, "would-fix") for h in estate.hosts)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import ToolkitError
 from toolkit.ledger import Entry, Ledger
+from toolkit.run.events import HostRun, Observers
 from toolkit.run.results import HostResult, Outcome, RunReport
 from toolkit.run.runner import RunInterrupted
 from toolkit.workers import (
@@ -150,6 +151,19 @@ def run_distributed(
     pending: list[_Job] = []
     stop_reason: str | None = None
     local = dataclasses.replace(request, serial=None, max_fail_percent=None)
+    observers = Observers(service.observers)
+    by_name = {h.name: h for h in request.hosts}
+    announced: set[str] = set()
+
+    def shown(done: Sequence[Sequence[str]]) -> None:
+        """Remote hosts done so far, to the progress bar like local ones."""
+        for name, outcome in done:
+            if name in by_name and name not in announced:
+                announced.add(name)
+                run = HostRun(request.task.name, by_name[name], request.ticket,
+                              request.check_only, {}, None, {})  # fmt: skip
+                observers.host_done(run, HostResult(name, Outcome(outcome), ""))
+
     try:
         for batch in _batches(list(request.hosts), request.serial):
             if stop_reason:
@@ -171,8 +185,9 @@ def run_distributed(
                 notes.extend(ran.report.notes)
                 finish_failed |= ran.report.finish_failed
             lost = functools.partial(cancel, celery, app.ledger, request)
-            for job, data in _wait(pending, watch=(celery, settings, lost)):
+            for job, data in _wait(pending, watch=(celery, settings, lost), progress=shown):
                 got, job_notes, failed = _collect(job, data)
+                shown([[r.host, str(r.outcome)] for r in got.values()])
                 results.update(got)
                 notes.extend(job_notes)
                 finish_failed |= failed
@@ -240,6 +255,7 @@ def _wait(
     timeout: float | None = None,
     *,
     watch: tuple[Any, WorkerSettings, Callable[[list[_Job], str], None]] | None = None,
+    progress: Callable[[Sequence[Sequence[str]]], None] | None = None,
 ) -> list[tuple[_Job, Any]]:
     """Each job with its result data once it is ready (in the order they finish). `watch`:
     a site left without a live worker for [workers] lost_after seconds has its jobs revoked
@@ -259,10 +275,19 @@ def _wait(
             try:
                 ready = job.result.ready()
             except Exception as exc:
-                raise BrokerError(f"lost the result backend while waiting: {exc}") from None
+                sites = ", ".join(sorted({j.site for j in waiting}))
+                raise BrokerError(
+                    f"lost the broker or result backend while waiting for site(s) {sites}: {exc}",
+                    hint="their workers may still be finishing their hosts: every outcome is in "
+                    "the ledger (itops log --outcome open shows what is left open)",
+                ) from None
             if ready:
                 waiting.remove(job)
                 done.append((job, _data(job.result)))
+            elif progress is not None and job.result.state == "PROGRESS":
+                info = job.result.info
+                if isinstance(info, Mapping) and isinstance(info.get("done"), list):
+                    progress(info["done"])
         if waiting:
             if deadline is not None and time.monotonic() > deadline:
                 break

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import ToolkitError, ValidationError
+from toolkit.run.events import HostRun, RunObserver
+from toolkit.run.results import HostResult
 from toolkit.workers import require_shared_ledger, site_of
 
 if TYPE_CHECKING:
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
     from toolkit.ledger import Ledger, Record
     from toolkit.remediation.catalog import Finding
     from toolkit.run.policy import RunPolicy
-    from toolkit.run.results import HostResult
 
 log = logging.getLogger("itops.worker")
 
@@ -159,6 +160,27 @@ def settle(found: HostResult, begin: Record) -> tuple[str, str, str | None]:
     return str(found.outcome), f"{lost}: the re-check failed: {found.message}", WORKER_LOST
 
 
+class _Progress(RunObserver):
+    """The hosts done so far, sent by the job's watcher thread (never from a host's thread or
+    the SSH event loop) at most every 0.3 s: the controller's progress bar."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: list[list[str]] = []
+        self._sent = 0
+
+    def host_done(self, run: HostRun, result: HostResult) -> None:
+        with self._lock:
+            self._done.append([result.host, str(result.outcome)])
+
+    def pending(self) -> list[list[str]] | None:
+        with self._lock:
+            if len(self._done) == self._sent:
+                return None
+            self._sent = len(self._done)
+            return list(self._done)
+
+
 def run_job(
     app: App,
     payload: Mapping[str, Any],
@@ -166,8 +188,10 @@ def run_job(
     job: str,
     cancelled: Callable[[], bool] = lambda: False,
     default_forks: int | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run one job (see the module docstring); the report as JSON-ready data."""
+    """Run one job (see the module docstring); the report as JSON-ready data. `progress` gets
+    `{"done": [[host, outcome], …]}` (all so far) as hosts finish."""
     from toolkit.run.service import RunRequest, RunService
 
     require_shared_ledger(app.workspace)
@@ -197,16 +221,24 @@ def run_job(
         log.info("job %s was cancelled on the controller: its hosts do not start", job)
         fresh = []
     timeouts = (payload.get("connect_timeout"), payload.get("command_timeout"))
+    done = _Progress()
     with RunService(app, connect_timeout=timeouts[0], command_timeout=timeouts[1],
-                    write_back=False) as service:  # fmt: skip
+                    write_back=False, observers=[done]) as service:  # fmt: skip
         stop = threading.Event()
 
         def watch() -> None:  # Ctrl-C on the controller revokes the job: stop its hosts
+            interrupted = False
             while not stop.wait(0.3):
-                if cancelled():
+                if not interrupted and cancelled():
                     log.info("job %s revoked: interrupting its hosts", job)
                     service.interrupt()
-                    return
+                    interrupted = True
+                hosts_done = done.pending()
+                if progress is not None and hosts_done is not None:
+                    try:
+                        progress({"done": hosts_done})
+                    except Exception as exc:  # the bar is not the run: the result still comes
+                        log.debug("progress of job %s not sent: %s", job, exc)
 
         watcher = threading.Thread(target=watch, name="itops-job-watch", daemon=True)
         watcher.start()
@@ -327,6 +359,7 @@ def register(celery: Any, app: App, *, default_forks: int | None) -> None:
                 job=job,
                 cancelled=lambda: job in worker_state.revoked,
                 default_forks=default_forks,
+                progress=lambda meta: self.update_state(state="PROGRESS", meta=meta),
             )
         except ToolkitError as exc:  # the controller shows it for the job's hosts
             return {"error": app.redactor.mask(exc.message), "hint": exc.hint,

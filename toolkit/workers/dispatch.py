@@ -409,7 +409,7 @@ def _interrupted(
         back.add(job.result.id)
     abandoned: list[str] = []
     for job in pending:
-        if job.result.id not in back and job.result.state == "STARTED":
+        if job.result.id not in back and job.result.state in ("STARTED", "PROGRESS"):
             abandoned += [h.name for h in job.hosts if h.name not in results]
     if isinstance(stop, RunInterrupted):
         abandoned += [h for h in stop.abandoned if h not in results]

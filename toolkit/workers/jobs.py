@@ -364,3 +364,7 @@ def register(celery: Any, app: App, *, default_forks: int | None) -> None:
         except ToolkitError as exc:  # the controller shows it for the job's hosts
             return {"error": app.redactor.mask(exc.message), "hint": exc.hint,
                     "site": payload.get("site"), "job": job}  # fmt: skip
+        except Exception as exc:  # the ledger unreachable, a bug: logged here, masked there
+            log.exception("job %s failed", job)
+            return {"error": app.redactor.mask(f"{type(exc).__name__}: {exc}"), "hint": None,
+                    "site": payload.get("site"), "job": job}  # fmt: skip

@@ -116,9 +116,13 @@ def main() -> None:
             )
         )
         shutil.copy(lab / "known_hosts", spread / "inventory" / "known_hosts")
-        config = (spread / "itops.toml").read_text().replace(
-            'sources = ["inventory/hosts.yml"]',
-            f'sources = ["{lab / "hosts.yml"}", "inventory/sites.yml"]',
+        config = (
+            (spread / "itops.toml")
+            .read_text()
+            .replace(
+                'sources = ["inventory/hosts.yml"]',
+                f'sources = ["{lab / "hosts.yml"}", "inventory/sites.yml"]',
+            )
         )
         config += (
             f'\n[workers]\nbroker = "amqp://guest:guest@127.0.0.1:5672/{vhost}"\n'

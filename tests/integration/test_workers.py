@@ -585,3 +585,23 @@ def test_remote_hosts_reach_the_run_observers_as_local_ones_do(
         app.close()
     assert ran.report.exit_code == 4
     assert sorted(seen) == sorted((h, "would-fix") for h in estate.hosts)
+
+
+def test_a_scheduled_task_runs_on_the_sites_workers_too(estate: Estate) -> None:
+    folder = marks_dir(Path("/tmp"))
+    added = estate.itops("schedule", "add", "marks-nightly", "--task", "test.mark", "--targets",
+                         "lab", "--cron", "0 3 * * *", "-p", f"folder={folder}")  # fmt: skip
+    assert added.returncode == 0, added.stdout + added.stderr
+    run = estate.itops("schedule", "run", "marks-nightly")
+    assert run.returncode == 0, run.stdout + run.stderr + estate.worker_logs()
+    for name in estate.hosts:
+        assert (folder / f"{name}.count").read_text() == "x\n"
+    log = estate.itops("log", "--json", "--task", "test.mark").stdout
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]
+    ran = {
+        r["host"]: (r["data"] or {}).get("site")
+        for r in records
+        if r["kind"] == "action.finish" and str(r["ticket"]).startswith("CHG-")
+    }
+    assert ran[estate.hosts[0]] == "branch-a" and ran[estate.hosts[3]] == "branch-b"
+    assert ran[estate.hosts[5]] is None

@@ -323,15 +323,10 @@ def execute(
             resolve=decide,
         ) as service,
     ):
-        from toolkit.workers import by_site
+        from toolkit.workers import run_anywhere
 
-        if any(site is not None for site in by_site(request.hosts)):
-            # hosts of remote sites: their jobs go to the sites' workers (toolkit.workers)
-            from toolkit.workers.dispatch import run_distributed
-
-            ran = run_distributed(service, request, connect_timeout=connect_timeout)
-        else:
-            ran = service.run(request)
+        # hosts of remote sites: their jobs go to the sites' workers (toolkit.workers)
+        ran = run_anywhere(service, request, connect_timeout=connect_timeout)
     desk = DeskNotes(
         service.desk_system(ticket), service.desk_notes, service.desk_warnings, service.resolution
     )

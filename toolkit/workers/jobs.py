@@ -196,7 +196,12 @@ def run_job(
 
     require_shared_ledger(app.workspace)
     site = str(payload["site"])
-    entry = app.catalog.get(str(payload["task"]))
+    from toolkit.remediation.catalog import Catalog
+
+    # Loaded afresh per job, as the scheduler does: a worker runs for days, task files change.
+    entry = Catalog.load(app.workspace.task_folders, overrides=app.workspace.task_overrides).get(
+        str(payload["task"])
+    )
     hosts: list[Host] = [app.inventory.get(str(n)) for n in payload["hosts"]]
     strangers = [h.name for h in hosts if site_of(h) != site]
     if strangers:

@@ -298,6 +298,7 @@ def test_a_worker_killed_mid_batch_never_applies_twice(estate: Estate, tmp_path:
         estate.stop(first, signal.SIGKILL)
         estate.start_worker("branch-a")  # the job is delivered again, to this one
         out, err = run.communicate(timeout=120)
+        estate.wait_live("branch-a")  # (the next tests need the site's worker)
     finally:
         if run.poll() is None:
             run.kill()

@@ -16,8 +16,10 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import ToolkitError
@@ -260,12 +262,41 @@ def _wait(
     """Each job with its result data once it is ready (in the order they finish). `watch`:
     a site left without a live worker for [workers] lost_after seconds has its jobs revoked
     and its hosts failed ("no worker for site X") instead of a wait without end."""
+    with _ctrl_c_between_polls() as pressed:
+        return _poll(jobs, timeout, watch, progress, pressed)
+
+
+@contextlib.contextmanager
+def _ctrl_c_between_polls() -> Iterator[threading.Event]:
+    """Ctrl-C while waiting becomes KeyboardInterrupt between two polls, never inside the
+    broker client's read (an AMQP frame cut in half leaves the connection unusable, and the
+    revoke and the partial results after Ctrl-C need it)."""
+    pressed = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield pressed
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.set())
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _poll(
+    jobs: Sequence[_Job],
+    timeout: float | None,
+    watch: tuple[Any, WorkerSettings, Callable[[list[_Job], str], None]] | None,
+    progress: Callable[[Sequence[Sequence[str]]], None] | None,
+    pressed: threading.Event,
+) -> list[tuple[_Job, Any]]:
     done: list[tuple[_Job, Any]] = []
     waiting = list(jobs)
     deadline = None if timeout is None else time.monotonic() + timeout
     lost_since: dict[str, float] = {}
     checked = time.monotonic()
     while waiting:
+        if pressed.is_set():
+            raise KeyboardInterrupt
         if watch is not None and time.monotonic() - checked >= WATCH_EVERY:
             checked = time.monotonic()
             for job, data in _lost_sites(waiting, lost_since, *watch):

@@ -402,6 +402,31 @@ SCHEMA = Table(
                 then=_window,
             ),
         ),
+        "workers": Table(
+            "distributed runs: sites' workers on Celery (docs/scale.md)",
+            {
+                "broker": Key(
+                    Text(),
+                    "Celery broker: amqp://USER:PASSWORD@HOST:5672/VHOST or redis://HOST:6379/N",
+                    '"amqp://guest:guest@127.0.0.1:5672//"',
+                ),
+                "result_backend": Key(
+                    Text(),
+                    "where job results come back",
+                    '"rpc://" on RabbitMQ, the broker itself on Redis',
+                ),
+                "ping_timeout": Key(
+                    Number(0.1, 30), "seconds to wait for workers to answer (no worker: fail)", "1"
+                ),
+                "job_hosts": Key(Int(1, 10000), "hosts per job sent to a site", "200"),
+                "jobs": Key(Int(1, 64), "jobs a worker runs at once (--jobs)", "2"),
+                "lost_after": Key(
+                    Number(1),
+                    "seconds a site may be without a live worker mid-run before its jobs fail",
+                    "60",
+                ),
+            },
+        ),
         "scheduler": Table(
             "scheduled jobs",
             {
@@ -672,11 +697,12 @@ def _walk(
 
 def _suggest(table: Table, name: str, path: tuple[str, ...]) -> str:
     prefix = "".join(f"{p}." for p in path)
-    close = difflib.get_close_matches(name, [*table.keys, *table.names], n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean {prefix}{close[0]}?"
+    # the same key in another table first (`forks` at the top is run.forks, not `workers`)
     elsewhere = [k for k in paths(entries=False) if k.rsplit(".", 1)[-1] == name]
-    return f"; did you mean {elsewhere[0]}?" if elsewhere else ""
+    if elsewhere:
+        return f"; did you mean {elsewhere[0]}?"
+    close = difflib.get_close_matches(name, [*table.keys, *table.names], n=1, cutoff=0.6)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
 
 
 def paths(table: Table = SCHEMA, prefix: str = "", *, entries: bool = True) -> Iterator[str]:

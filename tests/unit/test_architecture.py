@@ -53,14 +53,28 @@ RULES = [
     ("toolkit.web", ("toolkit.cli", "toolkit.run", "toolkit.transports", "toolkit.remediation",
                      "toolkit.automation", "click", "rich"),
      "the web view reads the ledger and the desk; it never runs anything"),
+    ("toolkit.workers", ("toolkit.transports", "toolkit.run.runner.Runner", "toolkit.cli"),
+     "a worker runs hosts through the run service only, never a runner or transport of its own"),
     *(
         (engine, ("toolkit.cli", "click", "rich"), "the engine knows no screen")
         for engine in ("toolkit.run", "toolkit.desk", "toolkit.automation", "toolkit.remediation",
                        "toolkit.transports", "toolkit.ledger", "toolkit.backups", "toolkit.secrets",
-                       "toolkit.itsm")
+                       "toolkit.itsm", "toolkit.workers")
     ),
 ]  # fmt: skip
 EXEMPT = {"toolkit.remediation.testing"}
+
+
+def test_only_the_workers_package_imports_celery() -> None:
+    """Celery (and its kombu) load only where a run has remote sites or a worker starts."""
+    broken = [
+        f"{module} imports {name}"
+        for module in MODULES
+        if not within(module, ("toolkit.workers",))
+        for name in sorted(imports(module))
+        if within(name, ("celery", "kombu"))
+    ]
+    assert not broken, "; ".join(broken)
 
 
 @pytest.mark.parametrize(("who", "never", "why"), RULES, ids=[f"{r[0]}: {r[2]}" for r in RULES])

@@ -154,8 +154,10 @@ class JobRunner:
             job_window=s.window,
             schedule=s.name,
         )
-        with RunService(app) as service:
-            report = service.run(request).report
+        from toolkit.workers import run_anywhere
+
+        with RunService(app) as service:  # hosts with a site: on their sites' workers
+            report = run_anywhere(service, request).report
         return summarize(f"task {entry.name}", report)
 
     def _playbook(self, s: Schedule, hosts: Sequence[Host], ticket: str) -> JobResult:

@@ -85,6 +85,11 @@ COMMANDS = {
         "serve",
         "The read-only web view for auditors and leads (search, tickets, KPIs, exports).",
     ),
+    "worker": (
+        "toolkit.cli.worker",
+        "worker",
+        "Run a site's worker (Celery) for distributed runs; list the live workers.",
+    ),
     "completion": (
         "toolkit.cli.completion",
         "completion",

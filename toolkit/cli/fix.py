@@ -330,7 +330,10 @@ def execute(
             desk_lookup=lookup,
         ) as service,
     ):
-        ran = service.run(request)
+        from toolkit.workers import run_anywhere
+
+        # hosts of remote sites: their jobs go to the sites' workers (toolkit.workers)
+        ran = run_anywhere(service, request, connect_timeout=connect_timeout)
     desk = DeskNotes(
         service.desk_system(ticket), service.desk_notes, service.desk_warnings, service.resolution
     )

@@ -143,6 +143,9 @@ class RunOptions:
     command_timeout: float | None = None
     # Recorded in every action's begin and finish data (a runbook run: its name and run id).
     tags: Mapping[str, Any] = field(default_factory=dict)
+    # Every host only recorded as skipped for this reason, none contacted (a distributed run's
+    # batches after --max-fail-percent stopped it: the controller records them).
+    not_run: str | None = None
 
 
 @dataclass(frozen=True)
@@ -674,7 +677,7 @@ class Runner:
         hosts_by_name = {h.name: h for h in hosts}
         results: dict[str, HostResult] = {}
         batches = _batches(list(hosts), options.serial)
-        stop_reason: str | None = None
+        stop_reason: str | None = options.not_run
         workers = max(1, min(options.forks, max((len(b) for b in batches), default=1)))
         job = _Job(
             task,

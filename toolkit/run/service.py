@@ -15,6 +15,7 @@ its own runner, while the connections' event loop and host keys are loaded once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -64,6 +65,7 @@ class RunRequest:
     job_window: str | None = None  # a schedule's own window
     schedule: str | None = None  # approvals bound to a schedule instead of one ticket
     tags: Mapping[str, Any] = field(default_factory=dict)  # recorded with every action
+    not_run: str | None = None  # every host only recorded as skipped, for this reason
 
 
 def check_governance(
@@ -211,6 +213,19 @@ class RunService:
         self.desk_warnings: list[str] = []
         self._looked_up: set[str] = set()
         self._lookups = {desk_lookup.ticket: desk_lookup} if desk_lookup is not None else {}
+        self._runners: set[Runner] = set()
+        self._interrupted = False
+        self._lock = threading.Lock()
+
+    def interrupt(self) -> None:
+        """Stop this service's runs from another thread (a worker's job revoked by Ctrl-C on
+        the controller): no host starts, commands in flight stop on their hosts, every started
+        host writes its finish record (Runner.interrupt)."""
+        with self._lock:
+            self._interrupted = True
+            runners = list(self._runners)
+        for runner in runners:
+            runner.interrupt()
 
     def __enter__(self) -> RunService:
         return self
@@ -232,10 +247,17 @@ class RunService:
             max_fail_percent=request.max_fail_percent,
             command_timeout=request.command_timeout or self._timeouts[1],
             tags=request.tags,
+            not_run=request.not_run,
         )
 
     def run(self, request: RunRequest) -> Ran:
         """Open the ticket if asked, decide the policy, run: the report, and the policy used."""
+        return self.execute(request, self.admit(request))
+
+    def admit(self, request: RunRequest) -> RunPolicy | None:
+        """The run-level work before any host: the ticket opened (or the desk's looked up) and
+        the run policy prepared (windows, break-glass, approvals: recorded once per run). A
+        distributed run admits once on the controller; its workers only `execute`."""
         app = self.app
         changes = bool(request.ticket) and not request.check_only
         desk = self.desk_system(request.ticket)
@@ -279,6 +301,12 @@ class RunService:
                 schedule=request.schedule,
                 identity=app.identity,
             )
+        return policy
+
+    def execute(self, request: RunRequest, policy: RunPolicy | None) -> Ran:
+        """Run an admitted request under `policy` (see `admit`)."""
+        app = self.app
+        desk = self.desk_system(request.ticket)
         observers = list(self.observers)
         writeback = None
         if desk is not None and self.write_back:
@@ -301,13 +329,21 @@ class RunService:
             state_dir=app.workspace.state_dir,
             policy=policy,
         )
-        report = runner.run(
-            request.task,
-            request.hosts,
-            request.params,
-            ticket=request.ticket,
-            options=self.options(request),
-        )
+        with self._lock:
+            self._runners.add(runner)
+            if self._interrupted:
+                runner.interrupt()
+        try:
+            report = runner.run(
+                request.task,
+                request.hosts,
+                request.params,
+                ticket=request.ticket,
+                options=self.options(request),
+            )
+        finally:
+            with self._lock:
+                self._runners.discard(runner)
         if writeback is not None:
             self.desk_notes.extend(writeback.queued)
             self.resolution = writeback.resolution

@@ -1,0 +1,608 @@
+"""Sites and distributed workers end to end: real RabbitMQ (a virtual host of this module's own),
+the real PostgreSQL ledger (a schema of its own), lab hosts over SSH, and `itops worker` started
+as separate processes that the tests own by pid (and one of them killed -9 mid-batch)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PG_URL, _pg_schema_url
+from tests.integration.conftest import HERE, OPERATORS
+from tests.signers import make_operators
+from toolkit.lab import Lab
+from toolkit.workspace import Workspace
+
+pytestmark = pytest.mark.integration
+
+TASK = """
+from __future__ import annotations
+
+import shlex
+
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.quoting import cmd, script
+
+
+@remediation("test.mark", category="other", platforms={"linux"}, summary="Leaves a mark per host")
+class Mark(Remediation):
+    folder = Param(str, required=True)
+    seconds = Param(int, default=0)
+    fail_host = Param(str, default="")
+
+    def _mark(self, ctx: Context) -> str:
+        return f"{self.folder}/{ctx.host.name}"
+
+    def check(self, ctx: Context) -> Finding:
+        found = ctx.read(cmd("test", "-e", self._mark(ctx)))
+        if found.exit_code == 0:
+            return Finding.healthy("marked")
+        return Finding.problem("no mark")
+
+    def apply(self, ctx: Context) -> None:
+        mark = shlex.quote(self._mark(ctx))
+        fail = "exit 3" if ctx.host.name == self.fail_host else "true"
+        ctx.change(script(f"sleep {self.seconds}; {fail}; echo x >> {mark}.count; touch {mark}"))
+"""
+
+
+@dataclass
+class Estate:
+    root: Path
+    hosts: list[str]
+    vhost: str
+    ledger_url: str
+    env: dict[str, str]
+    workers: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+    logs: Path | None = None
+
+    def itops(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "toolkit", "--workspace", str(self.root), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def start_worker(self, site: str) -> subprocess.Popen[bytes]:
+        assert self.logs is not None
+        log = open(self.logs / f"worker-{site}-{len(self.workers.get(site, []))}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "toolkit", "--workspace", str(self.root), "worker", "--site",
+             site, "--forks", "10"],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.workers.setdefault(site, []).append(proc)
+        return proc
+
+    def wait_live(self, site: str, count: int = 1, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            listed = self.itops("worker", "list", "--json")
+            if listed.returncode == 0:
+                live = [r for r in json.loads(listed.stdout) if r["site"] == site and r["worker"]]
+                if len(live) >= count:
+                    return
+            time.sleep(0.5)
+        raise AssertionError(f"no live worker for {site}: {self.worker_logs()}")
+
+    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for procs in self.workers.values():
+            if proc in procs:
+                procs.remove(proc)
+
+    def worker_logs(self) -> str:
+        assert self.logs is not None
+        return "".join(p.read_text(errors="replace")[-3000:] for p in self.logs.glob("*.log"))
+
+
+@pytest.fixture(scope="module")
+def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("integration tests need root (they start sshd and a RabbitMQ vhost)")
+        pytest.skip("integration tests need root")
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CI must set ITOPS_TEST_PG_URL: workers write to the PostgreSQL ledger")
+        pytest.skip("ITOPS_TEST_PG_URL not set")
+    vhost = f"itops-test-{secrets.token_hex(4)}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    schema = _pg_schema_url(PG_URL)
+    url = next(schema)
+    root = tmp_path_factory.mktemp("itops-workers") / "ws"
+    Workspace.init(root)
+    keys = make_operators(tmp_path_factory.mktemp("keys"), OPERATORS)
+    keys.write(root / "allowed_signers", OPERATORS)
+    shutil.copy(HERE / "tasks" / "faults.py", root / "tasks" / "faults.py")
+    (root / "tasks" / "marks.py").write_text(TASK)
+    config = (root / "itops.toml").read_text()
+    config = config.replace(
+        'sources = ["inventory/hosts.yml"]',
+        'sources = ["inventory/hosts.yml", "inventory/sites.yml"]',
+    )
+    config += f'\n[workers]\nbroker = "amqp://guest:guest@127.0.0.1:5672/{vhost}"\njobs = 2\n'
+    (root / "itops.toml").write_text(config)
+    lab = Lab(Workspace.load(root))
+    state = lab.up(6, services=())
+    hosts = [h.name for h in state.hosts]
+    (root / "inventory" / "sites.yml").write_text(
+        "all:\n  children:\n"
+        f"    branch-a:\n      vars: {{site: branch-a}}\n      hosts: {{{hosts[0]}: {{}}, "
+        f"{hosts[1]}: {{}}, {hosts[2]}: {{}}}}\n"
+        f"    branch-b:\n      vars: {{site: branch-b}}\n      hosts: {{{hosts[3]}: {{}}, "
+        f"{hosts[4]}: {{}}}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")}
+    env.update(ITOPS_LEDGER_URL=url, ITOPS_SIGNING_KEY=str(keys.key("l1-tech")))
+    logs = tmp_path_factory.mktemp("worker-logs")
+    found = Estate(root, hosts, vhost, url, env, logs=logs)
+    try:
+        for site in ("branch-a", "branch-b"):
+            found.start_worker(site)
+        for site in ("branch-a", "branch-b"):
+            found.wait_live(site)
+        yield found
+    finally:
+        for procs in list(found.workers.values()):
+            for proc in list(procs):
+                found.stop(proc)
+        lab.down()
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+        with contextlib.suppress(StopIteration):
+            next(schema)
+
+
+def marks_dir(tmp_path: Path) -> Path:
+    """A folder the lab's login user can write (pytest's own tmp folders are 0700 root)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="itops-marks-"))
+    folder.chmod(0o777)
+    return folder
+
+
+def by_host(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, object]]:
+    assert result.stdout.strip(), result.stderr
+    return {h["host"]: h for h in json.loads(result.stdout)["hosts"]}
+
+
+def test_a_run_over_two_sites_and_the_controller_is_one_run(estate: Estate, tmp_path: Path) -> None:
+    folder = marks_dir(tmp_path)
+    run = estate.itops("fix", "test.mark", "lab", "-p", f"folder={folder}", "--ticket",
+                       "INC-7001", "--json")  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr + estate.worker_logs()
+    hosts = by_host(run)
+    assert list(hosts) == estate.hosts  # inventory order, every host once
+    assert {h["outcome"] for h in hosts.values()} == {"fixed"}
+    for name in estate.hosts:
+        assert (folder / f"{name}.count").read_text() == "x\n"
+    # the actions are in the one shared ledger, each with the site that ran it
+    log = estate.itops("log", "--ticket", "INC-7001", "--json")
+    assert log.returncode == 0, log.stderr
+    records = [json.loads(line) for line in log.stdout.splitlines() if line.strip()]
+    sites = {
+        r["host"]: (r["data"] or {}).get("site") for r in records if r["kind"] == "action.finish"
+    }
+    assert sites == {
+        **{name: "branch-a" for name in estate.hosts[:3]},
+        **{name: "branch-b" for name in estate.hosts[3:5]},
+        estate.hosts[5]: None,  # no site: run by the controller itself
+    }
+    verify = estate.itops("audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    # the same per-host table as a local run
+    table = estate.itops("fix", "test.mark", "lab", "-p", f"folder={folder}", "--check")
+    assert table.returncode == 0, table.stdout + table.stderr
+    for name in estate.hosts:
+        assert re.search(rf"{name}\s.*already-ok", table.stdout), table.stdout
+
+
+def test_exit_code_and_max_fail_percent_span_the_sites(estate: Estate, tmp_path: Path) -> None:
+    folder = marks_dir(tmp_path)
+    first = estate.hosts[0]  # branch-a
+    run = estate.itops("fix", "test.mark", "lab", "-p", f"folder={folder}", "-p",
+                       f"fail_host={first}", "--ticket", "INC-7002", "--serial", "2",
+                       "--max-fail-percent", "0", "--json")  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    hosts = by_host(run)
+    assert hosts[first]["outcome"] == "failed"
+    assert hosts[estate.hosts[1]]["outcome"] == "fixed"
+    for name in estate.hosts[2:]:  # later batches: recorded, never run
+        assert hosts[name]["outcome"] == "skipped", hosts[name]
+        assert "max-fail-percent" in str(hosts[name]["message"])
+        assert not (folder / name).exists()
+    check = estate.itops("fix", "test.mark", "lab", "-p", f"folder={folder}", "--check")
+    assert check.returncode == 4, check.stdout + check.stderr
+
+
+def test_worker_list_shows_sites_workers_heartbeats_and_queues(estate: Estate) -> None:
+    listed = estate.itops("worker", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["site"]: r for r in json.loads(listed.stdout)}
+    assert set(rows) == {"branch-a", "branch-b"}
+    for row in rows.values():
+        assert str(row["worker"]).startswith(f"itops-{row['site']}-")
+        assert row["heartbeat_age"] is not None and 0 <= row["heartbeat_age"] < 10
+        assert row["queue_depth"] == 0
+    table = estate.itops("worker", "list")
+    assert "branch-a" in table.stdout and "HEARTBEAT" in table.stdout
+
+
+def test_a_site_without_a_live_worker_fails_fast(estate: Estate, tmp_path: Path) -> None:
+    folder = marks_dir(tmp_path)
+    [proc] = estate.workers["branch-b"]
+    estate.stop(proc)
+    try:
+        started = time.monotonic()
+        run = estate.itops("fix", "test.mark", "lab", "-p", f"folder={folder}", "--ticket",
+                           "INC-7003")  # fmt: skip
+        took = time.monotonic() - started
+        assert run.returncode == 3, run.stdout + run.stderr
+        assert "no worker for site branch-b" in run.stderr
+        assert took < 15
+        assert not list(folder.iterdir())  # nothing ran, on any site
+        listed = estate.itops("worker", "list", "--json")
+        rows = [r for r in json.loads(listed.stdout) if r["site"] == "branch-b"]
+        assert rows and rows[0]["worker"] is None
+    finally:
+        estate.start_worker("branch-b")
+        estate.wait_live("branch-b")
+
+
+def test_a_worker_killed_mid_batch_never_applies_twice(estate: Estate, tmp_path: Path) -> None:
+    folder = marks_dir(tmp_path)
+    [first] = estate.workers["branch-a"]
+    a_hosts = estate.hosts[:3]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "--workspace", str(estate.root), "fix", "test.mark",
+         "branch-a", "-p", f"folder={folder}", "-p", "seconds=3", "--ticket", "INC-7004",
+         "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=estate.env,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # every host's apply under way on the first worker
+            log = estate.itops("log", "--ticket", "INC-7004", "--json").stdout
+            if log.count('"action.begin"') >= 3:
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)
+        estate.stop(first, signal.SIGKILL)
+        estate.start_worker("branch-a")  # the job is delivered again, to this one
+        out, err = run.communicate(timeout=120)
+        estate.wait_live("branch-a")  # (the next tests need the site's worker)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    result = subprocess.CompletedProcess(run.args, run.returncode, out, err)
+    hosts = by_host(result)
+    assert set(hosts) == set(a_hosts), out + err
+    for name in a_hosts:
+        host = hosts[name]
+        # a true outcome: what the re-check found; never re-applied
+        assert host["outcome"] in ("fixed", "failed"), host
+        assert "re-checked, not re-applied" in str(host["message"]), host
+        if host["outcome"] == "failed":
+            assert host["error"] == "worker-lost"
+        count = folder / f"{name}.count"
+        time.sleep(0)  # (the killed worker's remote command may still finish: once)
+        assert not count.exists() or count.read_text() == "x\n"
+    time.sleep(3.5)
+    for name in a_hosts:
+        count = folder / f"{name}.count"
+        assert not count.exists() or count.read_text() == "x\n"
+    assert result.returncode in (0, 1)
+    verify = estate.itops("audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    # no action left open: each begin of the lost job was finished by the redelivery
+    opened = estate.itops("log", "--ticket", "INC-7004", "--outcome", "open", "--json")
+    assert a_hosts[0] not in opened.stdout, opened.stdout
+
+
+def test_ctrl_c_revokes_queued_jobs_and_stops_running_ones(estate: Estate) -> None:
+    folder = marks_dir(Path("/tmp"))
+    config = estate.root / "itops.toml"
+    before = config.read_text()
+    # one host per job: branch-a's worker runs two jobs at once, its third waits in the queue
+    config.write_text(before.replace("jobs = 2\n", "jobs = 2\njob_hosts = 1\n"))
+    remote = estate.hosts[:5]
+    try:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "toolkit", "--workspace", str(estate.root), "fix",
+             "test.mark", "branch-a:branch-b", "-p", f"folder={folder}", "-p", "seconds=20",
+             "--ticket", "INC-7005", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=estate.env,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # four hosts applying, one job still queued
+            log = estate.itops("log", "--ticket", "INC-7005", "--json").stdout
+            if log.count('"action.begin"') >= 4:
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)
+        interrupted = time.monotonic()
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+        took = time.monotonic() - interrupted
+    finally:
+        config.write_text(before)
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, out + err
+    assert took < 15, took
+    report = json.loads(out)
+    assert report["interrupted"] is True
+    outcomes = {h["host"]: h for h in report["hosts"]}
+    running = [h for h in remote if h in outcomes]
+    assert len(running) == 4, report  # the four that had started, each with its result
+    for name in running:
+        assert outcomes[name]["outcome"] == "failed", outcomes[name]
+        assert "interrupted" in str(outcomes[name]["message"]), outcomes[name]
+    [queued] = [h for h in remote if h not in outcomes]
+    assert queued in report["never_started"]
+    time.sleep(21)  # the remote commands were stopped: no apply ever completed
+    assert not list(folder.iterdir())
+    log = estate.itops("log", "--ticket", "INC-7005", "--json").stdout
+    assert queued not in log  # the revoked job never ran: nothing recorded for its host
+
+
+def test_redis_as_the_broker_runs_the_same_jobs(estate: Estate) -> None:
+    """A second workspace on the same lab hosts, its workers on Redis (a database of its own,
+    emptied after; kombu prefixes its broadcast channels with the database number)."""
+    db = 1 + secrets.randbelow(15)
+    root = estate.root.parent / f"redis-{db}"
+    Workspace.init(root)
+    (root / "tasks" / "marks.py").write_text(TASK)
+    shutil.copy(estate.root / "inventory" / "sites.yml", root / "inventory" / "sites.yml")
+    lab = estate.root / ".itops" / "lab"
+    shutil.copy(lab / "known_hosts", root / "inventory" / "known_hosts")
+    config = (
+        (root / "itops.toml")
+        .read_text()
+        .replace(
+            'sources = ["inventory/hosts.yml"]',
+            f'sources = ["{lab / "hosts.yml"}", "inventory/sites.yml"]',
+        )
+    )
+    (root / "itops.toml").write_text(
+        config + f'\n[workers]\nbroker = "redis://127.0.0.1:6379/{db}"\n'
+    )
+    other = Estate(root, estate.hosts, estate.vhost, estate.ledger_url, estate.env,
+                   logs=estate.logs)  # fmt: skip
+    folder = marks_dir(Path("/tmp"))
+    try:
+        for site in ("branch-a", "branch-b"):
+            other.start_worker(site)
+        for site in ("branch-a", "branch-b"):
+            other.wait_live(site)
+        run = other.itops("fix", "test.mark", "lab", "-p", f"folder={folder}", "--ticket",
+                          "INC-7006", "--json")  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr + other.worker_logs()
+        hosts = by_host(run)
+        assert list(hosts) == estate.hosts
+        assert {h["outcome"] for h in hosts.values()} == {"fixed"}
+        log = other.itops("log", "--ticket", "INC-7006", "--json").stdout
+        finishes = [json.loads(line) for line in log.splitlines() if '"action.finish"' in line]
+        assert {(r["data"] or {}).get("site") for r in finishes} == {"branch-a", "branch-b", None}
+    finally:
+        for procs in list(other.workers.values()):
+            for proc in list(procs):
+                other.stop(proc)
+        subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "flushdb"],
+                       capture_output=True)  # fmt: skip
+
+
+def test_a_site_whose_last_worker_dies_mid_run_fails_instead_of_hanging(
+    estate: Estate,
+) -> None:
+    folder = marks_dir(Path("/tmp"))
+    config = estate.root / "itops.toml"
+    before = config.read_text()
+    config.write_text(before.replace("jobs = 2\n", "jobs = 2\nlost_after = 3\n"))
+    [worker] = estate.workers["branch-b"]
+    b_hosts = estate.hosts[3:5]
+    try:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "toolkit", "--workspace", str(estate.root), "fix",
+             "test.mark", "branch-b", "-p", f"folder={folder}", "-p", "seconds=15",
+             "--ticket", "INC-7007", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=estate.env,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            log = estate.itops("log", "--ticket", "INC-7007", "--json").stdout
+            if log.count('"action.begin"') >= 2:
+                break
+            time.sleep(0.2)
+        estate.stop(worker, signal.SIGKILL)
+        killed = time.monotonic()
+        out, err = run.communicate(timeout=60)
+        took = time.monotonic() - killed
+    finally:
+        config.write_text(before)
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 1, out + err
+    assert took < 20, took
+    hosts = by_host(subprocess.CompletedProcess(run.args, run.returncode, out, err))
+    for name in b_hosts:
+        assert hosts[name]["outcome"] == "failed" and hosts[name]["error"] == "no-worker"
+        assert "no worker for site branch-b" in str(hosts[name]["message"])
+    # a worker that comes up later takes the job again: it re-checks the actions left open
+    # (never re-applies) and starts nothing new, since the controller recorded it cancelled
+    estate.start_worker("branch-b")
+    estate.wait_live("branch-b")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        log = estate.itops("log", "--ticket", "INC-7007", "--json").stdout
+        if log.count('"action.finish"') >= 4:  # the two re-checks and the two settled actions
+            break
+        time.sleep(0.5)
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert any(r["kind"] == "run.jobs-cancelled" for r in records)
+    settled = [r for r in records if r["kind"] == "action.finish" and not r["data"].get("recheck")]
+    assert {r["host"] for r in settled} == set(b_hosts), log
+    for r in settled:
+        assert "re-checked, not re-applied" in r["data"]["message"]
+    time.sleep(16)  # whatever the killed worker's commands did, each host was applied once at most
+    for name in b_hosts:
+        count = folder / f"{name}.count"
+        assert not count.exists() or count.read_text() == "x\n"
+
+
+def test_the_broker_stopped_mid_run_stops_the_cli_cleanly(estate: Estate) -> None:
+    """A private redis-server as broker, killed mid-run: the CLI says so and exits; nothing was
+    applied without a begin record, and the chain verifies."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    broker = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+         "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    root = estate.root.parent / f"broker-{port}"
+    Workspace.init(root)
+    (root / "tasks" / "marks.py").write_text(TASK)
+    shutil.copy(estate.root / "inventory" / "sites.yml", root / "inventory" / "sites.yml")
+    lab = estate.root / ".itops" / "lab"
+    shutil.copy(lab / "known_hosts", root / "inventory" / "known_hosts")
+    config = (
+        (root / "itops.toml")
+        .read_text()
+        .replace(
+            'sources = ["inventory/hosts.yml"]',
+            f'sources = ["{lab / "hosts.yml"}", "inventory/sites.yml"]',
+        )
+    )
+    (root / "itops.toml").write_text(
+        config + f'\n[workers]\nbroker = "redis://127.0.0.1:{port}/0"\n'
+    )
+    other = Estate(root, estate.hosts, estate.vhost, estate.ledger_url, estate.env,
+                   logs=estate.logs)  # fmt: skip
+    folder = marks_dir(Path("/tmp"))
+    try:
+        time.sleep(0.5)
+        other.start_worker("branch-a")
+        other.wait_live("branch-a")
+        run = subprocess.Popen(
+            [sys.executable, "-m", "toolkit", "--workspace", str(root), "fix", "test.mark",
+             "branch-a", "-p", f"folder={folder}", "-p", "seconds=5", "--ticket", "INC-7008"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=estate.env,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            log = other.itops("log", "--ticket", "INC-7008", "--json").stdout
+            if log.count('"action.begin"') >= 3:
+                break
+            time.sleep(0.2)
+        broker.kill()
+        broker.wait(10)
+        stopped = time.monotonic()
+        out, err = run.communicate(timeout=120)
+        took = time.monotonic() - stopped
+        assert run.returncode == 3, out + err
+        assert "lost the broker" in err and "branch-a" in err, err
+        assert "Traceback" not in err
+        assert took < 60, took
+        time.sleep(6)  # the worker finishes its hosts into the ledger even without its broker
+        records = [
+            json.loads(line)
+            for line in other.itops("log", "--ticket", "INC-7008", "--json").stdout.splitlines()
+        ]
+        begun = {r["host"] for r in records if r["kind"] == "action.begin"}
+        for name in estate.hosts[:3]:  # nothing applied without a begin record
+            assert (folder / name).exists() <= (name in begun)
+        verify = other.itops("audit", "verify")
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for procs in list(other.workers.values()):
+            for proc in list(procs):
+                other.stop(proc)
+        if broker.poll() is None:
+            broker.kill()
+
+
+def test_remote_hosts_reach_the_run_observers_as_local_ones_do(
+    estate: Estate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the progress bar sees: every host once, those of the sites too (their workers send
+    progress through the result backend)."""
+    from toolkit.app import App
+    from toolkit.run.events import HostRun, RunObserver
+    from toolkit.run.results import HostResult
+    from toolkit.run.service import RunService, plan
+    from toolkit.workers.dispatch import run_distributed
+
+    seen: list[tuple[str, str]] = []
+
+    class Seen(RunObserver):
+        def host_done(self, run: HostRun, result: HostResult) -> None:
+            seen.append((run.host.name, str(result.outcome)))
+
+    monkeypatch.setenv("ITOPS_LEDGER_URL", estate.ledger_url)
+    app = App(estate.root)
+    try:
+        folder = marks_dir(Path("/tmp"))
+        request = plan(app, "test.mark", "lab", {"folder": str(folder)}, check_only=True)
+        with RunService(app, observers=[Seen()]) as service:
+            ran = run_distributed(service, request)
+    finally:
+        app.close()
+    assert ran.report.exit_code == 4
+    assert sorted(seen) == sorted((h, "would-fix") for h in estate.hosts)
+
+
+def test_a_scheduled_task_runs_on_the_sites_workers_too(estate: Estate) -> None:
+    folder = marks_dir(Path("/tmp"))
+    added = estate.itops("schedule", "add", "marks-nightly", "--task", "test.mark", "--targets",
+                         "lab", "--cron", "0 3 * * *", "-p", f"folder={folder}")  # fmt: skip
+    assert added.returncode == 0, added.stdout + added.stderr
+    run = estate.itops("schedule", "run", "marks-nightly")
+    assert run.returncode == 0, run.stdout + run.stderr + estate.worker_logs()
+    for name in estate.hosts:
+        assert (folder / f"{name}.count").read_text() == "x\n"
+    log = estate.itops("log", "--json", "--task", "test.mark").stdout
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]
+    ran = {
+        r["host"]: (r["data"] or {}).get("site")
+        for r in records
+        if r["kind"] == "action.finish" and str(r["ticket"]).startswith("CHG-")
+    }
+    assert ran[estate.hosts[0]] == "branch-a" and ran[estate.hosts[3]] == "branch-b"
+    assert ran[estate.hosts[5]] is None

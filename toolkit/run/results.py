@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,3 +143,21 @@ class RunReport:
             "notes": list(self.notes),
             "hosts": [r.as_dict() for r in self.results],
         }
+
+
+def max_fail_stop(
+    batch: Sequence[Any], results: Mapping[str, HostResult], limit: float | None
+) -> str | None:
+    """After a `--serial` batch: why the later batches are not run (more of this batch's hosts
+    failed or were unreachable than --max-fail-percent allows), or None. `batch`: its Hosts."""
+    failed = sum(
+        results[h.name].outcome in (Outcome.FAILED, Outcome.UNREACHABLE)
+        for h in batch
+        if h.name in results
+    )
+    if limit is None or failed * 100 <= limit * len(batch):
+        return None
+    return (
+        f"not run: {failed} of {len(batch)} hosts failed in an earlier batch "
+        f"(more than --max-fail-percent {limit:g})"
+    )

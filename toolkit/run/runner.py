@@ -69,6 +69,7 @@ from toolkit.run.results import (
     HostResult,
     Outcome,
     RunReport,
+    max_fail_stop,
 )
 from toolkit.secrets.credentials import CredentialStore, Secret
 from toolkit.secrets.handover import Handover
@@ -711,17 +712,7 @@ class Runner:
                 if not self._run_green(batch, run_host, options.forks, results):
                     futures = {pool.submit(run_host, host): host for host in batch}
                     self._collect(futures, results)
-                failed = sum(
-                    results[h.name].outcome in (Outcome.FAILED, Outcome.UNREACHABLE)
-                    for h in batch
-                    if h.name in results
-                )
-                limit = options.max_fail_percent
-                if limit is not None and failed * 100 > limit * len(batch):
-                    stop_reason = (
-                        f"not run: {failed} of {len(batch)} hosts failed in an earlier batch "
-                        f"(more than --max-fail-percent {limit:g})"
-                    )
+                stop_reason = max_fail_stop(batch, results, options.max_fail_percent)
         ordered = tuple(results[h.name] for h in hosts if h.name in results)
         notes: list[str] = []
         finish_failed = False

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from toolkit.errors import ToolkitError
 from toolkit.ledger import Entry, Ledger
 from toolkit.run.events import HostRun, Observers
-from toolkit.run.results import HostResult, Outcome, RunReport
+from toolkit.run.results import HostResult, Outcome, RunReport, max_fail_stop
 from toolkit.run.runner import RunInterrupted
 from toolkit.workers import (
     CANCELLED,
@@ -194,17 +194,7 @@ def run_distributed(
                 notes.extend(job_notes)
                 finish_failed |= failed
             pending = []
-            failed_hosts = sum(
-                results[h.name].outcome in (Outcome.FAILED, Outcome.UNREACHABLE)
-                for h in batch
-                if h.name in results
-            )
-            limit = request.max_fail_percent
-            if limit is not None and failed_hosts * 100 > limit * len(batch):
-                stop_reason = (
-                    f"not run: {failed_hosts} of {len(batch)} hosts failed in an earlier batch "
-                    f"(more than --max-fail-percent {limit:g})"
-                )
+            stop_reason = max_fail_stop(batch, results, request.max_fail_percent)
     except KeyboardInterrupt as stop:
         raise _interrupted(celery, app.ledger, request, pending, results, stop, started) from None
     ordered = tuple(results[h.name] for h in request.hosts if h.name in results)

@@ -157,7 +157,6 @@ def start(lab: Lab, state: LabState, sites: int, per_site: int, devices: bool = 
                 "ansible_host": switch.address,
                 "ansible_port": switch.port,
                 "jump": [bastion],
-                "site": f"site-{s}",
             }
         config.write_text(_bastion_config(state, inner, hosts + extra, key_path))
         bastion_pid = _spawn(lab, state, netns, f"sshd:{bastion}", config, f"bastion{s}_sshd")
@@ -172,7 +171,9 @@ def start(lab: Lab, state: LabState, sites: int, per_site: int, devices: bool = 
         record["hosts"] = [h.name for h in hosts]
         bastions[bastion] = {"ansible_host": inner, "ansible_port": state.port}
         site_groups[f"site{s}"] = {
-            "vars": {"jump": [bastion], "site": f"site-{s}"},
+            # no `site:` — that would send the site's hosts to its Celery workers
+            # (toolkit.workers); the lab's sites are reached through their bastion
+            "vars": {"jump": [bastion]},
             "hosts": {h.name: {"ansible_host": h.address, "ansible_port": h.port} for h in hosts},
         }
         _wait_listening(bastion_pid, {inner}, state.port)

@@ -38,6 +38,7 @@ from toolkit.itsm import (
     TicketUnknown,
     number,
 )
+from toolkit.itsm.http import retry_after
 
 if TYPE_CHECKING:
     import httpx2
@@ -464,10 +465,8 @@ def _said(response: Any) -> str:
 
 
 def _retry_after(response: Any) -> float | None:
-    from toolkit.itsm.rt import _seconds
-
     value = response.headers.get("Retry-After")
-    return _seconds(value) if value else None
+    return retry_after(value) if value else None
 
 
 def _int(value: Any) -> int:

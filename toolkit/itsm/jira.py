@@ -36,8 +36,7 @@ from toolkit.itsm import (
     TicketUnknown,
     number,
 )
-from toolkit.itsm.rt import _seconds
-from toolkit.itsm.servicenow import _tls_reason
+from toolkit.itsm.http import pinned_adapter, retry_after, tls_reason
 
 if TYPE_CHECKING:
     from toolkit.secrets.credentials import Secret
@@ -77,8 +76,6 @@ class JiraDesk:
     def _connect(self) -> Any:
         from jira import JIRA
 
-        from toolkit.itsm.servicenow import adapter
-
         verify: str | bool = str(self.settings.ca_bundle) if self.settings.ca_bundle else True
         auth: dict[str, Any] = {}
         secret = self._token or self._password
@@ -96,7 +93,7 @@ class JiraDesk:
         )
         session = client._session
         for prefix in ("https://", "http://"):
-            session.mount(prefix, adapter(self.settings.timeout, verify))
+            session.mount(prefix, pinned_adapter(self.settings.timeout, verify))
         info = client.server_info()  # Cloud or Data Center
         client.deploymentType = info.get("deploymentType")
         client._version = tuple(info.get("versionNumbers") or (0, 0, 0))
@@ -375,12 +372,12 @@ class JiraDesk:
                 )
                 raise DeskUnavailable(
                     f"Jira at {self.url} answered HTTP {status} to {what}",
-                    retry_after=_seconds(retry) if retry else None,
+                    retry_after=retry_after(retry) if retry else None,
                 ) from exc
             raise DeskError(f"Jira at {self.url} answered HTTP {status} to {what}: {said}") from exc
         except requests.exceptions.SSLError as exc:
             raise DeskError(
-                f"Jira at {self.url}: its TLS certificate is not trusted ({_tls_reason(exc)})",
+                f"Jira at {self.url}: its TLS certificate is not trusted ({tls_reason(exc)})",
                 hint="for a private CA set [itsm] ca_bundle to its PEM file",
             ) from exc
         except requests.exceptions.Timeout as exc:

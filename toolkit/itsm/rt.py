@@ -28,6 +28,7 @@ from toolkit.itsm import (
     TicketUnknown,
     number,
 )
+from toolkit.itsm.http import retry_after
 
 if TYPE_CHECKING:
     from toolkit.secrets.credentials import Secret
@@ -66,7 +67,7 @@ class RtDesk:
         if response.status_code in (429, 503):
             value = response.headers.get("Retry-After")
             if value:
-                self._retry_after = _seconds(value)
+                self._retry_after = retry_after(value)
 
     # -- the Desk calls ----------------------------------------------------------------------
     def lookup(self, ticket: str) -> DeskTicket:
@@ -378,18 +379,4 @@ def _epoch(value: Any) -> float | None:
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
-        return None
-
-
-def _seconds(value: str) -> float | None:
-    """Retry-After: delta-seconds or an HTTP date."""
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
         return None

@@ -36,7 +36,7 @@ from toolkit.itsm import (
     TicketUnknown,
     number,
 )
-from toolkit.itsm.rt import _seconds
+from toolkit.itsm.http import pinned_adapter, retry_after, tls_reason
 
 if TYPE_CHECKING:
     from toolkit.secrets.credentials import Secret
@@ -89,7 +89,7 @@ class ServiceNowDesk:
                 hint="the instance's https:// URL, e.g. https://example.service-now.com",
             ) from exc
         session = self._sn.session
-        session.mount("https://", adapter(settings.timeout, verify))
+        session.mount("https://", pinned_adapter(settings.timeout, verify))
         session.hooks["response"].append(self._remember)
         self._status = 0
         self._retry_after: float | None = None
@@ -101,7 +101,7 @@ class ServiceNowDesk:
         if response.status_code in (429, 503):
             value = response.headers.get("Retry-After")
             if value:
-                self._retry_after = _seconds(value)
+                self._retry_after = retry_after(value)
 
     # -- the Desk calls ----------------------------------------------------------------------
     def _incident(self, ticket: str) -> list[Any]:
@@ -372,7 +372,7 @@ class ServiceNowDesk:
             raise DeskError(f"ServiceNow at {self.url} answered HTTP {status} to {what}") from exc
         except requests.exceptions.SSLError as exc:
             raise DeskError(
-                f"ServiceNow at {self.url}: its TLS certificate is not trusted ({_tls_reason(exc)})",
+                f"ServiceNow at {self.url}: its TLS certificate is not trusted ({tls_reason(exc)})",
                 hint="for a private CA set [itsm] ca_bundle to its PEM file",
             ) from exc
         except requests.exceptions.Timeout as exc:
@@ -391,21 +391,6 @@ class ServiceNowDesk:
             ) from exc
 
 
-def _tls_reason(exc: BaseException) -> str:
-    """What the TLS handshake said (not requests' whole retry message with the URL)."""
-    import ssl
-
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            break
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return str(seen.verify_message or seen)
-        inner = [a for a in getattr(seen, "args", ()) if isinstance(a, BaseException)]
-        seen = getattr(seen, "reason", None) or (inner[0] if inner else None) or seen.__context__
-    return "certificate verify failed"
-
-
 class Field:
     """One field of a Table API record: its value and its label (display value)."""
 
@@ -414,23 +399,6 @@ class Field:
     def __init__(self, value: str, shown: str) -> None:
         self.value = value
         self.shown = shown
-
-
-def adapter(timeout: float, verify: str | bool) -> Any:
-    """A requests adapter that gives every request a timeout (pysnc passes none) and the
-    configured TLS verification: requests lets REQUESTS_CA_BUNDLE override a session's
-    `verify` when the call passes none (pysnc and jira pass none), so `ca_bundle` would be
-    ignored wherever that variable is set. No retries: the outbox retries."""
-    from requests.adapters import HTTPAdapter
-
-    class Pinned(HTTPAdapter):
-        def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-            if kwargs.get("timeout") is None:
-                kwargs["timeout"] = timeout
-            kwargs["verify"] = verify
-            return super().send(request, **kwargs)
-
-    return Pinned(max_retries=0)
 
 
 AUDIT_FIELDS = [

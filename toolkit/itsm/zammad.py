@@ -34,6 +34,7 @@ from toolkit.itsm import (
     TicketUnknown,
     number,
 )
+from toolkit.itsm.http import pinned_adapter, retry_after
 
 if TYPE_CHECKING:
     from toolkit.secrets.credentials import Secret
@@ -49,7 +50,6 @@ class ZammadDesk:
     def __init__(
         self, settings: ItsmSettings, *, password: Secret | None, token: Secret | None
     ) -> None:
-        import requests.adapters
         from zammad_py import ZammadAPI
 
         self.settings = settings
@@ -63,23 +63,10 @@ class ZammadDesk:
             )
         except Exception as exc:  # zammad_py's ConfigException, ValueError
             raise DeskError(f"cannot use the Zammad at {self.url}: {exc}") from exc
-        timeout = settings.timeout
         ca = str(settings.ca_bundle) if settings.ca_bundle else None
-
-        class Configured(requests.adapters.HTTPAdapter):
-            """Every request with itops' timeout and, if set, its CA bundle: requests lets
-            REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's `verify`."""
-
-            def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-                if kwargs.get("timeout") is None:
-                    kwargs["timeout"] = timeout
-                if ca is not None:
-                    kwargs["verify"] = ca
-                return super().send(request, **kwargs)
-
         session = self._api.session
-        session.mount("http://", Configured())
-        session.mount("https://", Configured())
+        session.mount("http://", pinned_adapter(settings.timeout, ca))
+        session.mount("https://", pinned_adapter(settings.timeout, ca))
         session.verify = ca or True
         session.hooks["response"].append(self._remember)
         self._status = 0
@@ -90,8 +77,6 @@ class ZammadDesk:
         self._me: str | None = None
 
     def _remember(self, response: Any, *args: Any, **kwargs: Any) -> Any:
-        from toolkit.itsm.rt import _seconds
-
         self._status = response.status_code
         self._retry_after = None
         self._said = ""
@@ -99,7 +84,7 @@ class ZammadDesk:
             self._said = response.text[:200]
             value = response.headers.get("Retry-After")
             if value and response.status_code in (429, 503):
-                self._retry_after = _seconds(value)
+                self._retry_after = retry_after(value)
         return response
 
     # -- the Desk calls ----------------------------------------------------------------------

@@ -113,6 +113,26 @@ class Estate:
             if proc in procs:
                 procs.remove(proc)
 
+    def on_broker(self, name: str, broker: str) -> Estate:
+        """A second workspace beside this one: the same lab hosts, sites, task and ledger, its
+        workers on `broker`."""
+        root = self.root.parent / name
+        Workspace.init(root)
+        (root / "tasks" / "marks.py").write_text(TASK)
+        shutil.copy(self.root / "inventory" / "sites.yml", root / "inventory" / "sites.yml")
+        lab = self.root / ".itops" / "lab"
+        shutil.copy(lab / "known_hosts", root / "inventory" / "known_hosts")
+        config = (
+            (root / "itops.toml")
+            .read_text()
+            .replace(
+                'sources = ["inventory/hosts.yml"]',
+                f'sources = ["{lab / "hosts.yml"}", "inventory/sites.yml"]',
+            )
+        )
+        (root / "itops.toml").write_text(config + f'\n[workers]\nbroker = "{broker}"\n')
+        return Estate(root, self.hosts, self.vhost, self.ledger_url, self.env, logs=self.logs)
+
     def worker_logs(self) -> str:
         assert self.logs is not None
         return "".join(p.read_text(errors="replace")[-3000:] for p in self.logs.glob("*.log"))
@@ -379,25 +399,7 @@ def test_redis_as_the_broker_runs_the_same_jobs(estate: Estate) -> None:
     """A second workspace on the same lab hosts, its workers on Redis (a database of its own,
     emptied after; kombu prefixes its broadcast channels with the database number)."""
     db = 1 + secrets.randbelow(15)
-    root = estate.root.parent / f"redis-{db}"
-    Workspace.init(root)
-    (root / "tasks" / "marks.py").write_text(TASK)
-    shutil.copy(estate.root / "inventory" / "sites.yml", root / "inventory" / "sites.yml")
-    lab = estate.root / ".itops" / "lab"
-    shutil.copy(lab / "known_hosts", root / "inventory" / "known_hosts")
-    config = (
-        (root / "itops.toml")
-        .read_text()
-        .replace(
-            'sources = ["inventory/hosts.yml"]',
-            f'sources = ["{lab / "hosts.yml"}", "inventory/sites.yml"]',
-        )
-    )
-    (root / "itops.toml").write_text(
-        config + f'\n[workers]\nbroker = "redis://127.0.0.1:6379/{db}"\n'
-    )
-    other = Estate(root, estate.hosts, estate.vhost, estate.ledger_url, estate.env,
-                   logs=estate.logs)  # fmt: skip
+    other = estate.on_broker(f"redis-{db}", f"redis://127.0.0.1:6379/{db}")
     folder = marks_dir(Path("/tmp"))
     try:
         for site in ("branch-a", "branch-b"):
@@ -493,32 +495,14 @@ def test_the_broker_stopped_mid_run_stops_the_cli_cleanly(estate: Estate) -> Non
          "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    root = estate.root.parent / f"broker-{port}"
-    Workspace.init(root)
-    (root / "tasks" / "marks.py").write_text(TASK)
-    shutil.copy(estate.root / "inventory" / "sites.yml", root / "inventory" / "sites.yml")
-    lab = estate.root / ".itops" / "lab"
-    shutil.copy(lab / "known_hosts", root / "inventory" / "known_hosts")
-    config = (
-        (root / "itops.toml")
-        .read_text()
-        .replace(
-            'sources = ["inventory/hosts.yml"]',
-            f'sources = ["{lab / "hosts.yml"}", "inventory/sites.yml"]',
-        )
-    )
-    (root / "itops.toml").write_text(
-        config + f'\n[workers]\nbroker = "redis://127.0.0.1:{port}/0"\n'
-    )
-    other = Estate(root, estate.hosts, estate.vhost, estate.ledger_url, estate.env,
-                   logs=estate.logs)  # fmt: skip
+    other = estate.on_broker(f"broker-{port}", f"redis://127.0.0.1:{port}/0")
     folder = marks_dir(Path("/tmp"))
     try:
         time.sleep(0.5)
         other.start_worker("branch-a")
         other.wait_live("branch-a")
         run = subprocess.Popen(
-            [sys.executable, "-m", "toolkit", "--workspace", str(root), "fix", "test.mark",
+            [sys.executable, "-m", "toolkit", "--workspace", str(other.root), "fix", "test.mark",
              "branch-a", "-p", f"folder={folder}", "-p", "seconds=5", "--ticket", "INC-7008"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=estate.env,
             stdin=subprocess.DEVNULL,

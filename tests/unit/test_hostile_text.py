@@ -229,3 +229,13 @@ def test_a_real_terminal_gets_no_escape_from_the_ledger(ws: Path) -> None:
         assert proc.returncode == 0, err.decode()
         out = b"".join(chunks).decode()
         assert_shown_literally(out, "terminal", *MARKUP[:2])
+
+
+def test_plain_table_headers_upper_case_the_name_but_keep_a_zone_as_spelled(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`ticket show` names its time column after the calendar's zone: `TIME (Europe/Berlin)`,
+    not `TIME (EUROPE/BERLIN)` — a zone name is case-sensitive (tz database)."""
+    render.table(["time (Europe/Berlin)", "outcome"], [["2026-12-04 10:00", "fixed"]])
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.split() == ["TIME", "(Europe/Berlin)", "OUTCOME"]

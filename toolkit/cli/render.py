@@ -86,9 +86,16 @@ def table(
     if title:
         click.echo(title)
     widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    click.echo("  ".join(_header(c).ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in rows:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _header(column: str) -> str:
+    """A plain table's header: the name upper-cased, a parenthesised unit or zone as spelled
+    (`TIME (Europe/Berlin)`: tz names are case-sensitive)."""
+    name, paren, rest = column.partition(" (")
+    return name.upper() + paren + rest
 
 
 def echo(message: str = "", *, err: bool = False, **style: Any) -> None:

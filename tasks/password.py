@@ -7,14 +7,15 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from toolkit.errors import NotFound, ValidationError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.facts import Fact, read, succeeded
 from toolkit.remediation.guards import admit_privileged, privileged_guard
-from toolkit.remediation.linux import LINUX_USER, as_int, done_before, key_values, output
+from toolkit.remediation.linux import LINUX_USER, as_int, done_before, key_values
 from toolkit.remediation.passwords import CLASSES, generate_password
-from toolkit.remediation.quoting import cmd, script
+from toolkit.remediation.quoting import Command, cmd, script
 from toolkit.secrets.credentials import Secret
 
 PRIVILEGED_GROUPS = ("root", "sudo", "wheel", "admin")
@@ -31,12 +32,75 @@ SHADOW_STATE = (
     "faillock --user {user} 2>/dev/null | grep -c ' V$' | sed 's/^/failures=/'; fi; "
     "echo today=$(( $(date +%s) / 86400 ))"
 )
+
+
 def fingerprint(secret: Secret) -> str:
     """A salted, slow fingerprint of a password for the ticket log (scrypt, random salt): whoever
     holds the password can show it was this reset's, nobody can read the password from it."""
     salt = os.urandom(16)
     digest = hashlib.scrypt(secret.reveal().encode(), salt=salt, n=2**14, r=8, p=1, dklen=16)
     return f"scrypt:16384:8:1:{salt.hex()}:{digest.hex()}"
+
+
+@dataclass(frozen=True)
+class PasswdEntry(Fact[int | None]):
+    """The account's uid from the passwd database (getent: local files, LDAP, SSSD alike);
+    None when there is no such account."""
+
+    user: str
+
+    def command(self) -> Command:
+        return cmd("getent", "passwd", self.user)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> int | None:
+        fields = stdout.strip().split(":")
+        if exit_code != 0 or len(fields) < 3:
+            return None
+        return as_int(fields[2], -1)
+
+
+@dataclass(frozen=True)
+class Groups(Fact[tuple[str, ...]]):
+    """The names of the groups the account is in (id -nG)."""
+
+    user: str
+
+    def command(self) -> Command:
+        return cmd("id", "-nG", self.user)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> tuple[str, ...]:
+        return tuple(succeeded(f"id -nG {self.user}", stdout, stderr, exit_code).split())
+
+
+@dataclass(frozen=True)
+class ShadowState(Fact[dict[str, str]]):
+    """The account's shadow state as root (SHADOW_STATE: lock status, change day, a digest of
+    the hash salted with this run's `nonce`, faillock's count, today's day number)."""
+
+    user: str
+    nonce: str
+    become: ClassVar[bool] = True
+
+    def command(self) -> Command:
+        return script(SHADOW_STATE, user=self.user, nonce=self.nonce)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> dict[str, str]:
+        what = f"reading the shadow entry of {self.user}"
+        return key_values(succeeded(what, stdout, stderr, exit_code))
+
+
+@dataclass(frozen=True)
+class SudoRules(Fact[bool]):
+    """Whether sudoers grants the account any rule (sudo -l -U, as root)."""
+
+    user: str
+    become: ClassVar[bool] = True
+
+    def command(self) -> Command:
+        return cmd("sudo", "-n", "-l", "-U", self.user)
+
+    def parse(self, stdout: str, stderr: str, exit_code: int) -> bool:
+        return "may run the following commands" in stdout
 
 
 @dataclass(frozen=True)
@@ -125,31 +189,26 @@ class ResetPassword(Remediation):
     def _shadow(self, ctx: Context, user: str) -> dict[str, str]:
         if not self.nonce:
             self.nonce = secrets.token_hex(8)
-        probe = script(SHADOW_STATE, user=user, nonce=self.nonce)
-        return key_values(
-            output(ctx.read(probe, become=True), f"reading the shadow entry of {user}")
-        )
+        return read(ctx, ShadowState(user, self.nonce))
 
     def _account(self, ctx: Context) -> Account:
         user = str(self.user)
-        entry = ctx.read(cmd("getent", "passwd", user))
-        if entry.exit_code != 0 or not entry.stdout.strip():
+        uid = read(ctx, PasswdEntry(user))
+        if uid is None:
             raise NotFound(f"no local account {user!r} on {ctx.host.name}")
-        fields = entry.stdout.strip().split(":")
-        groups = output(ctx.read(cmd("id", "-nG", user)), f"id -nG {user}").split()
+        groups = read(ctx, Groups(user))
         state = self._shadow(ctx, user)
-        rules = ctx.read(cmd("sudo", "-n", "-l", "-U", user), become=True)
         return Account(
             user,
-            as_int(fields[2], -1),
-            tuple(groups),
+            uid,
+            groups,
             state.get("status", "unknown"),
             as_int(state.get("lastchg"), -1),
             state.get("expire", ""),
             state.get("hash", ""),
             as_int(state.get("failures")),
             as_int(state.get("today")),
-            "may run the following commands" in rules.stdout,
+            read(ctx, SudoRules(user)),
         )
 
     def check(self, ctx: Context) -> Finding:

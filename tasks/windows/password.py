@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from toolkit.errors import NotFound, ToolkitError
 from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.facts import read
 from toolkit.remediation.guards import admit_privileged, privileged_guard
 from toolkit.remediation.passwords import generate_password
-from toolkit.remediation.quoting import StdinSecret, ps_script
-from toolkit.remediation.windows import ACCOUNT_NAME, as_int, change_json, read_json, strings, text
+from toolkit.remediation.quoting import Command, StdinSecret, ps_script
+from toolkit.remediation.windows import (
+    ACCOUNT_NAME,
+    JsonFact,
+    as_int,
+    change_json,
+    strings,
+    text,
+)
 from toolkit.secrets.credentials import Secret
 
 # Built-in accounts that are privileged whatever their groups: Administrator (500), krbtgt (502).
@@ -56,6 +65,69 @@ if ({unlock}) {{ Unlock-ADAccount -Identity $sid }}
 if ({expire}) {{ Set-ADUser -Identity $sid -ChangePasswordAtLogon $true }}
 ConvertTo-Json -Compress -InputObject @{{ reset = $true }}"""
 
+
+@dataclass(frozen=True)
+class WindowsAccount:
+    """An account as LOCAL_STATE / AD_STATE read it."""
+
+    name: str
+    sid: str
+    enabled: bool
+    locked: bool
+    groups: tuple[str, ...]  # the privileged groups AD_STATE named (tokenGroups)
+    admin: bool | None  # local: in Administrators (None: the membership could not be read)
+    protected: bool  # AD: adminCount=1
+    password_last_set: str
+    must_change: bool
+
+    def privileged(self) -> list[str]:
+        """Why the account is privileged (none: an ordinary account)."""
+        groups = list(self.groups)
+        if self.admin is True:
+            groups.append("Administrators")
+        elif self.admin is None:
+            groups.append("Administrators (membership could not be read)")
+        if self.protected:
+            groups.append("protected accounts (adminCount=1)")
+        rid = as_int(self.sid.rsplit("-", 1)[-1], -1)
+        if rid in PRIVILEGED_RIDS:
+            groups.append(PRIVILEGED_RIDS[rid])
+        return sorted(set(groups))
+
+
+@dataclass(frozen=True)
+class AccountState(JsonFact["WindowsAccount | None"]):
+    """A local account (scope local) or an AD account (scope ad): None when there is none."""
+
+    scope: str
+    user: str
+    what: ClassVar[str] = "account state"
+
+    def command(self) -> Command:
+        return ps_script(AD_STATE if self.scope == "ad" else LOCAL_STATE, user=self.user)
+
+    def value(self, data: Any) -> WindowsAccount | None:
+        if not isinstance(data, Mapping) or not data.get("found"):
+            return None
+        if not _SID.fullmatch(text(data.get("sid"))):
+            raise ToolkitError(f"unexpected SID {data.get('sid')!r} for {self.user!r}")
+        # AD_STATE has no admin key (its groups say it); LOCAL_STATE's null: it was unreadable
+        admin: bool | None = False
+        if "admin" in data:
+            admin = None if data["admin"] is None else data["admin"] is True
+        return WindowsAccount(
+            name=text(data.get("name")),
+            sid=text(data.get("sid")),
+            enabled=bool(data.get("enabled")),
+            locked=bool(data.get("locked")),
+            groups=tuple(strings(data.get("groups"))),
+            admin=admin,
+            protected=bool(data.get("protected")),
+            password_last_set=text(data.get("password_last_set")),
+            must_change=bool(data.get("must_change")),
+        )
+
+
 @remediation(
     "password.reset",
     category="account",
@@ -92,39 +164,29 @@ class ResetPassword(Remediation):
         bool, default=False, help="allow resetting an administrative account (P1/P2 ticket only)"
     )
 
+    before: WindowsAccount
+    """The account as check found it: apply resets it by SID, verify compares against it."""
+    generated: bool = False
+    """Whether apply generated the new password (verify hands it to the operator, masked)."""
+    secret: Secret
+    """The new password apply set (masked everywhere)."""
+
     @classmethod
     def admit(cls, params: Mapping[str, Any], ticket_priority: str | None) -> None:
         admit_privileged(params, ticket_priority)
 
-    def _state(self, ctx: Context) -> Mapping[str, Any]:
-        template = AD_STATE if self.scope == "ad" else LOCAL_STATE
-        data = read_json(ctx, ps_script(template, user=self.user), "account state")
-        if not isinstance(data, Mapping) or not data.get("found"):
+    def _state(self, ctx: Context) -> WindowsAccount:
+        account = read(ctx, AccountState(str(self.scope), str(self.user)))
+        if account is None:
             where = "in Active Directory" if self.scope == "ad" else f"on {ctx.host.name}"
             raise NotFound(f"no account {self.user!r} {where}")
-        if not _SID.fullmatch(text(data.get("sid"))):
-            raise ToolkitError(f"unexpected SID {data.get('sid')!r} for {self.user!r}")
-        return data
-
-    def privileged(self, data: Mapping[str, Any]) -> list[str]:
-        groups = strings(data.get("groups"))
-        if data.get("admin") is True:
-            groups.append("Administrators")
-        elif "admin" in data and data.get("admin") is None:
-            groups.append("Administrators (membership could not be read)")
-        if data.get("protected"):
-            groups.append("protected accounts (adminCount=1)")
-        rid = as_int(text(data.get("sid")).rsplit("-", 1)[-1], -1)
-        if rid in PRIVILEGED_RIDS:
-            groups.append(PRIVILEGED_RIDS[rid])
-        return sorted(set(groups))
+        return account
 
     def check(self, ctx: Context) -> Finding:
-        data = self._state(ctx)
-        self.before = data
+        account = self.before = self._state(ctx)
         note = privileged_guard(
-            text(data.get("name")),
-            self.privileged(data),
+            account.name,
+            account.privileged(),
             allow=bool(self.allow_privileged),
             host=ctx.host.name,
             priority=ctx.ticket_priority,
@@ -134,18 +196,18 @@ class ResetPassword(Remediation):
         state = ", ".join(
             bit
             for bit in (
-                "locked out" if data.get("locked") else "",
-                "disabled" if not data.get("enabled") else "",
+                "locked out" if account.locked else "",
+                "" if account.enabled else "disabled",
             )
             if bit
         )
         where = "AD" if self.scope == "ad" else "local"
         return Finding.problem(
-            f"reset requested for {where} account {data.get('name')}"
+            f"reset requested for {where} account {account.name}"
             + (f" ({state})" if state else ""),
-            account=data.get("name"),
-            locked=bool(data.get("locked")),
-            enabled=bool(data.get("enabled")),
+            account=account.name,
+            locked=account.locked,
+            enabled=account.enabled,
         )
 
     def apply(self, ctx: Context) -> None:
@@ -159,39 +221,36 @@ class ResetPassword(Remediation):
         script = ps_script(
             template,
             password=password,
-            sid=text(self.before.get("sid")),
+            sid=self.before.sid,
             unlock=bool(self.unlock),
             expire=bool(self.expire),
         )
         done = change_json(ctx, script, "password reset", stdin=ctx.adopt(password.stdin()))
         if not isinstance(done, Mapping) or not done.get("reset"):
             raise ToolkitError("the password reset did not confirm")
-        what = "unlocked and " if self.unlock and self.before.get("locked") else ""
-        ctx.note(f"{what}reset the password of {self.before.get('name') or self.user}")
+        what = "unlocked and " if self.unlock and self.before.locked else ""
+        ctx.note(f"{what}reset the password of {self.before.name or self.user}")
 
     def verify(self, ctx: Context) -> Finding:
-        data = self._state(ctx)
+        account = self._state(ctx)
         problems = []
-        if self.unlock and data.get("locked"):
+        if self.unlock and account.locked:
             problems.append("still locked out")
-        changed = data.get("password_last_set") != self.before.get("password_last_set")
-        if self.expire and not data.get("must_change"):
+        changed = account.password_last_set != self.before.password_last_set
+        if self.expire and not account.must_change:
             problems.append("not marked to change at next logon")
         if not self.expire and not changed:
             problems.append("password-last-set time did not change")
-        facts: dict[str, Any] = {
-            "account": data.get("name"),
-            "must_change": bool(data.get("must_change")),
-        }
+        facts: dict[str, Any] = {"account": account.name, "must_change": account.must_change}
         if self.generated:
             # Masked in every record (a Secret renders as ********); the operator gets it from
             # the run's result object, never from the ticket log.
             facts["generated_password"] = self.secret
         if problems:
-            return Finding.problem(f"{data.get('name')}: {', '.join(problems)}", **facts)
+            return Finding.problem(f"{account.name}: {', '.join(problems)}", **facts)
         return Finding.healthy(
-            f"password of {data.get('name')} reset"
+            f"password of {account.name} reset"
             + (", must change at next logon" if self.expire else "")
-            + (", unlocked" if self.unlock and self.before.get("locked") else ""),
+            + (", unlocked" if self.unlock and self.before.locked else ""),
             **facts,
         )

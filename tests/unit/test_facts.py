@@ -314,6 +314,41 @@ def test_clam_scan_detections_moves_and_errors() -> None:
         fact.parse("", "LibClamAV Error: no database\n", 2)
 
 
+def test_password_account_reads() -> None:
+    """The local account reads of password.reset, parsed alone on recorded output."""
+    from tasks import password
+
+    entry = password.PasswdEntry("jdoe")
+    assert entry.command().text == "getent passwd jdoe" and not entry.become
+    assert entry.parse("jdoe:x:1001:1001:J Doe,,,:/home/jdoe:/bin/bash\n", "", 0) == 1001
+    assert entry.parse("", "", 2) is None  # getent: no such key
+    assert password.Groups("jdoe").parse("jdoe sudo users\n", "", 0) == ("jdoe", "sudo", "users")
+    with pytest.raises(CommandFailed, match="id -nG jdoe"):
+        password.Groups("jdoe").parse("", "id: 'jdoe': no such user", 1)
+    shadow = password.ShadowState("jdoe", "0123abcd")
+    assert shadow.become and "0123abcd" in shadow.command().text
+    state = shadow.parse(
+        "status=locked\nlastchg=0\nexpire=\nhash=9f86d081884c7d65\nfailures=3\ntoday=20426\n",
+        "",
+        0,
+    )
+    assert state == {
+        "status": "locked",
+        "lastchg": "0",
+        "expire": "",
+        "hash": "9f86d081884c7d65",
+        "failures": "3",
+        "today": "20426",
+    }
+    with pytest.raises(CommandFailed, match="shadow entry of jdoe"):
+        shadow.parse("", "sudo: a password is required", 1)
+    rules = password.SudoRules("jdoe")
+    assert rules.become and rules.command().text == "sudo -n -l -U jdoe"
+    listed = "User jdoe may run the following commands on lab-01:\n    (ALL : ALL) ALL\n"
+    assert rules.parse(listed, "", 0) is True
+    assert rules.parse("User jdoe is not allowed to run sudo on lab-01.\n", "", 0) is False
+
+
 # --------------------------------------------------------------------------- declared state
 
 # Modules whose remediations follow the rule (the rest are listed in docs/architecture.md).
@@ -375,7 +410,7 @@ def test_windows_state_between_steps_is_declared_on_the_class() -> None:
     modules = {windows.__name__}
     for task in catalog:
         spec = task.implementation("windows")
-        if spec is not None and task.name != "password.reset":  # its own helper's rules
+        if spec is not None:
             modules.add(spec.cls.__module__)
     checked, undeclared = _undeclared("windows", modules)
     assert checked >= 13 and undeclared == []

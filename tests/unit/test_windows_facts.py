@@ -204,14 +204,42 @@ def test_network_diagnosis() -> None:
     assert failed.resolved == [] and not failed.tcp_open
 
 
+def test_account_state_local_and_ad() -> None:
+    """password.reset's account read: a local account whose Administrators membership could not
+    be read counts as privileged; an AD account's privilege comes from its named groups."""
+    from tasks.windows import password
+
+    sid = "S-1-5-21-1004336348-1177238915-682003330-1001"
+    local = password.AccountState("local", "jdoe")
+    assert "Get-LocalUser" in local.command().text and "'jdoe'" in local.command().text
+    found = out(local, {"found": True, "name": "jdoe", "sid": sid, "enabled": True,
+                        "locked": True, "admin": None, "password_last_set": None,
+                        "must_change": False})  # fmt: skip
+    assert found.locked and found.enabled and found.password_last_set == ""
+    assert found.privileged() == ["Administrators (membership could not be read)"]
+    assert out(local, {"found": False}) is None
+    ad = password.AccountState("ad", "jdoe")
+    assert "Get-ADUser" in ad.command().text
+    admin = out(ad, {"found": True, "name": "adm", "sid": sid[:-4] + "500", "enabled": True,
+                     "locked": False, "groups": ["Domain Admins"], "protected": True,
+                     "password_last_set": "133790000000000000", "must_change": False})  # fmt: skip
+    assert admin.admin is False and admin.privileged() == [
+        "Domain Admins",
+        "protected accounts (adminCount=1)",
+        "the built-in Administrator",
+    ]
+    with pytest.raises(ToolkitError, match="unexpected SID"):
+        out(ad, {"found": True, "name": "x", "sid": "S-1-5-18"})
+
+
 def test_windows_tasks_read_only_through_facts() -> None:
-    """Every probe a Windows task parses is a fact: no task module reads around `read()`
-    (the account reads of password.reset are not converted yet)."""
+    """Every probe a Windows task parses is a fact: no task module reads around `read()`."""
     from pathlib import Path
 
     folder = Path(BUILTIN_TASKS) / "windows"
-    modules = sorted(p for p in folder.glob("*.py") if p.name != "password.py")
-    assert len(modules) == 8  # antivirus backup directory network patch printer software system
+    modules = sorted(folder.glob("*.py"))
+    # antivirus backup directory network password patch printer software system
+    assert len(modules) == 9
     for path in modules:
         source = path.read_text()
         assert "read_json(ctx" not in source and "ctx.read(" not in source, path.name

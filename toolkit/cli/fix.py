@@ -18,6 +18,7 @@ from toolkit.cli.options import (
     fan_out,
     governance,
     new_ticket,
+    param_option,
     resolve_option,
 )
 from toolkit.errors import ValidationError
@@ -99,14 +100,7 @@ def task_options(entry: Task, extras: Sequence[str]) -> list[str]:
 )
 @click.argument("task", shell_complete=complete_task)
 @click.argument("targets", shell_complete=complete_targets)
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="A task parameter (repeatable). See: itops tasks show TASK",
-)
+@param_option("A task parameter (repeatable). See: itops tasks show TASK")
 @click.option(
     "--ticket",
     "-t",

@@ -12,7 +12,13 @@ from toolkit.automation.runbooks import Runbook, RunbookReport, StepRun
 from toolkit.cli import render
 from toolkit.cli.completion import complete_runbook, complete_targets
 from toolkit.cli.fix import parse_params, show_report
-from toolkit.cli.options import check_resolve, fan_out, kind_option, resolve_option
+from toolkit.cli.options import (
+    check_resolve,
+    fan_out,
+    kind_option,
+    param_option,
+    resolve_option,
+)
 from toolkit.desk.tickets import PRIORITIES, check_ticket_id
 
 EPILOG = """\b
@@ -162,14 +168,7 @@ def show(app: App, name: str, as_json: bool) -> None:
 @runbook.command("run", epilog=EPILOG)
 @click.argument("name", shell_complete=complete_runbook)
 @click.argument("targets", shell_complete=complete_targets)
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="A runbook parameter (repeatable).",
-)
+@param_option("A runbook parameter (repeatable).")
 @click.option(
     "--ticket", "-t", metavar="ID", help="Ticket the run is done under (required to change hosts)."
 )

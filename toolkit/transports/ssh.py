@@ -75,6 +75,16 @@ CIPHERS = [
 TRUST_HINT = "check the fingerprint with the host's owner, then: itops inventory trust {host}"
 
 
+def key_mismatch(host: str, change: str = "the host was rebuilt") -> HostKeyMismatch:
+    """The error for a host (a jump host, a device) whose key is not the pinned one."""
+    return HostKeyMismatch(
+        host,
+        "the host key differs from the pinned one: possible interception; nothing was sent",
+        hint=f"if {change}, verify the new fingerprint and run: "
+        f"itops inventory trust {host} --replace",
+    )
+
+
 class LoopThread:
     """An asyncio event loop on a daemon thread; synchronous callers submit coroutines to it.
 
@@ -377,12 +387,7 @@ class SSHFactory:
                 **auth,
             )
         except asyncssh.HostKeyNotVerifiable:
-            raise HostKeyMismatch(
-                host.name,
-                "the host key differs from the pinned one: possible interception; nothing was sent",
-                hint="if the host was rebuilt, verify the new fingerprint and run: "
-                f"itops inventory trust {host.name} --replace",
-            ) from None
+            raise key_mismatch(host.name) from None
         except asyncssh.PermissionDenied:
             raise AuthFailed(
                 host.name,

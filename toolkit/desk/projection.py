@@ -104,11 +104,30 @@ kpi_tickets = Table(
 
 # The narrow copy the KPI queries scan: a row a third the size of kpi_tickets' scans three times
 # faster. No time indexes: KPI queries cover whole periods, where a scan beats an index.
-_FACT_COLUMNS = (
-    "ticket category priority kind assignee tier requester hosts opened_at response_at "
-    "response_due response_minutes resolved_at resolution_minutes resolution_target escalations "
-    "reopens first_contact automated survey_score survey_at complaints"
-).split()
+_FACT_COLUMNS = [
+    "ticket",
+    "category",
+    "priority",
+    "kind",
+    "assignee",
+    "tier",
+    "requester",
+    "hosts",
+    "opened_at",
+    "response_at",
+    "response_due",
+    "response_minutes",
+    "resolved_at",
+    "resolution_minutes",
+    "resolution_target",
+    "escalations",
+    "reopens",
+    "first_contact",
+    "automated",
+    "survey_score",
+    "survey_at",
+    "complaints",
+]
 kpi_facts = Table(
     "kpi_facts",
     metadata,

@@ -650,12 +650,17 @@ class Projection:
         sql = f"SELECT {SUMMARY_SQL} FROM kpi_tickets"
         if conditions:
             sql += " WHERE " + " AND ".join(f"{k} = {ph}" for k, _ in conditions)
+        return [_summary(r) for r in self.fetch(sql, [v for _, v in conditions])]
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """All rows of a plain SQL query (parameters marked `self.mark`), straight from the DBAPI
+        cursor (SQLAlchemy's per-row cost is ~5×)."""
         with self.engine.connect() as conn:
             raw: Any = conn.connection.dbapi_connection
             cursor = raw.cursor()
             try:
-                cursor.execute(sql, tuple(v for _, v in conditions))
-                return [_summary(r) for r in cursor.fetchall()]
+                cursor.execute(sql, tuple(params))
+                return list(cursor.fetchall())
             finally:
                 cursor.close()
 

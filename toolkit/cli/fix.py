@@ -26,6 +26,7 @@ from toolkit.run.runner import HostResult, Outcome, RunInterrupted, RunReport
 from toolkit.run.service import check_governance
 
 if TYPE_CHECKING:
+    from toolkit.automation.runbooks import RunbookReport
     from toolkit.itsm.outbox import Note
     from toolkit.remediation.catalog import Task
     from toolkit.run.policy import RunPolicy
@@ -216,10 +217,7 @@ def fix(
             )
     try:
         if as_json:
-            data = report.as_dict()
-            if resolved is not None:
-                data["ticket_resolved"] = resolved[0]
-            render.emit_json(app.redactor.mask_data(data))
+            emit_report(app, report, resolved)
         else:
             show_report(report)
             if resolved is not None:
@@ -357,6 +355,17 @@ def _warn_repeat_fixes(app: App, category: str, hosts: list[str]) -> None:
             fg="yellow",
             err=True,
         )
+
+
+def emit_report(
+    app: App, report: RunReport | RunbookReport, resolved: tuple[bool, str] | None
+) -> None:
+    """A run's report as JSON (`itops fix`, `itops runbook run`): with `ticket_resolved` when
+    --resolve decided, masked."""
+    data = report.as_dict()
+    if resolved is not None:
+        data["ticket_resolved"] = resolved[0]
+    render.emit_json(app.redactor.mask_data(data))
 
 
 def show_report(report: RunReport) -> None:

@@ -11,7 +11,7 @@ from toolkit.app import App
 from toolkit.automation.runbooks import Runbook, RunbookReport, StepRun
 from toolkit.cli import render
 from toolkit.cli.completion import complete_runbook, complete_targets
-from toolkit.cli.fix import parse_params, show_report
+from toolkit.cli.fix import emit_report, parse_params, show_report
 from toolkit.cli.options import (
     check_resolve,
     fan_out,
@@ -274,10 +274,7 @@ def run(
 
             notes.append(queue(app.ledger, ticket, system, f"itops: {resolved[1]}", resolve=True))
     if as_json:
-        data = report.as_dict()
-        if resolved is not None:
-            data["ticket_resolved"] = resolved[0]
-        render.emit_json(app.redactor.mask_data(data))
+        emit_report(app, report, resolved)
     else:
         _summary(report, book)
         if resolved is not None:

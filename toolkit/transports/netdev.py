@@ -67,7 +67,13 @@ from toolkit.remediation.network import config as netconfig
 from toolkit.remediation.quoting import NETCLI, Command, config_display, config_lines
 from toolkit.secrets.credentials import CredentialStore, Redactor, Secret
 from toolkit.transports.base import CommandResult, ConnectOptions
-from toolkit.transports.ssh import USER_KNOWN_HOSTS, KnownHosts, key_mismatch, known_hosts_line
+from toolkit.transports.ssh import (
+    USER_KNOWN_HOSTS,
+    KnownHosts,
+    auth_refused,
+    key_mismatch,
+    known_hosts_line,
+)
 
 # inventory platform → netmiko device_type (a host may override with `netmiko_device_type`)
 DEVICE_TYPES = {
@@ -245,10 +251,8 @@ class NetdevFactory:
         try:
             conn = ConnectHandler(**params)
         except NetmikoAuthenticationException:
-            raise AuthFailed(
-                host.name,
-                f"authentication refused for user {host.user!r}",
-                hint="check ansible_user and the password reference for this device",
+            raise auth_refused(
+                host.name, host.user, "ansible_user and the password reference for this device"
             ) from None
         except NetmikoTimeoutException as exc:
             raise _connect_error(host, str(exc)) from None
@@ -365,10 +369,8 @@ class ParamikoJumps:
             self._login(hop, transport)
         except paramiko.AuthenticationException:
             transport.close()
-            raise AuthFailed(
-                hop.name,
-                f"authentication refused for user {hop.user!r}",
-                hint="check ssh_key / ansible_user / password for this jump host",
+            raise auth_refused(
+                hop.name, hop.user, "ssh_key / ansible_user / password for this jump host"
             ) from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             transport.close()

@@ -18,6 +18,7 @@ from toolkit.cli.options import (
     fan_out,
     governance,
     new_ticket,
+    param_option,
     resolve_option,
 )
 from toolkit.errors import ValidationError
@@ -25,6 +26,7 @@ from toolkit.run.runner import HostResult, Outcome, RunInterrupted, RunReport
 from toolkit.run.service import check_governance
 
 if TYPE_CHECKING:
+    from toolkit.automation.runbooks import RunbookReport
     from toolkit.itsm.outbox import Note
     from toolkit.remediation.catalog import Task
     from toolkit.run.policy import RunPolicy
@@ -99,14 +101,7 @@ def task_options(entry: Task, extras: Sequence[str]) -> list[str]:
 )
 @click.argument("task", shell_complete=complete_task)
 @click.argument("targets", shell_complete=complete_targets)
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="A task parameter (repeatable). See: itops tasks show TASK",
-)
+@param_option("A task parameter (repeatable). See: itops tasks show TASK")
 @click.option(
     "--ticket",
     "-t",
@@ -222,10 +217,7 @@ def fix(
             )
     try:
         if as_json:
-            data = report.as_dict()
-            if resolved is not None:
-                data["ticket_resolved"] = resolved[0]
-            render.emit_json(app.redactor.mask_data(data))
+            emit_report(app, report, resolved)
         else:
             show_report(report)
             if resolved is not None:
@@ -363,6 +355,17 @@ def _warn_repeat_fixes(app: App, category: str, hosts: list[str]) -> None:
             fg="yellow",
             err=True,
         )
+
+
+def emit_report(
+    app: App, report: RunReport | RunbookReport, resolved: tuple[bool, str] | None
+) -> None:
+    """A run's report as JSON (`itops fix`, `itops runbook run`): with `ticket_resolved` when
+    --resolve decided, masked."""
+    data = report.as_dict()
+    if resolved is not None:
+        data["ticket_resolved"] = resolved[0]
+    render.emit_json(app.redactor.mask_data(data))
 
 
 def show_report(report: RunReport) -> None:

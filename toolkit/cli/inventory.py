@@ -12,6 +12,7 @@ from toolkit.cli import render
 from toolkit.cli.completion import complete_host, complete_targets
 from toolkit.cli.options import Checked
 from toolkit.errors import HostKeyMismatch, ToolkitError, ValidationError
+from toolkit.inventory import Host
 from toolkit.ledger import Entry
 
 
@@ -26,6 +27,19 @@ def inventory() -> None:
       itops inventory check lab
       itops inventory trust ws-042 --fingerprint SHA256:…
     """
+
+
+def _host_json(h: Host) -> dict[str, Any]:
+    """A host as `inventory list --json` prints it (`inventory show` adds its source and vars)."""
+    return {
+        "name": h.name,
+        "address": h.address,
+        "port": h.port,
+        "platform": h.platform,
+        "transport": h.transport,
+        "user": h.user,
+        "groups": list(h.groups),
+    }
 
 
 @inventory.command("list")
@@ -43,20 +57,7 @@ def list_(app: App, pattern: str, as_json: bool) -> None:
     inv = app.inventory
     hosts = inv.select(pattern) if inv.hosts else []
     if as_json:
-        render.emit_json(
-            [
-                {
-                    "name": h.name,
-                    "address": h.address,
-                    "port": h.port,
-                    "platform": h.platform,
-                    "transport": h.transport,
-                    "user": h.user,
-                    "groups": list(h.groups),
-                }
-                for h in hosts
-            ]
-        )
+        render.emit_json([_host_json(h) for h in hosts])
         return
     render.table(
         ["host", "address", "platform", "transport", "groups"],
@@ -85,17 +86,7 @@ def show(app: App, host: str, as_json: bool) -> None:
       itops inventory show ws-042
     """
     h = app.inventory.get(host)
-    data = {
-        "name": h.name,
-        "address": h.address,
-        "port": h.port,
-        "platform": h.platform,
-        "transport": h.transport,
-        "user": h.user,
-        "groups": list(h.groups),
-        "source": h.source,
-        "vars": dict(h.vars),
-    }
+    data = {**_host_json(h), "source": h.source, "vars": dict(h.vars)}
     if as_json:
         render.emit_json(data)
         return

@@ -113,6 +113,12 @@ def kind_option(text: str) -> Callable[[F], F]:
     return click.option("--kind", type=click.Choice(TICKET_KINDS), help=text)
 
 
+def param_option(text: str) -> Callable[[F], F]:
+    """-p/--param NAME=VALUE, repeatable (`itops fix`, `itops runbook run`; fix.parse_params
+    reads them)."""
+    return click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help=text)
+
+
 def governance(command: F) -> F:
     """--break-glass, --reason and --approval: the run policy's overrides (fix, playbook run)."""
     return _stack(

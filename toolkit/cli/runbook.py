@@ -11,8 +11,14 @@ from toolkit.app import App
 from toolkit.automation.runbooks import Runbook, RunbookReport, StepRun
 from toolkit.cli import render
 from toolkit.cli.completion import complete_runbook, complete_targets
-from toolkit.cli.fix import parse_params, show_report
-from toolkit.cli.options import check_resolve, fan_out, kind_option, resolve_option
+from toolkit.cli.fix import emit_report, parse_params, show_report
+from toolkit.cli.options import (
+    check_resolve,
+    fan_out,
+    kind_option,
+    param_option,
+    resolve_option,
+)
 from toolkit.desk.tickets import PRIORITIES, check_ticket_id
 
 EPILOG = """\b
@@ -162,14 +168,7 @@ def show(app: App, name: str, as_json: bool) -> None:
 @runbook.command("run", epilog=EPILOG)
 @click.argument("name", shell_complete=complete_runbook)
 @click.argument("targets", shell_complete=complete_targets)
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="A runbook parameter (repeatable).",
-)
+@param_option("A runbook parameter (repeatable).")
 @click.option(
     "--ticket", "-t", metavar="ID", help="Ticket the run is done under (required to change hosts)."
 )
@@ -275,10 +274,7 @@ def run(
 
             notes.append(queue(app.ledger, ticket, system, f"itops: {resolved[1]}", resolve=True))
     if as_json:
-        data = report.as_dict()
-        if resolved is not None:
-            data["ticket_resolved"] = resolved[0]
-        render.emit_json(app.redactor.mask_data(data))
+        emit_report(app, report, resolved)
     else:
         _summary(report, book)
         if resolved is not None:

@@ -34,7 +34,7 @@ from fnmatch import fnmatchcase
 from typing import Any, NamedTuple, Protocol
 
 from toolkit.clock import iso_seconds
-from toolkit.desk.kpinames import KPI_KEYS
+from toolkit.desk.kpinames import KPI_KEYS, TIME_KEYS
 from toolkit.desk.sla import Policy
 from toolkit.desk.tickets import ActionFact, TicketSummary
 
@@ -43,15 +43,7 @@ GROUPINGS = ("category", "priority", "kind", "assignee", "tier", "host")
 RUN_OUTCOMES = ("fixed", "failed", "unreachable")
 UP_OUTCOMES = ("already-ok", "fixed", "ok")
 LOWER_IS_BETTER = (
-    "time_to_respond_mean",
-    "time_to_respond_median",
-    "time_to_respond_p90",
-    "time_to_resolve_mean",
-    "time_to_resolve_median",
-    "time_to_resolve_p90",
-    "time_to_fulfil_mean",
-    "time_to_fulfil_median",
-    "time_to_fulfil_p90",
+    *TIME_KEYS,
     "escalation_rate",
     "recurrence_rate",
     "reopen_rate",

@@ -244,16 +244,8 @@ def backlog_at(projection: Projection, policy: Policy, at: float) -> Backlog:
         f"SELECT {SUMMARY_SQL} FROM kpi_tickets WHERE ticket IN (SELECT ticket FROM kpi_facts "
         f"WHERE opened_at <= {ph} AND (resolved_at IS NULL OR resolved_at > {ph}))"
     )
-    with projection.engine.connect() as conn:
-        raw: Any = conn.connection.dbapi_connection
-        cursor = raw.cursor()
-        try:
-            cursor.execute(sql, (at, at))
-            found = cursor.fetchall()
-        finally:
-            cursor.close()
     out: Backlog = []
-    for row in found:
+    for row in projection.fetch(sql, (at, at)):
         t = _summary(row)
         if t.is_open_at(at):
             age = policy.calendar_for(t.priority).business_seconds(t.opened_at, at) / 60
@@ -269,14 +261,7 @@ def trend_rows(projection: Projection, since: float, until: float) -> list[Trend
         f"resolution_target, kind FROM kpi_facts WHERE (opened_at >= {ph} AND opened_at < {ph}) "
         f"OR (resolved_at >= {ph} AND resolved_at < {ph})"
     )
-    with projection.engine.connect() as conn:
-        raw: Any = conn.connection.dbapi_connection
-        cursor = raw.cursor()
-        try:
-            cursor.execute(sql, (since, until, since, until))
-            return [TrendRow(*r) for r in cursor.fetchall()]
-        finally:
-            cursor.close()
+    return [TrendRow(*r) for r in projection.fetch(sql, (since, until, since, until))]
 
 
 def _top_counts(counts: Mapping[str, int], n: int = 10) -> list[dict[str, Any]]:

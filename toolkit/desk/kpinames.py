@@ -6,6 +6,19 @@ A module of its own so that itops.toml's schema (toolkit.settings) can check the
 
 from __future__ import annotations
 
+# the KPIs in business minutes (lower is better)
+TIME_KEYS = (
+    "time_to_respond_mean",
+    "time_to_respond_median",
+    "time_to_respond_p90",
+    "time_to_resolve_mean",
+    "time_to_resolve_median",
+    "time_to_resolve_p90",
+    "time_to_fulfil_mean",
+    "time_to_fulfil_median",
+    "time_to_fulfil_p90",
+)
+
 KPI_KEYS = (
     "tickets_opened",
     "incidents_opened",
@@ -19,15 +32,7 @@ KPI_KEYS = (
     "incident_resolution_sla_compliance",
     "request_response_sla_compliance",
     "request_fulfilment_sla_compliance",
-    "time_to_respond_mean",
-    "time_to_respond_median",
-    "time_to_respond_p90",
-    "time_to_resolve_mean",
-    "time_to_resolve_median",
-    "time_to_resolve_p90",
-    "time_to_fulfil_mean",
-    "time_to_fulfil_median",
-    "time_to_fulfil_p90",
+    *TIME_KEYS,
     "first_contact_resolution_rate",
     "escalation_rate",
     "recurrence_rate",

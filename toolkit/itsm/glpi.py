@@ -112,16 +112,8 @@ class GlpiDesk:
 
     def _ticket(self, ticket: str, data: dict[str, Any]) -> DeskTicket:
         n = number(ticket, "glpi")
-        actors = self._call(
-            "GET",
-            f"Ticket/{n}/Ticket_User",
-            f"read {ticket}'s requesters",
-            params={"expand_dropdowns": "true"},
-            ticket=ticket,
-        )
-        requesters = [
-            a for a in actors or [] if isinstance(a, dict) and _int(a.get("type")) == REQUESTER
-        ]
+        actors = self._items(ticket, "Ticket_User", "requesters", {"expand_dropdowns": "true"})
+        requesters = [a for a in actors if _int(a.get("type")) == REQUESTER]
         names = tuple(_name(a.get("users_id")) for a in requesters if a.get("users_id"))
         email = next((str(a.get("alternative_email")) for a in requesters
                       if a.get("alternative_email")), "")  # fmt: skip
@@ -149,17 +141,24 @@ class GlpiDesk:
         return None
 
     def _followup_list(self, ticket: str, *, fresh: bool = False) -> list[dict[str, Any]]:
-        n = number(ticket, "glpi")
         if fresh or ticket not in self._followups:
-            found = self._call(
-                "GET",
-                f"Ticket/{n}/ITILFollowup",
-                f"read {ticket}'s followups",
-                params={"range": "0-9999"},
-                ticket=ticket,
+            self._followups[ticket] = self._items(
+                ticket, "ITILFollowup", "followups", {"range": "0-9999"}
             )
-            self._followups[ticket] = [f for f in found or [] if isinstance(f, dict)]
         return self._followups[ticket]
+
+    def _items(
+        self, ticket: str, itemtype: str, what: str, params: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """The ticket's items of one type (GET Ticket/N/<itemtype>): its actors, its followups."""
+        found = self._call(
+            "GET",
+            f"Ticket/{number(ticket, 'glpi')}/{itemtype}",
+            f"read {ticket}'s {what}",
+            params=params,
+            ticket=ticket,
+        )
+        return [item for item in found or [] if isinstance(item, dict)]
 
     def add_note(self, ticket: str, text: str) -> str:
         n = int(number(ticket, "glpi"))

@@ -1,5 +1,6 @@
-"""HTTP pieces the desk adapters share: Retry-After read, a TLS failure's reason, and a requests
-adapter that pins every request's timeout and certificate verification.
+"""HTTP pieces the desk adapters share: Retry-After read, a TLS failure's reason, a requests
+adapter that pins every request's timeout and certificate verification, and the DeskError for a
+request that got no answer.
 
 Imports nothing heavy at module level (requests only when `pinned_adapter` is called).
 """
@@ -7,7 +8,10 @@ Imports nothing heavy at module level (requests only when `pinned_adapter` is ca
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from toolkit.itsm import DeskError
 
 
 def retry_after(value: str) -> float | None:
@@ -37,6 +41,31 @@ def tls_reason(exc: BaseException) -> str:
         inner = [a for a in getattr(seen, "args", ()) if isinstance(a, BaseException)]
         seen = getattr(seen, "reason", None) or (inner[0] if inner else None) or seen.__context__
     return "certificate verify failed"
+
+
+def unanswered(
+    desk: str, url: str, what: str, exc: BaseException, *, began: float, send: bool
+) -> DeskError:
+    """A requests failure that is no answer from the desk (`desk`: its product name) as the
+    DeskError it is: a certificate not trusted, no answer in time (`began`: time.monotonic() when
+    the call started; `send`: the call changes the ticket, so the desk may have done it), or
+    unreachable."""
+    import requests
+
+    from toolkit.itsm import DeskError, DeskUnavailable
+
+    if isinstance(exc, requests.exceptions.SSLError):
+        return DeskError(
+            f"{desk} at {url}: its TLS certificate is not trusted ({tls_reason(exc)})",
+            hint="for a private CA set [itsm] ca_bundle to its PEM file",
+        )
+    if isinstance(exc, requests.exceptions.Timeout):
+        took = time.monotonic() - began
+        return DeskUnavailable(
+            f"{desk} at {url} did not answer within {took:.0f} s ({what})",
+            maybe_committed=send and not isinstance(exc, requests.exceptions.ConnectTimeout),
+        )
+    return DeskUnavailable(f"{desk} at {url} is unreachable ({what}): {exc}")
 
 
 def pinned_adapter(timeout: float, verify: str | bool | None) -> Any:

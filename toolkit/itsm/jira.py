@@ -36,7 +36,7 @@ from toolkit.itsm import (
     TicketUnknown,
     number,
 )
-from toolkit.itsm.http import pinned_adapter, retry_after, tls_reason
+from toolkit.itsm.http import pinned_adapter, retry_after, unanswered
 
 if TYPE_CHECKING:
     from toolkit.secrets.credentials import Secret
@@ -375,19 +375,8 @@ class JiraDesk:
                     retry_after=retry_after(retry) if retry else None,
                 ) from exc
             raise DeskError(f"Jira at {self.url} answered HTTP {status} to {what}: {said}") from exc
-        except requests.exceptions.SSLError as exc:
-            raise DeskError(
-                f"Jira at {self.url}: its TLS certificate is not trusted ({tls_reason(exc)})",
-                hint="for a private CA set [itsm] ca_bundle to its PEM file",
-            ) from exc
-        except requests.exceptions.Timeout as exc:
-            took = time.monotonic() - began
-            raise DeskUnavailable(
-                f"Jira at {self.url} did not answer within {took:.0f} s ({what})",
-                maybe_committed=send and not isinstance(exc, requests.exceptions.ConnectTimeout),
-            ) from exc
         except requests.exceptions.RequestException as exc:
-            raise DeskUnavailable(f"Jira at {self.url} is unreachable ({what}): {exc}") from exc
+            raise unanswered("Jira", self.url, what, exc, began=began, send=send) from exc
         except (ValueError, KeyError, TypeError) as exc:  # an answer that is not Jira's
             raise DeskError(f"Jira at {self.url}: unexpected answer to {what}: {exc}") from exc
 

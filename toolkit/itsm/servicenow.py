@@ -36,7 +36,7 @@ from toolkit.itsm import (
     TicketUnknown,
     number,
 )
-from toolkit.itsm.http import pinned_adapter, retry_after, tls_reason
+from toolkit.itsm.http import pinned_adapter, retry_after, unanswered
 
 if TYPE_CHECKING:
     from toolkit.secrets.credentials import Secret
@@ -370,21 +370,8 @@ class ServiceNowDesk:
                     retry_after=self._retry_after,
                 ) from exc
             raise DeskError(f"ServiceNow at {self.url} answered HTTP {status} to {what}") from exc
-        except requests.exceptions.SSLError as exc:
-            raise DeskError(
-                f"ServiceNow at {self.url}: its TLS certificate is not trusted ({tls_reason(exc)})",
-                hint="for a private CA set [itsm] ca_bundle to its PEM file",
-            ) from exc
-        except requests.exceptions.Timeout as exc:
-            took = time.monotonic() - began
-            raise DeskUnavailable(
-                f"ServiceNow at {self.url} did not answer within {took:.0f} s ({what})",
-                maybe_committed=send and not isinstance(exc, requests.exceptions.ConnectTimeout),
-            ) from exc
         except requests.exceptions.RequestException as exc:
-            raise DeskUnavailable(
-                f"ServiceNow at {self.url} is unreachable ({what}): {exc}"
-            ) from exc
+            raise unanswered("ServiceNow", self.url, what, exc, began=began, send=send) from exc
         except (ValueError, KeyError) as exc:  # an answer that is not the Table API's
             raise DeskError(
                 f"ServiceNow at {self.url}: unexpected answer to {what}: {exc}"

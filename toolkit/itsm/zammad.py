@@ -34,7 +34,7 @@ from toolkit.itsm import (
     TicketUnknown,
     number,
 )
-from toolkit.itsm.http import pinned_adapter, retry_after
+from toolkit.itsm.http import pinned_adapter, retry_after, unanswered
 
 if TYPE_CHECKING:
     from toolkit.secrets.credentials import Secret
@@ -335,19 +335,13 @@ class ZammadDesk:
             return call()
         except requests.HTTPError as exc:
             raise self._refused(what, ticket) from exc
-        except requests.Timeout as exc:
-            raise DeskUnavailable(
-                f"Zammad at {self.url} did not answer within {time.monotonic() - began:.0f} s "
-                f"({what})",
-                maybe_committed=send and not isinstance(exc, requests.ConnectTimeout),
-            ) from exc
         except requests.exceptions.SSLError as exc:
             raise DeskError(
                 f"Zammad at {self.url}: its TLS certificate is not trusted ({exc})",
                 hint="for a private CA set [itsm] ca_bundle to its PEM file",
             ) from exc
         except requests.RequestException as exc:
-            raise DeskUnavailable(f"Zammad at {self.url} is unreachable ({what}): {exc}") from exc
+            raise unanswered("Zammad", self.url, what, exc, began=began, send=send) from exc
         except ValueError as exc:  # a body that is not JSON
             raise DeskError(f"Zammad at {self.url}: cannot {what}: {exc}") from exc
 

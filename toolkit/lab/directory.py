@@ -129,6 +129,15 @@ def _listening(address: str, port: int) -> bool:
     return address in listening(port)
 
 
+def _wait_serving(server: str, address: str, seconds: float, logs: Path) -> None:
+    """Wait until `server` listens on both LDAP ports of `address`."""
+    wait_for(
+        lambda: _listening(address, 636) and _listening(address, 389),
+        seconds,
+        f"{server} did not start listening on {address}:636 (see {logs})",
+    )
+
+
 def check_free(address: str, wait: float = 10) -> None:
     """Both LDAP ports free on `address` (waiting a little: a server just stopped may still
     hold them)."""
@@ -239,11 +248,7 @@ def start_samba(folder: Path, address: str, spawn: Spawn, *, name: str = "dc-lab
         # samba renames its processes ("samba: root process"): `lab down` knows it by its pid file
         # (see core.Process.alive)
         process.pidfile = str(dc / "run" / "samba.pid")
-        wait_for(
-            lambda: _listening(address, 636) and _listening(address, 389),
-            60,
-            f"samba did not start listening on {address}:636 (see {logs})",
-        )
+        _wait_serving("samba", address, 60, logs)
         admin = (dc / "admin.pw").read_text().strip()
         peer = DirectoryPeer(
             name=name,
@@ -544,11 +549,7 @@ def start_slapd(
     process = spawn(
         "ldap", [slapd, "-d", "0", "-h", urls, "-F", str(conf_dir)], conf_dir, d / "slapd.log"
     )
-    wait_for(
-        lambda: _listening(address, 636) and _listening(address, 389),
-        30,
-        f"slapd did not start listening on {address}:636 (see {d / 'slapd.log'})",
-    )
+    _wait_serving("slapd", address, 30, d / "slapd.log")
     _write_secret(folder / "ldap-service.pw", service)
     return DirectoryPeer(
         name=name,

@@ -206,41 +206,35 @@ def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
     pct = lambda v: f"{v * 100:.0f} %"  # noqa: E731
     weeks = data["weeks"]
     labels = [readable_day(w["week"], zone) for w in weeks]
+
+    def weekly(name: str, series: Mapping[str, str], **style: Any) -> Markup:
+        """A line chart over the weeks: each series (its label: its key in a week) a line."""
+        lines = {label: [w[key] for w in weeks] for label, key in series.items()}
+        return Markup(line_chart(name, labels, lines, **style))
+
     charts: dict[str, Markup] = {
-        "trend_compliance": Markup(
-            line_chart(
-                "weekly-compliance",
-                labels,
-                {
-                    "response SLA": [w["response_sla_compliance"] for w in weeks],
-                    "resolution SLA": [w["resolution_sla_compliance"] for w in weeks],
-                },
-                title="SLA compliance per week",
-                fmt=pct,
-            )
+        "trend_compliance": weekly(
+            "weekly-compliance",
+            {
+                "response SLA": "response_sla_compliance",
+                "resolution SLA": "resolution_sla_compliance",
+            },
+            title="SLA compliance per week",
+            fmt=pct,
         ),
-        "trend_volume": Markup(
-            line_chart(
-                "weekly-volume",
-                labels,
-                {
-                    "opened": [w["opened"] for w in weeks],
-                    "resolved": [w["resolved"] for w in weeks],
-                },
-                title="Tickets opened and resolved per week",
-            )
+        "trend_volume": weekly(
+            "weekly-volume",
+            {"opened": "opened", "resolved": "resolved"},
+            title="Tickets opened and resolved per week",
         ),
-        "trend_mttr": Markup(
-            line_chart(
-                "weekly-mttr",
-                labels,
-                {
-                    "MTTR, incidents": [w["time_to_resolve_mean"] for w in weeks],
-                    "fulfilment, requests": [w["time_to_fulfil_mean"] for w in weeks],
-                },
-                title="Mean time to resolve and to fulfil per week (business minutes)",
-                fmt=lambda v: f"{v:,.0f}",
-            )
+        "trend_mttr": weekly(
+            "weekly-mttr",
+            {
+                "MTTR, incidents": "time_to_resolve_mean",
+                "fulfilment, requests": "time_to_fulfil_mean",
+            },
+            title="Mean time to resolve and to fulfil per week (business minutes)",
+            fmt=lambda v: f"{v:,.0f}",
         ),
     }
     for by, groups in data["groups"].items():
@@ -253,20 +247,14 @@ def html(data: Mapping[str, Any], *, title: str = "Support KPIs") -> str:
                 fmt=pct,
             )
         )
-    charts["recurring_hosts"] = Markup(
-        bar_chart(
-            "recurring-hosts",
-            [(r["name"], float(r["recurrences"])) for r in overall["recurring_hosts"]],
-            title="Top recurring hosts (recurrences)",
+    for what in ("hosts", "categories"):
+        charts[f"recurring_{what}"] = Markup(
+            bar_chart(
+                f"recurring-{what}",
+                [(r["name"], float(r["recurrences"])) for r in overall[f"recurring_{what}"]],
+                title=f"Top recurring {what} (recurrences)",
+            )
         )
-    )
-    charts["recurring_categories"] = Markup(
-        bar_chart(
-            "recurring-categories",
-            [(r["name"], float(r["recurrences"])) for r in overall["recurring_categories"]],
-            title="Top recurring categories (recurrences)",
-        )
-    )
     tiles = []
     sla = data.get("sla_targets") or {}
     for key, label in TILES:

@@ -121,6 +121,14 @@ def _info(exc: Any) -> tuple[int, str, str]:
     return int(data.get("result", -1)), str(data.get("desc", exc)), str(data.get("info", ""))
 
 
+def _refused(host: str, what: str, exc: Any) -> DirectoryError:
+    """The DirectoryError for a python-ldap error the directory answered `what` with."""
+    code, desc, info = _info(exc)
+    return DirectoryError(
+        f"{host}: {what}: {desc}" + (f" ({info})" if info else ""), code=code, info=info
+    )
+
+
 def bind_reason(kind: str, info: str) -> str:
     """Why a bind was refused, as one of AD_BIND_CODES' words (`invalid-credentials` else)."""
     if kind == "active_directory":
@@ -311,12 +319,7 @@ class LdapTransport:
                 _, desc, info = _info(exc)
                 raise Unreachable(self.host.name, f"{what}: {info or desc}") from None
             except ldap.LDAPError as exc:
-                code, desc, info = _info(exc)
-                raise DirectoryError(
-                    f"{self.host.name}: {what}: {desc}" + (f" ({info})" if info else ""),
-                    code=code,
-                    info=info,
-                ) from None
+                raise _refused(self.host.name, what, exc) from None
 
     def search(
         self,
@@ -401,12 +404,7 @@ class LdapTransport:
         except ldap.INVALID_CREDENTIALS as exc:
             return bind_reason(self.kind, _info(exc)[2])
         except ldap.LDAPError as exc:
-            code, desc, info = _info(exc)
-            raise DirectoryError(
-                f"{self.host.name}: bind check: {desc}" + (f" ({info})" if info else ""),
-                code=code,
-                info=info,
-            ) from None
+            raise _refused(self.host.name, "bind check", exc) from None
         finally:
             log.debug("bind check on %s took %.3fs", self.host.name, time.monotonic() - started)
             with contextlib.suppress(Exception):

@@ -57,7 +57,6 @@ from netmiko.session_log import SessionLog
 from toolkit.errors import (
     AuthFailed,
     CommandTimeout,
-    HostKeyMismatch,
     HostKeyUnknown,
     TransportError,
     Unreachable,
@@ -68,7 +67,13 @@ from toolkit.remediation.network import config as netconfig
 from toolkit.remediation.quoting import NETCLI, Command, config_display, config_lines
 from toolkit.secrets.credentials import CredentialStore, Redactor, Secret
 from toolkit.transports.base import CommandResult, ConnectOptions
-from toolkit.transports.ssh import USER_KNOWN_HOSTS, KnownHosts, known_hosts_line
+from toolkit.transports.ssh import (
+    USER_KNOWN_HOSTS,
+    KnownHosts,
+    auth_refused,
+    key_mismatch,
+    known_hosts_line,
+)
 
 # inventory platform → netmiko device_type (a host may override with `netmiko_device_type`)
 DEVICE_TYPES = {
@@ -246,10 +251,8 @@ class NetdevFactory:
         try:
             conn = ConnectHandler(**params)
         except NetmikoAuthenticationException:
-            raise AuthFailed(
-                host.name,
-                f"authentication refused for user {host.user!r}",
-                hint="check ansible_user and the password reference for this device",
+            raise auth_refused(
+                host.name, host.user, "ansible_user and the password reference for this device"
             ) from None
         except NetmikoTimeoutException as exc:
             raise _connect_error(host, str(exc)) from None
@@ -361,20 +364,13 @@ class ParamikoJumps:
         presented = transport.get_remote_server_key().asbytes()
         if not any(key.public_data == presented for key in trusted):
             transport.close()
-            raise HostKeyMismatch(
-                hop.name,
-                "the host key differs from the pinned one: possible interception; nothing was sent",
-                hint=f"if the host was rebuilt, verify the new fingerprint and run: "
-                f"itops inventory trust {hop.name} --replace",
-            )
+            raise key_mismatch(hop.name)
         try:
             self._login(hop, transport)
         except paramiko.AuthenticationException:
             transport.close()
-            raise AuthFailed(
-                hop.name,
-                f"authentication refused for user {hop.user!r}",
-                hint="check ssh_key / ansible_user / password for this jump host",
+            raise auth_refused(
+                hop.name, hop.user, "ssh_key / ansible_user / password for this jump host"
             ) from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             transport.close()
@@ -418,12 +414,7 @@ def _local_user() -> str:
 
 def _connect_error(host: Host, message: str) -> TransportError:
     if "does not match" in message:
-        return HostKeyMismatch(
-            host.name,
-            "the host key differs from the pinned one: possible interception; nothing was sent",
-            hint="if the device was replaced, verify the new fingerprint and run: "
-            f"itops inventory trust {host.name} --replace",
-        )
+        return key_mismatch(host.name, "the device was replaced")
     if "not found in known_hosts" in message:
         return HostKeyUnknown(host.name, "no pinned host key matched; refusing to connect")
     if "TCP connection to device failed" in message:

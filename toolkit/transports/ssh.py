@@ -75,6 +75,21 @@ CIPHERS = [
 TRUST_HINT = "check the fingerprint with the host's owner, then: itops inventory trust {host}"
 
 
+def auth_refused(host: str, user: str | None, check: str) -> AuthFailed:
+    """The error for a host that answered and refused the login (`check`: what to look at)."""
+    return AuthFailed(host, f"authentication refused for user {user!r}", hint=f"check {check}")
+
+
+def key_mismatch(host: str, change: str = "the host was rebuilt") -> HostKeyMismatch:
+    """The error for a host (a jump host, a device) whose key is not the pinned one."""
+    return HostKeyMismatch(
+        host,
+        "the host key differs from the pinned one: possible interception; nothing was sent",
+        hint=f"if {change}, verify the new fingerprint and run: "
+        f"itops inventory trust {host} --replace",
+    )
+
+
 class LoopThread:
     """An asyncio event loop on a daemon thread; synchronous callers submit coroutines to it.
 
@@ -377,17 +392,10 @@ class SSHFactory:
                 **auth,
             )
         except asyncssh.HostKeyNotVerifiable:
-            raise HostKeyMismatch(
-                host.name,
-                "the host key differs from the pinned one: possible interception; nothing was sent",
-                hint="if the host was rebuilt, verify the new fingerprint and run: "
-                f"itops inventory trust {host.name} --replace",
-            ) from None
+            raise key_mismatch(host.name) from None
         except asyncssh.PermissionDenied:
-            raise AuthFailed(
-                host.name,
-                f"authentication refused for user {auth['username']!r}",
-                hint="check ssh_key / ansible_user for this host in the inventory",
+            raise auth_refused(
+                host.name, auth["username"], "ssh_key / ansible_user for this host in the inventory"
             ) from None
         except (TimeoutError, OSError, asyncssh.Error) as exc:
             raise Unreachable(host.name, _describe(exc)) from None

@@ -170,7 +170,7 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
     config += f'\n[workers]\nbroker = "amqp://guest:guest@127.0.0.1:5672/{vhost}"\njobs = 2\n'
     (root / "itops.toml").write_text(config)
     lab = Lab(Workspace.load(root))
-    state = lab.up(6, services=())
+    state = lab.up(6, services=("sudo",))  # sudo: password.reset on a site host
     hosts = [h.name for h in state.hosts]
     (root / "inventory" / "sites.yml").write_text(
         "all:\n  children:\n"
@@ -590,3 +590,52 @@ def test_a_scheduled_task_runs_on_the_sites_workers_too(estate: Estate) -> None:
     }
     assert ran[estate.hosts[0]] == "branch-a" and ran[estate.hosts[3]] == "branch-b"
     assert ran[estate.hosts[5]] is None
+
+
+def test_a_secret_made_on_a_worker_reaches_the_engineer_sealed(estate: Estate) -> None:
+    """password.reset on a site host, its password generated on the worker: the engineer gets
+    it once at the controller, while the broker and the result backend (Redis here, which keeps
+    results where they can be read) only ever hold it sealed to the run's key; nor is it in the
+    ledger or the worker's log."""
+    db = 1 + secrets.randbelow(15)
+    other = estate.on_broker(f"redis-secret-{db}", f"redis://127.0.0.1:6379/{db}")
+    user = f"itw-{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", user], check=True)
+    site_host = estate.hosts[3]  # branch-b
+    try:
+        other.start_worker("branch-b")
+        other.wait_live("branch-b")
+        run = other.itops("fix", "password.reset", site_host, "-p", f"user={user}",
+                          "--ticket", "INC-7020", "--json")  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr + other.worker_logs()
+        assert by_host(run)[site_host]["outcome"] == "fixed"
+        shown = re.search(rf"{site_host}: new password for {user} \(shown once, not recorded\): "
+                          r"(\S+)", run.stderr)  # fmt: skip
+        assert shown, run.stderr
+        password = shown.group(1)
+        # it is the account's password now: the hash in /etc/shadow checks out
+        from tests.integration.test_linux_password import password_is
+
+        assert password_is(user, password)
+        # nowhere in clear: the result backend and broker keys, the ledger, the worker's log
+        keys = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "--scan"],
+                              capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+        assert any(k.startswith("celery-task-meta-") for k in keys), keys
+        for key in keys:
+            dump = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "--no-raw",
+                                   "DUMP", key], capture_output=True, check=True).stdout  # fmt: skip
+            assert password.encode() not in dump, key
+        meta = [k for k in keys if k.startswith("celery-task-meta-")]
+        stored = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "GET", meta[-1]],
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert '"sealed"' in stored and user not in stored.split('"handovers"')[1], stored
+        log = other.itops("log", "--ticket", "INC-7020", "--json")
+        assert log.returncode == 0 and password not in log.stdout
+        assert password not in other.worker_logs()
+    finally:
+        for procs in list(other.workers.values()):
+            for proc in list(procs):
+                other.stop(proc)
+        subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "flushdb"],
+                       capture_output=True)  # fmt: skip
+        subprocess.run(["userdel", user], capture_output=True)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from toolkit.inventory import Host
     from toolkit.run.policy import RunPolicy
     from toolkit.run.service import Ran, RunRequest, RunService
+    from toolkit.secrets.sealed import RunKey
 
 log = logging.getLogger("itops.workers")
 
@@ -147,6 +148,9 @@ def run_distributed(
             )
     started = time.monotonic()
     policy = service.admit(request)
+    from toolkit.secrets.sealed import RunKey
+
+    key = RunKey()  # secrets the workers make come back sealed to it (toolkit.secrets.sealed)
     results: dict[str, HostResult] = {}
     notes: list[str] = []
     finish_failed = False
@@ -176,7 +180,7 @@ def run_distributed(
                 continue
             groups = by_site(batch)
             pending = [
-                _Job(site, chunk, _send(celery, request, policy, site, chunk, connect_timeout))
+                _Job(site, chunk, _send(celery, request, policy, site, chunk, connect_timeout, key))
                 for site, hosts in groups.items()
                 if site is not None
                 for chunk in _chunks(hosts, settings.job_hosts)
@@ -188,7 +192,7 @@ def run_distributed(
                 finish_failed |= ran.report.finish_failed
             lost = functools.partial(cancel, celery, app.ledger, request)
             for job, data in _wait(pending, watch=(celery, settings, lost), progress=shown):
-                got, job_notes, failed = _collect(job, data)
+                got, job_notes, failed = _collect(job, data, key)
                 shown([[r.host, str(r.outcome)] for r in got.values()])
                 results.update(got)
                 notes.extend(job_notes)
@@ -196,7 +200,9 @@ def run_distributed(
             pending = []
             stop_reason = max_fail_stop(batch, results, request.max_fail_percent)
     except KeyboardInterrupt as stop:
-        raise _interrupted(celery, app.ledger, request, pending, results, stop, started) from None
+        raise _interrupted(
+            celery, app.ledger, request, pending, results, stop, started, key
+        ) from None
     ordered = tuple(results[h.name] for h in request.hosts if h.name in results)
     report = RunReport(
         request.task.name,
@@ -217,6 +223,7 @@ def _send(
     site: str,
     hosts: Sequence[Host],
     connect_timeout: float | None,
+    key: RunKey,
 ) -> Any:
     from toolkit.workers.jobs import policy_state
 
@@ -232,6 +239,7 @@ def _send(
         "command_timeout": request.command_timeout,
         "policy": policy_state(policy),
         "tags": dict(request.tags),
+        "handover_key": key.public,
     }
     try:
         return celery.send_task(TASK_NAME, args=[payload], queue=queue_of(site))
@@ -387,8 +395,9 @@ def _data(result: Any) -> Any:
     return {"error": f"the job {result.state.lower()}: {result.result!r}"}
 
 
-def _collect(job: _Job, data: Any) -> tuple[dict[str, HostResult], list[str], bool]:
-    """A finished job's host results, notes and whether its run failed beyond its hosts."""
+def _collect(job: _Job, data: Any, key: RunKey) -> tuple[dict[str, HostResult], list[str], bool]:
+    """A finished job's host results (with the secrets its hosts made, opened with the run's
+    key), notes and whether its run failed beyond its hosts."""
     if not isinstance(data, Mapping) or "results" not in data:
         error = str(data.get("error") if isinstance(data, Mapping) else data)
         kind = str(data.get("kind") or "worker-refused") if isinstance(data, Mapping) else (
@@ -400,7 +409,17 @@ def _collect(job: _Job, data: Any) -> tuple[dict[str, HostResult], list[str], bo
     got = {r.host: r for r in (result_from_dict(d) for d in data["results"])}
     for h in job.hosts:  # a host the job returned nothing for (revoked before it started)
         got.setdefault(h.name, _not_started(h.name))
-    return got, [str(n) for n in data.get("notes") or ()], bool(data.get("finish_failed"))
+    notes = [str(n) for n in data.get("notes") or ()]
+    for row in data.get("handovers") or ():
+        try:
+            handover = key.open(row)
+        except ToolkitError as exc:
+            notes.append(exc.message)
+            continue
+        if handover.host in got:  # (the host named inside the box: one of this job's)
+            r = got[handover.host]
+            got[handover.host] = dataclasses.replace(r, handovers=(*r.handovers, handover))
+    return got, notes, bool(data.get("finish_failed"))
 
 
 def _not_started(host: str) -> HostResult:
@@ -415,6 +434,7 @@ def _interrupted(
     results: dict[str, HostResult],
     stop: KeyboardInterrupt,
     started: float,
+    key: RunKey,
 ) -> RunInterrupted:
     """Ctrl-C: revoke every job of the run; what the running ones finish still comes back."""
     if isinstance(stop, RunInterrupted):  # the controller's own hosts were interrupted
@@ -423,7 +443,7 @@ def _interrupted(
     cancel(celery, ledger, request, pending, "interrupted (Ctrl-C)")
     back: set[str] = set()
     for job, data in _wait(pending, timeout=REVOKE_GRACE if ids else 0):
-        got, _, _ = _collect(job, data)
+        got, _, _ = _collect(job, data, key)  # (a secret made before the stop still comes)
         for name, result in got.items():
             if result.action_id is not None or result.outcome != Outcome.SKIPPED:
                 results[name] = result

@@ -280,12 +280,20 @@ def run_job(
         finally:
             stop.set()
             watcher.join()
-    withheld = [r.host for r in results.values() if r.handovers]
-    if withheld:
+    made = [h for r in results.values() for h in r.handovers]
+    sealed: list[dict[str, str]] = []
+    if made and payload.get("handover_key"):
+        # sealed to the controller's run key: the broker and the result backend see only boxes
+        from toolkit.secrets.sealed import seal_handovers
+
+        sealed = seal_handovers(made, str(payload["handover_key"]))
+    elif made:  # a controller that sent no key cannot open a box: the secret stays here
+        withheld = sorted({h.host for h in made})
         notes.append(
             f"{len(withheld)} host(s) made a secret for the engineer on a worker "
-            f"({', '.join(withheld[:5])}): secrets never travel through the broker — run this "
-            "task from the controller (hosts without a site) to receive them"
+            f"({', '.join(withheld[:5])}), and the controller sent no key to seal it to: it "
+            "never travels through the broker in clear — run this task from the controller "
+            "(hosts without a site) to receive it"
         )
     return {
         "site": site,
@@ -293,6 +301,7 @@ def run_job(
         "results": [results[h.name].as_dict() for h in hosts if h.name in results],
         "notes": notes,
         "finish_failed": finish_failed,
+        "handovers": sealed,
     }
 
 

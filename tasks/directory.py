@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolkit.errors import ToolkitError, ValidationError
+from toolkit.remediation.accounts import account_task
 from toolkit.remediation.catalog import (
     Context,
     DirectoryContext,
@@ -254,14 +255,7 @@ class AccountTask(Remediation):
 # --------------------------------------------------------------------------- status
 
 
-@remediation(
-    "account.status",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms=PLATFORMS,
-    summary="A directory account's state: locked, expired, disabled, bad passwords, groups "
-    "(read-only)",
-)
+@account_task("account.status", PLATFORMS)
 class AccountStatus(AccountTask):
     """Read a directory account (Active Directory or OpenLDAP): whether it is locked out,
     disabled or expired, must change its password, when it last had a bad password and how many,
@@ -288,13 +282,7 @@ class AccountStatus(AccountTask):
 # --------------------------------------------------------------------------- unlock
 
 
-@remediation(
-    "account.unlock",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms=PLATFORMS,
-    summary="Unlock a directory account locked out by bad passwords",
-)
+@account_task("account.unlock", PLATFORMS)
 class AccountUnlock(AccountTask):
     """Unlock a directory account that bad passwords locked out: Active Directory lockoutTime
     = 0, OpenLDAP ppolicy: pwdAccountLockedTime removed (the overlay clears the failure
@@ -375,13 +363,7 @@ class _Toggle(AccountTask):
         )
 
 
-@remediation(
-    "account.enable",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms=PLATFORMS,
-    summary="Enable a disabled directory account",
-)
+@account_task("account.enable", PLATFORMS)
 class AccountEnable(_Toggle):
     """Enable a directory account: Active Directory clears userAccountControl's ACCOUNTDISABLE
     bit (0x2, every other bit kept); OpenLDAP removes ppolicy's permanent lock
@@ -395,13 +377,7 @@ class AccountEnable(_Toggle):
     enable = True
 
 
-@remediation(
-    "account.disable",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms=PLATFORMS,
-    summary="Disable a directory account (it can no longer log in)",
-)
+@account_task("account.disable", PLATFORMS)
 class AccountDisable(_Toggle):
     """Disable a directory account: Active Directory sets userAccountControl's ACCOUNTDISABLE
     bit (0x2); OpenLDAP sets ppolicy's pwdAccountLockedTime to 000001010000Z (locked until an
@@ -695,14 +671,7 @@ class _Membership(AccountTask):
         return Finding.healthy(f"{self.before.name} is {where} {group}", **facts)
 
 
-@remediation(
-    "account.group-add",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms=PLATFORMS,
-    summary="Add a directory account to a group (a permission change: needs approval)",
-    risky=True,
-)
+@account_task("account.group-add", PLATFORMS)
 class GroupAdd(_Membership):
     """Add a directory account to a group (its member attribute): a permission change, so every
     run needs a second operator's approval. Privileged groups (Domain Admins, Enterprise Admins,
@@ -716,14 +685,7 @@ class GroupAdd(_Membership):
     add = True
 
 
-@remediation(
-    "account.group-remove",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms=PLATFORMS,
-    summary="Remove a directory account from a group (a permission change: needs approval)",
-    risky=True,
-)
+@account_task("account.group-remove", PLATFORMS)
 class GroupRemove(_Membership):
     """Remove a directory account from a group: a permission change, so every run needs a
     second operator's approval; privileged groups are refused unless allow_privileged=true (see

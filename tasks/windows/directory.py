@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from toolkit.errors import NotFound
-from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.accounts import account_task
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation
 from toolkit.remediation.facts import read
 from toolkit.remediation.guards import PrivilegedAccount
 from toolkit.remediation.ldapsafe import check_account, check_group
@@ -107,14 +108,7 @@ class _WindowsAccount(Remediation):
         change_json(ctx, ps_script(CHANGES[verb], sid=self.before["sid"]), verb)
 
 
-@remediation(
-    "account.status",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"windows"},
-    summary="A directory account's state: locked, expired, disabled, bad passwords, groups "
-    "(read-only)",
-)
+@account_task("account.status", {"windows"})
 class WindowsAccountStatus(_WindowsAccount):
     """From a Windows management host with the ActiveDirectory module: the domain account's
     state (locked, disabled, expired, must change, last bad password, groups, its PSO). Read-only.
@@ -133,13 +127,7 @@ class WindowsAccountStatus(_WindowsAccount):
         ctx.note("account.status only reads; see the findings")
 
 
-@remediation(
-    "account.unlock",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"windows"},
-    summary="Unlock a directory account locked out by bad passwords",
-)
+@account_task("account.unlock", {"windows"})
 class WindowsAccountUnlock(_WindowsAccount):
     """From a Windows management host: Unlock-ADAccount, then Get-ADUser reads it back.
 
@@ -186,13 +174,7 @@ class _WindowsToggle(_WindowsAccount):
         return Finding.healthy(f"{facts['account']} is {word}", **facts)
 
 
-@remediation(
-    "account.enable",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"windows"},
-    summary="Enable a disabled directory account",
-)
+@account_task("account.enable", {"windows"})
 class WindowsAccountEnable(_WindowsToggle):
     """From a Windows management host: Enable-ADAccount, read back with Get-ADUser.
 
@@ -203,13 +185,7 @@ class WindowsAccountEnable(_WindowsToggle):
     enable = True
 
 
-@remediation(
-    "account.disable",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"windows"},
-    summary="Disable a directory account (it can no longer log in)",
-)
+@account_task("account.disable", {"windows"})
 class WindowsAccountDisable(_WindowsToggle):
     """From a Windows management host: Disable-ADAccount, read back with Get-ADUser.
 
@@ -335,14 +311,7 @@ class _WindowsMembership(_WindowsAccount):
         return Finding.healthy(f"{self.before['account']} is {where} {group.name}", **facts)
 
 
-@remediation(
-    "account.group-add",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"windows"},
-    summary="Add a directory account to a group (a permission change: needs approval)",
-    risky=True,
-)
+@account_task("account.group-add", {"windows"})
 class WindowsGroupAdd(_WindowsMembership):
     """From a Windows management host: Add-ADGroupMember, read back through the account's
     memberOf. A permission change: every run needs a second operator's approval. The domain's
@@ -357,14 +326,7 @@ class WindowsGroupAdd(_WindowsMembership):
     add = True
 
 
-@remediation(
-    "account.group-remove",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"windows"},
-    summary="Remove a directory account from a group (a permission change: needs approval)",
-    risky=True,
-)
+@account_task("account.group-remove", {"windows"})
 class WindowsGroupRemove(_WindowsMembership):
     """From a Windows management host: Remove-ADGroupMember (no prompt), read back through the
     account's memberOf; approval and privileged groups as account.group-add.

@@ -20,7 +20,7 @@ What each directory keeps where:
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +34,10 @@ from toolkit.remediation.catalog import (
     Param,
     Remediation,
     directory,
-    remediation,
 )
-from toolkit.remediation.guards import PrivilegedAccount, admit_privileged, privileged_guard
+from toolkit.remediation.guards import PrivilegedAccount, guard_privileged
 from toolkit.remediation.ldapsafe import check_account, check_group, eq, rdn_value
-from toolkit.remediation.passwords import CLASSES, generate_password
+from toolkit.remediation.passwords import PasswordReset, reset_task
 from toolkit.secrets.credentials import Secret
 
 PLATFORMS = {"active_directory", "ldap"}
@@ -392,19 +391,17 @@ class AccountDisable(_Toggle):
 
 # --------------------------------------------------------------------------- password reset
 
+
 class PasswordRefused(ToolkitError):
     """The directory refused the new password (its password policy); nothing was changed."""
 
 
-@remediation(
+@reset_task(
     "account.reset-password",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms=PLATFORMS,
-    summary="Reset a directory account's password (shown once), must change at next logon",
-    risky="allow_privileged",
+    PLATFORMS,
+    "Reset a directory account's password (shown once), must change at next logon",
 )
-class AccountResetPassword(AccountTask):
+class AccountResetPassword(PasswordReset, AccountTask):
     """Reset a directory account's password as an administrator, unlock it, and by default make
     the user change it at next logon (Active Directory pwdLastSet = 0; OpenLDAP ppolicy pwdReset
     TRUE).
@@ -429,37 +426,13 @@ class AccountResetPassword(AccountTask):
         itops fix account.reset-password dc-01 -p user=jdoe -p output_file=/root/jdoe.pw --ticket INC-1042
     """
 
-    password = Param(str, secret=True, help="new password reference (default: generated)")
-    length = Param(int, default=20, minimum=12, maximum=128, help="generated password length")
-    classes = Param(
-        str,
-        many=True,
-        choices=tuple(CLASSES),
-        help="character classes of a generated password (repeatable; default: all four)",
-    )
-    expire = Param(bool, default=True, help="the user must change it at next logon")
-    unlock = Param(bool, default=True, help="unlock the account too")
-    allow_privileged = Param(
-        bool, default=False, help="allow resetting a privileged account (P1/P2 ticket only)"
-    )
-    output_file = Param(
-        str, kind="path", help="write a generated password to this local file (0600), not stderr"
-    )
-    force = Param(bool, default=False, help="reset again even if this ticket already did")
+    # (its parameters: PasswordReset's)
 
     secret: Secret | None = None
     """The new password (set by apply, proved by verify's bind)."""
 
-    @classmethod
-    def admit(cls, params: Mapping[str, Any], ticket_priority: str | None) -> None:
-        admit_privileged(params, ticket_priority)
-
     def check(self, ctx: Context) -> Finding:
-        if self.output_file and self.password:
-            raise ValidationError(
-                "output_file is for a generated password; this run was given one",
-                hint="leave out -p password=… to generate one, or leave out output_file",
-            )
+        self.refuse_file_for_given()
         dctx, account = self._read(ctx)
         self.before = account
         if not dctx.encrypted:
@@ -468,41 +441,17 @@ class AccountResetPassword(AccountTask):
                 "in clear text",
                 hint="set ldap_tls: ldaps (or starttls) for this directory",
             )
-        note = privileged_guard(
-            account.name,
-            account.privileged(dctx.privileged_groups),
-            allow=bool(self.allow_privileged),
-            host=ctx.host.name,
-            priority=ctx.ticket_priority,
-        )
-        if note:
-            ctx.note(note)
-        facts = account.facts(now())
-        past = next(
-            (p for p in reversed(ctx.previous()) if p.params.get("user") == account.name
-             and p.outcome == "fixed"),
-            None,
-        )  # fmt: skip
-        if past is not None and not self.force and not account.locked:
-            return Finding.healthy(
-                f"{account.name} was already reset under {ctx.ticket} at {past.at[:19]}Z and is "
-                "not locked; force=true resets it again",
-                **facts,
-            )
+        allow = bool(self.allow_privileged)
+        guard_privileged(ctx, account.name, account.privileged(dctx.privileged_groups), allow)
         state = ", ".join(account.problems())
-        return Finding.problem(
-            f"reset requested for {account.name}" + (f" ({state})" if state else ""), **facts
-        )
+        return self.requested(ctx, account.name, account.locked, state, account.facts(now()))
 
     def _new_secret(self, ctx: Context) -> tuple[Secret, bool]:
         if isinstance(self.password, Secret):
             if not self.password.reveal() or "\x00" in self.password.reveal():
                 raise ValidationError("the new password is empty or holds a NUL")
             return self.password, False
-        classes = list(self.classes or []) or list(CLASSES)
-        if int(self.length) < len(classes):
-            raise ValidationError("length is shorter than the number of character classes")
-        return ctx.adopt(Secret(generate_password(int(self.length), classes), "new password")), True
+        return self.generated(ctx, "new password"), True
 
     def apply(self, ctx: Context) -> None:
         dctx = directory(ctx)
@@ -521,8 +470,7 @@ class AccountResetPassword(AccountTask):
             raise
         self.secret = secret
         if generated:
-            to_file = str(self.output_file) if self.output_file else None
-            ctx.handover(f"new password for {account.name}", secret, to_file=to_file)
+            self.hand_over(ctx, account.name, secret)
         ctx.note(f"password of {account.name} reset")
         # (ppolicy unlocks an account whose password an administrator sets: read again)
         if (

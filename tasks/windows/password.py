@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from toolkit.errors import NotFound, ToolkitError
-from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
-from toolkit.remediation.guards import admit_privileged, privileged_guard
-from toolkit.remediation.passwords import generate_password
+from toolkit.remediation.catalog import Context, Finding, Param
+from toolkit.remediation.guards import guard_privileged
+from toolkit.remediation.passwords import PrivilegedReset, generate_password, reset_task
 from toolkit.remediation.quoting import StdinSecret, ps_script
 from toolkit.remediation.windows import ACCOUNT_NAME, as_int, change_json, read_json, strings, text
 from toolkit.secrets.credentials import Secret
@@ -56,15 +56,13 @@ if ({unlock}) {{ Unlock-ADAccount -Identity $sid }}
 if ({expire}) {{ Set-ADUser -Identity $sid -ChangePasswordAtLogon $true }}
 ConvertTo-Json -Compress -InputObject @{{ reset = $true }}"""
 
-@remediation(
+
+@reset_task(
     "password.reset",
-    category="account",
-    platforms={"windows"},
-    summary="Reset a local or Active Directory account's password, unlock it, force a change",
-    risky="allow_privileged",  # a privileged reset needs a second operator's approval
-    kind="request",  # a standard request (KPI.md): measured apart from incidents
+    {"windows"},
+    "Reset a local or Active Directory account's password, unlock it, force a change",
 )
-class ResetPassword(Remediation):
+class ResetPassword(PrivilegedReset):
     """Reset a password: a local account (Set-LocalUser) on the target host, or, with scope=ad, an
     Active Directory account (Set-ADAccountPassword -Reset, Unlock-ADAccount,
     -ChangePasswordAtLogon) from a management host that has the ActiveDirectory module.
@@ -92,10 +90,6 @@ class ResetPassword(Remediation):
         bool, default=False, help="allow resetting an administrative account (P1/P2 ticket only)"
     )
 
-    @classmethod
-    def admit(cls, params: Mapping[str, Any], ticket_priority: str | None) -> None:
-        admit_privileged(params, ticket_priority)
-
     def _state(self, ctx: Context) -> Mapping[str, Any]:
         template = AD_STATE if self.scope == "ad" else LOCAL_STATE
         data = read_json(ctx, ps_script(template, user=self.user), "account state")
@@ -122,15 +116,9 @@ class ResetPassword(Remediation):
     def check(self, ctx: Context) -> Finding:
         data = self._state(ctx)
         self.before = data
-        note = privileged_guard(
-            text(data.get("name")),
-            self.privileged(data),
-            allow=bool(self.allow_privileged),
-            host=ctx.host.name,
-            priority=ctx.ticket_priority,
+        guard_privileged(
+            ctx, text(data.get("name")), self.privileged(data), bool(self.allow_privileged)
         )
-        if note:
-            ctx.note(note)
         state = ", ".join(
             bit
             for bit in (

@@ -206,7 +206,17 @@ class WingetVersion(JsonFact[Version]):
 
 
 @dataclass(frozen=True)
-class ChocoVersion(JsonFact[Version]):
+class RecordedVersion(JsonFact[Version]):
+    """A probe that prints `{version: …}` from a record the tool keeps (null or empty: not
+    installed)."""
+
+    def value(self, data: Any) -> Version:
+        found = text(data.get("version")) if isinstance(data, Mapping) else ""
+        return Version(found or None)
+
+
+@dataclass(frozen=True)
+class ChocoVersion(RecordedVersion):
     """Chocolatey's own record of an installed package (`lib\\ID\\ID.nuspec`)."""
 
     id: str
@@ -215,13 +225,9 @@ class ChocoVersion(JsonFact[Version]):
     def command(self) -> Command:
         return ps_script(CHOCO_STATE, id=self.id)
 
-    def value(self, data: Any) -> Version:
-        found = text(data.get("version")) if isinstance(data, Mapping) else ""
-        return Version(found or None)
-
 
 @dataclass(frozen=True)
-class MsiVersion(JsonFact[Version]):
+class MsiVersion(RecordedVersion):
     """The DisplayVersion of an MSI's Uninstall key (64- and 32-bit views), by product code."""
 
     code: str
@@ -229,10 +235,6 @@ class MsiVersion(JsonFact[Version]):
 
     def command(self) -> Command:
         return ps_script(MSI_STATE, code=self.code)
-
-    def value(self, data: Any) -> Version:
-        found = text(data.get("version")) if isinstance(data, Mapping) else ""
-        return Version(found or None)
 
 
 @dataclass(frozen=True)

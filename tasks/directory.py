@@ -25,7 +25,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolkit.errors import ToolkitError, ValidationError
-from toolkit.remediation.accounts import account_task
+from toolkit.remediation.accounts import (
+    account_task,
+    describe,
+    membership_done,
+    membership_needed,
+    problems,
+    refuse_privileged_group,
+    status,
+    toggle_needed,
+    unlocked,
+)
 from toolkit.remediation.catalog import (
     Context,
     DirectoryContext,
@@ -35,7 +45,7 @@ from toolkit.remediation.catalog import (
     Remediation,
     directory,
 )
-from toolkit.remediation.guards import PrivilegedAccount, guard_privileged
+from toolkit.remediation.guards import guard_privileged
 from toolkit.remediation.ldapsafe import check_account, check_group, eq, rdn_value
 from toolkit.remediation.passwords import PasswordReset, reset_task
 from toolkit.secrets.credentials import Secret
@@ -128,16 +138,7 @@ class Account:
     raw_locked_time: str = ""
 
     def problems(self) -> list[str]:
-        return [
-            word
-            for word, on in (
-                ("disabled", self.disabled),
-                ("locked", self.locked),
-                ("expired", self.expired),
-                ("must change password", self.must_change),
-            )
-            if on
-        ]
+        return problems(vars(self))
 
     def privileged(self, privileged_groups: Sequence[str]) -> list[str]:
         wanted = {g.lower() for g in privileged_groups}
@@ -229,10 +230,6 @@ def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def describe(account: Account) -> str:
-    return f"{account.name}: " + (", ".join(account.problems()) or "enabled, not locked")
-
-
 class AccountTask(Remediation):
     """Base of the directory account tasks: the user they act on."""
 
@@ -269,10 +266,7 @@ class AccountStatus(AccountTask):
 
     def check(self, ctx: Context) -> Finding:
         _, account = self._read(ctx)
-        facts = account.facts(now())
-        if account.problems():
-            return Finding.problem(describe(account), **facts)
-        return Finding.healthy(describe(account), **facts)
+        return status(account.facts(now()))
 
     def apply(self, ctx: Context) -> None:
         ctx.note("account.status only reads; see the findings")
@@ -300,7 +294,7 @@ class AccountUnlock(AccountTask):
         if not account.locked:
             extra = " (it is disabled: account.enable)" if account.disabled else ""
             return Finding.healthy(f"{account.name} is not locked{extra}", **facts)
-        return Finding.problem(describe(account), **facts)
+        return Finding.problem(describe(facts), **facts)
 
     def apply(self, ctx: Context) -> None:
         dctx = directory(ctx)
@@ -309,10 +303,7 @@ class AccountUnlock(AccountTask):
 
     def verify(self, ctx: Context) -> Finding:
         _, account = self._read(ctx)
-        facts = account.facts(now())
-        if account.locked:
-            return Finding.problem(f"{account.name} is still locked", **facts)
-        return Finding.healthy(f"{account.name} is not locked", **facts)
+        return unlocked(account.facts(now()))
 
 
 def unlock(ctx: DirectoryContext, account: Account) -> None:
@@ -332,11 +323,7 @@ class _Toggle(AccountTask):
     def check(self, ctx: Context) -> Finding:
         _, account = self._read(ctx)
         self.before = account
-        facts = account.facts(now())
-        if account.disabled != self.enable:
-            state = "disabled" if account.disabled else "enabled"
-            return Finding.healthy(f"{account.name} is already {state}", **facts)
-        return Finding.problem(describe(account), **facts)
+        return toggle_needed(account.facts(now()), self.enable)
 
     def apply(self, ctx: Context) -> None:
         dctx = directory(ctx)
@@ -581,23 +568,11 @@ class _Membership(AccountTask):
         names = {group.first("cn").lower(), group.first("sAMAccountName").lower()} - {""}
         privileged = {g.lower() for g in dctx.privileged_groups}
         if names & privileged and not self.allow_privileged:
-            raise PrivilegedAccount(
-                f"{group.first('cn')} on {ctx.host.name} is a privileged group: refusing to "
-                f"{'add' if self.add else 'remove'} {account.name} without allow_privileged",
-                hint="privileged group changes need -p allow_privileged=true, which the second "
-                "operator's approval then covers",
+            refuse_privileged_group(
+                f"{group.first('cn')} on {ctx.host.name}", account.name, self.add
             )
         member = self._member(dctx, account.dn)
-        facts = {"account": account.name, "group": group.first("cn"), "member": member}
-        if member == self.add:
-            where = "a member of" if member else "not in"
-            return Finding.healthy(
-                f"{account.name} is already {where} {group.first('cn')}", **facts
-            )
-        action = "add to" if self.add else "remove from"
-        return Finding.problem(
-            f"{action} {group.first('cn')} requested for {account.name}", **facts
-        )
+        return membership_needed(account.name, group.first("cn"), member, self.add)
 
     def apply(self, ctx: Context) -> None:
         dctx = directory(ctx)
@@ -609,14 +584,7 @@ class _Membership(AccountTask):
     def verify(self, ctx: Context) -> Finding:
         dctx = directory(ctx)
         member = self._member(dctx, self.before.dn)
-        group = rdn_value(self.group_dn)
-        facts = {"account": self.before.name, "group": group, "member": member}
-        if member != self.add:
-            return Finding.problem(
-                f"{self.before.name} is {'still' if member else 'not'} a member of {group}", **facts
-            )
-        where = "a member of" if member else "not in"
-        return Finding.healthy(f"{self.before.name} is {where} {group}", **facts)
+        return membership_done(self.before.name, rdn_value(self.group_dn), member, self.add)
 
 
 @account_task("account.group-add", PLATFORMS)

@@ -20,11 +20,22 @@ What each directory keeps where:
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from toolkit.errors import ToolkitError, ValidationError
+from toolkit.remediation.accounts import (
+    account_task,
+    describe,
+    membership_done,
+    membership_needed,
+    problems,
+    refuse_privileged_group,
+    status,
+    toggle_needed,
+    unlocked,
+)
 from toolkit.remediation.catalog import (
     Context,
     DirectoryContext,
@@ -33,11 +44,10 @@ from toolkit.remediation.catalog import (
     Param,
     Remediation,
     directory,
-    remediation,
 )
-from toolkit.remediation.guards import PrivilegedAccount, admit_privileged, privileged_guard
+from toolkit.remediation.guards import guard_privileged
 from toolkit.remediation.ldapsafe import check_account, check_group, eq, rdn_value
-from toolkit.remediation.passwords import CLASSES, generate_password
+from toolkit.remediation.passwords import PasswordReset, reset_task
 from toolkit.secrets.credentials import Secret
 
 PLATFORMS = {"active_directory", "ldap"}
@@ -128,16 +138,7 @@ class Account:
     raw_locked_time: str = ""
 
     def problems(self) -> list[str]:
-        return [
-            word
-            for word, on in (
-                ("disabled", self.disabled),
-                ("locked", self.locked),
-                ("expired", self.expired),
-                ("must change password", self.must_change),
-            )
-            if on
-        ]
+        return problems(vars(self))
 
     def privileged(self, privileged_groups: Sequence[str]) -> list[str]:
         wanted = {g.lower() for g in privileged_groups}
@@ -229,10 +230,6 @@ def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def describe(account: Account) -> str:
-    return f"{account.name}: " + (", ".join(account.problems()) or "enabled, not locked")
-
-
 class AccountTask(Remediation):
     """Base of the directory account tasks: the user they act on."""
 
@@ -254,14 +251,7 @@ class AccountTask(Remediation):
 # --------------------------------------------------------------------------- status
 
 
-@remediation(
-    "account.status",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms=PLATFORMS,
-    summary="A directory account's state: locked, expired, disabled, bad passwords, groups "
-    "(read-only)",
-)
+@account_task("account.status", PLATFORMS)
 class AccountStatus(AccountTask):
     """Read a directory account (Active Directory or OpenLDAP): whether it is locked out,
     disabled or expired, must change its password, when it last had a bad password and how many,
@@ -276,10 +266,7 @@ class AccountStatus(AccountTask):
 
     def check(self, ctx: Context) -> Finding:
         _, account = self._read(ctx)
-        facts = account.facts(now())
-        if account.problems():
-            return Finding.problem(describe(account), **facts)
-        return Finding.healthy(describe(account), **facts)
+        return status(account.facts(now()))
 
     def apply(self, ctx: Context) -> None:
         ctx.note("account.status only reads; see the findings")
@@ -288,13 +275,7 @@ class AccountStatus(AccountTask):
 # --------------------------------------------------------------------------- unlock
 
 
-@remediation(
-    "account.unlock",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms=PLATFORMS,
-    summary="Unlock a directory account locked out by bad passwords",
-)
+@account_task("account.unlock", PLATFORMS)
 class AccountUnlock(AccountTask):
     """Unlock a directory account that bad passwords locked out: Active Directory lockoutTime
     = 0, OpenLDAP ppolicy: pwdAccountLockedTime removed (the overlay clears the failure
@@ -313,7 +294,7 @@ class AccountUnlock(AccountTask):
         if not account.locked:
             extra = " (it is disabled: account.enable)" if account.disabled else ""
             return Finding.healthy(f"{account.name} is not locked{extra}", **facts)
-        return Finding.problem(describe(account), **facts)
+        return Finding.problem(describe(facts), **facts)
 
     def apply(self, ctx: Context) -> None:
         dctx = directory(ctx)
@@ -322,10 +303,7 @@ class AccountUnlock(AccountTask):
 
     def verify(self, ctx: Context) -> Finding:
         _, account = self._read(ctx)
-        facts = account.facts(now())
-        if account.locked:
-            return Finding.problem(f"{account.name} is still locked", **facts)
-        return Finding.healthy(f"{account.name} is not locked", **facts)
+        return unlocked(account.facts(now()))
 
 
 def unlock(ctx: DirectoryContext, account: Account) -> None:
@@ -345,11 +323,7 @@ class _Toggle(AccountTask):
     def check(self, ctx: Context) -> Finding:
         _, account = self._read(ctx)
         self.before = account
-        facts = account.facts(now())
-        if account.disabled != self.enable:
-            state = "disabled" if account.disabled else "enabled"
-            return Finding.healthy(f"{account.name} is already {state}", **facts)
-        return Finding.problem(describe(account), **facts)
+        return toggle_needed(account.facts(now()), self.enable)
 
     def apply(self, ctx: Context) -> None:
         dctx = directory(ctx)
@@ -375,13 +349,7 @@ class _Toggle(AccountTask):
         )
 
 
-@remediation(
-    "account.enable",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms=PLATFORMS,
-    summary="Enable a disabled directory account",
-)
+@account_task("account.enable", PLATFORMS)
 class AccountEnable(_Toggle):
     """Enable a directory account: Active Directory clears userAccountControl's ACCOUNTDISABLE
     bit (0x2, every other bit kept); OpenLDAP removes ppolicy's permanent lock
@@ -395,13 +363,7 @@ class AccountEnable(_Toggle):
     enable = True
 
 
-@remediation(
-    "account.disable",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms=PLATFORMS,
-    summary="Disable a directory account (it can no longer log in)",
-)
+@account_task("account.disable", PLATFORMS)
 class AccountDisable(_Toggle):
     """Disable a directory account: Active Directory sets userAccountControl's ACCOUNTDISABLE
     bit (0x2); OpenLDAP sets ppolicy's pwdAccountLockedTime to 000001010000Z (locked until an
@@ -416,19 +378,17 @@ class AccountDisable(_Toggle):
 
 # --------------------------------------------------------------------------- password reset
 
+
 class PasswordRefused(ToolkitError):
     """The directory refused the new password (its password policy); nothing was changed."""
 
 
-@remediation(
+@reset_task(
     "account.reset-password",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms=PLATFORMS,
-    summary="Reset a directory account's password (shown once), must change at next logon",
-    risky="allow_privileged",
+    PLATFORMS,
+    "Reset a directory account's password (shown once), must change at next logon",
 )
-class AccountResetPassword(AccountTask):
+class AccountResetPassword(PasswordReset, AccountTask):
     """Reset a directory account's password as an administrator, unlock it, and by default make
     the user change it at next logon (Active Directory pwdLastSet = 0; OpenLDAP ppolicy pwdReset
     TRUE).
@@ -453,37 +413,13 @@ class AccountResetPassword(AccountTask):
         itops fix account.reset-password dc-01 -p user=jdoe -p output_file=/root/jdoe.pw --ticket INC-1042
     """
 
-    password = Param(str, secret=True, help="new password reference (default: generated)")
-    length = Param(int, default=20, minimum=12, maximum=128, help="generated password length")
-    classes = Param(
-        str,
-        many=True,
-        choices=tuple(CLASSES),
-        help="character classes of a generated password (repeatable; default: all four)",
-    )
-    expire = Param(bool, default=True, help="the user must change it at next logon")
-    unlock = Param(bool, default=True, help="unlock the account too")
-    allow_privileged = Param(
-        bool, default=False, help="allow resetting a privileged account (P1/P2 ticket only)"
-    )
-    output_file = Param(
-        str, kind="path", help="write a generated password to this local file (0600), not stderr"
-    )
-    force = Param(bool, default=False, help="reset again even if this ticket already did")
+    # (its parameters: PasswordReset's)
 
     secret: Secret | None = None
     """The new password (set by apply, proved by verify's bind)."""
 
-    @classmethod
-    def admit(cls, params: Mapping[str, Any], ticket_priority: str | None) -> None:
-        admit_privileged(params, ticket_priority)
-
     def check(self, ctx: Context) -> Finding:
-        if self.output_file and self.password:
-            raise ValidationError(
-                "output_file is for a generated password; this run was given one",
-                hint="leave out -p password=… to generate one, or leave out output_file",
-            )
+        self.refuse_file_for_given()
         dctx, account = self._read(ctx)
         self.before = account
         if not dctx.encrypted:
@@ -492,41 +428,17 @@ class AccountResetPassword(AccountTask):
                 "in clear text",
                 hint="set ldap_tls: ldaps (or starttls) for this directory",
             )
-        note = privileged_guard(
-            account.name,
-            account.privileged(dctx.privileged_groups),
-            allow=bool(self.allow_privileged),
-            host=ctx.host.name,
-            priority=ctx.ticket_priority,
-        )
-        if note:
-            ctx.note(note)
-        facts = account.facts(now())
-        past = next(
-            (p for p in reversed(ctx.previous()) if p.params.get("user") == account.name
-             and p.outcome == "fixed"),
-            None,
-        )  # fmt: skip
-        if past is not None and not self.force and not account.locked:
-            return Finding.healthy(
-                f"{account.name} was already reset under {ctx.ticket} at {past.at[:19]}Z and is "
-                "not locked; force=true resets it again",
-                **facts,
-            )
+        allow = bool(self.allow_privileged)
+        guard_privileged(ctx, account.name, account.privileged(dctx.privileged_groups), allow)
         state = ", ".join(account.problems())
-        return Finding.problem(
-            f"reset requested for {account.name}" + (f" ({state})" if state else ""), **facts
-        )
+        return self.requested(ctx, account.name, account.locked, state, account.facts(now()))
 
     def _new_secret(self, ctx: Context) -> tuple[Secret, bool]:
         if isinstance(self.password, Secret):
             if not self.password.reveal() or "\x00" in self.password.reveal():
                 raise ValidationError("the new password is empty or holds a NUL")
             return self.password, False
-        classes = list(self.classes or []) or list(CLASSES)
-        if int(self.length) < len(classes):
-            raise ValidationError("length is shorter than the number of character classes")
-        return ctx.adopt(Secret(generate_password(int(self.length), classes), "new password")), True
+        return self.generated(ctx, "new password"), True
 
     def apply(self, ctx: Context) -> None:
         dctx = directory(ctx)
@@ -545,8 +457,7 @@ class AccountResetPassword(AccountTask):
             raise
         self.secret = secret
         if generated:
-            to_file = str(self.output_file) if self.output_file else None
-            ctx.handover(f"new password for {account.name}", secret, to_file=to_file)
+            self.hand_over(ctx, account.name, secret)
         ctx.note(f"password of {account.name} reset")
         # (ppolicy unlocks an account whose password an administrator sets: read again)
         if (
@@ -657,23 +568,11 @@ class _Membership(AccountTask):
         names = {group.first("cn").lower(), group.first("sAMAccountName").lower()} - {""}
         privileged = {g.lower() for g in dctx.privileged_groups}
         if names & privileged and not self.allow_privileged:
-            raise PrivilegedAccount(
-                f"{group.first('cn')} on {ctx.host.name} is a privileged group: refusing to "
-                f"{'add' if self.add else 'remove'} {account.name} without allow_privileged",
-                hint="privileged group changes need -p allow_privileged=true, which the second "
-                "operator's approval then covers",
+            refuse_privileged_group(
+                f"{group.first('cn')} on {ctx.host.name}", account.name, self.add
             )
         member = self._member(dctx, account.dn)
-        facts = {"account": account.name, "group": group.first("cn"), "member": member}
-        if member == self.add:
-            where = "a member of" if member else "not in"
-            return Finding.healthy(
-                f"{account.name} is already {where} {group.first('cn')}", **facts
-            )
-        action = "add to" if self.add else "remove from"
-        return Finding.problem(
-            f"{action} {group.first('cn')} requested for {account.name}", **facts
-        )
+        return membership_needed(account.name, group.first("cn"), member, self.add)
 
     def apply(self, ctx: Context) -> None:
         dctx = directory(ctx)
@@ -685,24 +584,10 @@ class _Membership(AccountTask):
     def verify(self, ctx: Context) -> Finding:
         dctx = directory(ctx)
         member = self._member(dctx, self.before.dn)
-        group = rdn_value(self.group_dn)
-        facts = {"account": self.before.name, "group": group, "member": member}
-        if member != self.add:
-            return Finding.problem(
-                f"{self.before.name} is {'still' if member else 'not'} a member of {group}", **facts
-            )
-        where = "a member of" if member else "not in"
-        return Finding.healthy(f"{self.before.name} is {where} {group}", **facts)
+        return membership_done(self.before.name, rdn_value(self.group_dn), member, self.add)
 
 
-@remediation(
-    "account.group-add",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms=PLATFORMS,
-    summary="Add a directory account to a group (a permission change: needs approval)",
-    risky=True,
-)
+@account_task("account.group-add", PLATFORMS)
 class GroupAdd(_Membership):
     """Add a directory account to a group (its member attribute): a permission change, so every
     run needs a second operator's approval. Privileged groups (Domain Admins, Enterprise Admins,
@@ -716,14 +601,7 @@ class GroupAdd(_Membership):
     add = True
 
 
-@remediation(
-    "account.group-remove",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms=PLATFORMS,
-    summary="Remove a directory account from a group (a permission change: needs approval)",
-    risky=True,
-)
+@account_task("account.group-remove", PLATFORMS)
 class GroupRemove(_Membership):
     """Remove a directory account from a group: a permission change, so every run needs a
     second operator's approval; privileged groups are refused unless allow_privileged=true (see

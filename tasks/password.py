@@ -5,16 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from toolkit.errors import NotFound, ValidationError
-from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation
 from toolkit.remediation.facts import Fact, read, succeeded
-from toolkit.remediation.guards import admit_privileged, privileged_guard
-from toolkit.remediation.linux import LINUX_USER, as_int, done_before, key_values
-from toolkit.remediation.passwords import CLASSES, generate_password
+from toolkit.remediation.guards import guard_privileged
+from toolkit.remediation.linux import LINUX_USER, as_int, key_values
+from toolkit.remediation.passwords import PasswordReset, reset_task
 from toolkit.remediation.quoting import Command, cmd, script
 from toolkit.secrets.credentials import Secret
 
@@ -129,15 +128,18 @@ class Account:
         return sorted(set(found))
 
 
-@remediation(
+class LocalAccountTask(Remediation):
+    """Base of the tasks on a local Linux account: the user they act on."""
+
+    user = Param(str, required=True, pattern=LINUX_USER, help="local account name")
+
+
+@reset_task(
     "password.reset",
-    category="account",
-    platforms={"linux"},
-    summary="Reset a local account's password, unlock it, force a change at next login",
-    risky="allow_privileged",  # a privileged reset needs a second operator's approval
-    kind="request",  # a standard request (KPI.md): measured apart from incidents
+    {"linux"},
+    "Reset a local account's password, unlock it, force a change at next login",
 )
-class ResetPassword(Remediation):
+class ResetPassword(PasswordReset, LocalAccountTask):
     """Reset a local account's password with chpasswd, unlock it (shadow lock and faillock
     counter) and, by default, force a change at next login (chage -d 0).
 
@@ -158,33 +160,17 @@ class ResetPassword(Remediation):
         itops fix password.reset ws-042 -p user=jdoe --check
     """
 
-    user = Param(str, required=True, pattern=LINUX_USER, help="local account name")
-    password = Param(str, secret=True, help="new password reference (default: generated)")
-    length = Param(int, default=20, minimum=12, maximum=128, help="generated password length")
-    classes = Param(
-        str,
-        many=True,
-        choices=tuple(CLASSES),
-        help="character classes of a generated password (repeatable; default: all four)",
-    )
+    # (the other parameters: PasswordReset's; these three say it the Linux way)
     expire = Param(bool, default=True, help="the user must change it at next login")
     unlock = Param(bool, default=True, help="unlock the account (shadow lock, faillock)")
     allow_privileged = Param(
         bool, default=False, help="allow resetting an administrative account (P1/P2 ticket only)"
     )
-    output_file = Param(
-        str, kind="path", help="write a generated password to this local file (0600), not stderr"
-    )
-    force = Param(bool, default=False, help="reset again even if this ticket already did")
 
     before: Account
     """The account as check found it: apply unlocks it, verify wants a new password hash."""
     nonce: str = ""
     """Marks this run's shadow probe output (made once, on the first read)."""
-
-    @classmethod
-    def admit(cls, params: Mapping[str, Any], ticket_priority: str | None) -> None:
-        admit_privileged(params, ticket_priority)
 
     def _shadow(self, ctx: Context, user: str) -> dict[str, str]:
         if not self.nonce:
@@ -212,22 +198,10 @@ class ResetPassword(Remediation):
         )
 
     def check(self, ctx: Context) -> Finding:
-        if self.output_file and self.password:
-            raise ValidationError(
-                "output_file is for a generated password; this run was given one",
-                hint="leave out -p password=… to generate one, or leave out output_file",
-            )
+        self.refuse_file_for_given()
         account = self._account(ctx)
         self.before = account
-        note = privileged_guard(
-            account.name,
-            account.privileged(),
-            allow=bool(self.allow_privileged),
-            host=ctx.host.name,
-            priority=ctx.ticket_priority,
-        )
-        if note:
-            ctx.note(note)
+        guard_privileged(ctx, account.name, account.privileged(), bool(self.allow_privileged))
         state = ", ".join(
             bit
             for bit in (
@@ -239,16 +213,7 @@ class ResetPassword(Remediation):
             if bit
         )
         facts = {"account": account.name, "uid": account.uid, "locked": account.locked}
-        past = done_before(ctx, user=account.name)
-        if past is not None and not self.force and not account.locked:
-            return Finding.healthy(
-                f"{account.name} was already reset under {ctx.ticket} at {past.at[:19]}Z and is "
-                "not locked; force=true resets it again",
-                **facts,
-            )
-        return Finding.problem(
-            f"reset requested for {account.name}" + (f" ({state})" if state else ""), **facts
-        )
+        return self.requested(ctx, account.name, account.locked, state, facts)
 
     def _secret(self, ctx: Context) -> tuple[Secret, bool]:
         if isinstance(self.password, Secret):
@@ -258,11 +223,7 @@ class ResetPassword(Remediation):
                     "the new password is empty or holds a line break (chpasswd reads one line)"
                 )
             return self.password, False
-        classes = list(self.classes or []) or list(CLASSES)
-        if int(self.length) < len(classes):
-            raise ValidationError("length is shorter than the number of character classes")
-        value = generate_password(int(self.length), classes)
-        return ctx.adopt(Secret(value, "generated password")), True
+        return self.generated(ctx, "generated password"), True
 
     def apply(self, ctx: Context) -> None:
         secret, generated = self._secret(ctx)
@@ -271,8 +232,7 @@ class ResetPassword(Remediation):
         ctx.change(cmd("chpasswd"), stdin=line, become=True)
         # From here on the account has the new password: hand it over whatever happens next.
         if generated:
-            to_file = str(self.output_file) if self.output_file else None
-            ctx.handover(f"new password for {user}", secret, to_file=to_file)
+            self.hand_over(ctx, user, secret)
         ctx.note(f"password of {user} reset; fingerprint {fingerprint(secret)}")
         if self.unlock:
             if self.before.failures:

@@ -11,16 +11,13 @@ toolkit.remediation.packages, as patch.apply uses them.
 from __future__ import annotations
 
 import fnmatch
-import json
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from toolkit import software
 from toolkit.errors import ChangeRefused, Unsupported
 from toolkit.inventory import Host
-from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation
 from toolkit.remediation.facts import Fact, read
 from toolkit.remediation.linux import read_service, service_manager
 from toolkit.remediation.packages import (
@@ -37,7 +34,8 @@ from toolkit.remediation.packages import (
     run_manager,
 )
 from toolkit.remediation.quoting import Command, cmd
-from toolkit.software import Package, Software
+from toolkit.remediation.softwaretasks import CatalogSoftwareTask, judge, software_task
+from toolkit.software import Software
 
 CONFOLD = ["-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"]
 PATH_DIRS = ("usr/local/sbin", "usr/local/bin", "usr/sbin", "usr/bin", "sbin", "bin")
@@ -48,35 +46,14 @@ def package_root(host: Host) -> str:
     return str(host.var("package_root", "/") or "/")
 
 
-class SoftwareTask(Remediation):
-    """What install and remove share: the catalog entry, the host's manager and its package."""
+class SoftwareTask(CatalogSoftwareTask):
+    """What install and remove share: the catalog entry, the host's manager (apt, dnf or yum:
+    what the host has) and its package."""
 
-    name = Param(
-        str,
-        required=True,
-        check=software.check_listed,
-        help="the software's name in the workspace catalog (software/*.yml)",
-    )
     lock_timeout = Param(
         int, default=120, minimum=0, maximum=3600, help="seconds to wait for a dpkg/apt lock"
     )
     timeout_minutes = Param(int, default=30, minimum=1, maximum=240, help="install time limit")
-
-    entry: Software
-    """The catalog entry (read again by check, so an edited catalog takes effect)."""
-    manager: str
-    """apt, dnf or yum: what the host has."""
-    package: Package
-    """The entry's package for that manager: its id and pinned version."""
-
-    @classmethod
-    def admit(cls, params: Mapping[str, Any], ticket_priority: str | None) -> None:
-        software.active().get(str(params["name"]))  # still listed when the run starts
-
-    def plan(self, host: Host) -> str:
-        """The catalog entry as it is now: an approval binds it (an edited pin or package id
-        needs a new approval)."""
-        return json.dumps(software.active().get(str(self.name)).describe(), sort_keys=True)
 
     def resolve(self, ctx: Context) -> None:
         self.entry = software.active().get(str(self.name))
@@ -112,10 +89,6 @@ class SoftwareTask(Remediation):
             return inst.version == pin
         return rpm_version_matches(inst.version, pin)
 
-    def label(self) -> str:
-        pin = f" {self.package.version}" if self.package.version else ""
-        return f"{self.entry.name} ({self.manager} {self.package.id}{pin})"
-
     def change(self, ctx: Context, args: list[str], what: str, done: str) -> None:
         timeout = int(self.timeout_minutes) * 60.0
         lock = int(self.lock_timeout)
@@ -138,13 +111,10 @@ class SoftwareTask(Remediation):
         }
 
 
-@remediation(
+@software_task(
     "software.install",
-    category="software",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"linux"},
-    summary="Install catalog software (apt or dnf) at its pinned version and prove it answers",
-    risky=software.needs_approval,
+    {"linux"},
+    "Install catalog software (apt or dnf) at its pinned version and prove it answers",
 )
 class InstallSoftware(SoftwareTask):
     """Install software listed in the workspace catalog (software/*.yml) with the host's
@@ -210,14 +180,7 @@ class InstallSoftware(SoftwareTask):
                 f"{self.package.version}",
                 **facts,
             )
-        answered = answers(ctx, self.entry)
-        facts["answers"] = answered
-        if answered and not answered["ok"]:
-            return Finding.problem(
-                f"{self.label()}: {inst.version} is installed but {answered['detail']}", **facts
-            )
-        tail = f"; {answered['detail']}" if answered else ""
-        return Finding.healthy(f"{self.label()}: {inst.version} is installed{tail}", **facts)
+        return self.proven(inst.version, answers(ctx, self.entry), facts)
 
 
 @dataclass(frozen=True)
@@ -254,26 +217,17 @@ def answers(ctx: Context, entry: Software) -> dict[str, Any]:
         return {}
     if check.command:
         said = read(ctx, Answer(check.command, package_root(ctx.host)), timeout=30)
-        first = (said.text.splitlines() or [""])[0][:120]
-        shown = " ".join(check.command)
-        if said.exit_code != 0:
-            return {"ok": False, "detail": f"`{shown}` exited {said.exit_code}: {first}"}
-        if check.expect and not re.search(check.expect, said.text):
-            return {"ok": False, "detail": f"`{shown}` said {first!r}, not /{check.expect}/"}
-        return {"ok": True, "detail": f"`{shown}` answered {first!r}"}
+        return judge(check.command, said.exit_code, said.text, check.expect)
     state = read_service(ctx, str(check.service), service_manager(ctx))
     if not state.running:
         return {"ok": False, "detail": f"{state.describe()}"}
     return {"ok": True, "detail": state.describe()}
 
 
-@remediation(
+@software_task(
     "software.remove",
-    category="software",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"linux"},
-    summary="Remove catalog software (apt or dnf); packages the OS needs are refused",
-    risky=software.needs_approval,
+    {"linux"},
+    "Remove catalog software (apt or dnf); packages the OS needs are refused",
 )
 class RemoveSoftware(SoftwareTask):
     """Remove software listed in the workspace catalog with apt or dnf.
@@ -350,12 +304,11 @@ class RemoveSoftware(SoftwareTask):
         return Finding.problem(f"{self.label()}: still {inst.state} ({inst.version})", **facts)
 
 
-@remediation(
+@software_task(
     "software.list",
-    category="software",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"linux"},
-    summary="List installed packages: name, version, and the catalog name if listed (read-only)",
+    {"linux"},
+    "List installed packages: name, version, and the catalog name if listed (read-only)",
+    risky=False,
 )
 class ListSoftware(Remediation):
     """List what the package database (dpkg or rpm) says is installed: name, version, state, and

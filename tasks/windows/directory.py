@@ -16,9 +16,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from toolkit.errors import NotFound
-from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.accounts import (
+    account_task,
+    describe,
+    membership_done,
+    membership_needed,
+    refuse_privileged_group,
+    status,
+    toggle_needed,
+    unlocked,
+)
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation
 from toolkit.remediation.facts import read
-from toolkit.remediation.guards import PrivilegedAccount
 from toolkit.remediation.ldapsafe import check_account, check_group
 from toolkit.remediation.quoting import Command, ps_script
 from toolkit.remediation.windows import JsonFact, change_json, strings, text
@@ -84,17 +93,6 @@ def read_account(ctx: Context, user: str) -> dict[str, Any]:
     return facts
 
 
-def problems(facts: dict[str, Any]) -> list[str]:
-    words = ("disabled", "locked", "expired", "must_change")
-    return [
-        w.replace("_", " ") + (" password" if w == "must_change" else "") for w in words if facts[w]
-    ]
-
-
-def describe(facts: dict[str, Any]) -> str:
-    return f"{facts['account']}: " + (", ".join(problems(facts)) or "enabled, not locked")
-
-
 class _WindowsAccount(Remediation):
     user = Param(
         str, required=True, check=check_account, help="the domain account: sAMAccountName or UPN"
@@ -107,14 +105,7 @@ class _WindowsAccount(Remediation):
         change_json(ctx, ps_script(CHANGES[verb], sid=self.before["sid"]), verb)
 
 
-@remediation(
-    "account.status",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"windows"},
-    summary="A directory account's state: locked, expired, disabled, bad passwords, groups "
-    "(read-only)",
-)
+@account_task("account.status", {"windows"})
 class WindowsAccountStatus(_WindowsAccount):
     """From a Windows management host with the ActiveDirectory module: the domain account's
     state (locked, disabled, expired, must change, last bad password, groups, its PSO). Read-only.
@@ -124,22 +115,13 @@ class WindowsAccountStatus(_WindowsAccount):
     """
 
     def check(self, ctx: Context) -> Finding:
-        facts = read_account(ctx, str(self.user))
-        if problems(facts):
-            return Finding.problem(describe(facts), **facts)
-        return Finding.healthy(describe(facts), **facts)
+        return status(read_account(ctx, str(self.user)))
 
     def apply(self, ctx: Context) -> None:
         ctx.note("account.status only reads; see the findings")
 
 
-@remediation(
-    "account.unlock",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"windows"},
-    summary="Unlock a directory account locked out by bad passwords",
-)
+@account_task("account.unlock", {"windows"})
 class WindowsAccountUnlock(_WindowsAccount):
     """From a Windows management host: Unlock-ADAccount, then Get-ADUser reads it back.
 
@@ -158,10 +140,7 @@ class WindowsAccountUnlock(_WindowsAccount):
         ctx.note(f"unlocked {self.before['account']}")
 
     def verify(self, ctx: Context) -> Finding:
-        facts = read_account(ctx, str(self.user))
-        if facts["locked"]:
-            return Finding.problem(f"{facts['account']} is still locked", **facts)
-        return Finding.healthy(f"{facts['account']} is not locked", **facts)
+        return unlocked(read_account(ctx, str(self.user)))
 
 
 class _WindowsToggle(_WindowsAccount):
@@ -169,10 +148,7 @@ class _WindowsToggle(_WindowsAccount):
 
     def check(self, ctx: Context) -> Finding:
         self.before = facts = read_account(ctx, str(self.user))
-        if facts["disabled"] != self.enable:
-            state = "disabled" if facts["disabled"] else "enabled"
-            return Finding.healthy(f"{facts['account']} is already {state}", **facts)
-        return Finding.problem(describe(facts), **facts)
+        return toggle_needed(facts, self.enable)
 
     def apply(self, ctx: Context) -> None:
         self._change(ctx, "Enable-ADAccount" if self.enable else "Disable-ADAccount")
@@ -186,13 +162,7 @@ class _WindowsToggle(_WindowsAccount):
         return Finding.healthy(f"{facts['account']} is {word}", **facts)
 
 
-@remediation(
-    "account.enable",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"windows"},
-    summary="Enable a disabled directory account",
-)
+@account_task("account.enable", {"windows"})
 class WindowsAccountEnable(_WindowsToggle):
     """From a Windows management host: Enable-ADAccount, read back with Get-ADUser.
 
@@ -203,13 +173,7 @@ class WindowsAccountEnable(_WindowsToggle):
     enable = True
 
 
-@remediation(
-    "account.disable",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"windows"},
-    summary="Disable a directory account (it can no longer log in)",
-)
+@account_task("account.disable", {"windows"})
 class WindowsAccountDisable(_WindowsToggle):
     """From a Windows management host: Disable-ADAccount, read back with Get-ADUser.
 
@@ -297,23 +261,8 @@ class _WindowsMembership(_WindowsAccount):
         self.before = read_account(ctx, str(self.user))
         self.found = group = self._group(ctx)
         if group.privileged and not self.allow_privileged:
-            raise PrivilegedAccount(
-                f"{group.name} is a privileged group: refusing to "
-                f"{'add' if self.add else 'remove'} {self.before['account']} without "
-                "allow_privileged",
-                hint="privileged group changes need -p allow_privileged=true, which the second "
-                "operator's approval then covers",
-            )
-        facts = {"account": self.before["account"], "group": group.name, "member": group.member}
-        if group.member == self.add:
-            where = "a member of" if group.member else "not in"
-            return Finding.healthy(
-                f"{self.before['account']} is already {where} {group.name}", **facts
-            )
-        action = "add to" if self.add else "remove from"
-        return Finding.problem(
-            f"{action} {group.name} requested for {self.before['account']}", **facts
-        )
+            refuse_privileged_group(group.name, self.before["account"], self.add)
+        return membership_needed(self.before["account"], group.name, group.member, self.add)
 
     def apply(self, ctx: Context) -> None:
         assert self.found is not None
@@ -325,24 +274,10 @@ class _WindowsMembership(_WindowsAccount):
 
     def verify(self, ctx: Context) -> Finding:
         group = self._group(ctx)
-        facts = {"account": self.before["account"], "group": group.name, "member": group.member}
-        if group.member != self.add:
-            still = "still" if group.member else "not"
-            return Finding.problem(
-                f"{self.before['account']} is {still} a member of {group.name}", **facts
-            )
-        where = "a member of" if group.member else "not in"
-        return Finding.healthy(f"{self.before['account']} is {where} {group.name}", **facts)
+        return membership_done(self.before["account"], group.name, group.member, self.add)
 
 
-@remediation(
-    "account.group-add",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"windows"},
-    summary="Add a directory account to a group (a permission change: needs approval)",
-    risky=True,
-)
+@account_task("account.group-add", {"windows"})
 class WindowsGroupAdd(_WindowsMembership):
     """From a Windows management host: Add-ADGroupMember, read back through the account's
     memberOf. A permission change: every run needs a second operator's approval. The domain's
@@ -357,14 +292,7 @@ class WindowsGroupAdd(_WindowsMembership):
     add = True
 
 
-@remediation(
-    "account.group-remove",
-    category="account",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"windows"},
-    summary="Remove a directory account from a group (a permission change: needs approval)",
-    risky=True,
-)
+@account_task("account.group-remove", {"windows"})
 class WindowsGroupRemove(_WindowsMembership):
     """From a Windows management host: Remove-ADGroupMember (no prompt), read back through the
     account's memberOf; approval and privileged groups as account.group-add.

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from toolkit.errors import NotFound, ToolkitError
-from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.catalog import Context, Finding, Param
 from toolkit.remediation.facts import read
-from toolkit.remediation.guards import admit_privileged, privileged_guard
-from toolkit.remediation.passwords import generate_password
+from toolkit.remediation.guards import guard_privileged
+from toolkit.remediation.passwords import PrivilegedReset, generate_password, reset_task
 from toolkit.remediation.quoting import Command, StdinSecret, ps_script
 from toolkit.remediation.windows import (
     ACCOUNT_NAME,
@@ -128,15 +128,12 @@ class AccountState(JsonFact["WindowsAccount | None"]):
         )
 
 
-@remediation(
+@reset_task(
     "password.reset",
-    category="account",
-    platforms={"windows"},
-    summary="Reset a local or Active Directory account's password, unlock it, force a change",
-    risky="allow_privileged",  # a privileged reset needs a second operator's approval
-    kind="request",  # a standard request (KPI.md): measured apart from incidents
+    {"windows"},
+    "Reset a local or Active Directory account's password, unlock it, force a change",
 )
-class ResetPassword(Remediation):
+class ResetPassword(PrivilegedReset):
     """Reset a password: a local account (Set-LocalUser) on the target host, or, with scope=ad, an
     Active Directory account (Set-ADAccountPassword -Reset, Unlock-ADAccount,
     -ChangePasswordAtLogon) from a management host that has the ActiveDirectory module.
@@ -171,10 +168,6 @@ class ResetPassword(Remediation):
     secret: Secret
     """The new password apply set (masked everywhere)."""
 
-    @classmethod
-    def admit(cls, params: Mapping[str, Any], ticket_priority: str | None) -> None:
-        admit_privileged(params, ticket_priority)
-
     def _state(self, ctx: Context) -> WindowsAccount:
         account = read(ctx, AccountState(str(self.scope), str(self.user)))
         if account is None:
@@ -184,15 +177,7 @@ class ResetPassword(Remediation):
 
     def check(self, ctx: Context) -> Finding:
         account = self.before = self._state(ctx)
-        note = privileged_guard(
-            account.name,
-            account.privileged(),
-            allow=bool(self.allow_privileged),
-            host=ctx.host.name,
-            priority=ctx.ticket_priority,
-        )
-        if note:
-            ctx.note(note)
+        guard_privileged(ctx, account.name, account.privileged(), bool(self.allow_privileged))
         state = ", ".join(
             bit
             for bit in (

@@ -11,7 +11,6 @@ Uninstall keys for `software.list`. Every value reaches PowerShell as a quoted l
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,10 +18,10 @@ from typing import Any, ClassVar
 
 from toolkit import software
 from toolkit.errors import ChangeRefused, ToolkitError, Unsupported
-from toolkit.inventory import Host
-from toolkit.remediation.catalog import Context, Finding, Param, Remediation, remediation
+from toolkit.remediation.catalog import Context, Finding, Param, Remediation
 from toolkit.remediation.facts import read
 from toolkit.remediation.quoting import Command, ps_script
+from toolkit.remediation.softwaretasks import CatalogSoftwareTask, judge, software_task
 from toolkit.remediation.windows import (
     JsonFact,
     change_json,
@@ -30,7 +29,7 @@ from toolkit.remediation.windows import (
     records,
     text,
 )
-from toolkit.software import Package, Software
+from toolkit.software import Software
 
 TOOLS = r"""$ErrorActionPreference = 'Stop'
 $winget = [string](Get-Command winget.exe -ErrorAction SilentlyContinue).Source
@@ -207,7 +206,17 @@ class WingetVersion(JsonFact[Version]):
 
 
 @dataclass(frozen=True)
-class ChocoVersion(JsonFact[Version]):
+class RecordedVersion(JsonFact[Version]):
+    """A probe that prints `{version: …}` from a record the tool keeps (null or empty: not
+    installed)."""
+
+    def value(self, data: Any) -> Version:
+        found = text(data.get("version")) if isinstance(data, Mapping) else ""
+        return Version(found or None)
+
+
+@dataclass(frozen=True)
+class ChocoVersion(RecordedVersion):
     """Chocolatey's own record of an installed package (`lib\\ID\\ID.nuspec`)."""
 
     id: str
@@ -216,13 +225,9 @@ class ChocoVersion(JsonFact[Version]):
     def command(self) -> Command:
         return ps_script(CHOCO_STATE, id=self.id)
 
-    def value(self, data: Any) -> Version:
-        found = text(data.get("version")) if isinstance(data, Mapping) else ""
-        return Version(found or None)
-
 
 @dataclass(frozen=True)
-class MsiVersion(JsonFact[Version]):
+class MsiVersion(RecordedVersion):
     """The DisplayVersion of an MSI's Uninstall key (64- and 32-bit views), by product code."""
 
     code: str
@@ -230,10 +235,6 @@ class MsiVersion(JsonFact[Version]):
 
     def command(self) -> Command:
         return ps_script(MSI_STATE, code=self.code)
-
-    def value(self, data: Any) -> Version:
-        found = text(data.get("version")) if isinstance(data, Mapping) else ""
-        return Version(found or None)
 
 
 @dataclass(frozen=True)
@@ -281,30 +282,14 @@ class InstalledPrograms(JsonFact[Programs]):
         ))  # fmt: skip
 
 
-class WindowsSoftwareTask(Remediation):
-    name = Param(
-        str,
-        required=True,
-        check=software.check_listed,
-        help="the software's name in the workspace catalog (software/*.yml)",
-    )
+class WindowsSoftwareTask(CatalogSoftwareTask):
+    """What install and remove share on Windows: the manager is winget, choco or msi, the first
+    the entry lists and the host has."""
+
     timeout_minutes = Param(int, default=30, minimum=1, maximum=240, help="install time limit")
 
-    entry: Software
-    """The catalog entry, read by check."""
-    manager: str
-    """winget, choco or msi: the first the entry lists and the host has."""
     tool: str
     """The winget.exe or choco.exe path the host answered (empty for msi)."""
-    package: Package
-    """The entry's package for that manager."""
-
-    @classmethod
-    def admit(cls, params: Mapping[str, Any], ticket_priority: str | None) -> None:
-        software.active().get(str(params["name"]))
-
-    def plan(self, host: Host) -> str:
-        return json.dumps(software.active().get(str(self.name)).describe(), sort_keys=True)
 
     def resolve(self, ctx: Context) -> None:
         self.entry = software.active().get(str(self.name))
@@ -332,10 +317,8 @@ class WindowsSoftwareTask(Remediation):
             return read(ctx, ChocoVersion(pkg.id)).version
         return read(ctx, MsiVersion(pkg.id)).version
 
-    def label(self) -> str:
-        pin = f" {self.package.version}" if self.package.version else ""
-        shown = self.package.source if self.manager == "msi" else self.package.id
-        return f"{self.entry.name} ({self.manager} {shown}{pin})"
+    def shown(self) -> str:
+        return str(self.package.source) if self.manager == "msi" else self.package.id
 
     def run(self, ctx: Context, verb: str) -> Outcome:
         """Install or remove with the chosen tool (apply only); a failure raises."""
@@ -383,13 +366,10 @@ class WindowsSoftwareTask(Remediation):
         }
 
 
-@remediation(
+@software_task(
     "software.install",
-    category="software",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"windows"},
-    summary="Install catalog software (winget, Chocolatey or MSI) at its pinned version",
-    risky=software.needs_approval,
+    {"windows"},
+    "Install catalog software (winget, Chocolatey or MSI) at its pinned version",
 )
 class InstallSoftware(WindowsSoftwareTask):
     """Install software listed in the workspace catalog (software/*.yml) with winget, or
@@ -432,40 +412,24 @@ class InstallSoftware(WindowsSoftwareTask):
                 f"{self.label()}: {found} is installed, not the pinned {self.package.version}",
                 **facts,
             )
-        answered = answers(ctx, self.entry)
-        facts["answers"] = answered
-        if answered and not answered["ok"]:
-            return Finding.problem(
-                f"{self.label()}: {found} is installed but {answered['detail']}", **facts
-            )
-        tail = f"; {answered['detail']}" if answered else ""
-        return Finding.healthy(f"{self.label()}: {found} is installed{tail}", **facts)
+        return self.proven(found, answers(ctx, self.entry), facts)
 
 
 def answers(ctx: Context, entry: Software) -> dict[str, Any]:
     check = entry.verify
     if check.command:
         done = read(ctx, Answer(check.command))
-        shown = " ".join(check.command)
-        first = (done.out.strip().splitlines() or [""])[0][:120]
-        if done.exit != 0:
-            return {"ok": False, "detail": f"`{shown}` exited {done.exit}: {first}"}
-        if check.expect and not re.search(check.expect, done.out):
-            return {"ok": False, "detail": f"`{shown}` said {first!r}, not /{check.expect}/"}
-        return {"ok": True, "detail": f"`{shown}` answered {first!r}"}
+        return judge(check.command, done.exit, done.out, check.expect)
     if check.service:
         state = read_service(ctx, check.service)
         return {"ok": state.running, "detail": state.describe()}
     return {}
 
 
-@remediation(
+@software_task(
     "software.remove",
-    category="software",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"windows"},
-    summary="Remove catalog software (winget, Chocolatey or MSI); what Windows needs is refused",
-    risky=software.needs_approval,
+    {"windows"},
+    "Remove catalog software (winget, Chocolatey or MSI); what Windows needs is refused",
 )
 class RemoveSoftware(WindowsSoftwareTask):
     """Remove software listed in the workspace catalog with the tool that would install it.
@@ -506,12 +470,11 @@ class RemoveSoftware(WindowsSoftwareTask):
         return Finding.problem(f"{self.label()}: {found} is still installed", **facts)
 
 
-@remediation(
+@software_task(
     "software.list",
-    category="software",
-    kind="request",  # a standard request (KPI.md): fulfilment time, not incident MTTR
-    platforms={"windows"},
-    summary="List installed programs (the Uninstall keys): name, version (read-only)",
+    {"windows"},
+    "List installed programs (the Uninstall keys): name, version (read-only)",
+    risky=False,
 )
 class ListSoftware(Remediation):
     """List the programs Windows lists as installed (the Uninstall registry keys, 64- and

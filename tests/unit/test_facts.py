@@ -316,7 +316,7 @@ def test_clam_scan_detections_moves_and_errors() -> None:
 
 def test_password_account_reads() -> None:
     """The local account reads of password.reset, parsed alone on recorded output."""
-    from tasks import password
+    password = task_module("password.reset")
 
     entry = password.PasswdEntry("jdoe")
     assert entry.command().text == "getent passwd jdoe" and not entry.become

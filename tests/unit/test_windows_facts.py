@@ -207,7 +207,7 @@ def test_network_diagnosis() -> None:
 def test_account_state_local_and_ad() -> None:
     """password.reset's account read: a local account whose Administrators membership could not
     be read counts as privileged; an AD account's privilege comes from its named groups."""
-    from tasks.windows import password
+    password = task_module("password.reset", "windows")
 
     sid = "S-1-5-21-1004336348-1177238915-682003330-1001"
     local = password.AccountState("local", "jdoe")

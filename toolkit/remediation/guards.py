@@ -9,9 +9,12 @@ administrator's password is the kind of risky change the support policy reserves
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import ToolkitError
+
+if TYPE_CHECKING:
+    from toolkit.remediation.catalog import Context
 
 OVERRIDE_PRIORITIES = ("P1", "P2")
 
@@ -48,6 +51,17 @@ def privileged_guard(
             hint="run it under the P1/P2 ticket that covers this account",
         )
     return f"allow_privileged on a {priority} ticket: resetting {account}, a member of {groups}"
+
+
+def guard_privileged(
+    ctx: Context, account: str, privileged_groups: Sequence[str], allow: bool
+) -> None:
+    """`privileged_guard` for this run's host and ticket; an override's note goes into the run."""
+    note = privileged_guard(
+        account, privileged_groups, allow=allow, host=ctx.host.name, priority=ctx.ticket_priority
+    )
+    if note:
+        ctx.note(note)
 
 
 def admit_privileged(params: Mapping[str, Any], priority: str | None) -> None:

@@ -296,6 +296,52 @@ def test_a_site_without_a_live_worker_fails_fast(estate: Estate, tmp_path: Path)
         estate.wait_live("branch-b")
 
 
+def test_a_site_is_live_when_another_sites_worker_answers_first(estate: Estate) -> None:
+    """Only branch-a wanted, both sites' workers live: branch-b's worker answers the inspect
+    first (branch-a's is stopped for 0.3 s, well within the ping timeout). branch-a must still
+    be seen (it was reported as having no worker: the inspect stopped at the first reply of
+    any worker, its limit being the wanted sites' consumer count). A worker stopped for the
+    whole ping is not live, whatever RabbitMQ still counts as its consumer."""
+    import threading
+
+    from toolkit.workers import WorkerSettings
+    from toolkit.workers.celeryapp import make_celery
+    from toolkit.workers.dispatch import live_workers
+
+    settings = WorkerSettings.of(Workspace.load(estate.root))
+    celery = make_celery(settings)
+    [worker] = estate.workers["branch-a"]
+    try:
+        for _ in range(3):
+            os.kill(worker.pid, signal.SIGSTOP)
+            resume = threading.Timer(0.3, os.kill, (worker.pid, signal.SIGCONT))
+            resume.start()
+            try:
+                live = live_workers(celery, settings, ["branch-a"])
+            finally:
+                resume.join()
+            assert live.get("branch-a"), live
+            assert "branch-b" not in live, live  # not asked for
+        os.kill(worker.pid, signal.SIGSTOP)  # stopped past the ping: no worker for branch-a
+        try:
+            started = time.monotonic()
+            live = live_workers(celery, settings, ["branch-a", "branch-b"])
+            took = time.monotonic() - started
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        assert not live.get("branch-a") and live.get("branch-b"), live
+        assert took < 10 * settings.ping_timeout, took
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+        celery.close()
+    # and end to end, many runs in a row on branch-a's hosts only: each finds its worker
+    for i in range(5):
+        run = estate.itops("fix", "test.mark", "branch-a", "-p", "folder=/nonexistent",
+                           "--check", "--ticket", f"INC-7010{i}")  # fmt: skip
+        assert "no worker" not in run.stderr, run.stderr
+        assert run.returncode == 4, run.stdout + run.stderr
+
+
 def test_a_worker_killed_mid_batch_never_applies_twice(estate: Estate, tmp_path: Path) -> None:
     folder = marks_dir(tmp_path)
     [first] = estate.workers["branch-a"]

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,11 @@ if TYPE_CHECKING:
 
 def worker_name(site: str) -> str:
     return f"itops-{site}-{os.getpid()}@{socket.gethostname()}"
+
+
+def worker_pattern(sites: Sequence[str]) -> str:
+    """A regular expression matching the names (`worker_name`) of these sites' workers only."""
+    return "itops-(?:" + "|".join(re.escape(s) for s in sites) + r")-[0-9]+@"
 
 
 def serve(

@@ -53,6 +53,9 @@ def serve(
 
     check_site(site)
     require_shared_ledger(app.workspace)
+    # how the DBA (pg_stat_activity) tells the site's worker's ledger connections from others
+    # (libpq's own variable: an application_name in the ledger URL still wins)
+    os.environ.setdefault("PGAPPNAME", f"itops-worker-{site}")
     settings = WorkerSettings.of(app.workspace)
     app.ledger.head()  # the shared ledger is reachable before the first job comes
     app.inventory.select("all")  # and the inventory and catalog load

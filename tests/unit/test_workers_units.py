@@ -119,6 +119,32 @@ def test_an_open_action_of_a_lost_worker_is_settled_by_a_recheck_never_a_reapply
     assert "re-checked, not re-applied" in got[1] and says in got[1]
 
 
+def test_an_action_whose_finish_was_lost_is_settled_saying_so() -> None:
+    from toolkit.workers.jobs import FINISH_LOST, LEDGER_UNAVAILABLE
+
+    begin = _begin("fix")
+    fixed = settle(HostResult("ws-1", Outcome.ALREADY_OK, "marked"), begin, FINISH_LOST,
+                   LEDGER_UNAVAILABLE)  # fmt: skip
+    assert fixed[0] == "fixed" and fixed[2] is None
+    assert fixed[1].startswith(FINISH_LOST + "; re-checked, not re-applied")
+    still = settle(HostResult("ws-1", Outcome.WOULD_FIX, "no mark"), begin, FINISH_LOST,
+                   LEDGER_UNAVAILABLE)  # fmt: skip
+    assert still[0] == "failed" and still[2] == LEDGER_UNAVAILABLE
+
+
+def test_only_the_asked_sites_workers_answer_a_liveness_inspect() -> None:
+    import re
+
+    from toolkit.workers.serve import worker_pattern
+
+    pattern = worker_pattern(["branch-a", "hq.1"])
+    for name in ("itops-branch-a-123@vm", "itops-hq.1-9@host.example"):
+        assert re.match(pattern, name), name
+    for name in ("itops-branch-b-123@vm", "itops-branch-a-1-123@vm", "itops-hqx1-9@vm",
+                 "itops-branch-a-@vm", "celery@vm"):  # fmt: skip
+        assert not re.match(pattern, name), name
+
+
 def test_a_broker_password_is_never_shown() -> None:
     shown = without_password("amqp://itops:s3cret@mq.example:5672/prod")
     assert "s3cret" not in shown and shown == "amqp://itops:***@mq.example:5672/prod"

@@ -36,6 +36,7 @@ from toolkit.workers import (
     require_shared_ledger,
     result_from_dict,
 )
+from toolkit.workers.serve import worker_pattern
 
 if TYPE_CHECKING:
     from toolkit.inventory import Host
@@ -84,29 +85,55 @@ def consumers(celery: Any, sites: Sequence[str]) -> dict[str, int] | None:
     return counts
 
 
+PING_TRIES = 3  # inspects of the wanted sites before one is declared without a live worker
+
+
 def live_workers(
     celery: Any, settings: WorkerSettings, wanted: Sequence[str] = ()
 ) -> dict[str, list[str]]:
-    """Live workers per site, as they answer Celery's inspect within the ping timeout. With
-    `wanted` sites on RabbitMQ, a site whose queue has no consumer is known without waiting, and the
-    inspect returns as soon as every consumer has answered (rather than after the timeout)."""
-    from toolkit.workers import QUEUE_PREFIX
+    """Live workers per site: those that answer Celery's inspect within the ping timeout (a
+    worker that does not answer — stopped, hung — is not live, whatever RabbitMQ still counts
+    as its queue's consumer). Without `wanted`: every worker, after the timeout.
 
+    With `wanted` sites, only their workers are asked (by worker name: `itops-SITE-PID@HOST`),
+    and a site without an answer is asked again, up to PING_TRIES times, before it counts as
+    without a worker (one answer late on a loaded machine is not a dead site). On RabbitMQ, a
+    site whose queue has no consumer is known without asking, and the inspect returns once as
+    many workers answered as the asked sites' queues have consumers. (It broadcast to every
+    worker with that limit: the first answers — another site's — could end it before a wanted
+    site's worker answered, and that site was reported as without a worker.)"""
     try:
-        limit = None
-        if wanted:
-            counts = consumers(celery, wanted)
-            if counts is not None:
-                if not all(counts.values()):
-                    return {site: ["?"] for site, n in counts.items() if n}
-                limit = sum(counts.values())
-        inspect = celery.control.inspect(timeout=settings.ping_timeout, limit=limit)
-        answered = inspect.active_queues() or {}
+        if not wanted:
+            inspect = celery.control.inspect(timeout=settings.ping_timeout)
+            return _sites_of(inspect.active_queues() or {})
+        counts = consumers(celery, wanted)
+        asked = [s for s in wanted if counts is None or counts.get(s)]
+        live: dict[str, list[str]] = {}
+        for _ in range(PING_TRIES):
+            if not asked:
+                break
+            inspect = celery.control.inspect(
+                timeout=settings.ping_timeout,
+                limit=sum(counts[s] for s in asked) if counts is not None else None,
+                pattern=worker_pattern(asked),
+                matcher="pcre",
+            )
+            for site, workers in _sites_of(inspect.active_queues() or {}).items():
+                if site in asked:
+                    live[site] = workers
+            asked = [s for s in asked if s not in live]
+        return live
     except Exception as exc:  # kombu's OperationalError, socket errors: the broker is down
         raise BrokerError(
             f"the broker at {settings.shown_broker} cannot be reached: {exc}",
             hint="start it, or set [workers] broker in itops.toml",
         ) from None
+
+
+def _sites_of(answered: Mapping[str, Any]) -> dict[str, list[str]]:
+    """{site: [worker, …]} from the workers' active_queues answers."""
+    from toolkit.workers import QUEUE_PREFIX
+
     sites: dict[str, list[str]] = {}
     for worker, queues in sorted(answered.items()):
         for queue in queues or ():

@@ -9,13 +9,18 @@ Exactly once per host action: every action a job writes carries the job's id (a 
 and finish records). A job delivered again (its worker died; acks_late) first reads the ledger:
 a host finished under this job gets that result back; a host begun but never finished is
 re-checked read-only and its open action finished with what the check found — never re-applied;
-only hosts without a begin record are run.
+only hosts without a begin record are run. The same guard closes, within the job, a host whose
+finish could not be written (the ledger unreachable past its retries): once the ledger answers
+again (up to LEDGER_BACK seconds) the host is re-checked and its open action finished with what
+the check found — never reported fixed without a record. A host whose begin could not be written
+is never contacted (the runner's rule).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -142,11 +147,18 @@ def recorded_result(begin: Record, finish: Record) -> HostResult:
     )
 
 
-def settle(found: HostResult, begin: Record) -> tuple[str, str, str | None]:
-    """An open action's outcome from the re-check of its host: (outcome, message, error)."""
+WORKER_GONE = "its worker was lost mid-run"
+FINISH_LOST = "its finish could not be recorded (the ledger was unreachable)"
+
+
+def settle(
+    found: HostResult, begin: Record, why: str = WORKER_GONE, error: str = WORKER_LOST
+) -> tuple[str, str, str | None]:
+    """An open action's outcome from the re-check of its host: (outcome, message, error).
+    `why` it was left open (its worker lost, or its finish could not be written)."""
     from toolkit.run.results import Outcome
 
-    lost = "its worker was lost mid-run; re-checked, not re-applied"
+    lost = f"{why}; re-checked, not re-applied"
     if begin.info.get("mode") == "check":
         return str(found.outcome), f"{lost}: {found.message}", found.error
     if found.outcome == Outcome.ALREADY_OK:
@@ -155,9 +167,9 @@ def settle(found: HostResult, begin: Record) -> tuple[str, str, str | None]:
         return (
             str(Outcome.FAILED),
             f"{lost}: still {found.message} (run again to fix it)",
-            WORKER_LOST,
+            error,
         )
-    return str(found.outcome), f"{lost}: the re-check failed: {found.message}", WORKER_LOST
+    return str(found.outcome), f"{lost}: the re-check failed: {found.message}", error
 
 
 class _Progress(RunObserver):
@@ -245,20 +257,24 @@ def run_job(
                     except Exception as exc:  # the bar is not the run: the result still comes
                         log.debug("progress of job %s not sent: %s", job, exc)
 
+        def recheck(opened: Mapping[str, Record], why: str, error: str) -> None:
+            """Settle open actions: their hosts re-checked read-only, never re-applied."""
+            again = [h for h in hosts if h.name in opened]
+            checked = service.execute(
+                RunRequest(entry, again, params, ticket=ticket, check_only=True,
+                           forks=payload.get("forks") or default_forks,
+                           tags={**tags, "recheck": True}),
+                None,
+            ).report  # fmt: skip
+            for found in checked.results:
+                results[found.host] = _close_open(app, entry.name, ticket, opened[found.host],
+                                                  found, tags, why, error)  # fmt: skip
+
         watcher = threading.Thread(target=watch, name="itops-job-watch", daemon=True)
         watcher.start()
         try:
             if opened:
-                again = [h for h in hosts if h.name in opened]
-                checked = service.execute(
-                    RunRequest(entry, again, params, ticket=ticket, check_only=True,
-                               forks=payload.get("forks") or default_forks,
-                               tags={**tags, "recheck": True}),
-                    None,
-                ).report  # fmt: skip
-                for found in checked.results:
-                    results[found.host] = _close_open(app, entry.name, ticket, opened[found.host],
-                                                      found, tags)  # fmt: skip
+                recheck(opened, WORKER_GONE, WORKER_LOST)
             if fresh:
                 policy = rebuild_policy(app, payload.get("policy"), params)
                 ran = service.execute(
@@ -277,6 +293,18 @@ def run_job(
                 results.update({r.host: r for r in ran.report.results})
                 notes.extend(ran.report.notes)
                 finish_failed = ran.report.finish_failed
+                unsure = [r.host for r in ran.report.results if _finish_lost(r)]
+                if unsure:
+                    # applied (or not) on the host, its finish not written: the ledger and the
+                    # host must not disagree — once the ledger is back, the guard a redelivery
+                    # runs closes them (finished after all: that record; open: a re-check)
+                    back = _ledger_back(app, job, entry.name, ticket, unsure, cancelled)
+                    if back is not None:
+                        done_now, still_open = back
+                        for name, (begin, fin) in done_now.items():
+                            results[name] = recorded_result(begin, fin)
+                        if still_open:
+                            recheck(still_open, FINISH_LOST, LEDGER_UNAVAILABLE)
         finally:
             stop.set()
             watcher.join()
@@ -312,13 +340,16 @@ def _close_open(
     begin: Record,
     found: HostResult,
     tags: Mapping[str, Any],
+    why: str = WORKER_GONE,
+    kind: str = WORKER_LOST,
 ) -> HostResult:
-    """Finish an action its lost worker left open with what the re-check found."""
+    """Finish an action left open (its worker lost, or its finish not written) with what the
+    re-check found."""
     import dataclasses
 
     from toolkit.run.results import Outcome, finding_dict
 
-    outcome, message, error = settle(found, begin)
+    outcome, message, error = settle(found, begin, why, kind)
     mask = app.redactor.mask
     assert begin.action_id is not None
     try:
@@ -355,6 +386,41 @@ def _close_open(
         error=error,
         action_id=begin.action_id,
     )
+
+
+LEDGER_UNAVAILABLE = "ledger-unavailable"
+LEDGER_BACK = 120.0  # seconds a job waits for the ledger to settle the finishes it could not write
+LEDGER_POLL = 2.0
+
+
+def _finish_lost(result: HostResult) -> bool:
+    """A host begun in the ledger whose finish could not be written (LedgerRecorder.finish)."""
+    return result.action_id is not None and result.error == LEDGER_UNAVAILABLE
+
+
+def _ledger_back(
+    app: App,
+    job: str,
+    task: str,
+    ticket: str | None,
+    hosts: Sequence[str],
+    cancelled: Callable[[], bool],
+) -> tuple[dict[str, tuple[Record, Record]], dict[str, Record]] | None:
+    """The job's records of `hosts` (`prior`) once the ledger answers again, waiting up to
+    LEDGER_BACK seconds (None: it did not, or the job was revoked meanwhile — their actions
+    stay open, and the hosts are reported failed, never fixed)."""
+    deadline = time.monotonic() + LEDGER_BACK
+    while True:
+        try:
+            return prior(app.ledger, job, task, ticket, hosts)
+        except Exception as exc:
+            if cancelled() or time.monotonic() >= deadline:
+                log.error("job %s: the ledger is still unreachable, %d action(s) stay open: %s",
+                          job, len(hosts), exc)  # fmt: skip
+                return None
+            log.warning("job %s: waiting for the ledger to settle %d action(s): %s",
+                        job, len(hosts), exc)  # fmt: skip
+            time.sleep(LEDGER_POLL)
 
 
 def register(celery: Any, app: App, *, default_forks: int | None) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,11 @@ def worker_name(site: str) -> str:
     return f"itops-{site}-{os.getpid()}@{socket.gethostname()}"
 
 
+def worker_pattern(sites: Sequence[str]) -> str:
+    """A regular expression matching the names (`worker_name`) of these sites' workers only."""
+    return "itops-(?:" + "|".join(re.escape(s) for s in sites) + r")-[0-9]+@"
+
+
 def serve(
     app: App,
     site: str,
@@ -46,6 +53,9 @@ def serve(
 
     check_site(site)
     require_shared_ledger(app.workspace)
+    # how the DBA (pg_stat_activity) tells the site's worker's ledger connections from others
+    # (libpq's own variable: an application_name in the ledger URL still wins)
+    os.environ.setdefault("PGAPPNAME", f"itops-worker-{site}")
     settings = WorkerSettings.of(app.workspace)
     app.ledger.head()  # the shared ledger is reachable before the first job comes
     app.inventory.select("all")  # and the inventory and catalog load

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import socket
 import time
 from typing import Any
 
 import pytest
-from wsman_replay import PASSWORD, PKI, USER, ReplayServer, Reply, ServerFactory
+from wsman_replay import (
+    PASSWORD,
+    PKI,
+    USER,
+    ReplayServer,
+    Reply,
+    ServerFactory,
+    leaks_outside_stdin,
+    load,
+)
 
 from toolkit.errors import (
     AuthFailed,
@@ -25,7 +35,7 @@ from toolkit.errors import (
     ValidationError,
 )
 from toolkit.inventory import Host, make_host
-from toolkit.remediation.quoting import StdinSecret, ps_script
+from toolkit.remediation.quoting import Command, StdinSecret, ps_encoded, ps_script
 from toolkit.secrets.credentials import CredentialStore, Redactor, Secret
 from toolkit.transports.base import ConnectOptions
 from toolkit.transports.winrm import InsecureRefused, WinRMFactory, WinRMTransport
@@ -329,16 +339,22 @@ def test_long_script_travels_on_stdin(replay: ServerFactory, pki: PKI) -> None:
     assert "[Console]::In.ReadToEnd()" in bootstrap and long_value not in bootstrap
 
 
-def test_long_script_with_a_secret_is_refused_before_sending(
-    replay: ServerFactory, pki: PKI
+@pytest.mark.parametrize("length", [10, 6000], ids=["short", "too-long-for-a-command-line"])
+def test_a_masked_value_never_reaches_a_powershell_command_line(
+    replay: ServerFactory, pki: PKI, length: int
 ) -> None:
+    """ps_script refuses a secret; a PowerShell command built by hand whose text hides something
+    from its display is refused by the transport too, short or long: powershell.exe's command line
+    (or the stdin bootstrap's payload) is what process auditing and script-block logging record."""
     server = replay(reply=fixed(b""))
     transport = factory().open(winhost(server.port, pki))
-    secret = Secret("Canary-Long-9d1c", "pw")
+    pad = "y" * length
+    hidden = Command(f"$p = 'Canary-Long-9d1c'; '{pad}'", f"$p = '********'; '{pad}'", "powershell")
     with pytest.raises(ValidationError, match="secret"):
-        transport.run(ps_script("$p = {pw}; Write-Output {v}", pw=secret, v="y" * 6000))
+        transport.run(hidden)
     transport.close()
-    assert [e.action for e in server.log] == ["Create", "Delete"]
+    assert "Command" not in [e.action for e in server.log]
+    assert leaks_outside_stdin(server.log, "Canary-Long-9d1c") == []
 
 
 def test_stalled_receive_times_out_within_its_limit(replay: ServerFactory, pki: PKI) -> None:
@@ -372,6 +388,77 @@ def test_secret_reaches_the_host_only_on_stdin(replay: ServerFactory, pki: PKI) 
     sends = [e for e in server.log if e.action == "Send"]
     assert sends and b"".join(e.stdin for e in sends) == encoded.encode()
     assert base64.b64decode(b"".join(e.stdin for e in sends)).decode() == canary
+
+
+def test_a_secret_on_stdin_follows_a_real_hosts_recorded_send_exchange(
+    replay: ServerFactory, pki: PKI
+) -> None:
+    """Recorded mode, no template: test_winrs_send is a real Windows host taking two WS-Man Sends
+    on a running command's stdin (data with End="false", then End="true") before its output is
+    read. Our reset's request sequence follows that exchange request for request (the fixture
+    fails on any skipped or unmatched one) and reads its recorded output; the secret is only in
+    the Sends. What PowerShell does with the bytes is not shown by this (no Windows runs here)."""
+    canary = "Canary-Rec-Pw-0c7e';$(x)`ü"
+    recorded = next(e for e in load("test_winrs_send") if e.action == "Command").response
+    command_id = re.search(r"<rsp:CommandId>([^<]+)<", recorded)
+    assert command_id is not None
+    server = replay("test_winrs_send")
+    password = StdinSecret(Secret(canary))
+    transport = factory().open(winhost(server.port, pki))
+    result = transport.run(
+        ps_script("$pw = {pw}\nSet-LocalUser -Name 'jdoe' -Password $pw", pw=password),
+        stdin=password.stdin(),
+    )
+    transport.close()
+    assert result.exit_code == 0 and result.stdout == "output 1\noutput 2\n"
+    assert server.exchanges == [], "every recorded request was made"
+    actions = [e.action for e in server.log]
+    assert actions == ["Create", "Command", "Send", "Send", "Receive", "Signal", "Delete"]
+    sends = [e for e in server.log if e.action == "Send"]
+    recorded_id = command_id.group(1)
+    assert [(s.command_id, s.end) for s in sends] == [(recorded_id, False), (recorded_id, True)]
+    assert base64.b64decode(b"".join(s.stdin for s in sends)).decode("utf-8") == canary
+    assert leaks_outside_stdin(server.log, canary) == []
+    assert "ConvertTo-SecureString" in (server.log[1].script or "")
+
+
+def test_the_replay_takes_stdin_only_as_windows_would(replay: ServerFactory, pki: PKI) -> None:
+    """The templated replay's Send checks, driven with pywinrm's own Protocol: a Send must name the
+    command in flight and its stdin stream, and none may follow End="true"; a script that reads
+    stdin gets no output until its stdin is closed (powershell.exe would wait for ever)."""
+    from winrm.exceptions import WSManFaultError
+    from winrm.protocol import Protocol
+
+    server = replay(reply=fixed(b"read"))
+    client = Protocol(
+        f"https://127.0.0.1:{server.port}/wsman",
+        transport="ntlm",
+        username=USER,
+        password=PASSWORD,
+        server_cert_validation="validate",
+        ca_trust_path=str(pki.ca),
+    )
+    shell = client.open_shell()
+    reads = ps_encoded(ps_script("[Console]::In.ReadToEnd()"))
+    command = client.run_command(shell, "powershell.exe", ["-EncodedCommand", reads])
+    with pytest.raises(WSManFaultError):
+        client.send_command_input(shell, "00000000-0000-0000-0000-000000000000", b"x")
+    with pytest.raises(WSManFaultError):
+        client.get_command_output_raw(shell, command)  # stdin still open
+    client.send_command_input(shell, command, b"abc")
+    client.send_command_input(shell, command, b"", end=True)
+    with pytest.raises(WSManFaultError):
+        client.send_command_input(shell, command, b"late")
+    client.cleanup_command(shell, command)
+    client.close_shell(shell)
+    refused, server.errors[:] = list(server.errors), []
+    assert refused == [
+        "Send to no command in flight, or not to its stdin stream",
+        "Receive while the command waits on a stdin never closed",
+        "Send after the command's stdin was closed (End=true)",
+    ]
+    assert [e.stdin for e in server.log if e.action == "Send"] == [b"x", b"abc", b"", b"late"]
+    assert next(e for e in server.log if e.action == "Command").stdin == b"abc"
 
 
 def test_a_secret_is_refused_inside_a_powershell_command_line() -> None:

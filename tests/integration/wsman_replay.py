@@ -13,11 +13,17 @@ at test time with pip into tests/artifacts/ (never committed) and checks its SHA
     errors (HTTP 500 faults) and optional delays are reproduced;
   - in "templated" mode the recorded envelopes of test_winrs_standard are reused for every command
     and only the output streams and exit code are filled in by a test-supplied function, which gets
-    the PowerShell script decoded from the -EncodedCommand. That mode tests our command building
+    the PowerShell script decoded from the -EncodedCommand. A `Send` (input on a command's stdin,
+    MS-WSMV 3.1.4.12) is answered with the SendResponse recorded in test_winrs_send, a real WinRS
+    exchange that wrote to a cmd.exe command's stdin; the server keeps what each command received
+    on stdin and refuses (an error in `errors`, a fault to the client) a Send that names another
+    command than the one in flight, is not the stdin stream, or comes after that command's stdin
+    was closed (End="true") or its output was read to the end. That mode tests our command building
     and parsing over the real protocol path; it is not evidence of how Windows answers.
 
-Every request is logged (action, decoded script) so tests can assert what was sent; anything the
-server could not match is collected in `errors`, which the fixtures require to be empty.
+Every request is logged (action, raw envelope, decoded script, stdin) so tests can assert what was
+sent; anything the server could not match is collected in `errors`, which the fixtures require to
+be empty.
 """
 
 from __future__ import annotations
@@ -235,9 +241,13 @@ class Logged:
     command: str | None = None
     arguments: str | None = None
     script: str | None = None
-    stdin: bytes = b""
+    stdin: bytes = b""  # a Send: its data; a Command: all its Sends' data, in order
     encrypted: bool = False
     delivered: str | None = None  # a long script that arrived on stdin (the bootstrap's payload)
+    body: str = ""  # the envelope as received (after NTLM unwrapping)
+    command_id: str | None = None  # a Send: the command it wrote to
+    end: bool = False  # a Send: End="true" (closes stdin); a Command: its stdin was closed
+    finished: bool = False  # a Command: its output was read to the end (templated mode)
 
 
 @dataclass
@@ -263,7 +273,7 @@ class ReplayServer:
             self._template.update({e.action: e for e in load("test_winrs_standard")})
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._stdin: dict[str, bytes] = {}
+        self._current: Logged | None = None  # templated mode: the command in flight
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> ReplayServer:
@@ -302,15 +312,20 @@ class ReplayServer:
     def answer(self, body: str, encrypted: bool) -> tuple[int, str, float]:
         action = _action(body)
         message_id = _first(r"MessageID>([^<]+)</", body) or ""
-        entry = Logged(action, message_id, encrypted=encrypted)
+        entry = Logged(action, message_id, encrypted=encrypted, body=body)
         if action == "Command":
             entry.command = _first(r"<rsp:Command>([^<]*)</rsp:Command>", body)
             entry.arguments = _first(r"<rsp:Arguments>([^<]*)</rsp:Arguments>", body)
             entry.script = _decode_script(entry.arguments or "")
         if action == "Send":
+            stream = _first(r"(<rsp:Stream\b[^>]*>)", body) or ""
             entry.stdin = base64.b64decode(
-                _first(r"<rsp:Stream[^>]*>([^<]*)</rsp:Stream>", body) or ""
+                _first(r"<rsp:Stream\b[^>]*>([^<]*)</rsp:Stream>", body) or ""
             )
+            entry.command_id = _first(r'CommandId="([^"]*)"', stream)
+            entry.end = (_first(r'End="([^"]*)"', stream) or "").lower() == "true"
+            if _first(r'Name="([^"]*)"', stream) != "stdin":
+                entry.command_id = None  # not the stdin stream: refused below
         with self._lock:
             self.log.append(entry)
             exchange = self._next(action, entry)
@@ -342,17 +357,41 @@ class ReplayServer:
         if action == "Command":
             self._current = entry
         if action == "Send":
+            problem = self._refuse_send(entry)
+            if problem or self._current is None:
+                self.errors.append(problem or "Send with no command")
+                return Exchange("Send", _fault(problem or "Send with no command"), 500)
             self._current.stdin += entry.stdin
+            self._current.end = entry.end
         if action != "Receive":
             return template
         current = self._current
+        if current is None:
+            return None
         script = current.script or ""
+        if "[Console]::In" in script and not current.end:
+            # powershell.exe would wait on stdin for ever: a client that never closes it hangs
+            self.errors.append("Receive while the command waits on a stdin never closed")
+            return Exchange("Receive", _fault("the command is still reading its stdin"), 500)
+        current.finished = True
         if current.stdin and "[ScriptBlock]::Create(" in script:  # the stdin bootstrap
             script = base64.b64decode(current.stdin).decode("utf-8")
             current.delivered = script
         stdout, stderr, rc = self.reply(script)
         envelope = receive_envelope(template.response, stdout, stderr, rc)
         return Exchange("Receive", envelope, 200, self.delay_receive)
+
+    def _refuse_send(self, send: Logged) -> str | None:
+        """Why Windows would not take this Send (templated mode), or None."""
+        current = self._current
+        recorded = _first(r"<rsp:CommandId>([^<]+)</", self._template["Command"].response)
+        if current is None or send.command_id is None or send.command_id != recorded:
+            return "Send to no command in flight, or not to its stdin stream"
+        if current.end:
+            return "Send after the command's stdin was closed (End=true)"
+        if current.finished:
+            return "Send to a command whose output was already read to the end"
+        return None
 
 
 def _first(pattern: str, text: str) -> str | None:
@@ -545,3 +584,33 @@ def clixml_error(line: str) -> bytes:
         + body
         + "</Objs>"
     ).encode()
+
+
+def secret_forms(secret: str) -> list[str]:
+    """The forms a secret could take in an envelope or a record: as is, quoted for PowerShell,
+    JSON- and XML-escaped, and base64 of UTF-8 (the form a stdin Send carries)."""
+    import html
+    import json
+
+    return [
+        secret,
+        secret.replace("'", "''"),
+        json.dumps(secret)[1:-1],
+        html.escape(secret),
+        html.escape(secret, quote=False),
+        base64.b64encode(secret.encode("utf-8")).decode("ascii"),
+    ]
+
+
+def leaks_outside_stdin(log: list[Logged], secret: str) -> list[str]:
+    """Every logged request, other than a Send on a command's stdin, whose envelope or decoded
+    script (powershell.exe's command line) holds the secret in any of its forms."""
+    forms = secret_forms(secret)
+    found = []
+    for entry in log:
+        if entry.action == "Send" and entry.command_id is not None:
+            continue
+        where = (entry.body, entry.arguments or "", entry.script or "", entry.delivered or "")
+        if any(form in text for form in forms for text in where):
+            found.append(f"{entry.action} {entry.message_id}")
+    return found

@@ -20,7 +20,7 @@ from toolkit.errors import (
     ValidationError,
 )
 from toolkit.inventory import make_host
-from toolkit.remediation.quoting import ps_script
+from toolkit.remediation.quoting import Command, ps_script
 from toolkit.secrets.credentials import Secret
 from toolkit.transports.winrm import (
     MAX_COMMAND_LINE,
@@ -182,8 +182,19 @@ def test_long_scripts_move_to_stdin_but_never_with_a_secret() -> None:
     args, stdin = command_line(long)
     assert stdin is not None and "x" * 100 not in base64.b64decode(args[3]).decode("utf-16-le")
     assert base64.b64decode(stdin).decode().endswith("x" * 100 + "'")
-    with pytest.raises(ValidationError, match="secret"):
+    with pytest.raises(ValidationError, match="secret"):  # ps_script refuses it first
         command_line(ps_script("$p = {p}; {v}", p=Secret("s3cret"), v="x" * MAX_COMMAND_LINE))
+
+
+@pytest.mark.parametrize("pad", [0, MAX_COMMAND_LINE])
+def test_a_script_hiding_a_masked_value_is_refused_short_or_long(pad: int) -> None:
+    """Built by hand (ps_script refuses secrets): whatever its length, a masked value would be on
+    powershell.exe's command line or in the stdin bootstrap's script, both logged by auditing."""
+    hidden = Command(
+        f"$p = 's3cret'; '{'x' * pad}'", f"$p = '********'; '{'x' * pad}'", "powershell"
+    )
+    with pytest.raises(ValidationError, match="process auditing"):
+        command_line(hidden)
 
 
 def test_only_powershell_commands() -> None:
@@ -245,7 +256,6 @@ def test_itops_help_does_not_import_pywinrm() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.stdout.strip() == "ok", out.stderr
-
 
 
 def test_the_transport_module_loads_pywinrm_whole() -> None:

@@ -302,15 +302,16 @@ def command_line(command: Command) -> tuple[list[str], bytes | None]:
     """The powershell.exe arguments for a script, and the stdin that carries it if too long."""
     if command.shell != "powershell":
         raise TypeError(f"the WinRM transport runs PowerShell commands, not {command.shell}")
+    if command.text != command.display:  # something masked: a secret, which ps_script refuses
+        raise ValidationError(
+            "a script carrying a secret cannot be sent: powershell.exe's command line (and a"
+            " script it runs) is what process auditing and script-block logging record",
+            hint="read the secret from stdin: StdinSecret(secret) in the script, .stdin() as stdin",
+        )
     script = ps_join(PRELUDE, command)
     encoded = ps_encoded(script)
     if len(POWERSHELL) + sum(len(a) + 1 for a in PS_ARGS) + len(encoded) < MAX_COMMAND_LINE:
         return [*PS_ARGS, encoded], None
-    if command.text != command.display:
-        raise ValidationError(
-            "a script carrying a secret is too long for one command line",
-            hint="secrets travel only inside the encoded command: shorten the script",
-        )
     payload = base64.b64encode(script.text.encode("utf-8"))
     return [*PS_ARGS, ps_encoded(ps_join(PRELUDE, STDIN_BOOTSTRAP))], payload
 

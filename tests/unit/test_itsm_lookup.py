@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from toolkit.itsm import DeskAuthError, DeskError, DeskUnavailable, ItsmSettings
+from toolkit.itsm import DeskAuthError, DeskError, DeskTicket, DeskUnavailable, ItsmSettings
+from toolkit.ledger import Entry, open_ledger
 from toolkit.secrets.credentials import Secret
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -218,3 +219,47 @@ def test_an_rt_that_never_answers_the_lookup_is_unavailable_after_the_timeout() 
     finally:
         silent.close()
     assert not caught.value.maybe_committed  # a look-up changes nothing
+
+
+# -- the mirror ----------------------------------------------------------------------------------
+def desk_ticket(priority: str = "P2", status: str = "open") -> DeskTicket:
+    return DeskTicket(
+        id="RT-5", number="5", subject="disk full", status=status, priority=priority,
+        desk_priority="50", queue="General", category="other", requester="a@example.org",
+        closed=False, created=1_780_000_000.0, requesters=("alice",),
+    )  # fmt: skip
+
+
+def test_mirroring_a_ticket_reads_its_events_not_the_records_of_its_runs(tmp_path: Path) -> None:
+    """Every run under RT-5 looks it up and mirrors it again: that must not replay the hundreds
+    of action records each earlier run left under the ticket (only its ticket events decide its
+    state, priority and category)."""
+    from toolkit.desk.sla import default_policy
+    from toolkit.itsm.mirror import mirror
+
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", operator="ana")
+    policy = default_policy()
+    try:
+        mirror(ledger, desk_ticket(), policy)  # opened
+        for n in range(300):  # two earlier runs' records under the ticket
+            ledger.append(Entry("action.begin", ticket="RT-5", host=f"h{n}", action_id=f"a{n}"))
+            ledger.append(Entry("action.finish", ticket="RT-5", host=f"h{n}", action_id=f"a{n}",
+                                outcome="fixed"))  # fmt: skip
+        read: list[str] = []
+        records = ledger.records
+
+        def counted(**filters: Any) -> Iterator[Any]:
+            for record in records(**filters):
+                read.append(record.kind)
+                yield record
+
+        ledger.records = counted  # type: ignore[method-assign]  # the real ledger, counted
+        mirror(ledger, desk_ticket(), policy)  # nothing changed at the desk
+        assert not [k for k in read if not k.startswith("ticket.")], f"{len(read)} records read"
+        mirror(ledger, desk_ticket(priority="P1"), policy)  # re-prioritised at the desk
+    finally:
+        ledger.records = records  # type: ignore[method-assign]
+        kinds = [(r.kind, r.info.get("priority")) for r in ledger.records(ticket="RT-5")
+                 if r.kind.startswith("ticket.")]  # fmt: skip
+        ledger.close()
+    assert kinds == [("ticket.opened", "P2"), ("ticket.updated", "P1")]

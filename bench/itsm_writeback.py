@@ -12,7 +12,9 @@ one note per desk run.
 
 `--deliver detach` (the default, as users run it): the note is delivered by a detached process
 after the command exits; before the next run starts, the bench waits (untimed) until the note
-is delivered, so that process's work never overlaps a measured run; how long after the
+is delivered and that process has exited, so its work never overlaps a measured run (before
+2026-12-04 21:10 the bench waited for the note only: the deliverer's tail — its look for other
+pending notes, its exit — could overlap the next, local run); how long after the
 command's start the note was on RT is reported too. `--deliver wait`: the command delivers
 before it exits (ITOPS_ITSM_DELIVER=wait). Writes bench/results/itsm_writeback[-wait].json
 (or --out). Needs root (it starts its own lab).
@@ -87,6 +89,26 @@ def delivered(ws: Path, timeout: float = 120.0) -> float:
         time.sleep(0.2)
 
 
+def deliverers_gone(ws: Path, timeout: float = 120.0) -> None:
+    """Wait (untimed) until no detached deliverer of `ws` runs: after the note is on RT it still
+    looks for other pending notes, closes and anchors its ledger, and its exit must not overlap
+    the next measured run (the local one, which it would slow)."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        running = []
+        for pid in os.listdir("/proc"):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"--background" in argv and str(ws).encode() in argv:
+                running.append(pid)
+        if not running:
+            return
+        assert time.perf_counter() < deadline, f"deliverers still running: {running}"
+        time.sleep(0.1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=200)
@@ -139,6 +161,7 @@ def main() -> None:
             elif ticket == desk_ticket:
                 assert "delivering in the background" in done.stderr, done.stderr
                 on_rt.append(delivered(ws) - began)
+                deliverers_gone(ws)
             if list(python[:1]) == ["-X"]:  # -X importtime: its lines are the command's stderr
                 assert args.profile is not None
                 (args.profile / f"{name.split()[0]}.importtime").write_text(done.stderr)

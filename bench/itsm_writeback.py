@@ -12,10 +12,17 @@ one note per desk run.
 
 `--deliver detach` (the default, as users run it): the note is delivered by a detached process
 after the command exits; before the next run starts, the bench waits (untimed) until the note
-is delivered, so that process's work never overlaps a measured run; how long after the
+is delivered and that process has exited, so its work never overlaps a measured run (before
+2026-12-04 21:10 the bench waited for the note only: the deliverer's tail — its look for other
+pending notes, its exit — could overlap the next, local run); how long after the
 command's start the note was on RT is reported too. `--deliver wait`: the command delivers
-before it exits (ITOPS_ITSM_DELIVER=wait). Writes bench/results/itsm_writeback[-wait].json.
-Needs root (it starts its own lab).
+before it exits (ITOPS_ITSM_DELIVER=wait). Writes bench/results/itsm_writeback[-wait].json
+(or --out). Needs root (it starts its own lab).
+
+Besides wall time, each run's CPU time (user + sys of the command and what it waited for, from
+the kernel's rusage of the child; the detached deliverer is never waited for, so not in it) is
+compared: less noisy than wall time on a loaded machine. `--profile DIR`: after the timed runs,
+each variant once more under bench/profile_cli.py (every thread's calls) and with -X importtime.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import secrets
 import shutil
 import statistics
@@ -30,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -42,15 +51,31 @@ from toolkit.lab.rt import RtServer  # noqa: E402
 DELIVER = "detach"
 
 
-def itops(ws: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+def itops(
+    ws: Path, *args: str, python: Sequence[str] = ()
+) -> tuple[float, subprocess.CompletedProcess[str]]:
+    took, _, done = timed(ws, *args, python=python)
+    return took, done
+
+
+def timed(
+    ws: Path, *args: str, python: Sequence[str] = ()
+) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """One CLI run: its wall time to exit, its CPU time (user + sys of the command and of what
+    it waited for; the detached deliverer is never waited for, so not counted), its output.
+    `python`: what runs instead of `-m toolkit` (`-X importtime -m toolkit`, a profiler)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RT_PASSWORD": "password",
            "ITOPS_ITSM_DELIVER": DELIVER}  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "toolkit", "--workspace", str(ws), *args],
+        [sys.executable, *(python or ("-m", "toolkit")), "--workspace", str(ws), *args],
         capture_output=True, text=True, env=env,
     )  # fmt: skip
-    return time.perf_counter() - began, done
+    took = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return took, cpu, done
 
 
 def delivered(ws: Path, timeout: float = 120.0) -> float:
@@ -64,11 +89,39 @@ def delivered(ws: Path, timeout: float = 120.0) -> float:
         time.sleep(0.2)
 
 
+def deliverers_gone(ws: Path, timeout: float = 120.0) -> None:
+    """Wait (untimed) until no detached deliverer of `ws` runs: after the note is on RT it still
+    looks for other pending notes, closes and anchors its ledger, and its exit must not overlap
+    the next measured run (the local one, which it would slow)."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        running = []
+        for pid in os.listdir("/proc"):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"--background" in argv and str(ws).encode() in argv:
+                running.append(pid)
+        if not running:
+            return
+        assert time.perf_counter() < deadline, f"deliverers still running: {running}"
+        time.sleep(0.1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--deliver", choices=("detach", "wait"), default="detach")
+    parser.add_argument("--out", type=Path, help="results file (default: bench/results/…)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="after the timed runs, each variant once more under bench/profile_cli.py "
+        "(DIR/RT.prof, DIR/local.prof: every thread) and once with -X importtime",
+    )
     args = parser.parse_args()
     global DELIVER
     DELIVER = args.deliver
@@ -82,6 +135,7 @@ def main() -> None:
         raise SystemExit(up.stdout + up.stderr)
     server = RtServer(ws / ".itops" / "bench-rt")
     times: dict[str, list[float]] = {"RT ticket": [], "local ticket": []}
+    cpu: dict[str, list[float]] = {"RT ticket": [], "local ticket": []}
     on_rt: list[float] = []  # detach: from the command's start to the note delivered
     try:
         server.start()
@@ -91,25 +145,45 @@ def main() -> None:
         made = rest(server, "POST", "ticket", {"Queue": "General", "Subject": "bench",
                                                "Requestor": "a@example.org", "Priority": 50})  # fmt: skip
         desk_ticket = f"RT-{made['id']}"
+        variants = (("RT ticket", desk_ticket), ("local ticket", "BENCH-1"))
+
+        def fix(name: str, ticket: str, python: Sequence[str] = ()) -> tuple[float, float]:
+            run = secrets.token_hex(4)
+            began = time.perf_counter()
+            took, used, done = timed(ws, "fix", "bench.marker", "lab", "-p", f"run={run}",
+                                     "--ticket", ticket, "--forks", "50", "--json",
+                                     python=python)  # fmt: skip
+            assert done.stdout, done.stderr[-3000:]
+            report = json.loads(done.stdout)
+            assert report["counts"] == {"fixed": args.hosts}, (report["counts"], done.stderr)
+            if ticket == desk_ticket and DELIVER == "wait":
+                assert "note delivered" in done.stderr, done.stderr
+            elif ticket == desk_ticket:
+                assert "delivering in the background" in done.stderr, done.stderr
+                on_rt.append(delivered(ws) - began)
+                deliverers_gone(ws)
+            if list(python[:1]) == ["-X"]:  # -X importtime: its lines are the command's stderr
+                assert args.profile is not None
+                (args.profile / f"{name.split()[0]}.importtime").write_text(done.stderr)
+            subprocess.run(["rm", "-rf", f"/tmp/itops-bench-{run}"], check=True)
+            return took, used
+
         for _ in range(args.repeat):
-            for name, ticket in (("RT ticket", desk_ticket), ("local ticket", "BENCH-1")):
-                run = secrets.token_hex(4)
-                began = time.perf_counter()
-                took, done = itops(ws, "fix", "bench.marker", "lab", "-p", f"run={run}",
-                                   "--ticket", ticket, "--forks", "50", "--json")  # fmt: skip
-                assert done.stdout, done.stderr[-3000:]
-                report = json.loads(done.stdout)
-                assert report["counts"] == {"fixed": args.hosts}, (report["counts"], done.stderr)
-                if ticket == desk_ticket and DELIVER == "wait":
-                    assert "note delivered" in done.stderr, done.stderr
-                elif ticket == desk_ticket:
-                    assert "delivering in the background" in done.stderr, done.stderr
-                    on_rt.append(delivered(ws) - began)
+            for name, ticket in variants:
+                took, used = fix(name, ticket)
                 times[name].append(took)
-                subprocess.run(["rm", "-rf", f"/tmp/itops-bench-{run}"], check=True)
+                cpu[name].append(used)
+        runs = args.repeat
+        if args.profile is not None:  # after the timed runs: each variant profiled once more
+            args.profile.mkdir(parents=True, exist_ok=True)
+            for name, ticket in variants:
+                out = args.profile / f"{name.split()[0]}.prof"
+                fix(name, ticket, (str(HERE / "profile_cli.py"), str(out), "--"))
+                fix(name, ticket, ("-X", "importtime", "-m", "toolkit"))
+                runs += 2 if ticket == desk_ticket else 0
         history = rest(server, "GET", f"ticket/{made['id']}/history?fields=Type&per_page=100")
         comments = sum(1 for t in history["items"] if t["Type"] == "Comment")
-        assert comments == args.repeat, comments  # one note per run, never one per host
+        assert comments == runs, comments  # one note per run, never one per host
     finally:
         server.stop()
         itops(ws, "lab", "down")
@@ -125,6 +199,13 @@ def main() -> None:
         "median_s": {k: round(v, 2) for k, v in median.items()},
         "best_ratio": round(best["RT ticket"] / best["local ticket"], 3),
         "median_ratio": round(median["RT ticket"] / median["local ticket"], 3),
+        "cpu_s": {k: [round(t, 3) for t in v] for k, v in cpu.items()},
+        "cpu_best_s": {k: round(min(v), 3) for k, v in cpu.items()},
+        "cpu_median_s": {k: round(statistics.median(v), 3) for k, v in cpu.items()},
+        "cpu_median_ratio": round(
+            statistics.median(cpu["RT ticket"]) / statistics.median(cpu["local ticket"]), 3
+        ),
+        "cpu_best_ratio": round(min(cpu["RT ticket"]) / min(cpu["local ticket"]), 3),
         "notes_on_rt": args.repeat,
     }
     if on_rt:
@@ -132,7 +213,7 @@ def main() -> None:
             "median": round(statistics.median(on_rt), 2), "max": round(max(on_rt), 2)
         }  # fmt: skip
     suffix = "" if DELIVER == "detach" else "-wait"
-    out = HERE / "results" / f"itsm_writeback{suffix}.json"
+    out = args.out or HERE / "results" / f"itsm_writeback{suffix}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     for key, value in result.items():

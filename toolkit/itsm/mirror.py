@@ -26,6 +26,7 @@ from toolkit.itsm import (
 
 if TYPE_CHECKING:
     from toolkit.desk.sla import Policy
+    from toolkit.desk.tickets import TicketSummary
     from toolkit.ledger import Ledger
     from toolkit.secrets.credentials import CredentialStore
 
@@ -92,13 +93,11 @@ def lookup_and_mirror(
     and bring its mirror up to date. A desk that is unreachable is tolerated only for a ticket
     already mirrored (its last known priority then decides). `started`: the look-up begun
     earlier (`Lookup`), waited for here."""
-    from toolkit.desk.tickets import history, summarize
-
     pending = started if started is not None else Lookup(settings, credentials, ticket)
     try:
         found = pending.result()
     except DeskUnavailable as exc:
-        known = summarize(ticket, *history(ledger, ticket), policy)
+        known = last_mirrored(ledger, ticket, policy)
         if known is None:
             raise DeskUnavailable(
                 f"{exc.message}: cannot look {ticket} up, and it was never mirrored here",
@@ -119,7 +118,7 @@ def lookup_and_mirror(
 
 def mirror(ledger: Ledger, found: DeskTicket, policy: Policy) -> None:
     """Open the local mirror of a desk ticket, or record what changed at the desk since."""
-    from toolkit.desk.tickets import TicketError, ensure, history, record, summarize
+    from toolkit.desk.tickets import TicketError, ensure, record
 
     opened = ensure(
         ledger,
@@ -134,7 +133,7 @@ def mirror(ledger: Ledger, found: DeskTicket, policy: Policy) -> None:
     )
     if opened is not None:
         return
-    known = summarize(found.id, *history(ledger, found.id), policy)
+    known = last_mirrored(ledger, found.id, policy)
     if known is None:
         return
     try:
@@ -161,3 +160,13 @@ def mirror(ledger: Ledger, found: DeskTicket, policy: Policy) -> None:
             )
     except TicketError as exc:  # the mirror is best effort; the desk's values still decide
         log.warning("%s: mirror not updated: %s", found.id, exc.message)
+
+
+def last_mirrored(ledger: Ledger, ticket: str, policy: Policy) -> TicketSummary | None:
+    """The mirror's state, priority and category as its ticket events leave them. Only those
+    events are read: they alone decide these (the records of the runs under the ticket — a few
+    hundred per run — only time its response), and every run under the ticket asks again."""
+    from toolkit.desk.tickets import KINDS, from_records, summarize
+
+    events, _ = from_records(ledger.records(ticket=ticket, kinds=KINDS))
+    return summarize(ticket, events, (), policy)

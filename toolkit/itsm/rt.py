@@ -5,6 +5,13 @@ basic auth or an RT auth token (`Authorization: token …`, RT::Authen::Token, c
 What it does not expose — the `Retry-After` of a 429 — is read by a response hook on its HTTP
 session. Its exceptions become DeskErrors here: nothing of python-rt leaves this module.
 
+The look-up — the one call a run waits for, made in a thread beside the command's start — is a
+single `GET ticket/N` through the standard library (urllib: the same auth header, timeout, TLS
+verification, proxy variables, no redirects followed), with python-rt's status mapping: loading
+python-rt's HTTP stack (httpx2, httpcore2, importlib.metadata) and parsing the system's CA bundle
+for an http:// URL cost ≈0.1 s of CPU, more than the request (issue 17). python-rt's client is
+opened only when another call needs it (a note, a resolve, the sync, `itsm check`).
+
 Calls used: GET ticket/N (with the queue's name), POST ticket/N/comment (an internal comment:
 RT never mails it to the requester), POST ticket/N/attachments with a Content LIKE search (the
 dedupe key), PUT ticket/N {Status: resolved}, GET queues/all (check).
@@ -12,7 +19,9 @@ dedupe key), PUT ticket/N {Status: resolved}, GET queues/all (check).
 
 from __future__ import annotations
 
+import base64
 import logging
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -31,6 +40,8 @@ from toolkit.itsm import (
 from toolkit.itsm.http import retry_after
 
 if TYPE_CHECKING:
+    import ssl
+
     from toolkit.secrets.credentials import Secret
 
 log = logging.getLogger("itops.itsm")
@@ -42,25 +53,37 @@ class RtDesk:
     def __init__(
         self, settings: ItsmSettings, *, password: Secret | None, token: Secret | None
     ) -> None:
-        import httpx2
-        import rt.rest2
-
         self.settings = settings
         self.url = settings.url
-        auth = httpx2.BasicAuth(settings.user, password.reveal()) if password else None
-        verify: str | bool = str(settings.ca_bundle) if settings.ca_bundle else True
-        try:
-            self._rt = rt.rest2.Rt(
-                f"{self.url}/REST/2.0/",
-                http_auth=auth,
-                token=token.reveal() if token else None,
-                verify_cert=verify,
-                http_timeout=settings.timeout,  # type: ignore[arg-type]  # (httpx takes a float)
-            )
-        except (ValueError, OSError) as exc:  # a bad URL, an unreadable CA bundle
-            raise DeskError(f"cannot use the RT at {self.url}: {exc}") from exc
+        self._password = password
+        self._token = token
+        self._client: Any = None  # python-rt's Rt, opened on first use (`_rt`)
+        self._tls: ssl.SSLContext | None = None  # the look-up's, built once (`_context`)
         self._retry_after: float | None = None
-        self._rt.session.event_hooks["response"].append(self._remember)
+
+    @property
+    def _rt(self) -> Any:
+        """python-rt's client (its httpx2 session): imported and opened on first use."""
+        if self._client is None:
+            import httpx2
+            import rt.rest2
+
+            settings, password, token = self.settings, self._password, self._token
+            auth = httpx2.BasicAuth(settings.user, password.reveal()) if password else None
+            verify: str | bool = str(settings.ca_bundle) if settings.ca_bundle else True
+            try:
+                client = rt.rest2.Rt(
+                    f"{self.url}/REST/2.0/",
+                    http_auth=auth,
+                    token=token.reveal() if token else None,
+                    verify_cert=verify,
+                    http_timeout=settings.timeout,  # type: ignore[arg-type]  # (a float is fine)
+                )
+            except (ValueError, OSError) as exc:  # a bad URL, an unreadable CA bundle
+                raise DeskError(f"cannot use the RT at {self.url}: {exc}") from exc
+            client.session.event_hooks["response"].append(self._remember)
+            self._client = client
+        return self._client
 
     def _remember(self, response: Any) -> None:
         self._retry_after = None
@@ -71,13 +94,97 @@ class RtDesk:
 
     # -- the Desk calls ----------------------------------------------------------------------
     def lookup(self, ticket: str) -> DeskTicket:
+        """GET ticket/N with its queue's name and its requestors' addresses (what python-rt's
+        get_ticket asks), through the standard library (see the module's docstring)."""
         n = number(ticket)
-        data = self._call(
-            f"look up {ticket}",
-            lambda: self._rt.get_ticket(n, {"fields[Requestor]": "EmailAddress,Name"}),
-            ticket=ticket,
-        )
+        query = {"fields[Queue]": "Name", "fields[Requestor]": "EmailAddress,Name"}
+        data = self._call(f"look up {ticket}", lambda: self._plain_get(f"ticket/{n}", query),
+                          ticket=ticket)  # fmt: skip
         return self._ticket(ticket, data)
+
+    def _plain_get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        """One GET of REST 2 through urllib, its failures raised as python-rt raises them (so
+        `_call` says what they mean): the same basic auth or token, timeout and TLS check as the
+        python-rt client, the proxy variables honoured as httpx does, no redirect followed."""
+        import http.client
+        import json
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        import rt.exceptions as rte
+
+        if self._password is not None:
+            pair = f"{self.settings.user}:{self._password.reveal()}".encode()
+            authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+        elif self._token is not None:
+            authorization = f"token {self._token.reveal()}"
+        else:
+            authorization = ""
+        url = f"{self.url}/REST/2.0/{path}?{urllib.parse.urlencode(params)}"
+        headers = {"Accept": "application/json"}
+        if authorization:
+            headers["Authorization"] = authorization
+        try:
+            handlers: list[urllib.request.BaseHandler] = [_no_redirect()]
+            if url.startswith("https://"):
+                handlers.append(urllib.request.HTTPSHandler(context=self._context()))
+            opener = urllib.request.build_opener(*handlers)
+            request = urllib.request.Request(url, headers=headers)
+        except (ValueError, OSError) as exc:  # a bad URL, an unreadable CA bundle
+            raise DeskError(f"cannot use the RT at {self.url}: {exc}") from exc
+        self._retry_after = None
+        try:
+            with opener.open(request, timeout=self.settings.timeout) as response:
+                status, body = response.status, response.read()
+        except urllib.error.HTTPError as answer:  # RT answered, not with the ticket
+            status, body = answer.code, answer.read()
+            if status in (429, 503) and answer.headers.get("Retry-After"):
+                self._retry_after = retry_after(answer.headers["Retry-After"])
+            answer.close()
+        except urllib.error.URLError as exc:  # (its reason: the socket's, TLS's error)
+            reason = exc.reason if isinstance(exc.reason, BaseException) else exc
+            raise ConnectionError("Transport error", reason) from exc
+        except (OSError, http.client.HTTPException) as exc:  # a timeout reading, a cut
+            raise ConnectionError("Transport error", exc) from exc
+        except ValueError:  # (its text would show the header it refused: the credentials)
+            raise DeskError(
+                f"cannot use the RT at {self.url}: a control character in [itsm] user or in "
+                "the password/token"
+            ) from None
+        if status == 400:
+            try:
+                message = json.loads(body).get("message") or "Bad request"
+            except (ValueError, AttributeError):
+                message = "Bad request"
+            raise rte.BadRequestError(str(message))
+        if status == 401:
+            raise rte.AuthorizationError("401")
+        if status == 404:
+            raise rte.NotFoundError("404")
+        if status not in (200, 201):
+            raise rte.UnexpectedResponseError(
+                f"HTTP {status}",
+                status_code=status,
+                response_message=body[:200].decode(errors="replace"),
+            )
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise rte.UnexpectedResponseError("not JSON", status_code=status) from exc
+        if not isinstance(data, dict):
+            raise rte.UnexpectedResponseError("not a JSON object", status_code=status)
+        return data
+
+    def _context(self) -> ssl.SSLContext:
+        """The look-up's TLS context, built once: `ca_bundle` if set (as python-rt does), else
+        the system's CAs (SSL_CERT_FILE / SSL_CERT_DIR honoured, as httpx2 does)."""
+        if self._tls is None:
+            import ssl
+
+            cafile = str(self.settings.ca_bundle) if self.settings.ca_bundle else None
+            self._tls = ssl.create_default_context(cafile=cafile)
+        return self._tls
 
     def _ticket(self, ticket: str, data: dict[str, Any]) -> DeskTicket:
         queue = data.get("Queue") or {}
@@ -263,7 +370,8 @@ class RtDesk:
         return data
 
     def close(self) -> None:
-        self._rt.session.close()
+        if self._client is not None:
+            self._client.session.close()
 
     # -- errors ------------------------------------------------------------------------------
     def _call(self, what: str, call: Any, *, ticket: str | None = None, send: bool = False) -> Any:
@@ -311,9 +419,9 @@ class RtDesk:
 
 
 def _transport_error(url: str, what: str, exc: Any, send: bool, took: float) -> DeskError:
+    """python-rt's ConnectionError(message, cause) — or the look-up's, whose cause is the
+    standard library's (a socket timeout, a TLS verification error) — as a DeskError."""
     import ssl
-
-    import httpx2
 
     cause = getattr(exc, "cause", None)
     if cause is None and len(exc.args) > 1 and isinstance(exc.args[1], BaseException):
@@ -326,12 +434,30 @@ def _transport_error(url: str, what: str, exc: Any, send: bool, took: float) -> 
             f"RT at {url}: its TLS certificate is not trusted ({cause})",
             hint="for a private CA set [itsm] ca_bundle to its PEM file",
         )
-    if isinstance(cause, httpx2.TimeoutException):
+    timeout, connecting = isinstance(cause, TimeoutError), False  # (the look-up's: a read)
+    if "httpx2" in sys.modules:  # (python-rt's: never imported just to be compared with)
+        import httpx2
+
+        timeout = timeout or isinstance(cause, httpx2.TimeoutException)
+        connecting = isinstance(cause, httpx2.ConnectTimeout)
+    if timeout:
         return DeskUnavailable(
             f"RT at {url} did not answer within {took:.0f} s ({what})",
-            maybe_committed=send and not isinstance(cause, httpx2.ConnectTimeout),
+            maybe_committed=send and not connecting,
         )
     return DeskUnavailable(f"RT at {url} is unreachable ({what}): {cause or exc}")
+
+
+def _no_redirect() -> Any:
+    """A urllib handler that follows no redirect (as python-rt's client): a 3xx is RT's answer,
+    and the credentials never go to where it points."""
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return NoRedirect()
 
 
 TXN_FIELDS = "Type,Field,OldValue,NewValue,Created,Creator,ObjectId"

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.errors import ToolkitError, ValidationError
+from toolkit.errors import ChangeRefused, ToolkitError, ValidationError
 from toolkit.remediation.catalog import (
     Context,
     DirectoryContext,
@@ -442,7 +442,8 @@ class AccountResetPassword(AccountTask):
     (the user's fine-grained password policy, msDS-ResultantPSO, or the domain's), and nothing
     changed. Members of privileged groups (Domain Admins, Enterprise Admins, Administrators,
     Schema Admins, [directory] privileged_groups) are refused unless allow_privileged=true on a
-    P1/P2 ticket, which also needs a second operator's approval.
+    P1/P2 ticket, which also needs a second operator's approval. A disabled or expired account
+    is refused, nothing changed: a reset never re-enables an account (account.enable does).
 
     Verify binds as the user with the new password (Active Directory answers "must change" to
     a right password when the flag is set: that proves it too), then reads the flags back.
@@ -491,6 +492,15 @@ class AccountResetPassword(AccountTask):
                 f"{ctx.host.name} is reached over plain LDAP: refusing to send a password "
                 "in clear text",
                 hint="set ldap_tls: ldaps (or starttls) for this directory",
+            )
+        if account.disabled or account.expired:
+            # (ppolicy would even drop a disabled account's permanent lock with a new password)
+            state = "disabled" if account.disabled else "expired"
+            raise ChangeRefused(
+                f"{account.name} is {state}: a new password would not let it log in, and a "
+                "reset never re-enables an account; nothing was changed",
+                hint="account.enable for a disabled account (its own request); an expired one "
+                "needs its expiry extended first",
             )
         note = privileged_guard(
             account.name,

@@ -334,6 +334,39 @@ def test_a_privileged_account_is_not_reset(dirs: Directories) -> None:
     assert "Domain Admins" in done.stdout
 
 
+# a reset neither re-enables an account (ppolicy drops even its permanent lock when an
+# administrator sets the password) nor makes an expired one usable: check refuses it
+_STATES = {
+    ("ad", "disabled"): ("userAccountControl", b"514"),
+    ("ad", "expired"): ("accountExpires", b"116444736000000000"),  # 1970-01-01
+    ("ldap", "disabled"): ("pwdAccountLockedTime", b"000001010000Z"),
+    ("ldap", "expired"): ("shadowExpire", b"1"),
+}
+
+
+@pytest.mark.parametrize(("kind", "state"), list(_STATES))
+def test_a_disabled_or_expired_account_is_not_reset(
+    dirs: Directories, kind: str, state: str
+) -> None:
+    name, dn = dirs.new_user(kind)
+    attr, value = _STATES[kind, state]
+    conn = dirs.admin(kind)
+    try:
+        conn.modify_s(dn, [(ldap.MOD_REPLACE, attr, [value])])
+    finally:
+        conn.unbind_s()
+    kept = ("pwdLastSet", attr) if kind == "ad" else ("userPassword", "pwdReset", attr)
+    before = dirs.read(kind, dn, *kept)
+    done = dirs.itops(
+        "fix", "account.reset-password", dirs.host(kind), "-p", f"user={name}",
+        "--ticket", "REQ-7009",
+    )  # fmt: skip
+    assert done.returncode == 1 and "change-refused" in done.stdout, done.stdout + done.stderr
+    assert f"{name} is {state}" in done.stdout, done.stdout
+    assert "new password for" not in done.stdout + done.stderr  # none was made or shown
+    assert dirs.read(kind, dn, *kept) == before  # nothing changed
+
+
 def test_reset_is_refused_over_plain_ldap_and_plain_ldap_is_warned(dirs: Directories) -> None:
     name, dn = dirs.new_user("ldap")
     _, data = dirs.json("fix", "account.status", "ldap-plain", "-p", f"user={name}", "--check")
@@ -551,3 +584,4 @@ def test_the_password_locked_runbook_takes_the_directory_branch(
     for task in ("account.status", "account.unlock", "account.reset-password"):
         assert task in log
     assert "password.reset" not in log  # the Linux steps are not a directory's
+

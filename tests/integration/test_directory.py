@@ -367,6 +367,42 @@ def test_a_disabled_or_expired_account_is_not_reset(
     assert dirs.read(kind, dn, *kept) == before  # nothing changed
 
 
+def test_a_nested_or_primary_membership_of_a_privileged_group_counts(dirs: Directories) -> None:
+    """Active Directory's memberOf lists direct groups only, and never the primary group: a
+    user in a group nested in Domain Admins, or whose primary group is Domain Admins, is a
+    Domain Admin all the same; adding someone to such a nested group makes them one."""
+    nested = "Tier1 Ops " + secrets.token_hex(3)
+    nested_dn, admins = group_dn("ad", nested), group_dn("ad", "Domain Admins")
+    (inner, inner_dn), (primary, primary_dn) = dirs.new_user("ad"), dirs.new_user("ad")
+    conn = dirs.admin("ad")
+    try:
+        conn.add_s(nested_dn, [("objectClass", [b"top", b"group"]),
+                               ("sAMAccountName", [nested.encode()])])  # fmt: skip
+        conn.modify_s(admins, [(ldap.MOD_ADD, "member", [nested_dn.encode()])])
+        conn.modify_s(nested_dn, [(ldap.MOD_ADD, "member", [inner_dn.encode()])])
+        conn.modify_s(admins, [(ldap.MOD_ADD, "member", [primary_dn.encode()])])
+        conn.modify_s(primary_dn, [(ldap.MOD_REPLACE, "primaryGroupID", [b"512"])])
+    finally:
+        conn.unbind_s()
+    assert all("Admins" not in g for g in dirs.read("ad", primary_dn, "memberOf")["memberOf"])
+    for name, dn in ((inner, inner_dn), (primary, primary_dn)):
+        before = dirs.read("ad", dn, "pwdLastSet")
+        done = dirs.itops(
+            "fix", "account.reset-password", "dc-lab", "-p", f"user={name}", "--ticket", "INC-7011"
+        )
+        assert done.returncode == 1 and "privileged-account" in done.stdout, done.stdout
+        assert "Domain Admins" in done.stdout
+        assert dirs.read("ad", dn, "pwdLastSet") == before
+    name, dn = dirs.new_user("ad")
+    done = dirs.approved(
+        "fix", "account.group-add", "dc-lab", "-p", f"user={name}", "-p", f"group={nested}",
+        "--ticket", "REQ-7012",
+    )  # fmt: skip
+    assert done.returncode == 1 and "privileged-account" in done.stdout, done.stdout
+    assert "Domain Admins" in done.stdout
+    assert dn.lower() not in members(dirs, "ad", nested_dn)
+
+
 def test_reset_is_refused_over_plain_ldap_and_plain_ldap_is_warned(dirs: Directories) -> None:
     name, dn = dirs.new_user("ldap")
     _, data = dirs.json("fix", "account.status", "ldap-plain", "-p", f"user={name}", "--check")

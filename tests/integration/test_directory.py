@@ -621,3 +621,26 @@ def test_the_password_locked_runbook_takes_the_directory_branch(
         assert task in log
     assert "password.reset" not in log  # the Linux steps are not a directory's
 
+
+def test_the_runbook_resets_under_a_strict_policy_with_a_longer_password(
+    dirs: Directories, tmp_path: Path
+) -> None:
+    """A fine-grained policy asking more than the generated 20 characters refuses the reset (the
+    runbook escalates, naming the policy); what the refusal's hint says, a longer generated
+    password (`-p length=N`), is a parameter of the runbook too."""
+    name, dn = dirs.new_user("ad")
+    conn = dirs.admin("ad")
+    try:
+        strict = group_dn("ad", "Strict Passwords").encode()
+        conn.modify_s(strict.decode(), [(ldap.MOD_ADD, "member", [dn.encode()])])
+    finally:
+        conn.unbind_s()
+    args = ("runbook", "run", "password-locked", "dc-lab", "-p", f"user={name}")
+    refused = dirs.itops(*args, "--ticket", "INC-7560")
+    assert refused.returncode == 1 and "escalated" in refused.stdout, refused.stdout
+    assert "Strict PSO" in refused.stdout
+    out = tmp_path / "pw"
+    done = dirs.itops(*args, "-p", "length=32", "-p", f"output_file={out}", "--ticket", "INC-7561")
+    assert done.returncode == 0, done.stdout + done.stderr
+    password = out.read_text().split()[-1]
+    assert len(password) == 32 and dirs.bind("ad", dn, password) == "must-change"

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit.errors import ToolkitError, ValidationError
+from toolkit.errors import ChangeRefused, ToolkitError, ValidationError
 from toolkit.remediation.accounts import (
     account_task,
     describe,
@@ -46,7 +46,14 @@ from toolkit.remediation.catalog import (
     directory,
 )
 from toolkit.remediation.guards import guard_privileged
-from toolkit.remediation.ldapsafe import check_account, check_group, eq, rdn_value
+from toolkit.remediation.ldapsafe import (
+    all_of,
+    check_account,
+    check_group,
+    eq,
+    in_chain,
+    rdn_value,
+)
 from toolkit.remediation.passwords import PasswordReset, reset_task
 from toolkit.secrets.credentials import Secret
 
@@ -65,11 +72,13 @@ UAC_LOCKOUT = 0x0010
 UAC_PASSWORD_EXPIRED = 0x800000
 NEVER = (0, 0x7FFFFFFFFFFFFFFF)  # accountExpires: never
 PPOLICY_PERMANENT = "000001010000Z"  # pwdAccountLockedTime: locked until an administrator unlocks
+# primaryGroupID (a RID of the domain) of the privileged groups memberOf never lists as primary
+PRIVILEGED_PRIMARY = {512: "Domain Admins", 518: "Schema Admins", 519: "Enterprise Admins"}
 
 AD_ATTRS = (
     "sAMAccountName", "userPrincipalName", "userAccountControl", "lockoutTime", "accountExpires",
     "pwdLastSet", "badPasswordTime", "badPwdCount", "memberOf", "adminCount",
-    "msDS-User-Account-Control-Computed", "msDS-ResultantPSO",
+    "msDS-User-Account-Control-Computed", "msDS-ResultantPSO", "primaryGroupID",
 )  # fmt: skip
 LDAP_ATTRS = (
     "uid", "cn", "pwdAccountLockedTime", "pwdFailureTime", "pwdChangedTime", "pwdReset",
@@ -136,6 +145,7 @@ class Account:
     policy: str  # the password policy that applies (a PSO's DN on AD, if one)
     uac: int = 0
     raw_locked_time: str = ""
+    primary_group: int = 0  # AD primaryGroupID (513: Domain Users)
 
     def problems(self) -> list[str]:
         return problems(vars(self))
@@ -190,6 +200,7 @@ def parse_account(
             groups=tuple(sorted(rdn_value(g) for g in groups)),
             policy=entry.first("msDS-ResultantPSO"),
             uac=uac,
+            primary_group=_int(entry.first("primaryGroupID")),
         )
     locked_time = entry.first("pwdAccountLockedTime")
     shadow = entry.first("shadowExpire")
@@ -224,6 +235,30 @@ def read_account(ctx: DirectoryContext, name: str) -> Account:
         )
         groups = [g.first("cn") for g in found]
     return parse_account(ctx.kind, entry, groups, now())
+
+
+def privileged_memberships(ctx: DirectoryContext, account: Account) -> list[str]:
+    """The privileged groups (ctx.privileged_groups) the account is in. On Active Directory
+    nested groups count (a member of a group that is in Domain Admins is a Domain Admin: the
+    in-chain rule) and so does the primary group, which memberOf never lists."""
+    found = set(account.privileged(ctx.privileged_groups))
+    if ctx.kind == "active_directory":
+        found.update(privileged_chain(ctx, account.dn))
+        if account.primary_group in PRIVILEGED_PRIMARY:
+            found.add(PRIVILEGED_PRIMARY[account.primary_group])
+    return sorted(found)
+
+
+def privileged_chain(ctx: DirectoryContext, dn: str) -> list[str]:
+    """Active Directory: the privileged groups `dn` (a user or a group) is in, nested or not."""
+    wanted = {g.lower() for g in ctx.privileged_groups}
+    groups = ctx.search(all_of(eq("objectClass", "group"), in_chain("member", dn)),
+                        ["cn", "sAMAccountName"])  # fmt: skip
+    return [
+        g.first("cn") or rdn_value(g.dn)
+        for g in groups
+        if {g.first("cn").lower(), g.first("sAMAccountName").lower()} & wanted
+    ]
 
 
 def now() -> datetime.datetime:
@@ -401,8 +436,10 @@ class AccountResetPassword(PasswordReset, AccountTask):
     is refused. A password the directory refuses is a failure naming the policy that applies
     (the user's fine-grained password policy, msDS-ResultantPSO, or the domain's), and nothing
     changed. Members of privileged groups (Domain Admins, Enterprise Admins, Administrators,
-    Schema Admins, [directory] privileged_groups) are refused unless allow_privileged=true on a
-    P1/P2 ticket, which also needs a second operator's approval.
+    Schema Admins, [directory] privileged_groups; on Active Directory through nested groups and
+    the primary group too) are refused unless allow_privileged=true on a P1/P2 ticket, which
+    also needs a second operator's approval. A disabled or expired account is refused, nothing
+    changed: a reset never re-enables an account (account.enable does).
 
     Verify binds as the user with the new password (Active Directory answers "must change" to
     a right password when the flag is set: that proves it too), then reads the flags back.
@@ -428,8 +465,17 @@ class AccountResetPassword(PasswordReset, AccountTask):
                 "in clear text",
                 hint="set ldap_tls: ldaps (or starttls) for this directory",
             )
+        if account.disabled or account.expired:
+            # (ppolicy would even drop a disabled account's permanent lock with a new password)
+            state = "disabled" if account.disabled else "expired"
+            raise ChangeRefused(
+                f"{account.name} is {state}: a new password would not let it log in, and a "
+                "reset never re-enables an account; nothing was changed",
+                hint="account.enable for a disabled account (its own request); an expired one "
+                "needs its expiry extended first",
+            )
         allow = bool(self.allow_privileged)
-        guard_privileged(ctx, account.name, account.privileged(dctx.privileged_groups), allow)
+        guard_privileged(ctx, account.name, privileged_memberships(dctx, account), allow)
         state = ", ".join(account.problems())
         return self.requested(ctx, account.name, account.locked, state, account.facts(now()))
 
@@ -567,9 +613,11 @@ class _Membership(AccountTask):
         self.group_dn = group.dn
         names = {group.first("cn").lower(), group.first("sAMAccountName").lower()} - {""}
         privileged = {g.lower() for g in dctx.privileged_groups}
-        if names & privileged and not self.allow_privileged:
+        # on AD a group nested in a privileged one makes its members privileged too
+        within = privileged_chain(dctx, group.dn) if dctx.kind == "active_directory" else []
+        if (names & privileged or within) and not self.allow_privileged:
             refuse_privileged_group(
-                f"{group.first('cn')} on {ctx.host.name}", account.name, self.add
+                f"{group.first('cn')} on {ctx.host.name}", account.name, self.add, within
             )
         member = self._member(dctx, account.dn)
         return membership_needed(account.name, group.first("cn"), member, self.add)

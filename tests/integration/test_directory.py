@@ -334,6 +334,75 @@ def test_a_privileged_account_is_not_reset(dirs: Directories) -> None:
     assert "Domain Admins" in done.stdout
 
 
+# a reset neither re-enables an account (ppolicy drops even its permanent lock when an
+# administrator sets the password) nor makes an expired one usable: check refuses it
+_STATES = {
+    ("ad", "disabled"): ("userAccountControl", b"514"),
+    ("ad", "expired"): ("accountExpires", b"116444736000000000"),  # 1970-01-01
+    ("ldap", "disabled"): ("pwdAccountLockedTime", b"000001010000Z"),
+    ("ldap", "expired"): ("shadowExpire", b"1"),
+}
+
+
+@pytest.mark.parametrize(("kind", "state"), list(_STATES))
+def test_a_disabled_or_expired_account_is_not_reset(
+    dirs: Directories, kind: str, state: str
+) -> None:
+    name, dn = dirs.new_user(kind)
+    attr, value = _STATES[kind, state]
+    conn = dirs.admin(kind)
+    try:
+        conn.modify_s(dn, [(ldap.MOD_REPLACE, attr, [value])])
+    finally:
+        conn.unbind_s()
+    kept = ("pwdLastSet", attr) if kind == "ad" else ("userPassword", "pwdReset", attr)
+    before = dirs.read(kind, dn, *kept)
+    done = dirs.itops(
+        "fix", "account.reset-password", dirs.host(kind), "-p", f"user={name}",
+        "--ticket", "REQ-7009",
+    )  # fmt: skip
+    assert done.returncode == 1 and "change-refused" in done.stdout, done.stdout + done.stderr
+    assert f"{name} is {state}" in done.stdout, done.stdout
+    assert "new password for" not in done.stdout + done.stderr  # none was made or shown
+    assert dirs.read(kind, dn, *kept) == before  # nothing changed
+
+
+def test_a_nested_or_primary_membership_of_a_privileged_group_counts(dirs: Directories) -> None:
+    """Active Directory's memberOf lists direct groups only, and never the primary group: a
+    user in a group nested in Domain Admins, or whose primary group is Domain Admins, is a
+    Domain Admin all the same; adding someone to such a nested group makes them one."""
+    nested = "Tier1 Ops " + secrets.token_hex(3)
+    nested_dn, admins = group_dn("ad", nested), group_dn("ad", "Domain Admins")
+    (inner, inner_dn), (primary, primary_dn) = dirs.new_user("ad"), dirs.new_user("ad")
+    conn = dirs.admin("ad")
+    try:
+        conn.add_s(nested_dn, [("objectClass", [b"top", b"group"]),
+                               ("sAMAccountName", [nested.encode()])])  # fmt: skip
+        conn.modify_s(admins, [(ldap.MOD_ADD, "member", [nested_dn.encode()])])
+        conn.modify_s(nested_dn, [(ldap.MOD_ADD, "member", [inner_dn.encode()])])
+        conn.modify_s(admins, [(ldap.MOD_ADD, "member", [primary_dn.encode()])])
+        conn.modify_s(primary_dn, [(ldap.MOD_REPLACE, "primaryGroupID", [b"512"])])
+    finally:
+        conn.unbind_s()
+    assert all("Admins" not in g for g in dirs.read("ad", primary_dn, "memberOf")["memberOf"])
+    for name, dn in ((inner, inner_dn), (primary, primary_dn)):
+        before = dirs.read("ad", dn, "pwdLastSet")
+        done = dirs.itops(
+            "fix", "account.reset-password", "dc-lab", "-p", f"user={name}", "--ticket", "INC-7011"
+        )
+        assert done.returncode == 1 and "privileged-account" in done.stdout, done.stdout
+        assert "Domain Admins" in done.stdout
+        assert dirs.read("ad", dn, "pwdLastSet") == before
+    name, dn = dirs.new_user("ad")
+    done = dirs.approved(
+        "fix", "account.group-add", "dc-lab", "-p", f"user={name}", "-p", f"group={nested}",
+        "--ticket", "REQ-7012",
+    )  # fmt: skip
+    assert done.returncode == 1 and "privileged-account" in done.stdout, done.stdout
+    assert "Domain Admins" in done.stdout
+    assert dn.lower() not in members(dirs, "ad", nested_dn)
+
+
 def test_reset_is_refused_over_plain_ldap_and_plain_ldap_is_warned(dirs: Directories) -> None:
     name, dn = dirs.new_user("ldap")
     _, data = dirs.json("fix", "account.status", "ldap-plain", "-p", f"user={name}", "--check")
@@ -551,3 +620,27 @@ def test_the_password_locked_runbook_takes_the_directory_branch(
     for task in ("account.status", "account.unlock", "account.reset-password"):
         assert task in log
     assert "password.reset" not in log  # the Linux steps are not a directory's
+
+
+def test_the_runbook_resets_under_a_strict_policy_with_a_longer_password(
+    dirs: Directories, tmp_path: Path
+) -> None:
+    """A fine-grained policy asking more than the generated 20 characters refuses the reset (the
+    runbook escalates, naming the policy); what the refusal's hint says, a longer generated
+    password (`-p length=N`), is a parameter of the runbook too."""
+    name, dn = dirs.new_user("ad")
+    conn = dirs.admin("ad")
+    try:
+        strict = group_dn("ad", "Strict Passwords").encode()
+        conn.modify_s(strict.decode(), [(ldap.MOD_ADD, "member", [dn.encode()])])
+    finally:
+        conn.unbind_s()
+    args = ("runbook", "run", "password-locked", "dc-lab", "-p", f"user={name}")
+    refused = dirs.itops(*args, "--ticket", "INC-7560")
+    assert refused.returncode == 1 and "escalated" in refused.stdout, refused.stdout
+    assert "Strict PSO" in refused.stdout
+    out = tmp_path / "pw"
+    done = dirs.itops(*args, "-p", "length=32", "-p", f"output_file={out}", "--ticket", "INC-7561")
+    assert done.returncode == 0, done.stdout + done.stderr
+    password = out.read_text().split()[-1]
+    assert len(password) == 32 and dirs.bind("ad", dn, password) == "must-change"

@@ -63,6 +63,15 @@ def test_filter_values_are_escaped_per_rfc4515(value: str, escaped: str) -> None
     assert built.count("(") == 1 and built.count(")") == 1
 
 
+def test_the_in_chain_rule_escapes_its_dn() -> None:
+    dn = r"CN=Sales \28EU\29*,CN=Users,DC=x"
+    assert q.in_chain("member", dn) == (
+        r"(member:1.2.840.113556.1.4.1941:=CN=Sales \5c28EU\5c29\2a,CN=Users,DC=x)"
+    )
+    with pytest.raises(ValueError):
+        q.in_chain("member)(cn=*", dn)
+
+
 def test_filters_compose_and_attribute_names_are_checked() -> None:
     assert q.all_of(q.eq("a", "1"), q.any_of(q.eq("b", "2"), q.eq("c", "*"))) == (
         r"(&(a=1)(|(b=2)(c=\2a)))"

@@ -8,7 +8,7 @@ Each is a standard request (KPI.md): measured by fulfilment time, not incident M
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from toolkit.remediation.catalog import Finding, remediation
@@ -83,10 +83,14 @@ def toggle_needed(facts: Mapping[str, Any], enable: bool) -> Finding:
     return Finding.problem(describe(facts), **facts)
 
 
-def refuse_privileged_group(group: str, account: str, add: bool) -> None:
-    """account.group-add|remove on a privileged group without allow_privileged."""
+def refuse_privileged_group(
+    group: str, account: str, add: bool, within: Sequence[str] = ()
+) -> None:
+    """account.group-add|remove on a privileged group without allow_privileged; `within`: the
+    privileged groups it is nested in (AD), when it is privileged by nesting."""
+    inside = f" (a member of {', '.join(sorted(within))})" if within else ""
     raise PrivilegedAccount(
-        f"{group} is a privileged group: refusing to "
+        f"{group} is a privileged group{inside}: refusing to "
         f"{'add' if add else 'remove'} {account} without allow_privileged",
         hint="privileged group changes need -p allow_privileged=true, which the second "
         "operator's approval then covers",

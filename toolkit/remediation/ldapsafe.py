@@ -73,6 +73,17 @@ def eq(attribute: str, value: str) -> str:
     return f"({attribute}={escape_filter(value)})"
 
 
+# Active Directory's LDAP_MATCHING_RULE_IN_CHAIN: the attribute's DN links followed transitively
+IN_CHAIN = "1.2.840.113556.1.4.1941"
+
+
+def in_chain(attribute: str, dn: str) -> str:
+    """`(attribute:1.2.840.113556.1.4.1941:=dn)` with the DN escaped as a filter value: on Active
+    Directory, `in_chain("member", user_dn)` matches the groups the user is in through nested
+    groups too (not the primary group, which memberOf and member never hold)."""
+    return eq(attribute, dn).replace("=", f":{IN_CHAIN}:=", 1)
+
+
 def all_of(*filters: str) -> str:
     return f"(&{''.join(filters)})"
 

@@ -75,6 +75,7 @@ steps:
     params: {folder: $folder}
 """
 SITE_SWITCH = "sw-01"  # a lab switch (fake-switches) put in site branch-a
+OTHER_SWITCH = "sw-02"  # … and one in branch-b
 HQ_SWITCH = "sw-ios-01"  # a lab device without a site: backed up by the controller
 
 
@@ -197,7 +198,7 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
         f"    branch-a:\n      vars: {{site: branch-a}}\n      hosts: {{{hosts[0]}: {{}}, "
         f"{hosts[1]}: {{}}, {hosts[2]}: {{}}, {SITE_SWITCH}: {{}}}}\n"
         f"    branch-b:\n      vars: {{site: branch-b}}\n      hosts: {{{hosts[3]}: {{}}, "
-        f"{hosts[4]}: {{}}}}\n"
+        f"{hosts[4]}: {{}}, {OTHER_SWITCH}: {{}}}}\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")}
     env.update(ITOPS_LEDGER_URL=url, ITOPS_SIGNING_KEY=str(keys.key("l1-tech")))
@@ -620,14 +621,14 @@ def records(estate: Estate, *args: str) -> list[dict[str, Any]]:
 
 def test_every_runbook_step_of_a_site_host_runs_on_the_sites_worker(estate: Estate) -> None:
     folder = marks_dir(Path("/tmp"))
-    site_host, hq_host = estate.hosts[0], estate.hosts[5]  # branch-a, no site
-    run = estate.itops("runbook", "run", "marks", f"{site_host}:{hq_host}", "-p",
+    site_host, other, hq_host = estate.hosts[0], estate.hosts[3], estate.hosts[5]  # a, b, none
+    run = estate.itops("runbook", "run", "marks", f"{site_host}:{other}:{hq_host}", "-p",
                        f"folder={folder}", "--ticket", "INC-7101", "--json")  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr + estate.worker_logs()
     report = json.loads(run.stdout)
     assert [s["name"] for s in report["steps"]] == ["look", "mark"]
     assert {h["host"]: h["outcome"] for h in report["steps"][1]["hosts"]} == {
-        site_host: "fixed", hq_host: "fixed"}  # fmt: skip
+        site_host: "fixed", other: "fixed", hq_host: "fixed"}  # fmt: skip
     assert (folder / f"{site_host}.count").read_text() == "x\n"
     # the ledger: each step's action on the site host was run by a job of branch-a's worker,
     # tagged with the runbook's run; the host without a site by the controller
@@ -636,10 +637,11 @@ def test_every_runbook_step_of_a_site_host_runs_on_the_sites_worker(estate: Esta
         for r in records(estate, "--ticket", "INC-7101")
         if r["kind"] == "action.finish"
     }
-    assert set(ran) == {(h, s) for h in (site_host, hq_host) for s in ("look", "mark")}
+    assert set(ran) == {(h, s) for h in (site_host, other, hq_host) for s in ("look", "mark")}
     for step in ("look", "mark"):
         site, job = ran[(site_host, step)]
         assert site == "branch-a" and job, ran
+        assert ran[(other, step)][0] == "branch-b" and ran[(other, step)][1] != job
         assert ran[(hq_host, step)] == (None, None)
     assert ran[(site_host, "look")][1] != ran[(site_host, "mark")][1]  # one job per step
     begins = [r for r in records(estate, "--ticket", "INC-7101") if r["kind"] == "action.begin"]
@@ -650,40 +652,43 @@ def test_every_runbook_step_of_a_site_host_runs_on_the_sites_worker(estate: Esta
 
 def test_a_scheduled_runbook_runs_its_site_hosts_on_their_workers(estate: Estate) -> None:
     folder = marks_dir(Path("/tmp"))
-    site_host = estate.hosts[3]  # branch-b
+    hosts = {estate.hosts[1]: "branch-a", estate.hosts[4]: "branch-b"}
     added = estate.itops("schedule", "add", "marks-runbook", "--runbook", "marks", "--targets",
-                         site_host, "--cron", "0 4 * * *", "-p", f"folder={folder}")  # fmt: skip
+                         ":".join(hosts), "--cron", "0 4 * * *", "-p",
+                         f"folder={folder}")  # fmt: skip
     assert added.returncode == 0, added.stdout + added.stderr
     run = estate.itops("schedule", "run", "marks-runbook")
     assert run.returncode == 0, run.stdout + run.stderr + estate.worker_logs()
-    assert (folder / f"{site_host}.count").read_text() == "x\n"
-    finished = [
-        r for r in records(estate, "--host", site_host)
-        if r["kind"] == "action.finish" and (r["data"] or {}).get("runbook") == "marks"
-        and str(r["ticket"]).startswith("CHG-")
-    ]  # fmt: skip
-    assert {r["data"]["step"] for r in finished} == {"look", "mark"}
-    assert {r["data"]["site"] for r in finished} == {"branch-b"}
+    for name, site in hosts.items():
+        assert (folder / f"{name}.count").read_text() == "x\n"
+        finished = [
+            r for r in records(estate, "--host", name)
+            if r["kind"] == "action.finish" and (r["data"] or {}).get("runbook") == "marks"
+            and str(r["ticket"]).startswith("CHG-")
+        ]  # fmt: skip
+        assert {r["data"]["step"] for r in finished} == {"look", "mark"}
+        assert {r["data"]["site"] for r in finished} == {site}
 
 
 def test_backup_run_backs_up_a_site_device_on_its_worker(estate: Estate) -> None:
-    run = estate.itops("backup", "run", f"{SITE_SWITCH}:{HQ_SWITCH}", "--ticket", "CHG-7102",
-                       "--json", timeout=240)  # fmt: skip
+    run = estate.itops("backup", "run", f"{SITE_SWITCH}:{OTHER_SWITCH}:{HQ_SWITCH}", "--ticket",
+                       "CHG-7102", "--json", timeout=240)  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr + estate.worker_logs()
     report = json.loads(run.stdout)
     outcomes = {h["host"]: h["outcome"] for h in report["hosts"]}
-    assert outcomes == {SITE_SWITCH: "fixed", HQ_SWITCH: "fixed"}, report
+    assert outcomes == dict.fromkeys((SITE_SWITCH, OTHER_SWITCH, HQ_SWITCH), "fixed"), report
     finished = {
         r["host"]: r["data"]
         for r in records(estate, "--ticket", "CHG-7102")
         if r["kind"] == "action.finish"
     }
     assert finished[SITE_SWITCH]["site"] == "branch-a" and finished[SITE_SWITCH]["job"]
+    assert finished[OTHER_SWITCH]["site"] == "branch-b"
     assert "site" not in finished[HQ_SWITCH]
     # each side commits what it backed up (the worker: in its workspace's repository — here
     # the same folder), and says so in the run's notes
     commits = [n for n in report["notes"] if n.startswith("backup: commit")]
-    assert len(commits) == 2 and any(SITE_SWITCH in n for n in commits), report["notes"]
+    assert len(commits) == 3 and any(SITE_SWITCH in n for n in commits), report["notes"]
     history = estate.itops("backup", "history", SITE_SWITCH)
     assert "CHG-7102" in history.stdout, history.stdout + history.stderr
 

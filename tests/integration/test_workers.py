@@ -196,9 +196,12 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
     (root / "inventory" / "sites.yml").write_text(
         "all:\n  children:\n"
         f"    branch-a:\n      vars: {{site: branch-a}}\n      hosts: {{{hosts[0]}: {{}}, "
-        f"{hosts[1]}: {{}}, {hosts[2]}: {{}}, {SITE_SWITCH}: {{}}}}\n"
+        f"{hosts[1]}: {{}}, {hosts[2]}: {{}}}}\n"
         f"    branch-b:\n      vars: {{site: branch-b}}\n      hosts: {{{hosts[3]}: {{}}, "
-        f"{hosts[4]}: {{}}, {OTHER_SWITCH}: {{}}}}\n"
+        f"{hosts[4]}: {{}}}}\n"
+        # the switches: in the sites, not in the groups the other tests target
+        f"    branch-a-net:\n      vars: {{site: branch-a}}\n      hosts: {{{SITE_SWITCH}: {{}}}}\n"
+        f"    branch-b-net:\n      vars: {{site: branch-b}}\n      hosts: {{{OTHER_SWITCH}: {{}}}}\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")}
     env.update(ITOPS_LEDGER_URL=url, ITOPS_SIGNING_KEY=str(keys.key("l1-tech")))

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,6 +58,25 @@ class Mark(Remediation):
         fail = "exit 3" if ctx.host.name == self.fail_host else "true"
         ctx.change(script(f"sleep {self.seconds}; {fail}; echo x >> {mark}.count; touch {mark}"))
 """
+
+
+RUNBOOK = """\
+summary: Look for the mark, then leave it
+category: other
+params:
+  folder: {help: "where the marks go", required: true}
+steps:
+  - name: look
+    task: test.mark
+    check_only: true
+    params: {folder: $folder}
+  - name: mark
+    task: test.mark
+    params: {folder: $folder}
+"""
+SITE_SWITCH = "sw-01"  # a lab switch (fake-switches) put in site branch-a
+OTHER_SWITCH = "sw-02"  # … and one in branch-b
+HQ_SWITCH = "sw-ios-01"  # a lab device without a site: backed up by the controller
 
 
 @dataclass
@@ -169,8 +189,9 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
     )
     config += f'\n[workers]\nbroker = "amqp://guest:guest@127.0.0.1:5672/{vhost}"\njobs = 2\n'
     (root / "itops.toml").write_text(config)
+    (root / "runbooks" / "marks.yml").write_text(RUNBOOK)
     lab = Lab(Workspace.load(root))
-    state = lab.up(6, services=("sudo",))  # sudo: password.reset on a site host
+    state = lab.up(6, services=("sudo", "netdev"))  # password.reset, `backup run` on site hosts
     hosts = [h.name for h in state.hosts]
     (root / "inventory" / "sites.yml").write_text(
         "all:\n  children:\n"
@@ -178,6 +199,9 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
         f"{hosts[1]}: {{}}, {hosts[2]}: {{}}}}\n"
         f"    branch-b:\n      vars: {{site: branch-b}}\n      hosts: {{{hosts[3]}: {{}}, "
         f"{hosts[4]}: {{}}}}\n"
+        # the switches: in the sites, not in the groups the other tests target
+        f"    branch-a-net:\n      vars: {{site: branch-a}}\n      hosts: {{{SITE_SWITCH}: {{}}}}\n"
+        f"    branch-b-net:\n      vars: {{site: branch-b}}\n      hosts: {{{OTHER_SWITCH}: {{}}}}\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ITOPS_")}
     env.update(ITOPS_LEDGER_URL=url, ITOPS_SIGNING_KEY=str(keys.key("l1-tech")))
@@ -854,3 +878,131 @@ def test_a_secret_made_on_a_worker_reaches_the_engineer_sealed(estate: Estate) -
         subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "flushdb"],
                        capture_output=True)  # fmt: skip
         subprocess.run(["userdel", user], capture_output=True)
+
+
+def records(estate: Estate, *args: str) -> list[dict[str, Any]]:
+    log = estate.itops("log", "--json", *args)
+    assert log.returncode == 0, log.stderr
+    return [json.loads(line) for line in log.stdout.splitlines() if line.strip()]
+
+
+def test_every_runbook_step_of_a_site_host_runs_on_the_sites_worker(estate: Estate) -> None:
+    folder = marks_dir(Path("/tmp"))
+    site_host, other, hq_host = estate.hosts[0], estate.hosts[3], estate.hosts[5]  # a, b, none
+    run = estate.itops("runbook", "run", "marks", f"{site_host}:{other}:{hq_host}", "-p",
+                       f"folder={folder}", "--ticket", "INC-7101", "--json")  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr + estate.worker_logs()
+    report = json.loads(run.stdout)
+    assert [s["name"] for s in report["steps"]] == ["look", "mark"]
+    assert {h["host"]: h["outcome"] for h in report["steps"][1]["hosts"]} == {
+        site_host: "fixed", other: "fixed", hq_host: "fixed"}  # fmt: skip
+    assert (folder / f"{site_host}.count").read_text() == "x\n"
+    # the ledger: each step's action on the site host was run by a job of branch-a's worker,
+    # tagged with the runbook's run; the host without a site by the controller
+    ran = {
+        (r["host"], r["data"]["step"]): (r["data"].get("site"), r["data"].get("job"))
+        for r in records(estate, "--ticket", "INC-7101")
+        if r["kind"] == "action.finish"
+    }
+    assert set(ran) == {(h, s) for h in (site_host, other, hq_host) for s in ("look", "mark")}
+    for step in ("look", "mark"):
+        site, job = ran[(site_host, step)]
+        assert site == "branch-a" and job, ran
+        assert ran[(other, step)][0] == "branch-b" and ran[(other, step)][1] != job
+        assert ran[(hq_host, step)] == (None, None)
+    assert ran[(site_host, "look")][1] != ran[(site_host, "mark")][1]  # one job per step
+    begins = [r for r in records(estate, "--ticket", "INC-7101") if r["kind"] == "action.begin"]
+    assert {r["data"]["run_id"] for r in begins} == {report["run_id"]}
+    verify = estate.itops("audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_scheduled_runbook_runs_its_site_hosts_on_their_workers(estate: Estate) -> None:
+    folder = marks_dir(Path("/tmp"))
+    hosts = {estate.hosts[1]: "branch-a", estate.hosts[4]: "branch-b"}
+    added = estate.itops("schedule", "add", "marks-runbook", "--runbook", "marks", "--targets",
+                         ":".join(hosts), "--cron", "0 4 * * *", "-p",
+                         f"folder={folder}")  # fmt: skip
+    assert added.returncode == 0, added.stdout + added.stderr
+    run = estate.itops("schedule", "run", "marks-runbook")
+    assert run.returncode == 0, run.stdout + run.stderr + estate.worker_logs()
+    for name, site in hosts.items():
+        assert (folder / f"{name}.count").read_text() == "x\n"
+        finished = [
+            r for r in records(estate, "--host", name)
+            if r["kind"] == "action.finish" and (r["data"] or {}).get("runbook") == "marks"
+            and str(r["ticket"]).startswith("CHG-")
+        ]  # fmt: skip
+        assert {r["data"]["step"] for r in finished} == {"look", "mark"}
+        assert {r["data"]["site"] for r in finished} == {site}
+
+
+def test_backup_run_backs_up_a_site_device_on_its_worker(estate: Estate) -> None:
+    run = estate.itops("backup", "run", f"{SITE_SWITCH}:{OTHER_SWITCH}:{HQ_SWITCH}", "--ticket",
+                       "CHG-7102", "--json", timeout=240)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr + estate.worker_logs()
+    report = json.loads(run.stdout)
+    outcomes = {h["host"]: h["outcome"] for h in report["hosts"]}
+    assert outcomes == dict.fromkeys((SITE_SWITCH, OTHER_SWITCH, HQ_SWITCH), "fixed"), report
+    finished = {
+        r["host"]: r["data"]
+        for r in records(estate, "--ticket", "CHG-7102")
+        if r["kind"] == "action.finish"
+    }
+    assert finished[SITE_SWITCH]["site"] == "branch-a" and finished[SITE_SWITCH]["job"]
+    assert finished[OTHER_SWITCH]["site"] == "branch-b"
+    assert "site" not in finished[HQ_SWITCH]
+    # each side commits what it backed up (the worker: in its workspace's repository — here
+    # the same folder), and says so in the run's notes
+    commits = [n for n in report["notes"] if n.startswith("backup: commit")]
+    assert len(commits) == 3 and any(SITE_SWITCH in n for n in commits), report["notes"]
+    history = estate.itops("backup", "history", SITE_SWITCH)
+    assert "CHG-7102" in history.stdout, history.stdout + history.stderr
+
+
+def test_a_playbook_on_site_hosts_is_refused_naming_the_sites(estate: Estate) -> None:
+    run = estate.itops("playbook", "run", "sample", "lab", "--ticket", "CHG-7103")
+    assert run.returncode != 0, run.stdout + run.stderr
+    assert "in site branch-a" in run.stderr and "in site branch-b" in run.stderr, run.stderr
+    assert "playbooks run only from the controller" in run.stderr
+    assert not [r for r in records(estate) if r["ticket"] == "CHG-7103"]  # no ticket opened
+    # the hosts without a site still run it (refused or not for ansible's own reasons, never
+    # for a site)
+    local = estate.itops("playbook", "run", "sample", estate.hosts[5], "--check")
+    assert "site" not in local.stderr, local.stderr
+    scheduled = estate.itops("schedule", "add", "sample-nightly", "--playbook", "sample",
+                             "--targets", "lab", "--cron", "0 5 * * *")  # fmt: skip
+    assert scheduled.returncode != 0 and "in site branch-a" in scheduled.stderr, scheduled.stderr
+
+
+def test_one_desk_note_per_run_names_the_hosts_its_workers_ran(
+    estate: Estate, tmp_path: Path
+) -> None:
+    """A run under a desk's ticket writes ONE note, on the controller, from the whole report:
+    the hosts the sites' workers ran are in it (the workers write none)."""
+    from tests.fake_servicenow import FakeServiceNow
+    from tests.fakedesk import tls_for
+
+    password = "desk-pw-Canary-18"
+    tls = tls_for(tmp_path / "tls")
+    fake = FakeServiceNow(user="itops", password=password, tls=tls).start()
+    try:
+        desk = estate.on_broker("ws-desk", f"amqp://guest:guest@127.0.0.1:5672/{estate.vhost}")
+        with open(desk.root / "itops.toml", "a") as f:
+            f.write(
+                f'\n[itsm]\nsystem = "servicenow"\nurl = "{fake.url}"\nuser = "itops"\n'
+                f'password = "env:DESK_PASSWORD"\nca_bundle = "{tls.ca}"\ntimeout = 5\n'
+            )
+        desk.env = {**estate.env, "DESK_PASSWORD": password, "ITOPS_ITSM_DELIVER": "wait"}
+        ticket = fake.new_incident("marks missing", priority="3", category="hardware")
+        folder = marks_dir(tmp_path)
+        run = desk.itops("fix", "test.mark", "lab", "-p", f"folder={folder}", "--ticket", ticket)
+        assert run.returncode == 0, run.stdout + run.stderr + estate.worker_logs()
+        assert f"{ticket}: note delivered" in run.stderr, run.stderr
+        [note] = fake.work_notes(ticket)
+        assert f"{len(estate.hosts)} host(s): {len(estate.hosts)} fixed" in note, note
+        for name in estate.hosts:
+            assert f"- {name}: fixed" in note, note
+        assert password not in run.stdout + run.stderr + note
+    finally:
+        fake.stop()

@@ -77,6 +77,22 @@ def test_only_the_workers_package_imports_celery() -> None:
     assert not broken, "; ".join(broken)
 
 
+def test_only_the_run_service_routes_to_the_workers() -> None:
+    """Hosts with a site go to their workers through `RunService.run` alone: no caller (fix,
+    backup, runbooks, schedules) and no other part of the run package has a switch of its own;
+    outside toolkit.workers only its light top module (a host's site) is read."""
+    routing = ("toolkit.workers.dispatch", "toolkit.workers.jobs", "toolkit.workers.celeryapp")
+    broken = [
+        f"{module} imports {name}"
+        for module in MODULES
+        if not within(module, ("toolkit.workers", "toolkit.cli.worker"))
+        and module != "toolkit.run.service"
+        for name in sorted(imports(module))
+        if within(name, routing)
+    ]
+    assert not broken, "; ".join(broken)
+
+
 @pytest.mark.parametrize(("who", "never", "why"), RULES, ids=[f"{r[0]}: {r[2]}" for r in RULES])
 def test_the_arrows_run_one_way(who: str, never: tuple[str, ...], why: str) -> None:
     broken = [

@@ -162,3 +162,41 @@ def test_help_and_local_runs_never_import_celery(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+SITED_DEVICE = """\
+    branch-net:
+      vars: {site: branch-12}
+      hosts:
+        sw-1: {address: 127.0.0.1, port: 2203, platform: cisco_ios}
+"""
+
+
+def test_every_caller_of_the_run_service_sends_site_hosts_to_workers(sited: Workspace) -> None:
+    """`backup run` and runbooks reach the distributed path through RunService.run as `fix`
+    does: here it refuses the SQLite ledger (no broker is needed to see the switch taken)."""
+    hosts = sited.root / "inventory" / "hosts.yml"
+    hosts.write_text(hosts.read_text() + SITED_DEVICE)
+    backup = itops(sited, "backup", "run", "sw-1", "--ticket", "CHG-1")
+    assert backup.returncode == 2, backup.stdout + backup.stderr
+    assert "shared PostgreSQL ledger" in backup.stderr
+    runbook = itops(sited, "runbook", "run", "printer-not-printing", "ws-1", "--ticket", "INC-2")
+    assert runbook.returncode == 2, runbook.stdout + runbook.stderr
+    assert "shared PostgreSQL ledger" in runbook.stderr
+    log = itops(sited, "log", "--json")  # refused before anything (a runbook's begin too)
+    assert "action.begin" not in log.stdout and "runbook.begin" not in log.stdout
+    assert "CHG-1" not in log.stdout
+
+
+def test_a_playbook_on_site_hosts_is_refused_before_anything_is_recorded(
+    sited: Workspace,
+) -> None:
+    done = itops(sited, "playbook", "run", "sample", "all", "--ticket", "CHG-3")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "ws-1 in site branch-12" in done.stderr
+    assert "playbooks run only from the controller" in done.stderr
+    assert "TARGETS:!branch-12" in done.stderr  # the hint
+    assert "CHG-3" not in itops(sited, "log", "--json").stdout  # no ticket opened
+    added = itops(sited, "schedule", "add", "nightly", "--playbook", "sample", "--targets",
+                  "all", "--cron", "0 3 * * *")  # fmt: skip
+    assert added.returncode == 2 and "in site branch-12" in added.stderr, added.stderr

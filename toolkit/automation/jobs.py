@@ -75,9 +75,9 @@ def check(app: App, s: Schedule) -> None:
 
         check_hosts(hosts, app.policy_settings.windows)
     elif s.kind == "playbook":
-        from toolkit.automation.playbooks import find_playbook, parse_extra_vars
+        from toolkit.automation.playbooks import find_playbook, parse_extra_vars, refuse_site_hosts
 
-        find_playbook(app.workspace, s.what)
+        refuse_site_hosts(find_playbook(app.workspace, s.what).name, hosts)
         parse_extra_vars(_as_list(s.params))
     else:
         engine = runbook_engine()
@@ -154,10 +154,8 @@ class JobRunner:
             job_window=s.window,
             schedule=s.name,
         )
-        from toolkit.workers import run_anywhere
-
         with RunService(app) as service:  # hosts with a site: on their sites' workers
-            report = run_anywhere(service, request).report
+            report = service.run(request).report
         return summarize(f"task {entry.name}", report)
 
     def _playbook(self, s: Schedule, hosts: Sequence[Host], ticket: str) -> JobResult:

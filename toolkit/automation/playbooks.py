@@ -150,6 +150,28 @@ def parse_extra_vars(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def refuse_site_hosts(name: str, hosts: Sequence[Host]) -> None:
+    """Hosts with a site run on their site's worker (docs/scale.md), and a playbook runs from
+    here only (one ansible-runner process over the whole play): refused, naming the sites,
+    before anything is recorded — never reached from the controller behind the site's back."""
+    from toolkit.workers import by_site
+
+    sites = {site: group for site, group in by_site(hosts).items() if site is not None}
+    if not sites:
+        return
+    listed = "; ".join(
+        f"{', '.join(h.name for h in group[:5])}{' …' if len(group) > 5 else ''} in site {site}"
+        for site, group in sorted(sites.items())
+    )
+    names = ", ".join(sorted(sites))
+    raise PlaybookError(
+        f"playbook {name}: {listed} — hosts with a site run on that site's worker, and "
+        "playbooks run only from the controller: nothing was run or recorded",
+        hint=f"leave the site's hosts out (TARGETS:!{sorted(sites)[0]}), or do the work with "
+        f"itops tasks or a runbook, which run on the workers of {names}",
+    )
+
+
 def refuse_loosened_checks(hosts: Sequence[Host]) -> None:
     """Refuse inventory variables with which ansible would undo the checks set here: host
     variables outrank ansible's environment (ANSIBLE_SSH_ARGS, ANSIBLE_HOST_KEY_CHECKING)."""
@@ -283,6 +305,7 @@ def run_playbook(
             hint="add --ticket CHG-123, or --check to run it in check mode",
         )
     playbook = find_playbook(app.workspace, name)
+    refuse_site_hosts(playbook.name, hosts)
     if shutil.which("ansible-playbook", path=os.path.dirname(sys.executable)) is None:
         raise PlaybookError(
             f"ansible-playbook is not installed beside {sys.executable}", hint=INSTALL_HINT

@@ -163,6 +163,9 @@ def run(
     with RunService(
         app, connect_timeout=connect_timeout, command_timeout=command_timeout, write_back=False
     ) as service:
+        # hosts with a site: their workers live, before runbook.begin is recorded (each step
+        # goes to them through service.run, as `itops fix` does)
+        service.preflight(hosts)
         desk = service.desk_system(ticket)
         first = None
         if desk is not None:

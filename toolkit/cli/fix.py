@@ -322,10 +322,8 @@ def execute(
             desk_lookup=lookup,
         ) as service,
     ):
-        from toolkit.workers import run_anywhere
-
-        # hosts of remote sites: their jobs go to the sites' workers (toolkit.workers)
-        ran = run_anywhere(service, request, connect_timeout=connect_timeout)
+        # hosts of remote sites: their jobs go to the sites' workers (RunService.run)
+        ran = service.run(request)
     desk = DeskNotes(
         service.desk_system(ticket), service.desk_notes, service.desk_warnings, service.resolution
     )

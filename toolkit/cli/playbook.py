@@ -111,7 +111,13 @@ def run(
       itops playbook run patch_linux lab --check
       itops playbook run backup_configs 'lab:!lab-03' --ticket CHG-12 -e backup_paths=/etc/hosts
     """
-    from toolkit.automation.playbooks import TaskEvent, check_name, parse_extra_vars, run_playbook
+    from toolkit.automation.playbooks import (
+        TaskEvent,
+        check_name,
+        parse_extra_vars,
+        refuse_site_hosts,
+        run_playbook,
+    )
     from toolkit.desk.tickets import ensure
 
     check_name(name)
@@ -120,6 +126,7 @@ def run(
     if ticket is not None:
         check_ticket_id(ticket)
     hosts = app.inventory.select(targets)
+    refuse_site_hosts(name, hosts)  # before the ticket is opened
     if ticket and not check_only:
         ensure(
             app.ledger,

@@ -1,9 +1,10 @@
 """The one path that runs a remediation under the run policy.
 
-`itops fix`, `itops backup run`, runbooks and scheduled jobs (and, next, service-desk write-back
-and workers) all call `RunService`: it applies the workspace's defaults (forks), opens a new
-ticket when asked, takes the run policy's decision per host (maintenance windows, approvals,
-break-glass), and runs the task with the runner over one set of connections.
+`itops fix`, `itops backup run`, runbooks (each step) and scheduled jobs all call `RunService`:
+it applies the workspace's defaults (forks), opens a new ticket when asked, takes the run
+policy's decision per host (maintenance windows, approvals, break-glass), and runs the task with
+the runner over one set of connections — or, for hosts with a site, on the site's Celery worker
+(`run` routes them; toolkit.workers.dispatch), which executes with this same service.
 
     with RunService(app, observers=[progress]) as service:
         ran = service.run(RunRequest(task, hosts, params, ticket="INC-1042"))
@@ -251,8 +252,32 @@ class RunService:
         )
 
     def run(self, request: RunRequest) -> Ran:
-        """Open the ticket if asked, decide the policy, run: the report, and the policy used."""
-        return self.execute(request, self.admit(request))
+        """Open the ticket if asked, decide the policy, run: the report, and the policy used.
+
+        Hosts with a site (inventory variable `site`) run on their sites' workers: the request
+        is admitted once here, and the hosts without a site run here meanwhile
+        (toolkit.workers.dispatch; Celery is imported only then). Every caller — `itops fix`,
+        `itops backup run`, each runbook step, scheduled tasks — goes through this one switch."""
+        from toolkit.workers import has_sites
+
+        if not has_sites(request.hosts):
+            return self.execute(request, self.admit(request))
+        from toolkit.workers.dispatch import run_distributed
+
+        ran = run_distributed(self, request, connect_timeout=self._timeouts[0])
+        self.write_note(request, ran)
+        return ran
+
+    def preflight(self, hosts: Sequence[Host]) -> None:
+        """What `run` would refuse before anything, checked for a caller that records before
+        its first run (a runbook's begin): hosts with a site need the shared ledger and a
+        live worker for each site ("no worker for site X")."""
+        from toolkit.workers import has_sites
+
+        if has_sites(hosts):
+            from toolkit.workers.dispatch import require_workers
+
+            require_workers(self.app, hosts)
 
     def admit(self, request: RunRequest) -> RunPolicy | None:
         """The run-level work before any host: the ticket opened (or the desk's looked up) and
@@ -303,13 +328,16 @@ class RunService:
             )
         return policy
 
-    def execute(self, request: RunRequest, policy: RunPolicy | None) -> Ran:
-        """Run an admitted request under `policy` (see `admit`)."""
+    def execute(
+        self, request: RunRequest, policy: RunPolicy | None, *, write_back: bool = True
+    ) -> Ran:
+        """Run an admitted request under `policy` (see `admit`). `write_back=False`: no desk
+        note for this part (a distributed run writes one for all its hosts, `write_note`)."""
         app = self.app
         desk = self.desk_system(request.ticket)
         observers = list(self.observers)
         writeback = None
-        if desk is not None and self.write_back:
+        if desk is not None and self.write_back and write_back:
             from toolkit.run.writeback import DeskWriteBack
 
             writeback = DeskWriteBack(
@@ -350,6 +378,27 @@ class RunService:
         if request.check_only:
             report = self._window_notes(request, report)
         return Ran(report, policy)
+
+    def write_note(self, request: RunRequest, ran: Ran) -> None:
+        """The run's one desk note from its whole report — the hosts its sites' workers ran
+        included (they write none: a worker executes with write-back off) — queued in the
+        ledger's outbox as a local run's is at run_done."""
+        desk = self.desk_system(request.ticket)
+        if desk is None or not self.write_back:
+            return
+        from toolkit.run.writeback import DeskWriteBack
+
+        writeback = DeskWriteBack(
+            self.app.ledger,
+            ticket=str(request.ticket),
+            system=desk,
+            mask=self.app.redactor.mask,
+            policy=ran.policy,
+            resolve=self.resolve,
+        )
+        writeback.run_done(ran.report)
+        self.desk_notes.extend(writeback.queued)
+        self.resolution = writeback.resolution
 
     def desk_system(self, ticket: str | None) -> str | None:
         """The desk system if `ticket` is the configured desk's id (RT-123 with [itsm] rt)."""

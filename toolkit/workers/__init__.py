@@ -29,7 +29,6 @@ from toolkit.errors import ConfigError, InventoryError
 if TYPE_CHECKING:
     from toolkit.inventory import Host
     from toolkit.run.results import HostResult
-    from toolkit.run.service import Ran, RunRequest, RunService
     from toolkit.workspace import Workspace
 
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
@@ -116,16 +115,9 @@ def by_site(hosts: Sequence[Host]) -> dict[str | None, list[Host]]:
     return groups
 
 
-def run_anywhere(
-    service: RunService, request: RunRequest, *, connect_timeout: float | None = None
-) -> Ran:
-    """`service.run(request)`, or, when some of its hosts have a site, the distributed run
-    (toolkit.workers.dispatch: Celery is imported only then)."""
-    if all(site is None for site in by_site(request.hosts)):
-        return service.run(request)
-    from toolkit.workers.dispatch import run_distributed
-
-    return run_distributed(service, request, connect_timeout=connect_timeout)
+def has_sites(hosts: Sequence[Host]) -> bool:
+    """Whether some of the hosts run on a site's worker (`RunService.run` asks: it routes them)."""
+    return any(site_of(host) is not None for host in hosts)
 
 
 def require_shared_ledger(workspace: Workspace) -> None:

@@ -39,6 +39,7 @@ from toolkit.workers import (
 from toolkit.workers.serve import worker_pattern
 
 if TYPE_CHECKING:
+    from toolkit.app import App
     from toolkit.inventory import Host
     from toolkit.run.policy import RunPolicy
     from toolkit.run.service import Ran, RunRequest, RunService
@@ -59,10 +60,6 @@ class BrokerError(ToolkitError):
     """The broker (or the result backend) could not be reached."""
 
     exit_code = 3
-
-
-def has_sites(hosts: Sequence[Host]) -> bool:
-    return any(site is not None for site in by_site(hosts))
 
 
 def consumers(celery: Any, sites: Sequence[str]) -> dict[str, int] | None:
@@ -150,20 +147,14 @@ class _Job:
     result: Any  # celery AsyncResult
 
 
-def run_distributed(
-    service: RunService,
-    request: RunRequest,
-    *,
-    connect_timeout: float | None = None,
-) -> Ran:
-    """Run `request` over the controller and the sites' workers (see the module docstring)."""
-    from toolkit.run.service import Ran
+def require_workers(app: App, hosts: Sequence[Host]) -> tuple[Any, WorkerSettings]:
+    """The shared ledger, and a live worker for every site of `hosts` — or refused before
+    anything is recorded or sent; the Celery app and settings to send with."""
     from toolkit.workers.celeryapp import make_celery
 
-    app = service.app
     require_shared_ledger(app.workspace)
     settings = WorkerSettings.of(app.workspace)
-    sites = sorted(s for s in by_site(request.hosts) if s is not None)
+    sites = sorted(s for s in by_site(hosts) if s is not None)
     celery = make_celery(settings)
     live = live_workers(celery, settings, sites)
     for site in sites:
@@ -173,6 +164,20 @@ def run_distributed(
                 hint=f"start one there: itops worker --site {site}  (itops worker list shows "
                 "the live ones)",
             )
+    return celery, settings
+
+
+def run_distributed(
+    service: RunService,
+    request: RunRequest,
+    *,
+    connect_timeout: float | None = None,
+) -> Ran:
+    """Run `request` over the controller and the sites' workers (see the module docstring)."""
+    from toolkit.run.service import Ran
+
+    app = service.app
+    celery, settings = require_workers(app, request.hosts)
     started = time.monotonic()
     policy = service.admit(request)
     from toolkit.secrets.sealed import RunKey
@@ -201,8 +206,9 @@ def run_distributed(
         for batch in _batches(list(request.hosts), request.serial):
             if stop_reason:
                 ran = service.execute(
-                    dataclasses.replace(local, hosts=batch, not_run=stop_reason), policy
-                )
+                    dataclasses.replace(local, hosts=batch, not_run=stop_reason), policy,
+                    write_back=False,  # the run's one note is written for all its hosts
+                )  # fmt: skip
                 results.update({r.host: r for r in ran.report.results})
                 continue
             groups = by_site(batch)
@@ -213,7 +219,9 @@ def run_distributed(
                 for chunk in _chunks(hosts, settings.job_hosts)
             ]
             if groups.get(None):
-                ran = service.execute(dataclasses.replace(local, hosts=groups[None]), policy)
+                ran = service.execute(
+                    dataclasses.replace(local, hosts=groups[None]), policy, write_back=False
+                )
                 results.update({r.host: r for r in ran.report.results})
                 notes.extend(ran.report.notes)
                 finish_failed |= ran.report.finish_failed

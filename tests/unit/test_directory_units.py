@@ -414,3 +414,54 @@ def test_directory_refuses_other_contexts() -> None:
 
     with pytest.raises(Unsupported, match="not a directory"):
         directory(Plain())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tls", ["ldaps", "starttls"])
+def test_a_directory_that_accepts_but_never_answers_tls_fails_within_the_connect_timeout(
+    tls: str,
+) -> None:
+    """A DC that accepts TCP and then says nothing: libldap's timeouts do not cover the TLS
+    handshake (it spun a CPU core until the listener closed, 200 s); the run must end within the
+    connect timeout, naming the stall."""
+    import socket
+    import time
+
+    from toolkit.errors import Unreachable
+    from toolkit.transports.base import ConnectOptions
+    from toolkit.transports.ldap import LdapTransport
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def hold() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # accepted, never answered
+            except OSError:
+                continue
+
+    threading.Thread(target=hold, daemon=True).start()
+    port = listener.getsockname()[1]
+    host = make_host(
+        "dc-silent",
+        {"platform": "active_directory", "address": "127.0.0.1", "port": port, "ldap_tls": tls,
+         "user": "cn=svc,dc=corp", "password": "env:X"},
+        ("directories",),
+        "inv.yml:1",
+    )  # fmt: skip
+    started = time.monotonic()
+    try:
+        with pytest.raises(Unreachable, match="did not complete the TLS handshake|no answer"):
+            LdapTransport(
+                host, LdapSettings.from_host(host), ConnectOptions(connect_timeout=1.0)
+            )._connection()
+        assert time.monotonic() - started < 5
+    finally:
+        stop.set()
+        listener.close()
+        for s in held:
+            s.close()

@@ -143,16 +143,18 @@ def bind_reason(kind: str, info: str) -> str:
 _STARTTLS = bytes.fromhex("301d02010177188016") + b"1.3.6.1.4.1.1466.20037"
 
 
-def tls_diagnosis(settings: LdapSettings, timeout: float) -> str | None:
-    """After libldap failed to connect: None if nothing answers on TCP; else why the TLS
-    handshake fails (the certificate verification message), or "" if it does not."""
+def tls_probe(settings: LdapSettings, timeout: float) -> tuple[str, str]:
+    """The directory's TLS handshake done with Python's ssl, every step under `timeout`:
+    ("unreachable", why) when nothing answers on TCP, ("stalled", "") when it accepts but does
+    not complete the handshake in time, ("certificate", the verification message), ("tls",
+    why) for another handshake failure, ("ok", "")."""
     import socket
     import ssl
 
     try:
         sock = socket.create_connection((settings.address, settings.port), timeout=timeout)
-    except OSError:
-        return None
+    except OSError as exc:
+        return "unreachable", str(exc.strerror or exc)
     context = ssl.create_default_context(cafile=settings.ca_bundle)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -160,13 +162,26 @@ def tls_diagnosis(settings: LdapSettings, timeout: float) -> str | None:
             sock.sendall(_STARTTLS)
             sock.recv(4096)
         with context.wrap_socket(sock, server_hostname=settings.address):
-            return ""
+            return "ok", ""
+    except TimeoutError:
+        return "stalled", ""
     except ssl.SSLCertVerificationError as exc:
-        return str(exc.verify_message or exc.reason or exc)
+        return "certificate", str(exc.verify_message or exc.reason or exc)
     except (ssl.SSLError, OSError) as exc:
-        return f"TLS handshake failed: {exc}"
+        return "tls", f"TLS handshake failed: {exc}"
     finally:
         sock.close()
+
+
+def tls_diagnosis(settings: LdapSettings, timeout: float) -> str | None:
+    """After libldap failed to connect: None if nothing answers on TCP; else why the TLS
+    handshake fails (the certificate verification message), or "" if it does not."""
+    kind, why = tls_probe(settings, timeout)
+    if kind == "unreachable":
+        return None
+    if kind == "stalled":
+        return "TLS handshake failed: timed out"
+    return why
 
 
 class LdapTransport:
@@ -196,6 +211,8 @@ class LdapTransport:
         ldap = python_ldap()
 
         s = self.settings
+        if s.encrypted:
+            self._tls_first()
         conn = ldap.initialize(s.url, bytes_mode=False)
         conn.set_option(ldap.OPT_PROTOCOL_VERSION, 3)
         conn.set_option(ldap.OPT_REFERRALS, 0)
@@ -215,6 +232,33 @@ class LdapTransport:
         except ldap.LDAPError as exc:
             raise self._connect_error(exc) from None
         return conn
+
+    def _tls_first(self) -> None:
+        """libldap's timeouts stop at TCP: a DC that accepts the connection and then stalls the
+        TLS handshake held the run (spinning a core) until it hung up. So the handshake is
+        first made here with Python's ssl under the connect timeout (one extra handshake per
+        connection, milliseconds); a stall or a certificate that does not validate ends the
+        host here, before libldap is handed the address."""
+        kind, why = tls_probe(self.settings, self.options.connect_timeout)
+        where = self.settings.url
+        if kind == "stalled":
+            raise Unreachable(
+                self.host.name,
+                f"the directory at {where} accepted the connection but did not complete the "
+                f"TLS handshake within {self.options.connect_timeout:g} s",
+                hint="is an LDAP server listening there, and is ldap_tls right (ldaps on 636, "
+                "starttls on 389)? --connect-timeout gives a slow DC longer",
+            )
+        if kind == "certificate":
+            raise self._certificate_error(why)
+
+    def _certificate_error(self, why: str) -> CertificateError:
+        return CertificateError(
+            self.host.name,
+            f"the directory's TLS certificate did not validate at {self.settings.url}: {why}",
+            hint="give the CA that signed the DC's certificate as ldap_ca_bundle for this "
+            "host, and connect by a name or address the certificate lists",
+        )
 
     def _connect_error(self, exc: Any) -> TransportError:
         """A failed connection or TLS negotiation as the error kind it is. libldap says little
@@ -239,12 +283,7 @@ class LdapTransport:
         why = tls_diagnosis(self.settings, self.options.connect_timeout)
         if why is None:
             return unreachable
-        return CertificateError(
-            name,
-            f"the directory's TLS certificate did not validate at {where}: {why or desc}",
-            hint="give the CA that signed the DC's certificate as ldap_ca_bundle for this "
-            "host, and connect by a name or address the certificate lists",
-        )
+        return self._certificate_error(why or desc)
 
     def connect(self, user: str, password: Secret) -> None:
         ldap = python_ldap()

@@ -71,6 +71,16 @@ def test_commands_share_one_shell_and_its_output_never_leaks_into_the_next(
         assert result.stdout == data + "\n", i
 
 
+def test_the_hosts_shell_is_bash_started_by_the_login_shell_itself(transport: Transport) -> None:
+    # Where /bin/bash exists the login shell execs it directly (no /bin/sh in between: one exec
+    # less per connection), and commands still run in their own process group under it.
+    argv = transport.run(script("tr '\\0' ' ' </proc/$$/cmdline")).stdout.split()
+    assert argv == ["/bin/bash", "--noprofile", "--norc"]
+    groups = transport.run(script("ps -o pgid= -p $$; ps -o pgid= -p $BASHPID"))
+    shell_group, job_group = groups.stdout.split()
+    assert shell_group != job_group
+
+
 def test_a_timed_out_command_is_stopped_on_the_host_and_the_shell_goes_on(
     transport: Transport,
 ) -> None:

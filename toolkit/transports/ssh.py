@@ -560,8 +560,12 @@ __itops_run() {{
 __itops_run_sub() {{ __itops_run "$@"; }}
 fi
 """
-# The login shell starts bash where the host has it (process groups, `read -t`), else /bin/sh.
+# The login shell starts bash where the host has it (process groups, `read -t`), else /bin/sh:
+# /bin/bash straight from the login shell (one exec; a POSIX sh in between costs the host ~0.7 ms
+# per connection), else through /bin/sh, which finds a bash on its PATH (any login shell's syntax
+# runs these two simple commands).
 _SHELL_COMMAND = (
+    "test -x /bin/bash && exec /bin/bash --noprofile --norc; "
     "exec /bin/sh -c 'command -v bash >/dev/null 2>&1 && exec bash --noprofile --norc; "
     "exec /bin/sh'"
 )

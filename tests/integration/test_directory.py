@@ -622,6 +622,26 @@ def test_the_password_locked_runbook_takes_the_directory_branch(
     assert "password.reset" not in log  # the Linux steps are not a directory's
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_password_locked_runbook_can_only_unlock(
+    dirs: Directories, kind: str, tmp_path: Path
+) -> None:
+    """Unlock and/or reset: with -p reset=false a locked-out user who still knows the password
+    is unlocked, and the password is left as it was (no reset step, nothing handed over)."""
+    from toolkit.lab.directory import lock_out
+
+    name, dn = dirs.new_user(kind)
+    lock_out(dirs.peers[kind], name)
+    ticket = f"INC-77{len(kind)}"
+    done = dirs.itops("runbook", "run", "password-locked", dirs.host(kind), "-p", f"user={name}",
+                      "-p", "reset=false", "--ticket", ticket)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not dirs.locked(kind, dn)
+    assert "new password" not in done.stderr
+    log = dirs.itops("log", "--ticket", ticket, "--json").stdout
+    assert "account.unlock" in log and "account.reset-password" not in log
+
+
 def test_the_runbook_resets_under_a_strict_policy_with_a_longer_password(
     dirs: Directories, tmp_path: Path
 ) -> None:

@@ -100,7 +100,17 @@ GOOD_STEP = "  - {name: clear, task: printer.clear-queue}\n"
         (
             "summary: x\ncategory: printer\nsteps:\n  - {name: a, task: printer.status, when: always}\n",
             4,
-            "unknown key 'when'",
+            "when: takes a declared runbook parameter, as $name",
+        ),
+        (
+            "summary: x\ncategory: printer\nsteps:\n  - {name: a, task: printer.status, when: $later}\n",
+            4,
+            "when: takes a declared runbook parameter",
+        ),
+        (
+            "summary: x\ncategory: printer\nsteps:\n  - {name: a, task: printer.status, unless: $x}\n",
+            4,
+            "unknown key 'unless'",
         ),
         ("summary: x\ncategory: printers\nsteps:\n" + GOOD_STEP, 2, "unknown category"),
         (
@@ -499,3 +509,55 @@ def test_a_step_for_other_platforms_neither_runs_nor_holds_a_host(
     directory_step = report.steps[1]
     assert directory_step.report is None and set(directory_step.skipped) == {"a", "b"}
     assert not [c for _, c in conn.log if c == "dir-fix"]
+
+
+WHEN_RUNBOOK = """\
+summary: Test printer runbook with an optional step
+category: printer
+params:
+  restart: {help: also restart, default: "false"}
+steps:
+  - {name: clear, task: rb.clear}
+  - {name: restart, task: rb.restart, when: $restart}
+"""
+
+
+@pytest.mark.parametrize(("given", "restarted"), [({}, False), ({"restart": "yes"}, True)])
+def test_a_step_with_when_runs_only_when_its_parameter_is_true(
+    ledger: Ledger, tmp_path: Path, given: dict[str, str], restarted: bool
+) -> None:
+    """password-locked's 'unlock and/or reset': a step `when: $param` runs only if the runbook
+    parameter is true; otherwise every host skips it (nothing sent, nothing recorded)."""
+    path = tmp_path / "test-when.yml"
+    path.write_text(WHEN_RUNBOOK)
+    book = load_runbook(path, CATALOG)
+    assert book.steps[1].when == "restart"
+    conn = FakeConnector({"a": device("hung")})
+    runner = Runner(ledger=ledger, connector=conn, credentials=conn.credentials)  # type: ignore[arg-type]
+    report = run_runbook(
+        book, hosts("a"), given, catalog=CATALOG, run_step=steps_on(runner, "INC-43"),
+        ledger=ledger, ticket="INC-43", options=RunOptions(forks=2),
+    )  # fmt: skip
+    restart = report.steps[1]
+    if restarted:
+        assert restart.report is not None and str(restart.report.results[0].outcome) == "fixed"
+    else:
+        assert restart.report is None and restart.skipped == ("a",)
+        assert not any(r.task == "rb.restart" for r in ledger.records(ticket="INC-43"))
+
+
+def test_a_when_parameter_that_is_not_true_or_false_is_refused_before_anything_runs(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    path = tmp_path / "test-when.yml"
+    path.write_text(WHEN_RUNBOOK)
+    book = load_runbook(path, CATALOG)
+    conn = FakeConnector({"a": device("hung")})
+    runner = Runner(ledger=ledger, connector=conn, credentials=conn.credentials)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=r"runs when \$restart: it must be true or false"):
+        run_runbook(
+            book, hosts("a"), {"restart": "maybe"}, catalog=CATALOG,
+            run_step=steps_on(runner, "INC-44"), ledger=ledger, ticket="INC-44",
+            options=RunOptions(forks=2),
+        )  # fmt: skip
+    assert list(ledger.records(ticket="INC-44")) == [] and conn.opened == []

@@ -30,7 +30,7 @@ from toolkit.desk.tickets import CATEGORIES, DEFAULT_KIND, TICKET_KINDS, TicketE
 from toolkit.desk.tickets import record as record_event
 from toolkit.errors import NotFound, ToolkitError, ValidationError
 from toolkit.inventory import Host
-from toolkit.remediation.catalog import Catalog, Task, existing_folders
+from toolkit.remediation.catalog import Catalog, Param, Task, existing_folders
 
 if TYPE_CHECKING:
     import yaml
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 BUILTIN_RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
 RUNBOOK_NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")
-STEP_KEYS = ("name", "task", "params", "check_only", "if_failed")
+STEP_KEYS = ("name", "task", "params", "check_only", "if_failed", "when")
 TOP_KEYS = ("summary", "category", "kind", "params", "steps", "escalate")
 TIERS = ("L1", "L2", "L3", "ops")
 _REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -70,6 +70,7 @@ class Step:
     check_only: bool = False
     if_failed: str | None = None
     line: int = 0
+    when: str | None = None  # a runbook parameter (true/false): the step runs only when true
 
     def refs(self) -> dict[str, str]:
         """Task parameter → the runbook parameter it takes its value from (`$name`)."""
@@ -117,6 +118,22 @@ class Runbook:
                     hint=f"-p {name}=… ({spec.help})" if spec.help else f"-p {name}=…",
                 )
         return bound
+
+    def wanted(self, step: Step, bound: Mapping[str, Value]) -> bool:
+        """Whether the step runs at all: its `when` parameter is true (a step without one:
+        always). The value is checked as the tasks' true/false parameters are."""
+        if step.when is None:
+            return True
+        value = bound.get(step.when)
+        if value is None:
+            return False  # an optional parameter not given
+        try:
+            return bool(Param(bool).parse(value if isinstance(value, str) else ",".join(value)))
+        except ToolkitError:
+            raise ValidationError(
+                f"step {step.name!r} runs when ${step.when}: it must be true or false, "
+                f"not {value!r}"
+            ) from None
 
     def step_params(self, step: Step, bound: Mapping[str, Value]) -> dict[str, Value]:
         """A step's task parameters with `$name` replaced; unbound optional ones left out."""
@@ -400,6 +417,12 @@ def load_runbook(path: Path, catalog: Catalog) -> Runbook:
         if_failed = r.text(spec["if_failed"][1], "if_failed") if "if_failed" in spec else None
         if if_failed is not None and not any(s.name == if_failed for s in steps):
             raise r.fail(spec["if_failed"][1], f"if_failed: {if_failed!r} is not an earlier step")
+        when = None
+        if "when" in spec:
+            ref = _REF.fullmatch(r.text(spec["when"][1], "when"))
+            if ref is None or ref.group(1) not in params:
+                raise r.fail(spec["when"][1], "when: takes a declared runbook parameter, as $name")
+            when = ref.group(1)
         step = Step(
             step_name,
             task_name,
@@ -407,6 +430,7 @@ def load_runbook(path: Path, catalog: Catalog) -> Runbook:
             r.flag(spec["check_only"][1], "check_only") if "check_only" in spec else False,
             if_failed,
             node.start_mark.line + 1,
+            when,
         )
         _check_step(r, node, step, catalog, params)
         steps.append(step)
@@ -564,6 +588,8 @@ def prepare(
     platforms = {h.platform for h in hosts}
     for step in runbook.steps:
         task = tasks[step.task]
+        if not runbook.wanted(step, bound):  # (a bad value refused before anything is recorded)
+            continue
         if not any(task.implementation(p) for p in platforms):
             continue  # another platform's branch: none of these hosts runs it
         task.validate(runbook.step_params(step, bound), platforms)
@@ -618,6 +644,7 @@ def run_runbook(
     runs: list[StepRun] = []
     for index, step in enumerate(runbook.steps):
         active, skipped = [], []
+        wanted = runbook.wanted(step, bound)
         for host in hosts:
             done = by_host[host.name]
             unreachable = any(r.outcome == Outcome.UNREACHABLE for r in done.values())
@@ -627,7 +654,7 @@ def run_runbook(
             # a step for other platforms (the password runbook's directory branch on a Linux
             # host) is not this host's: it neither runs nor holds the host
             other_platform = tasks[step.task].implementation(host.platform) is None
-            if unreachable or not_needed or other_platform or host.name in held:
+            if not wanted or unreachable or not_needed or other_platform or host.name in held:
                 skipped.append(host.name)
             else:
                 active.append(host)

@@ -71,7 +71,12 @@ class NetworkConfigBackup(Remediation):
         title = f"{run.task}: {len(written)} device(s) changed or new"
         message = f"{title} under {run.ticket}\n\n" + "\n".join(written) + "\n"
         commit = store.commit(written, message)
-        return [f"backup: commit {commit} in {store.root} ({', '.join(written)})"]
+        notes = [f"backup: commit {commit} in {store.root} ({', '.join(written)})"]
+        if store.unpushed:
+            notes.append(f"backup: kept here, not yet shared: {store.unpushed}")
+        elif store.remote():
+            notes.append(f"backup: pushed to {store.remote()}")
+        return notes
 
     def _fetch(self, ctx: Context) -> str:
         platform = ctx.host.platform

@@ -1006,3 +1006,39 @@ def test_one_desk_note_per_run_names_the_hosts_its_workers_ran(
         assert password not in run.stdout + run.stderr + note
     finally:
         fake.stop()
+
+
+def test_a_sites_backups_reach_the_controller_through_the_shared_remote(
+    estate: Estate, tmp_path: Path
+) -> None:
+    """The worker of branch-a runs from a workspace of its own (as at a real site): its backup
+    of the site's switch is committed there and pushed to the shared remote, and the controller's
+    `backup history` shows it although its own repository never ran that backup."""
+    db = 1 + secrets.randbelow(15)
+    broker = f"redis://127.0.0.1:6379/{db}"
+    controller = estate.on_broker(f"ctl-{db}", broker)
+    site = estate.on_broker(f"site-{db}", broker)
+    url = tmp_path / "configs.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(url)], check=True)
+    try:
+        for ws in (controller, site):
+            shared = ws.itops("backup", "remote", str(url))
+            assert shared.returncode == 0 and str(url) in shared.stdout, shared.stderr
+        site.start_worker("branch-a")
+        controller.wait_live("branch-a")
+        run = controller.itops("backup", "run", SITE_SWITCH, "--ticket", "CHG-7110", "--json",
+                               timeout=240)  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr + site.worker_logs()
+        notes = json.loads(run.stdout)["notes"]
+        assert any(n.startswith("backup: pushed to") for n in notes), notes
+        assert any(str(site.root) in n for n in notes if n.startswith("backup: commit")), notes
+        history = controller.itops("backup", "history", SITE_SWITCH)
+        assert "CHG-7110" in history.stdout, history.stdout + history.stderr
+        diff = controller.itops("backup", "diff", SITE_SWITCH)
+        assert diff.returncode == 0 and "hostname" in diff.stdout, diff.stdout + diff.stderr
+    finally:
+        for procs in list(site.workers.values()):
+            for proc in list(procs):
+                site.stop(proc)
+        subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "flushdb"],
+                       capture_output=True)  # fmt: skip

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "run": "toolkit.cli.backup:run",
     "history": "toolkit.cli.backup:history",
     "diff": "toolkit.cli.backup:diff",
+    "remote": "toolkit.cli.backup:remote",
     "list": "toolkit.cli.backup_files:list_",
     "show": "toolkit.cli.backup_files:show",
     "verify": "toolkit.cli.backup_files:verify",
@@ -35,6 +36,7 @@ def backup() -> None:
       itops backup history sw-01
       itops backup diff sw-01
       itops backup diff sw-01 HEAD~2
+      itops backup remote /srv/git/itops-configs.git
       itops backup list ws-042
       itops backup verify
     """
@@ -132,3 +134,38 @@ def diff(app: App, device: str, rev: str | None) -> None:
 
     text = ConfigRepository(app.workspace.state_dir / FOLDER).diff(device, rev)
     render.echo(text.rstrip("\n") if text else f"no change to {device} since {rev}")
+
+
+@click.command()
+@click.argument("url", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def remote(app: App, url: str | None, as_json: bool) -> None:
+    """Show, or set to URL, the shared git remote of the network configuration backups.
+
+    With sites, each site's worker backs its devices up into its own workspace: give the
+    controller and every worker the same remote (a bare repository — a path, or ssh://, whose
+    host key must already be known) and each backup is pushed there, each `history`/`diff` reads
+    it, so every site's backups are one history wherever you look.
+
+    \b
+    Examples:
+      itops backup remote                                  # show it
+      itops backup remote /srv/git/itops-configs.git       # set it (then on every worker too)
+      itops backup remote ssh://git@backups.example.org/itops/configs.git
+    """
+    from toolkit.backups.network import FOLDER, ConfigRepository
+
+    repo = ConfigRepository(app.workspace.state_dir / FOLDER)
+    problem = repo.set_remote(url) if url else None
+    shown = repo.remote()
+    if as_json:
+        render.emit_json({"remote": shown, "in_sync": bool(url) and problem is None,
+                          "problem": problem})  # fmt: skip
+        return
+    if not shown:
+        render.echo("no shared remote: the backups stay in this workspace")
+        return
+    render.echo(f"shared remote: {shown}")
+    if problem:
+        render.echo(f"warning: {problem}", err=True, fg="yellow")

@@ -10,6 +10,10 @@ issue/{key}/changelog (paged, isLast), GET search/jql (`updated >= "yyyy/MM/dd H
 ORDER BY updated ASC`, nextPageToken paging); errors as {"errorMessages": [...], "errors":
 {}}. The workflow is JSM's IT service desk one: Waiting for support → In Progress / Waiting for
 customer → Resolved → Closed (and Canceled). Times are UTC, as an account set to UTC sees them.
+Cloud only, from the Service Management REST API: GET /rest/servicedeskapi/request/{key}/feedback
+→ {"type": "csat", "rating": 1–5, "comment": {"body"}} (CSATFeedbackFullDTO), 404 when the
+request has no rating; Data Center has no such resource (404). A rating updates the issue
+(`updated`), as a change of its Satisfaction field does.
 """
 
 from __future__ import annotations
@@ -116,6 +120,18 @@ class FakeJira(FakeDesk):
             self._comment(self.issues[key], self.account(by), body, public,
                           self.clock() if at is None else at)  # fmt: skip
 
+    def rate(self, key: str, rating: int, comment: str | None = None, *,
+             at: float | None = None) -> None:  # fmt: skip
+        """The customer rates the resolved request on the portal (CSAT)."""
+        with self.lock:
+            issue = self.issues[key]
+            issue["feedback"] = {"type": "csat", "rating": rating}
+            if comment is not None:
+                issue["feedback"]["comment"] = {"body": comment}
+            at = self.clock() if at is None else at
+            issue["fields"]["updated"] = jtime(at)
+            issue["updated_at"] = at
+
     def comments_of(self, key: str) -> list[dict[str, Any]]:
         return list(self.issues[key]["comments"])
 
@@ -135,6 +151,13 @@ class FakeJira(FakeDesk):
 
     def answer(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Answer:
         param = {k: v[-1] for k, v in query.items()}
+        feedback = re.fullmatch(r"/rest/servicedeskapi/request/([A-Z][A-Z0-9_]*-[0-9]+)/feedback",
+                                path)  # fmt: skip
+        if feedback and method == "GET" and self.deployment == "Cloud":
+            rated = (self.issues.get(feedback.group(1)) or {}).get("feedback")
+            if rated is None:
+                return 404, {}, self.error_body(404, "No feedback found for this request.")
+            return 200, {}, dict(rated)
         if not path.startswith("/rest/api/2/"):
             return 404, {}, self.error_body(404, "not found")
         rest = path[len("/rest/api/2/") :]

@@ -7,7 +7,12 @@ Implemented as GLPI's apirest.md documents them: initSession (`Authorization: us
 with_logs: `_logs`, the ticket's glpi_logs rows); GET Ticket/:id/Ticket_User and
 /ITILFollowup; POST ITILFollowup and ITILSolution ({"input": {…}} → 201 {"id", "message"});
 GET search/Ticket (criteria on field 19 date_mod `morethan`, forcedisplay 2 and 19, sort,
-order, range → {"totalcount", "count", "data": [{"2": id, "19": date_mod}]}, 206 when partial).
+order, range → {"totalcount", "count", "data": [{"2": id, "19": date_mod}]}, 206 when partial;
+or criteria on field 61, the ticket's satisfaction's date_answered); GET
+Ticket/:id/TicketSatisfaction (glpi_ticketsatisfactions rows: id, tickets_id, type, date_begin,
+date_answered, satisfaction, satisfaction_scaled_to_5, comment — GLPI 10's columns; answering
+logs option 62 on the ticket, as CommonITILSatisfaction's history does, and leaves the ticket's
+date_mod alone).
 Errors as GLPI sends them: a JSON list ["ERROR_…", "message"] (401 ERROR_SESSION_TOKEN_INVALID,
 401 ERROR_GLPI_LOGIN_USER_TOKEN, 400 ERROR_WRONG_APP_TOKEN_PARAMETER, 404 ERROR_ITEM_NOT_FOUND).
 Log rows as glpi_logs holds them: linked_action 20 (created), 17 (a sub-item added:
@@ -44,6 +49,8 @@ class GlpiServer(DeskServer):
         self._log_ids = itertools.count(1000)
         self._ids = itertools.count(1)
         self._fids = itertools.count(501)
+        self.satisfactions: dict[int, dict[str, Any]] = {}
+        self._sids = itertools.count(71)
 
     # -- what a GLPI user does in GLPI's own UI (test setup) --------------------------------
     def _log(self, ticket: int, user: int, action: int, field: int = 0, old: str = "",
@@ -116,6 +123,39 @@ class GlpiServer(DeskServer):
         self._log(n, by, 17, new=f"({fid})", link="ITILFollowup", at=at)
         return fid
 
+    def survey(self, ticket: str, *, at: float | None = None) -> int:
+        """GLPI's survey made when the ticket is closed (unanswered: satisfaction NULL)."""
+        n = int(ticket.removeprefix("GLPI-"))
+        with self.lock:
+            sid = next(self._sids)
+            self.satisfactions[sid] = {
+                "id": sid, "tickets_id": n, "type": 1,
+                "date_begin": stamp(at if at is not None else time.time(), GLPI_TIME),
+                "date_answered": None, "satisfaction": None, "satisfaction_scaled_to_5": None,
+                "comment": None,
+            }  # fmt: skip
+            return sid
+
+    def answer(self, sid: int, satisfaction: int, comment: str = "", *, max_rate: int = 5,
+               by: int = 7, scaled: bool = True, at: float | None = None) -> None:  # fmt: skip
+        """The requester answers (GLPI 9.5 has no satisfaction_scaled_to_5: `scaled=False`);
+        GLPI stores the comment HTML-escaped."""
+        with self.lock:
+            row = self.satisfactions[sid]
+            when = stamp(at if at is not None else time.time(), GLPI_TIME)
+            row.update(date_answered=when, satisfaction=satisfaction,
+                       comment=comment.replace("<", "&lt;").replace(">", "&gt;"))  # fmt: skip
+            if scaled:
+                row["satisfaction_scaled_to_5"] = satisfaction / (max_rate / 5)
+            else:
+                row.pop("satisfaction_scaled_to_5", None)
+            self.logs.append({
+                "id": next(self._log_ids), "itemtype": "Ticket", "items_id": row["tickets_id"],
+                "itemtype_link": "", "linked_action": 0,
+                "user_name": f"{self.users[by]} ({by})", "date_mod": when,
+                "id_search_option": 62, "old_value": "", "new_value": str(satisfaction),
+            })  # fmt: skip
+
     def notes(self, ticket: str) -> list[dict[str, Any]]:
         n = int(ticket.removeprefix("GLPI-"))
         with self.lock:
@@ -154,6 +194,11 @@ class GlpiServer(DeskServer):
                     return Reply(404, ["ERROR_ITEM_NOT_FOUND", "Item not found"])
                 return Reply(200, [dict(f) for f in self.followups.values()
                                    if f["items_id"] == int(n)])  # fmt: skip
+            case ("GET", ["Ticket", n, "TicketSatisfaction"]):
+                if int(n) not in self.tickets:
+                    return Reply(404, ["ERROR_ITEM_NOT_FOUND", "Item not found"])
+                return Reply(200, [dict(r) for r in self.satisfactions.values()
+                                   if r["tickets_id"] == int(n)])  # fmt: skip
             case ("POST", ["ITILFollowup"]):
                 data = (req.body or {}).get("input") or {}
                 n = int(data.get("items_id") or 0)
@@ -222,6 +267,14 @@ class GlpiServer(DeskServer):
         if query.get("criteria[0][field]") == "19":
             assert query.get("criteria[0][searchtype]") == "morethan"
             rows = [t for t in rows if t["date_mod"] > query["criteria[0][value]"]]
+        elif query.get("criteria[0][field]") == "61":  # a child join: any of its surveys
+            assert query.get("criteria[0][searchtype]") == "morethan"
+            value = query["criteria[0][value]"]
+            rows = [t for t in rows if any(
+                r["tickets_id"] == t["id"] and r["date_answered"] and r["date_answered"] > value
+                for r in self.satisfactions.values())]  # fmt: skip
+        elif "criteria[0][field]" in query:
+            return Reply(400, ["ERROR_BAD_ARRAY", "criteria not implemented here"])
         first, _, last = query.get("range", "0-49").partition("-")
         page = rows[int(first) : int(last) + 1]
         data = [{"2": t["id"], "19": t["date_mod"]} for t in page]

@@ -181,12 +181,29 @@ def test_kpi_over_synced_desk_tickets_measures_the_desks_times(
     server.set(two, field, pending, at=at("14:10"))
     server.set(two, field, working, at=at("15:10"))
     server.set(two, field, done, at=at("15:30"))
+    hostile = "slow \x1b[31mred\x1b]0;title\x07 <b>bold</b>"
+    if system == "glpi":  # its satisfaction surveys (Zammad has none): 0 stars is 1
+        server.answer(server.survey(one, at=at("12:30")), 0, hostile, at=at("13:00"))
+        server.answer(server.survey(two, at=at("15:30")), 4, at=at("16:00"))
+        server.survey(server.new_ticket("kpi unanswered", priority=p1, at=at("09:00")))
     synced = itops("--workspace", str(ws), "itsm", "sync")
     assert synced.returncode == 0, synced.stderr
+    if system == "glpi":
+        again = json.loads(itops("--workspace", str(ws), "itsm", "sync", "--json").stdout)
+        assert again["recorded"] == 0
+        shown = json.loads(itops("--workspace", str(ws), "ticket", "show", one, "--json").stdout)
+        assert shown["summary"]["survey_score"] == 1
+        [survey] = [r for r in shown["records"] if r["kind"] == "ticket.survey"]
+        assert survey["data"]["comment"] == hostile and survey["data"]["score"] == 1
+        text = itops("--workspace", str(ws), "ticket", "show", one)
+        assert text.returncode == 0 and "\x1b" not in text.stdout and "\x07" not in text.stdout
     kpi = itops("--workspace", str(ws), "kpi", "--since", "2026-06-01T00:00Z",
                 "--until", "2026-06-02T00:00Z", "--json")  # fmt: skip
     assert kpi.returncode == 0, kpi.stderr
     found = json.loads(kpi.stdout)
-    assert found["tickets_opened"] == 2 and found["tickets_resolved"] == 2
+    if system == "glpi":
+        assert found["surveys"] == 2 and found["csat_mean"] == pytest.approx(2.5)  # (1+4)/2
+    assert found["tickets_opened"] == (3 if system == "glpi" else 2)
+    assert found["tickets_resolved"] == 2
     assert found["time_to_resolve_mean"] == pytest.approx((150 + 30) / 2)
     assert found["resolution_sla_compliance"] == 1.0  # P1: 4 h

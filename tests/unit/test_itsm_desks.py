@@ -493,3 +493,67 @@ def test_a_resolve_the_desk_committed_before_timing_out_is_not_done_twice(
     assert len(env.notes(ticket)) == 1
     changes = [r for r in env.server.seen if r.method == call[0] and r.path.startswith(call[1])]
     assert len(changes) == 1  # one solution / one state change
+
+
+def test_glpi_surveys_are_synced_once_scaled_to_1_to_5_even_when_answered_later(
+    ledger: Any, tmp_path: Path
+) -> None:
+    """GLPI's satisfaction surveys: answered ones become `survey` events (score
+    satisfaction_scaled_to_5, or satisfaction on 9.5, half up, 0 stars → 1; the comment kept
+    as data), unanswered ones nothing; one answered after the ticket's last step — which
+    leaves the ticket's date_mod alone — is found by its date_answered, and none twice."""
+    from toolkit.desk.kpi import kpis
+    from toolkit.desk.sla import default_policy
+    from toolkit.desk.tickets import from_records, summarize
+    from toolkit.itsm.sync import sync
+
+    server = GlpiServer().start()
+    env = Env("glpi", server)
+    t0 = time.time() - 7200
+    hostile = "merci \x1b[31m<b>red</b>\x1b]0;title\x07 '; DROP TABLE x; --"
+    tickets = [env.ticket(f"survey {i}", at=t0 + i) for i in range(4)]
+    sids = []
+    for i, ticket in enumerate(tickets):
+        server.set(ticket, "status", 5, at=t0 + 600 + i)  # solved
+        server.set(ticket, "status", 6, at=t0 + 900 + i)  # closed: GLPI makes its survey
+        sids.append(server.survey(ticket, at=t0 + 900 + i))
+    server.answer(sids[0], 10, hostile, max_rate=10, at=t0 + 1000)  # scaled: 5
+    server.answer(sids[1], 3, max_rate=5, scaled=False, at=t0 + 1001)  # GLPI 9.5: 3
+    # sids[2]: never answered; sids[3]: answered after the first sync
+    settings = env.settings(timeout=5.0)
+    desk = env.desk()
+    lock = tmp_path / "lock"
+    try:
+        first = sync(ledger, desk, settings, lock=lock)
+        assert first.skipped == [] and first.events["survey"] == 2, first.as_dict()
+        before = len(server.seen)
+        again = sync(ledger, desk, settings, lock=lock)
+        assert sum(again.events.values()) == 0, again.as_dict()
+        server.answer(sids[3], 0, "nul", at=time.time() - 60)  # 0 stars
+        modified = {n: dict(t) for n, t in server.tickets.items()}
+        later = sync(ledger, desk, settings, lock=lock)
+        assert dict(later.events) == {"survey": 1} and later.skipped == [], later.as_dict()
+        assert {n: dict(t) for n, t in server.tickets.items()} == modified  # date_mod as it was
+        last = sync(ledger, desk, settings, lock=lock)
+        assert sum(last.events.values()) == 0, last.as_dict()
+    finally:
+        desk.close()
+        server.stop()
+    assert any(r.query.get("criteria[0][field]") == "61" for r in server.seen[before:])
+    surveys = {t: [r for r in ledger.records(ticket=t) if r.kind == "ticket.survey"]
+               for t in tickets}  # fmt: skip
+    assert [len(s) for s in surveys.values()] == [1, 1, 0, 1]
+    [one], [two], [four] = surveys[tickets[0]], surveys[tickets[1]], surveys[tickets[3]]
+    assert one.info["score"] == 5 and one.info["comment"] == hostile.strip()  # data, unescaped
+    assert one.action_id == f"glpi-survey-{sids[0]}" and one.info["imported"] is True
+    assert one.info["by"] == "alice" and abs(_epoch(one.info["at"]) - (t0 + 1000)) < 2
+    assert two.info["score"] == 3 and "comment" not in two.info
+    assert four.info["score"] == 1 and four.info["comment"] == "nul"  # 0 stars → 1
+    policy = default_policy()
+    summaries = []
+    for ticket in tickets:
+        events, actions = from_records(list(ledger.records(ticket=ticket)))
+        summaries.append(summarize(ticket, events, actions, policy))
+    assert [s.survey_score for s in summaries if s] == [5, 3, None, 1]
+    found = kpis([s for s in summaries if s], [], policy, since=t0 - 60, until=time.time() + 60)
+    assert found["surveys"] == 3 and found["csat_mean"] == pytest.approx(3.0)  # (5+3+1)/3

@@ -592,3 +592,51 @@ def test_a_token_without_a_user_is_sent_as_a_bearer_token(case: Case) -> None:
     [seen] = [s for s in case.fake.seen if case.unknown not in s.path][-1:]
     headers = {name.lower(): value for name, value in seen.headers.items()}
     assert headers["authorization"] == "Bearer tok-Canary-55"
+
+
+@pytest.mark.parametrize("deployment", ["Cloud", "Server"])
+def test_jira_cloud_satisfaction_ratings_become_surveys_once(
+    tmp_path: Path, ledger: Any, deployment: str
+) -> None:
+    """JSM Cloud: a resolved request's rating (GET servicedeskapi/request/KEY/feedback) is a
+    survey at the issue's update, its comment kept as data; a rating outside 1–5 is skipped
+    and said; none twice; a request rated after the last sync is found. Data Center has no
+    feedback resource: nothing is asked, nothing recorded."""
+    from toolkit.itsm.sync import sync
+
+    t0 = 1_796_000_000.0
+    hostile = "great \x1b[31mred\x1b]0;t\x07 <script>x</script>"
+    made = jira(tmp_path, deployment)
+    fake = made.fake
+    rated, odd, later, open_ = (
+        fake.new_issue(f"csat {i}", reporter="alice", at=t0 + i) for i in range(4)
+    )
+    for key in (rated, odd, later):
+        fake.change(key, "bob", at=t0 + 300, status="Resolved")
+    fake.rate(rated, 4, f"  {hostile}  ", at=t0 + 400)
+    fake.rate(odd, 7, at=t0 + 401)  # not a CSAT rating itops can count
+    desk = made.open()
+    lock = tmp_path / "lock"
+    try:
+        first = sync(ledger, desk, made.settings(), lock=lock, now=t0 + 3600)
+        again = sync(ledger, desk, made.settings(), lock=lock, now=t0 + 3600)
+        fake.rate(later, 2, at=t0 + 1800)
+        third = sync(ledger, desk, made.settings(), lock=lock, now=t0 + 3600)
+    finally:
+        desk.close()
+        fake.stop()
+    asked = [s for s in fake.seen if s.path.endswith("/feedback")]
+    if deployment != "Cloud":
+        assert asked == [] and "survey" not in first.events + third.events
+        return
+    assert asked and all({k.lower(): v for k, v in s.headers.items()}.get("x-experimentalapi")
+                         == "opt-in" for s in asked)  # fmt: skip
+    assert not any(s.path.endswith(f"/{open_}/feedback") for s in asked)  # not resolved
+    assert first.events["survey"] == 1 and sum(again.events.values()) == 0
+    assert [m for m in first.skipped if odd in m and "survey score '7' is not 1–5" in m]
+    assert dict(third.events) == {"survey": 1}
+    [survey] = [r for r in ledger.records(ticket=rated) if r.kind == "ticket.survey"]
+    assert survey.info["score"] == 4 and survey.info["comment"] == hostile
+    assert survey.info["at"] == iso_utc(t0 + 400) and survey.action_id.startswith("jira-survey-")
+    assert [r.info["score"] for r in ledger.records(ticket=later, kind="ticket.survey")] == [2]
+    assert not list(ledger.records(ticket=odd, kind="ticket.survey"))

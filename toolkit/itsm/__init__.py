@@ -161,8 +161,11 @@ class Change:
 
     `txn`: the desk's own id of the step (RT: its transaction id), rising: the dedupe key of
     the ticket events made from it and the high-water mark of the next sync. `what`: created,
-    replied (a reply to the requester, by anyone but the desk itself), status, priority or
-    queue; `old`/`new` the desk's own values (a status name, a priority value, a queue name).
+    replied (a reply to the requester, by anyone but the desk itself), status, priority,
+    queue or survey; `old`/`new` the desk's own values (a status name, a priority value, a
+    queue name; a survey: its comment and its score 1–5 as text). `key`: the dedupe key of
+    its ticket event when the desk's step id is not one (a survey answered later than the
+    ticket's last step: GLPI's `glpi-survey-<its id>`); empty: `<system>-<txn>`.
     """
 
     ticket: str  # itops' form: RT-123
@@ -172,6 +175,7 @@ class Change:
     what: str
     old: str = ""
     new: str = ""
+    key: str = ""
 
 
 class Desk(Protocol):

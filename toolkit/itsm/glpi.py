@@ -14,7 +14,9 @@ killSession, GET getFullSession (check), GET Ticket/N?expand_dropdowns=true&with
 ticket and its history: raw glpi_logs rows), GET Ticket/N/Ticket_User (requesters), GET
 Ticket/N/ITILFollowup (the dedupe key; public vs private followups for the sync), POST
 ITILFollowup {is_private: 1} (the internal note), POST ITILSolution (resolve: GLPI sets the
-ticket solved), GET search/Ticket (ids by date_mod, for the sync).
+ticket solved), GET search/Ticket (ids by date_mod, for the sync; by its satisfaction's
+date_answered, search option 61, for surveys answered since), GET Ticket/N/TicketSatisfaction
+(its satisfaction survey: glpi_ticketsatisfactions rows).
 
 A session token that expires (401 ERROR_SESSION_TOKEN_INVALID) is renewed once.
 """
@@ -52,6 +54,10 @@ STATUSES = {1: "new", 2: "assigned", 3: "planned", 4: "pending", 5: "solved", 6:
 # glpi_logs: linked_action (Log::HISTORY_*) and id_search_option of Ticket's fields
 CREATE_ITEM, ADD_SUBITEM = 20, 17
 FIELD_STATUS, FIELD_PRIORITY, FIELD_CATEGORY = 12, 3, 7
+# Ticket's search options of its satisfaction (TicketSatisfaction: offset 0): date_answered,
+# satisfaction — a survey answered writes a glpi_logs row on the ticket (option 62) but leaves
+# the ticket's date_mod as it was, so surveys are searched by their own date
+FIELD_ANSWERED, FIELD_SATISFACTION = 61, 62
 REQUESTER = 1  # Ticket_User.type (CommonITILActor::REQUESTER)
 _ID_SUFFIX = re.compile(r"^(.*?)\s*\((\d+)\)$")  # "glpi (2)", "Printers (4)"
 
@@ -209,6 +215,8 @@ class GlpiDesk:
         steps' ids; a ticket's date_mod moves with each step. The walk stops at the first ticket
         last modified well before a step already synced (or before `since`)."""
         found: list[Change] = []
+        surveys: list[Change] = []
+        walked: set[str] = set()
         synced_at: float | None = None  # the newest time of a step read before
         margin = 300.0
         for ticket, modified in self._search(since):
@@ -218,14 +226,35 @@ class GlpiDesk:
                 steps = self.history(ticket)
             except TicketUnknown:  # deleted since the search
                 continue
+            walked.add(ticket)
             for change in steps:
-                if change.txn > after and (since is None or change.at >= since):
+                if change.what == "survey":
+                    surveys.append(change)
+                elif change.txn > after and (since is None or change.at >= since):
                     found.append(change)
                 elif change.txn <= after:
                     synced_at = max(synced_at or change.at, change.at)
+        # surveys: answering one leaves the ticket's date_mod alone, so the walk above does not
+        # find a ticket answered after its last step; those answered since (less the margin)
+        # are searched by their date_answered. Each is keyed by its own id: read twice, kept once
+        cutoff = since if since is not None else (
+            synced_at - margin if synced_at is not None and after else None
+        )  # fmt: skip
+        if after or since is not None:
+            answered = cutoff if cutoff is not None else 1.0  # (any answer at all)
+            for ticket, _ in self._search(answered, field=FIELD_ANSWERED):
+                if ticket in walked:
+                    continue
+                try:
+                    surveys += [c for c in self.history(ticket) if c.what == "survey"]
+                except TicketUnknown:
+                    continue
+        found += [c for c in surveys if cutoff is None or c.at >= cutoff]
         yield from sorted(found, key=lambda c: c.txn)
 
-    def _search(self, since: float | None) -> Iterator[tuple[str, float | None]]:
+    def _search(self, since: float | None, field: int = 19) -> Iterator[tuple[str, float | None]]:
+        """Ticket ids and date_mod, newest first; with `since`, those whose `field` (19:
+        date_mod, 61: their satisfaction's date_answered) is after it."""
         start = 0
         while True:
             params = {
@@ -238,7 +267,7 @@ class GlpiDesk:
             if since is not None:
                 params.update(
                     {
-                        "criteria[0][field]": "19",
+                        "criteria[0][field]": str(field),
                         "criteria[0][searchtype]": "morethan",
                         "criteria[0][value]": time.strftime(
                             "%Y-%m-%d %H:%M:%S", time.gmtime(since - 1)
@@ -267,7 +296,37 @@ class GlpiDesk:
                 change = self._change(ticket, row)
                 if change is not None:
                     found.append(change)
+        found += self._surveys(ticket, found, logs)
         return sorted(found, key=lambda c: c.txn)
+
+    def _surveys(self, ticket: str, steps: list[Change], logs: list[Any]) -> list[Change]:
+        """The ticket's answered satisfaction surveys (date_answered and satisfaction set):
+        the score is satisfaction_scaled_to_5 (GLPI 10) or satisfaction, rounded half up and
+        held to 1–5 (GLPI's 0 stars is 1). Its step id is the glpi_logs row that recorded the
+        answer on the ticket (else the ticket's newest step); its key its own id."""
+        import html
+        import math
+
+        answers = [r for r in logs if isinstance(r, dict)
+                   and _int(r.get("id_search_option")) == FIELD_SATISFACTION]  # fmt: skip
+        logged = max(answers, key=lambda r: _int(r.get("id")), default=None)
+        found = []
+        for row in self._items(ticket, "TicketSatisfaction", "satisfaction survey", {}):
+            sid, at = _int(row.get("id")), _epoch(row.get("date_answered"))
+            if sid <= 0 or at is None or row.get("satisfaction") in (None, ""):
+                continue  # not answered (yet)
+            scaled = row.get("satisfaction_scaled_to_5")
+            try:
+                rate = float(scaled if scaled not in (None, "") else row["satisfaction"])
+                score = str(min(5, max(1, math.floor(rate + 0.5))))
+            except (TypeError, ValueError, OverflowError):
+                score = str(row.get("satisfaction"))[:20]  # (the sync skips it, saying why)
+            txn = _int(logged.get("id")) if logged else max((c.txn for c in steps), default=0)
+            by = _name(logged.get("user_name")) if logged else ""
+            comment = html.unescape(str(row.get("comment") or ""))
+            found.append(Change(ticket, txn, at, by, "survey", comment, score,
+                                key=f"glpi-survey-{sid}"))  # fmt: skip
+        return found
 
     def _change(self, ticket: str, row: dict[str, Any]) -> Change | None:
         txn, at = _int(row.get("id")), _epoch(row.get("date_mod"))

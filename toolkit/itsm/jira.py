@@ -13,7 +13,11 @@ internal comment: never shown on the customer portal nor mailed), GET issue/KEY/
 (with their fields) and POST issue/KEY/transitions (resolve: the transition to a resolved
 state, with a resolution if the screen asks for one), GET myself (check), the JQL search
 (Cloud: GET search/jql with nextPageToken; Data Center: GET search) with the changelog
-expanded, and GET issue/KEY/changelog when an issue's embedded changelog is cut short (sync).
+expanded, and GET issue/KEY/changelog when an issue's embedded changelog is cut short (sync);
+on Cloud, GET servicedeskapi/request/KEY/feedback (the customer's satisfaction rating of a
+resolved request: {"type": "csat", "rating": 1–5, "comment": {"body"}}, 404 when there is none;
+an experimental method, so sent with `X-ExperimentalApi: opt-in`). Data Center's REST API has
+no such resource: its ratings are not read.
 Nothing of jira or requests leaves this module: their failures become DeskErrors.
 """
 
@@ -44,10 +48,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("itops.itsm")
 
 KEY_LINE = "itops-note: "  # (outbox.KEY_LINE: the last line of every note itops writes)
-FIELDS = "summary,status,priority,components,issuetype,reporter,created,project"
+FIELDS = "summary,status,priority,components,issuetype,reporter,created,updated,project"
 # a step's id: its millisecond and its kind's rank — rising with time, unique within an issue
 # (Jira numbers changelog entries and comments in two separate sequences)
-RANKS = {"created": 0, "replied": 1, "status": 2, "priority": 3, "queue": 4}
+RANKS = {"created": 0, "replied": 1, "status": 2, "priority": 3, "queue": 4, "survey": 5}
 CHANGED = {"status": "status", "priority": "priority", "component": "queue"}
 MARGIN = 120  # seconds re-read before the mark: JQL's minutes, an issue updated late
 PAGE = 100
@@ -312,7 +316,41 @@ class JiraDesk:
                     continue
                 old, new = str(item.get("fromString") or ""), str(item.get("toString") or "")
                 steps.append(Change(ticket, _txn(at, what), at, by, what, old, new))
+        survey = self._survey(issue, info)
+        if survey is not None:
+            steps.append(survey)
         return steps
+
+    def _survey(self, issue: dict[str, Any], info: DeskTicket) -> Change | None:
+        """A resolved request's satisfaction rating (Cloud only), keyed by the issue's id: one
+        per request, recorded once. Its time is not in the answer (the portal's "Satisfaction
+        date" is a custom field whose id differs per site): it is the issue's last update —
+        rating a request updates it, which is also how the sync's JQL finds it."""
+        if self._jira.deploymentType != "Cloud":
+            return None
+        if self.settings.state(info.status) not in ("resolved", "closed"):
+            return None
+        at = _epoch((issue.get("fields") or {}).get("updated"))
+        if at is None:
+            return None
+        url = f"{self.url}/rest/servicedeskapi/request/{info.number}/feedback"
+
+        def get() -> Any:
+            from jira.utils import json_loads
+
+            return json_loads(self._jira._session.get(url, headers={"X-ExperimentalApi": "opt-in"}))
+
+        try:
+            feedback = self._call(f"read {info.id}'s satisfaction rating", get, ticket=info.id)
+        except TicketUnknown:  # no rating (or not a service request)
+            return None
+        if not isinstance(feedback, dict) or feedback.get("rating") is None:
+            return None
+        comment = str((feedback.get("comment") or {}).get("body") or "")
+        by = info.requesters[0] if info.requesters else ""
+        key = f"jira-survey-{issue.get('id') or info.id}"
+        rating = str(feedback.get("rating"))  # (the sync skips one outside 1–5, saying why)
+        return Change(info.id, _txn(at, "survey"), at, by, "survey", comment, rating, key=key)
 
     def _changelog(self, ticket: str) -> list[dict[str, Any]]:
         """GET issue/KEY/changelog, every page (an issue with more than the search embeds)."""

@@ -10,13 +10,15 @@ desk's tickets like any other:
             resolved                 → resolved;  from resolved or closed back → reopened
             closed (rejected/deleted)→ resolved (code: the desk's status) + closed
     priority / queue changed         → updated (priority / category), when the mapped value changes
+    survey answered (GLPI, Jira Cloud) → survey (score 1–5, comment); a score outside 1–5 skipped
 
 Every event carries the desk step's id as its dedupe key (`action_id` `rt-1234`; a second
-event of one step `rt-1234-2`): a step whose key the ticket already holds is never recorded
-again, so a second sync adds nothing. The newest step read is the high-water mark
-(`itsm.synced`, recorded with the events in one transaction): the next sync reads only the
-steps after it. `--since` reads from that instant instead (what is already there is still not
-recorded twice). A ticket first seen through a later step is read with its whole history.
+event of one step `rt-1234-2`; a survey the key its desk gives it, `glpi-survey-12`): a
+step whose key the ticket already holds is never recorded again, so a second sync adds
+nothing. The newest step read is the high-water mark (`itsm.synced`, recorded with the
+events in one transaction): the next sync reads only the steps after it. `--since` reads
+from that instant instead (what is already there is still not recorded twice). A ticket
+first seen through a later step is read with its whole history.
 
 Each event is checked against the ticket's replayed history at its time (`tickets.next_state`);
 one that does not fit — itops resolved the mirror itself before the desk did — is skipped and
@@ -269,7 +271,7 @@ def _ticket_events(
         return True
 
     for change in changes:
-        key = f"{result.system}-{change.txn}"
+        key = change.key or f"{result.system}-{change.txn}"
         now = _replay(ticket, events, change.at, change.txn)
         if change.what == "created":
             if now.state is not None or any(e.event == "opened" for e in events):
@@ -300,7 +302,28 @@ def _ticket_events(
             if category != now.category:
                 reason = f"queue {change.old or '?'} → {change.new} at the desk"
                 add(key, change, "updated", {"category": category, "reason": reason[:500]})
+        elif change.what == "survey":
+            score = _score(change.new)
+            if score is None:
+                result.skipped.append(
+                    f"{ticket} ({key}): survey score {change.new[:20]!r} is not 1–5"
+                )
+                continue
+            comment = change.old.strip()[:COMMENT] or None
+            add(key, change, "survey", {"score": score, "comment": comment})
     return made
+
+
+COMMENT = 2000  # characters of a survey's comment kept
+
+
+def _score(value: str) -> int | None:
+    """A survey's score as the desk adapter mapped it: a whole number 1–5, else None."""
+    try:
+        score = int(value.strip())
+    except ValueError:
+        return None
+    return score if 1 <= score <= 5 else None
 
 
 Step = tuple[str, dict[str, Any]]

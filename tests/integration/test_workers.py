@@ -158,6 +158,24 @@ class Estate:
         return "".join(p.read_text(errors="replace")[-3000:] for p in self.logs.glob("*.log"))
 
 
+@contextlib.contextmanager
+def on_redis(estate: Estate, *names: str) -> Iterator[tuple[Any, ...]]:
+    """The number of a Redis database of their own, then workspaces beside `estate` (one per
+    name) whose workers use it; afterwards their workers are stopped and the database emptied
+    (kombu prefixes its broadcast channels with the database number: other tests never meet)."""
+    db = 1 + secrets.randbelow(15)
+    spaces = tuple(estate.on_broker(f"{n}-{db}", f"redis://127.0.0.1:6379/{db}") for n in names)
+    try:
+        yield (db, *spaces)
+    finally:
+        for space in spaces:
+            for procs in list(space.workers.values()):
+                for proc in list(procs):
+                    space.stop(proc)
+        subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "flushdb"],
+                       capture_output=True)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
     if os.geteuid() != 0:
@@ -637,10 +655,8 @@ def test_ctrl_c_revokes_queued_jobs_and_stops_running_ones(estate: Estate) -> No
 def test_redis_as_the_broker_runs_the_same_jobs(estate: Estate) -> None:
     """A second workspace on the same lab hosts, its workers on Redis (a database of its own,
     emptied after; kombu prefixes its broadcast channels with the database number)."""
-    db = 1 + secrets.randbelow(15)
-    other = estate.on_broker(f"redis-{db}", f"redis://127.0.0.1:6379/{db}")
     folder = marks_dir(Path("/tmp"))
-    try:
+    with on_redis(estate, "redis") as (_, other):
         for site in ("branch-a", "branch-b"):
             other.start_worker(site)
         for site in ("branch-a", "branch-b"):
@@ -654,12 +670,6 @@ def test_redis_as_the_broker_runs_the_same_jobs(estate: Estate) -> None:
         log = other.itops("log", "--ticket", "INC-7006", "--json").stdout
         finishes = [json.loads(line) for line in log.splitlines() if '"action.finish"' in line]
         assert {(r["data"] or {}).get("site") for r in finishes} == {"branch-a", "branch-b", None}
-    finally:
-        for procs in list(other.workers.values()):
-            for proc in list(procs):
-                other.stop(proc)
-        subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "flushdb"],
-                       capture_output=True)  # fmt: skip
 
 
 def test_a_site_whose_last_worker_dies_mid_run_fails_instead_of_hanging(
@@ -836,47 +846,42 @@ def test_a_secret_made_on_a_worker_reaches_the_engineer_sealed(estate: Estate) -
     it once at the controller, while the broker and the result backend (Redis here, which keeps
     results where they can be read) only ever hold it sealed to the run's key; nor is it in the
     ledger or the worker's log."""
-    db = 1 + secrets.randbelow(15)
-    other = estate.on_broker(f"redis-secret-{db}", f"redis://127.0.0.1:6379/{db}")
     user = f"itw-{secrets.token_hex(3)}"
     subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", user], check=True)
     site_host = estate.hosts[3]  # branch-b
     try:
-        other.start_worker("branch-b")
-        other.wait_live("branch-b")
-        run = other.itops("fix", "password.reset", site_host, "-p", f"user={user}",
-                          "--ticket", "INC-7020", "--json")  # fmt: skip
-        assert run.returncode == 0, run.stdout + run.stderr + other.worker_logs()
-        assert by_host(run)[site_host]["outcome"] == "fixed"
-        shown = re.search(rf"{site_host}: new password for {user} \(shown once, not recorded\): "
-                          r"(\S+)", run.stderr)  # fmt: skip
-        assert shown, run.stderr
-        password = shown.group(1)
-        # it is the account's password now: the hash in /etc/shadow checks out
-        from tests.integration.test_linux_password import password_is
+        with on_redis(estate, "redis-secret") as (db, other):
+            other.start_worker("branch-b")
+            other.wait_live("branch-b")
+            run = other.itops("fix", "password.reset", site_host, "-p", f"user={user}",
+                              "--ticket", "INC-7020", "--json")  # fmt: skip
+            assert run.returncode == 0, run.stdout + run.stderr + other.worker_logs()
+            assert by_host(run)[site_host]["outcome"] == "fixed"
+            said = rf"{site_host}: new password for {user} \(shown once, not recorded\): (\S+)"
+            shown = re.search(said, run.stderr)
+            assert shown, run.stderr
+            password = shown.group(1)
+            # it is the account's password now: the hash in /etc/shadow checks out
+            from tests.integration.test_linux_password import password_is
 
-        assert password_is(user, password)
-        # nowhere in clear: the result backend and broker keys, the ledger, the worker's log
-        keys = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "--scan"],
-                              capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-        assert any(k.startswith("celery-task-meta-") for k in keys), keys
-        for key in keys:
-            dump = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "--no-raw",
-                                   "DUMP", key], capture_output=True, check=True).stdout  # fmt: skip
-            assert password.encode() not in dump, key
-        meta = [k for k in keys if k.startswith("celery-task-meta-")]
-        stored = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "GET", meta[-1]],
-                                capture_output=True, text=True, check=True).stdout  # fmt: skip
-        assert '"sealed"' in stored and user not in stored.split('"handovers"')[1], stored
-        log = other.itops("log", "--ticket", "INC-7020", "--json")
-        assert log.returncode == 0 and password not in log.stdout
-        assert password not in other.worker_logs()
+            assert password_is(user, password)
+            # nowhere in clear: the result backend and broker keys, the ledger, the worker's log
+            redis = ["redis-cli", "-h", "127.0.0.1", "-n", str(db)]
+            keys = subprocess.run([*redis, "--scan"], capture_output=True, text=True,
+                                  check=True).stdout.split()  # fmt: skip
+            assert any(k.startswith("celery-task-meta-") for k in keys), keys
+            for key in keys:
+                dump = subprocess.run([*redis, "--no-raw", "DUMP", key], capture_output=True,
+                                      check=True).stdout  # fmt: skip
+                assert password.encode() not in dump, key
+            meta = [k for k in keys if k.startswith("celery-task-meta-")]
+            stored = subprocess.run([*redis, "GET", meta[-1]], capture_output=True, text=True,
+                                    check=True).stdout  # fmt: skip
+            assert '"sealed"' in stored and user not in stored.split('"handovers"')[1], stored
+            log = other.itops("log", "--ticket", "INC-7020", "--json")
+            assert log.returncode == 0 and password not in log.stdout
+            assert password not in other.worker_logs()
     finally:
-        for procs in list(other.workers.values()):
-            for proc in list(procs):
-                other.stop(proc)
-        subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "flushdb"],
-                       capture_output=True)  # fmt: skip
         subprocess.run(["userdel", user], capture_output=True)
 
 
@@ -1014,13 +1019,9 @@ def test_a_sites_backups_reach_the_controller_through_the_shared_remote(
     """The worker of branch-a runs from a workspace of its own (as at a real site): its backup
     of the site's switch is committed there and pushed to the shared remote, and the controller's
     `backup history` shows it although its own repository never ran that backup."""
-    db = 1 + secrets.randbelow(15)
-    broker = f"redis://127.0.0.1:6379/{db}"
-    controller = estate.on_broker(f"ctl-{db}", broker)
-    site = estate.on_broker(f"site-{db}", broker)
     url = tmp_path / "configs.git"
     subprocess.run(["git", "init", "-q", "--bare", str(url)], check=True)
-    try:
+    with on_redis(estate, "ctl", "site") as (_, controller, site):
         for ws in (controller, site):
             shared = ws.itops("backup", "remote", str(url))
             assert shared.returncode == 0 and str(url) in shared.stdout, shared.stderr
@@ -1036,9 +1037,3 @@ def test_a_sites_backups_reach_the_controller_through_the_shared_remote(
         assert "CHG-7110" in history.stdout, history.stdout + history.stderr
         diff = controller.itops("backup", "diff", SITE_SWITCH)
         assert diff.returncode == 0 and "hostname" in diff.stdout, diff.stdout + diff.stderr
-    finally:
-        for procs in list(site.workers.values()):
-            for proc in list(procs):
-                site.stop(proc)
-        subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "flushdb"],
-                       capture_output=True)  # fmt: skip

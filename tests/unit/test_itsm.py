@@ -8,6 +8,7 @@ answers what RT's REST 2 answers when overloaded (429 with Retry-After) or faili
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import threading
 from collections.abc import Iterator
@@ -228,6 +229,27 @@ def test_the_itsm_section_takes_references_only() -> None:
     assert settings.problems(good) == []
 
 
+def rt_with_password(url: str, *, timeout: float, ca_bundle: str | None = None) -> Any:
+    """An RtDesk signing in as itops with a password, for the tests' loopback desks."""
+    from toolkit.itsm.rt import RtDesk
+
+    settings = ItsmSettings(system="rt", url=url, user="itops", timeout=timeout,
+                            ca_bundle=ca_bundle)  # fmt: skip
+    return RtDesk(settings, password=Secret("pw"), token=None)
+
+
+@contextlib.contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` served over HTTP on a free loopback port (its URL) for the block."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class _Overloaded(http.server.BaseHTTPRequestHandler):
     status = 429
 
@@ -245,34 +267,19 @@ class _Overloaded(http.server.BaseHTTPRequestHandler):
 @pytest.mark.parametrize("status", [429, 503])
 def test_python_rt_against_an_overloaded_desk_gives_retry_after(status: int) -> None:
     """A loopback server answering as an overloaded RT would (not RT itself)."""
-    from toolkit.itsm.rt import RtDesk
 
     handler = type("H", (_Overloaded,), {"status": status})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        desk = RtDesk(
-            ItsmSettings(system="rt", url=url, user="itops", timeout=5),
-            password=Secret("pw"),
-            token=None,
-        )
+    with serving(handler) as url:
+        desk = rt_with_password(url, timeout=5)
         with pytest.raises(DeskUnavailable) as caught:
             desk.lookup("RT-1")
         desk.close()
-    finally:
-        server.shutdown()
     assert caught.value.retry_after == 42.0 and f"HTTP {status}" in caught.value.message
 
 
 def test_an_unreachable_desk_is_unavailable_not_a_crash() -> None:
-    from toolkit.itsm.rt import RtDesk
 
-    desk = RtDesk(
-        ItsmSettings(system="rt", url="http://127.0.0.1:9", user="itops", timeout=2),
-        password=Secret("pw"),
-        token=None,
-    )
+    desk = rt_with_password("http://127.0.0.1:9", timeout=2)
     with pytest.raises(DeskUnavailable, match="unreachable"):
         desk.lookup("RT-1")
     with pytest.raises(DeskError):
@@ -295,7 +302,6 @@ def test_a_self_signed_desk_is_refused_unless_its_ca_is_configured(tmp_path: Pat
     RT's standalone server speaks HTTP only)."""
     import ssl
 
-    from toolkit.itsm.rt import RtDesk
     from toolkit.lab.tlsca import issue
 
     tls = issue(tmp_path / "tls", "localhost", "127.0.0.1", ca_name="itops test desk CA")
@@ -306,18 +312,10 @@ def test_a_self_signed_desk_is_refused_unless_its_ca_is_configured(tmp_path: Pat
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"https://127.0.0.1:{server.server_address[1]}"
     try:
-        untrusting = RtDesk(
-            ItsmSettings(system="rt", url=url, user="itops", timeout=5),
-            password=Secret("pw"),
-            token=None,
-        )
+        untrusting = rt_with_password(url, timeout=5)
         with pytest.raises(DeskError) as refused:
             untrusting.check()
-        trusting = RtDesk(
-            ItsmSettings(system="rt", url=url, user="itops", timeout=5, ca_bundle=tls.ca),
-            password=Secret("pw"),
-            token=None,
-        )
+        trusting = rt_with_password(url, timeout=5, ca_bundle=tls.ca)
         with pytest.raises(DeskAuthError):  # TLS accepted: the desk's own answer comes through
             trusting.check()
     finally:

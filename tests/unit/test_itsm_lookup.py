@@ -17,13 +17,13 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.unit.test_itsm import rt_with_password, serving
 from toolkit.itsm import DeskAuthError, DeskError, DeskTicket, DeskUnavailable, ItsmSettings
 from toolkit.ledger import Entry, open_ledger
 from toolkit.secrets.credentials import Secret
@@ -66,14 +66,8 @@ class _Rest2(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def rest2() -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
     seen: list[tuple[str, str, str]] = []
-    handler = type("H", (_Rest2,), {"seen": seen})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(type("H", (_Rest2,), {"seen": seen})) as url:
+        yield url, seen
 
 
 LOOK_UP = """
@@ -181,39 +175,23 @@ class _Refusing(http.server.BaseHTTPRequestHandler):
 def test_what_rt_answers_instead_of_the_ticket_is_said_as_python_rt_calls_would(
     status: int, error: type[DeskError], text: str
 ) -> None:
-    from toolkit.itsm.rt import RtDesk
 
     handler = type("H", (_Refusing,), {"status": status})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        desk = RtDesk(
-            ItsmSettings(system="rt", url=url, user="itops", timeout=5),
-            password=Secret("pw"),
-            token=None,
-        )
+    with serving(handler) as url:
+        desk = rt_with_password(url, timeout=5)
         with pytest.raises(DeskError) as caught:
             desk.lookup("RT-7")
-    finally:
-        server.shutdown()
-        server.server_close()
     assert type(caught.value) is error and text in caught.value.message, caught.value.message
 
 
 def test_an_rt_that_never_answers_the_lookup_is_unavailable_after_the_timeout() -> None:
-    from toolkit.itsm.rt import RtDesk
 
     silent = socket.socket()  # accepts (the kernel's backlog) and never says a word
     silent.bind(("127.0.0.1", 0))
     silent.listen(4)
     try:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        desk = RtDesk(
-            ItsmSettings(system="rt", url=url, user="itops", timeout=1),
-            password=Secret("pw"),
-            token=None,
-        )
+        desk = rt_with_password(url, timeout=1)
         with pytest.raises(DeskUnavailable, match="did not answer within 1 s") as caught:
             desk.lookup("RT-7")
     finally:

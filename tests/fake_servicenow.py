@@ -7,7 +7,11 @@ sysparm_fields (dot-walked reference fields too), sysparm_display_value=true|fal
 sysparm_limit/sysparm_offset with the X-Total-Count header; PATCH /api/now/table/{table}/{id};
 errors as {"error": {"message", "detail"}, "status": "failure"}. The tables hold what itops
 reads: incident (work_notes and comments go to sys_journal_field, audited changes to
-sys_audit with record_checkpoint = the incident's update count), sys_user. Resolving
+sys_audit with record_checkpoint = the incident's update count), sys_user, and the
+Assessments tables a survey lives in (asmt_metric: name, datatype scale|string|…, scale_min,
+scale_max; asmt_assessment_instance: trigger_table, trigger_id = the incident's sys_id,
+state ready|wip|complete, taken_on, user; asmt_metric_result: instance, metric,
+actual_value, string_value; reference fields rendered as sys_ids, dot-walkable). Resolving
 (state 6) without close_code and close_notes is refused with 403 "Data Policy Exception", as
 the incident's data policy does. Times are UTC ("2026-12-04 15:50:28").
 """
@@ -26,6 +30,12 @@ STATE_LABELS = {"1": "New", "2": "In Progress", "3": "On Hold", "6": "Resolved",
 PRIORITY_LABELS = {"1": "1 - Critical", "2": "2 - High", "3": "3 - Moderate", "4": "4 - Low",
                    "5": "5 - Planning"}  # fmt: skip
 AUDITED = ("state", "priority", "category", "comments", "work_notes")
+# dot-walkable reference fields: table → field → referenced table
+REFERENCES = {
+    "incident": {"caller_id": "sys_user"},
+    "asmt_assessment_instance": {"user": "sys_user"},
+    "asmt_metric_result": {"metric": "asmt_metric", "instance": "asmt_assessment_instance"},
+}
 CONDITION = re.compile(r"^([a-z_][a-z0-9_.]*?)(IN|LIKE|>=|<=|!=|=|>|<)(.*)$", re.S)
 
 
@@ -43,6 +53,7 @@ class FakeServiceNow(FakeDesk):
         self.clock = time.time
         self.tables: dict[str, dict[str, dict[str, str]]] = {
             "incident": {}, "sys_user": {}, "sys_journal_field": {}, "sys_audit": {},
+            "asmt_metric": {}, "asmt_assessment_instance": {}, "asmt_metric_result": {},
         }  # fmt: skip
         self.next_number = 10042
         self.add_user("itops", "itops@example.org", "itops service account")
@@ -89,6 +100,48 @@ class FakeServiceNow(FakeDesk):
         key = self.incident(number)["sys_id"]
         return [r["value"] for r in self.tables["sys_journal_field"].values()
                 if r["element_id"] == key and r["element"] == "work_notes"]  # fmt: skip
+
+    def add_metric(
+        self, name: str, datatype: str = "scale", scale_min: int = 1, scale_max: int = 5
+    ) -> str:
+        """An asmt_metric (a survey question)."""
+        key = sys_id()
+        self.tables["asmt_metric"][key] = {
+            "sys_id": key, "name": name, "datatype": datatype, "scale_min": str(scale_min),
+            "scale_max": str(scale_max),
+        }  # fmt: skip
+        return key
+
+    def survey(
+        self, number: str, answers: dict[str, str], *, user: str = "alice",
+        state: str = "complete", at: float | None = None,
+    ) -> str:  # fmt: skip
+        """A survey instance triggered by the incident, its answers keyed by metric sys_id
+        (a scale metric's actual_value; a string metric's string_value)."""
+        with self.lock:
+            at = self.clock() if at is None else at
+            key = sys_id()
+            self.tables["asmt_assessment_instance"][key] = {
+                "sys_id": key, "trigger_table": "incident",
+                "trigger_id": self.incident(number)["sys_id"], "state": state,
+                "taken_on": stamp(at) if state == "complete" else "",
+                "user": self.user_key(user), "sys_created_on": stamp(at),
+            }  # fmt: skip
+            for metric, answer in answers.items():
+                rkey = sys_id()
+                text = self.tables["asmt_metric"][metric]["datatype"] == "string"
+                self.tables["asmt_metric_result"][rkey] = {
+                    "sys_id": rkey, "instance": key, "metric": metric,
+                    "actual_value": "-1" if text else answer,
+                    "string_value": answer if text else "",
+                }  # fmt: skip
+            return key
+
+    def complete(self, instance: str, at: float) -> None:
+        """The survey taken later."""
+        with self.lock:
+            row = self.tables["asmt_assessment_instance"][instance]
+            row.update(state="complete", taken_on=stamp(at))
 
     # -- the Table API -------------------------------------------------------------------------
     def error_body(self, status: int, message: str) -> Any:
@@ -195,10 +248,10 @@ class FakeServiceNow(FakeDesk):
     def _value(self, table: str, row: dict[str, str], name: str) -> str:
         if table == "incident" and name == "active":  # (ServiceNow derives it from the state)
             return "false" if row["state"] in ("6", "7", "8") else "true"
-        if "." in name and table == "incident":
+        if "." in name and table in REFERENCES:
             ref, _, sub = name.partition(".")
-            user = self.tables["sys_user"].get(row.get(ref, ""), {})
-            return user.get(sub, "")
+            target = REFERENCES[table].get(ref, "sys_user")
+            return self.tables[target].get(row.get(ref, ""), {}).get(sub, "")
         return row.get(name, "")
 
     def _label(self, table: str, row: dict[str, str], name: str) -> str:
@@ -207,7 +260,7 @@ class FakeServiceNow(FakeDesk):
             return STATE_LABELS.get(value, value)
         if table == "incident" and name == "priority":
             return PRIORITY_LABELS.get(value, value)
-        if table == "incident" and name == "caller_id":
+        if (table, name) in (("incident", "caller_id"), ("asmt_assessment_instance", "user")):
             return self.tables["sys_user"].get(value, {}).get("name", "")
         return value
 

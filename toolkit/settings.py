@@ -533,6 +533,18 @@ SCHEMA = Table(
                     "desk states that are a resolution (itsm sync); other closed states close",
                     'RT: ["resolved"]; other desks: docs/itsm.md',
                 ),
+                "survey_metric": Key(
+                    Text(),
+                    "ServiceNow: the survey question (asmt_metric name) whose answer is the "
+                    "satisfaction score, scaled to 1–5",
+                    "the survey's first scale question",
+                ),
+                "survey_comment_metric": Key(
+                    Text(),
+                    "ServiceNow: the string survey question (asmt_metric name) whose answer is "
+                    "the comment",
+                    "the survey's first answered string question",
+                ),
                 "priorities": Table(
                     "desk priority → itops priority: the lowest desk value of each",
                     entries=Key(

@@ -640,3 +640,143 @@ def test_jira_cloud_satisfaction_ratings_become_surveys_once(
     assert survey.info["at"] == iso_utc(t0 + 400) and survey.action_id.startswith("jira-survey-")
     assert [r.info["score"] for r in ledger.records(ticket=later, kind="ticket.survey")] == [2]
     assert not list(ledger.records(ticket=odd, kind="ticket.survey"))
+
+
+def test_servicenow_surveys_become_scaled_survey_events_once(tmp_path: Path, ledger: Any) -> None:
+    """ServiceNow: a complete asmt_assessment_instance an incident triggered is a survey at its
+    taken_on, keyed by its sys_id; the configured scale metric's answer scaled to 1–5 (half
+    up), a string metric's answer its comment, kept as data; an unfinished one ignored; none
+    twice; one answered after the last sync found by its taken_on."""
+    from toolkit.itsm.sync import sync
+
+    t0 = 1_796_000_000.0
+    hostile = "great \x1b[31mred\x1b]0;t\x07 <script>x</script>'; DROP TABLE x; --"
+    made = servicenow(tmp_path)
+    fake = made.fake
+    speed = fake.add_metric("How fast?", scale_min=1, scale_max=5)
+    resolution = fake.add_metric("How satisfied are you with the resolution?", scale_min=0,
+                                 scale_max=8)  # fmt: skip
+    words = fake.add_metric("Anything else?", datatype="string")
+    rated, unfinished, later = (
+        fake.new_incident(f"csat {i}", caller="alice", at=t0 + i) for i in range(3)
+    )
+    for number in (rated, unfinished, later):
+        fake.update(number, "bob", at=t0 + 300, state="6", close_code="Solution provided",
+                    close_notes="ok")  # fmt: skip
+    fake.survey(rated, {speed: "1", resolution: "7", words: f"  {hostile}  "}, at=t0 + 400)
+    fake.survey(unfinished, {resolution: "8"}, state="wip", at=t0 + 410)
+    pending = fake.survey(later, {resolution: "3"}, state="wip", at=t0 + 420)
+    settings = made.settings(survey_metric="how satisfied are you with the resolution?")
+    desk = made.open(survey_metric=settings.survey_metric)
+    lock = tmp_path / "lock"
+    try:
+        first = sync(ledger, desk, settings, lock=lock, now=t0 + 3600)
+        again = sync(ledger, desk, settings, lock=lock, now=t0 + 3600)
+        reread = sync(ledger, desk, settings, lock=lock, since=t0 - 60, now=t0 + 3600)
+        fake.complete(pending, at=t0 + 1800)
+        third = sync(ledger, desk, settings, lock=lock, now=t0 + 3600)
+    finally:
+        desk.close()
+        fake.stop()
+    assert first.events["survey"] == 1, first.skipped
+    assert sum(again.events.values()) == 0 and sum(reread.events.values()) == 0
+    assert dict(third.events) == {"survey": 1}
+    [survey] = [r for r in ledger.records(ticket=rated) if r.kind == "ticket.survey"]
+    assert survey.info["score"] == 5  # 7 of 0–8 → 4.5 → 5 (half up, not to even)
+    assert survey.info["comment"] == hostile.strip() and survey.info["by"] == "alice"
+    assert survey.info["at"] == iso_utc(t0 + 400)
+    assert survey.action_id.startswith("servicenow-survey-")
+    assert [r.info["score"] for r in ledger.records(ticket=later, kind="ticket.survey")] == [3]
+    assert not list(ledger.records(ticket=unfinished, kind="ticket.survey"))
+    asked = [s for s in fake.seen if "asmt_assessment_instance" in s.path]
+    assert asked and all("state=complete" in s.query.get("sysparm_query", "") for s in asked)
+
+
+@pytest.mark.parametrize(
+    ("value", "low", "high", "metric", "score"),
+    [
+        ("4", "1", "5", "", "4"), ("0", "0", "10", "", "1"), ("10", "0", "10", "", "5"),
+        ("12", "0", "10", "", "5"), ("-3", "0", "10", "", "1"), ("3", "0", "8", "", "3"),
+        ("x", "1", "5", "", "x"), ("3", "5", "5", "", "3"), ("4", "1", "5", "nope", None),
+    ],
+)  # fmt: skip
+def test_servicenow_survey_score_is_scaled_half_up_and_clamped(
+    value: str, low: str, high: str, metric: str, score: str | None
+) -> None:
+    from toolkit.itsm.servicenow import Field, _survey_comment, _survey_score
+
+    def row(**values: str) -> dict[str, Field]:
+        return {k.replace("__", "."): Field(v, v) for k, v in values.items()}
+
+    answers = [
+        row(metric__name="Words", metric__datatype="string", metric__order="0",
+            actual_value="-1", string_value="", metric__scale_min="", metric__scale_max=""),
+        row(metric__name="Q", metric__datatype="scale", metric__order="1", actual_value=value,
+            string_value="", metric__scale_min=low, metric__scale_max=high),
+    ]  # fmt: skip
+    assert _survey_score(answers, metric) == score
+    assert _survey_comment(answers, "") == ""  # no answered string metric: no comment
+
+
+def test_servicenow_surveys_refused_leave_the_incidents_synced(
+    tmp_path: Path, ledger: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An account without read on asmt_assessment_instance (403): the incidents' steps are
+    still recorded, the surveys are said to be unread (a warning naming the rights' doc)."""
+    from toolkit.itsm.sync import sync
+
+    t0 = 1_796_000_000.0
+    made = servicenow(tmp_path)
+    fake = made.fake
+    scale = fake.add_metric("How satisfied are you?")
+    number = fake.new_incident("csat", caller="alice", at=t0)
+    fake.update(number, "bob", at=t0 + 300, state="6", close_code="Solution provided",
+                close_notes="ok")  # fmt: skip
+    fake.survey(number, {scale: "4"}, at=t0 + 400)
+    fake.fail("GET", "/api/now/table/asmt_assessment_instance", status=403, times=5)
+    desk = made.open()
+    try:
+        with caplog.at_level("WARNING", logger="itops.itsm"):
+            result = sync(ledger, desk, made.settings(), lock=tmp_path / "lock", now=t0 + 3600)
+    finally:
+        desk.close()
+        fake.stop()
+    assert kinds(ledger, number) == ["opened", "resolved"], result.skipped
+    assert [r for r in caplog.records if "surveys not read" in r.getMessage()
+            and "docs/itsm.md" in r.getMessage()]  # fmt: skip
+    assert PASSWORD not in caplog.text
+
+
+def test_cli_servicenow_survey_synced_counts_in_kpi_csat(tmp_path: Path) -> None:
+    """`itops itsm sync` then `itops kpi`: a ServiceNow survey (configured metric, 0–10) is in
+    CSAT; `ticket show` shows it without the comment's control characters."""
+    import time
+
+    made = servicenow(tmp_path)
+    fake = made.fake
+    try:
+        ws = workspace(tmp_path, made)
+        with open(ws / "itops.toml") as f:
+            toml = f.read()
+        (ws / "itops.toml").write_text(
+            toml.replace("timeout = 5\n", 'timeout = 5\nsurvey_metric = "Resolution?"\n')
+        )
+        t0 = time.time() - 3600
+        resolution = fake.add_metric("Resolution?", scale_min=0, scale_max=10)
+        words = fake.add_metric("Words?", datatype="string")
+        number = fake.new_incident("kpi csat", caller="alice", at=t0)
+        fake.update(number, "bob", at=t0 + 600, state="6", close_code="Solution provided",
+                    close_notes="ok")  # fmt: skip
+        fake.survey(number, {resolution: "7", words: "slow \x1b[31mred\x07"}, at=t0 + 900)
+        synced = run_itops(ws, "itsm", "sync", "--json")
+        assert synced.returncode == 0, synced.stdout + synced.stderr
+        assert json.loads(synced.stdout)["skipped"] == []
+        shown = run_itops(ws, "ticket", "show", number)
+        assert shown.returncode == 0 and "\x1b" not in shown.stdout + shown.stderr
+        kpi = run_itops(ws, "kpi", "--since", iso_utc(t0 - 60), "--until", iso_utc(t0 + 3500),
+                        "--json")  # fmt: skip
+        assert kpi.returncode == 0, kpi.stderr
+        found = json.loads(kpi.stdout)
+        assert found["surveys"] == 1 and found["csat_mean"] == pytest.approx(4.0)  # 3.8 → 4
+    finally:
+        fake.stop()

@@ -240,6 +240,8 @@ class ItsmSettings:
     closed_states: tuple[str, ...] = DEFAULT_CLOSED
     waiting_states: tuple[str, ...] = DEFAULT_WAITING
     resolved_states: tuple[str, ...] = DEFAULT_RESOLVED
+    survey_metric: str = ""  # ServiceNow: the asmt_metric whose answer is the score
+    survey_comment_metric: str = ""  # ServiceNow: the string asmt_metric that is the comment
 
     @classmethod
     def of(cls, workspace: Workspace) -> ItsmSettings:
@@ -276,6 +278,8 @@ class ItsmSettings:
             resolved_states=tuple(
                 raw.get("resolved_states", desk.get("resolved_states", DEFAULT_RESOLVED))
             ),
+            survey_metric=str(raw.get("survey_metric", "")),
+            survey_comment_metric=str(raw.get("survey_comment_metric", "")),
         )
 
     @classmethod

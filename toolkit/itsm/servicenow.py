@@ -14,6 +14,10 @@ Calls used (table: what):
     sys_journal_field  element_id=SYS_ID^element=work_notes^valueLIKEKEY (find a note)
     sys_audit       tablename=incident^fieldnameIN… (the sync: state, priority, category,
                     comments — the caller-visible replies)
+    asmt_assessment_instance  trigger_table=incident^state=complete^taken_on>=… (the sync:
+                    satisfaction surveys answered, trigger_id = the incident's sys_id)
+    asmt_metric_result  instanceIN… (their answers, with metric.name/datatype/scale_min/
+                    scale_max dot-walked into asmt_metric)
 Nothing of pysnc or requests leaves this module: their failures become DeskErrors.
 """
 
@@ -60,6 +64,13 @@ AUDITED = {"comments": ("replied", 1), "state": ("status", 2), "priority": ("pri
 # rising with time, unique within an incident (sys_audit's own ids are GUIDs)
 SECOND = 100_000
 MARGIN = 120  # seconds re-read before the mark: an audit row committed late is not missed
+SURVEY_MARGIN = 300  # seconds of surveys re-read before the mark (taken_on is set on submit)
+SURVEY_RANK = 5  # a survey's rank in its second (after the audited fields' 1–4)
+SURVEY_FIELDS = ["sys_id", "trigger_id", "taken_on", "user", "user.user_name"]
+RESULT_FIELDS = [
+    "instance", "metric", "metric.name", "metric.datatype", "metric.scale_min",
+    "metric.scale_max", "metric.order", "actual_value", "string_value",
+]  # fmt: skip
 
 
 class ServiceNowDesk:
@@ -208,7 +219,7 @@ class ServiceNowDesk:
         """Incidents created, then sys_audit rows of incidents, from the later of `since` and
         the mark's second (less MARGIN), oldest first."""
         start = max(since or 0.0, after // SECOND - MARGIN if after else 0.0)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start))
+        stamp = _stamp(start)
         created = self._call(
             "read new incidents",
             lambda: self._rows(
@@ -221,13 +232,69 @@ class ServiceNowDesk:
             "read the incidents' history",
             lambda: self._rows("sys_audit", query, AUDIT_FIELDS, order="sys_created_on"),
         )
-        numbers = self._numbers({a["documentkey"].value for a in audits})
+        begun = max(since or 0.0, after // SECOND - SURVEY_MARGIN if after else 0.0)
+        surveys = self._surveys(f"taken_on>={_stamp(begun)}", "read the surveys answered")
+        numbers = self._numbers(
+            {a["documentkey"].value for a in audits} | {r["trigger_id"].value for r in surveys}
+        )
         for row in audits:
             ticket = numbers.get(row["documentkey"].value)
             change = _change(ticket, row) if ticket else None
             if change is not None:
                 steps.append(change)
+        steps += self._survey_changes(surveys, numbers)
         yield from sorted(steps, key=lambda c: c.txn)
+
+    def _surveys(self, query: str, what: str, ticket: str | None = None) -> list[dict[str, Field]]:
+        """The complete survey instances an incident triggered, of `query`."""
+        full = f"trigger_table=incident^state=complete^{query}"
+        try:
+            rows: list[dict[str, Field]] = self._call(
+                what,
+                lambda: self._rows(
+                    "asmt_assessment_instance", full, SURVEY_FIELDS, order="taken_on"
+                ),
+                ticket=ticket,
+            )
+        except DeskAuthError as exc:  # an account without the survey tables' rights: the
+            # incidents' history is still synced; the surveys are said to be unread
+            log.warning("ServiceNow surveys not read: %s (rights: docs/itsm.md)", exc.message)
+            return []
+        return rows
+
+    def _survey_changes(
+        self, surveys: list[dict[str, Field]], numbers: dict[str, str]
+    ) -> list[Change]:
+        """Each survey as a Change: its score the configured (else the first) scale metric's
+        answer scaled to 1–5, its comment a string metric's answer; keyed by its sys_id."""
+        ids = sorted({r["sys_id"].value for r in surveys})
+        answers: dict[str, list[dict[str, Field]]] = {}
+        for start in range(0, len(ids), 50):
+            query = f"instanceIN{','.join(ids[start : start + 50])}"
+            rows = self._call(
+                "read the surveys' answers",
+                partial(self._rows, "asmt_metric_result", query, RESULT_FIELDS),
+            )
+            for row in rows:
+                answers.setdefault(row["instance"].value, []).append(row)
+        found: list[Change] = []
+        for row in surveys:
+            ticket = numbers.get(row["trigger_id"].value)
+            at = _epoch(row["taken_on"].value)
+            if not ticket or at is None:
+                continue
+            mine = answers.get(row["sys_id"].value, [])
+            score = _survey_score(mine, self.settings.survey_metric)
+            if score is None:
+                log.info("ServiceNow survey %s of %s: no scale answer to read", row["sys_id"].value,
+                         ticket)  # fmt: skip
+                continue
+            comment = _survey_comment(mine, self.settings.survey_comment_metric)
+            by = row["user.user_name"].value or row["user"].shown
+            key = f"servicenow-survey-{row['sys_id'].value}"
+            txn = _txn(at, 0, SURVEY_RANK)
+            found.append(Change(ticket, txn, at, by, "survey", comment, score, key=key))
+        return found
 
     def _created(self, row: dict[str, Field]) -> Change:
         info = self._ticket(row)
@@ -247,6 +314,8 @@ class ServiceNowDesk:
             ticket=ticket,
         )
         found = [_change(ticket, row) for row in audits]
+        surveys = self._surveys(f"trigger_id={sys_id}", f"read {ticket}'s surveys", ticket)
+        found += self._survey_changes(surveys, {sys_id: ticket})
         return sorted([first, *(c for c in found if c is not None)], key=lambda c: c.txn)
 
     def tickets(self, ids: Iterable[str]) -> dict[str, DeskTicket]:
@@ -414,6 +483,50 @@ def _change(ticket: str, row: dict[str, Field]) -> Change | None:
     elif what == "replied":
         old, new = "", ""  # (the reply's text is not kept)
     return Change(ticket, _txn(at, checkpoint, rank), at, row["user"].value, what, old, new)
+
+
+def _stamp(at: float) -> str:
+    """Epoch seconds → the Table API's internal time (UTC), for an encoded query."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))
+
+
+def _number(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _survey_score(answers: list[dict[str, Field]], metric: str) -> str | None:
+    """The score of a survey's answers: the metric named `metric` (any case), else the first
+    scale metric (by its order); its actual_value scaled from [scale_min, scale_max] to 1–5,
+    rounded half up and clamped. None: no such answer. An answer that is not a number, or a
+    scale without a span, is returned as it is (the sync skips it, saying why)."""
+    scales = [a for a in answers if a["metric.datatype"].value == "scale"]
+    if metric:
+        chosen = [a for a in answers if a["metric.name"].value.casefold() == metric.casefold()]
+    else:
+        chosen = sorted(scales, key=lambda a: (_number(a["metric.order"].value) or 0.0,
+                                               a["metric.name"].value))  # fmt: skip
+    if not chosen:
+        return None
+    answer = chosen[0]
+    value = _number(answer["actual_value"].value)
+    low = _number(answer["metric.scale_min"].value)
+    high = _number(answer["metric.scale_max"].value)
+    if value is None or low is None or high is None or high <= low:
+        return answer["actual_value"].value
+    scaled = 1 + (value - low) * 4 / (high - low)
+    return str(min(5, max(1, int(scaled + 0.5))))
+
+
+def _survey_comment(answers: list[dict[str, Field]], metric: str) -> str:
+    """The comment of a survey's answers: the string metric named `metric` (any case), else the
+    first answered string metric; empty: none."""
+    texts = [a for a in answers if a["metric.datatype"].value == "string"]
+    if metric:
+        texts = [a for a in texts if a["metric.name"].value.casefold() == metric.casefold()]
+    return next((a["string_value"].value for a in texts if a["string_value"].value.strip()), "")
 
 
 def _epoch(value: str) -> float | None:

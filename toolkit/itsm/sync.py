@@ -10,7 +10,7 @@ desk's tickets like any other:
             resolved                 → resolved;  from resolved or closed back → reopened
             closed (rejected/deleted)→ resolved (code: the desk's status) + closed
     priority / queue changed         → updated (priority / category), when the mapped value changes
-    survey answered (GLPI, Jira Cloud) → survey (score 1–5, comment); a score outside 1–5 skipped
+    survey answered (GLPI, Jira Cloud, ServiceNow) → survey (score 1–5, comment); a score outside 1–5 skipped
 
 Every event carries the desk step's id as its dedupe key (`action_id` `rt-1234`; a second
 event of one step `rt-1234-2`; a survey the key its desk gives it, `glpi-survey-12`): a

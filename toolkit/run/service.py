@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from toolkit.remediation.catalog import Task
     from toolkit.run.events import RunObserver
     from toolkit.run.policy import RunPolicy
+    from toolkit.run.writeback import DeskWriteBack
     from toolkit.transports import Connector
 
 DEFAULT_FORKS = 50
@@ -334,20 +335,9 @@ class RunService:
         """Run an admitted request under `policy` (see `admit`). `write_back=False`: no desk
         note for this part (a distributed run writes one for all its hosts, `write_note`)."""
         app = self.app
-        desk = self.desk_system(request.ticket)
         observers = list(self.observers)
-        writeback = None
-        if desk is not None and self.write_back and write_back:
-            from toolkit.run.writeback import DeskWriteBack
-
-            writeback = DeskWriteBack(
-                app.ledger,
-                ticket=str(request.ticket),
-                system=desk,
-                mask=app.redactor.mask,
-                policy=policy,
-                resolve=self.resolve,
-            )
+        writeback = self._writeback(request, policy) if write_back else None
+        if writeback is not None:
             observers.append(writeback)
         runner = Runner(
             ledger=app.ledger,
@@ -373,8 +363,7 @@ class RunService:
             with self._lock:
                 self._runners.discard(runner)
         if writeback is not None:
-            self.desk_notes.extend(writeback.queued)
-            self.resolution = writeback.resolution
+            self._written(writeback)
         if request.check_only:
             report = self._window_notes(request, report)
         return Ran(report, policy)
@@ -383,20 +372,30 @@ class RunService:
         """The run's one desk note from its whole report — the hosts its sites' workers ran
         included (they write none: a worker executes with write-back off) — queued in the
         ledger's outbox as a local run's is at run_done."""
+        writeback = self._writeback(request, ran.policy)
+        if writeback is not None:
+            writeback.run_done(ran.report)
+            self._written(writeback)
+
+    def _writeback(self, request: RunRequest, policy: RunPolicy | None) -> DeskWriteBack | None:
+        """The desk note's writer for a run under the configured desk's ticket (None: no desk,
+        or write-back off)."""
         desk = self.desk_system(request.ticket)
         if desk is None or not self.write_back:
-            return
+            return None
         from toolkit.run.writeback import DeskWriteBack
 
-        writeback = DeskWriteBack(
+        return DeskWriteBack(
             self.app.ledger,
             ticket=str(request.ticket),
             system=desk,
             mask=self.app.redactor.mask,
-            policy=ran.policy,
+            policy=policy,
             resolve=self.resolve,
         )
-        writeback.run_done(ran.report)
+
+    def _written(self, writeback: DeskWriteBack) -> None:
+        """What a finished run's writer queued (and resolved), kept for the command to report."""
         self.desk_notes.extend(writeback.queued)
         self.resolution = writeback.resolution
 

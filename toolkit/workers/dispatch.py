@@ -27,6 +27,7 @@ from toolkit.ledger import Entry, Ledger
 from toolkit.run.events import HostRun, Observers
 from toolkit.run.results import HostResult, Outcome, RunReport, max_fail_stop
 from toolkit.run.runner import RunInterrupted
+from toolkit.secrets.sealed import RunKey
 from toolkit.workers import (
     CANCELLED,
     TASK_NAME,
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     from toolkit.inventory import Host
     from toolkit.run.policy import RunPolicy
     from toolkit.run.service import Ran, RunRequest, RunService
-    from toolkit.secrets.sealed import RunKey
 
 log = logging.getLogger("itops.workers")
 
@@ -180,8 +180,6 @@ def run_distributed(
     celery, settings = require_workers(app, request.hosts)
     started = time.monotonic()
     policy = service.admit(request)
-    from toolkit.secrets.sealed import RunKey
-
     key = RunKey()  # secrets the workers make come back sealed to it (toolkit.secrets.sealed)
     results: dict[str, HostResult] = {}
     notes: list[str] = []

@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from toolkit.errors import ToolkitError
 from toolkit.inventory import Host
-from toolkit.run.results import HostResult, Outcome, RunReport, finding_dict, transcript
+from toolkit.run.results import (
+    LEDGER_UNAVAILABLE,
+    HostResult,
+    Outcome,
+    RunReport,
+    finding_dict,
+    transcript,
+)
 
 if TYPE_CHECKING:
     from toolkit.ledger import Ledger
@@ -159,7 +166,7 @@ class LedgerRecorder:
                     f"{result.outcome} on the host, but the ledger could not record it "
                     f"(the action stays open there): {exc}"
                 ),
-                error="ledger-unavailable",
+                error=LEDGER_UNAVAILABLE,
             )
         return result
 

@@ -37,6 +37,8 @@ EXIT_CODES: tuple[tuple[Outcome, int], ...] = (
 )
 # A host the task has no implementation for is skipped too, but that is no work left undone.
 NOT_ITS_PLATFORM = "not-its-platform"
+# A host whose action the ledger could not record (its begin: never contacted; its finish: open).
+LEDGER_UNAVAILABLE = "ledger-unavailable"
 
 
 def exit_code(outcomes: Iterable[Outcome], *, failed: bool = False) -> int:

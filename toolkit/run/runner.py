@@ -64,6 +64,7 @@ from toolkit.remediation.quoting import Command, become, config_display, mapping
 from toolkit.run.events import HostRun, LedgerRecorder, NotRecorded, Observers, RunObserver
 from toolkit.run.results import (
     EXIT_CODES,
+    LEDGER_UNAVAILABLE,
     NOT_ITS_PLATFORM,
     CommandRecord,
     HostResult,
@@ -931,7 +932,7 @@ class Runner:
         ctx = state.ctx
         where = f"{ctx.step}: " if ctx is not None else ""
         if isinstance(exc, NotRecorded):
-            return Outcome.FAILED, exc.message, "ledger-unavailable"
+            return Outcome.FAILED, exc.message, LEDGER_UNAVAILABLE
         if isinstance(exc, CommandTimeout | CommandInterrupted) and ctx is not None:
             # Stopped on the host mid-command: say what that means for the host's state.
             after = self._after_stop(state, exc)

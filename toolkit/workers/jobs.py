@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import ToolkitError, ValidationError
 from toolkit.run.events import HostRun, RunObserver
-from toolkit.run.results import HostResult
+from toolkit.run.results import LEDGER_UNAVAILABLE, HostResult
 from toolkit.workers import require_shared_ledger, site_of
 
 if TYPE_CHECKING:
@@ -377,7 +377,7 @@ def _close_open(
             found,
             outcome=Outcome.FAILED,
             message=mask(f"its open action could not be finished in the ledger: {exc}"),
-            error="ledger-unavailable",
+            error=LEDGER_UNAVAILABLE,
         )
     return dataclasses.replace(
         found,
@@ -388,7 +388,6 @@ def _close_open(
     )
 
 
-LEDGER_UNAVAILABLE = "ledger-unavailable"
 LEDGER_BACK = 120.0  # seconds a job waits for the ledger to settle the finishes it could not write
 LEDGER_POLL = 2.0
 

@@ -153,22 +153,23 @@ class ConfigRepository:
             return f"could not push to {self.remote()}: {pushed.stderr.strip()}"
         return None
 
-    def _refs(self) -> list[str]:
-        """What reads look at: this repository's history and, with a remote, the shared one
-        (fetched first; an unreachable remote leaves what was fetched last, with a warning)."""
-        refs = ["HEAD"] if self._has("HEAD") else []
-        if self.remote() is not None:
-            with self.locked():
-                last = _fetched.get(self.root)
-                fresh = last is not None and time.monotonic() - last < FETCH_EVERY
-                problem = None if fresh else self._fetch()
-                if not fresh and not problem:
-                    _fetched[self.root] = time.monotonic()
-            if problem:
-                log.warning("%s; reading the history fetched last", problem)
-            if self._has(SHARED):
-                refs.append(SHARED)
-        return refs
+    def _refs(self) -> list[str] | None:
+        """What reads give `git log`: nothing without a remote (git's default, HEAD — as reads
+        were before remotes, no extra git call on a backup's hot path); with one, HEAD and the
+        shared history, fetched first (an unreachable remote leaves what was fetched last, with
+        a warning). A ref that does not exist yet (no commit here, nothing shared) is left out;
+        none at all: None, nothing to read."""
+        if self.remote() is None:
+            return []
+        with self.locked():
+            last = _fetched.get(self.root)
+            fresh = last is not None and time.monotonic() - last < FETCH_EVERY
+            problem = None if fresh else self._fetch()
+            if not fresh and not problem:
+                _fetched[self.root] = time.monotonic()
+        if problem:
+            log.warning("%s; reading the history fetched last", problem)
+        return [ref for ref in ("HEAD", SHARED) if self._has(ref)] or None
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -191,7 +192,7 @@ class ConfigRepository:
         if not self.exists():
             return None
         refs = self._refs()
-        if not refs:
+        if refs is None:
             return None
         found = self._git("log", "-1", "--format=%h", *refs, "--", name, check=False)
         commit = found.stdout.strip()
@@ -204,7 +205,7 @@ class ConfigRepository:
         if not self.exists():
             return []
         refs = self._refs()
-        if not refs:
+        if refs is None:
             return []
         out = self._git("log", "--format=%h%x1f%cI%x1f%s", *refs, "--", name, check=False).stdout
         return [Revision(*line.split("\x1f", 2)) for line in out.splitlines() if line]
